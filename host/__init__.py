@@ -1,0 +1,1 @@
+"""The central host: ingest, ledger, replica publisher, reports (later issue)."""

@@ -1,0 +1,1 @@
+"""Simulators of the devices in ``hw``: virtual fuel cards, barcode scanners, dispensers."""

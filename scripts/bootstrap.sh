@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Set up everything edgepos needs on a fresh Debian machine (run as root), idempotently:
+# system packages that are missing, a virtual environment in .venv, and edgepos itself
+# installed editable with its test extras (this compiles the Cython evaluator).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+need_apt=()
+command -v python3 >/dev/null || need_apt+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+command -v gcc >/dev/null || need_apt+=(gcc)
+python3 - <<'PY' 2>/dev/null || need_apt+=(python3-dev)
+import sysconfig, os, sys
+sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)
+PY
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+    log "installing system packages: ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    log "creating virtual environment .venv"
+    python3 -m venv .venv
+fi
+log "installing edgepos (editable, compiles the native evaluator)"
+.venv/bin/python -m pip install -q --upgrade pip setuptools wheel Cython
+.venv/bin/python -m pip install -q --no-build-isolation -e '.[test]'
+log "ready: .venv/bin/edgepos"

@@ -1,0 +1,51 @@
+"""Build the Cython evaluator; everything else is declared in pyproject.toml.
+
+The native evaluator is not optional: the daemon uses it. A machine without a
+working C compiler gets a clear error here, at install time, instead of a
+silently slow daemon later.
+"""
+
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+try:
+    from Cython.Build import cythonize
+except ImportError:  # pragma: no cover - pip installs Cython as a build requirement
+    sys.exit("edgepos: Cython is required to build the native evaluator (pip installs it "
+             "from pyproject.toml's build requirements; for setup.py use: pip install Cython)")
+
+
+class BuildNative(build_ext):
+    """build_ext that turns a missing or broken C compiler into one clear error."""
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as exc:  # distutils raises several unrelated types here
+            raise SystemExit(
+                "edgepos: could not compile the native evaluator (native/_evaluator.pyx).\n"
+                "A C compiler and the Python headers are required: on Debian run\n"
+                "    apt-get install -y gcc python3-dev\n"
+                f"then install again. The compiler said: {exc}"
+            ) from exc
+
+
+extensions = [
+    Extension(
+        "native._evaluator",
+        ["native/_evaluator.pyx"],
+        extra_compile_args=["-O3"],
+    ),
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        language_level=3,
+        compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True,
+                             "initializedcheck": False},
+    ),
+    cmdclass={"build_ext": BuildNative},
+)

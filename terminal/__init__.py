@@ -1,0 +1,1 @@
+"""The edge daemon and the ``edgepos`` command line."""
