@@ -1,0 +1,180 @@
+"""The reference fuel rules: how much a card may buy, and what a completed delivery costs.
+
+This module is the readable specification of every fuel rule in docs/rules.md; the native
+evaluator must give the same answers (tests/test_differential.py checks it). Functions take
+the model (read only) and the state (balances and counters; only :func:`complete` changes it).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from .errors import RequestError
+from .fuel_model import (CardStatus, Contract, DiscountKind, DiscountWhere, FuelCard,
+                         FuelCompletion, FuelDecision, FuelModel, FuelRequest, FuelState, Limit,
+                         LimitCounter, LimitUnit, Period, Product, Station, mask_card_no)
+from .localtime import MAX_UTC_S, day_number, local_date, month_start, week_start
+from .money import (MAX_AMOUNT_KOP, MAX_VOLUME_ML, amount_for_volume, bp_of,
+                    max_volume_for_amount)
+from .reasons import Reason
+
+
+def authorize(model: FuelModel, state: FuelState, req: FuelRequest) -> FuelDecision:
+    """The largest volume (and its amount) ``req`` may dispense, and the binding reason.
+
+    Checks in order: stop list, card blocked, card expired, product group allowed on the
+    card, product sold at the station. Then the volume is the smallest of: the preset (or
+    the station's largest fill), every covering limit's remainder in its current period,
+    and what the contract balance plus credit line pays for. Ties go to the earlier of that
+    list, so a preset that exactly meets a limit is approved as asked (reason OK).
+    """
+    card, station, product = _resolve(model, req)
+    if card.card_no in model.stop_list:
+        return _decline(Reason.STOP_LIST)
+    if card.status is CardStatus.BLOCKED:
+        return _decline(Reason.CARD_BLOCKED)
+    contract = model.contracts[model.contract_index[card.contract_id]]
+    today = local_date(req.now_utc_s, contract.tz)
+    if today > card.expires_on:
+        return _decline(Reason.CARD_EXPIRED)
+    if product.group not in card.groups:
+        return _decline(Reason.PRODUCT_NOT_ALLOWED)
+    list_price = station.prices_kop_per_l.get(product.code)
+    if product.group not in station.groups or list_price is None:
+        return _decline(Reason.PRODUCT_NOT_SOLD)
+    price = unit_price(model, contract, station, product, list_price)
+
+    if req.preset_volume_ml is not None:
+        volume = req.preset_volume_ml
+    elif req.preset_amount_kop is not None:
+        volume = max_volume_for_amount(req.preset_amount_kop, price)
+    else:
+        volume = station.max_fill_ml
+    reason, binding = Reason.OK, None
+
+    for limit in card.limits:
+        if not limit.covers(product):
+            continue
+        left = limit.amount - spent_in_period(limit, state.counters.get((card.card_no, limit.limit_id)), today)
+        fits = left if limit.unit is LimitUnit.MILLILITRES else max_volume_for_amount(left, price)
+        fits = max(fits, 0)
+        if fits < volume:
+            volume, reason, binding = fits, Reason.LIMIT, limit.limit_id
+
+    available = state.balances[contract.contract_id] + contract.credit_line_kop
+    fits = max_volume_for_amount(available, price)
+    if fits < volume:
+        volume, reason, binding = fits, Reason.BALANCE, None
+
+    if volume == 0:
+        reason = {Reason.OK: Reason.PRESET_TOO_SMALL, Reason.LIMIT: Reason.LIMIT_EXHAUSTED,
+                  Reason.BALANCE: Reason.BALANCE_EXHAUSTED}[reason]
+    return FuelDecision(reason, volume, amount_for_volume(volume, price), price, list_price, binding)
+
+
+def complete(model: FuelModel, state: FuelState, req: FuelRequest, decision: FuelDecision,
+             delivered_volume_ml: int) -> FuelCompletion:
+    """Charge a delivery of ``delivered_volume_ml`` under ``decision`` and update the state.
+
+    The amount is the delivered volume at the decision's unit price. Every covering limit
+    with a period counts the delivery (litres or kopecks) in the period of the
+    authorization's time; the contract balance goes down by the amount. What was authorized
+    but not delivered is reported as released.
+    """
+    card, _station, product = _resolve(model, req)
+    if not decision.approved:
+        raise RequestError(f"cannot complete a declined authorization (reason {decision.reason.name})")
+    if type(delivered_volume_ml) is not int or not 0 <= delivered_volume_ml <= decision.volume_ml:
+        raise RequestError(f"delivered volume {delivered_volume_ml!r} ml is outside "
+                           f"0..{decision.volume_ml} ml authorized")
+    contract = model.contracts[model.contract_index[card.contract_id]]
+    today = local_date(req.now_utc_s, contract.tz)
+    amount = amount_for_volume(delivered_volume_ml, decision.unit_price_kop_per_l)
+    after: list[tuple[int, LimitCounter]] = []
+    for limit in card.limits:
+        if limit.period is Period.TRANSACTION or not limit.covers(product):
+            continue
+        key = (card.card_no, limit.limit_id)
+        start = period_start(limit.period, today)
+        counter = state.counters.get(key)
+        if counter is None or counter.period_start < start:
+            counter = LimitCounter(0, start)
+        added = delivered_volume_ml if limit.unit is LimitUnit.MILLILITRES else amount
+        counter = LimitCounter(counter.spent + added, counter.period_start)
+        state.counters[key] = counter
+        after.append((limit.limit_id, counter))
+    state.balances[contract.contract_id] -= amount
+    return FuelCompletion(delivered_volume_ml, amount, tuple(after), state.balances[contract.contract_id],
+                          decision.volume_ml - delivered_volume_ml, decision.amount_kop - amount)
+
+
+def unit_price(model: FuelModel, contract: Contract, station: Station, product: Product,
+               list_price: int) -> int:
+    """The list price less the contract tariff's largest discount that applies here."""
+    best = 0
+    for rule in model.discount_index.get((contract.tariff, product.code), ()):
+        if rule.where is DiscountWhere.HOME_REGION and station.region != contract.home_region:
+            continue
+        if rule.where is DiscountWhere.CHOSEN_STATIONS and station.station_id not in contract.chosen_station_ids:
+            continue
+        off = rule.value if rule.kind is DiscountKind.KOP_PER_L else bp_of(list_price, rule.value)
+        best = max(best, off)
+    return max(list_price - best, 0)
+
+
+def period_start(period: Period, today: date) -> int:
+    """The local day number the period containing ``today`` started on (0 for lifetime)."""
+    if period is Period.DAY:
+        return day_number(today)
+    if period is Period.WEEK:
+        return day_number(week_start(today))
+    if period is Period.MONTH:
+        return day_number(month_start(today))
+    return 0
+
+
+def spent_in_period(limit: Limit, counter: LimitCounter | None, today: date) -> int:
+    """What ``limit`` has spent in its current period (a per-transaction limit: nothing).
+
+    A counter from an earlier period has rolled over; one from a later period (a clock
+    that went back) still counts, which errs on the side of refusing.
+    """
+    if limit.period is Period.TRANSACTION or counter is None:
+        return 0
+    if counter.period_start < period_start(limit.period, today):
+        return 0
+    return counter.spent
+
+
+def _resolve(model: FuelModel, req: FuelRequest) -> tuple[FuelCard, Station, Product]:
+    """Check a request's shape and find its card, station and product, or RequestError."""
+    if not isinstance(req, FuelRequest):
+        raise RequestError(f"expected a FuelRequest, got {type(req).__name__}")
+    card = model.card(req.card_no)
+    si = model.station_index.get(req.station_id)
+    if si is None:
+        raise RequestError(f"unknown station {req.station_id!r}")
+    pi = model.product_index.get(req.product)
+    if pi is None:
+        raise RequestError(f"unknown product {req.product!r}")
+    if type(req.now_utc_s) is not int or not 0 <= req.now_utc_s <= MAX_UTC_S:
+        raise RequestError(f"time {req.now_utc_s!r} is outside 1970..2200")
+    if req.preset_volume_ml is not None and req.preset_amount_kop is not None:
+        raise RequestError("give a volume preset or an amount preset, not both")
+    _check_int("preset_volume_ml", req.preset_volume_ml, 1, MAX_VOLUME_ML)
+    _check_int("preset_amount_kop", req.preset_amount_kop, 1, MAX_AMOUNT_KOP)
+    return card, model.stations[si], model.products[pi]
+
+
+def _check_int(name: str, value: int | None, low: int, high: int) -> None:
+    if value is None:
+        return
+    if type(value) is not int or not low <= value <= high:
+        raise RequestError(f"{name} must be a whole number in {low}..{high}, got {value!r}")
+
+
+def _decline(reason: Reason) -> FuelDecision:
+    return FuelDecision(reason, 0, 0, 0, 0, None)
+
+
+__all__ = ["authorize", "complete", "unit_price", "period_start", "spent_in_period", "mask_card_no"]

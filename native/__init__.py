@@ -1,0 +1,51 @@
+"""The native (Cython) evaluator and the one place that picks an evaluator implementation.
+
+The daemon uses the native evaluator. It is compiled at install time; if it is missing the
+installation is broken, and importing this package says so (no silent slow fallback).
+``EDGEPOS_EVALUATOR=reference`` picks the reference evaluator explicitly, for debugging.
+"""
+
+from __future__ import annotations
+
+import os
+
+from authz.club_model import ClubModel
+from authz.fuel_model import FuelModel
+from authz.reference import ReferenceClubEvaluator, ReferenceFuelEvaluator
+
+try:
+    from ._evaluator import NativeClubEvaluator, NativeFuelEvaluator
+except ImportError as exc:  # pragma: no cover - only on a broken install
+    raise ImportError(
+        "edgepos: the native evaluator (native._evaluator) is not built. Install edgepos with "
+        "`pip install .` (or `bash scripts/bootstrap.sh`) on a machine with a C compiler; "
+        f"to debug without it, set EDGEPOS_EVALUATOR=reference. ({exc})"
+    ) from exc
+
+#: Implementations by name, for EDGEPOS_EVALUATOR and the test fixtures.
+IMPLEMENTATIONS = {
+    "native": (NativeFuelEvaluator, NativeClubEvaluator),
+    "reference": (ReferenceFuelEvaluator, ReferenceClubEvaluator),
+}
+
+
+def _pick(impl: str | None) -> tuple[type, type]:
+    name = impl or os.environ.get("EDGEPOS_EVALUATOR", "native")
+    try:
+        return IMPLEMENTATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown evaluator {name!r}: choose one of {sorted(IMPLEMENTATIONS)}") from None
+
+
+def fuel_evaluator(model: FuelModel, impl: str | None = None):
+    """A fuel evaluator over ``model``: native unless ``impl`` or EDGEPOS_EVALUATOR says otherwise."""
+    return _pick(impl)[0](model)
+
+
+def club_evaluator(model: ClubModel, impl: str | None = None):
+    """A club evaluator over ``model``: native unless ``impl`` or EDGEPOS_EVALUATOR says otherwise."""
+    return _pick(impl)[1](model)
+
+
+__all__ = ["NativeFuelEvaluator", "NativeClubEvaluator", "IMPLEMENTATIONS", "fuel_evaluator",
+           "club_evaluator"]
