@@ -1,0 +1,1 @@
+"""Tests of the ``hw`` package: device drivers against real ptys and their simulators."""
