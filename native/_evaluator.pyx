@@ -62,6 +62,32 @@ DEF N_TARIFFS = 6
 cdef tuple REASONS = tuple(Reason(i) for i in range(len(Reason)))
 
 
+# ---------------------------------------------------------------- fast result objects
+
+cdef extern from "Python.h":
+    int PyObject_GenericSetAttr(object o, object name, object value) except -1
+
+
+cdef object _build(type cls, tuple names, tuple values):
+    """A frozen slots dataclass instance without its __init__: generic attribute setting
+    skips the frozen __setattr__ check, which costs more than the decision itself. The
+    values are the same ones the reference passes to the constructor, in field order."""
+    cdef object o = cls.__new__(cls)
+    cdef Py_ssize_t i
+    for i in range(len(names)):
+        PyObject_GenericSetAttr(o, names[i], values[i])
+    return o
+
+
+def _fields(cls):
+    from dataclasses import fields
+    return tuple(f.name for f in fields(cls))
+
+
+cdef tuple F_DECISION = _fields(FuelDecision)
+cdef tuple F_QUOTE = _fields(ClubQuote)
+
+
 # ---------------------------------------------------------------- integers: calendar, money
 
 cdef inline int64_t floordiv(int64_t a, int64_t b) noexcept nogil:
@@ -284,8 +310,8 @@ cdef class NativeFuelEvaluator:
                       FuelOut* o) noexcept nogil:
         """authz.fuel.authorize, on positions already checked."""
         cdef int32_t ct, k
-        cdef int64_t today, lp, price, volume, fits, left, spent
-        cdef int8_t reason = R_OK
+        cdef int64_t today, lp, price, volume, fits, left, spent, amount, start, pstart_week, pstart_month
+        cdef int8_t reason = R_OK, period
         cdef int8_t g = self.prod_group[p]
         o.volume = 0
         o.amount = 0
@@ -317,31 +343,56 @@ cdef class NativeFuelEvaluator:
             volume = max_volume_for_amount(pa, price)
         else:
             volume = self.st_max_fill[s]
+        # A limit or the balance binds exactly when the amount of the volume so far is more
+        # than what it has left: checked with a multiplication, divided only when it binds.
+        amount = amount_for_volume(volume, price)
+        pstart_week = pstart_month = -1
         for k in range(self.card_limit_start[c], self.card_limit_start[c] + self.card_limit_count[c]):
             if not self._covers(k, p):
                 continue
             spent = 0
-            if self.lim_period[k] != PERIOD_TXN and self.lim_pstart[k] >= self._period_start(self.lim_period[k], today):
-                spent = self.lim_spent[k]
+            period = self.lim_period[k]
+            if period != PERIOD_TXN:
+                if period == PERIOD_DAY:
+                    start = today
+                elif period == PERIOD_WEEK:
+                    if pstart_week < 0:
+                        pstart_week = week_start(today)
+                    start = pstart_week
+                elif period == PERIOD_MONTH:
+                    if pstart_month < 0:
+                        pstart_month = month_start(today)
+                    start = pstart_month
+                else:
+                    start = 0
+                if self.lim_pstart[k] >= start:
+                    spent = self.lim_spent[k]
             left = self.lim_amount[k] - spent
-            fits = left if self.lim_unit[k] == UNIT_ML else max_volume_for_amount(left, price)
-            if fits < 0:
-                fits = 0
+            if self.lim_unit[k] == UNIT_ML:
+                fits = left if left > 0 else 0
+            elif amount > left:
+                fits = max_volume_for_amount(left, price)
+            else:
+                continue
             if fits < volume:
                 volume = fits
+                amount = amount_for_volume(volume, price)
                 reason = R_LIMIT
                 o.binding = self.lim_id[k]
-        fits = max_volume_for_amount(self.ct_balance[ct] + self.ct_credit[ct], price)
-        if fits < volume:
-            volume = fits
-            reason = R_BALANCE
-            o.binding = -1
+        left = self.ct_balance[ct] + self.ct_credit[ct]
+        if amount > left:
+            fits = max_volume_for_amount(left, price)
+            if fits < volume:
+                volume = fits
+                amount = amount_for_volume(volume, price)
+                reason = R_BALANCE
+                o.binding = -1
         if volume == 0:
             reason = R_PRESET_TOO_SMALL if reason == R_OK else (
                 R_LIMIT_EXHAUSTED if reason == R_LIMIT else R_BALANCE_EXHAUSTED)
         o.reason = reason
         o.volume = volume
-        o.amount = amount_for_volume(volume, price)
+        o.amount = amount
         o.price = price
         o.list_price = lp
 
@@ -378,8 +429,8 @@ cdef class NativeFuelEvaluator:
         cdef FuelOut o
         c, s, p, now, pv, pa = self._positions(req)
         self._decide(c, s, p, now, pv, pa, &o)
-        return FuelDecision(REASONS[o.reason], o.volume, o.amount, o.price, o.list_price,
-                            None if o.binding == -1 else o.binding)
+        return _build(FuelDecision, F_DECISION, (REASONS[o.reason], o.volume, o.amount, o.price,
+                      o.list_price, None if o.binding == -1 else o.binding))
 
     def complete(self, req, decision, delivered_volume_ml):
         """Charge a delivery under ``decision`` and apply it to balances and counters
@@ -734,9 +785,9 @@ cdef class NativeClubEvaluator:
         self._totals(sale, &t)
         cdef int64_t rate = self._rate(sale.channel, sale.payment_method)
         self._quote(c, now, rate, &t, &o)
-        return ClubQuote(REASONS[o.reason], o.total, o.spendable, o.max_redeem, o.accrual,
-                         o.accrual_at_max, o.balance,
-                         o.reason == R_OK and self.acc_activated[self.card_account[c]] != 0)
+        return _build(ClubQuote, F_QUOTE, (REASONS[o.reason], o.total, o.spendable, o.max_redeem,
+                      o.accrual, o.accrual_at_max, o.balance,
+                      o.reason == R_OK and self.acc_activated[self.card_account[c]] != 0))
 
     def commit(self, sale, payment, txn_id):
         """Commit ``sale`` with ``payment`` (authz.club.commit)."""
