@@ -7,6 +7,7 @@ decision. Reading order: helpers on integers (calendar, money), then the fuel ev
 then the club evaluator. Each rule cites the reference function it mirrors.
 """
 
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int8_t, int32_t, int64_t
 
 from authz.batch import ClubQuoteBatchResult, FuelBatchResult
@@ -66,6 +67,9 @@ cdef tuple REASONS = tuple(Reason(i) for i in range(len(Reason)))
 
 cdef extern from "Python.h":
     int PyObject_GenericSetAttr(object o, object name, object value) except -1
+
+cdef extern from *:
+    void __builtin_prefetch(const void* addr) noexcept nogil
 
 
 cdef object _build(type cls, tuple names, tuple values):
@@ -206,6 +210,36 @@ cdef class _Zones:
 
 # ---------------------------------------------------------------- fuel
 
+cdef struct CardRec:
+    int32_t contract
+    int32_t expires
+    int32_t groups
+    int32_t limit_start
+    int32_t limit_count
+    int8_t status
+    int8_t stop
+
+
+cdef struct LimitRec:
+    int64_t id
+    int64_t amount
+    int64_t spent
+    int32_t pstart
+    int32_t scope_value
+    int8_t unit
+    int8_t period
+    int8_t scope
+
+
+cdef struct ContractRec:
+    int64_t balance
+    int64_t credit
+    int32_t tz
+    int32_t region
+    int32_t tariff
+    int32_t chosen[3]
+
+
 cdef struct FuelOut:
     int8_t reason
     int64_t volume
@@ -227,19 +261,24 @@ cdef class NativeFuelEvaluator:
     cdef const int8_t[::1] prod_group
     cdef const int32_t[::1] st_region, st_groups
     cdef const int64_t[::1] st_max_fill, st_price
-    cdef const int32_t[::1] ct_tz, ct_region, ct_tariff, ct_chosen
-    cdef int64_t[::1] ct_balance
-    cdef const int64_t[::1] ct_credit
     cdef const int32_t[::1] disc_start, disc_count
     cdef const int8_t[::1] disc_where, disc_kind
     cdef const int64_t[::1] disc_value
-    cdef const int32_t[::1] card_contract, card_expires, card_groups, card_limit_start, card_limit_count
-    cdef const int8_t[::1] card_status, card_stop
-    cdef const int64_t[::1] lim_id, lim_amount
-    cdef const int8_t[::1] lim_unit, lim_period, lim_scope
-    cdef const int32_t[::1] lim_scope_value
-    cdef int64_t[::1] lim_spent
-    cdef int32_t[::1] lim_pstart
+    # cards, limits and contracts as arrays of structs: one decision reads a few cache
+    # lines instead of one line per field (measured: benchmarks.evaluator)
+    cdef CardRec* cards
+    cdef LimitRec* lims
+    cdef ContractRec* cts
+
+    def __cinit__(self):
+        self.cards = NULL
+        self.lims = NULL
+        self.cts = NULL
+
+    def __dealloc__(self):
+        PyMem_Free(self.cards)
+        PyMem_Free(self.lims)
+        PyMem_Free(self.cts)
 
     def __init__(self, model):
         t = FuelTables(model)
@@ -250,31 +289,69 @@ cdef class NativeFuelEvaluator:
         self.n_cards, self.n_stations, self.n_products = len(model.cards), len(model.stations), len(model.products)
         self.prod_group = t.prod_group
         self.st_region, self.st_groups, self.st_max_fill, self.st_price = t.st_region, t.st_groups, t.st_max_fill, t.st_price
-        self.ct_tz, self.ct_region, self.ct_tariff, self.ct_chosen = t.ct_tz, t.ct_region, t.ct_tariff, t.ct_chosen
-        self.ct_balance, self.ct_credit = t.ct_balance, t.ct_credit
         self.disc_start, self.disc_count = t.disc_start, t.disc_count
         self.disc_where, self.disc_kind, self.disc_value = t.disc_where, t.disc_kind, t.disc_value
-        self.card_contract, self.card_expires, self.card_groups = t.card_contract, t.card_expires, t.card_groups
-        self.card_limit_start, self.card_limit_count = t.card_limit_start, t.card_limit_count
-        self.card_status, self.card_stop = t.card_status, t.card_stop
-        self.lim_id, self.lim_amount, self.lim_unit, self.lim_period = t.lim_id, t.lim_amount, t.lim_unit, t.lim_period
-        self.lim_scope, self.lim_scope_value = t.lim_scope, t.lim_scope_value
-        self.lim_spent, self.lim_pstart = t.lim_spent, t.lim_pstart
+        self._pack(t)
+        # the per-field arrays were only the compile step's output: keep the zones only
+        self._t = None
+
+    cdef void _pack(self, t) except *:
+        """Copy the compile step's per-field arrays into the struct arrays."""
+        cdef Py_ssize_t i, n_cards = len(t.card_contract), n_lims = len(t.lim_id), n_cts = len(t.ct_tz)
+        self.cards = <CardRec*>PyMem_Malloc(max(n_cards, 1) * sizeof(CardRec))
+        self.lims = <LimitRec*>PyMem_Malloc(max(n_lims, 1) * sizeof(LimitRec))
+        self.cts = <ContractRec*>PyMem_Malloc(max(n_cts, 1) * sizeof(ContractRec))
+        if self.cards == NULL or self.lims == NULL or self.cts == NULL:
+            raise MemoryError("no memory for the fuel tables")
+        cdef const int32_t[::1] contract = t.card_contract, expires = t.card_expires, groups = t.card_groups
+        cdef const int32_t[::1] lstart = t.card_limit_start, lcount = t.card_limit_count
+        cdef const int8_t[::1] status = t.card_status, stop = t.card_stop
+        for i in range(n_cards):
+            self.cards[i].contract = contract[i]
+            self.cards[i].expires = expires[i]
+            self.cards[i].groups = groups[i]
+            self.cards[i].limit_start = lstart[i]
+            self.cards[i].limit_count = lcount[i]
+            self.cards[i].status = status[i]
+            self.cards[i].stop = stop[i]
+        cdef const int64_t[::1] lid = t.lim_id, amount = t.lim_amount, spent = t.lim_spent
+        cdef const int32_t[::1] pstart = t.lim_pstart, svalue = t.lim_scope_value
+        cdef const int8_t[::1] unit = t.lim_unit, period = t.lim_period, scope = t.lim_scope
+        for i in range(n_lims):
+            self.lims[i].id = lid[i]
+            self.lims[i].amount = amount[i]
+            self.lims[i].spent = spent[i]
+            self.lims[i].pstart = pstart[i]
+            self.lims[i].scope_value = svalue[i]
+            self.lims[i].unit = unit[i]
+            self.lims[i].period = period[i]
+            self.lims[i].scope = scope[i]
+        cdef const int32_t[::1] tz = t.ct_tz, region = t.ct_region, tariff = t.ct_tariff, chosen = t.ct_chosen
+        cdef const int64_t[::1] balance = t.ct_balance, credit = t.ct_credit
+        for i in range(n_cts):
+            self.cts[i].balance = balance[i]
+            self.cts[i].credit = credit[i]
+            self.cts[i].tz = tz[i]
+            self.cts[i].region = region[i]
+            self.cts[i].tariff = tariff[i]
+            self.cts[i].chosen[0] = chosen[3 * i]
+            self.cts[i].chosen[1] = chosen[3 * i + 1]
+            self.cts[i].chosen[2] = chosen[3 * i + 2]
 
     # -- the rules (authz.fuel) --
 
     cdef inline int64_t _unit_price(self, int32_t ct, int32_t s, int32_t p, int64_t lp) noexcept nogil:
         """authz.fuel.unit_price: list price less the largest applicable tariff discount."""
-        cdef int32_t key = self.ct_tariff[ct] * self.n_products + p, k, j
+        cdef int32_t key = self.cts[ct].tariff * self.n_products + p, k, j
         cdef int64_t best = 0, off
         cdef bint chosen
         for k in range(self.disc_start[key], self.disc_start[key] + self.disc_count[key]):
-            if self.disc_where[k] == WHERE_HOME and self.st_region[s] != self.ct_region[ct]:
+            if self.disc_where[k] == WHERE_HOME and self.st_region[s] != self.cts[ct].region:
                 continue
             if self.disc_where[k] == WHERE_CHOSEN:
                 chosen = False
                 for j in range(3):
-                    if self.ct_chosen[3 * ct + j] == s:
+                    if self.cts[ct].chosen[j] == s:
                         chosen = True
                 if not chosen:
                     continue
@@ -288,12 +365,12 @@ cdef class NativeFuelEvaluator:
 
     cdef inline bint _covers(self, int32_t k, int32_t p) noexcept nogil:
         """authz.fuel_model.Limit.covers."""
-        if self.lim_unit[k] == UNIT_ML and self.prod_group[p] != GROUP_FUEL:
+        if self.lims[k].unit == UNIT_ML and self.prod_group[p] != GROUP_FUEL:
             return False
-        if self.lim_scope[k] == SCOPE_GROUP:
-            return self.lim_scope_value[k] == self.prod_group[p]
-        if self.lim_scope[k] == SCOPE_PRODUCT:
-            return self.lim_scope_value[k] == p
+        if self.lims[k].scope == SCOPE_GROUP:
+            return self.lims[k].scope_value == self.prod_group[p]
+        if self.lims[k].scope == SCOPE_PRODUCT:
+            return self.lims[k].scope_value == p
         return True
 
     cdef inline int64_t _period_start(self, int8_t period, int64_t today) noexcept nogil:
@@ -318,18 +395,18 @@ cdef class NativeFuelEvaluator:
         o.price = 0
         o.list_price = 0
         o.binding = -1
-        if self.card_stop[c]:
+        if self.cards[c].stop:
             o.reason = R_STOP_LIST
             return
-        if self.card_status[c] == BLOCKED:
+        if self.cards[c].status == BLOCKED:
             o.reason = R_CARD_BLOCKED
             return
-        ct = self.card_contract[c]
-        today = self.zones.local_day(self.ct_tz[ct], now)
-        if today > self.card_expires[c]:
+        ct = self.cards[c].contract
+        today = self.zones.local_day(self.cts[ct].tz, now)
+        if today > self.cards[c].expires:
             o.reason = R_CARD_EXPIRED
             return
-        if not (self.card_groups[c] >> g) & 1:
+        if not (self.cards[c].groups >> g) & 1:
             o.reason = R_PRODUCT_NOT_ALLOWED
             return
         lp = self.st_price[s * self.n_products + p]
@@ -347,11 +424,11 @@ cdef class NativeFuelEvaluator:
         # than what it has left: checked with a multiplication, divided only when it binds.
         amount = amount_for_volume(volume, price)
         pstart_week = pstart_month = -1
-        for k in range(self.card_limit_start[c], self.card_limit_start[c] + self.card_limit_count[c]):
+        for k in range(self.cards[c].limit_start, self.cards[c].limit_start + self.cards[c].limit_count):
             if not self._covers(k, p):
                 continue
             spent = 0
-            period = self.lim_period[k]
+            period = self.lims[k].period
             if period != PERIOD_TXN:
                 if period == PERIOD_DAY:
                     start = today
@@ -365,10 +442,10 @@ cdef class NativeFuelEvaluator:
                     start = pstart_month
                 else:
                     start = 0
-                if self.lim_pstart[k] >= start:
-                    spent = self.lim_spent[k]
-            left = self.lim_amount[k] - spent
-            if self.lim_unit[k] == UNIT_ML:
+                if self.lims[k].pstart >= start:
+                    spent = self.lims[k].spent
+            left = self.lims[k].amount - spent
+            if self.lims[k].unit == UNIT_ML:
                 fits = left if left > 0 else 0
             elif amount > left:
                 fits = max_volume_for_amount(left, price)
@@ -378,8 +455,8 @@ cdef class NativeFuelEvaluator:
                 volume = fits
                 amount = amount_for_volume(volume, price)
                 reason = R_LIMIT
-                o.binding = self.lim_id[k]
-        left = self.ct_balance[ct] + self.ct_credit[ct]
+                o.binding = self.lims[k].id
+        left = self.cts[ct].balance + self.cts[ct].credit
         if amount > left:
             fits = max_volume_for_amount(left, price)
             if fits < volume:
@@ -444,21 +521,21 @@ cdef class NativeFuelEvaluator:
             raise RequestError(f"delivered volume {delivered_volume_ml!r} ml is outside "
                                f"0..{decision.volume_ml} ml authorized")
         delivered = delivered_volume_ml
-        ct = self.card_contract[c]
-        today = self.zones.local_day(self.ct_tz[ct], now)
+        ct = self.cards[c].contract
+        today = self.zones.local_day(self.cts[ct].tz, now)
         amount = amount_for_volume(delivered, decision.unit_price_kop_per_l)
         after = []
-        for k in range(self.card_limit_start[c], self.card_limit_start[c] + self.card_limit_count[c]):
-            if self.lim_period[k] == PERIOD_TXN or not self._covers(k, p):
+        for k in range(self.cards[c].limit_start, self.cards[c].limit_start + self.cards[c].limit_count):
+            if self.lims[k].period == PERIOD_TXN or not self._covers(k, p):
                 continue
-            start = self._period_start(self.lim_period[k], today)
-            if self.lim_pstart[k] < start:
-                self.lim_pstart[k] = start
-                self.lim_spent[k] = 0
-            self.lim_spent[k] += delivered if self.lim_unit[k] == UNIT_ML else amount
-            after.append((self.lim_id[k], LimitCounter(self.lim_spent[k], self.lim_pstart[k])))
-        self.ct_balance[ct] -= amount
-        return FuelCompletion(delivered, amount, tuple(after), self.ct_balance[ct],
+            start = self._period_start(self.lims[k].period, today)
+            if self.lims[k].pstart < start:
+                self.lims[k].pstart = start
+                self.lims[k].spent = 0
+            self.lims[k].spent += delivered if self.lims[k].unit == UNIT_ML else amount
+            after.append((self.lims[k].id, LimitCounter(self.lims[k].spent, self.lims[k].pstart)))
+        self.cts[ct].balance -= amount
+        return FuelCompletion(delivered, amount, tuple(after), self.cts[ct].balance,
                               decision.volume_ml - delivered, decision.amount_kop - amount)
 
     # -- batch --
@@ -475,6 +552,7 @@ cdef class NativeFuelEvaluator:
         cdef int64_t[::1] r_vol = out.volume_ml, r_amt = out.amount_kop, r_price = out.unit_price_kop_per_l
         cdef int64_t[::1] r_bind = out.binding_limit_id
         cdef FuelOut o
+        cdef CardRec* ahead
         if not (len(bs) == len(bp) == len(bn) == len(bv) == len(ba) == n):
             raise RequestError("batch arrays differ in length")
         with nogil:
@@ -487,6 +565,14 @@ cdef class NativeFuelEvaluator:
                     break
             if bad < 0:
                 for i in range(n):
+                    # A decision waits on three dependent cache misses (card, then contract
+                    # and limits); fetching them a few requests ahead overlaps the waits.
+                    if i + 16 < n:
+                        __builtin_prefetch(&self.cards[bc[i + 16]])
+                    if i + 8 < n:
+                        ahead = &self.cards[bc[i + 8]]
+                        __builtin_prefetch(&self.cts[ahead.contract])
+                        __builtin_prefetch(&self.lims[ahead.limit_start])
                     self._decide(bc[i], bs[i], bp[i], bn[i], bv[i], ba[i], &o)
                     r_reason[i] = o.reason
                     r_vol[i] = o.volume
@@ -510,26 +596,26 @@ cdef class NativeFuelEvaluator:
         with nogil:
             for i in range(n):
                 c = bc[i]
-                ct = self.card_contract[c]
-                acc += bn[i] + self.card_stop[c] + self.card_status[c] + self.card_expires[c] \
-                    + self.card_groups[c] + self.ct_tz[ct] + self.ct_balance[ct] + self.ct_credit[ct] \
-                    + self.ct_tariff[ct] + self.st_price[bs[i] * self.n_products + bp[i]] + self.prod_group[bp[i]]
-                for k in range(self.card_limit_start[c], self.card_limit_start[c] + self.card_limit_count[c]):
-                    acc += self.lim_amount[k] + self.lim_spent[k] + self.lim_pstart[k] + self.lim_unit[k]
+                ct = self.cards[c].contract
+                acc += bn[i] + self.cards[c].stop + self.cards[c].status + self.cards[c].expires \
+                    + self.cards[c].groups + self.cts[ct].tz + self.cts[ct].balance + self.cts[ct].credit \
+                    + self.cts[ct].tariff + self.st_price[bs[i] * self.n_products + bp[i]] + self.prod_group[bp[i]]
+                for k in range(self.cards[c].limit_start, self.cards[c].limit_start + self.cards[c].limit_count):
+                    acc += self.lims[k].amount + self.lims[k].spent + self.lims[k].pstart + self.lims[k].unit
         return acc
 
     def balance_kop(self, contract_id):
         """The contract's balance now (after local completions)."""
-        return self.ct_balance[self.model.contract_index[contract_id]]
+        return self.cts[<Py_ssize_t>self.model.contract_index[contract_id]].balance
 
     def counter(self, card_no, limit_id):
         """The card limit's counter now, or None when it never counted anything."""
         cdef int32_t c = self.model.card_index[card_no], k
-        for k in range(self.card_limit_start[c], self.card_limit_start[c] + self.card_limit_count[c]):
-            if self.lim_id[k] == limit_id:
-                if self.lim_pstart[k] == -2**31:
+        for k in range(self.cards[c].limit_start, self.cards[c].limit_start + self.cards[c].limit_count):
+            if self.lims[k].id == limit_id:
+                if self.lims[k].pstart == -2**31:
                     return None
-                return LimitCounter(self.lim_spent[k], self.lim_pstart[k])
+                return LimitCounter(self.lims[k].spent, self.lims[k].pstart)
         return None
 
 
