@@ -1,0 +1,67 @@
+"""The project's own promises: the README's commands, CI running the same test command,
+and the main job's command line."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from terminal.dayrun import run_day
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    """The commands of the README's first code block, comments stripped."""
+    block = re.search(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    return [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_readme_opens_with_the_main_job_and_the_tests():
+    main_job, tests = readme_commands()[:2]
+    assert main_job.startswith("bash scripts/bootstrap.sh && ") and "edgepos simulate" in main_job
+    assert tests.startswith("bash scripts/bootstrap.sh && ") and "pytest" in tests
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert readme_commands()[1] in [line.strip() for line in ci]
+
+
+def test_simulated_day_adds_up():
+    """Every request gets exactly one decision; litres and points are consistent."""
+    day = run_day(fuel_cards=500, fuel_requests=2_000, club_accounts=300, club_sales=1_000, seed=5)
+    assert sum(day.fuel_reasons.values()) == 2_000
+    assert sum(day.club_reasons.values()) == 1_000
+    assert day.fuel_volume_ml > 0 and day.fuel_amount_kop > 0
+    assert day.points_accrued > 0 and day.points_redeemed > 0
+    assert len(day.fuel_reasons) >= 6  # the generated day reaches most fuel reasons
+
+
+def test_simulated_day_is_the_same_on_both_evaluators():
+    kwargs = dict(fuel_cards=300, fuel_requests=1_000, club_accounts=200, club_sales=500, seed=9)
+    a, b = run_day(impl="native", **kwargs), run_day(impl="reference", **kwargs)
+    a.seconds = b.seconds = 0
+    a.evaluator = b.evaluator = ""
+    assert a == b
+
+
+def test_cli_simulate_prints_a_summary():
+    out = subprocess.run([sys.executable, "-m", "terminal.cli", "simulate", "--fuel-cards", "200",
+                          "--fuel-requests", "500", "--club-accounts", "100", "--club-sales", "300"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "Fuel: 500 pump requests" in out.stdout and "Club: 300 till sales" in out.stdout
+    assert "points accrued" in out.stdout and "fuel: " not in out.stdout  # progress stays on stderr
+
+
+def test_cli_rejects_bad_sizes_clearly():
+    out = subprocess.run([sys.executable, "-m", "terminal.cli", "simulate", "--fuel-cards", "-3"],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 2 and "must be positive" in out.stderr
+
+
+def test_cli_help_lists_simulate():
+    out = subprocess.run([sys.executable, "-m", "terminal.cli", "--help"], capture_output=True, text=True,
+                         timeout=60, cwd=ROOT)
+    assert out.returncode == 0 and "simulate" in out.stdout
