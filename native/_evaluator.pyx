@@ -837,7 +837,10 @@ cdef class NativeClubEvaluator:
             if found is None:
                 raise RequestError(f"line {n} has unknown category {cat!r}")
             ci = found
-            amt = self._int(f"line {n} amount_kop", line.amount_kop, 0, MAX_SALE)
+            value = line.amount_kop
+            if type(value) is not int or not 0 <= value <= MAX_SALE:
+                self._int(f"line {n} amount_kop", value, 0, MAX_SALE)  # raises with the message
+            amt = value
             t.total += amt
             if self.cat_accrues[ci]:
                 t.accruing += amt
