@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self, TypeAlias
 
+# One rounding rule for the whole product: the pump's totals follow the evaluator's money
+# rules, re-exported here for the pump's users.
+from authz.money import amount_for_volume, max_volume_for_amount  # noqa: F401
 from hw.errors import HwError
 
 __all__ = [
@@ -75,21 +78,6 @@ def _check_positive_int(name: str, value: object) -> int:
     if value <= 0:
         raise PumpValueError(f"{name} must be positive, got {value}")
     return value
-
-
-def amount_for_volume(volume_ml: int, price_kop_per_l: int) -> int:
-    """The money for ``volume_ml`` at ``price_kop_per_l``: volume x price / 1000, rounded half
-    up to the kopeck (the house rounding rule, DOMAIN.md)."""
-    return (volume_ml * price_kop_per_l + 500) // 1000
-
-
-def max_volume_for_amount(amount_kop: int, price_kop_per_l: int) -> int:
-    """The largest volume whose rounded amount does not exceed ``amount_kop``.
-
-    ``amount_for_volume(v) <= A`` <=> ``v * p + 500 < 1000 * (A + 1)`` <=> ``v * p <= 1000 * A
-    + 499``, so the answer is one integer division; no search, no floats.
-    """
-    return (1000 * amount_kop + 499) // price_kop_per_l
 
 
 # --- values --------------------------------------------------------------------------------
