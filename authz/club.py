@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .club_model import (ANY, KOP_PER_POINT, MAX_SALE_KOP, AccountState, ClubAccount, ClubCard, ClubCommit,
                          ClubModel, ClubPayment, ClubQuote, ClubReturn, ClubReturnResult, ClubSale,
-                         ClubState, ClubStatus, ClubTopUp, ClubTopUpResult, PointLot)
+                         ClubState, ClubStatus, ClubTopUp, ClubTopUpResult, PointLot, SaleLine)
 from .errors import RequestError
 from .fuel_model import mask_card_no
 from .localtime import MAX_UTC_S, add_months_utc, local_date, month_index
@@ -30,7 +30,11 @@ class SaleTotals:
             raise RequestError("a sale needs at least one line")
         self.total = self.accruing = self.redeemable = self.both = 0
         for n, line in enumerate(sale.lines, 1):
-            if not getattr(line, "category", None):
+            if not isinstance(line, SaleLine):
+                raise RequestError(f"line {n} is not a sale line: {type(line).__name__}")
+            if type(line.category) is not str:
+                raise RequestError(f"line {n} category must be text, got {type(line.category).__name__}")
+            if not line.category:
                 raise RequestError(f"line {n} has no category")
             ci = model.category_index.get(line.category)
             if ci is None:
@@ -50,6 +54,7 @@ class SaleTotals:
 
 def quote(model: ClubModel, state: ClubState, sale: ClubSale) -> ClubQuote:
     """What the sale would give: spendable points, most redeemable, accrual either way."""
+    _check_type(sale, ClubSale)
     card, account = _resolve(model, sale.card_no)
     _check_time(sale.now_utc_s)
     totals = SaleTotals(model, sale)
@@ -68,6 +73,8 @@ def commit(model: ClubModel, state: ClubState, sale: ClubSale, payment: ClubPaym
            txn_id: int) -> ClubCommit:
     """Commit the sale paid by ``payment``: redeem points oldest lot first, pay from the card
     balance, accrue points on the money-paid part as a new lot named ``txn_id``."""
+    _check_type(sale, ClubSale)
+    _check_type(payment, ClubPayment)
     card, account = _resolve(model, sale.card_no)
     _check_time(sale.now_utc_s)
     totals = SaleTotals(model, sale)
@@ -121,8 +128,10 @@ def return_sale(model: ClubModel, state: ClubState, ret: ClubReturn) -> ClubRetu
     back (from the sale's own lot first, then oldest first; points already spent are charged
     against the refund), the same share of the redeemed points is given back as a new lot
     that is spendable at once, and of the card-balance part back to the card balance; the
-    rest is refunded as money.
+    rest is refunded as money; what the card balance cannot take under its cap is refunded
+    as money too.
     """
+    _check_type(ret, ClubReturn)
     card, account = _resolve(model, ret.card_no)
     _check_time(ret.now_utc_s)
     _check_int("return_id", ret.return_id, 0, MAX_ID)
@@ -150,6 +159,10 @@ def return_sale(model: ClubModel, state: ClubState, ret: ClubReturn) -> ClubRetu
     from_money = min(refund_money, charged * KOP_PER_POINT)
     refund_money -= from_money
     refund_card -= charged * KOP_PER_POINT - from_money
+    room = max(0, model.rules.caps[account.kind].balance_cap_kop - acc.balance_kop)
+    if refund_card > room:
+        refund_money += refund_card - room
+        refund_card = room
     if give:
         _add_lot(acc, PointLot(ret.return_id, give, ret.now_utc_s,
                                add_months_utc(ret.now_utc_s, model.rules.expiry_months)))
@@ -160,6 +173,7 @@ def return_sale(model: ClubModel, state: ClubState, ret: ClubReturn) -> ClubRetu
 
 def top_up(model: ClubModel, state: ClubState, req: ClubTopUp) -> ClubTopUpResult:
     """Put cash on the card if the balance cap and the month's turnover cap of its kind allow."""
+    _check_type(req, ClubTopUp)
     card, account = _resolve(model, req.card_no)
     _check_time(req.now_utc_s)
     _check_int("amount_kop", req.amount_kop, 1, MAX_SALE_KOP)
@@ -186,9 +200,9 @@ def top_up(model: ClubModel, state: ClubState, req: ClubTopUp) -> ClubTopUpResul
 
 def accrual_rate_bp(model: ClubModel, channel: str, payment_method: str) -> int:
     """The rate of the first accrual-table row matching channel and method (0 if none)."""
-    if channel not in model.channel_index:
+    if type(channel) is not str or channel not in model.channel_index:
         raise RequestError(f"unknown channel {channel!r}")
-    if payment_method not in model.method_index:
+    if type(payment_method) is not str or payment_method not in model.method_index:
         raise RequestError(f"unknown payment method {payment_method!r}")
     for row in model.rules.accrual_rates:
         if row.channel in (channel, ANY) and row.payment_method in (payment_method, ANY):
@@ -258,6 +272,11 @@ def _resolve(model: ClubModel, card_no: str) -> tuple[ClubCard, ClubAccount]:
 
 def _blocked(card: ClubCard, account: ClubAccount) -> bool:
     return card.status is ClubStatus.BLOCKED or account.status is ClubStatus.BLOCKED
+
+
+def _check_type(obj: object, cls: type) -> None:
+    if not isinstance(obj, cls):
+        raise RequestError(f"expected a {cls.__name__}, got {type(obj).__name__}")
 
 
 def _check_time(now_utc_s: int) -> None:

@@ -150,6 +150,12 @@ def _resolve(model: FuelModel, req: FuelRequest) -> tuple[FuelCard, Station, Pro
     """Check a request's shape and find its card, station and product, or RequestError."""
     if not isinstance(req, FuelRequest):
         raise RequestError(f"expected a FuelRequest, got {type(req).__name__}")
+    if type(req.card_no) is not str:
+        raise RequestError(f"card_no must be text, got {type(req.card_no).__name__}")
+    if type(req.station_id) is not int:
+        raise RequestError(f"station_id must be a whole number, got {req.station_id!r}")
+    if type(req.product) is not str:
+        raise RequestError(f"product must be a product code, got {req.product!r}")
     card = model.card(req.card_no)
     si = model.station_index.get(req.station_id)
     if si is None:

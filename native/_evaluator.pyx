@@ -8,11 +8,13 @@ then the club evaluator. Each rule cites the reference function it mirrors.
 """
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.ref cimport PyObject, Py_INCREF
 from libc.stdint cimport int8_t, int32_t, int64_t
 
 from authz.batch import ClubQuoteBatchResult, FuelBatchResult
-from authz.club_model import (KOP_PER_POINT, MAX_SALE_KOP, AccountState, ClubCommit, ClubQuote,
-                              ClubReturnResult, ClubTopUpResult, PointLot)
+from authz.club_model import (KOP_PER_POINT, MAX_SALE_KOP, AccountState, ClubCommit, ClubPayment,
+                              ClubQuote, ClubReturn, ClubReturnResult, ClubSale, ClubTopUp,
+                              ClubTopUpResult, PointLot, SaleLine)
 from authz.errors import RequestError
 from authz.fuel_model import FuelCompletion, FuelDecision, FuelRequest, LimitCounter, mask_card_no
 from authz.localtime import MAX_UTC_S as _MAX_UTC_S
@@ -66,30 +68,58 @@ cdef tuple REASONS = tuple(Reason(i) for i in range(len(Reason)))
 # ---------------------------------------------------------------- fast result objects
 
 cdef extern from "Python.h":
-    int PyObject_GenericSetAttr(object o, object name, object value) except -1
+    ctypedef struct PyMemberDef:
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+    object PyType_GenericAlloc(type t, Py_ssize_t n)
 
 cdef extern from *:
     void __builtin_prefetch(const void* addr) noexcept nogil
 
 
-cdef object _build(type cls, tuple names, tuple values):
-    """A frozen slots dataclass instance without its __init__: generic attribute setting
-    skips the frozen __setattr__ check, which costs more than the decision itself. The
-    values are the same ones the reference passes to the constructor, in field order."""
-    cdef object o = cls.__new__(cls)
+cdef class _Layout:
+    """Where each field of a frozen slots dataclass lives inside its instances."""
+    cdef type cls
+    cdef Py_ssize_t offsets[16]
+    cdef Py_ssize_t n
+
+    def __init__(self, type cls):
+        from dataclasses import fields
+        names = [f.name for f in fields(cls)]
+        if len(names) > 16:
+            raise TypeError(f"{cls.__name__} has more than 16 fields")
+        self.cls = cls
+        self.n = len(names)
+        for i, name in enumerate(names):
+            descr = cls.__dict__[name]
+            if type(descr).__name__ != "member_descriptor":
+                raise TypeError(f"{cls.__name__}.{name} is not a slot")
+            self.offsets[i] = (<PyMemberDescrObject*><PyObject*>descr).d_member.offset
+
+
+cdef object _build(_Layout layout, tuple values):
+    """An instance of a frozen slots dataclass made without its __init__: its slots are
+    filled directly (the frozen __init__ sets each field through object.__setattr__, which
+    cost more than the decision itself). ``values`` are the constructor's arguments in field
+    order, exactly what the reference passes; the differential tests compare the results."""
+    cdef object o = PyType_GenericAlloc(layout.cls, 0)
     cdef Py_ssize_t i
-    for i in range(len(names)):
-        PyObject_GenericSetAttr(o, names[i], values[i])
+    cdef object v
+    for i in range(layout.n):
+        v = values[i]
+        Py_INCREF(v)
+        (<PyObject**>((<char*><PyObject*>o) + layout.offsets[i]))[0] = <PyObject*>v
     return o
 
 
-def _fields(cls):
-    from dataclasses import fields
-    return tuple(f.name for f in fields(cls))
+cdef inline _check_type(obj, type cls):
+    if not isinstance(obj, cls):
+        raise RequestError(f"expected a {cls.__name__}, got {type(obj).__name__}")
 
 
-cdef tuple F_DECISION = _fields(FuelDecision)
-cdef tuple F_QUOTE = _fields(ClubQuote)
+cdef _Layout F_DECISION = _Layout(FuelDecision)
+cdef _Layout F_QUOTE = _Layout(ClubQuote)
 
 
 # ---------------------------------------------------------------- integers: calendar, money
@@ -480,7 +510,13 @@ cdef class NativeFuelEvaluator:
         if not isinstance(req, FuelRequest):
             raise RequestError(f"expected a FuelRequest, got {type(req).__name__}")
         m = self.model
-        c = m.card_index.get(req.card_no) if isinstance(req.card_no, str) else None
+        if type(req.card_no) is not str:
+            raise RequestError(f"card_no must be text, got {type(req.card_no).__name__}")
+        if type(req.station_id) is not int:
+            raise RequestError(f"station_id must be a whole number, got {req.station_id!r}")
+        if type(req.product) is not str:
+            raise RequestError(f"product must be a product code, got {req.product!r}")
+        c = m.card_index.get(req.card_no)
         if c is None:
             raise RequestError(f"unknown card {mask_card_no(req.card_no)}")
         s = m.station_index.get(req.station_id)
@@ -506,7 +542,7 @@ cdef class NativeFuelEvaluator:
         cdef FuelOut o
         c, s, p, now, pv, pa = self._positions(req)
         self._decide(c, s, p, now, pv, pa, &o)
-        return _build(FuelDecision, F_DECISION, (REASONS[o.reason], o.volume, o.amount, o.price,
+        return _build(F_DECISION, (REASONS[o.reason], o.volume, o.amount, o.price,
                       o.list_price, None if o.binding == -1 else o.binding))
 
     def complete(self, req, decision, delivered_volume_ml):
@@ -830,7 +866,11 @@ cdef class NativeClubEvaluator:
         n = 0
         for line in lines:
             n += 1
-            cat = getattr(line, "category", None)
+            if not isinstance(line, SaleLine):
+                raise RequestError(f"line {n} is not a sale line: {type(line).__name__}")
+            cat = line.category
+            if type(cat) is not str:
+                raise RequestError(f"line {n} category must be text, got {type(cat).__name__}")
             if not cat:
                 raise RequestError(f"line {n} has no category")
             found = cats.get(cat)
@@ -852,10 +892,10 @@ cdef class NativeClubEvaluator:
             raise RequestError(f"sale total {t.total} kop is over {MAX_SALE}")
 
     cdef int64_t _rate(self, channel, method) except -1:
-        ch = self.model.channel_index.get(channel)
+        ch = self.model.channel_index.get(channel) if type(channel) is str else None
         if ch is None:
             raise RequestError(f"unknown channel {channel!r}")
-        me = self.model.method_index.get(method)
+        me = self.model.method_index.get(method) if type(method) is str else None
         if me is None:
             raise RequestError(f"unknown payment method {method!r}")
         return self.rate[<Py_ssize_t>ch * self.n_methods + <Py_ssize_t>me]
@@ -869,19 +909,23 @@ cdef class NativeClubEvaluator:
         """What ``sale`` would give (changes nothing)."""
         cdef Totals t
         cdef QuoteOut o
+        _check_type(sale, ClubSale)
         cdef int32_t c = self._card(sale.card_no)
         cdef int64_t now = self._int("now_utc_s", sale.now_utc_s, 0, MAX_UTC)
         self._totals(sale, &t)
         cdef int64_t rate = self._rate(sale.channel, sale.payment_method)
         self._quote(c, now, rate, &t, &o)
-        return _build(ClubQuote, F_QUOTE, (REASONS[o.reason], o.total, o.spendable, o.max_redeem,
+        return _build(F_QUOTE, (REASONS[o.reason], o.total, o.spendable, o.max_redeem,
                       o.accrual, o.accrual_at_max, o.balance,
                       o.reason == R_OK and self.acc_activated[self.card_account[c]] != 0))
 
     def commit(self, sale, payment, txn_id):
         """Commit ``sale`` with ``payment`` (authz.club.commit)."""
         cdef Totals t
-        cdef int32_t c = self._card(sale.card_no), a
+        cdef int32_t a
+        _check_type(sale, ClubSale)
+        _check_type(payment, ClubPayment)
+        cdef int32_t c = self._card(sale.card_no)
         cdef int64_t now = self._int("now_utc_s", sale.now_utc_s, 0, MAX_UTC)
         self._totals(sale, &t)
         cdef int64_t rate = self._rate(sale.channel, sale.payment_method)
@@ -927,6 +971,7 @@ cdef class NativeClubEvaluator:
 
     def return_sale(self, ret):
         """Return part or all of an earlier sale (authz.club.return_sale)."""
+        _check_type(ret, ClubReturn)
         cdef int32_t c = self._card(ret.card_no)
         cdef int32_t a = self.card_account[c]
         cdef int64_t now = self._int("now_utc_s", ret.now_utc_s, 0, MAX_UTC)
@@ -952,6 +997,12 @@ cdef class NativeClubEvaluator:
         cdef int64_t from_money = charged * 100 if charged * 100 < refund_money else refund_money
         refund_money -= from_money
         refund_card -= charged * 100 - from_money
+        cdef int64_t room = self.cap_balance[self.acc_kind[a]] - self.acc_balance[a]
+        if room < 0:
+            room = 0
+        if refund_card > room:
+            refund_money += refund_card - room
+            refund_card = room
         if give:
             self._add_lot(a, rid, give, now, add_months_utc(now, self.expiry_months))
         self.acc_balance[a] += refund_card
@@ -960,6 +1011,7 @@ cdef class NativeClubEvaluator:
 
     def top_up(self, req):
         """Put cash on a card within its caps (authz.club.top_up)."""
+        _check_type(req, ClubTopUp)
         cdef int32_t c = self._card(req.card_no)
         cdef int32_t a = self.card_account[c]
         cdef int64_t now = self._int("now_utc_s", req.now_utc_s, 0, MAX_UTC)
