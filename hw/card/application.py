@@ -284,13 +284,11 @@ class FuelCardApplication:
     async def write_outcome(self, expected_txn: int, write_id: bytes) -> WriteOutcome:
         """Read back whether the write ``write_id``, sent at ``expected_txn``, happened.
 
-        Selects and reads the card again first when this session has not read it yet (the
-        card was pulled and reinserted).
+        Reads the card first (select, records, MACs) when this object has not read it yet,
+        as after the card was pulled and reinserted; otherwise only GET COUNTERS.
         """
         if self.card_no is None:
             await self.read_card()
-        else:
-            await self.select()
         state = await self.read_counters()
         if state.txn_counter == expected_txn:
             return WriteOutcome.NOT_APPLIED
