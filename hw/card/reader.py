@@ -42,7 +42,6 @@ from hw.errors import (
     CardError,
     CardIOError,
     CardRemovedError,
-    CardResponseError,
     CardTimeoutError,
     NoReaderError,
 )
