@@ -1,0 +1,1 @@
+"""Tests of the ``terminal`` package: the edge daemon's parts against real files and sockets."""
