@@ -51,7 +51,8 @@ class _CardRig:
         from hw.card.keys import SoftwareKeyStore, generate_master_key
         from hw.sim.card import VirtualCard
         from hw.sim.personalise import personalise
-        from tests.hw.pcsc import READER, ensure_pcscd, sample_card, settle_empty_reader
+        from hw.sim.pcscd import READER, ensure_pcscd, settle_empty_reader
+        from tests.hw.pcsc import sample_card
 
         self.pcscd = ensure_pcscd()
         self.reader_name = READER

@@ -16,6 +16,12 @@ import sysconfig, os, sys
 sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)
 PY
 
+# PC/SC: pcscd with the vpcd virtual readers (our virtual cards connect to it), pcsc-tools for
+# an independent client, swig and libpcsclite-dev because pyscard builds from source.
+for pkg in pcscd vsmartcard-vpcd pcsc-tools swig libpcsclite-dev; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+
 if [ ${#need_apt[@]} -gt 0 ]; then
     log "installing system packages: ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive

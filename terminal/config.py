@@ -238,6 +238,8 @@ def parse_config(text: str, *, base_dir: Path | None = None) -> SiteConfig:
     for i, raw in enumerate(root.list("tills")):
         t = _Reader(raw, f"tills[{i}]")
         tid = t.str("id", required=True)
+        if not SITE_ID.match(tid) or tid.startswith("pump-"):
+            raise ConfigError(f"tills[{i}].id: letters, digits, '.', '_', '-' (not starting with 'pump-'), got {tid!r}")
         if tid in seen_t:
             raise ConfigError(f"tills[{i}].id: till {tid!r} is configured twice")
         seen_t.add(tid)

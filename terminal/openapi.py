@@ -1,0 +1,128 @@
+"""The OpenAPI 3.0 description of the local API (served at ``/openapi.json``).
+
+Kept next to the handlers (terminal/api.py); tests/terminal/test_api_schema.py runs
+schemathesis against a live daemon with it, so a handler and its description cannot drift.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_IDEM = {"$ref": "#/components/parameters/IdempotencyKey"}
+_TILL = {"name": "till", "in": "path", "required": True, "schema": {"type": "string"}}
+_SALE = {"name": "sale", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {400: "malformed request or missing Idempotency-Key", 404: "no such till, sale or request",
+            409: "not possible in the lane's current state", 415: "body is not JSON",
+            422: "invalid values (the message says which)", 503: "the journal failed; restarting"}
+    return {str(c): {"description": text[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
+
+
+def _json_body(schema: dict) -> dict:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _ok(schema: dict, code: int = 200, desc: str = "done") -> dict:
+    return {str(code): {"description": desc, "content": {"application/json": {"schema": schema}}}}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document."""
+    sale = {"$ref": "#/components/schemas/Sale"}
+    post_errors = _errors(400, 404, 409, 415, 422, 503)
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "edgepos local API", "version": "1",
+                 "description": "Tills, pump consoles and operators on the site's loopback. "
+                                "POSTs need an Idempotency-Key header; see docs/local-api.md."},
+        "paths": {
+            "/v1/health": {"get": {"operationId": "health", "responses": _ok({"type": "object"})}},
+            "/v1/lanes": {"get": {"operationId": "lanes", "responses": _ok({"type": "object"})}},
+            "/v1/journal": {"get": {
+                "operationId": "journalTail",
+                "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                               {"name": "lane", "in": "query", "schema": {"type": "string"}}],
+                "responses": _ok({"type": "object"}) | _errors(422)}},
+            "/v1/requests/{key}": {"get": {
+                "operationId": "requestStatus",
+                "parameters": [{"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": _ok({"type": "object"}) | _errors(404)}},
+            "/v1/tills/{till}/sales": {"post": {
+                "operationId": "openSale", "parameters": [_TILL, _IDEM],
+                "requestBody": _json_body({"type": "object", "additionalProperties": False, "required": ["lines"],
+                                           "properties": {"lines": {"type": "array", "minItems": 1, "maxItems": 500,
+                                                                    "items": {"$ref": "#/components/schemas/Line"}}}}),
+                "responses": _ok(sale, 201, "the sale is open") | post_errors}},
+            "/v1/tills/{till}/sales/{sale}": {"get": {
+                "operationId": "getSale", "parameters": [_TILL, _SALE],
+                "responses": _ok(sale) | _errors(404)}},
+            "/v1/tills/{till}/sales/{sale}/card": {"post": {
+                "operationId": "attachCard", "parameters": [_TILL, _SALE, _IDEM],
+                "requestBody": _json_body({"type": "object", "additionalProperties": False, "required": ["card_no"],
+                                           "properties": {"card_no": {"type": "string", "pattern": "^[0-9]{13}$"}}}),
+                "responses": _ok(sale) | post_errors}},
+            "/v1/tills/{till}/sales/{sale}/quote": {"get": {
+                "operationId": "quote",
+                "parameters": [_TILL, _SALE, {"name": "payment_method", "in": "query", "schema": {"type": "string"}}],
+                "responses": _ok({"$ref": "#/components/schemas/Quote"}) | _errors(404, 409, 422)}},
+            "/v1/tills/{till}/sales/{sale}/commit": {"post": {
+                "operationId": "commit", "parameters": [_TILL, _SALE, _IDEM],
+                "requestBody": _json_body({"type": "object", "additionalProperties": False, "required": ["payment"],
+                                           "properties": {"payment": {"$ref": "#/components/schemas/Payment"},
+                                                          "payment_method": {"type": "string"}}}),
+                "responses": _ok(sale, 200, "the decision (approved or declined, see result)") | post_errors}},
+            "/v1/tills/{till}/sales/{sale}/void": {"post": {
+                "operationId": "void", "parameters": [_TILL, _SALE, _IDEM],
+                "responses": _ok(sale) | _errors(400, 404, 409, 503)}},
+            "/v1/tills/{till}/returns": {"post": {
+                "operationId": "returnSale", "parameters": [_TILL, _IDEM],
+                "requestBody": _json_body({"type": "object", "additionalProperties": False,
+                                           "required": ["sale_id", "returned_kop"],
+                                           "properties": {"sale_id": {"type": "string"},
+                                                          "returned_kop": {"type": "integer", "minimum": 1}}}),
+                "responses": _ok({"type": "object"}) | post_errors}},
+            "/v1/tills/{till}/topups": {"post": {
+                "operationId": "topUp", "parameters": [_TILL, _IDEM],
+                "requestBody": _json_body({"type": "object", "additionalProperties": False,
+                                           "required": ["card_no", "amount_kop"],
+                                           "properties": {"card_no": {"type": "string"},
+                                                          "amount_kop": {"type": "integer", "minimum": 1}}}),
+                "responses": _ok({"type": "object"}) | post_errors}},
+        },
+        "components": {
+            "parameters": {"IdempotencyKey": {
+                "name": "Idempotency-Key", "in": "header", "required": True,
+                "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{8,128}$"},
+                "description": "A key unique to this request; a retry with the same key gets the first answer."}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"],
+                          "properties": {"error": {"type": "object", "required": ["code", "message"],
+                                                   "properties": {"code": {"type": "string"},
+                                                                  "message": {"type": "string"}}}}},
+                "Line": {"type": "object", "additionalProperties": False, "required": ["category", "amount_kop"],
+                         "properties": {"sku": {"type": "string", "maxLength": 64},
+                                        "category": {"type": "string"},
+                                        "amount_kop": {"type": "integer", "minimum": 0, "maximum": 1_000_000_000}}},
+                "Payment": {"type": "object", "additionalProperties": False,
+                            "properties": {"points": {"type": "integer", "minimum": 0},
+                                           "card_balance_kop": {"type": "integer", "minimum": 0},
+                                           "money_kop": {"type": "integer", "minimum": 0}}},
+                "Sale": {"type": "object", "required": ["sale_id", "state", "total_kop", "lines"],
+                         "properties": {"sale_id": {"type": "string"},
+                                        "state": {"type": "string", "enum": ["open", "committed", "declined", "voided"]},
+                                        "total_kop": {"type": "integer"}, "card": {"type": "string", "nullable": True},
+                                        "lines": {"type": "array", "items": {"$ref": "#/components/schemas/Line"}},
+                                        "result": {"type": "object", "nullable": True}}},
+                "Quote": {"type": "object",
+                          "properties": {"sale_id": {"type": "string"}, "reason": {"type": "string"},
+                                         "total_kop": {"type": "integer"}, "points_spendable": {"type": "integer"},
+                                         "max_redeem_points": {"type": "integer"},
+                                         "accrual_points": {"type": "integer"}, "balance_kop": {"type": "integer"},
+                                         "payments_enabled": {"type": "boolean"},
+                                         "offline_allowance_left": {"type": "integer"}}},
+            },
+        },
+    }

@@ -1,0 +1,151 @@
+"""The site's replica: the fuel and club models the host sends, loaded into the native
+evaluator, with the local spend since the last host update applied on top.
+
+Every purchase on this site goes through the one evaluator instance of its business, so two
+purchases never spend the same balance twice; the journal is the record of that spend, and
+:meth:`Replica.replay` re-applies it after a restart (the evaluator state is memory only).
+Until the sync issue brings host snapshots, the simulated site builds its models with
+:mod:`authz.sample`, with the site's own station and prices from the configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from authz import sample
+from authz.club_model import ClubModel, ClubPayment, ClubReturn, ClubSale, ClubTopUp, SaleLine
+from authz.fuel_model import FuelDecision, FuelModel, FuelRequest, ProductGroup, Station
+from authz.reasons import Reason
+from native import club_evaluator, fuel_evaluator
+
+from .config import SiteConfig
+
+log = logging.getLogger("edgepos.replica")
+
+#: Journal record kinds whose bodies change evaluator state (see lanes' record bodies).
+FUEL_COMPLETED = "fuel.completed"
+CLUB_COMMITTED = "till.sale_committed"
+CLUB_RETURNED = "till.return"
+CLUB_TOPPED_UP = "till.topup"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaVersion:
+    """Which host snapshot the replica holds (0: generated locally by the simulation)."""
+
+    fuel: int = 0
+    club: int = 0
+
+
+class Replica:
+    """The evaluators of one site over its fuel and club models, plus offline allowances."""
+
+    def __init__(self, fuel_model: FuelModel | None, club_model: ClubModel | None, *,
+                 version: ReplicaVersion = ReplicaVersion(), impl: str | None = None) -> None:
+        self.fuel_model = fuel_model
+        self.club_model = club_model
+        self.fuel = fuel_evaluator(fuel_model, impl) if fuel_model is not None else None
+        self.club = club_evaluator(club_model, impl) if club_model is not None else None
+        self.version = version
+        #: points redeemed per club card on this site since the last host update
+        self.offline_redeemed: Counter[str] = Counter()
+
+    @classmethod
+    def simulated(cls, config: SiteConfig, *, fuel_cards: int = 10_000, club_accounts: int = 5_000,
+                  seed: int = 1, impl: str | None = None) -> "Replica":
+        """A generated network and club chain in which this site's station is the one configured."""
+        fuel_model = None
+        if config.pumps:
+            base = sample.fuel_model(n_cards=fuel_cards, seed=seed)
+            groups = {ProductGroup.FUEL}
+            for code in config.prices_kop_per_l:
+                p = next((p for p in base.products if p.code == code), None)
+                if p is not None:
+                    groups.add(p.group)
+            prices = {c: v for c, v in config.prices_kop_per_l.items() if c in base.product_index}
+            own = Station(config.station_id, config.region, frozenset(groups), prices)
+            stations = [s for s in base.stations if s.station_id != config.station_id] + [own]
+            fuel_model = FuelModel(products=base.products, stations=stations, contracts=base.contracts,
+                                   cards=base.cards, discounts=base.discounts, stop_list=base.stop_list,
+                                   counters=base.counters)
+        club_model = sample.club_model(n_accounts=club_accounts, seed=seed + 1) if config.tills else None
+        return cls(fuel_model, club_model, impl=impl)
+
+    # -- replay of local spend --
+
+    def replay(self, records: Iterable[Any]) -> int:
+        """Re-apply journaled local spend (records in journal order); returns how many applied."""
+        n = 0
+        for rec in records:
+            if self.apply(rec.kind, rec.body):
+                n += 1
+        log.info("replica: re-applied %d journaled operations", n)
+        return n
+
+    def apply(self, kind: str, body: dict) -> bool:
+        """Apply one journaled operation to the evaluators (what the lane did live)."""
+        if kind == FUEL_COMPLETED and self.fuel is not None:
+            req, decision = fuel_request_from_body(body["request"]), fuel_decision_from_body(body["decision"])
+            self.fuel.complete(req, decision, body["delivered_volume_ml"])
+            return True
+        if kind == CLUB_COMMITTED and self.club is not None:
+            sale = club_sale_from_body(body["sale"])
+            result = self.club.commit(sale, ClubPayment(**body["payment"]), body["txn_no"])
+            if result.approved:
+                self.offline_redeemed[sale.card_no] += result.redeemed_points
+            return True
+        if kind == CLUB_RETURNED and self.club is not None:
+            self.club.return_sale(ClubReturn(**body["return"]))
+            return True
+        if kind == CLUB_TOPPED_UP and self.club is not None:
+            self.club.top_up(ClubTopUp(**body["topup"]))
+            return True
+        return False
+
+
+# -- request/decision bodies as journaled (plain JSON objects) --
+
+def fuel_request_body(req: FuelRequest) -> dict:
+    """A FuelRequest as a JSON object."""
+    return {"card_no": req.card_no, "station_id": req.station_id, "product": req.product,
+            "now_utc_s": req.now_utc_s, "preset_volume_ml": req.preset_volume_ml,
+            "preset_amount_kop": req.preset_amount_kop}
+
+
+def fuel_request_from_body(body: dict) -> FuelRequest:
+    """The FuelRequest journaled as ``body``."""
+    return FuelRequest(**body)
+
+
+def fuel_decision_body(d: FuelDecision) -> dict:
+    """A FuelDecision as a JSON object (the reason by name)."""
+    return {"reason": d.reason.name, "volume_ml": d.volume_ml, "amount_kop": d.amount_kop,
+            "unit_price_kop_per_l": d.unit_price_kop_per_l, "list_price_kop_per_l": d.list_price_kop_per_l,
+            "binding_limit_id": d.binding_limit_id}
+
+
+def fuel_decision_from_body(body: dict) -> FuelDecision:
+    """The FuelDecision journaled as ``body``."""
+    return FuelDecision(**(body | {"reason": Reason[body["reason"]]}))
+
+
+def club_sale_body(sale: ClubSale) -> dict:
+    """A ClubSale as a JSON object."""
+    return {"card_no": sale.card_no, "now_utc_s": sale.now_utc_s, "channel": sale.channel,
+            "payment_method": sale.payment_method,
+            "lines": [{"sku": l.sku, "category": l.category, "amount_kop": l.amount_kop} for l in sale.lines]}
+
+
+def club_sale_from_body(body: dict) -> ClubSale:
+    """The ClubSale journaled as ``body``."""
+    return ClubSale(body["card_no"], tuple(SaleLine(**l) for l in body["lines"]), body["now_utc_s"],
+                    body["channel"], body["payment_method"])
+
+
+def with_card(sale: ClubSale, card_no: str) -> ClubSale:
+    """``sale`` attached to club card ``card_no``."""
+    return replace(sale, card_no=card_no)
