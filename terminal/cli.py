@@ -44,7 +44,52 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=1, help="random seed: the same seed gives the same day")
     sim.add_argument("--evaluator", choices=("native", "reference"), default=None,
                      help="evaluator implementation (default native; reference is the slow spec)")
+    run = sub.add_parser(
+        "run", help="run the edge daemon of a site",
+        description="Run the edge daemon: open the journal, rebuild the replica from it, recover "
+                    "every lane's open transaction, then serve the local API until SIGTERM or "
+                    "Ctrl-C. Without --config, the embedded simulated site's configuration.")
+    run.add_argument("--config", metavar="FILE", help="the site's TOML configuration")
+    run.add_argument("--fuel-cards", type=_positive, default=10_000, metavar="N",
+                     help="cards in the generated replica (until host snapshots exist; default 10000)")
+    run.add_argument("--club-accounts", type=_positive, default=5_000, metavar="N",
+                     help="club accounts in the generated replica (default 5000)")
+    run.add_argument("--seed", type=int, default=1, help="seed of the generated replica")
+    run.add_argument("--evaluator", choices=("native", "reference"), default=None,
+                     help="evaluator implementation (default native)")
     return ap
+
+
+def _run_daemon(args) -> int:
+    import asyncio
+    import signal
+
+    from .config import load_config
+    from .daemon import Daemon
+    from .replica import Replica
+
+    config = load_config(args.config)
+    replica = Replica.simulated(config, fuel_cards=args.fuel_cards, club_accounts=args.club_accounts,
+                                seed=args.seed, impl=args.evaluator)
+
+    async def serve() -> int:
+        daemon = Daemon(config, replica)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await daemon.start()
+        print(f"edgepos: site {config.site_id} listening on http://{config.api.host}:{daemon.port}",
+              file=sys.stderr, flush=True)
+        waiter = asyncio.create_task(daemon.stopped.wait())
+        await asyncio.wait([asyncio.create_task(stop.wait()), waiter], return_when=asyncio.FIRST_COMPLETED)
+        await daemon.stop()
+        if daemon.failure is not None:
+            print(f"edgepos: stopped after a failure: {daemon.failure}", file=sys.stderr)
+            return 1
+        return 0
+
+    return asyncio.run(serve())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         ap.print_help()
         return 2
+    from .config import ConfigError
     try:
+        if args.command == "run":
+            return _run_daemon(args)
         if args.command == "simulate":
             from .dayrun import run_day, stderr_progress
             summary = run_day(fuel_cards=args.fuel_cards, fuel_requests=args.fuel_requests,
@@ -64,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                               seed=args.seed, impl=args.evaluator, progress=stderr_progress)
             print(summary.render())
             return 0
-    except AuthzError as exc:
+    except (AuthzError, ConfigError) as exc:
         print(f"edgepos: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

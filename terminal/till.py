@@ -21,6 +21,7 @@ from authz.club_model import ClubPayment, ClubReturn, ClubSale, ClubTopUp, SaleL
 from authz.errors import RequestError
 from authz.fuel_model import mask_card_no
 
+from . import crashpoints
 from .config import TillConfig
 from .events import EventBus
 from .ids import new_id, new_txn_id
@@ -156,6 +157,7 @@ class TillLane:
             response = sale.view()
             rec = self._record(sale.sale_id, SALE_OPENED, {"lines": response["lines"]})
             await self.journal.append([rec], idem=idem.entry(201, response) if idem else None)
+            crashpoints.reached(SALE_OPENED)
             self.sales[sale.sale_id] = sale
             log.info("%s: sale %s opened, %d lines, %d kop", self.lane, sale.sale_id, len(lines), sale.total_kop)
             return 201, response
@@ -216,6 +218,7 @@ class TillLane:
             if sale.state is not SaleState.OPEN:
                 raise LaneError(f"sale {sale_id} is {sale.state.value}, not open")
             club_sale = self._club_sale(sale, payment_method)
+            crashpoints.reached("till.before_commit")
             if type(payment.points) is int and payment.points > self.allowance_left(sale.card_no):
                 raise LaneError(f"{payment.points} points is over this card's offline allowance "
                                 f"({self.allowance_left(sale.card_no)} left)", 422)
@@ -236,6 +239,7 @@ class TillLane:
             kind = CLUB_COMMITTED if result.approved else "till.sale_declined"
             await self.journal.append([self._record(sale_id, kind, body)],
                                       idem=idem.entry(200, response) if idem else None)
+            crashpoints.reached(kind)
             if result.approved:
                 self.replica.offline_redeemed[sale.card_no] += result.redeemed_points
             self.bus.publish("till.sale_" + sale.state.value, self.lane, sale_id=sale_id, reason=result.reason.name)
@@ -283,6 +287,7 @@ class TillLane:
             rec_body = {"return": {f: getattr(ret, f) for f in ClubReturn.__dataclass_fields__}, "result": response}
             await self.journal.append([self._record(sale_id, CLUB_RETURNED, rec_body)],
                                       idem=idem.entry(200, response) if idem else None)
+            crashpoints.reached(CLUB_RETURNED)
             return 200, response
 
     async def top_up(self, card_no: str, amount_kop: int, idem: IdemSpec | None = None) -> tuple[int, dict]:
@@ -300,6 +305,7 @@ class TillLane:
                         "result": response}
             await self.journal.append([self._record(txn, CLUB_TOPPED_UP, rec_body)],
                                       idem=idem.entry(200, response) if idem else None)
+            crashpoints.reached(CLUB_TOPPED_UP)
             return 200, response
 
     # -- recovery --
@@ -309,7 +315,12 @@ class TillLane:
         n = 0
         for txn in open_txns:
             if txn.records and txn.records[0].kind == SALE_OPENED:
-                await self.journal.append([self._record(txn.txn_id, SALE_VOIDED, {"reason": "daemon restarted"})])
+                reason = "daemon restarted"
+                await self.journal.append([self._record(txn.txn_id, SALE_VOIDED, {"reason": reason})])
+                lines = parse_lines(txn.records[0].body["lines"])
+                # kept so that a till retrying on this sale is told it was voided, not "unknown"
+                self.sales[txn.txn_id] = Sale(txn.txn_id, lines, txn.records[0].at_utc_s,
+                                              state=SaleState.VOIDED, result={"reason": reason})
                 n += 1
         if n:
             log.warning("%s: voided %d sale(s) left open by the last run", self.lane, n)
