@@ -8,6 +8,8 @@ running, as the test fixture does).
 * ``apdu_roundtrip_p50_ms``: one SELECT exchanged with the card, median.
 * ``card_session_p99_ms``: a fresh card session (connect, which powers/resets the card)
   to card data read and both MACs checked (SELECT, READ RECORDs, GET COUNTERS), p99.
+* ``scan_to_event_p99_ms``: a scan written into the scanner's pty to the driver's Scan
+  event, p99 (real pty, the pyserial driver's framing and EAN-13 check).
 * ``card_insert_detect_p50_ms``: the virtual card connecting to vpcd to CardInserted
   delivered by the driver, median. This is pcscd's polling of vpcd (every 0.4 s), not our
   code; a physical reader with interrupt-driven presence (CCID) reports in milliseconds.
@@ -52,7 +54,6 @@ class _CardRig:
         from hw.sim.card import VirtualCard
         from hw.sim.personalise import personalise
         from hw.sim.pcscd import READER, ensure_pcscd, settle_empty_reader
-        from tests.hw.pcsc import sample_card
 
         self.pcscd = ensure_pcscd()
         self.reader_name = READER
@@ -60,7 +61,7 @@ class _CardRig:
         self.keys = SoftwareKeyStore(generate_master_key())
         self._dir = tempfile.TemporaryDirectory(prefix="edgepos-bench-")
         path = Path(self._dir.name) / "card.json"
-        personalise(sample_card(), "1234", self.keys).save(path)
+        personalise(_bench_card(), "1234", self.keys).save(path)
         self.settle()
         self.card = VirtualCard(path)
 
@@ -69,6 +70,19 @@ class _CardRig:
         self.settle()
         self.pcscd.stop()
         self._dir.cleanup()
+
+
+def _bench_card():
+    """A card with three limits of different shapes (as the card tests use)."""
+    from datetime import date
+
+    from authz.fuel_model import FuelCard, Limit, LimitUnit, Period, ProductGroup, Scope
+
+    return FuelCard(
+        "7005830000000017", 42, date(2027, 12, 31), frozenset({ProductGroup.FUEL, ProductGroup.CAR_WASH}),
+        (Limit(1, LimitUnit.MILLILITRES, Period.DAY, 200_000),
+         Limit(2, LimitUnit.KOPECKS, Period.MONTH, 5_000_000, Scope.GROUP, ProductGroup.FUEL),
+         Limit(3, LimitUnit.KOPECKS, Period.TRANSACTION, 300_000, Scope.PRODUCT, None, "AI95")))
 
 
 _rig: _CardRig | None = None
@@ -153,6 +167,29 @@ async def card_insert_detect_p50_ms(n: int = 8) -> float:
             while not isinstance(await asyncio.wait_for(anext(it), 5.0), CardRemoved):
                 pass
     return percentile(samples, 50)
+
+
+@figure("scan_to_event_p99_ms")
+async def scan_to_event_p99_ms(n: int = 500) -> float:
+    """A framed scan written into the pty to the Scan event delivered by the driver, p99.
+    Each scan is a different club card (the repeat filter would drop a repeat)."""
+    from authz.sample import club_card_number
+    from hw.scanner import Scan, Scanner, ScannerConfig
+    from hw.sim.scanner import ScannerSim
+
+    samples = []
+    with ScannerSim() as sim:
+        async with Scanner(ScannerConfig(port=sim.link, repeat_window_s=0.0)) as scanner:
+            await asyncio.wait_for(scanner.wait_connected(), 10)
+            it = aiter(scanner)
+            for i in range(n):
+                code = club_card_number(i)
+                t0 = time.perf_counter()
+                sim.scan(code)
+                ev = await asyncio.wait_for(anext(it), 5)
+                samples.append((time.perf_counter() - t0) * 1000)
+                assert isinstance(ev, Scan) and ev.code == code
+    return percentile(samples, 99)
 
 
 def main(argv: list[str] | None = None) -> int:
