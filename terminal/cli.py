@@ -28,8 +28,25 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
+    site = sub.add_parser(
+        "simulate", help="run a simulated site: the daemon, simulated devices and people",
+        description="Run the edge daemon of the embedded site (a filling station and a store) "
+                    "with simulated devices (barcode scanners on ptys; virtual fuel cards through "
+                    "pcscd and simulated dispensers when the site has pumps) and a traffic "
+                    "generator of shoppers and drivers talking to its local API, for a set "
+                    "simulated time. Progress goes to stderr; the summary, checked against the "
+                    "journal, to stdout.")
+    site.add_argument("--minutes", type=_positive, default=120, metavar="N",
+                      help="simulated minutes to run (default 120)")
+    site.add_argument("--speed", type=_positive, default=240, metavar="X",
+                      help="simulated seconds per real second (default 240: 2 hours in 30 s)")
+    site.add_argument("--config", metavar="FILE", help="site configuration (default: the embedded one)")
+    site.add_argument("--fuel-cards", type=_positive, default=2_000, metavar="N", help="fuel cards in the replica")
+    site.add_argument("--club-accounts", type=_positive, default=2_000, metavar="N", help="club accounts")
+    site.add_argument("--seed", type=int, default=1, help="random seed of the replica and the traffic")
+
     sim = sub.add_parser(
-        "simulate", help="run a generated day of a fuel network and a store chain",
+        "evaluate-day", help="run a generated day of a fuel network and a store chain through the evaluator",
         description="Generate a fuel network (cards, contracts, limits, tariffs) and a club-card "
                     "chain (accounts, point lots), run a day of pump requests and till sales "
                     "through the evaluator, and print decisions by reason, litres, rubles and "
@@ -96,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``edgepos`` console command."""
     ap = build_parser()
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    # the simulation's progress lines say what happens; the daemon's log is for -v there
+    quiet = args.command == "simulate" and not args.verbose
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.command is None:
         ap.print_help()
@@ -106,6 +125,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return _run_daemon(args)
         if args.command == "simulate":
+            import asyncio
+
+            from .config import load_config
+            from .simsite import run_site
+            from .simsite import stderr_progress as site_progress
+            report = asyncio.run(run_site(config=load_config(args.config) if args.config else None,
+                                          sim_seconds=args.minutes * 60, speed=args.speed, seed=args.seed,
+                                          fuel_cards=args.fuel_cards, club_accounts=args.club_accounts,
+                                          progress=site_progress))
+            print(report.render())
+            return 0
+        if args.command == "evaluate-day":
             from .dayrun import run_day, stderr_progress
             summary = run_day(fuel_cards=args.fuel_cards, fuel_requests=args.fuel_requests,
                               club_accounts=args.club_accounts, club_sales=args.club_sales,

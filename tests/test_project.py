@@ -46,8 +46,18 @@ def test_simulated_day_is_the_same_on_both_evaluators():
     assert a == b
 
 
-def test_cli_simulate_prints_a_summary():
-    out = subprocess.run([sys.executable, "-m", "terminal.cli", "simulate", "--fuel-cards", "200",
+def test_cli_simulate_runs_a_site_and_checks_its_journal():
+    out = subprocess.run([sys.executable, "-m", "terminal.cli", "simulate", "--minutes", "20", "--speed", "600",
+                          "--club-accounts", "300", "--fuel-cards", "300"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "edgepos simulated site: 1 200 simulated seconds" in out.stdout
+    assert "match: OK" in out.stdout and "MISMATCH" not in out.stdout
+    assert "t=" in out.stderr  # live progress on stderr
+
+
+def test_cli_evaluate_day_prints_a_summary():
+    out = subprocess.run([sys.executable, "-m", "terminal.cli", "evaluate-day", "--fuel-cards", "200",
                           "--fuel-requests", "500", "--club-accounts", "100", "--club-sales", "300"],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
@@ -56,7 +66,7 @@ def test_cli_simulate_prints_a_summary():
 
 
 def test_cli_rejects_bad_sizes_clearly():
-    out = subprocess.run([sys.executable, "-m", "terminal.cli", "simulate", "--fuel-cards", "-3"],
+    out = subprocess.run([sys.executable, "-m", "terminal.cli", "evaluate-day", "--fuel-cards", "-3"],
                          capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode == 2 and "must be positive" in out.stderr
 

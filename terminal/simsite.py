@@ -1,0 +1,270 @@
+"""The simulated site: the real daemon with simulated devices and simulated people.
+
+``edgepos simulate`` runs this: the edge daemon (journal, replica, native evaluator, local
+API on loopback) with barcode scanners on ptys for its tills and, when the site has pumps,
+virtual fuel cards through the real pcscd and simulated dispensers; a traffic generator
+plays shoppers (open a sale, scan or key the club card, quote, pay, sometimes redeem points,
+return or top up) and drivers (insert the card, PIN, authorize, fill up) against the HTTP API
+for a set simulated time. Progress goes to stderr; the summary, checked against the journal,
+to stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import aiohttp
+
+from authz.club_model import ClubStatus
+from authz.sample import SKU_CATEGORIES
+from hw.sim.scanner import ScannerSim
+
+from .config import SiteConfig, load_config
+from .daemon import Daemon
+from .replica import Replica
+
+log = logging.getLogger("edgepos.sim")
+
+
+@dataclass
+class SiteReport:
+    """What the simulated site did, counted by the traffic generator and by the journal."""
+
+    sim_seconds: int = 0
+    wall_seconds: float = 0.0
+    requests: int = 0
+    http_errors: Counter = field(default_factory=Counter)
+    sales: Counter = field(default_factory=Counter)
+    sales_kop: int = 0
+    points_accrued: int = 0
+    points_redeemed: int = 0
+    returns: int = 0
+    topups: Counter = field(default_factory=Counter)
+    scans: int = 0
+    fuel: Counter = field(default_factory=Counter)
+    fuel_volume_ml: int = 0
+    fuel_amount_kop: int = 0
+    journal_records: int = 0
+    journal_kinds: Counter = field(default_factory=Counter)
+    checks: list[str] = field(default_factory=list)
+
+    def render(self) -> str:
+        """The summary for a terminal."""
+        def num(x) -> str:
+            return f"{x:,}".replace(",", " ")
+
+        lines = [f"edgepos simulated site: {num(self.sim_seconds)} simulated seconds in "
+                 f"{self.wall_seconds:.1f} s, {num(self.requests)} API requests", ""]
+        lines.append(f"Store: {num(sum(self.sales.values()))} sales, {num(self.sales_kop // 100)} RUB, "
+                     f"{num(self.scans)} scans")
+        lines += [f"    {k:<24}{num(v):>8}" for k, v in sorted(self.sales.items())]
+        lines.append(f"  points accrued {num(self.points_accrued)}, redeemed {num(self.points_redeemed)}, "
+                     f"returns {num(self.returns)}")
+        lines.append(f"  top-ups: " + ", ".join(f"{k} {num(v)}" for k, v in sorted(self.topups.items())))
+        if self.fuel:
+            lines.append(f"Fuel: {num(sum(self.fuel.values()))} pump transactions, "
+                         f"{self.fuel_volume_ml / 1000:,.3f} L, {num(self.fuel_amount_kop // 100)} RUB".replace(",", " "))
+            lines += [f"    {k:<24}{num(v):>8}" for k, v in sorted(self.fuel.items())]
+        lines.append(f"Journal: {num(self.journal_records)} records: " +
+                     ", ".join(f"{k} {num(v)}" for k, v in sorted(self.journal_kinds.items())))
+        if self.http_errors:
+            lines.append("HTTP errors: " + ", ".join(f"{k} {num(v)}" for k, v in sorted(self.http_errors.items())))
+        lines.append("Checks: " + ("; ".join(self.checks) if self.checks else "none"))
+        return "\n".join(lines)
+
+
+class Api:
+    """The traffic generator's HTTP client: JSON and idempotency keys, counted."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str, report: SiteReport) -> None:
+        self.s, self.base, self.report = session, base, report
+        self._keys = itertools.count(1)
+
+    async def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        """One request; POSTs get a fresh idempotency key (retried once on a dropped connection)."""
+        headers = {"Idempotency-Key": f"sim-{next(self._keys):09d}"} if method == "POST" else {}
+        for attempt in range(2):
+            try:
+                async with self.s.request(method, self.base + path, json=body, headers=headers) as r:
+                    self.report.requests += 1
+                    data = await r.json()
+                    if r.status >= 400:
+                        self.report.http_errors[f"{r.status} {data.get('error', {}).get('code', '?')}"] += 1
+                    return r.status, data
+            except aiohttp.ClientConnectionError:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+
+class Shoppers:
+    """Shoppers at one till: one at a time, a new one every few simulated minutes."""
+
+    def __init__(self, till_id: str, scanner: ScannerSim, replica: Replica, api: Api, report: SiteReport,
+                 clock: "SimClock", rnd: random.Random) -> None:
+        self.till_id, self.scanner, self.api, self.report, self.clock, self.rnd = till_id, scanner, api, report, clock, rnd
+        m = replica.club_model
+        self.cards = [c.card_no for c in m.cards if c.status is ClubStatus.ACTIVE]
+        self.committed: list[tuple[str, int]] = []
+
+    async def run(self) -> None:
+        """Serve shoppers until the simulated time is up."""
+        while not self.clock.over():
+            await self.clock.sleep(self.rnd.uniform(30, 240))
+            if self.clock.over():
+                break
+            await self.one_shopper()
+
+    async def one_shopper(self) -> None:
+        rnd, base = self.rnd, f"/v1/tills/{self.till_id}"
+        if self.committed and rnd.random() < 0.04:
+            sale_id, total = self.committed.pop(rnd.randrange(len(self.committed)))
+            st, r = await self.api.call("POST", f"{base}/returns", {"sale_id": sale_id, "returned_kop": total})
+            if st == 200:
+                self.report.returns += 1
+            return
+        card = rnd.choice(self.cards)
+        if rnd.random() < 0.05:
+            st, r = await self.api.call("POST", f"{base}/topups",
+                                        {"card_no": card, "amount_kop": rnd.choice((50_000, 200_000, 1_000_000))})
+            if st == 200:
+                self.report.topups[r["reason"]] += 1
+            return
+        lines = [{"sku": f"SKU{rnd.randrange(10**6):06d}", "category": rnd.choice(SKU_CATEGORIES),
+                  "amount_kop": rnd.choice((29_900, 99_900, 249_900, 499_900))} for _ in range(rnd.randint(1, 4))]
+        st, sale = await self.api.call("POST", f"{base}/sales", {"lines": lines})
+        if st != 201:
+            return
+        sid = sale["sale_id"]
+        if rnd.random() < 0.85:
+            self.scanner.scan(card)
+            self.report.scans += 1
+            for _ in range(100):  # the scan reaches the sale through the pty and the driver
+                st, got = await self.api.call("GET", f"{base}/sales/{sid}")
+                if got.get("card"):
+                    break
+                await asyncio.sleep(0.01)
+        else:
+            await self.api.call("POST", f"{base}/sales/{sid}/card", {"card_no": card})
+        st, q = await self.api.call("GET", f"{base}/sales/{sid}/quote")
+        if st != 200 or q["reason"] != "OK":
+            await self.api.call("POST", f"{base}/sales/{sid}/void", {})
+            self.report.sales["VOIDED"] += 1
+            return
+        points = q["max_redeem_points"] if rnd.random() < 0.4 else 0
+        rest = q["total_kop"] - points * 100
+        from_card = min(rest, q["balance_kop"]) if q["payments_enabled"] and rnd.random() < 0.2 else 0
+        st, done = await self.api.call("POST", f"{base}/sales/{sid}/commit",
+                                       {"payment": {"points": points, "card_balance_kop": from_card,
+                                                    "money_kop": rest - from_card}})
+        if st == 200:
+            result = done["result"]
+            self.report.sales[result["reason"]] += 1
+            if result["approved"]:
+                self.report.sales_kop += done["total_kop"]
+                self.report.points_accrued += result["accrued_points"]
+                self.report.points_redeemed += result["redeemed_points"]
+                self.committed.append((sid, done["total_kop"]))
+
+
+class SimClock:
+    """Simulated time: ``speed`` simulated seconds per real second, for ``duration`` of them."""
+
+    def __init__(self, duration_s: int, speed: float) -> None:
+        self.duration_s, self.speed = duration_s, speed
+        self.t0 = time.monotonic()
+
+    def now(self) -> float:
+        """Simulated seconds since the start."""
+        return (time.monotonic() - self.t0) * self.speed
+
+    def over(self) -> bool:
+        """Is the simulated time up?"""
+        return self.now() >= self.duration_s
+
+    async def sleep(self, sim_s: float) -> None:
+        """Wait ``sim_s`` simulated seconds (or until the end)."""
+        left = (self.duration_s - self.now()) / self.speed
+        await asyncio.sleep(max(0.0, min(sim_s / self.speed, left)))
+
+
+async def run_site(*, config: SiteConfig | None = None, sim_seconds: int = 3_600, speed: float = 120.0,
+                   seed: int = 1, fuel_cards: int = 2_000, club_accounts: int = 2_000,
+                   data_dir: Path | None = None, progress=None) -> SiteReport:
+    """Run the simulated site for ``sim_seconds`` simulated seconds; return the report."""
+    say = progress or (lambda _m: None)
+    report = SiteReport(sim_seconds=sim_seconds)
+    rnd = random.Random(seed)
+    t0 = time.perf_counter()
+    base_cfg = config or load_config(None)
+    with tempfile.TemporaryDirectory(prefix="edgepos-site-") as tmp:
+        scanners = {t.till_id: ScannerSim(suffix=t.scanner_suffix) for t in base_cfg.tills}
+        try:
+            cfg = replace(base_cfg, data_dir=data_dir or Path(tmp),
+                          tills=tuple(replace(t, scanner_port=scanners[t.till_id].link) for t in base_cfg.tills),
+                          pumps=(), api=replace(base_cfg.api, port=0))
+            say(f"building the replica: {fuel_cards:,} fuel cards, {club_accounts:,} club accounts")
+            replica = Replica.simulated(cfg, fuel_cards=fuel_cards, club_accounts=club_accounts, seed=seed)
+            async with Daemon(cfg, replica) as daemon:
+                for s in daemon.scanners.values():
+                    await asyncio.wait_for(s.wait_connected(), 10)
+                clock = SimClock(sim_seconds, speed)
+                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+                    api = Api(session, f"http://127.0.0.1:{daemon.port}", report)
+                    people = [Shoppers(t.till_id, scanners[t.till_id], replica, api, report, clock,
+                                       random.Random(rnd.random())) for t in cfg.tills]
+                    say(f"site {cfg.site_id} up on port {daemon.port}: {len(people)} till(s); "
+                        f"{sim_seconds:,} simulated seconds at {speed:g}x")
+                    tasks = [asyncio.create_task(p.run()) for p in people]
+                    while not all(t.done() for t in tasks):
+                        await asyncio.wait(tasks, timeout=1.0)
+                        say(f"t={int(min(clock.now(), sim_seconds)):>6} s  sales {sum(report.sales.values()):>5}  "
+                            f"requests {report.requests:>6}  errors {sum(report.http_errors.values())}")
+                    for t in tasks:
+                        t.result()  # a crashed generator is an error of the run, not a quiet gap
+                _check_against_journal(daemon, report)
+        finally:
+            for s in scanners.values():
+                s.close()
+    report.wall_seconds = time.perf_counter() - t0
+    return report
+
+
+def _check_against_journal(daemon: Daemon, report: SiteReport) -> None:
+    """Count the journal and hold it against what the generator saw."""
+    kinds: Counter = Counter()
+    accrued = redeemed = 0
+    seq = 0
+    while True:
+        chunk = daemon.journal.after(seq, 10_000)
+        if not chunk:
+            break
+        for r in chunk:
+            kinds[r.kind] += 1
+            if r.kind == "till.sale_committed":
+                accrued += r.body["accrued_points"]
+                redeemed += r.body["redeemed_points"]
+        seq = chunk[-1].seq
+    report.journal_kinds = kinds
+    report.journal_records = sum(kinds.values())
+    committed = report.sales.get("OK", 0)
+    ok = kinds["till.sale_committed"] == committed and accrued == report.points_accrued \
+        and redeemed == report.points_redeemed
+    report.checks.append(f"journal commits {kinds['till.sale_committed']} == approved sales {committed}, "
+                         f"points accrued {accrued} and redeemed {redeemed} match: {'OK' if ok else 'MISMATCH'}")
+    if not ok:
+        raise AssertionError("the journal does not match what the tills were told:\n" + report.render())
+
+
+def stderr_progress(msg: str) -> None:
+    """Progress on stderr (one line a second)."""
+    print(f"edgepos: {msg}", file=sys.stderr, flush=True)
