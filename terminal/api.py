@@ -77,7 +77,10 @@ class LocalApi:
             return await handler(request)
         except web.HTTPException as exc:
             if exc.status >= 400 and exc.content_type != "application/json":
-                return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+                resp = error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+                if "Allow" in exc.headers:  # a 405 must say which methods are allowed (RFC 9110)
+                    resp.headers["Allow"] = exc.headers["Allow"]
+                return resp
             raise
         except RequestError as exc:
             return error(422, "invalid_request", str(exc))
