@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="cards in the generated replica (until host snapshots exist; default 10000)")
     run.add_argument("--club-accounts", type=_positive, default=5_000, metavar="N",
                      help="club accounts in the generated replica (default 5000)")
+    run.add_argument("--stop-list", type=int, default=0, metavar="N",
+                     help="pad the generated stop list to N entries (cards of other issuers)")
     run.add_argument("--seed", type=int, default=1, help="seed of the generated replica")
     run.add_argument("--evaluator", choices=("native", "reference"), default=None,
                      help="evaluator implementation (default native)")
@@ -87,7 +89,7 @@ def _run_daemon(args) -> int:
 
     config = load_config(args.config)
     replica = Replica.simulated(config, fuel_cards=args.fuel_cards, club_accounts=args.club_accounts,
-                                seed=args.seed, impl=args.evaluator)
+                                stop_list=args.stop_list, seed=args.seed, impl=args.evaluator)
 
     async def serve() -> int:
         daemon = Daemon(config, replica)

@@ -56,8 +56,9 @@ class Replica:
 
     @classmethod
     def simulated(cls, config: SiteConfig, *, fuel_cards: int = 10_000, club_accounts: int = 5_000,
-                  seed: int = 1, impl: str | None = None) -> "Replica":
-        """A generated network and club chain in which this site's station is the one configured."""
+                  stop_list: int = 0, seed: int = 1, impl: str | None = None) -> "Replica":
+        """A generated network and club chain in which this site's station is the one configured;
+        ``stop_list`` pads the stop list with that many numbers of cards issued elsewhere."""
         fuel_model = None
         if config.pumps:
             base = sample.fuel_model(n_cards=fuel_cards, seed=seed)
@@ -69,8 +70,10 @@ class Replica:
             prices = {c: v for c, v in config.prices_kop_per_l.items() if c in base.product_index}
             own = Station(config.station_id, config.region, frozenset(groups), prices)
             stations = [s for s in base.stations if s.station_id != config.station_id] + [own]
+            stops = set(base.stop_list)
+            stops.update(f"700584{i:010d}" for i in range(max(0, stop_list - len(stops))))
             fuel_model = FuelModel(products=base.products, stations=stations, contracts=base.contracts,
-                                   cards=base.cards, discounts=base.discounts, stop_list=base.stop_list,
+                                   cards=base.cards, discounts=base.discounts, stop_list=stops,
                                    counters=base.counters)
         club_model = sample.club_model(n_accounts=club_accounts, seed=seed + 1) if config.tills else None
         return cls(fuel_model, club_model, impl=impl)

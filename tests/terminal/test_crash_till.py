@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -68,6 +69,8 @@ class DaemonProcess:
         if self.port is None:
             self.proc.kill()
             raise AssertionError("the daemon did not start:\n" + "".join(lines))
+        # keep draining its log, or a full pipe would block the daemon
+        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
 
     def call(self, method: str, path: str, body=None, key: str | None = None):
         data = json.dumps(body).encode() if body is not None else None
@@ -92,7 +95,6 @@ class DaemonProcess:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        self.proc.stderr.close()
 
 
 @pytest.fixture(scope="module")
