@@ -27,8 +27,8 @@ def test_missing_native_module_is_a_clear_import_error(tmp_path):
     shutil.copytree(ROOT / "native", tmp_path / "native",
                     ignore=shutil.ignore_patterns("*.so", "__pycache__"))
     shutil.copytree(ROOT / "authz", tmp_path / "authz", ignore=shutil.ignore_patterns("__pycache__"))
-    code = "import native"
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+    # -S: no site-packages, so an editable install's import hook cannot supply the built module
+    out = subprocess.run([sys.executable, "-S", "-c", "import native"], cwd=tmp_path, capture_output=True, text=True,
                          timeout=60, env=dict(os.environ, PYTHONPATH=str(tmp_path)))
     assert out.returncode != 0
     assert "the native evaluator (native._evaluator) is not built" in out.stderr
