@@ -19,11 +19,16 @@ from typing import Any
 from aiohttp import web
 
 from authz.fuel_model import mask_card_no
+from hw.card.keys import KeyStore, SoftwareKeyStore
+from hw.pump import Pump
 from hw.scanner import Scan, ScanKind, Scanner, ScannerConfig, ScanNoise
 
+from . import fuel_api
 from .api import LocalApi
 from .config import SiteConfig
 from .events import EventBus
+from .fuel import CARD_COMMITTED, PREAUTH, RESERVED, VOIDED, FuelLane, FuelTimeouts, RecordedSimPump, sim_key_store
+from .fuel import TERMINAL_KINDS as FUEL_TERMINAL_KINDS
 from .journal import Journal
 from .replica import Replica
 from .till import TERMINAL_KINDS as TILL_TERMINAL_KINDS
@@ -42,10 +47,17 @@ def _mask_body(value: Any) -> Any:
 
 
 class Daemon:
-    """One site's daemon. ``async with Daemon(...)`` starts it; leaving the block stops it."""
+    """One site's daemon. ``async with Daemon(...)`` starts it; leaving the block stops it.
+
+    ``keys`` is the card issuer's key store (default: ``keys.issuer_key_file`` of the
+    configuration, else the simulation's public test key). ``pumps`` gives dispenser objects
+    by pump id (tests); a pump not given, with dispenser "sim", is a
+    :class:`terminal.fuel.RecordedSimPump` keeping its memory in ``data_dir/pumps``.
+    """
 
     def __init__(self, config: SiteConfig, replica: Replica, *, journal_path: Path | None = None,
-                 listen: bool = True) -> None:
+                 listen: bool = True, keys: KeyStore | None = None, pumps: dict[int, Pump] | None = None,
+                 fuel_timeouts: FuelTimeouts | None = None) -> None:
         self.config = config
         self.replica = replica
         self.journal_path = journal_path or config.data_dir / "journal.sqlite"
@@ -53,7 +65,15 @@ class Daemon:
         self.bus = EventBus()
         self.journal: Journal | None = None
         self.tills: dict[str, TillLane] = {}
-        self.pumps: dict[int, Any] = {}
+        #: the fuel lanes by pump id (``daemon.pumps[1].pump`` is the dispenser)
+        self.pumps: dict[int, FuelLane] = {}
+        self.keys = keys
+        self.fuel_timeouts = fuel_timeouts
+        self._pump_devices = dict(pumps or {})
+        #: kopecks held per contract by open authorizations (shared by the pump lanes)
+        self.fuel_holds: dict[int, int] = {}
+        #: the highest transaction counter seen per fuel card (from the journal, then live)
+        self.card_counters_seen: dict[str, int] = {}
         self.scanners: dict[str, Scanner] = {}
         self.api: LocalApi | None = None
         self.port: int | None = None
@@ -69,8 +89,9 @@ class Daemon:
         """Open the journal, rebuild the replica, recover lanes, then listen."""
         t0 = time.perf_counter()
         self.journal_path.parent.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal.open(self.journal_path, self.config.site_id, terminal_kinds=TILL_TERMINAL_KINDS)
-        replayed = self.replica.replay(self._all_records())
+        self.journal = Journal.open(self.journal_path, self.config.site_id,
+                                    terminal_kinds=TILL_TERMINAL_KINDS | FUEL_TERMINAL_KINDS)
+        replayed = self.replica.replay(self._noting_cards(self._all_records()))
         for till_cfg in self.config.tills:
             self.tills[till_cfg.till_id] = TillLane(till_cfg, self.config.site_id, self.replica, self.journal, self.bus)
         by_lane: dict[str, list] = {}
@@ -78,8 +99,12 @@ class Daemon:
             by_lane.setdefault(txn.lane, []).append(txn)
         for till in self.tills.values():
             await till.recover(by_lane.pop(till.lane, []))
+        if self.config.pumps:
+            await self._open_pumps(by_lane)
         for lane, txns in by_lane.items():
             log.error("journal has %d open transaction(s) of lane %s, which this configuration lacks", len(txns), lane)
+        for lane in self.pumps.values():
+            lane.start()
         for till in self.tills.values():
             if till.config.scanner_port:
                 self._tasks.append(asyncio.create_task(self._scanner_task(till), name=f"scanner {till.lane}"))
@@ -93,6 +118,41 @@ class Daemon:
         log.info("site %s up in %.2f s: %d till(s), %d pump(s), %d journaled operation(s) re-applied, API %s:%s",
                  self.config.site_id, time.perf_counter() - t0, len(self.tills), len(self.pumps), replayed,
                  self.config.api.host, self.port)
+
+    async def _open_pumps(self, by_lane: dict[str, list]) -> None:
+        """Create each pump's lane, take its devices and recover what the last run left open."""
+        keys = self.keys or self._default_keys()
+        for cfg in self.config.pumps:
+            pump = self._pump_devices.get(cfg.pump_id)
+            if pump is None:
+                pump = RecordedSimPump(cfg.pump_id, products=cfg.products or None,
+                                       flow_ml_per_min=cfg.flow_ml_per_min,
+                                       state_path=self.config.data_dir / "pumps" / f"pump-{cfg.pump_id}.json")
+            lane = FuelLane(cfg, self.config, self.replica, self.journal, self.bus, keys, pump,
+                            timeouts=self.fuel_timeouts, holds=self.fuel_holds,
+                            card_counters_seen=self.card_counters_seen)
+            self.pumps[cfg.pump_id] = lane
+            await lane.open()
+            await lane.recover(by_lane.pop(lane.lane, []))
+
+    def _default_keys(self) -> KeyStore:
+        if self.config.keys.issuer_key_file:
+            return SoftwareKeyStore.from_file(self.config.keys.issuer_key_file)
+        log.warning("no keys.issuer_key_file configured: using the simulation's PUBLIC test issuer key "
+                    "(never on a real site)")
+        return sim_key_store()
+
+    def _noting_cards(self, records):
+        """Pass journal records through, noting the fuel cards' transaction counters."""
+        seen = self.card_counters_seen
+        for rec in records:
+            if rec.kind == PREAUTH:
+                c = rec.body["card"]
+                seen[c["card_no"]] = max(seen.get(c["card_no"], 0), c["expected_txn"])
+            elif rec.kind in (RESERVED, CARD_COMMITTED, VOIDED) and rec.body.get("txn_counter") is not None:
+                no = rec.body["card_no"]
+                seen[no] = max(seen.get(no, 0), rec.body["txn_counter"])
+            yield rec
 
     def _all_records(self, batch: int = 10_000):
         seq = 0
@@ -115,6 +175,8 @@ class Daemon:
             self.api.close_streams()
             await self._runner.cleanup()
             self._runner = None
+        for lane in self.pumps.values():
+            await lane.close()
         if self.journal is not None:
             self.journal.close()
             self.journal = None
@@ -155,7 +217,8 @@ class Daemon:
                 "journal": dataclasses.asdict(self.journal.counts()) if self.journal else None,
                 "replica": {"fuel_cards": len(self.replica.fuel_model.cards) if self.replica.fuel_model else 0,
                             "club_cards": len(self.replica.club_model.cards) if self.replica.club_model else 0,
-                            "evaluator": (self.replica.fuel or self.replica.club).name}}
+                            "evaluator": (self.replica.fuel or self.replica.club).name},
+                "pumps": {str(p.pump_id): p.state.value for p in self.pumps.values()}}
 
     def lane_views(self) -> list[dict[str, Any]]:
         """Each lane and what it is doing."""
@@ -164,7 +227,16 @@ class Daemon:
             open_sale = till._open_sale()
             out.append({"lane": till.lane, "kind": "till", "open_sale": open_sale.sale_id if open_sale else None,
                         "scanner": till.config.scanner_port})
+        for lane in self.pumps.values():
+            v = lane.view(brief=True)
+            out.append({"lane": lane.lane, "kind": "pump", "pump": lane.pump_id, "state": v["state"],
+                        "pump_state": v["pump_state"], "card": v["card"],
+                        "open_txn": v["txn"]["txn_id"] if v["txn"] else None})
         return out
+
+    def extra_routes(self) -> list[tuple[str, str, Any]]:
+        """The pump console's routes, added to the local API (terminal/fuel_api.py)."""
+        return fuel_api.routes(self)
 
     def journal_view(self, limit: int, lane: str | None) -> list[dict[str, Any]]:
         """The latest records, card numbers masked."""

@@ -12,10 +12,12 @@ _ERROR = {"$ref": "#/components/schemas/Error"}
 _IDEM = {"$ref": "#/components/parameters/IdempotencyKey"}
 _TILL = {"name": "till", "in": "path", "required": True, "schema": {"type": "string"}}
 _SALE = {"name": "sale", "in": "path", "required": True, "schema": {"type": "string"}}
+_PUMP = {"name": "pump", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1, "maximum": 999}}
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    text = {400: "malformed request or missing Idempotency-Key", 404: "no such till, sale or request",
+    text = {400: "malformed request or missing Idempotency-Key", 403: "the card refused the PIN (wrong or blocked)",
+            404: "no such till, sale, pump or request",
             409: "not possible in the lane's current state", 415: "body is not JSON",
             422: "invalid values (the message says which)", 503: "the journal failed; restarting"}
     return {str(c): {"description": text[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
@@ -84,6 +86,7 @@ def openapi_document() -> dict[str, Any]:
                                            "properties": {"sale_id": {"type": "string"},
                                                           "returned_kop": {"type": "integer", "minimum": 1}}}),
                 "responses": _ok({"type": "object"}) | post_errors}},
+            **_pump_paths(post_errors),
             "/v1/tills/{till}/topups": {"post": {
                 "operationId": "topUp", "parameters": [_TILL, _IDEM],
                 "requestBody": _json_body({"type": "object", "additionalProperties": False,
@@ -116,6 +119,7 @@ def openapi_document() -> dict[str, Any]:
                                         "total_kop": {"type": "integer"}, "card": {"type": "string", "nullable": True},
                                         "lines": {"type": "array", "items": {"$ref": "#/components/schemas/Line"}},
                                         "result": {"type": "object", "nullable": True}}},
+                **_PUMP_SCHEMAS,
                 "Quote": {"type": "object",
                           "properties": {"sale_id": {"type": "string"}, "reason": {"type": "string"},
                                          "total_kop": {"type": "integer"}, "points_spendable": {"type": "integer"},
@@ -126,3 +130,75 @@ def openapi_document() -> dict[str, Any]:
             },
         },
     }
+
+
+def _pump_paths(post_errors: dict) -> dict[str, Any]:
+    """The pump console's paths (terminal/fuel_api.py) and the simulation's hands."""
+    pump = {"$ref": "#/components/schemas/Pump"}
+
+    def post(op: str, schema: dict, body: dict | None = None, extra: tuple[int, ...] = ()) -> dict:
+        out = {"operationId": op, "parameters": [_PUMP, _IDEM], "responses": _ok(schema) | post_errors | _errors(*extra)}
+        if body is not None:
+            out["requestBody"] = _json_body(body)
+        return {"post": out}
+
+    def sim(op: str, body: dict) -> dict:
+        return {"post": {"operationId": op, "parameters": [_PUMP],
+                         "description": "Simulation only: present when the site's dispensers are simulated.",
+                         "requestBody": _json_body(body),
+                         "responses": _ok({"type": "object"}) | _errors(400, 404, 409, 415, 422)}}
+
+    return {
+        "/v1/pumps": {"get": {"operationId": "pumps", "responses": _ok(
+            {"type": "object", "required": ["pumps"], "properties": {"pumps": {"type": "array", "items": pump}}})}},
+        "/v1/pumps/{pump}": {"get": {"operationId": "getPump", "parameters": [_PUMP],
+                                     "responses": _ok(pump) | _errors(404)}},
+        "/v1/pumps/{pump}/pin": post("pumpPin", {"type": "object", "properties": {
+            "verified": {"type": "boolean"}, "state": {"type": "string"}}},
+            {"type": "object", "additionalProperties": False, "required": ["pin"],
+             "properties": {"pin": {"type": "string", "pattern": "^[0-9]{4,12}$"}}}, extra=(403,)),
+        "/v1/pumps/{pump}/authorize": post("pumpAuthorize", {"$ref": "#/components/schemas/FuelDecision"},
+            {"type": "object", "additionalProperties": False, "required": ["product"],
+             "properties": {"product": {"type": "string"},
+                            "preset_volume_ml": {"type": "integer", "minimum": 1, "maximum": 1_000_000_000},
+                            "preset_amount_kop": {"type": "integer", "minimum": 1,
+                                                  "maximum": 1_000_000_000_000}}}),
+        "/v1/pumps/{pump}/void": post("pumpVoid", {"type": "object"}),
+        "/v1/pumps/{pump}/stop": post("pumpStop", {"type": "object"}),
+        "/v1/pumps/{pump}/reset": post("pumpReset", {"type": "object"}),
+        "/v1/sim/pumps/{pump}/nozzle": sim("simNozzle", {
+            "type": "object", "additionalProperties": False, "required": ["action"],
+            "properties": {"action": {"type": "string", "enum": ["lift", "hang_up"]}, "product": {"type": "string"}}}),
+        "/v1/sim/pumps/{pump}/link": sim("simLink", {
+            "type": "object", "additionalProperties": False, "required": ["online"],
+            "properties": {"online": {"type": "boolean"}}}),
+        "/v1/sim/pumps/{pump}/knobs": sim("simKnobs", {
+            "type": "object", "additionalProperties": False,
+            "properties": {"time_scale": {"type": "number"},
+                           "stop_early_at_ml": {"type": "integer", "minimum": 1, "nullable": True},
+                           "go_offline_at_ml": {"type": "integer", "minimum": 1, "nullable": True}}}),
+    }
+
+
+_NULLABLE_INT = {"type": "integer", "nullable": True}
+_NULLABLE_STR = {"type": "string", "nullable": True}
+_PUMP_SCHEMAS: dict[str, Any] = {
+    "Pump": {"type": "object", "required": ["pump", "state", "pump_state"],
+             "properties": {"pump": {"type": "integer"}, "lane": {"type": "string"},
+                            "state": {"type": "string", "enum": ["idle", "card_read", "pin_ok", "authorized",
+                                                                 "dispensing", "completing", "recovering"]},
+                            "pump_state": {"type": "string"}, "card": _NULLABLE_STR, "notice": _NULLABLE_STR,
+                            "card_present": {"type": "boolean"}, "pin_tries_left": _NULLABLE_INT,
+                            "txn": {"type": "object", "nullable": True},
+                            "last_delivery": {"type": "object", "nullable": True},
+                            "pump_offline": {"type": "boolean"}, "recovery_pending": {"type": "integer"}}},
+    "FuelDecision": {"type": "object", "required": ["approved", "reason", "volume_ml", "amount_kop"],
+                     "properties": {"pump": {"type": "integer"}, "txn_id": {"type": "string"},
+                                    "approved": {"type": "boolean"}, "reason": {"type": "string"},
+                                    "product": {"type": "string"}, "volume_ml": {"type": "integer"},
+                                    "amount_kop": {"type": "integer"},
+                                    "unit_price_kop_per_l": {"type": "integer"},
+                                    "list_price_kop_per_l": {"type": "integer"},
+                                    "binding_limit_id": _NULLABLE_INT, "card": {"type": "string"},
+                                    "state": {"type": "string"}, "sale_no": {"type": "integer"}}},
+}

@@ -1,0 +1,468 @@
+"""The fuel flow end to end through the local API: real HTTP on loopback, a real SQLite
+journal, the native evaluator, a virtual card through the real pcscd, a simulated pump.
+
+Every await is bounded. pcscd polls vpcd every 0.4 s, so each test inserts its card once
+and waits for the reader to be empty (plus a poll) when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, replace
+from datetime import date
+
+import aiohttp
+import pytest
+
+from authz import sample
+from authz.fuel_model import (Contract, FuelCard, FuelModel, Limit, LimitCounter, LimitUnit,
+                              Period, ProductGroup, Station, Tariff)
+from authz.localtime import day_number, local_date
+from authz.money import amount_for_volume, max_volume_for_amount
+from hw.sim.card import VirtualCard
+from hw.sim.personalise import personalise
+from hw.sim.pump import SimulatedPump
+from terminal.config import PumpConfig, load_config
+from terminal.daemon import Daemon
+from terminal.fuel import FuelTimeouts
+from terminal.replica import Replica
+from tests.hw.pcsc import READER, keys, pcscd, settle_empty_reader  # noqa: F401  (fixtures)
+
+T = 10  # seconds: bound of every single await
+PIN = "1234"
+PRODUCTS = ("AI92", "AI95", "DT")
+GOOD = "7005830000000017"  # 100 L a day, 50,000 RUB a month; contract of 10,000 RUB
+STOPPED = "7005830000000025"  # on the stop list
+LIMITED = "7005830000000033"  # 30 L a day; its card says 20 L are spent today
+EXHAUSTED = "7005830000000041"  # 30 L a day; its card says all 30 L are spent today
+PRICE = 6_150 - 150  # AI95 list price less the Regional tariff's home-region discount
+TODAY = day_number(local_date(int(__import__("time").time()), "Europe/Moscow"))
+
+
+def fuel_model() -> FuelModel:
+    fuel = frozenset({ProductGroup.FUEL})
+    day30 = (Limit(1, LimitUnit.MILLILITRES, Period.DAY, 30_000),)
+    cards = [
+        FuelCard(GOOD, 42, date(2030, 12, 31), fuel,
+                 (Limit(1, LimitUnit.MILLILITRES, Period.DAY, 100_000),
+                  Limit(2, LimitUnit.KOPECKS, Period.MONTH, 5_000_000))),
+        FuelCard(STOPPED, 42, date(2030, 12, 31), fuel),
+        FuelCard(LIMITED, 43, date(2030, 12, 31), fuel, day30),
+        FuelCard(EXHAUSTED, 43, date(2030, 12, 31), fuel, day30),
+    ]
+    return FuelModel(
+        products=sample.PRODUCTS,
+        stations=[Station(1001, 1, fuel, {"AI92": 5_590, "AI95": 6_150, "DT": 6_890})],
+        contracts=[Contract(42, "Europe/Moscow", 1, Tariff.REGIONAL, 1_000_000),
+                   Contract(43, "Europe/Moscow", 1, Tariff.REGIONAL, 1_000_000)],
+        cards=cards, discounts=sample.tariff_table(), stop_list=[STOPPED])
+
+
+CARD_COUNTERS = {LIMITED: {1: LimitCounter(20_000, TODAY)}, EXHAUSTED: {1: LimitCounter(30_000, TODAY)}}
+
+
+@dataclass
+class Site:
+    """A daemon with one pump, its simulated dispenser and a virtual card, over HTTP."""
+
+    daemon: Daemon
+    pump: SimulatedPump
+    card: VirtualCard
+    http: aiohttp.ClientSession
+    n: int = 0
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.daemon.port}"
+
+    async def post(self, path: str, body=None, key: str | None = None, raw: bytes | None = None):
+        self.n += 1
+        h = {"Idempotency-Key": key or f"fuel-test-{self.n:06d}"}
+        if raw is not None:
+            h["Content-Type"] = "application/json"
+            kw = {"data": raw}
+        else:
+            kw = {"json": body if body is not None else {}}
+        async with self.http.post(self.base + path, headers=h, **kw) as r:
+            return r.status, await r.json(), r.headers
+
+    async def get(self, path: str):
+        async with self.http.get(self.base + path) as r:
+            return r.status, await r.json()
+
+    async def view(self) -> dict:
+        return (await self.get("/v1/pumps/1"))[1]
+
+    async def wait(self, cond, what: str, timeout: float = T) -> dict:
+        """Poll the pump's view until ``cond(view)``."""
+        async def poll():
+            while True:
+                v = await self.view()
+                if cond(v):
+                    return v
+                await asyncio.sleep(0.01)
+        try:
+            return await asyncio.wait_for(poll(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"pump never got to {what}: {await self.view()}") from None
+
+    async def wait_state(self, *states: str, timeout: float = T) -> dict:
+        return await self.wait(lambda v: v["state"] in states, "/".join(states), timeout)
+
+    async def insert(self) -> dict:
+        self.card.insert()
+        return await self.wait_state("card_read")
+
+    async def pull(self) -> None:
+        self.card.pull()
+        await self.wait(lambda v: not v["card_present"], "the card out")
+
+    async def pin_ok(self) -> None:
+        st, body, _ = await self.post("/v1/pumps/1/pin", {"pin": PIN})
+        assert st == 200 and body["verified"], body
+
+    def kinds(self, txn_id: str) -> list[str]:
+        return [r.kind for r in self.daemon.journal.records_for_txn(txn_id)]
+
+    def record(self, txn_id: str, kind: str) -> dict:
+        return next(r.body for r in self.daemon.journal.records_for_txn(txn_id) if r.kind == kind)
+
+    def card_counters(self) -> list[list[int]]:
+        return [list(c) for c in self.card.state.counters]
+
+    def balance(self, contract_id: int = 42) -> int:
+        return self.daemon.replica.fuel.balance_kop(contract_id)
+
+
+def run(pcscd, tmp_path, keys, test, *, card_no: str = GOOD, time_scale: float = 1000,
+        timeouts: FuelTimeouts | None = None):
+    """Start a daemon with a pump and the virtual card ``card_no``, run ``test(site)``."""
+    async def main():
+        cfg = load_config(None)
+        cfg = replace(cfg, data_dir=tmp_path, tills=(), api=replace(cfg.api, port=0),
+                      pumps=(PumpConfig(1, READER, "sim", PRODUCTS),))
+        card, = (c for c in fuel_model().cards if c.card_no == card_no)
+        path = tmp_path / f"{card_no}.json"
+        personalise(card, PIN, keys, CARD_COUNTERS.get(card_no, {}).items()).save(path)
+        vcard = VirtualCard(path)
+        pump = SimulatedPump(1, products=PRODUCTS, time_scale=time_scale)
+        await asyncio.to_thread(settle_empty_reader)
+        d = Daemon(cfg, Replica(fuel_model(), None), keys=keys, pumps={1: pump}, fuel_timeouts=timeouts)
+        await asyncio.wait_for(d.start(), T)
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=T)) as http:
+                await test(Site(d, pump, vcard, http))
+        finally:
+            vcard.pull()
+            await asyncio.wait_for(d.stop(), T)
+            await asyncio.to_thread(settle_empty_reader)
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+@pytest.mark.parametrize("preset, volume_ml", [({"preset_volume_ml": 20_000}, 20_000),
+                                               ({"preset_amount_kop": 50_000}, max_volume_for_amount(50_000, PRICE))])
+def test_whole_sale_with_a_preset(pcscd, tmp_path, keys, preset, volume_ml):
+    async def test(s: Site):
+        events = s.daemon.bus.subscribe()
+        opening = s.balance()
+        await s.insert()
+        await s.pin_ok()
+        st, ans, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI95", **preset})
+        assert st == 200 and ans["approved"] and ans["reason"] == "OK", ans
+        assert ans["volume_ml"] == volume_ml and ans["unit_price_kop_per_l"] == PRICE
+        amount = amount_for_volume(volume_ml, PRICE)
+        assert ans["amount_kop"] == amount and ans["state"] == "authorized"
+        txn = ans["txn_id"]
+        assert s.card.state.txn_counter == 1 and s.card.state.reservation_open  # reserved on the card
+        assert s.pump.state.value == "authorized"
+        s.pump.lift_nozzle("AI95")
+        v = await s.wait_state("card_read")  # completed; a new session on the card still in
+        s.pump.hang_up()
+        assert s.kinds(txn) == ["fuel.preauth", "fuel.reserved", "fuel.preset", "fuel.completed",
+                                "fuel.card_committed"]
+        done = s.record(txn, "fuel.completed")
+        assert done["delivered_volume_ml"] == volume_ml and done["amount_kop"] == amount
+        committed = s.record(txn, "fuel.card_committed")
+        assert s.card_counters() == committed["counters"]  # the card holds what the journal says
+        assert committed["counters"][0][1:] == [volume_ml, TODAY]  # litres today
+        assert committed["counters"][1][1] == amount  # rubles this month
+        assert s.card.state.txn_counter == 2 and not s.card.state.reservation_open
+        assert s.balance() == opening - amount
+        assert v["last_delivery"]["volume_ml"] == volume_ml and v["last_delivery"]["reason"] == "preset_reached"
+        # every state change was published, with the card masked
+        seen = []
+        while True:
+            try:
+                seen.append(await events.get(timeout=0.05))
+            except TimeoutError:
+                break
+        states = [e.data["state"] for e in seen if e.type == "pump.state"]
+        for st_ in ("card_read", "pin_ok", "authorized", "dispensing", "completing"):
+            assert st_ in states
+        assert GOOD not in json.dumps([e.data for e in seen])
+        assert any(e.data["card"] == "70**********0017" for e in seen if e.type == "pump.state")
+    run(pcscd, tmp_path, keys, test)
+
+
+def test_sale_without_preset_ends_when_the_nozzle_is_hung_up(pcscd, tmp_path, keys):
+    async def test(s: Site):
+        opening = s.balance()
+        await s.insert()
+        await s.pin_ok()
+        st, ans, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI95"})
+        # 1,000 L station fill > 100 L day limit, and the 10,000 RUB balance buys 166 L: the limit binds
+        assert (st, ans["reason"], ans["volume_ml"], ans["binding_limit_id"]) == (200, "LIMIT", 100_000, 1)
+        s.pump.lift_nozzle("AI95")
+        await s.wait(lambda v: v["txn"] and v["txn"]["delivered_volume_ml"] >= 3_000, "3 L dispensed")
+        s.pump.hang_up()
+        await s.wait_state("card_read")
+        txn = ans["txn_id"]
+        done = s.record(txn, "fuel.completed")
+        got = done["delivered_volume_ml"]
+        assert 3_000 <= got < 100_000 and done["delivery_reason"] == "nozzle_hung_up"
+        assert s.pump.last_delivery.volume_ml == got
+        assert s.card_counters() == s.record(txn, "fuel.card_committed")["counters"]
+        assert s.balance() == opening - amount_for_volume(got, PRICE)
+    run(pcscd, tmp_path, keys, test, time_scale=50)
+
+
+def test_wrong_pin_then_right(pcscd, tmp_path, keys):
+    async def test(s: Site):
+        v = await s.insert()
+        assert v["pin_tries_left"] == 3 and v["card"] == "70**********0017"
+        st, err, _ = await s.post("/v1/pumps/1/pin", {"pin": "0000"})
+        assert st == 403 and err["error"]["code"] == "wrong_pin" and err["error"]["tries_left"] == 2
+        assert "0000" not in json.dumps(err)
+        st, err, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI95"})
+        assert st == 409 and "PIN" in err["error"]["message"]
+        await s.pin_ok()
+        assert s.card.state.pin_tries_left == 3
+        assert (await s.view())["state"] == "pin_ok"
+        assert s.daemon.journal.counts().records == 0  # nothing journaled, and no PIN anywhere
+    run(pcscd, tmp_path, keys, test)
+
+
+def test_pin_blocked_after_three_wrong_tries(pcscd, tmp_path, keys):
+    async def test(s: Site):
+        await s.insert()
+        answers = [await s.post("/v1/pumps/1/pin", {"pin": "9999"}) for _ in range(3)]
+        assert [a[1]["error"]["code"] for a in answers] == ["wrong_pin", "wrong_pin", "pin_blocked"]
+        st, err, _ = await s.post("/v1/pumps/1/pin", {"pin": PIN})  # right, too late
+        assert st == 403 and err["error"]["code"] == "pin_blocked"
+        st, err, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI95"})
+        assert st == 409
+        assert s.card.state.pin_tries_left == 0 and s.card.state.txn_counter == 0
+        assert s.daemon.journal.counts().records == 0
+    run(pcscd, tmp_path, keys, test)
+
+
+def test_card_pulled_before_authorize(pcscd, tmp_path, keys):
+    async def test(s: Site):
+        await s.insert()
+        await s.pin_ok()
+        await s.pull()
+        assert (await s.wait_state("idle"))["card"] is None
+        st, err, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI95"})
+        assert st == 409 and "no card" in err["error"]["message"]
+        assert s.daemon.journal.counts().records == 0 and s.pump.state.value == "idle"
+    run(pcscd, tmp_path, keys, test)
+
+
+def test_card_pulled_during_dispensing_completes_with_a_correction(pcscd, tmp_path, keys):
+    async def test(s: Site):
+        opening = s.balance()
+        await s.insert()
+        await s.pin_ok()
+        st, ans, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI95", "preset_volume_ml": 10_000})
+        txn = ans["txn_id"]
+        reserved = s.card_counters()
+        await s.pull()  # the customer takes the card; the sale goes on
+        assert (await s.view())["state"] == "authorized"
+        s.pump.lift_nozzle("AI95")
+        await s.wait_state("idle")
+        s.pump.hang_up()
+        assert s.kinds(txn) == ["fuel.preauth", "fuel.reserved", "fuel.preset", "fuel.completed",
+                                "fuel.correction"]
+        corr = s.record(txn, "fuel.correction")
+        assert corr["why"] == "absent" and corr["delivered_volume_ml"] == 10_000
+        assert corr["counters_reserved"] == reserved  # what the card still holds
+        assert corr["counters_final"] == s.record(txn, "fuel.completed")["card_commit"]["counters"]
+        assert s.card.state.reservation_open and s.card.state.txn_counter == 1  # the card was not touched again
+        assert s.balance() == opening - amount_for_volume(10_000, PRICE)  # charged once
+    run(pcscd, tmp_path, keys, test, time_scale=20)
+
+
+def test_pump_stops_early(pcscd, tmp_path, keys):
+    async def test(s: Site):
+        await s.insert()
+        await s.pin_ok()
+        st, ans, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI95", "preset_volume_ml": 20_000})
+        s.pump.stop_early_at_ml = 5_000
+        s.pump.lift_nozzle("AI95")
+        await s.wait_state("card_read")
+        done = s.record(ans["txn_id"], "fuel.completed")
+        assert (done["delivered_volume_ml"], done["delivery_reason"]) == (5_000, "fault")
+        committed = s.record(ans["txn_id"], "fuel.card_committed")
+        assert committed["counters"][0][1] == 5_000 and s.card_counters() == committed["counters"]
+    run(pcscd, tmp_path, keys, test)
+
+
+def test_pump_offline_mid_delivery_then_back(pcscd, tmp_path, keys):
+    async def test(s: Site):
+        opening = s.balance()
+        await s.insert()
+        await s.pin_ok()
+        st, ans, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI95", "preset_volume_ml": 20_000})
+        s.pump.go_offline_at_ml = 7_000
+        s.pump.lift_nozzle("AI95")
+        v = await s.wait(lambda v: v["pump_offline"], "the pump offline")
+        assert v["state"] == "dispensing" and v["last_delivery"] is None
+        assert s.kinds(ans["txn_id"])[-1] == "fuel.preset"  # nothing completed while it cannot say
+        s.pump.come_back_online()
+        v = await s.wait_state("card_read")
+        assert v["last_delivery"]["volume_ml"] == 7_000  # the dispenser's own totals
+        done = s.record(ans["txn_id"], "fuel.completed")
+        assert done["delivered_volume_ml"] == 7_000
+        assert s.balance() == opening - amount_for_volume(7_000, PRICE)
+        assert s.card_counters() == s.record(ans["txn_id"], "fuel.card_committed")["counters"]
+    run(pcscd, tmp_path, keys, test)
+
+
+@pytest.mark.parametrize("card_no, reason", [(STOPPED, "STOP_LIST"), (EXHAUSTED, "LIMIT_EXHAUSTED")])
+def test_declines_reserve_nothing_and_preset_nothing(pcscd, tmp_path, keys, card_no, reason):
+    async def test(s: Site):
+        await s.insert()
+        await s.pin_ok()
+        st, ans, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI95"})
+        assert st == 200 and not ans["approved"] and ans["reason"] == reason and ans["volume_ml"] == 0
+        assert s.kinds(ans["txn_id"]) == ["fuel.declined"]
+        assert s.card.state.txn_counter == 0 and not s.card.state.reservation_open
+        assert s.pump.state.value == "idle" and s.pump.last_delivery is None
+        assert (await s.view())["state"] == "pin_ok"  # the driver may choose again
+    run(pcscd, tmp_path, keys, test, card_no=card_no)
+
+
+def test_the_cards_own_counters_bind_when_newer(pcscd, tmp_path, keys):
+    """The site knows nothing spent on this card; the card says 20 of its 30 L are gone today."""
+    async def test(s: Site):
+        await s.insert()
+        await s.pin_ok()
+        st, ans, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI95", "preset_volume_ml": 25_000})
+        assert (ans["reason"], ans["volume_ml"], ans["binding_limit_id"]) == ("LIMIT", 10_000, 1)
+        assert s.record(ans["txn_id"], "fuel.preauth")["card"]["reserve_counters"] == [[1, 30_000, TODAY]]
+    run(pcscd, tmp_path, keys, test, card_no=LIMITED)
+
+
+def test_authorize_retry_returns_the_first_answer_and_reserves_once(pcscd, tmp_path, keys):
+    async def test(s: Site):
+        await s.insert()
+        await s.pin_ok()
+        body = {"product": "AI95", "preset_volume_ml": 15_000}
+        first = await s.post("/v1/pumps/1/authorize", body, key="authorize-0001")
+        again = await s.post("/v1/pumps/1/authorize", body, key="authorize-0001")
+        assert first[0] == again[0] == 200 and first[1] == again[1]
+        assert again[2].get("Idempotent-Replayed") == "true"
+        st, err, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI92"}, key="authorize-0001")
+        assert st == 422 and err["error"]["code"] == "idempotency_key_reused"
+        st, status = await s.get("/v1/requests/authorize-0001")
+        assert st == 200 and status["response"] == first[1]
+        assert s.card.state.txn_counter == 1  # reserved once
+        kinds = [r.kind for r in s.daemon.journal.tail(100)]
+        assert kinds.count("fuel.preauth") == 1 and kinds.count("fuel.preset") == 1
+        # a second authorization with a new key is refused: the pump is taken
+        st, err, _ = await s.post("/v1/pumps/1/authorize", body, key="authorize-0002")
+        assert st == 409
+    run(pcscd, tmp_path, keys, test)
+
+
+def test_bad_input_is_a_clear_error_and_changes_nothing(pcscd, tmp_path, keys):
+    bad = [
+        ("/v1/pumps/1/authorize", {"product": "AI98"}, None, 422, "no nozzle"),
+        ("/v1/pumps/1/authorize", {"product": 95}, None, 422, "product"),
+        ("/v1/pumps/1/authorize", {}, None, 422, "missing field"),
+        ("/v1/pumps/1/authorize", {"product": "AI95", "preset_volume_ml": 0}, None, 422, "preset_volume_ml"),
+        ("/v1/pumps/1/authorize", {"product": "AI95", "preset_volume_ml": 1.5}, None, 422, "preset_volume_ml"),
+        ("/v1/pumps/1/authorize", {"product": "AI95", "preset_volume_ml": True}, None, 422, "preset_volume_ml"),
+        ("/v1/pumps/1/authorize", {"product": "AI95", "preset_amount_kop": -5}, None, 422, "preset_amount_kop"),
+        ("/v1/pumps/1/authorize", {"product": "AI95", "preset_volume_ml": 10**12}, None, 422, "preset_volume_ml"),
+        ("/v1/pumps/1/authorize", {"product": "AI95", "preset_volume_ml": 5, "preset_amount_kop": 5}, None, 422,
+         "not both"),
+        ("/v1/pumps/1/authorize", {"product": "AI95", "extra": 1}, None, 422, "unknown field"),
+        ("/v1/pumps/1/authorize", None, b"{not json", 400, "not valid JSON"),
+        ("/v1/pumps/1/authorize", None, b"[1, 2]", 422, "JSON object"),
+        ("/v1/pumps/7/authorize", {"product": "AI95"}, None, 404, "no pump"),
+        ("/v1/pumps/x/authorize", {"product": "AI95"}, None, 404, "no pump"),
+        ("/v1/pumps/1/pin", {"pin": 1234}, None, 422, "pin must be"),
+        ("/v1/pumps/1/void", {}, None, 409, "no authorization"),
+    ]
+
+    async def test(s: Site):
+        await s.insert()
+        await s.pin_ok()
+        before = s.daemon.journal.counts()
+        for path, body, raw, status, fragment in bad:
+            st, err, _ = await s.post(path, body, raw=raw)
+            assert st == status and fragment in err["error"]["message"], (path, body, raw, err)
+        st, err, _ = await s.post("/v1/pumps/1/pin", {"pin": "12ab"})  # not counted as a try
+        assert st == 422
+        async with s.http.post(s.base + "/v1/pumps/1/authorize", json={"product": "AI95"}) as r:
+            assert r.status == 400 and (await r.json())["error"]["code"] == "idempotency_key_required"
+        assert s.daemon.journal.counts() == before
+        assert s.card.state.txn_counter == 0 and s.card.state.pin_tries_left == 3
+        assert (await s.view())["state"] == "pin_ok" and s.pump.state.value == "idle"
+    run(pcscd, tmp_path, keys, test)
+
+
+def test_void_gives_the_reservation_back(pcscd, tmp_path, keys):
+    async def test(s: Site):
+        opening = s.balance()
+        before = s.card_counters()
+        await s.insert()
+        await s.pin_ok()
+        st, ans, _ = await s.post("/v1/pumps/1/authorize", {"product": "DT", "preset_volume_ml": 30_000})
+        st, voided, _ = await s.post("/v1/pumps/1/void", {})
+        assert st == 200 and voided["state"] == "voided" and voided["card_release"] == "released"
+        assert s.kinds(ans["txn_id"]) == ["fuel.preauth", "fuel.reserved", "fuel.preset", "fuel.voided"]
+        assert s.card.state.txn_counter == 2 and not s.card.state.reservation_open
+        assert [c[1] for c in s.card_counters()] == [c[1] for c in before] == [0, 0]
+        assert s.balance() == opening and s.pump.state.value == "idle"
+        assert (await s.view())["state"] == "card_read"
+    run(pcscd, tmp_path, keys, test)
+
+
+def test_nozzle_never_lifted_times_out_and_voids(pcscd, tmp_path, keys):
+    async def test(s: Site):
+        await s.insert()
+        await s.pin_ok()
+        st, ans, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI95", "preset_volume_ml": 5_000})
+        v = await s.wait_state("card_read")
+        assert "nozzle was not lifted" in s.record(ans["txn_id"], "fuel.voided")["reason"]
+        assert s.pump.state.value == "idle" and s.card.state.txn_counter == 2
+        assert "fuel.completed" not in s.kinds(ans["txn_id"])
+    run(pcscd, tmp_path, keys, test, timeouts=FuelTimeouts(nozzle_s=0.3))
+
+
+def test_emergency_stop_completes_what_was_dispensed(pcscd, tmp_path, keys):
+    async def test(s: Site):
+        opening = s.balance()
+        await s.insert()
+        await s.pin_ok()
+        st, ans, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI95", "preset_volume_ml": 40_000})
+        s.pump.lift_nozzle("AI95")
+        await s.wait(lambda v: v["txn"] and v["txn"]["delivered_volume_ml"] >= 2_000, "2 L dispensed")
+        st, stopped, _ = await s.post("/v1/pumps/1/stop", {})
+        assert st == 200 and stopped["stopped"] and stopped["txn_id"] == ans["txn_id"]
+        await s.wait_state("card_read")
+        done = s.record(ans["txn_id"], "fuel.completed")
+        assert done["delivery_reason"] == "stopped" and 2_000 <= done["delivered_volume_ml"] < 40_000
+        assert s.balance() == opening - done["amount_kop"]
+        assert s.pump.state.value == "stopped"
+        st, err, _ = await s.post("/v1/pumps/1/pin", {"pin": PIN})
+        assert st == 200
+        st, err, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI95"})
+        assert st == 409 and "stopped" in err["error"]["message"]  # nothing journaled for it
+        s.pump.hang_up()
+        st, reset, _ = await s.post("/v1/pumps/1/reset", {})
+        assert st == 200 and reset["pump_state"] == "idle"
+    run(pcscd, tmp_path, keys, test, time_scale=50)
