@@ -466,3 +466,54 @@ def test_emergency_stop_completes_what_was_dispensed(pcscd, tmp_path, keys):
         st, reset, _ = await s.post("/v1/pumps/1/reset", {})
         assert st == 200 and reset["pump_state"] == "idle"
     run(pcscd, tmp_path, keys, test, time_scale=50)
+
+
+def test_restart_with_the_pump_offline_waits_for_it_then_completes(pcscd, tmp_path, keys):
+    """The daemon stops mid-delivery while the pump is offline; the next start cannot tell
+    what was dispensed, so the lane waits (refusing new sales) until the pump answers."""
+    async def main():
+        cfg = load_config(None)
+        cfg = replace(cfg, data_dir=tmp_path, tills=(), api=replace(cfg.api, port=0),
+                      pumps=(PumpConfig(1, READER, "sim", PRODUCTS),))
+        card, = (c for c in fuel_model().cards if c.card_no == GOOD)
+        path = tmp_path / "card.json"
+        personalise(card, PIN, keys).save(path)
+        vcard = VirtualCard(path)
+        pump = SimulatedPump(1, products=PRODUCTS, time_scale=1000)  # the dispenser outlives the daemon
+        await asyncio.to_thread(settle_empty_reader)
+        d = None
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=T)) as http:
+                d = Daemon(cfg, Replica(fuel_model(), None), keys=keys, pumps={1: pump})
+                await asyncio.wait_for(d.start(), T)
+                s = Site(d, pump, vcard, http)
+                opening = s.balance()
+                await s.insert()
+                await s.pin_ok()
+                st, ans, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI95", "preset_volume_ml": 20_000})
+                pump.go_offline_at_ml = 6_000
+                pump.lift_nozzle("AI95")
+                await s.wait(lambda v: v["pump_offline"], "the pump offline")
+                await asyncio.wait_for(d.stop(), T)
+
+                d = Daemon(cfg, Replica(fuel_model(), None), keys=keys, pumps={1: pump})
+                await asyncio.wait_for(d.start(), T)
+                s = Site(d, pump, vcard, http)
+                v = await s.view()
+                assert v["state"] == "recovering" and v["recovery_pending"] == 1
+                assert s.kinds(ans["txn_id"])[-1] == "fuel.preset"  # nothing guessed
+                st, err, _ = await s.post("/v1/pumps/1/pin", {"pin": PIN})
+                assert st == 409 and "last run" in err["error"]["message"]
+                pump.come_back_online()
+                await s.wait_state("card_read")
+                pump.hang_up()
+                assert s.kinds(ans["txn_id"])[-2:] == ["fuel.completed", "fuel.card_committed"]
+                assert s.record(ans["txn_id"], "fuel.completed")["delivered_volume_ml"] == 6_000
+                assert s.balance() == opening - amount_for_volume(6_000, PRICE)
+                assert s.card_counters() == s.record(ans["txn_id"], "fuel.card_committed")["counters"]
+        finally:
+            vcard.pull()
+            if d is not None:
+                await asyncio.wait_for(d.stop(), T)
+            await asyncio.to_thread(settle_empty_reader)
+    asyncio.run(asyncio.wait_for(main(), 60))
