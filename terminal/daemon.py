@@ -130,7 +130,7 @@ class Daemon:
                                        state_path=self.config.data_dir / "pumps" / f"pump-{cfg.pump_id}.json")
             lane = FuelLane(cfg, self.config, self.replica, self.journal, self.bus, keys, pump,
                             timeouts=self.fuel_timeouts, holds=self.fuel_holds,
-                            card_counters_seen=self.card_counters_seen)
+                            card_counters_seen=self.card_counters_seen, on_fatal=self.fatal)
             self.pumps[cfg.pump_id] = lane
             await lane.open()
             await lane.recover(by_lane.pop(lane.lane, []))

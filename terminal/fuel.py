@@ -30,7 +30,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
@@ -44,7 +44,7 @@ from authz.localtime import local_date
 from authz.money import MAX_AMOUNT_KOP, MAX_VOLUME_ML, amount_for_volume
 from hw.card.application import CardData, FuelCardApplication
 from hw.card.keys import KeyStore, SoftwareKeyStore
-from hw.card.records import Counters, CounterState
+from hw.card.records import Counters
 from hw.errors import (CardError, CardNotGenuineError, CardRemovedError, CardStatusError,
                        CardTimeoutError, CounterMismatchError, PinBlockedError, PinFormatError,
                        WrongPinError)
@@ -57,7 +57,7 @@ from . import crashpoints
 from .config import PumpConfig, SiteConfig
 from .events import EventBus
 from .ids import new_id, new_txn_id
-from .journal import Journal, OpenTransaction, Record
+from .journal import Journal, JournalClosedError, JournalDiskError, OpenTransaction, Record
 from .replica import (FUEL_COMPLETED, Replica, fuel_decision_body, fuel_decision_from_body,
                       fuel_request_body, fuel_request_from_body)
 from .till import IdemSpec, LaneError
@@ -313,7 +313,8 @@ class FuelLane:
     def __init__(self, config: PumpConfig, site: SiteConfig, replica: Replica, journal: Journal,
                  bus: EventBus, keys: KeyStore, pump: Pump, *, timeouts: FuelTimeouts | None = None,
                  holds: dict[int, int] | None = None, card_counters_seen: dict[str, int] | None = None,
-                 reader_factory: Callable[[str], Any] | None = None) -> None:
+                 reader_factory: Callable[[str], Any] | None = None,
+                 on_fatal: Callable[[BaseException], None] | None = None) -> None:
         if replica.fuel is None or replica.fuel_model is None:
             raise ValueError(f"pump {config.pump_id}: the site has pumps but its replica has no fuel model")
         if site.station_id is None:
@@ -331,6 +332,8 @@ class FuelLane:
         #: the highest card transaction counter this site has seen per card (clone check)
         self.card_counters_seen = card_counters_seen if card_counters_seen is not None else {}
         self._reader_factory = reader_factory or _card_reader
+        #: called when the journal fails under a device event (the daemon stops and recovers)
+        self._on_fatal = on_fatal
         self.lock = asyncio.Lock()
         self.state = LaneState.IDLE
         self.session: CardSession | None = None
@@ -450,8 +453,8 @@ class FuelLane:
                         await self._on_card_inserted()
                     elif isinstance(ev, (CardRemoved, _ReaderLost)):
                         self._on_card_removed()
-                except Exception:
-                    log.exception("%s: card event %r failed", self.lane, ev)
+                except Exception as exc:
+                    self._failed(exc, f"card event {ev!r}")
 
     async def _pump_loop(self) -> None:
         while True:
@@ -459,8 +462,8 @@ class FuelLane:
             async with self.lock:
                 try:
                     await self._on_pump_event(ev)
-                except Exception:
-                    log.exception("%s: pump event %r failed", self.lane, ev)
+                except Exception as exc:
+                    self._failed(exc, f"pump event {ev!r}")
 
     async def _timer_loop(self) -> None:
         while True:
@@ -479,8 +482,18 @@ class FuelLane:
                     self._deadline = None
                     try:
                         await self._on_timeout()
-                    except Exception:
-                        log.exception("%s: timeout handling failed", self.lane)
+                    except Exception as exc:
+                        self._failed(exc, "a timeout")
+
+    def _failed(self, exc: BaseException, what: str) -> None:
+        if isinstance(exc, (JournalDiskError, JournalClosedError)):
+            # The evaluator or the card may be ahead of the disk: stop, and let the restart
+            # recover from what the journal really holds (as the API does).
+            log.critical("%s: the journal failed while handling %s: %s", self.lane, what, exc)
+            if self._on_fatal is not None:
+                self._on_fatal(exc)
+            return
+        log.error("%s: handling %s failed", self.lane, what, exc_info=exc)
 
     # -- state and views ---------------------------------------------------------------------------
 
@@ -777,10 +790,7 @@ class FuelLane:
         # Reserve on the card.
         try:
             after = await s.app.reserve(s.data.state, txn.reserve_write_id, txn.reserve_counters())
-        except (CounterMismatchError, PinBlockedError) as exc:
-            txn.reserve_applied = False
-            return await self._fail(txn, idem, "card_refused_reservation", f"the card refused the reservation: {exc}")
-        except CardStatusError as exc:
+        except CardStatusError as exc:  # a status word: the card checked and did not apply it
             txn.reserve_applied = False
             return await self._fail(txn, idem, "card_refused_reservation", f"the card refused the reservation: {exc}")
         except CardError as exc:  # removed, timeout, garbage, bad receipt: applied or not, unknown
