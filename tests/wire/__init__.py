@@ -1,0 +1,1 @@
+"""Tests of the wire package: topics, codec, keys."""

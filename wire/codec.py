@@ -1,0 +1,973 @@
+"""Signed MessagePack frames: :func:`encode` a message, :func:`decode` bytes from the broker.
+
+A frame (protocol version 1) is one MessagePack array of five elements::
+
+    [version: int, type: str, site: str | nil, payload: map, mac: bin 8 of 32 bytes]
+
+``mac`` is HMAC-SHA256, under the key the message type calls for (:mod:`wire.signing`), of
+every byte of the frame before the mac element: the array header, version, type, site and
+payload exactly as sent. The mac element is encoded as ``c4 20`` + 32 bytes, so it is the
+last 34 bytes of the frame; nothing of a frame is outside the MAC but the MAC itself.
+
+:func:`decode` checks everything before it returns anything, in this order: size, the
+version (read first, so a frame of another version is named as such), well-formed
+MessagePack under strict options (no extension types, UTF-8 strings, string map keys, no
+duplicate keys, no trailing bytes, lengths bounded by the frame), the envelope's fields and
+types, the type, the signature, the topic against the envelope, then every payload field's
+type and range. It returns a whole message or raises a :class:`~wire.errors.WireError`.
+:func:`encode` runs the same payload checks, so it never makes a frame that decode refuses.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from enum import IntEnum, StrEnum
+from typing import Any
+
+import msgpack
+
+from authz.club_model import (AccrualRate, Category, ClubAccount, ClubCard, ClubCardKind, ClubRules,
+                              ClubStatus, KindCaps, PointLot)
+from authz.fuel_model import (CardKind, CardStatus, Contract, DiscountKind, DiscountRule, DiscountWhere,
+                              FuelCard, Limit, LimitCounter, LimitUnit, Period, Product, ProductGroup,
+                              Scope, Station, Tariff, mask_card_no)
+from authz.money import BP_WHOLE, MAX_AMOUNT_KOP, MAX_PRICE_KOP_PER_L, MAX_VOLUME_ML
+
+from .errors import WireError, WireFormatError, WireSignatureError, WireTooLarge, WireTopicError, WireVersionError
+from .messages import (CLUB_RULES_KEY, Ack, Batch, ClubAccountRow, FuelCardRow, Message, Presence,
+                       Rejection, ReplicaDelta, ReplicaSnapshot, SnapshotRequest, StopListEntry, Table,
+                       TariffRow, WireRecord, row_key)
+from .signing import MAC_BYTES, SiteKeys, mac, mac_ok
+from .topics import MAX_SNAPSHOT_PARTS, SITE_ID_RE, TopicKind, parse_topic
+
+__all__ = [
+    "PROTOCOL_VERSION", "SUPPORTED_VERSIONS", "INT64_MIN", "INT64_MAX", "MessageType", "Limits",
+    "DEFAULT_LIMITS", "encode", "decode", "records_that_fit", "rows_that_fit",
+]
+
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+_MAC_HEADER = b"\xc4" + bytes([MAC_BYTES])  # bin 8, 32 bytes
+_FRAME_FIELDS = 5
+
+
+class MessageType(StrEnum):
+    """The ``type`` of a frame."""
+
+    BATCH = "batch"
+    PRESENCE = "presence"
+    SNAPSHOT_REQUEST = "snapshot_request"
+    ACK = "ack"
+    SNAPSHOT = "snapshot"
+    DELTA = "delta"
+
+
+_TYPES = {t.value: t for t in MessageType}
+_TYPE_OF_CLASS = {Batch: MessageType.BATCH, Presence: MessageType.PRESENCE,
+                  SnapshotRequest: MessageType.SNAPSHOT_REQUEST, Ack: MessageType.ACK,
+                  ReplicaSnapshot: MessageType.SNAPSHOT, ReplicaDelta: MessageType.DELTA}
+#: The topic each type travels on.
+_TOPIC_KIND = {MessageType.BATCH: TopicKind.BATCHES, MessageType.PRESENCE: TopicKind.PRESENCE,
+               MessageType.SNAPSHOT_REQUEST: TopicKind.SNAPSHOT_REQUESTS, MessageType.ACK: TopicKind.ACKS,
+               MessageType.SNAPSHOT: TopicKind.SNAPSHOT, MessageType.DELTA: TopicKind.DELTAS}
+#: Types whose envelope names a site; the others (replica) name none and use the host key.
+_SITE_TYPES = frozenset({MessageType.BATCH, MessageType.PRESENCE, MessageType.SNAPSHOT_REQUEST, MessageType.ACK})
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How big a message may be. Both sides must agree; the defaults suit MQTT brokers'
+    usual settings and a site's memory."""
+
+    max_message_bytes: int = 1 << 20  #: a whole frame
+    max_records: int = 10_000  #: records in one batch
+    max_rows: int = 100_000  #: rows in a snapshot part; upserts + deletes in a delta
+    max_rejections: int = 1_000  #: rejected batches named in one ack
+    max_body_depth: int = 32  #: nesting of a record body (as the journal allows)
+
+
+DEFAULT_LIMITS = Limits()
+
+
+# --- primitive checks -----------------------------------------------------------------------
+# Each raises WireFormatError("<field>: <what is wrong>"); the callers above prefix where.
+
+_ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
+_KIND = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+_CARD_NO = re.compile(r"[0-9A-Za-z]{1,32}")
+_TZ = re.compile(r"[A-Za-z0-9_+-]{1,32}(/[A-Za-z0-9_+-]{1,32}){0,3}")
+_VERSION_STR = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_MAX_NAME = 128
+_MAX_REASON = 512
+
+
+def _tn(v: object) -> str:
+    """The MessagePack name of a decoded value's type, for messages."""
+    if v is None:
+        return "nil"
+    if isinstance(v, bool):
+        return "bool"
+    return {int: "int", float: "float", str: "str", bytes: "bin", list: "array", dict: "map",
+            tuple: "tuple"}.get(type(v), type(v).__name__)
+
+
+def _show(v: object, n: int = 40) -> str:
+    """A value for a message: its type, and its first characters for a scalar."""
+    if isinstance(v, (list, dict, tuple)):
+        return f"{_tn(v)} of {len(v)}"
+    if isinstance(v, (str, bytes)):
+        return f"{_tn(v)} {v[:n]!r}"
+    return f"{_tn(v)} {v!r}"[:n + 10]
+
+
+def _bad(field: str, what: str) -> WireFormatError:
+    return WireFormatError(f"{field}: {what}" if field else what)
+
+
+def _int(v: object, field: str, lo: int = 0, hi: int = INT64_MAX) -> int:
+    if type(v) is not int:
+        if isinstance(v, int) and not isinstance(v, bool):
+            v = int(v)  # an IntEnum or int subclass given to encode
+        else:
+            raise _bad(field, f"must be an integer, got {_show(v)}")
+    if not lo <= v <= hi:
+        raise _bad(field, f"{v} is out of range {lo}..{hi}")
+    return v
+
+
+def _bool(v: object, field: str) -> bool:
+    if v is not True and v is not False:
+        raise _bad(field, f"must be true or false, got {_tn(v)}")
+    return v
+
+
+def _str(v: object, field: str, pattern: re.Pattern[str] | None = None, max_len: int = _MAX_NAME) -> str:
+    if not isinstance(v, str):
+        raise _bad(field, f"must be a string, got {_tn(v)}")
+    if pattern is not None:
+        if not pattern.fullmatch(v):
+            raise _bad(field, f"malformed: {v[:80]!r}")
+    elif len(v) > max_len:
+        raise _bad(field, f"{len(v)} characters, more than {max_len}")
+    return str(v)
+
+
+def _card_no(v: object, field: str = "card_no") -> str:
+    if not isinstance(v, str) or not _CARD_NO.fullmatch(v):
+        shown = f"{len(v)} characters" if isinstance(v, str) else _tn(v)
+        raise _bad(field, f"a card number is 1 to 32 letters and digits, got {shown}")
+    return str(v)
+
+
+def _enum(v: object, field: str, cls: type[IntEnum]) -> Any:
+    if type(v) is not int and not isinstance(v, cls):
+        raise _bad(field, f"must be an integer {cls.__name__}, got {_tn(v)}")
+    try:
+        return cls(v)
+    except ValueError:
+        names = ", ".join(f"{m.value}={m.name}" for m in cls)
+        raise _bad(field, f"{v} is not a {cls.__name__} ({names})") from None
+
+
+def _opt(v: object, field: str, check: Callable[..., Any], *args: Any) -> Any:
+    return None if v is None else check(v, field, *args)
+
+
+def _list(v: object, field: str, max_len: int | None = None) -> list | tuple:
+    if type(v) is not list and type(v) is not tuple:
+        raise _bad(field, f"must be an array, got {_tn(v)}")
+    if max_len is not None and len(v) > max_len:
+        raise WireTooLarge(f"{field}: {len(v)} items, more than the limit of {max_len}")
+    return v
+
+
+def _fields(v: object, what: str, names: tuple[str, ...], keyset: frozenset[str]) -> tuple:
+    """The values of map ``v``'s fields ``names``; exactly these fields, no others."""
+    if type(v) is not dict:
+        raise _bad(what, f"must be a map, got {_tn(v)}")
+    if v.keys() != keyset:
+        missing = [n for n in names if n not in v]
+        extra = [k for k in v if k not in keyset]
+        parts = []
+        if missing:
+            parts.append(f"missing field{'s' * (len(missing) > 1)} {', '.join(map(repr, missing))}")
+        if extra:
+            parts.append(f"unknown field{'s' * (len(extra) > 1)} {', '.join(repr(k)[:40] for k in extra[:5])}")
+        raise _bad(what, f"{'; '.join(parts)} (expected {', '.join(names)})")
+    return tuple(v[n] for n in names)
+
+
+def _schema(*names: str) -> tuple[tuple[str, ...], frozenset[str]]:
+    return names, frozenset(names)
+
+
+def _each(items: Sequence, what: str, parse: Callable[[Any], Any]) -> tuple:
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(parse(item))
+        except WireFormatError as e:
+            raise type(e)(f"{what}[{i}] {e}") from None
+    return tuple(out)
+
+
+def _unique(keys: Sequence, what: str, cards: bool = False) -> None:
+    """Refuses a key that appears twice; ``cards``: the keys are card numbers, shown masked."""
+    if len(set(keys)) != len(keys):
+        seen: set = set()
+        for k in keys:
+            if k in seen:
+                raise _bad(what, f"{mask_card_no(k) if cards else repr(k)} appears twice")
+            seen.add(k)
+
+
+def _json_ok(body: dict, max_depth: int) -> bool:
+    """Whether ``body`` holds plain JSON values only (the fast path of :func:`_json`, which is
+    run to say what is wrong, or to accept str and int subclasses, when this says no)."""
+    lo, hi = INT64_MIN, INT64_MAX
+    stack: list[tuple[Any, int]] = [(body, 0)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        container, depth = pop()
+        if depth >= max_depth:
+            return False
+        if type(container) is dict:
+            for k in container:
+                if type(k) is not str:
+                    return False
+            items = container.values()
+        else:
+            items = container
+        for v in items:
+            t = type(v)
+            if t is str or t is bool or v is None:
+                continue
+            if t is int:
+                if not lo <= v <= hi:
+                    return False
+            elif t is dict or t is list:
+                push((v, depth + 1))
+            else:
+                return False
+    return True
+
+
+def _json(v: object, depth: int, max_depth: int) -> None:
+    """Checks a record body value: JSON values only, ints signed 64-bit, no floats."""
+    if v is None or v is True or v is False or isinstance(v, str):
+        return
+    if isinstance(v, int):
+        if not INT64_MIN <= v <= INT64_MAX:
+            raise WireFormatError(f": integer {v} is outside the signed 64-bit range")
+        return
+    if isinstance(v, (list, dict)):
+        if depth >= max_depth:
+            raise WireFormatError(f": nested deeper than {max_depth} levels")
+        if isinstance(v, list):
+            for i, item in enumerate(v):
+                try:
+                    _json(item, depth + 1, max_depth)
+                except WireFormatError as e:
+                    raise WireFormatError(f"[{i}]{e}") from None
+        else:
+            for k, item in v.items():
+                if not isinstance(k, str):
+                    raise WireFormatError(f": key {k!r} is a {_tn(k)}; keys are strings"[:200])
+                try:
+                    _json(item, depth + 1, max_depth)
+                except WireFormatError as e:
+                    raise WireFormatError(f".{k[:64]}{e}") from None
+        return
+    if isinstance(v, float):
+        raise WireFormatError(f": float {v!r} is not allowed: money, volumes and points are integers")
+    if isinstance(v, (bytes, bytearray)):
+        raise WireFormatError(": binary data is not allowed: a body holds JSON values only")
+    if isinstance(v, tuple):
+        raise WireFormatError(": a tuple is not allowed: use a list (it decodes as a list)")
+    raise WireFormatError(f": a {type(v).__name__} is not allowed: ints, strings, bools, nil, "
+                          "arrays and maps only")
+
+
+# --- replica rows: to and from the wire -------------------------------------------------------
+
+_STOP = _schema("card_no", "listed_at_utc_s")
+_PRODUCT = _schema("code", "name", "group")
+_STATION = _schema("station_id", "region", "groups", "prices_kop_per_l", "max_fill_ml")
+_TARIFF = _schema("tariff", "discounts")
+_DISCOUNT = _schema("product", "where", "kind", "value")
+_CONTRACT = _schema("contract_id", "tz", "home_region", "tariff", "balance_kop", "credit_line_kop",
+                    "chosen_station_ids")
+_CARD = _schema("card_no", "contract_id", "expires_on", "groups", "limits", "kind", "status", "counters")
+_LIMIT = _schema("limit_id", "unit", "period", "amount", "scope", "group", "product")
+_COUNTER = _schema("limit_id", "spent", "period_start")
+_RULES = _schema("categories", "accrual_rates", "channels", "payment_methods", "redemption_cap_bp",
+                 "maturity_s", "expiry_months", "caps", "tz")
+_CATEGORY = _schema("code", "accrues", "redeemable")
+_RATE = _schema("channel", "payment_method", "rate_bp")
+_CAPS = _schema("kind", "balance_cap_kop", "turnover_cap_kop")
+_ACCOUNT = _schema("account_id", "kind", "activated", "status", "balance_kop", "turnover_month",
+                   "turnover_kop", "lots", "cards")
+_LOT = _schema("lot_id", "points", "matures_at_s", "expires_at_s")
+_CLUB_CARD = _schema("card_no", "status")
+
+
+def _groups(v: object, field: str) -> frozenset[ProductGroup]:
+    items = _list(v, field, len(ProductGroup))
+    groups = [_enum(g, f"{field}[{i}]", ProductGroup) for i, g in enumerate(items)]
+    _unique(groups, field)
+    return frozenset(groups)
+
+
+def _stop_to(r: StopListEntry) -> dict:
+    return {"card_no": r.card_no, "listed_at_utc_s": r.listed_at_utc_s}
+
+
+def _stop_from(v: object) -> StopListEntry:
+    card_no, at = _fields(v, "", *_STOP)
+    return StopListEntry(_card_no(card_no), _int(at, "listed_at_utc_s"))
+
+
+def _product_to(r: Product) -> dict:
+    return {"code": r.code, "name": r.name, "group": int(r.group)}
+
+
+def _product_from(v: object) -> Product:
+    code, name, group = _fields(v, "", *_PRODUCT)
+    return Product(_str(code, "code", _CODE), _str(name, "name"), _enum(group, "group", ProductGroup))
+
+
+def _station_to(r: Station) -> dict:
+    return {"station_id": r.station_id, "region": r.region, "groups": sorted(int(g) for g in r.groups),
+            "prices_kop_per_l": dict(r.prices_kop_per_l), "max_fill_ml": r.max_fill_ml}
+
+
+def _station_from(v: object) -> Station:
+    sid, region, groups, prices, max_fill = _fields(v, "", *_STATION)
+    if type(prices) is not dict:
+        raise _bad("prices_kop_per_l", f"must be a map, got {_tn(prices)}")
+    checked = {}
+    for code, price in prices.items():
+        checked[_str(code, "prices_kop_per_l key", _CODE)] = _int(price, f"prices_kop_per_l.{code}", 0,
+                                                                  MAX_PRICE_KOP_PER_L)
+    return Station(_int(sid, "station_id"), _int(region, "region"), _groups(groups, "groups"), checked,
+                   _int(max_fill, "max_fill_ml", 1, MAX_VOLUME_ML))
+
+
+def _tariff_to(r: TariffRow) -> dict:
+    for d in r.discounts:
+        if d.tariff != r.tariff:
+            raise _bad("discounts", f"a rule of tariff {d.tariff!r} in the row of tariff {r.tariff!r}")
+    return {"tariff": int(r.tariff), "discounts": [
+        {"product": d.product, "where": int(d.where), "kind": int(d.kind), "value": d.value}
+        for d in r.discounts]}
+
+
+def _tariff_from(v: object) -> TariffRow:
+    tariff, discounts = _fields(v, "", *_TARIFF)
+    tariff = _enum(tariff, "tariff", Tariff)
+
+    def rule(d: object) -> DiscountRule:
+        product, where, kind, value = _fields(d, "", *_DISCOUNT)
+        kind = _enum(kind, "kind", DiscountKind)
+        top = BP_WHOLE if kind is DiscountKind.PERCENT_BP else MAX_PRICE_KOP_PER_L
+        return DiscountRule(tariff, _str(product, "product", _CODE), _enum(where, "where", DiscountWhere),
+                            kind, _int(value, "value", 0, top))
+    return TariffRow(tariff, _each(_list(discounts, "discounts", 10_000), "discounts", rule))
+
+
+def _contract_to(r: Contract) -> dict:
+    return {"contract_id": r.contract_id, "tz": r.tz, "home_region": r.home_region, "tariff": int(r.tariff),
+            "balance_kop": r.balance_kop, "credit_line_kop": r.credit_line_kop,
+            "chosen_station_ids": list(r.chosen_station_ids)}
+
+
+def _contract_from(v: object) -> Contract:
+    cid, tz, home, tariff, balance, credit, chosen = _fields(v, "", *_CONTRACT)
+    chosen = tuple(_int(s, f"chosen_station_ids[{i}]")
+                   for i, s in enumerate(_list(chosen, "chosen_station_ids", 3)))
+    return Contract(_int(cid, "contract_id"), _str(tz, "tz", _TZ), _int(home, "home_region"),
+                    _enum(tariff, "tariff", Tariff), _int(balance, "balance_kop", -MAX_AMOUNT_KOP, MAX_AMOUNT_KOP),
+                    _int(credit, "credit_line_kop", 0, MAX_AMOUNT_KOP), chosen)
+
+
+def _fuel_card_to(r: FuelCardRow) -> dict:
+    c = r.card
+    return {"card_no": c.card_no, "contract_id": c.contract_id,
+            "expires_on": c.expires_on.isoformat() if isinstance(c.expires_on, date) else c.expires_on,
+            "groups": sorted(int(g) for g in c.groups),
+            "limits": [{"limit_id": lim.limit_id, "unit": int(lim.unit), "period": int(lim.period),
+                        "amount": lim.amount, "scope": int(lim.scope),
+                        "group": None if lim.group is None else int(lim.group), "product": lim.product}
+                       for lim in c.limits],
+            "kind": int(c.kind), "status": int(c.status),
+            "counters": [{"limit_id": lid, "spent": ctr.spent, "period_start": ctr.period_start}
+                         for lid, ctr in r.counters]}
+
+
+def _date(v: object, field: str) -> date:
+    if not isinstance(v, str) or not _DATE.fullmatch(v):
+        raise _bad(field, f"must be a date 'YYYY-MM-DD', got {_show(v)}")
+    try:
+        return date.fromisoformat(v)
+    except ValueError:
+        raise _bad(field, f"no such day {v!r}") from None
+
+
+def _limit_from(v: object) -> Limit:
+    lid, unit, period, amount, scope, group, product = _fields(v, "", *_LIMIT)
+    return Limit(_int(lid, "limit_id"), _enum(unit, "unit", LimitUnit), _enum(period, "period", Period),
+                 _int(amount, "amount", 0, MAX_AMOUNT_KOP), _enum(scope, "scope", Scope),
+                 _opt(group, "group", _enum, ProductGroup), _opt(product, "product", _str, _CODE))
+
+
+def _fuel_card_from(v: object) -> FuelCardRow:
+    card_no, cid, expires, groups, limits, kind, status, counters = _fields(v, "", *_CARD)
+    limits = _each(_list(limits, "limits", 1_000), "limits", _limit_from)
+    _unique([lim.limit_id for lim in limits], "limits: limit_id")
+
+    def counter(c: object) -> tuple[int, LimitCounter]:
+        lid, spent, start = _fields(c, "", *_COUNTER)
+        return _int(lid, "limit_id"), LimitCounter(_int(spent, "spent", INT64_MIN), _int(start, "period_start", INT64_MIN))
+    ctrs = _each(_list(counters, "counters", 1_000), "counters", counter)
+    ids = [lid for lid, _ in ctrs]
+    _unique(ids, "counters: limit_id")
+    known = {lim.limit_id for lim in limits}
+    for lid in ids:
+        if lid not in known:
+            raise _bad("counters", f"a counter of limit {lid}, which the card does not have")
+    card = FuelCard(_card_no(card_no), _int(cid, "contract_id"), _date(expires, "expires_on"),
+                    _groups(groups, "groups"), limits, _enum(kind, "kind", CardKind),
+                    _enum(status, "status", CardStatus))
+    return FuelCardRow(card, ctrs)
+
+
+def _rules_to(r: ClubRules) -> dict:
+    return {"categories": [{"code": c.code, "accrues": c.accrues, "redeemable": c.redeemable} for c in r.categories],
+            "accrual_rates": [{"channel": a.channel, "payment_method": a.payment_method, "rate_bp": a.rate_bp}
+                              for a in r.accrual_rates],
+            "channels": list(r.channels), "payment_methods": list(r.payment_methods),
+            "redemption_cap_bp": r.redemption_cap_bp, "maturity_s": r.maturity_s,
+            "expiry_months": r.expiry_months,
+            "caps": [{"kind": int(k), "balance_cap_kop": c.balance_cap_kop, "turnover_cap_kop": c.turnover_cap_kop}
+                     for k, c in sorted(r.caps.items())],
+            "tz": r.tz}
+
+
+def _code_or_any(v: object, field: str) -> str:
+    return "*" if v == "*" else _str(v, field, _CODE)
+
+
+def _rules_from(v: object) -> ClubRules:
+    cats, rates, channels, methods, cap_bp, maturity, expiry, caps, tz = _fields(v, "", *_RULES)
+
+    def category(c: object) -> Category:
+        code, accrues, redeemable = _fields(c, "", *_CATEGORY)
+        return Category(_str(code, "code", _CODE), _bool(accrues, "accrues"), _bool(redeemable, "redeemable"))
+
+    def rate(a: object) -> AccrualRate:
+        channel, method, bp = _fields(a, "", *_RATE)
+        return AccrualRate(_code_or_any(channel, "channel"), _code_or_any(method, "payment_method"),
+                           _int(bp, "rate_bp", 0, BP_WHOLE))
+
+    def kind_caps(c: object) -> tuple[ClubCardKind, KindCaps]:
+        kind, balance, turnover = _fields(c, "", *_CAPS)
+        return _enum(kind, "kind", ClubCardKind), KindCaps(_int(balance, "balance_cap_kop", 0, MAX_AMOUNT_KOP),
+                                                           _int(turnover, "turnover_cap_kop", 0, MAX_AMOUNT_KOP))
+    categories = _each(_list(cats, "categories", 1_000), "categories", category)
+    _unique([c.code for c in categories], "categories: code")
+    channels = tuple(_str(c, f"channels[{i}]", _CODE) for i, c in enumerate(_list(channels, "channels", 100)))
+    _unique(channels, "channels")
+    methods = tuple(_str(m, f"payment_methods[{i}]", _CODE) for i, m in enumerate(_list(methods, "payment_methods", 100)))
+    _unique(methods, "payment_methods")
+    cap_pairs = _each(_list(caps, "caps", len(ClubCardKind)), "caps", kind_caps)
+    _unique([k for k, _ in cap_pairs], "caps: kind")
+    return ClubRules(categories=categories, accrual_rates=_each(_list(rates, "accrual_rates", 1_000),
+                                                                "accrual_rates", rate),
+                     channels=channels, payment_methods=methods,
+                     redemption_cap_bp=_int(cap_bp, "redemption_cap_bp", 0, BP_WHOLE),
+                     maturity_s=_int(maturity, "maturity_s"), expiry_months=_int(expiry, "expiry_months", 0, 1_200),
+                     caps=dict(cap_pairs), tz=_str(tz, "tz", _TZ))
+
+
+def _account_to(r: ClubAccountRow) -> dict:
+    a = r.account
+    for c in r.cards:
+        if c.account_id != a.account_id:
+            raise _bad("cards", f"card {mask_card_no(c.card_no)} points to account {c.account_id}, "
+                                f"not to the row's {a.account_id}")
+    return {"account_id": a.account_id, "kind": int(a.kind), "activated": a.activated, "status": int(a.status),
+            "balance_kop": a.balance_kop, "turnover_month": a.turnover_month, "turnover_kop": a.turnover_kop,
+            "lots": [{"lot_id": lot.lot_id, "points": lot.points, "matures_at_s": lot.matures_at_s,
+                      "expires_at_s": lot.expires_at_s} for lot in a.lots],
+            "cards": [{"card_no": c.card_no, "status": int(c.status)} for c in r.cards]}
+
+
+def _account_from(v: object) -> ClubAccountRow:
+    aid, kind, activated, status, balance, month, turnover, lots, cards = _fields(v, "", *_ACCOUNT)
+    aid = _int(aid, "account_id")
+
+    def lot(v: object) -> PointLot:
+        lot_id, points, matures, expires = _fields(v, "", *_LOT)
+        return PointLot(_int(lot_id, "lot_id"), _int(points, "points", 0, MAX_AMOUNT_KOP),
+                        _int(matures, "matures_at_s", INT64_MIN), _int(expires, "expires_at_s", INT64_MIN))
+
+    def card(v: object) -> ClubCard:
+        card_no, status = _fields(v, "", *_CLUB_CARD)
+        return ClubCard(_card_no(card_no), aid, _enum(status, "status", ClubStatus))
+    lots = _each(_list(lots, "lots", 10_000), "lots", lot)
+    _unique([x.lot_id for x in lots], "lots: lot_id")
+    cards = _each(_list(cards, "cards", 1_000), "cards", card)
+    _unique([c.card_no for c in cards], "cards: card_no", cards=True)
+    account = ClubAccount(aid, _enum(kind, "kind", ClubCardKind), _bool(activated, "activated"),
+                          _enum(status, "status", ClubStatus), _int(balance, "balance_kop", 0, MAX_AMOUNT_KOP),
+                          _int(month, "turnover_month", INT64_MIN), _int(turnover, "turnover_kop", 0, MAX_AMOUNT_KOP),
+                          lots)
+    return ClubAccountRow(account, cards)
+
+
+def _key_int(v: object, field: str) -> int:
+    return _int(v, field)
+
+
+def _key_tariff(v: object, field: str) -> int:
+    return int(_enum(v, field, Tariff))
+
+
+def _key_rules(v: object, field: str) -> str:
+    if v != CLUB_RULES_KEY:
+        raise _bad(field, f"the club_rules table has one key, {CLUB_RULES_KEY!r}; got {_show(v)}")
+    return CLUB_RULES_KEY
+
+
+@dataclass(frozen=True, slots=True)
+class _RowCodec:
+    cls: type
+    to_wire: Callable[[Any], dict]
+    from_wire: Callable[[object], Any]
+    key: Callable[[object, str], Any]  # checks a delete's key
+
+
+_ROWS: dict[Table, _RowCodec] = {
+    Table.STOP_LIST: _RowCodec(StopListEntry, _stop_to, _stop_from, _card_no),
+    Table.PRODUCTS: _RowCodec(Product, _product_to, _product_from, lambda v, f: _str(v, f, _CODE)),
+    Table.STATIONS: _RowCodec(Station, _station_to, _station_from, _key_int),
+    Table.TARIFFS: _RowCodec(TariffRow, _tariff_to, _tariff_from, _key_tariff),
+    Table.CONTRACTS: _RowCodec(Contract, _contract_to, _contract_from, _key_int),
+    Table.FUEL_CARDS: _RowCodec(FuelCardRow, _fuel_card_to, _fuel_card_from, _card_no),
+    Table.CLUB_RULES: _RowCodec(ClubRules, _rules_to, _rules_from, _key_rules),
+    Table.CLUB_ACCOUNTS: _RowCodec(ClubAccountRow, _account_to, _account_from, _key_int),
+}
+
+
+#: Tables whose keys are card numbers, which messages show masked.
+_CARD_KEYED = frozenset({Table.STOP_LIST, Table.FUEL_CARDS})
+
+
+def _rows_from(table: Table, rows: object, field: str, limits: Limits) -> tuple:
+    codec = _ROWS[table]
+    out = _each(_list(rows, field, limits.max_rows), field, codec.from_wire)
+    _unique([row_key(table, r) for r in out], f"{field}: key", cards=table in _CARD_KEYED)
+    return out
+
+
+def _rows_to(table: Table, rows: Sequence) -> list[dict]:
+    codec = _ROWS[table]
+    out = []
+    for i, r in enumerate(rows):
+        if not isinstance(r, codec.cls):
+            raise _bad(f"row {i}", f"a {table.value} row is a {codec.cls.__name__}, got {type(r).__name__}")
+        out.append(codec.to_wire(r))
+    return out
+
+
+# --- payloads -------------------------------------------------------------------------------
+
+_RECORD = _schema("record_id", "lane", "txn_id", "kind", "at_utc_s", "body")
+_BATCH = _schema("batch_seq", "created_utc_s", "records")
+_PRESENCE = _schema("online", "at_utc_s", "software_version", "replica_versions")
+_SNAP_REQ = _schema("table", "have_version")
+_ACK = _schema("up_to_seq", "rejected")
+_REJECTION = _schema("batch_seq", "reason")
+_SNAPSHOT = _schema("table", "version", "part", "parts", "rows")
+_DELTA = _schema("table", "from_version", "to_version", "upserts", "deletes")
+_TABLES = {t.value: t for t in Table}
+
+
+def _table(v: object, field: str = "table") -> Table:
+    if isinstance(v, str) and v in _TABLES:
+        return _TABLES[v]
+    raise _bad(field, f"unknown table {v[:40] if isinstance(v, str) else _show(v)!r}; the tables are {', '.join(_TABLES)}")
+
+
+def _record_to(r: WireRecord) -> dict:
+    return {"record_id": r.record_id, "lane": r.lane, "txn_id": r.txn_id, "kind": r.kind,
+            "at_utc_s": r.at_utc_s, "body": r.body}
+
+
+def _record_from(v: object, site_id: str, limits: Limits) -> WireRecord:
+    record_id, lane, txn_id, kind, at, body = _fields(v, "", *_RECORD)
+    prefix = site_id + "-"
+    if not (type(record_id) is str and record_id.startswith(prefix) and _ULID.fullmatch(record_id, len(prefix))):
+        raise _bad("record_id", f"must be '{site_id}-<ULID>' (the sending site's), got {_show(record_id, 100)}")
+    lane = _str(lane, "lane", SITE_ID_RE)
+    if type(txn_id) is not str or not txn_id.startswith(site_id + ":"):
+        raise _bad("txn_id", f"must be '{site_id}:<lane>-<ULID>' (the sending site's), got {_show(txn_id, 100)}")
+    txn_lane, dash, ulid = txn_id[len(site_id) + 1:].rpartition("-")
+    if not dash or not SITE_ID_RE.fullmatch(txn_lane) or not _ULID.fullmatch(ulid):
+        raise _bad("txn_id", f"must be '{site_id}:<lane>-<ULID>', got {txn_id[:100]!r}")
+    kind = _str(kind, "kind", _KIND)
+    at = _int(at, "at_utc_s")
+    if type(body) is not dict:
+        raise _bad("body", f"must be a map, got {_tn(body)}")
+    if not _json_ok(body, limits.max_body_depth):
+        try:
+            _json(body, 0, limits.max_body_depth)
+        except WireFormatError as e:
+            raise WireFormatError(f"body{e}") from None
+    return WireRecord(record_id, site_id, lane, txn_id, kind, at, body)
+
+
+def _batch_from(p: object, site_id: str, limits: Limits) -> Batch:
+    seq, created, records = _fields(p, "payload", *_BATCH)
+    seq = _int(seq, "batch_seq", 1)
+    records = _list(records, "records", limits.max_records)
+    out = []
+    ids = set()
+    for i, r in enumerate(records):
+        try:
+            rec = _record_from(r, site_id, limits)
+        except WireFormatError as e:
+            rid = r.get("record_id") if type(r) is dict else None
+            named = f" ({rid[:100]})" if type(rid) is str else ""
+            raise type(e)(f"batch {seq} record {i}{named} {e}") from None
+        if rec.record_id in ids:
+            raise WireFormatError(f"batch {seq} record {i}: record id {rec.record_id!r} appears twice in the batch")
+        ids.add(rec.record_id)
+        out.append(rec)
+    return Batch(site_id, seq, tuple(out), _int(created, "created_utc_s"))
+
+
+def _batch_to(m: Batch) -> dict:
+    for i, r in enumerate(m.records):
+        if not isinstance(r, WireRecord):
+            raise _bad(f"records[{i}]", f"must be a WireRecord, got {type(r).__name__}")
+        if r.site_id != m.site_id:
+            raise _bad(f"records[{i}]", f"a record of site {r.site_id!r} in a batch of site {m.site_id!r}")
+    return {"batch_seq": m.batch_seq, "created_utc_s": m.created_utc_s,
+            "records": [_record_to(r) for r in m.records]}
+
+
+def _presence_from(p: object, site_id: str, limits: Limits) -> Presence:
+    online, at, software, versions = _fields(p, "payload", *_PRESENCE)
+    if type(versions) is not dict:
+        raise _bad("replica_versions", f"must be a map, got {_tn(versions)}")
+    checked = {_table(t, "replica_versions key"): _int(n, f"replica_versions.{t}") for t, n in versions.items()}
+    return Presence(site_id, _bool(online, "online"), _int(at, "at_utc_s"),
+                    _str(software, "software_version", _VERSION_STR), checked)
+
+
+def _presence_to(m: Presence) -> dict:
+    return {"online": m.online, "at_utc_s": m.at_utc_s, "software_version": m.software_version,
+            "replica_versions": {str(t): n for t, n in dict(m.replica_versions).items()}}
+
+
+def _snap_req_from(p: object, site_id: str, limits: Limits) -> SnapshotRequest:
+    table, have = _fields(p, "payload", *_SNAP_REQ)
+    return SnapshotRequest(site_id, _table(table), _int(have, "have_version"))
+
+
+def _snap_req_to(m: SnapshotRequest) -> dict:
+    return {"table": str(m.table), "have_version": m.have_version}
+
+
+def _ack_from(p: object, site_id: str, limits: Limits) -> Ack:
+    up_to, rejected = _fields(p, "payload", *_ACK)
+    up_to = _int(up_to, "up_to_seq")
+
+    def rejection(v: object) -> Rejection:
+        seq, reason = _fields(v, "", *_REJECTION)
+        reason = _str(reason, "reason", max_len=_MAX_REASON)
+        if not reason:
+            raise _bad("reason", "empty: say why the batch is refused")
+        return Rejection(_int(seq, "batch_seq (1..up_to_seq)", 1, up_to), reason)
+    out = _each(_list(rejected, "rejected", limits.max_rejections), "rejected", rejection)
+    for a, b in zip(out, out[1:]):
+        if a.batch_seq >= b.batch_seq:
+            raise _bad("rejected", f"batch numbers must increase, got {a.batch_seq} then {b.batch_seq}")
+    return Ack(site_id, up_to, out)
+
+
+def _ack_to(m: Ack) -> dict:
+    for i, r in enumerate(m.rejected):
+        if not isinstance(r, Rejection):
+            raise _bad(f"rejected[{i}]", f"must be a Rejection, got {type(r).__name__}")
+    return {"up_to_seq": m.up_to_seq, "rejected": [{"batch_seq": r.batch_seq, "reason": r.reason}
+                                                   for r in m.rejected]}
+
+
+def _snapshot_from(p: object, site_id: None, limits: Limits) -> ReplicaSnapshot:
+    table, version, part, parts, rows = _fields(p, "payload", *_SNAPSHOT)
+    table = _table(table)
+    parts = _int(parts, "parts", 1, MAX_SNAPSHOT_PARTS)
+    return ReplicaSnapshot(table, _int(version, "version", 1), _int(part, "part", 0, parts - 1), parts,
+                           _rows_from(table, rows, "rows", limits))
+
+
+def _snapshot_to(m: ReplicaSnapshot) -> dict:
+    table = _table(m.table)
+    return {"table": str(table), "version": m.version, "part": m.part, "parts": m.parts,
+            "rows": _rows_to(table, m.rows)}
+
+
+def _delta_from(p: object, site_id: None, limits: Limits) -> ReplicaDelta:
+    table, from_v, to_v, upserts, deletes = _fields(p, "payload", *_DELTA)
+    table = _table(table)
+    from_v = _int(from_v, "from_version", 0, INT64_MAX - 1)
+    to_v = _int(to_v, "to_version (greater than from_version)", from_v + 1)
+    deletes = _list(deletes, "deletes", limits.max_rows)
+    upserts = _list(upserts, "upserts", limits.max_rows - len(deletes))
+    rows = _rows_from(table, upserts, "upserts", limits)
+    key = _ROWS[table].key
+    gone = tuple(key(k, f"deletes[{i}]") for i, k in enumerate(deletes))
+    _unique(gone, "deletes", cards=table in _CARD_KEYED)
+    both = {row_key(table, r) for r in rows}.intersection(gone)
+    if both:
+        k = sorted(both, key=str)[0]
+        raise _bad("deletes", f"key {mask_card_no(k) if table in _CARD_KEYED else repr(k)} is both "
+                              "upserted and deleted")
+    return ReplicaDelta(table, from_v, to_v, rows, gone)
+
+
+def _delta_to(m: ReplicaDelta) -> dict:
+    table = _table(m.table)
+    return {"table": str(table), "from_version": m.from_version, "to_version": m.to_version,
+            "upserts": _rows_to(table, m.upserts), "deletes": list(m.deletes)}
+
+
+_PAYLOADS: dict[MessageType, tuple[Callable[[Any], dict], Callable[[object, Any, Limits], Message]]] = {
+    MessageType.BATCH: (_batch_to, _batch_from),
+    MessageType.PRESENCE: (_presence_to, _presence_from),
+    MessageType.SNAPSHOT_REQUEST: (_snap_req_to, _snap_req_from),
+    MessageType.ACK: (_ack_to, _ack_from),
+    MessageType.SNAPSHOT: (_snapshot_to, _snapshot_from),
+    MessageType.DELTA: (_delta_to, _delta_from),
+}
+
+
+def _what(mtype: MessageType, site: str | None) -> str:
+    return f"{mtype.value} of site {site!r}" if site is not None else f"{mtype.value}"
+
+
+# --- frames ---------------------------------------------------------------------------------
+
+def _key_for(mtype: MessageType, site: str | None, keys: SiteKeys) -> bytes:
+    return keys.site(site) if mtype in _SITE_TYPES else keys.host  # type: ignore[arg-type]
+
+
+def _pack(obj: object) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def encode(msg: Message, keys: SiteKeys, *, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """The signed frame of ``msg``: site messages and acks under the site's key, replica
+    messages under the host key.
+
+    Raises :class:`~wire.errors.WireFormatError` if ``msg`` is not one that :func:`decode`
+    would return (a float in a body, a record id of another site, an enum value out of
+    range, ...), :class:`~wire.errors.WireTooLarge` if its frame is over
+    ``limits.max_message_bytes`` (send fewer records or rows), and
+    :class:`~wire.errors.WireSignatureError` if ``keys`` lacks the key to sign with.
+    """
+    mtype = _TYPE_OF_CLASS.get(type(msg))
+    if mtype is None:
+        raise WireFormatError(f"not a wire message: {type(msg).__name__}")
+    site = msg.site_id if mtype in _SITE_TYPES else None  # type: ignore[union-attr]
+    if site is not None and not (type(site) is str and SITE_ID_RE.fullmatch(site)):
+        raise WireFormatError(f"{mtype.value}: malformed site id {site!r}")
+    key = _key_for(mtype, site, keys)
+    to_wire, from_wire = _PAYLOADS[mtype]
+    try:
+        payload = to_wire(msg)
+    except WireFormatError as e:
+        raise type(e)(f"{_what(mtype, site)}: {e}") from None
+    except (AttributeError, TypeError, ValueError) as e:
+        raise WireFormatError(f"{_what(mtype, site)}: cannot encode a field: {e}") from None
+    try:
+        from_wire(payload, site, limits)  # the checks decode runs: refuse what it would refuse
+    except WireFormatError as e:
+        raise type(e)(f"{_what(mtype, site)}: {e}") from None
+    try:
+        signed = msgpack.Packer(use_bin_type=True).pack_array_header(_FRAME_FIELDS) + \
+            _pack(PROTOCOL_VERSION) + _pack(mtype.value) + _pack(site) + _pack(payload)
+    except (TypeError, ValueError, OverflowError) as e:  # e.g. an unpaired surrogate in a str
+        raise WireFormatError(f"{_what(mtype, site)}: cannot encode: {e}") from None
+    size = len(signed) + len(_MAC_HEADER) + MAC_BYTES
+    if size > limits.max_message_bytes:
+        raise WireTooLarge(f"{_what(mtype, site)} encodes to {size} bytes, over the limit of "
+                           f"{limits.max_message_bytes}: send fewer records or rows per message")
+    return signed + _MAC_HEADER + mac(key, signed)
+
+
+def _pairs(pairs: list[tuple[Any, Any]]) -> dict:
+    """A decoded map, refusing a key that appears twice (which value counts would depend on
+    the decoder). Binary keys get through here and are refused where the map is read."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise ValueError(f"map key {str(dup)[:40]!r} appears twice")
+    return out
+
+
+def _no_ext(code: int, data: bytes) -> object:
+    raise ValueError(f"extension type {code} is not allowed")
+
+
+def decode(data: bytes, keys: SiteKeys, *, topic: str | None, limits: Limits = DEFAULT_LIMITS) -> Message:
+    """The message in frame ``data``, received on ``topic``, after checking all of it.
+
+    ``topic`` is the topic the message arrived on: the message must be of the kind that
+    topic carries and, for a site topic, of that topic's site (a site cannot publish as
+    another); for a snapshot or delta, of that topic's table (and snapshot part). Pass
+    ``None`` only for a frame that did not come from the broker (a file, a test).
+
+    Returns a :class:`~wire.messages.Batch`, :class:`~wire.messages.Presence`,
+    :class:`~wire.messages.SnapshotRequest`, :class:`~wire.messages.Ack`,
+    :class:`~wire.messages.ReplicaSnapshot` or :class:`~wire.messages.ReplicaDelta`.
+    Raises :class:`~wire.errors.WireTooLarge`, :class:`~wire.errors.WireFormatError`,
+    :class:`~wire.errors.WireVersionError`, :class:`~wire.errors.WireSignatureError` or
+    :class:`~wire.errors.WireTopicError`, and nothing else, whatever ``data`` holds.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise WireFormatError(f"a frame is bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) > limits.max_message_bytes:
+        raise WireTooLarge(f"frame of {len(data)} bytes is over the limit of {limits.max_message_bytes}")
+    if not data:
+        raise WireFormatError("empty frame (an empty retained message clears a topic; skip it)")
+    parsed_topic = None
+    if topic is not None:
+        parsed_topic = parse_topic(topic)
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=len(data), max_ext_len=0,
+                                ext_hook=_no_ext, object_pairs_hook=_pairs, use_list=True)
+    unpacker.feed(data)
+    try:
+        try:
+            n = unpacker.read_array_header()
+        except ValueError:
+            raise WireFormatError("not an edgepos frame: it does not start with a MessagePack array") from None
+        if n < 1:
+            raise WireFormatError("not an edgepos frame: an empty array")
+        version = unpacker.unpack()
+        if type(version) is not int:
+            raise WireFormatError(f"not an edgepos frame: the first element (the protocol version) "
+                                  f"is a {_tn(version)}, not an integer")
+        if version not in SUPPORTED_VERSIONS:
+            raise WireVersionError(f"protocol version {version} is not supported; this code speaks "
+                                   f"version {', '.join(map(str, SUPPORTED_VERSIONS))}")
+        if n != _FRAME_FIELDS:
+            raise WireFormatError(f"a version {version} frame is an array of {_FRAME_FIELDS} elements "
+                                  f"[version, type, site, payload, mac], got {n}")
+        mtype_raw, site, payload, tag = (unpacker.unpack() for _ in range(4))
+        if unpacker.tell() != len(data):
+            raise WireFormatError(f"{len(data) - unpacker.tell()} bytes after the end of the frame")
+    except WireError:
+        raise
+    except msgpack.OutOfData:
+        raise WireFormatError(f"truncated frame: {len(data)} bytes end inside the message") from None
+    except Exception as e:  # whatever the unpacker raises on malformed input: refuse it
+        why = {"StackError": "nested too deeply", "FormatError": "a byte that is no MessagePack type"}.get(
+            type(e).__name__) or str(e)[:200]
+        if "max_ext_len" in why:
+            why = f"extension types are not allowed ({why})"
+        raise WireFormatError(f"malformed MessagePack: {why}") from None
+    if type(mtype_raw) is not str or mtype_raw not in _TYPES:
+        raise WireFormatError(f"unknown message type ({_show(mtype_raw)}); "
+                              f"the types are {', '.join(_TYPES)}")
+    mtype = _TYPES[mtype_raw]
+    if mtype in _SITE_TYPES:
+        if type(site) is not str or not SITE_ID_RE.fullmatch(site):
+            raise WireFormatError(f"{mtype.value}: the envelope's site must be a site id, got "
+                                  f"{_show(site, 80)}")
+    elif site is not None:
+        raise WireFormatError(f"{mtype.value}: a replica message names no site, got {_tn(site)}")
+    if type(payload) is not dict:
+        raise WireFormatError(f"{_what(mtype, site)}: the payload must be a map, got {_tn(payload)}")
+    if type(tag) is not bytes or len(tag) != MAC_BYTES or data[-MAC_BYTES - len(_MAC_HEADER):-MAC_BYTES] != _MAC_HEADER:
+        raise WireFormatError(f"{_what(mtype, site)}: the mac must be the last element, "
+                              f"{MAC_BYTES} bytes encoded as bin 8")
+    key = _key_for(mtype, site, keys)
+    if not mac_ok(key, data[:-MAC_BYTES - len(_MAC_HEADER)], tag):
+        whose = f"the key of site {site!r}" if site is not None else "the host key"
+        raise WireSignatureError(f"{_what(mtype, site)}: the signature does not verify under {whose}")
+    if parsed_topic is not None:
+        if parsed_topic.kind is not _TOPIC_KIND[mtype]:
+            raise WireTopicError(f"{_what(mtype, site)} on topic {topic!r}, which carries "
+                                 f"{parsed_topic.kind.value}")
+        if parsed_topic.site_id is not None and parsed_topic.site_id != site:
+            raise WireTopicError(f"{_what(mtype, site)} on topic {topic!r} of site {parsed_topic.site_id!r}: "
+                                 "a site publishes on its own topics only")
+    try:
+        msg = _PAYLOADS[mtype][1](payload, site, limits)
+    except WireFormatError as e:
+        raise type(e)(f"{_what(mtype, site)}: {e}") from None
+    if parsed_topic is not None and parsed_topic.table is not None:
+        if parsed_topic.table != msg.table or parsed_topic.part != getattr(msg, "part", None):  # type: ignore[union-attr]
+            where = f"table {msg.table.value!r}" + (f" part {msg.part}" if isinstance(msg, ReplicaSnapshot) else "")  # type: ignore[union-attr]
+            raise WireTopicError(f"{mtype.value} of {where} on topic {topic!r}")
+    return msg
+
+
+# Upper bounds of a frame's bytes besides its records or rows: array header, version, type,
+# site, the payload map's other fields (ints of 9 bytes at most, table names), the array
+# header, the mac.
+_BATCH_OVERHEAD = 160
+_ROWS_OVERHEAD = 200
+
+
+def records_that_fit(site_id: str, records: Sequence[WireRecord], *, limits: Limits = DEFAULT_LIMITS) -> int:
+    """How many of ``records``, from the first, fit in one batch of ``site_id`` under
+    ``limits`` (by count and by encoded size). The sync client cuts its batches with it.
+
+    Returns at least 1 when ``records`` is not empty, even if the first record alone is too
+    large: :func:`encode` then raises :class:`~wire.errors.WireTooLarge` for it.
+    """
+    budget = limits.max_message_bytes - _BATCH_OVERHEAD - len(site_id)
+    n = 0
+    for r in records[:limits.max_records]:
+        try:
+            size = len(_pack(_record_to(r)))
+        except (TypeError, ValueError, OverflowError):
+            size = 0  # encode will say what is wrong with it
+        budget -= size
+        if budget < 0:
+            break
+        n += 1
+    return max(n, 1) if records else 0
+
+
+def rows_that_fit(table: Table, rows: Sequence[Any], *, limits: Limits = DEFAULT_LIMITS) -> int:
+    """How many of ``rows``, from the first, fit in one snapshot part (or as the upserts of
+    one delta without deletes) of ``table`` under ``limits``. The host cuts snapshots into
+    parts with it. Returns at least 1 when ``rows`` is not empty (see
+    :func:`records_that_fit`)."""
+    codec = _ROWS[table]
+    budget = limits.max_message_bytes - _ROWS_OVERHEAD
+    n = 0
+    for r in rows[:limits.max_rows]:
+        try:
+            size = len(_pack(codec.to_wire(r)))
+        except (AttributeError, TypeError, ValueError, OverflowError):
+            size = 0  # encode will say what is wrong with it
+        budget -= size
+        if budget < 0:
+            break
+        n += 1
+    return max(n, 1) if rows else 0
