@@ -136,7 +136,7 @@ class Site:
 
 
 def run(pcscd, tmp_path, keys, test, *, card_no: str = GOOD, time_scale: float = 1000,
-        timeouts: FuelTimeouts | None = None):
+        timeouts: FuelTimeouts | None = None, card_keys=None):
     """Start a daemon with a pump and the virtual card ``card_no``, run ``test(site)``."""
     async def main():
         cfg = load_config(None)
@@ -144,7 +144,7 @@ def run(pcscd, tmp_path, keys, test, *, card_no: str = GOOD, time_scale: float =
                       pumps=(PumpConfig(1, READER, "sim", PRODUCTS),))
         card, = (c for c in fuel_model().cards if c.card_no == card_no)
         path = tmp_path / f"{card_no}.json"
-        personalise(card, PIN, keys, CARD_COUNTERS.get(card_no, {}).items()).save(path)
+        personalise(card, PIN, card_keys or keys, CARD_COUNTERS.get(card_no, {}).items()).save(path)
         vcard = VirtualCard(path)
         pump = SimulatedPump(1, products=PRODUCTS, time_scale=time_scale)
         await asyncio.to_thread(settle_empty_reader)
@@ -255,6 +255,29 @@ def test_pin_blocked_after_three_wrong_tries(pcscd, tmp_path, keys):
         assert s.card.state.pin_tries_left == 0 and s.card.state.txn_counter == 0
         assert s.daemon.journal.counts().records == 0
     run(pcscd, tmp_path, keys, test)
+
+
+def test_pin_not_entered_in_time_ends_the_session(pcscd, tmp_path, keys):
+    async def test(s: Site):
+        s.card.insert()
+        v = await s.wait(lambda v: v["state"] == "idle" and v["card_present"], "the session timed out")
+        assert "timed out" in v["notice"] and v["card"] is None
+        st, err, _ = await s.post("/v1/pumps/1/pin", {"pin": PIN})
+        assert st == 409
+    run(pcscd, tmp_path, keys, test, timeouts=FuelTimeouts(pin_s=0.3))
+
+
+def test_a_card_of_another_issuer_is_refused_and_journaled(pcscd, tmp_path, keys):
+    from hw.card.keys import SoftwareKeyStore, generate_master_key
+
+    async def test(s: Site):
+        s.card.insert()
+        v = await s.wait(lambda v: v["card_present"] and v["notice"] and "refused" in v["notice"], "a refusal")
+        assert v["state"] == "idle" and "genuine" in v["notice"]
+        refused = [r for r in s.daemon.journal.tail(10) if r.kind == "fuel.card_refused"]
+        assert len(refused) == 1 and "genuine" in refused[0].body["reason"]
+        assert GOOD not in refused[0].body["reason"]
+    run(pcscd, tmp_path, keys, test, card_keys=SoftwareKeyStore(generate_master_key()))
 
 
 def test_card_pulled_before_authorize(pcscd, tmp_path, keys):
