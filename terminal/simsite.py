@@ -176,6 +176,100 @@ class Shoppers:
                 self.committed.append((sid, done["total_kop"]))
 
 
+class Drivers:
+    """Drivers at one pump: insert a (virtual) fuel card, PIN, authorize, fill up, pull it."""
+
+    PIN = "1234"
+
+    def __init__(self, lane, reader_port: int, replica: Replica, api: Api, report: SiteReport,
+                 clock: "SimClock", rnd: random.Random, keys, card_dir: Path) -> None:
+        from authz.fuel_model import CardStatus, ProductGroup
+
+        self.lane, self.port, self.api, self.report, self.clock, self.rnd = lane, reader_port, api, report, clock, rnd
+        self.keys, self.card_dir = keys, card_dir
+        self.cards = [c for c in replica.fuel_model.cards
+                      if c.status is CardStatus.ACTIVE and ProductGroup.FUEL in c.groups]
+        self.path = f"/v1/pumps/{lane.pump_id}"
+
+    async def run(self) -> None:
+        """Serve drivers until the simulated time is up."""
+        while not self.clock.over():
+            await self.clock.sleep(self.rnd.uniform(60, 300))
+            if self.clock.over():
+                break
+            await self.one_driver()
+
+    async def _until(self, cond, timeout: float = 10.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            view = self.lane.view()
+            if cond(view) or time.monotonic() > deadline:
+                return view
+            await asyncio.sleep(0.01)
+
+    def _virtual_card(self, card):
+        from hw.sim.card import VirtualCard
+        from hw.sim.personalise import personalise
+
+        path = self.card_dir / f"{card.card_no}.json"
+        if not path.exists():  # a card keeps its own counters from visit to visit
+            personalise(card, self.PIN, self.keys).save(path)
+        return VirtualCard(path, port=self.port)
+
+    async def one_driver(self) -> None:
+        from hw.sim.pcscd import settle_empty_reader
+
+        rnd = self.rnd
+        card = rnd.choice(self.cards)
+        vcard = self._virtual_card(card)
+        try:
+            await asyncio.to_thread(settle_empty_reader, self.lane.config.reader)
+        except TimeoutError:  # another PC/SC client holds a card in this reader
+            self.report.fuel["reader busy"] += 1
+            return
+        before = self.lane.view()["notice"]
+        vcard.insert()
+        try:
+            # pcscd notices the card at its next poll (<= 0.4 s); then the lane reads it
+            view = await self._until(lambda v: v["state"] == "card_read"
+                                     or (v["card_present"] and v["state"] == "idle" and v["notice"] != before))
+            if view["state"] != "card_read":
+                self.report.fuel[f"card refused: {view['notice']}"] += 1
+                return
+            if rnd.random() < 0.05:
+                await self.api.call("POST", f"{self.path}/pin", {"pin": "0000"})
+            st, ans = await self.api.call("POST", f"{self.path}/pin", {"pin": self.PIN})
+            if st != 200:
+                self.report.fuel["PIN refused"] += 1
+                return
+            product = rnd.choice(self.lane.config.products)
+            kind = rnd.randrange(3)
+            body = {"product": product}
+            if kind == 1:
+                body["preset_volume_ml"] = rnd.choice((20_000, 40_000, 60_000))
+            elif kind == 2:
+                body["preset_amount_kop"] = rnd.choice((100_000, 200_000, 300_000))
+            st, ans = await self.api.call("POST", f"{self.path}/authorize", body)
+            if st != 200:
+                return
+            self.report.fuel[ans["reason"]] += 1
+            if not ans["approved"]:
+                return
+            pump = self.lane.pump
+            pump.lift_nozzle(product)
+            if kind == 0:  # no preset: the driver hangs up when the tank is full
+                want = rnd.randint(10_000, max(10_000, min(ans["volume_ml"], 80_000)))
+                await self._until(lambda v: v["state"] != "dispensing" and v["state"] != "authorized"
+                                  or (v["txn"] or {}).get("delivered_volume_ml", 0) >= want, 60)
+            else:
+                await self._until(lambda v: v["state"] not in ("authorized", "dispensing"), 60)
+            pump.hang_up()
+            await self._until(lambda v: v["state"] in ("card_read", "idle", "pin_ok"), 30)
+        finally:
+            vcard.pull()
+            await self._until(lambda v: not v["card_present"], 5)
+
+
 class SimClock:
     """Simulated time: ``speed`` simulated seconds per real second, for ``duration`` of them."""
 
@@ -208,13 +302,26 @@ async def run_site(*, config: SiteConfig | None = None, sim_seconds: int = 3_600
     base_cfg = config or load_config(None)
     with tempfile.TemporaryDirectory(prefix="edgepos-site-") as tmp:
         scanners = {t.till_id: ScannerSim(suffix=t.scanner_suffix) for t in base_cfg.tills}
+        pcscd = None
         try:
-            cfg = replace(base_cfg, data_dir=data_dir or Path(tmp),
+            cfg = replace(base_cfg, data_dir=data_dir or Path(tmp) / "data",
                           tills=tuple(replace(t, scanner_port=scanners[t.till_id].link) for t in base_cfg.tills),
-                          pumps=(), api=replace(base_cfg.api, port=0))
+                          api=replace(base_cfg.api, port=0))
+            if cfg.pumps:
+                from hw.sim.pcscd import ensure_pcscd
+                say("starting the PC/SC stack (pcscd with the vpcd virtual readers)")
+                pcscd = await asyncio.to_thread(ensure_pcscd)
+                readers = {name: 35963 + i for i, name in enumerate(sorted(pcscd.readers))}
+                missing = [p.reader for p in cfg.pumps if p.reader not in readers]
+                if missing:
+                    raise RuntimeError(f"pcscd has no reader {missing[0]!r} (it has {sorted(readers)})")
             say(f"building the replica: {fuel_cards:,} fuel cards, {club_accounts:,} club accounts")
             replica = Replica.simulated(cfg, fuel_cards=fuel_cards, club_accounts=club_accounts, seed=seed)
-            async with Daemon(cfg, replica) as daemon:
+            from hw.sim.pump import SimulatedPump
+            from .fuel import sim_key_store
+            keys = sim_key_store()
+            pumps = {p.pump_id: SimulatedPump(p.pump_id, products=p.products, time_scale=speed) for p in cfg.pumps}
+            async with Daemon(cfg, replica, keys=keys, pumps=pumps) as daemon:
                 for s in daemon.scanners.values():
                     await asyncio.wait_for(s.wait_connected(), 10)
                 clock = SimClock(sim_seconds, speed)
@@ -222,19 +329,27 @@ async def run_site(*, config: SiteConfig | None = None, sim_seconds: int = 3_600
                     api = Api(session, f"http://127.0.0.1:{daemon.port}", report)
                     people = [Shoppers(t.till_id, scanners[t.till_id], replica, api, report, clock,
                                        random.Random(rnd.random())) for t in cfg.tills]
-                    say(f"site {cfg.site_id} up on port {daemon.port}: {len(people)} till(s); "
+                    card_dir = Path(tmp) / "cards"
+                    card_dir.mkdir()
+                    people += [Drivers(daemon.pumps[p.pump_id], readers[p.reader], replica, api, report, clock,
+                                       random.Random(rnd.random()), keys, card_dir) for p in cfg.pumps]
+                    say(f"site {cfg.site_id} up on port {daemon.port}: {len(cfg.tills)} till(s), "
+                        f"{len(cfg.pumps)} pump(s); "
                         f"{sim_seconds:,} simulated seconds at {speed:g}x")
                     tasks = [asyncio.create_task(p.run()) for p in people]
                     while not all(t.done() for t in tasks):
                         await asyncio.wait(tasks, timeout=1.0)
                         say(f"t={int(min(clock.now(), sim_seconds)):>6} s  sales {sum(report.sales.values()):>5}  "
-                            f"requests {report.requests:>6}  errors {sum(report.http_errors.values())}")
+                            f"fuel {sum(report.fuel.values()):>4}  requests {report.requests:>6}  "
+                            f"errors {sum(report.http_errors.values())}")
                     for t in tasks:
                         t.result()  # a crashed generator is an error of the run, not a quiet gap
                 _check_against_journal(daemon, report)
         finally:
             for s in scanners.values():
                 s.close()
+            if pcscd is not None:
+                pcscd.stop()
     report.wall_seconds = time.perf_counter() - t0
     return report
 
@@ -253,6 +368,9 @@ def _check_against_journal(daemon: Daemon, report: SiteReport) -> None:
             if r.kind == "till.sale_committed":
                 accrued += r.body["accrued_points"]
                 redeemed += r.body["redeemed_points"]
+            elif r.kind == "fuel.completed":
+                report.fuel_volume_ml += r.body["delivered_volume_ml"]
+                report.fuel_amount_kop += r.body["amount_kop"]
         seq = chunk[-1].seq
     report.journal_kinds = kinds
     report.journal_records = sum(kinds.values())
@@ -261,6 +379,12 @@ def _check_against_journal(daemon: Daemon, report: SiteReport) -> None:
         and redeemed == report.points_redeemed
     report.checks.append(f"journal commits {kinds['till.sale_committed']} == approved sales {committed}, "
                          f"points accrued {accrued} and redeemed {redeemed} match: {'OK' if ok else 'MISMATCH'}")
+    if report.fuel:
+        approved = sum(v for k, v in report.fuel.items() if k in ("OK", "LIMIT", "BALANCE"))
+        fuel_ok = kinds["fuel.completed"] == approved
+        report.checks.append(f"fuel completions {kinds['fuel.completed']} == approved authorizations {approved}: "
+                             f"{'OK' if fuel_ok else 'MISMATCH'}")
+        ok = ok and fuel_ok
     if not ok:
         raise AssertionError("the journal does not match what the tills were told:\n" + report.render())
 
