@@ -72,10 +72,12 @@ def club_card_number(i: int) -> str:
     return ean13(f"2990{i:08d}")
 
 
-def fuel_model(n_cards: int = 10_000, n_stations: int = 200, seed: int = 1) -> FuelModel:
-    """A fuel network of ``n_stations`` stations and ``n_cards`` cards on ~n/5 contracts."""
-    rnd = random.Random(seed)
-    n_regions = 20
+#: Regions of the generated fuel network (station ``s`` is in region ``s % N_REGIONS``).
+N_REGIONS = 20
+
+
+def fuel_stations(rnd: random.Random, n_stations: int) -> list[Station]:
+    """The stations of :func:`fuel_model`, drawn from ``rnd`` (its first draws)."""
     stations = []
     for s in range(n_stations):
         groups = {ProductGroup.FUEL} | {g for g in (ProductGroup.CAR_WASH, ProductGroup.HOTEL,
@@ -83,7 +85,18 @@ def fuel_model(n_cards: int = 10_000, n_stations: int = 200, seed: int = 1) -> F
                                         if rnd.random() < 0.5}
         codes = [p.code for p in PRODUCTS if p.group in groups and (p.code != "LPG" or rnd.random() < 0.4)]
         prices = {c: BASE_PRICES[c] * rnd.randint(97, 103) // 100 for c in codes}
-        stations.append(Station(1000 + s, s % n_regions, frozenset(groups), prices))
+        stations.append(Station(1000 + s, s % N_REGIONS, frozenset(groups), prices))
+    return stations
+
+
+def fuel_model(n_cards: int = 10_000, n_stations: int = 200, seed: int = 1) -> FuelModel:
+    """A fuel network of ``n_stations`` stations and ``n_cards`` cards on ~n/5 contracts.
+
+    ``native.compact.sample_fuel_columns`` makes the same network as columns, without the
+    objects (a port of the contract and card loops below: change both together)."""
+    rnd = random.Random(seed)
+    n_regions = N_REGIONS
+    stations = fuel_stations(rnd, n_stations)
     n_contracts = max(1, n_cards // 5)
     contracts = []
     for c in range(n_contracts):

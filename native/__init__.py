@@ -13,6 +13,8 @@ from authz.club_model import ClubModel
 from authz.fuel_model import FuelModel
 from authz.reference import ReferenceClubEvaluator, ReferenceFuelEvaluator
 
+from .compact import CompactFuelModel, FuelColumns
+
 try:
     from ._evaluator import NativeClubEvaluator, NativeFuelEvaluator
 except ImportError as exc:  # pragma: no cover - only on a broken install
@@ -37,9 +39,16 @@ def _pick(impl: str | None) -> tuple[type, type]:
         raise ValueError(f"unknown evaluator {name!r}: choose one of {sorted(IMPLEMENTATIONS)}") from None
 
 
-def fuel_evaluator(model: FuelModel, impl: str | None = None):
-    """A fuel evaluator over ``model``: native unless ``impl`` or EDGEPOS_EVALUATOR says otherwise."""
-    return _pick(impl)[0](model)
+def fuel_evaluator(model: FuelModel | FuelColumns, impl: str | None = None):
+    """A fuel evaluator over ``model``: native unless ``impl`` or EDGEPOS_EVALUATOR says otherwise.
+
+    ``model`` may be FuelColumns (the compact replica, :mod:`native.compact`): the native
+    evaluator packs them without a Python object per card; the reference evaluator gets
+    their FuelModel (``columns.to_model()``, an object per card: for debugging)."""
+    cls = _pick(impl)[0]
+    if isinstance(model, FuelColumns) and cls is not NativeFuelEvaluator:
+        model = model.to_model()
+    return cls(model)
 
 
 def club_evaluator(model: ClubModel, impl: str | None = None):
@@ -48,4 +57,4 @@ def club_evaluator(model: ClubModel, impl: str | None = None):
 
 
 __all__ = ["NativeFuelEvaluator", "NativeClubEvaluator", "IMPLEMENTATIONS", "fuel_evaluator",
-           "club_evaluator"]
+           "club_evaluator", "FuelColumns", "CompactFuelModel"]

@@ -7,20 +7,30 @@ decision. Reading order: helpers on integers (calendar, money), then the fuel ev
 then the club evaluator. Each rule cites the reference function it mirrors.
 """
 
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython cimport array as carray
+from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.ref cimport PyObject, Py_INCREF
-from libc.stdint cimport int8_t, int32_t, int64_t
+from cpython.unicode cimport PyUnicode_1BYTE_KIND, PyUnicode_DATA, PyUnicode_GET_LENGTH, PyUnicode_KIND
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport qsort
+
+from array import array as _pyarray
+from datetime import date as _date
 
 from authz.batch import ClubQuoteBatchResult, FuelBatchResult
 from authz.club_model import (KOP_PER_POINT, MAX_SALE_KOP, AccountState, ClubCommit, ClubPayment,
                               ClubQuote, ClubReturn, ClubReturnResult, ClubSale, ClubTopUp,
                               ClubTopUpResult, PointLot, SaleLine)
-from authz.errors import RequestError
-from authz.fuel_model import FuelCompletion, FuelDecision, FuelRequest, LimitCounter, mask_card_no
+from authz.errors import ModelError, RequestError
+from authz.fuel_model import (CardKind, CardStatus, Contract, FuelCard, FuelCompletion, FuelDecision,
+                              FuelModel, FuelRequest, Limit, LimitCounter, LimitUnit, Period,
+                              ProductGroup, Scope, Tariff, mask_card_no)
 from authz.localtime import MAX_UTC_S as _MAX_UTC_S
 from authz.money import MAX_AMOUNT_KOP as _MAX_AMOUNT_KOP, MAX_VOLUME_ML as _MAX_VOLUME_ML
 from authz.reasons import Reason
 
+from .compact import CompactFuelModel, FuelColumns, card_no_of
+from .tables import NO_PERIOD as _NO_PERIOD
 from .tables import ClubTables, FuelTables
 
 cdef int64_t MAX_VOLUME = _MAX_VOLUME_ML
@@ -28,6 +38,13 @@ cdef int64_t MAX_AMOUNT = _MAX_AMOUNT_KOP
 cdef int64_t MAX_SALE = MAX_SALE_KOP
 cdef int64_t MAX_UTC = _MAX_UTC_S
 cdef int64_t MAX_ID = 2**63 - 1
+
+# templates for new arrays (cpython.array.clone)
+cdef carray.array _Q = _pyarray("q")
+cdef carray.array _I = _pyarray("i")
+cdef carray.array _H = _pyarray("H")
+cdef carray.array _B = _pyarray("b")
+cdef carray.array _UB = _pyarray("B")
 
 # Reason values (authz.reasons.Reason)
 DEF R_OK = 0
@@ -238,27 +255,235 @@ cdef class _Zones:
         return floordiv(t + self.offset[k], 86400)
 
 
+# ---------------------------------------------------------------- card-number keys, key index
+
+cdef int64_t POW10[19]
+cdef int _p
+POW10[0] = 1
+for _p in range(1, 19):
+    POW10[_p] = POW10[_p - 1] * 10
+
+
+cdef inline int64_t key_of(object s) noexcept:
+    """native.compact.card_key in C: the int64 key of a card number ("1" and its digits, so
+    leading zeros count), or 0 when it has none (not a str of 0..18 ASCII digits)."""
+    if type(s) is not str:
+        return 0
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(s), i
+    if n > 18 or PyUnicode_KIND(s) != PyUnicode_1BYTE_KIND:
+        return 0
+    cdef const uint8_t* d = <const uint8_t*>PyUnicode_DATA(s)
+    cdef int64_t v = 0
+    for i in range(n):
+        if d[i] < 48 or d[i] > 57:
+            return 0
+        v = v * 10 + (d[i] - 48)
+    return POW10[n] + v
+
+
+def _card_key(s):
+    """key_of, for the tests (it must equal native.compact.card_key)."""
+    return key_of(s)
+
+
+cdef struct KeyPos:
+    int64_t key
+    int32_t pos
+
+
+cdef int _cmp_keypos(const void* a, const void* b) noexcept nogil:
+    cdef int64_t x = (<const KeyPos*>a).key, y = (<const KeyPos*>b).key
+    return -1 if x < y else (1 if x > y else 0)
+
+
+cdef int _cmp_i64(const void* a, const void* b) noexcept nogil:
+    cdef int64_t x = (<const int64_t*>a)[0], y = (<const int64_t*>b)[0]
+    return -1 if x < y else (1 if x > y else 0)
+
+
+cdef class _KeyIndex:
+    """Positions by int64 key. ``keys`` is in position order (with ``skip_zero``, 0 means "no
+    key" and is not indexed). When the keys rise with the position (the usual replica: cards
+    sorted by number) the index is the keys array itself; otherwise ``order`` lists the
+    positions by key. A radix directory over the key range starts each binary search on a
+    few keys, so a lookup reads about two cache lines. A repeated key is reported in
+    ``duplicate`` (the owner raises)."""
+
+    cdef object _keys
+    cdef const int64_t[::1] keys
+    cdef int32_t* order
+    cdef int32_t* dir
+    cdef readonly Py_ssize_t n
+    cdef int64_t kmin, kmax
+    cdef int shift
+    cdef uint64_t nb
+    cdef readonly object duplicate
+
+    def __cinit__(self):
+        self.order = NULL
+        self.dir = NULL
+
+    def __dealloc__(self):
+        PyMem_Free(self.order)
+        PyMem_Free(self.dir)
+
+    def __init__(self, keys, bint skip_zero):
+        cdef Py_ssize_t n_all = len(keys), i, m = 0, r
+        cdef KeyPos* pairs = NULL
+        cdef bint rising = True
+        if n_all >= 2**31 - 1:
+            raise ModelError(f"{n_all} rows are too many for one table")
+        self._keys = keys
+        self.keys = keys
+        self.duplicate = None
+        for i in range(n_all):
+            if (skip_zero and self.keys[i] == 0) or (i > 0 and self.keys[i] <= self.keys[i - 1]):
+                rising = False
+                break
+        if rising:
+            self.n = n_all
+        else:
+            pairs = <KeyPos*>PyMem_Malloc(max(n_all, 1) * sizeof(KeyPos))
+            if pairs == NULL:
+                raise MemoryError("no memory for a key index")
+            try:
+                for i in range(n_all):
+                    if not (skip_zero and self.keys[i] == 0):
+                        pairs[m].key = self.keys[i]
+                        pairs[m].pos = <int32_t>i
+                        m += 1
+                qsort(pairs, m, sizeof(KeyPos), _cmp_keypos)
+                for i in range(1, m):
+                    if pairs[i].key == pairs[i - 1].key:
+                        self.duplicate = pairs[i].key
+                        break
+                self.order = <int32_t*>PyMem_Malloc(max(m, 1) * sizeof(int32_t))
+                if self.order == NULL:
+                    raise MemoryError("no memory for a key index")
+                for i in range(m):
+                    self.order[i] = pairs[i].pos
+                self.n = m
+            finally:
+                PyMem_Free(pairs)
+        # the directory: 2**lg buckets (about one per four keys) over [kmin, kmax]
+        cdef int lg = 1, bits = 0
+        while (<Py_ssize_t>1 << (lg + 1)) <= self.n // 4:
+            lg += 1
+        cdef uint64_t nb = (<uint64_t>1) << lg, b, span
+        self.nb = nb
+        self.dir = <int32_t*>PyMem_Malloc((nb + 1) * sizeof(int32_t))
+        if self.dir == NULL:
+            raise MemoryError("no memory for a key index")
+        if self.n == 0:
+            self.kmin, self.kmax, self.shift = 1, 0, 0
+            for b in range(nb + 1):
+                self.dir[b] = 0
+            return
+        self.kmin, self.kmax = self.at(0), self.at(self.n - 1)
+        span = <uint64_t>self.kmax - <uint64_t>self.kmin
+        while bits < 64 and (span >> bits) != 0:
+            bits += 1
+        self.shift = bits - lg if bits > lg else 0
+        r = 0
+        for b in range(nb + 1):
+            while r < self.n and ((<uint64_t>self.at(r) - <uint64_t>self.kmin) >> self.shift) < b:
+                r += 1
+            self.dir[b] = <int32_t>r
+
+    cdef inline int64_t at(self, Py_ssize_t r) noexcept nogil:
+        """The r-th smallest key."""
+        return self.keys[r] if self.order == NULL else self.keys[self.order[r]]
+
+    cdef Py_ssize_t find(self, int64_t k) noexcept nogil:
+        """The position of key ``k``, or -1."""
+        if k < self.kmin or k > self.kmax:
+            return -1
+        cdef uint64_t b = (<uint64_t>k - <uint64_t>self.kmin) >> self.shift
+        cdef Py_ssize_t lo = self.dir[b], hi = self.dir[b + 1], mid
+        cdef int64_t v
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            v = self.at(mid)
+            if v < k:
+                lo = mid + 1
+            elif v > k:
+                hi = mid
+            else:
+                return mid if self.order == NULL else self.order[mid]
+        return -1
+
+    cdef size_t nbytes(self) noexcept:
+        """Bytes of the index beyond the keys array."""
+        return (self.nb + 1) * sizeof(int32_t) + (self.n * sizeof(int32_t) if self.order != NULL else 0)
+
+
+def _merge_keys(a, b):
+    """The keys of ``a`` and ``b`` (arrays of int64, any order) sorted, each once."""
+    cdef Py_ssize_t na = len(a), nb = len(b), i, m = 0
+    cdef carray.array out = carray.clone(_Q, na + nb, False)
+    cdef const int64_t[::1] va = a, vb = b
+    cdef int64_t* o = <int64_t*>out.data.as_longlongs
+    cdef bint rising = True
+    for i in range(na):
+        o[i] = va[i]
+    for i in range(nb):
+        o[na + i] = vb[i]
+    with nogil:
+        for i in range(1, na + nb):
+            if o[i] <= o[i - 1]:
+                rising = False
+                break
+        if not rising:
+            qsort(o, na + nb, sizeof(int64_t), _cmp_i64)
+        for i in range(na + nb):
+            if m == 0 or o[i] != o[m - 1]:
+                o[m] = o[i]
+                m += 1
+    carray.resize(out, m)
+    return out
+
+
+def _key_run(int64_t first, Py_ssize_t n):
+    """The int64 array first, first + 1, ..., first + n - 1."""
+    cdef carray.array out = carray.clone(_Q, max(n, 0), False)
+    cdef int64_t* o = <int64_t*>out.data.as_voidptr
+    cdef Py_ssize_t i
+    for i in range(n):
+        o[i] = first + i
+    return out
+
+
 # ---------------------------------------------------------------- fuel
 
 cdef struct CardRec:
     int32_t contract
     int32_t expires
-    int32_t groups
     int32_t limit_start
-    int32_t limit_count
-    int8_t status
-    int8_t stop
+    uint16_t limit_count
+    uint8_t groups
+    uint8_t flags        # F_BLOCKED | F_STOP | F_VIRTUAL
 
 
-cdef struct LimitRec:
+DEF F_BLOCKED = 1
+DEF F_STOP = 2
+DEF F_VIRTUAL = 4
+
+
+cdef struct LimitDef:
+    # What a limit is; cards share them (a network has few distinct limits).
     int64_t id
     int64_t amount
-    int64_t spent
-    int32_t pstart
     int32_t scope_value
     int8_t unit
     int8_t period
     int8_t scope
+
+
+cdef struct LimitRec:
+    # One card's limit: its definition and its counter.
+    int64_t spent
+    int32_t pstart
+    int32_t def_
 
 
 cdef struct ContractRec:
@@ -279,15 +504,45 @@ cdef struct FuelOut:
     int64_t binding
 
 
-cdef class NativeFuelEvaluator:
-    """Fuel decisions from the compiled tables of a FuelModel; the state (balances, limit
-    counters) lives in the tables and is changed by ``complete``."""
+cdef extern from *:
+    """
+    static inline uint64_t edgepos_mix64(uint64_t x) {
+        x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ULL;
+        x ^= x >> 27; x *= 0x94d049bb133111ebULL;
+        return x ^ (x >> 31);
+    }
+    """
+    uint64_t edgepos_mix64(uint64_t x) noexcept nogil
 
-    cdef readonly object model
+
+cdef inline uint64_t _def_hash(const LimitDef* d) noexcept nogil:
+    return edgepos_mix64(<uint64_t>d.id ^ edgepos_mix64(<uint64_t>d.amount ^ edgepos_mix64(
+        ((<uint64_t><uint32_t>d.scope_value) << 24) | ((<uint64_t><uint8_t>d.unit) << 16)
+        | ((<uint64_t><uint8_t>d.period) << 8) | <uint8_t>d.scope)))
+
+
+cdef inline bint _def_eq(const LimitDef* a, const LimitDef* b) noexcept nogil:
+    return (a.id == b.id and a.amount == b.amount and a.scope_value == b.scope_value and a.unit == b.unit
+            and a.period == b.period and a.scope == b.scope)
+
+
+cdef int _EPOCH_ORDINAL = _date(1970, 1, 1).toordinal()
+cdef int N_GROUPS = len(ProductGroup)
+cdef int64_t NO_PERIOD_ = _NO_PERIOD
+cdef tuple GROUP_SETS = tuple(frozenset(g for g in ProductGroup if m >> int(g) & 1) for m in range(1 << len(ProductGroup)))
+
+
+cdef class NativeFuelEvaluator:
+    """Fuel decisions from the packed tables of a FuelModel or of FuelColumns (the compact
+    replica, native.compact); the state (balances, limit counters) lives in the tables and is
+    changed by ``complete``."""
+
+    cdef object _model
     cdef readonly str name
-    cdef object _t
     cdef _Zones zones
-    cdef int32_t n_cards, n_stations, n_products
+    cdef int32_t n_cards, n_stations, n_products, n_contracts, n_defs
+    cdef readonly tuple products, stations, discounts, tz_names
+    cdef readonly dict product_index, station_index
     cdef const int8_t[::1] prod_group
     cdef const int32_t[::1] st_region, st_groups
     cdef const int64_t[::1] st_max_fill, st_price
@@ -298,75 +553,420 @@ cdef class NativeFuelEvaluator:
     # lines instead of one line per field (measured: benchmarks.evaluator)
     cdef CardRec* cards
     cdef LimitRec* lims
+    cdef LimitDef* ldefs
     cdef ContractRec* cts
+    cdef Py_ssize_t n_lims
+    # numbers -> positions: int64 keys (native.compact.card_key); numbers without a key in dicts
+    cdef _KeyIndex card_ix, ct_ix, stop_ix
+    cdef dict other_by_no, other_by_pos
+    cdef frozenset stop_other
+    cdef list _limit_objs
 
     def __cinit__(self):
         self.cards = NULL
         self.lims = NULL
+        self.ldefs = NULL
         self.cts = NULL
 
     def __dealloc__(self):
         PyMem_Free(self.cards)
         PyMem_Free(self.lims)
+        PyMem_Free(self.ldefs)
         PyMem_Free(self.cts)
 
-    def __init__(self, model):
-        t = FuelTables(model)
-        self.model = model
+    def __init__(self, source):
+        """``source``: a FuelModel, or FuelColumns (the compact replica). The columns are
+        copied into the packed tables; only their card_key, ct_id and stop_keys arrays stay
+        referenced (as the indexes), so drop the columns once the evaluator is built."""
+        if isinstance(source, FuelModel):
+            cols = FuelColumns.from_model(source)
+            self._model = source
+        elif isinstance(source, FuelColumns):
+            cols = source
+            self._model = None
+        else:
+            raise TypeError(f"a fuel evaluator needs a FuelModel or FuelColumns, got {type(source).__name__}")
         self.name = "native"
-        self._t = t
+        t = FuelTables(cols)
         self.zones = _Zones(t.tz)
-        self.n_cards, self.n_stations, self.n_products = len(model.cards), len(model.stations), len(model.products)
+        self.products, self.stations, self.discounts, self.tz_names = t.products, t.stations, t.discounts, cols.tz_names
+        self.product_index, self.station_index = t.product_index, t.station_index
+        self.n_stations, self.n_products = len(self.stations), len(self.products)
         self.prod_group = t.prod_group
         self.st_region, self.st_groups, self.st_max_fill, self.st_price = t.st_region, t.st_groups, t.st_max_fill, t.st_price
         self.disc_start, self.disc_count = t.disc_start, t.disc_count
         self.disc_where, self.disc_kind, self.disc_value = t.disc_where, t.disc_kind, t.disc_value
-        self._pack(t)
-        # the per-field arrays were only the compile step's output: keep the zones only
-        self._t = None
+        self._pack_contracts(cols)
+        self._pack_cards(cols)
+        self._pack_limits(cols)
+        self._pack_stop_list(cols)
+        self._limit_objs = [None] * self.n_defs
 
-    cdef void _pack(self, t) except *:
-        """Copy the compile step's per-field arrays into the struct arrays."""
-        cdef Py_ssize_t i, n_cards = len(t.card_contract), n_lims = len(t.lim_id), n_cts = len(t.ct_tz)
-        self.cards = <CardRec*>PyMem_Malloc(max(n_cards, 1) * sizeof(CardRec))
-        self.lims = <LimitRec*>PyMem_Malloc(max(n_lims, 1) * sizeof(LimitRec))
-        self.cts = <ContractRec*>PyMem_Malloc(max(n_cts, 1) * sizeof(ContractRec))
-        if self.cards == NULL or self.lims == NULL or self.cts == NULL:
+    @property
+    def model(self):
+        """The FuelModel decided on: the one this evaluator was built from, or (built from
+        columns) a :class:`native.compact.CompactFuelModel` view over its tables."""
+        return self._model if self._model is not None else CompactFuelModel(self)
+
+    # -- packing (the columns' checks are those of FuelModel._validate, on positions) --
+
+    cdef str _card_name(self, cols, Py_ssize_t i):
+        return mask_card_no(cols.card_no(i))
+
+    cdef void _pack_contracts(self, cols) except *:
+        cdef Py_ssize_t n = len(cols.ct_id), i, k
+        if not (len(cols.ct_tz) == len(cols.ct_region) == len(cols.ct_tariff) == len(cols.ct_balance)
+                == len(cols.ct_credit) == len(cols.ct_nchosen) == n and len(cols.ct_chosen) == 3 * n):
+            raise ModelError("contract columns differ in length")
+        cdef const int64_t[::1] cid = cols.ct_id, balance = cols.ct_balance, credit = cols.ct_credit
+        cdef const int64_t[::1] chosen = cols.ct_chosen
+        cdef const uint16_t[::1] tz = cols.ct_tz
+        cdef const int32_t[::1] region = cols.ct_region
+        cdef const int8_t[::1] tariff = cols.ct_tariff, nchosen = cols.ct_nchosen
+        cdef Py_ssize_t n_tz = len(self.tz_names)
+        self.ct_ix = _KeyIndex(cols.ct_id, False)
+        if self.ct_ix.duplicate is not None:
+            raise ModelError(f"duplicate contract {self.ct_ix.duplicate!r}")
+        self.n_contracts = <int32_t>n
+        self.cts = <ContractRec*>PyMem_Malloc(max(n, 1) * sizeof(ContractRec))
+        if self.cts == NULL:
             raise MemoryError("no memory for the fuel tables")
-        cdef const int32_t[::1] contract = t.card_contract, expires = t.card_expires, groups = t.card_groups
-        cdef const int32_t[::1] lstart = t.card_limit_start, lcount = t.card_limit_count
-        cdef const int8_t[::1] status = t.card_status, stop = t.card_stop
-        for i in range(n_cards):
-            self.cards[i].contract = contract[i]
-            self.cards[i].expires = expires[i]
-            self.cards[i].groups = groups[i]
-            self.cards[i].limit_start = lstart[i]
-            self.cards[i].limit_count = lcount[i]
-            self.cards[i].status = status[i]
-            self.cards[i].stop = stop[i]
-        cdef const int64_t[::1] lid = t.lim_id, amount = t.lim_amount, spent = t.lim_spent
-        cdef const int32_t[::1] pstart = t.lim_pstart, svalue = t.lim_scope_value
-        cdef const int8_t[::1] unit = t.lim_unit, period = t.lim_period, scope = t.lim_scope
-        for i in range(n_lims):
-            self.lims[i].id = lid[i]
-            self.lims[i].amount = amount[i]
-            self.lims[i].spent = spent[i]
-            self.lims[i].pstart = pstart[i]
-            self.lims[i].scope_value = svalue[i]
-            self.lims[i].unit = unit[i]
-            self.lims[i].period = period[i]
-            self.lims[i].scope = scope[i]
-        cdef const int32_t[::1] tz = t.ct_tz, region = t.ct_region, tariff = t.ct_tariff, chosen = t.ct_chosen
-        cdef const int64_t[::1] balance = t.ct_balance, credit = t.ct_credit
-        for i in range(n_cts):
+        st = self.station_index
+        for i in range(n):
+            if tz[i] >= n_tz:
+                raise ModelError(f"contract {cid[i]}: time zone {tz[i]} is not in tz_names")
+            if not 0 <= tariff[i] < N_TARIFFS:
+                raise ModelError(f"contract {cid[i]}: unknown tariff {tariff[i]}")
+            if not (-MAX_AMOUNT <= balance[i] <= MAX_AMOUNT and 0 <= credit[i] <= MAX_AMOUNT):
+                raise ModelError(f"contract {cid[i]} balance or credit line out of range")
+            if not 0 <= nchosen[i] <= 3:
+                raise ModelError(f"contract {cid[i]} chose more than three stations")
             self.cts[i].balance = balance[i]
             self.cts[i].credit = credit[i]
             self.cts[i].tz = tz[i]
             self.cts[i].region = region[i]
             self.cts[i].tariff = tariff[i]
-            self.cts[i].chosen[0] = chosen[3 * i]
-            self.cts[i].chosen[1] = chosen[3 * i + 1]
-            self.cts[i].chosen[2] = chosen[3 * i + 2]
+            for k in range(3):
+                self.cts[i].chosen[k] = -1
+            for k in range(nchosen[i]):
+                pos = st.get(chosen[3 * i + k])
+                if pos is None:
+                    raise ModelError(f"contract {cid[i]} chose unknown station {chosen[3 * i + k]}")
+                self.cts[i].chosen[k] = pos
+
+    cdef void _pack_cards(self, cols) except *:
+        cdef Py_ssize_t n = len(cols.card_key), i, total = 0
+        if not (len(cols.card_contract) == len(cols.card_kind) == len(cols.card_status) == len(cols.card_expires)
+                == len(cols.card_groups) == len(cols.card_nlimits) == n):
+            raise ModelError("card columns differ in length")
+        cdef const int32_t[::1] contract = cols.card_contract, expires = cols.card_expires
+        cdef const int8_t[::1] kind = cols.card_kind, status = cols.card_status
+        cdef const uint8_t[::1] groups = cols.card_groups
+        cdef const uint16_t[::1] nlim = cols.card_nlimits
+        self.card_ix = _KeyIndex(cols.card_key, True)
+        if self.card_ix.duplicate is not None:
+            raise ModelError(f"duplicate card {mask_card_no(card_no_of(self.card_ix.duplicate))}")
+        self.other_by_pos = dict(cols.card_other)
+        self.other_by_no = {no: i for i, no in self.other_by_pos.items()}
+        if len(self.other_by_no) != len(self.other_by_pos):
+            raise ModelError("duplicate card among the numbers without a key")
+        if self.card_ix.n + len(self.other_by_pos) != n:
+            raise ModelError("every card needs a key or a number in card_other, not both")
+        for i, no in self.other_by_pos.items():
+            if not 0 <= i < n or cols.card_key[i] != 0 or key_of(no):
+                raise ModelError(f"card_other[{i}]: not a card without a key")
+        self.n_cards = <int32_t>n
+        self.cards = <CardRec*>PyMem_Malloc(max(n, 1) * sizeof(CardRec))
+        if self.cards == NULL:
+            raise MemoryError("no memory for the fuel tables")
+        for i in range(n):
+            if not 0 <= contract[i] < self.n_contracts:
+                raise ModelError(f"card {self._card_name(cols, i)} of unknown contract (position {contract[i]})")
+            if not (0 <= status[i] <= 1 and 0 <= kind[i] <= 1 and groups[i] >> N_GROUPS == 0):
+                raise ModelError(f"card {self._card_name(cols, i)}: status, kind or groups out of range")
+            self.cards[i].contract = contract[i]
+            self.cards[i].expires = expires[i]
+            self.cards[i].limit_start = <int32_t>total
+            self.cards[i].limit_count = nlim[i]
+            self.cards[i].groups = groups[i]
+            self.cards[i].flags = (F_BLOCKED if status[i] == BLOCKED else 0) | (F_VIRTUAL if kind[i] else 0)
+            total += nlim[i]
+            if total >= 2**31 - 1:
+                raise ModelError("too many limits for one table")
+        if total != len(cols.lim_id):
+            raise ModelError(f"card_nlimits adds up to {total}, but there are {len(cols.lim_id)} limit rows")
+
+    cdef void _pack_limits(self, cols) except *:
+        cdef Py_ssize_t n = len(cols.lim_id), i, r, r2, cap = 64, slot
+        if not (len(cols.lim_unit) == len(cols.lim_period) == len(cols.lim_scope) == len(cols.lim_amount)
+                == len(cols.lim_scope_value) == len(cols.lim_spent) == len(cols.lim_pstart) == n):
+            raise ModelError("limit columns differ in length")
+        cdef const int64_t[::1] lid = cols.lim_id, amount = cols.lim_amount, spent = cols.lim_spent
+        cdef const int32_t[::1] svalue = cols.lim_scope_value, pstart = cols.lim_pstart
+        cdef const int8_t[::1] unit = cols.lim_unit, period = cols.lim_period, scope = cols.lim_scope
+        cdef LimitDef d
+        cdef LimitDef* grown
+        cdef uint32_t* table = NULL
+        cdef uint32_t* bigger
+        cdef uint64_t mask = 127, h
+        self.n_lims = n
+        self.lims = <LimitRec*>PyMem_Malloc(max(n, 1) * sizeof(LimitRec))
+        self.ldefs = <LimitDef*>PyMem_Malloc(cap * sizeof(LimitDef))
+        table = <uint32_t*>PyMem_Calloc(mask + 1, sizeof(uint32_t))
+        if self.lims == NULL or self.ldefs == NULL or table == NULL:
+            PyMem_Free(table)
+            raise MemoryError("no memory for the fuel tables")
+        self.n_defs = 0
+        try:
+            for i in range(self.n_cards):
+                for r in range(self.cards[i].limit_start, self.cards[i].limit_start + self.cards[i].limit_count):
+                    if not (0 <= unit[r] <= 1 and 0 <= period[r] <= 4 and 0 <= scope[r] <= 2):
+                        raise ModelError(f"limit {lid[r]} of card {self._card_name(cols, i)}: unit, period or scope out of range")
+                    if not 0 <= amount[r] <= MAX_AMOUNT:
+                        raise ModelError(f"limit {lid[r]} amount out of range: {amount[r]}")
+                    if scope[r] == SCOPE_GROUP and not 0 <= svalue[r] < N_GROUPS:
+                        raise ModelError(f"limit {lid[r]} has scope GROUP but no group")
+                    if scope[r] == SCOPE_PRODUCT and not 0 <= svalue[r] < self.n_products:
+                        raise ModelError(f"limit {lid[r]} names an unknown product (position {svalue[r]})")
+                    for r2 in range(self.cards[i].limit_start, r):
+                        if lid[r2] == lid[r]:
+                            raise ModelError(f"card {self._card_name(cols, i)} repeats limit id {lid[r]}")
+                    d.id, d.amount, d.unit, d.period, d.scope = lid[r], amount[r], unit[r], period[r], scope[r]
+                    d.scope_value = svalue[r] if scope[r] != 0 else -1
+                    # intern the definition: open addressing, slots hold def index + 1
+                    h = _def_hash(&d) & mask
+                    while table[h] != 0 and not _def_eq(&self.ldefs[table[h] - 1], &d):
+                        h = (h + 1) & mask
+                    if table[h] == 0:
+                        if self.n_defs == cap:
+                            cap *= 2
+                            grown = <LimitDef*>PyMem_Realloc(self.ldefs, cap * sizeof(LimitDef))
+                            if grown == NULL:
+                                raise MemoryError("no memory for the fuel tables")
+                            self.ldefs = grown
+                        self.ldefs[self.n_defs] = d
+                        self.n_defs += 1
+                        table[h] = self.n_defs
+                        if <uint64_t>self.n_defs * 2 > mask:  # keep the table at most half full
+                            bigger = <uint32_t*>PyMem_Calloc(2 * (mask + 1), sizeof(uint32_t))
+                            if bigger == NULL:
+                                raise MemoryError("no memory for the fuel tables")
+                            mask = 2 * mask + 1
+                            for slot in range(self.n_defs):
+                                h = _def_hash(&self.ldefs[slot]) & mask
+                                while bigger[h] != 0:
+                                    h = (h + 1) & mask
+                                bigger[h] = <uint32_t>(slot + 1)
+                            PyMem_Free(table)
+                            table = bigger
+                        self.lims[r].def_ = self.n_defs - 1
+                    else:
+                        self.lims[r].def_ = <int32_t>(table[h] - 1)
+                    self.lims[r].spent = spent[r]
+                    self.lims[r].pstart = pstart[r]
+        finally:
+            PyMem_Free(table)
+        grown = <LimitDef*>PyMem_Realloc(self.ldefs, max(self.n_defs, 1) * sizeof(LimitDef))
+        if grown != NULL:
+            self.ldefs = grown
+
+    cdef void _pack_stop_list(self, cols) except *:
+        """Flag the replica's cards on the stop list; keep the list (numbers of cards that are
+        not, or not yet, in the replica) for ``on_stop_list``."""
+        cdef Py_ssize_t i, c
+        self.stop_ix = _KeyIndex(cols.stop_keys, False)
+        if self.stop_ix.duplicate is not None:
+            raise ModelError(f"stop list repeats {mask_card_no(card_no_of(self.stop_ix.duplicate))}")
+        if self.stop_ix.n and self.stop_ix.kmin < 1:
+            raise ModelError("stop_keys holds a key below 1")
+        self.stop_other = frozenset(cols.stop_other)
+        for i in range(self.stop_ix.n):
+            c = self.card_ix.find(self.stop_ix.at(i))
+            if c >= 0:
+                self.cards[c].flags |= F_STOP
+        for no in self.stop_other:
+            c = self.other_by_no.get(no, -1)
+            if c >= 0:
+                self.cards[c].flags |= F_STOP
+
+    # -- numbers and positions --
+
+    cdef Py_ssize_t _card_pos(self, card_no) except? -2:
+        """The position of card ``card_no``, or -1."""
+        cdef int64_t k = key_of(card_no)
+        if k:
+            return self.card_ix.find(k)
+        if self.other_by_no:
+            return self.other_by_no.get(card_no, -1)
+        return -1
+
+    cdef Py_ssize_t _contract_pos(self, contract_id) except? -2:
+        if type(contract_id) is float and contract_id.is_integer():
+            contract_id = int(contract_id)  # as a dict keyed by int finds it
+        if not isinstance(contract_id, int) or not -2**63 <= contract_id < 2**63:
+            return -1
+        return self.ct_ix.find(contract_id)
+
+    @property
+    def card_count(self):
+        """Cards in the replica."""
+        return self.n_cards
+
+    @property
+    def contract_count(self):
+        """Contracts in the replica."""
+        return self.n_contracts
+
+    @property
+    def limit_definitions(self):
+        """Distinct limit definitions the cards share."""
+        return self.n_defs
+
+    def nbytes(self):
+        """Bytes of the packed tables and indexes (the card_key, ct_id and stop_keys arrays
+        included; the small station, price and discount tables not)."""
+        return (self.n_cards * sizeof(CardRec) + self.n_lims * sizeof(LimitRec) + self.n_defs * sizeof(LimitDef)
+                + self.n_contracts * sizeof(ContractRec)
+                + 8 * (self.n_cards + self.n_contracts + self.stop_ix.n)
+                + self.card_ix.nbytes() + self.ct_ix.nbytes() + self.stop_ix.nbytes())
+
+    def card_position(self, card_no):
+        """The position of card ``card_no``, or None when the replica has no such card."""
+        try:
+            c = self._card_pos(card_no)
+        except TypeError:  # unhashable
+            return None
+        return None if c < 0 else c
+
+    def contract_position(self, contract_id):
+        """The position of contract ``contract_id``, or None."""
+        c = self._contract_pos(contract_id)
+        return None if c < 0 else c
+
+    def card_number(self, Py_ssize_t i):
+        """The number of the card at position ``i``."""
+        if not 0 <= i < self.n_cards:
+            raise IndexError("card position out of range")
+        cdef int64_t k = self.card_ix.keys[i]
+        return card_no_of(k) if k else self.other_by_pos[i]
+
+    cdef object _limit(self, int32_t d):
+        cdef LimitDef* ld
+        lim = self._limit_objs[d]
+        if lim is None:
+            ld = &self.ldefs[d]
+            lim = Limit(ld.id, LimitUnit(ld.unit), Period(ld.period), ld.amount, Scope(ld.scope),
+                        group=ProductGroup(ld.scope_value) if ld.scope == SCOPE_GROUP else None,
+                        product=self.products[ld.scope_value].code if ld.scope == SCOPE_PRODUCT else None)
+            self._limit_objs[d] = lim
+        return lim
+
+    def card_at(self, Py_ssize_t i):
+        """The card at position ``i`` as a FuelCard (made now)."""
+        cdef int32_t k
+        no = self.card_number(i)
+        cdef CardRec* c = &self.cards[i]
+        limits = tuple([self._limit(self.lims[k].def_) for k in range(c.limit_start, c.limit_start + c.limit_count)])
+        return FuelCard(no, self.ct_ix.keys[c.contract], _date.fromordinal(_EPOCH_ORDINAL + c.expires),
+                        GROUP_SETS[c.groups], limits, CardKind(1 if c.flags & F_VIRTUAL else 0),
+                        CardStatus(1 if c.flags & F_BLOCKED else 0))
+
+    def contract_at(self, Py_ssize_t i):
+        """The contract at position ``i`` as a Contract, with its balance now."""
+        if not 0 <= i < self.n_contracts:
+            raise IndexError("contract position out of range")
+        cdef ContractRec* ct = &self.cts[i]
+        return Contract(self.ct_ix.keys[i], self.tz_names[ct.tz], ct.region, Tariff(ct.tariff), ct.balance,
+                        ct.credit, tuple([self.stations[ct.chosen[k]].station_id for k in range(3) if ct.chosen[k] >= 0]))
+
+    def on_stop_list(self, card_no):
+        """Is ``card_no`` on the stop list (a card of this replica or not)?"""
+        cdef int64_t k = key_of(card_no)
+        if k:
+            return self.stop_ix.find(k) >= 0
+        try:
+            return card_no in self.stop_other
+        except TypeError:
+            return False
+
+    @property
+    def stop_list_size(self):
+        """Numbers on the stop list."""
+        return self.stop_ix.n + len(self.stop_other)
+
+    def stop_list_numbers(self):
+        """Every number on the stop list (keys in order, then the others)."""
+        cdef Py_ssize_t i
+        for i in range(self.stop_ix.n):
+            yield card_no_of(self.stop_ix.at(i))
+        yield from self.stop_other
+
+    def counter_items(self):
+        """((card_no, limit_id), LimitCounter) of every limit that has counted, card by card."""
+        cdef Py_ssize_t i, k
+        for i in range(self.n_cards):
+            no = None
+            for k in range(self.cards[i].limit_start, self.cards[i].limit_start + self.cards[i].limit_count):
+                if self.lims[k].pstart != NO_PERIOD_:
+                    if no is None:
+                        no = self.card_number(i)
+                    yield (no, self.ldefs[self.lims[k].def_].id), LimitCounter(self.lims[k].spent, self.lims[k].pstart)
+
+    def columns(self):
+        """The replica now (balances and counters with this site's completions) as
+        FuelColumns: the columns it was built from, as long as nothing was completed."""
+        cdef Py_ssize_t i, k, n = self.n_cards, nl = self.n_lims, nc = self.n_contracts
+        cdef carray.array a_kind = carray.clone(_B, n, False), a_status = carray.clone(_B, n, False)
+        cdef carray.array a_contract = carray.clone(_I, n, False), a_expires = carray.clone(_I, n, False)
+        cdef carray.array a_groups = carray.clone(_UB, n, False), a_nlim = carray.clone(_H, n, False)
+        cdef carray.array l_id = carray.clone(_Q, nl, False), l_unit = carray.clone(_B, nl, False)
+        cdef carray.array l_period = carray.clone(_B, nl, False), l_scope = carray.clone(_B, nl, False)
+        cdef carray.array l_amount = carray.clone(_Q, nl, False), l_sv = carray.clone(_I, nl, False)
+        cdef carray.array l_spent = carray.clone(_Q, nl, False), l_pstart = carray.clone(_I, nl, False)
+        cdef carray.array c_tz = carray.clone(_H, nc, False), c_region = carray.clone(_I, nc, False)
+        cdef carray.array c_tariff = carray.clone(_B, nc, False), c_balance = carray.clone(_Q, nc, False)
+        cdef carray.array c_credit = carray.clone(_Q, nc, False), c_nchosen = carray.clone(_B, nc, False)
+        cdef carray.array c_chosen = carray.clone(_Q, 3 * nc, True)
+        cdef LimitDef* d
+        for i in range(n):
+            a_contract.data.as_ints[i] = self.cards[i].contract
+            a_kind.data.as_schars[i] = 1 if self.cards[i].flags & F_VIRTUAL else 0
+            a_status.data.as_schars[i] = 1 if self.cards[i].flags & F_BLOCKED else 0
+            a_expires.data.as_ints[i] = self.cards[i].expires
+            a_groups.data.as_uchars[i] = self.cards[i].groups
+            a_nlim.data.as_ushorts[i] = self.cards[i].limit_count
+        for k in range(nl):
+            d = &self.ldefs[self.lims[k].def_]
+            l_id.data.as_longlongs[k] = d.id
+            l_unit.data.as_schars[k] = d.unit
+            l_period.data.as_schars[k] = d.period
+            l_scope.data.as_schars[k] = d.scope
+            l_amount.data.as_longlongs[k] = d.amount
+            l_sv.data.as_ints[k] = d.scope_value
+            l_spent.data.as_longlongs[k] = self.lims[k].spent
+            l_pstart.data.as_ints[k] = self.lims[k].pstart
+        for i in range(nc):
+            c_tz.data.as_ushorts[i] = <uint16_t>self.cts[i].tz
+            c_region.data.as_ints[i] = self.cts[i].region
+            c_tariff.data.as_schars[i] = <int8_t>self.cts[i].tariff
+            c_balance.data.as_longlongs[i] = self.cts[i].balance
+            c_credit.data.as_longlongs[i] = self.cts[i].credit
+            c_nchosen.data.as_schars[i] = 0
+            for k in range(3):
+                if self.cts[i].chosen[k] >= 0:
+                    c_chosen.data.as_longlongs[3 * i + c_nchosen.data.as_schars[i]] = \
+                        self.stations[self.cts[i].chosen[k]].station_id
+                    c_nchosen.data.as_schars[i] += 1
+        return FuelColumns(
+            products=self.products, stations=self.stations, discounts=self.discounts, tz_names=self.tz_names,
+            card_other=self.other_by_pos, stop_other=self.stop_other,
+            ct_id=_pyarray("q", self.ct_ix._keys), ct_tz=c_tz, ct_region=c_region, ct_tariff=(c_tariff),
+            ct_balance=c_balance, ct_credit=c_credit, ct_nchosen=(c_nchosen), ct_chosen=c_chosen,
+            card_key=_pyarray("q", self.card_ix._keys), card_contract=a_contract, card_kind=(a_kind),
+            card_status=(a_status), card_expires=a_expires, card_groups=a_groups, card_nlimits=a_nlim,
+            lim_id=l_id, lim_unit=(l_unit), lim_period=(l_period), lim_scope=(l_scope),
+            lim_amount=l_amount, lim_scope_value=l_sv, lim_spent=l_spent, lim_pstart=l_pstart,
+            stop_keys=_merge_keys(self.stop_ix._keys, _pyarray("q")))
 
     # -- the rules (authz.fuel) --
 
@@ -393,14 +993,14 @@ cdef class NativeFuelEvaluator:
                 best = off
         return lp - best if lp > best else 0
 
-    cdef inline bint _covers(self, int32_t k, int32_t p) noexcept nogil:
+    cdef inline bint _covers(self, const LimitDef* d, int32_t p) noexcept nogil:
         """authz.fuel_model.Limit.covers."""
-        if self.lims[k].unit == UNIT_ML and self.prod_group[p] != GROUP_FUEL:
+        if d.unit == UNIT_ML and self.prod_group[p] != GROUP_FUEL:
             return False
-        if self.lims[k].scope == SCOPE_GROUP:
-            return self.lims[k].scope_value == self.prod_group[p]
-        if self.lims[k].scope == SCOPE_PRODUCT:
-            return self.lims[k].scope_value == p
+        if d.scope == SCOPE_GROUP:
+            return d.scope_value == self.prod_group[p]
+        if d.scope == SCOPE_PRODUCT:
+            return d.scope_value == p
         return True
 
     cdef inline int64_t _period_start(self, int8_t period, int64_t today) noexcept nogil:
@@ -420,23 +1020,25 @@ cdef class NativeFuelEvaluator:
         cdef int64_t today, lp, price, volume, fits, left, spent, amount, start, pstart_week, pstart_month
         cdef int8_t reason = R_OK, period
         cdef int8_t g = self.prod_group[p]
+        cdef const LimitDef* d
+        cdef const CardRec* card = &self.cards[c]
         o.volume = 0
         o.amount = 0
         o.price = 0
         o.list_price = 0
         o.binding = -1
-        if self.cards[c].stop:
+        if card.flags & F_STOP:
             o.reason = R_STOP_LIST
             return
-        if self.cards[c].status == BLOCKED:
+        if card.flags & F_BLOCKED:
             o.reason = R_CARD_BLOCKED
             return
-        ct = self.cards[c].contract
+        ct = card.contract
         today = self.zones.local_day(self.cts[ct].tz, now)
-        if today > self.cards[c].expires:
+        if today > card.expires:
             o.reason = R_CARD_EXPIRED
             return
-        if not (self.cards[c].groups >> g) & 1:
+        if not (card.groups >> g) & 1:
             o.reason = R_PRODUCT_NOT_ALLOWED
             return
         lp = self.st_price[s * self.n_products + p]
@@ -454,11 +1056,12 @@ cdef class NativeFuelEvaluator:
         # than what it has left: checked with a multiplication, divided only when it binds.
         amount = amount_for_volume(volume, price)
         pstart_week = pstart_month = -1
-        for k in range(self.cards[c].limit_start, self.cards[c].limit_start + self.cards[c].limit_count):
-            if not self._covers(k, p):
+        for k in range(card.limit_start, card.limit_start + card.limit_count):
+            d = &self.ldefs[self.lims[k].def_]
+            if not self._covers(d, p):
                 continue
             spent = 0
-            period = self.lims[k].period
+            period = d.period
             if period != PERIOD_TXN:
                 if period == PERIOD_DAY:
                     start = today
@@ -474,8 +1077,8 @@ cdef class NativeFuelEvaluator:
                     start = 0
                 if self.lims[k].pstart >= start:
                     spent = self.lims[k].spent
-            left = self.lims[k].amount - spent
-            if self.lims[k].unit == UNIT_ML:
+            left = d.amount - spent
+            if d.unit == UNIT_ML:
                 fits = left if left > 0 else 0
             elif amount > left:
                 fits = max_volume_for_amount(left, price)
@@ -485,7 +1088,7 @@ cdef class NativeFuelEvaluator:
                 volume = fits
                 amount = amount_for_volume(volume, price)
                 reason = R_LIMIT
-                o.binding = self.lims[k].id
+                o.binding = d.id
         left = self.cts[ct].balance + self.cts[ct].credit
         if amount > left:
             fits = max_volume_for_amount(left, price)
@@ -509,20 +1112,19 @@ cdef class NativeFuelEvaluator:
         """Check a FuelRequest as authz.fuel._resolve does; its card, station, product positions."""
         if not isinstance(req, FuelRequest):
             raise RequestError(f"expected a FuelRequest, got {type(req).__name__}")
-        m = self.model
         if type(req.card_no) is not str:
             raise RequestError(f"card_no must be text, got {type(req.card_no).__name__}")
         if type(req.station_id) is not int:
             raise RequestError(f"station_id must be a whole number, got {req.station_id!r}")
         if type(req.product) is not str:
             raise RequestError(f"product must be a product code, got {req.product!r}")
-        c = m.card_index.get(req.card_no)
-        if c is None:
+        c = self._card_pos(req.card_no)
+        if c < 0:
             raise RequestError(f"unknown card {mask_card_no(req.card_no)}")
-        s = m.station_index.get(req.station_id)
+        s = self.station_index.get(req.station_id)
         if s is None:
             raise RequestError(f"unknown station {req.station_id!r}")
-        p = m.product_index.get(req.product)
+        p = self.product_index.get(req.product)
         if p is None:
             raise RequestError(f"unknown product {req.product!r}")
         now = req.now_utc_s
@@ -550,6 +1152,7 @@ cdef class NativeFuelEvaluator:
         (authz.fuel.complete)."""
         cdef int32_t c, p, ct, k
         cdef int64_t today, start, amount, delivered
+        cdef const LimitDef* d
         c, _s, p, now, _pv, _pa = self._positions(req)
         if not decision.approved:
             raise RequestError(f"cannot complete a declined authorization (reason {decision.reason.name})")
@@ -562,14 +1165,15 @@ cdef class NativeFuelEvaluator:
         amount = amount_for_volume(delivered, decision.unit_price_kop_per_l)
         after = []
         for k in range(self.cards[c].limit_start, self.cards[c].limit_start + self.cards[c].limit_count):
-            if self.lims[k].period == PERIOD_TXN or not self._covers(k, p):
+            d = &self.ldefs[self.lims[k].def_]
+            if d.period == PERIOD_TXN or not self._covers(d, p):
                 continue
-            start = self._period_start(self.lims[k].period, today)
+            start = self._period_start(d.period, today)
             if self.lims[k].pstart < start:
                 self.lims[k].pstart = start
                 self.lims[k].spent = 0
-            self.lims[k].spent += delivered if self.lims[k].unit == UNIT_ML else amount
-            after.append((self.lims[k].id, LimitCounter(self.lims[k].spent, self.lims[k].pstart)))
+            self.lims[k].spent += delivered if d.unit == UNIT_ML else amount
+            after.append((d.id, LimitCounter(self.lims[k].spent, self.lims[k].pstart)))
         self.cts[ct].balance -= amount
         return FuelCompletion(delivered, amount, tuple(after), self.cts[ct].balance,
                               decision.volume_ml - delivered, decision.amount_kop - amount)
@@ -629,27 +1233,37 @@ cdef class NativeFuelEvaluator:
         cdef const int64_t[::1] bn = batch.now_utc_s
         cdef int64_t acc = 0
         cdef int32_t c, ct, k
+        cdef const LimitDef* d
         with nogil:
             for i in range(n):
                 c = bc[i]
                 ct = self.cards[c].contract
-                acc += bn[i] + self.cards[c].stop + self.cards[c].status + self.cards[c].expires \
+                acc += bn[i] + self.cards[c].flags + self.cards[c].expires \
                     + self.cards[c].groups + self.cts[ct].tz + self.cts[ct].balance + self.cts[ct].credit \
                     + self.cts[ct].tariff + self.st_price[bs[i] * self.n_products + bp[i]] + self.prod_group[bp[i]]
                 for k in range(self.cards[c].limit_start, self.cards[c].limit_start + self.cards[c].limit_count):
-                    acc += self.lims[k].amount + self.lims[k].spent + self.lims[k].pstart + self.lims[k].unit
+                    d = &self.ldefs[self.lims[k].def_]
+                    acc += d.amount + self.lims[k].spent + self.lims[k].pstart + d.unit
         return acc
 
     def balance_kop(self, contract_id):
         """The contract's balance now (after local completions)."""
-        return self.cts[<Py_ssize_t>self.model.contract_index[contract_id]].balance
+        cdef Py_ssize_t i = self._contract_pos(contract_id)
+        if i < 0:
+            raise KeyError(contract_id)
+        return self.cts[i].balance
 
     def counter(self, card_no, limit_id):
         """The card limit's counter now, or None when it never counted anything."""
-        cdef int32_t c = self.model.card_index[card_no], k
+        cdef Py_ssize_t c = self._card_pos(card_no)
+        cdef int32_t k
+        cdef const LimitDef* d
+        if c < 0:
+            raise KeyError(card_no)
         for k in range(self.cards[c].limit_start, self.cards[c].limit_start + self.cards[c].limit_count):
-            if self.lims[k].id == limit_id:
-                if self.lims[k].pstart == -2**31:
+            d = &self.ldefs[self.lims[k].def_]
+            if d.id == limit_id:
+                if self.lims[k].pstart == NO_PERIOD_:
                     return None
                 return LimitCounter(self.lims[k].spent, self.lims[k].pstart)
         return None
@@ -1105,3 +1719,244 @@ cdef class NativeClubEvaluator:
             lots.append(PointLot(self.lot_id[k], self.lot_points[k], self.lot_matures[k], self.lot_expires[k]))
             k = self.lot_next[k]
         return AccountState(self.acc_balance[a], self.acc_tmonth[a], self.acc_turnover[a], lots)
+
+
+# ---------------------------------------------------------------- the simulated network, as columns
+#
+# native.compact.sample_fuel_columns: the contract and card loops of authz.sample.fuel_model,
+# ported to C so that a million cards take ~0.1 s instead of ~16 s, drawing from the same
+# Mersenne Twister as random.Random (CPython's _randommodule.c: genrand_uint32, random(),
+# getrandbits(k <= 32), _randbelow, choice, randint, sample). The same seed gives the same
+# network, card for card; tests/test_compact.py checks it against the objects.
+
+cdef struct MT:
+    uint32_t s[624]
+    int i
+
+
+cdef uint32_t mt_next(MT* m) noexcept nogil:
+    cdef uint32_t y
+    cdef int k
+    if m.i >= 624:
+        for k in range(624 - 397):
+            y = (m.s[k] & 0x80000000U) | (m.s[k + 1] & 0x7fffffffU)
+            m.s[k] = m.s[k + 397] ^ (y >> 1) ^ (0x9908b0dfU if y & 1 else 0U)
+        for k in range(624 - 397, 623):
+            y = (m.s[k] & 0x80000000U) | (m.s[k + 1] & 0x7fffffffU)
+            m.s[k] = m.s[k + 397 - 624] ^ (y >> 1) ^ (0x9908b0dfU if y & 1 else 0U)
+        y = (m.s[623] & 0x80000000U) | (m.s[0] & 0x7fffffffU)
+        m.s[623] = m.s[396] ^ (y >> 1) ^ (0x9908b0dfU if y & 1 else 0U)
+        m.i = 0
+    y = m.s[m.i]
+    m.i += 1
+    y ^= y >> 11
+    y ^= (y << 7) & 0x9d2c5680U
+    y ^= (y << 15) & 0xefc60000U
+    y ^= y >> 18
+    return y
+
+
+cdef inline double mt_random(MT* m) noexcept nogil:
+    """random.random()."""
+    cdef uint32_t a = mt_next(m) >> 5
+    cdef uint32_t b = mt_next(m) >> 6
+    return (a * 67108864.0 + b) * (1.0 / 9007199254740992.0)
+
+
+cdef inline uint32_t mt_below(MT* m, uint32_t n) noexcept nogil:
+    """random._randbelow_with_getrandbits(n), n >= 1."""
+    cdef int k = 0
+    while k < 32 and (n >> k) != 0:
+        k += 1
+    cdef uint32_t r = mt_next(m) >> (32 - k)
+    while r >= n:
+        r = mt_next(m) >> (32 - k)
+    return r
+
+
+cdef int64_t[3] DAY_ML = [60_000, 100_000, 200_000]
+cdef int64_t[3] MONTH_KOP = [1_000_000, 5_000_000, 10_000_000]
+cdef int64_t[4] ODD_EXPIRY = [-30, 400, 700, 900]
+cdef int64_t[5] BALANCES = [0, 500_000, 5_000_000, 50_000_000, 200_000_000]
+cdef int64_t[5] CREDITS = [0, 0, 0, 1_000_000, 10_000_000]
+DEF NOV_1_2026 = 20_758       # day number of date(2026, 11, 1)
+cdef int64_t FIRST_CARD_KEY = 17005830000000000  # card_key(card_number(0)): "1" "700583" "0000000000"
+DEF AI98 = 2                  # position of AI98 in authz.sample.PRODUCTS
+DEF SHOP = 4                  # ProductGroup.SHOP
+DEF N_ZONES = 12              # len(authz.sample.RUSSIAN_ZONES)
+
+
+cdef struct CardOut:
+    # where the card loop writes
+    int64_t* key
+    int32_t* contract
+    int8_t* status
+    int32_t* expires
+    uint8_t* groups
+    uint16_t* nlimits
+    int64_t* l_id
+    int8_t* l_unit
+    int8_t* l_period
+    int8_t* l_scope
+    int64_t* l_amount
+    int32_t* l_sv
+    int64_t* l_spent
+    int32_t* l_pstart
+    int64_t* stop
+    Py_ssize_t n_lims
+    Py_ssize_t n_stop
+
+
+cdef inline void _limit_row(CardOut* o, int64_t lid, int8_t unit, int8_t period, int64_t amount, int8_t scope,
+                            int32_t sv) noexcept nogil:
+    cdef Py_ssize_t r = o.n_lims
+    o.n_lims += 1
+    o.l_id[r], o.l_unit[r], o.l_period[r], o.l_amount[r], o.l_scope[r], o.l_sv[r] = lid, unit, period, amount, scope, sv
+    o.l_spent[r], o.l_pstart[r] = 0, NO_PERIOD_
+
+
+cdef void _sample_cards(MT* m, Py_ssize_t n_cards, uint32_t n_contracts, CardOut* o) noexcept nogil:
+    """The card loop of authz.sample.fuel_model, draw for draw."""
+    cdef Py_ssize_t i, first, month_row = 0
+    cdef int64_t month = 0, days, spent
+    cdef uint8_t groups
+    cdef int8_t status
+    for i in range(n_cards):
+        first = o.n_lims
+        month = 0
+        if mt_random(m) < 0.7:
+            _limit_row(o, 1, 1, PERIOD_DAY, DAY_ML[mt_below(m, 3)], 0, -1)
+        if mt_random(m) < 0.5:
+            month = MONTH_KOP[mt_below(m, 3)]
+            month_row = o.n_lims
+            _limit_row(o, 2, 0, PERIOD_MONTH, month, 0, -1)
+        if mt_random(m) < 0.3:
+            _limit_row(o, 3, 1, PERIOD_TXN, 80_000, 0, -1)
+        if mt_random(m) < 0.2:
+            _limit_row(o, 4, 0, PERIOD_WEEK, 300_000, SCOPE_GROUP, SHOP)
+        if mt_random(m) < 0.1:
+            _limit_row(o, 5, 1, 4, 5_000_000, SCOPE_PRODUCT, AI98)
+        if month and mt_random(m) < 0.5:  # a counter for the month limit (the only one)
+            spent = mt_below(m, <uint32_t>(month + 1))
+            o.l_spent[month_row] = spent
+            o.l_pstart[month_row] = NOV_1_2026
+        groups = 1
+        if mt_random(m) < 0.5:
+            groups |= (1 << 1) | (1 << SHOP)
+        if mt_random(m) < 0.1:
+            groups |= (1 << 2) | (1 << 3)
+        days = ODD_EXPIRY[mt_below(m, 4)] if mt_random(m) < 0.02 else 800
+        status = 1 if mt_random(m) < 0.005 else 0
+        if mt_random(m) < 0.01:
+            o.stop[o.n_stop] = FIRST_CARD_KEY + i
+            o.n_stop += 1
+        o.key[i] = FIRST_CARD_KEY + i
+        o.groups[i] = groups
+        o.expires[i] = <int32_t>(NOV_1_2026 + days)
+        o.status[i] = status
+        o.nlimits[i] = <uint16_t>(o.n_lims - first)
+        o.contract[i] = <int32_t>mt_below(m, n_contracts)  # randint(1, n) - 1: a position
+
+
+def _sample_fuel_rows(tuple mt_state, Py_ssize_t n_cards, st_id, st_region, int n_regions):
+    """Contract, card, limit and stop-list columns of authz.sample.fuel_model, continuing the
+    generator whose state (random.Random.getstate()[1]) is ``mt_state`` right after the
+    stations. Returns (columns by name, the zones' RUSSIAN_ZONES indexes in order of first use)."""
+    cdef MT m
+    cdef Py_ssize_t i, k, n, j, n_ct = max(1, n_cards // 5)
+    cdef const int64_t[::1] sid = st_id
+    cdef const int32_t[::1] sreg = st_region
+    cdef int64_t pool[21]
+    cdef int64_t picked[3]
+    cdef uint32_t region, tariff, idx
+    cdef int tz_seen[N_ZONES]
+    cdef list tz_first = []
+    if len(mt_state) != 625 or n_ct >= 2**31 or n_cards >= 10**10 or n_regions < 1:
+        raise ValueError("a Mersenne Twister state of 625 words, under 10**10 cards and 1+ regions")
+    for k in range(624):
+        m.s[k] = mt_state[k]
+    m.i = mt_state[624]
+    for k in range(N_ZONES):
+        tz_seen[k] = -1
+    # stations of each region, in station order (the generator's ``local`` lists)
+    local = [[] for _ in range(n_regions)]
+    for k in range(len(sid)):
+        if 0 <= sreg[k] < n_regions:
+            local[sreg[k]].append(sid[k])
+    cdef carray.array c_id = carray.clone(_Q, n_ct, False), c_tz = carray.clone(_H, n_ct, False)
+    cdef carray.array c_region = carray.clone(_I, n_ct, False), c_tariff = carray.clone(_B, n_ct, False)
+    cdef carray.array c_balance = carray.clone(_Q, n_ct, False), c_credit = carray.clone(_Q, n_ct, False)
+    cdef carray.array c_nchosen = carray.clone(_B, n_ct, True), c_chosen = carray.clone(_Q, 3 * n_ct, True)
+    for i in range(n_ct):
+        tariff = mt_below(&m, 6)         # rnd.choice(list(Tariff))
+        region = mt_below(&m, n_regions)  # rnd.randrange(n_regions)
+        if tariff == 1:                   # REGIONAL_PLUS: rnd.sample(local, min(3, len(local)))
+            here = local[region]
+            n = len(here)
+            k = min(3, n)
+            if n <= 21:
+                for j in range(n):
+                    pool[j] = here[j]
+                for j in range(k):
+                    idx = mt_below(&m, <uint32_t>(n - j))
+                    picked[j] = pool[idx]
+                    pool[idx] = pool[n - j - 1]
+            else:
+                chosen_at = set()
+                for j in range(k):
+                    idx = mt_below(&m, <uint32_t>n)
+                    while idx in chosen_at:
+                        idx = mt_below(&m, <uint32_t>n)
+                    chosen_at.add(idx)
+                    picked[j] = here[idx]
+            c_nchosen.data.as_schars[i] = <int8_t>k
+            for j in range(k):
+                c_chosen.data.as_longlongs[3 * i + j] = picked[j]
+        c_id.data.as_longlongs[i] = i + 1
+        k = region % N_ZONES
+        if tz_seen[k] < 0:
+            tz_seen[k] = len(tz_first)
+            tz_first.append(k)
+        c_tz.data.as_ushorts[i] = <uint16_t>tz_seen[k]
+        c_region.data.as_ints[i] = region
+        c_tariff.data.as_schars[i] = <int8_t>tariff
+        c_balance.data.as_longlongs[i] = BALANCES[mt_below(&m, 5)]
+        c_credit.data.as_longlongs[i] = CREDITS[mt_below(&m, 5)]
+    # the cards, in one pass: the limit and stop-list arrays are made for the most a card can
+    # have (five limits, one entry) and cut to size after; the pages never written are never
+    # touched, so they cost no memory
+    cdef CardOut o
+    cdef Py_ssize_t most = 5 * n_cards
+    cdef carray.array a_key = carray.clone(_Q, n_cards, False), a_contract = carray.clone(_I, n_cards, False)
+    cdef carray.array a_kind = carray.clone(_B, n_cards, True), a_status = carray.clone(_B, n_cards, False)
+    cdef carray.array a_expires = carray.clone(_I, n_cards, False), a_groups = carray.clone(_UB, n_cards, False)
+    cdef carray.array a_nlim = carray.clone(_H, n_cards, False)
+    cdef carray.array l_id = carray.clone(_Q, most, False), l_unit = carray.clone(_B, most, False)
+    cdef carray.array l_period = carray.clone(_B, most, False), l_scope = carray.clone(_B, most, False)
+    cdef carray.array l_amount = carray.clone(_Q, most, False), l_sv = carray.clone(_I, most, False)
+    cdef carray.array l_spent = carray.clone(_Q, most, False), l_pstart = carray.clone(_I, most, False)
+    cdef carray.array stop = carray.clone(_Q, n_cards, False)
+    o.key, o.contract, o.status = <int64_t*>a_key.data.as_voidptr, <int32_t*>a_contract.data.as_voidptr, \
+        <int8_t*>a_status.data.as_voidptr
+    o.expires, o.groups, o.nlimits = <int32_t*>a_expires.data.as_voidptr, <uint8_t*>a_groups.data.as_voidptr, \
+        <uint16_t*>a_nlim.data.as_voidptr
+    o.l_id, o.l_unit, o.l_period = <int64_t*>l_id.data.as_voidptr, <int8_t*>l_unit.data.as_voidptr, \
+        <int8_t*>l_period.data.as_voidptr
+    o.l_scope, o.l_amount, o.l_sv = <int8_t*>l_scope.data.as_voidptr, <int64_t*>l_amount.data.as_voidptr, \
+        <int32_t*>l_sv.data.as_voidptr
+    o.l_spent, o.l_pstart, o.stop = <int64_t*>l_spent.data.as_voidptr, <int32_t*>l_pstart.data.as_voidptr, \
+        <int64_t*>stop.data.as_voidptr
+    o.n_lims = o.n_stop = 0
+    with nogil:
+        _sample_cards(&m, n_cards, <uint32_t>n_ct, &o)
+    for arr in (l_id, l_unit, l_period, l_scope, l_amount, l_sv, l_spent, l_pstart):
+        carray.resize(arr, o.n_lims)
+    carray.resize(stop, o.n_stop)
+    columns = dict(
+        ct_id=c_id, ct_tz=c_tz, ct_region=c_region, ct_tariff=c_tariff, ct_balance=c_balance, ct_credit=c_credit,
+        ct_nchosen=c_nchosen, ct_chosen=c_chosen,
+        card_key=a_key, card_contract=a_contract, card_kind=a_kind, card_status=a_status, card_expires=a_expires,
+        card_groups=a_groups, card_nlimits=a_nlim,
+        lim_id=l_id, lim_unit=l_unit, lim_period=l_period, lim_scope=l_scope, lim_amount=l_amount,
+        lim_scope_value=l_sv, lim_spent=l_spent, lim_pstart=l_pstart, stop_keys=stop)
+    return columns, tz_first

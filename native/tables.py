@@ -1,6 +1,7 @@
 """The compile step: a model (authz) turned into the flat typed arrays the native evaluator
 reads. Positions are the model's tuple positions, so batches mean the same to both
-evaluators. Nothing here decides anything."""
+evaluators. Nothing here decides anything. The fuel model goes through its columnar form
+first (:mod:`native.compact`); the club model is compiled here directly."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from array import array
 
 from authz.club import accrual_rate_bp
 from authz.club_model import ClubCardKind, ClubModel, ClubStatus
-from authz.fuel_model import (CardStatus, DiscountKind, DiscountWhere, FuelModel, LimitUnit,
-                              ProductGroup, Scope, Tariff)
-from authz.localtime import day_number
+from authz.errors import ModelError
+from authz.fuel_model import (CardKind, CardStatus, DiscountKind, DiscountWhere, FuelModel, LimitUnit,
+                              Period, ProductGroup, Scope, Tariff)
 
 from .tz import transitions
 
@@ -47,10 +48,26 @@ class TzTables:
 
 
 class FuelTables:
-    """The fuel model as arrays (see native/_evaluator.pyx for how each is read)."""
+    """The small fuel tables as arrays: products, stations and their prices, the discount
+    table, time zones (see native/_evaluator.pyx for how each is read). Cards, limits and
+    contracts are large: the evaluator packs them straight from the columns
+    (:class:`native.compact.FuelColumns`) into arrays of C structs.
 
-    def __init__(self, m: FuelModel) -> None:
+    Products, stations and discounts are checked exactly as a FuelModel checks them (through
+    a FuelModel of those tables alone); a zone name is checked when its table is built.
+    """
+
+    def __init__(self, cols) -> None:
+        small = FuelModel(products=cols.products, stations=cols.stations, contracts=(), cards=(),
+                          discounts=cols.discounts)
+        self.products, self.stations, self.discounts = small.products, small.stations, small.discounts
+        self.product_index, self.station_index = small.product_index, small.station_index
         self.tz = TzTables()
+        for name in cols.tz_names:
+            self.tz.add(name)
+        if len(self.tz.names) != len(cols.tz_names):
+            raise ModelError("a time zone is named twice in tz_names")
+        m = small
         np_ = len(m.products)
         self.n_products = np_
         self.prod_group = array("b", [int(p.group) for p in m.products])
@@ -62,16 +79,6 @@ class FuelTables:
         for si, s in enumerate(m.stations):
             for code, price in s.prices_kop_per_l.items():
                 self.st_price[si * np_ + m.product_index[code]] = price
-
-        self.ct_tz = array("i", [self.tz.add(c.tz) for c in m.contracts])
-        self.ct_region = array("i", [c.home_region for c in m.contracts])
-        self.ct_tariff = array("i", [int(c.tariff) for c in m.contracts])
-        self.ct_balance = array("q", [c.balance_kop for c in m.contracts])
-        self.ct_credit = array("q", [c.credit_line_kop for c in m.contracts])
-        self.ct_chosen = array("i", [-1]) * (3 * len(m.contracts))
-        for ci, c in enumerate(m.contracts):
-            for k, sid in enumerate(c.chosen_station_ids):
-                self.ct_chosen[3 * ci + k] = m.station_index[sid]
 
         n_keys = len(Tariff) * np_
         self.disc_start = array("i", [0]) * n_keys
@@ -87,45 +94,6 @@ class FuelTables:
                 self.disc_where.append(int(r.where))
                 self.disc_kind.append(int(r.kind))
                 self.disc_value.append(r.value)
-
-        n = len(m.cards)
-        self.card_contract = array("i", [m.contract_index[c.contract_id] for c in m.cards])
-        self.card_status = array("b", [int(c.status) for c in m.cards])
-        self.card_expires = array("i", [day_number(c.expires_on) for c in m.cards])
-        self.card_groups = array("i", [_mask(c.groups) for c in m.cards])
-        self.card_stop = array("b", [0]) * n
-        for card_no in m.stop_list:
-            i = m.card_index.get(card_no)
-            if i is not None:
-                self.card_stop[i] = 1
-        self.card_limit_start = array("i", [0]) * n
-        self.card_limit_count = array("i", [0]) * n
-        self.lim_id = array("q")
-        self.lim_unit = array("b")
-        self.lim_period = array("b")
-        self.lim_amount = array("q")
-        self.lim_scope = array("b")
-        self.lim_scope_value = array("i")
-        self.lim_spent = array("q")
-        self.lim_pstart = array("i")
-        for i, c in enumerate(m.cards):
-            self.card_limit_start[i] = len(self.lim_id)
-            self.card_limit_count[i] = len(c.limits)
-            for lim in c.limits:
-                self.lim_id.append(lim.limit_id)
-                self.lim_unit.append(int(lim.unit))
-                self.lim_period.append(int(lim.period))
-                self.lim_amount.append(lim.amount)
-                self.lim_scope.append(int(lim.scope))
-                if lim.scope is Scope.GROUP:
-                    self.lim_scope_value.append(int(lim.group))
-                elif lim.scope is Scope.PRODUCT:
-                    self.lim_scope_value.append(m.product_index[lim.product])
-                else:
-                    self.lim_scope_value.append(-1)
-                counter = m.counters.get((c.card_no, lim.limit_id))
-                self.lim_spent.append(counter.spent if counter else 0)
-                self.lim_pstart.append(counter.period_start if counter else NO_PERIOD)
 
 
 class ClubTables:
@@ -178,4 +146,6 @@ class ClubTables:
 # Values the .pyx relies on; checked here so a renumbered enum fails at import, not silently.
 assert (int(ProductGroup.FUEL), int(LimitUnit.MILLILITRES), int(Scope.GROUP), int(Scope.PRODUCT)) == (0, 1, 1, 2)
 assert (int(DiscountWhere.HOME_REGION), int(DiscountWhere.CHOSEN_STATIONS), int(DiscountKind.KOP_PER_L)) == (0, 1, 0)
-assert (int(CardStatus.BLOCKED), int(ClubStatus.BLOCKED)) == (1, 1)
+assert (int(CardStatus.BLOCKED), int(ClubStatus.BLOCKED), int(CardKind.VIRTUAL)) == (1, 1, 1)
+assert len(CardStatus) == 2 and len(CardKind) == 2 and len(LimitUnit) == 2 and len(Scope) == 3
+assert [int(p) for p in Period] == [0, 1, 2, 3, 4] and max(int(g) for g in ProductGroup) < 8  # a group mask is a byte
