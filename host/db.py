@@ -1,0 +1,242 @@
+"""One small database interface over SQLite (:mod:`sqlite3`) and PostgreSQL (psycopg 3).
+
+The ledger's SQL is written once, with ``?`` placeholders and the common subset of both
+dialects (``INSERT ... ON CONFLICT``, ``RETURNING``, row values, partial indexes); this
+module translates placeholders for psycopg and supplies the few pieces that differ: how a
+write transaction starts (``BEGIN IMMEDIATE`` in SQLite takes the single write lock at once;
+PostgreSQL locks rows with ``FOR UPDATE``), auto-increment keys, and bulk loading.
+
+URLs: ``sqlite:///relative/file.sqlite``, ``sqlite:////absolute/file.sqlite``,
+``postgresql://user@host:5432/db?options=-csearch_path%3Dschema``.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import LedgerUnavailable
+
+__all__ = ["Database", "connect", "redact_url"]
+
+#: Rows per statement for ``IN (...)`` lists and row-value lists (SQLite allows 32766 variables).
+CHUNK = 2_000
+_RETRIES = 8
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password, fit for logs and error messages."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+@lru_cache(maxsize=512)
+def _pg_sql(sql: str) -> str:
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class Database:
+    """A connection to the ledger's database, used by one thread at a time.
+
+    ``dialect`` is ``"sqlite"`` or ``"postgresql"``. Statements run in autocommit unless
+    inside :meth:`transaction`.
+    """
+
+    def __init__(self, conn: Any, dialect: str, url: str) -> None:
+        self.conn = conn
+        self.dialect = dialect
+        self.url = url
+        self._in_tx = False
+
+    # -- dialect pieces --
+
+    @property
+    def is_pg(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @property
+    def for_update(self) -> str:
+        """`` FOR UPDATE`` in PostgreSQL; nothing in SQLite, whose write transaction already
+        holds the database's one write lock."""
+        return " FOR UPDATE" if self.is_pg else ""
+
+    @property
+    def autoid(self) -> str:
+        """The column type of an auto-increment primary key."""
+        return "BIGSERIAL PRIMARY KEY" if self.is_pg else "INTEGER PRIMARY KEY AUTOINCREMENT"
+
+    def _sql(self, sql: str) -> str:
+        return _pg_sql(sql) if self.is_pg else sql
+
+    # -- statements --
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run one statement; returns the cursor."""
+        if self.is_pg:
+            cur = self.conn.cursor()
+            cur.execute(self._sql(sql), params)
+            return cur
+        return self.conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement for each of ``rows`` (psycopg pipelines them)."""
+        rows = rows if isinstance(rows, list) else list(rows)
+        if not rows:
+            return
+        if self.is_pg:
+            with self.conn.cursor() as cur:
+                cur.executemany(self._sql(sql), rows)
+        else:
+            self.conn.executemany(sql, rows)
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return self.execute(sql, params).fetchall()
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        return self.execute(sql, params).fetchone()
+
+    def scalar(self, sql: str, params: Sequence[Any] = (), default: Any = None) -> Any:
+        row = self.fetchone(sql, params)
+        return default if row is None or row[0] is None else row[0]
+
+    def select_in(self, sql: str, values: Sequence[Any], params: Sequence[Any] = ()) -> list[tuple]:
+        """Rows of ``sql`` whose ``{in}`` placeholder is a list of ``values`` (chunked);
+        ``params`` come before the list."""
+        out: list[tuple] = []
+        values = list(values)
+        for i in range(0, len(values), CHUNK):
+            part = values[i:i + CHUNK]
+            out += self.fetchall(sql.replace("{in}", ",".join("?" * len(part))), (*params, *part))
+        return out
+
+    def select_pairs(self, sql: str, pairs: Sequence[tuple[Any, Any]]) -> list[tuple]:
+        """Rows of ``sql`` whose ``{pairs}`` placeholder is a ``VALUES`` list of ``pairs``."""
+        out: list[tuple] = []
+        pairs = list(pairs)
+        step = CHUNK // 2
+        for i in range(0, len(pairs), step):
+            part = pairs[i:i + step]
+            values = ",".join("(?,?)" for _ in part)
+            out += self.fetchall(sql.replace("{pairs}", values), [v for p in part for v in p])
+        return out
+
+    def copy_rows(self, table: str, columns: Sequence[str], rows: list[Sequence[Any]]) -> None:
+        """Insert many new rows: ``COPY`` in PostgreSQL, ``executemany`` in SQLite."""
+        if not rows:
+            return
+        if self.is_pg:
+            with self.conn.cursor() as cur:
+                with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as cp:
+                    for row in rows:
+                        cp.write_row(row)
+        else:
+            marks = ",".join("?" * len(columns))
+            self.conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+    # -- transactions --
+
+    @contextmanager
+    def transaction(self, *, write: bool = True, snapshot: bool = False) -> Iterator["Database"]:
+        """One transaction: committed when the block ends, rolled back if it raises.
+
+        A SQLite write transaction starts with ``BEGIN IMMEDIATE`` (the write lock, waiting up
+        to the busy timeout). ``snapshot`` asks PostgreSQL for one consistent view of every
+        read (``REPEATABLE READ``), as SQLite's read transactions always are.
+        """
+        if self._in_tx:
+            raise RuntimeError("nested transaction")
+        self._in_tx = True
+        try:
+            if self.is_pg:
+                self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if snapshot and not write
+                                  else "BEGIN")
+            else:
+                self.conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield self
+            except BaseException:
+                try:
+                    self.conn.execute("ROLLBACK")
+                except Exception:  # noqa: BLE001 - the connection broke: the server rolls back
+                    pass
+                raise
+            self.conn.execute("COMMIT")
+        finally:
+            self._in_tx = False
+
+    def run(self, fn: Any, *args: Any, write: bool = True, **kwargs: Any) -> Any:
+        """``fn(db, *args, **kwargs)`` in one transaction, retried when PostgreSQL aborts it for
+        a deadlock or a serialization failure, or SQLite stays busy (each retry starts over,
+        so ``fn`` must not have effects outside the database)."""
+        for attempt in range(_RETRIES):
+            try:
+                with self.transaction(write=write):
+                    return fn(self, *args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - narrowed below
+                if attempt + 1 < _RETRIES and _retryable(exc):
+                    time.sleep(0.005 * (2 ** attempt))
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except Exception:  # noqa: BLE001 - closing a broken connection
+            pass
+
+
+def _retryable(exc: Exception) -> bool:
+    if isinstance(exc, sqlite3.OperationalError):
+        return "locked" in str(exc) or "busy" in str(exc)
+    try:
+        import psycopg.errors as pe
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, (pe.DeadlockDetected, pe.SerializationFailure, pe.LockNotAvailable))
+
+
+def connect(url: str, *, busy_timeout_ms: int = 60_000) -> Database:
+    """Open the database at ``url`` (``sqlite:///...`` or ``postgresql://...``).
+
+    Raises :class:`LedgerUnavailable` naming the URL (without its password) and the cause.
+    """
+    if not isinstance(url, str):
+        raise LedgerUnavailable(f"a ledger URL is text, got {type(url).__name__}")
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "sqlite":
+        parts = urlsplit(url)
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if not path or parts.netloc:
+            raise LedgerUnavailable(f"ledger URL {url!r}: use sqlite:///relative/path or sqlite:////absolute/path")
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                   timeout=busy_timeout_ms / 1000)
+            conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA journal_size_limit=67108864")
+            conn.execute("PRAGMA cache_size=-65536")
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"cannot open the SQLite ledger {path!r}: {exc}") from None
+        if path != ":memory:" and mode.lower() != "wal":
+            raise LedgerUnavailable(f"SQLite ledger {path!r} refused WAL mode (got {mode!r})")
+        return Database(conn, "sqlite", url)
+    if scheme in ("postgresql", "postgres"):
+        try:
+            import psycopg
+        except ImportError:
+            raise LedgerUnavailable("a PostgreSQL ledger needs psycopg 3: pip install 'psycopg[binary]>=3.1'") from None
+        try:
+            conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise LedgerUnavailable(f"cannot connect to the PostgreSQL ledger {redact_url(url)}: "
+                                    f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}") from None
+        return Database(conn, "postgresql", url)
+    raise LedgerUnavailable(f"unknown ledger URL scheme {scheme!r} in {redact_url(url)!r}: "
+                            "use sqlite:///path or postgresql://...")

@@ -1,0 +1,367 @@
+"""What new records do to the ledger, applied set-wise inside ingest's transaction.
+
+:class:`BatchEffects` reads each new record (:meth:`add`), keeps what it implies, then
+:meth:`apply` loads the master data the batch touches in a few queries and writes every
+change, locking rows in one fixed order (contracts, counters, card counters, club accounts,
+dirty marks, each sorted by key) so that workers ingesting batches of different sites at the
+same time never deadlock.
+
+- ``fuel.completed``: the contract is charged ``amount_kop`` (a ``contract_entries`` row, for
+  statements) and every limit of the card (the host's master data) that covers the product
+  and has a period counts the delivery in the period of the authorization's time, in the
+  contract's time zone (the rule of :func:`authz.fuel.complete`).
+- Card transaction counters (``fuel.preauth``, ``fuel.reserved``, ``fuel.card_committed``,
+  ``fuel.voided`` with a release, ``fuel.correction`` of an applied reservation): each
+  counter value of a card holds exactly one write, and a card's counter never goes back in
+  time. Two different writes at one counter value, or a counter that is lower than one seen
+  earlier (beyond the clock tolerance), is a ``clone_alerts`` row. So is a card the edge
+  refused for a counter behind one it had seen.
+- ``fuel.correction``: the card could not be settled and may hold counters higher than it
+  should (``card_corrections``, with the excess per limit). Money was never taken for a
+  reservation (balances move only by completions), and the host's counters count only
+  completions, so the host's own figures are already right; ``why: unknown`` waits for the
+  card's next counter to tell whether the unsent write was made.
+- ``till.sale_committed``, ``till.return`` (approved), ``till.topup`` (approved): the club
+  account (:mod:`host.club`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from authz.fuel import period_start
+from authz.fuel_model import LimitUnit, Period, ProductGroup, Scope, mask_card_no
+from authz.localtime import MAX_UTC_S, local_date
+from authz.club_model import ClubCardKind, ClubRules, PointLot
+from authz.money import MAX_AMOUNT_KOP, MAX_VOLUME_ML
+from wire import Table, WireRecord
+
+from . import club as C
+from . import records as K
+from .db import Database
+from .records import BodyError, get
+from .rows import dumps, limits_from_json, rules_from_json
+from .versions import mark_dirty
+
+__all__ = ["BatchEffects"]
+
+_WRITE_ID_HEX = 32
+
+
+@dataclass(slots=True)
+class _Charge:
+    rec: WireRecord
+    contract_id: int
+    card_no: str
+    product: str
+    amount_kop: int
+    volume_ml: int
+    auth_at_utc_s: int
+
+
+@dataclass(slots=True)
+class _Obs:
+    """A card's transaction counter seen by a record; ``write_id`` is the write it holds (None
+    when the record only read the counter)."""
+
+    card_no: str
+    tc: int
+    write_id: str | None
+    rec: WireRecord
+
+
+def _int_in(body: Mapping[str, Any], path: str, lo: int, hi: int) -> int:
+    v = get(body, path)
+    if not lo <= v <= hi:
+        raise BodyError(f"body.{path} must be in {lo}..{hi}, got {v}")
+    return v
+
+
+def _write_id(body: Mapping[str, Any], path: str) -> str:
+    v = get(body, path, str)
+    if len(v) != _WRITE_ID_HEX or any(c not in "0123456789abcdef" for c in v):
+        raise BodyError(f"body.{path} must be {_WRITE_ID_HEX} lowercase hex digits, got {v[:40]!r}")
+    return v
+
+
+def _counters(body: Mapping[str, Any], path: str) -> dict[int, tuple[int, int]]:
+    raw = get(body, path, list)
+    out = {}
+    for i, item in enumerate(raw):
+        if not (isinstance(item, list) and len(item) == 3 and all(type(x) is int for x in item)):
+            raise BodyError(f"body.{path}[{i}] must be [limit_id, spent, period_start], got {str(item)[:60]}")
+        out[item[0]] = (item[1], item[2])
+    return out
+
+
+class BatchEffects:
+    """The effects of the new records of one batch (of one site)."""
+
+    def __init__(self, db: Database, site_id: str, now_utc_s: int, clone_tolerance_s: int) -> None:
+        self.db = db
+        self.site_id = site_id
+        self.now = now_utc_s
+        self.tolerance = clone_tolerance_s
+        self.charges: list[_Charge] = []
+        self.obs: list[_Obs] = []
+        self.corrections: list[tuple] = []
+        self.club: list[tuple[str, str, WireRecord]] = []  # (kind, card_no, record)
+        self.refusals: list[tuple[str, WireRecord, str]] = []
+        self.flags: dict[str, str] = {}
+        self.issues: list[tuple[str | None, str, str]] = []  # (record_id, kind, detail)
+        self.dirty: set[tuple[Table, str | int]] = set()
+        self.alerts: list[tuple] = []
+
+    # -- reading records --
+
+    def flag(self, rec: WireRecord, flag: str, detail: str) -> None:
+        self.flags.setdefault(rec.record_id, flag)
+        self.issues.append((rec.record_id, flag, detail))
+
+    def add(self, rec: WireRecord) -> None:
+        """Read one new record. Raises :class:`BodyError` (and keeps nothing of it) when its
+        body lacks what its kind needs."""
+        kind, body = rec.kind, rec.body
+        if kind == K.FUEL_COMPLETED:
+            charge = _Charge(rec, get(body, "contract_id"), get(body, "card_no", str), get(body, "request.product", str),
+                             _int_in(body, "amount_kop", 0, MAX_AMOUNT_KOP),
+                             _int_in(body, "delivered_volume_ml", 0, MAX_VOLUME_ML),
+                             _int_in(body, "request.now_utc_s", 0, MAX_UTC_S))
+            self.charges.append(charge)
+        elif kind == K.FUEL_PREAUTH:
+            self.obs.append(_Obs(get(body, "card.card_no", str), get(body, "card.expected_txn"), None, rec))
+        elif kind in (K.FUEL_RESERVED, K.FUEL_CARD_COMMITTED):
+            self.obs.append(_Obs(get(body, "card_no", str), get(body, "txn_counter"), _write_id(body, "write_id"), rec))
+        elif kind == K.FUEL_VOIDED:
+            if get(body, "card_release", str, optional=True) == "released":
+                self.obs.append(_Obs(get(body, "card_no", str), get(body, "txn_counter"),
+                                     _write_id(body, "release_write_id"), rec))
+        elif kind == K.FUEL_CORRECTION:
+            self._correction(rec)
+        elif kind == K.FUEL_CARD_REFUSED:
+            card_no = get(body, "card_no", str, optional=True)
+            reason = get(body, "reason", str, optional=True) or ""
+            if card_no and reason.startswith("transaction counter"):
+                self.refusals.append((card_no, rec, reason))
+        elif kind in (K.TILL_SALE_COMMITTED,):
+            self.club.append((kind, get(body, "sale.card_no", str), rec))
+        elif kind == K.TILL_RETURN:
+            if get(body, "result.reason", str) == "OK":
+                self.club.append((kind, get(body, "return.card_no", str), rec))
+        elif kind == K.TILL_TOPUP:
+            if get(body, "result.approved", bool):
+                self.club.append((kind, get(body, "topup.card_no", str), rec))
+
+    def _correction(self, rec: WireRecord) -> None:
+        body = rec.body
+        card_no = get(body, "card_no", str)
+        why = get(body, "why", str)
+        applied = get(body, "reservation_applied", bool, optional=True)
+        reserved_tc = get(body, "reserved_txn_counter")
+        reserve_write = _write_id(body, "reserve_write_id")
+        unsent = _write_id(body, "unsent_write_id")
+        held = _counters(body, "counters_reserved")
+        final = _counters(body, "counters_final")
+        excess = [[lid, start, spent - final[lid][0]] for lid, (spent, start) in sorted(held.items())
+                  if lid in final and final[lid][1] == start and spent > final[lid][0]]
+        if applied is False:
+            status = "not_needed"
+        elif why == "unknown" or applied is None:
+            status = "check_card"
+        else:
+            status = "due"
+        self.corrections.append((rec.record_id, self.site_id, rec.txn_id, card_no, get(body, "contract_id", optional=True),
+                                 why, status, reserved_tc, unsent, dumps(excess),
+                                 _int_in(body, "released_volume_ml", -MAX_VOLUME_ML, MAX_VOLUME_ML),
+                                 _int_in(body, "released_amount_kop", -MAX_AMOUNT_KOP, MAX_AMOUNT_KOP),
+                                 rec.at_utc_s, None))
+        if applied is True:
+            self.obs.append(_Obs(card_no, reserved_tc, reserve_write, rec))
+
+    # -- applying --
+
+    def apply(self) -> None:
+        """Write every effect (inside the caller's transaction)."""
+        if self.charges:
+            self._apply_charges()
+        if self.obs or self.refusals or self.corrections:
+            self._apply_counters()
+        if self.club:
+            self._apply_club()
+        db = self.db
+        if self.alerts:
+            db.executemany("INSERT INTO clone_alerts (card_no, kind, txn_counter, record_id, site_id, at_utc_s, "
+                           "other_record_id, other_site_id, detail, created_at_utc_s) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (record_id, kind) DO NOTHING",
+                           [a + (self.now,) for a in self.alerts])
+        if self.issues:
+            db.executemany("INSERT INTO ledger_issues (record_id, site_id, kind, detail, created_at_utc_s) "
+                           "VALUES (?, ?, ?, ?, ?)", [(r, self.site_id, k, d, self.now) for r, k, d in self.issues])
+        if self.dirty:
+            mark_dirty(db, self.dirty)
+
+    def _apply_charges(self) -> None:
+        db = self.db
+        contracts = {c.contract_id for c in self.charges}
+        tz = dict(db.select_in("SELECT contract_id, tz FROM contracts WHERE contract_id IN ({in})", sorted(contracts)))
+        cards = {c.card_no for c in self.charges}
+        card_rows = {r[0]: (r[1], limits_from_json(r[2])) for r in db.select_in(
+            "SELECT card_no, contract_id, limits FROM fuel_cards WHERE card_no IN ({in})", sorted(cards))}
+        groups = dict(db.fetchall("SELECT code, grp FROM products"))
+        balance: dict[int, int] = defaultdict(int)
+        entries, counts = [], defaultdict(int)
+        for ch in self.charges:
+            rid = ch.rec.record_id
+            if ch.contract_id not in tz:
+                self.flag(ch.rec, "unknown_contract", f"fuel.completed of unknown contract {ch.contract_id}: "
+                                                      f"{ch.amount_kop} kop not charged")
+                continue
+            balance[ch.contract_id] -= ch.amount_kop
+            entries.append((ch.contract_id, ch.rec.at_utc_s, -ch.amount_kop, "purchase", rid, ""))
+            card = card_rows.get(ch.card_no)
+            if card is None:
+                self.flag(ch.rec, "unknown_card", f"fuel.completed of unknown card {mask_card_no(ch.card_no)}: "
+                                                  "charged to the contract, no limit counted")
+                continue
+            group = groups.get(ch.product)
+            if group is None:
+                self.flag(ch.rec, "unknown_product", f"fuel.completed of unknown product {ch.product!r}: "
+                                                     "charged to the contract, no limit counted")
+                continue
+            today = local_date(ch.auth_at_utc_s, tz[ch.contract_id])
+            for lim in card[1]:
+                if lim.period is Period.TRANSACTION:
+                    continue
+                if lim.unit is LimitUnit.MILLILITRES and group != ProductGroup.FUEL:
+                    continue
+                if (lim.scope is Scope.GROUP and lim.group != group) or (lim.scope is Scope.PRODUCT and lim.product != ch.product):
+                    continue
+                added = ch.volume_ml if lim.unit is LimitUnit.MILLILITRES else ch.amount_kop
+                counts[(ch.card_no, lim.limit_id, period_start(lim.period, today))] += added
+            self.dirty.add((Table.FUEL_CARDS, ch.card_no))
+        db.executemany("UPDATE contracts SET balance_kop = balance_kop + ? WHERE contract_id = ?",
+                       [(d, cid) for cid, d in sorted(balance.items())])
+        self.dirty.update((Table.CONTRACTS, cid) for cid in balance)
+        db.copy_rows("contract_entries", ("contract_id", "at_utc_s", "amount_kop", "kind", "record_id", "note"), entries)
+        db.executemany("INSERT INTO fuel_counters (card_no, limit_id, period_start, spent) VALUES (?, ?, ?, ?) "
+                       "ON CONFLICT (card_no, limit_id, period_start) DO UPDATE SET spent = fuel_counters.spent + excluded.spent",
+                       [(*k, v) for k, v in sorted(counts.items())])
+
+    def _apply_counters(self) -> None:
+        db = self.db
+        cards = sorted({o.card_no for o in self.obs} | {c[3] for c in self.corrections} | {r[0] for r in self.refusals})
+        for card_no, rec, reason in self.refusals:
+            self.alerts.append((card_no, "edge_refused", None, rec.record_id, self.site_id, rec.at_utc_s, None, None,
+                                f"site {self.site_id} refused card {mask_card_no(card_no)}: {reason}"))
+        if not cards:
+            return
+        db.executemany("INSERT INTO card_tc_state (card_no, max_tc, max_tc_at_utc_s, max_tc_record_id, max_tc_site_id) "
+                       "VALUES (?, -1, 0, '', '') ON CONFLICT (card_no) DO NOTHING", [(c,) for c in cards])
+        state = {r[0]: list(r[1:]) for r in db.select_in(
+            "SELECT card_no, max_tc, max_tc_at_utc_s, max_tc_record_id, max_tc_site_id FROM card_tc_state "
+            f"WHERE card_no IN ({{in}}) ORDER BY card_no{db.for_update}", cards)}
+        pending = [list(r) for r in db.select_in(
+            "SELECT record_id, card_no, reserved_txn_counter, unsent_write_id FROM card_corrections "
+            "WHERE status = 'check_card' AND card_no IN ({in})", cards)]
+        pending += [[c[0], c[3], c[7], c[8]] for c in self.corrections if c[6] == "check_card"]
+        pairs = {(o.card_no, o.tc) for o in self.obs if o.write_id is not None}
+        pairs |= {(p[1], p[2] + 1) for p in pending}
+        held: dict[tuple[str, int], tuple[str, str, str]] = {
+            (r[0], r[1]): (r[2], r[3], r[4]) for r in db.select_pairs(
+                "SELECT card_no, txn_counter, write_id, record_id, site_id FROM card_tc "
+                "WHERE (card_no, txn_counter) IN (VALUES {pairs})", sorted(pairs))}
+        new_tc = []
+        changed = set()
+        tol = self.tolerance
+        for o in self.obs:
+            rec = o.rec
+            if o.write_id is not None:
+                key = (o.card_no, o.tc)
+                was = held.get(key)
+                if was is None:
+                    held[key] = (o.write_id, rec.record_id, self.site_id)
+                    new_tc.append((o.card_no, o.tc, o.write_id, self.site_id, rec.txn_id, rec.record_id, rec.at_utc_s))
+                elif was[0] != o.write_id:
+                    self.alerts.append((o.card_no, "tc_conflict", o.tc, rec.record_id, self.site_id, rec.at_utc_s,
+                                        was[1], was[2],
+                                        f"card {mask_card_no(o.card_no)} transaction counter {o.tc} holds two "
+                                        f"different writes (sites {was[2]} and {self.site_id}): two plastics"))
+            st = state[o.card_no]
+            max_tc, max_at = st[0], st[1]
+            if max_tc >= 0 and ((o.tc < max_tc and rec.at_utc_s > max_at + tol)
+                                or (o.tc > max_tc and rec.at_utc_s < max_at - tol)):
+                self.alerts.append((o.card_no, "tc_backwards", o.tc, rec.record_id, self.site_id, rec.at_utc_s,
+                                    st[2], st[3],
+                                    f"card {mask_card_no(o.card_no)} transaction counter {o.tc} at {rec.at_utc_s} "
+                                    f"against {max_tc} at {max_at} (site {st[3]}): the counter went back in time"))
+            if o.tc > max_tc:
+                state[o.card_no] = [o.tc, rec.at_utc_s, rec.record_id, self.site_id]
+                changed.add(o.card_no)
+        db.executemany("UPDATE card_tc_state SET max_tc = ?, max_tc_at_utc_s = ?, max_tc_record_id = ?, "
+                       "max_tc_site_id = ? WHERE card_no = ?", [(*state[c], c) for c in sorted(changed)])
+        db.executemany("INSERT INTO card_tc (card_no, txn_counter, write_id, site_id, txn_id, record_id, at_utc_s) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (card_no, txn_counter) DO NOTHING", new_tc)
+        db.executemany("INSERT INTO card_corrections (record_id, site_id, txn_id, card_no, contract_id, why, status, "
+                       "reserved_txn_counter, unsent_write_id, excess, released_volume_ml, released_amount_kop, "
+                       "at_utc_s, resolved_by_record_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                       "ON CONFLICT (record_id) DO NOTHING", self.corrections)
+        resolved = []
+        for record_id, card_no, reserved_tc, unsent in pending:
+            was = held.get((card_no, reserved_tc + 1))
+            if was is not None:
+                resolved.append(("not_needed" if was[0] == unsent else "due", was[1], record_id))
+        db.executemany("UPDATE card_corrections SET status = ?, resolved_by_record_id = ? WHERE record_id = ?", resolved)
+
+    def _apply_club(self) -> None:
+        db = self.db
+        body = db.scalar("SELECT body FROM club_rules WHERE key = 'club'")
+        rules = ClubRules() if body is None else rules_from_json(body)
+        card_acc = dict(db.select_in("SELECT card_no, account_id FROM club_cards WHERE card_no IN ({in})",
+                                     sorted({c[1] for c in self.club})))
+        ids = sorted(set(card_acc.values()))
+        books: dict[int, C.AccountBook] = {}
+        for r in db.select_in("SELECT account_id, kind, balance_kop, turnover_month, turnover_kop, points_debt "
+                              f"FROM club_accounts WHERE account_id IN ({{in}}) ORDER BY account_id{db.for_update}", ids):
+            books[r[0]] = C.AccountBook(r[0], ClubCardKind(r[1]), r[2], r[3], r[4], r[5])
+        before: dict[int, dict[int, PointLot]] = defaultdict(dict)
+        for r in db.select_in("SELECT account_id, lot_id, points, matures_at_s, expires_at_s FROM club_lots "
+                              "WHERE account_id IN ({in})", ids):
+            lot = PointLot(*r[1:])
+            books[r[0]].lots.append(lot)
+            before[r[0]][lot.lot_id] = lot
+        for b in books.values():
+            b.sort()
+        apply = {K.TILL_SALE_COMMITTED: C.apply_commit, K.TILL_RETURN: C.apply_return, K.TILL_TOPUP: C.apply_topup}
+        touched = set()
+        for kind, card_no, rec in self.club:
+            aid = card_acc.get(card_no)
+            book = books.get(aid) if aid is not None else None
+            if book is None:
+                self.flag(rec, "unknown_club_card", f"{kind} of unknown club card {mask_card_no(card_no)}")
+                continue
+            try:
+                for text in apply[kind](book, rules, rec.body):
+                    self.issues.append((rec.record_id, "club_limit", text))
+            except BodyError as exc:
+                self.flag(rec, "bad_body", f"{kind}: {exc}")
+                continue
+            touched.add(aid)
+        ups, dels = [], []
+        for aid in sorted(touched):
+            b = books[aid]
+            now_lots = {lot.lot_id: lot for lot in b.lots}
+            ups += [(aid, lot.lot_id, lot.points, lot.matures_at_s, lot.expires_at_s)
+                    for lid, lot in sorted(now_lots.items()) if before[aid].get(lid) != lot]
+            dels += [(aid, lid) for lid in sorted(before[aid]) if lid not in now_lots]
+        db.executemany("UPDATE club_accounts SET balance_kop = ?, turnover_month = ?, turnover_kop = ?, points_debt = ? "
+                       "WHERE account_id = ?", [(books[a].balance_kop, books[a].turnover_month, books[a].turnover_kop,
+                                                 books[a].points_debt, a) for a in sorted(touched)])
+        db.executemany("DELETE FROM club_lots WHERE account_id = ? AND lot_id = ?", dels)
+        db.executemany("INSERT INTO club_lots (account_id, lot_id, points, matures_at_s, expires_at_s) VALUES (?, ?, ?, ?, ?) "
+                       "ON CONFLICT (account_id, lot_id) DO UPDATE SET points = excluded.points, "
+                       "matures_at_s = excluded.matures_at_s, expires_at_s = excluded.expires_at_s", ups)
+        self.dirty.update((Table.CLUB_ACCOUNTS, a) for a in touched)
+

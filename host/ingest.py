@@ -1,0 +1,162 @@
+"""Ingest: apply a site's :class:`wire.Batch` to the ledger in one transaction, and answer
+the :class:`wire.Ack` to publish after the commit.
+
+Exactly-once effect from at-least-once delivery:
+
+- **Dedup by record id.** ``records.record_id`` is the primary key. Inside the transaction,
+  under the site's lock, the batch's ids already stored are read and skipped; only new
+  records are inserted and have effects (:mod:`host.effects`). A batch applied twice, or
+  two batches that overlap, apply each record once.
+- **Never skip by batch number.** A batch is applied whatever its ``batch_seq``; the
+  number only drives the watermark.
+- **The watermark.** ``sites.up_to_seq`` is the highest n such that batches 1..n are all
+  settled (applied, or refused for good). A batch beyond a gap is applied at once but the
+  watermark waits for the gap. The site's row is locked first in every ingest transaction
+  (``SELECT ... FOR UPDATE`` in PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` holds the one write
+  lock), so workers ingesting batches of one site at the same time, in any order, serialize
+  on it and the watermark is always right.
+- **Ack after commit.** :func:`ingest_batch` returns the Ack once the transaction has
+  committed; the caller publishes it. A crash before the commit leaves nothing applied and
+  nothing acked: the site sends the batch again.
+- **Refusals.** Batches of a site an operator disabled are settled as rejected (listed in
+  the ack's ``rejected``); the site keeps their records and alerts. Records of unknown
+  kinds, or whose bodies lack what their kind needs, are stored and flagged, not lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from wire import DEFAULT_LIMITS, Ack, Batch, Limits, Presence, Rejection
+
+from . import records as K
+from .db import Database
+from .effects import BatchEffects
+from .ledger import Ledger
+from .records import BodyError
+from .rows import dumps
+
+__all__ = ["ingest_batch", "record_presence", "IngestStats"]
+
+log = logging.getLogger("edgepos.host.ingest")
+
+_RECORD_COLUMNS = ("record_id", "site_id", "batch_seq", "lane", "txn_id", "kind", "at_utc_s", "body", "flag",
+                   "contract_id", "card_no", "product", "amount_kop", "volume_ml", "ingested_at_utc_s")
+
+
+class IngestStats:
+    """What the last :func:`ingest_batch` of a ledger did (for logs and benchmarks)."""
+
+    __slots__ = ("records", "new_records", "status")
+
+    def __init__(self, records: int = 0, new_records: int = 0, status: str = "") -> None:
+        self.records, self.new_records, self.status = records, new_records, status
+
+
+def ingest_batch(ledger: Ledger, batch: Batch, *, limits: Limits = DEFAULT_LIMITS,
+                 stats: IngestStats | None = None) -> Ack:
+    """Apply ``batch`` (decoded and verified by :func:`wire.decode`) in one transaction and
+    return the site's Ack, to publish after this returns. Idempotent: applying a batch again
+    changes nothing but the batch counter. Database errors propagate (nothing is applied;
+    publish no ack, the site will resend)."""
+    if not isinstance(batch, Batch):
+        raise TypeError(f"ingest_batch takes a wire.Batch, got {type(batch).__name__}")
+    now = ledger.now()
+    ack = ledger.db.run(_ingest, batch, now, ledger.clone_tolerance_s, limits, stats)
+    return ack
+
+
+def _ingest(db: Database, batch: Batch, now: int, tolerance: int, limits: Limits,
+            stats: IngestStats | None) -> Ack:
+    site = batch.site_id
+    db.execute("INSERT INTO sites (site_id, created_at_utc_s) VALUES (?, ?) ON CONFLICT (site_id) DO NOTHING",
+               (site, now))
+    status, up_to, max_seq = db.fetchone(
+        f"SELECT status, up_to_seq, max_seq FROM sites WHERE site_id = ?{db.for_update}", (site,))
+    new = 0
+    if status != "active":
+        outcome, reason = "rejected", f"site {site} is {status} on the host: batch refused"
+    else:
+        new = _apply_records(db, batch, now, tolerance)
+        outcome, reason = "applied", None
+    # An applied batch stays applied; a resend of a refused batch to a re-enabled site applies it.
+    db.execute("INSERT INTO batches (site_id, batch_seq, status, reason, records, new_records, created_utc_s, "
+               "applied_at_utc_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site_id, batch_seq) DO UPDATE SET "
+               "status = excluded.status, reason = excluded.reason, "
+               "new_records = batches.new_records + excluded.new_records, applied_at_utc_s = excluded.applied_at_utc_s "
+               "WHERE batches.status <> 'applied'",
+               (site, batch.batch_seq, outcome, reason, len(batch.records), new, batch.created_utc_s, now))
+    if batch.batch_seq == up_to + 1:
+        while True:
+            seqs = [r[0] for r in db.fetchall("SELECT batch_seq FROM batches WHERE site_id = ? AND batch_seq > ? "
+                                              "ORDER BY batch_seq LIMIT 1000", (site, up_to))]
+            n = 0
+            for s in seqs:
+                if s != up_to + 1:
+                    break
+                up_to, n = s, n + 1
+            if n < 1000:
+                break
+    db.execute("UPDATE sites SET up_to_seq = ?, max_seq = ?, batches = batches + 1, records = records + ?, "
+               "last_batch_at_utc_s = ? WHERE site_id = ?", (up_to, max(max_seq, batch.batch_seq), new, now, site))
+    rejected = db.fetchall("SELECT batch_seq, reason FROM batches WHERE site_id = ? AND status = 'rejected' "
+                           "AND batch_seq <= ? ORDER BY batch_seq DESC LIMIT ?", (site, up_to, limits.max_rejections))
+    if stats is not None:
+        stats.records, stats.new_records, stats.status = len(batch.records), new, outcome
+    if outcome == "rejected":
+        log.warning("batch %d of site %s refused: %s", batch.batch_seq, site, reason)
+    return Ack(site, up_to, tuple(Rejection(s, r) for s, r in reversed(rejected)))
+
+
+def _apply_records(db: Database, batch: Batch, now: int, tolerance: int) -> int:
+    site = batch.site_id
+    ids = [r.record_id for r in batch.records]
+    seen = {r[0] for r in db.select_in("SELECT record_id FROM records WHERE record_id IN ({in})", ids)}
+    fresh = [r for r in batch.records if r.record_id not in seen]
+    if not fresh:
+        return 0
+    fx = BatchEffects(db, site, now, tolerance)
+    facts = []
+    for rec in fresh:
+        f = K.Facts()
+        if rec.kind not in K.KNOWN_KINDS:
+            fx.flag(rec, "unknown_kind", f"record kind {rec.kind!r} is not known to this host: stored, not applied")
+        else:
+            try:
+                f = K.facts(rec.kind, rec.body)
+                fx.add(rec)
+            except BodyError as exc:
+                f = K.Facts()
+                fx.flag(rec, "bad_body", f"{rec.kind}: {exc}")
+        facts.append(f)
+    fx.apply()
+    rows = [(r.record_id, site, batch.batch_seq, r.lane, r.txn_id, r.kind, r.at_utc_s, dumps(r.body),
+             fx.flags.get(r.record_id), f.contract_id, f.card_no, f.product, f.amount_kop, f.volume_ml, now)
+            for r, f in zip(fresh, facts)]
+    db.copy_rows("records", _RECORD_COLUMNS, rows)
+    return len(fresh)
+
+
+def record_presence(ledger: Ledger, presence: Presence) -> bool:
+    """Keep ``presence`` if it is the site's newest (highest ``at_utc_s``; on a tie, the one
+    that arrived last). Returns whether it was kept: a stale last will of an earlier
+    session never overrides the presence of a newer one."""
+    def step(db: Database) -> bool:
+        now = ledger.now()
+        db.execute("INSERT INTO sites (site_id, created_at_utc_s) VALUES (?, ?) ON CONFLICT (site_id) DO NOTHING",
+                   (presence.site_id, now))
+        at = db.scalar(f"SELECT presence_at_utc_s FROM sites WHERE site_id = ?{db.for_update}", (presence.site_id,))
+        if at is not None and presence.at_utc_s < at:
+            return False
+        db.execute("UPDATE sites SET online = ?, presence_at_utc_s = ?, software_version = ?, replica_versions = ? "
+                   "WHERE site_id = ?", (int(presence.online), presence.at_utc_s, presence.software_version,
+                                         dumps({str(t): v for t, v in dict(presence.replica_versions).items()}),
+                                         presence.site_id))
+        return True
+    return ledger.db.run(step)
+
+
+def ingest_all(ledger: Ledger, batches: Iterable[Batch]) -> list[Ack]:
+    """:func:`ingest_batch` of each batch in turn (tests, tools)."""
+    return [ingest_batch(ledger, b) for b in batches]

@@ -1,0 +1,116 @@
+"""Master data as stored (canonical JSON columns) to and from the :mod:`authz` model types."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import date
+from typing import Any
+
+from authz.club_model import (AccrualRate, Category, ClubAccount, ClubCard, ClubCardKind, ClubRules,
+                              ClubStatus, KindCaps, PointLot)
+from authz.fuel_model import (CardKind, CardStatus, Contract, DiscountKind, DiscountRule, DiscountWhere,
+                              FuelCard, Limit, LimitUnit, Period, Product, ProductGroup, Scope, Station,
+                              Tariff)
+
+__all__ = ["dumps", "limits_to_json", "limits_from_json", "groups_to_json", "groups_from_json",
+           "discounts_to_json", "discounts_from_json", "rules_to_json", "rules_from_json",
+           "contract_from_row", "CONTRACT_COLUMNS", "card_from_row", "CARD_COLUMNS", "station_from_row",
+           "STATION_COLUMNS", "account_from_row", "ACCOUNT_COLUMNS", "product_from_row", "club_card_from_row"]
+
+
+def dumps(value: Any) -> str:
+    """Canonical JSON: sorted keys, compact, UTF-8 text (the journal's form)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def limits_to_json(limits: Iterable[Limit]) -> str:
+    return dumps([{"limit_id": lim.limit_id, "unit": int(lim.unit), "period": int(lim.period), "amount": lim.amount,
+                   "scope": int(lim.scope), "group": None if lim.group is None else int(lim.group),
+                   "product": lim.product} for lim in limits])
+
+
+def limits_from_json(text: str) -> tuple[Limit, ...]:
+    return tuple(Limit(d["limit_id"], LimitUnit(d["unit"]), Period(d["period"]), d["amount"], Scope(d["scope"]),
+                       None if d["group"] is None else ProductGroup(d["group"]), d["product"])
+                 for d in json.loads(text))
+
+
+def groups_to_json(groups: Iterable[ProductGroup]) -> str:
+    return dumps(sorted(int(g) for g in groups))
+
+
+def groups_from_json(text: str) -> frozenset[ProductGroup]:
+    return frozenset(ProductGroup(g) for g in json.loads(text))
+
+
+def discounts_to_json(rules: Iterable[DiscountRule]) -> str:
+    return dumps([{"product": d.product, "where": int(d.where), "kind": int(d.kind), "value": d.value} for d in rules])
+
+
+def discounts_from_json(tariff: int, text: str) -> tuple[DiscountRule, ...]:
+    return tuple(DiscountRule(Tariff(tariff), d["product"], DiscountWhere(d["where"]), DiscountKind(d["kind"]),
+                              d["value"]) for d in json.loads(text))
+
+
+def rules_to_json(r: ClubRules) -> str:
+    return dumps({"categories": [[c.code, c.accrues, c.redeemable] for c in r.categories],
+                  "accrual_rates": [[a.channel, a.payment_method, a.rate_bp] for a in r.accrual_rates],
+                  "channels": list(r.channels), "payment_methods": list(r.payment_methods),
+                  "redemption_cap_bp": r.redemption_cap_bp, "maturity_s": r.maturity_s,
+                  "expiry_months": r.expiry_months,
+                  "caps": [[int(k), c.balance_cap_kop, c.turnover_cap_kop] for k, c in sorted(r.caps.items())],
+                  "tz": r.tz})
+
+
+def rules_from_json(text: str) -> ClubRules:
+    d = json.loads(text)
+    return ClubRules(categories=tuple(Category(c, a, r) for c, a, r in d["categories"]),
+                     accrual_rates=tuple(AccrualRate(c, m, bp) for c, m, bp in d["accrual_rates"]),
+                     channels=tuple(d["channels"]), payment_methods=tuple(d["payment_methods"]),
+                     redemption_cap_bp=d["redemption_cap_bp"], maturity_s=d["maturity_s"],
+                     expiry_months=d["expiry_months"],
+                     caps={ClubCardKind(k): KindCaps(b, t) for k, b, t in d["caps"]}, tz=d["tz"])
+
+
+CONTRACT_COLUMNS = "contract_id, tz, home_region, tariff, balance_kop, credit_line_kop, chosen_station_ids"
+
+
+def contract_from_row(row: Sequence[Any]) -> Contract:
+    cid, tz, region, tariff, balance, credit, chosen = row
+    return Contract(cid, tz, region, Tariff(tariff), balance, credit, tuple(json.loads(chosen)))
+
+
+CARD_COLUMNS = "card_no, contract_id, expires_on, groups, limits, kind, status"
+
+
+def card_from_row(row: Sequence[Any]) -> FuelCard:
+    no, cid, expires, groups, limits, kind, status = row
+    return FuelCard(no, cid, date.fromisoformat(expires), groups_from_json(groups), limits_from_json(limits),
+                    CardKind(kind), CardStatus(status))
+
+
+STATION_COLUMNS = "station_id, region, groups, prices, max_fill_ml"
+
+
+def station_from_row(row: Sequence[Any]) -> Station:
+    sid, region, groups, prices, max_fill = row
+    return Station(sid, region, groups_from_json(groups), json.loads(prices), max_fill)
+
+
+ACCOUNT_COLUMNS = "account_id, kind, activated, status, balance_kop, turnover_month, turnover_kop"
+
+
+def account_from_row(row: Sequence[Any], lots: Sequence[PointLot]) -> ClubAccount:
+    aid, kind, activated, status, balance, month, turnover = row
+    return ClubAccount(aid, ClubCardKind(kind), bool(activated), ClubStatus(status), balance, month, turnover,
+                       tuple(lots))
+
+
+def product_from_row(row: Sequence[Any]) -> Product:
+    return Product(row[0], row[1], ProductGroup(row[2]))
+
+
+def club_card_from_row(row: Sequence[Any]) -> ClubCard:
+    return ClubCard(row[0], row[1], ClubStatus(row[2]))
+

@@ -1,0 +1,274 @@
+"""The ledger's schema and its versioned migrations.
+
+``MIGRATIONS[n]`` takes a database from version n-1 to version n; each runs in one
+transaction with the version bump (``meta.schema_version``), under the write lock (SQLite)
+or an advisory lock (PostgreSQL), so two workers starting together migrate once. A database
+of a newer version than :data:`SCHEMA_VERSION` is refused. A new version appends a
+function (a list of statements) here and bumps nothing else.
+
+Columns are the same in both dialects: integers are ``BIGINT`` (SQLite stores any integer
+in 64 bits), flags ``INTEGER`` 0/1, structured values canonical JSON ``TEXT``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .db import Database
+from .errors import SchemaError
+
+__all__ = ["SCHEMA_VERSION", "MIGRATIONS", "migrate", "schema_version"]
+
+_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+CREATE TABLE sites (
+    site_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL DEFAULT 'active',           -- active | disabled (batches refused for good)
+    up_to_seq BIGINT NOT NULL DEFAULT 0,             -- every batch 1..up_to_seq is settled
+    max_seq BIGINT NOT NULL DEFAULT 0,               -- the highest batch number seen
+    batches BIGINT NOT NULL DEFAULT 0,               -- batch messages handled (resends included)
+    records BIGINT NOT NULL DEFAULT 0,               -- records applied (each once)
+    last_batch_at_utc_s BIGINT,
+    online INTEGER,                                  -- presence: 1 online, 0 offline, NULL never seen
+    presence_at_utc_s BIGINT,
+    software_version TEXT,
+    replica_versions TEXT,                           -- JSON {table: version}
+    created_at_utc_s BIGINT NOT NULL
+);
+
+CREATE TABLE batches (
+    site_id TEXT NOT NULL,
+    batch_seq BIGINT NOT NULL,
+    status TEXT NOT NULL,                            -- applied | rejected
+    reason TEXT,
+    records INTEGER NOT NULL,                        -- records in the batch
+    new_records INTEGER NOT NULL,                    -- of which applied by this batch (not seen before)
+    created_utc_s BIGINT NOT NULL,
+    applied_at_utc_s BIGINT NOT NULL,
+    PRIMARY KEY (site_id, batch_seq)
+);
+
+CREATE TABLE records (
+    record_id TEXT PRIMARY KEY,                      -- the dedup key: each record applied at most once
+    site_id TEXT NOT NULL,
+    batch_seq BIGINT NOT NULL,
+    lane TEXT NOT NULL,
+    txn_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at_utc_s BIGINT NOT NULL,
+    body TEXT NOT NULL,                              -- canonical JSON, as journaled
+    flag TEXT,                                       -- NULL, or why the ledger could not (fully) apply it
+    contract_id BIGINT,
+    card_no TEXT,
+    product TEXT,
+    amount_kop BIGINT,
+    volume_ml BIGINT,
+    ingested_at_utc_s BIGINT NOT NULL
+);
+CREATE INDEX records_contract ON records (contract_id, at_utc_s) WHERE contract_id IS NOT NULL;
+CREATE INDEX records_flagged ON records (flag) WHERE flag IS NOT NULL;
+
+CREATE TABLE ledger_issues (
+    issue_id {autoid},
+    record_id TEXT,
+    site_id TEXT,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    created_at_utc_s BIGINT NOT NULL
+);
+
+-- master data (the replica tables) --------------------------------------------------------
+CREATE TABLE products (code TEXT PRIMARY KEY, name TEXT NOT NULL, grp INTEGER NOT NULL);
+CREATE TABLE stations (station_id BIGINT PRIMARY KEY, region BIGINT NOT NULL, groups TEXT NOT NULL,
+                       prices TEXT NOT NULL, max_fill_ml BIGINT NOT NULL);
+CREATE TABLE tariffs (tariff INTEGER PRIMARY KEY, discounts TEXT NOT NULL);
+CREATE TABLE contracts (
+    contract_id BIGINT PRIMARY KEY,
+    name TEXT NOT NULL DEFAULT '',
+    tz TEXT NOT NULL,
+    home_region BIGINT NOT NULL,
+    tariff INTEGER NOT NULL,
+    balance_kop BIGINT NOT NULL,
+    credit_line_kop BIGINT NOT NULL DEFAULT 0,
+    chosen_station_ids TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE contract_entries (                     -- every balance movement, for statements
+    entry_id {autoid},
+    contract_id BIGINT NOT NULL,
+    at_utc_s BIGINT NOT NULL,
+    amount_kop BIGINT NOT NULL,                      -- signed: + credit, - debit
+    kind TEXT NOT NULL,                              -- opening | topup | purchase | adjustment
+    record_id TEXT UNIQUE,                           -- the edge record of a purchase
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX contract_entries_at ON contract_entries (contract_id, at_utc_s);
+CREATE TABLE fuel_cards (
+    card_no TEXT PRIMARY KEY,
+    contract_id BIGINT NOT NULL,
+    expires_on TEXT NOT NULL,
+    groups TEXT NOT NULL,                            -- JSON [ProductGroup]
+    limits TEXT NOT NULL,                            -- JSON [{limit_id, unit, period, amount, scope, group, product}]
+    kind INTEGER NOT NULL,
+    status INTEGER NOT NULL
+);
+CREATE INDEX fuel_cards_contract ON fuel_cards (contract_id);
+CREATE TABLE fuel_counters (                        -- what each limit spent in each period
+    card_no TEXT NOT NULL,
+    limit_id BIGINT NOT NULL,
+    period_start BIGINT NOT NULL,                    -- local day number the period began on
+    spent BIGINT NOT NULL,
+    PRIMARY KEY (card_no, limit_id, period_start)
+);
+CREATE TABLE stop_list (card_no TEXT PRIMARY KEY, listed_at_utc_s BIGINT NOT NULL, reason TEXT NOT NULL DEFAULT '');
+
+-- card transaction counters and clones ------------------------------------------------------
+CREATE TABLE card_tc (                              -- which write each (card, counter) holds
+    card_no TEXT NOT NULL,
+    txn_counter BIGINT NOT NULL,
+    write_id TEXT NOT NULL,
+    site_id TEXT NOT NULL,
+    txn_id TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    at_utc_s BIGINT NOT NULL,
+    PRIMARY KEY (card_no, txn_counter)
+);
+CREATE TABLE card_tc_state (                        -- the highest counter seen per card, and when
+    card_no TEXT PRIMARY KEY,
+    max_tc BIGINT NOT NULL,
+    max_tc_at_utc_s BIGINT NOT NULL,
+    max_tc_record_id TEXT NOT NULL,
+    max_tc_site_id TEXT NOT NULL
+);
+CREATE TABLE clone_alerts (
+    alert_id {autoid},
+    card_no TEXT NOT NULL,
+    kind TEXT NOT NULL,                              -- tc_conflict | tc_backwards | edge_refused
+    txn_counter BIGINT,
+    record_id TEXT NOT NULL,
+    site_id TEXT NOT NULL,
+    at_utc_s BIGINT NOT NULL,
+    other_record_id TEXT,
+    other_site_id TEXT,
+    detail TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'open',
+    created_at_utc_s BIGINT NOT NULL,
+    UNIQUE (record_id, kind)
+);
+CREATE TABLE card_corrections (                     -- reservations a card still holds (fuel.correction)
+    record_id TEXT PRIMARY KEY,
+    site_id TEXT NOT NULL,
+    txn_id TEXT NOT NULL,
+    card_no TEXT NOT NULL,
+    contract_id BIGINT,
+    why TEXT NOT NULL,
+    status TEXT NOT NULL,                            -- due | check_card | not_needed
+    reserved_txn_counter BIGINT NOT NULL,
+    unsent_write_id TEXT NOT NULL,
+    excess TEXT NOT NULL,                            -- JSON [[limit_id, period_start, spent too high by]]
+    released_volume_ml BIGINT NOT NULL,
+    released_amount_kop BIGINT NOT NULL,
+    at_utc_s BIGINT NOT NULL,
+    resolved_by_record_id TEXT
+);
+CREATE INDEX card_corrections_card ON card_corrections (card_no, status);
+
+-- club ---------------------------------------------------------------------------------------
+CREATE TABLE club_rules (key TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE club_accounts (
+    account_id BIGINT PRIMARY KEY,
+    person_id TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    activated INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    balance_kop BIGINT NOT NULL,
+    turnover_month BIGINT NOT NULL,
+    turnover_kop BIGINT NOT NULL,
+    points_debt BIGINT NOT NULL DEFAULT 0            -- points spent at the edge before the host saw them
+);
+CREATE INDEX club_accounts_person ON club_accounts (person_id);
+CREATE TABLE club_lots (
+    account_id BIGINT NOT NULL,
+    lot_id BIGINT NOT NULL,
+    points BIGINT NOT NULL,
+    matures_at_s BIGINT NOT NULL,
+    expires_at_s BIGINT NOT NULL,
+    PRIMARY KEY (account_id, lot_id)
+);
+CREATE TABLE club_cards (
+    card_no TEXT PRIMARY KEY,
+    account_id BIGINT NOT NULL,
+    status INTEGER NOT NULL,
+    issued_at_utc_s BIGINT NOT NULL,
+    replaced_by TEXT
+);
+CREATE INDEX club_cards_account ON club_cards (account_id);
+
+-- replica versions, deltas and what is published -------------------------------------------
+CREATE TABLE replica_versions (tbl TEXT PRIMARY KEY, version BIGINT NOT NULL);
+CREATE TABLE replica_deltas (
+    tbl TEXT NOT NULL,
+    to_version BIGINT NOT NULL,
+    from_version BIGINT NOT NULL,
+    upsert_keys TEXT NOT NULL,                       -- JSON list of row keys
+    delete_keys TEXT NOT NULL,
+    created_at_utc_s BIGINT NOT NULL,
+    PRIMARY KEY (tbl, to_version)
+);
+CREATE TABLE replica_dirty (tbl TEXT NOT NULL, key TEXT NOT NULL, gen BIGINT NOT NULL DEFAULT 0,
+                            PRIMARY KEY (tbl, key));
+CREATE TABLE replica_published (
+    tbl TEXT PRIMARY KEY,
+    delta_version BIGINT NOT NULL DEFAULT 0,         -- deltas up to here are published
+    snapshot_version BIGINT NOT NULL DEFAULT 0,      -- the retained snapshot's version
+    snapshot_parts BIGINT NOT NULL DEFAULT 0,
+    snapshot_at_utc_s BIGINT NOT NULL DEFAULT 0
+);
+"""
+
+
+def _v1(db: Database) -> list[str]:
+    return [s.strip() for s in _V1.replace("{autoid}", db.autoid).split(";") if s.strip()]
+
+
+#: ``MIGRATIONS[n]`` (1-based) gives the statements that take a database to version n.
+MIGRATIONS: list[Callable[[Database], list[str]]] = [_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def schema_version(db: Database) -> int:
+    """The database's schema version (0: empty)."""
+    if db.is_pg:
+        exists = db.scalar("SELECT to_regclass('meta') IS NOT NULL")
+    else:
+        exists = db.scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
+    if not exists:
+        if db.is_pg:
+            n = db.scalar("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()")
+        else:
+            n = db.scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table'")
+        if n:
+            raise SchemaError("the database holds tables but is not an edgepos ledger (no meta table)")
+        return 0
+    v = db.scalar("SELECT value FROM meta WHERE key = 'schema_version'")
+    return int(v) if v is not None else 0
+
+
+def migrate(db: Database) -> int:
+    """Bring the schema to :data:`SCHEMA_VERSION`; returns the version it was at.
+
+    Raises :class:`SchemaError` for a database of a newer version or a foreign one."""
+    def step(d: Database) -> int:
+        if d.is_pg:  # one migrator at a time; released at commit
+            d.execute("SELECT pg_advisory_xact_lock(7302011)")
+        before = schema_version(d)
+        if before > SCHEMA_VERSION:
+            raise SchemaError(f"the ledger's schema is version {before}, this code knows up to "
+                              f"{SCHEMA_VERSION}: upgrade edgepos")
+        for n in range(before, SCHEMA_VERSION):
+            for stmt in MIGRATIONS[n](d):
+                d.execute(stmt)
+            d.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                      "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(n + 1),))
+        return before
+    return db.run(step)
