@@ -114,6 +114,13 @@ class Database:
             out += self.fetchall(sql.replace("{in}", ",".join("?" * len(part))), (*params, *part))
         return out
 
+    def execute_in(self, sql: str, values: Sequence[Any], params: Sequence[Any] = ()) -> None:
+        """Run ``sql`` (no rows back) with its ``{in}`` placeholder as a list of ``values`` (chunked)."""
+        values = list(values)
+        for i in range(0, len(values), CHUNK):
+            part = values[i:i + CHUNK]
+            self.execute(sql.replace("{in}", ",".join("?" * len(part))), (*params, *part))
+
     def select_pairs(self, sql: str, pairs: Sequence[tuple[Any, Any]]) -> list[tuple]:
         """Rows of ``sql`` whose ``{pairs}`` placeholder is a ``VALUES`` list of ``pairs``."""
         out: list[tuple] = []

@@ -20,7 +20,7 @@ from wire import Table
 from .db import Database
 from .rows import dumps
 
-__all__ = ["INT_KEYED", "MAX_KEYS_PER_DELTA", "record_change", "mark_dirty", "current_version", "key_from_text"]
+__all__ = ["INT_KEYED", "MAX_KEYS_PER_DELTA", "record_change", "mark_dirty", "current_version", "key_from_text", "ensure_version"]
 
 #: Tables whose row keys are integers (the others have text keys).
 INT_KEYED = frozenset({Table.STATIONS, Table.TARIFFS, Table.CONTRACTS, Table.CLUB_ACCOUNTS})
@@ -40,6 +40,16 @@ def _lock_version(db: Database, table: Table) -> int:
     db.execute("INSERT INTO replica_versions (tbl, version) VALUES (?, 0) ON CONFLICT (tbl) DO NOTHING",
                (table.value,))
     return db.scalar(f"SELECT version FROM replica_versions WHERE tbl = ?{db.for_update}", (table.value,), 0)
+
+
+def ensure_version(db: Database, table: Table) -> int:
+    """Move a table still at version 0 to version 1 (with no delta: a site at 0 sees the gap
+    and takes a snapshot); returns the version."""
+    version = _lock_version(db, table)
+    if version == 0:
+        db.execute("UPDATE replica_versions SET version = 1 WHERE tbl = ?", (table.value,))
+        return 1
+    return version
 
 
 def record_change(db: Database, table: Table, upserts: Sequence = (), deletes: Sequence = (), *,

@@ -1,0 +1,133 @@
+"""The replica publisher: versions, deltas (a block at once, ledger changes folded), snapshots
+cut into parts, and what an edge rebuilds from them; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from authz import sample
+from authz.fuel_model import FuelModel, Tariff
+from host import master
+from host.ingest import ingest_batch
+from host.ledger import Ledger
+from host.publisher import Publisher
+from wire import Limits, SiteKeys, SnapshotRequest, Table, decode
+
+from .edge import CARD, CONTRACT, Site, club_world, contract, fuel_card
+
+KEYS = SiteKeys({"S1": bytes(32)}, host=bytes(range(32)))
+
+
+def small_world(ledger: Ledger) -> FuelModel:
+    model = sample.fuel_model(n_cards=40, n_stations=5, seed=3)
+    master.import_fuel_model(ledger, model)
+    master.import_club_model(ledger, club_world(6))
+    return model
+
+
+def test_a_block_is_a_stop_list_delta_at_once(ledger: Ledger):
+    small_world(ledger)
+    pub = Publisher(ledger)
+    for d in pub.pending():
+        pub.mark_sent(d)
+    v = pub.version(Table.STOP_LIST)
+    card = sample.card_number(7)
+    master.block_card(ledger, card, reason="stolen")
+    (delta,) = pub.pending(Table.STOP_LIST)
+    assert (delta.from_version, delta.to_version) == (v, v + 1)
+    assert [e.card_no for e in delta.upserts] == [card] and delta.deletes == ()
+    (cards,) = pub.pending(Table.FUEL_CARDS)
+    assert cards.upserts[0].card.status.name == "BLOCKED"
+    pub.mark_sent(delta)
+    pub.mark_sent(cards)
+    assert pub.pending() == []
+    master.unblock_card(ledger, card)
+    (delta,) = pub.pending(Table.STOP_LIST)
+    assert delta.deletes == (card,) and delta.from_version == v + 1
+    # the signed message decodes on the edge side
+    publ = pub.delta_publication(delta, KEYS)
+    assert decode(publ.payload, KEYS, topic=publ.topic) == delta and not publ.retain
+
+
+def test_ingest_changes_are_folded_into_deltas(ledger: Ledger):
+    master.put_products(ledger, sample.PRODUCTS)
+    master.create_contract(ledger, contract())
+    master.issue_fuel_card(ledger, fuel_card())
+    pub = Publisher(ledger)
+    for d in pub.pending():
+        pub.mark_sent(d)
+    s = Site("S1")
+    s.fuel_sale(delivered_ml=10_000)
+    s.fuel_sale(delivered_ml=20_000, tc=12)
+    for b in s.batches(3):
+        ingest_batch(ledger, b)
+    assert pub.pending() == []  # nothing until the fold
+    versions = pub.flush_dirty()
+    assert set(versions) == {Table.CONTRACTS, Table.FUEL_CARDS}
+    deltas = {d.table: d for d in pub.pending()}
+    assert deltas[Table.CONTRACTS].upserts[0].balance_kop == ledger.balance_kop(CONTRACT)
+    row = deltas[Table.FUEL_CARDS].upserts[0]
+    assert row.card.card_no == CARD and dict(row.counters)[1].spent == 30_000
+    assert pub.flush_dirty() == {}
+
+
+def test_a_snapshot_rebuilds_the_models(ledger: Ledger):
+    model = small_world(ledger)
+    master.set_tariff(ledger, model.contracts[0].contract_id, Tariff.TRANSIT)
+    pub = Publisher(ledger)
+    rows = {}
+    for table in Table:
+        parts = pub.snapshot(table)
+        assert len({p.version for p in parts}) == 1 and parts[0].version >= 1
+        pubs = pub.snapshot_publications(parts, KEYS)
+        rows[table] = [r for p in pubs for r in decode(p.payload, KEYS, topic=p.topic).rows]
+    fuel = FuelModel(products=rows[Table.PRODUCTS], stations=rows[Table.STATIONS], contracts=rows[Table.CONTRACTS],
+                     cards=[r.card for r in rows[Table.FUEL_CARDS]],
+                     discounts=[d for t in rows[Table.TARIFFS] for d in t.discounts],
+                     stop_list=[e.card_no for e in rows[Table.STOP_LIST]],
+                     counters={(r.card.card_no, lid): c for r in rows[Table.FUEL_CARDS] for lid, c in r.counters})
+    assert sorted(c.card_no for c in fuel.cards) == sorted(c.card_no for c in model.cards)
+    assert fuel.stop_list == model.stop_list
+    assert fuel.counters == model.counters
+    assert fuel.contracts[0].tariff is Tariff.TRANSIT
+    assert len(rows[Table.CLUB_ACCOUNTS]) == 6 and rows[Table.CLUB_RULES][0] == club_world(6).rules
+
+
+def test_snapshots_are_cut_into_parts_and_stale_parts_cleared(ledger: Ledger):
+    small_world(ledger)
+    pub = Publisher(ledger, limits=Limits(max_message_bytes=4_096))
+    parts = pub.snapshot(Table.FUEL_CARDS)
+    assert len(parts) >= 3 and all(p.parts == len(parts) for p in parts)
+    pub.mark_snapshot(parts)
+    for i in range(30):
+        master.block_card(ledger, sample.card_number(i))
+    small = Publisher(ledger).snapshot(Table.FUEL_CARDS)  # 1 MiB parts: one part
+    pubs = pub.snapshot_publications(small, KEYS)
+    assert [p.payload == b"" for p in pubs] == [False] + [True] * (len(parts) - 1)
+    assert all(p.retain for p in pubs)
+
+
+def test_snapshot_requests_are_answered_once(ledger: Ledger, clock):
+    small_world(ledger)
+    pub = Publisher(ledger, snapshot_interval_s=5)
+    req = SnapshotRequest("S1", Table.STOP_LIST, 0)
+    parts = pub.on_request(req)
+    assert parts
+    pub.mark_snapshot(parts)
+    assert pub.on_request(req) == []  # the retained one is newer than what the site has
+    v = parts[0].version
+    assert pub.on_request(SnapshotRequest("S1", Table.STOP_LIST, v)) == []  # made just now
+    master.block_card(ledger, sample.card_number(3))
+    clock.now += 10
+    again = pub.on_request(SnapshotRequest("S1", Table.STOP_LIST, v))
+    assert again and again[0].version == v + 1
+
+
+def test_an_empty_table_snapshot_starts_at_version_one(ledger: Ledger):
+    pub = Publisher(ledger)
+    (part,) = pub.snapshot(Table.STOP_LIST)
+    assert part.version == 1 and part.rows == ()
+    master.put_products(ledger, sample.PRODUCTS)
+    master.create_contract(ledger, contract())
+    master.issue_fuel_card(ledger, fuel_card())
+    master.block_card(ledger, CARD)
+    (delta,) = pub.pending(Table.STOP_LIST)
+    assert delta.from_version == 1 and delta.to_version == 2
