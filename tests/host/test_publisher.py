@@ -99,8 +99,8 @@ def test_snapshots_are_cut_into_parts_and_stale_parts_cleared(ledger: Ledger):
     pub.mark_snapshot(parts)
     for i in range(30):
         master.block_card(ledger, sample.card_number(i))
-    small = Publisher(ledger).snapshot(Table.FUEL_CARDS)  # 1 MiB parts: one part
-    pubs = pub.snapshot_publications(small, KEYS)
+    big = Publisher(ledger)  # 1 MiB parts: one part
+    pubs = big.snapshot_publications(big.snapshot(Table.FUEL_CARDS), KEYS)
     assert [p.payload == b"" for p in pubs] == [False] + [True] * (len(parts) - 1)
     assert all(p.retain for p in pubs)
 
