@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from wire import (Ack, Batch, Presence, Rejection, ReplicaDelta, ReplicaSnapshot, SiteKeys, SnapshotRequest,
                   Table, WireError, WireRecord, decode, encode, host_subscriptions, topic_of)
@@ -58,9 +60,14 @@ class StandInHost:
         self._changed = asyncio.Event()
 
     async def __aenter__(self) -> "StandInHost":
+        """Connect (again: the ledger and acks kept so far stay, as a real host's ledger does),
+        with a persistent session like a host worker's."""
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
         self._client = aiomqtt.Client(self.host, self.port, username=self.username, password=self.password,
                                       identifier=self.client_id, protocol=aiomqtt.ProtocolVersion.V5,
-                                      tls_context=self.tls_context, timeout=10)
+                                      clean_start=False, properties=props, tls_context=self.tls_context,
+                                      timeout=10)
         await self._client.__aenter__()
         await self._client.subscribe(list(host_subscriptions()), timeout=10)
         self._task = asyncio.create_task(self._consume())
