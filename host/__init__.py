@@ -17,6 +17,7 @@ thin MQTT worker (docs/host.md).
 
 from .errors import Conflict, HostError, InvalidInput, LedgerUnavailable, NotFound, SchemaError
 from .ledger import CardCorrection, CloneAlert, ClubAccountInfo, Issue, Ledger, SiteInfo
+from .reconciliation import Reconciliation, reconcile
 
-__all__ = ["Ledger", "SiteInfo", "CloneAlert", "Issue", "CardCorrection", "ClubAccountInfo",
+__all__ = ["reconcile", "Reconciliation", "Ledger", "SiteInfo", "CloneAlert", "Issue", "CardCorrection", "ClubAccountInfo",
            "HostError", "LedgerUnavailable", "SchemaError", "NotFound", "Conflict", "InvalidInput"]

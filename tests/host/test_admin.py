@@ -1,0 +1,165 @@
+"""The admin command line and the master-data operations behind it, on both databases."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from authz.club_model import ClubCardKind
+from authz.fuel_model import CardStatus, LimitUnit, Period, Scope, Tariff
+from host import Conflict, NotFound, master
+from host.admin import main, parse_litres, parse_rub
+from host.ingest import ingest_batch
+from host.ledger import Ledger
+from host.publisher import Publisher
+from wire import Table
+
+from .edge import CARD, Site
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(url: str, *args: str, capsys) -> tuple[int, str, str]:
+    code = main(["--db", url, *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def admin(ledger_url: str, capsys):
+    def call(*args: str) -> tuple[int, str, str]:
+        return run(ledger_url, *args, capsys=capsys)
+    assert call("init")[0] == 0
+    assert call("create-contract", "1", "--tz", "Europe/Moscow", "--balance-rub", "1000", "--name", "Trucks Ltd")[0] == 0
+    assert call("issue-card", CARD, "--contract", "1", "--expires", "2028-12-31", "--groups", "fuel,shop")[0] == 0
+    return call
+
+
+def test_amounts_are_parsed_exactly():
+    assert parse_rub("1500") == 150_000 and parse_rub("1500.5") == 150_050 and parse_rub("0,07") == 7
+    assert parse_litres("40.5") == 40_500 and parse_litres("0.001") == 1
+    for bad in ("-1", "1.234", "1e3", "abc", ""):
+        with pytest.raises(ValueError):
+            parse_rub(bad)
+
+
+def test_limits_block_tariff_top_up(admin, ledger: Ledger):
+    assert admin("set-limit", CARD, "--limit-id", "1", "--litres", "200", "--period", "day")[0] == 0
+    assert admin("set-limit", CARD, "--limit-id", "2", "--rub", "50000.50", "--period", "month",
+                 "--scope", "group:shop")[0] == 0
+    card = ledger.fuel_card(CARD)
+    lim = {x.limit_id: x for x in card.limits}
+    assert (lim[1].unit, lim[1].period, lim[1].amount) == (LimitUnit.MILLILITRES, Period.DAY, 200_000)
+    assert (lim[2].unit, lim[2].amount, lim[2].scope) == (LimitUnit.KOPECKS, 5_000_050, Scope.GROUP)
+    assert admin("remove-limit", CARD, "--limit-id", "2")[0] == 0
+    assert [x.limit_id for x in ledger.fuel_card(CARD).limits] == [1]
+
+    code, out, _ = admin("block", CARD, "--reason", "stolen")
+    assert code == 0 and "blocked" in out and CARD not in out  # masked
+    assert CARD in ledger.stop_list() and ledger.fuel_card(CARD).status is CardStatus.BLOCKED
+    assert admin("unblock", CARD)[0] == 0
+    assert CARD not in ledger.stop_list()
+
+    assert admin("set-tariff", "1", "transit_optimal")[0] == 0
+    assert ledger.contract(1).tariff is Tariff.TRANSIT_OPTIMAL
+    code, out, _ = admin("top-up", "1", "--rub", "250.25")
+    assert code == 0 and "1250.25" in out
+    assert ledger.balance_kop(1) == 125_025
+
+
+def test_a_block_is_a_delta_for_the_publisher(admin, ledger: Ledger):
+    pub = Publisher(ledger)
+    for d in pub.pending():
+        pub.mark_sent(d)
+    admin("block", CARD)
+    assert [d.table for d in pub.pending()] == [Table.STOP_LIST, Table.FUEL_CARDS] or \
+        {d.table for d in pub.pending()} == {Table.STOP_LIST, Table.FUEL_CARDS}
+
+
+def test_errors_are_clear_and_change_nothing(admin, ledger: Ledger):
+    code, _, err = admin("block", "7005830000009999")
+    assert code == 1 and "no fuel or club card 70**********9999" in err
+    code, _, err = admin("set-limit", CARD, "--limit-id", "1", "--rub", "10", "--litres", "5", "--period", "day")
+    assert code == 1 and "one of them" in err
+    code, _, err = admin("set-limit", CARD, "--limit-id", "1", "--rub", "-10", "--period", "day")
+    assert code == 1 and "1500.50" in err
+    code, _, err = admin("set-tariff", "1", "platinum")
+    assert code == 1 and "unknown tariff 'platinum'" in err
+    code, _, err = admin("top-up", "9", "--rub", "5")
+    assert code == 1 and "no contract 9" in err
+    code, _, err = admin("create-contract", "1")
+    assert code == 1 and "exists already" in err
+    assert ledger.balance_kop(1) == 100_000 and ledger.fuel_card(CARD).limits == ()
+
+
+def test_the_ledger_unreachable_is_exit_3(capsys, tmp_path):
+    code, _, err = run("postgresql://postgres@127.0.0.1:1/none", "sites", capsys=capsys)
+    assert code == 3 and "cannot connect" in err
+    code, _, err = run(f"sqlite:///{tmp_path}/no/such/dir/l.sqlite", "sites", capsys=capsys)
+    assert code == 3 and "cannot open" in err
+
+
+def test_club_cards_at_most_three_per_person_and_replacement_carries_the_balance(admin, ledger: Ledger):
+    for i, no in enumerate(("2990000000019", "2990000000026", "2990000000033")):
+        code, out, err = admin("issue-club-card", no, "--person", "anna", "--kind", "identified")
+        assert code == 0, err
+    code, _, err = admin("issue-club-card", "2990000000040", "--person", "anna")
+    assert code == 1 and "at most 3 per person" in err
+    aid = ledger.club_card("2990000000019").account_id
+    ledger.db.run(lambda db: db.execute("UPDATE club_accounts SET balance_kop = 123400 WHERE account_id = ?", (aid,)))
+    code, out, err = admin("replace-club-card", "2990000000019", "2990000000057")
+    assert code == 0, err
+    assert "1234.00 RUB" in out
+    assert ledger.club_account_of("2990000000057").account_id == aid
+    assert ledger.club_account_of("2990000000057").balance_kop == 123_400
+    assert "2990000000019" in ledger.stop_list()
+    code, _, err = admin("unblock", "2990000000019")
+    assert code == 1 and "replaced" in err
+    code, _, err = admin("replace-club-card", "2990000000019", "2990000000064")
+    assert code == 1 and "replaced already" in err
+    # still three active cards: a fourth is still refused, a block frees a place
+    assert admin("issue-club-card", "2990000000040", "--person", "anna")[0] == 1
+    assert admin("block", "2990000000026")[0] == 0
+    assert admin("issue-club-card", "2990000000040", "--person", "anna")[0] == 0
+
+
+def test_sites_and_clone_alerts_are_listed(admin, ledger: Ledger, tmp_path):
+    from authz import sample
+    master.put_products(ledger, sample.PRODUCTS)
+    a, b = Site("A-1"), Site("B-2")
+    a.fuel_sale(tc=20)
+    b.fuel_sale(tc=20, at=a.records[0].at_utc_s + 60)
+    for s in (a, b):
+        for batch in s.batches(2):
+            ingest_batch(ledger, batch)
+    code, out, _ = admin("sites")
+    assert code == 0 and "A-1" in out and "B-2" in out and "acked up to" in out
+    assert [line.split()[2] for line in out.splitlines()[2:]] == ["3", "3"]
+    code, out, _ = admin("clone-alerts")
+    assert code == 0 and out.count("tc_conflict") == 2 and CARD not in out
+    code, out, _ = admin("add-site", "S-NEW", "--keys-dir", str(tmp_path / "keys"))
+    assert code == 0 and (tmp_path / "keys" / "sites" / "S-NEW.key").exists()
+    assert ledger.site("S-NEW") is not None
+
+
+def test_help_runs_as_a_module():
+    out = subprocess.run([sys.executable, "-m", "host.admin", "--help"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=60)
+    assert out.returncode == 0
+    for name in ("issue-card", "set-limit", "block", "unblock", "set-tariff", "top-up", "replace-club-card", "sites",
+                 "clone-alerts", "report"):
+        assert name in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "host.admin", "no-such"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=60)
+    assert bad.returncode == 2
+
+
+def test_master_functions_raise_typed_errors(ledger: Ledger):
+    with pytest.raises(NotFound):
+        master.set_tariff(ledger, 5, Tariff.TRANSIT)
+    master.issue_club_card(ledger, "2990000000071", person_id="p", kind=ClubCardKind.IDENTIFIED)
+    with pytest.raises(Conflict):
+        master.issue_club_card(ledger, "2990000000071", person_id="q", kind=ClubCardKind.IDENTIFIED)
