@@ -1,0 +1,242 @@
+"""A host worker: the thin MQTT layer over ingest and the publisher (aiomqtt).
+
+One worker subscribes with :func:`wire.host_subscriptions` (shared subscriptions: the broker
+gives each batch to exactly one worker of the group, so several workers, in one process or
+on several machines, share the sites' traffic), decodes every message with
+:func:`wire.decode` (signature, topic and every field checked before anything is applied:
+a forged or malformed frame is logged and dropped, never acked), ingests batches
+(:func:`host.ingest.ingest_batch`, in a thread: the database call blocks) and publishes the
+:class:`wire.Ack` at QoS 1 once the ledger has committed. Presence is kept; a snapshot
+request is answered by the publisher.
+
+With ``publish_replica`` (the default; run it on one worker, or on all: deltas are idempotent
+at the sites, by version) a publisher task folds ingest's changes into deltas every
+``fold_interval_s`` and publishes pending deltas every ``poll_interval_s`` (a block reaches
+the broker within that).
+
+aiomqtt does not reconnect by itself: :meth:`Worker.run` reconnects with a backoff until
+stopped. QoS 1 messages the broker handed to a worker that died before acking them
+downstream are resent by the sites (an edge resends every batch until it is acked).
+
+Run: ``python -m host.worker --db URL --broker 127.0.0.1:1883 --keys-dir DIR``. The keys
+directory holds ``host.key`` and ``sites/<site_id>.key`` (:func:`load_keys`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from wire import (DEFAULT_LIMITS, Batch, Limits, Presence, SiteKeys, SnapshotRequest, WireError, acks_topic, decode,
+                  encode, host_subscriptions, load_key)
+
+from .ingest import IngestStats, ingest_batch, record_presence
+from .ledger import Ledger
+from .publisher import Publication, Publisher
+
+__all__ = ["Worker", "WorkerStats", "load_keys", "main"]
+
+log = logging.getLogger("edgepos.host.worker")
+
+
+def load_keys(keys_dir: str | os.PathLike[str]) -> SiteKeys:
+    """``keys_dir/host.key`` and every ``keys_dir/sites/<site_id>.key``. Raises
+    :class:`wire.WireKeyError` for an unreadable key file (naming the file, never the key)."""
+    d = Path(keys_dir)
+    sites = {p.stem: load_key(p) for p in sorted((d / "sites").glob("*.key"))} if (d / "sites").is_dir() else {}
+    host = load_key(d / "host.key") if (d / "host.key").exists() else None
+    return SiteKeys(sites, host=host)
+
+
+class WorkerStats:
+    """Counters of one worker, for logs, tests and benchmarks."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.records = 0
+        self.new_records = 0
+        self.acks = 0
+        self.refused = 0  #: frames wire.decode refused (dropped, not acked)
+        self.errors = 0  #: batches whose ingest failed (not acked: the site resends)
+        self.presence = 0
+        self.deltas = 0
+        self.snapshots = 0
+
+    def __repr__(self) -> str:
+        return "WorkerStats(" + ", ".join(f"{k}={v}" for k, v in vars(self).items()) + ")"
+
+
+class Worker:
+    """One host worker: a broker connection, a ledger connection (and one more for the publisher)."""
+
+    def __init__(self, ledger_url: str, keys: SiteKeys, *, hostname: str = "127.0.0.1", port: int = 1883,
+                 username: str | None = None, password: str | None = None, group: str = "host",
+                 identifier: str | None = None, publish_replica: bool = True, limits: Limits = DEFAULT_LIMITS,
+                 poll_interval_s: float = 0.2, fold_interval_s: float = 2.0, tls_context=None) -> None:
+        self.ledger_url = ledger_url
+        self.keys = keys
+        self.hostname, self.port = hostname, port
+        self.username, self.password = username, password
+        self.group = group
+        self.identifier = identifier or f"edgepos-host-{os.getpid()}-{id(self) & 0xffff:x}"
+        self.publish_replica = publish_replica
+        self.limits = limits
+        self.poll_interval_s = poll_interval_s
+        self.fold_interval_s = fold_interval_s
+        self.tls_context = tls_context
+        self.stats = WorkerStats()
+        self.ready = asyncio.Event()
+        self._ledger: Ledger | None = None
+        self._pub_ledger: Ledger | None = None
+
+    # -- message handling (no broker needed: tests call it directly) --
+
+    def handle(self, topic: str, payload: bytes) -> list[Publication]:
+        """Decode and apply one message; returns what to publish (an ack, snapshot parts).
+        Blocking (database): run it in a thread. A refused frame returns nothing."""
+        try:
+            msg = decode(payload, self.keys, topic=topic, limits=self.limits)
+        except WireError as exc:
+            self.stats.refused += 1
+            log.warning("refused a message on %s: %s", topic, exc)
+            return []
+        led = self._ledger
+        if isinstance(msg, Batch):
+            st = IngestStats()
+            try:
+                ack = ingest_batch(led, msg, limits=self.limits, stats=st)
+            except Exception:  # noqa: BLE001 - nothing committed: no ack, the site resends
+                self.stats.errors += 1
+                log.exception("batch %d of site %s not applied", msg.batch_seq, msg.site_id)
+                return []
+            self.stats.batches += 1
+            self.stats.records += st.records
+            self.stats.new_records += st.new_records
+            return [Publication(acks_topic(msg.site_id), encode(ack, self.keys, limits=self.limits), 1, False)]
+        if isinstance(msg, Presence):
+            self.stats.presence += 1
+            record_presence(led, msg)
+            return []
+        if isinstance(msg, SnapshotRequest):
+            pub = Publisher(led, limits=self.limits)
+            parts = pub.on_request(msg)
+            if not parts:
+                return []
+            pubs = pub.snapshot_publications(parts, self.keys)
+            pub.mark_snapshot(parts)
+            self.stats.snapshots += 1
+            return pubs
+        self.stats.refused += 1
+        log.warning("a %s on %s is not for the host: dropped", type(msg).__name__, topic)
+        return []
+
+    # -- the broker side --
+
+    def _client(self):
+        import aiomqtt
+        return aiomqtt.Client(self.hostname, self.port, username=self.username, password=self.password,
+                              identifier=self.identifier, clean_session=True, tls_context=self.tls_context,
+                              max_inflight_messages=20, max_concurrent_outgoing_calls=64, timeout=30)
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Consume until ``stop`` is set, reconnecting after broker failures."""
+        import aiomqtt
+        stop = stop or asyncio.Event()
+        self._ledger = await asyncio.to_thread(Ledger.open, self.ledger_url)
+        if self.publish_replica:
+            self._pub_ledger = await asyncio.to_thread(Ledger.open, self.ledger_url)
+        backoff = 0.5
+        try:
+            while not stop.is_set():
+                try:
+                    async with self._client() as client:
+                        for topic, qos in host_subscriptions(self.group):
+                            await client.subscribe(topic, qos)
+                        log.info("worker %s consuming from %s:%d", self.identifier, self.hostname, self.port)
+                        backoff = 0.5
+                        self.ready.set()
+                        tasks = [asyncio.create_task(self._consume(client))]
+                        if self.publish_replica:
+                            tasks.append(asyncio.create_task(self._publish_loop(client)))
+                        stopper = asyncio.create_task(stop.wait())
+                        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+                        for t in [*tasks, stopper]:
+                            t.cancel()
+                        await asyncio.gather(*tasks, stopper, return_exceptions=True)
+                        for t in done:
+                            if t is not stopper and not t.cancelled() and t.exception() is not None:
+                                raise t.exception()
+                except aiomqtt.MqttError as exc:
+                    self.ready.clear()
+                    if stop.is_set():
+                        break
+                    log.warning("broker %s:%d: %s; reconnecting in %.1f s", self.hostname, self.port, exc, backoff)
+                    try:
+                        await asyncio.wait_for(stop.wait(), backoff)
+                    except asyncio.TimeoutError:
+                        pass
+                    backoff = min(backoff * 2, 10.0)
+        finally:
+            for led in (self._ledger, self._pub_ledger):
+                if led is not None:
+                    led.close()
+
+    async def _consume(self, client) -> None:
+        async for message in client.messages:
+            payload = message.payload if isinstance(message.payload, (bytes, bytearray)) else b""
+            pubs = await asyncio.to_thread(self.handle, message.topic.value, bytes(payload))
+            for p in pubs:
+                await client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain)
+                if p.topic.endswith("/acks"):
+                    self.stats.acks += 1
+
+    async def _publish_loop(self, client) -> None:
+        pub = Publisher(self._pub_ledger, limits=self.limits)
+        last_fold = 0.0
+        while True:
+            if time.monotonic() - last_fold >= self.fold_interval_s:
+                await asyncio.to_thread(pub.flush_dirty)
+                last_fold = time.monotonic()
+            for delta in await asyncio.to_thread(pub.pending):
+                p = pub.delta_publication(delta, self.keys)
+                await client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain)
+                await asyncio.to_thread(pub.mark_sent, delta)
+                self.stats.deltas += 1
+            await asyncio.sleep(self.poll_interval_s)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m host.worker", description="edgepos host worker (MQTT consumer)")
+    p.add_argument("--db", default=os.environ.get("EDGEPOS_HOST_DB", "sqlite:///edgepos-host.sqlite"))
+    p.add_argument("--broker", default="127.0.0.1:1883", help="host:port")
+    p.add_argument("--keys-dir", required=True, help="holds host.key and sites/<site_id>.key")
+    p.add_argument("--group", default="host", help="shared-subscription group")
+    p.add_argument("--no-publish", action="store_true", help="do not publish replica deltas from this worker")
+    p.add_argument("--username")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    host, _, port = args.broker.rpartition(":")
+    keys = load_keys(args.keys_dir)
+    worker = Worker(args.db, keys, hostname=host or "127.0.0.1", port=int(port or 1883), group=args.group,
+                    publish_replica=not args.no_publish, username=args.username,
+                    password=os.environ.get("EDGEPOS_HOST_MQTT_PASSWORD"))
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await worker.run(stop)
+    asyncio.run(go())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

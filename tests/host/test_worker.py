@@ -1,0 +1,146 @@
+"""The MQTT worker against the Mosquitto on 127.0.0.1:1883 (started if it is not running; the
+test fails if it cannot be reached): a published batch is ingested and acked; a forged one is
+refused by wire.decode and never reaches the ledger; a block reaches a site as a delta."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import time
+import uuid
+
+import aiomqtt
+import pytest
+
+from authz import sample
+from host import master
+from host.ledger import Ledger
+from host.worker import Worker, load_keys
+from wire import (Ack, Batch, SiteKeys, Table, acks_topic, batches_topic, decode, deltas_topic, encode, write_key)
+
+from .edge import CARD, T0, Site, contract, fuel_card
+
+BROKER = ("127.0.0.1", 1883)
+
+
+def _open() -> bool:
+    try:
+        with socket.create_connection(BROKER, timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def mosquitto() -> tuple[str, int]:
+    if not _open():
+        subprocess.run(["mosquitto", "-d", "-c", "/etc/mosquitto/mosquitto.conf"], capture_output=True)
+        deadline = time.monotonic() + 10
+        while not _open():
+            if time.monotonic() > deadline:
+                pytest.fail("Mosquitto is not reachable on 127.0.0.1:1883 and could not be started")
+            time.sleep(0.1)
+    return BROKER
+
+
+@pytest.fixture
+def keyring(tmp_path) -> tuple[SiteKeys, SiteKeys, str]:
+    """(host keys, the site's keys, site id); the host's are loaded from a keys directory."""
+    site = f"T{uuid.uuid4().hex[:8]}"
+    (tmp_path / "keys" / "sites").mkdir(parents=True)
+    write_key(tmp_path / "keys" / "host.key", bytes(range(32)))
+    write_key(tmp_path / "keys" / "sites" / f"{site}.key", bytes(range(32, 64)))
+    host = load_keys(tmp_path / "keys")
+    return host, SiteKeys({site: bytes(range(32, 64))}, host=bytes(range(32))), site
+
+
+async def _with_worker(url: str, keys: SiteKeys, body, **kw):
+    # A group of our own, so workers of other test runs on the same broker do not take our messages.
+    worker = Worker(url, keys, group=f"g{uuid.uuid4().hex[:8]}", poll_interval_s=0.05, **kw)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await asyncio.wait_for(worker.ready.wait(), 10)
+        return await body(worker)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+def test_a_published_batch_is_ingested_and_acked(mosquitto, ledger_url: str, ledger: Ledger, keyring):
+    host_keys, site_keys, site = keyring
+    master.put_products(ledger, sample.PRODUCTS)
+    master.create_contract(ledger, contract())
+    master.issue_fuel_card(ledger, fuel_card())
+    s = Site(site)
+    s.fuel_sale()
+    s.fuel_sale(tc=12)
+    batches = s.batches(5)
+
+    async def body(worker: Worker):
+        async with aiomqtt.Client(*mosquitto, identifier=f"site-{site}") as c:
+            await c.subscribe(acks_topic(site), 1)
+            forged = encode(batches[0], SiteKeys({site: bytes(32)}, host=bytes(32)))  # signed with the wrong key
+            await c.publish(batches_topic(site), forged, qos=1)
+            for b in batches:
+                await c.publish(batches_topic(site), encode(b, site_keys), qos=1)
+            acks = []
+            async with asyncio.timeout(15):
+                async for m in c.messages:
+                    ack = decode(m.payload, site_keys, topic=m.topic.value)
+                    acks.append(ack)
+                    if ack.up_to_seq == len(batches):
+                        break
+            return acks
+    acks = asyncio.run(_with_worker(ledger_url, host_keys, body, publish_replica=False))
+    assert acks[-1] == Ack(site, 2, ())
+    assert ledger.record_count(site) == 10 and ledger.site(site).up_to_seq == 2
+    assert ledger.balance_kop(1) == 10_000_000 - 480_000
+
+
+def test_a_forged_batch_is_refused_before_ingest(mosquitto, ledger_url: str, ledger: Ledger, keyring):
+    host_keys, site_keys, site = keyring
+    s = Site(site)
+    s.fuel_sale()
+    (b,) = s.batches(10)
+    good = encode(b, site_keys)
+    tampered = bytearray(good)
+    tampered[40] ^= 1  # one byte of the payload changed: the MAC no longer verifies
+
+    async def body(worker: Worker):
+        async with aiomqtt.Client(*mosquitto, identifier=f"site-{site}") as c:
+            await c.subscribe(acks_topic(site), 1)
+            await c.publish(batches_topic(site), bytes(tampered), qos=1)
+            await c.publish(batches_topic(site), b"\x93garbage", qos=1)
+            other = Batch(site, 2, (), T0)
+            await c.publish(batches_topic("SOMEONE-ELSE"), encode(other, site_keys), qos=1)  # another site's topic
+            deadline = time.monotonic() + 10
+            while worker.stats.refused < 3 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            return worker.stats
+    stats = asyncio.run(_with_worker(ledger_url, host_keys, body, publish_replica=False))
+    assert stats.refused == 3 and stats.batches == 0 and stats.acks == 0
+    assert ledger.record_count() == 0 and ledger.site(site) is None
+
+
+def test_a_block_reaches_a_site_as_a_delta(mosquitto, ledger_url: str, ledger: Ledger, keyring):
+    host_keys, site_keys, site = keyring
+    master.put_products(ledger, sample.PRODUCTS)
+    master.create_contract(ledger, contract())
+    master.issue_fuel_card(ledger, fuel_card())
+
+    async def body(worker: Worker):
+        async with aiomqtt.Client(*mosquitto, identifier=f"site-{site}") as c:
+            await c.subscribe(deltas_topic(Table.STOP_LIST), 1)
+            while worker.stats.deltas < 3:  # the set-up's own deltas go out first
+                await asyncio.sleep(0.05)
+            t0 = time.monotonic()
+            await asyncio.to_thread(master.block_card, ledger, CARD)
+            async with asyncio.timeout(10):
+                async for m in c.messages:
+                    d = decode(m.payload, site_keys, topic=m.topic.value)
+                    if any(e.card_no == CARD for e in d.upserts):
+                        return time.monotonic() - t0
+    took = asyncio.run(_with_worker(ledger_url, host_keys, body))
+    assert took < 3
