@@ -105,32 +105,78 @@ class Database:
         return default if row is None or row[0] is None else row[0]
 
     def select_in(self, sql: str, values: Sequence[Any], params: Sequence[Any] = ()) -> list[tuple]:
-        """Rows of ``sql`` whose ``{in}`` placeholder is a list of ``values`` (chunked);
-        ``params`` come before the list."""
-        out: list[tuple] = []
+        """Rows of ``sql`` whose ``IN ({in})`` is a list of ``values``; ``params`` come before
+        the list. PostgreSQL gets one ``= ANY(array)`` parameter, SQLite chunked ``IN`` lists."""
         values = list(values)
+        if self.is_pg:
+            return self.fetchall(sql.replace("IN ({in})", "= ANY(?)"), (*params, values)) if values else []
+        out: list[tuple] = []
         for i in range(0, len(values), CHUNK):
             part = values[i:i + CHUNK]
             out += self.fetchall(sql.replace("{in}", ",".join("?" * len(part))), (*params, *part))
         return out
 
     def execute_in(self, sql: str, values: Sequence[Any], params: Sequence[Any] = ()) -> None:
-        """Run ``sql`` (no rows back) with its ``{in}`` placeholder as a list of ``values`` (chunked)."""
+        """Run ``sql`` (no rows back) with its ``IN ({in})`` as a list of ``values``."""
         values = list(values)
+        if self.is_pg:
+            if values:
+                self.execute(sql.replace("IN ({in})", "= ANY(?)"), (*params, values))
+            return
         for i in range(0, len(values), CHUNK):
             part = values[i:i + CHUNK]
             self.execute(sql.replace("{in}", ",".join("?" * len(part))), (*params, *part))
 
-    def select_pairs(self, sql: str, pairs: Sequence[tuple[Any, Any]]) -> list[tuple]:
-        """Rows of ``sql`` whose ``{pairs}`` placeholder is a ``VALUES`` list of ``pairs``."""
-        out: list[tuple] = []
+    def select_pairs(self, sql: str, pairs: Sequence[tuple[Any, Any]], types: tuple[str, str] = ("text", "bigint")) -> list[tuple]:
+        """Rows of ``sql`` whose ``IN (VALUES {pairs})`` is the list of ``pairs``."""
         pairs = list(pairs)
+        if not pairs:
+            return []
+        if self.is_pg:
+            cols = [list(c) for c in zip(*pairs)]
+            return self.fetchall(sql.replace("VALUES {pairs}", f"SELECT * FROM unnest(?::{types[0]}[], ?::{types[1]}[])"),
+                                 cols)
+        out: list[tuple] = []
         step = CHUNK // 2
         for i in range(0, len(pairs), step):
             part = pairs[i:i + step]
             values = ",".join("(?,?)" for _ in part)
             out += self.fetchall(sql.replace("{pairs}", values), [v for p in part for v in p])
         return out
+
+    def insert_many(self, table: str, columns: Sequence[str], types: Sequence[str], rows: Sequence[Sequence[Any]],
+                    tail: str = "") -> None:
+        """``INSERT INTO table (columns) ... tail`` for every row: ``executemany`` in SQLite,
+        one ``INSERT ... SELECT * FROM unnest(arrays)`` statement in PostgreSQL (``types`` are
+        the columns' SQL types there). ``tail`` is an ``ON CONFLICT`` clause, the same in both."""
+        rows = list(rows)
+        if not rows:
+            return
+        cols = ", ".join(columns)
+        if self.is_pg:
+            arrays = ", ".join(f"?::{t}[]" for t in types)
+            self.execute(f"INSERT INTO {table} ({cols}) SELECT * FROM unnest({arrays}) {tail}",
+                         [list(c) for c in zip(*rows)])
+        else:
+            self.conn.executemany(f"INSERT INTO {table} ({cols}) VALUES ({','.join('?' * len(columns))}) {tail}", rows)
+
+    def update_many(self, table: str, sets: Sequence[tuple[str, str]], key: str, types: Sequence[str],
+                    rows: Sequence[Sequence[Any]]) -> None:
+        """``UPDATE table SET col = expr WHERE key = ?`` for every row (the set values, then the
+        key). ``expr`` holds ``{}`` where the row's value goes (``"balance_kop + {}"``). One
+        ``UPDATE ... FROM unnest(arrays)`` statement in PostgreSQL."""
+        rows = list(rows)
+        if not rows:
+            return
+        if self.is_pg:
+            names = [f"v{i}" for i in range(len(sets))] + ["k"]
+            arrays = ", ".join(f"?::{t}[]" for t in types)
+            assign = ", ".join(f"{c} = {e.format('d.' + n)}" for (c, e), n in zip(sets, names))
+            self.execute(f"UPDATE {table} SET {assign} FROM unnest({arrays}) AS d({', '.join(names)}) "
+                         f"WHERE {table}.{key} = d.k", [list(c) for c in zip(*rows)])
+        else:
+            assign = ", ".join(f"{c} = {e.format('?')}" for c, e in sets)
+            self.conn.executemany(f"UPDATE {table} SET {assign} WHERE {key} = ?", rows)
 
     def copy_rows(self, table: str, columns: Sequence[str], rows: list[Sequence[Any]]) -> None:
         """Insert many new rows: ``COPY`` in PostgreSQL, ``executemany`` in SQLite."""

@@ -242,13 +242,13 @@ class BatchEffects:
                 added = ch.volume_ml if lim.unit is LimitUnit.MILLILITRES else ch.amount_kop
                 counts[(ch.card_no, lim.limit_id, period_start(lim.period, today))] += added
             self.dirty.add((Table.FUEL_CARDS, ch.card_no))
-        db.executemany("UPDATE contracts SET balance_kop = balance_kop + ? WHERE contract_id = ?",
+        db.update_many("contracts", [("balance_kop", "balance_kop + {}")], "contract_id", ("bigint", "bigint"),
                        [(d, cid) for cid, d in sorted(balance.items())])
         self.dirty.update((Table.CONTRACTS, cid) for cid in balance)
         db.copy_rows("contract_entries", ("contract_id", "at_utc_s", "amount_kop", "kind", "record_id", "note"), entries)
-        db.executemany("INSERT INTO fuel_counters (card_no, limit_id, period_start, spent) VALUES (?, ?, ?, ?) "
-                       "ON CONFLICT (card_no, limit_id, period_start) DO UPDATE SET spent = fuel_counters.spent + excluded.spent",
-                       [(*k, v) for k, v in sorted(counts.items())])
+        db.insert_many("fuel_counters", ("card_no", "limit_id", "period_start", "spent"), ("text", "bigint", "bigint", "bigint"),
+                       [(*k, v) for k, v in sorted(counts.items())],
+                       "ON CONFLICT (card_no, limit_id, period_start) DO UPDATE SET spent = fuel_counters.spent + excluded.spent")
 
     def _apply_counters(self) -> None:
         db = self.db
@@ -258,8 +258,9 @@ class BatchEffects:
                                 f"site {self.site_id} refused card {mask_card_no(card_no)}: {reason}"))
         if not cards:
             return
-        db.executemany("INSERT INTO card_tc_state (card_no, max_tc, max_tc_at_utc_s, max_tc_record_id, max_tc_site_id) "
-                       "VALUES (?, -1, 0, '', '') ON CONFLICT (card_no) DO NOTHING", [(c,) for c in cards])
+        db.insert_many("card_tc_state", ("card_no", "max_tc", "max_tc_at_utc_s", "max_tc_record_id", "max_tc_site_id"),
+                       ("text", "bigint", "bigint", "text", "text"), [(c, -1, 0, "", "") for c in cards],
+                       "ON CONFLICT (card_no) DO NOTHING")
         state = {r[0]: list(r[1:]) for r in db.select_in(
             "SELECT card_no, max_tc, max_tc_at_utc_s, max_tc_record_id, max_tc_site_id FROM card_tc_state "
             f"WHERE card_no IN ({{in}}) ORDER BY card_no{db.for_update}", cards)}
@@ -300,10 +301,12 @@ class BatchEffects:
             if o.tc > max_tc:
                 state[o.card_no] = [o.tc, rec.at_utc_s, rec.record_id, self.site_id]
                 changed.add(o.card_no)
-        db.executemany("UPDATE card_tc_state SET max_tc = ?, max_tc_at_utc_s = ?, max_tc_record_id = ?, "
-                       "max_tc_site_id = ? WHERE card_no = ?", [(*state[c], c) for c in sorted(changed)])
-        db.executemany("INSERT INTO card_tc (card_no, txn_counter, write_id, site_id, txn_id, record_id, at_utc_s) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (card_no, txn_counter) DO NOTHING", new_tc)
+        db.update_many("card_tc_state", [("max_tc", "{}"), ("max_tc_at_utc_s", "{}"), ("max_tc_record_id", "{}"),
+                                         ("max_tc_site_id", "{}")], "card_no", ("bigint", "bigint", "text", "text", "text"),
+                       [(*state[c], c) for c in sorted(changed)])
+        db.insert_many("card_tc", ("card_no", "txn_counter", "write_id", "site_id", "txn_id", "record_id", "at_utc_s"),
+                       ("text", "bigint", "text", "text", "text", "text", "bigint"), sorted(new_tc, key=lambda r: r[:2]),
+                       "ON CONFLICT (card_no, txn_counter) DO NOTHING")
         db.executemany("INSERT INTO card_corrections (record_id, site_id, txn_id, card_no, contract_id, why, status, "
                        "reserved_txn_counter, unsent_write_id, excess, released_volume_ml, released_amount_kop, "
                        "at_utc_s, resolved_by_record_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "

@@ -49,20 +49,27 @@ class BodyError(ValueError):
 
 
 _MISSING = object()
+_PATHS: dict[str, tuple[str, ...]] = {}
 
 
 def get(body: Mapping[str, Any], path: str, typ: type | tuple[type, ...] = int, *, optional: bool = False) -> Any:
     """``body[a][b]...`` for ``path`` = ``"a.b"``, checked to be of ``typ`` (``bool`` is not an
     ``int`` here). Raises :class:`BodyError` naming the path."""
+    parts = _PATHS.get(path)
+    if parts is None:
+        parts = _PATHS[path] = tuple(path.split("."))
     v: Any = body
-    for part in path.split("."):
-        v = v.get(part, _MISSING) if isinstance(v, Mapping) else _MISSING
-        if v is _MISSING:
-            if optional:
-                return None
-            raise BodyError(f"body.{path} is missing")
-    if v is None and optional:
-        return None
+    try:
+        for part in parts:
+            v = v[part] if isinstance(v, Mapping) else _MISSING[part]  # type: ignore[index]
+    except (KeyError, TypeError):
+        v = _MISSING
+    if type(v) is typ:  # the common case
+        return v
+    if v is _MISSING or (v is None and optional):
+        if optional:
+            return None
+        raise BodyError(f"body.{path} is missing")
     if type(v) is bool and typ is not bool and (not isinstance(typ, tuple) or bool not in typ):
         raise BodyError(f"body.{path} must be {_tname(typ)}, got a bool")
     if not isinstance(v, typ):

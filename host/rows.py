@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from collections.abc import Iterable, Sequence
 from datetime import date
 from typing import Any
@@ -19,9 +20,13 @@ __all__ = ["dumps", "limits_to_json", "limits_from_json", "groups_to_json", "gro
            "STATION_COLUMNS", "account_from_row", "ACCOUNT_COLUMNS", "product_from_row", "club_card_from_row"]
 
 
+_ENCODE = json.JSONEncoder(sort_keys=False, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def dumps(value: Any) -> str:
-    """Canonical JSON: sorted keys, compact, UTF-8 text (the journal's form)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON, UTF-8 text; keys in the order given (a body keeps the order the edge
+    journaled, which is sorted: the journal's canonical form)."""
+    return _ENCODE(value)
 
 
 def limits_to_json(limits: Iterable[Limit]) -> str:
@@ -30,7 +35,9 @@ def limits_to_json(limits: Iterable[Limit]) -> str:
                    "product": lim.product} for lim in limits])
 
 
+@lru_cache(maxsize=65_536)
 def limits_from_json(text: str) -> tuple[Limit, ...]:
+    """The limits stored as ``text`` (cached: many cards share the same limits)."""
     return tuple(Limit(d["limit_id"], LimitUnit(d["unit"]), Period(d["period"]), d["amount"], Scope(d["scope"]),
                        None if d["group"] is None else ProductGroup(d["group"]), d["product"])
                  for d in json.loads(text))

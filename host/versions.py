@@ -79,5 +79,5 @@ def mark_dirty(db: Database, keys: Iterable[tuple[Table, str | int]]) -> None:
     locks the dirty row until commit, so a concurrent flush cannot clear the mark and read the
     row before this transaction's change is visible."""
     rows = sorted({(t.value, str(k)) for t, k in keys})
-    db.executemany("INSERT INTO replica_dirty (tbl, key, gen) VALUES (?, ?, 0) "
-                   "ON CONFLICT (tbl, key) DO UPDATE SET gen = replica_dirty.gen + 1", rows)
+    db.insert_many("replica_dirty", ("tbl", "key", "gen"), ("text", "text", "bigint"), [r + (0,) for r in rows],
+                   "ON CONFLICT (tbl, key) DO UPDATE SET gen = replica_dirty.gen + 1")

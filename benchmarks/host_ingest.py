@@ -1,0 +1,149 @@
+"""Host ingest throughput per worker: ``python -m benchmarks.host_ingest [--records N]``.
+
+Prints ``key: value`` lines. One worker (one connection) ingests batches of realistic
+records (a fuel sale is 5 records: preauth, reserved, preset, completed, card_committed; a
+till sale 2: opened, committed) made against the sample network, in batches of the size the
+edge cuts (about 1 MiB, ~2,000 records), first on SQLite (WAL, synchronous=FULL), then on the
+PostgreSQL at 127.0.0.1:5432 (a scratch schema, dropped afterwards):
+
+- ``*_ingest_records_per_s``: :func:`host.ingest.ingest_batch` alone (the ledger's part);
+- ``*_decode_ingest_records_per_s``: :func:`wire.decode` of the signed frame + ingest, what
+  :meth:`host.worker.Worker.handle` does per message (the broker's share excluded);
+- ``*_duplicate_batch_records_per_s``: the same batches again (all records already there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import secrets
+import tempfile
+import time
+from pathlib import Path
+
+from authz import sample
+from authz.money import amount_for_volume
+from host import master
+from host.ingest import ingest_batch
+from host.ledger import Ledger
+from terminal.ids import new_id, new_txn_id
+from wire import Batch, SiteKeys, WireRecord, batches_topic, decode, encode, records_that_fit
+
+PG = "postgresql://postgres@127.0.0.1:5432/test"
+SITE = "BENCH-001"
+KEYS = SiteKeys({SITE: bytes(range(32))}, host=bytes(range(32, 64)))
+
+
+def make_records(n: int, model, seed: int = 1) -> list[WireRecord]:
+    rnd = random.Random(seed)
+    t = sample.DAY_START_UTC
+    tcs: dict[str, int] = {}
+    out: list[WireRecord] = []
+
+    def rec(lane: str, txn: str, kind: str, body: dict, rid: str | None = None) -> None:
+        out.append(WireRecord(rid or new_id(SITE), SITE, lane, txn, kind, t, body))
+
+    while len(out) < n:
+        t += rnd.randrange(1, 5)
+        if rnd.random() < 0.7:
+            card = model.cards[rnd.randrange(len(model.cards))]
+            lane = f"pump-{rnd.randrange(1, 9)}"
+            txn = new_txn_id(SITE, lane)
+            tc = tcs.get(card.card_no, 0)
+            tcs[card.card_no] = tc + 2
+            price, auth = 6_150, 50_000
+            delivered = rnd.randrange(5_000, auth)
+            amount = amount_for_volume(delivered, price)
+            req = {"card_no": card.card_no, "station_id": 1000, "product": "AI95", "now_utc_s": t,
+                   "preset_volume_ml": auth, "preset_amount_kop": None}
+            dec = {"reason": "OK", "volume_ml": auth, "amount_kop": amount_for_volume(auth, price),
+                   "unit_price_kop_per_l": price, "list_price_kop_per_l": price, "binding_limit_id": None}
+            w1, w2 = secrets.token_hex(16), secrets.token_hex(16)
+            rec(lane, txn, "fuel.preauth", {"request": req, "decision": dec, "card": {
+                "card_no": card.card_no, "contract_id": card.contract_id, "expected_txn": tc, "reserve_write_id": w1,
+                "release_write_id": secrets.token_hex(16), "counting": [[1, 1, 1, 20_777]],
+                "base_counters": [[1, 0, 20_777]], "reserve_counters": [[1, auth, 20_777]]},
+                "pump": {"product": "AI95", "price_kop_per_l": price, "preset_volume_ml": auth, "last_sale_no_before": 0}})
+            rec(lane, txn, "fuel.reserved", {"card_no": card.card_no, "txn_counter": tc + 1, "write_id": w1})
+            rec(lane, txn, "fuel.preset", {"sale_no": len(out), "product": "AI95", "price_kop_per_l": price,
+                                           "preset_volume_ml": auth})
+            rec(lane, txn, "fuel.completed", {"request": req, "decision": dec, "delivered_volume_ml": delivered,
+                                              "amount_kop": amount, "delivery_reason": "nozzle_hung_up", "overrun_ml": 0,
+                                              "sale_no": len(out), "card_no": card.card_no,
+                                              "contract_id": card.contract_id,
+                                              "card_commit": {"write_id": w2, "expected_txn": tc + 1,
+                                                              "counters": [[1, delivered, 20_777]]}})
+            rec(lane, txn, "fuel.card_committed", {"card_no": card.card_no, "txn_counter": tc + 2, "write_id": w2,
+                                                   "counters": [[1, delivered, 20_777]]})
+        else:
+            lane = f"till-{rnd.randrange(1, 4)}"
+            txn = new_txn_id(SITE, lane)
+            lines = [{"sku": f"SKU{rnd.randrange(10**6):06d}", "category": "shoes", "amount_kop": 349_900}]
+            rec(lane, txn, "till.sale_opened", {"lines": lines})
+            rec(lane, txn, "till.sale_voided", {"reason": "voided by the till"})
+    return out[:n]
+
+
+def cut(records: list[WireRecord]) -> list[Batch]:
+    out, i = [], 0
+    while i < len(records):
+        n = records_that_fit(SITE, records[i:])
+        out.append(Batch(SITE, len(out) + 1, tuple(records[i:i + n]), sample.DAY_START_UTC))
+        i += n
+    return out
+
+
+def run(url: str, records: list[WireRecord], model) -> dict[str, float]:
+    out = {}
+    with Ledger.open(url) as led:
+        master.import_fuel_model(led, model)
+        batches = cut(records)
+        frames = [encode(b, KEYS) for b in batches]
+        half = len(batches) // 2
+        t = time.perf_counter()
+        for b in batches[:half]:
+            ingest_batch(led, b)
+        n = sum(len(b.records) for b in batches[:half])
+        out["ingest_records_per_s"] = n / (time.perf_counter() - t)
+        topic = batches_topic(SITE)
+        t = time.perf_counter()
+        for f in frames[half:]:
+            ingest_batch(led, decode(f, KEYS, topic=topic))
+        n = sum(len(b.records) for b in batches[half:])
+        out["decode_ingest_records_per_s"] = n / (time.perf_counter() - t)
+        t = time.perf_counter()
+        for b in batches:
+            ingest_batch(led, b)
+        out["duplicate_batch_records_per_s"] = len(records) / (time.perf_counter() - t)
+        out["batch_records"] = len(records) / len(batches)
+        assert led.record_count() == len(records) and led.site(SITE).up_to_seq == len(batches)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--records", type=int, default=100_000)
+    p.add_argument("--cards", type=int, default=10_000)
+    p.add_argument("--no-postgresql", action="store_true")
+    args = p.parse_args()
+    model = sample.fuel_model(n_cards=args.cards, n_stations=50, seed=1)
+    records = make_records(args.records, model)
+    print(f"records: {len(records)}")
+    with tempfile.TemporaryDirectory() as d:
+        for k, v in run(f"sqlite:///{Path(d) / 'bench.sqlite'}", records, model).items():
+            print(f"sqlite_{k}: {v:.0f}")
+    if not args.no_postgresql:
+        import psycopg
+        schema = f"bench_{secrets.token_hex(4)}"
+        with psycopg.connect(PG, autocommit=True) as c:
+            c.execute(f"CREATE SCHEMA {schema}")
+        try:
+            for k, v in run(f"{PG}?options=-csearch_path%3D{schema}", records, model).items():
+                print(f"postgresql_{k}: {v:.0f}")
+        finally:
+            with psycopg.connect(PG, autocommit=True) as c:
+                c.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+if __name__ == "__main__":
+    main()
