@@ -7,10 +7,19 @@ before it came back.
 * ``till_quote_p99_ms``: ``GET .../quote`` on an open sale with a card, p99.
 * ``till_commit_p99_ms``: ``POST .../commit`` (decide, journal with fsync, answer), p99.
 * ``till_sale_p99_ms``: a whole sale (open, attach card, quote, commit), p99.
+* ``fuel_preauth_p99_ms``: ``POST /v1/pumps/{pump}/authorize`` with a card in the reader and
+  its PIN checked: decide, journal (fsync), reserve on the card through pcscd, preset the
+  pump, answer; p99.
+* ``card_to_preset_p99_ms``: a virtual card inserted into the reader (vpcd) to the pump
+  preset: pcscd notices the card, the lane reads and checks it, the PIN and the authorization
+  are sent at once; p99. ``card_insert_detect_p50_ms`` (benchmarks.hardware) is pcscd's share.
+* ``card_read_to_preset_p99_ms``: the same without pcscd's insertion poll (from the lane
+  showing the card read to the preset).
 * ``start_s``: process start to the API answering, with the default replica.
 * ``rss_mb_1m_cards``: resident memory of a daemon whose replica holds 1,000,000 fuel cards
-  and a 1,000,000-entry stop list (plus 100,000 club accounts), after start.
-* ``start_1m_cards_s``: start-up time of that daemon.
+  and a 1,000,000-entry stop list, after start; ``start_1m_cards_s``: its start-up time.
+* ``rss_mb_1m_cards_with_100k_club``, ``start_1m_cards_with_100k_club_s``: the same with a
+  100,000-account club replica (not yet compact) added.
 """
 
 from __future__ import annotations
@@ -128,17 +137,101 @@ def till_figures(n: int) -> dict[str, float]:
         d.close()
 
 
-def footprint_figures() -> dict[str, float]:
-    """RSS and start-up time with 1,000,000 fuel cards and a 1,000,000-entry stop list."""
-    d = Daemon("--fuel-cards", "1000000", "--club-accounts", "100000", "--stop-list", "1000000", pumps=True)
+def fuel_figures(n: int) -> dict[str, float]:
+    """Authorization latency and card-to-preset time through pcscd and a virtual card."""
+    import http.client
+
+    from authz import sample
+    from authz.fuel_model import CardStatus, ProductGroup
+    from hw.sim.card import VirtualCard
+    from hw.sim.pcscd import ensure_pcscd, settle_empty_reader
+    from hw.sim.personalise import personalise
+    from terminal.fuel import sim_key_store
+
+    pcscd = ensure_pcscd()
+    d = Daemon("--fuel-cards", "2000", "--club-accounts", "10", pumps=True)
+    tmp = tempfile.TemporaryDirectory(prefix="edgepos-bench-cards-")
     try:
-        time.sleep(1.0)
-        with urllib.request.urlopen(f"http://127.0.0.1:{d.port}/v1/health", timeout=30) as r:
-            health = json.loads(r.read())
-        assert health["replica"]["fuel_cards"] == 1_000_000, health
-        return {"rss_mb_1m_cards": d.rss_mb(), "start_1m_cards_s": d.start_s}
+        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
+        keys = iter(range(10**9))
+
+        def call(method, path, body=None):
+            headers = {"Content-Type": "application/json"}
+            if method == "POST":
+                headers["Idempotency-Key"] = f"fuel-bench-{next(keys):010d}"
+            conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+            r = conn.getresponse()
+            return r.status, json.loads(r.read())
+
+        def wait_state(states, timeout=5.0):
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                st, v = call("GET", "/v1/pumps/1")
+                if v["state"] in states:
+                    return v
+                time.sleep(0.0005)
+            raise RuntimeError(f"pump never reached {states}: {v}")
+
+        model = sample.fuel_model(n_cards=2000, seed=1)
+        contracts = {c.contract_id: c for c in model.contracts}
+        card = next(c for c in model.cards if c.status is CardStatus.ACTIVE and ProductGroup.FUEL in c.groups
+                    and not c.limits and c.card_no not in model.stop_list
+                    and contracts[c.contract_id].balance_kop >= 50_000_000)
+        path = Path(tmp.name) / "card.json"
+        personalise(card, "1234", sim_key_store()).save(path)
+        vcard = VirtualCard(path)
+        preauth, to_preset, read_to_preset = [], [], []
+        settle_empty_reader()
+        vcard.insert()
+        wait_state(("card_read",))
+        for i in range(n):
+            assert call("POST", "/v1/pumps/1/pin", {"pin": "1234"})[0] == 200
+            t0 = time.perf_counter()
+            st, ans = call("POST", "/v1/pumps/1/authorize", {"product": "AI92", "preset_volume_ml": 1_000})
+            preauth.append((time.perf_counter() - t0) * 1000)
+            assert st == 200 and ans["approved"], ans
+            assert call("POST", "/v1/pumps/1/void", {})[0] == 200
+            wait_state(("card_read",))
+        vcard.pull()
+        for i in range(max(10, n // 10)):
+            settle_empty_reader()
+            t0 = time.perf_counter()
+            vcard.insert()
+            wait_state(("card_read",))
+            t1 = time.perf_counter()
+            call("POST", "/v1/pumps/1/pin", {"pin": "1234"})
+            st, ans = call("POST", "/v1/pumps/1/authorize", {"product": "AI92", "preset_volume_ml": 1_000})
+            t2 = time.perf_counter()
+            assert st == 200 and ans["approved"], ans
+            to_preset.append((t2 - t0) * 1000)
+            read_to_preset.append((t2 - t1) * 1000)
+            call("POST", "/v1/pumps/1/void", {})
+            vcard.pull()
+        return {"fuel_preauth_p50_ms": percentile(preauth, 50), "fuel_preauth_p99_ms": percentile(preauth, 99),
+                "card_to_preset_p99_ms": percentile(to_preset, 99),
+                "card_read_to_preset_p99_ms": percentile(read_to_preset, 99)}
     finally:
         d.close()
+        tmp.cleanup()
+        pcscd.stop()
+
+
+def footprint_figures() -> dict[str, float]:
+    """RSS and start-up time with 1,000,000 fuel cards and a 1,000,000-entry stop list (the
+    target's configuration), and the same with a 100,000-account club replica added."""
+    out = {}
+    for suffix, club in (("", "10"), ("_with_100k_club", "100000")):
+        d = Daemon("--fuel-cards", "1000000", "--club-accounts", club, "--stop-list", "1000000", pumps=True)
+        try:
+            time.sleep(1.0)
+            with urllib.request.urlopen(f"http://127.0.0.1:{d.port}/v1/health", timeout=30) as r:
+                health = json.loads(r.read())
+            assert health["replica"]["fuel_cards"] == 1_000_000, health
+            out[f"rss_mb_1m_cards{suffix}"] = d.rss_mb()
+            out[f"start_1m_cards{suffix}_s"] = d.start_s
+        finally:
+            d.close()
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,9 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.terminal", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sales", type=int, default=1000, help="sales for the till latencies (default 1000)")
+    ap.add_argument("--authorizations", type=int, default=300, help="fuel authorizations (default 300)")
     ap.add_argument("--skip-footprint", action="store_true", help="skip the 1,000,000-card daemon")
+    ap.add_argument("--skip-fuel", action="store_true", help="skip the figures that need pcscd")
     args = ap.parse_args(argv)
     figures = till_figures(args.sales)
+    if not args.skip_fuel:
+        figures |= fuel_figures(args.authorizations)
     if not args.skip_footprint:
         figures |= footprint_figures()
     for k, v in figures.items():
