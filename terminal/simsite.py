@@ -187,8 +187,8 @@ class Drivers:
 
         self.lane, self.port, self.api, self.report, self.clock, self.rnd = lane, reader_port, api, report, clock, rnd
         self.keys, self.card_dir = keys, card_dir
-        self.cards = [c for c in replica.fuel_model.cards
-                      if c.status is CardStatus.ACTIVE and ProductGroup.FUEL in c.groups]
+        self.replica = replica
+        self._usable = lambda c: c.status is CardStatus.ACTIVE and ProductGroup.FUEL in c.groups
         self.path = f"/v1/pumps/{lane.pump_id}"
 
     async def run(self) -> None:
@@ -220,7 +220,10 @@ class Drivers:
         from hw.sim.pcscd import settle_empty_reader
 
         rnd = self.rnd
-        card = rnd.choice(self.cards)
+        while True:  # a random card of the network, by position (no object per card is built)
+            card = self.replica.fuel_model.cards[rnd.randrange(self.replica.fuel_card_count)]
+            if self._usable(card):
+                break
         vcard = self._virtual_card(card)
         try:
             await asyncio.to_thread(settle_empty_reader, self.lane.config.reader)
