@@ -251,3 +251,39 @@ def test_scanned_card_attaches_and_the_event_stream_tells(tmp_path):
         finally:
             sim.close()
     run(main())
+
+
+def test_two_tills_cannot_spend_one_balance_twice(tmp_path):
+    """Concurrent lanes: two tills commit at the same moment, each paying from the same card's
+    balance an amount that fits alone but not twice; exactly one is approved."""
+    async def main():
+        cfg = site(tmp_path)
+        d = await started(cfg)
+        m = d.replica.club_model
+        card = next(c.card_no for c in m.cards
+                    if c.status == 0 and m.accounts[m.account_index[c.account_id]].activated
+                    and m.accounts[m.account_index[c.account_id]].status == 0
+                    and m.accounts[m.account_index[c.account_id]].balance_kop >= 100_000)
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=T)) as s:
+                c = Client(s, f"http://127.0.0.1:{d.port}")
+                sids = []
+                for till in ("till-1", "till-2"):
+                    st, sale, _ = await c.post(f"/v1/tills/{till}/sales", {"lines": LINES})
+                    await c.post(f"/v1/tills/{till}/sales/{sale['sale_id']}/card", {"card_no": card})
+                    sids.append((till, sale["sale_id"]))
+                st, q = await c.get(f"/v1/tills/till-1/sales/{sids[0][1]}/quote")
+                balance = q["balance_kop"]
+                pay = balance * 2 // 3  # fits once, not twice
+                body = {"payment": {"card_balance_kop": pay, "money_kop": 520_000 - pay}}
+                results = await asyncio.gather(*(c.post(f"/v1/tills/{till}/sales/{sid}/commit", body)
+                                                 for till, sid in sids))
+                reasons = sorted(r[1]["result"]["reason"] for r in results)
+                assert reasons == ["INSUFFICIENT_FUNDS", "OK"], results
+                st, sale, _ = await c.post("/v1/tills/till-1/sales", {"lines": LINES})
+                await c.post(f"/v1/tills/till-1/sales/{sale['sale_id']}/card", {"card_no": card})
+                st, q = await c.get(f"/v1/tills/till-1/sales/{sale['sale_id']}/quote")
+                assert q["balance_kop"] == balance - pay  # spent once
+        finally:
+            await d.stop()
+    run(main())
