@@ -169,7 +169,8 @@ class Worker:
                         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
                         for t in [*tasks, stopper]:
                             t.cancel()
-                        await asyncio.gather(*tasks, stopper, return_exceptions=True)
+                        await asyncio.wait([*tasks, stopper], timeout=5)
+                        log.debug("worker %s: tasks stopped", self.identifier)
                         for t in done:
                             if t is not stopper and not t.cancelled() and t.exception() is not None:
                                 raise t.exception()

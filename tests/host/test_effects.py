@@ -17,7 +17,6 @@ from authz.reference import ReferenceClubEvaluator
 from host import master
 from host.ingest import ingest_batch
 from host.ledger import Ledger
-from wire import Batch
 
 from .edge import CARD, CARD2, CONTRACT, T0, Site, club_world, contract, fuel_card
 
