@@ -39,6 +39,7 @@ import json
 import logging
 import random
 import ssl
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -322,6 +323,9 @@ class SyncClient:
         self._rejected: list[dict[str, Any]] = []
         # this run
         self._frames: dict[int, bytes] = {}
+        self._ahead: list[tuple[int, WireRecord]] = []  # (seq, record) read past the cursor, not yet batched
+        self._cut_lock = threading.Lock()
+        self._assigning: asyncio.Future | None = None
         self._next_send = 1
         self._progress_at = time.monotonic()
         self._sent: set[int] = set()
@@ -476,11 +480,26 @@ class SyncClient:
         return encode(Batch(self.site_id, n, tuple(records), created), self.keys, limits=self.settings.limits)
 
     def _cut(self, n: int) -> tuple[_Range, bytes] | None:
-        """Cut batch ``n`` from the records after the cursor, and encode it (in a thread)."""
-        recs = self.journal.after(self._cursor, self.settings.max_batch_records)
-        if not recs:
+        """Cut batch ``n`` from the records after the cursor, and encode it (in a thread).
+
+        Records read past what fits stay in a read-ahead buffer for the next cut, so each
+        record is read from the journal and converted once (a 1 MiB batch holds a few
+        thousand records, a read takes up to ``max_batch_records``). The cut records leave
+        the buffer only once the batch's range is durable (:meth:`_assign_batch`)."""
+        with self._cut_lock:  # a cut abandoned by a cancelled session may still be running
+            return self._cut_locked(n)
+
+    def _cut_locked(self, n: int) -> tuple[_Range, bytes] | None:
+        ahead = self._ahead
+        if ahead and ahead[0][0] <= self._cursor:  # defensive: the cursor moved past the buffer
+            ahead[:] = [x for x in ahead if x[0] > self._cursor]
+        want = self.settings.max_batch_records
+        if len(ahead) < want:
+            after = ahead[-1][0] if ahead else self._cursor
+            ahead.extend((r.seq, WireRecord.from_record(r)) for r in self.journal.after(after, want - len(ahead)))
+        if not ahead:
             return None
-        wire = [WireRecord.from_record(r) for r in recs]
+        wire = [w for _, w in ahead]
         k = records_that_fit(self.site_id, wire, limits=self.settings.limits)
         created = int(time.time())
         while True:
@@ -489,12 +508,12 @@ class SyncClient:
                 break
             except WireTooLarge:
                 if k == 1:
-                    raise SyncError(f"record {wire[0].record_id} (seq {recs[0].seq}) alone is over the "
+                    raise SyncError(f"record {wire[0].record_id} (seq {ahead[0][0]}) alone is over the "
                                     f"{self.settings.limits.max_message_bytes}-byte frame limit") from None
                 k //= 2
             except WireError as e:
-                raise SyncError(f"batch {n} cannot be encoded (records from seq {recs[0].seq}): {e}") from None
-        return _Range(recs[0].seq, recs[k - 1].seq, k, created), frame
+                raise SyncError(f"batch {n} cannot be encoded (records from seq {ahead[0][0]}): {e}") from None
+        return _Range(ahead[0][0], ahead[k - 1][0], k, created), frame
 
     async def _frame(self, n: int) -> bytes | None:
         """Batch ``n``'s frame (the same bytes on every send); None if it was acked meanwhile."""
@@ -515,17 +534,35 @@ class SyncClient:
 
     async def _assign_batch(self) -> bool:
         """Number the next batch and store its range durably; False if nothing to send."""
+        await self._settle_assigning()
         n = self._last_batch + 1
         cut = await asyncio.to_thread(self._cut, n)
         if cut is None:
             return False
         rng, frame = cut
-        await self.journal.set_meta(_batch_key(n), rng.to_meta())  # durable before the first publish
-        self._ranges[n] = rng
-        self._frames[n] = frame
-        self._last_batch = n
-        self._cursor = rng.last_seq
+
+        async def persist() -> None:
+            await self.journal.set_meta(_batch_key(n), rng.to_meta())  # durable before the first publish
+            del self._ahead[:rng.count]
+            self._ranges[n] = rng
+            self._frames[n] = frame
+            self._last_batch = n
+            self._cursor = rng.last_seq
+
+        # Shielded: a session cancelled meanwhile must not leave a stored range without the
+        # cursor moved past it (the next batch would reuse the number for other records).
+        self._assigning = asyncio.ensure_future(persist())
+        await asyncio.shield(self._assigning)
+        self._assigning = None
         return True
+
+    async def _settle_assigning(self) -> None:
+        """Wait for an assignment a cancelled session left under way."""
+        if self._assigning is not None:
+            task = self._assigning
+            await asyncio.shield(task)
+            if self._assigning is task:
+                self._assigning = None
 
     async def _apply_ack(self, ack: Ack) -> None:
         up = ack.up_to_seq
@@ -673,6 +710,7 @@ class SyncClient:
 
     async def _send_loop(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
         s = self.settings
+        await self._settle_assigning()
         self._next_send = self._acked + 1  # after a (re)connect, everything unacked goes again
         self._progress_at = time.monotonic()
         while True:
