@@ -42,7 +42,7 @@ import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -619,17 +619,22 @@ class SyncClient:
         try:
             while not self._stopping.is_set():
                 self._set_state(SyncState.CONNECTING)
+                connects = self._connects
                 try:
                     await self._session()
-                    attempt = 0
                 except _Stop:
                     break
                 except (aiomqtt.MqttError, OSError, ssl.SSLError) as e:
                     self._last_error = f"{type(e).__name__}: {e}"
-                    if self._connected:
-                        attempt = 0
                     log.warning("sync %s: broker connection lost or refused (%s); retrying", self.site_id,
                                 self._last_error)
+                except (JournalError, SyncError):
+                    raise
+                except Exception as e:  # noqa: BLE001 - a bug must not end the sync for good: log, retry
+                    self._last_error = f"{type(e).__name__}: {e}"
+                    log.exception("sync %s: unexpected error in the session; retrying", self.site_id)
+                if self._connects > connects:
+                    attempt = 0  # that session got online: start the backoff over
                 self._set_state(SyncState.BACKOFF, connected=False)
                 if self._stopping.is_set():
                     break
@@ -689,7 +694,7 @@ class SyncClient:
             except BaseExceptionGroup as eg:
                 self._connected = False
                 # the first error of interest decides: a stop, a fatal journal error, a broker error
-                for kind in (JournalError, SyncError, _Stop, aiomqtt.MqttError, OSError):
+                for kind in (JournalError, SyncError, _Stop, aiomqtt.MqttError, OSError, Exception):
                     found = eg.subgroup(kind)
                     if found is not None:
                         raise _first(found) from None

@@ -22,7 +22,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from wire import (Ack, Batch, Presence, Rejection, ReplicaDelta, ReplicaSnapshot, SiteKeys, SnapshotRequest,
+from wire import (Ack, Batch, Presence, Rejection, ReplicaSnapshot, SiteKeys, SnapshotRequest,
                   Table, WireError, WireRecord, decode, encode, host_subscriptions, topic_of)
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import aiomqtt
 import msgpack
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
