@@ -69,10 +69,12 @@ class BrokerConfig:
 
 @dataclass(frozen=True, slots=True)
 class KeysConfig:
-    """Where the keys are: the card issuer key (for card MACs) and the site's signing key."""
+    """Where the keys are: the card issuer key (card MACs), the site's signing key (batches) and
+    the host's key (to verify replica updates)."""
 
     issuer_key_file: str | None = None
     site_key_file: str | None = None
+    host_key_file: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,8 +273,10 @@ def parse_config(text: str, *, base_dir: Path | None = None) -> SiteConfig:
     broker = BrokerConfig(url, b.str("username"), b.str("password_file"), b.str("tls_ca_file"))
     b.done()
     k = _Reader(root._get("keys", False) or {}, "keys")
-    keys = KeysConfig(k.str("issuer_key_file"), k.str("site_key_file"))
+    keys = KeysConfig(k.str("issuer_key_file"), k.str("site_key_file"), k.str("host_key_file"))
     k.done()
+    if broker.url is not None and keys.site_key_file is None:
+        raise ConfigError("keys.site_key_file: required with broker.url (a site signs its batches with its key)")
     root.done()
     return SiteConfig(site_id, tz, region, data_dir, station_id, prices, tuple(pumps), tuple(tills),
                       api, broker, keys)

@@ -46,6 +46,15 @@ def _mask_body(value: Any) -> Any:
     return value
 
 
+def _plain(value: Any) -> Any:
+    """A status for JSON: enums by value, mappings with text keys."""
+    if isinstance(value, dict):
+        return {str(getattr(k, "value", k)): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return getattr(value, "value", value)
+
+
 class Daemon:
     """One site's daemon. ``async with Daemon(...)`` starts it; leaving the block stops it.
 
@@ -75,6 +84,7 @@ class Daemon:
         #: the highest transaction counter seen per fuel card (from the journal, then live)
         self.card_counters_seen: dict[str, int] = {}
         self.scanners: dict[str, Scanner] = {}
+        self.sync = None  #: the sync client, when a broker is configured
         self.api: LocalApi | None = None
         self.port: int | None = None
         self.started_at = time.time()
@@ -105,6 +115,10 @@ class Daemon:
             log.error("journal has %d open transaction(s) of lane %s, which this configuration lacks", len(txns), lane)
         for lane in self.pumps.values():
             lane.start()
+        if self.config.broker.url:
+            await self._start_sync()
+        else:
+            log.warning("no broker.url configured: journaling only, nothing is sent to the host")
         for till in self.tills.values():
             if till.config.scanner_port:
                 self._tasks.append(asyncio.create_task(self._scanner_task(till), name=f"scanner {till.lane}"))
@@ -118,6 +132,14 @@ class Daemon:
         log.info("site %s up in %.2f s: %d till(s), %d pump(s), %d journaled operation(s) re-applied, API %s:%s",
                  self.config.site_id, time.perf_counter() - t0, len(self.tills), len(self.pumps), replayed,
                  self.config.api.host, self.port)
+
+    async def _start_sync(self) -> None:
+        """Start the sync client: it reads the journal and sends what the host has not acked."""
+        from .sync import SyncClient, load_site_keys, settings_from_config
+
+        keys = load_site_keys(self.config.site_id, self.config.keys.site_key_file, self.config.keys.host_key_file)
+        self.sync = SyncClient(self.journal, keys, settings_from_config(self.config.broker), on_fatal=self.fatal)
+        await self.sync.__aenter__()
 
     async def _open_pumps(self, by_lane: dict[str, list]) -> None:
         """Create each pump's lane, take its devices and recover what the last run left open."""
@@ -177,6 +199,11 @@ class Daemon:
             self._runner = None
         for lane in self.pumps.values():
             await lane.close()
+        if self.sync is not None:
+            from .sync import SyncError
+            with contextlib.suppress(SyncError):
+                await self.sync.stop()
+            self.sync = None
         if self.journal is not None:
             self.journal.close()
             self.journal = None
@@ -218,7 +245,8 @@ class Daemon:
                 "replica": {"fuel_cards": len(self.replica.fuel_model.cards) if self.replica.fuel_model else 0,
                             "club_cards": len(self.replica.club_model.cards) if self.replica.club_model else 0,
                             "evaluator": (self.replica.fuel or self.replica.club).name},
-                "pumps": {str(p.pump_id): p.state.value for p in self.pumps.values()}}
+                "pumps": {str(p.pump_id): p.state.value for p in self.pumps.values()},
+                "sync": _plain(dataclasses.asdict(self.sync.status())) if self.sync else None}
 
     def lane_views(self) -> list[dict[str, Any]]:
         """Each lane and what it is doing."""

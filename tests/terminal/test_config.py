@@ -59,7 +59,10 @@ def test_a_site_needs_lanes():
 def test_broker_url_checked():
     with pytest.raises(ConfigError, match="broker.url"):
         parse_config(DEFAULT_SITE_TOML + "\n[broker]\nurl = \"http://x\"\n")
-    assert parse_config(DEFAULT_SITE_TOML + "\n[broker]\nurl = \"mqtt://127.0.0.1:1883\"\n").broker.url
+    with pytest.raises(ConfigError, match="keys.site_key_file: required with broker.url"):
+        parse_config(DEFAULT_SITE_TOML + "\n[broker]\nurl = \"mqtt://127.0.0.1:1883\"\n")
+    ok = DEFAULT_SITE_TOML + "\n[broker]\nurl = \"mqtt://127.0.0.1:1883\"\n[keys]\nsite_key_file = \"site.key\"\n"
+    assert parse_config(ok).broker.url == "mqtt://127.0.0.1:1883"
 
 
 @settings(max_examples=200, deadline=None)
