@@ -159,7 +159,10 @@ def fuel_requests(model: FuelModel, n: int, seed: int = 2, start_utc_s: int = DA
 
 def club_model(n_accounts: int = 5_000, seed: int = 3, now_utc_s: int = DAY_START_UTC) -> ClubModel:
     """A club chain's accounts (70% identified), one card each, with point lots accrued over
-    the last four months (some immature, some expired) and some money on the cards."""
+    the last four months (some immature, some expired) and some money on the cards.
+
+    ``native.compact.sample_club_columns`` makes the same chain as columns, without the
+    objects (a port of the account loop below: change both together)."""
     rnd = random.Random(seed)
     rules = ClubRules()
     accounts, cards = [], []

@@ -13,7 +13,7 @@ from authz.club_model import ClubModel
 from authz.fuel_model import FuelModel
 from authz.reference import ReferenceClubEvaluator, ReferenceFuelEvaluator
 
-from .compact import CompactFuelModel, FuelColumns
+from .compact import ClubColumns, CompactClubModel, CompactFuelModel, FuelColumns
 
 try:
     from ._evaluator import NativeClubEvaluator, NativeFuelEvaluator
@@ -51,10 +51,17 @@ def fuel_evaluator(model: FuelModel | FuelColumns, impl: str | None = None):
     return cls(model)
 
 
-def club_evaluator(model: ClubModel, impl: str | None = None):
-    """A club evaluator over ``model``: native unless ``impl`` or EDGEPOS_EVALUATOR says otherwise."""
-    return _pick(impl)[1](model)
+def club_evaluator(model: ClubModel | ClubColumns, impl: str | None = None):
+    """A club evaluator over ``model``: native unless ``impl`` or EDGEPOS_EVALUATOR says otherwise.
+
+    ``model`` may be ClubColumns (the compact club replica, :mod:`native.compact`): the
+    native evaluator packs them without a Python object per account, card or lot; the
+    reference evaluator gets their ClubModel (``columns.to_model()``, for debugging)."""
+    cls = _pick(impl)[1]
+    if isinstance(model, ClubColumns) and cls is not NativeClubEvaluator:
+        model = model.to_model()
+    return cls(model)
 
 
 __all__ = ["NativeFuelEvaluator", "NativeClubEvaluator", "IMPLEMENTATIONS", "fuel_evaluator",
-           "club_evaluator", "FuelColumns", "CompactFuelModel"]
+           "club_evaluator", "FuelColumns", "CompactFuelModel", "ClubColumns", "CompactClubModel"]

@@ -1,8 +1,8 @@
 # cython: language_level=3
 """The native (Cython) evaluator: the rules of authz.fuel and authz.club on flat tables.
 
-Same inputs, same outputs as the reference evaluator (authz.reference); the tables come
-from native.tables. The batch calls release the GIL and make no Python object per
+Same inputs, same outputs as the reference evaluator (authz.reference); the small tables
+come from native.tables, the large ones are packed from columns (native.compact). The batch calls release the GIL and make no Python object per
 decision. Reading order: helpers on integers (calendar, money), then the fuel evaluator,
 then the club evaluator. Each rule cites the reference function it mirrors.
 """
@@ -18,9 +18,10 @@ from array import array as _pyarray
 from datetime import date as _date
 
 from authz.batch import ClubQuoteBatchResult, FuelBatchResult
-from authz.club_model import (KOP_PER_POINT, MAX_SALE_KOP, AccountState, ClubCommit, ClubPayment,
-                              ClubQuote, ClubReturn, ClubReturnResult, ClubSale, ClubTopUp,
-                              ClubTopUpResult, PointLot, SaleLine)
+from authz.club_model import (KOP_PER_POINT, MAX_SALE_KOP, AccountState, ClubAccount, ClubCard,
+                              ClubCardKind, ClubCommit, ClubModel, ClubPayment, ClubQuote, ClubReturn,
+                              ClubReturnResult, ClubSale, ClubStatus, ClubTopUp, ClubTopUpResult,
+                              PointLot, SaleLine)
 from authz.errors import ModelError, RequestError
 from authz.fuel_model import (CardKind, CardStatus, Contract, FuelCard, FuelCompletion, FuelDecision,
                               FuelModel, FuelRequest, Limit, LimitCounter, LimitUnit, Period,
@@ -29,7 +30,7 @@ from authz.localtime import MAX_UTC_S as _MAX_UTC_S
 from authz.money import MAX_AMOUNT_KOP as _MAX_AMOUNT_KOP, MAX_VOLUME_ML as _MAX_VOLUME_ML
 from authz.reasons import Reason
 
-from .compact import CompactFuelModel, FuelColumns, card_no_of
+from .compact import ClubColumns, CompactClubModel, CompactFuelModel, FuelColumns, card_no_of
 from .tables import NO_PERIOD as _NO_PERIOD
 from .tables import ClubTables, FuelTables
 
@@ -1297,80 +1298,392 @@ cdef inline int64_t accrual_points(Totals* t, int64_t points, int64_t rate) noex
     return (t.accruing - on_accruing) * rate // 1000000
 
 
-cdef class NativeClubEvaluator:
-    """Club decisions from the compiled tables of a ClubModel; accounts and their point lots
-    (a pool of linked lists, oldest first) live in the tables."""
+cdef struct ClubCardRec:
+    int32_t account
+    int8_t status
 
-    cdef readonly object model
+
+cdef struct AccountRec:
+    int64_t balance
+    int64_t turnover
+    int32_t tmonth
+    int32_t first_lot    # the oldest lot (by expiry, then id), -1: none
+    int8_t kind
+    int8_t activated
+    int8_t status
+
+
+cdef struct LotRec:
+    int64_t id
+    int64_t points
+    int64_t matures
+    int64_t expires
+    int32_t next         # the account's next lot (or the next free slot), -1: none
+
+
+cdef struct LotOrder:
+    int64_t expires
+    int64_t id
+    int32_t row
+
+
+cdef int _cmp_lot(const void* a, const void* b) noexcept nogil:
+    """(expiry, id) order; the row breaks ties, so equal lots keep the model's order (a stable
+    sort, as authz.club_model.ClubState.from_model's sorted())."""
+    cdef const LotOrder* x = <const LotOrder*>a
+    cdef const LotOrder* y = <const LotOrder*>b
+    if x.expires != y.expires:
+        return -1 if x.expires < y.expires else 1
+    if x.id != y.id:
+        return -1 if x.id < y.id else 1
+    return -1 if x.row < y.row else (1 if x.row > y.row else 0)
+
+
+cdef tuple CLUB_KINDS = tuple(ClubCardKind(i) for i in range(len(ClubCardKind)))
+cdef tuple CLUB_STATUSES = tuple(ClubStatus(i) for i in range(len(ClubStatus)))
+
+
+cdef class NativeClubEvaluator:
+    """Club decisions from the packed tables of a ClubModel or of ClubColumns (the compact
+    replica, native.compact); accounts and their point lots (a pool of linked lists, oldest
+    first) live in the tables and are changed by commits, returns and top-ups."""
+
+    cdef object _model
     cdef readonly str name
-    cdef object _t
+    cdef readonly object rules
+    cdef readonly dict category_index, channel_index, method_index
     cdef _Zones zones
-    cdef int32_t tz, n_cards, n_cats, n_channels, n_methods
+    cdef int32_t tz, n_cards, n_accounts, n_cats, n_channels, n_methods
     cdef int64_t cap_bp, maturity_s, expiry_months
     cdef const int8_t[::1] cat_accrues, cat_redeemable
     cdef const int64_t[::1] rate, cap_balance, cap_turnover
-    cdef const int32_t[::1] card_account
-    cdef const int8_t[::1] card_status, acc_kind, acc_activated, acc_status
-    cdef int64_t[::1] acc_balance, acc_turnover
-    cdef int32_t[::1] acc_tmonth, acc_first_lot
-    cdef int64_t[::1] lot_id, lot_points, lot_matures, lot_expires
-    cdef int32_t[::1] lot_next
-    cdef int32_t free_lot
+    # cards, accounts and lots as arrays of structs
+    cdef ClubCardRec* cards
+    cdef AccountRec* accs
+    cdef LotRec* lots
+    cdef Py_ssize_t lot_cap, lot_top   # slots allocated; slots ever used (those above were never touched)
+    cdef int32_t free_lot              # slots freed by emptied lots, chained through ``next``
+    # numbers -> positions: int64 keys (native.compact.card_key); numbers without a key in dicts
+    cdef _KeyIndex card_ix, acc_ix
+    cdef dict other_by_no, other_by_pos
 
-    def __init__(self, model):
-        t = ClubTables(model)
-        r = model.rules
-        self.model = model
+    def __cinit__(self):
+        self.cards = NULL
+        self.accs = NULL
+        self.lots = NULL
+
+    def __dealloc__(self):
+        PyMem_Free(self.cards)
+        PyMem_Free(self.accs)
+        PyMem_Free(self.lots)
+
+    def __init__(self, source):
+        """``source``: a ClubModel, or ClubColumns (the compact replica). The columns are
+        copied into the packed tables; only their card_key and acc_id arrays stay referenced
+        (as the indexes), so drop the columns once the evaluator is built."""
+        if isinstance(source, ClubModel):
+            cols = ClubColumns.from_model(source)
+            self._model = source
+        elif isinstance(source, ClubColumns):
+            cols = source
+            self._model = None
+        else:
+            raise TypeError(f"a club evaluator needs a ClubModel or ClubColumns, got {type(source).__name__}")
+        t = ClubTables(cols.rules)
+        r = self.rules = t.rules
         self.name = "native"
-        self._t = t
+        self.category_index, self.channel_index, self.method_index = t.category_index, t.channel_index, t.method_index
         self.zones = _Zones(t.tz)
         self.tz = t.tz_index
-        self.n_cards, self.n_cats = len(model.cards), len(r.categories)
+        self.n_cats = len(r.categories)
         self.n_channels, self.n_methods = len(r.channels), len(r.payment_methods)
         self.cap_bp, self.maturity_s, self.expiry_months = r.redemption_cap_bp, r.maturity_s, r.expiry_months
         self.cat_accrues, self.cat_redeemable = t.cat_accrues, t.cat_redeemable
         self.rate, self.cap_balance, self.cap_turnover = t.rate, t.cap_balance, t.cap_turnover
-        self.card_account, self.card_status = t.card_account, t.card_status
-        self.acc_kind, self.acc_activated, self.acc_status = t.acc_kind, t.acc_activated, t.acc_status
-        self.acc_balance, self.acc_turnover, self.acc_tmonth = t.acc_balance, t.acc_turnover, t.acc_tmonth
-        self.acc_first_lot = t.acc_first_lot
-        self._bind_lots()
-        self.free_lot = t.free_lot
+        self._pack_accounts(cols)
+        self._pack_lots(cols)
+        self._pack_cards(cols)
 
-    def _bind_lots(self):
-        t = self._t
-        self.lot_id, self.lot_points, self.lot_matures = t.lot_id, t.lot_points, t.lot_matures
-        self.lot_expires, self.lot_next = t.lot_expires, t.lot_next
+    @property
+    def model(self):
+        """The ClubModel decided on: the one this evaluator was built from, or (built from
+        columns) a :class:`native.compact.CompactClubModel` view over its tables."""
+        return self._model if self._model is not None else CompactClubModel(self)
+
+    # -- packing (the columns' checks are those of ClubModel.__init__, on positions) --
+
+    cdef void _pack_accounts(self, cols) except *:
+        cdef Py_ssize_t n = len(cols.acc_id), i
+        if not (len(cols.acc_kind) == len(cols.acc_activated) == len(cols.acc_status) == len(cols.acc_balance)
+                == len(cols.acc_tmonth) == len(cols.acc_turnover) == len(cols.acc_nlots) == n):
+            raise ModelError("account columns differ in length")
+        cdef const int64_t[::1] aid = cols.acc_id, balance = cols.acc_balance, turnover = cols.acc_turnover
+        cdef const int8_t[::1] kind = cols.acc_kind, activated = cols.acc_activated, status = cols.acc_status
+        cdef const int32_t[::1] tmonth = cols.acc_tmonth
+        self.acc_ix = _KeyIndex(cols.acc_id, False)
+        if self.acc_ix.duplicate is not None:
+            raise ModelError(f"duplicate account {self.acc_ix.duplicate!r}")
+        self.n_accounts = <int32_t>n
+        self.accs = <AccountRec*>PyMem_Malloc(max(n, 1) * sizeof(AccountRec))
+        if self.accs == NULL:
+            raise MemoryError("no memory for the club tables")
+        for i in range(n):
+            if not (0 <= kind[i] <= 1 and 0 <= activated[i] <= 1 and 0 <= status[i] <= 1):
+                raise ModelError(f"account {aid[i]}: kind, activation or status out of range")
+            if not 0 <= balance[i] <= MAX_AMOUNT:
+                raise ModelError(f"account {aid[i]} balance out of range")
+            self.accs[i].balance = balance[i]
+            self.accs[i].turnover = turnover[i]
+            self.accs[i].tmonth = tmonth[i]
+            self.accs[i].first_lot = -1
+            self.accs[i].kind = kind[i]
+            self.accs[i].activated = activated[i]
+            self.accs[i].status = status[i]
+
+    cdef void _pack_lots(self, cols) except *:
+        """Each account's lots, sorted oldest first, side by side in the pool and linked. The
+        pool has room for half as many again, never touched until a new lot needs a slot (so
+        it costs address space, not memory); it grows when full."""
+        cdef Py_ssize_t n = len(cols.lot_id), i, k, row = 0, most = 0, cap
+        if not (len(cols.lot_points) == len(cols.lot_matures) == len(cols.lot_expires) == n):
+            raise ModelError("lot columns differ in length")
+        cdef const int64_t[::1] lid = cols.lot_id, points = cols.lot_points
+        cdef const int64_t[::1] matures = cols.lot_matures, expires = cols.lot_expires
+        cdef const int32_t[::1] nlots = cols.acc_nlots
+        cdef const int64_t[::1] aid = cols.acc_id
+        cdef LotOrder* order = NULL
+        for i in range(self.n_accounts):
+            if nlots[i] < 0:
+                raise ModelError(f"account {aid[i]}: a negative lot count")
+            row += nlots[i]
+            if nlots[i] > most:
+                most = nlots[i]
+        if row != n:
+            raise ModelError(f"acc_nlots adds up to {row}, but there are {n} lot rows")
+        if n >= 2**30:
+            raise ModelError("too many lots for one table")
+        cap = n + n // 2 + 64
+        self.lots = <LotRec*>PyMem_Malloc(cap * sizeof(LotRec))
+        order = <LotOrder*>PyMem_Malloc(max(most, 1) * sizeof(LotOrder))
+        if self.lots == NULL or order == NULL:
+            PyMem_Free(order)
+            raise MemoryError("no memory for the club tables")
+        self.lot_cap = cap
+        row = 0
+        try:
+            for i in range(self.n_accounts):
+                for k in range(nlots[i]):
+                    if points[row + k] <= 0 or matures[row + k] > expires[row + k]:
+                        raise ModelError(f"account {aid[i]} has a malformed lot "
+                                         f"{PointLot(lid[row + k], points[row + k], matures[row + k], expires[row + k])}")
+                    order[k].expires, order[k].id, order[k].row = expires[row + k], lid[row + k], <int32_t>(row + k)
+                if nlots[i] > 1:
+                    qsort(order, nlots[i], sizeof(LotOrder), _cmp_lot)
+                for k in range(nlots[i]):
+                    self.lots[row + k].id = lid[order[k].row]
+                    self.lots[row + k].points = points[order[k].row]
+                    self.lots[row + k].matures = matures[order[k].row]
+                    self.lots[row + k].expires = expires[order[k].row]
+                    self.lots[row + k].next = <int32_t>(row + k + 1) if k + 1 < nlots[i] else -1
+                self.accs[i].first_lot = <int32_t>row if nlots[i] else -1
+                row += nlots[i]
+        finally:
+            PyMem_Free(order)
+        self.lot_top = n
+        self.free_lot = -1
+
+    cdef void _pack_cards(self, cols) except *:
+        cdef Py_ssize_t n = len(cols.card_key), i
+        if not (len(cols.card_account) == len(cols.card_status) == n):
+            raise ModelError("club card columns differ in length")
+        cdef const int32_t[::1] account = cols.card_account
+        cdef const int8_t[::1] status = cols.card_status
+        self.card_ix = _KeyIndex(cols.card_key, True)
+        if self.card_ix.duplicate is not None:
+            raise ModelError(f"duplicate club card {mask_card_no(card_no_of(self.card_ix.duplicate))}")
+        self.other_by_pos = dict(cols.card_other)
+        self.other_by_no = {no: i for i, no in self.other_by_pos.items()}
+        if len(self.other_by_no) != len(self.other_by_pos):
+            raise ModelError("duplicate club card among the numbers without a key")
+        if self.card_ix.n + len(self.other_by_pos) != n:
+            raise ModelError("every club card needs a key or a number in card_other, not both")
+        for i, no in self.other_by_pos.items():
+            if not 0 <= i < n or cols.card_key[i] != 0 or key_of(no):
+                raise ModelError(f"card_other[{i}]: not a club card without a key")
+        self.n_cards = <int32_t>n
+        self.cards = <ClubCardRec*>PyMem_Malloc(max(n, 1) * sizeof(ClubCardRec))
+        if self.cards == NULL:
+            raise MemoryError("no memory for the club tables")
+        for i in range(n):
+            if not 0 <= account[i] < self.n_accounts:
+                raise ModelError(f"club card {mask_card_no(cols.card_no(i))} of unknown account (position {account[i]})")
+            if not 0 <= status[i] <= 1:
+                raise ModelError(f"club card {mask_card_no(cols.card_no(i))}: status out of range")
+            self.cards[i].account = account[i]
+            self.cards[i].status = status[i]
 
     cdef void _reserve_lot(self) except *:
-        """Make sure one free lot slot exists, doubling the pool when it is full."""
+        """Make sure one free lot slot exists: a freed one, else the next never used, else
+        the pool grows by half."""
+        cdef Py_ssize_t cap
+        cdef LotRec* grown
         if self.free_lot >= 0:
             return
-        t = self._t
-        n = len(t.lot_id)
-        # release the views before the arrays grow (a buffer in use cannot be resized)
-        self.lot_id = self.lot_points = self.lot_matures = self.lot_expires = None
-        self.lot_next = None
-        for name in ("lot_id", "lot_points", "lot_matures", "lot_expires"):
-            getattr(t, name).extend([0] * n)
-        t.lot_next.extend(range(n + 1, 2 * n + 1))
-        t.lot_next[2 * n - 1] = -1
-        self._bind_lots()
-        self.free_lot = n
+        if self.lot_top == self.lot_cap:
+            cap = self.lot_cap + self.lot_cap // 2 + 64
+            if cap >= 2**31 - 1:
+                raise MemoryError("the club lot pool is full")
+            grown = <LotRec*>PyMem_Realloc(self.lots, cap * sizeof(LotRec))
+            if grown == NULL:
+                raise MemoryError("no memory for the club lot pool")
+            self.lots = grown
+            self.lot_cap = cap
+        self.lots[self.lot_top].next = -1
+        self.free_lot = <int32_t>self.lot_top
+        self.lot_top += 1
+
+    # -- numbers, ids and positions --
+
+    cdef Py_ssize_t _card_pos(self, card_no) except? -2:
+        """The position of club card ``card_no`` (a str), or -1."""
+        if type(card_no) is not str:
+            card_no = str.__str__(card_no)  # a str subclass: its text, as a dict of str finds it
+        cdef int64_t k = key_of(card_no)
+        if k:
+            return self.card_ix.find(k)
+        if self.other_by_no:
+            return self.other_by_no.get(card_no, -1)
+        return -1
+
+    cdef Py_ssize_t _account_pos(self, account_id) except? -2:
+        if type(account_id) is float and account_id.is_integer():
+            account_id = int(account_id)  # as a dict keyed by int finds it
+        if not isinstance(account_id, int) or not -2**63 <= account_id < 2**63:
+            return -1
+        return self.acc_ix.find(account_id)
+
+    @property
+    def card_count(self):
+        """Club cards in the replica."""
+        return self.n_cards
+
+    @property
+    def account_count(self):
+        """Accounts in the replica."""
+        return self.n_accounts
+
+    @property
+    def lot_count(self):
+        """Point lots the accounts hold now."""
+        cdef Py_ssize_t a, n = 0
+        cdef int32_t k
+        for a in range(self.n_accounts):
+            k = self.accs[a].first_lot
+            while k >= 0:
+                n += 1
+                k = self.lots[k].next
+        return n
+
+    def nbytes(self):
+        """Bytes of the packed tables and indexes (the card_key and acc_id arrays and the lot
+        slots ever used included; the rules and the pool's never-touched room not)."""
+        return (self.n_cards * (sizeof(ClubCardRec) + 8) + self.n_accounts * (sizeof(AccountRec) + 8)
+                + self.lot_top * sizeof(LotRec) + self.card_ix.nbytes() + self.acc_ix.nbytes())
+
+    def card_position(self, card_no):
+        """The position of club card ``card_no``, or None when the replica has no such card."""
+        if not isinstance(card_no, str):
+            return None
+        c = self._card_pos(card_no)
+        return None if c < 0 else c
+
+    def account_position(self, account_id):
+        """The position of account ``account_id``, or None."""
+        a = self._account_pos(account_id)
+        return None if a < 0 else a
+
+    def card_number(self, Py_ssize_t i):
+        """The number of the club card at position ``i``."""
+        if not 0 <= i < self.n_cards:
+            raise IndexError("club card position out of range")
+        cdef int64_t k = self.card_ix.keys[i]
+        return card_no_of(k) if k else self.other_by_pos[i]
+
+    def card_at(self, Py_ssize_t i):
+        """The club card at position ``i`` as a ClubCard (made now)."""
+        no = self.card_number(i)
+        return ClubCard(no, self.acc_ix.keys[self.cards[i].account], CLUB_STATUSES[self.cards[i].status])
+
+    cdef list _lots(self, int32_t a):
+        cdef int32_t k = self.accs[a].first_lot
+        out = []
+        while k >= 0:
+            out.append(PointLot(self.lots[k].id, self.lots[k].points, self.lots[k].matures, self.lots[k].expires))
+            k = self.lots[k].next
+        return out
+
+    def account_at(self, Py_ssize_t i):
+        """The account at position ``i`` as a ClubAccount with its balance, turnover and lots
+        (oldest first) now."""
+        if not 0 <= i < self.n_accounts:
+            raise IndexError("account position out of range")
+        cdef AccountRec* acc = &self.accs[i]
+        return ClubAccount(self.acc_ix.keys[i], CLUB_KINDS[acc.kind], acc.activated != 0, CLUB_STATUSES[acc.status],
+                           acc.balance, acc.tmonth, acc.turnover, tuple(self._lots(<int32_t>i)))
+
+    def columns(self):
+        """The replica now (balances, turnover and lots with this site's operations) as
+        ClubColumns, each account's lots oldest first: the columns it was built from as long
+        as nothing changed and their lots were in that order."""
+        cdef Py_ssize_t i, n = self.n_accounts, nc = self.n_cards, nl = self.lot_count, r = 0
+        cdef int32_t k
+        cdef carray.array a_kind = carray.clone(_B, n, False), a_act = carray.clone(_B, n, False)
+        cdef carray.array a_status = carray.clone(_B, n, False), a_balance = carray.clone(_Q, n, False)
+        cdef carray.array a_tmonth = carray.clone(_I, n, False), a_turnover = carray.clone(_Q, n, False)
+        cdef carray.array a_nlots = carray.clone(_I, n, False)
+        cdef carray.array l_id = carray.clone(_Q, nl, False), l_points = carray.clone(_Q, nl, False)
+        cdef carray.array l_matures = carray.clone(_Q, nl, False), l_expires = carray.clone(_Q, nl, False)
+        cdef carray.array c_account = carray.clone(_I, nc, False), c_status = carray.clone(_B, nc, False)
+        for i in range(n):
+            a_kind.data.as_schars[i] = self.accs[i].kind
+            a_act.data.as_schars[i] = self.accs[i].activated
+            a_status.data.as_schars[i] = self.accs[i].status
+            a_balance.data.as_longlongs[i] = self.accs[i].balance
+            a_tmonth.data.as_ints[i] = self.accs[i].tmonth
+            a_turnover.data.as_longlongs[i] = self.accs[i].turnover
+            a_nlots.data.as_ints[i] = 0
+            k = self.accs[i].first_lot
+            while k >= 0:
+                l_id.data.as_longlongs[r] = self.lots[k].id
+                l_points.data.as_longlongs[r] = self.lots[k].points
+                l_matures.data.as_longlongs[r] = self.lots[k].matures
+                l_expires.data.as_longlongs[r] = self.lots[k].expires
+                r += 1
+                a_nlots.data.as_ints[i] += 1
+                k = self.lots[k].next
+        for i in range(nc):
+            c_account.data.as_ints[i] = self.cards[i].account
+            c_status.data.as_schars[i] = self.cards[i].status
+        return ClubColumns(
+            rules=self.rules, card_other=self.other_by_pos,
+            acc_id=_pyarray("q", self.acc_ix._keys), acc_kind=a_kind, acc_activated=a_act, acc_status=a_status,
+            acc_balance=a_balance, acc_tmonth=a_tmonth, acc_turnover=a_turnover, acc_nlots=a_nlots,
+            lot_id=l_id, lot_points=l_points, lot_matures=l_matures, lot_expires=l_expires,
+            card_key=_pyarray("q", self.card_ix._keys), card_account=c_account, card_status=c_status)
 
     # -- the rules (authz.club) --
 
     cdef inline bint _blocked(self, int32_t c) noexcept nogil:
-        return self.card_status[c] == BLOCKED or self.acc_status[self.card_account[c]] == BLOCKED
+        return self.cards[c].status == BLOCKED or self.accs[self.cards[c].account].status == BLOCKED
 
     cdef inline int64_t _spendable(self, int32_t a, int64_t now) noexcept nogil:
         """authz.club.spendable_points."""
         cdef int64_t total = 0
-        cdef int32_t k = self.acc_first_lot[a]
+        cdef int32_t k = self.accs[a].first_lot
         while k >= 0:
-            if self.lot_matures[k] <= now < self.lot_expires[k]:
-                total += self.lot_points[k]
-            k = self.lot_next[k]
+            if self.lots[k].matures <= now < self.lots[k].expires:
+                total += self.lots[k].points
+            k = self.lots[k].next
         return total
 
     cdef inline int64_t _cap_points(self, Totals* t) noexcept nogil:
@@ -1378,11 +1691,11 @@ cdef class NativeClubEvaluator:
         return t.redeemable * self.cap_bp // 1000000
 
     cdef inline int64_t _turnover(self, int32_t a, int64_t month) noexcept nogil:
-        return self.acc_turnover[a] if self.acc_tmonth[a] >= month else 0
+        return self.accs[a].turnover if self.accs[a].tmonth >= month else 0
 
     cdef void _quote(self, int32_t c, int64_t now, int64_t rate, Totals* t, QuoteOut* o) noexcept nogil:
         """authz.club.quote, on a checked request."""
-        cdef int32_t a = self.card_account[c]
+        cdef int32_t a = self.cards[c].account
         cdef int64_t spendable, most
         o.total = t.total
         if self._blocked(c):
@@ -1398,19 +1711,19 @@ cdef class NativeClubEvaluator:
         o.max_redeem = most
         o.accrual = accrual_points(t, 0, rate)
         o.accrual_at_max = accrual_points(t, most, rate)
-        o.balance = self.acc_balance[a]
+        o.balance = self.accs[a].balance
 
     cdef void _unlink_empty(self, int32_t a):
         """Drop the account's lots that have no points left (authz.club._take_points)."""
-        cdef int32_t k = self.acc_first_lot[a], prev = -1, nxt
+        cdef int32_t k = self.accs[a].first_lot, prev = -1, nxt
         while k >= 0:
-            nxt = self.lot_next[k]
-            if self.lot_points[k] == 0:
+            nxt = self.lots[k].next
+            if self.lots[k].points == 0:
                 if prev < 0:
-                    self.acc_first_lot[a] = nxt
+                    self.accs[a].first_lot = nxt
                 else:
-                    self.lot_next[prev] = nxt
-                self.lot_next[k] = self.free_lot
+                    self.lots[prev].next = nxt
+                self.lots[k].next = self.free_lot
                 self.free_lot = k
             else:
                 prev = k
@@ -1424,45 +1737,45 @@ cdef class NativeClubEvaluator:
         cdef int32_t k
         cdef int pass_
         for pass_ in range(2 if has_first else 1):
-            k = self.acc_first_lot[a]
+            k = self.accs[a].first_lot
             while k >= 0 and points > 0:
-                if has_first and ((self.lot_id[k] == first_lot) != (pass_ == 0)):
-                    k = self.lot_next[k]
+                if has_first and ((self.lots[k].id == first_lot) != (pass_ == 0)):
+                    k = self.lots[k].next
                     continue
-                if now < self.lot_expires[k] and not (spendable_only and now < self.lot_matures[k]):
-                    n = points if points < self.lot_points[k] else self.lot_points[k]
+                if now < self.lots[k].expires and not (spendable_only and now < self.lots[k].matures):
+                    n = points if points < self.lots[k].points else self.lots[k].points
                     if n:
-                        self.lot_points[k] -= n
-                        used.append((self.lot_id[k], n))
+                        self.lots[k].points -= n
+                        used.append((self.lots[k].id, n))
                         points -= n
                         taken += n
-                k = self.lot_next[k]
+                k = self.lots[k].next
         self._unlink_empty(a)
         return taken
 
     cdef void _add_lot(self, int32_t a, int64_t lot_id, int64_t points, int64_t matures, int64_t expires) except *:
         """authz.club._add_lot: insert keeping (expiry, id) order; after the last equal key."""
         self._reserve_lot()
-        cdef int32_t k = self.free_lot, cur = self.acc_first_lot[a], prev = -1
-        self.free_lot = self.lot_next[k]
-        self.lot_id[k], self.lot_points[k], self.lot_matures[k], self.lot_expires[k] = lot_id, points, matures, expires
-        while cur >= 0 and (self.lot_expires[cur] < expires or
-                            (self.lot_expires[cur] == expires and self.lot_id[cur] <= lot_id)):
+        cdef int32_t k = self.free_lot, cur = self.accs[a].first_lot, prev = -1
+        self.free_lot = self.lots[k].next
+        self.lots[k].id, self.lots[k].points, self.lots[k].matures, self.lots[k].expires = lot_id, points, matures, expires
+        while cur >= 0 and (self.lots[cur].expires < expires or
+                            (self.lots[cur].expires == expires and self.lots[cur].id <= lot_id)):
             prev = cur
-            cur = self.lot_next[cur]
-        self.lot_next[k] = cur
+            cur = self.lots[cur].next
+        self.lots[k].next = cur
         if prev < 0:
-            self.acc_first_lot[a] = k
+            self.accs[a].first_lot = k
         else:
-            self.lot_next[prev] = k
+            self.lots[prev].next = k
 
     # -- checks of single requests (authz.club) --
 
     cdef int32_t _card(self, card_no) except -1:
-        i = self.model.card_index.get(card_no) if isinstance(card_no, str) else None
-        if i is None:
+        cdef Py_ssize_t c = self._card_pos(card_no) if isinstance(card_no, str) else -1
+        if c < 0:
             raise RequestError(f"unknown club card {mask_card_no(card_no)}")
-        return i
+        return <int32_t>c
 
     cdef int64_t _int(self, str name, value, int64_t low, int64_t high) except? -1:
         if type(value) is not int or not low <= value <= high:
@@ -1475,7 +1788,7 @@ cdef class NativeClubEvaluator:
         lines = sale.lines
         if type(lines) is not tuple or not lines:
             raise RequestError("a sale needs at least one line")
-        cats = self.model.category_index
+        cats = self.category_index
         t.total = t.accruing = t.redeemable = t.both = 0
         n = 0
         for line in lines:
@@ -1506,10 +1819,10 @@ cdef class NativeClubEvaluator:
             raise RequestError(f"sale total {t.total} kop is over {MAX_SALE}")
 
     cdef int64_t _rate(self, channel, method) except -1:
-        ch = self.model.channel_index.get(channel) if type(channel) is str else None
+        ch = self.channel_index.get(channel) if type(channel) is str else None
         if ch is None:
             raise RequestError(f"unknown channel {channel!r}")
-        me = self.model.method_index.get(method) if type(method) is str else None
+        me = self.method_index.get(method) if type(method) is str else None
         if me is None:
             raise RequestError(f"unknown payment method {method!r}")
         return self.rate[<Py_ssize_t>ch * self.n_methods + <Py_ssize_t>me]
@@ -1531,7 +1844,7 @@ cdef class NativeClubEvaluator:
         self._quote(c, now, rate, &t, &o)
         return _build(F_QUOTE, (REASONS[o.reason], o.total, o.spendable, o.max_redeem,
                       o.accrual, o.accrual_at_max, o.balance,
-                      o.reason == R_OK and self.acc_activated[self.card_account[c]] != 0))
+                      o.reason == R_OK and self.accs[self.cards[c].account].activated != 0))
 
     def commit(self, sale, payment, txn_id):
         """Commit ``sale`` with ``payment`` (authz.club.commit)."""
@@ -1550,7 +1863,8 @@ cdef class NativeClubEvaluator:
         if points * 100 + from_card + money != t.total:
             raise RequestError(f"payments add up to {points * 100 + from_card + money} kop, "
                                f"the sale is {t.total} kop")
-        a = self.card_account[c]
+        a = self.cards[c].account
+        cdef AccountRec* acc = &self.accs[a]
         cdef int64_t month = self._month(now)
         cdef int64_t turnover = self._turnover(a, month)
         cdef int reason = R_OK
@@ -1561,14 +1875,14 @@ cdef class NativeClubEvaluator:
         elif points > self._spendable(a, now):
             reason = R_INSUFFICIENT_POINTS
         elif from_card > 0:
-            if not self.acc_activated[a]:
+            if not acc.activated:
                 reason = R_CARD_NOT_ACTIVATED
-            elif from_card > self.acc_balance[a]:
+            elif from_card > acc.balance:
                 reason = R_INSUFFICIENT_FUNDS
-            elif turnover + from_card > self.cap_turnover[self.acc_kind[a]]:
+            elif turnover + from_card > self.cap_turnover[acc.kind]:
                 reason = R_TURNOVER_CAP
         if reason != R_OK:
-            return ClubCommit(REASONS[reason], 0, 0, (), None, self.acc_balance[a], turnover)
+            return ClubCommit(REASONS[reason], 0, 0, (), None, acc.balance, turnover)
         used = []
         self._take(a, points, now, True, False, 0, used)
         cdef int64_t accrued = accrual_points(&t, points, rate)
@@ -1576,18 +1890,17 @@ cdef class NativeClubEvaluator:
         if accrued:
             new_lot = PointLot(tid, accrued, now + self.maturity_s, add_months_utc(now, self.expiry_months))
             self._add_lot(a, tid, accrued, new_lot.matures_at_s, new_lot.expires_at_s)
-        self.acc_balance[a] -= from_card
-        if month > self.acc_tmonth[a]:
-            self.acc_tmonth[a] = month
-        self.acc_turnover[a] = turnover + from_card
-        return ClubCommit(REASONS[R_OK], accrued, points, tuple(used), new_lot, self.acc_balance[a],
-                          self.acc_turnover[a])
+        acc.balance -= from_card
+        if month > acc.tmonth:
+            acc.tmonth = <int32_t>month
+        acc.turnover = turnover + from_card
+        return ClubCommit(REASONS[R_OK], accrued, points, tuple(used), new_lot, acc.balance, acc.turnover)
 
     def return_sale(self, ret):
         """Return part or all of an earlier sale (authz.club.return_sale)."""
         _check_type(ret, ClubReturn)
         cdef int32_t c = self._card(ret.card_no)
-        cdef int32_t a = self.card_account[c]
+        cdef int32_t a = self.cards[c].account
         cdef int64_t now = self._int("now_utc_s", ret.now_utc_s, 0, MAX_UTC)
         cdef int64_t rid = self._int("return_id", ret.return_id, 0, MAX_ID)
         cdef int64_t sid = self._int("sale_id", ret.sale_id, 0, MAX_ID)
@@ -1598,7 +1911,7 @@ cdef class NativeClubEvaluator:
         cdef int64_t card_part = self._int("sale_card_balance_kop", ret.sale_card_balance_kop, 0,
                                            whole - redeemed * 100)
         if self._blocked(c):
-            return ClubReturnResult(REASONS[R_CARD_BLOCKED], 0, 0, 0, 0, 0, 0, self.acc_balance[a])
+            return ClubReturnResult(REASONS[R_CARD_BLOCKED], 0, 0, 0, 0, 0, 0, self.accs[a].balance)
         cdef int64_t take = accrued * share // whole
         cdef int64_t give = redeemed * share // whole
         cdef int64_t refund_card = card_part * share // whole
@@ -1611,7 +1924,7 @@ cdef class NativeClubEvaluator:
         cdef int64_t from_money = charged * 100 if charged * 100 < refund_money else refund_money
         refund_money -= from_money
         refund_card -= charged * 100 - from_money
-        cdef int64_t room = self.cap_balance[self.acc_kind[a]] - self.acc_balance[a]
+        cdef int64_t room = self.cap_balance[self.accs[a].kind] - self.accs[a].balance
         if room < 0:
             room = 0
         if refund_card > room:
@@ -1619,15 +1932,16 @@ cdef class NativeClubEvaluator:
             refund_card = room
         if give:
             self._add_lot(a, rid, give, now, add_months_utc(now, self.expiry_months))
-        self.acc_balance[a] += refund_card
+        self.accs[a].balance += refund_card
         return ClubReturnResult(REASONS[R_OK], taken, charged, short - charged, give, refund_card,
-                                refund_money, self.acc_balance[a])
+                                refund_money, self.accs[a].balance)
 
     def top_up(self, req):
         """Put cash on a card within its caps (authz.club.top_up)."""
         _check_type(req, ClubTopUp)
         cdef int32_t c = self._card(req.card_no)
-        cdef int32_t a = self.card_account[c]
+        cdef int32_t a = self.cards[c].account
+        cdef AccountRec* acc = &self.accs[a]
         cdef int64_t now = self._int("now_utc_s", req.now_utc_s, 0, MAX_UTC)
         cdef int64_t amount = self._int("amount_kop", req.amount_kop, 1, MAX_SALE)
         cdef int64_t month = self._month(now)
@@ -1635,19 +1949,19 @@ cdef class NativeClubEvaluator:
         cdef int reason = R_OK
         if self._blocked(c):
             reason = R_CARD_BLOCKED
-        elif not self.acc_activated[a]:
+        elif not acc.activated:
             reason = R_CARD_NOT_ACTIVATED
-        elif self.acc_balance[a] + amount > self.cap_balance[self.acc_kind[a]]:
+        elif acc.balance + amount > self.cap_balance[acc.kind]:
             reason = R_BALANCE_CAP
-        elif turnover + amount > self.cap_turnover[self.acc_kind[a]]:
+        elif turnover + amount > self.cap_turnover[acc.kind]:
             reason = R_TURNOVER_CAP
         if reason != R_OK:
-            return ClubTopUpResult(REASONS[reason], self.acc_balance[a], turnover)
-        self.acc_balance[a] += amount
-        if month > self.acc_tmonth[a]:
-            self.acc_tmonth[a] = month
-        self.acc_turnover[a] = turnover + amount
-        return ClubTopUpResult(REASONS[R_OK], self.acc_balance[a], self.acc_turnover[a])
+            return ClubTopUpResult(REASONS[reason], acc.balance, turnover)
+        acc.balance += amount
+        if month > acc.tmonth:
+            acc.tmonth = <int32_t>month
+        acc.turnover = turnover + amount
+        return ClubTopUpResult(REASONS[R_OK], acc.balance, acc.turnover)
 
     # -- batch --
 
@@ -1712,13 +2026,10 @@ cdef class NativeClubEvaluator:
 
     def account(self, account_id):
         """A copy of the account's state now (authz.club_model.AccountState)."""
-        cdef int32_t a = self.model.account_index[account_id]
-        cdef int32_t k = self.acc_first_lot[a]
-        lots = []
-        while k >= 0:
-            lots.append(PointLot(self.lot_id[k], self.lot_points[k], self.lot_matures[k], self.lot_expires[k]))
-            k = self.lot_next[k]
-        return AccountState(self.acc_balance[a], self.acc_tmonth[a], self.acc_turnover[a], lots)
+        cdef Py_ssize_t a = self._account_pos(account_id)
+        if a < 0:
+            raise KeyError(account_id)
+        return AccountState(self.accs[a].balance, self.accs[a].tmonth, self.accs[a].turnover, self._lots(<int32_t>a))
 
 
 # ---------------------------------------------------------------- the simulated network, as columns
@@ -1960,3 +2271,79 @@ def _sample_fuel_rows(tuple mt_state, Py_ssize_t n_cards, st_id, st_region, int 
         lim_id=l_id, lim_unit=l_unit, lim_period=l_period, lim_scope=l_scope, lim_amount=l_amount,
         lim_scope_value=l_sv, lim_spent=l_spent, lim_pstart=l_pstart, stop_keys=stop)
     return columns, tz_first
+
+
+# native.compact.sample_club_columns: the account loop of authz.sample.club_model, the same way.
+
+DEF LOT_AGE_S = 120 * 86_400
+cdef int64_t FIRST_CLUB_DIGITS = 299000000000  # "2990" and eight digits: club_card_number's first 12
+cdef int64_t CLUB_KEY_LEAD = 10000000000000    # the key's leading "1" before 13 digits
+
+
+cdef inline int64_t club_card_key(int64_t a) noexcept nogil:
+    """card_key(authz.sample.club_card_number(a)), a < 10**8: "1", "2990", a in eight digits,
+    the EAN-13 check digit."""
+    cdef int64_t digits = FIRST_CLUB_DIGITS + a, s = 0, v = digits
+    cdef int pos
+    for pos in range(11, -1, -1):  # position 0 is the leftmost digit; odd positions weigh 3
+        s += (v % 10) * (3 if pos % 2 else 1)
+        v //= 10
+    return CLUB_KEY_LEAD + digits * 10 + (10 - s % 10) % 10
+
+
+def _sample_club_rows(tuple mt_state, Py_ssize_t n_accounts, int64_t now, int64_t maturity_s,
+                      int64_t expiry_months, int64_t half_cap_identified, int64_t half_cap_unidentified):
+    """Account, lot and card columns of authz.sample.club_model, drawing from the generator
+    whose state (random.Random.getstate()[1]) is ``mt_state`` (nothing is drawn before the
+    accounts). Returns the columns by name."""
+    cdef MT m
+    cdef Py_ssize_t a, k, nl, r = 0, n = n_accounts
+    cdef int64_t at, pts, bal
+    cdef int8_t kind
+    cdef int64_t half[2]
+    if len(mt_state) != 625 or not 0 <= n < 10**8:
+        raise ValueError("a Mersenne Twister state of 625 words and under 10**8 accounts")
+    for k in range(624):
+        m.s[k] = mt_state[k]
+    m.i = mt_state[624]
+    half[0], half[1] = half_cap_identified, half_cap_unidentified
+    cdef carray.array a_id = carray.clone(_Q, n, False), a_kind = carray.clone(_B, n, False)
+    cdef carray.array a_act = carray.clone(_B, n, False), a_status = carray.clone(_B, n, False)
+    cdef carray.array a_balance = carray.clone(_Q, n, False), a_tmonth = carray.clone(_I, n, True)
+    cdef carray.array a_turnover = carray.clone(_Q, n, True), a_nlots = carray.clone(_I, n, False)
+    # at most four lots an account; cut to size after (pages never written cost no memory)
+    cdef carray.array l_id = carray.clone(_Q, 4 * n, False), l_points = carray.clone(_Q, 4 * n, False)
+    cdef carray.array l_matures = carray.clone(_Q, 4 * n, False), l_expires = carray.clone(_Q, 4 * n, False)
+    cdef carray.array c_key = carray.clone(_Q, n, False), c_account = carray.clone(_I, n, False)
+    cdef carray.array c_status = carray.clone(_B, n, True)
+    cdef int64_t* lid = <int64_t*>a_id.data.as_voidptr
+    cdef int64_t* o_lid = <int64_t*>l_id.data.as_voidptr
+    cdef int64_t* o_pts = <int64_t*>l_points.data.as_voidptr
+    cdef int64_t* o_mat = <int64_t*>l_matures.data.as_voidptr
+    cdef int64_t* o_exp = <int64_t*>l_expires.data.as_voidptr
+    with nogil:
+        for a in range(n):
+            nl = mt_below(&m, 5)                                  # rnd.randrange(5)
+            for k in range(nl):
+                at = now - mt_below(&m, LOT_AGE_S)                # rnd.randrange(120 * 86_400)
+                pts = 10 + mt_below(&m, 1991)                     # rnd.randint(10, 2_000)
+                o_lid[r], o_pts[r] = a * 10 + k, pts
+                o_mat[r], o_exp[r] = at + maturity_s, add_months_utc(at, expiry_months)
+                r += 1
+            kind = 0 if mt_random(&m) < 0.7 else 1
+            a_kind.data.as_schars[a] = kind
+            a_act.data.as_schars[a] = 1 if mt_random(&m) < 0.9 else 0
+            a_status.data.as_schars[a] = 1 if mt_random(&m) < 0.005 else 0
+            k = mt_below(&m, 5)                                   # rnd.choice((0, 0, 100_000, 500_000, cap // 2))
+            bal = 0 if k < 2 else (100_000 if k == 2 else (500_000 if k == 3 else half[kind]))
+            a_balance.data.as_longlongs[a] = bal
+            a_nlots.data.as_ints[a] = <int32_t>nl
+            lid[a] = a + 1
+            c_key.data.as_longlongs[a] = club_card_key(a)
+            c_account.data.as_ints[a] = <int32_t>a
+    for arr in (l_id, l_points, l_matures, l_expires):
+        carray.resize(arr, r)
+    return dict(acc_id=a_id, acc_kind=a_kind, acc_activated=a_act, acc_status=a_status, acc_balance=a_balance,
+                acc_tmonth=a_tmonth, acc_turnover=a_turnover, acc_nlots=a_nlots, lot_id=l_id, lot_points=l_points,
+                lot_matures=l_matures, lot_expires=l_expires, card_key=c_key, card_account=c_account,
+                card_status=c_status)

@@ -1,14 +1,15 @@
 """The compile step: a model (authz) turned into the flat typed arrays the native evaluator
 reads. Positions are the model's tuple positions, so batches mean the same to both
-evaluators. Nothing here decides anything. The fuel model goes through its columnar form
-first (:mod:`native.compact`); the club model is compiled here directly."""
+evaluators. Nothing here decides anything. Both models go through their columnar form first
+(:mod:`native.compact`); here are the small tables (products, stations, discounts, zones; the
+club rules), the evaluator packs the large ones from the columns."""
 
 from __future__ import annotations
 
 from array import array
 
 from authz.club import accrual_rate_bp
-from authz.club_model import ClubCardKind, ClubModel, ClubStatus
+from authz.club_model import ClubCardKind, ClubModel, ClubRules, ClubStatus
 from authz.errors import ModelError
 from authz.fuel_model import (CardKind, CardStatus, DiscountKind, DiscountWhere, FuelModel, LimitUnit,
                               Period, ProductGroup, Scope, Tariff)
@@ -97,55 +98,34 @@ class FuelTables:
 
 
 class ClubTables:
-    """The club model as arrays; lots live in a pool of linked lists, one list per account,
-    ordered oldest first (by expiry, then id)."""
+    """The small club tables (the rules) as arrays: category flags, the channel x method
+    accrual-rate matrix (the first-match rule table evaluated once), caps per card kind, the
+    rules' time zone; and the name -> position dicts of categories, channels and methods.
+    Accounts, cards and point lots are large: the evaluator packs them straight from the
+    columns (:class:`native.compact.ClubColumns`) into arrays of C structs.
 
-    def __init__(self, m: ClubModel) -> None:
-        r = m.rules
+    The rules are checked exactly as a ClubModel checks them (through a ClubModel of the
+    rules alone)."""
+
+    def __init__(self, rules: ClubRules) -> None:
+        small = ClubModel(rules=rules, accounts=(), cards=())
+        r = self.rules = rules
+        self.category_index, self.channel_index = small.category_index, small.channel_index
+        self.method_index = small.method_index
         self.tz = TzTables()
         self.tz_index = self.tz.add(r.tz)
         self.cat_accrues = array("b", [int(c.accrues) for c in r.categories])
         self.cat_redeemable = array("b", [int(c.redeemable) for c in r.categories])
         self.n_methods = len(r.payment_methods)
-        self.rate = array("q", [accrual_rate_bp(m, ch, me) for ch in r.channels for me in r.payment_methods])
+        self.rate = array("q", [accrual_rate_bp(small, ch, me) for ch in r.channels for me in r.payment_methods])
         self.cap_balance = array("q", [r.caps[k].balance_cap_kop for k in ClubCardKind])
         self.cap_turnover = array("q", [r.caps[k].turnover_cap_kop for k in ClubCardKind])
-        self.card_account = array("i", [m.account_index[c.account_id] for c in m.cards])
-        self.card_status = array("b", [int(c.status) for c in m.cards])
-        self.acc_kind = array("b", [int(a.kind) for a in m.accounts])
-        self.acc_activated = array("b", [int(a.activated) for a in m.accounts])
-        self.acc_status = array("b", [int(a.status) for a in m.accounts])
-        self.acc_balance = array("q", [a.balance_kop for a in m.accounts])
-        self.acc_tmonth = array("i", [a.turnover_month for a in m.accounts])
-        self.acc_turnover = array("q", [a.turnover_kop for a in m.accounts])
-        self.acc_first_lot = array("i", [-1]) * len(m.accounts)
-        lots = [(a_i, lot) for a_i, a in enumerate(m.accounts)
-                for lot in sorted(a.lots, key=lambda x: (x.expires_at_s, x.lot_id))]
-        n = len(lots)
-        cap = max(16, 2 * n)
-        self.lot_id = array("q", [0]) * cap
-        self.lot_points = array("q", [0]) * cap
-        self.lot_matures = array("q", [0]) * cap
-        self.lot_expires = array("q", [0]) * cap
-        self.lot_next = array("i", [-1]) * cap
-        last: dict[int, int] = {}
-        for k, (a_i, lot) in enumerate(lots):
-            self.lot_id[k], self.lot_points[k] = lot.lot_id, lot.points
-            self.lot_matures[k], self.lot_expires[k] = lot.matures_at_s, lot.expires_at_s
-            if a_i in last:
-                self.lot_next[last[a_i]] = k
-            else:
-                self.acc_first_lot[a_i] = k
-            last[a_i] = k
-        # free slots n..cap-1 are chained into the free list
-        for k in range(n, cap - 1):
-            self.lot_next[k] = k + 1
-        self.free_lot = n if n < cap else -1
 
 
 # Values the .pyx relies on; checked here so a renumbered enum fails at import, not silently.
 assert (int(ProductGroup.FUEL), int(LimitUnit.MILLILITRES), int(Scope.GROUP), int(Scope.PRODUCT)) == (0, 1, 1, 2)
 assert (int(DiscountWhere.HOME_REGION), int(DiscountWhere.CHOSEN_STATIONS), int(DiscountKind.KOP_PER_L)) == (0, 1, 0)
 assert (int(CardStatus.BLOCKED), int(ClubStatus.BLOCKED), int(CardKind.VIRTUAL)) == (1, 1, 1)
+assert [int(k) for k in ClubCardKind] == [0, 1] and [int(s) for s in ClubStatus] == [0, 1]
 assert len(CardStatus) == 2 and len(CardKind) == 2 and len(LimitUnit) == 2 and len(Scope) == 3
 assert [int(p) for p in Period] == [0, 1, 2, 3, 4] and max(int(g) for g in ProductGroup) < 8  # a group mask is a byte
