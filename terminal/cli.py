@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     site.add_argument("--club-accounts", type=_positive, default=2_000, metavar="N", help="club accounts")
     site.add_argument("--seed", type=int, default=1, help="random seed of the replica and the traffic")
 
+    hostp = sub.add_parser(
+        "host", help="the central host's admin commands (cards, limits, blocks, reports...)",
+        description="The central host's admin command line; 'edgepos host --help' lists its commands "
+                    "(the same as python -m host.admin).", add_help=False)
+    hostp.add_argument("host_args", nargs=argparse.REMAINDER)
+
     sim = sub.add_parser(
         "evaluate-day", help="run a generated day of a fuel network and a store chain through the evaluator",
         description="Generate a fuel network (cards, contracts, limits, tariffs) and a club-card "
@@ -113,8 +119,12 @@ def _run_daemon(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``edgepos`` console command."""
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if raw[:1] == ["host"]:  # the host's own command line takes everything after "host"
+        from host.admin import main as host_main
+        return host_main(raw[1:])
     ap = build_parser()
-    args = ap.parse_args(argv)
+    args = ap.parse_args(raw)
     # the simulation's progress lines say what happens; the daemon's log is for -v there
     quiet = args.command == "simulate" and not args.verbose
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,

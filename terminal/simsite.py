@@ -53,6 +53,8 @@ class SiteReport:
     fuel: Counter = field(default_factory=Counter)
     fuel_volume_ml: int = 0
     fuel_amount_kop: int = 0
+    host_records: int = 0
+    reconciliation: str = ""
     journal_records: int = 0
     journal_kinds: Counter = field(default_factory=Counter)
     checks: list[str] = field(default_factory=list)
@@ -78,6 +80,9 @@ class SiteReport:
                      ", ".join(f"{k} {num(v)}" for k, v in sorted(self.journal_kinds.items())))
         if self.http_errors:
             lines.append("HTTP errors: " + ", ".join(f"{k} {num(v)}" for k, v in sorted(self.http_errors.items())))
+        if self.reconciliation:
+            lines.append("Host ledger vs journal:")
+            lines += ["  " + line for line in self.reconciliation.splitlines()]
         lines.append("Checks: " + ("; ".join(self.checks) if self.checks else "none"))
         return "\n".join(lines)
 
@@ -320,6 +325,8 @@ async def run_site(*, config: SiteConfig | None = None, sim_seconds: int = 3_600
                     raise RuntimeError(f"pcscd has no reader {missing[0]!r} (it has {sorted(readers)})")
             say(f"building the replica: {fuel_cards:,} fuel cards, {club_accounts:,} club accounts")
             replica = Replica.simulated(cfg, fuel_cards=fuel_cards, club_accounts=club_accounts, seed=seed)
+            host = await _start_host(cfg, replica, Path(tmp), say)
+            cfg = host.site_config
             from hw.sim.pump import SimulatedPump
             from .fuel import sim_key_store
             keys = sim_key_store()
@@ -347,14 +354,96 @@ async def run_site(*, config: SiteConfig | None = None, sim_seconds: int = 3_600
                             f"errors {sum(report.http_errors.values())}")
                     for t in tasks:
                         t.result()  # a crashed generator is an error of the run, not a quiet gap
+                say("waiting for the host to acknowledge every journal record")
+                await daemon.sync.wait_flushed(120)
                 _check_against_journal(daemon, report)
+                journal_path = daemon.journal_path
+            await host.stop()
+            _reconcile(host, journal_path, report)
         finally:
             for s in scanners.values():
                 s.close()
             if pcscd is not None:
                 pcscd.stop()
+            if "host" in locals():
+                await host.stop()
     report.wall_seconds = time.perf_counter() - t0
     return report
+
+
+class SimHost:
+    """The central host of the simulation: an embedded broker, a SQLite ledger loaded with the
+    replica's master data, one host worker, and the keys of the site and the host."""
+
+    def __init__(self, broker, ledger_url: str, worker, task: asyncio.Task, stop: asyncio.Event,
+                 site_config: SiteConfig) -> None:
+        self.broker, self.ledger_url, self.worker, self.task, self._stop = broker, ledger_url, worker, task, stop
+        self.site_config = site_config
+        self.stopped = False
+
+    async def stop(self) -> None:
+        """Stop the worker and the broker (idempotent)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        self._stop.set()
+        try:
+            await asyncio.wait_for(self.task, 30)
+        finally:
+            await asyncio.to_thread(self.broker.stop)
+
+
+async def _start_host(cfg: SiteConfig, replica: Replica, tmp: Path, say) -> SimHost:
+    from host.ledger import Ledger
+    from host.master import import_club_model, import_fuel_model
+    from host.worker import Worker, load_keys
+    from wire import new_key, write_key
+
+    from .broker import embedded_broker
+
+    keys_dir = tmp / "host-keys"
+    (keys_dir / "sites").mkdir(parents=True)
+    write_key(keys_dir / "host.key", new_key())
+    write_key(keys_dir / "sites" / f"{cfg.site_id}.key", new_key())
+    say("starting the host: an embedded MQTT broker (mosquitto), a SQLite ledger, a host worker")
+    broker = embedded_broker(tmp / "broker")
+    await asyncio.to_thread(broker.start)
+    ledger_url = f"sqlite:///{tmp / 'host-ledger.sqlite'}"
+
+    def load_master() -> None:
+        ledger = Ledger.open(ledger_url)
+        try:
+            if replica.fuel_model is not None:
+                import_fuel_model(ledger, replica.fuel_model)
+            if replica.club_model is not None:
+                import_club_model(ledger, replica.club_model)
+        finally:
+            ledger.close()
+    await asyncio.to_thread(load_master)
+    stop = asyncio.Event()
+    worker = Worker(ledger_url, load_keys(keys_dir), hostname="127.0.0.1", port=broker.port)
+    task = asyncio.create_task(worker.run(stop), name="host worker")
+    site_cfg = replace(cfg, broker=replace(cfg.broker, url=broker.url),
+                       keys=replace(cfg.keys, site_key_file=str(keys_dir / "sites" / f"{cfg.site_id}.key"),
+                                    host_key_file=str(keys_dir / "host.key")))
+    return SimHost(broker, ledger_url, worker, task, stop, site_cfg)
+
+
+def _reconcile(host: SimHost, journal_path: Path, report: SiteReport) -> None:
+    """Hold the host ledger against the site's journal: counts and sums must match exactly."""
+    from host.ledger import Ledger
+    from host.reconciliation import reconcile
+
+    ledger = Ledger.open(host.ledger_url)
+    try:
+        result = reconcile(ledger, [journal_path])
+    finally:
+        ledger.close()
+    report.host_records = result.records
+    report.reconciliation = result.summary()
+    report.checks.append(f"host ledger == journal: {'OK' if result.ok else 'MISMATCH'}")
+    if not result.ok:
+        raise AssertionError("the host ledger does not match the journal:\n" + report.render())
 
 
 def _check_against_journal(daemon: Daemon, report: SiteReport) -> None:

@@ -53,6 +53,7 @@ def test_cli_simulate_runs_a_site_and_checks_its_journal():
     assert out.returncode == 0, out.stderr[-3000:]
     assert "edgepos simulated site: 1 200 simulated seconds" in out.stdout
     assert "match: OK" in out.stdout and "MISMATCH" not in out.stdout
+    assert "host ledger == journal: OK" in out.stdout  # synced through the broker, reconciled exactly
     assert "t=" in out.stderr  # live progress on stderr
 
 
