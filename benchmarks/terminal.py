@@ -19,7 +19,7 @@ before it came back.
 * ``rss_mb_1m_cards``: resident memory of a daemon whose replica holds 1,000,000 fuel cards
   and a 1,000,000-entry stop list, after start; ``start_1m_cards_s``: its start-up time.
 * ``rss_mb_1m_cards_with_100k_club``, ``start_1m_cards_with_100k_club_s``: the same with a
-  100,000-account club replica (not yet compact) added.
+  100,000-account club replica added.
 """
 
 from __future__ import annotations

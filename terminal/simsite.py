@@ -117,9 +117,15 @@ class Shoppers:
     def __init__(self, till_id: str, scanner: ScannerSim, replica: Replica, api: Api, report: SiteReport,
                  clock: "SimClock", rnd: random.Random) -> None:
         self.till_id, self.scanner, self.api, self.report, self.clock, self.rnd = till_id, scanner, api, report, clock, rnd
-        m = replica.club_model
-        self.cards = [c.card_no for c in m.cards if c.status is ClubStatus.ACTIVE]
+        self.club = replica.club
         self.committed: list[tuple[str, int]] = []
+
+    def _card(self) -> str:
+        """A random active club card, by position (no object per card is built)."""
+        while True:
+            i = self.rnd.randrange(self.club.card_count)
+            if self.club.card_at(i).status is ClubStatus.ACTIVE:
+                return self.club.card_number(i)
 
     async def run(self) -> None:
         """Serve shoppers until the simulated time is up."""
@@ -137,7 +143,7 @@ class Shoppers:
             if st == 200:
                 self.report.returns += 1
             return
-        card = rnd.choice(self.cards)
+        card = self._card()
         if rnd.random() < 0.05:
             st, r = await self.api.call("POST", f"{base}/topups",
                                         {"card_no": card, "amount_kop": rnd.choice((50_000, 200_000, 1_000_000))})
