@@ -29,7 +29,7 @@ def authorize(model: FuelModel, state: FuelState, req: FuelRequest) -> FuelDecis
     list, so a preset that exactly meets a limit is approved as asked (reason OK).
     """
     card, station, product = _resolve(model, req)
-    if card.card_no in model.stop_list:
+    if card.card_no in (model.stop_list if state.stop_list is None else state.stop_list):
         return _decline(Reason.STOP_LIST)
     if card.status is CardStatus.BLOCKED:
         return _decline(Reason.CARD_BLOCKED)

@@ -335,6 +335,8 @@ class FuelState:
 
     balances: dict[int, int] = field(default_factory=dict)
     counters: dict[tuple[str, int], LimitCounter] = field(default_factory=dict)
+    #: the stop list now (None: the model's); blocks and unblocks from the host change it
+    stop_list: set[str] | None = None
 
     @classmethod
     def from_model(cls, model: FuelModel) -> "FuelState":

@@ -48,6 +48,24 @@ class ReferenceFuelEvaluator:
             out.binding_limit_id[i] = -1 if d.binding_limit_id is None else d.binding_limit_id
         return out
 
+    def set_stop_listed(self, card_no: str, listed: bool) -> bool:
+        """Put ``card_no`` on the stop list or take it off, now; returns whether it is a card
+        of this model."""
+        if type(card_no) is not str or not card_no:
+            raise RequestError(f"card_no must be text, got {type(card_no).__name__}")
+        if self.state.stop_list is None:
+            self.state.stop_list = set(self.model.stop_list)
+        (self.state.stop_list.add if listed else self.state.stop_list.discard)(card_no)
+        return card_no in self.model.card_index
+
+    def on_stop_list(self, card_no: str) -> bool:
+        """Is ``card_no`` on the stop list now?"""
+        return card_no in (self.model.stop_list if self.state.stop_list is None else self.state.stop_list)
+
+    def stop_list_numbers(self):
+        """Every number on the stop list now."""
+        return iter(sorted(self.model.stop_list if self.state.stop_list is None else self.state.stop_list))
+
     def balance_kop(self, contract_id: int) -> int:
         """The contract's balance now (after local completions)."""
         return self.state.balances[contract_id]

@@ -561,6 +561,7 @@ cdef class NativeFuelEvaluator:
     cdef _KeyIndex card_ix, ct_ix, stop_ix
     cdef dict other_by_no, other_by_pos
     cdef frozenset stop_other
+    cdef dict stop_changes  # card number -> on the list or not, changed at run time (host deltas)
     cdef list _limit_objs
 
     def __cinit__(self):
@@ -781,6 +782,7 @@ cdef class NativeFuelEvaluator:
         if self.stop_ix.n and self.stop_ix.kmin < 1:
             raise ModelError("stop_keys holds a key below 1")
         self.stop_other = frozenset(cols.stop_other)
+        self.stop_changes = {}
         for i in range(self.stop_ix.n):
             c = self.card_ix.find(self.stop_ix.at(i))
             if c >= 0:
@@ -880,8 +882,25 @@ cdef class NativeFuelEvaluator:
         return Contract(self.ct_ix.keys[i], self.tz_names[ct.tz], ct.region, Tariff(ct.tariff), ct.balance,
                         ct.credit, tuple([self.stations[ct.chosen[k]].station_id for k in range(3) if ct.chosen[k] >= 0]))
 
+    def set_stop_listed(self, card_no, listed):
+        """Put ``card_no`` on the stop list or take it off, now (a block or unblock from the
+        host); decisions for that card change at once. Returns whether the card is one of this
+        replica's (a number of another network is remembered for ``on_stop_list``)."""
+        if type(card_no) is not str or not card_no:
+            raise RequestError(f"card_no must be text, got {type(card_no).__name__}")
+        cdef Py_ssize_t c = self._card_pos(card_no)
+        if c >= 0:
+            if listed:
+                self.cards[c].flags |= F_STOP
+            else:
+                self.cards[c].flags &= ~F_STOP
+        self.stop_changes[card_no] = bool(listed)
+        return c >= 0
+
     def on_stop_list(self, card_no):
         """Is ``card_no`` on the stop list (a card of this replica or not)?"""
+        if self.stop_changes and card_no in self.stop_changes:
+            return self.stop_changes[card_no]
         cdef int64_t k = key_of(card_no)
         if k:
             return self.stop_ix.find(k) >= 0

@@ -85,6 +85,7 @@ class Daemon:
         self.card_counters_seen: dict[str, int] = {}
         self.scanners: dict[str, Scanner] = {}
         self.sync = None  #: the sync client, when a broker is configured
+        self._host_stop_list: set[str] = set()
         self.api: LocalApi | None = None
         self.port: int | None = None
         self.started_at = time.time()
@@ -137,9 +138,41 @@ class Daemon:
         """Start the sync client: it reads the journal and sends what the host has not acked."""
         from .sync import SyncClient, load_site_keys, settings_from_config
 
+        from wire import Table
+
         keys = load_site_keys(self.config.site_id, self.config.keys.site_key_file, self.config.keys.host_key_file)
-        self.sync = SyncClient(self.journal, keys, settings_from_config(self.config.broker), on_fatal=self.fatal)
+        follow = {}
+        if keys.host is not None and self.replica.fuel is not None:
+            follow = {Table.STOP_LIST: 0}  # the locally built replica is version 0
+        self.sync = SyncClient(self.journal, keys, settings_from_config(self.config.broker), on_fatal=self.fatal,
+                               on_replica=self._on_replica if follow else None,
+                               replica_versions=follow or None, tables=tuple(follow))
         await self.sync.__aenter__()
+
+    def _on_replica(self, update: Any) -> None:
+        """A replica update from the host, in version order. The stop list is applied at once
+        (a block reaches the pumps within seconds); the other tables arrive with the host's
+        snapshots in a later issue."""
+        from wire import ReplicaDelta, Table
+
+        if update.table is not Table.STOP_LIST or self.replica.fuel is None:
+            return
+        fuel = self.replica.fuel
+        if isinstance(update, ReplicaDelta):
+            changes = [(row.card_no, True) for row in update.upserts] + [(key, False) for key in update.deletes]
+        else:  # a whole stop list: everything not in it comes off
+            listed = {row.card_no for row in update.rows}
+            was = set(fuel.stop_list_numbers()) | self._host_stop_list
+            changes = [(no, False) for no in was - listed] + [(no, True) for no in listed]
+            self._host_stop_list = listed
+        for card_no, on in changes:
+            fuel.set_stop_listed(card_no, on)
+            if isinstance(update, ReplicaDelta):
+                (self._host_stop_list.add if on else self._host_stop_list.discard)(card_no)
+            self.bus.publish("replica.stop_list", "site", card=mask_card_no(card_no), listed=on,
+                             version=update.to_version if isinstance(update, ReplicaDelta) else update.version)
+        log.info("stop list at version %s: %d change(s) applied",
+                 update.to_version if isinstance(update, ReplicaDelta) else update.version, len(changes))
 
     async def _open_pumps(self, by_lane: dict[str, list]) -> None:
         """Create each pump's lane, take its devices and recover what the last run left open."""

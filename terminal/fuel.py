@@ -733,7 +733,8 @@ class FuelLane:
             return decision
         # The evaluators take no outside counters; the reference rules over a one-card state
         # give the same decision the evaluator would with the merged counters.
-        state = FuelState({card.contract_id: ev.balance_kop(card.contract_id) - held}, counters)
+        state = FuelState({card.contract_id: ev.balance_kop(card.contract_id) - held}, counters,
+                          {card.card_no} if ev.on_stop_list(card.card_no) else set())
         return rules.authorize(model, state, req)
 
     def _hold(self, txn: FuelTxn, on: bool) -> None:

@@ -264,3 +264,21 @@ def test_calendar_arithmetic_agrees(t, tz, months):
     sale = ClubSale("1", (SaleLine("x", "shoes", 100_000),), min(t, 7_000_000_000))
     assert NativeClubEvaluator(cm).commit(sale, ClubPayment(money_kop=100_000), 1) == \
         ReferenceClubEvaluator(cm).commit(sale, ClubPayment(money_kop=100_000), 1)
+
+
+@SETTINGS
+@given(st.data())
+def test_stop_list_changes_agree(data):
+    """Blocks and unblocks at run time (host deltas) change decisions the same way in both."""
+    model = data.draw(fuel_models())
+    ref, nat = ReferenceFuelEvaluator(model), NativeFuelEvaluator(model)
+    numbers = [c.card_no for c in model.cards] + ["7005849999999999"]
+    for req, _ in data.draw(fuel_steps(model)):
+        no = data.draw(st.sampled_from(numbers))
+        listed = data.draw(st.booleans())
+        assert nat.set_stop_listed(no, listed) == ref.set_stop_listed(no, listed)
+        assert nat.on_stop_list(no) == ref.on_stop_list(no) == listed
+        d = ref.authorize(req)
+        assert nat.authorize(req) == d
+        if ref.on_stop_list(req.card_no):
+            assert d.reason.name == "STOP_LIST"
