@@ -260,7 +260,9 @@ def test_pin_blocked_after_three_wrong_tries(pcscd, tmp_path, keys):
 def test_pin_not_entered_in_time_ends_the_session(pcscd, tmp_path, keys):
     async def test(s: Site):
         s.card.insert()
-        v = await s.wait(lambda v: v["state"] == "idle" and v["card_present"], "the session timed out")
+        # idle with the card present is also the moment before the card is read: wait for the notice
+        v = await s.wait(lambda v: v["state"] == "idle" and v["card_present"] and v["notice"],
+                         "the session timed out")
         assert "timed out" in v["notice"] and v["card"] is None
         st, err, _ = await s.post("/v1/pumps/1/pin", {"pin": PIN})
         assert st == 409
