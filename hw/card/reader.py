@@ -344,8 +344,14 @@ class CardReader:
 
     def _connect(self) -> int:
         share = scard.SCARD_SHARE_EXCLUSIVE if self.exclusive else scard.SCARD_SHARE_SHARED
-        hr, handle, protocol = scard.SCardConnect(self._io_ctx, self.name, share,
-                                                  scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1)
+        for attempt in range(5):
+            hr, handle, protocol = scard.SCardConnect(self._io_ctx, self.name, share,
+                                                      scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1)
+            # another PC/SC client (a diagnostic tool, a status query) may hold the card for a
+            # moment: wait a little before calling the card unreadable
+            if hr != scard.SCARD_E_SHARING_VIOLATION:
+                break
+            time.sleep(0.05 * (attempt + 1))
         if hr != scard.SCARD_S_SUCCESS:
             raise _error(hr, f"connecting to the card in {self.name}")
         self._handle, self._protocol = handle, protocol
