@@ -108,6 +108,10 @@ class Worker:
             log.warning("refused a message on %s: %s", topic, exc)
             return []
         led = self._ledger
+        if led is None:  # the ledger was unreachable: try again now
+            led = self._ledger = self._reopened(None)
+            if led is None:
+                return []
         if isinstance(msg, Batch):
             st = IngestStats()
             try:
@@ -115,6 +119,9 @@ class Worker:
             except Exception:  # noqa: BLE001 - nothing committed: no ack, the site resends
                 self.stats.errors += 1
                 log.exception("batch %d of site %s not applied", msg.batch_seq, msg.site_id)
+                # the connection may be what failed (a database restart, a failover): the next
+                # resend must find a fresh one, or every later batch fails the same way
+                self._ledger = self._reopened(led)
                 return []
             self.stats.batches += 1
             self.stats.records += st.records
@@ -198,18 +205,41 @@ class Worker:
                 if p.topic.endswith("/acks"):
                     self.stats.acks += 1
 
+    def _reopened(self, led: Ledger | None) -> Ledger | None:
+        """A new connection to the ledger in place of ``led`` (None if it cannot be had now:
+        the next failure tries again)."""
+        if led is not None:
+            try:
+                led.close()
+            except Exception:  # noqa: BLE001 - it is broken already
+                pass
+        try:
+            return Ledger.open(self.ledger_url)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("ledger %s unreachable: %s", self.ledger_url.split("@")[-1], exc)
+            return None
+
     async def _publish_loop(self, client) -> None:
+        import aiomqtt
         pub = Publisher(self._pub_ledger, limits=self.limits)
         last_fold = 0.0
         while True:
-            if time.monotonic() - last_fold >= self.fold_interval_s:
-                await asyncio.to_thread(pub.flush_dirty)
-                last_fold = time.monotonic()
-            for delta in await asyncio.to_thread(pub.pending):
-                p = pub.delta_publication(delta, self.keys)
-                await client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain)
-                await asyncio.to_thread(pub.mark_sent, delta)
-                self.stats.deltas += 1
+            try:
+                if time.monotonic() - last_fold >= self.fold_interval_s:
+                    await asyncio.to_thread(pub.flush_dirty)
+                    last_fold = time.monotonic()
+                for delta in await asyncio.to_thread(pub.pending):
+                    p = pub.delta_publication(delta, self.keys)
+                    await client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain)
+                    await asyncio.to_thread(pub.mark_sent, delta)
+                    self.stats.deltas += 1
+            except aiomqtt.MqttError:
+                raise  # the broker: run() reconnects
+            except Exception:  # noqa: BLE001 - the ledger: reconnect and go on publishing
+                log.exception("replica publisher: ledger error, reconnecting")
+                self._pub_ledger = await asyncio.to_thread(self._reopened, self._pub_ledger)
+                if self._pub_ledger is not None:
+                    pub = Publisher(self._pub_ledger, limits=self.limits)
             await asyncio.sleep(self.poll_interval_s)
 
 

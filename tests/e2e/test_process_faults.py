@@ -102,18 +102,15 @@ def test_two_workers_share_the_traffic_of_every_site(e2e):
 
 @pytest.mark.parametrize("publish", [False, True], ids=["no-publish", "publishing"])
 @pytest.mark.parametrize("ledger_url", ["postgresql"], indirect=True)
-@pytest.mark.xfail(strict=True, reason="BUG host.worker: a lost ledger connection is never reopened; every later "
-                                       "batch fails ingest and is never acked (a publishing worker's run() dies)")
 def test_ledger_connection_lost_mid_ingest_the_worker_recovers(e2e, publish):
     """The worker's PostgreSQL connection is cut while it is inside an ingest transaction
     (``pg_terminate_backend``: what a database restart, a failover or a network cut does to
     it). The transaction rolls back; the worker must get a new connection and go on, as it
     does after a broker failure.
 
-    Today (host/worker.py) it does not: ``Worker.handle`` keeps the dead ``Ledger`` and logs
-    "batch n of site S not applied ... the connection is closed" for every batch the sites
-    send again, forever (no ack: the sites keep resending); with ``publish_replica`` (the
-    default) the publisher loop's ``psycopg`` error also ends ``Worker.run`` for good."""
+    Found by this test: the worker used to keep the dead connection forever (no ack again, the
+    sites resending in vain) and a publishing worker's run() died; now a failed ingest and a
+    failed publisher step reopen the ledger."""
     async def scenario():
         total = e2e.total_records()
         app = "e2e-conn-victim"
