@@ -127,19 +127,25 @@ class Worker:
             self.stats.records += st.records
             self.stats.new_records += st.new_records
             return [Publication(acks_topic(msg.site_id), encode(ack, self.keys, limits=self.limits), 1, False)]
-        if isinstance(msg, Presence):
-            self.stats.presence += 1
-            record_presence(led, msg)
-            return []
-        if isinstance(msg, SnapshotRequest):
-            pub = Publisher(led, limits=self.limits)
-            parts = pub.on_request(msg)
-            if not parts:
+        try:
+            if isinstance(msg, Presence):
+                self.stats.presence += 1
+                record_presence(led, msg)
                 return []
-            pubs = pub.snapshot_publications(parts, self.keys)
-            pub.mark_snapshot(parts)
-            self.stats.snapshots += 1
-            return pubs
+            if isinstance(msg, SnapshotRequest):
+                pub = Publisher(led, limits=self.limits)
+                parts = pub.on_request(msg)
+                if not parts:
+                    return []
+                pubs = pub.snapshot_publications(parts, self.keys)
+                pub.mark_snapshot(parts)
+                self.stats.snapshots += 1
+                return pubs
+        except Exception:  # noqa: BLE001 - a presence or a request is not worth the worker's life
+            self.stats.errors += 1
+            log.exception("%s of site %s not handled", type(msg).__name__, getattr(msg, "site_id", "?"))
+            self._ledger = self._reopened(led)
+            return []
         self.stats.refused += 1
         log.warning("a %s on %s is not for the host: dropped", type(msg).__name__, topic)
         return []

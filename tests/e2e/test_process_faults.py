@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 
 import pytest
 
+from wire import Presence, encode, presence_topic
+
 from .conftest import SITES, run, until
+from .test_delivery_faults import site_client
 
 
 @pytest.mark.parametrize("ledger_url,workers", [("sqlite", 1), ("postgresql", 1), ("postgresql", 2)],
@@ -122,5 +126,28 @@ def test_ledger_connection_lost_mid_ingest_the_worker_recovers(e2e, publish):
             assert cut >= 1  # its ingest connection (and the publisher's)
             e2e.consistent_so_far()  # the cut transaction left nothing behind
             await until(e2e.all_synced, 10, "the backlog after the ledger connection was lost")
+            e2e.check_exact()
+    run(scenario(), 90)
+
+
+@pytest.mark.parametrize("ledger_url", ["postgresql"], indirect=True)
+def test_ledger_connection_lost_while_idle_then_a_presence_comes_first(e2e):
+    """The worker's PostgreSQL connection is cut while it is idle, and the next message is a
+    site's presence (a site coming online), not a batch: the worker must record it on a new
+    connection, or drop it, and go on ingesting."""
+    async def scenario():
+        app = "e2e-conn-idle"
+        sid = SITES[0]
+        async with e2e.workers(1, url=e2e.proc_ledger_url(app), publish_replica=False), e2e.clients() as clients:
+            await until(e2e.all_synced, 60, "the backlog synced")
+            cut = e2e.ledger.db.scalar("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                       "WHERE application_name = ?", (app,))
+            assert cut == 1
+            async with site_client(e2e, sid, f"presence-{sid}") as c:
+                await c.publish(presence_topic(sid), encode(Presence(sid, True, int(time.time()), "e2e", {}),
+                                                            e2e.site_keys(sid)), qos=1)
+            await asyncio.sleep(0.5)
+            await e2e.journal_later(clients, 0)
+            await until(e2e.all_synced, 10, "records journaled after the presence")
             e2e.check_exact()
     run(scenario(), 90)
