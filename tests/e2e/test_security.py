@@ -83,6 +83,8 @@ def test_forged_and_malformed_payloads_are_refused_and_change_nothing(e2e):
         ]
         async with e2e.workers(1) as (worker,), e2e.clients() as clients:
             await until(e2e.all_synced, 60, "the backlog synced")
+            for c in clients.values():  # the client's own figures too (it stores the ack, then takes it)
+                await c.wait_flushed(10)
             e2e.check_exact()
             before, acked = ledger_state(e2e), {s: c.status().acked_batch for s, c in clients.items()}
             refused0, batches0, acks0 = worker.stats.refused, worker.stats.batches, worker.stats.acks
