@@ -285,90 +285,63 @@ def foreign_stop_keys(n: int, prefix: str = "700584") -> array:
 
 # -- a FuelModel over a native evaluator's tables --------------------------------------------------
 
-class _Cards(Sequence):
-    __slots__ = ("_ev",)
+class _Rows(Sequence):
+    """The rows of one kind (``card``, ``contract``, ``account``) of a native evaluator's
+    tables, each built on demand from its position (``ev.<kind>_count``, ``ev.<kind>_at``)."""
 
-    def __init__(self, ev) -> None:
-        self._ev = ev
+    __slots__ = ("_ev", "_count", "_at", "_kind")
+
+    def __init__(self, ev, kind: str) -> None:
+        self._ev, self._count, self._at, self._kind = ev, f"{kind}_count", getattr(ev, f"{kind}_at"), kind
 
     def __len__(self) -> int:
-        return self._ev.card_count
+        return getattr(self._ev, self._count)
 
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(len(self)))]
-        n = self._ev.card_count
+        n = len(self)
         if i < 0:
             i += n
         if not 0 <= i < n:
-            raise IndexError("card position out of range")
-        return self._ev.card_at(i)
+            raise IndexError(f"{self._kind} position out of range")
+        return self._at(i)
+
+    def __iter__(self):
+        at = self._at
+        return (at(i) for i in range(len(self)))
 
 
-class _CardIndex(Mapping):
-    __slots__ = ("_ev",)
+class _Positions(Mapping):
+    """Key -> position for one kind of rows (``ev.<kind>_position``); iterates the keys in
+    position order (``key_at``). ``text_keys``: a key that is not a str is simply absent."""
 
-    def __init__(self, ev) -> None:
-        self._ev = ev
+    __slots__ = ("_ev", "_count", "_position", "_key_at", "_text_keys")
 
-    def __getitem__(self, card_no) -> int:
-        i = self._ev.card_position(card_no)
+    def __init__(self, ev, kind: str, key_at, *, text_keys: bool = False) -> None:
+        self._ev, self._count = ev, f"{kind}_count"
+        self._position, self._key_at, self._text_keys = getattr(ev, f"{kind}_position"), key_at, text_keys
+
+    def _find(self, key):
+        if self._text_keys and not isinstance(key, str):
+            return None
+        return self._position(key)
+
+    def __getitem__(self, key) -> int:
+        i = self._find(key)
         if i is None:
-            raise KeyError(card_no)
+            raise KeyError(key)
         return i
 
-    def __contains__(self, card_no) -> bool:
-        return self._ev.card_position(card_no) is not None
+    def __contains__(self, key) -> bool:
+        return self._find(key) is not None
 
-    def __iter__(self) -> Iterator[str]:
-        ev = self._ev
-        return (ev.card_number(i) for i in range(ev.card_count))
-
-    def __len__(self) -> int:
-        return self._ev.card_count
-
-
-class _Contracts(Sequence):
-    __slots__ = ("_ev",)
-
-    def __init__(self, ev) -> None:
-        self._ev = ev
+    def __iter__(self) -> Iterator:
+        key_at = self._key_at
+        return (key_at(i) for i in range(len(self)))
 
     def __len__(self) -> int:
-        return self._ev.contract_count
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
-        n = self._ev.contract_count
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError("contract position out of range")
-        return self._ev.contract_at(i)
-
-
-class _ContractIndex(Mapping):
-    __slots__ = ("_ev",)
-
-    def __init__(self, ev) -> None:
-        self._ev = ev
-
-    def __getitem__(self, contract_id) -> int:
-        i = self._ev.contract_position(contract_id)
-        if i is None:
-            raise KeyError(contract_id)
-        return i
-
-    def __contains__(self, contract_id) -> bool:
-        return self._ev.contract_position(contract_id) is not None
-
-    def __iter__(self) -> Iterator[int]:
-        ev = self._ev
-        return (ev.contract_at(i).contract_id for i in range(ev.contract_count))
-
-    def __len__(self) -> int:
-        return self._ev.contract_count
+        return getattr(self._ev, self._count)
 
 
 class _StopList(Set):
@@ -433,10 +406,10 @@ class CompactFuelModel(FuelModel):
         self.discount_index = {}
         for d in self.discounts:
             self.discount_index[(d.tariff, d.product)] = self.discount_index.get((d.tariff, d.product), ()) + (d,)
-        self.cards = _Cards(ev)
-        self.card_index = _CardIndex(ev)
-        self.contracts = _Contracts(ev)
-        self.contract_index = _ContractIndex(ev)
+        self.cards = _Rows(ev, "card")
+        self.card_index = _Positions(ev, "card", ev.card_number)
+        self.contracts = _Rows(ev, "contract")
+        self.contract_index = _Positions(ev, "contract", lambda i: ev.contract_at(i).contract_id)
         self.stop_list = _StopList(ev)
         self.counters = _Counters(ev)
 
@@ -578,74 +551,6 @@ def sample_club_columns(n_accounts: int = 5_000, seed: int = 3,
 
 # -- a ClubModel over a native evaluator's tables --------------------------------------------------
 
-class _Accounts(Sequence):
-    __slots__ = ("_ev",)
-
-    def __init__(self, ev) -> None:
-        self._ev = ev
-
-    def __len__(self) -> int:
-        return self._ev.account_count
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
-        n = self._ev.account_count
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError("account position out of range")
-        return self._ev.account_at(i)
-
-    def __iter__(self):
-        ev = self._ev
-        return (ev.account_at(i) for i in range(ev.account_count))
-
-
-class _AccountIndex(Mapping):
-    __slots__ = ("_ev",)
-
-    def __init__(self, ev) -> None:
-        self._ev = ev
-
-    def __getitem__(self, account_id) -> int:
-        i = self._ev.account_position(account_id)
-        if i is None:
-            raise KeyError(account_id)
-        return i
-
-    def __contains__(self, account_id) -> bool:
-        return self._ev.account_position(account_id) is not None
-
-    def __iter__(self) -> Iterator[int]:
-        ev = self._ev
-        return (ev.account_at(i).account_id for i in range(ev.account_count))
-
-    def __len__(self) -> int:
-        return self._ev.account_count
-
-
-class _ClubCards(_Cards):
-    __slots__ = ()
-
-    def __iter__(self):
-        ev = self._ev
-        return (ev.card_at(i) for i in range(ev.card_count))
-
-
-class _ClubCardIndex(_CardIndex):
-    __slots__ = ()
-
-    def __getitem__(self, card_no) -> int:
-        i = self._ev.card_position(card_no) if isinstance(card_no, str) else None
-        if i is None:
-            raise KeyError(card_no)
-        return i
-
-    def __contains__(self, card_no) -> bool:
-        return isinstance(card_no, str) and self._ev.card_position(card_no) is not None
-
-
 class CompactClubModel(ClubModel):
     """A read-only ClubModel over the tables of a NativeClubEvaluator built from columns.
 
@@ -662,10 +567,10 @@ class CompactClubModel(ClubModel):
         self.rules = ev.rules
         self.category_index, self.channel_index, self.method_index = \
             ev.category_index, ev.channel_index, ev.method_index
-        self.accounts = _Accounts(ev)
-        self.account_index = _AccountIndex(ev)
-        self.cards = _ClubCards(ev)
-        self.card_index = _ClubCardIndex(ev)
+        self.accounts = _Rows(ev, "account")
+        self.account_index = _Positions(ev, "account", lambda i: ev.account_at(i).account_id)
+        self.cards = _Rows(ev, "card")
+        self.card_index = _Positions(ev, "card", ev.card_number, text_keys=True)
 
     def __repr__(self) -> str:
         return f"<CompactClubModel {len(self.accounts)} accounts, {len(self.cards)} cards>"
