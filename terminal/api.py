@@ -363,11 +363,12 @@ class LocalApi:
         """Server-sent events: ``id``, ``event`` (type) and ``data`` (JSON) per event."""
         who = self.principal(request)
         asked = request.query.get("lanes")
+        lanes: frozenset[str] | None
         if asked is not None:
-            lanes: frozenset[str] | None = frozenset(asked.split(","))
+            lanes = frozenset(asked.split(","))
             hidden = sorted(lane for lane in lanes if not who.may_see_lane(lane))
             if hidden:
-                raise LaneError(f"client {who.name!r} may not follow lane(s) {shown(', '.join(hidden))}", 403)
+                return error(403, "forbidden", f"client {who.name!r} may not follow lane(s) {shown(', '.join(hidden))}")
         elif who.role is ApiRole.OPERATOR:
             lanes = None
         else:
@@ -375,6 +376,7 @@ class LocalApi:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         task = asyncio.current_task()
+        assert task is not None  # a handler runs in a task
         self._streams.add(task)
         try:
             await self._stream(resp, lanes)

@@ -9,13 +9,14 @@ is the embedded configuration the simulated site runs on.
 
 from __future__ import annotations
 
+import builtins
 import enum
 import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from authz.errors import ModelError
 from authz.localtime import zone
@@ -178,9 +179,10 @@ class _Reader:
     def __init__(self, table: Any, where: str) -> None:
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: expected a table, got {type(table).__name__}")
-        self.table, self.where, self.used = table, where, set()
+        self.table, self.where = table, where
+        self.used: set[builtins.str] = set()
 
-    def _get(self, key: str, required: bool) -> Any:
+    def _get(self, key: builtins.str, required: bool) -> Any:
         self.used.add(key)
         if key not in self.table:
             if required:
@@ -188,7 +190,15 @@ class _Reader:
             return None
         return self.table[key]
 
-    def str(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
+    @overload
+    def str(self, key: builtins.str, default: builtins.str, *, required: bool = False) -> builtins.str: ...
+    @overload
+    def str(self, key: builtins.str, default: None = None, *, required: Literal[True]) -> builtins.str: ...
+    @overload
+    def str(self, key: builtins.str, default: None = None, *, required: bool = False) -> builtins.str | None: ...
+
+    def str(self, key: builtins.str, default: builtins.str | None = None, *,
+            required: bool = False) -> builtins.str | None:
         """A text setting."""
         v = self._get(key, required)
         if v is None:
@@ -197,8 +207,18 @@ class _Reader:
             raise ConfigError(f"{self.where}.{key}: expected non-empty text, got {v!r}")
         return v
 
-    def int(self, key: str, default: int | None = None, *, required: bool = False, low: int = 0,
-            high: int = 2**31 - 1) -> int | None:
+    @overload
+    def int(self, key: builtins.str, default: builtins.int, *, required: bool = False, low: builtins.int = 0,
+            high: builtins.int = 2**31 - 1) -> builtins.int: ...
+    @overload
+    def int(self, key: builtins.str, default: None = None, *, required: Literal[True], low: builtins.int = 0,
+            high: builtins.int = 2**31 - 1) -> builtins.int: ...
+    @overload
+    def int(self, key: builtins.str, default: None = None, *, required: bool = False, low: builtins.int = 0,
+            high: builtins.int = 2**31 - 1) -> builtins.int | None: ...
+
+    def int(self, key: builtins.str, default: builtins.int | None = None, *, required: bool = False,
+            low: builtins.int = 0, high: builtins.int = 2**31 - 1) -> builtins.int | None:
         """A whole-number setting within ``low..high``."""
         v = self._get(key, required)
         if v is None:
@@ -207,7 +227,7 @@ class _Reader:
             raise ConfigError(f"{self.where}.{key}: expected a whole number in {low}..{high}, got {v!r}")
         return v
 
-    def list(self, key: str) -> list:
+    def list(self, key: builtins.str) -> builtins.list[Any]:
         """An array setting (empty when absent)."""
         v = self._get(key, False)
         if v is None:

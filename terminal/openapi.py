@@ -40,8 +40,8 @@ def openapi_document() -> dict[str, Any]:
     403 outside its role), and may answer 400 for a Host header that does not name the
     daemon; POSTs with a body may answer 408 and 413."""
     doc = _document()
-    for path, item in doc["paths"].items():
-        for method, op in item.items():
+    for item in doc["paths"].values():
+        for op in item.values():
             extra = (400, 401, 403) + ((408, 413) if "requestBody" in op else ())
             op["responses"] = _errors(*extra) | op["responses"]
     return doc
