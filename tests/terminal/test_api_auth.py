@@ -355,3 +355,26 @@ def test_the_test_clients_helper_matches_the_paths():
     assert auth("/v1/tills/till-2/sales")["Authorization"] == f"Bearer {TOKENS['till-2']}"
     assert auth("/v1/pumps/1")["Authorization"] == f"Bearer {TOKENS['console']}"
     assert auth("/v1/journal")["Authorization"] == f"Bearer {TOKENS['operator']}"
+
+
+@pytest.mark.parametrize("argv, role", [(["till", "till-2", "till-2"], ApiRole.TILL),
+                                        (["pump_console", "forecourt", "1", "2"], ApiRole.PUMP_CONSOLE),
+                                        (["operator", "office"], ApiRole.OPERATOR)])
+def test_the_token_command_prints_a_token_once_and_an_entry_that_accepts_it(capsys, argv, role):
+    from terminal.apiauth import _main
+
+    assert _main(argv) == 0
+    out, err = capsys.readouterr()
+    token = err.rsplit(": ", 1)[1].strip()
+    assert token not in out  # the configuration gets the hash only
+    cfg = parse_config(DEFAULT_SITE_TOML + "\n" + out)
+    client, = cfg.api.clients
+    assert client.role is role and client.name == argv[1]
+    assert TokenTable(cfg.api.clients).authenticate(f"Bearer {token}").name == argv[1]
+
+
+def test_the_token_command_refuses_a_wrong_call(capsys):
+    from terminal.apiauth import _main
+
+    assert _main(["till", "till-1"]) == 2 and _main(["boss", "x"]) == 2 and _main(["pump_console", "c", "one"]) == 2
+    assert "usage" in capsys.readouterr().err
