@@ -2,12 +2,12 @@
 
 Every request but ``GET /openapi.json`` carries a client's bearer token and a Host header
 that names this daemon; the token's role decides what it reaches (terminal/apiauth.py).
-Hostile input is answered with a 4xx in bounded time and one log line: bodies nested too
-deeply, lone surrogates, over-long text, Unicode digits where ASCII digits are meant, and
-headers or bodies that stall (``api.header_timeout_s``, ``api.body_timeout_s``).
+Hostile input is answered with a 4xx in bounded time and one log line (terminal/api_input.py):
+bodies nested too deeply, lone surrogates, over-long text, Unicode digits where ASCII digits
+are meant, and headers or bodies that stall (``api.header_timeout_s``, ``api.body_timeout_s``).
 
-Every state-changing request (POST) but the simulation's must carry an ``Idempotency-Key`` header. The first
-answer is journaled with the request's records in one transaction; a retry with the same key
+Every state-changing request (POST) but the simulation's must carry an ``Idempotency-Key``
+header. The first answer is journaled with the request's records in one transaction; a retry with the same key
 and the same body gets that answer again (with ``Idempotent-Replayed: true``), the same key
 with a different body is refused, and ``GET /v1/requests/{key}`` tells what became of a
 request whose answer was lost. ``GET /v1/events`` is a server-sent event stream. The OpenAPI
@@ -28,12 +28,12 @@ from typing import Any
 from weakref import WeakValueDictionary
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_exceptions import HttpProcessingError
 
 from authz.club_model import ClubPayment
 from authz.errors import RequestError
 
+from .api_input import MAX_DEPTH, Abandoned, Runner, ascii_int, check_tree, shown
 from .apiauth import Principal, TokenTable, allowed, host_allowed, server_ssl_context
 from .config import ApiRole, ConfigError
 from .journal import JournalClosedError, JournalDiskError, JournalError
@@ -45,88 +45,10 @@ log = logging.getLogger("edgepos.api")
 IDEM_KEY = re.compile(r"[A-Za-z0-9._:-]{8,128}", re.ASCII)
 CARD_NO = re.compile(r"[0-9]{13}", re.ASCII)
 PAYMENT_METHOD = re.compile(r"[a-z][a-z0-9_]{0,31}", re.ASCII)
-SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_BODY = 256 * 1024
-MAX_DEPTH = 16  #: levels of JSON arrays and objects in a body
-MAX_TEXT = 4096  #: characters in one JSON string (or object key) of a body
 PUBLIC = frozenset({"/openapi.json"})
 PRINCIPAL = web.RequestKey("principal", Principal)
 
-
-def shown(value: str, limit: int = 40) -> str:
-    """``value`` for an error message or a log line: quoted, cut to ``limit`` characters."""
-    return repr(value if len(value) <= limit else value[:limit] + "...")
-
-
-def ascii_int(text: str, what: str, low: int, high: int) -> int:
-    """A whole number given as ASCII digits (``int()`` would take Unicode digits too)."""
-    if not (text.isascii() and text.isdigit() and len(text) <= len(str(high))) or not low <= int(text) <= high:
-        raise LaneError(f"{what} must be a whole number {low}..{high} in ASCII digits, got {shown(text)}", 422)
-    return int(text)
-
-
-def check_tree(value: Any) -> None:
-    """Refuse a parsed JSON body that nests deeper than MAX_DEPTH, or holds a string (or key)
-    longer than MAX_TEXT or with a lone surrogate (it cannot be stored as UTF-8)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        v, depth = stack.pop()
-        if isinstance(v, (dict, list)):
-            if depth > MAX_DEPTH:
-                raise LaneError(f"the body nests deeper than {MAX_DEPTH} levels", 400)
-            items = list(v.items()) if isinstance(v, dict) else [(None, x) for x in v]
-            for k, x in items:
-                if k is not None:
-                    stack.append((k, depth))
-                stack.append((x, depth + 1))
-        elif isinstance(v, str):
-            if len(v) > MAX_TEXT:
-                raise LaneError(f"a text in the body is longer than {MAX_TEXT} characters", 400)
-            if SURROGATE.search(v):
-                raise LaneError("a text in the body has a lone UTF-16 surrogate (\\ud800-\\udfff escape): "
-                                "send real characters", 400)
-
-
-class _Abandoned(Exception):
-    """The request's body stalled or its client went away: answer (if anyone listens) and close."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code = status, code
-
-
-class _Protocol(RequestHandler):
-    """aiohttp's connection handler, with malformed HTTP (over-long lines, bad framing)
-    answered in the API's JSON error format and logged in one line, not a traceback."""
-
-    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
-        if status == 500:  # a bug of ours: keep aiohttp's traceback
-            return super().handle_error(request, status, exc, message)
-        if request.writer.output_size > 0:
-            raise ConnectionError("an answer was already sent; the connection is broken")
-        if isinstance(exc, LineTooLong):
-            text = "the request line or a header field is too long (at most 8190 bytes)"
-        elif isinstance(exc, HttpProcessingError):
-            text = f"malformed HTTP request: {type(exc).__name__}"
-        else:
-            text = "malformed HTTP request"
-        log.warning("%d from %s: %s", status, request.remote, text)
-        resp = error(status, "bad_http_request", text)
-        resp.force_close()
-        return resp
-
-
-class _Server(web.Server):
-    def __call__(self) -> RequestHandler:
-        return _Protocol(self, loop=self._loop, **self._kwargs)
-
-
-class _Runner(web.AppRunner):
-    async def _make_server(self) -> web.Server:
-        base = await super()._make_server()
-        return _Server(base.request_handler, request_factory=base.request_factory,
-                       handler_cancellation=base.handler_cancellation, **self._kwargs)
 
 Handler = Callable[[Any, IdemSpec], Awaitable[tuple[int, dict]]]
 
@@ -176,7 +98,7 @@ class LocalApi:
             raise ConfigError(f"api.{which}: cannot load the TLS files: {exc}") from None
         if not len(self.tokens):
             log.warning("no [[api.clients]] configured: every request but GET /openapi.json is refused")
-        runner = _Runner(self.app, access_log=None, keepalive_timeout=s.header_timeout_s)
+        runner = Runner(self.app, access_log=None, keepalive_timeout=s.header_timeout_s)
         await runner.setup()
         site = web.TCPSite(runner, s.host, s.port, ssl_context=ctx)
         try:
@@ -229,7 +151,7 @@ class LocalApi:
     async def _errors(self, request: web.Request, handler):
         try:
             return await handler(request)
-        except _Abandoned as exc:
+        except Abandoned as exc:
             log.warning("%d %s %s from %s: %s", exc.status, request.method, shown(request.path, 80),
                         request.remote, exc)
             resp = error(exc.status, exc.code, str(exc))
@@ -243,9 +165,9 @@ class LocalApi:
                 return resp
             raise
         except RequestError as exc:
-            return error(422, "invalid_request", str(exc))
-        except LaneError as exc:
-            return error(exc.status, "not_possible_now" if exc.status == 409 else "invalid_request", str(exc))
+            return error(422, "invalid_request", str(exc)[:300])
+        except LaneError as exc:  # a message may quote a value: cut it
+            return error(exc.status, "not_possible_now" if exc.status == 409 else "invalid_request", str(exc)[:300])
         except (JournalDiskError, JournalClosedError) as exc:
             # the evaluator may be ahead of the disk: stop, and let the restart rebuild from the journal
             log.critical("journal failure, stopping the daemon: %s", exc)
@@ -262,10 +184,10 @@ class LocalApi:
             async with asyncio.timeout(self.settings.body_timeout_s):
                 return await request.read()
         except TimeoutError:
-            raise _Abandoned(408, "request_timeout",
+            raise Abandoned(408, "request_timeout",
                              f"the body did not arrive within {self.settings.body_timeout_s} s") from None
         except (ConnectionError, HttpProcessingError) as exc:
-            raise _Abandoned(400, "incomplete_body", f"the client went away mid-body ({type(exc).__name__})") from None
+            raise Abandoned(400, "incomplete_body", f"the client went away mid-body ({type(exc).__name__})") from None
 
     async def _json(self, request: web.Request) -> Any:
         if request.content_type != "application/json":
