@@ -15,9 +15,15 @@ publishes as they are.
 - **Snapshots.** :meth:`Publisher.snapshot` reads a whole table at one version (one read
   transaction) and cuts it into parts with :func:`wire.rows_that_fit`. :meth:`Publisher.on_request`
   answers a :class:`wire.SnapshotRequest`: nothing if the retained snapshot is already newer
-  than what the site holds, else a new snapshot, at most one per table every
-  ``snapshot_interval_s``. Stale part topics of an older, longer snapshot are cleared with an
-  empty retained payload.
+  than what the site holds or the site holds the current version, else a new snapshot, at
+  most one per table every ``snapshot_interval_s``. Stale part topics of an older, longer
+  snapshot are cleared with an empty retained payload.
+- **Fresh on its own.** :meth:`Publisher.due_snapshots` names the tables whose retained
+  snapshot is missing, or older than ``snapshot_max_age_s`` (600 s) or more than
+  ``snapshot_max_deltas`` (1,000) versions behind a table that changed; the worker cuts them
+  every cycle. So a new site starts from a snapshot at most that far behind, then follows the
+  deltas. Deltas are retained too (the latest one per table): a site coming back learns the
+  host's version on subscribing.
 """
 
 from __future__ import annotations
@@ -40,7 +46,13 @@ from .db import Database
 from .ledger import Ledger
 from .versions import current_version, ensure_version, key_from_text, record_change
 
-__all__ = ["Publisher", "Publication", "delta_publication", "read_rows"]
+__all__ = ["Publisher", "Publication", "delta_publication", "read_rows", "DEFAULT_SNAPSHOT_MAX_AGE_S",
+           "DEFAULT_SNAPSHOT_MAX_DELTAS"]
+
+#: A table that changed gets a new retained snapshot once its last one is this old ...
+DEFAULT_SNAPSHOT_MAX_AGE_S = 600
+#: ... or this many versions behind, whichever comes first.
+DEFAULT_SNAPSHOT_MAX_DELTAS = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +144,14 @@ def _key(table: Table, row: Any) -> Any:
 class Publisher:
     """Builds replica messages from one ledger (one connection)."""
 
-    def __init__(self, ledger: Ledger, *, limits: Limits = DEFAULT_LIMITS, snapshot_interval_s: int = 5) -> None:
+    def __init__(self, ledger: Ledger, *, limits: Limits = DEFAULT_LIMITS, snapshot_interval_s: int = 5,
+                 snapshot_max_age_s: int = DEFAULT_SNAPSHOT_MAX_AGE_S,
+                 snapshot_max_deltas: int = DEFAULT_SNAPSHOT_MAX_DELTAS) -> None:
         self.ledger = ledger
         self.limits = limits
         self.snapshot_interval_s = snapshot_interval_s
+        self.snapshot_max_age_s = snapshot_max_age_s
+        self.snapshot_max_deltas = snapshot_max_deltas
 
     @property
     def db(self) -> Database:
@@ -239,13 +255,31 @@ class Publisher:
 
     def on_request(self, req: SnapshotRequest) -> list[ReplicaSnapshot]:
         """A site's request: a new snapshot of the table unless the retained one is newer than
-        ``have_version`` or one was made less than ``snapshot_interval_s`` ago."""
+        ``have_version``, the site already holds the current version, or one was made less
+        than ``snapshot_interval_s`` ago."""
         _, snap_v, _, snap_at = self._published(req.table)
         if snap_v > req.have_version and snap_v >= 1:
             return []
+        if req.have_version >= 1 and req.have_version >= self.version(req.table):
+            return []  # nothing newer than what the site holds
         if self.ledger.now() - snap_at < self.snapshot_interval_s and snap_v >= self.version(req.table):
             return []
         return self.snapshot(req.table)
+
+    def due_snapshots(self) -> list[Table]:
+        """The tables whose retained snapshot is due for a new one: none was ever published,
+        or the table changed since and the snapshot is ``snapshot_max_age_s`` old or
+        ``snapshot_max_deltas`` versions behind. The worker cuts these on its own, so the
+        retained snapshot a new site starts from is never older than that bound."""
+        now = self.ledger.now()
+        due = []
+        for table in Table:
+            _, snap_v, _, snap_at = self._published(table)
+            version = self.version(table)
+            if snap_v == 0 or (version > snap_v and (now - snap_at >= self.snapshot_max_age_s
+                                                     or version - snap_v >= self.snapshot_max_deltas)):
+                due.append(table)
+        return due
 
     def mark_snapshot(self, parts: Sequence[ReplicaSnapshot]) -> None:
         if parts:
@@ -270,6 +304,9 @@ class Publisher:
 
 
 def delta_publication(delta: ReplicaDelta, keys: SiteKeys, *, limits: Limits = DEFAULT_LIMITS) -> Publication:
-    """The publish of one delta (signed with the host key); needs no ledger."""
-    return Publication(deltas_topic(delta.table), encode(delta, keys, limits=limits), 1, False)
+    """The publish of one delta (signed by the host); needs no ledger. Retained: a site that
+    (re)subscribes gets the table's latest delta at once, so it learns how far the host is
+    (a gap from the version it holds makes it ask for a snapshot) even if nothing changes
+    after it comes back."""
+    return Publication(deltas_topic(delta.table), encode(delta, keys, limits=limits), 1, True)
 

@@ -34,8 +34,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from wire import (DEFAULT_LIMITS, Batch, Limits, Presence, SiteKeys, SnapshotRequest, WireError, WireKeyError,
-                  acks_topic, decode, encode, host_subscriptions, load_key)
+from wire import (DEFAULT_LIMITS, Batch, Limits, Presence, ReplicaSnapshot, SiteKeys, SnapshotRequest, Table,
+                  WireError, WireKeyError, acks_topic, decode, encode, host_subscriptions, load_key)
 
 from .db import redact_url
 
@@ -261,6 +261,8 @@ class Worker:
                     await client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain)
                     await lt.call(lambda d=delta: publisher().mark_sent(d))
                     self.stats.deltas += 1
+                for table in await lt.call(lambda: publisher().due_snapshots()):
+                    await self._publish_snapshot(client, lt, table)
             except (aiomqtt.MqttError, LedgerThreadClosed):
                 raise  # the broker: run() reconnects; or the worker is stopping
             except WireError:  # not the ledger's fault: do not reopen it
@@ -269,6 +271,21 @@ class Worker:
                 log.exception("replica publisher: ledger error, reconnecting")
                 await lt.call(lt.reopen)
             await asyncio.sleep(self.poll_interval_s)
+
+    async def _publish_snapshot(self, client, lt: LedgerThread, table: Table) -> None:
+        """Cut, publish (retained) and note a new snapshot of ``table`` (read and signed in the
+        publisher's thread; a million-row table takes a few seconds there)."""
+        def cut() -> tuple[list[ReplicaSnapshot], list[Publication]]:
+            pub = Publisher(lt.ledger(), limits=self.limits)
+            parts = pub.snapshot(table)
+            return parts, pub.snapshot_publications(parts, self.keys)
+        parts, pubs = await lt.call(cut)
+        for p in pubs:
+            await client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain)
+        await lt.call(lambda: Publisher(lt.ledger(), limits=self.limits).mark_snapshot(parts))
+        self.stats.snapshots += 1
+        log.info("replica %s: snapshot version %d published (%d parts, %d rows)", table.value, parts[0].version,
+                 len(parts), sum(len(x.rows) for x in parts))
 
 
 async def _cancel_all(tasks: list[asyncio.Task], bound_s: float = 5.0) -> None:

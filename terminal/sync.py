@@ -732,8 +732,8 @@ class SyncClient:
         async for m in client.messages:
             topic = m.topic.value
             payload = m.payload if isinstance(m.payload, (bytes, bytearray)) else b""
-            if not payload and "/snapshot/" in topic:
-                continue  # an empty retained message clears a stale snapshot part
+            if not payload and "/replica/" in topic:
+                continue  # an empty retained message clears a stale snapshot part or delta
             try:
                 if len(payload) > _BIG_FRAME:
                     msg = await asyncio.to_thread(decode, payload, self.keys, topic=topic, limits=self.settings.limits)

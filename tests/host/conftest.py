@@ -128,7 +128,7 @@ def _broker_open() -> bool:
 
 
 @pytest.fixture(scope="session")
-def mosquitto() -> tuple[str, int]:
+def mosquitto() -> Iterator[tuple[str, int]]:
     """The Mosquitto on 127.0.0.1:1883, started if it is not running; the test fails if it cannot be."""
     if not _broker_open():
         subprocess.run(["mosquitto", "-d", "-c", "/etc/mosquitto/mosquitto.conf"], capture_output=True)
@@ -137,4 +137,23 @@ def mosquitto() -> tuple[str, int]:
             if time.monotonic() > deadline:
                 pytest.fail("Mosquitto is not reachable on 127.0.0.1:1883 and could not be started")
             time.sleep(0.1)
-    return BROKER
+    yield BROKER
+    _clear_retained_replica(BROKER)
+
+
+def _clear_retained_replica(broker: tuple[str, int]) -> None:
+    """Workers of these tests publish retained snapshots and deltas on the machine's broker:
+    clear them at the end, so nothing else that uses that broker finds them."""
+    import asyncio
+
+    import aiomqtt
+
+    from wire import Table, deltas_topic, snapshot_topic
+
+    async def clear() -> None:
+        async with aiomqtt.Client(*broker, identifier="edgepos-tests-cleanup") as c:
+            for t in Table:
+                await c.publish(deltas_topic(t), b"", qos=1, retain=True)
+                for part in range(8):
+                    await c.publish(snapshot_topic(t, part), b"", qos=1, retain=True)
+    asyncio.run(clear())

@@ -44,7 +44,37 @@ def test_a_block_is_a_stop_list_delta_at_once(ledger: Ledger):
     assert delta.deletes == (card,) and delta.from_version == v + 1
     # the signed message decodes on the edge side
     publ = pub.delta_publication(delta, KEYS)
-    assert decode(publ.payload, KEYS, topic=publ.topic) == delta and not publ.retain
+    assert decode(publ.payload, KEYS, topic=publ.topic) == delta
+    assert publ.retain  # the latest delta stays on the broker: a site coming back learns the version
+
+
+def test_snapshots_are_cut_on_their_own_when_missing_old_or_far_behind(ledger: Ledger, clock):
+    small_world(ledger)
+    pub = Publisher(ledger, snapshot_max_age_s=600, snapshot_max_deltas=3)
+    assert set(pub.due_snapshots()) == set(Table)  # none published yet: every table is due
+    for t in Table:
+        pub.mark_snapshot(pub.snapshot(t))
+    assert pub.due_snapshots() == []
+    master.block_card(ledger, sample.card_number(1))
+    assert pub.due_snapshots() == []  # changed, but the snapshot is fresh and one version behind
+    clock.now += 600
+    assert Table.STOP_LIST in pub.due_snapshots() and Table.PRODUCTS not in pub.due_snapshots()
+    pub.mark_snapshot(pub.snapshot(Table.STOP_LIST))
+    for i in range(2, 5):
+        master.block_card(ledger, sample.card_number(i))
+    assert Table.STOP_LIST in pub.due_snapshots()  # three versions behind
+
+
+def test_a_request_from_a_site_holding_the_current_version_is_not_answered(ledger: Ledger, clock):
+    small_world(ledger)
+    pub = Publisher(ledger, snapshot_interval_s=5)
+    parts = pub.snapshot(Table.STOP_LIST)
+    pub.mark_snapshot(parts)
+    v = pub.version(Table.STOP_LIST)
+    clock.now += 10
+    assert pub.on_request(SnapshotRequest("S1", Table.STOP_LIST, v)) == []
+    master.block_card(ledger, sample.card_number(2))
+    assert pub.on_request(SnapshotRequest("S1", Table.STOP_LIST, v))[0].version == v + 1
 
 
 def test_ingest_changes_are_folded_into_deltas(ledger: Ledger):
