@@ -102,7 +102,7 @@ class Running:
 
 def refused(config: Path, *extra: str) -> tuple[int, str]:
     """Run ``edgepos run`` expecting it to refuse: its exit code and its stderr."""
-    done = subprocess.run([*RUN, "--config", str(config), *extra], capture_output=True, text=True, env=env(),
+    done = subprocess.run([*RUN, "--config", str(config), *extra], check=False, capture_output=True, text=True, env=env(),
                           cwd=ROOT, timeout=120)
     return done.returncode, done.stderr
 
