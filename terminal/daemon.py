@@ -23,7 +23,7 @@ import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from aiohttp import web
 
@@ -47,10 +47,13 @@ from .fuel import (
     sim_key_store,
 )
 from .fuel import TERMINAL_KINDS as FUEL_TERMINAL_KINDS
-from .journal import Journal, JournalError
+from .journal import Journal, JournalClosedError, JournalError
 from .replica import Replica
 from .till import TERMINAL_KINDS as TILL_TERMINAL_KINDS
 from .till import TillLane
+
+if TYPE_CHECKING:
+    from .sync import SyncClient
 
 log = logging.getLogger("edgepos.daemon")
 
@@ -207,7 +210,7 @@ class Daemon:
         #: the highest transaction counter seen per fuel card (from the journal, then live)
         self.card_counters_seen: dict[str, int] = {}
         self.scanners: dict[str, Scanner] = {}
-        self.sync = None  #: the sync client, when a broker is configured
+        self.sync: SyncClient | None = None  #: the sync client, when a broker is configured
         self._host_stop_list: set[str] = set()
         self.api: LocalApi | None = None
         self.port: int | None = None
@@ -334,8 +337,9 @@ class Daemon:
             await till.recover(by_lane.pop(till.lane, []))
         if self.config.pumps:
             await self._open_pumps(by_lane)
-        for lane, txns in by_lane.items():
-            log.error("journal has %d open transaction(s) of lane %s, which this configuration lacks", len(txns), lane)
+        for lane_name, txns in by_lane.items():
+            log.error("journal has %d open transaction(s) of lane %s, which this configuration lacks", len(txns),
+                      lane_name)
         for lane in self.pumps.values():
             lane.start()
         if self.config.broker.url:
@@ -364,7 +368,7 @@ class Daemon:
         follow = {}
         if keys.has_host and self.replica.fuel is not None:
             follow = {Table.STOP_LIST: 0}  # the locally built replica is version 0
-        self.sync = SyncClient(self.journal, keys, self._sync_settings, on_fatal=self.fatal,
+        self.sync = SyncClient(self._live_journal(), keys, self._sync_settings, on_fatal=self.fatal,
                                on_replica=self._on_replica if follow else None,
                                replica_versions=follow or None, tables=tuple(follow))
         await self.sync.__aenter__()
@@ -403,7 +407,7 @@ class Daemon:
                 pump = RecordedSimPump(cfg.pump_id, products=cfg.products or None,
                                        flow_ml_per_min=cfg.flow_ml_per_min,
                                        state_path=self.config.data_dir / "pumps" / f"pump-{cfg.pump_id}.json")
-            lane = FuelLane(cfg, self.config, self.replica, self.journal, self.bus, keys, pump,
+            lane = FuelLane(cfg, self.config, self.replica, self._live_journal(), self.bus, keys, pump,
                             timeouts=self.fuel_timeouts, holds=self.fuel_holds,
                             card_counters_seen=self.card_counters_seen, on_fatal=self.fatal)
             self.pumps[cfg.pump_id] = lane
@@ -430,13 +434,19 @@ class Daemon:
             yield rec
 
     def _all_records(self, batch: int = 10_000):
-        seq = 0
+        journal, seq = self._live_journal(), 0
         while True:
-            chunk = self.journal.after(seq, batch)
+            chunk = journal.after(seq, batch)
             if not chunk:
                 return
             yield from chunk
-            seq = chunk[-1].seq
+            seq = chunk[-1].seq or seq
+
+    def _live_journal(self) -> Journal:
+        """The open journal; :class:`JournalClosedError` when the daemon is not running."""
+        if self.journal is None:
+            raise JournalClosedError("the daemon's journal is not open")
+        return self.journal
 
     async def stop(self) -> None:
         """Stop listening, stop device tasks, close the journal, release the journal's lock."""
@@ -447,7 +457,8 @@ class Daemon:
                 await task
         self._tasks.clear()
         if self._runner is not None:
-            self.api.close_streams()
+            if self.api is not None:
+                self.api.close_streams()
             await self._runner.cleanup()
             self._runner = None
         for lane in self.pumps.values():
@@ -482,6 +493,8 @@ class Daemon:
 
     async def _scanner_task(self, till: TillLane) -> None:
         cfg = till.config
+        if not cfg.scanner_port:
+            return
         scanner = Scanner(ScannerConfig(port=cfg.scanner_port, baudrate=cfg.scanner_baudrate,
                                         suffix=cfg.scanner_suffix))
         self.scanners[cfg.till_id] = scanner
@@ -501,13 +514,13 @@ class Daemon:
                 "journal": dataclasses.asdict(self.journal.counts()) if self.journal else None,
                 "replica": {"fuel_cards": len(self.replica.fuel_model.cards) if self.replica.fuel_model else 0,
                             "club_cards": len(self.replica.club_model.cards) if self.replica.club_model else 0,
-                            "evaluator": (self.replica.fuel or self.replica.club).name},
+                            "evaluator": getattr(self.replica.fuel or self.replica.club, "name", None)},
                 "pumps": {str(p.pump_id): p.state.value for p in self.pumps.values()},
                 "sync": _plain(dataclasses.asdict(self.sync.status())) if self.sync else None}
 
     def lane_views(self) -> list[dict[str, Any]]:
         """Each lane and what it is doing."""
-        out = []
+        out: list[dict[str, Any]] = []
         for till in self.tills.values():
             open_sale = till._open_sale()
             out.append({"lane": till.lane, "kind": "till", "open_sale": open_sale.sale_id if open_sale else None,
@@ -526,4 +539,4 @@ class Daemon:
     def journal_view(self, limit: int, lane: str | None) -> list[dict[str, Any]]:
         """The latest records, card numbers masked."""
         return [{"seq": r.seq, "record_id": r.record_id, "lane": r.lane, "txn_id": r.txn_id, "kind": r.kind,
-                 "at_utc_s": r.at_utc_s, "body": _mask_body(r.body)} for r in self.journal.tail(limit, lane=lane)]
+                 "at_utc_s": r.at_utc_s, "body": _mask_body(r.body)} for r in self._live_journal().tail(limit, lane=lane)]
