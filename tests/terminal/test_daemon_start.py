@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -164,6 +165,31 @@ def test_a_second_daemon_on_the_same_journal_stops_before_touching_it(tmp_path):
         assert first.stop() == ExitCode.OK
     assert journal_kinds(tmp_path / "data", sid)[-1] == "till.sale_committed"
     assert "till.sale_voided" not in journal_kinds(tmp_path / "data", sid)
+
+
+def test_a_second_daemon_never_reaches_the_broker_to_take_over_the_session(tmp_path):
+    """With a broker: the first daemon's MQTT session survives the second one's attempt (the
+    same site id is the same client id, and a second CONNECT with it would kick the first)."""
+    from terminal.broker import embedded_broker
+    from wire import new_key, write_key
+
+    write_key(tmp_path / "site.key", new_key())
+    with embedded_broker(tmp_path / "broker") as broker:
+        cfg = site_toml(tmp_path, extra=f'\n[broker]\nurl = "{broker.url}"\n\n'
+                                        f'[keys]\nsite_key_file = "{tmp_path / "site.key"}"\n')
+        first = Running(cfg)
+        try:
+            deadline = time.monotonic() + 60  # a guard against hanging, not a measurement
+            while not (sync := first.call("GET", "/v1/health")[1]["sync"])["connected"]:
+                assert time.monotonic() < deadline, f"the first daemon never connected: {sync}"
+                time.sleep(0.05)
+            assert sync["connects"] == 1
+            code, err = refused(cfg)
+            assert code == ExitCode.ALREADY_RUNNING and f"pid {first.proc.pid}" in one_line(err)
+            sync = first.call("GET", "/v1/health")[1]["sync"]
+            assert sync["connected"] and sync["connects"] == 1 and sync["last_error"] is None, sync
+        finally:
+            assert first.stop() == ExitCode.OK
 
 
 def test_another_config_file_on_the_same_data_dir_is_refused_too(tmp_path):
