@@ -48,7 +48,7 @@ EXIT_MEANINGS: dict[ExitCode, str] = {
 def exit_codes_epilog() -> str:
     """The exit-code table of ``--help``."""
     return "exit codes:\n" + "\n".join(f"  {int(c):>3}  {EXIT_MEANINGS[c]}" for c in ExitCode) + \
-        "\n  edgepos host: see 'edgepos host --help' (3, 4 and 6 are its)"
+        "\n  edgepos host ...: the host's codes (3, 4 and 6 are its own), see 'edgepos host --help'"
 
 
 def _positive(text: str) -> int:

@@ -186,6 +186,8 @@ class Daemon:
     configuration, else the simulation's public test key). ``pumps`` gives dispenser objects
     by pump id (tests); a pump not given, with dispenser "sim", is a
     :class:`terminal.fuel.RecordedSimPump` keeping its memory in ``data_dir/pumps``.
+    ``config_source`` says where the configuration came from (its file), for the message a
+    second daemon on the same journal gets (:class:`AlreadyRunning`).
     """
 
     def __init__(self, config: SiteConfig, replica: Replica, *, journal_path: Path | None = None,
