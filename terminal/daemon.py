@@ -294,8 +294,11 @@ class Daemon:
             self._sync_settings.tls_context()
         except SyncError as exc:
             text = str(exc)
-            setting = "broker.tls_ca_file" if "CA file" in text else "broker.password_file"
-            raise KeyFileError(setting, text.removeprefix(setting + " ")) from None
+            if "password_file" in text:
+                raise KeyFileError("broker.password_file", text.removeprefix("broker.password_file ")) from None
+            if "CA file" in text:
+                raise KeyFileError("broker.tls_ca_file", text) from None
+            raise StartError("broker.url", text) from None
 
     @staticmethod
     def _check_wire_key(setting: str, path: str | None) -> bytes:

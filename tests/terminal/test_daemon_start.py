@@ -271,6 +271,18 @@ def test_missing_site_key_file_stops_before_the_broker(tmp_path):
     assert not (tmp_path / "data" / "journal.sqlite").exists()
 
 
+def test_missing_broker_password_file_is_one_line_naming_the_setting(tmp_path):
+    from wire import new_key, write_key
+    write_key(tmp_path / "site.key", new_key())
+    missing = tmp_path / "broker.password"
+    extra = (f'\n[broker]\nurl = "mqtt://127.0.0.1:1883"\npassword_file = "{missing}"\n\n'
+             f'[keys]\nsite_key_file = "{tmp_path / "site.key"}"\n')
+    code, err = refused(site_toml(tmp_path, extra=extra))
+    line = one_line(err)
+    assert code == ExitCode.KEY_FILE and line.startswith("edgepos: broker.password_file:") and str(missing) in line
+    assert not (tmp_path / "data" / "journal.sqlite").exists()
+
+
 def test_bad_configuration_is_one_line_with_its_own_code(tmp_path):
     code, err = refused(site_toml(tmp_path, extra="\n[api]\n", name="twice.toml"))  # not valid TOML
     assert code == ExitCode.CONFIG == 7 and one_line(err).startswith("edgepos: not valid TOML")
