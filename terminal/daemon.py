@@ -257,7 +257,11 @@ class Daemon:
         :class:`StartError`; on any of them nothing is held."""
         if self.lock.held:
             return
-        self.journal_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.journal_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartError("site.data_dir", f"cannot create {self.journal_path.parent}: "
+                             f"{exc.strerror or exc}") from None
         self.lock.acquire({"pid": os.getpid(), "site_id": self.config.site_id, "config": self.config_source,
                            "started_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")})
         try:

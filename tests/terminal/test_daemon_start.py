@@ -294,6 +294,12 @@ def test_bad_configuration_is_one_line_with_its_own_code(tmp_path):
     assert code == ExitCode.CONFIG and "absent.toml" in one_line(err)
 
 
+def test_a_data_dir_that_cannot_be_made_is_one_line(tmp_path):
+    (tmp_path / "data").write_text("a file where the directory should be")
+    code, err = refused(site_toml(tmp_path))
+    assert code == ExitCode.CONFIG and one_line(err).startswith("edgepos: site.data_dir: cannot create")
+
+
 def test_a_journal_of_another_site_is_refused_in_one_line(tmp_path):
     data = tmp_path / "data"
     Journal.open(data / "journal.sqlite", "OTHER-SITE").close()
