@@ -364,8 +364,15 @@ class Daemon:
             await self._runner.setup()
             sock, self._sock = self._sock or self._bind(), None
             site = web.SockSite(self._runner, sock)
-            await site.start()
-            self.port = sock.getsockname()[1]
+            bound = sock.getsockname()[1]
+            try:
+                await site.start()
+            except OSError as exc:  # another program bound the same port with SO_REUSEADDR and listened first
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                raise PortInUse("api.port", f"{self.config.api.host}:{bound} was taken by "
+                                "another program while this daemon started; set api.port to a free port") from None
+            self.port = bound
 
     async def _start_sync(self) -> None:
         """Start the sync client: it reads the journal and sends what the host has not acked."""

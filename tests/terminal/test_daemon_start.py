@@ -350,3 +350,27 @@ def test_lock_file_is_not_inherited_by_children(tmp_path):
 
     asyncio.run(asyncio.wait_for(main(), 60))
 
+
+
+def test_port_taken_between_the_check_and_listening_is_port_in_use(tmp_path):
+    """Another program that binds with SO_REUSEADDR and listens after claim() but before the
+    API listens: the start fails with PortInUse and releases the journal."""
+    from terminal.daemon import PortInUse
+    cfg = parse_config(site_toml(tmp_path).read_text())
+
+    async def main():
+        replica = Replica.simulated(cfg, fuel_cards=10, club_accounts=50, seed=1)
+        d = Daemon(cfg, replica)
+        d.claim()
+        port = d._sock.getsockname()[1]
+        with socket.socket() as other:
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            other.bind(("127.0.0.1", port))
+            other.listen()
+            with pytest.raises(PortInUse, match=f"127.0.0.1:{port}"):
+                await d.start()
+        assert not d.lock.held
+        async with Daemon(cfg, replica, listen=False):  # nothing left behind
+            pass
+
+    asyncio.run(asyncio.wait_for(main(), 60))
