@@ -307,18 +307,56 @@ async def _cancel_all(tasks: list[asyncio.Task], bound_s: float = 5.0) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m host.worker", description="edgepos host worker (MQTT consumer)")
-    p.add_argument("--db", default=os.environ.get("EDGEPOS_HOST_DB", "sqlite:///edgepos-host.sqlite"))
-    p.add_argument("--broker", default="127.0.0.1:1883", help="host:port")
+    """Run a worker until SIGTERM or Ctrl-C; returns its exit code (:class:`host.admin.ExitCode`).
+
+    Everything an operator can get wrong is checked before the broker is touched, each as one
+    line on stderr naming the option to fix: the keys directory and its key files, the host
+    key when this worker publishes the replica (it signs every delta and snapshot with it),
+    the ledger URL and its schema."""
+    from wire import WireError
+
+    from .admin import ExitCode, LedgerOpenError, exit_codes_epilog, open_ledger
+
+    p = argparse.ArgumentParser(
+        prog="python -m host.worker", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="edgepos host worker: consumes the sites' batches from the broker into the ledger, "
+                    "acks them, and (unless --no-publish) publishes the replica's deltas and snapshots.",
+        epilog="The broker password is read from $EDGEPOS_HOST_MQTT_PASSWORD.\n\n"
+               + exit_codes_epilog(ExitCode.OK, ExitCode.USAGE, ExitCode.LEDGER_UNREACHABLE,
+                                   ExitCode.LEDGER_SCHEMA, ExitCode.KEY_FILE, ExitCode.HOST_KEY_MISSING))
+    p.add_argument("--db", default=os.environ.get("EDGEPOS_HOST_DB", "sqlite:///edgepos-host.sqlite"),
+                   help="ledger URL, as for host.admin (default $EDGEPOS_HOST_DB or %(default)s)")
+    p.add_argument("--broker", default="127.0.0.1:1883", help="host:port (default %(default)s)")
     p.add_argument("--keys-dir", required=True, help="holds host.key and sites/<site_id>.key")
-    p.add_argument("--group", default="host", help="shared-subscription group")
-    p.add_argument("--no-publish", action="store_true", help="do not publish replica deltas from this worker")
-    p.add_argument("--username")
+    p.add_argument("--group", default="host", help="shared-subscription group (default %(default)s)")
+    p.add_argument("--no-publish", action="store_true",
+                   help="do not publish replica deltas from this worker (then no host.key is needed)")
+    p.add_argument("--username", help="the broker user (default: none)")
     args = p.parse_args(argv)
+    host, _, port_text = args.broker.rpartition(":")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        p.error(f"--broker: expected host:port, got {args.broker!r}")
+
+    def refuse(code: ExitCode, message: str) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        return code
+
+    if not Path(args.keys_dir).is_dir():
+        return refuse(ExitCode.KEY_FILE, f"--keys-dir: {args.keys_dir!r} is not a directory")
+    try:
+        keys = load_keys(args.keys_dir)
+    except WireError as exc:
+        return refuse(ExitCode.KEY_FILE, f"--keys-dir: {exc}")
+    if not args.no_publish and not keys.has_host:
+        return refuse(ExitCode.HOST_KEY_MISSING,
+                      f"--keys-dir: {str(Path(args.keys_dir) / 'host.key')!r} does not exist, and this worker "
+                      "publishes the replica (signed with the host key): add the host key, or run with --no-publish")
+    try:
+        open_ledger(args.db).close()  # the schema exists and is migrated before any batch is taken
+    except LedgerOpenError as exc:
+        return refuse(exc.code, str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    host, _, port = args.broker.rpartition(":")
-    keys = load_keys(args.keys_dir)
-    worker = Worker(args.db, keys, hostname=host or "127.0.0.1", port=int(port or 1883), group=args.group,
+    worker = Worker(args.db, keys, hostname=host or "127.0.0.1", port=int(port_text), group=args.group,
                     publish_replica=not args.no_publish, username=args.username,
                     password=os.environ.get("EDGEPOS_HOST_MQTT_PASSWORD"))
 
@@ -329,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             loop.add_signal_handler(sig, stop.set)
         await worker.run(stop)
     asyncio.run(go())
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import re
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -87,9 +88,10 @@ class LocalApi:
             r.add_route(*route)
         self.app = app
 
-    async def listen(self) -> tuple[web.AppRunner, int]:
-        """Listen on ``[api] host:port`` (TLS when configured); the runner and the bound port.
-        A TLS file that cannot be loaded is a ConfigError naming its setting."""
+    async def listen(self, sock: socket.socket | None = None) -> tuple[web.AppRunner, int]:
+        """Listen on ``sock`` (bound already, by the daemon's start-up checks) or on ``[api]
+        host:port`` (TLS when configured); the runner and the bound port. A TLS file that
+        cannot be loaded is a ConfigError naming its setting."""
         s = self.settings
         try:
             ctx = server_ssl_context(s)
@@ -100,7 +102,8 @@ class LocalApi:
             log.warning("no [[api.clients]] configured: every request but GET /openapi.json is refused")
         runner = Runner(self.app, access_log=None, keepalive_timeout=s.header_timeout_s)
         await runner.setup()
-        site = web.TCPSite(runner, s.host, s.port, ssl_context=ctx)
+        site = (web.SockSite(runner, sock, ssl_context=ctx) if sock is not None
+                else web.TCPSite(runner, s.host, s.port, ssl_context=ctx))
         try:
             await site.start()
         except BaseException:

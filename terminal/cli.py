@@ -1,12 +1,54 @@
-"""The ``edgepos`` command line: one command, a subcommand per job."""
+"""The ``edgepos`` command line: one command, a subcommand per job.
+
+Exit codes are :class:`ExitCode` (listed in ``edgepos run --help`` and docs/operations.md);
+``edgepos host ...`` exits with the host's codes (:class:`host.admin.ExitCode`), numbered so
+that no number means two things.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from enum import IntEnum
+from pathlib import Path
 
 from authz.errors import AuthzError
+
+
+class ExitCode(IntEnum):
+    """What ``edgepos`` (``run``, ``simulate``, ``evaluate-day``) exits with. 3, 4 and 6 are
+    the host's (``edgepos host``); a number never means two things."""
+
+    OK = 0  #: done; the daemon stopped cleanly (SIGTERM, Ctrl-C)
+    FAILED = 1  #: the daemon stopped after a failure at run time (the journal), or could not open its journal
+    USAGE = 2  #: bad command line
+    KEY_FILE = 5  #: a key, password or CA file named in the configuration is missing or unreadable
+    CONFIG = 7  #: the configuration is invalid or unreadable
+    PORT_IN_USE = 8  #: the local API's address (api.host, api.port) is taken
+    ALREADY_RUNNING = 9  #: another daemon runs on this journal (site.data_dir)
+    INTERRUPTED = 130  #: Ctrl-C before the daemon was up
+
+
+#: One line per exit code, for ``--help`` and the docs.
+EXIT_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "done; the daemon stopped cleanly (SIGTERM, Ctrl-C)",
+    ExitCode.FAILED: "the daemon stopped after a failure at run time (the journal could not be written), "
+                     "or its journal could not be opened",
+    ExitCode.USAGE: "bad command line",
+    ExitCode.KEY_FILE: "a file named by keys.*_file, broker.password_file or broker.tls_ca_file is missing "
+                       "or unreadable",
+    ExitCode.CONFIG: "the configuration (--config) is invalid or unreadable",
+    ExitCode.PORT_IN_USE: "api.host:api.port is in use by another program",
+    ExitCode.ALREADY_RUNNING: "another daemon runs on this journal (site.data_dir); the message names its pid",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C) while starting",
+}
+
+
+def exit_codes_epilog() -> str:
+    """The exit-code table of ``--help``."""
+    return "exit codes:\n" + "\n".join(f"  {int(c):>3}  {EXIT_MEANINGS[c]}" for c in ExitCode) + \
+        "\n  edgepos host ...: the host's codes (3, 4 and 6 are its own), see 'edgepos host --help'"
 
 
 def _positive(text: str) -> int:
@@ -22,9 +64,9 @@ def _positive(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``edgepos`` and its subcommands."""
     ap = argparse.ArgumentParser(
-        prog="edgepos",
+        prog="edgepos", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Edge transaction processor for fuel-station pumps and retail checkout tills.",
-        epilog="Run 'edgepos COMMAND --help' for a command's options.")
+        epilog="Run 'edgepos COMMAND --help' for a command's options.\n\n" + exit_codes_epilog())
     ap.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -48,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     hostp = sub.add_parser(
         "host", help="the central host's admin commands (cards, limits, blocks, reports...)",
         description="The central host's admin command line; 'edgepos host --help' lists its commands "
-                    "(the same as python -m host.admin).", add_help=False)
+                    "(the same as python -m host.admin). The host's workers run as python -m host.worker.",
+        add_help=False)
     hostp.add_argument("host_args", nargs=argparse.REMAINDER)
 
     sim = sub.add_parser(
@@ -68,10 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--evaluator", choices=("native", "reference"), default=None,
                      help="evaluator implementation (default native; reference is the slow spec)")
     run = sub.add_parser(
-        "run", help="run the edge daemon of a site",
-        description="Run the edge daemon: open the journal, rebuild the replica from it, recover "
-                    "every lane's open transaction, then serve the local API until SIGTERM or "
-                    "Ctrl-C. Without --config, the embedded simulated site's configuration.")
+        "run", help="run the edge daemon of a site", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the edge daemon: claim the journal (one daemon per journal: a second one "
+                    "exits, naming the first), check the key files and the API port, open the "
+                    "journal, rebuild the replica from it, recover every lane's open transaction, "
+                    "sync with the broker when broker.url is set (no broker is started: the "
+                    "simulation starts its own), then serve the local API until SIGTERM or "
+                    "Ctrl-C. Without --config, the embedded simulated site's configuration.",
+        epilog="A start-up error is one line naming the setting to fix.\n\n" + exit_codes_epilog())
     run.add_argument("--config", metavar="FILE", help="the site's TOML configuration")
     run.add_argument("--fuel-cards", type=_positive, default=10_000, metavar="N",
                      help="cards in the generated replica (until host snapshots exist; default 10000)")
@@ -85,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _run_daemon(args) -> int:
+def _run_daemon(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
@@ -96,9 +143,10 @@ def _run_daemon(args) -> int:
     config = load_config(args.config)
     replica = Replica.simulated(config, fuel_cards=args.fuel_cards, club_accounts=args.club_accounts,
                                 stop_list=args.stop_list, seed=args.seed, impl=args.evaluator)
+    source = str(Path(args.config).resolve()) if args.config else "the embedded configuration"
 
     async def serve() -> int:
-        daemon = Daemon(config, replica)
+        daemon = Daemon(config, replica, config_source=source)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -111,10 +159,29 @@ def _run_daemon(args) -> int:
         await daemon.stop()
         if daemon.failure is not None:
             print(f"edgepos: stopped after a failure: {daemon.failure}", file=sys.stderr)
-            return 1
-        return 0
+            return ExitCode.FAILED
+        return ExitCode.OK
 
     return asyncio.run(serve())
+
+
+def _exit_code_of(exc: BaseException) -> ExitCode | None:
+    """The exit code of a start-up error (its message names the setting), None for others."""
+    from .config import ConfigError
+    from .daemon import (
+        AlreadyRunning,
+        JournalUnusable,
+        KeyFileError,
+        PortInUse,
+        StartError,
+    )
+    for kind, code in ((AlreadyRunning, ExitCode.ALREADY_RUNNING), (PortInUse, ExitCode.PORT_IN_USE),
+                       (KeyFileError, ExitCode.KEY_FILE), (JournalUnusable, ExitCode.FAILED),
+                       (StartError, ExitCode.CONFIG), (ConfigError, ExitCode.CONFIG),
+                       (AuthzError, ExitCode.FAILED)):
+        if isinstance(exc, kind):
+            return code
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     if raw[:1] == ["host"]:  # the host's own command line takes everything after "host"
         from host.admin import main as host_main
-        return host_main(raw[1:])
+        return host_main(raw[1:], prog="edgepos host")
     ap = build_parser()
     args = ap.parse_args(raw)
     # the simulation's progress lines say what happens; the daemon's log is for -v there
@@ -131,8 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.command is None:
         ap.print_help()
-        return 2
-    from .config import ConfigError
+        return ExitCode.USAGE
     try:
         if args.command == "run":
             return _run_daemon(args)
@@ -147,22 +213,25 @@ def main(argv: list[str] | None = None) -> int:
                                           fuel_cards=args.fuel_cards, club_accounts=args.club_accounts,
                                           progress=site_progress))
             print(report.render())
-            return 0
+            return ExitCode.OK
         if args.command == "evaluate-day":
             from .dayrun import run_day, stderr_progress
             summary = run_day(fuel_cards=args.fuel_cards, fuel_requests=args.fuel_requests,
                               club_accounts=args.club_accounts, club_sales=args.club_sales,
                               seed=args.seed, impl=args.evaluator, progress=stderr_progress)
             print(summary.render())
-            return 0
-    except (AuthzError, ConfigError) as exc:
-        print(f"edgepos: {exc}", file=sys.stderr)
-        return 1
+            return ExitCode.OK
     except KeyboardInterrupt:
         print("edgepos: interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
+    except Exception as exc:
+        code = _exit_code_of(exc)
+        if code is None:
+            raise  # a bug: the traceback is what to report
+        print(f"edgepos: {exc}", file=sys.stderr)
+        return code
     ap.error(f"unknown command {args.command!r}")
-    return 2
+    return ExitCode.USAGE
 
 
 if __name__ == "__main__":

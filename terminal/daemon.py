@@ -1,9 +1,11 @@
 """The edge daemon: configuration -> journal -> replica (with the journal's local spend
 re-applied) -> lanes (each open transaction recovered) -> local API and device tasks.
 
-Start order matters for "nothing lost, nothing counted twice": the replica is rebuilt from
-the journal before any lane takes a request, and every lane finishes or voids what the last
-run left open before the API listens.
+Start order matters for "nothing lost, nothing counted twice": first the daemon claims the
+journal (:class:`JournalLock`: one daemon per journal) and checks what an operator can get
+wrong (key files, the API port), so a second instance or a bad setting stops before anything
+is touched; then the replica is rebuilt from the journal before any lane takes a request, and
+every lane finishes or voids what the last run left open before the API listens.
 """
 
 from __future__ import annotations
@@ -11,15 +13,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
+import fcntl
+import ipaddress
+import json
 import logging
+import os
+import socket
 import time
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 from aiohttp import web
 
 from authz.fuel_model import mask_card_no
-from hw.card.keys import KeyStore, SoftwareKeyStore
+from hw.card.keys import KeyStore, KeyStoreError, SoftwareKeyStore
 from hw.pump import Pump
 from hw.scanner import Scan, ScanKind, Scanner, ScannerConfig, ScanNoise
 
@@ -27,14 +36,129 @@ from . import fuel_api
 from .api import LocalApi
 from .config import SiteConfig
 from .events import EventBus
-from .fuel import CARD_COMMITTED, PREAUTH, RESERVED, VOIDED, FuelLane, FuelTimeouts, RecordedSimPump, sim_key_store
+from .fuel import (
+    CARD_COMMITTED,
+    PREAUTH,
+    RESERVED,
+    VOIDED,
+    FuelLane,
+    FuelTimeouts,
+    RecordedSimPump,
+    sim_key_store,
+)
 from .fuel import TERMINAL_KINDS as FUEL_TERMINAL_KINDS
-from .journal import Journal
+from .journal import Journal, JournalClosedError, JournalError
 from .replica import Replica
 from .till import TERMINAL_KINDS as TILL_TERMINAL_KINDS
 from .till import TillLane
 
+if TYPE_CHECKING:
+    from .sync import SyncClient
+
 log = logging.getLogger("edgepos.daemon")
+
+__all__ = ["AlreadyRunning", "Daemon", "JournalLock", "JournalUnusable", "KeyFileError", "PortInUse", "StartError"]
+
+
+class StartError(Exception):
+    """The daemon cannot start, and nothing was touched: the message (one line) names the
+    setting to fix (``setting``) and what is wrong with it."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"{setting}: {message}")
+        self.setting = setting
+
+
+class AlreadyRunning(StartError):
+    """Another daemon holds this journal's lock; ``holder`` is what it wrote about itself
+    (pid, site, when and with which configuration it started), empty if it is still starting."""
+
+    def __init__(self, message: str, holder: dict[str, Any]) -> None:
+        super().__init__("site.data_dir", message)
+        self.holder = holder
+
+
+class KeyFileError(StartError):
+    """A key, password or CA file named in the configuration is missing or unreadable (the
+    message names the file and the setting, never the content)."""
+
+
+class PortInUse(StartError):
+    """The local API's address is taken by another program."""
+
+
+class JournalUnusable(StartError):
+    """The journal in ``site.data_dir`` cannot be opened: another site's, a newer version's,
+    not a journal, or not writable (the lock is released again)."""
+
+
+class JournalLock:
+    """One daemon per journal: an exclusive ``fcntl.flock`` on ``<journal>.lock``, held for
+    the life of the process.
+
+    The OS drops the lock when the holder's file is closed, so a crashed or SIGKILLed daemon
+    leaves no stale lock: the next one starts. The file is never deleted (deleting a lock
+    file lets two processes lock two different files); while locked it holds the holder's
+    pid, site, start time and configuration as JSON, which :class:`AlreadyRunning` reports.
+    The descriptor is not inherited by child processes (Python opens it close-on-exec), so a
+    child cannot keep the lock alive after the daemon dies.
+    """
+
+    def __init__(self, journal_path: Path) -> None:
+        self.path = journal_path.with_name(journal_path.name + ".lock")
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock."""
+        return self._fd is not None
+
+    def acquire(self, owner: dict[str, Any]) -> None:
+        """Take the lock and write ``owner`` into the file. Raises :class:`AlreadyRunning`
+        (naming the holder) if another process (or another :class:`JournalLock`) holds it,
+        :class:`StartError` if the file cannot be created."""
+        if self._fd is not None:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StartError("site.data_dir", f"cannot create the journal's lock file {self.path}: "
+                             f"{exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = self._read(fd)
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StartError("site.data_dir", f"cannot lock {self.path}: {exc.strerror or exc}") from None
+            raise AlreadyRunning(self._describe(holder), holder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(owner, sort_keys=True) + "\n").encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Let go of the lock (closing the file releases it)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    @staticmethod
+    def _read(fd: int) -> dict[str, Any]:
+        try:
+            data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _describe(self, holder: dict[str, Any]) -> str:
+        journal = self.path.with_name(self.path.name.removesuffix(".lock"))
+        if not holder.get("pid"):
+            who = "another edgepos daemon (still starting: its pid is not written yet)"
+        else:
+            who = (f"edgepos daemon pid {holder['pid']} (site {holder.get('site_id', '?')}, started "
+                   f"{holder.get('started_utc', '?')} with {holder.get('config', '?')})")
+        return (f"{who} is running on the journal {journal}; stop it first, "
+                "or give this daemon its own site.data_dir")
 
 
 def _mask_body(value: Any) -> Any:
@@ -62,12 +186,16 @@ class Daemon:
     configuration, else the simulation's public test key). ``pumps`` gives dispenser objects
     by pump id (tests); a pump not given, with dispenser "sim", is a
     :class:`terminal.fuel.RecordedSimPump` keeping its memory in ``data_dir/pumps``.
+    ``config_source`` says where the configuration came from (its file), for the message a
+    second daemon on the same journal gets (:class:`AlreadyRunning`).
     """
 
     def __init__(self, config: SiteConfig, replica: Replica, *, journal_path: Path | None = None,
                  listen: bool = True, keys: KeyStore | None = None, pumps: dict[int, Pump] | None = None,
-                 fuel_timeouts: FuelTimeouts | None = None) -> None:
+                 fuel_timeouts: FuelTimeouts | None = None, config_source: str | None = None) -> None:
         self.config = config
+        #: where the configuration came from (a file path), for the journal lock's holder line
+        self.config_source = config_source or "a configuration given in code"
         self.replica = replica
         self.journal_path = journal_path or config.data_dir / "journal.sqlite"
         self.listen = listen
@@ -84,7 +212,7 @@ class Daemon:
         #: the highest transaction counter seen per fuel card (from the journal, then live)
         self.card_counters_seen: dict[str, int] = {}
         self.scanners: dict[str, Scanner] = {}
-        self.sync = None  #: the sync client, when a broker is configured
+        self.sync: SyncClient | None = None  #: the sync client, when a broker is configured
         self._host_stop_list: set[str] = set()
         self.api: LocalApi | None = None
         self.port: int | None = None
@@ -93,16 +221,122 @@ class Daemon:
         self.failure: BaseException | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task] = []
+        self.lock = JournalLock(self.journal_path)
+        self._sock: socket.socket | None = None
+        self._issuer_keys: KeyStore | None = None
+        self._site_keys: Any = None
+        self._sync_settings: Any = None
+        self._replayed = 0
 
     # -- lifecycle --
 
     async def start(self) -> None:
-        """Open the journal, rebuild the replica, recover lanes, then listen."""
+        """Claim the journal and check the settings (:meth:`claim`), then open the journal,
+        rebuild the replica, recover lanes, start the sync client and listen.
+
+        Raises :class:`StartError` (one of its kinds) before anything is touched if another
+        daemon runs on this journal or a setting is wrong; whatever else fails half-way, the
+        daemon is stopped again and the lock released."""
         t0 = time.perf_counter()
-        self.journal_path.parent.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal.open(self.journal_path, self.config.site_id,
-                                    terminal_kinds=TILL_TERMINAL_KINDS | FUEL_TERMINAL_KINDS)
-        replayed = self.replica.replay(self._noting_cards(self._all_records()))
+        self.claim()
+        try:
+            await self._start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.stop()
+            raise
+        log.info("site %s up in %.2f s: %d till(s), %d pump(s), %d journaled operation(s) re-applied, API %s:%s",
+                 self.config.site_id, time.perf_counter() - t0, len(self.tills), len(self.pumps), self._replayed,
+                 self.config.api.host, self.port)
+
+    def claim(self) -> None:
+        """Everything the daemon checks before it touches the journal, the broker or a device:
+        take the journal's lock, load the key files the configuration names, read the broker
+        password file, and bind the local API's port (not yet listening). Raises
+        :class:`AlreadyRunning`, :class:`KeyFileError`, :class:`PortInUse` or
+        :class:`StartError`; on any of them nothing is held."""
+        if self.lock.held:
+            return
+        try:
+            self.journal_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartError("site.data_dir", f"cannot create {self.journal_path.parent}: "
+                             f"{exc.strerror or exc}") from None
+        self.lock.acquire({"pid": os.getpid(), "site_id": self.config.site_id, "config": self.config_source,
+                           "started_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")})
+        try:
+            self._load_keys()
+            if self.listen:
+                self._sock = self._bind()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _load_keys(self) -> None:
+        """Read every key file the configuration names (a named file must be there even if
+        nothing on this site uses it yet); the card issuer key falls back to the simulation's
+        test key only when none is named."""
+        k = self.config.keys
+        if self.keys is None and k.issuer_key_file:
+            try:
+                self._issuer_keys = SoftwareKeyStore.from_file(k.issuer_key_file)
+            except KeyStoreError as exc:
+                raise KeyFileError("keys.issuer_key_file", str(exc)) from None
+        if not self.config.broker.url:
+            for setting in ("site_key_file", "host_key_file"):
+                if getattr(k, setting):
+                    self._check_wire_key(f"keys.{setting}", getattr(k, setting))
+            return
+        from wire import SiteKeys
+
+        from .sync import SyncError, settings_from_config
+        site_key = self._check_wire_key("keys.site_key_file", k.site_key_file)
+        host_key = self._check_wire_key("keys.host_key_file", k.host_key_file) if k.host_key_file else None
+        self._site_keys = SiteKeys({self.config.site_id: site_key}, host=host_key)
+        try:
+            self._sync_settings = settings_from_config(self.config.broker)
+            self._sync_settings.tls_context()
+        except SyncError as exc:
+            text = str(exc)
+            if "password_file" in text:
+                raise KeyFileError("broker.password_file", text.removeprefix("broker.password_file ")) from None
+            if "CA file" in text:
+                raise KeyFileError("broker.tls_ca_file", text) from None
+            raise StartError("broker.url", text) from None
+
+    @staticmethod
+    def _check_wire_key(setting: str, path: str | None) -> bytes:
+        from wire import WireError, load_key
+        if not path:
+            raise KeyFileError(setting, "required with broker.url")
+        try:
+            return load_key(path)
+        except WireError as exc:
+            raise KeyFileError(setting, str(exc)) from None
+
+    def _bind(self) -> socket.socket:
+        """The local API's socket, bound (so the port is ours) but not listening yet."""
+        host, port = self.config.api.host, self.config.api.port
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # not TIME_WAIT: a live listener still refuses
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse("api.port", f"{host}:{port} is in use by another program; stop it, or set "
+                                f"api.port to a free port") from None
+            raise StartError("api.port", f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        return sock
+
+    async def _start(self) -> None:
+        try:
+            self.journal = Journal.open(self.journal_path, self.config.site_id,
+                                        terminal_kinds=TILL_TERMINAL_KINDS | FUEL_TERMINAL_KINDS)
+        except JournalError as exc:
+            raise JournalUnusable("site.data_dir", str(exc)) from None
+        self._replayed = self.replica.replay(self._noting_cards(self._all_records()))
         for till_cfg in self.config.tills:
             self.tills[till_cfg.till_id] = TillLane(till_cfg, self.config.site_id, self.replica, self.journal, self.bus)
         by_lane: dict[str, list] = {}
@@ -112,8 +346,9 @@ class Daemon:
             await till.recover(by_lane.pop(till.lane, []))
         if self.config.pumps:
             await self._open_pumps(by_lane)
-        for lane, txns in by_lane.items():
-            log.error("journal has %d open transaction(s) of lane %s, which this configuration lacks", len(txns), lane)
+        for lane_name, txns in by_lane.items():
+            log.error("journal has %d open transaction(s) of lane %s, which this configuration lacks", len(txns),
+                      lane_name)
         for lane in self.pumps.values():
             lane.start()
         if self.config.broker.url:
@@ -125,22 +360,28 @@ class Daemon:
                 self._tasks.append(asyncio.create_task(self._scanner_task(till), name=f"scanner {till.lane}"))
         if self.listen:
             self.api = LocalApi(self)
-            self._runner, self.port = await self.api.listen()  # TLS, tokens, timeouts: terminal/api.py
-        log.info("site %s up in %.2f s: %d till(s), %d pump(s), %d journaled operation(s) re-applied, API %s:%s",
-                 self.config.site_id, time.perf_counter() - t0, len(self.tills), len(self.pumps), replayed,
-                 self.config.api.host, self.port)
+            sock, self._sock = self._sock or self._bind(), None
+            bound = sock.getsockname()[1]
+            try:
+                # TLS, tokens, timeouts: terminal/api.py; on the socket claim() bound
+                self._runner, self.port = await self.api.listen(sock)
+            except OSError as exc:  # another program bound the same port with SO_REUSEADDR and listened first
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                raise PortInUse("api.port", f"{self.config.api.host}:{bound} was taken by "
+                                "another program while this daemon started; set api.port to a free port") from None
 
     async def _start_sync(self) -> None:
         """Start the sync client: it reads the journal and sends what the host has not acked."""
-        from .sync import SyncClient, load_site_keys, settings_from_config
-
         from wire import Table
 
-        keys = load_site_keys(self.config.site_id, self.config.keys.site_key_file, self.config.keys.host_key_file)
+        from .sync import SyncClient
+
+        keys = self._site_keys  # loaded and checked by claim()
         follow = {}
-        if keys.host is not None and self.replica.fuel is not None:
+        if keys.has_host and self.replica.fuel is not None:
             follow = {Table.STOP_LIST: 0}  # the locally built replica is version 0
-        self.sync = SyncClient(self.journal, keys, settings_from_config(self.config.broker), on_fatal=self.fatal,
+        self.sync = SyncClient(self._live_journal(), keys, self._sync_settings, on_fatal=self.fatal,
                                on_replica=self._on_replica if follow else None,
                                replica_versions=follow or None, tables=tuple(follow))
         await self.sync.__aenter__()
@@ -179,7 +420,7 @@ class Daemon:
                 pump = RecordedSimPump(cfg.pump_id, products=cfg.products or None,
                                        flow_ml_per_min=cfg.flow_ml_per_min,
                                        state_path=self.config.data_dir / "pumps" / f"pump-{cfg.pump_id}.json")
-            lane = FuelLane(cfg, self.config, self.replica, self.journal, self.bus, keys, pump,
+            lane = FuelLane(cfg, self.config, self.replica, self._live_journal(), self.bus, keys, pump,
                             timeouts=self.fuel_timeouts, holds=self.fuel_holds,
                             card_counters_seen=self.card_counters_seen, on_fatal=self.fatal)
             self.pumps[cfg.pump_id] = lane
@@ -187,8 +428,8 @@ class Daemon:
             await lane.recover(by_lane.pop(lane.lane, []))
 
     def _default_keys(self) -> KeyStore:
-        if self.config.keys.issuer_key_file:
-            return SoftwareKeyStore.from_file(self.config.keys.issuer_key_file)
+        if self._issuer_keys is not None:  # keys.issuer_key_file, read by claim()
+            return self._issuer_keys
         log.warning("no keys.issuer_key_file configured: using the simulation's PUBLIC test issuer key "
                     "(never on a real site)")
         return sim_key_store()
@@ -206,16 +447,22 @@ class Daemon:
             yield rec
 
     def _all_records(self, batch: int = 10_000):
-        seq = 0
+        journal, seq = self._live_journal(), 0
         while True:
-            chunk = self.journal.after(seq, batch)
+            chunk = journal.after(seq, batch)
             if not chunk:
                 return
             yield from chunk
-            seq = chunk[-1].seq
+            seq = chunk[-1].seq or seq
+
+    def _live_journal(self) -> Journal:
+        """The open journal; :class:`JournalClosedError` when the daemon is not running."""
+        if self.journal is None:
+            raise JournalClosedError("the daemon's journal is not open")
+        return self.journal
 
     async def stop(self) -> None:
-        """Stop listening, stop device tasks, close the journal."""
+        """Stop listening, stop device tasks, close the journal, release the journal's lock."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -223,7 +470,8 @@ class Daemon:
                 await task
         self._tasks.clear()
         if self._runner is not None:
-            self.api.close_streams()
+            if self.api is not None:
+                self.api.close_streams()
             await self._runner.cleanup()
             self._runner = None
         for lane in self.pumps.values():
@@ -236,6 +484,10 @@ class Daemon:
         if self.journal is not None:
             self.journal.close()
             self.journal = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self.lock.release()  # last: the journal is closed
         self.stopped.set()
 
     def fatal(self, exc: BaseException) -> None:
@@ -243,7 +495,7 @@ class Daemon:
         self.failure = exc
         asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.stop()))
 
-    async def __aenter__(self) -> "Daemon":
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -254,6 +506,8 @@ class Daemon:
 
     async def _scanner_task(self, till: TillLane) -> None:
         cfg = till.config
+        if not cfg.scanner_port:
+            return
         scanner = Scanner(ScannerConfig(port=cfg.scanner_port, baudrate=cfg.scanner_baudrate,
                                         suffix=cfg.scanner_suffix))
         self.scanners[cfg.till_id] = scanner
@@ -273,13 +527,13 @@ class Daemon:
                 "journal": dataclasses.asdict(self.journal.counts()) if self.journal else None,
                 "replica": {"fuel_cards": len(self.replica.fuel_model.cards) if self.replica.fuel_model else 0,
                             "club_cards": len(self.replica.club_model.cards) if self.replica.club_model else 0,
-                            "evaluator": (self.replica.fuel or self.replica.club).name},
+                            "evaluator": getattr(self.replica.fuel or self.replica.club, "name", None)},
                 "pumps": {str(p.pump_id): p.state.value for p in self.pumps.values()},
                 "sync": _plain(dataclasses.asdict(self.sync.status())) if self.sync else None}
 
     def lane_views(self) -> list[dict[str, Any]]:
         """Each lane and what it is doing."""
-        out = []
+        out: list[dict[str, Any]] = []
         for till in self.tills.values():
             open_sale = till._open_sale()
             out.append({"lane": till.lane, "kind": "till", "open_sale": open_sale.sale_id if open_sale else None,
@@ -298,4 +552,4 @@ class Daemon:
     def journal_view(self, limit: int, lane: str | None) -> list[dict[str, Any]]:
         """The latest records, card numbers masked."""
         return [{"seq": r.seq, "record_id": r.record_id, "lane": r.lane, "txn_id": r.txn_id, "kind": r.kind,
-                 "at_utc_s": r.at_utc_s, "body": _mask_body(r.body)} for r in self.journal.tail(limit, lane=lane)]
+                 "at_utc_s": r.at_utc_s, "body": _mask_body(r.body)} for r in self._live_journal().tail(limit, lane=lane)]
