@@ -34,8 +34,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from wire import (DEFAULT_LIMITS, Batch, Limits, Presence, SiteKeys, SnapshotRequest, WireError, WireKeyError,
-                  acks_topic, decode, encode, host_subscriptions, load_key)
+from wire import (DEFAULT_LIMITS, REPLICA_SIGNING_KEY_FILE, REPLICA_VERIFY_KEY_FILE, Batch, Limits, Presence,
+                  SiteKeys, SnapshotRequest, WireError, WireKeyError, acks_topic, decode, encode, host_subscriptions,
+                  load_key, load_replica_signing_key, load_replica_verify_key)
 
 from .db import redact_url
 
@@ -49,12 +50,23 @@ log = logging.getLogger("edgepos.host.worker")
 
 
 def load_keys(keys_dir: str | os.PathLike[str]) -> SiteKeys:
-    """``keys_dir/host.key`` and every ``keys_dir/sites/<site_id>.key``. Raises
-    :class:`wire.WireKeyError` for an unreadable key file (naming the file, never the key)."""
+    """The host's keys in ``keys_dir``: every ``sites/<site_id>.key`` (HMAC) and, when there,
+    the replica signing key ``replica-signing.key`` (Ed25519, PEM; ``python -m host.keys``
+    makes it), checked against ``replica-signing.pub`` if that is there too. Without the
+    signing key the worker can ingest but not publish the replica. Raises
+    :class:`wire.WireKeyError` for an unreadable or malformed key file, or a public key that
+    is not the signing key's (naming the file, never the key)."""
     d = Path(keys_dir)
     sites = {p.stem: load_key(p) for p in sorted((d / "sites").glob("*.key"))} if (d / "sites").is_dir() else {}
-    host = load_key(d / "host.key") if (d / "host.key").exists() else None
-    return SiteKeys(sites, host=host)
+    private, public = d / REPLICA_SIGNING_KEY_FILE, d / REPLICA_VERIFY_KEY_FILE
+    signing = load_replica_signing_key(private) if private.exists() else None
+    verify = load_replica_verify_key(public) if signing is not None and public.exists() else None
+    if signing is None and (d / "host.key").exists():
+        log.warning("%s holds host.key (the HMAC host key of earlier versions) but no %s: replica messages "
+                    "are signed with Ed25519 now; make the pair with `python -m host.keys --keys-dir %s`, "
+                    "give %s to the sites and remove host.key", d, REPLICA_SIGNING_KEY_FILE, d,
+                    REPLICA_VERIFY_KEY_FILE)
+    return SiteKeys(sites, replica_signing=signing, replica_verify=verify)
 
 
 class WorkerStats:

@@ -142,7 +142,7 @@ class Daemon:
 
         keys = load_site_keys(self.config.site_id, self.config.keys.site_key_file, self.config.keys.host_key_file)
         follow = {}
-        if keys.host is not None and self.replica.fuel is not None:
+        if keys.can_verify_replica and self.replica.fuel is not None:
             follow = {Table.STOP_LIST: 0}  # the locally built replica is version 0
         self.sync = SyncClient(self.journal, keys, settings_from_config(self.config.broker), on_fatal=self.fatal,
                                on_replica=self._on_replica if follow else None,

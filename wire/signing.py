@@ -58,6 +58,7 @@ __all__ = [
     "replica_signature_ok",
     "write_key",
     "write_replica_keys",
+    "write_replica_verify_key",
 ]
 
 KEY_BYTES = 32
@@ -370,6 +371,15 @@ def _create(p: Path, data: bytes, mode: int) -> None:
         os.fsync(f.fileno())
 
 
+def write_replica_verify_key(path: str | os.PathLike[str], key: Ed25519PublicKey) -> None:
+    """Write the replica verify key ``key`` to a new file ``path`` (PEM, mode 0644): the file
+    the sites get. Raises :class:`WireKeyError` if it exists or cannot be written."""
+    if not isinstance(key, Ed25519PublicKey):
+        raise WireKeyError(f"a replica verify key is an Ed25519PublicKey, got a {type(key).__name__}")
+    _create(Path(path), key.public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo), 0o644)
+
+
 def write_replica_keys(keys_dir: str | os.PathLike[str], key: Ed25519PrivateKey) -> tuple[Path, Path]:
     """Write ``key`` to ``keys_dir/replica-signing.key`` (PEM PKCS#8, mode 0600) and its
     public key to ``keys_dir/replica-signing.pub`` (PEM, mode 0644, for the sites); returns
@@ -384,6 +394,5 @@ def write_replica_keys(keys_dir: str | os.PathLike[str], key: Ed25519PrivateKey)
             raise WireKeyError(f"key file {str(f)!r} already exists; remove it first to replace the key")
     _create(private, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                        serialization.NoEncryption()), 0o600)
-    _create(public, key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                  serialization.PublicFormat.SubjectPublicKeyInfo), 0o644)
+    write_replica_verify_key(public, key.public_key())
     return private, public
