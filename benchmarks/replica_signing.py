@@ -102,8 +102,8 @@ def main() -> None:
     out["snapshot_part_hmac_ms"] = f"{1e3 / rate(lambda: mac(site_key, big_body), a.seconds, slow):.2f}"
     snap_topic = snapshot_topic(Table.STOP_LIST, 0)
     out["snapshot_part_decode_ms"] = f"{1e3 / rate(lambda: decode(big, site, topic=snap_topic), a.seconds, 1):.1f}"
-    for k, v in out.items():
-        print(f"{k}: {v}")
+    for key, text in out.items():
+        print(f"{key}: {text}")
 
 
 if __name__ == "__main__":

@@ -55,8 +55,14 @@ from terminal.broker import embedded_broker
 from terminal.ids import new_id, new_txn_id
 from terminal.journal import Journal, Record
 from terminal.sync import SyncClient, SyncSettings
-from wire import (REPLICA_SIGNING_KEY_FILE, REPLICA_VERIFY_KEY_FILE, SiteKeys, new_replica_signing_key, write_key,
-                  write_replica_keys)
+from wire import (
+    REPLICA_SIGNING_KEY_FILE,
+    REPLICA_VERIFY_KEY_FILE,
+    SiteKeys,
+    new_replica_signing_key,
+    write_key,
+    write_replica_keys,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PG = "postgresql://postgres@127.0.0.1:5432/test"

@@ -50,7 +50,14 @@ from terminal.broker import (
 from terminal.journal import Journal
 from terminal.sync import SyncClient, SyncSettings
 from tests.host.conftest import pg_schema_url, postgres  # noqa: F401 - fixtures used by ledger_url
-from wire import REPLICA_VERIFY_KEY_FILE, SiteKeys, new_key, new_replica_signing_key, write_key, write_replica_keys
+from wire import (
+    REPLICA_VERIFY_KEY_FILE,
+    SiteKeys,
+    new_key,
+    new_replica_signing_key,
+    write_key,
+    write_replica_keys,
+)
 
 from .fleet import (
     CONTRACTS,

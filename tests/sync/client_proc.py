@@ -13,10 +13,10 @@ import json
 import signal
 import sys
 
-from terminal.journal import Journal
-from terminal.sync import SyncClient, SyncSettings
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from terminal.journal import Journal
+from terminal.sync import SyncClient, SyncSettings
 from wire import SiteKeys
 
 

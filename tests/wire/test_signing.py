@@ -41,9 +41,9 @@ def test_lookup():
     site = SiteKeys({"A": KEY}, replica_verify=REPLICA.public_key())
     assert site.can_verify_replica and not site.can_sign_replica
     with pytest.raises(WireSignatureError, match="no replica signing key"):
-        site.replica_signing
+        _ = site.replica_signing
     with pytest.raises(WireSignatureError, match="no replica verify key"):
-        SiteKeys().replica_verify
+        _ = SiteKeys().replica_verify
     assert not SiteKeys().can_verify_replica and not SiteKeys().can_sign_replica
 
 
