@@ -99,7 +99,7 @@ def test_load_keys_without_the_signing_key_warns_about_an_old_host_key(tmp_path,
 def test_the_command_makes_the_pair_and_prints_no_key(tmp_path):
     d = tmp_path / "keys"
     run = [sys.executable, "-m", "host.keys", "--keys-dir", str(d)]
-    out = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     key_id = replica_key_id(load_replica_verify_key(d / REPLICA_VERIFY_KEY_FILE))
     assert "made" in out.stdout and key_id in out.stdout and REPLICA_VERIFY_KEY_FILE in out.stdout
@@ -107,8 +107,8 @@ def test_the_command_makes_the_pair_and_prints_no_key(tmp_path):
         serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
     for secret in (_pem_body(d / REPLICA_SIGNING_KEY_FILE), raw.hex()):
         assert secret not in out.stdout + out.stderr
-    again = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    again = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert again.returncode == 0 and "already there" in again.stdout and key_id in again.stdout
     (d / REPLICA_SIGNING_KEY_FILE).write_text("not a key\n")
-    bad = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode == 2 and "is not PEM" in bad.stderr and "not a key" not in bad.stderr
