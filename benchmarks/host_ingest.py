@@ -31,7 +31,7 @@ from wire import Batch, SiteKeys, WireRecord, batches_topic, decode, encode, rec
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 SITE = "BENCH-001"
-KEYS = SiteKeys({SITE: bytes(range(32))}, host=bytes(range(32, 64)))
+KEYS = SiteKeys({SITE: bytes(range(32))})  # batches only: no replica key needed
 
 
 def make_records(n: int, model, seed: int = 1) -> list[WireRecord]:

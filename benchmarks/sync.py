@@ -45,6 +45,8 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from authz import sample
 from authz.money import amount_for_volume
 from host import master
@@ -53,7 +55,14 @@ from terminal.broker import embedded_broker
 from terminal.ids import new_id, new_txn_id
 from terminal.journal import Journal, Record
 from terminal.sync import SyncClient, SyncSettings
-from wire import SiteKeys, write_key
+from wire import (
+    REPLICA_SIGNING_KEY_FILE,
+    REPLICA_VERIFY_KEY_FILE,
+    SiteKeys,
+    new_replica_signing_key,
+    write_key,
+    write_replica_keys,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PG = "postgresql://postgres@127.0.0.1:5432/test"
@@ -251,7 +260,7 @@ class Profiler:
 
 # -- one run -----------------------------------------------------------------------------------
 
-async def _flush(journals: dict[str, Path], keys: dict[str, bytes], host_key: bytes, url: str,
+async def _flush(journals: dict[str, Path], keys: dict[str, bytes], replica_verify: Ed25519PublicKey, url: str,
                  args: argparse.Namespace) -> tuple[float, float, list]:
     settings = {"max_in_flight": args.in_flight, "poll_interval_s": 0.05, "max_batch_records": args.batch_records,
                 "ack_timeout_s": args.ack_timeout}
@@ -261,7 +270,7 @@ async def _flush(journals: dict[str, Path], keys: dict[str, bytes], host_key: by
         for site, path in journals.items():
             j = stack.enter_context(Journal.open(path, site))
             clients.append(await stack.enter_async_context(
-                SyncClient(j, SiteKeys({site: keys[site]}, host=host_key), SyncSettings.from_url(url, **settings))))
+                SyncClient(j, SiteKeys({site: keys[site]}, replica_verify=replica_verify), SyncSettings.from_url(url, **settings))))
         statuses = await asyncio.gather(*(c.wait_flushed(args.timeout) for c in clients))
         elapsed = time.perf_counter() - t0
         cpu = time.process_time() - cpu0
@@ -277,15 +286,15 @@ def run_once(tag: str, db: str, workers: int, journals: dict[str, Path], n_recor
     for p in journals.values():
         reset_journal(p)
     keys = {s: secrets.token_bytes(32) for s in journals}
-    host_key = secrets.token_bytes(32)
+    replica_key = new_replica_signing_key()
     keys_dir = run_dir / "keys"
     (keys_dir / "sites").mkdir(parents=True, exist_ok=True)
     for f in (keys_dir / "sites").glob("*.key"):
         f.unlink()
-    for f in (keys_dir / "host.key",):
+    for f in (keys_dir / REPLICA_SIGNING_KEY_FILE, keys_dir / REPLICA_VERIFY_KEY_FILE):
         with contextlib.suppress(FileNotFoundError):
             f.unlink()
-    write_key(keys_dir / "host.key", host_key)
+    write_replica_keys(keys_dir, replica_key)
     for s, k in keys.items():
         write_key(keys_dir / "sites" / f"{s}.key", k)
     schema = None
@@ -323,7 +332,7 @@ def run_once(tag: str, db: str, workers: int, journals: dict[str, Path], n_recor
         wcpu0 = [cpu_s(p.proc.pid) for p in procs]
         bcpu0 = cpu_s(broker.pid)
         progress(f"{tag}: {n_records} records, {len(journals)} site(s) -> {workers} worker(s) on {db}")
-        elapsed, edge_cpu, statuses = asyncio.run(_flush(journals, keys, host_key, broker.url, args))
+        elapsed, edge_cpu, statuses = asyncio.run(_flush(journals, keys, replica_key.public_key(), broker.url, args))
         wcpu = [cpu_s(p.proc.pid) - c0 for p, c0 in zip(procs, wcpu0)]
         bcpu = cpu_s(broker.pid) - bcpu0
         pg_cpu = 0.0

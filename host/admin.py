@@ -55,7 +55,7 @@ class ExitCode(IntEnum):
     LEDGER_UNREACHABLE = 3  #: the ledger cannot be reached or opened (--db)
     LEDGER_SCHEMA = 4  #: the ledger's schema is missing, foreign or newer than this code (--db)
     KEY_FILE = 5  #: a key file or the keys directory is missing or unreadable (--keys-dir)
-    HOST_KEY_MISSING = 6  #: the worker would publish the replica but has no host.key (--keys-dir)
+    HOST_KEY_MISSING = 6  #: the worker would publish the replica but has no replica-signing.key (--keys-dir)
     INTERRUPTED = 130  #: Ctrl-C before the command was done
 
 
@@ -69,7 +69,7 @@ EXIT_MEANINGS: dict[ExitCode, str] = {
     ExitCode.LEDGER_SCHEMA: "the ledger's schema (--db) is missing, not an edgepos ledger, or newer than "
                             "this code",
     ExitCode.KEY_FILE: "worker: --keys-dir or a key file in it is missing or unreadable",
-    ExitCode.HOST_KEY_MISSING: "worker: no host.key in --keys-dir, but replica publishing is on",
+    ExitCode.HOST_KEY_MISSING: "worker: no replica-signing.key in --keys-dir, but replica publishing is on",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 

@@ -19,7 +19,8 @@ stopped. QoS 1 messages the broker handed to a worker that died before acking th
 downstream are resent by the sites (an edge resends every batch until it is acked).
 
 Run: ``python -m host.worker --db URL --broker 127.0.0.1:1883 --keys-dir DIR``. The keys
-directory holds ``host.key`` and ``sites/<site_id>.key`` (:func:`load_keys`).
+directory holds ``replica-signing.key`` (and ``.pub``; ``python -m host.keys`` makes them)
+and ``sites/<site_id>.key`` (:func:`load_keys`).
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from wire import (DEFAULT_LIMITS, Batch, Limits, Presence, ReplicaSnapshot, SiteKeys, SnapshotRequest, Table,
-                  WireError, WireKeyError, acks_topic, decode, encode, host_subscriptions, load_key)
+from wire import (DEFAULT_LIMITS, REPLICA_SIGNING_KEY_FILE, REPLICA_VERIFY_KEY_FILE, Batch, Limits, Presence,
+                  ReplicaSnapshot, SiteKeys, SnapshotRequest, Table, WireError, WireKeyError, acks_topic, decode,
+                  encode, host_subscriptions, load_key, load_replica_signing_key, load_replica_verify_key)
 
 from .db import redact_url
 
@@ -49,12 +51,23 @@ log = logging.getLogger("edgepos.host.worker")
 
 
 def load_keys(keys_dir: str | os.PathLike[str]) -> SiteKeys:
-    """``keys_dir/host.key`` and every ``keys_dir/sites/<site_id>.key``. Raises
-    :class:`wire.WireKeyError` for an unreadable key file (naming the file, never the key)."""
+    """The host's keys in ``keys_dir``: every ``sites/<site_id>.key`` (HMAC) and, when there,
+    the replica signing key ``replica-signing.key`` (Ed25519, PEM; ``python -m host.keys``
+    makes it), checked against ``replica-signing.pub`` if that is there too. Without the
+    signing key the worker can ingest but not publish the replica. Raises
+    :class:`wire.WireKeyError` for an unreadable or malformed key file, or a public key that
+    is not the signing key's (naming the file, never the key)."""
     d = Path(keys_dir)
     sites = {p.stem: load_key(p) for p in sorted((d / "sites").glob("*.key"))} if (d / "sites").is_dir() else {}
-    host = load_key(d / "host.key") if (d / "host.key").exists() else None
-    return SiteKeys(sites, host=host)
+    private, public = d / REPLICA_SIGNING_KEY_FILE, d / REPLICA_VERIFY_KEY_FILE
+    signing = load_replica_signing_key(private) if private.exists() else None
+    verify = load_replica_verify_key(public) if signing is not None and public.exists() else None
+    if signing is None and (d / "host.key").exists():
+        log.warning("%s holds host.key (the HMAC host key of earlier versions) but no %s: replica messages "
+                    "are signed with Ed25519 now; make the pair with `python -m host.keys --keys-dir %s`, "
+                    "give %s to the sites and remove host.key", d, REPLICA_SIGNING_KEY_FILE, d,
+                    REPLICA_VERIFY_KEY_FILE)
+    return SiteKeys(sites, replica_signing=signing, replica_verify=verify)
 
 
 class WorkerStats:
@@ -89,8 +102,9 @@ class Worker:
                  identifier: str | None = None, publish_replica: bool = True, limits: Limits = DEFAULT_LIMITS,
                  poll_interval_s: float = 0.2, fold_interval_s: float = 2.0, tls_context=None,
                  stop_grace_s: float = 3.0) -> None:
-        if publish_replica and keys.host is None:
-            raise WireKeyError("publishing the replica needs the host key (host.key in the keys directory); "
+        if publish_replica and not keys.can_sign_replica:
+            raise WireKeyError(f"publishing the replica needs the host's signing key ({REPLICA_SIGNING_KEY_FILE} in "
+                               "the keys directory); "
                                "give it, or run this worker without publishing")
         self.ledger_url = ledger_url
         self.keys = keys
@@ -327,10 +341,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--db", default=os.environ.get("EDGEPOS_HOST_DB", "sqlite:///edgepos-host.sqlite"),
                    help="ledger URL, as for host.admin (default $EDGEPOS_HOST_DB or %(default)s)")
     p.add_argument("--broker", default="127.0.0.1:1883", help="host:port (default %(default)s)")
-    p.add_argument("--keys-dir", required=True, help="holds host.key and sites/<site_id>.key")
+    p.add_argument("--keys-dir", required=True,
+                   help=f"holds {REPLICA_SIGNING_KEY_FILE} (python -m host.keys makes it) and sites/<site_id>.key")
     p.add_argument("--group", default="host", help="shared-subscription group (default %(default)s)")
     p.add_argument("--no-publish", action="store_true",
-                   help="do not publish replica deltas from this worker (then no host.key is needed)")
+                   help="do not publish replica deltas from this worker (then no signing key is needed)")
     p.add_argument("--username", help="the broker user (default: none)")
     args = p.parse_args(argv)
     host, _, port_text = args.broker.rpartition(":")
@@ -347,10 +362,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         keys = load_keys(args.keys_dir)
     except WireError as exc:
         return refuse(ExitCode.KEY_FILE, f"--keys-dir: {exc}")
-    if not args.no_publish and not keys.has_host:
+    if not args.no_publish and not keys.can_sign_replica:
         return refuse(ExitCode.HOST_KEY_MISSING,
-                      f"--keys-dir: {str(Path(args.keys_dir) / 'host.key')!r} does not exist, and this worker "
-                      "publishes the replica (signed with the host key): add the host key, or run with --no-publish")
+                      f"--keys-dir: {str(Path(args.keys_dir) / REPLICA_SIGNING_KEY_FILE)!r} does not exist, and this "
+                      "worker publishes the replica (signed by the host): make it with python -m host.keys "
+                      f"--keys-dir {args.keys_dir}, or run with --no-publish")
     try:
         open_ledger(args.db).close()  # the schema exists and is migrated before any batch is taken
     except LedgerOpenError as exc:

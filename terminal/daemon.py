@@ -379,7 +379,7 @@ class Daemon:
 
         keys = self._site_keys  # loaded and checked by claim()
         follow = {}
-        if keys.has_host and self.replica.fuel is not None:
+        if keys.can_verify_replica and self.replica.fuel is not None:
             follow = {Table.STOP_LIST: 0}  # the locally built replica is version 0
         self.sync = SyncClient(self._live_journal(), keys, self._sync_settings, on_fatal=self.fatal,
                                on_replica=self._on_replica if follow else None,

@@ -409,6 +409,7 @@ class SimHost:
 
 
 async def _start_host(cfg: SiteConfig, replica: Replica, tmp: Path, say) -> SimHost:
+    from host.keys import ensure_replica_keys
     from host.ledger import Ledger
     from host.master import import_club_model, import_fuel_model
     from host.worker import Worker, load_keys
@@ -418,7 +419,7 @@ async def _start_host(cfg: SiteConfig, replica: Replica, tmp: Path, say) -> SimH
 
     keys_dir = tmp / "host-keys"
     (keys_dir / "sites").mkdir(parents=True)
-    write_key(keys_dir / "host.key", new_key())
+    replica_keys = ensure_replica_keys(keys_dir)  # a fresh pair for this run: the host signs, the site verifies
     write_key(keys_dir / "sites" / f"{cfg.site_id}.key", new_key())
     say("starting the host: an embedded MQTT broker (mosquitto), a SQLite ledger, a host worker")
     broker = embedded_broker(tmp / "broker")
@@ -440,7 +441,7 @@ async def _start_host(cfg: SiteConfig, replica: Replica, tmp: Path, say) -> SimH
     task = asyncio.create_task(worker.run(stop), name="host worker")
     site_cfg = replace(cfg, broker=replace(cfg.broker, url=broker.url),
                        keys=replace(cfg.keys, site_key_file=str(keys_dir / "sites" / f"{cfg.site_id}.key"),
-                                    host_key_file=str(keys_dir / "host.key")))
+                                    host_key_file=str(replica_keys.verify_key_file)))
     return SimHost(broker, ledger_url, worker, task, stop, site_cfg)
 
 

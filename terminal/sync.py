@@ -57,7 +57,7 @@ from paho.mqtt.properties import Properties
 
 from wire import (DEFAULT_LIMITS, Ack, Batch, Limits, Presence, ReplicaDelta, ReplicaSnapshot, SiteKeys,
                   SnapshotRequest, Table, WireError, WireRecord, WireTooLarge, decode, encode, records_that_fit)
-from wire.signing import load_key
+from wire.signing import load_key, load_replica_verify_key
 from wire.topics import (acks_topic, batches_topic, presence_topic, site_subscriptions, snapshot_filter,
                          snapshot_requests_topic)
 
@@ -192,17 +192,20 @@ def settings_from_config(broker: Any, **kw: Any) -> SyncSettings:
 
 
 def load_site_keys(site_id: str, site_key_file: str | None, host_key_file: str | None = None) -> SiteKeys:
-    """The keys a site signs and verifies with: its own key (``keys.site_key_file``) and,
-    when given, the host key (without it, replica messages cannot be verified and are
-    refused; batches and acks still work). Raises :class:`SyncError` (never showing a key)."""
+    """The keys a site signs and verifies with: its own HMAC key (``keys.site_key_file``)
+    and, when given, the host's replica verify key (``keys.host_key_file``: the host's
+    ``replica-signing.pub``, an Ed25519 public key in PEM). Without it, replica messages
+    cannot be verified and are refused; batches and acks still work. A site never holds the
+    host's signing key: a private key in ``host_key_file`` is refused. Raises
+    :class:`SyncError` (never showing a key)."""
     if not site_key_file:
         raise SyncError("keys.site_key_file is not set: a site signs its batches with its own key")
     try:
         site_key = load_key(site_key_file)
-        host_key = load_key(host_key_file) if host_key_file else None
+        verify = load_replica_verify_key(host_key_file) if host_key_file else None
     except WireError as e:
         raise SyncError(str(e)) from None
-    return SiteKeys({site_id: site_key}, host=host_key)
+    return SiteKeys({site_id: site_key}, replica_verify=verify)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +266,7 @@ class SyncClient:
     ``async with SyncClient(journal, keys, settings, on_replica=...) as sync:`` starts the
     connection loop in the background and returns at once (the site works offline);
     leaving the block publishes an offline presence, disconnects and stops. ``keys`` holds
-    the site's key (and the host key, to verify replica messages). ``on_replica`` (sync or
+    the site's key (and the host's replica verify key, to verify replica messages). ``on_replica`` (sync or
     async) receives each :data:`ReplicaUpdate` in version order and must apply it atomically;
     without it the client does not subscribe to replica topics. ``replica_versions`` is the
     version of each table the daemon holds at start (missing tables: 0, so a snapshot is

@@ -10,11 +10,14 @@ signed MessagePack codec and the keys it signs with (``docs/wire-protocol.md``).
 - Codec (:mod:`wire.codec`): :func:`encode` and :func:`decode` (checks everything or raises),
   :class:`Limits`, :func:`records_that_fit`, :func:`rows_that_fit`.
 - Keys (:mod:`wire.signing`): :class:`SiteKeys`, :func:`load_key`, :func:`write_key`,
-  :func:`new_key`, :func:`key_id`.
+  :func:`new_key`, :func:`key_id` (the sites' HMAC keys); :func:`new_replica_signing_key`,
+  :func:`write_replica_keys`, :func:`load_replica_signing_key`, :func:`load_replica_verify_key`,
+  :func:`replica_key_id` (the host's Ed25519 replica key pair).
 - Errors (:mod:`wire.errors`): :class:`WireError` and its subclasses; the only exceptions
   the codec raises.
 
-``wire`` imports the standard library, ``msgpack`` and :mod:`authz` model types only.
+``wire`` imports the standard library, ``msgpack``, ``cryptography`` (Ed25519) and :mod:`authz`
+model types only.
 """
 
 from .codec import (DEFAULT_LIMITS, PROTOCOL_VERSION, SUPPORTED_VERSIONS, Limits, MessageType, decode,
@@ -24,7 +27,9 @@ from .errors import (WireError, WireFormatError, WireKeyError, WireSignatureErro
 from .messages import (CLUB_RULES_KEY, Ack, Batch, ClubAccountRow, FuelCardRow, HostMessage, Message,
                        Presence, Rejection, ReplicaDelta, ReplicaSnapshot, Row, RowKey, SiteMessage,
                        SnapshotRequest, StopListEntry, Table, TariffRow, WireRecord, row_key)
-from .signing import KEY_BYTES, SiteKeys, key_id, load_key, new_key, write_key
+from .signing import (KEY_BYTES, REPLICA_SIGNING_KEY_FILE, REPLICA_VERIFY_KEY_FILE, SIGNATURE_BYTES, SiteKeys, key_id,
+                      load_key, load_replica_signing_key, load_replica_verify_key, new_key, new_replica_signing_key,
+                      replica_key_id, write_key, write_replica_keys)
 from .topics import (HOST_GROUP, PREFIX, Topic, TopicKind, acks_topic, batches_topic, deltas_topic,
                      host_subscriptions, is_site_id, parse_topic, presence_topic, shared,
                      site_publish_topics, site_subscriptions, snapshot_filter, snapshot_requests_topic,
@@ -42,7 +47,9 @@ __all__ = [
     "Rejection", "ReplicaSnapshot", "ReplicaDelta", "Table", "Row", "RowKey", "StopListEntry", "TariffRow",
     "FuelCardRow", "ClubAccountRow", "CLUB_RULES_KEY", "row_key",
     # keys
-    "KEY_BYTES", "SiteKeys", "new_key", "key_id", "load_key", "write_key",
+    "KEY_BYTES", "SiteKeys", "new_key", "key_id", "load_key", "write_key", "SIGNATURE_BYTES",
+    "REPLICA_SIGNING_KEY_FILE", "REPLICA_VERIFY_KEY_FILE", "new_replica_signing_key", "replica_key_id",
+    "load_replica_signing_key", "load_replica_verify_key", "write_replica_keys",
     # topics
     "PREFIX", "HOST_GROUP", "TopicKind", "Topic", "is_site_id", "batches_topic", "presence_topic",
     "snapshot_requests_topic", "acks_topic", "snapshot_topic", "snapshot_filter", "deltas_topic",

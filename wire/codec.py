@@ -2,12 +2,17 @@
 
 A frame (protocol version 1) is one MessagePack array of five elements::
 
-    [version: int, type: str, site: str | nil, payload: map, mac: bin 8 of 32 bytes]
+    [version: int, type: str, site: str | nil, payload: map, signature: bin 8]
 
-``mac`` is HMAC-SHA256, under the key the message type calls for (:mod:`wire.signing`), of
-every byte of the frame before the mac element: the array header, version, type, site and
-payload exactly as sent. The mac element is encoded as ``c4 20`` + 32 bytes, so it is the
-last 34 bytes of the frame; nothing of a frame is outside the MAC but the MAC itself.
+The signature covers every byte of the frame before the signature element: the array
+header, version, type, site and payload exactly as sent; nothing of a frame is outside the
+signature but the signature itself. Its kind follows from the type (which it covers):
+
+- site messages (batch, presence, snapshot request) and acks: HMAC-SHA256 under the site's
+  key, encoded ``c4 20`` + 32 bytes, the last 34 bytes of the frame;
+- replica messages (snapshot, delta): Ed25519 by the host's replica signing key, encoded
+  ``c4 40`` + 64 bytes, the last 66 bytes. A replica frame carrying a 32-byte MAC is
+  refused: every site could make one.
 
 :func:`decode` checks everything before it returns anything, in this order: size, the
 version (read first, so a frame of another version is named as such), well-formed
@@ -40,7 +45,7 @@ from .errors import WireError, WireFormatError, WireSignatureError, WireTooLarge
 from .messages import (CLUB_RULES_KEY, Ack, Batch, ClubAccountRow, FuelCardRow, Message, Presence,
                        Rejection, ReplicaDelta, ReplicaSnapshot, SnapshotRequest, StopListEntry, Table,
                        TariffRow, WireRecord, row_key)
-from .signing import MAC_BYTES, SiteKeys, mac, mac_ok
+from .signing import MAC_BYTES, SIGNATURE_BYTES, SiteKeys, mac, mac_ok, replica_sign, replica_signature_ok
 from .topics import MAX_SNAPSHOT_PARTS, SITE_ID_RE, TopicKind, parse_topic
 
 __all__ = [
@@ -53,6 +58,7 @@ SUPPORTED_VERSIONS = (1,)
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 _MAC_HEADER = b"\xc4" + bytes([MAC_BYTES])  # bin 8, 32 bytes
+_SIG_HEADER = b"\xc4" + bytes([SIGNATURE_BYTES])  # bin 8, 64 bytes
 _FRAME_FIELDS = 5
 
 
@@ -75,7 +81,8 @@ _TYPE_OF_CLASS = {Batch: MessageType.BATCH, Presence: MessageType.PRESENCE,
 _TOPIC_KIND = {MessageType.BATCH: TopicKind.BATCHES, MessageType.PRESENCE: TopicKind.PRESENCE,
                MessageType.SNAPSHOT_REQUEST: TopicKind.SNAPSHOT_REQUESTS, MessageType.ACK: TopicKind.ACKS,
                MessageType.SNAPSHOT: TopicKind.SNAPSHOT, MessageType.DELTA: TopicKind.DELTAS}
-#: Types whose envelope names a site; the others (replica) name none and use the host key.
+#: Types whose envelope names a site and that carry an HMAC under its key; the others
+#: (replica) name none and carry the host's Ed25519 signature.
 _SITE_TYPES = frozenset({MessageType.BATCH, MessageType.PRESENCE, MessageType.SNAPSHOT_REQUEST, MessageType.ACK})
 
 
@@ -767,8 +774,14 @@ def _what(mtype: MessageType, site: str | None) -> str:
 
 # --- frames ---------------------------------------------------------------------------------
 
-def _key_for(mtype: MessageType, site: str | None, keys: SiteKeys) -> bytes:
-    return keys.site(site) if mtype in _SITE_TYPES else keys.host  # type: ignore[arg-type]
+def _signer(mtype: MessageType, site: str | None, keys: SiteKeys) -> tuple[bytes, Callable[[bytes], bytes]]:
+    """The signature element's header and the function that signs a frame of ``mtype``.
+    Raises :class:`WireSignatureError` if ``keys`` cannot sign it."""
+    if mtype in _SITE_TYPES:
+        key = keys.site(site)  # type: ignore[arg-type]
+        return _MAC_HEADER, lambda data: mac(key, data)
+    signing = keys.replica_signing
+    return _SIG_HEADER, lambda data: replica_sign(signing, data)
 
 
 def _pack(obj: object) -> bytes:
@@ -776,8 +789,8 @@ def _pack(obj: object) -> bytes:
 
 
 def encode(msg: Message, keys: SiteKeys, *, limits: Limits = DEFAULT_LIMITS) -> bytes:
-    """The signed frame of ``msg``: site messages and acks under the site's key, replica
-    messages under the host key.
+    """The signed frame of ``msg``: site messages and acks with an HMAC under the site's key,
+    replica messages with an Ed25519 signature by the replica signing key (host only).
 
     Raises :class:`~wire.errors.WireFormatError` if ``msg`` is not one that :func:`decode`
     would return (a float in a body, a record id of another site, an enum value out of
@@ -791,7 +804,7 @@ def encode(msg: Message, keys: SiteKeys, *, limits: Limits = DEFAULT_LIMITS) -> 
     site = msg.site_id if mtype in _SITE_TYPES else None  # type: ignore[union-attr]
     if site is not None and not (type(site) is str and SITE_ID_RE.fullmatch(site)):
         raise WireFormatError(f"{mtype.value}: malformed site id {site!r}")
-    key = _key_for(mtype, site, keys)
+    sig_header, sign = _signer(mtype, site, keys)
     to_wire, from_wire = _PAYLOADS[mtype]
     try:
         payload = to_wire(msg)
@@ -808,11 +821,11 @@ def encode(msg: Message, keys: SiteKeys, *, limits: Limits = DEFAULT_LIMITS) -> 
             _pack(PROTOCOL_VERSION) + _pack(mtype.value) + _pack(site) + _pack(payload)
     except (TypeError, ValueError, OverflowError) as e:  # e.g. an unpaired surrogate in a str
         raise WireFormatError(f"{_what(mtype, site)}: cannot encode: {e}") from None
-    size = len(signed) + len(_MAC_HEADER) + MAC_BYTES
+    size = len(signed) + len(sig_header) + sig_header[1]
     if size > limits.max_message_bytes:
         raise WireTooLarge(f"{_what(mtype, site)} encodes to {size} bytes, over the limit of "
                            f"{limits.max_message_bytes}: send fewer records or rows per message")
-    return signed + _MAC_HEADER + mac(key, signed)
+    return signed + sig_header + sign(signed)
 
 
 def _pairs(pairs: list[tuple[Any, Any]]) -> dict:
@@ -900,13 +913,24 @@ def decode(data: bytes, keys: SiteKeys, *, topic: str | None, limits: Limits = D
         raise WireFormatError(f"{mtype.value}: a replica message names no site, got {_tn(site)}")
     if type(payload) is not dict:
         raise WireFormatError(f"{_what(mtype, site)}: the payload must be a map, got {_tn(payload)}")
-    if type(tag) is not bytes or len(tag) != MAC_BYTES or data[-MAC_BYTES - len(_MAC_HEADER):-MAC_BYTES] != _MAC_HEADER:
-        raise WireFormatError(f"{_what(mtype, site)}: the mac must be the last element, "
-                              f"{MAC_BYTES} bytes encoded as bin 8")
-    key = _key_for(mtype, site, keys)
-    if not mac_ok(key, data[:-MAC_BYTES - len(_MAC_HEADER)], tag):
-        whose = f"the key of site {site!r}" if site is not None else "the host key"
-        raise WireSignatureError(f"{_what(mtype, site)}: the signature does not verify under {whose}")
+    if mtype in _SITE_TYPES:
+        if type(tag) is not bytes or len(tag) != MAC_BYTES or data[-MAC_BYTES - 2:-MAC_BYTES] != _MAC_HEADER:
+            raise WireFormatError(f"{_what(mtype, site)}: the mac must be the last element, "
+                                  f"{MAC_BYTES} bytes encoded as bin 8")
+        if not mac_ok(keys.site(site), data[:-MAC_BYTES - 2], tag):
+            raise WireSignatureError(f"{_what(mtype, site)}: the signature does not verify under the key of "
+                                     f"site {site!r}")
+    else:
+        if type(tag) is bytes and len(tag) == MAC_BYTES:
+            raise WireSignatureError(f"{_what(mtype, site)}: carries a {MAC_BYTES}-byte MAC; a replica message "
+                                     f"must carry the host's {SIGNATURE_BYTES}-byte Ed25519 signature")
+        if type(tag) is not bytes or len(tag) != SIGNATURE_BYTES or \
+                data[-SIGNATURE_BYTES - 2:-SIGNATURE_BYTES] != _SIG_HEADER:
+            raise WireFormatError(f"{_what(mtype, site)}: the signature must be the last element, "
+                                  f"{SIGNATURE_BYTES} bytes encoded as bin 8")
+        if not replica_signature_ok(keys.replica_verify, data[:-SIGNATURE_BYTES - 2], tag):
+            raise WireSignatureError(f"{_what(mtype, site)}: the signature does not verify under the host's "
+                                     "replica verify key")
     if parsed_topic is not None:
         if parsed_topic.kind is not _TOPIC_KIND[mtype]:
             raise WireTopicError(f"{_what(mtype, site)} on topic {topic!r}, which carries "
@@ -927,7 +951,7 @@ def decode(data: bytes, keys: SiteKeys, *, topic: str | None, limits: Limits = D
 
 # Upper bounds of a frame's bytes besides its records or rows: array header, version, type,
 # site, the payload map's other fields (ints of 9 bytes at most, table names), the array
-# header, the mac.
+# header, the signature (66 bytes at most).
 _BATCH_OVERHEAD = 160
 _ROWS_OVERHEAD = 200
 

@@ -34,8 +34,10 @@ class WireVersionError(WireError):
 
 
 class WireSignatureError(WireError):
-    """The message's HMAC does not verify under the key of the site it claims to come from
-    (or to be addressed to), or no key is known for that site."""
+    """The message's signature does not verify: a site message's or ack's HMAC under the key
+    of the site it claims to come from (or to be addressed to), a replica message's Ed25519
+    signature under the host's replica verify key; or a replica message carries an HMAC; or
+    the key to sign or verify with is not known on this side."""
 
 
 class WireTopicError(WireError, ValueError):

@@ -50,7 +50,14 @@ from terminal.broker import (
 from terminal.journal import Journal
 from terminal.sync import SyncClient, SyncSettings
 from tests.host.conftest import pg_schema_url, postgres  # noqa: F401 - fixtures used by ledger_url
-from wire import SiteKeys, new_key, write_key
+from wire import (
+    REPLICA_VERIFY_KEY_FILE,
+    SiteKeys,
+    new_key,
+    new_replica_signing_key,
+    write_key,
+    write_replica_keys,
+)
 
 from .fleet import (
     CONTRACTS,
@@ -171,14 +178,14 @@ class Harness:
 
     def __init__(self, tmp: Path, ledger_url: str, broker: MosquittoBroker, plans: list[SitePlan]) -> None:
         self.tmp, self.ledger_url, self.broker = tmp, ledger_url, broker
-        self.host_key = new_key()
+        self.replica_key = new_replica_signing_key()  # the host's; the sites get its public key
         pw = _passwords()
         self.sites = [EdgeSite(p, copy_journal(p.template, tmp / "edge" / f"{p.site_id}.sqlite"), new_key(),
                                pw[p.site_id]) for p in plans]
         self.by_id = {s.site_id: s for s in self.sites}
         self.keys_dir = tmp / "host-keys"
         (self.keys_dir / "sites").mkdir(parents=True)
-        write_key(self.keys_dir / "host.key", self.host_key)
+        write_replica_keys(self.keys_dir, self.replica_key)
         for s in self.sites:
             write_key(self.keys_dir / "sites" / f"{s.site_id}.key", s.key)
         self.ledger = Ledger.open(ledger_url)  # the test's own connection (set-up, polling, checks)
@@ -214,10 +221,10 @@ class Harness:
     # -- keys and settings --
 
     def host_keys(self) -> SiteKeys:
-        return SiteKeys({s.site_id: s.key for s in self.sites}, host=self.host_key)
+        return SiteKeys({s.site_id: s.key for s in self.sites}, replica_signing=self.replica_key)
 
     def site_keys(self, site_id: str) -> SiteKeys:
-        return SiteKeys({site_id: self.by_id[site_id].key}, host=self.host_key)
+        return SiteKeys({site_id: self.by_id[site_id].key}, replica_verify=self.replica_key.public_key())
 
     def settings_kw(self, **kw) -> dict:
         base = {"ack_timeout_s": 3.0, "publish_timeout_s": 5.0, "backoff_initial_s": 0.1, "backoff_max_s": 1.0,
@@ -473,7 +480,7 @@ class ClientProc(_Proc):
     async def start(self, timeout: float = 20) -> ClientProc:
         h, s = self.h, self.h.by_id[self.site_id]
         cfg = {"journal": str(s.journal_path), "site_id": self.site_id, "site_key": s.key.hex(),
-               "host_key": h.host_key.hex(), "url": h.broker.url, "username": self.site_id, "password": s.password,
+               "replica_verify_key_file": str(h.keys_dir / REPLICA_VERIFY_KEY_FILE), "url": h.broker.url, "username": self.site_id, "password": s.password,
                "settings": h.settings_kw(**self.settings)}
         self._spawn([sys.executable, "-m", "tests.e2e.edge_proc"], {"E2E_EDGE_CONFIG": json.dumps(cfg)})
         await self._wait_for_line("ready", timeout)

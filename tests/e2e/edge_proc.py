@@ -18,11 +18,12 @@ import signal
 
 from terminal.journal import Journal
 from terminal.sync import SyncClient, SyncSettings
-from wire import SiteKeys
+from wire import SiteKeys, load_replica_verify_key
 
 
 async def main(cfg: dict) -> None:
-    keys = SiteKeys({cfg["site_id"]: bytes.fromhex(cfg["site_key"])}, host=bytes.fromhex(cfg["host_key"]))
+    keys = SiteKeys({cfg["site_id"]: bytes.fromhex(cfg["site_key"])},
+                    replica_verify=load_replica_verify_key(cfg["replica_verify_key_file"]))
     settings = SyncSettings.from_url(cfg["url"], username=cfg["username"], password=cfg["password"],
                                      **cfg.get("settings", {}))
     stop = asyncio.Event()

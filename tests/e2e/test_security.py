@@ -66,7 +66,7 @@ def test_forged_and_malformed_payloads_are_refused_and_change_nothing(e2e):
         version2[1] = 2
         on_a_topic = [
             ("signed with another key", encode(Batch(a, 999, bad, 0), SiteKeys({a: new_key()}))),
-            ("signed with the host key", encode(Batch(a, 999, bad, 0), SiteKeys({a: e2e.host_key}))),
+            ("signed by the host's replica key", good[:-34] + b"\xc4\x40" + e2e.replica_key.sign(good[:-34])),
             ("one bit flipped", bytes(flipped)),
             ("truncated", good[:-7]),
             ("trailing bytes", good + b"\x00"),
@@ -131,7 +131,7 @@ def test_a_site_cannot_publish_on_another_sites_topics(e2e):
             (acks_topic(a), encode(Ack(a, 10_000), e2e.site_keys(a))),  # its own acks: host-only
             (acks_topic(b), encode(Ack(b, 10_000), b_keys)),
             (deltas_topic(Table.STOP_LIST), encode(ReplicaDelta(Table.STOP_LIST, 7, 8, (), ()),
-                                                   SiteKeys({}, host=e2e.host_key))),
+                                                   SiteKeys({}, replica_signing=e2e.replica_key))),
             ("edgepos/v1/sites/E2E-S2/other", b"x"),
         ]
         async with e2e.workers(1) as (worker,), e2e.clients() as clients:

@@ -3,6 +3,8 @@ cut into parts, and what an edge rebuilds from them; on SQLite and PostgreSQL.""
 
 from __future__ import annotations
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from authz import sample
 from authz.fuel_model import FuelModel, Tariff
 from host import master
@@ -13,7 +15,7 @@ from wire import Limits, SiteKeys, SnapshotRequest, Table, decode
 
 from .edge import CARD, CONTRACT, Site, club_world, contract, fuel_card
 
-KEYS = SiteKeys({"S1": bytes(32)}, host=bytes(range(32)))
+KEYS = SiteKeys({"S1": bytes(32)}, replica_signing=Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
 
 
 def small_world(ledger: Ledger) -> FuelModel:

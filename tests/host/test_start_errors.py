@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from host.keys import ensure_replica_keys
+
 from host.admin import EXIT_MEANINGS, ExitCode
 from wire import new_key, write_key
 
@@ -111,7 +113,7 @@ def test_worker_without_host_key_refuses_to_publish(tmp_path, keys_dir):
     done = run([*WORKER, "--db", f"sqlite:///{tmp_path / 'h.sqlite'}", "--keys-dir", str(keys_dir)])
     line = one_line(done)
     assert done.returncode == ExitCode.HOST_KEY_MISSING == 6
-    assert line.startswith("error: --keys-dir:") and "host.key" in line and "--no-publish" in line
+    assert line.startswith("error: --keys-dir:") and "replica-signing.key" in line and "--no-publish" in line
     assert not (tmp_path / "h.sqlite").exists()  # refused before the ledger was touched
 
 
@@ -126,7 +128,7 @@ def test_worker_keys_dir_missing_or_a_key_unreadable(tmp_path, keys_dir):
 
 
 def test_worker_ledger_schema_missing(postgres, keys_dir):
-    write_key(keys_dir / "host.key", new_key())
+    ensure_replica_keys(keys_dir)
     schema = f"no_such_{secrets.token_hex(4)}"
     done = run([*WORKER, "--db", f"{postgres}?options=-csearch_path%3D{schema}", "--keys-dir", str(keys_dir)])
     assert done.returncode == ExitCode.LEDGER_SCHEMA and schema in one_line(done)
@@ -144,7 +146,7 @@ def test_worker_with_what_it_needs_starts(tmp_path, keys_dir, publish):
     argv = [*WORKER, "--db", f"sqlite:///{tmp_path / 'h.sqlite'}", "--keys-dir", str(keys_dir),
             "--group", f"t{secrets.token_hex(4)}"]
     if publish:
-        write_key(keys_dir / "host.key", new_key())
+        ensure_replica_keys(keys_dir)
     else:
         argv.append("--no-publish")
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT)

@@ -26,6 +26,7 @@ import time
 import uuid
 
 import aiomqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from authz import sample
 from host import master
@@ -35,7 +36,7 @@ from wire import SiteKeys, batches_topic, encode
 
 from .edge import CARD, CARD2, Site, contract, fuel_card
 
-HOST_KEY = bytes(range(32))
+HOST_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))  # the replica signing key
 SITE_KEY = bytes(range(32, 64))
 
 
@@ -76,8 +77,8 @@ async def _site(broker: tuple[str, int], site_id: str, keys: SiteKeys, frames: l
 async def scenario(url: str, broker: tuple[str, int], rounds: int, seed: int) -> int:
     rnd = random.Random(seed)
     site_id = f"C{uuid.uuid4().hex[:8]}"
-    host_keys = SiteKeys({site_id: SITE_KEY}, host=HOST_KEY)
-    site_keys = SiteKeys({site_id: SITE_KEY}, host=HOST_KEY)
+    host_keys = SiteKeys({site_id: SITE_KEY}, replica_signing=HOST_KEY)
+    site_keys = SiteKeys({site_id: SITE_KEY}, replica_verify=HOST_KEY.public_key())
     s = Site(site_id)
     for i in range(400):
         s.fuel_sale(card_no=CARD if i % 2 else CARD2, tc=10 + i // 2)

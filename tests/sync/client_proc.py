@@ -13,13 +13,16 @@ import json
 import signal
 import sys
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from terminal.journal import Journal
 from terminal.sync import SyncClient, SyncSettings
 from wire import SiteKeys
 
 
 async def main(cfg: dict) -> None:
-    keys = SiteKeys({cfg["site_id"]: bytes.fromhex(cfg["site_key"])}, host=bytes.fromhex(cfg["host_key"]))
+    keys = SiteKeys({cfg["site_id"]: bytes.fromhex(cfg["site_key"])},
+                    replica_verify=Ed25519PublicKey.from_public_bytes(bytes.fromhex(cfg["replica_verify_key"])))
     settings = SyncSettings.from_url(cfg["url"], username=cfg["username"], password=cfg["password"],
                                      **cfg.get("settings", {}))
     stop = asyncio.Event()

@@ -18,7 +18,9 @@ import pytest
 from terminal.broker import HOST_USER, MosquittoBroker, MosquittoSettings, free_port, write_acl_file, write_password_file
 from terminal.ids import new_id, new_txn_id
 from terminal.journal import Journal, Record
-from wire import SiteKeys, new_key
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from wire import SiteKeys, new_key, new_replica_signing_key
 
 SITE_A = "SITE-A"
 SITE_B = "SITE-B"
@@ -36,18 +38,24 @@ class Keys:
 
     site_a: bytes
     site_b: bytes
-    host: bytes
+    host: Ed25519PrivateKey  #: the host's replica signing key; the sites hold its public key only
 
     def host_side(self) -> SiteKeys:
-        return SiteKeys({SITE_A: self.site_a, SITE_B: self.site_b}, host=self.host)
+        return SiteKeys({SITE_A: self.site_a, SITE_B: self.site_b}, replica_signing=self.host)
 
     def site(self, site_id: str = SITE_A) -> SiteKeys:
-        return SiteKeys({site_id: self.site_a if site_id == SITE_A else self.site_b}, host=self.host)
+        return SiteKeys({site_id: self.site_a if site_id == SITE_A else self.site_b},
+                        replica_verify=self.host.public_key())
+
+    def host_public_hex(self) -> str:
+        """The replica verify key as 64 hex digits (raw), for a client in another process."""
+        from cryptography.hazmat.primitives import serialization
+        return self.host.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
 
 
 @pytest.fixture
 def keys() -> Keys:
-    return Keys(new_key(), new_key(), new_key())
+    return Keys(new_key(), new_key(), new_replica_signing_key())
 
 
 def _need_mosquitto() -> None:

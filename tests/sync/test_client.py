@@ -10,7 +10,8 @@ import pytest
 
 from terminal.journal import Journal
 from terminal.sync import META_PREFIX, SyncClient, SyncError, SyncSettings, load_site_keys, settings_from_config
-from wire import SiteKeys, new_key, write_key
+from wire import (REPLICA_SIGNING_KEY_FILE, REPLICA_VERIFY_KEY_FILE, SiteKeys, new_key, new_replica_signing_key,
+                  replica_key_id, write_key, write_replica_keys)
 
 from .conftest import SITE_A, fill, run
 from .test_flow import host_for, settings
@@ -52,12 +53,17 @@ def test_settings_from_config_reads_the_password_file_and_never_shows_it(tmp_pat
 
 
 def test_site_keys_from_files(tmp_path):
-    k, h = new_key(), new_key()
+    k, h = new_key(), new_replica_signing_key()
     write_key(tmp_path / "site.key", k)
-    write_key(tmp_path / "host.key", h)
-    keys = load_site_keys(SITE_A, str(tmp_path / "site.key"), str(tmp_path / "host.key"))
-    assert keys.site(SITE_A) == k and keys.host == h
-    assert not load_site_keys(SITE_A, str(tmp_path / "site.key")).has_host
+    write_replica_keys(tmp_path, h)
+    keys = load_site_keys(SITE_A, str(tmp_path / "site.key"), str(tmp_path / REPLICA_VERIFY_KEY_FILE))
+    assert keys.site(SITE_A) == k and replica_key_id(keys.replica_verify) == replica_key_id(h)
+    assert keys.can_verify_replica and not keys.can_sign_replica
+    assert not load_site_keys(SITE_A, str(tmp_path / "site.key")).can_verify_replica
+    with pytest.raises(SyncError, match="holds a PRIVATE key"):  # a site is never given the signing key
+        load_site_keys(SITE_A, str(tmp_path / "site.key"), str(tmp_path / REPLICA_SIGNING_KEY_FILE))
+    with pytest.raises(SyncError, match="not a PEM public key"):  # an HMAC key file of earlier versions
+        load_site_keys(SITE_A, str(tmp_path / "site.key"), str(tmp_path / "site.key"))
     with pytest.raises(SyncError, match="site_key_file"):
         load_site_keys(SITE_A, None)
     (tmp_path / "bad.key").write_text("nope")

@@ -22,7 +22,7 @@ from terminal.broker import MosquittoBroker, MosquittoSettings, TlsFiles, free_p
 from terminal.journal import Journal
 from terminal.sync import SyncClient, SyncSettings
 from wire import (Ack, Batch, ReplicaDelta, SiteKeys, StopListEntry, Table, WireRecord, acks_topic, batches_topic,
-                  deltas_topic, encode, new_key, presence_topic)
+                  deltas_topic, encode, new_key, new_replica_signing_key, presence_topic)
 
 from .conftest import PASSWORDS, SITE_A, SITE_B, _need_mosquitto, fill, records, run
 from .standin import StandInHost
@@ -43,7 +43,7 @@ def test_forged_and_malformed_acks_and_replica_messages_change_nothing(broker, k
                     real = encode(Ack(SITE_A, 3), keys.host_side())
                     ack_topic = acks_topic(SITE_A)
                     delta = ReplicaDelta(Table.STOP_LIST, 1, 2, (StopListEntry("1234567890", 1),))
-                    wrong_host = SiteKeys({SITE_A: keys.site_a}, host=new_key())
+                    wrong_host = SiteKeys({SITE_A: keys.site_a}, replica_signing=new_replica_signing_key())
                     forged = [
                         (ack_topic, b""),  # empty
                         (ack_topic, b"\x00\x01garbage"),  # not MessagePack

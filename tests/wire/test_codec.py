@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import msgpack
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from authz import sample
 from authz.club_model import ClubModel, ClubRules
@@ -22,13 +23,20 @@ SITE = "SIM-077-001"
 OTHER = "SIM-078-002"
 SITE_KEY = bytes(range(32))
 OTHER_KEY = bytes(range(32, 64))
-HOST_KEY = bytes(range(64, 96))
+HOST_SEED = bytes(range(64, 96))
+HOST_KEY = Ed25519PrivateKey.from_private_bytes(HOST_SEED)  # the host's replica signing key
 ULIDS = [f"01HZX3M2Q5T7V8W9XAYBZC{i:04d}" for i in range(10_000)]
 
 
 @pytest.fixture
 def keys() -> SiteKeys:
-    return SiteKeys({SITE: SITE_KEY, OTHER: OTHER_KEY}, host=HOST_KEY)
+    return SiteKeys({SITE: SITE_KEY, OTHER: OTHER_KEY}, replica_signing=HOST_KEY)
+
+
+@pytest.fixture
+def site_keys() -> SiteKeys:
+    """What a site holds: its own key and the host's public key, never the signing key."""
+    return SiteKeys({SITE: SITE_KEY}, replica_verify=HOST_KEY.public_key())
 
 
 def record(i: int, site: str = SITE, body: dict | None = None, lane: str = "pump-3") -> WireRecord:
@@ -175,9 +183,12 @@ def refused(data: bytes, keys: SiteKeys, error: type[WireError], *words: str, to
     return text
 
 
-def frame(obj: list, key: bytes = SITE_KEY) -> bytes:
-    """A correctly signed frame of any content (to reach the payload checks)."""
+def frame(obj: list, key: bytes | Ed25519PrivateKey = SITE_KEY) -> bytes:
+    """A correctly signed frame of any content (to reach the payload checks): an HMAC under
+    a site key, or an Ed25519 signature under a replica signing key."""
     signed = msgpack.Packer().pack_array_header(5) + b"".join(msgpack.packb(x) for x in obj[:4])
+    if isinstance(key, Ed25519PrivateKey):
+        return signed + b"\xc4\x40" + key.sign(signed)
     return signed + b"\xc4\x20" + hmac.digest(key, signed, "sha256")
 
 
@@ -318,7 +329,7 @@ def test_bad_signature(keys):
     data = bytearray(encode(batch(2), keys))
     data[-1] ^= 1
     text = refused(bytes(data), keys, WireSignatureError, "does not verify", f"site {SITE!r}")
-    assert SITE_KEY.hex() not in text and HOST_KEY.hex() not in text
+    assert SITE_KEY.hex() not in text and HOST_SEED.hex() not in text
 
 
 def test_signed_with_another_sites_key(keys):
@@ -333,17 +344,51 @@ def test_unknown_site(keys):
 
 def test_replica_messages_need_the_host_key(keys):
     delta = ReplicaDelta(Table.STOP_LIST, 1, 2, (StopListEntry("7005830000000001", 5),))
-    forged = encode(delta, SiteKeys(host=SITE_KEY))  # a site signing as the host
-    refused(forged, keys, WireSignatureError, "host key")
-    with pytest.raises(WireSignatureError, match="no host key"):
+    other_host = Ed25519PrivateKey.from_private_bytes(OTHER_KEY)
+    forged = encode(delta, SiteKeys(replica_signing=other_host))  # signed, but not by our host
+    text = refused(forged, keys, WireSignatureError, "does not verify", "replica verify key")
+    assert OTHER_KEY.hex() not in text
+    with pytest.raises(WireSignatureError, match="no replica signing key"):
         encode(delta, SiteKeys({SITE: SITE_KEY}))
 
 
-def test_acks_are_signed_with_the_addressed_sites_key(keys):
-    ack = Ack(SITE, 3)
-    assert decode(encode(ack, SiteKeys({SITE: SITE_KEY})), keys, topic=acks_topic(SITE)) == ack
-    forged = encode(ack, SiteKeys({SITE: HOST_KEY}))  # whoever holds only the host key
-    refused(forged, keys, WireSignatureError)
+def test_a_site_verifies_replica_messages_but_cannot_sign_them(keys, site_keys):
+    delta = ReplicaDelta(Table.STOP_LIST, 1, 2, (StopListEntry("7005830000000001", 5),))
+    snap = ReplicaSnapshot(Table.STOP_LIST, 2, 0, 1, (StopListEntry("7005830000000001", 5),))
+    for msg in (delta, snap):
+        data = encode(msg, keys)
+        assert data[-66:-64] == b"\xc4\x40"  # a 64-byte Ed25519 signature, the last 66 bytes
+        assert decode(data, site_keys, topic=topic_of(msg)) == msg
+        with pytest.raises(WireSignatureError, match="only the host signs"):
+            encode(msg, site_keys)
+        refused(data, SiteKeys({SITE: SITE_KEY}), WireSignatureError, "no replica verify key")
+        bad = bytearray(data)
+        bad[-1] ^= 1
+        refused(bytes(bad), site_keys, WireSignatureError, "does not verify")
+    assert decode(encode(Ack(SITE, 1), keys), site_keys, topic=acks_topic(SITE)) == Ack(SITE, 1)
+
+
+def test_a_replica_message_carrying_an_hmac_is_refused(keys, site_keys):
+    """What every site could make under the old scheme (an HMAC under a key it holds, here its
+    own) is refused whichever key the HMAC is under."""
+    payload = {"table": "stop_list", "from_version": 1, "to_version": 2,
+               "upserts": [{"card_no": "7005830000000001", "listed_at_utc_s": 5}], "deletes": []}
+    for key in (SITE_KEY, OTHER_KEY):
+        refused(frame([1, "delta", None, payload], key), site_keys, WireSignatureError, "32-byte MAC",
+                "Ed25519", topic=deltas_topic(Table.STOP_LIST))
+    good = frame([1, "delta", None, payload], HOST_KEY)
+    assert decode(good, site_keys, topic=deltas_topic(Table.STOP_LIST)).to_version == 2
+    refused(good[:-66] + b"\xc5\x00\x40" + good[-64:], site_keys, WireFormatError, "64 bytes", "bin 8")
+    refused(good[:-66] + b"\xc4\x3f" + good[-63:], site_keys, WireFormatError, "signature")
+
+
+def test_an_ack_carrying_an_ed25519_signature_is_refused(keys, site_keys):
+    """The kind of signature follows from the type: an ack carries its site's HMAC, so even
+    the host's valid Ed25519 signature over an ack is refused."""
+    forged = frame([1, "ack", SITE, {"up_to_seq": 3, "rejected": []}], HOST_KEY)
+    refused(forged, site_keys, WireFormatError, "mac", "32 bytes")
+    forged = encode(Ack(SITE, 3), SiteKeys({SITE: OTHER_KEY}))  # whoever holds another key
+    refused(forged, site_keys, WireSignatureError)
 
 
 def test_a_site_publishing_on_another_sites_topic(keys):

@@ -8,6 +8,7 @@ import hmac
 from datetime import date
 
 import msgpack
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -20,9 +21,17 @@ from wire import (Ack, Batch, ClubAccountRow, FuelCardRow, Limits, Presence, Rej
                   decode, encode, row_key, topic_of)
 from wire.codec import INT64_MAX, INT64_MIN, MessageType
 
-SITE_KEY, HOST_KEY = bytes(range(32)), bytes(range(64, 96))
+SITE_KEY = bytes(range(32))
+HOST_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(64, 96)))
 SITES = ("SIM-077-001", "a", "Z.9_x-" + "q" * 58)
-KEYS = SiteKeys({s: SITE_KEY for s in SITES}, host=HOST_KEY)
+KEYS = SiteKeys({s: SITE_KEY for s in SITES}, replica_signing=HOST_KEY)
+
+
+def _signed(signed: bytes, site: str | None) -> bytes:
+    """``signed`` with the trailer its type calls for: a site's HMAC, or the host's Ed25519."""
+    if site:
+        return signed + b"\xc4\x20" + hmac.digest(SITE_KEY, signed, "sha256")
+    return signed + b"\xc4\x40" + HOST_KEY.sign(signed)
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 i64 = st.integers(INT64_MIN, INT64_MAX)
@@ -227,13 +236,12 @@ def test_signed_garbage_payloads_raise_only_wire_errors(mtype, site, payload):
     """Correctly signed frames, so the payload checks themselves are fuzzed."""
     site_types = {MessageType.BATCH, MessageType.PRESENCE, MessageType.SNAPSHOT_REQUEST, MessageType.ACK}
     envelope_site = site if mtype in site_types else None
-    key = SITE_KEY if envelope_site else HOST_KEY
     try:
         signed = msgpack.Packer().pack_array_header(5) + b"".join(
             msgpack.packb(x) for x in (1, mtype.value, envelope_site, payload))
     except (OverflowError, ValueError):
         assume(False)
-    frame = signed + b"\xc4\x20" + hmac.digest(key, signed, "sha256")
+    frame = _signed(signed, envelope_site)
     try:
         msg = decode(frame, KEYS, topic=None)
     except WireError:
@@ -251,7 +259,7 @@ def test_signed_payloads_of_one_type_under_another_are_refused(msg, site):
                                           MessageType.ACK} else None
         signed = msgpack.Packer().pack_array_header(5) + b"".join(
             msgpack.packb(x) for x in (1, mtype.value, envelope_site, payload))
-        frame = signed + b"\xc4\x20" + hmac.digest(SITE_KEY if envelope_site else HOST_KEY, signed, "sha256")
+        frame = _signed(signed, envelope_site)
         try:
             decode(frame, KEYS, topic=None)
         except WireError:
@@ -286,7 +294,7 @@ def test_valid_payloads_with_one_value_replaced_raise_only_wire_errors(msg, new_
             msgpack.packb(x) for x in (1, mtype, site, payload))
     except (OverflowError, ValueError):
         assume(False)
-    frame = signed + b"\xc4\x20" + hmac.digest(SITE_KEY if site else HOST_KEY, signed, "sha256")
+    frame = _signed(signed, site)
     try:
         back = decode(frame, KEYS, topic=None)
     except WireError:
