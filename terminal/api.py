@@ -27,7 +27,7 @@ from authz.errors import RequestError
 
 from .journal import JournalClosedError, JournalDiskError, JournalError
 from .openapi import openapi_document
-from .till import IdemSpec, LaneError, parse_lines
+from .till import IdemSpec, LaneError, parse_lines, same_request
 
 log = logging.getLogger("edgepos.api")
 
@@ -119,7 +119,7 @@ class LocalApi:
         async with lock:
             prior = await self.daemon.journal.lookup_request(key)
             if prior is not None:
-                if prior.request_digest != digest:
+                if not same_request(prior.request_digest, digest):
                     return error(422, "idempotency_key_reused",
                                  f"Idempotency-Key {key!r} was used for a different request")
                 return web.json_response(prior.response, status=prior.status,
@@ -238,7 +238,7 @@ class LocalApi:
             card = b["card_no"]
             if not isinstance(card, str) or not card.isdigit() or len(card) != 13:
                 raise LaneError("card_no must be the 13 digits of the club card", 422)
-            return 200, till.attach(sale_id, card, source="keyed").view()
+            return await till.attach(sale_id, card, source="keyed", idem=idem)
         return await self._idempotent(request, f"attach:{till.lane}:{sale_id}", run)
 
     async def quote(self, request: web.Request) -> web.Response:

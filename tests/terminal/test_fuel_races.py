@@ -16,7 +16,17 @@ from datetime import date
 import aiohttp
 
 from authz import sample
-from authz.fuel_model import Contract, FuelCard, FuelModel, Limit, LimitUnit, Period, ProductGroup, Station, Tariff
+from authz.fuel_model import (
+    Contract,
+    FuelCard,
+    FuelModel,
+    Limit,
+    LimitUnit,
+    Period,
+    ProductGroup,
+    Station,
+    Tariff,
+)
 from hw.sim.card import VirtualCard
 from hw.sim.personalise import personalise
 from hw.sim.pump import SimulatedPump
