@@ -18,7 +18,8 @@ import aiohttp
 
 from authz.club_model import ClubSale, SaleLine
 from terminal.config import TillConfig
-from tests.terminal.test_api_till import Client, T, replica_for, run, site, started
+from terminal.replica import Replica
+from tests.terminal.test_api_till import Client, T, run, site, started
 
 SHOES = [{"sku": "S1", "category": "shoes", "amount_kop": 300_000}]
 
@@ -250,20 +251,24 @@ def test_many_sales_keep_only_open_ones_in_memory_and_committed_ones_are_read_ba
 
 
 def test_tills_racing_on_shared_cards_keep_every_invariant(tmp_path):
-    """A small run of the benchmark's driver: 4 tills at once on a few cards (sales with
-    points and card balance, returns of one another's sales, top-ups), then every rule
-    that spans lanes checked against the journal."""
-    from benchmarks.concurrency import check_invariants, drive
+    """A small run of benchmarks.concurrency: 4 tills at once on 3 cards (sales redeeming
+    points and paying from the card balance, returns of one another's sales, top-ups), then
+    every rule that spans lanes checked by replaying the journal through the reference
+    evaluator."""
+    from benchmarks.concurrency import check_invariants, drive, racing_cards
+
+    cfg = site(tmp_path, tills=tills(4, allowance=2_000))
+    model = Replica.simulated(cfg, club_accounts=200, seed=3, compact=False, impl="reference").club_model
 
     async def main():
-        cfg = site(tmp_path, tills=tills(4, allowance=2_000))
         d = await started(cfg)
         try:
-            stats = await drive(d, ops=400, cards=3, seed=7)
-            assert stats.ops >= 400
-            assert stats.approved_returns > 0 and stats.redemptions > 0  # the run did race on something
+            return await drive(f"http://127.0.0.1:{d.port}", [t.till_id for t in cfg.tills],
+                               racing_cards(model, 3), ops=400, seed=7)
         finally:
             await d.stop()
-        violations = check_invariants(cfg, d.journal_path, replica_for(cfg))
-        assert violations == [], violations[:5]
-    run(main())
+    stats = run(main())
+    assert stats.ops >= 400 and stats.approved_returns > 0 and stats.redemptions > 0  # it did race
+    checked, violations = check_invariants(tmp_path / "journal.sqlite", cfg.site_id, model, 2_000)
+    assert checked >= 400
+    assert violations == [], violations[:5]
