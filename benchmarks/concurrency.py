@@ -18,7 +18,8 @@ the daemon's native one), checking:
 
 Figures: ``concurrent_ops_checked`` (journaled decisions checked), ``invariant_violations``,
 ``till_commit_p99_ms`` (the commit request under this contention, client side: HTTP,
-decide, fsync'd journal, answer), ``requests_per_s``.
+decide, fsync'd journal, answer), ``requests_per_s``; with ``--rss-sales N``, a one-till
+daemon's resident memory after 200 sales and after N more (``rss_growth_mb_N_sales``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -98,7 +100,7 @@ class _Cashier:
     async def sale(self, card: str, recent: list[str]) -> None:
         t = f"/v1/tills/{self.till}/sales"
         amount = self.rnd.choice((50_000, 120_000, 300_000, 700_000))
-        lines = [{"sku": "S1", "category": "shoes", "amount_kop": amount}]
+        lines: list[dict[str, Any]] = [{"sku": "S1", "category": "shoes", "amount_kop": amount}]
         if self.rnd.random() < 0.3:
             lines.append({"sku": "H1", "category": "hygiene", "amount_kop": 20_000})
         total = sum(line["amount_kop"] for line in lines)
@@ -210,7 +212,7 @@ def check_invariants(journal_path: str | os.PathLike[str], site_id: str, model: 
     bad: list[str] = []
     n = 0
 
-    def account_ok(seq: int, card_no: str) -> None:
+    def account_ok(seq: int | None, card_no: str) -> None:
         aid = account_of[card_no]
         st, cap = ev.state.accounts[aid], caps[kind_of[aid]]
         if st.balance_kop < 0 or st.balance_kop > cap.balance_cap_kop:
@@ -242,11 +244,11 @@ def check_invariants(journal_path: str | os.PathLike[str], site_id: str, model: 
                 if rec.txn_id not in totals:
                     bad.append(f"seq {rec.seq}: return of {rec.txn_id}, which is no committed sale")
                     continue
-                res = ev.return_sale(ret)
-                if (res.reason.name, res.balance_after_kop, res.refund_card_balance_kop) != \
+                back = ev.return_sale(ret)
+                if (back.reason.name, back.balance_after_kop, back.refund_card_balance_kop) != \
                         (b["result"]["reason"], b["result"]["balance_after_kop"], b["result"]["refund_card_balance_kop"]):
-                    bad.append(f"seq {rec.seq}: return journaled {b['result']}, the replay says {res}")
-                if res.reason.name == "OK":
+                    bad.append(f"seq {rec.seq}: return journaled {b['result']}, the replay says {back}")
+                if back.reason.name == "OK":
                     returned[rec.txn_id] += ret.returned_kop
                     if returned[rec.txn_id] > totals[rec.txn_id]:
                         bad.append(f"seq {rec.seq}: sale {rec.txn_id} returned {returned[rec.txn_id]} kop "
@@ -255,9 +257,9 @@ def check_invariants(journal_path: str | os.PathLike[str], site_id: str, model: 
             elif rec.kind == TOPPED_UP:
                 n += 1
                 req = ClubTopUp(**b["topup"])
-                res = ev.top_up(req)
-                if (res.reason.approved, res.balance_after_kop) != (b["result"]["approved"], b["result"]["balance_after_kop"]):
-                    bad.append(f"seq {rec.seq}: top-up journaled {b['result']}, the replay says {res}")
+                up = ev.top_up(req)
+                if (up.reason.approved, up.balance_after_kop) != (b["result"]["approved"], b["result"]["balance_after_kop"]):
+                    bad.append(f"seq {rec.seq}: top-up journaled {b['result']}, the replay says {up}")
                 account_ok(rec.seq, req.card_no)
     return n, bad
 
@@ -274,6 +276,68 @@ def site_toml(data_dir: Path, tills: int, allowance: int) -> str:
     return text + '\n[api]\nhost = "127.0.0.1"\nport = 0\n'
 
 
+def _start_daemon(cfg_path: Path, club_accounts: int, seed: int) -> tuple[subprocess.Popen, int]:
+    """``edgepos run`` on ``cfg_path`` as a subprocess; its process and API port."""
+    proc = subprocess.Popen([sys.executable, "-m", "terminal.cli", "run", "--config", str(cfg_path),
+                             "--club-accounts", str(club_accounts), "--fuel-cards", "10", "--seed", str(seed)],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+        if m:
+            threading.Thread(target=lambda: [None for _ in proc.stderr or ()], daemon=True).start()  # drain
+            return proc, int(m.group(1))
+    proc.kill()
+    raise SystemExit("the daemon did not start")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def memory_figures(sales: int, club_accounts: int, seed: int) -> dict[str, float]:
+    """RSS of a one-till daemon after 200 sales (warm) and after ``sales`` more, each sale
+    of 40 lines opened, given a card, committed and GET once more (a till's whole flow)."""
+    with tempfile.TemporaryDirectory(prefix="edgepos-races-rss-") as tmp:
+        cfg_path = Path(tmp) / "site.toml"
+        cfg_path.write_text(site_toml(Path(tmp) / "data", 1, 3_000))
+        from terminal.config import parse_config
+        from terminal.replica import Replica
+        model = Replica.simulated(parse_config(cfg_path.read_text()), club_accounts=club_accounts, seed=seed,
+                                  compact=False, impl="reference").club_model
+        assert model is not None
+        cards = racing_cards(model, 50)
+        proc, port = _start_daemon(cfg_path, club_accounts, seed)
+
+        async def run(n: int, offset: int) -> None:
+            base = f"http://127.0.0.1:{port}/v1/tills/till-1/sales"
+            async with aiohttp.ClientSession() as http:
+                async def post(path: str, body: dict, key: str) -> dict:
+                    async with http.post(path, json=body, headers={"Idempotency-Key": key}) as r:
+                        return await r.json()
+                for i in range(offset, offset + n):
+                    lines = [{"sku": f"SKU-{k:04d}", "category": "shoes", "amount_kop": 2_500} for k in range(40)]
+                    sale = await post(base, {"lines": lines}, f"rss-o-{i:08d}")
+                    sid = sale["sale_id"]
+                    await post(f"{base}/{sid}/card", {"card_no": cards[i % len(cards)]}, f"rss-a-{i:08d}")
+                    await post(f"{base}/{sid}/commit", {"payment": {"money_kop": 100_000}}, f"rss-c-{i:08d}")
+                    async with http.get(f"{base}/{sid}") as r:
+                        await r.read()
+        try:
+            asyncio.run(run(200, 0))
+            warm = _rss_mb(proc.pid)
+            asyncio.run(run(sales, 200))
+            after = _rss_mb(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    return {"rss_mb_after_200_sales": warm, f"rss_mb_after_{sales}_more_sales": after,
+            f"rss_growth_mb_{sales}_sales": after - warm}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the tills against a daemon process, check the journal, print the figures."""
     ap = argparse.ArgumentParser(prog="python -m benchmarks.concurrency", description=__doc__.split("\n")[0])
@@ -283,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--allowance", type=int, default=3_000, help="offline points allowance per card")
     ap.add_argument("--club-accounts", type=int, default=500)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rss-sales", type=int, default=0, metavar="N",
+                    help="also measure a one-till daemon's RSS growth over N sales")
     args = ap.parse_args(argv)
 
     from terminal.config import parse_config
@@ -294,20 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = parse_config(cfg_path.read_text())
         model = Replica.simulated(cfg, club_accounts=args.club_accounts, seed=args.seed, compact=False,
                                   impl="reference").club_model
-        proc = subprocess.Popen([sys.executable, "-m", "terminal.cli", "run", "--config", str(cfg_path),
-                                 "--club-accounts", str(args.club_accounts), "--fuel-cards", "10",
-                                 "--seed", str(args.seed)],
-                                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT)
-        port = None
-        for line in proc.stderr:  # type: ignore[union-attr]
-            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-            if m:
-                port = int(m.group(1))
-                break
-        if port is None:
-            proc.kill()
-            raise SystemExit("the daemon did not start")
-        threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()  # type: ignore[union-attr]
+        assert model is not None  # the site has tills
+        proc, port = _start_daemon(cfg_path, args.club_accounts, args.seed)
         try:
             stats = asyncio.run(drive(f"http://127.0.0.1:{port}", [f"till-{i}" for i in range(1, args.tills + 1)],
                                       racing_cards(model, args.cards), ops=args.ops, seed=args.seed))
@@ -315,8 +369,8 @@ def main(argv: list[str] | None = None) -> int:
             proc.terminate()
             proc.wait(30)
         checked, bad = check_invariants(cfg.data_dir / "journal.sqlite", cfg.site_id, model, args.allowance)
-    for v in bad[:10]:
-        print(f"# violation: {v}", file=sys.stderr)
+    for text in bad[:10]:
+        print(f"# violation: {text}", file=sys.stderr)
     print(f"tills: {args.tills}")
     print(f"shared_cards: {args.cards}")
     print(f"concurrent_requests: {stats.requests}")
@@ -327,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"requests_per_s: {stats.requests / stats.seconds:.0f}")
     print(f"till_commit_p50_ms: {percentile(stats.commit_ms, 50):.3f}")
     print(f"till_commit_p99_ms: {percentile(stats.commit_ms, 99):.3f}")
+    if args.rss_sales:
+        for key, mb in memory_figures(args.rss_sales, args.club_accounts, args.seed).items():
+            print(f"{key}: {mb:.1f}")
     for k, v in sorted(stats.answers.items()):
         print(f"# {k}: {v}", file=sys.stderr)
     return 1 if bad else 0
