@@ -38,7 +38,7 @@ from . import crashpoints
 from .config import TillConfig
 from .events import EventBus
 from .ids import new_id, new_txn_id
-from .journal import IdemEntry, Journal, OpenTransaction, Record
+from .journal import IdemEntry, Journal, JournalError, OpenTransaction, Record
 from .replica import CLUB_COMMITTED, CLUB_RETURNED, CLUB_TOPPED_UP, Replica, club_sale_body, returned_kop_of
 
 log = logging.getLogger("edgepos.till")
@@ -280,6 +280,9 @@ class TillLane:
                     await self._attach(current.sale_id, card_no, source="scanner")
                 except LaneError as exc:
                     log.warning("%s: scanned card not attached: %s", self.lane, exc)
+                except JournalError as exc:  # the scanner goes on; the till may key the card in
+                    log.error("%s: scanned card %s not attached, the journal refused it: %s", self.lane,
+                              mask_card_no(card_no), exc)
                 return
             self.last_scan = (card_no, time.monotonic())
 

@@ -54,61 +54,80 @@ def fuel_model() -> FuelModel:
         discounts=sample.tariff_table(), stop_list=[])
 
 
-def test_two_pumps_at_once_cannot_authorize_one_contract_balance_twice(pcscd, tmp_path, keys):
-    async def main():
-        cfg = load_config(None)
-        readers = (READER, READER_2)
-        cfg = replace(cfg, data_dir=tmp_path, tills=(), api=replace(cfg.api, port=0),
-                      pumps=tuple(PumpConfig(i + 1, r, "sim", ("AI95",)) for i, r in enumerate(readers)))
-        vcards = []
-        for card, reader in zip(fuel_model().cards, readers):
-            path = tmp_path / f"{card.card_no}.json"
-            personalise(card, PIN, keys).save(path)
-            vcards.append(VirtualCard(path, port=PORTS[reader]))
-        pumps = {i + 1: SimulatedPump(i + 1, products=("AI95",), time_scale=1000) for i in range(2)}
+async def _two_pumps(tmp_path, keys, test, *, one_card_twice: bool = False) -> None:
+    """A daemon with two pumps, a virtual card in each reader (the same card personalised
+    twice, a clone, if ``one_card_twice``), both PINs checked; then ``test(post)``."""
+    cfg = load_config(None)
+    readers = (READER, READER_2)
+    cfg = replace(cfg, data_dir=tmp_path, tills=(), api=replace(cfg.api, port=0),
+                  pumps=tuple(PumpConfig(i + 1, r, "sim", ("AI95",)) for i, r in enumerate(readers)))
+    cards = fuel_model().cards
+    vcards = []
+    for n, reader in enumerate(readers):
+        card = cards[0] if one_card_twice else cards[n]
+        path = tmp_path / f"{card.card_no}-{n}.json"
+        personalise(card, PIN, keys).save(path)
+        vcards.append(VirtualCard(path, port=PORTS[reader]))
+    pumps = {i + 1: SimulatedPump(i + 1, products=("AI95",), time_scale=1000) for i in range(2)}
+    for r in readers:
+        await asyncio.to_thread(settle_empty_reader, r)
+    d = Daemon(cfg, Replica(fuel_model(), None), keys=keys, pumps=pumps)
+    await asyncio.wait_for(d.start(), T)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=T)) as http:
+            base = f"http://127.0.0.1:{d.port}"
+
+            async def post(path, body, key):
+                async with http.post(base + path, json=body, headers={"Idempotency-Key": key}) as r:
+                    return r.status, await r.json()
+
+            async def state(pump):
+                async with http.get(f"{base}/v1/pumps/{pump}") as r:
+                    return (await r.json())["state"]
+
+            async def until(pump, want):
+                for _ in range(1000):
+                    if await state(pump) == want:
+                        return
+                    await asyncio.sleep(0.01)
+                raise AssertionError(f"pump {pump} never got to {want}: {await state(pump)}")
+
+            for i, v in enumerate(vcards, 1):
+                v.insert()
+                await until(i, "card_read")
+                st, body = await post(f"/v1/pumps/{i}/pin", {"pin": PIN}, f"pin-key-{i:04d}")
+                assert st == 200, body
+            await asyncio.gather(*(http.get(f"{base}/v1/health") for _ in range(2)))  # warm connections
+            await test(post)
+            for i in (1, 2):
+                await post(f"/v1/pumps/{i}/void", {}, f"void-key-{i:04d}")
+    finally:
+        for v in vcards:
+            v.pull()
+        await asyncio.wait_for(d.stop(), T)
         for r in readers:
             await asyncio.to_thread(settle_empty_reader, r)
-        d = Daemon(cfg, Replica(fuel_model(), None), keys=keys, pumps=pumps)
-        await asyncio.wait_for(d.start(), T)
-        try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=T)) as http:
-                base = f"http://127.0.0.1:{d.port}"
 
-                async def post(path, body, key):
-                    async with http.post(base + path, json=body, headers={"Idempotency-Key": key}) as r:
-                        return r.status, await r.json()
 
-                async def state(pump):
-                    async with http.get(f"{base}/v1/pumps/{pump}") as r:
-                        return (await r.json())["state"]
+def test_two_pumps_at_once_cannot_authorize_one_contract_balance_twice(pcscd, tmp_path, keys):
+    async def test(post):
+        ask = {"product": "AI95", "preset_amount_kop": 700_000}
+        results = await asyncio.gather(*(post(f"/v1/pumps/{i}/authorize", ask, f"auth-key-{i:04d}") for i in (1, 2)))
+        assert all(st == 200 for st, _ in results), results
+        held = sum(b["amount_kop"] for _, b in results if b["approved"])
+        assert held <= BALANCE_KOP, results
+        assert max(b["amount_kop"] for _, b in results) > 690_000  # one got what it asked (to the litre)
+        assert min(b["amount_kop"] for _, b in results) <= BALANCE_KOP - 690_000  # the other the rest
+    asyncio.run(asyncio.wait_for(_two_pumps(tmp_path, keys, test), 60))
 
-                async def until(pump, want):
-                    for _ in range(1000):
-                        if await state(pump) == want:
-                            return
-                        await asyncio.sleep(0.01)
-                    raise AssertionError(f"pump {pump} never got to {want}: {await state(pump)}")
 
-                for i, v in enumerate(vcards, 1):
-                    v.insert()
-                    await until(i, "card_read")
-                    st, body = await post(f"/v1/pumps/{i}/pin", {"pin": PIN}, f"pin-key-{i:04d}")
-                    assert st == 200, body
-                await asyncio.gather(*(http.get(f"{base}/v1/health") for _ in range(2)))  # warm connections
-                ask = {"product": "AI95", "preset_amount_kop": 700_000}
-                results = await asyncio.gather(*(post(f"/v1/pumps/{i}/authorize", ask, f"auth-key-{i:04d}")
-                                                 for i in (1, 2)))
-                assert all(st == 200 for st, _ in results), results
-                held = sum(b["amount_kop"] for _, b in results if b["approved"])
-                assert held <= BALANCE_KOP, results
-                assert max(b["amount_kop"] for _, b in results) > 690_000  # one got what it asked (to the litre)
-                assert min(b["amount_kop"] for _, b in results) <= BALANCE_KOP - 690_000  # the other the rest
-                for i in (1, 2):
-                    await post(f"/v1/pumps/{i}/void", {}, f"void-key-{i:04d}")
-        finally:
-            for v in vcards:
-                v.pull()
-            await asyncio.wait_for(d.stop(), T)
-            for r in readers:
-                await asyncio.to_thread(settle_empty_reader, r)
-    asyncio.run(asyncio.wait_for(main(), 60))
+def test_one_card_cannot_hold_two_open_authorizations(pcscd, tmp_path, keys):
+    """A clone of a card in the other reader, both authorized at once: the site keeps one
+    open authorization per card, the other pump is refused (409) and nothing is reserved."""
+    async def test(post):
+        ask = {"product": "AI95", "preset_volume_ml": 20_000}
+        results = await asyncio.gather(*(post(f"/v1/pumps/{i}/authorize", ask, f"auth-key-{i:04d}") for i in (1, 2)))
+        assert sorted(st for st, _ in results) == [200, 409], results
+        refused = next(b for st, b in results if st == 409)
+        assert "open authorization" in refused["error"]["message"]
+    asyncio.run(asyncio.wait_for(_two_pumps(tmp_path, keys, test, one_card_twice=True), 60))
