@@ -81,20 +81,21 @@ class DriveStats:
 
 class _Cashier:
     def __init__(self, http: aiohttp.ClientSession, base: str, till: str, stats: DriveStats,
-                 rnd: random.Random) -> None:
+                 rnd: random.Random, token: str | None) -> None:
         self.http, self.base, self.till, self.stats, self.rnd = http, base, till, stats, rnd
+        self.auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.n = 0
 
     async def post(self, path: str, body: dict) -> tuple[int, dict]:
         self.n += 1
         self.stats.requests += 1
         key = f"{self.till}-{self.n:08d}-{self.rnd.getrandbits(32):08x}"
-        async with self.http.post(self.base + path, json=body, headers={"Idempotency-Key": key}) as r:
+        async with self.http.post(self.base + path, json=body, headers={"Idempotency-Key": key} | self.auth) as r:
             return r.status, await r.json()
 
     async def get(self, path: str) -> tuple[int, dict]:
         self.stats.requests += 1
-        async with self.http.get(self.base + path) as r:
+        async with self.http.get(self.base + path, headers=self.auth) as r:
             return r.status, await r.json()
 
     async def sale(self, card: str, recent: list[str]) -> None:
@@ -148,16 +149,18 @@ class _Cashier:
         self.stats.answers[f"topup {'ok' if st == 200 and ans['approved'] else ans.get('reason', st)}"] += 1
 
 
-async def drive(base_url: str, tills: list[str], cards: list[str], *, ops: int, seed: int = 1) -> DriveStats:
+async def drive(base_url: str, tills: list[str], cards: list[str], *, ops: int, seed: int = 1,
+                tokens: dict[str, str] | None = None) -> DriveStats:
     """Run one cashier per till at once until ``ops`` decisions were journaled: sales on
-    ``cards``, returns of any till's recent sales, top-ups."""
+    ``cards``, returns of any till's recent sales, top-ups; each till with its bearer token
+    from ``tokens`` (by till id)."""
     stats = DriveStats()
     recent: list[str] = []  # committed sales, shared by the tills: returns race on them
     t0 = time.perf_counter()
     conn = aiohttp.TCPConnector(limit=len(tills) * 2)
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60)) as http:
         async def cashier(i: int, till: str) -> None:
-            c = _Cashier(http, base_url, till, stats, random.Random(seed * 1000 + i))
+            c = _Cashier(http, base_url, till, stats, random.Random(seed * 1000 + i), (tokens or {}).get(till))
             while stats.ops < ops:
                 r = c.rnd.random()
                 card = c.rnd.choice(cards)
@@ -266,14 +269,18 @@ def check_invariants(journal_path: str | os.PathLike[str], site_id: str, model: 
 
 # -- the benchmark ---------------------------------------------------------------------------------
 
-def site_toml(data_dir: Path, tills: int, allowance: int) -> str:
-    """The embedded site with ``tills`` tills and no pumps, its API on a free port."""
-    from terminal.config import DEFAULT_SITE_TOML
+def site_toml(data_dir: Path, tills: int, allowance: int) -> tuple[str, dict[str, str]]:
+    """The embedded site with ``tills`` tills and no pumps, its API on a free port, a till
+    client per till; and the clients' tokens by till id."""
+    from terminal.apiauth import client_toml, new_token
+    from terminal.config import DEFAULT_SITE_TOML, ApiRole
 
     text = DEFAULT_SITE_TOML.split("[[pumps]]")[0].replace('data_dir = "var/sim"', f'data_dir = "{data_dir}"')
-    for i in range(1, tills + 1):
-        text += f'\n[[tills]]\nid = "till-{i}"\noffline_points_allowance = {allowance}\n'
-    return text + '\n[api]\nhost = "127.0.0.1"\nport = 0\n'
+    tokens = {f"till-{i}": new_token() for i in range(1, tills + 1)}
+    for till in tokens:
+        text += f'\n[[tills]]\nid = "{till}"\noffline_points_allowance = {allowance}\n'
+    text += '\n[api]\nhost = "127.0.0.1"\nport = 0\n\n'
+    return text + "\n".join(client_toml(t, ApiRole.TILL, tok, till=t) for t, tok in tokens.items()), tokens
 
 
 def _start_daemon(cfg_path: Path, club_accounts: int, seed: int) -> tuple[subprocess.Popen, int]:
@@ -303,7 +310,9 @@ def memory_figures(sales: int, club_accounts: int, seed: int) -> dict[str, float
     of 40 lines opened, given a card, committed and GET once more (a till's whole flow)."""
     with tempfile.TemporaryDirectory(prefix="edgepos-races-rss-") as tmp:
         cfg_path = Path(tmp) / "site.toml"
-        cfg_path.write_text(site_toml(Path(tmp) / "data", 1, 3_000))
+        text, tokens = site_toml(Path(tmp) / "data", 1, 3_000)
+        cfg_path.write_text(text)
+        auth = {"Authorization": f"Bearer {tokens['till-1']}"}
         from terminal.config import parse_config
         from terminal.replica import Replica
         model = Replica.simulated(parse_config(cfg_path.read_text()), club_accounts=club_accounts, seed=seed,
@@ -316,7 +325,7 @@ def memory_figures(sales: int, club_accounts: int, seed: int) -> dict[str, float
             base = f"http://127.0.0.1:{port}/v1/tills/till-1/sales"
             async with aiohttp.ClientSession() as http:
                 async def post(path: str, body: dict, key: str) -> dict:
-                    async with http.post(path, json=body, headers={"Idempotency-Key": key}) as r:
+                    async with http.post(path, json=body, headers={"Idempotency-Key": key} | auth) as r:
                         return await r.json()
                 for i in range(offset, offset + n):
                     lines = [{"sku": f"SKU-{k:04d}", "category": "shoes", "amount_kop": 2_500} for k in range(40)]
@@ -324,7 +333,7 @@ def memory_figures(sales: int, club_accounts: int, seed: int) -> dict[str, float
                     sid = sale["sale_id"]
                     await post(f"{base}/{sid}/card", {"card_no": cards[i % len(cards)]}, f"rss-a-{i:08d}")
                     await post(f"{base}/{sid}/commit", {"payment": {"money_kop": 100_000}}, f"rss-c-{i:08d}")
-                    async with http.get(f"{base}/{sid}") as r:
+                    async with http.get(f"{base}/{sid}", headers=auth) as r:
                         await r.read()
         try:
             asyncio.run(run(200, 0))
@@ -356,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="edgepos-races-") as tmp:
         cfg_path = Path(tmp) / "site.toml"
-        cfg_path.write_text(site_toml(Path(tmp) / "data", args.tills, args.allowance))
+        text, tokens = site_toml(Path(tmp) / "data", args.tills, args.allowance)
+        cfg_path.write_text(text)
         cfg = parse_config(cfg_path.read_text())
         model = Replica.simulated(cfg, club_accounts=args.club_accounts, seed=args.seed, compact=False,
                                   impl="reference").club_model
@@ -364,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         proc, port = _start_daemon(cfg_path, args.club_accounts, args.seed)
         try:
             stats = asyncio.run(drive(f"http://127.0.0.1:{port}", [f"till-{i}" for i in range(1, args.tills + 1)],
-                                      racing_cards(model, args.cards), ops=args.ops, seed=args.seed))
+                                      racing_cards(model, args.cards), ops=args.ops, seed=args.seed,
+                                      tokens=tokens))
         finally:
             proc.terminate()
             proc.wait(30)

@@ -36,7 +36,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from terminal.config import DEFAULT_SITE_TOML
+from terminal.apiauth import client_toml, new_token
+from terminal.config import DEFAULT_SITE_TOML, ApiRole
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,10 +53,16 @@ class Daemon:
 
     def __init__(self, *extra: str, env: dict | None = None, pumps: bool = False) -> None:
         self.dir = tempfile.TemporaryDirectory(prefix="edgepos-bench-")
+        #: the bearer tokens of the benchmark's clients (the daemon's configuration has their hashes)
+        self.tokens = {"till-1": new_token(), "console": new_token(), "operator": new_token()}
+        clients = "\n" + "\n".join((client_toml("till-1", ApiRole.TILL, self.tokens["till-1"], till="till-1"),
+                                     client_toml("console", ApiRole.PUMP_CONSOLE, self.tokens["console"]),
+                                     client_toml("operator", ApiRole.OPERATOR, self.tokens["operator"])))
         if pumps:
-            text = DEFAULT_SITE_TOML.replace("port = 8780", "port = 0")
+            text = DEFAULT_SITE_TOML.replace("port = 8780", "port = 0") + clients
         else:
-            text = DEFAULT_SITE_TOML.split("[[pumps]]")[0] + '\n[[tills]]\nid = "till-1"\n\n[api]\nport = 0\n'
+            text = (DEFAULT_SITE_TOML.split("[[pumps]]")[0] + '\n[[tills]]\nid = "till-1"\n\n[api]\nport = 0\n'
+                    + clients)
         text = text.replace('data_dir = "var/sim"', f'data_dir = "{self.dir.name}/data"')
         cfg = Path(self.dir.name) / "site.toml"
         cfg.write_text(text)
@@ -100,7 +107,7 @@ def till_figures(n: int) -> dict[str, float]:
         keys = iter(range(10**9))
 
         def call(method, path, body=None):
-            headers = {"Content-Type": "application/json"}
+            headers = {"Content-Type": "application/json", "Authorization": f"Bearer {d.tokens['till-1']}"}
             if method == "POST":
                 headers["Idempotency-Key"] = f"bench-{next(keys):010d}"
             conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
@@ -156,7 +163,7 @@ def fuel_figures(n: int) -> dict[str, float]:
         keys = iter(range(10**9))
 
         def call(method, path, body=None):
-            headers = {"Content-Type": "application/json"}
+            headers = {"Content-Type": "application/json", "Authorization": f"Bearer {d.tokens['console']}"}
             if method == "POST":
                 headers["Idempotency-Key"] = f"fuel-bench-{next(keys):010d}"
             conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
@@ -224,7 +231,9 @@ def footprint_figures() -> dict[str, float]:
         d = Daemon("--fuel-cards", "1000000", "--club-accounts", club, "--stop-list", "1000000", pumps=True)
         try:
             time.sleep(1.0)
-            with urllib.request.urlopen(f"http://127.0.0.1:{d.port}/v1/health", timeout=30) as r:
+            req = urllib.request.Request(f"http://127.0.0.1:{d.port}/v1/health",
+                                         headers={"Authorization": f"Bearer {d.tokens['operator']}"})
+            with urllib.request.urlopen(req, timeout=30) as r:
                 health = json.loads(r.read())
             assert health["replica"]["fuel_cards"] == 1_000_000, health
             out[f"rss_mb_1m_cards{suffix}"] = d.rss_mb()

@@ -41,7 +41,8 @@ def _pg_sql(sql: str) -> str:
 
 
 class Database:
-    """A connection to the ledger's database, used by one thread at a time.
+    """A connection to the ledger's database, used by one thread at a time (and closed by
+    that thread: :class:`host.ledger_thread.LedgerThread` gives a connection its thread).
 
     ``dialect`` is ``"sqlite"`` or ``"postgresql"``. Statements run in autocommit unless
     inside :meth:`transaction`.
@@ -237,7 +238,19 @@ class Database:
                 raise
         raise AssertionError("unreachable")
 
+    def interrupt(self) -> None:
+        """Make the statement running on this connection fail soon: callable from any thread
+        (SQLite's ``interrupt``, PostgreSQL's cancel request), the one thing that may be."""
+        try:
+            if self.is_pg:
+                self.conn.cancel_safe(timeout=5.0)
+            else:
+                self.conn.interrupt()
+        except Exception:  # noqa: BLE001 - a connection already broken needs no interrupt
+            pass
+
     def close(self) -> None:
+        """Close the connection. Only the thread that uses it may (see host.ledger_thread)."""
         try:
             self.conn.close()
         except Exception:  # noqa: BLE001 - closing a broken connection

@@ -40,7 +40,7 @@ from .db import Database
 from .ledger import Ledger
 from .versions import current_version, ensure_version, key_from_text, record_change
 
-__all__ = ["Publisher", "Publication", "read_rows"]
+__all__ = ["Publisher", "Publication", "delta_publication", "read_rows"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,5 +266,10 @@ class Publisher:
         return pubs
 
     def delta_publication(self, delta: ReplicaDelta, keys: SiteKeys) -> Publication:
-        return Publication(deltas_topic(delta.table), encode(delta, keys, limits=self.limits), 1, False)
+        return delta_publication(delta, keys, limits=self.limits)
+
+
+def delta_publication(delta: ReplicaDelta, keys: SiteKeys, *, limits: Limits = DEFAULT_LIMITS) -> Publication:
+    """The publish of one delta (signed with the host key); needs no ledger."""
+    return Publication(deltas_topic(delta.table), encode(delta, keys, limits=limits), 1, False)
 

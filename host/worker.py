@@ -34,12 +34,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from wire import (DEFAULT_LIMITS, Batch, Limits, Presence, SiteKeys, SnapshotRequest, WireError, acks_topic, decode,
-                  encode, host_subscriptions, load_key)
+from wire import (DEFAULT_LIMITS, Batch, Limits, Presence, SiteKeys, SnapshotRequest, WireError, WireKeyError,
+                  acks_topic, decode, encode, host_subscriptions, load_key)
+
+from .db import redact_url
 
 from .ingest import IngestStats, ingest_batch, record_presence
-from .ledger import Ledger
-from .publisher import Publication, Publisher
+from .ledger_thread import LedgerThread, LedgerThreadClosed
+from .publisher import Publication, Publisher, delta_publication
 
 __all__ = ["Worker", "WorkerStats", "load_keys", "main"]
 
@@ -74,12 +76,22 @@ class WorkerStats:
 
 
 class Worker:
-    """One host worker: a broker connection, a ledger connection (and one more for the publisher)."""
+    """One host worker: a broker connection, and a ledger connection for ingest (one more for
+    the publisher), each owned by its own thread (:class:`host.ledger_thread.LedgerThread`).
+
+    Stopping is bounded by ``stop_grace_s``: the tasks stop at once, a ledger call in flight
+    gets that long to finish (an ingest commits whole or not at all; an ack not sent is a
+    batch the site resends), then is interrupted (rolled back), and the connections are
+    closed by their own threads, never under a call still running."""
 
     def __init__(self, ledger_url: str, keys: SiteKeys, *, hostname: str = "127.0.0.1", port: int = 1883,
                  username: str | None = None, password: str | None = None, group: str = "host",
                  identifier: str | None = None, publish_replica: bool = True, limits: Limits = DEFAULT_LIMITS,
-                 poll_interval_s: float = 0.2, fold_interval_s: float = 2.0, tls_context=None) -> None:
+                 poll_interval_s: float = 0.2, fold_interval_s: float = 2.0, tls_context=None,
+                 stop_grace_s: float = 3.0) -> None:
+        if publish_replica and keys.host is None:
+            raise WireKeyError("publishing the replica needs the host key (host.key in the keys directory); "
+                               "give it, or run this worker without publishing")
         self.ledger_url = ledger_url
         self.keys = keys
         self.hostname, self.port = hostname, port
@@ -91,27 +103,39 @@ class Worker:
         self.poll_interval_s = poll_interval_s
         self.fold_interval_s = fold_interval_s
         self.tls_context = tls_context
+        self.stop_grace_s = stop_grace_s
         self.stats = WorkerStats()
         self.ready = asyncio.Event()
-        self._ledger: Ledger | None = None
-        self._pub_ledger: Ledger | None = None
+        self._ingest: LedgerThread | None = None
+        self._pub: LedgerThread | None = None
 
-    # -- message handling (no broker needed: tests call it directly) --
+    def busy(self) -> bool:
+        """True while a ledger call of this worker is running (for tests and logs)."""
+        return any(t is not None and t.busy for t in (self._ingest, self._pub))
+
+    # -- message handling (in the ingest thread) --
 
     def handle(self, topic: str, payload: bytes) -> list[Publication]:
         """Decode and apply one message; returns what to publish (an ack, snapshot parts).
-        Blocking (database): run it in a thread. A refused frame returns nothing."""
+        Blocking (database): runs in the ingest ledger's own thread (``run`` puts it there).
+        A refused frame returns nothing."""
         try:
             msg = decode(payload, self.keys, topic=topic, limits=self.limits)
         except WireError as exc:
             self.stats.refused += 1
             log.warning("refused a message on %s: %s", topic, exc)
             return []
-        led = self._ledger
-        if led is None:  # the ledger was unreachable: try again now
-            led = self._ledger = self._reopened(None)
-            if led is None:
-                return []
+        lt = self._ingest
+        if lt is None:
+            raise LedgerThreadClosed("the worker is not running")
+        try:
+            led = lt.ledger()
+        except LedgerThreadClosed:
+            return []
+        except Exception as exc:  # noqa: BLE001 - unreachable now: not acked, the site resends
+            self.stats.errors += 1
+            log.warning("ledger %s unreachable: %s", redact_url(self.ledger_url), exc)
+            return []
         if isinstance(msg, Batch):
             st = IngestStats()
             try:
@@ -121,7 +145,7 @@ class Worker:
                 log.exception("batch %d of site %s not applied", msg.batch_seq, msg.site_id)
                 # the connection may be what failed (a database restart, a failover): the next
                 # resend must find a fresh one, or every later batch fails the same way
-                self._ledger = self._reopened(led)
+                lt.reopen()
                 return []
             self.stats.batches += 1
             self.stats.records += st.records
@@ -144,7 +168,7 @@ class Worker:
         except Exception:  # noqa: BLE001 - a presence or a request is not worth the worker's life
             self.stats.errors += 1
             log.exception("%s of site %s not handled", type(msg).__name__, getattr(msg, "site_id", "?"))
-            self._ledger = self._reopened(led)
+            lt.reopen()
             return []
         self.stats.refused += 1
         log.warning("a %s on %s is not for the host: dropped", type(msg).__name__, topic)
@@ -159,14 +183,18 @@ class Worker:
                               max_inflight_messages=20, max_concurrent_outgoing_calls=64, timeout=30)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Consume until ``stop`` is set, reconnecting after broker failures."""
+        """Consume until ``stop`` is set, reconnecting after broker failures. Raises what
+        :meth:`Ledger.open` raises if the ledger cannot be opened at the start."""
         import aiomqtt
         stop = stop or asyncio.Event()
-        self._ledger = await asyncio.to_thread(Ledger.open, self.ledger_url)
+        self._ingest = LedgerThread(self.ledger_url, name=f"ledger-ingest:{self.identifier}")
         if self.publish_replica:
-            self._pub_ledger = await asyncio.to_thread(Ledger.open, self.ledger_url)
+            self._pub = LedgerThread(self.ledger_url, name=f"ledger-publisher:{self.identifier}")
         backoff = 0.5
         try:
+            await self._ingest.call(lambda: self._ingest.ledger())  # type: ignore[union-attr]
+            if self._pub is not None:
+                await self._pub.call(lambda: self._pub.ledger())  # type: ignore[union-attr]
             while not stop.is_set():
                 try:
                     async with self._client() as client:
@@ -175,18 +203,17 @@ class Worker:
                         log.info("worker %s consuming from %s:%d", self.identifier, self.hostname, self.port)
                         backoff = 0.5
                         self.ready.set()
-                        tasks = [asyncio.create_task(self._consume(client))]
+                        tasks = [asyncio.create_task(self._consume(client), name=f"{self.identifier}:consume")]
                         if self.publish_replica:
-                            tasks.append(asyncio.create_task(self._publish_loop(client)))
-                        stopper = asyncio.create_task(stop.wait())
+                            tasks.append(asyncio.create_task(self._publish_loop(client),
+                                                             name=f"{self.identifier}:publish"))
+                        stopper = asyncio.create_task(stop.wait(), name=f"{self.identifier}:stop")
                         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
-                        for t in [*tasks, stopper]:
-                            t.cancel()
-                        await asyncio.wait([*tasks, stopper], timeout=5)
+                        await _cancel_all([*tasks, stopper])
                         log.debug("worker %s: tasks stopped", self.identifier)
                         for t in done:
                             if t is not stopper and not t.cancelled() and t.exception() is not None:
-                                raise t.exception()
+                                raise t.exception()  # type: ignore[misc]
                 except aiomqtt.MqttError as exc:
                     self.ready.clear()
                     if stop.is_set():
@@ -198,55 +225,68 @@ class Worker:
                         pass
                     backoff = min(backoff * 2, 10.0)
         finally:
-            for led in (self._ledger, self._pub_ledger):
-                if led is not None:
-                    led.close()
+            self.ready.clear()
+            # each connection is closed by its own thread, after the call in flight
+            closing = [t.close(self.stop_grace_s) for t in (self._ingest, self._pub) if t is not None]
+            await asyncio.shield(asyncio.gather(*closing))
+            log.info("worker %s stopped", self.identifier)
 
     async def _consume(self, client) -> None:
+        lt = self._ingest
+        assert lt is not None
         async for message in client.messages:
             payload = message.payload if isinstance(message.payload, (bytes, bytearray)) else b""
-            pubs = await asyncio.to_thread(self.handle, message.topic.value, bytes(payload))
+            pubs = await lt.call(self.handle, message.topic.value, bytes(payload))
             for p in pubs:
                 await client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain)
                 if p.topic.endswith("/acks"):
                     self.stats.acks += 1
 
-    def _reopened(self, led: Ledger | None) -> Ledger | None:
-        """A new connection to the ledger in place of ``led`` (None if it cannot be had now:
-        the next failure tries again)."""
-        if led is not None:
-            try:
-                led.close()
-            except Exception:  # noqa: BLE001 - it is broken already
-                pass
-        try:
-            return Ledger.open(self.ledger_url)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("ledger %s unreachable: %s", self.ledger_url.split("@")[-1], exc)
-            return None
-
     async def _publish_loop(self, client) -> None:
         import aiomqtt
-        pub = Publisher(self._pub_ledger, limits=self.limits)
+        lt = self._pub
+        assert lt is not None
+
+        def publisher() -> Publisher:
+            return Publisher(lt.ledger(), limits=self.limits)
+
         last_fold = 0.0
         while True:
             try:
                 if time.monotonic() - last_fold >= self.fold_interval_s:
-                    await asyncio.to_thread(pub.flush_dirty)
+                    await lt.call(lambda: publisher().flush_dirty())
                     last_fold = time.monotonic()
-                for delta in await asyncio.to_thread(pub.pending):
-                    p = pub.delta_publication(delta, self.keys)
+                for delta in await lt.call(lambda: publisher().pending()):
+                    p = delta_publication(delta, self.keys, limits=self.limits)
                     await client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain)
-                    await asyncio.to_thread(pub.mark_sent, delta)
+                    await lt.call(lambda d=delta: publisher().mark_sent(d))
                     self.stats.deltas += 1
-            except aiomqtt.MqttError:
-                raise  # the broker: run() reconnects
+            except (aiomqtt.MqttError, LedgerThreadClosed):
+                raise  # the broker: run() reconnects; or the worker is stopping
+            except WireError:  # not the ledger's fault: do not reopen it
+                log.exception("replica publisher: a delta cannot be encoded")
             except Exception:  # noqa: BLE001 - the ledger: reconnect and go on publishing
                 log.exception("replica publisher: ledger error, reconnecting")
-                self._pub_ledger = await asyncio.to_thread(self._reopened, self._pub_ledger)
-                if self._pub_ledger is not None:
-                    pub = Publisher(self._pub_ledger, limits=self.limits)
+                await lt.call(lt.reopen)
             await asyncio.sleep(self.poll_interval_s)
+
+
+async def _cancel_all(tasks: list[asyncio.Task], bound_s: float = 5.0) -> None:
+    """Cancel ``tasks`` and wait until they have ended (at most ``bound_s``). A task is
+    cancelled again while it runs on: Python 3.11's ``asyncio.wait_for`` (aiomqtt's publish
+    uses it) swallows a cancellation that arrives as its future completes."""
+    pending = set(tasks)
+    deadline = time.monotonic() + bound_s
+    while pending and time.monotonic() < deadline:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.05)
+    for t in tasks:  # an error of a task that ended while stopping: said, not "never retrieved"
+        if t.done() and not t.cancelled() and t.exception() is not None:
+            log.debug("%s ended with %r while stopping", t.get_name(), t.exception())
+    if pending:
+        log.warning("worker tasks still running %.0f s after the stop: %s", bound_s,
+                    ", ".join(t.get_name() for t in pending))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,13 @@
 """The local API: HTTP + JSON on loopback for tills, pump consoles and operators.
 
-Every state-changing request (POST) must carry an ``Idempotency-Key`` header. The first
-answer is journaled with the request's records in one transaction; a retry with the same key
+Every request but ``GET /openapi.json`` carries a client's bearer token and a Host header
+that names this daemon; the token's role decides what it reaches (terminal/apiauth.py).
+Hostile input is answered with a 4xx in bounded time and one log line (terminal/api_input.py):
+bodies nested too deeply, lone surrogates, over-long text, Unicode digits where ASCII digits
+are meant, and headers or bodies that stall (``api.header_timeout_s``, ``api.body_timeout_s``).
+
+Every state-changing request (POST) but the simulation's must carry an ``Idempotency-Key``
+header. The first answer is journaled with the request's records in one transaction; a retry with the same key
 and the same body gets that answer again (with ``Idempotent-Replayed: true``), the same key
 with a different body is refused, and ``GET /v1/requests/{key}`` tells what became of a
 request whose answer was lost. ``GET /v1/events`` is a server-sent event stream. The OpenAPI
@@ -16,23 +22,33 @@ import hashlib
 import json
 import logging
 import re
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 from weakref import WeakValueDictionary
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from authz.club_model import ClubPayment
 from authz.errors import RequestError
 
+from .api_input import MAX_DEPTH, Abandoned, Runner, ascii_int, check_tree, shown
+from .apiauth import Principal, TokenTable, allowed, host_allowed, server_ssl_context
+from .config import ApiRole, ConfigError
 from .journal import JournalClosedError, JournalDiskError, JournalError
 from .openapi import openapi_document
 from .till import IdemSpec, LaneError, parse_lines, same_request
 
 log = logging.getLogger("edgepos.api")
 
-IDEM_KEY = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+IDEM_KEY = re.compile(r"[A-Za-z0-9._:-]{8,128}", re.ASCII)
+CARD_NO = re.compile(r"[0-9]{13}", re.ASCII)
+PAYMENT_METHOD = re.compile(r"[a-z][a-z0-9_]{0,31}", re.ASCII)
 MAX_BODY = 256 * 1024
+PUBLIC = frozenset({"/openapi.json"})
+PRINCIPAL = web.RequestKey("principal", Principal)
+
 
 Handler = Callable[[Any, IdemSpec], Awaitable[tuple[int, dict]]]
 
@@ -47,9 +63,11 @@ class LocalApi:
 
     def __init__(self, daemon: Any) -> None:
         self.daemon = daemon
+        self.settings = daemon.config.api
+        self.tokens = TokenTable(self.settings.clients)
         self._key_locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
         self._streams: set[asyncio.Task] = set()
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._errors])
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._errors, self._guard])
         r = app.router
         r.add_get("/openapi.json", self.openapi)
         r.add_get("/v1/health", self.health)
@@ -65,16 +83,80 @@ class LocalApi:
         r.add_post("/v1/tills/{till}/sales/{sale}/void", self.void)
         r.add_post("/v1/tills/{till}/returns", self.return_sale)
         r.add_post("/v1/tills/{till}/topups", self.top_up)
-        for route in getattr(daemon, "extra_routes", lambda: [])():
+        for route in getattr(daemon, "extra_routes", list)():
             r.add_route(*route)
         self.app = app
 
+    async def listen(self) -> tuple[web.AppRunner, int]:
+        """Listen on ``[api] host:port`` (TLS when configured); the runner and the bound port.
+        A TLS file that cannot be loaded is a ConfigError naming its setting."""
+        s = self.settings
+        try:
+            ctx = server_ssl_context(s)
+        except (OSError, ssl.SSLError) as exc:
+            which = "tls_client_ca_file" if s.tls_client_ca_file and "verify" in repr(exc).lower() else "tls_cert_file"
+            raise ConfigError(f"api.{which}: cannot load the TLS files: {exc}") from None
+        if not len(self.tokens):
+            log.warning("no [[api.clients]] configured: every request but GET /openapi.json is refused")
+        runner = Runner(self.app, access_log=None, keepalive_timeout=s.header_timeout_s)
+        await runner.setup()
+        site = web.TCPSite(runner, s.host, s.port, ssl_context=ctx)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return runner, port
+
     # -- plumbing --
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler):
+        """The Host check, then the bearer token and its role, before any handler runs."""
+        if not host_allowed(request.headers.get("Host"), self.settings):
+            log.warning("400 bad Host %s for %s %s from %s", shown(request.headers.get("Host", "")),
+                        request.method, shown(request.path, 80), request.remote)
+            return error(400, "bad_host", "the Host header must name this daemon (localhost, a loopback "
+                         "address, api.host or one of api.host_names)")
+        if request.path in PUBLIC:
+            return await handler(request)
+        principal = self.tokens.authenticate(request.headers.get("Authorization"))
+        if principal is None:
+            why = "no bearer token" if "Authorization" not in request.headers else "an unknown or malformed token"
+            log.warning("401 %s %s from %s: %s", request.method, shown(request.path, 80), request.remote, why)
+            resp = error(401, "unauthorized", f"{why}: send Authorization: Bearer <the client's token>")
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="edgepos"'
+            return resp
+        request[PRINCIPAL] = principal
+        match = request.match_info
+        if match.http_exception is not None:
+            raise match.http_exception
+        resource = match.route.resource
+        route = resource.canonical if resource is not None else request.path
+        method = "GET" if request.method == "HEAD" else request.method
+        if not allowed(principal, method, route, dict(match)):
+            log.warning("403 %s %s for client %s (%s)", request.method, shown(request.path, 80), principal.name,
+                        principal.role.value)
+            return error(403, "forbidden", f"client {principal.name!r} ({principal.role.value}) may not "
+                         f"{method} {route} here")
+        return await handler(request)
+
+    @staticmethod
+    def principal(request: web.Request) -> Principal:
+        """The client the request's token names (set by the guard)."""
+        return request[PRINCIPAL]
 
     @web.middleware
     async def _errors(self, request: web.Request, handler):
         try:
             return await handler(request)
+        except Abandoned as exc:
+            log.warning("%d %s %s from %s: %s", exc.status, request.method, shown(request.path, 80),
+                        request.remote, exc)
+            resp = error(exc.status, exc.code, str(exc))
+            resp.force_close()
+            return resp
         except web.HTTPException as exc:
             if exc.status >= 400 and exc.content_type != "application/json":
                 resp = error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
@@ -83,9 +165,9 @@ class LocalApi:
                 return resp
             raise
         except RequestError as exc:
-            return error(422, "invalid_request", str(exc))
-        except LaneError as exc:
-            return error(exc.status, "not_possible_now" if exc.status == 409 else "invalid_request", str(exc))
+            return error(422, "invalid_request", str(exc)[:300])
+        except LaneError as exc:  # a message may quote a value: cut it
+            return error(exc.status, "not_possible_now" if exc.status == 409 else "invalid_request", str(exc)[:300])
         except (JournalDiskError, JournalClosedError) as exc:
             # the evaluator may be ahead of the disk: stop, and let the restart rebuild from the journal
             log.critical("journal failure, stopping the daemon: %s", exc)
@@ -95,13 +177,30 @@ class LocalApi:
             log.exception("journal refused a record")
             return error(500, "internal_error", f"the journal refused the record: {exc}")
 
+    async def _body(self, request: web.Request) -> bytes:
+        """The whole body, within ``api.body_timeout_s``; a client that stalls or goes away
+        is one log line and a closed connection, not a traceback."""
+        try:
+            async with asyncio.timeout(self.settings.body_timeout_s):
+                return await request.read()
+        except TimeoutError:
+            raise Abandoned(408, "request_timeout",
+                             f"the body did not arrive within {self.settings.body_timeout_s} s") from None
+        except (ConnectionError, HttpProcessingError) as exc:
+            raise Abandoned(400, "incomplete_body", f"the client went away mid-body ({type(exc).__name__})") from None
+
     async def _json(self, request: web.Request) -> Any:
         if request.content_type != "application/json":
             raise web.HTTPUnsupportedMediaType(text="send the body as application/json")
+        raw = await self._body(request)
         try:
-            return json.loads(await request.read())
+            value = json.loads(raw, parse_constant=_no_constant)
+        except RecursionError:
+            raise LaneError(f"the body nests deeper than {MAX_DEPTH} levels", 400) from None
         except (ValueError, UnicodeDecodeError) as exc:
-            raise LaneError(f"the body is not valid JSON: {exc}", 400) from None
+            raise LaneError(f"the body is not valid JSON: {str(exc)[:120]}", 400) from None
+        check_tree(value)
+        return value
 
     async def _idempotent(self, request: web.Request, endpoint: str, handler: Handler,
                           body: Any = None) -> web.Response:
@@ -109,9 +208,9 @@ class LocalApi:
         if key is None:
             return error(400, "idempotency_key_required",
                          "state-changing requests need an Idempotency-Key header (8-128 of A-Z a-z 0-9 . _ : -)")
-        if not IDEM_KEY.match(key):
+        if not IDEM_KEY.fullmatch(key):
             return error(400, "bad_idempotency_key", "the Idempotency-Key must be 8-128 of A-Z a-z 0-9 . _ : -")
-        raw = await request.read()
+        raw = await self._body(request)
         digest = hashlib.sha256(endpoint.encode() + b"\0" + raw).hexdigest()
         lock = self._key_locks.get(key)
         if lock is None:
@@ -131,8 +230,11 @@ class LocalApi:
     def _till(self, request: web.Request):
         till = self.daemon.tills.get(request.match_info["till"])
         if till is None:
-            raise LaneError(f"no till {request.match_info['till']!r} on this site", 404)
+            raise LaneError(f"no till {shown(request.match_info['till'])} on this site", 404)
         return till
+
+    def _lanes(self) -> list[str]:
+        return [t.lane for t in self.daemon.tills.values()] + [p.lane for p in self.daemon.pumps.values()]
 
     @staticmethod
     def _fields(body: Any, allowed: set[str], required: set[str]) -> dict:
@@ -162,20 +264,18 @@ class LocalApi:
 
     async def journal_tail(self, request: web.Request) -> web.Response:
         """The latest journal records (card numbers masked)."""
-        try:
-            limit = int(request.query.get("limit", "50"))
-        except ValueError:
-            raise LaneError("limit must be a whole number", 422) from None
-        if not 1 <= limit <= 1000:
-            raise LaneError("limit must be 1..1000", 422)
+        limit = ascii_int(request.query.get("limit", "50"), "limit", 1, 1000)
         lane = request.query.get("lane")
         return web.json_response({"records": self.daemon.journal_view(limit, lane)})
 
     async def request_status(self, request: web.Request) -> web.Response:
         """What became of the request with this Idempotency-Key."""
         key = request.match_info["key"]
+        if not IDEM_KEY.fullmatch(key):
+            return error(400, "bad_idempotency_key", "an Idempotency-Key is 8-128 of A-Z a-z 0-9 . _ : -")
         prior = await self.daemon.journal.lookup_request(key)
-        if prior is None:
+        lane = prior.endpoint.split(":")[1] if prior is not None and ":" in prior.endpoint else ""
+        if prior is None or not self.principal(request).may_see_lane(lane):
             return error(404, "unknown_request", "no request with this key reached the journal: it had no "
                          "effect, and it is safe to send it again")
         return web.json_response({"key": key, "endpoint": prior.endpoint, "status": prior.status,
@@ -183,10 +283,22 @@ class LocalApi:
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: ``id``, ``event`` (type) and ``data`` (JSON) per event."""
-        lanes = request.query.get("lanes")
+        who = self.principal(request)
+        asked = request.query.get("lanes")
+        lanes: frozenset[str] | None
+        if asked is not None:
+            lanes = frozenset(asked.split(","))
+            hidden = sorted(lane for lane in lanes if not who.may_see_lane(lane))
+            if hidden:
+                return error(403, "forbidden", f"client {who.name!r} may not follow lane(s) {shown(', '.join(hidden))}")
+        elif who.role is ApiRole.OPERATOR:
+            lanes = None
+        else:
+            lanes = frozenset(lane for lane in self._lanes() if who.may_see_lane(lane))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         task = asyncio.current_task()
+        assert task is not None  # a handler runs in a task
         self._streams.add(task)
         try:
             await self._stream(resp, lanes)
@@ -201,8 +313,8 @@ class LocalApi:
         for task in list(self._streams):
             task.cancel()
 
-    async def _stream(self, resp: web.StreamResponse, lanes: str | None) -> None:
-        with self.daemon.bus.subscribe(frozenset(lanes.split(",")) if lanes else None) as sub:
+    async def _stream(self, resp: web.StreamResponse, lanes: frozenset[str] | None) -> None:
+        with self.daemon.bus.subscribe(lanes) as sub:
             await resp.write(b": edgepos events\n\n")
             while True:
                 try:
@@ -236,15 +348,15 @@ class LocalApi:
         async def run(body, idem):
             b = self._fields(body, {"card_no"}, {"card_no"})
             card = b["card_no"]
-            if not isinstance(card, str) or not card.isdigit() or len(card) != 13:
-                raise LaneError("card_no must be the 13 digits of the club card", 422)
+            if not isinstance(card, str) or not CARD_NO.fullmatch(card):
+                raise LaneError("card_no must be the 13 ASCII digits of the club card", 422)
             return await till.attach(sale_id, card, source="keyed", idem=idem)
         return await self._idempotent(request, f"attach:{till.lane}:{sale_id}", run)
 
     async def quote(self, request: web.Request) -> web.Response:
         """Points to accrue, most redeemable (within the offline allowance), balance."""
         till = self._till(request)
-        method = request.query.get("payment_method", "cash")
+        method = _payment_method(request.query.get("payment_method", "cash"))
         return web.json_response(till.quote(request.match_info["sale"], method))
 
     async def commit(self, request: web.Request) -> web.Response:
@@ -256,7 +368,7 @@ class LocalApi:
             b = self._fields(body, {"payment", "payment_method"}, {"payment"})
             p = self._fields(b["payment"], {"points", "card_balance_kop", "money_kop"}, set())
             payment = ClubPayment(p.get("points", 0), p.get("card_balance_kop", 0), p.get("money_kop", 0))
-            return await till.commit(sale_id, payment, b.get("payment_method", "cash"), idem)
+            return await till.commit(sale_id, payment, _payment_method(b.get("payment_method", "cash")), idem)
         return await self._idempotent(request, f"commit:{till.lane}:{sale_id}", run)
 
     async def void(self, request: web.Request) -> web.Response:
@@ -285,5 +397,19 @@ class LocalApi:
 
         async def run(body, idem):
             b = self._fields(body, {"card_no", "amount_kop"}, {"card_no", "amount_kop"})
+            if not isinstance(b["card_no"], str) or not CARD_NO.fullmatch(b["card_no"]):
+                raise LaneError("card_no must be the 13 ASCII digits of the club card", 422)
+            if type(b["amount_kop"]) is not int or not 1 <= b["amount_kop"] <= 10**12:
+                raise LaneError(f"amount_kop must be a whole number 1..10^12, got {b['amount_kop']!r}", 422)
             return await till.top_up(b["card_no"], b["amount_kop"], idem)
         return await self._idempotent(request, f"topup:{till.lane}", run)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _payment_method(value: Any) -> str:
+    if not isinstance(value, str) or not PAYMENT_METHOD.fullmatch(value):
+        raise LaneError(f"payment_method must be a method name (a-z, 0-9, _), got {value!r:.40}", 422)
+    return value

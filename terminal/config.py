@@ -9,18 +9,22 @@ is the embedded configuration the simulated site runs on.
 
 from __future__ import annotations
 
+import builtins
+import enum
 import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
-from authz.localtime import zone
 from authz.errors import ModelError
+from authz.localtime import zone
 
 SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PRODUCT_CODE = re.compile(r"^[A-Z0-9_]{1,16}$")
+HOST_NAME = re.compile(r"(?=.{1,253}\Z)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
+TOKEN_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ConfigError(ValueError):
@@ -49,12 +53,47 @@ class TillConfig:
     offline_points_allowance: int = 3_000
 
 
+class ApiRole(enum.Enum):
+    """What a local API client is: a till (its own till's endpoints), a pump console (its
+    pumps' endpoints) or an operator (reads everything, changes nothing). docs/local-api.md."""
+
+    TILL = "till"
+    PUMP_CONSOLE = "pump_console"
+    OPERATOR = "operator"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiClient:
+    """One client of the local API: its name (for logs), role and scope, and the SHA-256 of
+    its bearer token (the token itself is never stored)."""
+
+    name: str
+    role: ApiRole
+    token_sha256: str
+    till: str | None = None  #: a till client's till id
+    pumps: tuple[int, ...] = ()  #: a pump console's pumps (empty: every pump of the site)
+
+
 @dataclass(frozen=True, slots=True)
 class ApiConfig:
-    """Where the local API listens: loopback only."""
+    """Where and how the local API listens, and who may talk to it.
+
+    Loopback by default; a LAN address only with mutual TLS (``tls_cert_file``,
+    ``tls_key_file``, ``tls_client_ca_file``). ``simulation`` serves ``/v1/sim/`` (set by
+    ``edgepos simulate``, never on a LAN). ``header_timeout_s`` bounds the wait for a
+    request's headers (and an idle keep-alive connection), ``body_timeout_s`` for its body.
+    """
 
     host: str = "127.0.0.1"
     port: int = 8780
+    clients: tuple[ApiClient, ...] = ()
+    host_names: tuple[str, ...] = ()  #: Host header names accepted besides loopback and ``host``
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    simulation: bool = False
+    header_timeout_s: int = 10
+    body_timeout_s: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +179,10 @@ class _Reader:
     def __init__(self, table: Any, where: str) -> None:
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: expected a table, got {type(table).__name__}")
-        self.table, self.where, self.used = table, where, set()
+        self.table, self.where = table, where
+        self.used: set[builtins.str] = set()
 
-    def _get(self, key: str, required: bool) -> Any:
+    def _get(self, key: builtins.str, required: bool) -> Any:
         self.used.add(key)
         if key not in self.table:
             if required:
@@ -150,7 +190,15 @@ class _Reader:
             return None
         return self.table[key]
 
-    def str(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
+    @overload
+    def str(self, key: builtins.str, default: builtins.str, *, required: bool = False) -> builtins.str: ...
+    @overload
+    def str(self, key: builtins.str, default: None = None, *, required: Literal[True]) -> builtins.str: ...
+    @overload
+    def str(self, key: builtins.str, default: None = None, *, required: bool = False) -> builtins.str | None: ...
+
+    def str(self, key: builtins.str, default: builtins.str | None = None, *,
+            required: bool = False) -> builtins.str | None:
         """A text setting."""
         v = self._get(key, required)
         if v is None:
@@ -159,8 +207,18 @@ class _Reader:
             raise ConfigError(f"{self.where}.{key}: expected non-empty text, got {v!r}")
         return v
 
-    def int(self, key: str, default: int | None = None, *, required: bool = False, low: int = 0,
-            high: int = 2**31 - 1) -> int | None:
+    @overload
+    def int(self, key: builtins.str, default: builtins.int, *, required: bool = False, low: builtins.int = 0,
+            high: builtins.int = 2**31 - 1) -> builtins.int: ...
+    @overload
+    def int(self, key: builtins.str, default: None = None, *, required: Literal[True], low: builtins.int = 0,
+            high: builtins.int = 2**31 - 1) -> builtins.int: ...
+    @overload
+    def int(self, key: builtins.str, default: None = None, *, required: bool = False, low: builtins.int = 0,
+            high: builtins.int = 2**31 - 1) -> builtins.int | None: ...
+
+    def int(self, key: builtins.str, default: builtins.int | None = None, *, required: bool = False,
+            low: builtins.int = 0, high: builtins.int = 2**31 - 1) -> builtins.int | None:
         """A whole-number setting within ``low..high``."""
         v = self._get(key, required)
         if v is None:
@@ -169,7 +227,7 @@ class _Reader:
             raise ConfigError(f"{self.where}.{key}: expected a whole number in {low}..{high}, got {v!r}")
         return v
 
-    def list(self, key: str) -> list:
+    def list(self, key: builtins.str) -> builtins.list[Any]:
         """An array setting (empty when absent)."""
         v = self._get(key, False)
         if v is None:
@@ -255,16 +313,7 @@ def parse_config(text: str, *, base_dir: Path | None = None) -> SiteConfig:
     if not pumps and not tills:
         raise ConfigError("config: a site needs at least one [[pumps]] or [[tills]]")
 
-    a = _Reader(root._get("api", False) or {}, "api")
-    host = a.str("host", "127.0.0.1")
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        raise ConfigError(f"api.host: expected an IP address, got {host!r}") from None
-    if not loopback:
-        raise ConfigError(f"api.host: the local API listens on loopback only, got {host!r}")
-    api = ApiConfig(host, a.int("port", 8780, high=65535))
-    a.done()
+    api = _api_config(_Reader(root._get("api", False) or {}, "api"), base_dir, pumps, tills)
 
     b = _Reader(root._get("broker", False) or {}, "broker")
     url = b.str("url")
@@ -280,6 +329,87 @@ def parse_config(text: str, *, base_dir: Path | None = None) -> SiteConfig:
     root.done()
     return SiteConfig(site_id, tz, region, data_dir, station_id, prices, tuple(pumps), tuple(tills),
                       api, broker, keys)
+
+
+def _api_config(a: _Reader, base_dir: Path | None, pumps: list[PumpConfig], tills: list[TillConfig]) -> ApiConfig:
+    """The ``[api]`` table: address, TLS, clients and their tokens' hashes, timeouts."""
+    host = a.str("host", "127.0.0.1")
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"api.host: expected an IP address, got {host!r}") from None
+    if addr.is_unspecified:
+        raise ConfigError(f"api.host: name the one address to listen on, not every address ({host})")
+    port = a.int("port", 8780, high=65535)
+
+    def path(key: str) -> Path | None:
+        v = a.str(key)
+        if v is None:
+            return None
+        p = Path(v)
+        return base_dir / p if base_dir is not None and not p.is_absolute() else p
+
+    cert, key, client_ca = path("tls_cert_file"), path("tls_key_file"), path("tls_client_ca_file")
+    if (cert is None) != (key is None):
+        raise ConfigError(f"api.{'tls_key_file' if key is None else 'tls_cert_file'}: "
+                          "tls_cert_file and tls_key_file go together")
+    if client_ca is not None and cert is None:
+        raise ConfigError("api.tls_cert_file: required with api.tls_client_ca_file (mutual TLS needs the server's own)")
+    simulation = a._get("simulation", False)
+    if simulation is None:
+        simulation = False
+    if not isinstance(simulation, bool):
+        raise ConfigError(f"api.simulation: expected true or false, got {simulation!r}")
+    if not addr.is_loopback:
+        for name, value in (("tls_cert_file", cert), ("tls_key_file", key), ("tls_client_ca_file", client_ca)):
+            if value is None:
+                raise ConfigError(f"api.{name}: required when api.host is not loopback ({host}): "
+                                  "a LAN listener needs mutual TLS (tls_cert_file, tls_key_file, tls_client_ca_file)")
+        if simulation:
+            raise ConfigError(f"api.simulation: the simulation's endpoints are never served on a LAN ({host})")
+    names = []
+    for i, n in enumerate(a.list("host_names")):
+        if not isinstance(n, str) or not n.isascii() or not HOST_NAME.fullmatch(n.lower().rstrip(".")):
+            raise ConfigError(f"api.host_names[{i}]: expected a DNS name, got {n!r}")
+        names.append(n.lower().rstrip("."))
+
+    till_ids, pump_ids = {t.till_id for t in tills}, {p.pump_id for p in pumps}
+    clients: list[ApiClient] = []
+    for i, raw in enumerate(a.list("clients")):
+        c = _Reader(raw, f"api.clients[{i}]")
+        name = c.str("name", required=True)
+        if not SITE_ID.match(name):
+            raise ConfigError(f"api.clients[{i}].name: letters, digits, '.', '_', '-' (at most 64), got {name!r}")
+        if any(o.name == name for o in clients):
+            raise ConfigError(f"api.clients[{i}].name: client {name!r} is configured twice")
+        role_text = c.str("role", required=True)
+        try:
+            role = ApiRole(role_text)
+        except ValueError:
+            raise ConfigError(f"api.clients[{i}].role: one of till, pump_console, operator, got {role_text!r}") from None
+        digest = c.str("token_sha256", required=True).lower()
+        if not TOKEN_SHA256.fullmatch(digest):
+            raise ConfigError(f"api.clients[{i}].token_sha256: expected the 64 hex digits of the token's SHA-256")
+        if any(o.token_sha256 == digest for o in clients):
+            raise ConfigError(f"api.clients[{i}].token_sha256: the same token as another client; give each its own")
+        till = c.str("till")
+        if (role is ApiRole.TILL) != (till is not None):
+            raise ConfigError(f"api.clients[{i}].till: " + ("required for role till" if till is None
+                                                            else "only a till client names a till"))
+        if till is not None and till not in till_ids:
+            raise ConfigError(f"api.clients[{i}].till: no till {till!r} in [[tills]]")
+        client_pumps = c.list("pumps")
+        if client_pumps and role is not ApiRole.PUMP_CONSOLE:
+            raise ConfigError(f"api.clients[{i}].pumps: only a pump_console client names pumps")
+        for pid in client_pumps:
+            if type(pid) is not int or pid not in pump_ids:
+                raise ConfigError(f"api.clients[{i}].pumps: no pump {pid!r} in [[pumps]]")
+        clients.append(ApiClient(name, role, digest, till, tuple(client_pumps)))
+        c.done()
+    api = ApiConfig(host, port, tuple(clients), tuple(names), cert, key, client_ca, simulation,
+                    a.int("header_timeout_s", 10, low=1, high=300), a.int("body_timeout_s", 10, low=1, high=300))
+    a.done()
+    return api
 
 
 def load_config(path: str | Path | None) -> SiteConfig:

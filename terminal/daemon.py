@@ -125,11 +125,7 @@ class Daemon:
                 self._tasks.append(asyncio.create_task(self._scanner_task(till), name=f"scanner {till.lane}"))
         if self.listen:
             self.api = LocalApi(self)
-            self._runner = web.AppRunner(self.api.app, access_log=None)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, self.config.api.host, self.config.api.port)
-            await site.start()
-            self.port = site._server.sockets[0].getsockname()[1]
+            self._runner, self.port = await self.api.listen()  # TLS, tokens, timeouts: terminal/api.py
         log.info("site %s up in %.2f s: %d till(s), %d pump(s), %d journaled operation(s) re-applied, API %s:%s",
                  self.config.site_id, time.perf_counter() - t0, len(self.tills), len(self.pumps), replayed,
                  self.config.api.host, self.port)

@@ -9,7 +9,7 @@ import itertools
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,7 @@ class Event:
 class Subscription:
     """A subscriber's bounded queue; iterate it to receive events."""
 
-    def __init__(self, bus: "EventBus", maxsize: int, lanes: frozenset[str] | None) -> None:
+    def __init__(self, bus: EventBus, maxsize: int, lanes: frozenset[str] | None) -> None:
         self._bus = bus
         self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
         self.lanes = lanes
@@ -55,7 +55,7 @@ class Subscription:
         while True:
             yield await self._queue.get()
 
-    def __enter__(self) -> "Subscription":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -2,15 +2,17 @@
 ``Daemon.extra_routes``; the plumbing, idempotency and error format are terminal/api.py's).
 
 ``GET /v1/pumps``, ``GET /v1/pumps/{pump}``; ``POST /v1/pumps/{pump}/pin``, ``/authorize``,
-``/void``, ``/stop``, ``/reset``, each with an ``Idempotency-Key``. With simulated
-dispensers the simulation's hands are here too: ``POST /v1/sim/pumps/{pump}/nozzle``,
+``/void``, ``/stop``, ``/reset``, each with an ``Idempotency-Key``; a pump console's token
+reaches only its pumps (terminal/apiauth.py). When the daemon runs a simulation
+(``api.simulation``, set by ``edgepos simulate``) the simulation's hands are here too: ``POST /v1/sim/pumps/{pump}/nozzle``,
 ``/link`` and ``/knobs`` lift and hang up the nozzle, drop and restore the dispenser's link,
 and set its speed and fault knobs (they stand in for the physical world, so they are not
-journaled; a real site has none of them).
+journaled, and take no ``Idempotency-Key``; a real site has none of them).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -22,15 +24,17 @@ from .till import LaneError
 
 __all__ = ["routes"]
 
+PUMP_ID = re.compile(r"[1-9][0-9]{0,2}", re.ASCII)  #: one spelling per pump: no Unicode digits, no leading 0
+PIN = re.compile(r"[0-9]{4,12}", re.ASCII)
+
 
 def routes(daemon: Any) -> list[tuple[str, str, Any]]:
     """The pump routes of ``daemon`` as ``(method, path, handler)`` for ``add_route``."""
     def lane(request: web.Request):
         raw = request.match_info["pump"]
-        pump_id = int(raw) if raw.isdigit() and len(raw) <= 6 else None
-        lane = daemon.pumps.get(pump_id) if pump_id is not None else None
+        lane = daemon.pumps.get(int(raw)) if PUMP_ID.fullmatch(raw) else None
         if lane is None:
-            raise LaneError(f"no pump {raw!r} on this site", 404)
+            raise LaneError(f"no pump {raw[:8]!r} on this site (pumps are 1-999 in ASCII digits)", 404)
         return lane
 
     def fields(body: Any, allowed: set[str], required: set[str]) -> dict:
@@ -38,7 +42,8 @@ def routes(daemon: Any) -> list[tuple[str, str, Any]]:
 
     async def list_pumps(request: web.Request) -> web.Response:
         """Every pump and its state."""
-        return web.json_response({"pumps": [p.view() for p in daemon.pumps.values()]})
+        who = daemon.api.principal(request)
+        return web.json_response({"pumps": [p.view() for p in daemon.pumps.values() if who.may_see_lane(p.lane)]})
 
     async def get_pump(request: web.Request) -> web.Response:
         """One pump's state: lane, card (masked), transaction, dispenser, last delivery."""
@@ -50,6 +55,8 @@ def routes(daemon: Any) -> list[tuple[str, str, Any]]:
 
         async def run(body, idem):
             b = fields(body, {"pin"}, {"pin"})
+            if not isinstance(b["pin"], str) or not PIN.fullmatch(b["pin"]):
+                raise LaneError("pin must be text: 4 to 12 ASCII digits", 422)  # no try counted on the card
             return await p.pin(b["pin"], idem)
         return await daemon.api._idempotent(request, f"pin:{p.lane}", run)
 
@@ -95,13 +102,13 @@ def routes(daemon: Any) -> list[tuple[str, str, Any]]:
         ("POST", "/v1/pumps/{pump}/stop", stop),
         ("POST", "/v1/pumps/{pump}/reset", reset),
     ]
-    if any(isinstance(p.pump, SimulatedPump) for p in daemon.pumps.values()):
+    if daemon.config.api.simulation and any(isinstance(p.pump, SimulatedPump) for p in daemon.pumps.values()):
         out += _sim_routes(daemon, lane, fields)
     return out
 
 
 def _sim_routes(daemon: Any, lane, fields) -> list[tuple[str, str, Any]]:
-    """The simulation's hands on its dispensers (only for simulated ones)."""
+    """The simulation's hands on its dispensers (only in a simulation, only for simulated ones)."""
     async def body_of(request: web.Request) -> Any:
         return await daemon.api._json(request)
 

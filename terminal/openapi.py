@@ -16,7 +16,11 @@ _PUMP = {"name": "pump", "in": "path", "required": True, "schema": {"type": "int
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    text = {400: "malformed request or missing Idempotency-Key", 403: "the card refused the PIN (wrong or blocked)",
+    text = {400: "malformed request, body or Host header, or a missing Idempotency-Key",
+            401: "no bearer token, or one no client of this site has",
+            403: "the client's role does not reach this lane or endpoint (or the card refused the PIN)",
+            408: "the body did not arrive in time (api.body_timeout_s); the connection is closed",
+            413: "the body is larger than 256 KiB",
             404: "no such till, sale, pump or request",
             409: "not possible in the lane's current state", 415: "body is not JSON",
             422: "invalid values (the message says which)", 503: "the journal failed; restarting"}
@@ -32,14 +36,28 @@ def _ok(schema: dict, code: int = 200, desc: str = "done") -> dict:
 
 
 def openapi_document() -> dict[str, Any]:
-    """The OpenAPI document."""
+    """The OpenAPI document: every operation needs a client's bearer token (401 without,
+    403 outside its role), and may answer 400 for a Host header that does not name the
+    daemon; POSTs with a body may answer 408 and 413."""
+    doc = _document()
+    for item in doc["paths"].values():
+        for op in item.values():
+            extra = (400, 401, 403) + ((408, 413) if "requestBody" in op else ())
+            op["responses"] = _errors(*extra) | op["responses"]
+    return doc
+
+
+def _document() -> dict[str, Any]:
     sale = {"$ref": "#/components/schemas/Sale"}
     post_errors = _errors(400, 404, 409, 415, 422, 503)
     return {
         "openapi": "3.0.3",
         "info": {"title": "edgepos local API", "version": "1",
-                 "description": "Tills, pump consoles and operators on the site's loopback. "
-                                "POSTs need an Idempotency-Key header; see docs/local-api.md."},
+                 "description": "Tills, pump consoles and operators on the site's loopback (a LAN "
+                                "only with mutual TLS). Every call but this document needs a client's "
+                                "bearer token; POSTs but the simulation's need an Idempotency-Key "
+                                "header; see docs/local-api.md."},
+        "security": [{"bearer": []}],
         "paths": {
             "/v1/health": {"get": {"operationId": "health", "responses": _ok({"type": "object"})}},
             "/v1/lanes": {"get": {"operationId": "lanes", "responses": _ok({"type": "object"})}},
@@ -50,8 +68,9 @@ def openapi_document() -> dict[str, Any]:
                 "responses": _ok({"type": "object"}) | _errors(422)}},
             "/v1/requests/{key}": {"get": {
                 "operationId": "requestStatus",
-                "parameters": [{"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "responses": _ok({"type": "object"}) | _errors(404)}},
+                "parameters": [{"name": "key", "in": "path", "required": True,
+                                "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{8,128}$"}}],
+                "responses": _ok({"type": "object"}) | _errors(400, 404)}},
             "/v1/tills/{till}/sales": {"post": {
                 "operationId": "openSale", "parameters": [_TILL, _IDEM],
                 "requestBody": _json_body({"type": "object", "additionalProperties": False, "required": ["lines"],
@@ -96,6 +115,9 @@ def openapi_document() -> dict[str, Any]:
                 "responses": _ok({"type": "object"}) | post_errors}},
         },
         "components": {
+            "securitySchemes": {"bearer": {
+                "type": "http", "scheme": "bearer",
+                "description": "The client's token; the site configuration keeps its SHA-256 and role."}},
             "parameters": {"IdempotencyKey": {
                 "name": "Idempotency-Key", "in": "header", "required": True,
                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{8,128}$"},
@@ -144,7 +166,8 @@ def _pump_paths(post_errors: dict) -> dict[str, Any]:
 
     def sim(op: str, body: dict) -> dict:
         return {"post": {"operationId": op, "parameters": [_PUMP],
-                         "description": "Simulation only: present when the site's dispensers are simulated.",
+                         "description": "Simulation only (api.simulation, set by edgepos simulate); "
+                                        "no Idempotency-Key: not journaled.",
                          "requestBody": _json_body(body),
                          "responses": _ok({"type": "object"}) | _errors(400, 404, 409, 415, 422)}}
 

@@ -28,6 +28,7 @@ from authz.club_model import ClubStatus
 from authz.sample import SKU_CATEGORIES
 from hw.sim.scanner import ScannerSim
 
+from .apiauth import simulation_clients, simulation_token
 from .config import SiteConfig, load_config
 from .daemon import Daemon
 from .replica import Replica
@@ -88,15 +89,21 @@ class SiteReport:
 
 
 class Api:
-    """The traffic generator's HTTP client: JSON and idempotency keys, counted."""
+    """The traffic generator's HTTP client: JSON, idempotency keys and each client's token
+    (a till's for its till, the pump console's for the pumps, the operator's else), counted."""
 
-    def __init__(self, session: aiohttp.ClientSession, base: str, report: SiteReport) -> None:
+    def __init__(self, session: aiohttp.ClientSession, base: str, report: SiteReport,
+                 tokens: dict[str, str] | None = None) -> None:
         self.s, self.base, self.report = session, base, report
+        self.tokens = tokens or {}
         self._keys = itertools.count(1)
 
     async def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
         """One request; POSTs get a fresh idempotency key (retried once on a dropped connection)."""
         headers = {"Idempotency-Key": f"sim-{next(self._keys):09d}"} if method == "POST" else {}
+        token = simulation_token(self.tokens, path)
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
         for attempt in range(2):
             try:
                 async with self.s.request(method, self.base + path, json=body, headers=headers) as r:
@@ -320,7 +327,9 @@ async def run_site(*, config: SiteConfig | None = None, sim_seconds: int = 3_600
         try:
             cfg = replace(base_cfg, data_dir=data_dir or Path(tmp) / "data",
                           tills=tuple(replace(t, scanner_port=scanners[t.till_id].link) for t in base_cfg.tills),
-                          api=replace(base_cfg.api, port=0))
+                          api=replace(base_cfg.api, host="127.0.0.1", port=0, simulation=True, tls_cert_file=None,
+                                      tls_key_file=None, tls_client_ca_file=None))
+            cfg, tokens = simulation_clients(cfg)  # fresh tokens, known only to this process
             if cfg.pumps:
                 from hw.sim.pcscd import ensure_pcscd
                 say("starting the PC/SC stack (pcscd with the vpcd virtual readers)")
@@ -342,7 +351,7 @@ async def run_site(*, config: SiteConfig | None = None, sim_seconds: int = 3_600
                     await asyncio.wait_for(s.wait_connected(), 10)
                 clock = SimClock(sim_seconds, speed)
                 async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-                    api = Api(session, f"http://127.0.0.1:{daemon.port}", report)
+                    api = Api(session, f"http://127.0.0.1:{daemon.port}", report, tokens)
                     people = [Shoppers(t.till_id, scanners[t.till_id], replica, api, report, clock,
                                        random.Random(rnd.random())) for t in cfg.tills]
                     card_dir = Path(tmp) / "cards"

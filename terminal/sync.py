@@ -21,7 +21,9 @@ unacked and are listed in :attr:`SyncStatus.rejected_batches` for the operator.
 
 **Down.** Replica deltas are handed to the daemon's ``on_replica`` callback in version
 order; a gap makes the client publish a :class:`wire.SnapshotRequest` and collect the
-snapshot's parts until all are there, then hand over a :class:`FullSnapshot`.
+snapshot's parts until all are there, then hand over a :class:`FullSnapshot`. What to apply
+and what to ask for is decided by :class:`terminal.follower.ReplicaFollower` (no I/O); the
+client's replica task performs its commands.
 
 **Presence.** The last will is ``Presence(online=False)``, retained; on connect the client
 publishes ``Presence(online=True)`` retained, and offline again on a clean stop.
@@ -33,6 +35,7 @@ Every payload from the broker goes through :func:`wire.decode`; one that fails i
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import inspect
 import json
@@ -58,6 +61,7 @@ from wire.signing import load_key
 from wire.topics import (acks_topic, batches_topic, presence_topic, site_subscriptions, snapshot_filter,
                          snapshot_requests_topic)
 
+from .follower import Apply, Command, FullSnapshot, ReplicaFollower, ReplicaUpdate, RequestSnapshot
 from .journal import Journal, JournalError
 
 __all__ = [
@@ -72,7 +76,6 @@ _mqtt_log = logging.getLogger("edgepos.sync.mqtt")
 META_PREFIX = "sync."
 _ACKED_KEY = "sync.acked_batch"
 _REJECTED_KEY = "sync.rejected_batches"
-_MAX_PENDING_DELTAS = 1_000  # per table, while waiting for a snapshot
 _BIG_FRAME = 64 << 10  # decode frames larger than this in a thread, off the event loop
 
 
@@ -203,20 +206,6 @@ def load_site_keys(site_id: str, site_key_file: str | None, host_key_file: str |
 
 
 @dataclass(frozen=True, slots=True)
-class FullSnapshot:
-    """Every row of ``table`` at ``version``: all parts of one snapshot, collected. The
-    callback replaces the table with ``rows`` atomically."""
-
-    table: Table
-    version: int
-    rows: tuple[Any, ...]
-
-
-#: What ``on_replica`` receives: a delta that follows the version held, or a whole table.
-ReplicaUpdate = ReplicaDelta | FullSnapshot
-
-
-@dataclass(frozen=True, slots=True)
 class SyncStatus:
     """Progress and health of the client, for the daemon's health view and for tests."""
 
@@ -268,20 +257,6 @@ class _Stop(Exception):
     """Ends a session for a clean stop."""
 
 
-class _TableState:
-    """What the client knows of one followed replica table."""
-
-    __slots__ = ("version", "wanting", "pending", "parts", "parts_version", "requested_at")
-
-    def __init__(self, version: int) -> None:
-        self.version = version
-        self.wanting = version == 0  # a snapshot is needed (nothing held, or a gap)
-        self.pending: dict[int, ReplicaDelta] = {}  # deltas past a gap, by from_version
-        self.parts: dict[int, ReplicaSnapshot] = {}
-        self.parts_version = 0
-        self.requested_at: float | None = None  # monotonic time of the last SnapshotRequest
-
-
 class SyncClient:
     """Sends a site's journal to the host and applies what the host sends back.
 
@@ -311,7 +286,8 @@ class SyncClient:
         self._on_fatal = on_fatal
         followed = tuple(Table(t) for t in (tables if tables is not None else Table)) if on_replica else ()
         versions = dict(replica_versions or {})
-        self._tables: dict[Table, _TableState] = {t: _TableState(int(versions.get(t, 0))) for t in followed}
+        self._follower = ReplicaFollower({t: int(versions.get(t, 0)) for t in followed},
+                                         retry_s=settings.snapshot_retry_s)
         self._client_id = settings.client_id or f"edgepos-site-{self.site_id}"
         self._state = SyncState.STARTING
         self._connected = False
@@ -395,7 +371,7 @@ class SyncClient:
             acked_batch=self._acked, last_ack_utc_s=self._last_ack_utc_s, connects=self._connects,
             publishes=self._publishes, resends=self._resends, rejected_messages=self._rejected_messages,
             rejected_batches=tuple(r["batch_seq"] for r in self._rejected),
-            replica_versions={t: s.version for t, s in self._tables.items()},
+            replica_versions=self._follower.versions(),
             replica_errors=self._replica_errors, last_error=self._last_error)
 
     async def updates(self) -> AsyncIterator[SyncStatus]:
@@ -655,7 +631,7 @@ class SyncClient:
 
     def _presence(self, online: bool, at_utc_s: int) -> bytes:
         return encode(Presence(self.site_id, online, at_utc_s, self.settings.software_version,
-                               {t: s.version for t, s in self._tables.items()}), self.keys)
+                               self._follower.versions()), self.keys)
 
     def _make_client(self, session_start: int) -> aiomqtt.Client:
         s = self.settings
@@ -676,9 +652,9 @@ class SyncClient:
         client = self._make_client(session_start)
         async with client:
             self._connects += 1
-            subs = list(site_subscriptions(self.site_id, self._tables) if self._tables else
-                        [(acks_topic(self.site_id), 1)])
-            subs += [(snapshot_filter(t), 1) for t, st in self._tables.items() if st.wanting]
+            tables = self._follower.tables
+            subs = list(site_subscriptions(self.site_id, tables) if tables else [(acks_topic(self.site_id), 1)])
+            subs += [(snapshot_filter(t), 1) for t in self._follower.watched()]
             await client.subscribe(subs, timeout=self.settings.publish_timeout_s)
             await client.publish(presence_topic(self.site_id), self._presence(True, session_start), qos=1,
                                  retain=True, timeout=self.settings.publish_timeout_s)
@@ -770,7 +746,7 @@ class SyncClient:
                 continue
             if isinstance(msg, Ack) and msg.site_id == self.site_id:
                 await self._apply_ack(msg)
-            elif isinstance(msg, (ReplicaDelta, ReplicaSnapshot)) and msg.table in self._tables:
+            elif isinstance(msg, (ReplicaDelta, ReplicaSnapshot)) and msg.table in self._follower.tables:
                 self._replica_queue.put_nowait(msg)
             else:
                 self._rejected_messages += 1
@@ -780,45 +756,61 @@ class SyncClient:
     # --- replica updates ---
 
     async def _replica_loop(self, client: aiomqtt.Client) -> None:
-        s = self.settings
-        now = time.monotonic()
-        for table, st in self._tables.items():
-            if st.wanting:
-                if st.version > 0 or st.pending:
-                    await self._request_snapshot(client, table, st)  # a gap from before the reconnect
-                else:
-                    st.requested_at = now  # nothing held: the retained snapshot comes on subscribing; ask if not
-        while True:
-            msg = None
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    msg = await self._replica_queue.get()
-            if msg is not None:
-                await self._replica_message(client, msg)
-            now = time.monotonic()
-            for table, st in self._tables.items():
-                if st.wanting and st.requested_at is not None and now - st.requested_at >= s.snapshot_retry_s:
-                    await self._request_snapshot(client, table, st)
+        """The driver of :class:`terminal.follower.ReplicaFollower`: feeds it what arrives and
+        the clock, performs its commands in order."""
+        f = self._follower
+        try:
+            await self._perform(client, f.connected(time.monotonic()))
+            while True:
+                msg = None
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        msg = await self._replica_queue.get()
+                now = time.monotonic()
+                if isinstance(msg, ReplicaDelta):
+                    await self._perform(client, f.delta(msg, now))
+                elif isinstance(msg, ReplicaSnapshot):
+                    await self._perform(client, f.part(msg, now))
+                await self._perform(client, f.tick(time.monotonic()))
+        finally:
+            f.disconnected()
 
-    async def _request_snapshot(self, client: aiomqtt.Client, table: Table, st: _TableState) -> None:
-        st.requested_at = time.monotonic()
-        req = encode(SnapshotRequest(self.site_id, table, st.version), self.keys)
-        await client.publish(snapshot_requests_topic(self.site_id), req, qos=1, timeout=self.settings.publish_timeout_s)
-        log.info("sync %s: asked for a snapshot of %s (holding version %d)", self.site_id, table.value, st.version)
+    async def _perform(self, client: aiomqtt.Client, commands: list[Command]) -> None:
+        queue = collections.deque(commands)
+        while queue:
+            c = queue.popleft()
+            if isinstance(c, Apply):
+                # a session cancelled mid-apply lets the apply finish and reports its outcome
+                # (the replica and the follower's version must agree); what follows is for
+                # the next session (ReplicaFollower.disconnected takes back what was not done)
+                task = asyncio.ensure_future(self._deliver(c.update))
+                try:
+                    ok = await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    ok = await task
+                    self._follower.applied(ok, time.monotonic())
+                    raise
+                queue.extend(self._follower.applied(ok, time.monotonic()))
+                if ok:
+                    self._applied(c.update)
+            elif isinstance(c, RequestSnapshot):
+                req = encode(SnapshotRequest(self.site_id, c.table, c.have_version), self.keys)
+                await client.publish(snapshot_requests_topic(self.site_id), req, qos=1,
+                                     timeout=self.settings.publish_timeout_s)
+                log.info("sync %s: asked for a snapshot of %s (holding version %d)", self.site_id, c.table.value,
+                         c.have_version)
+            elif c.on:
+                await client.subscribe(snapshot_filter(c.table), qos=1, timeout=self.settings.publish_timeout_s)
+            else:
+                await client.unsubscribe(snapshot_filter(c.table), timeout=self.settings.publish_timeout_s)
 
-    async def _want_snapshot(self, client: aiomqtt.Client, table: Table, st: _TableState) -> None:
-        if st.wanting:
-            return
-        st.wanting = True
-        await client.subscribe(snapshot_filter(table), qos=1, timeout=self.settings.publish_timeout_s)
-        await self._request_snapshot(client, table, st)
-
-    async def _done_wanting(self, client: aiomqtt.Client, table: Table, st: _TableState) -> None:
-        st.wanting = False
-        st.requested_at = None
-        st.parts.clear()
-        st.parts_version = 0
-        await client.unsubscribe(snapshot_filter(table), timeout=self.settings.publish_timeout_s)
+    def _applied(self, update: ReplicaUpdate) -> None:
+        if isinstance(update, FullSnapshot):
+            log.info("sync %s: replica %s replaced by snapshot version %d (%d rows)", self.site_id,
+                     update.table.value, update.version, len(update.rows))
+            self._presence_dirty = True  # the host learns the versions held
+            self._wake.set()
+        self._notify()
 
     async def _deliver(self, update: ReplicaUpdate) -> bool:
         """Hand ``update`` to the daemon; False (logged, counted) if its callback failed."""
@@ -834,66 +826,6 @@ class SyncClient:
             self._notify()
             return False
         return True
-
-    async def _replica_message(self, client: aiomqtt.Client, msg: ReplicaDelta | ReplicaSnapshot) -> None:
-        table = msg.table
-        st = self._tables[table]
-        if isinstance(msg, ReplicaDelta):
-            if msg.to_version <= st.version:
-                return  # a duplicate
-            if msg.from_version != st.version:  # a gap (or an overlap): keep it for later, ask for a snapshot
-                if len(st.pending) < _MAX_PENDING_DELTAS:
-                    st.pending[msg.from_version] = msg
-                await self._want_snapshot(client, table, st)
-                return
-            if not await self._deliver(msg):
-                await self._want_snapshot(client, table, st)
-                return
-            st.version = msg.to_version
-            await self._drain(client, table, st)
-            if st.wanting and not st.pending and st.version > 0:
-                await self._done_wanting(client, table, st)  # the missing delta came after all
-            self._notify()
-            return
-        # a snapshot part
-        if msg.version <= st.version or msg.version < st.parts_version:
-            return
-        if msg.version > st.parts_version or any(p.parts != msg.parts for p in st.parts.values()):
-            st.parts = {}
-            st.parts_version = msg.version
-        st.parts[msg.part] = msg
-        if len(st.parts) < msg.parts:
-            return
-        rows = tuple(row for i in range(msg.parts) for row in st.parts[i].rows)
-        snap = FullSnapshot(table, msg.version, rows)
-        st.parts = {}
-        st.parts_version = 0
-        if not await self._deliver(snap):
-            st.requested_at = time.monotonic() - self.settings.snapshot_retry_s  # ask again now
-            return
-        st.version = snap.version
-        log.info("sync %s: replica %s replaced by snapshot version %d (%d rows)", self.site_id, table.value,
-                 snap.version, len(rows))
-        await self._done_wanting(client, table, st)
-        await self._drain(client, table, st)
-        if st.pending:
-            await self._want_snapshot(client, table, st)  # still a gap past the snapshot
-        self._presence_dirty = True
-        self._wake.set()
-        self._notify()
-
-    async def _drain(self, client: aiomqtt.Client, table: Table, st: _TableState) -> None:
-        """Apply kept deltas that now follow the version held; drop those behind it."""
-        for k in [k for k, d in st.pending.items() if d.to_version <= st.version]:
-            del st.pending[k]
-        while st.version in st.pending:
-            d = st.pending.pop(st.version)
-            if not await self._deliver(d):
-                await self._want_snapshot(client, table, st)
-                return
-            st.version = d.to_version
-            for k in [k for k, d in st.pending.items() if d.to_version <= st.version]:
-                del st.pending[k]
 
 
 def _first(eg: BaseExceptionGroup) -> BaseException:

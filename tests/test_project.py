@@ -76,3 +76,15 @@ def test_cli_help_lists_simulate():
     out = subprocess.run([sys.executable, "-m", "terminal.cli", "--help"], capture_output=True, text=True,
                          timeout=60, cwd=ROOT)
     assert out.returncode == 0 and "simulate" in out.stdout
+
+
+def test_a_crash_in_the_test_run_names_its_thread():
+    """faulthandler is on in this process (pytest's plugin) and in every child it starts."""
+    import faulthandler
+    import os
+    import subprocess
+    import sys
+    assert faulthandler.is_enabled()
+    child = subprocess.run([sys.executable, "-c", "import faulthandler; print(faulthandler.is_enabled())"],
+                           capture_output=True, text=True, env=os.environ, check=True)
+    assert child.stdout.strip() == "True"

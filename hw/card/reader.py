@@ -189,7 +189,8 @@ class CardReader:
         self._monitor: threading.Thread | None = None
         self._stop = threading.Event()
         self._io_ctx: int | None = None
-        self._mon_ctx: int | None = None
+        self._mon_ctx: int | None = None  # the monitor thread's; released by it, cancelled under _mon_lock
+        self._mon_lock = threading.Lock()
         self._handle: int | None = None
         self._protocol: int = 0
         self._closed = False
@@ -218,8 +219,9 @@ class CardReader:
             return
         self._closed = True
         self._stop.set()
-        if self._mon_ctx is not None:
-            scard.SCardCancel(self._mon_ctx)
+        with self._mon_lock:  # the monitor thread releases the context under the same lock
+            if self._mon_ctx is not None:
+                scard.SCardCancel(self._mon_ctx)
         if self._monitor is not None:
             await asyncio.wait_for(asyncio.to_thread(self._monitor.join, 2.0), 3.0)
         if self._worker is not None:
@@ -265,9 +267,10 @@ class CardReader:
                 self._note(new_state, atr, state)
                 state = new_state
         finally:
-            if self._mon_ctx is not None:
-                scard.SCardReleaseContext(self._mon_ctx)
-                self._mon_ctx = None
+            with self._mon_lock:
+                if self._mon_ctx is not None:
+                    scard.SCardReleaseContext(self._mon_ctx)
+                    self._mon_ctx = None
 
     def _note(self, state: int, atr: list[int], old: int | None) -> None:
         """Post the events a state change means. pcsc-lite counts insertions and removals

@@ -385,13 +385,21 @@ class VirtualCard:
         self._thread.start()
 
     def pull(self, timeout: float = 2.0) -> None:
-        """Take the card out of the reader: close the socket; idempotent."""
+        """Take the card out of the reader: shut the socket down; idempotent.
+
+        The serving thread may be inside a ``recv`` or a ``send`` on the socket: it is shut
+        down (which wakes that thread) and closed by the serving thread itself, never under
+        it (a socket closed by another thread lets its file descriptor be reused while the
+        first one still reads it)."""
         sock, self._sock = self._sock, None
-        if sock is not None:
-            _close(sock)
         t, self._thread = self._thread, None
-        if t is not None and t is not threading.current_thread():
-            t.join(timeout)
+        if sock is None:
+            return
+        if t is None or t is threading.current_thread():
+            _close(sock)
+            return
+        _shutdown(sock)
+        t.join(timeout)
 
     def __enter__(self) -> "VirtualCard":
         self.insert()
@@ -424,6 +432,14 @@ class VirtualCard:
         return None
 
     def _serve(self, sock: socket.socket) -> None:
+        """The thread of one insertion: answers vpcd until the card is pulled, then closes
+        the socket (it is the only one that uses it)."""
+        try:
+            self._serve_until_pulled(sock)
+        finally:
+            _close(sock)
+
+    def _serve_until_pulled(self, sock: socket.socket) -> None:
         try:
             while True:
                 msg = _recv_msg(sock)
@@ -466,9 +482,11 @@ class VirtualCard:
         return bytes(out)
 
     def _drop(self, sock: socket.socket) -> None:
+        """Pulled mid-exchange (a fault): the card is out; ``_serve`` closes the socket."""
         if self._sock is sock:
             self._sock = None
-        _close(sock)
+            self._thread = None
+        _shutdown(sock)
 
 
 def _carries_mac(apdu: bytes) -> bool:
@@ -480,11 +498,16 @@ def _carries_mac(apdu: bytes) -> bool:
     return apdu[1] == INS.READ_RECORD and apdu[2] == REC_DATA_MAC and apdu[3] >> 3 == SFI_IDENTITY
 
 
-def _close(sock: socket.socket) -> None:
+def _shutdown(sock: socket.socket) -> None:
+    """End the connection both ways (wakes a thread blocked on it); the socket stays open."""
     try:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+def _close(sock: socket.socket) -> None:
+    _shutdown(sock)
     sock.close()
 
 

@@ -23,6 +23,7 @@ from host.ledger import Ledger
 PG_HOST, PG_PORT, PG_DB = "127.0.0.1", 5432, "test"
 PG_ADMIN = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/postgres"
 PG_URL = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{PG_DB}"
+BROKER = ("127.0.0.1", 1883)
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -116,3 +117,24 @@ def open_ledger(ledger_url: str, clock: Clock) -> Iterator[Callable[..., Ledger]
 @pytest.fixture
 def ledger(open_ledger) -> Ledger:
     return open_ledger()
+
+
+def _broker_open() -> bool:
+    try:
+        with socket.create_connection(BROKER, timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def mosquitto() -> tuple[str, int]:
+    """The Mosquitto on 127.0.0.1:1883, started if it is not running; the test fails if it cannot be."""
+    if not _broker_open():
+        subprocess.run(["mosquitto", "-d", "-c", "/etc/mosquitto/mosquitto.conf"], capture_output=True)
+        deadline = time.monotonic() + 10
+        while not _broker_open():
+            if time.monotonic() > deadline:
+                pytest.fail("Mosquitto is not reachable on 127.0.0.1:1883 and could not be started")
+            time.sleep(0.1)
+    return BROKER

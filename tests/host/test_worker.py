@@ -5,8 +5,6 @@ refused by wire.decode and never reaches the ledger; a block reaches a site as a
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
 import time
 import uuid
 
@@ -20,29 +18,6 @@ from host.worker import Worker, load_keys
 from wire import (Ack, Batch, SiteKeys, Table, acks_topic, batches_topic, decode, deltas_topic, encode, write_key)
 
 from .edge import CARD, T0, Site, contract, fuel_card
-
-BROKER = ("127.0.0.1", 1883)
-
-
-def _open() -> bool:
-    try:
-        with socket.create_connection(BROKER, timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-@pytest.fixture(scope="session")
-def mosquitto() -> tuple[str, int]:
-    if not _open():
-        subprocess.run(["mosquitto", "-d", "-c", "/etc/mosquitto/mosquitto.conf"], capture_output=True)
-        deadline = time.monotonic() + 10
-        while not _open():
-            if time.monotonic() > deadline:
-                pytest.fail("Mosquitto is not reachable on 127.0.0.1:1883 and could not be started")
-            time.sleep(0.1)
-    return BROKER
-
 
 @pytest.fixture
 def keyring(tmp_path) -> tuple[SiteKeys, SiteKeys, str]:

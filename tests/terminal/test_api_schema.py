@@ -16,6 +16,8 @@ from terminal.daemon import Daemon
 from terminal.openapi import openapi_document
 from terminal.replica import Replica
 
+from .apitokens import TOKENS, with_clients
+
 schema = schemathesis.openapi.from_dict(openapi_document())
 
 
@@ -23,7 +25,7 @@ schema = schemathesis.openapi.from_dict(openapi_document())
 def base_url(tmp_path_factory):
     """A daemon (tills only) on loopback, in a thread with its own event loop."""
     cfg = load_config(None)
-    cfg = replace(cfg, data_dir=tmp_path_factory.mktemp("schema"), pumps=(), api=replace(cfg.api, port=0))
+    cfg = with_clients(replace(cfg, data_dir=tmp_path_factory.mktemp("schema"), pumps=(), api=replace(cfg.api, port=0)))
     replica = Replica.simulated(cfg, club_accounts=100, seed=4)
     loop = asyncio.new_event_loop()
     daemon = Daemon(cfg, replica)
@@ -47,4 +49,4 @@ def base_url(tmp_path_factory):
 @schema.parametrize()
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_description(case, base_url):
-    case.call_and_validate(base_url=base_url)
+    case.call_and_validate(base_url=base_url, headers={"Authorization": f"Bearer {TOKENS['till-1']}"})

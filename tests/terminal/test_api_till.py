@@ -16,6 +16,8 @@ from terminal.config import TillConfig, load_config
 from terminal.daemon import Daemon
 from terminal.replica import Replica
 
+from .apitokens import TOKENS, auth, with_clients
+
 T = 20  # seconds: every await in these tests is bounded
 
 
@@ -23,7 +25,7 @@ def site(tmp_path, tills=None):
     cfg = load_config(None)
     cfg = replace(cfg, data_dir=tmp_path, pumps=(), api=replace(cfg.api, port=0),
                   tills=tills or cfg.tills)
-    return cfg
+    return with_clients(cfg)
 
 
 def replica_for(cfg):
@@ -38,7 +40,7 @@ class Client:
 
     async def post(self, path, body=None, key=None, raw=None, headers=None):
         self.n += 1
-        h = {"Idempotency-Key": key or f"test-key-{self.n:06d}"} | (headers or {})
+        h = {"Idempotency-Key": key or f"test-key-{self.n:06d}"} | auth(path) | (headers or {})
         if raw is not None:
             h["Content-Type"] = "application/json"
             async with self.s.post(self.base + path, data=raw, headers=h) as r:
@@ -47,7 +49,7 @@ class Client:
             return r.status, await r.json(), r.headers
 
     async def get(self, path):
-        async with self.s.get(self.base + path) as r:
+        async with self.s.get(self.base + path, headers=auth(path)) as r:
             return r.status, await r.json()
 
 
@@ -166,7 +168,7 @@ def test_idempotent_answer_survives_a_restart(tmp_path):
     ("/v1/tills/till-1/sales", {"lines": [{"category": "shoes", "amount_kop": 1.5}]}, None, 422, "amount_kop"),
     ("/v1/tills/till-1/sales", {"lines": LINES, "extra": 1}, None, 422, "unknown field"),
     ("/v1/tills/till-1/sales", None, b"{not json", 400, "not valid JSON"),
-    ("/v1/tills/till-9/sales", {"lines": LINES}, None, 404, "no till"),
+    ("/v1/tills/till-9/sales", {"lines": LINES}, None, 403, "may not"),  # till-1's token, another till
     ("/v1/tills/till-1/topups", {"card_no": "0000000000000", "amount_kop": 100}, None, 422, "unknown club card"),
     ("/v1/tills/till-1/topups", {"card_no": 5, "amount_kop": 100}, None, 422, "club card"),
     ("/v1/tills/till-1/returns", {"sale_id": "nope", "returned_kop": 100}, None, 404, "no committed sale"),
@@ -193,7 +195,8 @@ def test_missing_idempotency_key_is_refused(tmp_path):
         d = await started(site(tmp_path))
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=T)) as s:
-                async with s.post(f"http://127.0.0.1:{d.port}/v1/tills/till-1/sales", json={"lines": LINES}) as r:
+                async with s.post(f"http://127.0.0.1:{d.port}/v1/tills/till-1/sales", json={"lines": LINES},
+                                  headers=auth("/v1/tills/till-1/sales")) as r:
                     assert r.status == 400 and (await r.json())["error"]["code"] == "idempotency_key_required"
         finally:
             await d.stop()
@@ -235,7 +238,8 @@ def test_scanned_card_attaches_and_the_event_stream_tells(tmp_path):
                 async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=T)) as s:
                     c = Client(s, f"http://127.0.0.1:{d.port}")
                     st, sale, _ = await c.post("/v1/tills/till-1/sales", {"lines": LINES})
-                    async with s.get(f"http://127.0.0.1:{d.port}/v1/events?lanes=till-1") as stream:
+                    async with s.get(f"http://127.0.0.1:{d.port}/v1/events?lanes=till-1",
+                                     headers={"Authorization": f"Bearer {TOKENS['till-1']}"}) as stream:
                         await asyncio.wait_for(stream.content.readline(), T)  # the stream's opening comment
                         await asyncio.wait_for(d.scanners["till-1"].wait_connected(), T)
                         sim.scan(card)

@@ -19,6 +19,7 @@ import aiohttp
 from authz.club_model import ClubSale, SaleLine
 from terminal.config import TillConfig
 from terminal.replica import Replica
+from tests.terminal.apitokens import TOKENS
 from tests.terminal.test_api_till import Client, T, run, site, started
 
 SHOES = [{"sku": "S1", "category": "shoes", "amount_kop": 300_000}]
@@ -264,7 +265,7 @@ def test_tills_racing_on_shared_cards_keep_every_invariant(tmp_path):
         d = await started(cfg)
         try:
             return await drive(f"http://127.0.0.1:{d.port}", [t.till_id for t in cfg.tills],
-                               racing_cards(model, 3), ops=400, seed=7)
+                               racing_cards(model, 3), ops=400, seed=7, tokens=TOKENS)
         finally:
             await d.stop()
     stats = run(main())

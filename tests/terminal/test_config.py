@@ -24,6 +24,9 @@ def test_missing_file_is_a_clear_error(tmp_path):
         load_config(tmp_path / "nope.toml")
 
 
+CLIENT = ('port = 8780\n[[api.clients]]\nname = "t"\nrole = "{role}"\ntoken_sha256 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"\n{extra}\n')
+
+
 @pytest.mark.parametrize("change, message", [
     (("id = \"SIM-077-001\"", "id = \"bad id!\""), "site.id"),
     (("time_zone = \"Europe/Moscow\"", "time_zone = \"Mars/Olympus\""), "site.time_zone: unknown time zone"),
@@ -32,7 +35,19 @@ def test_missing_file_is_a_clear_error(tmp_path):
     (("products = [\"AI92\", \"AI95\", \"DT\"]", "products = [\"AI92\", \"GAS\"]"), "pumps[0].products: 'GAS' has no price"),
     (("id = 2", "id = 1"), "pumps[1].id: pump 1 is configured twice"),
     (("reader = \"Virtual PCD 00 01\"", "raeder = \"x\""), "pumps[1].reader: missing"),
-    (("host = \"127.0.0.1\"", "host = \"0.0.0.0\""), "api.host: the local API listens on loopback only"),
+    (("host = \"127.0.0.1\"", "host = \"0.0.0.0\""), "api.host: name the one address to listen on"),
+    (("host = \"127.0.0.1\"", "host = \"192.168.1.10\""), "api.tls_cert_file: required when api.host is not loopback"),
+    (("host = \"127.0.0.1\"", "host = \"192.168.1.10\"\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\""),
+     "api.tls_client_ca_file: required when api.host is not loopback (192.168.1.10): a LAN listener needs mutual TLS"),
+    (("port = 8780", "port = 8780\nsimulation = \"yes\""), "api.simulation: expected true or false"),
+    (("port = 8780", CLIENT.format(role="till", extra='till = "till-9"')), "api.clients[0].till: no till 'till-9'"),
+    (("port = 8780", CLIENT.format(role="till", extra="")), "api.clients[0].till: required for role till"),
+    (("port = 8780", CLIENT.format(role="boss", extra="")), "api.clients[0].role: one of till, pump_console, operator"),
+    (("port = 8780", CLIENT.format(role="pump_console", extra="pumps = [7]")), "api.clients[0].pumps: no pump 7"),
+    (("port = 8780", CLIENT.format(role="operator", extra="") + CLIENT.format(role="operator", extra="")[12:]),
+     "api.clients[1].name: client 't' is configured twice"),
+    (("port = 8780", CLIENT.format(role="operator", extra="").replace("a" * 64, "secret")),
+     "api.clients[0].token_sha256: expected the 64 hex digits"),
     (("port = 8780", "port = 70000"), "api.port"),
     (("[api]", "[api]\ncolour = \"red\""), "api: unknown setting(s) colour"),
     (("id = \"till-2\"", "id = \"till-1\""), "tills[1].id: till 'till-1' is configured twice"),

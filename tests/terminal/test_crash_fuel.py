@@ -37,6 +37,8 @@ from terminal.config import DEFAULT_SITE_TOML, parse_config
 from terminal.replica import Replica
 from tests.hw.pcsc import READER, pcscd, settle_empty_reader  # noqa: F401  (fixture)
 
+from .apitokens import auth, clients_toml
+
 ROOT = Path(__file__).resolve().parents[2]
 CARDS = 300
 SEED = 5
@@ -51,7 +53,8 @@ def site_toml(tmp_path: Path) -> Path:
     text = DEFAULT_SITE_TOML.split("[[pumps]]")[0]
     text = text.replace('data_dir = "var/sim"', f'data_dir = "{tmp_path / "data"}"')
     text += (f'\n[[pumps]]\nid = 1\nreader = "{READER}"\nproducts = ["AI92", "AI95", "DT"]\n'
-             f'\n[api]\nhost = "127.0.0.1"\nport = 0\n\n[keys]\nissuer_key_file = "{key}"\n')
+             f'\n[api]\nhost = "127.0.0.1"\nport = 0\nsimulation = true\n{clients_toml(pumps=True)}'
+             f'\n[keys]\nissuer_key_file = "{key}"\n')
     path = tmp_path / "site.toml"
     path.write_text(text)
     return path
@@ -111,6 +114,8 @@ class DaemonProcess:
             req.add_header("Content-Type", "application/json")
         if key:
             req.add_header("Idempotency-Key", key)
+        for name, value in auth(path).items():
+            req.add_header(name, value)
         try:
             with urllib.request.urlopen(req, timeout=20) as r:
                 return r.status, json.loads(r.read())

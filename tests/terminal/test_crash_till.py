@@ -28,6 +28,8 @@ from terminal.journal import Journal
 from terminal.replica import Replica
 from terminal.till import TERMINAL_KINDS
 
+from .apitokens import auth, clients_toml
+
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNTS = 300
 LINES = [{"sku": "S1", "category": "shoes", "amount_kop": 400_000}]
@@ -35,7 +37,7 @@ LINES = [{"sku": "S1", "category": "shoes", "amount_kop": 400_000}]
 
 def site_toml(tmp_path: Path) -> Path:
     text = DEFAULT_SITE_TOML.split("[[pumps]]")[0]  # tills only: no pcscd needed here
-    text += '\n[[tills]]\nid = "till-1"\n\n[api]\nhost = "127.0.0.1"\nport = 0\n'
+    text += '\n[[tills]]\nid = "till-1"\n\n[api]\nhost = "127.0.0.1"\nport = 0\n' + clients_toml(("till-1",))
     text = text.replace('data_dir = "var/sim"', f'data_dir = "{tmp_path / "data"}"')
     path = tmp_path / "site.toml"
     path.write_text(text)
@@ -79,6 +81,8 @@ class DaemonProcess:
             req.add_header("Content-Type", "application/json")
         if key:
             req.add_header("Idempotency-Key", key)
+        for name, value in auth(path).items():
+            req.add_header(name, value)
         try:
             with urllib.request.urlopen(req, timeout=20) as r:
                 return r.status, json.loads(r.read())

@@ -29,6 +29,8 @@ from terminal.fuel import FuelTimeouts
 from terminal.replica import Replica
 from tests.hw.pcsc import READER, keys, pcscd, settle_empty_reader  # noqa: F401  (fixtures)
 
+from .apitokens import auth, with_clients
+
 T = 10  # seconds: bound of every single await
 PIN = "1234"
 PRODUCTS = ("AI92", "AI95", "DT")
@@ -78,7 +80,7 @@ class Site:
 
     async def post(self, path: str, body=None, key: str | None = None, raw: bytes | None = None):
         self.n += 1
-        h = {"Idempotency-Key": key or f"fuel-test-{self.n:06d}"}
+        h = {"Idempotency-Key": key or f"fuel-test-{self.n:06d}"} | auth(path)
         if raw is not None:
             h["Content-Type"] = "application/json"
             kw = {"data": raw}
@@ -88,7 +90,7 @@ class Site:
             return r.status, await r.json(), r.headers
 
     async def get(self, path: str):
-        async with self.http.get(self.base + path) as r:
+        async with self.http.get(self.base + path, headers=auth(path)) as r:
             return r.status, await r.json()
 
     async def view(self) -> dict:
@@ -140,8 +142,8 @@ def run(pcscd, tmp_path, keys, test, *, card_no: str = GOOD, time_scale: float =
     """Start a daemon with a pump and the virtual card ``card_no``, run ``test(site)``."""
     async def main():
         cfg = load_config(None)
-        cfg = replace(cfg, data_dir=tmp_path, tills=(), api=replace(cfg.api, port=0),
-                      pumps=(PumpConfig(1, READER, "sim", PRODUCTS),))
+        cfg = with_clients(replace(cfg, data_dir=tmp_path, tills=(), api=replace(cfg.api, port=0),
+                                   pumps=(PumpConfig(1, READER, "sim", PRODUCTS),)))
         card, = (c for c in fuel_model().cards if c.card_no == card_no)
         path = tmp_path / f"{card_no}.json"
         personalise(card, PIN, card_keys or keys, CARD_COUNTERS.get(card_no, {}).items()).save(path)
@@ -466,7 +468,8 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(pcscd, tmp_path, keys):
             assert st == status and fragment in err["error"]["message"], (path, body, raw, err)
         st, err, _ = await s.post("/v1/pumps/1/pin", {"pin": "12ab"})  # not counted as a try
         assert st == 422
-        async with s.http.post(s.base + "/v1/pumps/1/authorize", json={"product": "AI95"}) as r:
+        async with s.http.post(s.base + "/v1/pumps/1/authorize", json={"product": "AI95"},
+                               headers=auth("/v1/pumps/1/authorize")) as r:
             assert r.status == 400 and (await r.json())["error"]["code"] == "idempotency_key_required"
         assert s.daemon.journal.counts() == before
         assert s.card.state.txn_counter == 0 and s.card.state.pin_tries_left == 3
@@ -533,8 +536,8 @@ def test_restart_with_the_pump_offline_waits_for_it_then_completes(pcscd, tmp_pa
     what was dispensed, so the lane waits (refusing new sales) until the pump answers."""
     async def main():
         cfg = load_config(None)
-        cfg = replace(cfg, data_dir=tmp_path, tills=(), api=replace(cfg.api, port=0),
-                      pumps=(PumpConfig(1, READER, "sim", PRODUCTS),))
+        cfg = with_clients(replace(cfg, data_dir=tmp_path, tills=(), api=replace(cfg.api, port=0),
+                                   pumps=(PumpConfig(1, READER, "sim", PRODUCTS),)))
         card, = (c for c in fuel_model().cards if c.card_no == GOOD)
         path = tmp_path / "card.json"
         personalise(card, PIN, keys).save(path)

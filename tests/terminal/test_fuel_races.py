@@ -34,6 +34,7 @@ from terminal.config import PumpConfig, load_config
 from terminal.daemon import Daemon
 from terminal.replica import Replica
 from tests.hw.pcsc import READER, keys, pcscd, settle_empty_reader  # noqa: F401  (fixtures)
+from tests.terminal.apitokens import auth, with_clients
 
 T = 10
 PIN = "1234"
@@ -59,8 +60,8 @@ async def _two_pumps(tmp_path, keys, test, *, one_card_twice: bool = False) -> N
     twice, a clone, if ``one_card_twice``), both PINs checked; then ``test(post)``."""
     cfg = load_config(None)
     readers = (READER, READER_2)
-    cfg = replace(cfg, data_dir=tmp_path, tills=(), api=replace(cfg.api, port=0),
-                  pumps=tuple(PumpConfig(i + 1, r, "sim", ("AI95",)) for i, r in enumerate(readers)))
+    cfg = with_clients(replace(cfg, data_dir=tmp_path, tills=(), api=replace(cfg.api, port=0),
+                               pumps=tuple(PumpConfig(i + 1, r, "sim", ("AI95",)) for i, r in enumerate(readers))))
     cards = fuel_model().cards
     vcards = []
     for n, reader in enumerate(readers):
@@ -78,11 +79,11 @@ async def _two_pumps(tmp_path, keys, test, *, one_card_twice: bool = False) -> N
             base = f"http://127.0.0.1:{d.port}"
 
             async def post(path, body, key):
-                async with http.post(base + path, json=body, headers={"Idempotency-Key": key}) as r:
+                async with http.post(base + path, json=body, headers={"Idempotency-Key": key} | auth(path)) as r:
                     return r.status, await r.json()
 
             async def state(pump):
-                async with http.get(f"{base}/v1/pumps/{pump}") as r:
+                async with http.get(f"{base}/v1/pumps/{pump}", headers=auth("/v1/pumps")) as r:
                     return (await r.json())["state"]
 
             async def until(pump, want):
@@ -97,7 +98,8 @@ async def _two_pumps(tmp_path, keys, test, *, one_card_twice: bool = False) -> N
                 await until(i, "card_read")
                 st, body = await post(f"/v1/pumps/{i}/pin", {"pin": PIN}, f"pin-key-{i:04d}")
                 assert st == 200, body
-            await asyncio.gather(*(http.get(f"{base}/v1/health") for _ in range(2)))  # warm connections
+            await asyncio.gather(*(http.get(f"{base}/v1/health", headers=auth("/v1/health"))
+                                   for _ in range(2)))  # warm connections
             await test(post)
             for i in (1, 2):
                 await post(f"/v1/pumps/{i}/void", {}, f"void-key-{i:04d}")

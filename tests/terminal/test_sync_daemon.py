@@ -16,13 +16,15 @@ from terminal.daemon import Daemon
 from terminal.replica import Replica
 from terminal.simsite import SimHost, _start_host
 
+from .apitokens import auth, with_clients
+
 T = 30
 
 
 def test_block_at_the_host_reaches_the_site_and_the_ledger_matches(tmp_path):
     async def main():
         cfg = load_config(None)
-        cfg = replace(cfg, data_dir=tmp_path / "site", pumps=(), api=replace(cfg.api, port=0))
+        cfg = with_clients(replace(cfg, data_dir=tmp_path / "site", pumps=(), api=replace(cfg.api, port=0)))
         fuel = sample.fuel_model(n_cards=300, seed=7)
         club = sample.club_model(n_accounts=100, seed=8)
         replica = Replica(fuel, club)
@@ -55,7 +57,7 @@ def test_block_at_the_host_reaches_the_site_and_the_ledger_matches(tmp_path):
                 # a till sale journaled at the site reaches the host ledger
                 async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=T)) as s:
                     base = f"http://127.0.0.1:{d.port}"
-                    async with s.post(base + "/v1/tills/till-1/sales", headers={"Idempotency-Key": "sync-open-1"},
+                    async with s.post(base + "/v1/tills/till-1/sales", headers={"Idempotency-Key": "sync-open-1"} | auth("/v1/tills/till-1/sales"),
                                       json={"lines": [{"category": "shoes", "amount_kop": 100_000}]}) as r:
                         assert r.status == 201
                 await asyncio.wait_for(d.sync.wait_flushed(T), T + 5)
