@@ -23,10 +23,17 @@ same time never deadlock.
   card's next counter to tell whether the unsent write was made.
 - ``till.sale_committed``, ``till.return`` (approved), ``till.topup`` (approved): the club
   account (:mod:`host.club`).
+- A return is applied only within what its sale can still return by the host's own
+  figures (the sale's ``till.sale_committed`` total less the returns the ledger applied),
+  whatever the edge sent: one beyond is stored, flagged ``return_over_sale`` (a
+  ``ledger_issues`` row) and changes no account. A return whose sale the ledger does not
+  hold yet (batches may be ingested out of order) is flagged ``return_waits_for_sale`` and
+  applied, or refused, when the sale arrives.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,9 +53,11 @@ from .records import BodyError, get
 from .rows import dumps, limits_from_json, rules_from_json
 from .versions import mark_dirty
 
-__all__ = ["BatchEffects"]
+__all__ = ["RETURN_OVER_SALE", "RETURN_WAITS", "BatchEffects"]
 
 _WRITE_ID_HEX = 32
+RETURN_OVER_SALE = "return_over_sale"  #: flag: a return beyond what its sale could still return
+RETURN_WAITS = "return_waits_for_sale"  #: flag: a return whose sale the ledger does not hold yet
 
 
 @dataclass(slots=True)
@@ -190,6 +199,8 @@ class BatchEffects:
         if self.obs or self.refusals or self.corrections:
             self._apply_counters()
         if self.club:
+            self._check_returns()
+        if self.club:
             self._apply_club()
         db = self.db
         if self.alerts:
@@ -317,6 +328,63 @@ class BatchEffects:
             if was is not None:
                 resolved.append(("not_needed" if was[0] == unsent else "due", was[1], record_id))
         db.executemany("UPDATE card_corrections SET status = ?, resolved_by_record_id = ? WHERE record_id = ?", resolved)
+
+    def _check_returns(self) -> None:
+        """Keep in ``self.club`` only the returns their sales can still take, in record order;
+        bring in the waiting returns of sales this batch commits; flag the rest."""
+        db, site = self.db, self.site_id
+        sales = sorted({rec.txn_id for kind, _, rec in self.club if kind in (K.TILL_SALE_COMMITTED, K.TILL_RETURN)})
+        if not sales:
+            return
+        total: dict[str, int] = {txn: amount for txn, amount in db.select_in(
+            "SELECT txn_id, amount_kop FROM records WHERE kind = 'till.sale_committed' AND site_id = ? "
+            "AND txn_id IN ({in})", sales, (site,)) if amount is not None}
+        returned: dict[str, int] = defaultdict(int)
+        waiting: dict[str, list[WireRecord]] = defaultdict(list)
+        for rid, lane, txn, at, body, flag in db.select_in(
+                "SELECT record_id, lane, txn_id, at_utc_s, body, flag FROM records WHERE kind = 'till.return' "
+                "AND site_id = ? AND txn_id IN ({in}) ORDER BY at_utc_s, record_id", sales, (site,)):
+            b = json.loads(body)
+            if flag is None and b.get("result", {}).get("reason") == "OK":
+                returned[txn] += b["return"]["returned_kop"]
+            elif flag == RETURN_WAITS:
+                waiting[txn].append(WireRecord(rid, site, lane, txn, K.TILL_RETURN, at, b))
+        kept: list[tuple[str, str, WireRecord]] = []
+        settled: list[tuple[str | None, str]] = []  # (new flag, record id) of stored waiting returns
+
+        def check(card_no: str, rec: WireRecord, stored: bool) -> None:
+            txn, kop = rec.txn_id, get(rec.body, "return.returned_kop")
+            if txn not in total:
+                if not stored:
+                    self.flag(rec, RETURN_WAITS, f"till.return of sale {txn} that the ledger does not hold yet: "
+                                                 "applied when the sale arrives")
+                return
+            left = total[txn] - returned[txn]
+            if not 0 < kop <= left:
+                detail = (f"till.return of {kop} kop of sale {txn}: the sale ({total[txn]} kop) can return only "
+                          f"{left} kop more; not applied")
+                if stored:
+                    settled.append((RETURN_OVER_SALE, rec.record_id))
+                    self.issues.append((rec.record_id, RETURN_OVER_SALE, detail))
+                else:
+                    self.flag(rec, RETURN_OVER_SALE, detail)
+                return
+            returned[txn] += kop
+            kept.append((K.TILL_RETURN, card_no, rec))
+            if stored:
+                settled.append((None, rec.record_id))
+
+        for kind, card_no, rec in self.club:
+            if kind == K.TILL_RETURN:
+                check(card_no, rec, stored=False)
+                continue
+            kept.append((kind, card_no, rec))
+            if kind == K.TILL_SALE_COMMITTED and rec.txn_id not in total:
+                total[rec.txn_id] = sum(get(line, "amount_kop") for line in get(rec.body, "sale.lines", list))
+                for w in waiting.pop(rec.txn_id, []):
+                    check(get(w.body, "return.card_no", str), w, stored=True)
+        self.club = kept
+        db.executemany("UPDATE records SET flag = ? WHERE record_id = ?", settled)
 
     def _apply_club(self) -> None:
         db = self.db

@@ -14,8 +14,8 @@ from typing import Any
 
 __all__ = ["FUEL_PREAUTH", "FUEL_RESERVED", "FUEL_PRESET", "FUEL_COMPLETED", "FUEL_CARD_COMMITTED",
            "FUEL_VOIDED", "FUEL_CORRECTION", "FUEL_DECLINED", "FUEL_CARD_REFUSED", "FUEL_EMERGENCY_STOP",
-           "FUEL_PUMP_RESET", "TILL_SALE_OPENED", "TILL_SALE_COMMITTED", "TILL_SALE_DECLINED",
-           "TILL_SALE_VOIDED", "TILL_RETURN", "TILL_TOPUP", "KNOWN_KINDS", "Facts", "facts", "BodyError",
+           "FUEL_PUMP_RESET", "FUEL_PIN_CHECKED", "TILL_SALE_OPENED", "TILL_SALE_COMMITTED", "TILL_SALE_DECLINED",
+           "TILL_SALE_VOIDED", "TILL_RETURN", "TILL_TOPUP", "TILL_CARD_ATTACHED", "KNOWN_KINDS", "Facts", "facts", "BodyError",
            "get"]
 
 FUEL_PREAUTH = "fuel.preauth"
@@ -29,18 +29,21 @@ FUEL_DECLINED = "fuel.declined"
 FUEL_CARD_REFUSED = "fuel.card_refused"
 FUEL_EMERGENCY_STOP = "fuel.emergency_stop"
 FUEL_PUMP_RESET = "fuel.pump_reset"
+FUEL_PIN_CHECKED = "fuel.pin_checked"
 TILL_SALE_OPENED = "till.sale_opened"
 TILL_SALE_COMMITTED = "till.sale_committed"
 TILL_SALE_DECLINED = "till.sale_declined"
 TILL_SALE_VOIDED = "till.sale_voided"
 TILL_RETURN = "till.return"
 TILL_TOPUP = "till.topup"
+TILL_CARD_ATTACHED = "till.card_attached"
 
 #: Every kind the edge writes today. Another kind is stored and flagged ``unknown_kind``.
 KNOWN_KINDS = frozenset({
     FUEL_PREAUTH, FUEL_RESERVED, FUEL_PRESET, FUEL_COMPLETED, FUEL_CARD_COMMITTED, FUEL_VOIDED,
-    FUEL_CORRECTION, FUEL_DECLINED, FUEL_CARD_REFUSED, FUEL_EMERGENCY_STOP, FUEL_PUMP_RESET,
+    FUEL_CORRECTION, FUEL_DECLINED, FUEL_CARD_REFUSED, FUEL_EMERGENCY_STOP, FUEL_PUMP_RESET, FUEL_PIN_CHECKED,
     TILL_SALE_OPENED, TILL_SALE_COMMITTED, TILL_SALE_DECLINED, TILL_SALE_VOIDED, TILL_RETURN, TILL_TOPUP,
+    TILL_CARD_ATTACHED,
 })
 
 
@@ -117,7 +120,7 @@ def facts(kind: str, body: Mapping[str, Any]) -> Facts:
     if kind == FUEL_PREAUTH:
         return Facts(get(body, "card.contract_id"), get(body, "card.card_no", str), get(body, "request.product", str),
                      get(body, "decision.amount_kop"), get(body, "decision.volume_ml"))
-    if kind in (FUEL_RESERVED, FUEL_CARD_COMMITTED, FUEL_VOIDED, FUEL_CARD_REFUSED):
+    if kind in (FUEL_RESERVED, FUEL_CARD_COMMITTED, FUEL_VOIDED, FUEL_CARD_REFUSED, FUEL_PIN_CHECKED):
         return Facts(card_no=get(body, "card_no", str, optional=True))
     if kind == FUEL_DECLINED:
         return Facts(get(body, "card.contract_id", optional=True), get(body, "card.card_no", str, optional=True),
@@ -131,6 +134,8 @@ def facts(kind: str, body: Mapping[str, Any]) -> Facts:
         return Facts(card_no=get(body, "sale.card_no", str), amount_kop=total)
     if kind == TILL_RETURN:
         return Facts(card_no=get(body, "return.card_no", str), amount_kop=get(body, "return.returned_kop"))
+    if kind == TILL_CARD_ATTACHED:
+        return Facts(card_no=get(body, "card_no", str))
     if kind == TILL_TOPUP:
         return Facts(card_no=get(body, "topup.card_no", str), amount_kop=get(body, "topup.amount_kop"))
     return _NONE

@@ -231,8 +231,15 @@ def _v1(db: Database) -> list[str]:
     return [s.strip() for s in _V1.replace("{autoid}", db.autoid).split(";") if s.strip()]
 
 
+def _v2(db: Database) -> list[str]:
+    """Indexes for the host's return check (host.effects): a sale's committed record and its
+    returns, by transaction id. Partial, so other records pay nothing for them."""
+    return ["CREATE INDEX records_club_sales ON records (site_id, txn_id) WHERE kind = 'till.sale_committed'",
+            "CREATE INDEX records_club_returns ON records (site_id, txn_id) WHERE kind = 'till.return'"]
+
+
 #: ``MIGRATIONS[n]`` (1-based) gives the statements that take a database to version n.
-MIGRATIONS: list[Callable[[Database], list[str]]] = [_v1]
+MIGRATIONS: list[Callable[[Database], list[str]]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -39,7 +39,7 @@ from .apiauth import Principal, TokenTable, allowed, host_allowed, server_ssl_co
 from .config import ApiRole, ConfigError
 from .journal import JournalClosedError, JournalDiskError, JournalError
 from .openapi import openapi_document
-from .till import IdemSpec, LaneError, parse_lines
+from .till import IdemSpec, LaneError, parse_lines, same_request
 
 log = logging.getLogger("edgepos.api")
 
@@ -221,7 +221,7 @@ class LocalApi:
         async with lock:
             prior = await self.daemon.journal.lookup_request(key)
             if prior is not None:
-                if prior.request_digest != digest:
+                if not same_request(prior.request_digest, digest):
                     return error(422, "idempotency_key_reused",
                                  f"Idempotency-Key {key!r} was used for a different request")
                 return web.json_response(prior.response, status=prior.status,
@@ -353,7 +353,7 @@ class LocalApi:
             card = b["card_no"]
             if not isinstance(card, str) or not CARD_NO.fullmatch(card):
                 raise LaneError("card_no must be the 13 ASCII digits of the club card", 422)
-            return 200, till.attach(sale_id, card, source="keyed").view()
+            return await till.attach(sale_id, card, source="keyed", idem=idem)
         return await self._idempotent(request, f"attach:{till.lane}:{sale_id}", run)
 
     async def quote(self, request: web.Request) -> web.Response:

@@ -208,7 +208,7 @@ class Daemon:
         self.fuel_timeouts = fuel_timeouts
         self._pump_devices = dict(pumps or {})
         #: kopecks held per contract by open authorizations (shared by the pump lanes)
-        self.fuel_holds: dict[int, int] = {}
+        self.fuel_holds: dict[int, int] = replica.fuel_holds
         #: the highest transaction counter seen per fuel card (from the journal, then live)
         self.card_counters_seen: dict[str, int] = {}
         self.scanners: dict[str, Scanner] = {}
@@ -514,7 +514,7 @@ class Daemon:
         async with scanner:
             async for ev in scanner:
                 if isinstance(ev, Scan) and ev.kind is ScanKind.CLUB_CARD:
-                    till.on_scan(ev.code)
+                    await till.on_scan(ev.code)
                 elif isinstance(ev, ScanNoise):
                     self.bus.publish("till.scan_noise", till.lane, reason=ev.reason)
 

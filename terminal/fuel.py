@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -66,7 +65,7 @@ log = logging.getLogger("edgepos.fuel")
 
 __all__ = [
     "PREAUTH", "RESERVED", "PRESET", "COMPLETED", "CARD_COMMITTED", "VOIDED", "CORRECTION",
-    "DECLINED", "CARD_REFUSED", "EMERGENCY_STOP", "PUMP_RESET", "TERMINAL_KINDS",
+    "DECLINED", "CARD_REFUSED", "EMERGENCY_STOP", "PUMP_RESET", "PIN_CHECKED", "TERMINAL_KINDS",
     "LaneState", "FuelTimeouts", "FuelLane", "RecordedSimPump", "SIM_ISSUER_KEY",
     "sim_key_store", "lane_name", "write_id_of",
 ]
@@ -83,9 +82,10 @@ DECLINED = "fuel.declined"  #: the evaluator declined; nothing reserved (termina
 CARD_REFUSED = "fuel.card_refused"  #: a card refused at insertion (not genuine, suspected clone) (terminal)
 EMERGENCY_STOP = "fuel.emergency_stop"  #: the console stopped the pump (its own transaction, terminal)
 PUMP_RESET = "fuel.pump_reset"  #: the console cleared an emergency stop (terminal)
+PIN_CHECKED = "fuel.pin_checked"  #: the card checked a PIN: the outcome, never the PIN (terminal)
 #: Kinds that end a fuel transaction (for the journal's open-transaction scan).
 TERMINAL_KINDS = frozenset({CARD_COMMITTED, VOIDED, CORRECTION, DECLINED, CARD_REFUSED,
-                            EMERGENCY_STOP, PUMP_RESET})
+                            EMERGENCY_STOP, PUMP_RESET, PIN_CHECKED})
 
 #: TEST-ONLY issuer master key of the simulated site, used when the configuration names no
 #: ``keys.issuer_key_file``. It is public (it is in this file): a real site must configure
@@ -327,8 +327,11 @@ class FuelLane:
         self.keys = keys
         self.pump = pump
         self.timeouts = timeouts or FuelTimeouts()
-        #: kopecks held per contract by open authorizations on this site (shared by the lanes)
-        self.holds = holds if holds is not None else {}
+        #: kopecks held per contract by open authorizations on this site (shared by the lanes:
+        #: the replica's, unless a test gives its own)
+        self.holds = holds if holds is not None else replica.fuel_holds
+        #: card number -> transaction id of every open authorization on this site
+        self.open_cards = replica.fuel_open_cards
         #: the highest card transaction counter this site has seen per card (clone check)
         self.card_counters_seen = card_counters_seen if card_counters_seen is not None else {}
         self._reader_factory = reader_factory or _card_reader
@@ -347,7 +350,6 @@ class FuelLane:
         self._tasks: list[asyncio.Task] = []
         self._deadline: float | None = None
         self._deadline_changed = asyncio.Event()
-        self._pin_answers: OrderedDict[str, tuple[str, int, dict]] = OrderedDict()
         self._pump_open = False
         self._closed = False
         self._recovering = False
@@ -627,20 +629,22 @@ class FuelLane:
     # -- the console: PIN ------------------------------------------------------------------------------
 
     async def pin(self, pin: Any, idem: IdemSpec) -> tuple[int, dict]:
-        """Have the card check ``pin``. Not journaled (no PIN, nor a digest of one, goes to
-        disk); a retry with the same key within this process gets the first answer."""
-        prior = self._pin_answers.get(idem.key)
-        if prior is not None:
-            if prior[0] != idem.digest:
-                return 422, _error("idempotency_key_reused", f"Idempotency-Key {idem.key!r} was used for a different request")
-            return prior[1], prior[2]
+        """Have the card check ``pin``, then journal that the step happened and its outcome
+        (``fuel.pin_checked``: verified, wrong or blocked, the tries left; never the PIN)
+        with the answer under the request's key. The key's request digest is kept as an
+        HMAC under this run's in-memory key (:func:`terminal.till.secret_digest`): a hash
+        of a 4-digit PIN on disk would be the PIN."""
         if not isinstance(pin, str):
             raise LaneError("pin must be text: 4 to 12 digits", 422)
         async with self.lock:
+            card_no = self.session.card_no if self.session is not None else None
             status, answer = await self._pin(pin)
-        self._pin_answers[idem.key] = (idem.digest, status, answer)
-        while len(self._pin_answers) > 64:
-            self._pin_answers.popitem(last=False)
+            outcome = "verified" if status == 200 else answer["error"]["code"]
+            body = {"card_no": card_no, "outcome": outcome,
+                    "tries_left": 3 if status == 200 else answer["error"]["tries_left"]}
+            txn_id = new_txn_id(self.site.site_id, self.lane)
+            await self.journal.append([self._record(txn_id, PIN_CHECKED, body)],
+                                      idem=idem.secret().entry(status, answer))
         return status, answer
 
     async def _pin(self, pin: str) -> tuple[int, dict]:
@@ -738,10 +742,16 @@ class FuelLane:
         return rules.authorize(model, state, req)
 
     def _hold(self, txn: FuelTxn, on: bool) -> None:
+        """Hold (or give back) the contract balance ``txn`` authorized, and mark its card as
+        having an open authorization on this site."""
         c = txn.contract_id
         self.holds[c] = self.holds.get(c, 0) + (txn.decision.amount_kop if on else -txn.decision.amount_kop)
         if self.holds[c] <= 0:
             del self.holds[c]
+        if on:
+            self.open_cards[txn.card_no] = txn.txn_id
+        elif self.open_cards.get(txn.card_no) == txn.txn_id:
+            del self.open_cards[txn.card_no]
 
     def _decision_answer(self, txn_id: str, req: FuelRequest, d: FuelDecision, **extra: Any) -> dict:
         return {"pump": self.pump_id, "txn_id": txn_id, "approved": d.approved, "reason": d.reason.name,
@@ -752,6 +762,12 @@ class FuelLane:
     async def _authorize(self, s: CardSession, product: str, pv: int | None, pa: int | None,
                          idem: IdemSpec) -> tuple[int, dict]:
         model = self.replica.fuel_model
+        # From here to the fuel.preauth append nothing awaits: the decision and the holds it
+        # takes (the contract's balance, the card) are one step for the whole site.
+        busy = self.open_cards.get(s.card_no)
+        if busy is not None:
+            raise LaneError(f"card {mask_card_no(s.card_no)} has an open authorization on this site "
+                            f"({busy}): one pump at a time per card")
         req = FuelRequest(s.card_no, self.site.station_id, product, int(time.time()), pv, pa)
         decision = self._decide(req, s.data)  # RequestError: 422, nothing changed
         card = model.card(s.card_no)
@@ -783,10 +799,14 @@ class FuelLane:
                       base_counters(s.data.state.counters, counting, known),
                       decision.unit_price_kop_per_l or decision.list_price_kop_per_l or 1,
                       last.sale_no if last is not None else 0)
-        await self.journal.append([self._record(txn_id, PREAUTH, txn.preauth_body(), preauth_id)])
+        self._hold(txn, True)  # before the await: another pump's decision sees it
+        try:
+            await self.journal.append([self._record(txn_id, PREAUTH, txn.preauth_body(), preauth_id)])
+        except BaseException:
+            self._hold(txn, False)  # nothing was written (a failed COMMIT stops the daemon)
+            raise
         crashpoints.reached(PREAUTH)
         self.txn = txn
-        self._hold(txn, True)
 
         # Reserve on the card.
         try:

@@ -4,6 +4,12 @@ evaluator, with the local spend since the last host update applied on top.
 Every purchase on this site goes through the one evaluator instance of its business, so two
 purchases never spend the same balance twice; the journal is the record of that spend, and
 :meth:`Replica.replay` re-applies it after a restart (the evaluator state is memory only).
+
+The replica is also where the lanes reserve what the evaluators do not keep: points
+redeemed offline per card, returns decided but not yet on disk per sale, and the fuel
+authorizations open per contract and per card. A lane checks and reserves in one
+synchronous step (no ``await`` between), so every rule that spans lanes is decided for the
+whole site at once (docs/lanes.md).
 Until the sync issue brings host snapshots, the simulated site builds its models with
 :mod:`authz.sample` (the fuel network and the club chain as columns, :mod:`native.compact`,
 so a replica of a million cards costs no Python object per card), with the site's own
@@ -69,6 +75,20 @@ class Replica:
         self.version = version
         #: points redeemed per club card on this site since the last host update
         self.offline_redeemed: Counter[str] = Counter()
+        #: approved returns decided and not yet known on disk: sale id -> {record id: kop}
+        self.returns_in_flight: dict[str, dict[str, int]] = {}
+        #: kopecks held per fuel contract by the site's open authorizations
+        self.fuel_holds: dict[int, int] = {}
+        #: fuel cards with an open authorization on this site: card number -> transaction id
+        self.fuel_open_cards: dict[str, str] = {}
+
+    def return_on_disk(self, sale_id: str, record_id: str) -> None:
+        """The return ``record_id`` of ``sale_id`` is committed: the journal counts it now."""
+        pending = self.returns_in_flight.get(sale_id)
+        if pending is not None:
+            pending.pop(record_id, None)
+            if not pending:
+                del self.returns_in_flight[sale_id]
 
     @property
     def fuel_model(self) -> FuelModel | None:
@@ -187,6 +207,13 @@ class Replica:
             self.club.top_up(ClubTopUp(**body["topup"]))
             return True
         return False
+
+
+def returned_kop_of(records: Iterable[Any]) -> int:
+    """Kopecks of a sale given back by its approved returns among ``records`` (the sale's
+    journal records): what :meth:`terminal.till.TillLane.return_sale` and the host count."""
+    return sum(r.body["return"]["returned_kop"] for r in records
+               if r.kind == CLUB_RETURNED and r.body["result"]["reason"] == "OK")
 
 
 # -- request/decision bodies as journaled (plain JSON objects) --

@@ -6,13 +6,26 @@ journaled (with the API's answer, in one transaction) before the answer goes bac
 "approved" means on disk. A sale still open when the daemon restarts is voided (nothing was
 charged). Offline redemption is bounded per card by the till's allowance: points redeemed on
 this site since the last host update.
+
+Rules that span lanes (a sale's returns, a card's offline allowance, the club balances and
+caps) are decided and reserved in the site's one :class:`terminal.replica.Replica` in one
+synchronous step, with no ``await`` between the check and the reservation; the journal write
+follows. The event loop runs one step at a time, so two tills can never both pass a check
+that only one of them may pass (docs/lanes.md, "Rules that span lanes").
+
+A lane keeps in memory only its open sale and the last few it served (``recent_sales``);
+any other sale of the till is read back from the journal, after a restart too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
+import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -25,15 +38,17 @@ from . import crashpoints
 from .config import TillConfig
 from .events import EventBus
 from .ids import new_id, new_txn_id
-from .journal import IdemEntry, Journal, OpenTransaction, Record
-from .replica import CLUB_COMMITTED, CLUB_RETURNED, CLUB_TOPPED_UP, Replica, club_sale_body
+from .journal import IdemEntry, Journal, JournalError, OpenTransaction, Record
+from .replica import CLUB_COMMITTED, CLUB_RETURNED, CLUB_TOPPED_UP, Replica, club_sale_body, returned_kop_of
 
 log = logging.getLogger("edgepos.till")
 
 SALE_OPENED = "till.sale_opened"
 SALE_VOIDED = "till.sale_voided"
+SALE_DECLINED = "till.sale_declined"
+CARD_ATTACHED = "till.card_attached"  #: a club card attached to an open sale (scanned or keyed)
 #: Kinds that end a till transaction (for the journal's open-transaction scan).
-TERMINAL_KINDS = frozenset({CLUB_COMMITTED, SALE_VOIDED, CLUB_RETURNED, CLUB_TOPPED_UP, "till.sale_declined"})
+TERMINAL_KINDS = frozenset({CLUB_COMMITTED, SALE_VOIDED, CLUB_RETURNED, CLUB_TOPPED_UP, SALE_DECLINED})
 
 
 class LaneError(Exception):
@@ -80,6 +95,31 @@ class Sale:
                 "result": self.result}
 
 
+#: This run's key for digests of secret request bodies (a PIN): in memory only, never on
+#: disk, so a journaled digest of a 4-digit PIN cannot be reversed by trying 10,000 PINs.
+_RUN_KEY = os.urandom(32)
+_RUN_TAG = hashlib.sha256(_RUN_KEY).hexdigest()[:16]
+_SECRET_PREFIX = "hmac-sha256:"
+
+
+def secret_digest(digest: str) -> str:
+    """What the journal keeps for the request digest ``digest`` of a secret body: an HMAC
+    under this run's in-memory key, tagged with the run."""
+    mac = hmac.new(_RUN_KEY, digest.encode(), hashlib.sha256).hexdigest()
+    return f"{_SECRET_PREFIX}{_RUN_TAG}:{mac}"
+
+
+def same_request(stored: str, digest: str) -> bool:
+    """Is ``digest`` (of a request being served) the request whose digest the journal holds
+    as ``stored``? A secret digest of an earlier run cannot be compared (its key is gone):
+    it is taken as the same request, so the retry gets the first answer, which can change
+    nothing any more (the card session it was given in ended with that run)."""
+    if not stored.startswith(_SECRET_PREFIX):
+        return hmac.compare_digest(stored, digest)
+    tag = stored[len(_SECRET_PREFIX):].partition(":")[0]
+    return tag != _RUN_TAG or hmac.compare_digest(stored, secret_digest(digest))
+
+
 @dataclass(frozen=True, slots=True)
 class IdemSpec:
     """The idempotency key of the request being served, to journal with its answer."""
@@ -91,6 +131,10 @@ class IdemSpec:
     def entry(self, status: int, response: dict) -> IdemEntry:
         """The journal's idempotency entry for this request's answer."""
         return IdemEntry(self.key, self.endpoint, self.digest, status, response)
+
+    def secret(self) -> "IdemSpec":
+        """This request with its digest kept as :func:`secret_digest` (its body is a secret)."""
+        return IdemSpec(self.key, self.endpoint, secret_digest(self.digest))
 
 
 class TxnNumbers:
@@ -106,9 +150,33 @@ class TxnNumbers:
         return n
 
 
+def sale_from_records(records: list[Record]) -> Sale:
+    """A sale as its journal records tell it (the first must be ``till.sale_opened``)."""
+    first = records[0]
+    sale = Sale(first.txn_id, parse_lines(first.body["lines"]), first.at_utc_s)
+    for rec in records[1:]:
+        b = rec.body
+        if rec.kind == CARD_ATTACHED:
+            sale.card_no = b["card_no"]
+        elif rec.kind in (CLUB_COMMITTED, SALE_DECLINED):
+            approved = rec.kind == CLUB_COMMITTED
+            sale.card_no = b["sale"]["card_no"]
+            sale.state = SaleState.COMMITTED if approved else SaleState.DECLINED
+            sale.result = {"reason": b["reason"], "approved": approved, "accrued_points": b["accrued_points"],
+                           "redeemed_points": b["redeemed_points"], "balance_after_kop": b["balance_after_kop"]}
+        elif rec.kind == SALE_VOIDED:
+            sale.state = SaleState.VOIDED
+            sale.result = {"reason": b["reason"]}
+    return sale
+
+
 @dataclass
 class TillLane:
-    """One till lane: its sales, its scanner's last scan, its offline allowance."""
+    """One till lane: its open sale (and a few recent ones), its scanner's last scan.
+
+    ``sales`` holds the open sale and at most ``recent_sales`` ended ones; every other sale
+    of this till is read from the journal (:meth:`sale`).
+    """
 
     config: TillConfig
     site_id: str
@@ -116,9 +184,11 @@ class TillLane:
     journal: Journal
     bus: EventBus
     numbers: TxnNumbers = field(default_factory=TxnNumbers)
-    sales: dict[str, Sale] = field(default_factory=dict)
+    sales: OrderedDict[str, Sale] = field(default_factory=OrderedDict)
     last_scan: tuple[str, float] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: ended sales kept in memory besides the open one (a till often asks right after)
+    recent_sales: int = 16
 
     @property
     def lane(self) -> str:
@@ -128,12 +198,24 @@ class TillLane:
     def _open_sale(self) -> Sale | None:
         return next((s for s in self.sales.values() if s.state is SaleState.OPEN), None)
 
+    def _keep(self, sale: Sale) -> None:
+        """Remember ``sale`` as the most recent; forget the oldest ended ones beyond the bound."""
+        self.sales[sale.sale_id] = sale
+        self.sales.move_to_end(sale.sale_id)
+        ended = [sid for sid, s in self.sales.items() if s.state is not SaleState.OPEN]
+        for sid in ended[:max(0, len(ended) - self.recent_sales)]:
+            del self.sales[sid]
+
     def sale(self, sale_id: str) -> Sale:
-        """The sale ``sale_id`` of this till, or a 404 LaneError."""
+        """The sale ``sale_id`` of this till (from memory, else from the journal), or a 404
+        LaneError."""
         s = self.sales.get(sale_id)
-        if s is None:
+        if s is not None:
+            return s
+        records = self.journal.records_for_txn(sale_id) if isinstance(sale_id, str) and sale_id else []
+        if not records or records[0].kind != SALE_OPENED or records[0].lane != self.lane:
             raise LaneError(f"no sale {sale_id!r} on {self.lane}", 404)
-        return s
+        return sale_from_records(records)
 
     def _record(self, txn_id: str, kind: str, body: dict) -> Record:
         return Record(new_id(self.site_id), self.site_id, self.lane, txn_id, kind, int(time.time()), body)
@@ -155,38 +237,54 @@ class TillLane:
                 sale.card_no = self.last_scan[0]
                 self.last_scan = None
             response = sale.view()
-            rec = self._record(sale.sale_id, SALE_OPENED, {"lines": response["lines"]})
-            await self.journal.append([rec], idem=idem.entry(201, response) if idem else None)
+            records = [self._record(sale.sale_id, SALE_OPENED, {"lines": response["lines"]})]
+            if sale.card_no is not None:
+                records.append(self._record(sale.sale_id, CARD_ATTACHED, {"card_no": sale.card_no, "source": "scanner"}))
+            await self.journal.append(records, idem=idem.entry(201, response) if idem else None)
             crashpoints.reached(SALE_OPENED)
-            self.sales[sale.sale_id] = sale
+            self._keep(sale)
             log.info("%s: sale %s opened, %d lines, %d kop", self.lane, sale.sale_id, len(lines), sale.total_kop)
             return 201, response
 
-    def attach(self, sale_id: str, card_no: str, *, source: str) -> Sale:
-        """Attach club card ``card_no`` to the open sale (scanned or keyed)."""
+    async def attach(self, sale_id: str, card_no: str, *, source: str,
+                     idem: IdemSpec | None = None) -> tuple[int, dict]:
+        """Attach club card ``card_no`` to the open sale (scanned or keyed): journaled
+        (``till.card_attached``, with the API's answer), then the sale holds the card."""
+        async with self.lock:
+            return await self._attach(sale_id, card_no, source=source, idem=idem)
+
+    async def _attach(self, sale_id: str, card_no: str, *, source: str,
+                      idem: IdemSpec | None = None) -> tuple[int, dict]:
         sale = self.sale(sale_id)
         if sale.state is not SaleState.OPEN:
             raise LaneError(f"sale {sale_id} is {sale.state.value}, a card can only be attached to an open sale")
         if self.replica.club_model is None or card_no not in self.replica.club_model.card_index:
             raise LaneError(f"unknown club card {mask_card_no(card_no)}", 422)
+        response = sale.view() | {"card": mask_card_no(card_no)}
+        await self.journal.append([self._record(sale_id, CARD_ATTACHED, {"card_no": card_no, "source": source})],
+                                  idem=idem.entry(200, response) if idem else None)
+        crashpoints.reached(CARD_ATTACHED)
         sale.card_no = card_no
         self.bus.publish("till.card_attached", self.lane, sale_id=sale_id, card=mask_card_no(card_no), source=source)
         log.info("%s: card %s attached to sale %s (%s)", self.lane, mask_card_no(card_no), sale_id, source)
-        return sale
+        return 200, response
 
-    def on_scan(self, card_no: str) -> None:
+    async def on_scan(self, card_no: str) -> None:
         """A club card was scanned on this lane's scanner: attach it to the open sale, or keep
         it for the next sale opened within 60 s."""
         self.bus.publish("till.card_scanned", self.lane, card=mask_card_no(card_no))
-        current = self._open_sale()
-        if current is not None and current.card_no is None:
-            try:
-                self.attach(current.sale_id, card_no, source="scanner")
+        async with self.lock:
+            current = self._open_sale()
+            if current is not None and current.card_no is None:
+                try:
+                    await self._attach(current.sale_id, card_no, source="scanner")
+                except LaneError as exc:
+                    log.warning("%s: scanned card not attached: %s", self.lane, exc)
+                except JournalError as exc:  # the scanner goes on; the till may key the card in
+                    log.error("%s: scanned card %s not attached, the journal refused it: %s", self.lane,
+                              mask_card_no(card_no), exc)
                 return
-            except LaneError as exc:
-                log.warning("%s: scanned card not attached: %s", self.lane, exc)
-                return
-        self.last_scan = (card_no, time.monotonic())
+            self.last_scan = (card_no, time.monotonic())
 
     def _club_sale(self, sale: Sale, payment_method: str = "cash") -> ClubSale:
         if sale.card_no is None:
@@ -231,17 +329,18 @@ class TillLane:
                     "redeemed_points": result.redeemed_points,
                     "lots_used": [list(x) for x in result.lots_used],
                     "balance_after_kop": result.balance_after_kop}
+            if result.approved:  # reserved now, before the await: another till's check sees it
+                self.replica.offline_redeemed[sale.card_no] += result.redeemed_points
             sale.state = SaleState.COMMITTED if result.approved else SaleState.DECLINED
             sale.result = {"reason": result.reason.name, "approved": result.approved,
                            "accrued_points": result.accrued_points, "redeemed_points": result.redeemed_points,
                            "balance_after_kop": result.balance_after_kop}
             response = sale.view()
-            kind = CLUB_COMMITTED if result.approved else "till.sale_declined"
+            kind = CLUB_COMMITTED if result.approved else SALE_DECLINED
             await self.journal.append([self._record(sale_id, kind, body)],
                                       idem=idem.entry(200, response) if idem else None)
             crashpoints.reached(kind)
-            if result.approved:
-                self.replica.offline_redeemed[sale.card_no] += result.redeemed_points
+            self._keep(sale)
             self.bus.publish("till.sale_" + sale.state.value, self.lane, sale_id=sale_id, reason=result.reason.name)
             log.info("%s: sale %s %s (%s), accrued %d, redeemed %d", self.lane, sale_id, sale.state.value,
                      result.reason.name, result.accrued_points, result.redeemed_points)
@@ -258,20 +357,27 @@ class TillLane:
             response = sale.view()
             await self.journal.append([self._record(sale_id, SALE_VOIDED, {"reason": reason})],
                                       idem=idem.entry(200, response) if idem else None)
+            self._keep(sale)
             return 200, response
 
     # -- returns and top-ups --
 
     async def return_sale(self, sale_id: str, returned_kop: int, idem: IdemSpec | None = None) -> tuple[int, dict]:
-        """Return ``returned_kop`` of committed sale ``sale_id`` (found in the journal)."""
+        """Return ``returned_kop`` of committed sale ``sale_id`` of any till of this site
+        (found in the journal). What the sale can still return is decided site-wide: the
+        journal's approved returns plus those decided on any till and not yet on disk
+        (``replica.returns_in_flight``), checked and reserved with no await in between."""
         async with self.lock:
-            committed = [r for r in self.journal.records_for_txn(sale_id) if r.kind == CLUB_COMMITTED]
+            records = self.journal.records_for_txn(sale_id)
+            committed = [r for r in records if r.kind == CLUB_COMMITTED]
             if not committed:
                 raise LaneError(f"no committed sale {sale_id!r} in this site's journal", 404)
             body = committed[-1].body
             total = sum(l["amount_kop"] for l in body["sale"]["lines"])
-            returned_before = sum(r.body["return"]["returned_kop"] for r in self.journal.records_for_txn(sale_id)
-                                  if r.kind == CLUB_RETURNED)
+            on_disk = {r.record_id for r in records if r.kind == CLUB_RETURNED}
+            in_flight = self.replica.returns_in_flight.get(sale_id, {})
+            returned_before = returned_kop_of(records) + sum(kop for rid, kop in in_flight.items()
+                                                             if rid not in on_disk)
             if type(returned_kop) is not int or not 0 < returned_kop <= total - returned_before:
                 raise LaneError(f"returned_kop must be 1..{total - returned_before} (sale {total} kop, "
                                 f"{returned_before} returned before), got {returned_kop!r}", 422)
@@ -285,9 +391,14 @@ class TillLane:
                         "refund_card_balance_kop": result.refund_card_balance_kop,
                         "refund_money_kop": result.refund_money_kop, "balance_after_kop": result.balance_after_kop}
             rec_body = {"return": {f: getattr(ret, f) for f in ClubReturn.__dataclass_fields__}, "result": response}
-            await self.journal.append([self._record(sale_id, CLUB_RETURNED, rec_body)],
-                                      idem=idem.entry(200, response) if idem else None)
+            rec = self._record(sale_id, CLUB_RETURNED, rec_body)
+            if result.reason.approved:
+                # Reserved before the await. Kept if the write fails (the evaluator has already
+                # refunded in memory: refusing more is the safe side until the restart).
+                self.replica.returns_in_flight.setdefault(sale_id, {})[rec.record_id] = returned_kop
+            await self.journal.append([rec], idem=idem.entry(200, response) if idem else None)
             crashpoints.reached(CLUB_RETURNED)
+            self.replica.return_on_disk(sale_id, rec.record_id)
             return 200, response
 
     async def top_up(self, card_no: str, amount_kop: int, idem: IdemSpec | None = None) -> tuple[int, dict]:
@@ -317,11 +428,7 @@ class TillLane:
             if txn.records and txn.records[0].kind == SALE_OPENED:
                 reason = "daemon restarted"
                 await self.journal.append([self._record(txn.txn_id, SALE_VOIDED, {"reason": reason})])
-                lines = parse_lines(txn.records[0].body["lines"])
-                # kept so that a till retrying on this sale is told it was voided, not "unknown"
-                self.sales[txn.txn_id] = Sale(txn.txn_id, lines, txn.records[0].at_utc_s,
-                                              state=SaleState.VOIDED, result={"reason": reason})
-                n += 1
+                n += 1  # a till asking about it reads "voided" from the journal
         if n:
             log.warning("%s: voided %d sale(s) left open by the last run", self.lane, n)
         return n

@@ -261,11 +261,64 @@ def test_club_operations_out_of_order_reach_the_same_points(ledger: Ledger, club
     sale = s.club_commit(ev, card, lines(199_900), t, ClubPayment(money_kop=199_900), txn_no=8001)
     s.club_return(ev, sale, 199_900, t + 60, return_id=8002)  # takes back the whole accrual
     batches = s.batches(1)
-    ingest_batch(ledger, batches[1])  # the return first: the lot is not there yet -> a debt
-    assert ledger.club_account(aid).points_debt == sale.body["accrued_points"]
+    ingest_batch(ledger, batches[1])  # the return first: its sale is not there yet -> it waits
+    assert [f for _, _, f in ledger.flagged()] == ["return_waits_for_sale"]
+    assert ledger.club_account(aid).points_debt == 0 and not ledger.club_account(aid).lots
     ingest_batch(ledger, batches[0])
     acc = ledger.club_account(aid)
     assert acc.points_debt == 0 and sum(lot.points for lot in acc.lots) == before
+    assert ledger.flagged() == []  # applied when the sale came
+
+
+def test_a_return_beyond_what_the_sale_can_still_return_is_refused_and_flagged(ledger: Ledger, club):
+    """The edge's race of issue 9: two full returns of one sale, both approved at the site.
+    The host applies the first and refuses the second, whatever the edge sent."""
+    ev = ReferenceClubEvaluator(club)
+    s = Site("S1")
+    card = club.cards[1].card_no
+    aid = club.cards[1].account_id
+    t = T0 + 86_400
+    s.club_topup(ev, card, 500_000, t)
+    sale = s.club_commit(ev, card, lines(300_000), t + 10, ClubPayment(card_balance_kop=300_000), txn_no=7001)
+    send(ledger, s)
+    paid = ledger.club_account(aid).balance_kop
+    s.records.clear()
+    s.club_return(ev, sale, 300_000, t + 20, return_id=7002)
+    twin = s.club_return(ev, sale, 300_000, t + 20, return_id=7003)  # approved too (the edge had the bug)
+    assert twin.body["result"]["reason"] == "OK"
+    later = s.club_return(ev, sale, 1, t + 30, return_id=7004)  # and one more kopeck, another batch
+    first_batch, second_batch = s.batches(2)
+    ingest_batch(ledger, first_batch)
+    ingest_batch(ledger, second_batch)
+    ingest_batch(ledger, second_batch)  # a resend changes nothing
+    assert ledger.club_account(aid).balance_kop == paid + 300_000  # refunded once
+    flagged = {rid: f for rid, _, f in ledger.flagged()}
+    assert flagged == {twin.record_id: "return_over_sale", later.record_id: "return_over_sale"}
+    issues = [i for i in ledger.issues() if i.kind == "return_over_sale"]
+    assert [i.record_id for i in issues] == [twin.record_id, later.record_id]
+    assert "can return only 0 kop more" in issues[0].detail
+
+
+def test_partial_returns_are_applied_up_to_the_sale(ledger: Ledger, club):
+    ev = ReferenceClubEvaluator(club)
+    s = Site("S1")
+    card = club.cards[2].card_no
+    aid = club.cards[2].account_id
+    start = ledger.club_account(aid).balance_kop
+    t = T0 + 86_400
+    s.club_topup(ev, card, 500_000, t)
+    sale = s.club_commit(ev, card, lines(300_000), t + 10, ClubPayment(card_balance_kop=300_000), txn_no=6001)
+    rets = [s.club_return(ev, sale, 100_000, t + 20 + i, return_id=6002 + i) for i in range(3)]
+    over = s.club_return(ReferenceClubEvaluator(club), sale, 100_000, t + 30, return_id=6009)
+    batches = s.batches(1)
+    for b in reversed(batches[2:]):  # the returns before their sale, in any order
+        ingest_batch(ledger, b)
+    assert {f for _, _, f in ledger.flagged()} == {"return_waits_for_sale"}
+    for b in batches[:2]:
+        ingest_batch(ledger, b)
+    flagged = {rid: f for rid, _, f in ledger.flagged()}
+    assert flagged == {over.record_id: "return_over_sale"}  # 3 of the 4 fit, in the sale's order
+    assert len(rets) == 3 and ledger.club_account(aid).balance_kop == start + 500_000  # 300,000 back of 300,000 paid
 
 
 def test_declined_operations_change_nothing(ledger: Ledger, club):

@@ -12,7 +12,7 @@ from dataclasses import replace
 from terminal.apiauth import client_toml, new_token, simulation_token, token_sha256
 from terminal.config import ApiClient, ApiRole, SiteConfig
 
-TOKENS = {name: new_token() for name in ("till-1", "till-2", "console", "operator")}
+TOKENS = {name: new_token() for name in (*(f"till-{i}" for i in range(1, 9)), "console", "operator")}
 
 
 def with_clients(cfg: SiteConfig) -> SiteConfig:

@@ -135,7 +135,8 @@ def journal_kinds(tmp_path: Path, txn_id: str) -> list[str]:
 PAY = {"payment": {"card_balance_kop": 100_000, "money_kop": 300_000}}
 
 
-@pytest.mark.parametrize("crash_at", ["till.sale_opened", "till.before_commit", "till.sale_committed"])
+@pytest.mark.parametrize("crash_at", ["till.sale_opened", "till.card_attached", "till.before_commit",
+                                      "till.sale_committed"])
 def test_sale_killed_at_each_step(tmp_path, card_no, crash_at):
     cfg = site_toml(tmp_path)
     d = DaemonProcess(cfg)
@@ -150,6 +151,10 @@ def test_sale_killed_at_each_step(tmp_path, card_no, crash_at):
         if crash_at == "till.sale_opened":
             with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
                 d.call("POST", "/v1/tills/till-1/sales", {"lines": LINES}, key="sale-open-1")
+        elif crash_at == "till.card_attached":
+            sid = sale["sale_id"]
+            with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+                d.call("POST", f"/v1/tills/till-1/sales/{sid}/card", {"card_no": card_no}, key="sale-card-1")
         else:
             assert st == 201
             sid = sale["sale_id"]
@@ -171,19 +176,26 @@ def test_sale_killed_at_each_step(tmp_path, card_no, crash_at):
             assert d.call("GET", f"/v1/tills/till-1/sales/{sid}")[1]["state"] == "voided"
             assert journal_kinds(tmp_path, sid) == ["till.sale_opened", "till.sale_voided"]
             assert balance(d, card_no, "after") == opening
+        elif crash_at == "till.card_attached":
+            st, status = d.call("GET", "/v1/requests/sale-card-1")
+            assert st == 200 and status["response"]["card"].endswith(card_no[-4:])  # journaled with its answer
+            st, again = d.call("POST", f"/v1/tills/till-1/sales/{sid}/card", {"card_no": card_no}, key="sale-card-1")
+            assert (st, again) == (200, status["response"])
+            assert journal_kinds(tmp_path, sid) == ["till.sale_opened", "till.card_attached", "till.sale_voided"]
+            assert balance(d, card_no, "after") == opening
         elif crash_at == "till.before_commit":
             st, status = d.call("GET", "/v1/requests/sale-commit-1")
             assert st == 404  # never journaled: no effect
             st, again = d.call("POST", f"/v1/tills/till-1/sales/{sid}/commit", PAY, key="sale-commit-1")
             assert st == 409 and "voided" in again["error"]["message"]
-            assert journal_kinds(tmp_path, sid) == ["till.sale_opened", "till.sale_voided"]
+            assert journal_kinds(tmp_path, sid) == ["till.sale_opened", "till.card_attached", "till.sale_voided"]
             assert balance(d, card_no, "after") == opening  # nothing charged
         else:
             st, status = d.call("GET", "/v1/requests/sale-commit-1")
             assert st == 200 and status["response"]["state"] == "committed"
             st, again = d.call("POST", f"/v1/tills/till-1/sales/{sid}/commit", PAY, key="sale-commit-1")
             assert (st, again) == (200, status["response"])
-            assert journal_kinds(tmp_path, sid) == ["till.sale_opened", "till.sale_committed"]
+            assert journal_kinds(tmp_path, sid) == ["till.sale_opened", "till.card_attached", "till.sale_committed"]
             assert balance(d, card_no, "after") == opening - 100_000  # charged exactly once
             # and once more after another restart (the replay does not double it)
             d.stop()

@@ -241,7 +241,40 @@ def test_wrong_pin_then_right(pcscd, tmp_path, keys):
         await s.pin_ok()
         assert s.card.state.pin_tries_left == 3
         assert (await s.view())["state"] == "pin_ok"
-        assert s.daemon.journal.counts().records == 0  # nothing journaled, and no PIN anywhere
+        outcomes = [(r.kind, r.body["outcome"], r.body["tries_left"]) for r in s.daemon.journal.tail(10)]
+        assert outcomes == [("fuel.pin_checked", "wrong_pin", 2), ("fuel.pin_checked", "verified", 3)]
+        assert_no_pin_on_disk(s, ("0000", PIN))
+    run(pcscd, tmp_path, keys, test)
+
+
+def assert_no_pin_on_disk(s: Site, pins) -> None:
+    """Neither a PIN nor a SHA-256 of a PIN request's body is in the journal's files."""
+    import hashlib
+    data = b"".join(p.read_bytes() for p in s.daemon.journal_path.parent.glob("journal.sqlite*"))
+    for pin in pins:
+        body = json.dumps({"pin": pin}).encode()
+        assert hashlib.sha256(b"pin:pump-1\0" + body).hexdigest().encode() not in data
+        assert f'"pin": "{pin}"'.encode() not in data and f'"pin":"{pin}"'.encode() not in data
+
+
+def test_pin_step_is_journaled_and_a_reused_key_is_refused(pcscd, tmp_path, keys):
+    """The PIN step was not journaled: ``/v1/requests/{key}`` said it had no effect. Now its
+    outcome is, under the key; a replay gets the first answer (no try spent again) and the
+    same key with another PIN is refused and changes nothing."""
+    async def test(s: Site):
+        await s.insert()
+        st, first, _ = await s.post("/v1/pumps/1/pin", {"pin": "0000"}, key="pin-key-0001")
+        assert st == 403 and first["error"]["tries_left"] == 2
+        st, again, h = await s.post("/v1/pumps/1/pin", {"pin": "0000"}, key="pin-key-0001")
+        assert (st, again) == (403, first) and h.get("Idempotent-Replayed") == "true"
+        assert s.card.state.pin_tries_left == 2  # the replay did not try again
+        st, err, _ = await s.post("/v1/pumps/1/pin", {"pin": PIN}, key="pin-key-0001")
+        assert st == 422 and err["error"]["code"] == "idempotency_key_reused", err
+        assert (await s.view())["state"] == "card_read"  # the right PIN under a used key changed nothing
+        st, status = await s.get("/v1/requests/pin-key-0001")
+        assert st == 200 and status["status"] == 403 and status["response"] == first
+        assert [r.kind for r in s.daemon.journal.tail(10)] == ["fuel.pin_checked"]
+        assert_no_pin_on_disk(s, ("0000", PIN))
     run(pcscd, tmp_path, keys, test)
 
 
@@ -255,7 +288,8 @@ def test_pin_blocked_after_three_wrong_tries(pcscd, tmp_path, keys):
         st, err, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI95"})
         assert st == 409
         assert s.card.state.pin_tries_left == 0 and s.card.state.txn_counter == 0
-        assert s.daemon.journal.counts().records == 0
+        assert [r.body["outcome"] for r in s.daemon.journal.tail(10)] == ["wrong_pin", "wrong_pin", "pin_blocked",
+                                                                         "pin_blocked"]
     run(pcscd, tmp_path, keys, test)
 
 
@@ -292,7 +326,8 @@ def test_card_pulled_before_authorize(pcscd, tmp_path, keys):
         assert (await s.wait_state("idle"))["card"] is None
         st, err, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI95"})
         assert st == 409 and "no card" in err["error"]["message"]
-        assert s.daemon.journal.counts().records == 0 and s.pump.state.value == "idle"
+        assert [r.kind for r in s.daemon.journal.tail(10)] == ["fuel.pin_checked"]  # only the PIN step
+        assert s.pump.state.value == "idle"
     run(pcscd, tmp_path, keys, test)
 
 
@@ -526,7 +561,7 @@ def test_restart_with_the_pump_offline_waits_for_it_then_completes(pcscd, tmp_pa
 
                 d = Daemon(cfg, Replica(fuel_model(), None), keys=keys, pumps={1: pump})
                 await asyncio.wait_for(d.start(), T)
-                s = Site(d, pump, vcard, http)
+                s = Site(d, pump, vcard, http, n=s.n)  # new keys: the old ones are journaled
                 v = await s.view()
                 assert v["state"] == "recovering" and v["recovery_pending"] == 1
                 assert s.kinds(ans["txn_id"])[-1] == "fuel.preset"  # nothing guessed
