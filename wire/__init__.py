@@ -21,7 +21,7 @@ model types only.
 """
 
 from .codec import (DEFAULT_LIMITS, PROTOCOL_VERSION, SUPPORTED_VERSIONS, Limits, MessageType, decode,
-                    encode, records_that_fit, rows_that_fit)
+                    encode, pack_row, records_that_fit, rows_that_fit, unpack_row)
 from .errors import (WireError, WireFormatError, WireKeyError, WireSignatureError, WireTooLarge,
                      WireTopicError, WireVersionError)
 from .messages import (CLUB_RULES_KEY, Ack, Batch, ClubAccountRow, FuelCardRow, HostMessage, Message,
@@ -38,7 +38,7 @@ from .topics import (HOST_GROUP, PREFIX, Topic, TopicKind, acks_topic, batches_t
 __all__ = [
     # codec
     "PROTOCOL_VERSION", "SUPPORTED_VERSIONS", "Limits", "DEFAULT_LIMITS", "MessageType", "encode", "decode",
-    "records_that_fit", "rows_that_fit",
+    "records_that_fit", "rows_that_fit", "pack_row", "unpack_row",
     # errors
     "WireError", "WireFormatError", "WireTooLarge", "WireVersionError", "WireSignatureError",
     "WireTopicError", "WireKeyError",

@@ -50,7 +50,7 @@ from .topics import MAX_SNAPSHOT_PARTS, SITE_ID_RE, TopicKind, parse_topic
 
 __all__ = [
     "PROTOCOL_VERSION", "SUPPORTED_VERSIONS", "INT64_MIN", "INT64_MAX", "MessageType", "Limits",
-    "DEFAULT_LIMITS", "encode", "decode", "records_that_fit", "rows_that_fit",
+    "DEFAULT_LIMITS", "encode", "decode", "records_that_fit", "rows_that_fit", "pack_row", "unpack_row",
 ]
 
 PROTOCOL_VERSION = 1
@@ -995,3 +995,27 @@ def rows_that_fit(table: Table, rows: Sequence[Any], *, limits: Limits = DEFAULT
             break
         n += 1
     return max(n, 1) if rows else 0
+
+
+def pack_row(table: Table, row: Any) -> bytes:
+    """One row of ``table`` as MessagePack of its wire form (the encoding inside a snapshot
+    or a delta). A site's replica store keeps rows this way. Raises :class:`WireFormatError`
+    if ``row`` is not a row of ``table``."""
+    codec = _ROWS[_table(table)]
+    if not isinstance(row, codec.cls):
+        raise _bad("row", f"a {table.value} row is a {codec.cls.__name__}, got {type(row).__name__}")
+    return _pack(codec.to_wire(row))
+
+
+def unpack_row(table: Table, data: bytes) -> Any:
+    """The row :func:`pack_row` packed, with every check :func:`decode` runs on a row.
+    Raises :class:`WireFormatError` for bytes that are not such a row."""
+    codec = _ROWS[_table(table)]
+    try:
+        value = msgpack.unpackb(data, raw=False, strict_map_key=True, object_pairs_hook=_pairs, ext_hook=_no_ext,
+                                max_ext_len=0)
+    except WireFormatError:
+        raise
+    except Exception as exc:  # msgpack's own errors: not MessagePack, truncated, trailing bytes
+        raise _bad("row", f"not a MessagePack row: {type(exc).__name__}") from None
+    return codec.from_wire(value)
