@@ -133,6 +133,14 @@ class ReplicaFollower:
         """The tables whose snapshot topics the driver should subscribe to on a new session."""
         return [t for t, s in self._tables.items() if s.wanting]
 
+    def collecting(self, table: Table) -> tuple[int, int, int] | None:
+        """The snapshot of ``table`` being collected: (its version, parts held, parts in all);
+        None when no part is held."""
+        st = self._tables[table]
+        if not st.parts:
+            return None
+        return st.parts_version, len(st.parts), next(iter(st.parts.values())).parts
+
     @property
     def applying(self) -> ReplicaUpdate | None:
         """The update handed out and not yet reported back."""

@@ -3,8 +3,8 @@
 One SQLite file (``replica.sqlite`` in ``site.data_dir``), WAL with ``synchronous=FULL`` like
 the journal (docs/journal.md): a commit is on disk when :meth:`ReplicaStore.apply` returns.
 
-- ``tables``: one row per table held: its version, its row count, when it was written (the
-  site's clock) and whether a whole snapshot was ever stored (``complete``);
+- ``tables``: one row per table held: its version, its row count and when it was last
+  written (the site's clock);
 - ``rows``: every row of every table, keyed by ``(table, key)``; a row is the MessagePack of
   its wire form (:func:`wire.pack_row`), and is read back with every check :func:`wire.decode`
   runs on a row (:func:`wire.unpack_row`).
@@ -23,6 +23,7 @@ before the commit) and ``replica_store.committed`` let the tests kill a process 
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -35,8 +36,8 @@ from wire import ReplicaDelta, RowKey, Table, WireError, pack_row, row_key, unpa
 from . import crashpoints
 from .follower import FullSnapshot, ReplicaUpdate
 
-__all__ = ["STORE_FILE", "ReplicaStore", "ReplicaStoreError", "StaleUpdate", "StoreCorrupt", "TableInfo",
-           "versions_text"]
+__all__ = ["STORE_FILE", "ReplicaStore", "ReplicaStoreError", "StaleUpdate", "StagedUpdate", "StoreCorrupt",
+           "TableInfo", "versions_text"]
 
 #: The store's file name in ``site.data_dir``.
 STORE_FILE = "replica.sqlite"
@@ -47,7 +48,6 @@ CREATE TABLE IF NOT EXISTS tables (
     name TEXT PRIMARY KEY,
     version INTEGER NOT NULL,
     row_count INTEGER NOT NULL,
-    complete INTEGER NOT NULL,
     written_utc_s INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS rows (
@@ -79,7 +79,6 @@ class TableInfo:
     table: Table
     version: int
     rows: int
-    complete: bool  #: a whole snapshot was stored (a table is never served from deltas alone)
     written_utc_s: int  #: when the last update of it was committed (the site's clock)
 
 
@@ -102,7 +101,8 @@ class ReplicaStore:
         path = Path(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+            # one owner at a time, possibly from a worker thread (the daemon writes big snapshots off its loop)
+            conn = sqlite3.connect(path, isolation_level=None, timeout=5.0, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise ReplicaStoreError(f"cannot open the replica store {path}: {exc}") from None
         try:
@@ -136,13 +136,13 @@ class ReplicaStore:
     def info(self) -> dict[Table, TableInfo]:
         """Every table held, with its version."""
         out: dict[Table, TableInfo] = {}
-        for name, version, n, complete, written in self._conn.execute(
-                "SELECT name, version, row_count, complete, written_utc_s FROM tables"):
+        for name, version, n, written in self._conn.execute(
+                "SELECT name, version, row_count, written_utc_s FROM tables"):
             try:
                 table = Table(name)
             except ValueError:
                 raise StoreCorrupt(f"{self.path} holds an unknown table {name!r}") from None
-            out[table] = TableInfo(table, int(version), int(n), bool(complete), int(written))
+            out[table] = TableInfo(table, int(version), int(n), int(written))
         return out
 
     def versions(self) -> dict[Table, int]:
@@ -150,9 +150,10 @@ class ReplicaStore:
         return {t: i.version for t, i in self.info().items()}
 
     def complete(self, tables: Iterable[Table]) -> bool:
-        """Does the store hold a whole snapshot (and what followed it) of each of ``tables``?"""
+        """Does the store hold each of ``tables``? A table held is whole: it was written by a
+        snapshot, or by a delta from version 0 (the empty table), and by deltas that followed."""
         held = self.info()
-        return all(t in held and held[t].complete for t in tables)
+        return all(t in held for t in tables)
 
     def iter_rows(self, table: Table) -> Iterator[Any]:
         """The rows of ``table`` as :func:`wire.decode` gives them, each checked again.
@@ -175,12 +176,20 @@ class ReplicaStore:
     # -- writing --
 
     def apply(self, update: ReplicaUpdate, *, now_utc_s: int | None = None) -> TableInfo:
-        """Apply ``update`` in one durable transaction and return what is now held of its table.
+        """Apply ``update`` in one durable transaction and return what is now held of its table
+        (:meth:`stage`, then :meth:`StagedUpdate.commit`). Raises as :meth:`stage` does."""
+        return self.stage(update, now_utc_s=now_utc_s).commit()
+
+    def stage(self, update: ReplicaUpdate, *, now_utc_s: int | None = None) -> "StagedUpdate":
+        """Write ``update`` inside an open transaction and hand it back uncommitted: the caller
+        applies it elsewhere too (the evaluators), then commits it, or rolls it back if that
+        failed. Until then the store is locked for other writers.
 
         A :class:`~terminal.follower.FullSnapshot` replaces the table if it is newer than the
         version held; a :class:`wire.ReplicaDelta` applies if its ``from_version`` is the version
-        held. Anything else raises :class:`StaleUpdate`; a row that is not a row of its table
-        raises :class:`ReplicaStoreError`. Either way nothing changed."""
+        held (0 for a table not held: version 0 is the empty table). Anything else raises
+        :class:`StaleUpdate`; a row that is not a row of its table raises
+        :class:`ReplicaStoreError`. Either way nothing changed and no transaction is open."""
         table = Table(update.table)
         now = int(time.time()) if now_utc_s is None else now_utc_s
         try:
@@ -190,9 +199,8 @@ class ReplicaStore:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            held = conn.execute("SELECT version, row_count, complete FROM tables WHERE name = ?",
-                                (table.value,)).fetchone()
-            version, count, complete = (int(held[0]), int(held[1]), bool(held[2])) if held else (0, 0, False)
+            held = conn.execute("SELECT version, row_count FROM tables WHERE name = ?", (table.value,)).fetchone()
+            version, count = (int(held[0]), int(held[1])) if held else (0, 0)
             if isinstance(update, FullSnapshot):
                 if update.version <= version:
                     raise StaleUpdate(f"{table.value} snapshot version {update.version} is not newer than the "
@@ -200,7 +208,7 @@ class ReplicaStore:
                 conn.execute("DELETE FROM rows WHERE tbl = ?", (table.value,))
                 conn.executemany("INSERT INTO rows (tbl, key, data) VALUES (?, ?, ?)",
                                  ((table.value, k, d) for k, d in packed))
-                new_version, count, complete = update.version, len(packed), True
+                new_version, count = update.version, len(packed)
             elif isinstance(update, ReplicaDelta):
                 if update.from_version != version:
                     raise StaleUpdate(f"{table.value} delta {update.from_version}->{update.to_version} does not "
@@ -214,15 +222,13 @@ class ReplicaStore:
                 new_version = update.to_version
             else:
                 raise ReplicaStoreError(f"not a replica update: {type(update).__name__}")
-            conn.execute("INSERT OR REPLACE INTO tables (name, version, row_count, complete, written_utc_s) "
-                         "VALUES (?, ?, ?, ?, ?)", (table.value, new_version, count, int(complete), now))
+            conn.execute("INSERT OR REPLACE INTO tables (name, version, row_count, written_utc_s) "
+                         "VALUES (?, ?, ?, ?)", (table.value, new_version, count, now))
             crashpoints.reached("replica_store.rows_written")
-            conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        crashpoints.reached("replica_store.committed")
-        return TableInfo(table, new_version, count, complete, now)
+        return StagedUpdate(self, TableInfo(table, new_version, count, now))
 
     def _present(self, table: Table, keys: list[RowKey]) -> int:
         """How many of ``keys`` the store holds in ``table``."""
@@ -237,7 +243,45 @@ class ReplicaStore:
     def _packed(update: ReplicaUpdate) -> list[tuple[RowKey, bytes]]:
         table = Table(update.table)
         rows = update.rows if isinstance(update, FullSnapshot) else update.upserts
-        return [(_key(row_key(table, r)), pack_row(table, r)) for r in rows]
+        out = []
+        for r in rows:
+            data = pack_row(table, r)  # checks the row's type first
+            out.append((_key(row_key(table, r)), data))
+        return out
+
+
+class StagedUpdate:
+    """An update written inside the store's open transaction (:meth:`ReplicaStore.stage`):
+    :meth:`commit` makes it durable, :meth:`rollback` undoes it; one of them, once."""
+
+    def __init__(self, store: ReplicaStore, info: TableInfo) -> None:
+        self._store = store
+        self.info = info  #: what the store will hold of the table once committed
+        self._open = True
+
+    def commit(self) -> TableInfo:
+        """Commit (fsync'd: on disk when this returns). Raises :class:`ReplicaStoreError` if
+        the commit failed (the transaction is then rolled back)."""
+        self._end()
+        conn = self._store._conn
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise ReplicaStoreError(f"{self._store.path}: the commit of {self.info.table.value} failed: {exc}") from None
+        crashpoints.reached("replica_store.committed")
+        return self.info
+
+    def rollback(self) -> None:
+        """Undo the update: the store holds what it held before :meth:`ReplicaStore.stage`."""
+        self._end()
+        self._store._conn.execute("ROLLBACK")
+
+    def _end(self) -> None:
+        if not self._open:
+            raise ReplicaStoreError("this staged update was already committed or rolled back")
+        self._open = False
 
 
 def versions_text(versions: Mapping[Table, int]) -> str:

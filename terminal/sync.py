@@ -377,6 +377,15 @@ class SyncClient:
             replica_versions=self._follower.versions(),
             replica_errors=self._replica_errors, last_error=self._last_error)
 
+    def snapshots_collecting(self) -> dict[Table, tuple[int, int, int]]:
+        """The snapshots being collected, by table: (version, parts held, parts in all)."""
+        out = {}
+        for table in self._follower.tables:
+            c = self._follower.collecting(table)
+            if c is not None:
+                out[table] = c
+        return out
+
     async def updates(self) -> AsyncIterator[SyncStatus]:
         """Yields the status now, then again after each change (a connect, an ack, a
         publish, a rejected message, a replica update). Ends when the client stops."""

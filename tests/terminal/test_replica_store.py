@@ -1,0 +1,145 @@
+"""The replica store: rows as wire decodes them, one durable transaction per update, never
+an older version, and a site killed mid-apply reopens on a whole version."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from authz import sample
+from terminal.follower import FullSnapshot
+from terminal.replica_store import ReplicaStore, ReplicaStoreError, StaleUpdate, StoreCorrupt
+from wire import FuelCardRow, ReplicaDelta, StopListEntry, Table
+
+from .replica_store_crash_writer import ROWS, snapshot_rows
+
+WRITER = Path(__file__).with_name("replica_store_crash_writer.py")
+
+
+def _entry(n: int, at: int = 5) -> StopListEntry:
+    return StopListEntry(f"70000000000000{n:02d}", at)
+
+
+def test_rows_come_back_as_wire_decodes_them_with_their_versions(tmp_path):
+    fuel = sample.fuel_model(n_cards=30, seed=3)
+    cards = tuple(FuelCardRow(c, tuple((lid, cnt) for (no, lid), cnt in sorted(fuel.counters.items())
+                                       if no == c.card_no)) for c in fuel.cards)
+    with ReplicaStore.open(tmp_path / "r.sqlite") as store:
+        store.apply(FullSnapshot(Table.PRODUCTS, 4, fuel.products))
+        store.apply(FullSnapshot(Table.FUEL_CARDS, 9, cards))
+        store.apply(ReplicaDelta(Table.STOP_LIST, 0, 1, (_entry(1),)))  # from 0: the empty table
+    with ReplicaStore.open(tmp_path / "r.sqlite") as store:
+        assert store.versions() == {Table.PRODUCTS: 4, Table.FUEL_CARDS: 9, Table.STOP_LIST: 1}
+        assert sorted(store.rows(Table.PRODUCTS), key=lambda p: p.code) == sorted(fuel.products, key=lambda p: p.code)
+        assert sorted(store.rows(Table.FUEL_CARDS), key=lambda r: r.card.card_no) == \
+            sorted(cards, key=lambda r: r.card.card_no)
+        assert store.info()[Table.FUEL_CARDS].rows == len(cards)
+        assert store.complete([Table.PRODUCTS, Table.STOP_LIST]) and not store.complete([Table.STATIONS])
+
+
+def test_a_delta_upserts_and_deletes_and_counts(tmp_path):
+    with ReplicaStore.open(tmp_path / "r.sqlite") as store:
+        store.apply(FullSnapshot(Table.STOP_LIST, 3, (_entry(1), _entry(2))))
+        info = store.apply(ReplicaDelta(Table.STOP_LIST, 3, 4, (_entry(2, 9), _entry(3)), (_entry(1).card_no,)))
+        assert (info.version, info.rows) == (4, 2)
+        assert store.rows(Table.STOP_LIST) == (_entry(2, 9), _entry(3))
+
+
+def test_never_an_older_version_and_a_refused_update_changes_nothing(tmp_path):
+    with ReplicaStore.open(tmp_path / "r.sqlite") as store:
+        store.apply(FullSnapshot(Table.STOP_LIST, 5, (_entry(1),)))
+        before = (store.info(), store.rows(Table.STOP_LIST))
+        for update in (FullSnapshot(Table.STOP_LIST, 4, (_entry(7),)),   # older
+                       FullSnapshot(Table.STOP_LIST, 5, (_entry(7),)),   # the same version
+                       ReplicaDelta(Table.STOP_LIST, 3, 6, (_entry(7),)),  # does not follow 5
+                       ReplicaDelta(Table.STOP_LIST, 6, 7, (_entry(7),))):  # past a gap
+            with pytest.raises(StaleUpdate, match="version held, 5"):
+                store.apply(update)
+            assert (store.info(), store.rows(Table.STOP_LIST)) == before
+        with pytest.raises(ReplicaStoreError, match="a stop_list row is a StopListEntry"):
+            store.apply(FullSnapshot(Table.STOP_LIST, 6, (_entry(2), "not a row")))
+        assert (store.info(), store.rows(Table.STOP_LIST)) == before
+
+
+def test_a_staged_update_rolled_back_leaves_the_store_as_it_was(tmp_path):
+    with ReplicaStore.open(tmp_path / "r.sqlite") as store:
+        store.apply(FullSnapshot(Table.STOP_LIST, 1, (_entry(1),)))
+        staged = store.stage(FullSnapshot(Table.STOP_LIST, 2, (_entry(2), _entry(3))))
+        assert staged.info.version == 2
+        staged.rollback()
+        assert store.versions() == {Table.STOP_LIST: 1} and store.rows(Table.STOP_LIST) == (_entry(1),)
+        with pytest.raises(ReplicaStoreError, match="already"):
+            staged.commit()
+        store.stage(FullSnapshot(Table.STOP_LIST, 2, (_entry(2),))).commit()
+        assert store.versions() == {Table.STOP_LIST: 2}
+
+
+def test_a_damaged_row_is_named_on_reading(tmp_path):
+    path = tmp_path / "r.sqlite"
+    with ReplicaStore.open(path) as store:
+        store.apply(FullSnapshot(Table.STOP_LIST, 1, (_entry(1),)))
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE rows SET data = x'81a3626164c3'")  # {"bad": true}
+    conn.commit()
+    conn.close()
+    with ReplicaStore.open(path) as store, pytest.raises(StoreCorrupt, match="stop_list row fails its schema"):
+        store.rows(Table.STOP_LIST)
+    path.with_name("junk.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(StoreCorrupt, match="not a replica store"):
+        ReplicaStore.open(path.with_name("junk.sqlite"))
+
+
+def _whole_version(path: Path) -> int:
+    """The version the store reopens on, after checking its rows are exactly that version's."""
+    with ReplicaStore.open(path) as store:
+        v = store.versions()[Table.STOP_LIST]
+        rows = store.rows(Table.STOP_LIST)
+        assert store.info()[Table.STOP_LIST].rows == len(rows) == ROWS
+        assert sorted(rows, key=lambda r: r.card_no) == sorted(snapshot_rows(v), key=lambda r: r.card_no), \
+            f"the store holds a mix of versions at version {v}"
+        return v
+
+
+def _writer(path: Path, first: int, last: int, crash_at: str | None = None) -> subprocess.Popen:
+    env = dict(os.environ)
+    env.pop("EDGEPOS_CRASH_AT", None)
+    if crash_at:
+        env["EDGEPOS_CRASH_AT"] = crash_at
+    return subprocess.Popen([sys.executable, str(WRITER), str(path), str(first), str(last)], env=env,
+                            stdout=subprocess.PIPE, text=True)
+
+
+def test_killed_at_the_crash_point_inside_the_transaction_reopens_on_the_old_version(tmp_path):
+    path = tmp_path / "r.sqlite"
+    p = _writer(path, 1, 1)
+    assert p.communicate(timeout=60)[0].split() == ["1"] and p.returncode == 0
+    for point, expect in (("replica_store.rows_written", 1), ("replica_store.committed", 2)):
+        p = _writer(path, 2, 3, crash_at=point)
+        out = p.communicate(timeout=60)[0]
+        assert p.returncode == -signal.SIGKILL and out == ""
+        assert _whole_version(path) == expect, point
+    p = _writer(path, 3, 3, crash_at="replica_store.rows_written")  # a delta killed mid-apply
+    p.communicate(timeout=60)
+    assert p.returncode == -signal.SIGKILL and _whole_version(path) == 2
+
+
+def test_killed_anywhere_while_applying_reopens_on_a_whole_version_never_behind_a_promise(tmp_path):
+    path = tmp_path / "r.sqlite"
+    promised = 0
+    for round_no, delay in enumerate((0.35, 0.8, 0.55, 1.2, 0.45)):
+        p = _writer(path, promised + 1, promised + 10_000)
+        time.sleep(delay + 0.5 * (round_no == 0))  # the first round also pays for the interpreter's start
+        p.kill()
+        out, _ = p.communicate(timeout=30)
+        promised = max([promised] + [int(x) for x in out.split()])
+        v = _whole_version(path)
+        assert v >= promised and v <= promised + 1, (v, promised)  # at most the apply that was under way
+        promised = v
+    assert promised >= 3, "the writer never got going: the test proved nothing"
