@@ -19,7 +19,7 @@ from wire import Table
 from .config import SiteConfig
 from .replica import Replica
 
-__all__ = ["FUEL_TABLES", "CLUB_TABLES", "ProvisionStatus", "tables_needed", "build_replica"]
+__all__ = ["CLUB_TABLES", "FUEL_TABLES", "ProvisionStatus", "build_replica", "tables_needed"]
 
 #: What a pump site decides on.
 FUEL_TABLES: tuple[Table, ...] = (Table.STOP_LIST, Table.PRODUCTS, Table.STATIONS, Table.TARIFFS,

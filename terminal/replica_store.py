@@ -29,15 +29,23 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from wire import ReplicaDelta, RowKey, Table, WireError, pack_row, row_key, unpack_row
 
 from . import crashpoints
 from .follower import FullSnapshot, ReplicaUpdate
 
-__all__ = ["STORE_FILE", "ReplicaStore", "ReplicaStoreError", "StaleUpdate", "StagedUpdate", "StoreCorrupt",
-           "TableInfo", "versions_text"]
+__all__ = [
+    "STORE_FILE",
+    "ReplicaStore",
+    "ReplicaStoreError",
+    "StagedUpdate",
+    "StaleUpdate",
+    "StoreCorrupt",
+    "TableInfo",
+    "versions_text",
+]
 
 #: The store's file name in ``site.data_dir``.
 STORE_FILE = "replica.sqlite"
@@ -95,7 +103,7 @@ class ReplicaStore:
         self._conn = conn
 
     @classmethod
-    def open(cls, path: str | Path) -> "ReplicaStore":
+    def open(cls, path: str | Path) -> ReplicaStore:
         """Open (or create) the store at ``path``, WAL and ``synchronous=FULL``.
         Raises :class:`StoreCorrupt` for a file that is not a replica store."""
         path = Path(path)
@@ -125,7 +133,7 @@ class ReplicaStore:
         """Close the file (every apply is already on disk)."""
         self._conn.close()
 
-    def __enter__(self) -> "ReplicaStore":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -180,7 +188,7 @@ class ReplicaStore:
         (:meth:`stage`, then :meth:`StagedUpdate.commit`). Raises as :meth:`stage` does."""
         return self.stage(update, now_utc_s=now_utc_s).commit()
 
-    def stage(self, update: ReplicaUpdate, *, now_utc_s: int | None = None) -> "StagedUpdate":
+    def stage(self, update: ReplicaUpdate, *, now_utc_s: int | None = None) -> StagedUpdate:
         """Write ``update`` inside an open transaction and hand it back uncommitted: the caller
         applies it elsewhere too (the evaluators), then commits it, or rolls it back if that
         failed. Until then the store is locked for other writers.

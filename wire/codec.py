@@ -1016,6 +1016,6 @@ def unpack_row(table: Table, data: bytes) -> Any:
                                 max_ext_len=0)
     except WireFormatError:
         raise
-    except Exception as exc:  # msgpack's own errors: not MessagePack, truncated, trailing bytes
+    except Exception as exc:  # noqa: BLE001 - msgpack's own errors: not MessagePack, truncated, trailing bytes
         raise _bad("row", f"not a MessagePack row: {type(exc).__name__}") from None
     return codec.from_wire(value)

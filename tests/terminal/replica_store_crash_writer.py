@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from terminal.follower import FullSnapshot  # noqa: E402
-from terminal.replica_store import ReplicaStore  # noqa: E402
-from wire import ReplicaDelta, StopListEntry, Table  # noqa: E402
+from terminal.follower import FullSnapshot
+from terminal.replica_store import ReplicaStore
+from wire import ReplicaDelta, StopListEntry, Table
 
 ROWS = 20_000
 

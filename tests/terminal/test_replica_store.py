@@ -15,7 +15,12 @@ import pytest
 
 from authz import sample
 from terminal.follower import FullSnapshot
-from terminal.replica_store import ReplicaStore, ReplicaStoreError, StaleUpdate, StoreCorrupt
+from terminal.replica_store import (
+    ReplicaStore,
+    ReplicaStoreError,
+    StaleUpdate,
+    StoreCorrupt,
+)
 from wire import FuelCardRow, ReplicaDelta, StopListEntry, Table
 
 from .replica_store_crash_writer import ROWS, snapshot_rows
