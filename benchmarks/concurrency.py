@@ -285,7 +285,7 @@ def site_toml(data_dir: Path, tills: int, allowance: int) -> tuple[str, dict[str
 
 def _start_daemon(cfg_path: Path, club_accounts: int, seed: int) -> tuple[subprocess.Popen, int]:
     """``edgepos run`` on ``cfg_path`` as a subprocess; its process and API port."""
-    proc = subprocess.Popen([sys.executable, "-m", "terminal.cli", "run", "--config", str(cfg_path),
+    proc = subprocess.Popen([sys.executable, "-m", "terminal.cli", "run", "--simulated-replica", "--config", str(cfg_path),
                              "--club-accounts", str(club_accounts), "--fuel-cards", "10", "--seed", str(seed)],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT)
     assert proc.stderr is not None

@@ -67,7 +67,7 @@ class Daemon:
         cfg = Path(self.dir.name) / "site.toml"
         cfg.write_text(text)
         self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-m", "terminal.cli", "run", "--config", str(cfg), *extra],
+        self.proc = subprocess.Popen([sys.executable, "-m", "terminal.cli", "run", "--simulated-replica", "--config", str(cfg), *extra],
                                      stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT,
                                      env=dict(os.environ, **(env or {})))
         self.port = None

@@ -48,6 +48,8 @@ CARD_NO = re.compile(r"[0-9]{13}", re.ASCII)
 PAYMENT_METHOD = re.compile(r"[a-z][a-z0-9_]{0,31}", re.ASCII)
 MAX_BODY = 256 * 1024
 PUBLIC = frozenset({"/openapi.json"})
+#: What answers while a new site waits for its replica (everything else: 503 provisioning).
+PROVISIONING_OPEN = frozenset({"/v1/health", "/v1/events"})
 PRINCIPAL = web.RequestKey("principal", Principal)
 
 
@@ -132,6 +134,9 @@ class LocalApi:
             resp.headers["WWW-Authenticate"] = 'Bearer realm="edgepos"'
             return resp
         request[PRINCIPAL] = principal
+        if not getattr(self.daemon, "serving", True) and request.path not in PROVISIONING_OPEN:
+            return error(503, "provisioning", "this site is not serving yet: it waits for the host's replica "
+                         "snapshots (GET /v1/health says how far it got)")
         match = request.match_info
         if match.http_exception is not None:
             raise match.http_exception

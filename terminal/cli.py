@@ -27,6 +27,7 @@ class ExitCode(IntEnum):
     CONFIG = 7  #: the configuration is invalid or unreadable
     PORT_IN_USE = 8  #: the local API's address (api.host, api.port) is taken
     ALREADY_RUNNING = 9  #: another daemon runs on this journal (site.data_dir)
+    NO_REPLICA = 10  #: no stored replica, no broker to be provisioned from, no --simulated-replica
     INTERRUPTED = 130  #: Ctrl-C before the daemon was up
 
 
@@ -41,6 +42,8 @@ EXIT_MEANINGS: dict[ExitCode, str] = {
     ExitCode.CONFIG: "the configuration (--config) is invalid or unreadable",
     ExitCode.PORT_IN_USE: "api.host:api.port is in use by another program",
     ExitCode.ALREADY_RUNNING: "another daemon runs on this journal (site.data_dir); the message names its pid",
+    ExitCode.NO_REPLICA: "nothing to decide on: no replica stored in site.data_dir and no broker.url to be "
+                         "provisioned from (a simulation runs with --simulated-replica)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C) while starting",
 }
 
@@ -114,14 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="run the edge daemon of a site", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run the edge daemon: claim the journal (one daemon per journal: a second one "
                     "exits, naming the first), check the key files and the API port, open the "
-                    "journal, rebuild the replica from it, recover every lane's open transaction, "
-                    "sync with the broker when broker.url is set (no broker is started: the "
-                    "simulation starts its own), then serve the local API until SIGTERM or "
-                    "Ctrl-C. Without --config, the embedded simulated site's configuration.",
+                    "journal, load the host's replica stored beside it (a new site is first "
+                    "provisioned from the host's snapshots through broker.url, and serves only once "
+                    "it holds every table it needs), re-apply the journal's spend, recover every "
+                    "lane's open transaction, sync with the broker when broker.url is set (no broker "
+                    "is started: the simulation starts its own), then serve the local API until "
+                    "SIGTERM or Ctrl-C. Without --config, the embedded simulated site's configuration.",
         epilog="A start-up error is one line naming the setting to fix.\n\n" + exit_codes_epilog())
     run.add_argument("--config", metavar="FILE", help="the site's TOML configuration")
+    run.add_argument("--simulated-replica", action="store_true",
+                     help="decide on a generated replica (simulations and benchmarks only; never a real "
+                          "site): the host's tables are not used; --fuel-cards, --club-accounts, "
+                          "--stop-list and --seed shape it")
     run.add_argument("--fuel-cards", type=_positive, default=10_000, metavar="N",
-                     help="cards in the generated replica (until host snapshots exist; default 10000)")
+                     help="cards in the generated replica (with --simulated-replica; default 10000)")
     run.add_argument("--club-accounts", type=_positive, default=5_000, metavar="N",
                      help="club accounts in the generated replica (default 5000)")
     run.add_argument("--stop-list", type=int, default=0, metavar="N",
@@ -141,12 +150,14 @@ def _run_daemon(args: argparse.Namespace) -> int:
     from .replica import Replica
 
     config = load_config(args.config)
-    replica = Replica.simulated(config, fuel_cards=args.fuel_cards, club_accounts=args.club_accounts,
-                                stop_list=args.stop_list, seed=args.seed, impl=args.evaluator)
+    replica = None
+    if args.simulated_replica:
+        replica = Replica.simulated(config, fuel_cards=args.fuel_cards, club_accounts=args.club_accounts,
+                                    stop_list=args.stop_list, seed=args.seed, impl=args.evaluator)
     source = str(Path(args.config).resolve()) if args.config else "the embedded configuration"
 
     async def serve() -> int:
-        daemon = Daemon(config, replica, config_source=source)
+        daemon = Daemon(config, replica, config_source=source, impl=args.evaluator)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -172,10 +183,13 @@ def _exit_code_of(exc: BaseException) -> ExitCode | None:
         AlreadyRunning,
         JournalUnusable,
         KeyFileError,
+        NoReplica,
         PortInUse,
+        ReplicaUnusable,
         StartError,
     )
     for kind, code in ((AlreadyRunning, ExitCode.ALREADY_RUNNING), (PortInUse, ExitCode.PORT_IN_USE),
+                       (NoReplica, ExitCode.NO_REPLICA), (ReplicaUnusable, ExitCode.FAILED),
                        (KeyFileError, ExitCode.KEY_FILE), (JournalUnusable, ExitCode.FAILED),
                        (StartError, ExitCode.CONFIG), (ConfigError, ExitCode.CONFIG),
                        (AuthzError, ExitCode.FAILED)):

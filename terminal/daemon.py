@@ -31,11 +31,13 @@ from authz.fuel_model import mask_card_no
 from hw.card.keys import KeyStore, KeyStoreError, SoftwareKeyStore
 from hw.pump import Pump
 from hw.scanner import Scan, ScanKind, Scanner, ScannerConfig, ScanNoise
+from wire import REPLICA_VERIFY_KEY_FILE
 
 from . import fuel_api
 from .api import LocalApi
 from .config import SiteConfig
 from .events import EventBus
+from .follower import ReplicaUpdate
 from .fuel import (
     CARD_COMMITTED,
     PREAUTH,
@@ -48,16 +50,21 @@ from .fuel import (
 )
 from .fuel import TERMINAL_KINDS as FUEL_TERMINAL_KINDS
 from .journal import Journal, JournalClosedError, JournalError
+from .provision import ProvisionStatus, build_replica, tables_needed
 from .replica import Replica
+from .replica_store import STORE_FILE, ReplicaStore, ReplicaStoreError, versions_text
 from .till import TERMINAL_KINDS as TILL_TERMINAL_KINDS
 from .till import TillLane
 
 if TYPE_CHECKING:
+    from wire import Table
+
     from .sync import SyncClient
 
 log = logging.getLogger("edgepos.daemon")
 
-__all__ = ["AlreadyRunning", "Daemon", "JournalLock", "JournalUnusable", "KeyFileError", "PortInUse", "StartError"]
+__all__ = ["AlreadyRunning", "Daemon", "JournalLock", "JournalUnusable", "KeyFileError", "NoReplica", "PortInUse",
+           "ReplicaUnusable", "StartError"]
 
 
 class StartError(Exception):
@@ -76,6 +83,15 @@ class AlreadyRunning(StartError):
     def __init__(self, message: str, holder: dict[str, Any]) -> None:
         super().__init__("site.data_dir", message)
         self.holder = holder
+
+
+class NoReplica(StartError):
+    """The site has nothing to decide on: no stored replica, no broker to be provisioned
+    from, and no ``--simulated-replica``."""
+
+
+class ReplicaUnusable(StartError):
+    """The replica store beside the journal cannot be opened or read."""
 
 
 class KeyFileError(StartError):
@@ -170,6 +186,15 @@ def _mask_body(value: Any) -> Any:
     return value
 
 
+def _age_text(seconds: int) -> str:
+    """``3 h 12 min``, ``4 min``, ``20 s``."""
+    if seconds >= 86_400:
+        return f"{seconds // 86_400} d {seconds % 86_400 // 3600} h"
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 60} min" if seconds >= 60 else f"{max(seconds, 0)} s"
+
+
 def _plain(value: Any) -> Any:
     """A status for JSON: enums by value, mappings with text keys."""
     if isinstance(value, dict):
@@ -190,13 +215,26 @@ class Daemon:
     second daemon on the same journal gets (:class:`AlreadyRunning`).
     """
 
-    def __init__(self, config: SiteConfig, replica: Replica, *, journal_path: Path | None = None,
+    def __init__(self, config: SiteConfig, replica: Replica | None = None, *, journal_path: Path | None = None,
                  listen: bool = True, keys: KeyStore | None = None, pumps: dict[int, Pump] | None = None,
-                 fuel_timeouts: FuelTimeouts | None = None, config_source: str | None = None) -> None:
+                 fuel_timeouts: FuelTimeouts | None = None, config_source: str | None = None,
+                 impl: str | None = None, progress_interval_s: float = 5.0) -> None:
         self.config = config
         #: where the configuration came from (a file path), for the journal lock's holder line
         self.config_source = config_source or "a configuration given in code"
-        self.replica = replica
+        #: the evaluators: given (a simulated replica), or built from the replica store once it
+        #: holds every table the site needs (None until then)
+        self._replica = replica
+        #: the host's tables as this site holds them (None when a replica was given)
+        self.store: ReplicaStore | None = None
+        self.store_path = (journal_path.parent if journal_path else config.data_dir) / STORE_FILE
+        #: the sale routes and lanes are open (False while a new site waits for its snapshots)
+        self.serving = False
+        self.impl = impl
+        self.progress_interval_s = progress_interval_s
+        self._replica_lock = asyncio.Lock()
+        self._provision_started: float | None = None
+        self.provisioned_in_s: float | None = None
         self.journal_path = journal_path or config.data_dir / "journal.sqlite"
         self.listen = listen
         self.bus = EventBus()
@@ -208,7 +246,7 @@ class Daemon:
         self.fuel_timeouts = fuel_timeouts
         self._pump_devices = dict(pumps or {})
         #: kopecks held per contract by open authorizations (shared by the pump lanes)
-        self.fuel_holds: dict[int, int] = replica.fuel_holds
+        self.fuel_holds: dict[int, int] = replica.fuel_holds if replica is not None else {}
         #: the highest transaction counter seen per fuel card (from the journal, then live)
         self.card_counters_seen: dict[str, int] = {}
         self.scanners: dict[str, Scanner] = {}
@@ -227,6 +265,13 @@ class Daemon:
         self._site_keys: Any = None
         self._sync_settings: Any = None
         self._replayed = 0
+
+    @property
+    def replica(self) -> Replica:
+        """The site's evaluators; :class:`RuntimeError` before a provisioning site has them."""
+        if self._replica is None:
+            raise RuntimeError("the site holds no replica yet: it is waiting for the host's snapshots")
+        return self._replica
 
     # -- lifecycle --
 
@@ -266,11 +311,38 @@ class Daemon:
                            "started_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")})
         try:
             self._load_keys()
+            if self._replica is None:
+                self._open_store()
             if self.listen:
                 self._sock = self._bind()
         except BaseException:
+            if self.store is not None:
+                self.store.close()
+                self.store = None
             self.lock.release()
             raise
+
+    def _open_store(self) -> None:
+        """Open the replica store; refuse to start a site that can get no replica: none stored
+        and no broker (:class:`NoReplica`), or a broker without the host's key to verify it."""
+        needed = tables_needed(self.config)
+        if self.config.broker.url and not self.config.keys.host_key_file:
+            raise KeyFileError("keys.host_key_file", "required to be provisioned from the host: the host's "
+                               f"public replica key ({REPLICA_VERIFY_KEY_FILE}) that verifies its snapshots")
+        if not self.config.broker.url and not self.store_path.exists():
+            raise NoReplica("broker.url", f"no stored replica ({self.store_path}) and no broker to be provisioned "
+                            "from: set broker.url and keys.host_key_file (docs/operations.md, provisioning a new "
+                            "site), or run a simulation with --simulated-replica")
+        try:
+            self.store = ReplicaStore.open(self.store_path)
+            complete = self.store.complete(needed)
+        except ReplicaStoreError as exc:
+            raise ReplicaUnusable("site.data_dir", str(exc)) from None
+        if not complete and not self.config.broker.url:
+            missing = ", ".join(t.value for t in needed if t not in self.store.versions())
+            raise NoReplica("broker.url", f"the stored replica ({self.store_path}) lacks {missing} and there is "
+                            "no broker to be provisioned from: set broker.url and keys.host_key_file "
+                            "(docs/operations.md), or run a simulation with --simulated-replica")
 
     def _load_keys(self) -> None:
         """Read every key file the configuration names (a named file must be there even if
@@ -283,16 +355,17 @@ class Daemon:
             except KeyStoreError as exc:
                 raise KeyFileError("keys.issuer_key_file", str(exc)) from None
         if not self.config.broker.url:
-            for setting in ("site_key_file", "host_key_file"):
-                if getattr(k, setting):
-                    self._check_wire_key(f"keys.{setting}", getattr(k, setting))
+            if k.site_key_file:
+                self._check_wire_key("keys.site_key_file", k.site_key_file)
+            if k.host_key_file:
+                self._check_host_key(k.host_key_file)
             return
         from wire import SiteKeys
 
         from .sync import SyncError, settings_from_config
         site_key = self._check_wire_key("keys.site_key_file", k.site_key_file)
-        host_key = self._check_wire_key("keys.host_key_file", k.host_key_file) if k.host_key_file else None
-        self._site_keys = SiteKeys({self.config.site_id: site_key}, host=host_key)
+        host_key = self._check_host_key(k.host_key_file) if k.host_key_file else None
+        self._site_keys = SiteKeys({self.config.site_id: site_key}, replica_verify=host_key)
         try:
             self._sync_settings = settings_from_config(self.config.broker)
             self._sync_settings.tls_context()
@@ -313,6 +386,15 @@ class Daemon:
             return load_key(path)
         except WireError as exc:
             raise KeyFileError(setting, str(exc)) from None
+
+    @staticmethod
+    def _check_host_key(path: str) -> Any:
+        """The host's replica verify key (Ed25519 public, ``replica-signing.pub``)."""
+        from wire import WireError, load_replica_verify_key
+        try:
+            return load_replica_verify_key(path)
+        except WireError as exc:
+            raise KeyFileError("keys.host_key_file", str(exc)) from None
 
     def _bind(self) -> socket.socket:
         """The local API's socket, bound (so the port is ours) but not listening yet."""
@@ -336,6 +418,9 @@ class Daemon:
                                         terminal_kinds=TILL_TERMINAL_KINDS | FUEL_TERMINAL_KINDS)
         except JournalError as exc:
             raise JournalUnusable("site.data_dir", str(exc)) from None
+        if self._replica is None:
+            await self._provision()
+        self.fuel_holds = self.replica.fuel_holds
         self._replayed = self.replica.replay(self._noting_cards(self._all_records()))
         for till_cfg in self.config.tills:
             self.tills[till_cfg.till_id] = TillLane(till_cfg, self.config.site_id, self.replica, self.journal, self.bus)
@@ -352,44 +437,143 @@ class Daemon:
         for lane in self.pumps.values():
             lane.start()
         if self.config.broker.url:
-            await self._start_sync()
+            if self.sync is None:
+                await self._start_sync()
         else:
             log.warning("no broker.url configured: journaling only, nothing is sent to the host")
         for till in self.tills.values():
             if till.config.scanner_port:
                 self._tasks.append(asyncio.create_task(self._scanner_task(till), name=f"scanner {till.lane}"))
-        if self.listen:
-            self.api = LocalApi(self)
-            sock, self._sock = self._sock or self._bind(), None
-            bound = sock.getsockname()[1]
-            try:
-                # TLS, tokens, timeouts: terminal/api.py; on the socket claim() bound
-                self._runner, self.port = await self.api.listen(sock)
-            except OSError as exc:  # another program bound the same port with SO_REUSEADDR and listened first
-                if exc.errno != errno.EADDRINUSE:
-                    raise
-                raise PortInUse("api.port", f"{self.config.api.host}:{bound} was taken by "
-                                "another program while this daemon started; set api.port to a free port") from None
+        if self.listen and self._runner is None:
+            await self._listen()
+        self.serving = True
+
+    async def _listen(self) -> None:
+        """Serve the local API on the socket claim() bound (sales only once :attr:`serving`)."""
+        self.api = LocalApi(self)
+        sock, self._sock = self._sock or self._bind(), None
+        bound = sock.getsockname()[1]
+        try:
+            # TLS, tokens, timeouts: terminal/api.py; on the socket claim() bound
+            self._runner, self.port = await self.api.listen(sock)
+        except OSError as exc:  # another program bound the same port with SO_REUSEADDR and listened first
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise PortInUse("api.port", f"{self.config.api.host}:{bound} was taken by "
+                            "another program while this daemon started; set api.port to a free port") from None
 
     async def _start_sync(self) -> None:
-        """Start the sync client: it reads the journal and sends what the host has not acked."""
+        """Start the sync client: it reads the journal and sends what the host has not acked,
+        and follows every table the site needs from the versions the store holds (a table not
+        held from 0: its retained snapshot is awaited). A simulated replica (no store) follows
+        the stop list only, from 0."""
         from wire import Table
 
         from .sync import SyncClient
 
         keys = self._site_keys  # loaded and checked by claim()
-        follow = {}
-        if keys.can_verify_replica and self.replica.fuel is not None:
+        follow: dict[Table, int] = {}
+        if self.store is not None:
+            held = self.store.versions()
+            follow = {t: held.get(t, 0) for t in tables_needed(self.config)}
+        elif keys.can_verify_replica and self.replica.fuel is not None:
             follow = {Table.STOP_LIST: 0}  # the locally built replica is version 0
         self.sync = SyncClient(self._live_journal(), keys, self._sync_settings, on_fatal=self.fatal,
                                on_replica=self._on_replica if follow else None,
                                replica_versions=follow or None, tables=tuple(follow))
         await self.sync.__aenter__()
 
-    def _on_replica(self, update: Any) -> None:
-        """A replica update from the host, in version order. The stop list is applied at once
-        (a block reaches the pumps within seconds); the other tables arrive with the host's
-        snapshots in a later issue."""
+    # -- provisioning and replica updates --
+
+    async def _provision(self) -> None:
+        """Build the replica from the store; first, if it lacks a table the site needs, follow
+        the host until it holds them all, saying every ``progress_interval_s`` how far it got
+        (the API answers ``/v1/health`` meanwhile, and 503 to sales)."""
+        store = self.store
+        assert store is not None  # claim() opened it
+        needed = tables_needed(self.config)
+        if store.complete(needed):
+            held = {t: i for t, i in store.info().items() if t in needed}
+            age = int(time.time()) - max(i.written_utc_s for i in held.values())
+            log.info("serving from the stored replica (%s), last updated by the host %s ago%s",
+                     versions_text({t: i.version for t, i in held.items()}), _age_text(age),
+                     "; checking the host for newer versions" if self.config.broker.url else "")
+        else:
+            self._provision_started = time.monotonic()
+            log.info("no complete replica stored: waiting for the host's snapshots of %s",
+                     ", ".join(t.value for t in needed))
+            await self._start_sync()
+            if self.listen:
+                await self._listen()
+            while not store.complete(needed):
+                if self.failure is not None:
+                    raise self.failure
+                log.info("provisioning: %s", self.provision_status().text())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._provision_progress(needed), self.progress_interval_s)
+            self.provisioned_in_s = time.monotonic() - self._provision_started
+        async with self._replica_lock:  # no update lands between reading the store and building on it
+            tables = await asyncio.to_thread(store.tables, needed)
+            self._replica = await asyncio.to_thread(build_replica, self.config, tables, impl=self.impl)
+            del tables
+        if self.provisioned_in_s is not None:
+            log.info("provisioned from the host in %.1f s: %s", self.provisioned_in_s,
+                     versions_text({t: v for t, v in store.versions().items() if t in needed}))
+
+    async def _provision_progress(self, needed: tuple[Table, ...]) -> None:
+        """Return once the store holds every table of ``needed``."""
+        assert self.store is not None and self.sync is not None
+        async for _ in self.sync.updates():
+            if self.store.complete(needed):
+                return
+
+    def provision_status(self) -> ProvisionStatus:
+        """The tables the site needs, those the store holds, and the snapshot parts collected."""
+        needed = tables_needed(self.config)
+        held = self.store.versions() if self.store is not None else {}
+        collecting = self.sync.snapshots_collecting() if self.sync is not None else {}
+        return ProvisionStatus(needed, held, collecting)
+
+    async def _on_replica(self, update: ReplicaUpdate) -> None:
+        """A replica update from the host, in version order: into the store first (written in
+        its transaction, off the event loop), then into the evaluators, then the store's commit.
+        If either refuses it, the store's transaction is rolled back and the exception tells
+        the sync client to keep the old version and ask for a snapshot."""
+        async with self._replica_lock:
+            if self.store is None:
+                self._apply_stop_list(update)  # a simulated replica follows the stop list only
+                return
+            staged = await asyncio.to_thread(self.store.stage, update)
+            try:
+                if self._replica is not None:
+                    self._apply_to_evaluators(update)
+            except BaseException as exc:
+                await asyncio.to_thread(staged.rollback)
+                log.error("replica update of %s refused by the evaluators, store unchanged: %s",
+                          update.table.value, exc)
+                raise
+            try:
+                info = await asyncio.to_thread(staged.commit)
+            except ReplicaStoreError as exc:  # the evaluators are ahead of the disk: restart from the store
+                self.fatal(exc)
+                raise
+            log.info("replica %s at version %d (%d rows) stored", info.table.value, info.version, info.rows)
+
+    def _apply_to_evaluators(self, update: ReplicaUpdate) -> None:
+        """Apply ``update`` to the evaluators (all or nothing: raises on a consistency failure)."""
+        from wire import Table
+
+        apply_update = getattr(self.replica, "apply_update", None)
+        if apply_update is not None:
+            apply_update(update)
+        elif update.table is Table.STOP_LIST:
+            self._apply_stop_list(update)
+        else:  # this build's evaluators take host tables only when built (Replica.apply_update lands with 'tables')
+            log.warning("replica %s update stored; the evaluators take it at the next start", update.table.value)
+
+    def _apply_stop_list(self, update: ReplicaUpdate) -> None:
+        """The stop list applied to the fuel evaluator at once (a block reaches the pumps within
+        seconds)."""
         from wire import ReplicaDelta, Table
 
         if update.table is not Table.STOP_LIST or self.replica.fuel is None:
@@ -484,6 +668,10 @@ class Daemon:
         if self.journal is not None:
             self.journal.close()
             self.journal = None
+        if self.store is not None:
+            async with self._replica_lock:  # an update being applied finishes first
+                self.store.close()
+            self.store = None
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -521,15 +709,31 @@ class Daemon:
     # -- views for the API --
 
     def health(self) -> dict[str, Any]:
-        """Up, since when, what the journal holds, the replica version."""
-        return {"status": "ok" if self.failure is None else "failing", "site_id": self.config.site_id,
+        """Up, since when, what the journal holds, the replica (its source, versions and age),
+        and, while a new site waits for its snapshots, how far provisioning got."""
+        status = "failing" if self.failure is not None else "ok" if self.serving or self._replica else "provisioning"
+        return {"status": status, "site_id": self.config.site_id, "serving": self.serving,
                 "uptime_s": int(time.time() - self.started_at),
                 "journal": dataclasses.asdict(self.journal.counts()) if self.journal else None,
-                "replica": {"fuel_cards": len(self.replica.fuel_model.cards) if self.replica.fuel_model else 0,
-                            "club_cards": len(self.replica.club_model.cards) if self.replica.club_model else 0,
-                            "evaluator": getattr(self.replica.fuel or self.replica.club, "name", None)},
+                "replica": self._replica_view(),
+                "provisioning": self.provision_status().as_dict() if self.store is not None else None,
                 "pumps": {str(p.pump_id): p.state.value for p in self.pumps.values()},
                 "sync": _plain(dataclasses.asdict(self.sync.status())) if self.sync else None}
+
+    def _replica_view(self) -> dict[str, Any]:
+        r = self._replica
+        view: dict[str, Any] = {
+            "source": "host" if self.store is not None else "simulated",
+            "fuel_cards": len(r.fuel_model.cards) if r is not None and r.fuel_model else 0,
+            "club_cards": len(r.club_model.cards) if r is not None and r.club_model else 0,
+            "evaluator": getattr(r.fuel or r.club, "name", None) if r is not None else None}
+        if self.store is not None:
+            info = self.store.info()
+            written = max((i.written_utc_s for i in info.values()), default=None)
+            view |= {"versions": {t.value: i.version for t, i in info.items()},
+                     "rows": {t.value: i.rows for t, i in info.items()},
+                     "updated_utc_s": written, "age_s": int(time.time()) - written if written else None}
+        return view
 
     def lane_views(self) -> list[dict[str, Any]]:
         """Each lane and what it is doing."""

@@ -101,6 +101,7 @@ class ReplicaStore:
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self._conn = conn
+        self._info = self._read_info()  # what is committed; kept here so readers never wait on a write
 
     @classmethod
     def open(cls, path: str | Path) -> ReplicaStore:
@@ -127,7 +128,11 @@ class ReplicaStore:
         except ReplicaStoreError:
             conn.close()
             raise
-        return cls(path, conn)
+        try:
+            return cls(path, conn)
+        except BaseException:
+            conn.close()
+            raise
 
     def close(self) -> None:
         """Close the file (every apply is already on disk)."""
@@ -142,7 +147,10 @@ class ReplicaStore:
     # -- reading --
 
     def info(self) -> dict[Table, TableInfo]:
-        """Every table held, with its version."""
+        """Every table held, with its version, as last committed (no disk read)."""
+        return dict(self._info)
+
+    def _read_info(self) -> dict[Table, TableInfo]:
         out: dict[Table, TableInfo] = {}
         for name, version, n, written in self._conn.execute(
                 "SELECT name, version, row_count, written_utc_s FROM tables"):
@@ -278,6 +286,7 @@ class StagedUpdate:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise ReplicaStoreError(f"{self._store.path}: the commit of {self.info.table.value} failed: {exc}") from None
+        self._store._info[self.info.table] = self.info
         crashpoints.reached("replica_store.committed")
         return self.info
 

@@ -53,7 +53,7 @@ class DaemonProcess:
         if crash_at:
             env["EDGEPOS_CRASH_AT"] = crash_at
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "terminal.cli", "run", "--config", str(config),
+            [sys.executable, "-m", "terminal.cli", "run", "--simulated-replica", "--config", str(config),
              "--club-accounts", str(ACCOUNTS), "--fuel-cards", "10"],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
         deadline = time.monotonic() + 30

@@ -36,7 +36,7 @@ from .apitokens import auth, clients_toml
 ROOT = Path(__file__).resolve().parents[2]
 SITE = "SIM-077-001"
 LINES = [{"sku": "S1", "category": "shoes", "amount_kop": 400_000}]
-RUN = [sys.executable, "-m", "terminal.cli", "run", "--club-accounts", "50", "--fuel-cards", "10"]
+RUN = [sys.executable, "-m", "terminal.cli", "run", "--simulated-replica", "--club-accounts", "50", "--fuel-cards", "10"]
 
 
 def site_toml(tmp_path: Path, *, port: int = 0, extra: str = "", name: str = "site.toml") -> Path:
