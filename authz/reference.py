@@ -11,6 +11,7 @@ from .club_model import (AccountState, ClubCommit, ClubModel, ClubPayment, ClubQ
 from .errors import RequestError
 from .fuel_model import (FuelCompletion, FuelDecision, FuelModel, FuelRequest, FuelState,
                          LimitCounter)
+from .update import ClubUpdate, FuelUpdate, apply_club_update, apply_fuel_update
 
 
 class ReferenceFuelEvaluator:
@@ -48,6 +49,11 @@ class ReferenceFuelEvaluator:
             out.binding_limit_id[i] = -1 if d.binding_limit_id is None else d.binding_limit_id
         return out
 
+    def apply(self, update: FuelUpdate) -> None:
+        """Apply the host's ``update`` now (:mod:`authz.update`): the next decision sees it.
+        A ModelError refuses the whole update and changes nothing."""
+        self.model, self.state = apply_fuel_update(self.model, self.state, update)
+
     def set_stop_listed(self, card_no: str, listed: bool) -> bool:
         """Put ``card_no`` on the stop list or take it off, now; returns whether it is a card
         of this model."""
@@ -83,6 +89,11 @@ class ReferenceClubEvaluator:
     def __init__(self, model: ClubModel) -> None:
         self.model = model
         self.state = ClubState.from_model(model)
+
+    def apply(self, update: ClubUpdate) -> None:
+        """Apply the host's ``update`` now (:mod:`authz.update`): the next decision sees it.
+        A ModelError refuses the whole update and changes nothing."""
+        self.model, self.state = apply_club_update(self.model, self.state, update)
 
     def quote(self, sale: ClubSale) -> ClubQuote:
         """What ``sale`` would give (changes nothing)."""

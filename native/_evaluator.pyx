@@ -20,15 +20,16 @@ from datetime import date as _date
 from authz.batch import ClubQuoteBatchResult, FuelBatchResult
 from authz.club_model import (KOP_PER_POINT, MAX_SALE_KOP, AccountState, ClubAccount, ClubCard,
                               ClubCardKind, ClubCommit, ClubModel, ClubPayment, ClubQuote, ClubReturn,
-                              ClubReturnResult, ClubSale, ClubStatus, ClubTopUp, ClubTopUpResult,
+                              ClubReturnResult, ClubSale, ClubState, ClubStatus, ClubTopUp, ClubTopUpResult,
                               PointLot, SaleLine)
 from authz.errors import ModelError, RequestError
 from authz.fuel_model import (CardKind, CardStatus, Contract, FuelCard, FuelCompletion, FuelDecision,
-                              FuelModel, FuelRequest, Limit, LimitCounter, LimitUnit, Period,
+                              FuelModel, FuelRequest, FuelState, Limit, LimitCounter, LimitUnit, Period,
                               ProductGroup, Scope, Tariff, mask_card_no)
 from authz.localtime import MAX_UTC_S as _MAX_UTC_S
 from authz.money import MAX_AMOUNT_KOP as _MAX_AMOUNT_KOP, MAX_VOLUME_ML as _MAX_VOLUME_ML
 from authz.reasons import Reason
+from authz.update import apply_club_update, apply_fuel_update
 
 from .compact import ClubColumns, CompactClubModel, CompactFuelModel, FuelColumns, card_no_of
 from .tables import NO_PERIOD as _NO_PERIOD
@@ -988,6 +989,57 @@ cdef class NativeFuelEvaluator:
             lim_amount=l_amount, lim_scope_value=l_sv, lim_spent=l_spent, lim_pstart=l_pstart,
             stop_keys=_merge_keys(self.stop_ix._keys, _pyarray("q")))
 
+    # -- updates from the host (authz.update) --
+
+    def _stop_now(self):
+        """Every number on the stop list now, run-time changes included."""
+        out = set(self.stop_list_numbers())
+        for no, on in self.stop_changes.items():
+            if on:
+                out.add(no)
+            else:
+                out.discard(no)
+        return out
+
+    def apply(self, update):
+        """Apply the host's ``update`` (an authz.update.FuelUpdate) now: the next decision
+        sees it. A ModelError refuses the whole update and changes nothing."""
+        model = self.columns().to_model()
+        model.stop_list = frozenset(self._stop_now())
+        state = FuelState.from_model(model)
+        new_model, _ = apply_fuel_update(model, state, update)
+        new = NativeFuelEvaluator(FuelColumns.from_model(new_model))
+        if self._model is not None:
+            new._model = new_model
+        self._adopt(new)
+
+    cdef void _adopt(self, NativeFuelEvaluator o):
+        """Take every table of ``o`` (built from the updated replica) in one step; ``o`` is
+        left empty."""
+        PyMem_Free(self.cards)
+        PyMem_Free(self.lims)
+        PyMem_Free(self.ldefs)
+        PyMem_Free(self.cts)
+        self.cards, self.lims, self.ldefs, self.cts = o.cards, o.lims, o.ldefs, o.cts
+        o.cards = o.lims = NULL
+        o.ldefs = NULL
+        o.cts = NULL
+        self._model, self.zones = o._model, o.zones
+        self.n_cards, self.n_stations, self.n_products, self.n_contracts, self.n_defs = \
+            o.n_cards, o.n_stations, o.n_products, o.n_contracts, o.n_defs
+        self.n_lims = o.n_lims
+        o.n_cards = o.n_contracts = 0
+        o.n_lims = 0
+        self.products, self.stations, self.discounts, self.tz_names = o.products, o.stations, o.discounts, o.tz_names
+        self.product_index, self.station_index = o.product_index, o.station_index
+        self.prod_group = o.prod_group
+        self.st_region, self.st_groups, self.st_max_fill, self.st_price = o.st_region, o.st_groups, o.st_max_fill, o.st_price
+        self.disc_start, self.disc_count = o.disc_start, o.disc_count
+        self.disc_where, self.disc_kind, self.disc_value = o.disc_where, o.disc_kind, o.disc_value
+        self.card_ix, self.ct_ix, self.stop_ix = o.card_ix, o.ct_ix, o.stop_ix
+        self.other_by_no, self.other_by_pos = o.other_by_no, o.other_by_pos
+        self.stop_other, self.stop_changes, self._limit_objs = o.stop_other, o.stop_changes, o._limit_objs
+
     # -- the rules (authz.fuel) --
 
     cdef inline int64_t _unit_price(self, int32_t ct, int32_t s, int32_t p, int64_t lp) noexcept nogil:
@@ -1691,6 +1743,42 @@ cdef class NativeClubEvaluator:
             card_key=_pyarray("q", self.card_ix._keys), card_account=c_account, card_status=c_status)
 
     # -- the rules (authz.club) --
+
+    # -- updates from the host (authz.update) --
+
+    def apply(self, update):
+        """Apply the host's ``update`` (an authz.update.ClubUpdate) now: the next decision
+        sees it. A ModelError refuses the whole update and changes nothing."""
+        model = self.columns().to_model()
+        new_model, _ = apply_club_update(model, ClubState.from_model(model), update)
+        new = NativeClubEvaluator(ClubColumns.from_model(new_model))
+        if self._model is not None:
+            new._model = new_model
+        self._adopt(new)
+
+    cdef void _adopt(self, NativeClubEvaluator o):
+        """Take every table of ``o`` (built from the updated replica) in one step; ``o`` is
+        left empty."""
+        PyMem_Free(self.cards)
+        PyMem_Free(self.accs)
+        PyMem_Free(self.lots)
+        self.cards, self.accs, self.lots = o.cards, o.accs, o.lots
+        o.cards = NULL
+        o.accs = NULL
+        o.lots = NULL
+        self._model, self.rules = o._model, o.rules
+        self.category_index, self.channel_index, self.method_index = o.category_index, o.channel_index, o.method_index
+        self.zones = o.zones
+        self.tz, self.n_cards, self.n_accounts, self.n_cats, self.n_channels, self.n_methods = \
+            o.tz, o.n_cards, o.n_accounts, o.n_cats, o.n_channels, o.n_methods
+        o.n_cards = o.n_accounts = 0
+        self.cap_bp, self.maturity_s, self.expiry_months = o.cap_bp, o.maturity_s, o.expiry_months
+        self.cat_accrues, self.cat_redeemable = o.cat_accrues, o.cat_redeemable
+        self.rate, self.cap_balance, self.cap_turnover = o.rate, o.cap_balance, o.cap_turnover
+        self.lot_cap, self.lot_top, self.free_lot = o.lot_cap, o.lot_top, o.free_lot
+        o.lot_cap = o.lot_top = 0
+        self.card_ix, self.acc_ix = o.card_ix, o.acc_ix
+        self.other_by_no, self.other_by_pos = o.other_by_no, o.other_by_pos
 
     cdef inline bint _blocked(self, int32_t c) noexcept nogil:
         return self.cards[c].status == BLOCKED or self.accs[self.cards[c].account].status == BLOCKED

@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import random
 from array import array
-from collections.abc import Iterator, Mapping, Sequence, Set
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from datetime import timedelta
 
 from authz import sample
 from authz.club_model import ClubAccount, ClubCard, ClubCardKind, ClubModel, ClubRules, ClubStatus, PointLot
 from authz.errors import ModelError
-from authz.fuel_model import (CardKind, CardStatus, Contract, FuelCard, FuelModel, Limit,
-                              LimitCounter, LimitUnit, Period, ProductGroup, Scope, Tariff)
+from authz.fuel_model import (CardKind, CardStatus, Contract, DiscountRule, FuelCard, FuelModel, Limit,
+                              LimitCounter, LimitUnit, Period, Product, ProductGroup, Scope, Station, Tariff,
+                              mask_card_no)
 from authz.localtime import EPOCH, day_number
 
 from .tables import NO_PERIOD, _mask
@@ -195,6 +196,103 @@ class FuelColumns:
         keys = sorted({k for k in map(card_key, m.stop_list) if k})
         cols.stop_keys = array("q", keys)
         cols.stop_other = frozenset(no for no in m.stop_list if not card_key(no))
+        return cols
+
+    @classmethod
+    def from_rows(cls, *, products: Iterable[Product], stations: Iterable[Station],
+                  discounts: Iterable[DiscountRule], contracts: Iterable[Contract],
+                  cards: Iterable[tuple[FuelCard, Iterable[tuple[int, LimitCounter]]]],
+                  stop_list: Iterable[str] = ()) -> "FuelColumns":
+        """The columns of the replica the host's rows describe, with no FuelModel in between
+        (a million cards in a few seconds, no object kept per card). ``cards`` are (card,
+        counters) pairs, the counters as (limit_id, LimitCounter); rows keep their order.
+        A card of an unknown contract or a limit of an unknown product is a ModelError here;
+        the rest is checked when an evaluator packs the columns."""
+        products, stations = tuple(products), tuple(stations)
+        product_pos = {p.code: i for i, p in enumerate(products)}
+        tz_pos: dict[str, int] = {}
+        ct_id, ct_tz, ct_region, ct_tariff = array("q"), array("H"), array("i"), array("b")
+        ct_balance, ct_credit, ct_nchosen, ct_chosen = array("q"), array("q"), array("b"), array("q")
+        contract_pos: dict[int, int] = {}
+        for c in contracts:
+            ids = tuple(c.chosen_station_ids)
+            if len(ids) > 3:
+                raise ModelError(f"contract {c.contract_id} chose more than three stations")
+            if c.contract_id in contract_pos:
+                raise ModelError(f"duplicate contract {c.contract_id!r}")
+            contract_pos[c.contract_id] = len(ct_id)
+            ct_id.append(c.contract_id)
+            ct_tz.append(tz_pos.setdefault(c.tz, len(tz_pos)))
+            ct_region.append(c.home_region)
+            ct_tariff.append(int(c.tariff))
+            ct_balance.append(c.balance_kop)
+            ct_credit.append(c.credit_line_kop)
+            ct_nchosen.append(len(ids))
+            ct_chosen.extend(ids + (0,) * (3 - len(ids)))
+        cols = cls(products=products, stations=stations, discounts=tuple(discounts), tz_names=tuple(tz_pos),
+                   ct_id=ct_id, ct_tz=ct_tz, ct_region=ct_region, ct_tariff=ct_tariff, ct_balance=ct_balance,
+                   ct_credit=ct_credit, ct_nchosen=ct_nchosen, ct_chosen=ct_chosen)
+        k_key, k_ct, k_kind, k_status = cols.card_key, cols.card_contract, cols.card_kind, cols.card_status
+        k_exp, k_groups, k_nlim = cols.card_expires, cols.card_groups, cols.card_nlimits
+        l_id, l_unit, l_period, l_scope = cols.lim_id, cols.lim_unit, cols.lim_period, cols.lim_scope
+        l_amount, l_sv, l_spent, l_pstart = cols.lim_amount, cols.lim_scope_value, cols.lim_spent, cols.lim_pstart
+        days: dict = {}
+        masks: dict = {}
+        try:
+            for card, counters in cards:
+                ct = contract_pos.get(card.contract_id)
+                if ct is None:
+                    raise ModelError(f"card {mask_card_no(card.card_no)} of unknown contract {card.contract_id}")
+                key = card_key(card.card_no)
+                if not key:
+                    cols.card_other[len(k_key)] = card.card_no
+                k_key.append(key)
+                k_ct.append(ct)
+                k_kind.append(int(card.kind))
+                k_status.append(int(card.status))
+                day = days.get(card.expires_on)
+                if day is None:
+                    day = days[card.expires_on] = day_number(card.expires_on)
+                k_exp.append(day)
+                m = masks.get(card.groups)
+                if m is None:
+                    m = masks[card.groups] = _mask(card.groups)
+                k_groups.append(m)
+                k_nlim.append(len(card.limits))
+                known = dict(counters) if counters else None
+                for lim in card.limits:
+                    if lim.scope is Scope.GROUP:
+                        if lim.group is None:
+                            raise ModelError(f"limit {lim.limit_id} has scope GROUP but no group")
+                        value = int(lim.group)
+                    elif lim.scope is Scope.PRODUCT:
+                        value = product_pos.get(lim.product, -2)
+                        if value == -2:
+                            raise ModelError(f"limit {lim.limit_id} names unknown product {lim.product!r}")
+                    else:
+                        value = -1
+                    l_id.append(lim.limit_id)
+                    l_unit.append(int(lim.unit))
+                    l_period.append(int(lim.period))
+                    l_scope.append(int(lim.scope))
+                    l_amount.append(lim.amount)
+                    l_sv.append(value)
+                    counter = known.get(lim.limit_id) if known else None
+                    l_spent.append(counter.spent if counter else 0)
+                    l_pstart.append(counter.period_start if counter else NO_PERIOD)
+        except (TypeError, OverflowError) as exc:
+            raise ModelError(f"a fuel card row does not fit its columns: {exc}") from None
+        from ._evaluator import _merge_keys
+        stop = array("q")
+        other = set()
+        for no in stop_list:
+            k = card_key(no)
+            if k:
+                stop.append(k)
+            else:
+                other.add(no)
+        cols.stop_keys = _merge_keys(stop, array("q"))
+        cols.stop_other = frozenset(other)
         return cols
 
     def card_no(self, i: int) -> str:
@@ -510,6 +608,47 @@ class ClubColumns:
         except (TypeError, OverflowError, ValueError) as exc:
             raise ModelError(f"the club model does not fit its columns: {exc}") from None
         cols.card_other = {i: c.card_no for i, c in enumerate(cards) if cols.card_key[i] == 0}
+        return cols
+
+    @classmethod
+    def from_rows(cls, rules: ClubRules,
+                  accounts: Iterable[tuple[ClubAccount, Iterable[ClubCard]]]) -> "ClubColumns":
+        """The columns of the club the host's rows describe: (account, its cards) pairs, in
+        order, with no ClubModel in between. A card listed with an account it does not point
+        to is a ModelError here; the rest is checked when an evaluator packs the columns."""
+        cols = cls(rules=rules)
+        a_id, a_kind, a_act, a_status = cols.acc_id, cols.acc_kind, cols.acc_activated, cols.acc_status
+        a_bal, a_tm, a_turn, a_nlots = cols.acc_balance, cols.acc_tmonth, cols.acc_turnover, cols.acc_nlots
+        o_id, o_pts, o_mat, o_exp = cols.lot_id, cols.lot_points, cols.lot_matures, cols.lot_expires
+        c_key, c_acc, c_status = cols.card_key, cols.card_account, cols.card_status
+        try:
+            for a, cards in accounts:
+                pos = len(a_id)
+                a_id.append(a.account_id)
+                a_kind.append(int(a.kind))
+                a_act.append(1 if a.activated else 0)
+                a_status.append(int(a.status))
+                a_bal.append(a.balance_kop)
+                a_tm.append(a.turnover_month)
+                a_turn.append(a.turnover_kop)
+                a_nlots.append(len(a.lots))
+                for lot in a.lots:
+                    o_id.append(lot.lot_id)
+                    o_pts.append(lot.points)
+                    o_mat.append(lot.matures_at_s)
+                    o_exp.append(lot.expires_at_s)
+                for c in cards:
+                    if c.account_id != a.account_id:
+                        raise ModelError(f"club card {mask_card_no(c.card_no)} of account {c.account_id} "
+                                         f"listed with account {a.account_id}")
+                    key = card_key(c.card_no)
+                    if not key:
+                        cols.card_other[len(c_key)] = c.card_no
+                    c_key.append(key)
+                    c_acc.append(pos)
+                    c_status.append(int(c.status))
+        except (TypeError, OverflowError, ValueError) as exc:
+            raise ModelError(f"a club account row does not fit its columns: {exc}") from None
         return cols
 
     def card_no(self, i: int) -> str:

@@ -20,19 +20,24 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from authz import sample
+from authz.errors import ModelError
+from authz.update import ClubUpdate, FuelUpdate
 from authz.club_model import ClubModel, ClubPayment, ClubReturn, ClubSale, ClubTopUp, SaleLine
-from authz.fuel_model import FuelCard, FuelDecision, FuelModel, FuelRequest, ProductGroup, Station
+from authz.fuel_model import FuelCard, FuelDecision, FuelModel, FuelRequest, ProductGroup, Station, Tariff
 from authz.reasons import Reason
 from native import club_evaluator, fuel_evaluator
 from native.compact import ClubColumns, FuelColumns, foreign_stop_keys, release_free_memory, sample_club_columns
 from native.compact import sample_fuel_columns as compact_sample
 
+from wire.messages import FuelCardRow, ReplicaDelta, Table, row_key
+
 from .config import SiteConfig
+from .follower import FullSnapshot, ReplicaUpdate
 
 log = logging.getLogger("edgepos.replica")
 
@@ -41,6 +46,17 @@ FUEL_COMPLETED = "fuel.completed"
 CLUB_COMMITTED = "till.sale_committed"
 CLUB_RETURNED = "till.return"
 CLUB_TOPPED_UP = "till.topup"
+
+
+#: The host tables of each business (a pump site follows the fuel ones, a till site the club ones).
+FUEL_TABLES = (Table.PRODUCTS, Table.STATIONS, Table.TARIFFS, Table.CONTRACTS, Table.FUEL_CARDS, Table.STOP_LIST)
+CLUB_TABLES = (Table.CLUB_RULES, Table.CLUB_ACCOUNTS)
+
+
+class ReplicaUpdateError(ModelError):
+    """A replica update the site refuses as a whole: rows that disagree with each other or
+    with the replica (a card of an unknown contract, a limit of an unknown product, an
+    unknown tariff...), or a delta that does not follow the version held. Nothing changed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +89,8 @@ class Replica:
         self.club = club_evaluator(club_model, impl) if club_model is not None else None
         self._club_model = club_model if isinstance(club_model, ClubModel) else None
         self.version = version
+        #: the version of each host table this replica holds (what a delta must follow)
+        self.table_versions: dict[Table, int] = {}
         #: points redeemed per club card on this site since the last host update
         self.offline_redeemed: Counter[str] = Counter()
         #: approved returns decided and not yet known on disk: sale id -> {record id: kop}
@@ -177,6 +195,116 @@ class Replica:
             release_free_memory()  # the columns' pages, now packed into the evaluators
         return replica
 
+    # -- the host's tables --
+
+    @classmethod
+    def from_rows(cls, rows: Mapping[Table, Iterable[Any]], *, fuel: bool = True, club: bool = True,
+                  versions: Mapping[Table, int] | None = None, impl: str | None = None) -> "Replica":
+        """The replica of a site built from a complete set of the host's tables.
+
+        ``rows[table]`` is every row of ``table`` as :mod:`wire` decodes them (an iterable,
+        read once, so a store can stream a million cards; a missing table is empty).
+        ``fuel`` builds the fuel business from :data:`FUEL_TABLES` (a pump site), ``club``
+        the club from :data:`CLUB_TABLES` (a till site; ``club_rules`` holds its one row).
+        Fuel cards' counters and club accounts' lots are the host's. ``versions`` is the
+        version of each table the rows are (kept in :attr:`table_versions`: a delta must
+        follow it). With the native evaluator (the default) no Python object is kept per
+        card: the rows become columns, then packed tables (:mod:`native.compact`).
+
+        Raises :class:`ReplicaUpdateError` when the rows are inconsistent."""
+        try:
+            fuel_src = _fuel_source(rows) if fuel else None
+            club_src = _club_source(rows) if club else None
+            replica = cls(fuel_src, club_src, impl=impl)
+        except ModelError as exc:
+            raise ReplicaUpdateError(f"the host's tables are inconsistent: {exc}") from None
+        del fuel_src, club_src
+        release_free_memory()
+        replica.table_versions = {Table(t): int(v) for t, v in (versions or {}).items()}
+        return replica
+
+    def apply_update(self, update: ReplicaUpdate) -> None:
+        """Apply one host update of one table (a :class:`wire.ReplicaDelta`, or a
+        :class:`terminal.follower.FullSnapshot` replacing the whole table) to the running
+        evaluators, at once: the next decision sees it, one already made keeps its numbers
+        (a completion charges at the price it was authorized at). Call it on the event loop,
+        between two lane steps (the lanes call the evaluators synchronously, so each
+        decision sees the replica before or after the update, never half of it).
+
+        Upserted rows carry the host's state (a contract's balance, a card's counters, an
+        account's balance and lots); the rules are in :mod:`authz.update`. A table of a
+        business this site does not run is only counted (its version). A delta whose
+        ``from_version`` is not the version held, or rows that would make the replica
+        inconsistent, raise :class:`ReplicaUpdateError` and change nothing.
+
+        A snapshot of fuel cards or club accounts builds that business's evaluator anew
+        from the rows (about a second per million cards) and swaps it in one assignment."""
+        table = Table(update.table)
+        held = self.table_versions.get(table)
+        if isinstance(update, ReplicaDelta):
+            if held is not None and update.from_version != held:
+                raise ReplicaUpdateError(f"{table.value} delta {update.from_version}->{update.to_version} "
+                                         f"does not follow version {held}")
+            new_version = update.to_version
+        elif isinstance(update, FullSnapshot):
+            new_version = update.version
+        else:
+            raise ReplicaUpdateError(f"not a replica update: {type(update).__name__}")
+        try:
+            if table in FUEL_TABLES and self.fuel is not None:
+                self._apply_fuel(table, update)
+            elif table in CLUB_TABLES and self.club is not None:
+                self._apply_club(table, update)
+        except ModelError as exc:
+            raise ReplicaUpdateError(f"{table.value} update to version {new_version} refused: {exc}") from None
+        self.table_versions[table] = new_version
+
+    def _apply_fuel(self, table: Table, update: ReplicaUpdate) -> None:
+        ev = self.fuel
+        assert ev is not None
+        if isinstance(update, FullSnapshot):
+            if table is Table.FUEL_CARDS and hasattr(ev, "columns"):
+                self._swap_fuel_cards(update.rows)
+                return
+            upserts, deletes = update.rows, tuple(_fuel_keys(ev, table) - {_key(table, r) for r in update.rows})
+        else:
+            upserts, deletes = update.upserts, update.deletes
+        ev.apply(fuel_update(table, upserts, deletes))
+        if isinstance(self._fuel_model, FuelModel) and not hasattr(ev, "columns"):
+            self._fuel_model = None  # the reference made a new model
+
+    def _swap_fuel_cards(self, rows: Iterable[FuelCardRow]) -> None:
+        """A whole fuel card table: the native evaluator built anew, then swapped in."""
+        ev = self.fuel
+        cols = ev.columns()
+        contracts = [ev.contract_at(i) for i in range(ev.contract_count)]
+        stop = ev._stop_now() if hasattr(ev, "_stop_now") else set(ev.stop_list_numbers())
+        new = FuelColumns.from_rows(products=cols.products, stations=cols.stations, discounts=cols.discounts,
+                                    contracts=contracts, cards=((r.card, r.counters) for r in rows), stop_list=stop)
+        del cols
+        self.fuel = fuel_evaluator(new, ev.name)
+        self._fuel_model = None
+
+    def _apply_club(self, table: Table, update: ReplicaUpdate) -> None:
+        ev = self.club
+        assert ev is not None
+        if table is Table.CLUB_RULES:
+            rows = update.rows if isinstance(update, FullSnapshot) else update.upserts
+            if len(rows) > 1:
+                raise ModelError(f"club_rules has one row, got {len(rows)}")
+            if rows:
+                ev.apply(ClubUpdate(rules=rows[0]))
+        elif isinstance(update, FullSnapshot):
+            new = ClubColumns.from_rows(ev.model.rules, ((r.account, r.cards) for r in update.rows))
+            self.club = club_evaluator(new, ev.name)
+            self._club_model = None
+            return
+        else:
+            ev.apply(ClubUpdate(accounts=tuple((r.account, tuple(r.cards)) for r in update.upserts),
+                                delete_accounts=tuple(update.deletes)))
+        if isinstance(self._club_model, ClubModel) and not hasattr(ev, "columns"):
+            self._club_model = None
+
     # -- replay of local spend --
 
     def replay(self, records: Iterable[Any]) -> int:
@@ -207,6 +335,66 @@ class Replica:
             self.club.top_up(ClubTopUp(**body["topup"]))
             return True
         return False
+
+
+def _key(table: Table, row: Any) -> Any:
+    return row_key(table, row)
+
+
+def fuel_update(table: Table, upserts: Iterable[Any], deletes: Iterable[Any]) -> FuelUpdate:
+    """The FuelUpdate of a delta of one fuel table (rows as :mod:`wire` decodes them)."""
+    upserts, deletes = tuple(upserts), tuple(deletes)
+    if table is Table.STOP_LIST:
+        return FuelUpdate(stop_listed=tuple(r.card_no for r in upserts), stop_unlisted=deletes)
+    if table is Table.PRODUCTS:
+        return FuelUpdate(products=upserts, delete_products=deletes)
+    if table is Table.STATIONS:
+        return FuelUpdate(stations=upserts, delete_stations=deletes)
+    if table is Table.TARIFFS:
+        return FuelUpdate(tariffs=tuple((Tariff(r.tariff), tuple(r.discounts)) for r in upserts),
+                          delete_tariffs=tuple(Tariff(k) for k in deletes))
+    if table is Table.CONTRACTS:
+        return FuelUpdate(contracts=upserts, delete_contracts=deletes)
+    if table is Table.FUEL_CARDS:
+        return FuelUpdate(cards=tuple((r.card, tuple(r.counters)) for r in upserts), delete_cards=deletes)
+    raise ModelError(f"{table.value} is not a fuel table")
+
+
+def _fuel_keys(ev: Any, table: Table) -> set:
+    """The keys of ``table`` in the fuel evaluator now (a snapshot deletes the others)."""
+    m = ev.model
+    if table is Table.STOP_LIST:
+        return ev._stop_now() if hasattr(ev, "_stop_now") else set(ev.stop_list_numbers())
+    if table is Table.PRODUCTS:
+        return {p.code for p in m.products}
+    if table is Table.STATIONS:
+        return {s.station_id for s in m.stations}
+    if table is Table.TARIFFS:
+        return {int(d.tariff) for d in m.discounts}
+    if table is Table.CONTRACTS:
+        return set(m.contract_index)
+    if table is Table.FUEL_CARDS:
+        return set(m.card_index)
+    raise ModelError(f"{table.value} is not a fuel table")
+
+
+def _fuel_source(rows: Mapping[Table, Iterable[Any]]) -> FuelColumns:
+    products = tuple(rows.get(Table.PRODUCTS, ()))
+    stations = tuple(rows.get(Table.STATIONS, ()))
+    discounts = tuple(d for r in rows.get(Table.TARIFFS, ()) for d in r.discounts)
+    contracts = rows.get(Table.CONTRACTS, ())
+    cards = rows.get(Table.FUEL_CARDS, ())
+    stop = (r.card_no for r in rows.get(Table.STOP_LIST, ()))
+    return FuelColumns.from_rows(products=products, stations=stations, discounts=discounts, contracts=contracts,
+                                 cards=((r.card, r.counters) for r in cards), stop_list=stop)
+
+
+def _club_source(rows: Mapping[Table, Iterable[Any]]) -> ClubColumns:
+    rules = tuple(rows.get(Table.CLUB_RULES, ()))
+    if len(rules) != 1:
+        raise ModelError(f"club_rules must hold one row, has {len(rules)}")
+    accounts = rows.get(Table.CLUB_ACCOUNTS, ())
+    return ClubColumns.from_rows(rules[0], ((r.account, r.cards) for r in accounts))
 
 
 def returned_kop_of(records: Iterable[Any]) -> int:
