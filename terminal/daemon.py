@@ -283,16 +283,17 @@ class Daemon:
             except KeyStoreError as exc:
                 raise KeyFileError("keys.issuer_key_file", str(exc)) from None
         if not self.config.broker.url:
-            for setting in ("site_key_file", "host_key_file"):
-                if getattr(k, setting):
-                    self._check_wire_key(f"keys.{setting}", getattr(k, setting))
+            if k.site_key_file:
+                self._check_wire_key("keys.site_key_file", k.site_key_file)
+            if k.host_key_file:
+                self._check_verify_key(k.host_key_file)
             return
         from wire import SiteKeys
 
         from .sync import SyncError, settings_from_config
         site_key = self._check_wire_key("keys.site_key_file", k.site_key_file)
-        host_key = self._check_wire_key("keys.host_key_file", k.host_key_file) if k.host_key_file else None
-        self._site_keys = SiteKeys({self.config.site_id: site_key}, host=host_key)
+        verify = self._check_verify_key(k.host_key_file) if k.host_key_file else None
+        self._site_keys = SiteKeys({self.config.site_id: site_key}, replica_verify=verify)
         try:
             self._sync_settings = settings_from_config(self.config.broker)
             self._sync_settings.tls_context()
@@ -313,6 +314,15 @@ class Daemon:
             return load_key(path)
         except WireError as exc:
             raise KeyFileError(setting, str(exc)) from None
+
+    @staticmethod
+    def _check_verify_key(path: str) -> Any:
+        """The host's replica verify key (``keys.host_key_file``: its Ed25519 public key)."""
+        from wire import WireError, load_replica_verify_key
+        try:
+            return load_replica_verify_key(path)
+        except WireError as exc:
+            raise KeyFileError("keys.host_key_file", str(exc)) from None
 
     def _bind(self) -> socket.socket:
         """The local API's socket, bound (so the port is ours) but not listening yet."""
