@@ -1,7 +1,8 @@
 """Mosquitto for edgepos: the configuration that never drops a QoS 1 message, the ACL and
 password file that keep each site to its own topics, and a managed ``mosquitto`` child
-process: the embedded broker ``edgepos run`` starts when no broker URL is configured, and
-the broker the tests start on free ports (``docs/sync.md``).
+process: the embedded broker ``edgepos simulate`` starts for its simulated network (``edgepos
+run`` starts none: a site without ``broker.url`` journals only), and the brokers the tests
+start on free ports (``docs/sync.md``).
 
 Why a child ``mosquitto`` and not a Python broker in-process: the embedded broker must keep
 the semantics of the production one (QoS 1 queued for an offline persistent session, retained
@@ -359,8 +360,8 @@ class MosquittoBroker:
 
 
 def embedded_broker(data_dir: str | os.PathLike[str], *, port: int | None = None) -> MosquittoBroker:
-    """The broker ``edgepos run`` starts when the configuration names no broker URL: mosquitto
-    on loopback only (so anonymous access reaches nobody off the machine), on ``port`` (None:
+    """The broker ``edgepos simulate`` starts for its simulated network: mosquitto on loopback
+    only (so anonymous access reaches nobody off the machine), on ``port`` (None:
     a free one), with the no-drop settings and persistence in ``data_dir/broker``."""
     base = Path(data_dir) / "broker"
     settings = MosquittoSettings(port=port or free_port(), bind="127.0.0.1", data_dir=base / "data",

@@ -358,14 +358,14 @@ class Daemon:
             if k.site_key_file:
                 self._check_wire_key("keys.site_key_file", k.site_key_file)
             if k.host_key_file:
-                self._check_host_key(k.host_key_file)
+                self._check_verify_key(k.host_key_file)
             return
         from wire import SiteKeys
 
         from .sync import SyncError, settings_from_config
         site_key = self._check_wire_key("keys.site_key_file", k.site_key_file)
-        host_key = self._check_host_key(k.host_key_file) if k.host_key_file else None
-        self._site_keys = SiteKeys({self.config.site_id: site_key}, replica_verify=host_key)
+        verify = self._check_verify_key(k.host_key_file) if k.host_key_file else None
+        self._site_keys = SiteKeys({self.config.site_id: site_key}, replica_verify=verify)
         try:
             self._sync_settings = settings_from_config(self.config.broker)
             self._sync_settings.tls_context()
@@ -388,8 +388,8 @@ class Daemon:
             raise KeyFileError(setting, str(exc)) from None
 
     @staticmethod
-    def _check_host_key(path: str) -> Any:
-        """The host's replica verify key (Ed25519 public, ``replica-signing.pub``)."""
+    def _check_verify_key(path: str) -> Any:
+        """The host's replica verify key (``keys.host_key_file``: its Ed25519 public key)."""
         from wire import WireError, load_replica_verify_key
         try:
             return load_replica_verify_key(path)

@@ -176,10 +176,10 @@ def settings_from_config(broker: Any, **kw: Any) -> SyncSettings:
     (:class:`terminal.config.BrokerConfig`: ``url``, ``username``, ``password_file``,
     ``tls_ca_file``); ``kw`` overrides pacing fields. The password is read from its file
     (one line; the final newline is dropped). Raises :class:`SyncError` if there is no URL
-    (start :func:`terminal.broker.embedded_broker` and pass its URL) or the file is unreadable."""
+    or the file is unreadable."""
     if broker.url is None:
-        raise SyncError("broker.url is not set: the daemon starts the embedded broker "
-                        "(terminal.broker.embedded_broker) and passes its url")
+        raise SyncError("broker.url is not set: name the broker the site syncs through "
+                        "(mqtt://host:1883 or mqtts://host:8883)")
     password = None
     if broker.password_file:
         try:
