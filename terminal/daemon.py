@@ -51,7 +51,7 @@ from .fuel import (
 from .fuel import TERMINAL_KINDS as FUEL_TERMINAL_KINDS
 from .journal import Journal, JournalClosedError, JournalError
 from .provision import ProvisionStatus, build_replica, tables_needed
-from .replica import Replica
+from .replica import Replica, ReplicaUpdateError
 from .replica_store import STORE_FILE, ReplicaStore, ReplicaStoreError, versions_text
 from .till import TERMINAL_KINDS as TILL_TERMINAL_KINDS
 from .till import TillLane
@@ -513,9 +513,15 @@ class Daemon:
                     await asyncio.wait_for(self._provision_progress(needed), self.progress_interval_s)
             self.provisioned_in_s = time.monotonic() - self._provision_started
         async with self._replica_lock:  # no update lands between reading the store and building on it
-            tables = await asyncio.to_thread(store.tables, needed)
-            self._replica = await asyncio.to_thread(build_replica, self.config, tables, impl=self.impl)
-            del tables
+            versions = {t: v for t, v in store.versions().items() if t in needed}
+            rows = {t: store.iter_rows(t) for t in needed}
+            try:
+                self._replica = await asyncio.to_thread(build_replica, self.config, rows, versions=versions,
+                                                        impl=self.impl)
+            except (ReplicaUpdateError, ReplicaStoreError) as exc:
+                raise ReplicaUnusable("site.data_dir", f"the stored replica ({self.store_path}) cannot be "
+                                      f"loaded: {exc}") from None
+            del rows
         if self.provisioned_in_s is not None:
             log.info("provisioned from the host in %.1f s: %s", self.provisioned_in_s,
                      versions_text({t: v for t, v in store.versions().items() if t in needed}))
@@ -560,16 +566,18 @@ class Daemon:
             log.info("replica %s at version %d (%d rows) stored", info.table.value, info.version, info.rows)
 
     def _apply_to_evaluators(self, update: ReplicaUpdate) -> None:
-        """Apply ``update`` to the evaluators (all or nothing: raises on a consistency failure)."""
-        from wire import Table
+        """Apply ``update`` to the evaluators, all or nothing (:meth:`Replica.apply_update`
+        raises :class:`ReplicaUpdateError` on a consistency failure and changes nothing)."""
+        from wire import ReplicaDelta, Table
 
-        apply_update = getattr(self.replica, "apply_update", None)
-        if apply_update is not None:
-            apply_update(update)
-        elif update.table is Table.STOP_LIST:
-            self._apply_stop_list(update)
-        else:  # this build's evaluators take host tables only when built (Replica.apply_update lands with 'tables')
-            log.warning("replica %s update stored; the evaluators take it at the next start", update.table.value)
+        self.replica.apply_update(update)
+        if update.table is Table.STOP_LIST:  # the pump consoles' event stream shows each block
+            version = update.to_version if isinstance(update, ReplicaDelta) else update.version
+            changes = ([(r.card_no, True) for r in update.upserts] + [(k, False) for k in update.deletes]
+                       if isinstance(update, ReplicaDelta) else [(r.card_no, True) for r in update.rows])
+            for card_no, on in changes:
+                self.bus.publish("replica.stop_list", "site", card=mask_card_no(str(card_no)), listed=on,
+                                 version=version)
 
     def _apply_stop_list(self, update: ReplicaUpdate) -> None:
         """The stop list applied to the fuel evaluator at once (a block reaches the pumps within

@@ -10,22 +10,23 @@ its log and on ``/v1/health``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from wire import Table
 
 from .config import SiteConfig
+from .replica import CLUB_TABLES as _CLUB_BUSINESS
+from .replica import FUEL_TABLES as _FUEL_BUSINESS
 from .replica import Replica
 
 __all__ = ["CLUB_TABLES", "FUEL_TABLES", "ProvisionStatus", "build_replica", "tables_needed"]
 
-#: What a pump site decides on.
-FUEL_TABLES: tuple[Table, ...] = (Table.STOP_LIST, Table.PRODUCTS, Table.STATIONS, Table.TARIFFS,
-                                  Table.CONTRACTS, Table.FUEL_CARDS)
-#: What a till site decides on.
-CLUB_TABLES: tuple[Table, ...] = (Table.CLUB_RULES, Table.CLUB_ACCOUNTS, Table.STOP_LIST)
+#: What a pump site decides on (the stop list among them).
+FUEL_TABLES: tuple[Table, ...] = tuple(_FUEL_BUSINESS)
+#: What a till site decides on: the club's tables and the stop list.
+CLUB_TABLES: tuple[Table, ...] = (*_CLUB_BUSINESS, *(() if Table.STOP_LIST in _CLUB_BUSINESS else (Table.STOP_LIST,)))
 
 
 def tables_needed(config: SiteConfig) -> tuple[Table, ...]:
@@ -76,37 +77,10 @@ class ProvisionStatus:
                                     for t, c in self.collecting.items() if t in self.missing}}
 
 
-def build_replica(config: SiteConfig, tables: Mapping[Table, Sequence[Any]], *, impl: str | None = None) -> Replica:
-    """The site's replica from whole host tables (rows as :func:`wire.decode` gives them).
-
-    Uses :meth:`terminal.replica.Replica.from_rows` when this build has it; otherwise builds
-    the fuel and club models here (FuelModel, ClubModel: fine for tests and small sites; the
-    compact columns for a million cards come with ``from_rows``). Raises
-    :class:`authz.errors.AuthzError` (``ModelError``) for tables that do not hold together."""
-    from_rows = getattr(Replica, "from_rows", None)
-    if from_rows is not None:
-        return from_rows(config, tables, impl=impl)  # type: ignore[no-any-return]
-    return _models_replica(config, tables, impl)
-
-
-def _models_replica(config: SiteConfig, tables: Mapping[Table, Sequence[Any]], impl: str | None) -> Replica:
-    from authz.club_model import ClubModel
-    from authz.fuel_model import FuelModel
-
-    fuel = club = None
-    stops = [r.card_no for r in tables.get(Table.STOP_LIST, ())]
-    if config.pumps:
-        cards = tables[Table.FUEL_CARDS]
-        fuel = FuelModel(products=tables[Table.PRODUCTS], stations=tables[Table.STATIONS],
-                         contracts=tables[Table.CONTRACTS], cards=[r.card for r in cards],
-                         discounts=[d for t in tables[Table.TARIFFS] for d in t.discounts], stop_list=stops,
-                         counters={(r.card.card_no, lid): c for r in cards for lid, c in r.counters})
-    if config.tills:
-        rules = tables[Table.CLUB_RULES]
-        if len(rules) != 1:
-            from authz.errors import ModelError
-            raise ModelError(f"the club_rules table holds {len(rules)} rows; a club has one")
-        accounts = tables[Table.CLUB_ACCOUNTS]
-        club = ClubModel(rules=rules[0], accounts=[r.account for r in accounts],
-                         cards=[c for r in accounts for c in r.cards])
-    return Replica(fuel, club, impl=impl)
+def build_replica(config: SiteConfig, rows: Mapping[Table, Iterable[Any]], *,
+                  versions: Mapping[Table, int] | None = None, impl: str | None = None) -> Replica:
+    """The site's replica from whole host tables (rows as :func:`wire.decode` gives them; each
+    iterable read once, so the store can stream a million cards): the fuel business for a
+    site with pumps, the club for one with tills (:meth:`terminal.replica.Replica.from_rows`).
+    Raises :class:`terminal.replica.ReplicaUpdateError` for tables that do not hold together."""
+    return Replica.from_rows(rows, fuel=bool(config.pumps), club=bool(config.tills), versions=versions, impl=impl)
