@@ -1,0 +1,235 @@
+"""A new site provisioned from the host: the real host worker (``host.worker.Worker``) on a
+SQLite ledger, the real Mosquitto (the embedded broker), the real daemon, its real replica store.
+
+The site serves only once it holds the host's snapshot of every table it needs, then decides
+on host data; restarted with the broker down it serves from its store and says how old that
+is; a stored replica is never replaced by an older one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from authz import sample
+from authz.club_model import ClubCardKind
+from terminal.config import SiteConfig, load_config
+from terminal.daemon import Daemon
+from terminal.follower import FullSnapshot
+from terminal.replica_store import STORE_FILE, ReplicaStore
+from wire import StopListEntry, Table
+
+from .apitokens import auth, with_clients
+
+T = 60
+CLUB_WANTED = ["club_rules", "club_accounts", "stop_list"]
+
+
+class Host:
+    """The host side: keys, an embedded mosquitto, a SQLite ledger with master data, and a
+    worker that can be started and stopped (it publishes a retained snapshot of every table on
+    its own once it runs)."""
+
+    def __init__(self, tmp: Path, cfg: SiteConfig) -> None:
+        from host.keys import ensure_replica_keys
+        from terminal.broker import embedded_broker
+        from wire import new_key, write_key
+
+        self.keys_dir = tmp / "host-keys"
+        (self.keys_dir / "sites").mkdir(parents=True)
+        verify = ensure_replica_keys(self.keys_dir).verify_key_file
+        write_key(self.keys_dir / "sites" / f"{cfg.site_id}.key", new_key())
+        self.broker = embedded_broker(tmp / "broker")
+        self.ledger_url = f"sqlite:///{tmp / 'host-ledger.sqlite'}"
+        self.site_config = replace(cfg, broker=replace(cfg.broker, url=self.broker.url),
+                                   keys=replace(cfg.keys, site_key_file=str(self.keys_dir / "sites" / f"{cfg.site_id}.key"),
+                                                host_key_file=str(verify)))
+        self._stop: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+
+    def ledger(self) -> Any:
+        from host.ledger import Ledger
+        return Ledger.open(self.ledger_url)
+
+    def load(self, *, club=None, fuel=None) -> None:
+        from host.master import import_club_model, import_fuel_model
+        ledger = self.ledger()
+        try:
+            if fuel is not None:
+                import_fuel_model(ledger, fuel)
+            if club is not None:
+                import_club_model(ledger, club)
+        finally:
+            ledger.close()
+
+    async def start_worker(self) -> None:
+        from host.worker import Worker, load_keys
+        self._stop = asyncio.Event()
+        worker = Worker(self.ledger_url, load_keys(self.keys_dir), hostname="127.0.0.1", port=self.broker.port)
+        self._task = asyncio.create_task(worker.run(self._stop), name="host worker")
+
+    async def stop_worker(self) -> None:
+        if self._task is not None and self._stop is not None:
+            self._stop.set()
+            await asyncio.wait_for(self._task, 30)
+            self._task = None
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Publish as the host would (the test signs with the host's key)."""
+        import aiomqtt
+        async with aiomqtt.Client("127.0.0.1", self.broker.port, identifier="test-host-publisher") as c:
+            await c.publish(topic, payload, qos=1)
+
+
+async def _wait(cond, what: str, timeout: float = T) -> None:
+    t0 = time.monotonic()
+    while not cond():
+        assert time.monotonic() - t0 < timeout, f"{what}: not within {timeout} s"
+        await asyncio.sleep(0.05)
+
+
+def _till_site(tmp: Path) -> SiteConfig:
+    cfg = load_config(None)
+    return with_clients(replace(cfg, data_dir=tmp / "site", pumps=(), api=replace(cfg.api, port=0)))
+
+
+async def _health(s: aiohttp.ClientSession, d: Daemon) -> dict:
+    async with s.get(f"http://127.0.0.1:{d.port}/v1/health", headers=auth("/v1/health")) as r:
+        assert r.status == 200
+        return await r.json()
+
+
+async def _open_sale(s: aiohttp.ClientSession, d: Daemon, key: str) -> tuple[int, dict]:
+    path = "/v1/tills/till-1/sales"
+    async with s.post(f"http://127.0.0.1:{d.port}{path}", headers={"Idempotency-Key": key} | auth(path),
+                      json={"lines": [{"category": "shoes", "amount_kop": 100_000}]}) as r:
+        return r.status, await r.json()
+
+
+async def _attach(s: aiohttp.ClientSession, d: Daemon, sale_id: str, card_no: str, key: str) -> tuple[int, dict]:
+    path = f"/v1/tills/till-1/sales/{sale_id}/card"
+    async with s.post(f"http://127.0.0.1:{d.port}{path}", headers={"Idempotency-Key": key} | auth(path),
+                      json={"card_no": card_no}) as r:
+        return r.status, await r.json()
+
+
+def test_a_new_site_serves_only_after_the_hosts_snapshots_and_restarts_from_its_store(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="edgepos")
+
+    async def main() -> None:
+        host = Host(tmp_path, _till_site(tmp_path))
+        await asyncio.to_thread(host.broker.start)
+        try:
+            await asyncio.to_thread(host.load, club=sample.club_model(n_accounts=60, seed=8))
+            # a card created at the host, through its master-data functions
+            from host.master import issue_club_card
+            new_card = sample.club_card_number(900_001)
+            ledger = host.ledger()
+            try:
+                await asyncio.to_thread(issue_club_card, ledger, new_card, person_id="new-member",
+                                        kind=ClubCardKind.IDENTIFIED)
+            finally:
+                ledger.close()
+
+            d = Daemon(host.site_config, None, progress_interval_s=0.3)
+            starting = asyncio.create_task(d.start())
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=T)) as s:
+                await _wait(lambda: d.port is not None or starting.done(), "the API listening while provisioning")
+                assert not starting.done()
+                h = await _health(s, d)
+                assert h["status"] == "provisioning" and h["serving"] is False
+                assert h["provisioning"]["tables_wanted"] == CLUB_WANTED
+                assert h["provisioning"]["tables_missing"] == CLUB_WANTED
+                status, body = await _open_sale(s, d, "provision-early")
+                assert status == 503 and body["error"]["code"] == "provisioning", body
+                await asyncio.sleep(0.8)  # nothing to provision from: the worker is not up
+                assert not starting.done() and not d.tills
+
+                await host.start_worker()
+                await asyncio.wait_for(starting, T)
+                h = await _health(s, d)
+                assert h["status"] == "ok" and h["serving"] is True
+                assert h["replica"]["source"] == "host"
+                assert set(h["replica"]["versions"]) == set(CLUB_WANTED)
+                assert all(v >= 1 for v in h["replica"]["versions"].values())
+                assert h["provisioning"]["tables_missing"] == []
+                assert h["replica"]["club_cards"] == len(d.replica.club_model.cards) > 60
+                # the site decides on host data: the card issued at the host is known
+                assert new_card in d.replica.club_model.card_index
+                status, sale = await _open_sale(s, d, "provision-1")
+                assert status == 201, sale
+                status, body = await _attach(s, d, sale["sale_id"], new_card, "provision-1-card")
+                assert status == 200, body
+                versions = h["replica"]["versions"]
+            await d.stop()
+            text = caplog.text
+            assert "provisioning: tables held 0/3" in text and "waiting for club_rules" in text
+            assert "provisioned from the host in" in text
+
+            # restarted with the host unreachable: it serves from its store and says how old it is
+            await host.stop_worker()
+            await asyncio.to_thread(host.broker.stop)
+            caplog.clear()
+            d = Daemon(host.site_config, None)
+            await asyncio.wait_for(d.start(), T)
+            try:
+                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=T)) as s:
+                    h = await _health(s, d)
+                    assert h["serving"] is True and h["replica"]["versions"] == versions
+                    assert isinstance(h["replica"]["age_s"], int) and h["replica"]["age_s"] >= 0
+                    assert h["sync"]["connected"] is False
+                    status, sale = await _open_sale(s, d, "provision-2")
+                    assert status == 201, sale
+                    status, body = await _attach(s, d, sale["sale_id"], new_card, "provision-2-card")
+                    assert status == 200, body
+            finally:
+                await d.stop()
+            assert "serving from the stored replica" in caplog.text and "last updated by the host" in caplog.text
+        finally:
+            await host.stop_worker()
+            await asyncio.to_thread(host.broker.stop)
+    asyncio.run(asyncio.wait_for(main(), 180))
+
+
+def test_a_stored_replica_is_never_replaced_by_an_older_snapshot(tmp_path):
+    async def main() -> None:
+        host = Host(tmp_path, _till_site(tmp_path))
+        await asyncio.to_thread(host.broker.start)
+        try:
+            await asyncio.to_thread(host.load, club=sample.club_model(n_accounts=20, seed=8))
+            await host.start_worker()
+            d = Daemon(host.site_config, None, progress_interval_s=0.3)
+            await asyncio.wait_for(d.start(), T)
+            await d.stop()
+            # the site's store moves ahead of the host's stop list (as after a host restored from an old backup)
+            ahead = StopListEntry(sample.club_card_number(900_002), 1)
+            with ReplicaStore.open(host.site_config.data_dir / STORE_FILE) as store:
+                store.apply(FullSnapshot(Table.STOP_LIST, 1000, (ahead,)))
+            d = Daemon(host.site_config, None)
+            await asyncio.wait_for(d.start(), T)
+            try:
+                assert d.sync is not None
+                await d.sync.wait_until(lambda st: st.connected, T)
+                from host.master import block_card
+                ledger = host.ledger()
+                try:  # a change at the host: its delta and a later snapshot are older than 1000
+                    await asyncio.to_thread(block_card, ledger, d.replica.club_model.cards[0].card_no, reason="lost")
+                finally:
+                    ledger.close()
+                await asyncio.sleep(3)
+                assert d.store is not None
+                assert d.store.versions()[Table.STOP_LIST] == 1000
+                assert d.store.rows(Table.STOP_LIST) == (ahead,)
+                assert d.sync.status().replica_versions[Table.STOP_LIST] == 1000
+            finally:
+                await d.stop()
+        finally:
+            await host.stop_worker()
+            await asyncio.to_thread(host.broker.stop)
+    asyncio.run(asyncio.wait_for(main(), 180))
