@@ -233,3 +233,54 @@ def test_a_stored_replica_is_never_replaced_by_an_older_snapshot(tmp_path):
             await host.stop_worker()
             await asyncio.to_thread(host.broker.stop)
     asyncio.run(asyncio.wait_for(main(), 180))
+
+
+def test_an_update_that_fails_a_consistency_rule_or_its_schema_is_refused_whole(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="edgepos")
+
+    async def main() -> None:
+        from host.worker import load_keys
+        from wire import ClubAccountRow, ReplicaDelta, deltas_topic, encode
+
+        host = Host(tmp_path, _till_site(tmp_path))
+        await asyncio.to_thread(host.broker.start)
+        try:
+            await asyncio.to_thread(host.load, club=sample.club_model(n_accounts=20, seed=8))
+            await host.start_worker()
+            d = Daemon(host.site_config, None, progress_interval_s=0.3)
+            await asyncio.wait_for(d.start(), T)
+            try:
+                assert d.store is not None and d.sync is not None
+                held = d.store.versions()[Table.CLUB_ACCOUNTS]
+                rows_before = d.store.rows(Table.CLUB_ACCOUNTS)
+                model = d.replica.club_model
+                a, b = model.accounts[0], model.accounts[1]
+                card = next(c for c in model.cards if c.account_id == a.account_id)
+                # signed by the host, well formed, following the version held; but two rows list one card
+                bad = ReplicaDelta(Table.CLUB_ACCOUNTS, held, held + 1,
+                                   (ClubAccountRow(a, (card,)), ClubAccountRow(b, (replace(card, account_id=b.account_id),))))
+                frame = encode(bad, load_keys(host.keys_dir))
+                await host.publish(deltas_topic(Table.CLUB_ACCOUNTS), frame)
+                await d.sync.wait_until(lambda st: st.replica_errors >= 1, T)
+                await _wait(lambda: "asked for a snapshot of club_accounts" in caplog.text, "the snapshot request")
+                assert "refused by the evaluators, store unchanged" in caplog.text
+                assert "lists club card" in caplog.text and card.card_no not in caplog.text  # masked
+                assert d.store.versions()[Table.CLUB_ACCOUNTS] == held
+                assert d.store.rows(Table.CLUB_ACCOUNTS) == rows_before
+                assert d.sync.status().replica_versions[Table.CLUB_ACCOUNTS] == held
+                assert d.replica.club_model.cards[d.replica.club_model.card_index[card.card_no]].account_id == a.account_id
+                # a frame that fails its check (one bit flipped) never reaches the store
+                rejected = d.sync.status().rejected_messages
+                good = ReplicaDelta(Table.CLUB_ACCOUNTS, held, held + 1, (ClubAccountRow(a, (card,)),))
+                flipped = bytearray(encode(good, load_keys(host.keys_dir)))
+                flipped[len(flipped) // 2] ^= 0x01
+                await host.publish(deltas_topic(Table.CLUB_ACCOUNTS), bytes(flipped))
+                await d.sync.wait_until(lambda st: st.rejected_messages > rejected, T)
+                assert d.store.versions()[Table.CLUB_ACCOUNTS] == held
+                assert d.store.rows(Table.CLUB_ACCOUNTS) == rows_before
+            finally:
+                await d.stop()
+        finally:
+            await host.stop_worker()
+            await asyncio.to_thread(host.broker.stop)
+    asyncio.run(asyncio.wait_for(main(), 180))
