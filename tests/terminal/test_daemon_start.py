@@ -380,3 +380,25 @@ def test_port_taken_between_the_check_and_listening_is_port_in_use(tmp_path):
             pass
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_a_site_without_any_replica_source_refuses_to_start_naming_what_to_do(tmp_path):
+    """No broker, no stored replica, no --simulated-replica: one line, exit 10, the journal
+    untouched; a broker without the host's public key: one line, exit 5."""
+    plain = [a for a in RUN if a not in ("--simulated-replica",)]
+    cfg = site_toml(tmp_path)
+    done = subprocess.run([*plain, "--config", str(cfg)], check=False, capture_output=True, text=True, env=env(),
+                          cwd=ROOT, timeout=120)
+    assert done.returncode == ExitCode.NO_REPLICA
+    line = one_line(done.stderr)
+    assert "no stored replica" in line and "broker.url" in line and "--simulated-replica" in line
+    assert not (tmp_path / "data" / "journal.sqlite").exists()
+    from wire import new_key, write_key
+    write_key(tmp_path / "site.key", new_key())
+    cfg = site_toml(tmp_path, name="broker.toml", extra='\n[broker]\nurl = "mqtt://127.0.0.1:1"\n\n'
+                                                      f'[keys]\nsite_key_file = "{tmp_path / "site.key"}"\n')
+    done = subprocess.run([*plain, "--config", str(cfg)], check=False, capture_output=True, text=True, env=env(),
+                          cwd=ROOT, timeout=120)
+    assert done.returncode == ExitCode.KEY_FILE
+    assert one_line(done.stderr).startswith("edgepos: keys.host_key_file: required to be provisioned from the host")
+    assert not (tmp_path / "data" / "journal.sqlite").exists()
