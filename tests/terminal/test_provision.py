@@ -284,3 +284,63 @@ def test_an_update_that_fails_a_consistency_rule_or_its_schema_is_refused_whole(
             await host.stop_worker()
             await asyncio.to_thread(host.broker.stop)
     asyncio.run(asyncio.wait_for(main(), 180))
+
+
+def test_a_pump_and_till_site_is_provisioned_with_every_table_and_follows_the_host(tmp_path):
+    """Both businesses: all eight tables; then a fuel card issued at the host and a block reach
+    the running site's store and evaluator (the pump lanes open their readers through pcscd:
+    run under flock /tmp/edgepos-pcscd.lock)."""
+    from authz.fuel_model import FuelRequest
+    from terminal.replica import Replica
+
+    async def main() -> None:
+        cfg = load_config(None)
+        cfg = with_clients(replace(cfg, data_dir=tmp_path / "site", api=replace(cfg.api, port=0)))
+        master = Replica.simulated(cfg, fuel_cards=300, club_accounts=40, compact=False)
+        host = Host(tmp_path, cfg)
+        await asyncio.to_thread(host.broker.start)
+        try:
+            await asyncio.to_thread(host.load, fuel=master.fuel_model, club=master.club_model)
+            await host.start_worker()
+            d = Daemon(host.site_config, None, progress_interval_s=0.3)
+            await asyncio.wait_for(d.start(), T)
+            try:
+                assert d.store is not None and d.sync is not None
+                assert set(d.store.versions()) == set(Table)
+                assert d.replica.fuel_card_count == 300 and len(d.replica.club_model.cards) == len(master.club_model.cards)
+                fuel = master.fuel_model
+                station = next(s for s in fuel.stations if s.station_id == cfg.station_id)
+                now = int(time.time())
+
+                def sells(card) -> str | None:  # a product the card may buy here now
+                    for product in station.prices_kop_per_l:
+                        if master.fuel.authorize(FuelRequest(card.card_no, station.station_id, product, now,
+                                                             preset_volume_ml=10_000)).approved:
+                            return product
+                    return None
+                old, product = next((c, p) for c in fuel.cards if (p := sells(c)) is not None)
+                new_no = sample.card_number(900_003)
+                assert not d.replica.has_fuel_card(new_no)
+                from host.master import block_card, issue_fuel_card
+                ledger = host.ledger()
+                try:
+                    await asyncio.to_thread(issue_fuel_card, ledger, replace(old, card_no=new_no))
+                    await asyncio.to_thread(block_card, ledger, old.card_no, reason="stolen")
+                finally:
+                    ledger.close()
+                await _wait(lambda: d.replica.has_fuel_card(new_no) and d.replica.fuel.on_stop_list(old.card_no),
+                            "the new card and the block at the site")
+                new_decision = d.replica.fuel.authorize(FuelRequest(new_no, station.station_id, product, now,
+                                                                    preset_volume_ml=10_000))
+                old_decision = d.replica.fuel.authorize(FuelRequest(old.card_no, station.station_id, product, now,
+                                                                    preset_volume_ml=10_000))
+                assert old_decision.reason.name == "STOP_LIST"
+                assert new_decision.approved and new_decision.volume_ml > 0, new_decision  # decided on the host's card
+                assert any(r.card.card_no == new_no for r in d.store.rows(Table.FUEL_CARDS))
+                assert any(r.card_no == old.card_no for r in d.store.rows(Table.STOP_LIST))
+            finally:
+                await d.stop()
+        finally:
+            await host.stop_worker()
+            await asyncio.to_thread(host.broker.stop)
+    asyncio.run(asyncio.wait_for(main(), 180))
