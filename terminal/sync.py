@@ -322,6 +322,8 @@ class SyncClient:
         self._task: asyncio.Task | None = None
         self.failure: BaseException | None = None
         self._presence_dirty = False
+        #: when (time.monotonic) the first snapshot part of a followed table arrived (None: none yet)
+        self.first_snapshot_at: float | None = None
 
     # --- lifecycle ---
 
@@ -759,6 +761,8 @@ class SyncClient:
             if isinstance(msg, Ack) and msg.site_id == self.site_id:
                 await self._apply_ack(msg)
             elif isinstance(msg, (ReplicaDelta, ReplicaSnapshot)) and msg.table in self._follower.tables:
+                if self.first_snapshot_at is None and isinstance(msg, ReplicaSnapshot):
+                    self.first_snapshot_at = time.monotonic()
                 self._replica_queue.put_nowait(msg)
             else:
                 self._rejected_messages += 1
