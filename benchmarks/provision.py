@@ -47,7 +47,14 @@ def host_tables(site_toml: str, fuel_cards: int, stop_list: int, club_accounts: 
     """Every table of the host's replica for the site of ``site_toml``: the generated network
     (``Replica.simulated`` without columns: the host holds objects) with the site's station."""
     from terminal.replica import Replica
-    from wire import CLUB_RULES_KEY, ClubAccountRow, FuelCardRow, StopListEntry, Table, TariffRow
+    from wire import (
+        CLUB_RULES_KEY,
+        ClubAccountRow,
+        FuelCardRow,
+        StopListEntry,
+        Table,
+        TariffRow,
+    )
 
     del CLUB_RULES_KEY
     cfg = parse_config(site_toml)

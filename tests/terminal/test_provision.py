@@ -344,3 +344,48 @@ def test_a_pump_and_till_site_is_provisioned_with_every_table_and_follows_the_ho
             await host.stop_worker()
             await asyncio.to_thread(host.broker.stop)
     asyncio.run(asyncio.wait_for(main(), 180))
+
+
+def test_a_site_restarted_on_its_store_catches_up_with_what_changed_at_the_host_meanwhile(tmp_path):
+    """Two blocks while the site is down: the retained delta is the second, a gap from the
+    version stored; the site asks for a snapshot, gets it, and stores and enforces both."""
+    async def main() -> None:
+        host = Host(tmp_path, _till_site(tmp_path))
+        await asyncio.to_thread(host.broker.start)
+        try:
+            await asyncio.to_thread(host.load, club=sample.club_model(n_accounts=20, seed=8))
+            await host.start_worker()
+            d = Daemon(host.site_config, None, progress_interval_s=0.3)
+            await asyncio.wait_for(d.start(), T)
+            cards = [c.card_no for c in d.replica.club_model.cards[:2]]
+            assert d.store is not None
+            held = d.store.versions()[Table.STOP_LIST]
+            await d.stop()
+            from host.master import block_card
+            ledger = host.ledger()
+            try:
+                for no in cards:
+                    await asyncio.to_thread(block_card, ledger, no, reason="lost")
+            finally:
+                ledger.close()
+            with ReplicaStore.open(host.site_config.data_dir / STORE_FILE) as store:  # as the site left it
+                assert store.versions()[Table.STOP_LIST] == held
+                assert not {r.card_no for r in store.rows(Table.STOP_LIST)} & set(cards)
+            d = Daemon(host.site_config, None)
+            await asyncio.wait_for(d.start(), T)  # serves at once, from the store
+            try:
+                assert d.serving and d.store is not None
+                from authz.club_model import ClubStatus
+
+                def status(no: str) -> ClubStatus:
+                    m = d.replica.club_model
+                    return m.cards[m.card_index[no]].status
+                await _wait(lambda: d.store.versions()[Table.STOP_LIST] >= held + 2
+                            and all(status(no) == ClubStatus.BLOCKED for no in cards), "the site catching up")
+                assert {r.card_no for r in d.store.rows(Table.STOP_LIST)} >= set(cards)
+            finally:
+                await d.stop()
+        finally:
+            await host.stop_worker()
+            await asyncio.to_thread(host.broker.stop)
+    asyncio.run(asyncio.wait_for(main(), 180))
