@@ -389,3 +389,64 @@ def test_a_site_restarted_on_its_store_catches_up_with_what_changed_at_the_host_
             await host.stop_worker()
             await asyncio.to_thread(host.broker.stop)
     asyncio.run(asyncio.wait_for(main(), 180))
+
+
+def test_a_site_killed_while_storing_its_first_snapshots_restarts_on_whole_versions(tmp_path):
+    """``edgepos run`` SIGKILLed at the store's crash points while it is being provisioned (inside
+    a table's transaction, then right after a commit): each restart finds whole tables only, and
+    the last run provisions the rest and serves."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from terminal.config import parse_config
+
+    from .test_daemon_start import ROOT, site_toml
+
+    async def main() -> None:
+        probe = site_toml(tmp_path, name="probe.toml")
+        host = Host(tmp_path, parse_config(probe.read_text()))
+        k = host.site_config.keys
+        cfg = site_toml(tmp_path, extra=f'\n[broker]\nurl = "{host.broker.url}"\n\n[keys]\n'
+                                        f'site_key_file = "{k.site_key_file}"\nhost_key_file = "{k.host_key_file}"\n')
+        store_path = tmp_path / "data" / STORE_FILE
+        await asyncio.to_thread(host.broker.start)
+        try:
+            await asyncio.to_thread(host.load, club=sample.club_model(n_accounts=200, seed=8))
+            await host.start_worker()
+
+            def run(crash_at: str | None) -> subprocess.Popen:
+                env = dict(os.environ, PYTHONPATH=str(ROOT))
+                env.pop("EDGEPOS_CRASH_AT", None)
+                if crash_at:
+                    env["EDGEPOS_CRASH_AT"] = crash_at
+                return subprocess.Popen([sys.executable, "-m", "terminal.cli", "run", "--config", str(cfg)],
+                                        env=env, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+
+            p = run("replica_store.rows_written")
+            assert await asyncio.to_thread(p.wait, T) == -signal.SIGKILL
+            with ReplicaStore.open(store_path) as store:
+                assert store.versions() == {}  # the table being written is not there at all
+            p = run("replica_store.committed")
+            assert await asyncio.to_thread(p.wait, T) == -signal.SIGKILL
+            with ReplicaStore.open(store_path) as store:
+                held = store.info()
+                assert len(held) == 1
+                (table, info), = held.items()
+                assert len(store.rows(table)) == info.rows  # whole
+            p = run(None)
+            try:
+                assert p.stderr is not None
+                line = await asyncio.to_thread(lambda: next(x for x in p.stderr if "listening on" in x or "Traceback" in x))
+                assert re.search(r"listening on http://127\.0\.0\.1:\d+", line), line
+                with ReplicaStore.open(store_path) as store:
+                    assert set(store.versions()) == set(Table(t) for t in CLUB_WANTED)
+            finally:
+                p.terminate()
+                assert await asyncio.to_thread(p.wait, T) == 0
+        finally:
+            await host.stop_worker()
+            await asyncio.to_thread(host.broker.stop)
+    asyncio.run(asyncio.wait_for(main(), 240))
