@@ -442,7 +442,7 @@ def test_a_site_killed_while_storing_its_first_snapshots_restarts_on_whole_versi
                 line = await asyncio.to_thread(lambda: next(x for x in p.stderr if "listening on" in x or "Traceback" in x))
                 assert re.search(r"listening on http://127\.0\.0\.1:\d+", line), line
                 with ReplicaStore.open(store_path) as store:
-                    assert set(store.versions()) == set(Table(t) for t in CLUB_WANTED)
+                    assert set(store.versions()) == {Table(t) for t in CLUB_WANTED}
             finally:
                 p.terminate()
                 assert await asyncio.to_thread(p.wait, T) == 0
