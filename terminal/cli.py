@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_daemon(args: argparse.Namespace) -> int:
     import asyncio
+    import contextlib
     import signal
 
     from .config import load_config
@@ -162,7 +163,17 @@ def _run_daemon(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await daemon.start()
+        starting = asyncio.create_task(daemon.start())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():  # SIGTERM while a new site waits for the host's snapshots
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            await daemon.stop()
+            return ExitCode.OK
+        stopping.cancel()
+        starting.result()  # a start-up error: raised here, with its exit code
         print(f"edgepos: site {config.site_id} listening on http://{config.api.host}:{daemon.port}",
               file=sys.stderr, flush=True)
         waiter = asyncio.create_task(daemon.stopped.wait())

@@ -450,3 +450,34 @@ def test_a_site_killed_while_storing_its_first_snapshots_restarts_on_whole_versi
             await host.stop_worker()
             await asyncio.to_thread(host.broker.stop)
     asyncio.run(asyncio.wait_for(main(), 240))
+
+
+def test_sigterm_while_waiting_for_the_host_stops_the_site_cleanly(tmp_path):
+    """No host worker runs: the site waits, logs its progress, and a SIGTERM stops it (exit 0)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from terminal.config import parse_config
+
+    from .test_daemon_start import ROOT, site_toml
+
+    probe = site_toml(tmp_path, name="probe.toml")
+    host = Host(tmp_path, parse_config(probe.read_text()))
+    k = host.site_config.keys
+    cfg = site_toml(tmp_path, extra=f'\n[broker]\nurl = "{host.broker.url}"\n\n[keys]\n'
+                                    f'site_key_file = "{k.site_key_file}"\nhost_key_file = "{k.host_key_file}"\n')
+    host.broker.start()
+    try:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env.pop("EDGEPOS_CRASH_AT", None)
+        p = subprocess.Popen([sys.executable, "-m", "terminal.cli", "run", "--config", str(cfg)], env=env, cwd=ROOT,
+                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        assert p.stderr is not None
+        line = next(x for x in p.stderr if "provisioning: tables held" in x or "Traceback" in x)
+        assert "tables held 0/3" in line and "waiting for club_rules (no part yet)" in line, line
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=30) == 0
+    finally:
+        host.broker.stop()
