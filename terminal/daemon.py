@@ -1,11 +1,14 @@
-"""The edge daemon: configuration -> journal -> replica (with the journal's local spend
+"""The edge daemon: configuration -> journal -> replica (from the replica store beside the
+journal, a new site first provisioned from the host's snapshots; the journal's local spend
 re-applied) -> lanes (each open transaction recovered) -> local API and device tasks.
 
 Start order matters for "nothing lost, nothing counted twice": first the daemon claims the
 journal (:class:`JournalLock`: one daemon per journal) and checks what an operator can get
 wrong (key files, the API port), so a second instance or a bad setting stops before anything
-is touched; then the replica is rebuilt from the journal before any lane takes a request, and
-every lane finishes or voids what the last run left open before the API listens.
+is touched (a site with no way to get a replica stops here too: :class:`NoReplica`); then the
+replica is built from the store and the journal before any lane takes a request, and every
+lane finishes or voids what the last run left open before the API serves sales. A new site
+listens early for ``/v1/health`` only, while it waits for the host (terminal/provision.py).
 """
 
 from __future__ import annotations
