@@ -41,6 +41,8 @@ __all__ = [
 FUEL_CARD_DIGITS = 16
 CLUB_CARD_DIGITS = 13
 _ASCII_DIGITS = re.compile(r"[0-9]+")
+#: What may surround a typed value (ASCII blanks only: str.strip() would take any Unicode space).
+_BLANKS = " \t\n\r"
 _DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 _RUB = re.compile(r"([0-9]{1,13})(?:[.,]([0-9]{1,2}))?")
 _LITRES = re.compile(r"([0-9]{1,9})(?:[.,]([0-9]{1,3}))?")
@@ -79,23 +81,23 @@ def club_card_no(value: object) -> str:
 
 def parse_rub(text: str, *, max_kop: int = MAX_AMOUNT_KOP) -> int:
     """``"1500.5"`` -> 150050 kopecks; exact, at most 2 decimals, no sign, at most ``max_kop``."""
-    m = _RUB.fullmatch(text.strip()) if isinstance(text, str) else None
+    m = _RUB.fullmatch(text.strip(_BLANKS)) if isinstance(text, str) else None
     if not m:
         raise InvalidInput(f"an amount in rubles looks like 1500 or 1500.50, got {str(text)[:40]!r}")
     kop = int(m.group(1)) * 100 + int((m.group(2) or "0").ljust(2, "0"))
     if kop > max_kop:
-        raise InvalidInput(f"{text.strip()} RUB is over the most allowed, {max_kop // 100} RUB")
+        raise InvalidInput(f"{text.strip(_BLANKS)} RUB is over the most allowed, {max_kop // 100} RUB")
     return kop
 
 
 def parse_litres(text: str, *, max_ml: int = MAX_VOLUME_ML) -> int:
     """``"40.5"`` -> 40500 millilitres; exact, at most 3 decimals, no sign, at most ``max_ml``."""
-    m = _LITRES.fullmatch(text.strip()) if isinstance(text, str) else None
+    m = _LITRES.fullmatch(text.strip(_BLANKS)) if isinstance(text, str) else None
     if not m:
         raise InvalidInput(f"a volume in litres looks like 40 or 40.5, got {str(text)[:40]!r}")
     ml = int(m.group(1)) * 1000 + int((m.group(2) or "0").ljust(3, "0"))
     if ml > max_ml:
-        raise InvalidInput(f"{text.strip()} L is over the most allowed, {max_ml // 1000} L")
+        raise InvalidInput(f"{text.strip(_BLANKS)} L is over the most allowed, {max_ml // 1000} L")
     return ml
 
 
@@ -106,7 +108,7 @@ def parse_price(text: str) -> int:
 
 def parse_percent(text: str) -> int:
     """``"2.5"`` (percent) -> 250 basis points; at most 2 decimals, 0 to 100."""
-    m = _RUB.fullmatch(text.strip()) if isinstance(text, str) else None
+    m = _RUB.fullmatch(text.strip(_BLANKS)) if isinstance(text, str) else None
     bp = None if not m else int(m.group(1)) * 100 + int((m.group(2) or "0").ljust(2, "0"))
     if bp is None or bp > BP_WHOLE:
         raise InvalidInput(f"a percentage is 0 to 100 with at most 2 decimals (2.5), got {str(text)[:40]!r}")
@@ -116,7 +118,7 @@ def parse_percent(text: str) -> int:
 def parse_date(text: str) -> date:
     """``"2028-12-31"`` -> a date. Only ``YYYY-MM-DD`` with ASCII digits (Python's
     ``date.fromisoformat`` also takes ``20281231`` and week dates: not here)."""
-    m = _DATE.fullmatch(text.strip()) if isinstance(text, str) else None
+    m = _DATE.fullmatch(text.strip(_BLANKS)) if isinstance(text, str) else None
     if m:
         try:
             return date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
