@@ -263,6 +263,7 @@ def _limit(text: str) -> Limit:
 def cmd_issue_card(led: Ledger, a: argparse.Namespace) -> None:
     limits = tuple(sorted((_limit(t) for t in a.limit or ()), key=lambda lim: lim.limit_id))
     card = FuelCard(a.card, a.contract, _date(a.expires), _groups(a.groups), limits)
+    master.check_fuel_card(card)  # the host's word on a bad number or limit comes first
     writer = a.card_writer.prepare(card, a) if a.card_writer is not None else None
     issued = master.issue_fuel_card(led, card)
     print(f"card {mask_card_no(a.card)} issued on contract {a.contract}")

@@ -54,7 +54,7 @@ __all__ = [
     "add_site",
     "block_card",
     "change_contract",
-    "change_fuel_card",
+    "change_fuel_card", "check_fuel_card",
     "create_club_account",
     "create_contract",
     "import_club_model",
@@ -598,15 +598,7 @@ def issue_fuel_card(ledger: Ledger, card: FuelCard) -> FuelCard:
     not yet taken by a fuel or club card (Conflict), an expiry from today (in the contract's
     time zone) on, at least one product group, limits on known products and on groups the
     card may buy."""
-    fuel_card_no(card.card_no)
-    if not isinstance(card.contract_id, int):
-        raise InvalidInput(f"a contract number is a whole number, got {card.contract_id!r}")
-    if not isinstance(card.expires_on, date):
-        raise InvalidInput(f"expires_on must be a date, got {card.expires_on!r}")
-    groups = _groups(card.groups, f"card {mask_card_no(card.card_no)}")
-    _enum_value(CardKind, card.kind, "card kind")
-    _enum_value(CardStatus, card.status, "card status")
-    _check_limits(card.limits)
+    groups = check_fuel_card(card)
 
     def step(db: Database) -> FuelCard:
         tz = db.scalar("SELECT tz FROM contracts WHERE contract_id = ?", (card.contract_id,))
@@ -625,6 +617,21 @@ def issue_fuel_card(ledger: Ledger, card: FuelCard) -> FuelCard:
         record_change(db, Table.FUEL_CARDS, [card.card_no], now_utc_s=ledger.now())
         return FuelCard(card.card_no, card.contract_id, card.expires_on, groups, limits, card.kind, card.status)
     return _run(ledger, step)
+
+
+def check_fuel_card(card: FuelCard) -> frozenset[ProductGroup]:
+    """The checks of :func:`issue_fuel_card` that need no ledger (the number's format, the
+    types, the limits' shapes and ranges); returns the card's groups. InvalidInput if one fails."""
+    fuel_card_no(card.card_no)
+    if type(card.contract_id) is not int:
+        raise InvalidInput(f"a contract number is a whole number, got {card.contract_id!r}")
+    if not isinstance(card.expires_on, date):
+        raise InvalidInput(f"expires_on must be a date, got {card.expires_on!r}")
+    groups = _groups(card.groups, f"card {mask_card_no(card.card_no)}")
+    _enum_value(CardKind, card.kind, "card kind")
+    _enum_value(CardStatus, card.status, "card status")
+    _check_limits(card.limits)
+    return groups
 
 
 def change_fuel_card(ledger: Ledger, card_no: str, *, expires_on: date | None = None,
