@@ -207,18 +207,23 @@ def cmd_sites(led: Ledger, a: argparse.Namespace) -> None:
 
 
 def cmd_add_site(led: Ledger, a: argparse.Namespace) -> None:
-    master.add_site(led, a.site)
-    if a.keys_dir:
-        from wire import WireKeyError, new_key, write_key
-        d = Path(a.keys_dir)
-        (d / "sites").mkdir(parents=True, exist_ok=True)
-        try:
-            write_key(d / "sites" / f"{a.site}.key", new_key())
-        except WireKeyError as exc:
-            raise InvalidInput(str(exc)) from None
-        print(f"site {a.site} added; its key is {d / 'sites' / (a.site + '.key')} (install it on the site)")
-    else:
+    if not a.keys_dir:
+        master.add_site(led, a.site)
         print(f"site {a.site} added")
+        return
+    from wire import WireKeyError, is_site_id, new_key, write_key
+    path = Path(a.keys_dir) / "sites" / f"{a.site}.key"
+    if not is_site_id(a.site):
+        master.add_site(led, a.site)  # refuses the id, before any file is made
+    if path.exists():  # refused before the ledger changes; a key is never replaced
+        raise InvalidInput(f"key file {str(path)!r} already exists; remove it first to replace the key")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_key(path, new_key())
+    except (WireKeyError, OSError) as exc:
+        raise InvalidInput(str(exc)) from None
+    master.add_site(led, a.site)
+    print(f"site {a.site} added; its key is {path} (install it on the site)")
 
 
 def cmd_site_status(led: Ledger, a: argparse.Namespace) -> None:

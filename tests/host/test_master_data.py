@@ -256,6 +256,13 @@ def test_create_keys_makes_the_replica_pair_and_new_site_keys_only(admin, ledger
     assert not (keys / "sites" / "S-NOPE.key").exists()
     code, out, _ = admin("create-keys", "--keys-dir", str(keys))
     assert code == 0 and "already there" in out
+    # add-site with a key already there: refused before the site is registered
+    (keys / "sites" / "S-2.key").write_text("00" * 32 + "\n")
+    before = dump(ledger)
+    code, _, err = admin("add-site", "S-2", "--keys-dir", str(keys))
+    assert code == 1 and "already exists" in err and dump(ledger) == before
+    code, _, err = admin("add-site", "bad site!", "--keys-dir", str(keys))
+    assert code == 1 and not (keys / "sites" / "bad site!.key").exists()
 
 
 def test_master_functions_check_what_programs_give_them(ledger: Ledger):
@@ -288,3 +295,16 @@ def test_master_functions_check_what_programs_give_them(ledger: Ledger):
     with pytest.raises(InvalidInput):
         master.issue_club_card(ledger, "2990000000018", person_id="p", kind=ClubCardKind.IDENTIFIED)
     assert master.master_data_counts(ledger).contracts == 1
+
+
+def test_the_host_imports_no_card_hardware_and_has_no_personalise_of_its_own():
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parents[2]
+    code = ("import sys, host.admin, host.master, host.checks; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('hw', 'terminal')); print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=60, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+    out = subprocess.run([sys.executable, "-m", "host.admin", "personalise-card", "--help"], capture_output=True,
+                         text=True, cwd=root, timeout=60, check=False)
+    assert out.returncode == 2  # only 'edgepos host' (terminal.cli) adds it
