@@ -308,3 +308,53 @@ def test_the_host_imports_no_card_hardware_and_has_no_personalise_of_its_own():
     out = subprocess.run([sys.executable, "-m", "host.admin", "personalise-card", "--help"], capture_output=True,
                          text=True, cwd=root, timeout=60, check=False)
     assert out.returncode == 2  # only 'edgepos host' (terminal.cli) adds it
+
+
+def test_fuzzed_card_numbers_expiries_and_limits_are_issued_or_refused_cleanly(tmp_path_factory, capsys):
+    """Random text as the number, the expiry and a limit of issue-card (SQLite): exit 0 and
+    the card as typed, or exit 1 with one line and the ledger unchanged; never a traceback."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from host.checks import parse_date
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'l.sqlite'}"
+    for cmd in (["init"], ["put-product", "AI95", "--name", "AI-95", "--group", "fuel"],
+                ["create-contract", "1"]):
+        assert main(["--db", url, *cmd]) == 0
+    capsys.readouterr()
+    led = Ledger.open(url)
+    numbers = st.one_of(st.text(alphabet="0123456789", min_size=16, max_size=16),
+                        st.text(alphabet="0123456789", min_size=15, max_size=17))
+    expiries = st.one_of(st.dates(date(2027, 1, 1), date(2040, 12, 31)), st.dates()).map(date.isoformat)
+    text = st.text(alphabet=st.sampled_from(list("0123456789-:.LRUBday") + ["７", " ", "x"]), max_size=20)
+    amounts = st.sampled_from(["L", "RUB", "l", ""]).flatmap(
+        lambda unit: st.one_of(st.integers(0, 10**6).map(str), st.integers(0, 10**13).map(str), st.just("1.5"),
+                               text).map(lambda n: n + unit))
+    limits = st.tuples(st.integers(0, 9).map(str), st.sampled_from(["day", "month", "week", "eon"]), amounts,
+                       st.sampled_from(["", ":all", ":group:fuel", ":group:shop", ":product:AI95", ":product:X"])
+                       ).map(lambda t: f"{t[0]}:{t[1]}:{t[2]}{t[3]}")
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.one_of(numbers, text), st.one_of(expiries, text), st.one_of(limits, text))
+    def check(card_no, expires, limit):
+        before = dump(led)
+        code = main(["--db", url, "issue-card", "--contract", "1", f"--expires={expires}", f"--limit={limit}", "--",
+                     card_no])  # '=' and '--': a value that starts with '-' is a value, not an option
+        out = capsys.readouterr()
+        outcomes.append(code)
+        if code == 0:
+            card = led.fuel_card(card_no)
+            assert card.expires_on == parse_date(expires) and len(card.limits) == 1
+            assert re.fullmatch(r"[0-9]{16}", card_no)
+            led.db.run(lambda db: db.execute("DELETE FROM fuel_cards WHERE card_no = ?", (card_no,)))
+        else:
+            assert code == 1 and out.err.startswith("error: ") and out.err.count("\n") == 1, out.err
+            assert dump(led) == before
+
+    outcomes: list[int] = []
+    try:
+        check()
+    finally:
+        led.close()
+    assert 0 in outcomes and 1 in outcomes  # both paths taken
