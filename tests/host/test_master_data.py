@@ -358,3 +358,18 @@ def test_fuzzed_card_numbers_expiries_and_limits_are_issued_or_refused_cleanly(t
     finally:
         led.close()
     assert 0 in outcomes and 1 in outcomes  # both paths taken
+
+
+def test_bad_club_rules_are_refused_and_change_nothing(admin, ledger: Ledger, tmp_path: Path):
+    code, good, _ = admin("club-rules")
+    cases = {"not json": "{", "a field missing": '{"categories": []}',
+             "a negative cap": good.replace('"redemption_cap_bp":3000', '"redemption_cap_bp":-1'),
+             "an unknown zone": good.replace('"tz":"Europe/Moscow"', '"tz":"Mars/Base"')}
+    before = dump(ledger)
+    for what, text in cases.items():
+        (tmp_path / "r.json").write_text(text)
+        code, _, err = admin("set-club-rules", str(tmp_path / "r.json"))
+        assert code == 1 and err.count("\n") == 1, (what, err)
+        assert dump(ledger) == before, what
+    code, _, err = admin("set-club-rules", str(tmp_path / "missing.json"))
+    assert code == 1 and "cannot read" in err
