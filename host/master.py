@@ -498,8 +498,10 @@ def set_tariff(ledger: Ledger, contract_id: int, tariff: Tariff) -> Contract:
         if db.execute("UPDATE contracts SET tariff = ? WHERE contract_id = ?", (int(tariff), contract_id)).rowcount != 1:
             raise NotFound(f"no contract {contract_id}")
         record_change(db, Table.CONTRACTS, [contract_id], now_utc_s=ledger.now())
-        return R.contract_from_row(db.fetchone(f"SELECT {R.CONTRACT_COLUMNS} FROM contracts WHERE contract_id = ?",
-                                               (contract_id,)))
+        row = db.fetchone(f"SELECT {R.CONTRACT_COLUMNS} FROM contracts WHERE contract_id = ?", (contract_id,))
+        if row is None:  # updated above in this transaction: cannot happen
+            raise NotFound(f"no contract {contract_id}")
+        return R.contract_from_row(row)
     return _run(ledger, step)
 
 
@@ -768,7 +770,10 @@ def unblock_card(ledger: Ledger, card_no: str) -> str:
             db.execute("UPDATE fuel_cards SET status = ? WHERE card_no = ?", (int(CardStatus.ACTIVE), card_no))
             record_change(db, Table.FUEL_CARDS, [card_no], now_utc_s=now)
         else:
-            aid, replaced = db.fetchone("SELECT account_id, replaced_by FROM club_cards WHERE card_no = ?", (card_no,))
+            row = db.fetchone("SELECT account_id, replaced_by FROM club_cards WHERE card_no = ?", (card_no,))
+            if row is None:  # _which found it in this transaction: cannot happen
+                raise NotFound(f"no club card {mask_card_no(card_no)}")
+            aid, replaced = row
             if replaced:
                 raise Conflict(f"club card {mask_card_no(card_no)} was replaced by {mask_card_no(replaced)}: "
                                "it stays blocked")
