@@ -14,18 +14,23 @@ import argparse
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from enum import IntEnum
 from pathlib import Path
+from typing import Protocol
 
 from authz.club_model import ClubCardKind
 from authz.fuel_model import (
     Contract,
+    DiscountKind,
+    DiscountRule,
+    DiscountWhere,
     FuelCard,
     Limit,
     LimitUnit,
     Period,
+    Product,
     ProductGroup,
     Scope,
     Tariff,
@@ -33,11 +38,23 @@ from authz.fuel_model import (
 )
 
 from . import master, reports
+from .checks import parse_date, parse_litres, parse_percent, parse_price, parse_rub
 from .errors import HostError, InvalidInput, LedgerUnavailable, SchemaError
 from .ledger import Ledger
 
-__all__ = ["DEFAULT_DB", "EXIT_MEANINGS", "ExitCode", "LedgerOpenError", "build_parser", "exit_codes_epilog",
-           "main", "open_ledger", "parse_litres", "parse_rub"]
+__all__ = [
+    "DEFAULT_DB",
+    "EXIT_MEANINGS",
+    "CardWriter",
+    "ExitCode",
+    "LedgerOpenError",
+    "build_parser",
+    "exit_codes_epilog",
+    "main",
+    "open_ledger",
+    "parse_litres",
+    "parse_rub",
+]
 
 DEFAULT_DB = "sqlite:///edgepos-host.sqlite"
 #: how the ledger setting is named in messages
@@ -141,22 +158,6 @@ def _is_database_error(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.Error)
 
 
-def parse_rub(text: str) -> int:
-    """``"1500.5"`` -> 150050 kopecks; exact, at most 2 decimals, no sign."""
-    m = re.fullmatch(r"(\d{1,13})(?:[.,](\d{1,2}))?", text.strip())
-    if not m:
-        raise InvalidInput(f"an amount in rubles looks like 1500 or 1500.50, got {text!r}")
-    return int(m.group(1)) * 100 + int((m.group(2) or "0").ljust(2, "0"))
-
-
-def parse_litres(text: str) -> int:
-    """``"40.5"`` -> 40500 millilitres; exact, at most 3 decimals."""
-    m = re.fullmatch(r"(\d{1,9})(?:[.,](\d{1,3}))?", text.strip())
-    if not m:
-        raise InvalidInput(f"a volume in litres looks like 40 or 40.5, got {text!r}")
-    return int(m.group(1)) * 1000 + int((m.group(2) or "0").ljust(3, "0"))
-
-
 def _enum(cls, text: str, what: str):
     try:
         return cls[text.strip().upper().replace("-", "_")]
@@ -165,10 +166,7 @@ def _enum(cls, text: str, what: str):
 
 
 def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput(f"a date is YYYY-MM-DD, got {text!r}") from None
+    return parse_date(text)
 
 
 def _groups(text: str) -> frozenset[ProductGroup]:
@@ -209,18 +207,23 @@ def cmd_sites(led: Ledger, a: argparse.Namespace) -> None:
 
 
 def cmd_add_site(led: Ledger, a: argparse.Namespace) -> None:
-    master.add_site(led, a.site)
-    if a.keys_dir:
-        from wire import WireKeyError, new_key, write_key
-        d = Path(a.keys_dir)
-        (d / "sites").mkdir(parents=True, exist_ok=True)
-        try:
-            write_key(d / "sites" / f"{a.site}.key", new_key())
-        except WireKeyError as exc:
-            raise InvalidInput(str(exc)) from None
-        print(f"site {a.site} added; its key is {d / 'sites' / (a.site + '.key')} (install it on the site)")
-    else:
+    if not a.keys_dir:
+        master.add_site(led, a.site)
         print(f"site {a.site} added")
+        return
+    from wire import WireKeyError, is_site_id, new_key, write_key
+    path = Path(a.keys_dir) / "sites" / f"{a.site}.key"
+    if not is_site_id(a.site):
+        master.add_site(led, a.site)  # refuses the id, before any file is made
+    if path.exists():  # refused before the ledger changes; a key is never replaced
+        raise InvalidInput(f"key file {str(path)!r} already exists; remove it first to replace the key")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_key(path, new_key())
+    except (WireKeyError, OSError) as exc:
+        raise InvalidInput(str(exc)) from None
+    master.add_site(led, a.site)
+    print(f"site {a.site} added; its key is {path} (install it on the site)")
 
 
 def cmd_site_status(led: Ledger, a: argparse.Namespace) -> None:
@@ -230,8 +233,11 @@ def cmd_site_status(led: Ledger, a: argparse.Namespace) -> None:
 
 def cmd_seed_sample(led: Ledger, a: argparse.Namespace) -> None:
     from authz import sample
-    master.import_fuel_model(led, sample.fuel_model(n_cards=a.fuel_cards, seed=a.seed))
-    master.import_club_model(led, sample.club_model(n_accounts=a.club_accounts, seed=a.seed + 1))
+    if not 1 <= a.fuel_cards <= 10_000_000 or not 1 <= a.club_accounts <= 10_000_000:
+        raise InvalidInput("--fuel-cards and --club-accounts are 1 to 10000000")
+    master.require_no_master_data(led)  # before generating: a clear refusal at once
+    master.import_sample(led, sample.fuel_model(n_cards=a.fuel_cards, seed=a.seed),
+                         sample.club_model(n_accounts=a.club_accounts, seed=a.seed + 1))
     print(f"loaded the sample network: {a.fuel_cards} fuel cards, {a.club_accounts} club accounts (seed {a.seed})")
 
 
@@ -242,9 +248,236 @@ def cmd_create_contract(led: Ledger, a: argparse.Namespace) -> None:
     print(f"contract {c.contract_id} opened, balance {reports.rub(c.balance_kop)} RUB")
 
 
+def _limit(text: str) -> Limit:
+    """``ID:PERIOD:AMOUNT[:SCOPE]``: ``1:day:200L``, ``2:month:50000.50RUB:group:shop``."""
+    parts = text.split(":", 3)
+    if len(parts) < 3 or not re.fullmatch(r"[0-9]{1,9}", parts[0]):
+        raise InvalidInput(f"a limit is ID:PERIOD:AMOUNT[:SCOPE] (1:day:200L, 2:month:5000RUB:group:shop), "
+                           f"got {text[:60]!r}")
+    amount = parts[2].strip()
+    if amount.upper().endswith("RUB"):
+        unit, value = LimitUnit.KOPECKS, parse_rub(amount[:-3])
+    elif amount.upper().endswith("L"):
+        unit, value = LimitUnit.MILLILITRES, parse_litres(amount[:-1])
+    else:
+        raise InvalidInput(f"a limit's amount ends in L (litres) or RUB (rubles), got {amount[:40]!r}")
+    scope, group, product = _scope(parts[3] if len(parts) > 3 else "all")
+    return Limit(int(parts[0]), unit, _enum(Period, parts[1], "period"), value, scope, group, product)
+
+
 def cmd_issue_card(led: Ledger, a: argparse.Namespace) -> None:
-    master.issue_fuel_card(led, FuelCard(a.card, a.contract, _date(a.expires), _groups(a.groups)))
+    limits = tuple(sorted((_limit(t) for t in a.limit or ()), key=lambda lim: lim.limit_id))
+    card = FuelCard(a.card, a.contract, _date(a.expires), _groups(a.groups), limits)
+    master.check_fuel_card(card)  # the host's word on a bad number or limit comes first
+    writer = a.card_writer.prepare(card, a) if a.card_writer is not None else None
+    issued = master.issue_fuel_card(led, card)
     print(f"card {mask_card_no(a.card)} issued on contract {a.contract}")
+    if writer is not None:
+        try:
+            print(writer(issued))
+        except (OSError, ValueError) as exc:
+            raise HostError(f"card {mask_card_no(a.card)} is issued in the ledger, but its card data was not "
+                            f"written ({exc}): run personalise-card {mask_card_no(a.card)} again") from None
+
+
+def cmd_personalise_card(led: Ledger, a: argparse.Namespace) -> None:
+    card = led.fuel_card(a.card)
+    writer = a.card_writer.prepare(card, a)
+    if writer is None:
+        raise InvalidInput("give --personalise CARD.json")
+    print(writer(card))
+
+
+def cmd_change_card(led: Ledger, a: argparse.Namespace) -> None:
+    if a.expires is None and a.groups is None:
+        raise InvalidInput("give --expires or --groups (or both)")
+    card = master.change_fuel_card(led, a.card, expires_on=None if a.expires is None else _date(a.expires),
+                                   groups=None if a.groups is None else _groups(a.groups))
+    print(f"card {mask_card_no(a.card)}: expires {card.expires_on.isoformat()}, groups {_group_names(card.groups)}")
+
+
+def _group_names(groups: frozenset[ProductGroup]) -> str:
+    return ",".join(g.name.lower() for g in sorted(groups))
+
+
+def _limit_text(lim: Limit) -> str:
+    amount = f"{litres(lim.amount)} L" if lim.unit is LimitUnit.MILLILITRES else f"{reports.rub(lim.amount)} RUB"
+    scope = {Scope.ALL: "all", Scope.GROUP: f"group:{lim.group.name.lower() if lim.group is not None else ''}",
+             Scope.PRODUCT: f"product:{lim.product}"}[lim.scope]
+    return f"{amount} per {lim.period.name.lower()} ({scope})"
+
+
+def cmd_show_card(led: Ledger, a: argparse.Namespace) -> None:
+    try:
+        card = led.fuel_card(a.card)
+    except HostError:
+        club = led.club_account_of(a.card)  # NotFound names the card masked
+        print(f"club card {mask_card_no(a.card)}: account {club.account_id}, person {club.person_id}, "
+              f"{club.kind.name.lower()}, {'activated' if club.activated else 'not activated'}")
+        print(f"  balance {reports.rub(club.balance_kop)} RUB, {club.points(led.now())} points, "
+              f"on the stop list: {'yes' if a.card in led.stop_list() else 'no'}")
+        return
+    counters = led.counters(a.card)
+    print(f"fuel card {mask_card_no(card.card_no)}: contract {card.contract_id}, {card.kind.name.lower()}, "
+          f"{card.status.name.lower()}, expires {card.expires_on.isoformat()}")
+    print(f"  groups {_group_names(card.groups)}; on the stop list: {'yes' if a.card in led.stop_list() else 'no'}")
+    rows = []
+    for lim in card.limits:
+        c = counters.get(lim.limit_id)
+        spent = "" if c is None else (litres(c.spent) + " L" if lim.unit is LimitUnit.MILLILITRES
+                                      else reports.rub(c.spent) + " RUB")
+        rows.append((lim.limit_id, _limit_text(lim), spent))
+    if rows:
+        _print_table(["limit", "amount", "spent (latest period)"], rows)
+    else:
+        print("  no limits")
+
+
+def cmd_show_contract(led: Ledger, a: argparse.Namespace) -> None:
+    c = led.contract(a.contract)
+    print(f"contract {c.contract_id} {led.contract_name(a.contract)}".rstrip() + f": tariff {c.tariff.name.lower()}, "
+          f"time zone {c.tz}, home region {c.home_region}")
+    print(f"  balance {reports.rub(c.balance_kop)} RUB, credit line {reports.rub(c.credit_line_kop)} RUB"
+          + (f", chosen stations {','.join(str(x) for x in c.chosen_station_ids)}" if c.chosen_station_ids else ""))
+    stop = led.stop_list()
+    rows = [(mask_card_no(card.card_no), card.status.name.lower(), card.expires_on.isoformat(),
+             "yes" if card.card_no in stop else "") for card in led.contract_cards(a.contract)]
+    if rows:
+        _print_table(["card", "status", "expires", "stop list"], rows)
+    else:
+        print("  no cards")
+
+
+def cmd_products(led: Ledger, a: argparse.Namespace) -> None:
+    rows = [(p.code, p.name, p.group.name.lower()) for p in sorted(led.products().values(), key=lambda p: p.code)]
+    _print_table(["code", "name", "group"], rows)
+
+
+def cmd_put_product(led: Ledger, a: argparse.Namespace) -> None:
+    p = master.put_product(led, Product(a.code, a.name, _enum(ProductGroup, a.group, "product group")))
+    print(f"product {p.code} ({p.name}, {p.group.name.lower()}) saved")
+
+
+def cmd_stations(led: Ledger, a: argparse.Namespace) -> None:
+    rows = [(st.station_id, st.region, _group_names(st.groups), litres(st.max_fill_ml),
+             " ".join(f"{code}={reports.rub(price)}" for code, price in sorted(st.prices_kop_per_l.items())))
+            for st in led.stations()]
+    _print_table(["station", "region", "groups", "max fill L", "prices (RUB per L or unit)"], rows)
+
+
+def cmd_put_station(led: Ledger, a: argparse.Namespace) -> None:
+    st = master.put_station(led, a.station, region=a.region, groups=None if a.groups is None else _groups(a.groups),
+                            max_fill_ml=None if a.max_fill_litres is None else parse_litres(a.max_fill_litres))
+    print(f"station {st.station_id}: region {st.region}, groups {_group_names(st.groups)}, "
+          f"max fill {litres(st.max_fill_ml)} L, {len(st.prices_kop_per_l)} prices")
+
+
+def cmd_set_price(led: Ledger, a: argparse.Namespace) -> None:
+    if (a.rub is None) == (not a.remove):
+        raise InvalidInput("give the price (--rub, per litre or unit) or --remove, one of them")
+    st = master.set_price(led, a.station, a.product, None if a.remove else parse_price(a.rub))
+    shown = "removed" if a.remove else f"{reports.rub(st.prices_kop_per_l[a.product])} RUB"
+    print(f"station {st.station_id}: price of {a.product} {shown}")
+
+
+def cmd_tariffs(led: Ledger, a: argparse.Namespace) -> None:
+    rows = [(d.tariff.name.lower(), d.product, d.where.name.lower(),
+             f"{reports.rub(d.value)} RUB/L" if d.kind is DiscountKind.KOP_PER_L else f"{reports.rub(d.value)} %")
+            for d in led.discounts()]
+    _print_table(["tariff", "product", "where", "discount"], rows)
+
+
+def cmd_set_discount(led: Ledger, a: argparse.Namespace) -> None:
+    if (a.rub is None) == (a.percent is None):
+        raise InvalidInput("give the discount in rubles per litre (--rub) or in percent (--percent), one of them")
+    kind, value = (DiscountKind.KOP_PER_L, parse_price(a.rub)) if a.rub is not None else \
+        (DiscountKind.PERCENT_BP, parse_percent(a.percent))
+    rule = DiscountRule(_enum(Tariff, a.tariff, "tariff"), a.product, _enum(DiscountWhere, a.where, "discount scope"),
+                        kind, value)
+    table = master.set_discount(led, rule)
+    print(f"tariff {rule.tariff.name.lower()}: discount of {rule.product} at {rule.where.name.lower()} = "
+          f"{a.rub + ' RUB/L' if a.rub is not None else a.percent + ' %'} ({len(table)} rows)")
+
+
+def cmd_remove_discount(led: Ledger, a: argparse.Namespace) -> None:
+    tariff, where = _enum(Tariff, a.tariff, "tariff"), _enum(DiscountWhere, a.where, "discount scope")
+    table = master.remove_discount(led, tariff, a.product, where)
+    print(f"tariff {tariff.name.lower()}: discount of {a.product} at {where.name.lower()} removed ({len(table)} rows)")
+
+
+def _station_ids(text: str) -> tuple[int, ...]:
+    if text.strip().lower() == "none":
+        return ()
+    parts = [x.strip() for x in text.split(",")]
+    if not all(re.fullmatch(r"[0-9]{1,18}", x) for x in parts):
+        raise InvalidInput(f"stations are ids separated by commas (1001,1002), or none, got {text[:60]!r}")
+    return tuple(int(x) for x in parts)
+
+
+def cmd_change_contract(led: Ledger, a: argparse.Namespace) -> None:
+    if all(v is None for v in (a.name, a.tz, a.region, a.chosen, a.credit_rub)):
+        raise InvalidInput("give at least one of --name, --tz, --region, --credit-rub, --chosen")
+    c = master.change_contract(led, a.contract, name=a.name, tz=a.tz, home_region=a.region,
+                               credit_line_kop=None if a.credit_rub is None else parse_rub(a.credit_rub),
+                               chosen_station_ids=None if a.chosen is None else _station_ids(a.chosen))
+    print(f"contract {c.contract_id}: time zone {c.tz}, home region {c.home_region}, credit line "
+          f"{reports.rub(c.credit_line_kop)} RUB, chosen stations {','.join(map(str, c.chosen_station_ids)) or 'none'}")
+
+
+def cmd_set_credit_line(led: Ledger, a: argparse.Namespace) -> None:
+    c = master.set_credit_line(led, a.contract, parse_rub(a.rub))
+    print(f"contract {c.contract_id}: credit line {reports.rub(c.credit_line_kop)} RUB")
+
+
+def cmd_create_club_account(led: Ledger, a: argparse.Namespace) -> None:
+    aid = master.create_club_account(led, a.person, _enum(ClubCardKind, a.kind, "club card kind"),
+                                     activated=not a.not_activated)
+    print(f"club account {aid} opened for {a.person}")
+
+
+def cmd_set_club_rules(led: Ledger, a: argparse.Namespace) -> None:
+    from . import rows as R
+    try:
+        text = Path(a.file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {a.file}: {exc.strerror or exc}") from None
+    try:
+        rules = R.rules_from_json(text)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidInput(f"{a.file}: not club rules ({type(exc).__name__}: {str(exc)[:80]})") from None
+    version = master.set_club_rules(led, rules)
+    print(f"club rules saved (version {version})")
+
+
+def cmd_club_rules(led: Ledger, a: argparse.Namespace) -> None:
+    from . import rows as R
+    print(R.rules_to_json(led.club_rules()))
+
+
+def cmd_create_keys(led: Ledger, a: argparse.Namespace) -> None:
+    from wire import WireKeyError, key_id, new_key, write_key
+
+    from .keys import ensure_replica_keys
+    d = Path(a.keys_dir)
+    known = {s.site_id for s in led.sites()}
+    for site in a.sites:  # every check before anything is written
+        if site not in known:
+            raise InvalidInput(f"no site {site!r}: add it first (add-site {site})")
+        if (d / "sites" / f"{site}.key").exists():
+            raise InvalidInput(f"site {site} has a key already ({d / 'sites' / (site + '.key')}): remove it first "
+                               "to replace it")
+    try:
+        files = ensure_replica_keys(d)
+        print(f"replica signing key {'made' if files.created else 'already there'}: {files.signing_key_file} "
+              f"(key id {files.key_id}); give {files.verify_key_file} to every site")
+        if a.sites:
+            (d / "sites").mkdir(mode=0o700, exist_ok=True)
+        for site in a.sites:
+            key = new_key()
+            write_key(d / "sites" / f"{site}.key", key)
+            print(f"site {site}: key {d / 'sites' / (site + '.key')} (key id {key_id(key)}); install it on the site")
+    except (WireKeyError, OSError) as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 def cmd_set_limit(led: Ledger, a: argparse.Namespace) -> None:
@@ -337,8 +570,25 @@ def cmd_report(led: Ledger, a: argparse.Namespace) -> None:
             print(f"written {a.csv}")
 
 
-def build_parser(prog: str = "python -m host.admin") -> argparse.ArgumentParser:
-    """The admin command line's parser; ``prog`` is how it was called (``edgepos host``)."""
+class CardWriter(Protocol):
+    """Writes the card data of a fuel card from its ledger record (a virtual card's state
+    file, a card bureau's job). The host knows no card hardware: the ``edgepos`` command
+    supplies one (``terminal.issuing``), which adds its options to ``issue-card`` and
+    enables ``personalise-card``."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser, *, required: bool) -> None:
+        """Add the writer's options (where to write, the PIN's source, the issuer key)."""
+
+    def prepare(self, card: FuelCard, args: argparse.Namespace) -> Callable[[FuelCard], str] | None:
+        """Check every input for writing ``card`` (the PIN, the key, the output path) before
+        the ledger changes; None when the writer's options were not given. Raise ValueError
+        or HostError to refuse. The function returned writes the card of the issued record
+        and returns one line to print (no PIN, key or full card number)."""
+
+
+def build_parser(prog: str = "python -m host.admin", card_writer: CardWriter | None = None) -> argparse.ArgumentParser:
+    """The admin command line's parser; ``prog`` is how it was called (``edgepos host``);
+    ``card_writer`` adds card personalisation to ``issue-card`` and ``personalise-card``."""
     p = argparse.ArgumentParser(
         prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="edgepos central host: administration of the ledger and its master data. "
@@ -350,6 +600,7 @@ def build_parser(prog: str = "python -m host.admin") -> argparse.ArgumentParser:
     p.add_argument("--db", default=os.environ.get("EDGEPOS_HOST_DB", DEFAULT_DB),
                    help="ledger URL: sqlite:///file or postgresql://user@host/db (a schema other than public: "
                         "?options=-csearch_path%%3Dname); default $EDGEPOS_HOST_DB or %(default)s")
+    p.set_defaults(card_writer=card_writer)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def cmd(name: str, fn, help: str) -> argparse.ArgumentParser:
@@ -385,6 +636,70 @@ def build_parser(prog: str = "python -m host.admin") -> argparse.ArgumentParser:
     sp.add_argument("--contract", type=int, required=True, help="the contract number")
     sp.add_argument("--expires", required=True, help="last valid day, YYYY-MM-DD")
     sp.add_argument("--groups", default="fuel", help="product groups, comma separated (fuel,car_wash,hotel,service,shop)")
+    sp.add_argument("--limit", action="append", metavar="ID:PERIOD:AMOUNT[:SCOPE]",
+                    help="a limit, repeatable: 1:day:200L, 2:month:50000.50RUB:group:shop, 3:lifetime:500L:product:AI98")
+    if card_writer is not None:
+        card_writer.add_arguments(sp, required=False)
+        sp = cmd("personalise-card", cmd_personalise_card, "write an issued fuel card's card data from its ledger record")
+        sp.add_argument("card", help="the card number")
+        card_writer.add_arguments(sp, required=True)
+    sp = cmd("change-card", cmd_change_card, "change a fuel card's expiry or product groups")
+    sp.add_argument("card", help="the card number")
+    sp.add_argument("--expires", help="last valid day, YYYY-MM-DD")
+    sp.add_argument("--groups", help="product groups, comma separated")
+    sp = cmd("show-card", cmd_show_card, "a fuel or club card: contract or account, status, limits, stop list")
+    sp.add_argument("card", help="the card number")
+    sp = cmd("show-contract", cmd_show_contract, "a contract: tariff, time zone, balance, credit line, cards")
+    sp.add_argument("contract", type=int, help="the contract number")
+    sp = cmd("change-contract", cmd_change_contract, "change a contract's name, time zone, home region, credit line "
+             "or chosen stations")
+    sp.add_argument("contract", type=int, help="the contract number")
+    sp.add_argument("--name", help="the customer's name")
+    sp.add_argument("--tz", help="the time zone its day and month limits roll over in (Asia/Omsk)")
+    sp.add_argument("--region", type=int, help="the home region (Regional tariffs)")
+    sp.add_argument("--credit-rub", help="the credit line in rubles")
+    sp.add_argument("--chosen", help="chosen stations (Regional+), at most 3: 1001,1002,1003, or none")
+    sp = cmd("set-credit-line", cmd_set_credit_line, "set how far below zero a contract's balance may go")
+    sp.add_argument("contract", type=int, help="the contract number")
+    sp.add_argument("--rub", required=True, help="the credit line in rubles (0: prepaid only)")
+    cmd("products", cmd_products, "list the products")
+    sp = cmd("put-product", cmd_put_product, "add a product or change its name or group")
+    sp.add_argument("code", help="the product code (AI95)")
+    sp.add_argument("--name", required=True, help="its name (AI-95)")
+    sp.add_argument("--group", required=True, help="fuel, car_wash, hotel, service or shop")
+    cmd("stations", cmd_stations, "list the stations with their regions and prices")
+    sp = cmd("put-station", cmd_put_station, "add a station or change its region, product groups or largest fill")
+    sp.add_argument("station", type=int, help="the station id")
+    sp.add_argument("--region", type=int, help="its region (needed for a new station)")
+    sp.add_argument("--groups", help="the product groups it sells, comma separated (needed for a new station)")
+    sp.add_argument("--max-fill-litres", help="the largest fill without a preset (default 1000 for a new station)")
+    sp = cmd("set-price", cmd_set_price, "set a station's list price of a product")
+    sp.add_argument("station", type=int, help="the station id")
+    sp.add_argument("product", help="the product code")
+    sp.add_argument("--rub", help="the price in rubles per litre (per unit for goods and services)")
+    sp.add_argument("--remove", action="store_true", help="stop selling the product at the station")
+    cmd("tariffs", cmd_tariffs, "list the tariffs' discount tables")
+    sp = cmd("set-discount", cmd_set_discount, "set one row of a tariff's discount table")
+    sp.add_argument("tariff", help=", ".join(t.name.lower() for t in Tariff))
+    sp.add_argument("product", help="the product code")
+    sp.add_argument("--where", required=True, help="home_region, chosen_stations or network")
+    sp.add_argument("--rub", help="the discount in rubles per litre (or --percent)")
+    sp.add_argument("--percent", help="the discount in percent of the list price (or --rub)")
+    sp = cmd("remove-discount", cmd_remove_discount, "remove one row of a tariff's discount table")
+    sp.add_argument("tariff", help="the tariff")
+    sp.add_argument("product", help="the product code")
+    sp.add_argument("--where", required=True, help="home_region, chosen_stations or network")
+    cmd("club-rules", cmd_club_rules, "print the club programme's rules as JSON (the set-club-rules format)")
+    sp = cmd("set-club-rules", cmd_set_club_rules, "replace the club programme's rules from a JSON file")
+    sp.add_argument("file", help="the rules, as club-rules prints them")
+    sp = cmd("create-club-account", cmd_create_club_account, "open an empty club account for a person")
+    sp.add_argument("--person", required=True, help="the member's person id")
+    sp.add_argument("--kind", default="unidentified", help="identified or unidentified")
+    sp.add_argument("--not-activated", action="store_true", help="payment functions off until activated")
+    sp = cmd("create-keys", cmd_create_keys, "make the host's replica signing key pair (if none) and new site keys")
+    sp.add_argument("sites", nargs="*", metavar="SITE", help="registered sites to make a key for (never replaced)")
+    sp.add_argument("--keys-dir", required=True, help="the host's keys directory (replica-signing.key, "
+                    "replica-signing.pub, sites/<site>.key)")
     sp = cmd("set-limit", cmd_set_limit, "set a ruble or litre limit of a fuel card")
     sp.add_argument("card", help="the card number")
     sp.add_argument("--limit-id", type=int, required=True, help="the limit's number on the card (a new one, "
@@ -437,10 +752,12 @@ def build_parser(prog: str = "python -m host.admin") -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None, *, prog: str = "python -m host.admin") -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m host.admin",
+         card_writer: CardWriter | None = None) -> int:
     """Run one admin command; returns its :class:`ExitCode`. ``prog`` names the command in
-    usage and help (``edgepos host`` when called through the ``edgepos`` command)."""
-    args = build_parser(prog).parse_args(argv)
+    usage and help (``edgepos host`` when called through the ``edgepos`` command, which
+    also gives the ``card_writer``)."""
+    args = build_parser(prog, card_writer).parse_args(argv)
     try:
         led = open_ledger(args.db)
     except LedgerOpenError as exc:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authz.club_model import ClubCard, ClubCardKind, ClubRules, ClubStatus, PointLot
-from authz.fuel_model import Contract, FuelCard, LimitCounter, Product
+from authz.fuel_model import Contract, DiscountRule, FuelCard, LimitCounter, Product, Station
 
 from . import rows as R
 from .db import Database, connect
@@ -219,6 +219,25 @@ class Ledger:
         if row is None:
             raise NotFound(f"no contract {contract_id}")
         return R.contract_from_row(row)
+
+    def contract_name(self, contract_id: int) -> str:
+        """The customer's name on the contract ('' if none or no such contract)."""
+        return self.db.scalar("SELECT name FROM contracts WHERE contract_id = ?", (contract_id,), "")
+
+    def contract_cards(self, contract_id: int) -> list[FuelCard]:
+        """The contract's fuel cards, by number."""
+        return [R.card_from_row(r) for r in self.db.fetchall(
+            f"SELECT {R.CARD_COLUMNS} FROM fuel_cards WHERE contract_id = ? ORDER BY card_no", (contract_id,))]
+
+    def stations(self) -> list[Station]:
+        """Every station, by id."""
+        return [R.station_from_row(r) for r in self.db.fetchall(
+            f"SELECT {R.STATION_COLUMNS} FROM stations ORDER BY station_id")]
+
+    def discounts(self) -> list[DiscountRule]:
+        """Every tariff's discount rows, by tariff."""
+        return [d for t, text in self.db.fetchall("SELECT tariff, discounts FROM tariffs ORDER BY tariff")
+                for d in R.discounts_from_json(t, text)]
 
     def balance_kop(self, contract_id: int) -> int:
         return self.contract(contract_id).balance_kop

@@ -9,29 +9,80 @@ Errors: :class:`~host.errors.NotFound`, :class:`~host.errors.Conflict`,
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date
 
 from authz.club_model import ClubCardKind, ClubModel, ClubRules, ClubStatus
-from authz.fuel_model import (CardStatus, Contract, FuelCard, FuelModel, Limit, Product, Scope, Station, Tariff,
-                              mask_card_no)
-from authz.localtime import zone
 from authz.errors import ModelError
-from authz.money import MAX_AMOUNT_KOP
+from authz.fuel_model import (
+    CardKind,
+    CardStatus,
+    Contract,
+    DiscountKind,
+    DiscountRule,
+    DiscountWhere,
+    FuelCard,
+    FuelModel,
+    Limit,
+    LimitUnit,
+    Period,
+    Product,
+    ProductGroup,
+    Scope,
+    Station,
+    Tariff,
+    mask_card_no,
+)
+from authz.localtime import local_date, zone
+from authz.money import BP_WHOLE, MAX_AMOUNT_KOP, MAX_PRICE_KOP_PER_L, MAX_VOLUME_ML
 from wire import Table, is_site_id
 
 from . import rows as R
+from .checks import check_expiry, club_card_no, fuel_card_no
 from .db import Database
 from .errors import Conflict, InvalidInput, NotFound
 from .ledger import Ledger
 from .versions import record_change
 
-__all__ = ["MAX_CLUB_CARDS_PER_PERSON", "import_fuel_model", "import_club_model", "create_contract",
-           "issue_fuel_card", "set_limit", "remove_limit", "block_card", "unblock_card", "set_tariff",
-           "top_up_contract", "issue_club_card", "replace_club_card", "add_site", "set_site_status",
-           "set_club_rules", "put_products", "put_stations", "put_tariffs"]
+__all__ = [
+    "MAX_CLUB_CARDS_PER_PERSON",
+    "MasterDataCounts",
+    "add_site",
+    "block_card",
+    "change_contract",
+    "change_fuel_card", "check_fuel_card",
+    "create_club_account",
+    "create_contract",
+    "import_club_model",
+    "import_fuel_model",
+    "import_sample",
+    "issue_club_card",
+    "issue_fuel_card",
+    "master_data_counts",
+    "put_product",
+    "put_products",
+    "put_station",
+    "put_stations",
+    "put_tariffs",
+    "remove_discount",
+    "remove_limit",
+    "replace_club_card",
+    "require_no_master_data",
+    "set_club_rules",
+    "set_credit_line",
+    "set_discount",
+    "set_limit",
+    "set_price",
+    "set_site_status",
+    "set_tariff",
+    "set_tariff_discounts",
+    "top_up_contract",
+    "unblock_card",
+]
 
 #: At most three club cards per person (DOMAIN.md); blocked cards do not count.
 MAX_CLUB_CARDS_PER_PERSON = 3
@@ -68,6 +119,8 @@ def put_products(ledger: Ledger, products: Iterable[Product]) -> int:
 
 
 def put_stations(ledger: Ledger, stations: Iterable[Station]) -> int:
+    """Insert or replace whole stations (bulk import; checked by :class:`FuelModel`, not
+    here); returns the stations version. An operator's change is :func:`put_station`."""
     stations = list(stations)
 
     def step(db: Database) -> int:
@@ -94,13 +147,257 @@ def put_tariffs(ledger: Ledger, discounts: Iterable) -> int:
 
 
 def set_club_rules(ledger: Ledger, rules: ClubRules) -> int:
-    ClubModel(rules=rules, accounts=(), cards=())  # ModelError for bad rules
+    """Replace the club programme's rules (categories, accrual rates, caps, maturity,
+    expiry, time zone); a club_rules delta. Returns its version."""
+    if not isinstance(rules, ClubRules):
+        raise InvalidInput(f"club rules must be a ClubRules, got {type(rules).__name__}")
+    try:
+        ClubModel(rules=rules, accounts=(), cards=())
+        zone(rules.tz)
+    except (ModelError, TypeError) as exc:
+        raise InvalidInput(f"club rules: {exc}") from None
 
     def step(db: Database) -> int:
         db.execute("INSERT INTO club_rules (key, body) VALUES ('club', ?) ON CONFLICT (key) DO UPDATE SET "
                    "body = excluded.body", (R.rules_to_json(rules),))
         return record_change(db, Table.CLUB_RULES, ["club"], now_utc_s=ledger.now())
     return _run(ledger, step)
+
+
+_PRODUCT_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")  # the wire's product code
+_MAX_NAME = 128
+#: Station ids and regions are positive 63-bit integers (``BIGINT`` keys).
+_MAX_ID = 2**63 - 1
+
+
+def _enum_value(cls, value: object, what: str):
+    if not isinstance(value, cls):
+        raise InvalidInput(f"unknown {what} {value!r}; one of: {', '.join(m.name.lower() for m in cls)}")
+    return value
+
+
+def _groups(groups: object, what: str) -> frozenset[ProductGroup]:
+    if not isinstance(groups, (set, frozenset, tuple, list)) or not groups:
+        raise InvalidInput(f"{what} lists at least one product group")
+    return frozenset(_enum_value(ProductGroup, g, "product group") for g in groups)
+
+
+def _text(name: str, value: object, lo: int = 1, hi: int = _MAX_NAME) -> str:
+    if not isinstance(value, str) or not lo <= len(value) <= hi or not value.isprintable():
+        raise InvalidInput(f"{name} must be {lo} to {hi} printable characters, got {str(value)[:40]!r}")
+    return value
+
+
+def _check_product(p: Product) -> Product:
+    if not isinstance(p.code, str) or not _PRODUCT_CODE.fullmatch(p.code):
+        raise InvalidInput(f"a product code is 1 to 32 letters, digits, '_', '.', '-' (starting with a letter or "
+                           f"digit), got {str(p.code)[:40]!r}")
+    _text("a product name", p.name)
+    _enum_value(ProductGroup, p.group, "product group")
+    return p
+
+
+def _products(db: Database) -> dict[str, Product]:
+    return {r[0]: R.product_from_row(r) for r in db.fetchall("SELECT code, name, grp FROM products")}
+
+
+def put_product(ledger: Ledger, product: Product) -> Product:
+    """Add a product, or change its name or group (a products delta). A product priced at a
+    station whose groups do not include the new group is refused (Conflict)."""
+    _check_product(product)
+
+    def step(db: Database) -> Product:
+        old = db.fetchone(f"SELECT code, name, grp FROM products WHERE code = ?{db.for_update}", (product.code,))
+        if old is not None and ProductGroup(old[2]) is not product.group:
+            for sid, groups, prices in db.fetchall("SELECT station_id, groups, prices FROM stations ORDER BY station_id"):
+                if product.code in json.loads(prices) and product.group not in R.groups_from_json(groups):
+                    raise Conflict(f"product {product.code} is priced at station {sid}, which does not sell "
+                                   f"{product.group.name.lower()}: change the station's groups first")
+        db.execute("INSERT INTO products (code, name, grp) VALUES (?, ?, ?) ON CONFLICT (code) DO UPDATE SET "
+                   "name = excluded.name, grp = excluded.grp", (product.code, product.name, int(product.group)))
+        record_change(db, Table.PRODUCTS, [product.code], now_utc_s=ledger.now())
+        return product
+    return _run(ledger, step)
+
+
+def _station_row(db: Database, station_id: int) -> Station | None:
+    row = db.fetchone(f"SELECT {R.STATION_COLUMNS} FROM stations WHERE station_id = ?{db.for_update}", (station_id,))
+    return None if row is None else R.station_from_row(row)
+
+
+def _check_station(db: Database, st: Station) -> None:
+    products = _products(db)
+    for code, price in st.prices_kop_per_l.items():
+        p = products.get(code)
+        if p is None:
+            raise NotFound(f"no product {code!r}")
+        if p.group not in st.groups:
+            raise Conflict(f"station {st.station_id} does not sell {p.group.name.lower()}, the group of {code}")
+        _amount(f"the price of {code}", price, 0, MAX_PRICE_KOP_PER_L)
+
+
+def _write_station(db: Database, ledger: Ledger, st: Station) -> Station:
+    db.execute("INSERT INTO stations (station_id, region, groups, prices, max_fill_ml) VALUES (?, ?, ?, ?, ?) "
+               "ON CONFLICT (station_id) DO UPDATE SET region = excluded.region, groups = excluded.groups, "
+               "prices = excluded.prices, max_fill_ml = excluded.max_fill_ml",
+               (st.station_id, st.region, R.groups_to_json(st.groups), R.dumps(dict(sorted(st.prices_kop_per_l.items()))),
+                st.max_fill_ml))
+    record_change(db, Table.STATIONS, [st.station_id], now_utc_s=ledger.now())
+    return st
+
+
+def put_station(ledger: Ledger, station_id: int, *, region: int | None = None,
+                groups: Iterable[ProductGroup] | None = None, max_fill_ml: int | None = None) -> Station:
+    """Add a station (``region`` and ``groups`` needed, no prices yet) or change the given
+    fields of one (its prices stay; a group still priced cannot be dropped). A stations delta."""
+    _amount("station_id", station_id, 1, _MAX_ID)
+    if region is not None:
+        _amount("region", region, 0, _MAX_ID)
+    new_groups = None if groups is None else _groups(list(groups), f"station {station_id}")
+    if max_fill_ml is not None:
+        _amount("max_fill_ml", max_fill_ml, 1, MAX_VOLUME_ML)
+
+    def step(db: Database) -> Station:
+        old = _station_row(db, station_id)
+        if old is None:
+            if region is None or new_groups is None:
+                raise InvalidInput(f"station {station_id} is new: give its region and product groups")
+            st = Station(station_id, region, new_groups, {}, 1_000_000 if max_fill_ml is None else max_fill_ml)
+        else:
+            st = Station(station_id, old.region if region is None else region,
+                         old.groups if new_groups is None else new_groups, dict(old.prices_kop_per_l),
+                         old.max_fill_ml if max_fill_ml is None else max_fill_ml)
+        _check_station(db, st)
+        return _write_station(db, ledger, st)
+    return _run(ledger, step)
+
+
+def set_price(ledger: Ledger, station_id: int, product: str, price_kop_per_l: int | None) -> Station:
+    """Set a station's list price of a product in kopecks per litre (per unit for goods), or
+    stop selling it there (``None``). A stations delta."""
+    if price_kop_per_l is not None:
+        _amount("price_kop_per_l", price_kop_per_l, 0, MAX_PRICE_KOP_PER_L)
+
+    def step(db: Database) -> Station:
+        old = _station_row(db, station_id)
+        if old is None:
+            raise NotFound(f"no station {station_id}")
+        prices = dict(old.prices_kop_per_l)
+        if price_kop_per_l is None:
+            if prices.pop(product, None) is None:
+                raise NotFound(f"station {station_id} has no price of {product!r}")
+        else:
+            prices[product] = price_kop_per_l
+        st = Station(old.station_id, old.region, old.groups, prices, old.max_fill_ml)
+        _check_station(db, st)
+        return _write_station(db, ledger, st)
+    return _run(ledger, step)
+
+
+def _check_discount(d: DiscountRule) -> DiscountRule:
+    _enum_value(Tariff, d.tariff, "tariff")
+    _enum_value(DiscountWhere, d.where, "discount scope")
+    _enum_value(DiscountKind, d.kind, "discount kind")
+    _amount("discount value", d.value, 0, BP_WHOLE if d.kind is DiscountKind.PERCENT_BP else MAX_PRICE_KOP_PER_L)
+    return d
+
+
+def _tariff_rules(db: Database, tariff: Tariff) -> list[DiscountRule]:
+    text = db.scalar(f"SELECT discounts FROM tariffs WHERE tariff = ?{db.for_update}", (int(tariff),))
+    return [] if text is None else list(R.discounts_from_json(int(tariff), text))
+
+
+def _write_tariff(db: Database, ledger: Ledger, tariff: Tariff, rules: Sequence[DiscountRule]) -> tuple[DiscountRule, ...]:
+    products = _products(db)
+    seen = set()
+    for d in rules:
+        if d.tariff is not tariff:
+            raise InvalidInput(f"a discount of tariff {d.tariff.name.lower()} in the table of {tariff.name.lower()}")
+        if d.product not in products:
+            raise NotFound(f"no product {d.product!r}")
+        if (d.product, d.where) in seen:
+            raise InvalidInput(f"tariff {tariff.name.lower()}: two discounts of {d.product} at {d.where.name.lower()}")
+        seen.add((d.product, d.where))
+    ordered = tuple(sorted(rules, key=lambda d: (d.product, int(d.where))))
+    db.execute("INSERT INTO tariffs (tariff, discounts) VALUES (?, ?) ON CONFLICT (tariff) DO UPDATE SET "
+               "discounts = excluded.discounts", (int(tariff), R.discounts_to_json(ordered)))
+    record_change(db, Table.TARIFFS, [int(tariff)], now_utc_s=ledger.now())
+    return ordered
+
+
+def set_tariff_discounts(ledger: Ledger, tariff: Tariff, rules: Iterable[DiscountRule]) -> tuple[DiscountRule, ...]:
+    """Replace the whole discount table of ``tariff`` (one row per product and scope); a
+    tariffs delta. Returns the table as stored."""
+    _enum_value(Tariff, tariff, "tariff")
+    checked = [_check_discount(d) for d in rules]
+    return _run(ledger, lambda db: _write_tariff(db, ledger, tariff, checked))
+
+
+def set_discount(ledger: Ledger, rule: DiscountRule) -> tuple[DiscountRule, ...]:
+    """Add or replace one discount row (tariff x product x scope); returns the tariff's table."""
+    _check_discount(rule)
+
+    def step(db: Database) -> tuple[DiscountRule, ...]:
+        rules = [d for d in _tariff_rules(db, rule.tariff) if (d.product, d.where) != (rule.product, rule.where)]
+        return _write_tariff(db, ledger, rule.tariff, rules + [rule])
+    return _run(ledger, step)
+
+
+def remove_discount(ledger: Ledger, tariff: Tariff, product: str, where: DiscountWhere) -> tuple[DiscountRule, ...]:
+    """Remove one discount row; returns the tariff's table."""
+    _enum_value(Tariff, tariff, "tariff")
+
+    def step(db: Database) -> tuple[DiscountRule, ...]:
+        old = _tariff_rules(db, tariff)
+        rules = [d for d in old if (d.product, d.where) != (product, where)]
+        if len(rules) == len(old):
+            raise NotFound(f"tariff {tariff.name.lower()} has no discount of {product!r} at {where.name.lower()}")
+        return _write_tariff(db, ledger, tariff, rules)
+    return _run(ledger, step)
+
+
+@dataclass(frozen=True, slots=True)
+class MasterDataCounts:
+    """How many rows of master data a ledger holds."""
+
+    products: int
+    stations: int
+    contracts: int
+    fuel_cards: int
+    club_accounts: int
+    club_cards: int
+
+    @property
+    def empty(self) -> bool:
+        """True when the ledger holds no master data at all."""
+        return not any((self.products, self.stations, self.contracts, self.fuel_cards, self.club_accounts,
+                        self.club_cards))
+
+
+def master_data_counts(ledger: Ledger) -> MasterDataCounts:
+    """The ledger's master-data row counts (one read transaction)."""
+    def step(db: Database) -> MasterDataCounts:
+        return MasterDataCounts(*(db.scalar(f"SELECT count(*) FROM {t}", default=0) for t in (
+            "products", "stations", "contracts", "fuel_cards", "club_accounts", "club_cards")))
+    return ledger.db.run(step)
+
+
+def require_no_master_data(ledger: Ledger) -> None:
+    """Raise Conflict (saying what it holds) unless the ledger holds no master data."""
+    held = master_data_counts(ledger)
+    if not held.empty:
+        raise Conflict(f"the ledger holds master data already ({held.products} products, {held.stations} stations, "
+                       f"{held.contracts} contracts, {held.fuel_cards} fuel cards, {held.club_accounts} club "
+                       "accounts): the sample loads only into an empty ledger")
+
+
+def import_sample(ledger: Ledger, fuel: FuelModel, club: ClubModel) -> None:
+    """Load a generated network (``authz.sample``) into a ledger that holds no master data.
+    A ledger with any is refused (Conflict), unchanged: a second load would re-attach cards
+    and add opening entries twice."""
+    require_no_master_data(ledger)
+    import_fuel_model(ledger, fuel)
+    import_club_model(ledger, club)
 
 
 def import_fuel_model(ledger: Ledger, model: FuelModel) -> None:
@@ -167,20 +464,20 @@ def import_club_model(ledger: Ledger, model: ClubModel, persons: dict[int, str] 
 
 def create_contract(ledger: Ledger, contract: Contract, *, name: str = "") -> Contract:
     """Open a contract with its opening balance. Raises Conflict if the id is taken."""
-    _amount("contract_id", contract.contract_id, 1, 2**63 - 1)
-    try:
-        zone(contract.tz)
-    except ModelError:
-        raise InvalidInput(f"unknown time zone {contract.tz!r}") from None
+    _amount("contract_id", contract.contract_id, 1, _MAX_ID)
+    _tz(contract.tz)
+    _amount("home_region", contract.home_region, 0, _MAX_ID)
+    _enum_value(Tariff, contract.tariff, "tariff")
     _amount("balance_kop", contract.balance_kop, -MAX_AMOUNT_KOP)
     _amount("credit_line_kop", contract.credit_line_kop)
-    if len(contract.chosen_station_ids) > 3:
-        raise InvalidInput("a contract chooses at most three stations")
+    _chosen(tuple(contract.chosen_station_ids))
+    _text("a contract name", name, 0)
     now = ledger.now()
 
     def step(db: Database) -> Contract:
         if db.fetchone("SELECT 1 FROM contracts WHERE contract_id = ?", (contract.contract_id,)):
             raise Conflict(f"contract {contract.contract_id} exists already")
+        _known_stations(db, contract.chosen_station_ids)
         db.execute("INSERT INTO contracts (contract_id, name, tz, home_region, tariff, balance_kop, credit_line_kop, "
                    "chosen_station_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                    (contract.contract_id, name, contract.tz, contract.home_region, int(contract.tariff),
@@ -201,9 +498,79 @@ def set_tariff(ledger: Ledger, contract_id: int, tariff: Tariff) -> Contract:
         if db.execute("UPDATE contracts SET tariff = ? WHERE contract_id = ?", (int(tariff), contract_id)).rowcount != 1:
             raise NotFound(f"no contract {contract_id}")
         record_change(db, Table.CONTRACTS, [contract_id], now_utc_s=ledger.now())
-        return R.contract_from_row(db.fetchone(f"SELECT {R.CONTRACT_COLUMNS} FROM contracts WHERE contract_id = ?",
-                                               (contract_id,)))
+        row = db.fetchone(f"SELECT {R.CONTRACT_COLUMNS} FROM contracts WHERE contract_id = ?", (contract_id,))
+        if row is None:  # updated above in this transaction: cannot happen
+            raise NotFound(f"no contract {contract_id}")
+        return R.contract_from_row(row)
     return _run(ledger, step)
+
+
+def change_contract(ledger: Ledger, contract_id: int, *, name: str | None = None, tz: str | None = None,
+                    home_region: int | None = None, credit_line_kop: int | None = None,
+                    chosen_station_ids: Sequence[int] | None = None) -> Contract:
+    """Change the given fields of a contract: its name, time zone (where its day and month
+    limits roll over), home region, credit line (how far below zero its balance may go) or
+    chosen stations (at most three known stations, Regional+). A contracts delta."""
+    if name is not None:
+        _text("a contract name", name, 0)
+    if tz is not None:
+        _tz(tz)
+    if home_region is not None:
+        _amount("home_region", home_region, 0, _MAX_ID)
+    if credit_line_kop is not None:
+        _amount("credit_line_kop", credit_line_kop)
+    chosen = None if chosen_station_ids is None else tuple(chosen_station_ids)
+    if chosen is not None:
+        _chosen(chosen)
+
+    def step(db: Database) -> Contract:
+        row = db.fetchone(f"SELECT {R.CONTRACT_COLUMNS} FROM contracts WHERE contract_id = ?{db.for_update}",
+                          (contract_id,))
+        if row is None:
+            raise NotFound(f"no contract {contract_id}")
+        old = R.contract_from_row(row)
+        if chosen is not None:
+            _known_stations(db, chosen)
+        new = Contract(old.contract_id, old.tz if tz is None else tz,
+                       old.home_region if home_region is None else home_region, old.tariff, old.balance_kop,
+                       old.credit_line_kop if credit_line_kop is None else credit_line_kop,
+                       old.chosen_station_ids if chosen is None else chosen)
+        db.execute("UPDATE contracts SET tz = ?, home_region = ?, credit_line_kop = ?, chosen_station_ids = ? "
+                   "WHERE contract_id = ?", (new.tz, new.home_region, new.credit_line_kop,
+                                             R.dumps(list(new.chosen_station_ids)), contract_id))
+        if name is not None:
+            db.execute("UPDATE contracts SET name = ? WHERE contract_id = ?", (name, contract_id))
+        record_change(db, Table.CONTRACTS, [contract_id], now_utc_s=ledger.now())
+        return new
+    return _run(ledger, step)
+
+
+def set_credit_line(ledger: Ledger, contract_id: int, credit_line_kop: int) -> Contract:
+    """Set how far below zero a contract's balance may go (0: prepaid only)."""
+    return change_contract(ledger, contract_id, credit_line_kop=credit_line_kop)
+
+
+def _tz(tz: object) -> str:
+    try:
+        zone(tz)  # type: ignore[arg-type]
+    except (ModelError, TypeError, ValueError):
+        raise InvalidInput(f"unknown time zone {str(tz)[:40]!r} (an IANA name such as Europe/Moscow)") from None
+    return tz  # type: ignore[return-value]
+
+
+def _chosen(chosen: tuple[int, ...]) -> None:
+    if len(chosen) > 3:
+        raise InvalidInput(f"a contract chooses at most three stations, got {len(chosen)}")
+    if len(set(chosen)) != len(chosen):
+        raise InvalidInput("a chosen station is named twice")
+    for sid in chosen:
+        _amount("a chosen station id", sid, 1, _MAX_ID)
+
+
+def _known_stations(db: Database, ids: Sequence[int]) -> None:
+    for sid in ids:
+        if not db.fetchone("SELECT 1 FROM stations WHERE station_id = ?", (sid,)):
+            raise NotFound(f"no station {sid}")
 
 
 def top_up_contract(ledger: Ledger, contract_id: int, amount_kop: int, *, note: str = "",
@@ -229,33 +596,93 @@ def top_up_contract(ledger: Ledger, contract_id: int, amount_kop: int, *, note: 
 # -- fuel cards ----------------------------------------------------------------------------------
 
 def issue_fuel_card(ledger: Ledger, card: FuelCard) -> FuelCard:
-    """Issue a fuel card of an existing contract. Raises Conflict if the number is taken (by
-    a fuel or club card)."""
-    _card_no(card.card_no)
-    if not isinstance(card.expires_on, date):
-        raise InvalidInput(f"expires_on must be a date, got {card.expires_on!r}")
-    _check_limits(card.limits)
+    """Issue a fuel card of an existing contract: a 16-digit number (:func:`host.checks.fuel_card_no`)
+    not yet taken by a fuel or club card (Conflict), an expiry from today (in the contract's
+    time zone) on, at least one product group, limits on known products and on groups the
+    card may buy."""
+    groups = check_fuel_card(card)
 
     def step(db: Database) -> FuelCard:
-        if not db.fetchone("SELECT 1 FROM contracts WHERE contract_id = ?", (card.contract_id,)):
+        tz = db.scalar("SELECT tz FROM contracts WHERE contract_id = ?", (card.contract_id,))
+        if tz is None:
             raise NotFound(f"no contract {card.contract_id}")
+        check_expiry(card.expires_on, local_date(ledger.now(), tz))
+        _limits_refer_to_known(db, card.card_no, groups, card.limits)
         if db.fetchone("SELECT 1 FROM fuel_cards WHERE card_no = ? UNION ALL SELECT 1 FROM club_cards WHERE card_no = ?",
                        (card.card_no, card.card_no)):
             raise Conflict(f"card {mask_card_no(card.card_no)} is issued already")
+        limits = tuple(sorted(card.limits, key=lambda lim: lim.limit_id))
         db.execute("INSERT INTO fuel_cards (card_no, contract_id, expires_on, groups, limits, kind, status) "
                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                   (card.card_no, card.contract_id, card.expires_on.isoformat(), R.groups_to_json(card.groups),
-                    R.limits_to_json(card.limits), int(card.kind), int(card.status)))
+                   (card.card_no, card.contract_id, card.expires_on.isoformat(), R.groups_to_json(groups),
+                    R.limits_to_json(limits), int(card.kind), int(card.status)))
         record_change(db, Table.FUEL_CARDS, [card.card_no], now_utc_s=ledger.now())
-        return card
+        return FuelCard(card.card_no, card.contract_id, card.expires_on, groups, limits, card.kind, card.status)
     return _run(ledger, step)
+
+
+def check_fuel_card(card: FuelCard) -> frozenset[ProductGroup]:
+    """The checks of :func:`issue_fuel_card` that need no ledger (the number's format, the
+    types, the limits' shapes and ranges); returns the card's groups. InvalidInput if one fails."""
+    fuel_card_no(card.card_no)
+    if type(card.contract_id) is not int:
+        raise InvalidInput(f"a contract number is a whole number, got {card.contract_id!r}")
+    if not isinstance(card.expires_on, date):
+        raise InvalidInput(f"expires_on must be a date, got {card.expires_on!r}")
+    groups = _groups(card.groups, f"card {mask_card_no(card.card_no)}")
+    _enum_value(CardKind, card.kind, "card kind")
+    _enum_value(CardStatus, card.status, "card status")
+    _check_limits(card.limits)
+    return groups
+
+
+def change_fuel_card(ledger: Ledger, card_no: str, *, expires_on: date | None = None,
+                     groups: Iterable[ProductGroup] | None = None) -> FuelCard:
+    """Change a fuel card's expiry (from today on) or the product groups it may buy (a group
+    a limit is set on cannot be dropped). A fuel_cards delta."""
+    new_groups = None if groups is None else _groups(list(groups), f"card {mask_card_no(card_no)}")
+
+    def step(db: Database) -> FuelCard:
+        card = _card_row(db, card_no)
+        if expires_on is not None:
+            tz = db.scalar("SELECT tz FROM contracts WHERE contract_id = ?", (card.contract_id,))
+            check_expiry(expires_on, local_date(ledger.now(), tz or "UTC"))
+        new = FuelCard(card.card_no, card.contract_id, card.expires_on if expires_on is None else expires_on,
+                       card.groups if new_groups is None else new_groups, card.limits, card.kind, card.status)
+        _limits_refer_to_known(db, card_no, new.groups, new.limits)
+        db.execute("UPDATE fuel_cards SET expires_on = ?, groups = ? WHERE card_no = ?",
+                   (new.expires_on.isoformat(), R.groups_to_json(new.groups), card_no))
+        record_change(db, Table.FUEL_CARDS, [card_no], now_utc_s=ledger.now())
+        return new
+    return _run(ledger, step)
+
+
+def _limits_refer_to_known(db: Database, card_no: str, groups: frozenset[ProductGroup],
+                           limits: Sequence[Limit]) -> None:
+    products = _products(db)
+    for lim in limits:
+        if lim.scope is Scope.PRODUCT:
+            p = products.get(lim.product or "")
+            if p is None:
+                raise NotFound(f"limit {lim.limit_id}: no product {lim.product!r}")
+            if p.group not in groups:
+                raise Conflict(f"limit {lim.limit_id}: card {mask_card_no(card_no)} may not buy {p.code} "
+                               f"(group {p.group.name.lower()})")
+        elif lim.scope is Scope.GROUP and lim.group not in groups:
+            raise Conflict(f"limit {lim.limit_id}: card {mask_card_no(card_no)} may not buy group "
+                           f"{lim.group.name.lower() if lim.group is not None else None}")
 
 
 def _check_limits(limits: Sequence[Limit]) -> None:
     seen = set()
     for lim in limits:
         _amount("limit_id", lim.limit_id, 0, 2**31 - 1)
-        _amount("limit amount", lim.amount)
+        _enum_value(LimitUnit, lim.unit, "limit unit")
+        _enum_value(Period, lim.period, "period")
+        _enum_value(Scope, lim.scope, "limit scope")
+        _amount("limit amount", lim.amount, 0, MAX_VOLUME_ML if lim.unit is LimitUnit.MILLILITRES else MAX_AMOUNT_KOP)
+        if lim.group is not None:
+            _enum_value(ProductGroup, lim.group, "product group")
         if lim.limit_id in seen:
             raise InvalidInput(f"limit id {lim.limit_id} given twice")
         seen.add(lim.limit_id)
@@ -282,8 +709,7 @@ def set_limit(ledger: Ledger, card_no: str, limit: Limit) -> FuelCard:
         card = _card_row(db, card_no)
         old = {lim.limit_id: lim for lim in card.limits}
         prev = old.get(limit.limit_id)
-        if limit.scope is Scope.PRODUCT and not db.fetchone("SELECT 1 FROM products WHERE code = ?", (limit.product,)):
-            raise NotFound(f"no product {limit.product!r}")
+        _limits_refer_to_known(db, card_no, card.groups, [limit])
         old[limit.limit_id] = limit
         limits = tuple(sorted(old.values(), key=lambda lim: lim.limit_id))
         db.execute("UPDATE fuel_cards SET limits = ? WHERE card_no = ?", (R.limits_to_json(limits), card_no))
@@ -344,7 +770,10 @@ def unblock_card(ledger: Ledger, card_no: str) -> str:
             db.execute("UPDATE fuel_cards SET status = ? WHERE card_no = ?", (int(CardStatus.ACTIVE), card_no))
             record_change(db, Table.FUEL_CARDS, [card_no], now_utc_s=now)
         else:
-            aid, replaced = db.fetchone("SELECT account_id, replaced_by FROM club_cards WHERE card_no = ?", (card_no,))
+            row = db.fetchone("SELECT account_id, replaced_by FROM club_cards WHERE card_no = ?", (card_no,))
+            if row is None:  # _which found it in this transaction: cannot happen
+                raise NotFound(f"no club card {mask_card_no(card_no)}")
+            aid, replaced = row
             if replaced:
                 raise Conflict(f"club card {mask_card_no(card_no)} was replaced by {mask_card_no(replaced)}: "
                                "it stays blocked")
@@ -371,16 +800,39 @@ def _active_cards_of(db: Database, person_id: str) -> int:
                      "WHERE a.person_id = ? AND c.status = ?", (person_id, int(ClubStatus.ACTIVE)), 0)
 
 
+def _person(person_id: object) -> str:
+    if not isinstance(person_id, str) or not 1 <= len(person_id) <= 64 or not person_id.isprintable():
+        raise InvalidInput(f"person id must be 1 to 64 printable characters, got {str(person_id)[:40]!r}")
+    return person_id
+
+
+def create_club_account(ledger: Ledger, person_id: str, kind: ClubCardKind, *, activated: bool = True) -> int:
+    """Open an empty club account (no card yet, zero balance and points) for ``person_id``;
+    returns its id. Cards are added with :func:`issue_club_card` (``account_id=``)."""
+    _person(person_id)
+    _enum_value(ClubCardKind, kind, "club card kind")
+    if not isinstance(activated, bool):
+        raise InvalidInput(f"activated is true or false, got {activated!r}")
+    now = ledger.now()
+
+    def step(db: Database) -> int:
+        aid = db.scalar("SELECT max(account_id) FROM club_accounts", default=0) + 1
+        db.execute("INSERT INTO club_accounts (account_id, person_id, kind, activated, status, balance_kop, "
+                   "turnover_month, turnover_kop, points_debt) VALUES (?, ?, ?, ?, ?, 0, 0, 0, 0)",
+                   (aid, person_id, int(kind), int(activated), int(ClubStatus.ACTIVE)))
+        record_change(db, Table.CLUB_ACCOUNTS, [aid], now_utc_s=now)
+        return aid
+    return _run(ledger, step)
+
+
 def issue_club_card(ledger: Ledger, card_no: str, *, person_id: str, kind: ClubCardKind,
                     activated: bool = True, account_id: int | None = None) -> int:
     """Issue a club card to ``person_id`` on a new account (or on ``account_id``, an account
     of the same person). At most :data:`MAX_CLUB_CARDS_PER_PERSON` active cards per person:
     a fourth is refused (Conflict). Returns the account id."""
-    _card_no(card_no)
-    if not isinstance(person_id, str) or not 1 <= len(person_id) <= 64:
-        raise InvalidInput(f"person id must be 1 to 64 characters, got {person_id!r}")
-    if not isinstance(kind, ClubCardKind):
-        raise InvalidInput(f"unknown club card kind {kind!r}")
+    club_card_no(card_no)
+    _person(person_id)
+    _enum_value(ClubCardKind, kind, "club card kind")
     now = ledger.now()
 
     def step(db: Database) -> int:
@@ -419,7 +871,7 @@ def replace_club_card(ledger: Ledger, old_card_no: str, new_card_no: str, *, rea
     so the balance and the points carry over. The person's card count does not grow. Returns
     the account id."""
     _card_no(old_card_no)
-    _card_no(new_card_no)
+    club_card_no(new_card_no)
     now = ledger.now()
 
     def step(db: Database) -> int:

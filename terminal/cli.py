@@ -214,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     if raw[:1] == ["host"]:  # the host's own command line takes everything after "host"
         from host.admin import main as host_main
-        return host_main(raw[1:], prog="edgepos host")
+
+        from .issuing import VirtualCardWriter  # host and hw meet here, not in host
+        return host_main(raw[1:], prog="edgepos host", card_writer=VirtualCardWriter())
     ap = build_parser()
     args = ap.parse_args(raw)
     # the simulation's progress lines say what happens; the daemon's log is for -v there

@@ -251,7 +251,7 @@ def test_club_operations_out_of_order_reach_the_same_points(ledger: Ledger, club
     ev = ReferenceClubEvaluator(club)
     s = Site("S1")
     from authz.club_model import ClubCardKind
-    card = "2990000999994"
+    card = "2990000999993"
     aid = master.issue_club_card(ledger, card, person_id="new", kind=ClubCardKind.IDENTIFIED)
     from authz.club_model import ClubAccount, ClubCard, ClubModel
     ev = ReferenceClubEvaluator(ClubModel(rules=club.rules, accounts=[ClubAccount(aid, ClubCardKind.IDENTIFIED)],

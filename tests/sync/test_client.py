@@ -46,7 +46,7 @@ def test_settings_from_config_reads_the_password_file_and_never_shows_it(tmp_pat
     s = settings_from_config(Broker("mqtts://b:8884", "SITE-A", str(pw), None), max_in_flight=4)
     assert (s.username, s.password, s.port, s.tls, s.max_in_flight) == ("SITE-A", "s3cret", 8884, True, 4)
     assert "s3cret" not in repr(s)
-    with pytest.raises(SyncError, match="embedded broker"):
+    with pytest.raises(SyncError, match="broker.url is not set: name the broker"):
         settings_from_config(Broker())
     with pytest.raises(SyncError, match="password_file"):
         settings_from_config(Broker("mqtt://b", "u", str(tmp_path / "missing")))
