@@ -36,14 +36,39 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .club_model import AccountState, ClubAccount, ClubCard, ClubModel, ClubRules, ClubState
+from .club_model import (
+    AccountState,
+    ClubAccount,
+    ClubCard,
+    ClubModel,
+    ClubRules,
+    ClubState,
+)
 from .errors import ModelError
-from .fuel_model import (Contract, DiscountRule, FuelCard, FuelModel, FuelState, LimitCounter, Product, Station,
-                         Tariff, mask_card_no)
+from .fuel_model import (
+    Contract,
+    DiscountRule,
+    FuelCard,
+    FuelModel,
+    FuelState,
+    LimitCounter,
+    Product,
+    Station,
+    Tariff,
+    mask_card_no,
+)
 
-
-__all__ = ["FuelUpdate", "ClubUpdate", "apply_fuel_update", "apply_club_update", "check_fuel_update",
-           "check_club_update", "merged_products", "merged_stations", "merged_discounts"]
+__all__ = [
+    "ClubUpdate",
+    "FuelUpdate",
+    "apply_club_update",
+    "apply_fuel_update",
+    "check_club_update",
+    "check_fuel_update",
+    "merged_discounts",
+    "merged_products",
+    "merged_stations",
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -2270,11 +2270,9 @@ cdef class NativeClubEvaluator:
         if update.delete_accounts:
             self._apply_with_deletes(update, rewritten, listed)
             return
-        if rewritten:
-            for i in range(self.n_cards):
-                if self.cards[i].account in rewritten and i not in listed:  # dropped from its row
-                    self._apply_with_deletes(update, rewritten, listed)
-                    return
+        if rewritten and self._drops_cards(rewritten, listed):  # a card dropped from its account's row
+            self._apply_with_deletes(update, rewritten, listed)
+            return
         # -- make room (a MemoryError here leaves the tables as they were) --
         self._reserve(next_acc, next_card, n_lots)
         # -- apply: nothing below can fail --
@@ -2300,6 +2298,23 @@ cdef class NativeClubEvaluator:
                 self.cards[cpos].account = <int32_t>pos
                 self.cards[cpos].status = <int8_t>status
         self._model = None  # the model it was built from is history now: ``model`` is the view
+
+    cdef bint _drops_cards(self, set rewritten, set listed) except -1:
+        """Does a card of a ``rewritten`` account (positions) miss from ``listed`` (card
+        positions)? One pass over the card table in C."""
+        cdef bytearray acc_mask = bytearray(max(self.n_accounts, 1)), card_mask = bytearray(max(self.n_cards, 1))
+        cdef unsigned char* am = acc_mask
+        cdef unsigned char* cm = card_mask
+        cdef Py_ssize_t i
+        for i in rewritten:
+            am[i] = 1
+        for i in listed:
+            if i < self.n_cards:
+                cm[i] = 1
+        for i in range(self.n_cards):
+            if am[self.cards[i].account] and not cm[i]:
+                return True
+        return False
 
     cdef void _reserve(self, Py_ssize_t n_accounts, Py_ssize_t n_cards, Py_ssize_t n_lots) except *:
         """Room for this many accounts and cards, and ``n_lots`` more lots."""

@@ -275,6 +275,7 @@ class Replica:
     def _swap_fuel_cards(self, rows: Iterable[FuelCardRow]) -> None:
         """A whole fuel card table: the native evaluator built anew, then swapped in."""
         ev = self.fuel
+        assert ev is not None
         cols = ev.columns()
         contracts = [ev.contract_at(i) for i in range(ev.contract_count)]
         stop = ev._stop_now() if hasattr(ev, "_stop_now") else set(ev.stop_list_numbers())
@@ -300,7 +301,7 @@ class Replica:
             return
         else:
             ev.apply(ClubUpdate(accounts=tuple((r.account, tuple(r.cards)) for r in update.upserts),
-                                delete_accounts=tuple(update.deletes)))
+                                delete_accounts=tuple(int(k) for k in update.deletes)))
         self._club_model = None
 
     # -- replay of local spend --
@@ -350,7 +351,7 @@ def fuel_update(table: Table, upserts: Iterable[Any], deletes: Iterable[Any]) ->
         return FuelUpdate(stations=upserts, delete_stations=deletes)
     if table is Table.TARIFFS:
         return FuelUpdate(tariffs=tuple((Tariff(r.tariff), tuple(r.discounts)) for r in upserts),
-                          delete_tariffs=tuple(Tariff(k) for k in deletes))
+                          delete_tariffs=tuple(Tariff(int(k)) for k in deletes))
     if table is Table.CONTRACTS:
         return FuelUpdate(contracts=upserts, delete_contracts=deletes)
     if table is Table.FUEL_CARDS:

@@ -10,17 +10,50 @@ from datetime import date
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from authz.club_model import ClubAccount, ClubCard, ClubCardKind, ClubModel, ClubStatus, PointLot
+from authz.club_model import (
+    ClubAccount,
+    ClubCard,
+    ClubCardKind,
+    ClubModel,
+    ClubStatus,
+    PointLot,
+)
 from authz.errors import ModelError, RequestError
-from authz.fuel_model import (CardStatus, Contract, DiscountKind, DiscountRule, DiscountWhere, FuelCard, FuelModel,
-                              FuelRequest, Limit, LimitCounter, LimitUnit, Period, Product, ProductGroup, Scope,
-                              Station, Tariff)
+from authz.fuel_model import (
+    CardStatus,
+    Contract,
+    DiscountKind,
+    DiscountRule,
+    DiscountWhere,
+    FuelCard,
+    FuelModel,
+    FuelRequest,
+    Limit,
+    LimitCounter,
+    LimitUnit,
+    Period,
+    Product,
+    ProductGroup,
+    Scope,
+    Station,
+    Tariff,
+)
 from authz.reference import ReferenceClubEvaluator, ReferenceFuelEvaluator
 from authz.update import ClubUpdate, FuelUpdate
 from native import NativeClubEvaluator, NativeFuelEvaluator
 
-from .test_differential import (ALL_GROUPS, ZONES, _run_club_op, club_models, club_ops, fuel_models,
-                                fuel_steps, groups, mostly_active, times)
+from .test_differential import (
+    ALL_GROUPS,
+    ZONES,
+    _run_club_op,
+    club_models,
+    club_ops,
+    fuel_models,
+    fuel_steps,
+    groups,
+    mostly_active,
+    times,
+)
 
 SETTINGS = settings(max_examples=int(os.environ.get("EDGEPOS_UPDATE_EXAMPLES", "100")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NEW_NUMBERS = ("7005830000000099", "0000000000000042", "CARD-X1")

@@ -11,14 +11,38 @@ import pytest
 from authz import sample
 from authz.club_model import ClubModel, ClubStatus
 from authz.errors import RequestError
-from authz.fuel_model import CardStatus, FuelModel, FuelRequest, Limit, LimitCounter, LimitUnit, Period
+from authz.fuel_model import (
+    CardStatus,
+    FuelModel,
+    FuelRequest,
+    Limit,
+    LimitCounter,
+    LimitUnit,
+    Period,
+)
 from authz.reasons import Reason
 from terminal.follower import FullSnapshot
 from terminal.replica import Replica, ReplicaUpdateError
-from wire.messages import ClubAccountRow, FuelCardRow, ReplicaDelta, StopListEntry, Table, TariffRow
+from wire.messages import (
+    ClubAccountRow,
+    FuelCardRow,
+    ReplicaDelta,
+    StopListEntry,
+    Table,
+    TariffRow,
+)
 
-from ..evaluator_fixtures import (CLUB_CARD, CLUB_CARD_NEW, HOME, club_model, fuel_model, fuel_req, sale,
-                                  stations, ts)
+from ..evaluator_fixtures import (
+    CLUB_CARD,
+    CLUB_CARD_NEW,
+    HOME,
+    club_model,
+    fuel_model,
+    fuel_req,
+    sale,
+    stations,
+    ts,
+)
 
 NOW = ts(2026, 6, 10, 12)
 CARD = "7005830000000001"
