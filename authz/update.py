@@ -36,12 +36,39 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .club_model import ClubAccount, ClubCard, ClubModel, ClubRules, ClubState
+from .club_model import (
+    AccountState,
+    ClubAccount,
+    ClubCard,
+    ClubModel,
+    ClubRules,
+    ClubState,
+)
 from .errors import ModelError
-from .fuel_model import (Contract, DiscountRule, FuelCard, FuelModel, FuelState, LimitCounter, Product, Station,
-                         Tariff, mask_card_no)
+from .fuel_model import (
+    Contract,
+    DiscountRule,
+    FuelCard,
+    FuelModel,
+    FuelState,
+    LimitCounter,
+    Product,
+    Station,
+    Tariff,
+    mask_card_no,
+)
 
-__all__ = ["FuelUpdate", "ClubUpdate", "apply_fuel_update", "apply_club_update"]
+__all__ = [
+    "ClubUpdate",
+    "FuelUpdate",
+    "apply_club_update",
+    "apply_fuel_update",
+    "check_club_update",
+    "check_fuel_update",
+    "merged_discounts",
+    "merged_products",
+    "merged_stations",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +133,9 @@ def _merged(rows: tuple, key, upserts: Iterable, deletes: Iterable) -> list:
     return out
 
 
-def apply_fuel_update(model: FuelModel, state: FuelState, update: FuelUpdate) -> tuple[FuelModel, FuelState]:
-    """The model and state after ``update`` (new objects; ``model`` and ``state`` are not
-    changed). Raises ModelError, naming the row, if the result would be inconsistent."""
+def check_fuel_update(update: FuelUpdate) -> None:
+    """The checks of ``update`` on its own (before the model): a ModelError if a key repeats,
+    is both upserted and deleted, or a tariff's rows name another tariff."""
     _keys_once((p.code for p in update.products), update.delete_products, "product")
     _keys_once((s.station_id for s in update.stations), update.delete_stations, "station")
     _keys_once((t for t, _ in update.tariffs), update.delete_tariffs, "tariff")
@@ -119,39 +146,62 @@ def apply_fuel_update(model: FuelModel, state: FuelState, update: FuelUpdate) ->
         for rule in rules:
             if rule.tariff != tariff:
                 raise ModelError(f"a discount row of tariff {Tariff(rule.tariff).name} sent as {Tariff(tariff).name}")
-    # contracts as they are now: the evaluator's balances
-    now = [Contract(c.contract_id, c.tz, c.home_region, c.tariff, state.balances[c.contract_id], c.credit_line_kop,
-                    c.chosen_station_ids) for c in model.contracts]
-    replaced_tariffs = {Tariff(t) for t, _ in update.tariffs} | {Tariff(t) for t in update.delete_tariffs}
-    discounts = [d for d in model.discounts if d.tariff not in replaced_tariffs]
+
+
+def merged_products(products: tuple[Product, ...], update: FuelUpdate) -> list[Product]:
+    """The products after ``update``."""
+    return _merged(products, lambda p: p.code, update.products, update.delete_products)
+
+
+def merged_stations(stations: tuple[Station, ...], update: FuelUpdate) -> list[Station]:
+    """The stations after ``update``."""
+    return _merged(stations, lambda s: s.station_id, update.stations, update.delete_stations)
+
+
+def merged_discounts(discounts: tuple[DiscountRule, ...], update: FuelUpdate) -> list[DiscountRule]:
+    """The discount rows after ``update``: every row of a tariff it names is replaced."""
+    replaced = {Tariff(t) for t, _ in update.tariffs} | {Tariff(t) for t in update.delete_tariffs}
+    out = [d for d in discounts if d.tariff not in replaced]
     for _, rules in update.tariffs:
-        discounts.extend(rules)
+        out.extend(rules)
+    return out
+
+
+def apply_fuel_update(model: FuelModel, state: FuelState, update: FuelUpdate) -> tuple[FuelModel, FuelState]:
+    """The model and state after ``update`` (new objects; ``model`` and ``state`` are not
+    changed). Raises ModelError, naming the row, if the result would be inconsistent."""
+    check_fuel_update(update)
     cards = _merged(model.cards, lambda c: c.card_no, (c for c, _ in update.cards), update.delete_cards)
-    # counters: the host's for upserted cards, none for deleted ones, this site's for the rest
-    touched = {c.card_no for c, _ in update.cards} | set(update.delete_cards)
-    counters = {k: v for k, v in state.counters.items() if k[0] not in touched}
+    host_counters: dict[tuple[str, int], LimitCounter] = {}
     for card, pairs in update.cards:
         limit_ids = {lim.limit_id for lim in card.limits}
         for limit_id, counter in pairs:
             if limit_id in limit_ids:
-                counters[(card.card_no, limit_id)] = counter
+                host_counters[(card.card_no, limit_id)] = counter
+    touched = {c.card_no for c, _ in update.cards} | set(update.delete_cards)
     stop = set(model.stop_list if state.stop_list is None else state.stop_list)
     stop.difference_update(update.stop_unlisted)
     stop.update(update.stop_listed)
     new_model = FuelModel(  # checks every table: ModelError if inconsistent
-        products=_merged(model.products, lambda p: p.code, update.products, update.delete_products),
-        stations=_merged(model.stations, lambda s: s.station_id, update.stations, update.delete_stations),
-        contracts=_merged(tuple(now), lambda c: c.contract_id, update.contracts, update.delete_contracts),
-        cards=cards, discounts=discounts, stop_list=stop, counters=counters)
-    return new_model, FuelState.from_model(new_model)
+        products=merged_products(model.products, update),
+        stations=merged_stations(model.stations, update),
+        contracts=_merged(model.contracts, lambda c: c.contract_id, update.contracts, update.delete_contracts),
+        cards=cards, discounts=merged_discounts(model.discounts, update), stop_list=stop,
+        counters={**{k: v for k, v in model.counters.items() if k[0] not in touched}, **host_counters})
+    # the state: the host's for the rows upserted, this site's now for the others
+    upserted = {c.contract_id for c in update.contracts}
+    balances = {c.contract_id: c.balance_kop if c.contract_id in upserted else state.balances[c.contract_id]
+                for c in new_model.contracts}
+    counters = {k: v for k, v in state.counters.items() if k[0] not in touched}
+    counters.update(host_counters)
+    return new_model, FuelState(balances, counters)
 
 
-def apply_club_update(model: ClubModel, state: ClubState, update: ClubUpdate) -> tuple[ClubModel, ClubState]:
-    """The model and state after ``update`` (new objects). Raises ModelError if the result
-    would be inconsistent (a card listed by two rows, a card of an account the update
-    deletes...)."""
+def check_club_update(update: ClubUpdate) -> None:
+    """The checks of ``update`` on its own: a ModelError if an account repeats or is both
+    upserted and deleted, a card is listed twice or with an account it does not point to."""
     _keys_once((a.account_id for a, _ in update.accounts), update.delete_accounts, "account")
-    listed: dict[str, int] = {}
+    listed: set[str] = set()
     for account, cards in update.accounts:
         for card in cards:
             if card.account_id != account.account_id:
@@ -159,16 +209,17 @@ def apply_club_update(model: ClubModel, state: ClubState, update: ClubUpdate) ->
                                  f"sent with account {account.account_id}")
             if card.card_no in listed:
                 raise ModelError(f"update lists club card {mask_card_no(card.card_no)} twice")
-            listed[card.card_no] = account.account_id
+            listed.add(card.card_no)
+
+
+def apply_club_update(model: ClubModel, state: ClubState, update: ClubUpdate) -> tuple[ClubModel, ClubState]:
+    """The model and state after ``update`` (new objects). Raises ModelError if the result
+    would be inconsistent."""
+    check_club_update(update)
     rewritten = {a.account_id for a, _ in update.accounts} | set(update.delete_accounts)
-    # accounts as they are now: the evaluator's balances, turnover and lots
-    now = []
-    for a in model.accounts:
-        s = state.accounts[a.account_id]
-        now.append(ClubAccount(a.account_id, a.kind, a.activated, a.status, s.balance_kop, s.turnover_month,
-                               s.turnover_kop, tuple(s.lots)))
-    accounts = _merged(tuple(now), lambda a: a.account_id, (a for a, _ in update.accounts), update.delete_accounts)
-    # a card stays where it is unless another row lists it or its account row is rewritten
+    accounts = _merged(model.accounts, lambda a: a.account_id, (a for a, _ in update.accounts),
+                       update.delete_accounts)
+    # a card stays where it is unless a row lists it or its account row is rewritten
     new_cards = {c.card_no: c for _, cards in update.accounts for c in cards}
     cards = []
     for c in model.cards:
@@ -179,4 +230,10 @@ def apply_club_update(model: ClubModel, state: ClubState, update: ClubUpdate) ->
     cards.extend(new_cards.values())
     new_model = ClubModel(rules=model.rules if update.rules is None else update.rules,
                           accounts=accounts, cards=cards)
-    return new_model, ClubState.from_model(new_model)
+    # the state: the host's for the accounts upserted, this site's now for the others
+    new_state = ClubState.from_model(new_model)
+    for account_id, now in state.accounts.items():
+        if account_id not in rewritten:
+            new_state.accounts[account_id] = AccountState(now.balance_kop, now.turnover_month, now.turnover_kop,
+                                                          list(now.lots))
+    return new_model, new_state

@@ -29,11 +29,13 @@ from authz.fuel_model import (CardKind, CardStatus, Contract, FuelCard, FuelComp
 from authz.localtime import MAX_UTC_S as _MAX_UTC_S
 from authz.money import MAX_AMOUNT_KOP as _MAX_AMOUNT_KOP, MAX_VOLUME_ML as _MAX_VOLUME_ML
 from authz.reasons import Reason
-from authz.update import apply_club_update, apply_fuel_update
+from authz.localtime import zone
+from authz.update import (ClubUpdate, FuelUpdate, check_club_update, check_fuel_update, merged_discounts, merged_products,
+                          merged_stations)
 
 from .compact import ClubColumns, CompactClubModel, CompactFuelModel, FuelColumns, card_no_of
 from .tables import NO_PERIOD as _NO_PERIOD
-from .tables import ClubTables, FuelTables
+from .tables import ClubTables, FuelTables, TzTables
 
 cdef int64_t MAX_VOLUME = _MAX_VOLUME_ML
 cdef int64_t MAX_AMOUNT = _MAX_AMOUNT_KOP
@@ -564,6 +566,12 @@ cdef class NativeFuelEvaluator:
     cdef frozenset stop_other
     cdef dict stop_changes  # card number -> on the list or not, changed at run time (host deltas)
     cdef list _limit_objs
+    # run-time upserts (apply): room allocated, and the cards and contracts appended since the
+    # tables were packed (positions from card_base / ct_base on), whose keys the packed
+    # indexes do not hold
+    cdef Py_ssize_t card_cap, lim_cap, ct_cap, def_cap, card_base, ct_base
+    cdef dict card_extra, ct_extra, def_index
+    cdef object card_keys_extra, ct_ids_extra
 
     def __cinit__(self):
         self.cards = NULL
@@ -604,6 +612,11 @@ cdef class NativeFuelEvaluator:
         self._pack_limits(cols)
         self._pack_stop_list(cols)
         self._limit_objs = [None] * self.n_defs
+        self.card_cap = self.card_base = self.n_cards
+        self.ct_cap = self.ct_base = self.n_contracts
+        self.lim_cap, self.def_cap = self.n_lims, self.n_defs
+        self.card_extra, self.ct_extra, self.def_index = {}, {}, None
+        self.card_keys_extra, self.ct_ids_extra = _pyarray("q"), _pyarray("q")
 
     @property
     def model(self):
@@ -798,8 +811,12 @@ cdef class NativeFuelEvaluator:
     cdef Py_ssize_t _card_pos(self, card_no) except? -2:
         """The position of card ``card_no``, or -1."""
         cdef int64_t k = key_of(card_no)
+        cdef Py_ssize_t c
         if k:
-            return self.card_ix.find(k)
+            c = self.card_ix.find(k)
+            if c < 0 and self.card_extra:
+                return self.card_extra.get(k, -1)
+            return c
         if self.other_by_no:
             return self.other_by_no.get(card_no, -1)
         return -1
@@ -809,7 +826,10 @@ cdef class NativeFuelEvaluator:
             contract_id = int(contract_id)  # as a dict keyed by int finds it
         if not isinstance(contract_id, int) or not -2**63 <= contract_id < 2**63:
             return -1
-        return self.ct_ix.find(contract_id)
+        cdef Py_ssize_t c = self.ct_ix.find(contract_id)
+        if c < 0 and self.ct_extra:
+            return self.ct_extra.get(contract_id, -1)
+        return c
 
     @property
     def card_count(self):
@@ -851,7 +871,7 @@ cdef class NativeFuelEvaluator:
         """The number of the card at position ``i``."""
         if not 0 <= i < self.n_cards:
             raise IndexError("card position out of range")
-        cdef int64_t k = self.card_ix.keys[i]
+        cdef int64_t k = self._card_key_at(i)
         return card_no_of(k) if k else self.other_by_pos[i]
 
     cdef object _limit(self, int32_t d):
@@ -871,7 +891,7 @@ cdef class NativeFuelEvaluator:
         no = self.card_number(i)
         cdef CardRec* c = &self.cards[i]
         limits = tuple([self._limit(self.lims[k].def_) for k in range(c.limit_start, c.limit_start + c.limit_count)])
-        return FuelCard(no, self.ct_ix.keys[c.contract], _date.fromordinal(_EPOCH_ORDINAL + c.expires),
+        return FuelCard(no, self._ct_id_at(c.contract), _date.fromordinal(_EPOCH_ORDINAL + c.expires),
                         GROUP_SETS[c.groups], limits, CardKind(1 if c.flags & F_VIRTUAL else 0),
                         CardStatus(1 if c.flags & F_BLOCKED else 0))
 
@@ -880,7 +900,7 @@ cdef class NativeFuelEvaluator:
         if not 0 <= i < self.n_contracts:
             raise IndexError("contract position out of range")
         cdef ContractRec* ct = &self.cts[i]
-        return Contract(self.ct_ix.keys[i], self.tz_names[ct.tz], ct.region, Tariff(ct.tariff), ct.balance,
+        return Contract(self._ct_id_at(i), self.tz_names[ct.tz], ct.region, Tariff(ct.tariff), ct.balance,
                         ct.credit, tuple([self.stations[ct.chosen[k]].station_id for k in range(3) if ct.chosen[k] >= 0]))
 
     def set_stop_listed(self, card_no, listed):
@@ -936,64 +956,118 @@ cdef class NativeFuelEvaluator:
     def columns(self):
         """The replica now (balances and counters with this site's completions) as
         FuelColumns: the columns it was built from, as long as nothing was completed."""
-        cdef Py_ssize_t i, k, n = self.n_cards, nl = self.n_lims, nc = self.n_contracts
-        cdef carray.array a_kind = carray.clone(_B, n, False), a_status = carray.clone(_B, n, False)
-        cdef carray.array a_contract = carray.clone(_I, n, False), a_expires = carray.clone(_I, n, False)
-        cdef carray.array a_groups = carray.clone(_UB, n, False), a_nlim = carray.clone(_H, n, False)
+        return self._columns(None, None)
+
+    def _columns(self, skip_cards, skip_contracts):
+        """The columns of every card and contract but those whose position is set in the
+        byte masks ``skip_cards`` / ``skip_contracts`` (None: skip none)."""
+        cdef Py_ssize_t i, k, j, r, n = self.n_cards, nc = self.n_contracts, m = 0, nl = 0, mc = 0
+        cdef bytearray no_skip = bytearray(max(n, nc, 1))
+        cdef const uint8_t[::1] skc = no_skip if skip_cards is None else skip_cards
+        cdef const uint8_t[::1] skt = no_skip if skip_contracts is None else skip_contracts
+        cdef carray.array remap = carray.clone(_I, max(nc, 1), False)
+        for i in range(nc):
+            remap.data.as_ints[i] = -1 if skt[i] else <int32_t>mc
+            if not skt[i]:
+                mc += 1
+        for i in range(n):
+            if not skc[i]:
+                m += 1
+                nl += self.cards[i].limit_count
+        cdef carray.array a_kind = carray.clone(_B, m, False), a_status = carray.clone(_B, m, False)
+        cdef carray.array a_contract = carray.clone(_I, m, False), a_expires = carray.clone(_I, m, False)
+        cdef carray.array a_groups = carray.clone(_UB, m, False), a_nlim = carray.clone(_H, m, False)
+        cdef carray.array a_key = carray.clone(_Q, m, False)
         cdef carray.array l_id = carray.clone(_Q, nl, False), l_unit = carray.clone(_B, nl, False)
         cdef carray.array l_period = carray.clone(_B, nl, False), l_scope = carray.clone(_B, nl, False)
         cdef carray.array l_amount = carray.clone(_Q, nl, False), l_sv = carray.clone(_I, nl, False)
         cdef carray.array l_spent = carray.clone(_Q, nl, False), l_pstart = carray.clone(_I, nl, False)
-        cdef carray.array c_tz = carray.clone(_H, nc, False), c_region = carray.clone(_I, nc, False)
-        cdef carray.array c_tariff = carray.clone(_B, nc, False), c_balance = carray.clone(_Q, nc, False)
-        cdef carray.array c_credit = carray.clone(_Q, nc, False), c_nchosen = carray.clone(_B, nc, False)
-        cdef carray.array c_chosen = carray.clone(_Q, 3 * nc, True)
+        cdef carray.array c_tz = carray.clone(_H, mc, False), c_region = carray.clone(_I, mc, False)
+        cdef carray.array c_tariff = carray.clone(_B, mc, False), c_balance = carray.clone(_Q, mc, False)
+        cdef carray.array c_credit = carray.clone(_Q, mc, False), c_nchosen = carray.clone(_B, mc, False)
+        cdef carray.array c_chosen = carray.clone(_Q, 3 * mc, True)
+        cdef carray.array c_id = carray.clone(_Q, mc, False)
         cdef LimitDef* d
+        other = {}
+        j = 0
+        r = 0
         for i in range(n):
-            a_contract.data.as_ints[i] = self.cards[i].contract
-            a_kind.data.as_schars[i] = 1 if self.cards[i].flags & F_VIRTUAL else 0
-            a_status.data.as_schars[i] = 1 if self.cards[i].flags & F_BLOCKED else 0
-            a_expires.data.as_ints[i] = self.cards[i].expires
-            a_groups.data.as_uchars[i] = self.cards[i].groups
-            a_nlim.data.as_ushorts[i] = self.cards[i].limit_count
-        for k in range(nl):
-            d = &self.ldefs[self.lims[k].def_]
-            l_id.data.as_longlongs[k] = d.id
-            l_unit.data.as_schars[k] = d.unit
-            l_period.data.as_schars[k] = d.period
-            l_scope.data.as_schars[k] = d.scope
-            l_amount.data.as_longlongs[k] = d.amount
-            l_sv.data.as_ints[k] = d.scope_value
-            l_spent.data.as_longlongs[k] = self.lims[k].spent
-            l_pstart.data.as_ints[k] = self.lims[k].pstart
+            if skc[i]:
+                continue
+            a_key.data.as_longlongs[j] = self._card_key_at(i)
+            if a_key.data.as_longlongs[j] == 0:
+                other[j] = self.other_by_pos[i]
+            a_contract.data.as_ints[j] = remap.data.as_ints[self.cards[i].contract]
+            a_kind.data.as_schars[j] = 1 if self.cards[i].flags & F_VIRTUAL else 0
+            a_status.data.as_schars[j] = 1 if self.cards[i].flags & F_BLOCKED else 0
+            a_expires.data.as_ints[j] = self.cards[i].expires
+            a_groups.data.as_uchars[j] = self.cards[i].groups
+            a_nlim.data.as_ushorts[j] = self.cards[i].limit_count
+            for k in range(self.cards[i].limit_start, self.cards[i].limit_start + self.cards[i].limit_count):
+                d = &self.ldefs[self.lims[k].def_]
+                l_id.data.as_longlongs[r] = d.id
+                l_unit.data.as_schars[r] = d.unit
+                l_period.data.as_schars[r] = d.period
+                l_scope.data.as_schars[r] = d.scope
+                l_amount.data.as_longlongs[r] = d.amount
+                l_sv.data.as_ints[r] = d.scope_value
+                l_spent.data.as_longlongs[r] = self.lims[k].spent
+                l_pstart.data.as_ints[r] = self.lims[k].pstart
+                r += 1
+            j += 1
+        j = 0
         for i in range(nc):
-            c_tz.data.as_ushorts[i] = <uint16_t>self.cts[i].tz
-            c_region.data.as_ints[i] = self.cts[i].region
-            c_tariff.data.as_schars[i] = <int8_t>self.cts[i].tariff
-            c_balance.data.as_longlongs[i] = self.cts[i].balance
-            c_credit.data.as_longlongs[i] = self.cts[i].credit
-            c_nchosen.data.as_schars[i] = 0
+            if skt[i]:
+                continue
+            c_id.data.as_longlongs[j] = self._ct_id_at(i)
+            c_tz.data.as_ushorts[j] = <uint16_t>self.cts[i].tz
+            c_region.data.as_ints[j] = self.cts[i].region
+            c_tariff.data.as_schars[j] = <int8_t>self.cts[i].tariff
+            c_balance.data.as_longlongs[j] = self.cts[i].balance
+            c_credit.data.as_longlongs[j] = self.cts[i].credit
+            c_nchosen.data.as_schars[j] = 0
             for k in range(3):
                 if self.cts[i].chosen[k] >= 0:
-                    c_chosen.data.as_longlongs[3 * i + c_nchosen.data.as_schars[i]] = \
+                    c_chosen.data.as_longlongs[3 * j + c_nchosen.data.as_schars[j]] = \
                         self.stations[self.cts[i].chosen[k]].station_id
-                    c_nchosen.data.as_schars[i] += 1
+                    c_nchosen.data.as_schars[j] += 1
+            j += 1
+        stop_other = self.stop_other
+        stop_keys = self.stop_ix._keys
+        if self.stop_changes:
+            now = self._stop_now()
+            stop_keys = _pyarray("q", [k for k in map(key_of, now) if k])
+            stop_other = frozenset(no for no in now if not key_of(no))
         return FuelColumns(
             products=self.products, stations=self.stations, discounts=self.discounts, tz_names=self.tz_names,
-            card_other=self.other_by_pos, stop_other=self.stop_other,
-            ct_id=_pyarray("q", self.ct_ix._keys), ct_tz=c_tz, ct_region=c_region, ct_tariff=(c_tariff),
+            card_other=other, stop_other=stop_other,
+            ct_id=c_id, ct_tz=c_tz, ct_region=c_region, ct_tariff=(c_tariff),
             ct_balance=c_balance, ct_credit=c_credit, ct_nchosen=(c_nchosen), ct_chosen=c_chosen,
-            card_key=_pyarray("q", self.card_ix._keys), card_contract=a_contract, card_kind=(a_kind),
+            card_key=a_key, card_contract=a_contract, card_kind=(a_kind),
             card_status=(a_status), card_expires=a_expires, card_groups=a_groups, card_nlimits=a_nlim,
             lim_id=l_id, lim_unit=(l_unit), lim_period=(l_period), lim_scope=(l_scope),
             lim_amount=l_amount, lim_scope_value=l_sv, lim_spent=l_spent, lim_pstart=l_pstart,
-            stop_keys=_merge_keys(self.stop_ix._keys, _pyarray("q")))
+            stop_keys=_merge_keys(stop_keys, _pyarray("q")))
 
     # -- updates from the host (authz.update) --
 
+    cdef inline int64_t _card_key_at(self, Py_ssize_t i):
+        """The key of the card at position ``i`` (0: its number is in other_by_pos)."""
+        if i < self.card_base:
+            return self.card_ix.keys[i]
+        return self.card_keys_extra[i - self.card_base]
+
+    cdef inline int64_t _ct_id_at(self, Py_ssize_t i):
+        """The id of the contract at position ``i``."""
+        if i < self.ct_base:
+            return self.ct_ix.keys[i]
+        return self.ct_ids_extra[i - self.ct_base]
+
     def _stop_now(self):
         """Every number on the stop list now, run-time changes included."""
-        out = set(self.stop_list_numbers())
+        cdef Py_ssize_t i
+        out = set(card_no_of(self.stop_ix.at(i)) for i in range(self.stop_ix.n))
+        out.update(self.stop_other)
         for no, on in self.stop_changes.items():
             if on:
                 out.add(no)
@@ -1003,14 +1077,335 @@ cdef class NativeFuelEvaluator:
 
     def apply(self, update):
         """Apply the host's ``update`` (an authz.update.FuelUpdate) now: the next decision
-        sees it. A ModelError refuses the whole update and changes nothing."""
-        model = self.columns().to_model()
-        model.stop_list = frozenset(self._stop_now())
-        state = FuelState.from_model(model)
-        new_model, _ = apply_fuel_update(model, state, update)
-        new = NativeFuelEvaluator(FuelColumns.from_model(new_model))
-        if self._model is not None:
-            new._model = new_model
+        sees it (the rules: authz.update). A ModelError refuses the whole update and changes
+        nothing.
+
+        Upserts are made in place: a known card or contract is overwritten where it is, a
+        new one appended (its key in a small index beside the packed one); a card whose
+        limit count grew gets its limits at the end of the limit table. Products, stations
+        and tariffs rebuild only the small tables. A delete of a card or contract packs the
+        tables anew without it (every position after it moves up, as in the reference)."""
+        if not isinstance(update, FuelUpdate):
+            raise TypeError(f"expected a FuelUpdate, got {type(update).__name__}")
+        check_fuel_update(update)
+        if update.delete_cards or update.delete_contracts:
+            self._apply_with_deletes(update)
+            return
+        # -- check and plan: nothing changes until every row is known to fit --
+        small = None
+        product_index, station_index = self.product_index, self.station_index
+        if (update.products or update.delete_products or update.stations or update.delete_stations
+                or update.tariffs or update.delete_tariffs):
+            small = self._plan_small(update)
+            product_index, station_index = small[0].product_index, small[0].station_index
+        tz_pos = {name: k for k, name in enumerate(self.tz_names)}
+        new_zones = []
+        ct_plan = []
+        ct_new = {}
+        cdef Py_ssize_t next_ct = self.n_contracts, pos, next_card = self.n_cards, extra_lims = 0
+        upserted_ct = set()
+        for c in update.contracts:
+            if not isinstance(c, Contract):
+                raise ModelError(f"a contract row must be a Contract, got {type(c).__name__}")
+            z = tz_pos.get(c.tz)
+            if z is None:
+                zone(c.tz)
+                z = tz_pos[c.tz] = len(tz_pos)
+                new_zones.append(c.tz)
+            if len(c.chosen_station_ids) > 3:
+                raise ModelError(f"contract {c.contract_id} chose more than three stations")
+            chosen = []
+            for sid in c.chosen_station_ids:
+                if sid not in station_index:
+                    raise ModelError(f"contract {c.contract_id} chose unknown station {sid}")
+                chosen.append(station_index[sid])
+            if not (type(c.balance_kop) is int and type(c.credit_line_kop) is int
+                    and abs(c.balance_kop) <= MAX_AMOUNT and 0 <= c.credit_line_kop <= MAX_AMOUNT):
+                raise ModelError(f"contract {c.contract_id} balance or credit line out of range")
+            if not (isinstance(c.tariff, int) and 0 <= c.tariff < N_TARIFFS) or not isinstance(c.home_region, int) \
+                    or not -2**31 <= c.home_region < 2**31:
+                raise ModelError(f"contract {c.contract_id}: tariff or region out of range")
+            if type(c.contract_id) is not int or not -2**63 <= c.contract_id < 2**63:
+                raise ModelError(f"contract id {c.contract_id!r} is not a 64-bit integer")
+            pos = self._contract_pos(c.contract_id)
+            if pos < 0:
+                pos = next_ct
+                next_ct += 1
+                ct_new[c.contract_id] = pos
+            upserted_ct.add(pos)
+            ct_plan.append((pos, c, z, chosen))
+        if small is not None and small[2] is not None:
+            self._check_chosen(small[2], upserted_ct)
+        card_plan = []
+        card_new = {}
+        for row in update.cards:
+            card, counters = row
+            if not isinstance(card, FuelCard):
+                raise ModelError(f"a fuel card row must be a FuelCard, got {type(card).__name__}")
+            no = card.card_no
+            if type(no) is not str or not no:
+                raise ModelError(f"a card number must be text, got {no!r}")
+            ct = ct_new.get(card.contract_id)
+            if ct is None:
+                ct = self._contract_pos(card.contract_id) if isinstance(card.contract_id, int) else -1
+            if ct < 0:
+                raise ModelError(f"card {mask_card_no(no)} of unknown contract {card.contract_id}")
+            known = dict(counters)
+            defs, spent = [], []
+            seen = set()
+            for lim in card.limits:
+                if lim.limit_id in seen:
+                    raise ModelError(f"card {mask_card_no(no)} repeats limit id {lim.limit_id}")
+                seen.add(lim.limit_id)
+                if type(lim.amount) is not int or not 0 <= lim.amount <= MAX_AMOUNT:
+                    raise ModelError(f"limit {lim.limit_id} amount out of range: {lim.amount}")
+                if type(lim.limit_id) is not int or not -2**63 <= lim.limit_id < 2**63:
+                    raise ModelError(f"limit id {lim.limit_id!r} is not a 64-bit integer")
+                if lim.scope == Scope.GROUP:
+                    if lim.group is None:
+                        raise ModelError(f"limit {lim.limit_id} has scope GROUP but no group")
+                    value = int(lim.group)
+                elif lim.scope == Scope.PRODUCT:
+                    if lim.product not in product_index:
+                        raise ModelError(f"limit {lim.limit_id} names unknown product {lim.product!r}")
+                    value = product_index[lim.product]
+                else:
+                    value = -1
+                if not (0 <= lim.unit <= 1 and 0 <= lim.period <= 4 and 0 <= lim.scope <= 2):
+                    raise ModelError(f"limit {lim.limit_id} of card {mask_card_no(no)}: unit, period or scope out of range")
+                defs.append((lim.limit_id, lim.amount, value, int(lim.unit), int(lim.period), int(lim.scope)))
+                counter = known.get(lim.limit_id)
+                spent.append((counter.spent, counter.period_start) if counter is not None else (0, NO_PERIOD_))
+            if len(defs) > 65535:
+                raise ModelError(f"card {mask_card_no(no)} has too many limits")
+            try:
+                expires = card.expires_on.toordinal() - _EPOCH_ORDINAL
+                groups = 0
+                for g in card.groups:
+                    groups |= 1 << int(g)
+                flags = (F_BLOCKED if card.status == CardStatus.BLOCKED else 0) | \
+                    (F_VIRTUAL if card.kind == CardKind.VIRTUAL else 0)
+            except (AttributeError, TypeError, ValueError) as exc:
+                raise ModelError(f"card {mask_card_no(no)} does not fit the tables: {exc}") from None
+            if not -2**31 <= expires < 2**31 or groups >> N_GROUPS:
+                raise ModelError(f"card {mask_card_no(no)}: expiry or groups out of range")
+            pos = self._card_pos(no)
+            if pos < 0:
+                pos = next_card
+                next_card += 1
+                card_new[no] = pos
+            if pos >= self.n_cards or len(defs) > self.cards[pos].limit_count:
+                extra_lims += len(defs)
+            card_plan.append((pos, no, ct, expires, groups, flags, defs, spent))
+        if small is not None and small[1] is not None:
+            self._check_limit_products(small[1], {p for p, *_ in card_plan})
+        # -- make room (a MemoryError here leaves the tables as they were) --
+        self._reserve(next_card, self.n_lims + extra_lims, next_ct)
+        if new_zones:
+            tz = TzTables()
+            for name in self.tz_names + tuple(new_zones):
+                tz.add(name)
+            zones = _Zones(tz)
+        # -- apply: nothing below can fail --
+        if small is not None:
+            self._take_small(small)
+        if new_zones:
+            self.zones = zones
+            self.tz_names = self.tz_names + tuple(new_zones)
+        for pos, c, z, chosen in ct_plan:
+            self._write_contract(pos, c, z, chosen)
+        for no, pos in ct_new.items():
+            self.ct_extra[no] = pos
+            self.ct_ids_extra.append(no)
+        self.n_contracts = <int32_t>next_ct
+        for pos, no, ct, expires, groups, flags, defs, spent in card_plan:
+            if pos >= self.n_cards:  # appended: positions rise in plan order
+                k = key_of(no)
+                self.card_keys_extra.append(k)
+                if k:
+                    self.card_extra[k] = pos
+                else:
+                    self.other_by_no[no] = pos
+                    self.other_by_pos[pos] = no
+                self.cards[pos].limit_count = 0
+                self.cards[pos].limit_start = <int32_t>self.n_lims
+                self.n_cards += 1
+            self._write_card(pos, no, ct, expires, groups, flags, defs, spent)
+        for no in update.stop_unlisted:
+            self.set_stop_listed(no, False)
+        for no in update.stop_listed:
+            self.set_stop_listed(no, True)
+        self._model = None  # the model it was built from is history now: ``model`` is the view
+
+    cdef void _reserve(self, Py_ssize_t n_cards, Py_ssize_t n_lims, Py_ssize_t n_cts) except *:
+        """Room for this many cards, limits and contracts (growing by half again)."""
+        cdef void* p
+        if n_cards > self.card_cap:
+            cap = max(n_cards, self.card_cap + self.card_cap // 2 + 16)
+            p = PyMem_Realloc(self.cards, cap * sizeof(CardRec))
+            if p == NULL:
+                raise MemoryError("no memory for the fuel tables")
+            self.cards, self.card_cap = <CardRec*>p, cap
+        if n_lims > self.lim_cap:
+            cap = max(n_lims, self.lim_cap + self.lim_cap // 2 + 16)
+            p = PyMem_Realloc(self.lims, cap * sizeof(LimitRec))
+            if p == NULL:
+                raise MemoryError("no memory for the fuel tables")
+            self.lims, self.lim_cap = <LimitRec*>p, cap
+        if n_cts > self.ct_cap:
+            cap = max(n_cts, self.ct_cap + self.ct_cap // 2 + 16)
+            p = PyMem_Realloc(self.cts, cap * sizeof(ContractRec))
+            if p == NULL:
+                raise MemoryError("no memory for the fuel tables")
+            self.cts, self.ct_cap = <ContractRec*>p, cap
+        if self.n_defs + 64 > self.def_cap:  # a card brings at most a few new definitions
+            cap = self.def_cap * 2 + 64
+            p = PyMem_Realloc(self.ldefs, cap * sizeof(LimitDef))
+            if p == NULL:
+                raise MemoryError("no memory for the fuel tables")
+            self.ldefs, self.def_cap = <LimitDef*>p, cap
+
+    cdef void _write_contract(self, Py_ssize_t i, c, int32_t z, list chosen) except *:
+        cdef int k
+        self.cts[i].balance = c.balance_kop
+        self.cts[i].credit = c.credit_line_kop
+        self.cts[i].tz = z
+        self.cts[i].region = c.home_region
+        self.cts[i].tariff = int(c.tariff)
+        for k in range(3):
+            self.cts[i].chosen[k] = chosen[k] if k < len(chosen) else -1
+
+    cdef int32_t _def_of(self, tuple t) except -1:
+        """The position of limit definition ``t`` (id, amount, scope value, unit, period,
+        scope), added when new."""
+        cdef Py_ssize_t i
+        cdef LimitDef* d
+        if self.def_index is None:
+            self.def_index = {}
+            for i in range(self.n_defs):
+                d = &self.ldefs[i]
+                self.def_index[(d.id, d.amount, d.scope_value, d.unit, d.period, d.scope)] = i
+        i = self.def_index.get(t, -1)
+        if i >= 0:
+            return <int32_t>i
+        if self.n_defs >= self.def_cap:
+            self._reserve(0, 0, 0)
+        d = &self.ldefs[self.n_defs]
+        d.id, d.amount, d.scope_value, d.unit, d.period, d.scope = t
+        self.def_index[t] = self.n_defs
+        self._limit_objs.append(None)
+        self.n_defs += 1
+        return self.n_defs - 1
+
+    cdef void _write_card(self, Py_ssize_t i, str no, int32_t ct, int64_t expires, int groups, int flags,
+                          list defs, list spent) except *:
+        cdef CardRec* c = &self.cards[i]
+        cdef Py_ssize_t k, n = len(defs), start
+        if n > c.limit_count:  # relocated to the end; the old rows stay unused
+            c.limit_start = <int32_t>self.n_lims
+            self.n_lims += n
+        start = c.limit_start
+        for k in range(n):
+            self.lims[start + k].def_ = self._def_of(defs[k])
+            self.lims[start + k].spent = spent[k][0]
+            self.lims[start + k].pstart = spent[k][1]
+        c.limit_count = <uint16_t>n
+        c.contract = ct
+        c.expires = <int32_t>expires
+        c.groups = <uint8_t>groups
+        c.flags = <uint8_t>flags | (F_STOP if self.on_stop_list(no) else 0)
+
+    def _plan_small(self, update):
+        """The small tables after ``update`` (checked as a FuelModel checks them), and the
+        old -> new positions of products and stations (-1: deleted) when any was deleted."""
+        products = merged_products(self.products, update)
+        stations = merged_stations(self.stations, update)
+        discounts = merged_discounts(self.discounts, update)
+        t = FuelTables(FuelColumns(products=products, stations=stations, discounts=discounts))
+        product_remap = station_remap = None
+        if update.delete_products:
+            product_remap = [t.product_index.get(p.code, -1) for p in self.products]
+        if update.delete_stations:
+            station_remap = [t.station_index.get(s.station_id, -1) for s in self.stations]
+        return t, product_remap, station_remap
+
+    cdef void _check_chosen(self, list station_remap, set upserted) except *:
+        """Every contract the update leaves alone still chooses known stations."""
+        cdef Py_ssize_t i
+        cdef int k
+        for i in range(self.n_contracts):
+            if i in upserted:
+                continue
+            for k in range(3):
+                if self.cts[i].chosen[k] >= 0 and station_remap[self.cts[i].chosen[k]] < 0:
+                    raise ModelError(f"contract {self._ct_id_at(i)} chose unknown station "
+                                     f"{self.stations[self.cts[i].chosen[k]].station_id}")
+
+    cdef void _check_limit_products(self, list product_remap, set upserted) except *:
+        """No card the update leaves alone has a limit of a deleted product."""
+        cdef Py_ssize_t i, k
+        cdef LimitDef* d
+        for i in range(self.n_cards):
+            for k in range(self.cards[i].limit_start, self.cards[i].limit_start + self.cards[i].limit_count):
+                d = &self.ldefs[self.lims[k].def_]
+                if d.scope == SCOPE_PRODUCT and product_remap[d.scope_value] < 0 and i not in upserted:
+                    raise ModelError(f"limit {d.id} names unknown product {self.products[d.scope_value].code!r}")
+
+    cdef void _take_small(self, tuple small) except *:
+        t, product_remap, station_remap = small
+        cdef Py_ssize_t i
+        cdef int k
+        if product_remap is not None:
+            for i in range(self.n_defs):
+                if self.ldefs[i].scope == SCOPE_PRODUCT:
+                    # a definition no card uses may name a deleted product: it stays unused
+                    self.ldefs[i].scope_value = max(product_remap[self.ldefs[i].scope_value], 0)
+            self.def_index = None
+        if station_remap is not None:
+            for i in range(self.n_contracts):
+                for k in range(3):
+                    if self.cts[i].chosen[k] >= 0:
+                        self.cts[i].chosen[k] = station_remap[self.cts[i].chosen[k]]
+        self.products, self.stations, self.discounts = t.products, t.stations, t.discounts
+        self.product_index, self.station_index = t.product_index, t.station_index
+        self.n_stations, self.n_products = len(self.stations), len(self.products)
+        self.prod_group = t.prod_group
+        self.st_region, self.st_groups, self.st_max_fill, self.st_price = t.st_region, t.st_groups, t.st_max_fill, t.st_price
+        self.disc_start, self.disc_count = t.disc_start, t.disc_count
+        self.disc_where, self.disc_kind, self.disc_value = t.disc_where, t.disc_kind, t.disc_value
+        self._limit_objs = [None] * self.n_defs
+
+    def _apply_with_deletes(self, update):
+        """An update that deletes cards or contracts: the tables packed anew without them,
+        the rest of the update applied to the new tables, then taken over in one step."""
+        cdef Py_ssize_t i, p
+        skip_cards = bytearray(max(self.n_cards, 1))
+        skip_cts = bytearray(max(self.n_contracts, 1))
+        for no in update.delete_cards:
+            p = self._card_pos(no) if type(no) is str else -1
+            if p >= 0:
+                skip_cards[p] = 1
+        for cid in update.delete_contracts:
+            p = self._contract_pos(cid)
+            if p >= 0:
+                skip_cts[p] = 1
+        moved = {}
+        for card, _ in update.cards:  # cards this update moves to another contract
+            p = self._card_pos(card.card_no) if type(card.card_no) is str else -1
+            if p >= 0:
+                moved[p] = card.contract_id
+        for i in range(self.n_cards):
+            if not skip_cards[i] and skip_cts[self.cards[i].contract] and i not in moved:
+                raise ModelError(f"card {mask_card_no(self.card_number(i))} of unknown contract "
+                                 f"{self._ct_id_at(self.cards[i].contract)}")
+        deleted = set(update.delete_contracts)
+        for p, cid in moved.items():
+            if cid in deleted:
+                raise ModelError(f"card {mask_card_no(self.card_number(p))} of unknown contract {cid}")
+        new = NativeFuelEvaluator(self._columns(skip_cards, skip_cts))
+        new.apply(FuelUpdate(update.products, update.delete_products, update.stations, update.delete_stations,
+                             update.tariffs, update.delete_tariffs, update.contracts, (), update.cards, (),
+                             update.stop_listed, update.stop_unlisted))
         self._adopt(new)
 
     cdef void _adopt(self, NativeFuelEvaluator o):
@@ -1024,10 +1419,11 @@ cdef class NativeFuelEvaluator:
         o.cards = o.lims = NULL
         o.ldefs = NULL
         o.cts = NULL
-        self._model, self.zones = o._model, o.zones
+        self.zones = o.zones
         self.n_cards, self.n_stations, self.n_products, self.n_contracts, self.n_defs = \
             o.n_cards, o.n_stations, o.n_products, o.n_contracts, o.n_defs
         self.n_lims = o.n_lims
+        self.card_cap, self.lim_cap, self.ct_cap, self.def_cap = o.card_cap, o.lim_cap, o.ct_cap, o.def_cap
         o.n_cards = o.n_contracts = 0
         o.n_lims = 0
         self.products, self.stations, self.discounts, self.tz_names = o.products, o.stations, o.discounts, o.tz_names
@@ -1039,6 +1435,9 @@ cdef class NativeFuelEvaluator:
         self.card_ix, self.ct_ix, self.stop_ix = o.card_ix, o.ct_ix, o.stop_ix
         self.other_by_no, self.other_by_pos = o.other_by_no, o.other_by_pos
         self.stop_other, self.stop_changes, self._limit_objs = o.stop_other, o.stop_changes, o._limit_objs
+        self.card_extra, self.card_keys_extra, self.card_base = o.card_extra, o.card_keys_extra, o.card_base
+        self.ct_extra, self.ct_ids_extra, self.ct_base = o.ct_extra, o.ct_ids_extra, o.ct_base
+        self.def_index = o.def_index
 
     # -- the rules (authz.fuel) --
 
@@ -1437,6 +1836,12 @@ cdef class NativeClubEvaluator:
     # numbers -> positions: int64 keys (native.compact.card_key); numbers without a key in dicts
     cdef _KeyIndex card_ix, acc_ix
     cdef dict other_by_no, other_by_pos
+    # run-time upserts (apply): room allocated, and the cards and accounts appended since
+    # the tables were packed (positions from card_base / acc_base on)
+    cdef Py_ssize_t card_cap, acc_cap, card_base, acc_base
+    cdef dict card_extra, acc_extra
+    cdef object card_keys_extra, acc_ids_extra
+    cdef public bint _state_lots  # packing this site's own lots, not the host's rows
 
     def __cinit__(self):
         self.cards = NULL
@@ -1474,6 +1879,10 @@ cdef class NativeClubEvaluator:
         self._pack_accounts(cols)
         self._pack_lots(cols)
         self._pack_cards(cols)
+        self.card_cap = self.card_base = self.n_cards
+        self.acc_cap = self.acc_base = self.n_accounts
+        self.card_extra, self.acc_extra = {}, {}
+        self.card_keys_extra, self.acc_ids_extra = _pyarray("q"), _pyarray("q")
 
     @property
     def model(self):
@@ -1544,7 +1953,7 @@ cdef class NativeClubEvaluator:
         try:
             for i in range(self.n_accounts):
                 for k in range(nlots[i]):
-                    if points[row + k] <= 0 or matures[row + k] > expires[row + k]:
+                    if points[row + k] <= 0 or (matures[row + k] > expires[row + k] and not self._state_lots):
                         raise ModelError(f"account {aid[i]} has a malformed lot "
                                          f"{PointLot(lid[row + k], points[row + k], matures[row + k], expires[row + k])}")
                     order[k].expires, order[k].id, order[k].row = expires[row + k], lid[row + k], <int32_t>(row + k)
@@ -1620,8 +2029,12 @@ cdef class NativeClubEvaluator:
         if type(card_no) is not str:
             card_no = str.__str__(card_no)  # a str subclass: its text, as a dict of str finds it
         cdef int64_t k = key_of(card_no)
+        cdef Py_ssize_t c
         if k:
-            return self.card_ix.find(k)
+            c = self.card_ix.find(k)
+            if c < 0 and self.card_extra:
+                return self.card_extra.get(k, -1)
+            return c
         if self.other_by_no:
             return self.other_by_no.get(card_no, -1)
         return -1
@@ -1631,7 +2044,10 @@ cdef class NativeClubEvaluator:
             account_id = int(account_id)  # as a dict keyed by int finds it
         if not isinstance(account_id, int) or not -2**63 <= account_id < 2**63:
             return -1
-        return self.acc_ix.find(account_id)
+        cdef Py_ssize_t a = self.acc_ix.find(account_id)
+        if a < 0 and self.acc_extra:
+            return self.acc_extra.get(account_id, -1)
+        return a
 
     @property
     def card_count(self):
@@ -1677,13 +2093,13 @@ cdef class NativeClubEvaluator:
         """The number of the club card at position ``i``."""
         if not 0 <= i < self.n_cards:
             raise IndexError("club card position out of range")
-        cdef int64_t k = self.card_ix.keys[i]
+        cdef int64_t k = self._card_key_at(i)
         return card_no_of(k) if k else self.other_by_pos[i]
 
     def card_at(self, Py_ssize_t i):
         """The club card at position ``i`` as a ClubCard (made now)."""
         no = self.card_number(i)
-        return ClubCard(no, self.acc_ix.keys[self.cards[i].account], CLUB_STATUSES[self.cards[i].status])
+        return ClubCard(no, self._acc_id_at(self.cards[i].account), CLUB_STATUSES[self.cards[i].status])
 
     cdef list _lots(self, int32_t a):
         cdef int32_t k = self.accs[a].first_lot
@@ -1699,30 +2115,56 @@ cdef class NativeClubEvaluator:
         if not 0 <= i < self.n_accounts:
             raise IndexError("account position out of range")
         cdef AccountRec* acc = &self.accs[i]
-        return ClubAccount(self.acc_ix.keys[i], CLUB_KINDS[acc.kind], acc.activated != 0, CLUB_STATUSES[acc.status],
+        return ClubAccount(self._acc_id_at(i), CLUB_KINDS[acc.kind], acc.activated != 0, CLUB_STATUSES[acc.status],
                            acc.balance, acc.tmonth, acc.turnover, tuple(self._lots(<int32_t>i)))
 
     def columns(self):
         """The replica now (balances, turnover and lots with this site's operations) as
         ClubColumns, each account's lots oldest first: the columns it was built from as long
         as nothing changed and their lots were in that order."""
-        cdef Py_ssize_t i, n = self.n_accounts, nc = self.n_cards, nl = self.lot_count, r = 0
+        return self._columns(None, None)
+
+    def _columns(self, skip_accounts, skip_cards):
+        """The columns of every account and card but those whose position is set in the byte
+        masks ``skip_accounts`` / ``skip_cards`` (None: skip none)."""
+        cdef Py_ssize_t i, j, n = self.n_accounts, nc = self.n_cards, nl = 0, r = 0, m = 0, mc = 0
         cdef int32_t k
-        cdef carray.array a_kind = carray.clone(_B, n, False), a_act = carray.clone(_B, n, False)
-        cdef carray.array a_status = carray.clone(_B, n, False), a_balance = carray.clone(_Q, n, False)
-        cdef carray.array a_tmonth = carray.clone(_I, n, False), a_turnover = carray.clone(_Q, n, False)
-        cdef carray.array a_nlots = carray.clone(_I, n, False)
+        cdef bytearray no_skip = bytearray(max(n, nc, 1))
+        cdef const uint8_t[::1] ska = no_skip if skip_accounts is None else skip_accounts
+        cdef const uint8_t[::1] skc = no_skip if skip_cards is None else skip_cards
+        cdef carray.array remap = carray.clone(_I, max(n, 1), False)
+        for i in range(n):
+            remap.data.as_ints[i] = -1 if ska[i] else <int32_t>m
+            if not ska[i]:
+                m += 1
+                k = self.accs[i].first_lot
+                while k >= 0:
+                    nl += 1
+                    k = self.lots[k].next
+        for i in range(nc):
+            if not skc[i]:
+                mc += 1
+        cdef carray.array a_id = carray.clone(_Q, m, False)
+        cdef carray.array a_kind = carray.clone(_B, m, False), a_act = carray.clone(_B, m, False)
+        cdef carray.array a_status = carray.clone(_B, m, False), a_balance = carray.clone(_Q, m, False)
+        cdef carray.array a_tmonth = carray.clone(_I, m, False), a_turnover = carray.clone(_Q, m, False)
+        cdef carray.array a_nlots = carray.clone(_I, m, False)
         cdef carray.array l_id = carray.clone(_Q, nl, False), l_points = carray.clone(_Q, nl, False)
         cdef carray.array l_matures = carray.clone(_Q, nl, False), l_expires = carray.clone(_Q, nl, False)
-        cdef carray.array c_account = carray.clone(_I, nc, False), c_status = carray.clone(_B, nc, False)
+        cdef carray.array c_key = carray.clone(_Q, mc, False)
+        cdef carray.array c_account = carray.clone(_I, mc, False), c_status = carray.clone(_B, mc, False)
+        j = 0
         for i in range(n):
-            a_kind.data.as_schars[i] = self.accs[i].kind
-            a_act.data.as_schars[i] = self.accs[i].activated
-            a_status.data.as_schars[i] = self.accs[i].status
-            a_balance.data.as_longlongs[i] = self.accs[i].balance
-            a_tmonth.data.as_ints[i] = self.accs[i].tmonth
-            a_turnover.data.as_longlongs[i] = self.accs[i].turnover
-            a_nlots.data.as_ints[i] = 0
+            if ska[i]:
+                continue
+            a_id.data.as_longlongs[j] = self._acc_id_at(i)
+            a_kind.data.as_schars[j] = self.accs[i].kind
+            a_act.data.as_schars[j] = self.accs[i].activated
+            a_status.data.as_schars[j] = self.accs[i].status
+            a_balance.data.as_longlongs[j] = self.accs[i].balance
+            a_tmonth.data.as_ints[j] = self.accs[i].tmonth
+            a_turnover.data.as_longlongs[j] = self.accs[i].turnover
+            a_nlots.data.as_ints[j] = 0
             k = self.accs[i].first_lot
             while k >= 0:
                 l_id.data.as_longlongs[r] = self.lots[k].id
@@ -1730,30 +2172,223 @@ cdef class NativeClubEvaluator:
                 l_matures.data.as_longlongs[r] = self.lots[k].matures
                 l_expires.data.as_longlongs[r] = self.lots[k].expires
                 r += 1
-                a_nlots.data.as_ints[i] += 1
+                a_nlots.data.as_ints[j] += 1
                 k = self.lots[k].next
+            j += 1
+        other = {}
+        j = 0
         for i in range(nc):
-            c_account.data.as_ints[i] = self.cards[i].account
-            c_status.data.as_schars[i] = self.cards[i].status
+            if skc[i]:
+                continue
+            c_key.data.as_longlongs[j] = self._card_key_at(i)
+            if c_key.data.as_longlongs[j] == 0:
+                other[j] = self.other_by_pos[i]
+            c_account.data.as_ints[j] = remap.data.as_ints[self.cards[i].account]
+            c_status.data.as_schars[j] = self.cards[i].status
+            j += 1
         return ClubColumns(
-            rules=self.rules, card_other=self.other_by_pos,
-            acc_id=_pyarray("q", self.acc_ix._keys), acc_kind=a_kind, acc_activated=a_act, acc_status=a_status,
+            rules=self.rules, card_other=other,
+            acc_id=a_id, acc_kind=a_kind, acc_activated=a_act, acc_status=a_status,
             acc_balance=a_balance, acc_tmonth=a_tmonth, acc_turnover=a_turnover, acc_nlots=a_nlots,
             lot_id=l_id, lot_points=l_points, lot_matures=l_matures, lot_expires=l_expires,
-            card_key=_pyarray("q", self.card_ix._keys), card_account=c_account, card_status=c_status)
-
-    # -- the rules (authz.club) --
+            card_key=c_key, card_account=c_account, card_status=c_status)
 
     # -- updates from the host (authz.update) --
 
+    cdef inline int64_t _card_key_at(self, Py_ssize_t i):
+        """The key of the club card at position ``i`` (0: its number is in other_by_pos)."""
+        if i < self.card_base:
+            return self.card_ix.keys[i]
+        return self.card_keys_extra[i - self.card_base]
+
+    cdef inline int64_t _acc_id_at(self, Py_ssize_t i):
+        """The id of the account at position ``i``."""
+        if i < self.acc_base:
+            return self.acc_ix.keys[i]
+        return self.acc_ids_extra[i - self.acc_base]
+
     def apply(self, update):
         """Apply the host's ``update`` (an authz.update.ClubUpdate) now: the next decision
-        sees it. A ModelError refuses the whole update and changes nothing."""
-        model = self.columns().to_model()
-        new_model, _ = apply_club_update(model, ClubState.from_model(model), update)
-        new = NativeClubEvaluator(ClubColumns.from_model(new_model))
-        if self._model is not None:
-            new._model = new_model
+        sees it (the rules: authz.update). A ModelError refuses the whole update and changes
+        nothing.
+
+        Upserts are made in place: a known account or card is overwritten where it is (an
+        account's lots go back to the pool and the host's are linked in), a new one appended
+        (its key in a small index beside the packed one); new rules rebuild the small
+        tables. An update that deletes an account, or drops a card from its account's row,
+        packs the tables anew without them (positions after them move up, as in the
+        reference)."""
+        if not isinstance(update, ClubUpdate):
+            raise TypeError(f"expected a ClubUpdate, got {type(update).__name__}")
+        check_club_update(update)
+        cdef Py_ssize_t i, pos, next_acc = self.n_accounts, next_card = self.n_cards, n_lots = 0
+        t = ClubTables(update.rules) if update.rules is not None else None
+        acc_plan = []
+        acc_new = {}
+        rewritten = set()
+        listed = set()
+        for account, cards in update.accounts:
+            if not isinstance(account, ClubAccount):
+                raise ModelError(f"a club account row must be a ClubAccount, got {type(account).__name__}")
+            aid = account.account_id
+            if type(aid) is not int or not -2**63 <= aid < 2**63:
+                raise ModelError(f"account id {aid!r} is not a 64-bit integer")
+            if not (0 <= account.kind <= 1 and 0 <= account.status <= 1):
+                raise ModelError(f"account {aid}: kind or status out of range")
+            if type(account.balance_kop) is not int or not 0 <= account.balance_kop <= MAX_AMOUNT:
+                raise ModelError(f"account {aid} balance out of range")
+            if type(account.turnover_month) is not int or not -2**31 <= account.turnover_month < 2**31 \
+                    or type(account.turnover_kop) is not int or not -2**63 <= account.turnover_kop < 2**63:
+                raise ModelError(f"account {aid}: turnover out of range")
+            lots = []
+            for lot in account.lots:
+                if type(lot.points) is not int or lot.points <= 0 or lot.matures_at_s > lot.expires_at_s:
+                    raise ModelError(f"account {aid} has a malformed lot {lot}")
+                for v in (lot.lot_id, lot.points, lot.matures_at_s, lot.expires_at_s):
+                    if type(v) is not int or not -2**63 <= v < 2**63:
+                        raise ModelError(f"account {aid} has a malformed lot {lot}")
+                lots.append((lot.lot_id, lot.points, lot.matures_at_s, lot.expires_at_s))
+            n_lots += len(lots)
+            pos = self._account_pos(aid)
+            if pos < 0:
+                pos = next_acc
+                next_acc += 1
+                acc_new[aid] = pos
+            else:
+                rewritten.add(pos)
+            card_plan = []
+            for c in cards:
+                if type(c.card_no) is not str or not c.card_no or not 0 <= c.status <= 1:
+                    raise ModelError(f"club card {mask_card_no(c.card_no)}: number or status malformed")
+                cpos = self._card_pos(c.card_no)
+                if cpos < 0:
+                    cpos = next_card
+                    next_card += 1
+                listed.add(cpos)
+                card_plan.append((cpos, c.card_no, int(c.status)))
+            acc_plan.append((pos, account, lots, card_plan))
+        if update.delete_accounts:
+            self._apply_with_deletes(update, rewritten, listed)
+            return
+        if rewritten and self._drops_cards(rewritten, listed):  # a card dropped from its account's row
+            self._apply_with_deletes(update, rewritten, listed)
+            return
+        # -- make room (a MemoryError here leaves the tables as they were) --
+        self._reserve(next_acc, next_card, n_lots)
+        # -- apply: nothing below can fail --
+        if t is not None:
+            self._take_rules(t)
+        for pos, account, lots, card_plan in acc_plan:
+            if pos >= self.n_accounts:
+                self.acc_ids_extra.append(account.account_id)
+                self.acc_extra[account.account_id] = pos
+                self.accs[pos].first_lot = -1
+                self.n_accounts += 1
+            self._write_account(pos, account, lots)
+            for cpos, no, status in card_plan:
+                if cpos >= self.n_cards:
+                    k = key_of(no)
+                    self.card_keys_extra.append(k)
+                    if k:
+                        self.card_extra[k] = cpos
+                    else:
+                        self.other_by_no[no] = cpos
+                        self.other_by_pos[cpos] = no
+                    self.n_cards += 1
+                self.cards[cpos].account = <int32_t>pos
+                self.cards[cpos].status = <int8_t>status
+        self._model = None  # the model it was built from is history now: ``model`` is the view
+
+    cdef bint _drops_cards(self, set rewritten, set listed) except -1:
+        """Does a card of a ``rewritten`` account (positions) miss from ``listed`` (card
+        positions)? One pass over the card table in C."""
+        cdef bytearray acc_mask = bytearray(max(self.n_accounts, 1)), card_mask = bytearray(max(self.n_cards, 1))
+        cdef unsigned char* am = acc_mask
+        cdef unsigned char* cm = card_mask
+        cdef Py_ssize_t i
+        for i in rewritten:
+            am[i] = 1
+        for i in listed:
+            if i < self.n_cards:
+                cm[i] = 1
+        for i in range(self.n_cards):
+            if am[self.cards[i].account] and not cm[i]:
+                return True
+        return False
+
+    cdef void _reserve(self, Py_ssize_t n_accounts, Py_ssize_t n_cards, Py_ssize_t n_lots) except *:
+        """Room for this many accounts and cards, and ``n_lots`` more lots."""
+        cdef void* p
+        if n_accounts > self.acc_cap:
+            cap = max(n_accounts, self.acc_cap + self.acc_cap // 2 + 16)
+            p = PyMem_Realloc(self.accs, cap * sizeof(AccountRec))
+            if p == NULL:
+                raise MemoryError("no memory for the club tables")
+            self.accs, self.acc_cap = <AccountRec*>p, cap
+        if n_cards > self.card_cap:
+            cap = max(n_cards, self.card_cap + self.card_cap // 2 + 16)
+            p = PyMem_Realloc(self.cards, cap * sizeof(ClubCardRec))
+            if p == NULL:
+                raise MemoryError("no memory for the club tables")
+            self.cards, self.card_cap = <ClubCardRec*>p, cap
+        if self.lot_top + n_lots > self.lot_cap:
+            cap = self.lot_top + n_lots + self.lot_cap // 2 + 64
+            if cap >= 2**31 - 1:
+                raise MemoryError("the club lot pool is full")
+            p = PyMem_Realloc(self.lots, cap * sizeof(LotRec))
+            if p == NULL:
+                raise MemoryError("no memory for the club lot pool")
+            self.lots, self.lot_cap = <LotRec*>p, cap
+
+    cdef void _write_account(self, Py_ssize_t a, account, list lots) except *:
+        """Account ``a`` as the host's row: its old lots back to the pool, the row's linked
+        in oldest first (equal lots in row order, as a stable sort)."""
+        cdef int32_t k = self.accs[a].first_lot, nxt
+        while k >= 0:
+            nxt = self.lots[k].next
+            self.lots[k].next = self.free_lot
+            self.free_lot = k
+            k = nxt
+        self.accs[a].first_lot = -1
+        self.accs[a].balance = account.balance_kop
+        self.accs[a].turnover = account.turnover_kop
+        self.accs[a].tmonth = account.turnover_month
+        self.accs[a].kind = int(account.kind)
+        self.accs[a].activated = 1 if account.activated else 0
+        self.accs[a].status = int(account.status)
+        for lot_id, points, matures, expires in lots:
+            self._add_lot(<int32_t>a, lot_id, points, matures, expires)
+
+    cdef void _take_rules(self, t) except *:
+        r = self.rules = t.rules
+        self.category_index, self.channel_index, self.method_index = t.category_index, t.channel_index, t.method_index
+        self.zones = _Zones(t.tz)
+        self.tz = t.tz_index
+        self.n_cats = len(r.categories)
+        self.n_channels, self.n_methods = len(r.channels), len(r.payment_methods)
+        self.cap_bp, self.maturity_s, self.expiry_months = r.redemption_cap_bp, r.maturity_s, r.expiry_months
+        self.cat_accrues, self.cat_redeemable = t.cat_accrues, t.cat_redeemable
+        self.rate, self.cap_balance, self.cap_turnover = t.rate, t.cap_balance, t.cap_turnover
+
+    def _apply_with_deletes(self, update, set rewritten, set listed):
+        """An update that deletes accounts or drops cards: the tables packed anew without
+        them, the rest of the update applied to the new tables, then taken over in one step."""
+        cdef Py_ssize_t i, p
+        skip_accs = bytearray(max(self.n_accounts, 1))
+        skip_cards = bytearray(max(self.n_cards, 1))
+        for aid in update.delete_accounts:
+            p = self._account_pos(aid)
+            if p >= 0:
+                skip_accs[p] = 1
+        for i in range(self.n_cards):
+            # the cards of a deleted account go (a row of this update may bring one back),
+            # and those dropped from their account's row
+            if skip_accs[self.cards[i].account] or (i not in listed and self.cards[i].account in rewritten):
+                skip_cards[i] = 1
+        new = NativeClubEvaluator.__new__(NativeClubEvaluator)
+        new._state_lots = True  # this site's lots (one that expires before it matures is legal state)
+        new.__init__(self._columns(skip_accs, skip_cards))
+        new.apply(ClubUpdate(update.rules, update.accounts, ()))
         self._adopt(new)
 
     cdef void _adopt(self, NativeClubEvaluator o):
@@ -1779,6 +2414,11 @@ cdef class NativeClubEvaluator:
         o.lot_cap = o.lot_top = 0
         self.card_ix, self.acc_ix = o.card_ix, o.acc_ix
         self.other_by_no, self.other_by_pos = o.other_by_no, o.other_by_pos
+        self.card_cap, self.acc_cap, self.card_base, self.acc_base = o.card_cap, o.acc_cap, o.card_base, o.acc_base
+        self.card_extra, self.acc_extra = o.card_extra, o.acc_extra
+        self.card_keys_extra, self.acc_ids_extra = o.card_keys_extra, o.acc_ids_extra
+
+    # -- the rules (authz.club) --
 
     cdef inline bint _blocked(self, int32_t c) noexcept nogil:
         return self.cards[c].status == BLOCKED or self.accs[self.cards[c].account].status == BLOCKED

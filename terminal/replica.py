@@ -25,11 +25,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from authz import sample
-from authz.errors import ModelError
-from authz.update import ClubUpdate, FuelUpdate
 from authz.club_model import ClubModel, ClubPayment, ClubReturn, ClubSale, ClubTopUp, SaleLine
+from authz.errors import ModelError
 from authz.fuel_model import FuelCard, FuelDecision, FuelModel, FuelRequest, ProductGroup, Station, Tariff
 from authz.reasons import Reason
+from authz.update import ClubUpdate, FuelUpdate
 from native import club_evaluator, fuel_evaluator
 from native.compact import ClubColumns, FuelColumns, foreign_stop_keys, release_free_memory, sample_club_columns
 from native.compact import sample_fuel_columns as compact_sample
@@ -199,7 +199,7 @@ class Replica:
 
     @classmethod
     def from_rows(cls, rows: Mapping[Table, Iterable[Any]], *, fuel: bool = True, club: bool = True,
-                  versions: Mapping[Table, int] | None = None, impl: str | None = None) -> "Replica":
+                  versions: Mapping[Table, int] | None = None, impl: str | None = None) -> Replica:
         """The replica of a site built from a complete set of the host's tables.
 
         ``rows[table]`` is every row of ``table`` as :mod:`wire` decodes them (an iterable,
@@ -270,12 +270,12 @@ class Replica:
         else:
             upserts, deletes = update.upserts, update.deletes
         ev.apply(fuel_update(table, upserts, deletes))
-        if isinstance(self._fuel_model, FuelModel) and not hasattr(ev, "columns"):
-            self._fuel_model = None  # the reference made a new model
+        self._fuel_model = None  # a new model (reference) or a view over the changed tables (native)
 
     def _swap_fuel_cards(self, rows: Iterable[FuelCardRow]) -> None:
         """A whole fuel card table: the native evaluator built anew, then swapped in."""
         ev = self.fuel
+        assert ev is not None
         cols = ev.columns()
         contracts = [ev.contract_at(i) for i in range(ev.contract_count)]
         stop = ev._stop_now() if hasattr(ev, "_stop_now") else set(ev.stop_list_numbers())
@@ -301,9 +301,8 @@ class Replica:
             return
         else:
             ev.apply(ClubUpdate(accounts=tuple((r.account, tuple(r.cards)) for r in update.upserts),
-                                delete_accounts=tuple(update.deletes)))
-        if isinstance(self._club_model, ClubModel) and not hasattr(ev, "columns"):
-            self._club_model = None
+                                delete_accounts=tuple(int(k) for k in update.deletes)))
+        self._club_model = None
 
     # -- replay of local spend --
 
@@ -352,7 +351,7 @@ def fuel_update(table: Table, upserts: Iterable[Any], deletes: Iterable[Any]) ->
         return FuelUpdate(stations=upserts, delete_stations=deletes)
     if table is Table.TARIFFS:
         return FuelUpdate(tariffs=tuple((Tariff(r.tariff), tuple(r.discounts)) for r in upserts),
-                          delete_tariffs=tuple(Tariff(k) for k in deletes))
+                          delete_tariffs=tuple(Tariff(int(k)) for k in deletes))
     if table is Table.CONTRACTS:
         return FuelUpdate(contracts=upserts, delete_contracts=deletes)
     if table is Table.FUEL_CARDS:

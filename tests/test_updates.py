@@ -8,16 +8,51 @@ from dataclasses import replace
 
 import pytest
 
-from authz.club_model import ClubAccount, ClubCard, ClubCardKind, ClubRules, ClubStatus, PointLot
+from authz.club_model import (
+    ClubAccount,
+    ClubCard,
+    ClubCardKind,
+    ClubRules,
+    ClubStatus,
+    PointLot,
+)
 from authz.errors import ModelError, RequestError
-from authz.fuel_model import (CardStatus, Contract, DiscountKind, DiscountRule, DiscountWhere, Limit, LimitCounter, LimitUnit,
-                              Period, Product, ProductGroup, Scope, Tariff)
+from authz.fuel_model import (
+    CardStatus,
+    Contract,
+    DiscountKind,
+    DiscountRule,
+    DiscountWhere,
+    Limit,
+    LimitCounter,
+    LimitUnit,
+    Period,
+    Product,
+    ProductGroup,
+    Scope,
+    Tariff,
+)
 from authz.reasons import Reason
 from authz.update import ClubUpdate, FuelUpdate
 from native import club_evaluator, fuel_evaluator
 
-from .evaluator_fixtures import (ACCOUNT, CARD, CLUB_CARD, CLUB_CARD_NEW, HOME, MSK, card, club_model, contract,
-                                 fuel_model, fuel_req, fuel_snapshot, sale, stations, ts)
+from .evaluator_fixtures import (
+    ACCOUNT,
+    CARD,
+    CLUB_CARD,
+    CLUB_CARD_NEW,
+    HOME,
+    MSK,
+    card,
+    club_model,
+    contract,
+    fuel_model,
+    fuel_req,
+    fuel_snapshot,
+    sale,
+    stations,
+    ts,
+)
 
 NOW = ts(2026, 6, 10, 12)
 L100 = Limit(1, LimitUnit.MILLILITRES, Period.DAY, 100_000)
