@@ -40,7 +40,7 @@ from . import fuel_api
 from .api import LocalApi
 from .config import SiteConfig
 from .events import EventBus
-from .follower import ReplicaUpdate
+from .follower import FullSnapshot, ReplicaUpdate
 from .fuel import (
     CARD_COMMITTED,
     PREAUTH,
@@ -236,6 +236,8 @@ class Daemon:
         self.impl = impl
         self.progress_interval_s = progress_interval_s
         self._replica_lock = asyncio.Lock()
+        #: while provisioning: the rows of each table as its snapshot was stored (no delta since)
+        self._fresh_rows: dict[Table, tuple[Any, ...]] = {}
         self._provision_started: float | None = None
         self.provisioned_in_s: float | None = None
         #: seconds from the start of provisioning (a new site), and from the first snapshot part
@@ -519,7 +521,11 @@ class Daemon:
                     await asyncio.wait_for(self._provision_progress(needed), self.progress_interval_s)
         async with self._replica_lock:  # no update lands between reading the store and building on it
             versions = {t: v for t, v in store.versions().items() if t in needed}
-            rows = {t: store.iter_rows(t) for t in needed}
+            # a table whose snapshot just came (verified by wire.decode, committed as it is) is
+            # built from those rows; the others are read back from the store, checked again
+            fresh, self._fresh_rows = self._fresh_rows, {}
+            rows = {t: fresh[t] if t in fresh else store.iter_rows(t) for t in needed}
+            del fresh
             try:
                 self._replica = await asyncio.to_thread(build_replica, self.config, rows, versions=versions,
                                                         impl=self.impl)
@@ -573,6 +579,11 @@ class Daemon:
             except ReplicaStoreError as exc:  # the evaluators are ahead of the disk: restart from the store
                 self.fatal(exc)
                 raise
+            if self._replica is None:  # provisioning: keep a whole snapshot's rows for the build
+                if isinstance(update, FullSnapshot):
+                    self._fresh_rows[info.table] = update.rows
+                else:
+                    self._fresh_rows.pop(info.table, None)
             log.info("replica %s at version %d (%d rows) stored", info.table.value, info.version, info.rows)
 
     def _apply_to_evaluators(self, update: ReplicaUpdate) -> None:
