@@ -21,7 +21,9 @@
   receiving and verifying every part, the follower, the replica store's fsync'd writes, the
   evaluators built from the store); ``provision_1m_cards_to_serving_s``: the process started
   to its API serving sales; ``provision_1m_cards_rss_mb`` and ``provision_1m_cards_peak_rss_mb``:
-  its resident memory once serving and its peak; ``provision_store_mb``: ``replica.sqlite``.
+  its resident memory once serving and its peak; ``provision_store_mb``: ``replica.sqlite``;
+  ``restart_from_store_1m_cards_s`` and ``..._rss_mb``: the same site restarted with the
+  broker down, from the process start to serving from its store (every row checked again).
 
 The rows are written by a child process from the generated network (``authz.sample`` via
 ``native.compact``), read back by another, so neither figure counts the generator.
@@ -285,6 +287,33 @@ def _proc_rss_mb(pid: int) -> tuple[float, float]:
     return rss, hwm
 
 
+def _serve_once(cfg: Path) -> tuple[float, float, float, list[str]]:
+    """``edgepos run --config cfg`` until it serves, then SIGTERM: seconds from the process
+    start to serving, RSS and peak RSS (MB) once serving, and its log lines."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "terminal.cli", "run", "--config", str(cfg)],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    lines: list[str] = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if os.environ.get("BENCH_VERBOSE"):
+                print("# site: " + line.rstrip(), file=sys.stderr)
+            if "listening on http://" in line:
+                took = round(time.perf_counter() - t0, 2)
+                time.sleep(1.0)  # settled
+                rss, hwm = _proc_rss_mb(proc.pid)
+                return took, round(rss), round(hwm), lines
+            if "Traceback" in line or line.startswith("edgepos: "):
+                raise RuntimeError(f"the site did not start: {line.strip()}")
+        raise RuntimeError("the site exited before serving")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
 def provision_figures(fuel_cards: int = 1_000_000, stop_list: int = 1_000_000, club_accounts: int = 100_000,
                     seed: int = 1) -> dict[str, float]:
     """A new pump and till site (every table) with an empty data directory started as
@@ -325,34 +354,18 @@ def provision_figures(fuel_cards: int = 1_000_000, stop_list: int = 1_000_000, c
             assert broker.port is not None
             asyncio.run(publish_retained(broker.port, frames))
             del frames
-            t0 = time.perf_counter()
-            proc = subprocess.Popen([sys.executable, "-m", "terminal.cli", "run", "--config", str(cfg)],
-                                    stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT,
-                                    env=dict(os.environ, PYTHONPATH=str(ROOT)))
             out: dict[str, float] = {}
-            try:
-                assert proc.stderr is not None
-                for line in proc.stderr:
-                    if os.environ.get("BENCH_VERBOSE"):
-                        print("# site: " + line.rstrip(), file=sys.stderr)
-                    m = re.search(r"provisioned from the host in [\d.]+ s \(([\d.]+) s from the first snapshot part", line)
-                    if m:
-                        out["provision_1m_cards_s"] = float(m.group(1))
-                    if "listening on http://" in line:
-                        out["provision_1m_cards_to_serving_s"] = round(time.perf_counter() - t0, 2)
-                        time.sleep(1.0)  # settled
-                        rss, hwm = _proc_rss_mb(proc.pid)
-                        out["provision_1m_cards_rss_mb"] = round(rss)
-                        out["provision_1m_cards_peak_rss_mb"] = round(hwm)
-                        break
-                    if "Traceback" in line or line.startswith("edgepos: "):
-                        raise RuntimeError(f"the site did not start: {line.strip()}")
-                else:
-                    raise RuntimeError("the site exited before serving")
-                out["provision_store_mb"] = round((tmp / "data" / "replica.sqlite").stat().st_size / 1e6)
-            finally:
-                proc.terminate()
-                proc.wait(timeout=60)
+            took, rss, hwm, lines = _serve_once(cfg)
+            out["provision_1m_cards_to_serving_s"] = took
+            out["provision_1m_cards_rss_mb"], out["provision_1m_cards_peak_rss_mb"] = rss, hwm
+            for line in lines:
+                m = re.search(r"provisioned from the host in [\d.]+ s \(([\d.]+) s from the first snapshot part", line)
+                if m:
+                    out["provision_1m_cards_s"] = float(m.group(1))
+            out["provision_store_mb"] = round((tmp / "data" / "replica.sqlite").stat().st_size / 1e6)
+            broker.stop()  # the host unreachable: the site restarts on its store
+            took, rss, hwm, _ = _serve_once(cfg)
+            out["restart_from_store_1m_cards_s"], out["restart_from_store_1m_cards_rss_mb"] = took, rss
     return out
 
 
