@@ -9,6 +9,7 @@ is; a stored replica is never replaced by an older one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import replace
@@ -481,3 +482,43 @@ def test_sigterm_while_waiting_for_the_host_stops_the_site_cleanly(tmp_path):
         assert p.wait(timeout=30) == 0
     finally:
         host.broker.stop()
+
+
+def test_while_waiting_health_and_the_log_show_the_snapshot_parts_collected(tmp_path, caplog):
+    """One part of three of a club_accounts snapshot is retained (no worker runs): the waiting
+    site shows it collected, in /v1/health and in its progress line."""
+    caplog.set_level(logging.INFO, logger="edgepos")
+
+    async def main() -> None:
+        from host.worker import load_keys
+        from wire import ClubAccountRow, ReplicaSnapshot, encode, snapshot_topic
+
+        host = Host(tmp_path, _till_site(tmp_path))
+        await asyncio.to_thread(host.broker.start)
+        try:
+            club = sample.club_model(n_accounts=3, seed=8)
+            row = ClubAccountRow(club.accounts[0], tuple(c for c in club.cards if c.account_id == club.accounts[0].account_id))
+            part = encode(ReplicaSnapshot(Table.CLUB_ACCOUNTS, 5, 0, 3, (row,)), load_keys(host.keys_dir))
+            import aiomqtt
+            async with aiomqtt.Client("127.0.0.1", host.broker.port, identifier="test-host-retain") as c:
+                await c.publish(snapshot_topic(Table.CLUB_ACCOUNTS, 0), part, qos=1, retain=True)
+            d = Daemon(host.site_config, None, progress_interval_s=0.3)
+            starting = asyncio.create_task(d.start())
+            try:
+                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=T)) as s:
+                    await _wait(lambda: d.port is not None, "the API listening")
+                    await _wait(lambda: d.sync is not None and Table.CLUB_ACCOUNTS in d.sync.snapshots_collecting(),
+                                "the part collected")
+                    h = await _health(s, d)
+                    assert h["provisioning"]["parts_collected"] == {"club_accounts": {"version": 5, "parts": 1, "of": 3}}
+                    assert h["provisioning"]["tables_held"] == {} and h["serving"] is False
+                await _wait(lambda: "club_accounts (parts 1/3 of version 5)" in caplog.text, "the progress line")
+                assert not starting.done()
+            finally:
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+                await d.stop()
+        finally:
+            await asyncio.to_thread(host.broker.stop)
+    asyncio.run(asyncio.wait_for(main(), 120))
