@@ -919,6 +919,39 @@ cdef class NativeFuelEvaluator:
         self.stop_changes[card_no] = bool(listed)
         return c >= 0
 
+    def replace_stop_list(self, numbers):
+        """The stop list becomes exactly ``numbers`` (a host snapshot of it), now: a new key
+        index, every card's flag set anew, the run-time changes forgotten."""
+        cdef Py_ssize_t i, c
+        keys = _pyarray("q")
+        other = set()
+        for no in numbers:
+            if type(no) is not str or not no:
+                raise ModelError(f"a stop-list number must be text, got {no!r}")
+            k = key_of(no)
+            if k:
+                keys.append(k)
+            else:
+                other.add(no)
+        ix = _KeyIndex(_merge_keys(keys, _pyarray("q")), False)
+        for i in range(self.n_cards):
+            self.cards[i].flags &= ~F_STOP
+        self.stop_ix, self.stop_other, self.stop_changes = ix, frozenset(other), {}
+        for i in range(ix.n):
+            c = self._card_pos_of_key(ix.at(i))
+            if c >= 0:
+                self.cards[c].flags |= F_STOP
+        for no in self.stop_other:
+            c = self.other_by_no.get(no, -1)
+            if c >= 0:
+                self.cards[c].flags |= F_STOP
+
+    cdef Py_ssize_t _card_pos_of_key(self, int64_t k):
+        cdef Py_ssize_t c = self.card_ix.find(k)
+        if c < 0 and self.card_extra:
+            return self.card_extra.get(k, -1)
+        return c
+
     def on_stop_list(self, card_no):
         """Is ``card_no`` on the stop list (a card of this replica or not)?"""
         if self.stop_changes and card_no in self.stop_changes:

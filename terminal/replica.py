@@ -266,6 +266,9 @@ class Replica:
             if table is Table.FUEL_CARDS and hasattr(ev, "columns"):
                 self._swap_fuel_cards(update.rows)
                 return
+            if table is Table.STOP_LIST:
+                ev.replace_stop_list(r.card_no for r in update.rows)
+                return
             upserts, deletes = update.rows, tuple(_fuel_keys(ev, table) - {_key(table, r) for r in update.rows})
         else:
             upserts, deletes = update.upserts, update.deletes
