@@ -8,7 +8,7 @@ from .batch import ClubQuoteBatch, ClubQuoteBatchResult, FuelBatch, FuelBatchRes
 from .club_model import (AccountState, ClubCommit, ClubModel, ClubPayment, ClubQuote, ClubReturn,
                          ClubReturnResult, ClubSale, ClubState, ClubTopUp, ClubTopUpResult,
                          SaleLine)
-from .errors import RequestError
+from .errors import ModelError, RequestError
 from .fuel_model import (FuelCompletion, FuelDecision, FuelModel, FuelRequest, FuelState,
                          LimitCounter)
 from .update import ClubUpdate, FuelUpdate, apply_club_update, apply_fuel_update
@@ -63,6 +63,15 @@ class ReferenceFuelEvaluator:
             self.state.stop_list = set(self.model.stop_list)
         (self.state.stop_list.add if listed else self.state.stop_list.discard)(card_no)
         return card_no in self.model.card_index
+
+    def replace_stop_list(self, numbers) -> None:
+        """The stop list becomes exactly ``numbers`` (a host snapshot of it), now."""
+        listed = set()
+        for no in numbers:
+            if type(no) is not str or not no:
+                raise ModelError(f"a stop-list number must be text, got {no!r}")
+            listed.add(no)
+        self.state.stop_list = listed
 
     def on_stop_list(self, card_no: str) -> bool:
         """Is ``card_no`` on the stop list now?"""

@@ -10,6 +10,7 @@ then the club evaluator. Each rule cites the reference function it mirrors.
 from cpython cimport array as carray
 from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.ref cimport PyObject, Py_INCREF
+from cpython.object cimport Py_SIZE
 from cpython.unicode cimport PyUnicode_1BYTE_KIND, PyUnicode_DATA, PyUnicode_GET_LENGTH, PyUnicode_KIND
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport qsort
@@ -917,6 +918,39 @@ cdef class NativeFuelEvaluator:
                 self.cards[c].flags &= ~F_STOP
         self.stop_changes[card_no] = bool(listed)
         return c >= 0
+
+    def replace_stop_list(self, numbers):
+        """The stop list becomes exactly ``numbers`` (a host snapshot of it), now: a new key
+        index, every card's flag set anew, the run-time changes forgotten."""
+        cdef Py_ssize_t i, c
+        keys = _pyarray("q")
+        other = set()
+        for no in numbers:
+            if type(no) is not str or not no:
+                raise ModelError(f"a stop-list number must be text, got {no!r}")
+            k = key_of(no)
+            if k:
+                keys.append(k)
+            else:
+                other.add(no)
+        ix = _KeyIndex(_merge_keys(keys, _pyarray("q")), False)
+        for i in range(self.n_cards):
+            self.cards[i].flags &= ~F_STOP
+        self.stop_ix, self.stop_other, self.stop_changes = ix, frozenset(other), {}
+        for i in range(ix.n):
+            c = self._card_pos_of_key(ix.at(i))
+            if c >= 0:
+                self.cards[c].flags |= F_STOP
+        for no in self.stop_other:
+            c = self.other_by_no.get(no, -1)
+            if c >= 0:
+                self.cards[c].flags |= F_STOP
+
+    cdef Py_ssize_t _card_pos_of_key(self, int64_t k):
+        cdef Py_ssize_t c = self.card_ix.find(k)
+        if c < 0 and self.card_extra:
+            return self.card_extra.get(k, -1)
+        return c
 
     def on_stop_list(self, card_no):
         """Is ``card_no`` on the stop list (a card of this replica or not)?"""
@@ -3094,3 +3128,108 @@ def _sample_club_rows(tuple mt_state, Py_ssize_t n_accounts, int64_t now, int64_
                 acc_tmonth=a_tmonth, acc_turnover=a_turnover, acc_nlots=a_nlots, lot_id=l_id, lot_points=l_points,
                 lot_matures=l_matures, lot_expires=l_expires, card_key=c_key, card_account=c_account,
                 card_status=c_status)
+
+
+# ---------------------------------------------------------------- columns from host rows
+
+cdef inline void _put_q(carray.array a, int64_t v) except *:
+    cdef Py_ssize_t n = Py_SIZE(a)
+    carray.resize_smart(a, n + 1)
+    a.data.as_longlongs[n] = v
+
+
+cdef inline void _put_i(carray.array a, int32_t v) except *:
+    cdef Py_ssize_t n = Py_SIZE(a)
+    carray.resize_smart(a, n + 1)
+    a.data.as_ints[n] = v
+
+
+cdef inline void _put_b(carray.array a, int8_t v) except *:
+    cdef Py_ssize_t n = Py_SIZE(a)
+    carray.resize_smart(a, n + 1)
+    a.data.as_schars[n] = v
+
+
+cdef inline void _put_ub(carray.array a, uint8_t v) except *:
+    cdef Py_ssize_t n = Py_SIZE(a)
+    carray.resize_smart(a, n + 1)
+    a.data.as_uchars[n] = v
+
+
+cdef inline void _put_h(carray.array a, uint16_t v) except *:
+    cdef Py_ssize_t n = Py_SIZE(a)
+    carray.resize_smart(a, n + 1)
+    a.data.as_ushorts[n] = v
+
+
+def _fill_card_columns(cards, dict contract_pos, dict product_pos, cols):
+    """The card and limit columns of ``cols`` from (FuelCard, counters) rows: the loop of
+    native.compact.FuelColumns.from_rows, in C (the same checks, the same columns)."""
+    cdef carray.array k_key = cols.card_key, k_ct = cols.card_contract, k_kind = cols.card_kind
+    cdef carray.array k_status = cols.card_status, k_exp = cols.card_expires, k_groups = cols.card_groups
+    cdef carray.array k_nlim = cols.card_nlimits
+    cdef carray.array l_id = cols.lim_id, l_unit = cols.lim_unit, l_period = cols.lim_period
+    cdef carray.array l_scope = cols.lim_scope, l_amount = cols.lim_amount, l_sv = cols.lim_scope_value
+    cdef carray.array l_spent = cols.lim_spent, l_pstart = cols.lim_pstart
+    cdef dict days = {}, masks = {}, other = cols.card_other
+    cdef int64_t key
+    cdef int32_t value
+    cdef Py_ssize_t n_lim
+    for row in cards:
+        card, counters = row
+        no = card.card_no
+        ct = contract_pos.get(card.contract_id)
+        if ct is None:
+            raise ModelError(f"card {mask_card_no(no)} of unknown contract {card.contract_id}")
+        key = key_of(no) if type(no) is str else 0
+        if not key:
+            other[Py_SIZE(k_key)] = no
+        _put_q(k_key, key)
+        _put_i(k_ct, ct)
+        _put_b(k_kind, card.kind)
+        _put_b(k_status, card.status)
+        exp = card.expires_on
+        day = days.get(exp)
+        if day is None:
+            day = days[exp] = exp.toordinal() - _EPOCH_ORDINAL
+        _put_i(k_exp, day)
+        groups = card.groups
+        m = masks.get(groups)
+        if m is None:
+            m = 0
+            for g in groups:
+                m |= 1 << int(g)
+            masks[groups] = m
+        _put_ub(k_groups, m)
+        limits = card.limits
+        n_lim = len(limits)
+        if n_lim > 65535:
+            raise ModelError(f"card {mask_card_no(no)} has too many limits")
+        _put_h(k_nlim, <uint16_t>n_lim)
+        known = dict(counters) if counters else None
+        for lim in limits:
+            scope = lim.scope
+            if scope == SCOPE_GROUP:
+                if lim.group is None:
+                    raise ModelError(f"limit {lim.limit_id} has scope GROUP but no group")
+                value = lim.group
+            elif scope == SCOPE_PRODUCT:
+                p = product_pos.get(lim.product)
+                if p is None:
+                    raise ModelError(f"limit {lim.limit_id} names unknown product {lim.product!r}")
+                value = p
+            else:
+                value = -1
+            _put_q(l_id, lim.limit_id)
+            _put_b(l_unit, lim.unit)
+            _put_b(l_period, lim.period)
+            _put_b(l_scope, scope)
+            _put_q(l_amount, lim.amount)
+            _put_i(l_sv, value)
+            counter = known.get(lim.limit_id) if known else None
+            if counter is None:
+                _put_q(l_spent, 0)
+                _put_i(l_pstart, NO_PERIOD_)
+            else:
+                _put_q(l_spent, counter.spent)
+                _put_i(l_pstart, counter.period_start)

@@ -209,7 +209,6 @@ class FuelColumns:
         A card of an unknown contract or a limit of an unknown product is a ModelError here;
         the rest is checked when an evaluator packs the columns."""
         products, stations = tuple(products), tuple(stations)
-        product_pos = {p.code: i for i, p in enumerate(products)}
         tz_pos: dict[str, int] = {}
         ct_id, ct_tz, ct_region, ct_tariff = array("q"), array("H"), array("i"), array("b")
         ct_balance, ct_credit, ct_nchosen, ct_chosen = array("q"), array("q"), array("b"), array("q")
@@ -232,55 +231,12 @@ class FuelColumns:
         cols = cls(products=products, stations=stations, discounts=tuple(discounts), tz_names=tuple(tz_pos),
                    ct_id=ct_id, ct_tz=ct_tz, ct_region=ct_region, ct_tariff=ct_tariff, ct_balance=ct_balance,
                    ct_credit=ct_credit, ct_nchosen=ct_nchosen, ct_chosen=ct_chosen)
-        k_key, k_ct, k_kind, k_status = cols.card_key, cols.card_contract, cols.card_kind, cols.card_status
-        k_exp, k_groups, k_nlim = cols.card_expires, cols.card_groups, cols.card_nlimits
-        l_id, l_unit, l_period, l_scope = cols.lim_id, cols.lim_unit, cols.lim_period, cols.lim_scope
-        l_amount, l_sv, l_spent, l_pstart = cols.lim_amount, cols.lim_scope_value, cols.lim_spent, cols.lim_pstart
-        days: dict = {}
-        masks: dict = {}
+        from ._evaluator import _fill_card_columns
         try:
-            for card, counters in cards:
-                ct = contract_pos.get(card.contract_id)
-                if ct is None:
-                    raise ModelError(f"card {mask_card_no(card.card_no)} of unknown contract {card.contract_id}")
-                key = card_key(card.card_no)
-                if not key:
-                    cols.card_other[len(k_key)] = card.card_no
-                k_key.append(key)
-                k_ct.append(ct)
-                k_kind.append(int(card.kind))
-                k_status.append(int(card.status))
-                day = days.get(card.expires_on)
-                if day is None:
-                    day = days[card.expires_on] = day_number(card.expires_on)
-                k_exp.append(day)
-                m = masks.get(card.groups)
-                if m is None:
-                    m = masks[card.groups] = _mask(card.groups)
-                k_groups.append(m)
-                k_nlim.append(len(card.limits))
-                known = dict(counters) if counters else None
-                for lim in card.limits:
-                    if lim.scope is Scope.GROUP:
-                        if lim.group is None:
-                            raise ModelError(f"limit {lim.limit_id} has scope GROUP but no group")
-                        value = int(lim.group)
-                    elif lim.scope is Scope.PRODUCT:
-                        value = product_pos.get(lim.product, -2)
-                        if value == -2:
-                            raise ModelError(f"limit {lim.limit_id} names unknown product {lim.product!r}")
-                    else:
-                        value = -1
-                    l_id.append(lim.limit_id)
-                    l_unit.append(int(lim.unit))
-                    l_period.append(int(lim.period))
-                    l_scope.append(int(lim.scope))
-                    l_amount.append(lim.amount)
-                    l_sv.append(value)
-                    counter = known.get(lim.limit_id) if known else None
-                    l_spent.append(counter.spent if counter else 0)
-                    l_pstart.append(counter.period_start if counter else NO_PERIOD)
-        except (TypeError, OverflowError) as exc:
+            _fill_card_columns(cards, contract_pos, {p.code: i for i, p in enumerate(products)}, cols)
+        except ModelError:
+            raise
+        except (TypeError, OverflowError, AttributeError, ValueError) as exc:
             raise ModelError(f"a fuel card row does not fit its columns: {exc}") from None
         from ._evaluator import _merge_keys
         stop = array("q")

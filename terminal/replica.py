@@ -266,6 +266,9 @@ class Replica:
             if table is Table.FUEL_CARDS and hasattr(ev, "columns"):
                 self._swap_fuel_cards(update.rows)
                 return
+            if table is Table.STOP_LIST:
+                ev.replace_stop_list(r.card_no for r in update.rows)
+                return
             upserts, deletes = update.rows, tuple(_fuel_keys(ev, table) - {_key(table, r) for r in update.rows})
         else:
             upserts, deletes = update.upserts, update.deletes
@@ -276,12 +279,10 @@ class Replica:
         """A whole fuel card table: the native evaluator built anew, then swapped in."""
         ev = self.fuel
         assert ev is not None
-        cols = ev.columns()
-        contracts = [ev.contract_at(i) for i in range(ev.contract_count)]
-        stop = ev._stop_now() if hasattr(ev, "_stop_now") else set(ev.stop_list_numbers())
-        new = FuelColumns.from_rows(products=cols.products, stations=cols.stations, discounts=cols.discounts,
-                                    contracts=contracts, cards=((r.card, r.counters) for r in rows), stop_list=stop)
-        del cols
+        contracts = (ev.contract_at(i) for i in range(ev.contract_count))  # with their balances now
+        new = FuelColumns.from_rows(products=ev.products, stations=ev.stations, discounts=ev.discounts,
+                                    contracts=contracts, cards=((r.card, r.counters) for r in rows),
+                                    stop_list=ev._stop_now())
         self.fuel = fuel_evaluator(new, ev.name)
         self._fuel_model = None
 

@@ -277,3 +277,16 @@ def test_refused_club_update_changes_nothing(impl, update):
     with pytest.raises(ModelError):
         ev.apply(update)
     assert (ev.quote(sale(NOW, ("shoes", 100_000))), ev.account(ACCOUNT)) == before
+
+
+def test_replace_stop_list_is_the_whole_list(impl):
+    ev = _fuel(impl, stop_list=(CARD, "X-1"))
+    ev.apply(FuelUpdate(cards=((card(OTHER), ()),), stop_listed=("7005840000000001",)))
+    assert ev.authorize(fuel_req(NOW)).reason is Reason.STOP_LIST
+    ev.replace_stop_list([OTHER, "Y-2"])
+    assert ev.authorize(fuel_req(NOW)).reason is Reason.OK
+    assert ev.authorize(fuel_req(NOW, card_no=OTHER)).reason is Reason.STOP_LIST
+    assert [ev.on_stop_list(n) for n in (CARD, "X-1", "7005840000000001", OTHER, "Y-2")] == [False] * 3 + [True] * 2
+    with pytest.raises(ModelError):
+        ev.replace_stop_list([CARD, 7])
+    assert ev.on_stop_list(OTHER) and not ev.on_stop_list(CARD)

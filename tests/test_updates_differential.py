@@ -172,6 +172,10 @@ def test_fuel_updates_agree_and_match_a_fresh_evaluator(data):
     for _ in range(data.draw(st.integers(1, 6))):
         applied = _apply_both(ref, nat, data.draw(fuel_updates(ref.model)))
         event(f"fuel update {'applied' if applied else 'refused'}")
+        if data.draw(st.integers(0, 4)) == 0:  # sometimes a whole stop list (a snapshot)
+            numbers = data.draw(st.lists(st.sampled_from([c.card_no for c in ref.model.cards] + list(NEW_NUMBERS))))
+            ref.replace_stop_list(numbers)
+            nat.replace_stop_list(numbers)
         if not ref.model.cards or not ref.model.stations:
             continue
         for req, pct in data.draw(fuel_steps(ref.model)):

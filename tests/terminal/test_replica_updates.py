@@ -208,3 +208,27 @@ def test_snapshots_replace_whole_tables(impl):
                                                                          (club_model().cards[0],)),)))
     assert r.club.quote(sale(NOW, ("shoes", 100_000), card_no=CLUB_CARD)).balance_kop == 70_000
     assert r.table_versions[Table.CLUB_ACCOUNTS] == 9 and HOME
+
+
+def test_columns_from_rows_are_the_columns_of_the_model():
+    from native.compact import ClubColumns, FuelColumns
+    fuel, club = sample.fuel_model(n_cards=500, seed=3), sample.club_model(n_accounts=80, seed=3)
+    # odd numbers: leading zeros, letters, too long for a key
+    cards = [replace(c, card_no=no) for c, no in zip(fuel.cards, ("0012", "CARD-1", "1" * 25))] + list(fuel.cards[3:])
+    counters = {(cards[i].card_no if i < 3 else k[0], k[1]): v
+                for k, v in fuel.counters.items() for i in [fuel.card_index[k[0]]]}
+    fuel = FuelModel(products=fuel.products, stations=fuel.stations, contracts=fuel.contracts, cards=cards,
+                     discounts=fuel.discounts, stop_list=set(fuel.stop_list) | {"0012", "X-9"}, counters=counters)
+    rows = host_rows(fuel, club)
+    cols = FuelColumns.from_rows(products=rows[Table.PRODUCTS], stations=rows[Table.STATIONS],
+                                 discounts=[d for r in rows[Table.TARIFFS] for d in r.discounts],
+                                 contracts=rows[Table.CONTRACTS],
+                                 cards=((r.card, r.counters) for r in rows[Table.FUEL_CARDS]),
+                                 stop_list=(r.card_no for r in rows[Table.STOP_LIST]))
+    expected = FuelColumns.from_model(fuel)
+    expected.discounts = cols.discounts  # grouped by tariff in the rows
+    assert cols == expected
+    club_cols = ClubColumns.from_rows(club.rules, ((r.account, r.cards) for r in rows[Table.CLUB_ACCOUNTS]))
+    by_account = ClubColumns.from_model(ClubModel(rules=club.rules, accounts=club.accounts, cards=sorted(
+        club.cards, key=lambda c: club.account_index[c.account_id])))
+    assert club_cols == by_account
