@@ -12,6 +12,7 @@ to stdout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import random
@@ -124,8 +125,13 @@ class Shoppers:
     def __init__(self, till_id: str, scanner: ScannerSim, replica: Replica, api: Api, report: SiteReport,
                  clock: "SimClock", rnd: random.Random) -> None:
         self.till_id, self.scanner, self.api, self.report, self.clock, self.rnd = till_id, scanner, api, report, clock, rnd
-        self.club = replica.club
+        self.replica = replica
         self.committed: list[tuple[str, int]] = []
+
+    @property
+    def club(self):
+        """The club evaluator as the site holds it now (a replica update may replace it)."""
+        return self.replica.club
 
     def _card(self) -> str:
         """A random active club card, by position (no object per card is built)."""
@@ -338,15 +344,18 @@ async def run_site(*, config: SiteConfig | None = None, sim_seconds: int = 3_600
                 missing = [p.reader for p in cfg.pumps if p.reader not in readers]
                 if missing:
                     raise RuntimeError(f"pcscd has no reader {missing[0]!r} (it has {sorted(readers)})")
-            say(f"building the replica: {fuel_cards:,} fuel cards, {club_accounts:,} club accounts")
-            replica = Replica.simulated(cfg, fuel_cards=fuel_cards, club_accounts=club_accounts, seed=seed)
-            host = await _start_host(cfg, replica, Path(tmp), say)
+            say(f"generating the network's master data: {fuel_cards:,} fuel cards, {club_accounts:,} club accounts")
+            master = Replica.simulated(cfg, fuel_cards=fuel_cards, club_accounts=club_accounts, seed=seed)
+            host = await _start_host(cfg, master, Path(tmp), say)
+            del master  # the site gets the network from the host only, through the broker
             cfg = host.site_config
             from hw.sim.pump import SimulatedPump
             from .fuel import sim_key_store
             keys = sim_key_store()
             pumps = {p.pump_id: SimulatedPump(p.pump_id, products=p.products, time_scale=speed) for p in cfg.pumps}
-            async with Daemon(cfg, replica, keys=keys, pumps=pumps) as daemon:
+            daemon = Daemon(cfg, None, keys=keys, pumps=pumps, progress_interval_s=1.0)
+            async with _serving(daemon, say):
+                replica = daemon.replica
                 for s in daemon.scanners.values():
                     await asyncio.wait_for(s.wait_connected(), 10)
                 clock = SimClock(sim_seconds, speed)
@@ -384,6 +393,33 @@ async def run_site(*, config: SiteConfig | None = None, sim_seconds: int = 3_600
                 await host.stop()
     report.wall_seconds = time.perf_counter() - t0
     return report
+
+
+@contextlib.asynccontextmanager
+async def _serving(daemon: Daemon, say):
+    """The daemon provisioned (:func:`_provision`) and serving, stopped at the end."""
+    await _provision(daemon, say)
+    try:
+        yield daemon
+    finally:
+        await daemon.stop()
+
+
+async def _provision(daemon: Daemon, say) -> None:
+    """Start ``daemon`` with no replica: it provisions itself from the host's snapshots
+    through the broker; say what it waits for every second, and when it serves."""
+    from .provision import tables_needed
+
+    say(f"site {daemon.config.site_id}: no replica; waiting for the host's snapshots of "
+        + ", ".join(t.value for t in tables_needed(daemon.config)) + " through the broker")
+    start = asyncio.create_task(daemon.start(), name="site start")
+    while not start.done():
+        await asyncio.wait([start], timeout=1.0)
+        if not start.done() and daemon.store is not None:
+            say(f"provisioning: {daemon.provision_status().text()}")
+    start.result()
+    say(f"site {daemon.config.site_id} provisioned from the host in {daemon.provisioned_in_s or 0:.2f} s "
+        f"({daemon.replica.fuel_card_count:,} fuel cards): serving")
 
 
 class SimHost:
