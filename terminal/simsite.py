@@ -5,8 +5,11 @@ API on loopback) with barcode scanners on ptys for its tills and, when the site 
 virtual fuel cards through the real pcscd and simulated dispensers; a traffic generator
 plays shoppers (open a sale, scan or key the club card, quote, pay, sometimes redeem points,
 return or top up) and drivers (insert the card, PIN, authorize, fill up) against the HTTP API
-for a set simulated time. Progress goes to stderr; the summary, checked against the journal,
-to stdout.
+for a set simulated time. The network is created at an embedded host (:func:`_start_host`); the
+daemon starts with no replica and provisions itself from the host's snapshots through the
+broker (:func:`_provision`); :class:`HostChanges` changes master data at the host during the
+run and sends a driver or shopper with each changed card. Progress goes to stderr; the summary,
+checked against the journal and reconciled with the host ledger, to stdout.
 """
 
 from __future__ import annotations
@@ -344,7 +347,7 @@ class Drivers:
             if not ans["approved"]:
                 return f"declined: {ans['reason']}"
             answer = (f"{ans['reason']}, {ans['volume_ml'] / 1000:.3f} L at "
-                      f"{ans['unit_price_kop_per_l'] / 100:.2f} RUB/L")
+                      f"{ans['unit_price_kop_per_l'] / 100:.2f} RUB/L (list {ans['list_price_kop_per_l'] / 100:.2f})")
             pump = self.lane.pump
             pump.lift_nozzle(product)
             if kind == 0:  # no preset: the driver hangs up when the tank is full
@@ -499,7 +502,8 @@ class HostChanges:
                  lambda: self._club_status(club_blocked) is ClubStatus.BLOCKED,
                  f"club card {m(club_blocked)} scanned at {till.till_id}",
                  lambda: till.shopper_with(club_blocked)),
-                (f"club card {m(replaced)} replaced by {m(new_club)}, the account's balance carried over",
+                (f"club card {m(replaced)} replaced by {m(new_club)}, the account's balance "
+                 f"({self._club_balance(replaced) / 100:.2f} RUB) carried over",
                  lambda: self._master(master.replace_club_card, replaced, new_club),
                  lambda: self._club_status(new_club) is ClubStatus.ACTIVE,
                  f"replacement card {m(new_club)} scanned at {till.till_id}, 999 RUB paid from its balance",
@@ -530,6 +534,11 @@ class HostChanges:
     def _price(self, product: str) -> int:
         fm = self.d.replica.fuel_model
         return fm.stations[fm.station_index[self.station_id]].prices_kop_per_l.get(product)
+
+    def _club_balance(self, card_no: str) -> int:
+        """The money balance of the account of club card ``card_no``, as the site holds it."""
+        m = self.d.replica.club_model
+        return m.accounts[m.account_index[m.cards[m.card_index[card_no]].account_id]].balance_kop
 
     def _club_card_with_balance(self) -> str:
         """An active club card whose account holds money (else any active card)."""
