@@ -79,15 +79,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "with simulated devices (barcode scanners on ptys; virtual fuel cards through "
                     "pcscd and simulated dispensers when the site has pumps) and a traffic "
                     "generator of shoppers and drivers talking to its local API, for a set "
-                    "simulated time. Progress goes to stderr; the summary, checked against the "
-                    "journal, to stdout.")
+                    "simulated time. The network is created at an embedded host (mosquitto, a "
+                    "SQLite ledger, a host worker); the site starts with no replica and is "
+                    "provisioned from the host's snapshots; during the run the host blocks cards, "
+                    "lowers a limit, tops up a contract, changes a price, issues a card and replaces "
+                    "a club card, and drivers and shoppers use each changed card. Progress goes to "
+                    "stderr; the summary (each change with the first decision under it, the journal "
+                    "and the host ledger reconciled) to stdout.")
     site.add_argument("--minutes", type=_positive, default=120, metavar="N",
                       help="simulated minutes to run (default 120)")
     site.add_argument("--speed", type=_positive, default=240, metavar="X",
                       help="simulated seconds per real second (default 240: 2 hours in 30 s)")
     site.add_argument("--config", metavar="FILE", help="site configuration (default: the embedded one)")
-    site.add_argument("--fuel-cards", type=_positive, default=2_000, metavar="N", help="fuel cards in the replica")
-    site.add_argument("--club-accounts", type=_positive, default=2_000, metavar="N", help="club accounts")
+    site.add_argument("--fuel-cards", type=_positive, default=2_000, metavar="N",
+                      help="fuel cards created at the host and provisioned to the site (default 2000, "
+                           "provisioned in about a second; a bigger network takes longer to provision)")
+    site.add_argument("--club-accounts", type=_positive, default=2_000, metavar="N",
+                      help="club accounts created at the host (default 2000)")
     site.add_argument("--seed", type=int, default=1, help="random seed of the replica and the traffic")
 
     hostp = sub.add_parser(

@@ -47,14 +47,42 @@ def test_simulated_day_is_the_same_on_both_evaluators():
 
 
 def test_cli_simulate_runs_a_site_and_checks_its_journal():
-    out = subprocess.run([sys.executable, "-m", "terminal.cli", "simulate", "--minutes", "20", "--speed", "600",
+    """The main job: a site provisioned from the host, changes made at the host during the
+    run, each followed by a decision at the site under it, and the ledger reconciled exactly
+    (pcscd is shared: run under flock /tmp/edgepos-pcscd.lock)."""
+    out = subprocess.run([sys.executable, "-m", "terminal.cli", "simulate", "--minutes", "60", "--speed", "300",
                           "--club-accounts", "300", "--fuel-cards", "300"],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "edgepos simulated site: 1 200 simulated seconds" in out.stdout
+    assert "edgepos simulated site: 3 600 simulated seconds" in out.stdout
     assert "match: OK" in out.stdout and "MISMATCH" not in out.stdout
-    assert "host ledger == journal: OK" in out.stdout  # synced through the broker, reconciled exactly
+    assert out.stdout.rstrip().endswith("host ledger == journal: OK")  # synced through the broker, reconciled exactly
     assert "t=" in out.stderr  # live progress on stderr
+    # the site has no replica of its own: it waits for the host's snapshots, then serves
+    assert "no replica; waiting for the host's snapshots" in out.stderr
+    assert re.search(r"provisioned from the host in [\d.]+ s \(300 fuel cards\): serving", out.stderr)
+    # each change at the host, then the first decision at the site made under it
+    section = out.stdout.split("each with the first decision at the site under it:\n")[1].split("Host ledger")[0]
+    rows = section.rstrip("\n").split("\n")
+    changes = dict(zip([r.split(" s  ", 1)[1] for r in rows[0::2]], rows[1::2]))
+    assert len(changes) == 7, section
+
+    def decision(what: str) -> str:
+        line = next(v for k, v in changes.items() if re.search(what, k))
+        assert re.search(r"held at the site [\d.]+ s real later; first decision \d+ simulated s "
+                         r"\([\d.]+ s real\) after the change: ", line), line
+        return line.split(" -> ", 1)[1]
+    assert decision(r"^fuel card \S+ blocked") == "declined: STOP_LIST"
+    lowered = decision(r"litre limit \d+ of fuel card \S+ lowered .*to 15 L/day")
+    assert lowered.startswith("LIMIT, ") and float(lowered.split()[1]) <= 15.0, lowered  # 40 L asked
+    assert decision(r"contract \d+ topped up").startswith("OK, ")
+    price = re.search(r"price of \S+ at station \d+ changed from [\d.]+ to ([\d.]+) RUB/L", section).group(1)
+    assert decision("price of").endswith(f"RUB/L (list {price})")  # decided on the new list price
+    assert decision(r"new fuel card \S+ issued").startswith("OK, 30.000 L")  # the new card filled up
+    assert decision(r"^club card \S+ blocked") == "refused: CARD_BLOCKED"
+    carried = re.search(r"replaced by \S+, the account's balance \(([\d.]+ RUB)\) carried over", section).group(1)
+    assert decision(r"club card \S+ replaced by").startswith(f"OK: balance {carried}")  # the new card pays from it
+    assert "7005839000000010" not in out.stdout + out.stderr  # card numbers are masked
 
 
 def test_cli_evaluate_day_prints_a_summary():
