@@ -59,7 +59,8 @@ class Daemon:
                                      client_toml("console", ApiRole.PUMP_CONSOLE, self.tokens["console"]),
                                      client_toml("operator", ApiRole.OPERATOR, self.tokens["operator"])))
         if pumps:
-            text = DEFAULT_SITE_TOML.replace("port = 8780", "port = 0") + clients
+            # a simulation: the virtual cards are made under the simulation's public test issuer key
+            text = DEFAULT_SITE_TOML.replace("port = 8780", "port = 0\nsimulation = true") + clients
         else:
             text = (DEFAULT_SITE_TOML.split("[[pumps]]")[0] + '\n[[tills]]\nid = "till-1"\n\n[api]\nport = 0\n'
                     + clients)

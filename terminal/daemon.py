@@ -354,14 +354,20 @@ class Daemon:
 
     def _load_keys(self) -> None:
         """Read every key file the configuration names (a named file must be there even if
-        nothing on this site uses it yet); the card issuer key falls back to the simulation's
-        test key only when none is named."""
+        nothing on this site uses it yet). The card issuer key falls back to the simulation's
+        public test key only in a simulation (``api.simulation = true``): a site with pumps
+        and no ``keys.issuer_key_file`` refuses to start otherwise, since anyone can make
+        cards under that key."""
         k = self.config.keys
         if self.keys is None and k.issuer_key_file:
             try:
                 self._issuer_keys = SoftwareKeyStore.from_file(k.issuer_key_file)
             except KeyStoreError as exc:
                 raise KeyFileError("keys.issuer_key_file", str(exc)) from None
+        elif self.keys is None and self.config.pumps and not self.config.api.simulation:
+            raise KeyFileError("keys.issuer_key_file", "required at a site with pumps: without it the card keys "
+                               "would come from the simulation's public test issuer key, which is used only "
+                               "when api.simulation = true")
         if not self.config.broker.url:
             if k.site_key_file:
                 self._check_wire_key("keys.site_key_file", k.site_key_file)

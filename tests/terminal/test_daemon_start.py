@@ -266,6 +266,23 @@ def test_missing_issuer_key_file_is_one_line_naming_the_setting(tmp_path):
     assert not (tmp_path / "data" / "journal.sqlite").exists()
 
 
+def test_a_pump_site_without_an_issuer_key_is_refused_unless_it_is_a_simulation(tmp_path):
+    """The simulation's issuer key is public: a site with pumps needs keys.issuer_key_file, or
+    api.simulation = true. Refused in claim(), before the readers (pcscd) or the journal."""
+    text = DEFAULT_SITE_TOML.replace("port = 8780", "port = 0") + clients_toml(("till-1", "till-2"), pumps=True)
+    path = tmp_path / "pumps.toml"
+    path.write_text(text.replace('data_dir = "var/sim"', f'data_dir = "{tmp_path / "data"}"'))
+    code, err = refused(path)
+    line = one_line(err)
+    assert code == ExitCode.KEY_FILE == 5
+    assert line.startswith("edgepos: keys.issuer_key_file:") and "api.simulation" in line
+    assert not (tmp_path / "data" / "journal.sqlite").exists()
+    cfg = parse_config(path.read_text().replace("port = 0", "port = 0\nsimulation = true"))
+    d = Daemon(cfg, Replica.simulated(cfg, fuel_cards=10, club_accounts=10, seed=1))
+    d.claim()  # a simulation may use the public test key
+    asyncio.run(d.stop())  # lets go of the lock and the port
+
+
 def test_missing_site_key_file_stops_before_the_broker(tmp_path):
     missing = tmp_path / "site.key"
     extra = f'\n[broker]\nurl = "mqtt://127.0.0.1:1883"\n\n[keys]\nsite_key_file = "{missing}"\n'
