@@ -201,15 +201,7 @@ def load_key(path: str | os.PathLike[str]) -> bytes:
     Raises :class:`WireKeyError` saying what is wrong with the file (never its content).
     """
     p = Path(path)
-    try:
-        with p.open("rb") as f:
-            data = f.read(_MAX_KEY_FILE + 1)
-    except FileNotFoundError:
-        raise WireKeyError(f"key file {str(p)!r} does not exist") from None
-    except IsADirectoryError:
-        raise WireKeyError(f"key file {str(p)!r} is a directory") from None
-    except OSError as e:
-        raise WireKeyError(f"key file {str(p)!r} cannot be read: {e.strerror or e}") from None
+    data = _read_at_most(p)
     if len(data) == KEY_BYTES:
         return data
     text = data.strip()
@@ -286,16 +278,22 @@ def replica_signature_ok(key: Ed25519PublicKey, data: bytes, signature: bytes) -
     return True
 
 
-def _read_key_file(p: Path) -> bytes:
+def _read_at_most(p: Path) -> bytes:
+    """The first ``_MAX_KEY_FILE + 1`` bytes of key file ``p`` (one more than a key file may
+    hold, so the caller can tell it is too long); :class:`WireKeyError` if it cannot be read."""
     try:
         with p.open("rb") as f:
-            data = f.read(_MAX_KEY_FILE + 1)
+            return f.read(_MAX_KEY_FILE + 1)
     except FileNotFoundError:
         raise WireKeyError(f"key file {str(p)!r} does not exist") from None
     except IsADirectoryError:
         raise WireKeyError(f"key file {str(p)!r} is a directory") from None
     except OSError as e:
         raise WireKeyError(f"key file {str(p)!r} cannot be read: {e.strerror or e}") from None
+
+
+def _read_key_file(p: Path) -> bytes:
+    data = _read_at_most(p)
     if len(data) > _MAX_KEY_FILE:
         raise WireKeyError(f"key file {str(p)!r} holds more than {_MAX_KEY_FILE} bytes: not a key file")
     return data
