@@ -386,7 +386,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--load-rows", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--provision", action="store_true",
                    help="only the provisioning of a new site (run under flock /tmp/edgepos-pcscd.lock)")
+    p.add_argument("--latency", type=int, metavar="CHANGES",
+                   help="only host_change_to_enforced_*: CHANGES blocks/unblocks at a real host worker, timed to "
+                        "the first decision at a running site that applies each (benchmarks/replica_latency.py)")
     args = p.parse_args(argv)
+    if args.latency:
+        from .replica_latency import main as latency_main
+        return latency_main(["--changes", str(args.latency)])
     if args.provision:
         for k, v in provision_figures(args.cards, args.stop_list, args.accounts).items():
             print(f"{k}: {v}")
