@@ -322,8 +322,9 @@ class Drivers:
             view = await self._until(lambda v: v["state"] == "card_read"
                                      or (v["card_present"] and v["state"] == "idle" and v["notice"] != before))
             if view["state"] != "card_read":
-                self.report.fuel[f"card refused: {view['notice']}"] += 1
-                return f"card refused: {view['notice']}"
+                why = view["notice"].removeprefix("card refused: ")  # the lane's notice may say it already
+                self.report.fuel[f"card refused: {why}"] += 1
+                return f"card refused: {why}"
             if body is None and rnd.random() < 0.05:
                 await self.api.call("POST", f"{self.path}/pin", {"pin": "0000"})
             st, ans = await self.api.call("POST", f"{self.path}/pin", {"pin": self.PIN})
