@@ -296,7 +296,8 @@ def test_a_pump_and_till_site_is_provisioned_with_every_table_and_follows_the_ho
 
     async def main() -> None:
         cfg = load_config(None)
-        cfg = with_clients(replace(cfg, data_dir=tmp_path / "site", api=replace(cfg.api, port=0)))
+        # a simulation: its virtual cards are made under the simulation's public test issuer key
+        cfg = with_clients(replace(cfg, data_dir=tmp_path / "site", api=replace(cfg.api, port=0, simulation=True)))
         master = Replica.simulated(cfg, fuel_cards=300, club_accounts=40, compact=False)
         host = Host(tmp_path, cfg)
         await asyncio.to_thread(host.broker.start)
