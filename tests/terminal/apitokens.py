@@ -7,7 +7,11 @@ an operator (``operator``), as :func:`terminal.apiauth.simulation_clients` makes
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from dataclasses import replace
+from typing import Any
 
 from terminal.apiauth import client_toml, new_token, simulation_token, token_sha256
 from terminal.config import ApiClient, ApiRole, SiteConfig
@@ -37,3 +41,21 @@ def auth(path: str) -> dict[str, str]:
     """The Authorization header a test client sends to ``path`` (to a till that has no client:
     till-1's, as when one till asks about another)."""
     return {"Authorization": f"Bearer {simulation_token(TOKENS, path) or TOKENS['till-1']}"}
+
+
+def call(port: int, method: str, path: str, body: Any = None, key: str | None = None) -> tuple[int, Any]:
+    """One request to the daemon on 127.0.0.1:``port`` as the test client of ``path`` (with
+    ``key`` as its Idempotency-Key): the status and the decoded JSON answer."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if key:
+        req.add_header("Idempotency-Key", key)
+    for name, value in auth(path).items():
+        req.add_header(name, value)
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())

@@ -37,7 +37,7 @@ from terminal.config import DEFAULT_SITE_TOML, parse_config
 from terminal.replica import Replica
 from tests.hw.pcsc import READER, pcscd, settle_empty_reader  # noqa: F401  (fixture)
 
-from .apitokens import auth, clients_toml
+from .apitokens import call, clients_toml
 
 ROOT = Path(__file__).resolve().parents[2]
 CARDS = 300
@@ -108,19 +108,7 @@ class DaemonProcess:
         return "".join(self.lines[-40:])
 
     def call(self, method: str, path: str, body=None, key: str | None = None):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method)
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        if key:
-            req.add_header("Idempotency-Key", key)
-        for name, value in auth(path).items():
-            req.add_header(name, value)
-        try:
-            with urllib.request.urlopen(req, timeout=20) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
+        return call(self.port, method, path, body, key)
 
     def pump(self) -> dict:
         return self.call("GET", "/v1/pumps/1")[1]

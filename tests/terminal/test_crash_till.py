@@ -7,7 +7,6 @@ itself at a named step (terminal/crashpoints.py), so each step is hit exactly.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -17,7 +16,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -28,7 +26,7 @@ from terminal.journal import Journal
 from terminal.replica import Replica
 from terminal.till import TERMINAL_KINDS
 
-from .apitokens import auth, clients_toml
+from .apitokens import call, clients_toml
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNTS = 300
@@ -75,19 +73,7 @@ class DaemonProcess:
         threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
 
     def call(self, method: str, path: str, body=None, key: str | None = None):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method)
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        if key:
-            req.add_header("Idempotency-Key", key)
-        for name, value in auth(path).items():
-            req.add_header(name, value)
-        try:
-            with urllib.request.urlopen(req, timeout=20) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
+        return call(self.port, method, path, body, key)
 
     def wait_killed(self) -> int:
         return self.proc.wait(timeout=20)

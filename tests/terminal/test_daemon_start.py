@@ -9,7 +9,6 @@ and real sockets on loopback.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import signal
@@ -18,8 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -31,7 +28,7 @@ from terminal.journal import Journal
 from terminal.replica import Replica
 from terminal.till import TERMINAL_KINDS
 
-from .apitokens import auth, clients_toml
+from .apitokens import call, clients_toml
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = "SIM-077-001"
@@ -82,19 +79,7 @@ class Running:
         self._drain.start()
 
     def call(self, method: str, path: str, body=None, key: str | None = None):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method)
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        if key:
-            req.add_header("Idempotency-Key", key)
-        for k, v in auth(path).items():
-            req.add_header(k, v)
-        try:
-            with urllib.request.urlopen(req, timeout=20) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
+        return call(self.port, method, path, body, key)
 
     def stop(self) -> int:
         if self.proc.poll() is None:
