@@ -21,7 +21,7 @@ publishes as they are.
 - **Fresh on its own.** :meth:`Publisher.due_snapshots` names the tables whose retained
   snapshot is missing, or older than ``snapshot_max_age_s`` (600 s) or more than
   ``snapshot_max_deltas`` (1,000) versions behind a table that changed; the worker cuts them
-  every cycle. So a new site starts from a snapshot at most that far behind, then follows the
+  at every fold (2 s). So a new site starts from a snapshot at most that far behind, then follows the
   deltas. Deltas are retained too (the latest one per table): a site coming back learns the
   host's version on subscribing.
 """

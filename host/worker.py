@@ -267,7 +267,8 @@ class Worker:
         last_fold = 0.0
         while True:
             try:
-                if time.monotonic() - last_fold >= self.fold_interval_s:
+                folding = time.monotonic() - last_fold >= self.fold_interval_s
+                if folding:
                     await lt.call(lambda: publisher().flush_dirty())
                     last_fold = time.monotonic()
                 for delta in await lt.call(lambda: publisher().pending()):
@@ -275,8 +276,9 @@ class Worker:
                     await client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain)
                     await lt.call(lambda d=delta: publisher().mark_sent(d))
                     self.stats.deltas += 1
-                for table in await lt.call(lambda: publisher().due_snapshots()):
-                    await self._publish_snapshot(client, lt, table)
+                if folding:  # snapshots are due after minutes, not within a 0.2 s cycle: checked as often as folds
+                    for table in await lt.call(lambda: publisher().due_snapshots()):
+                        await self._publish_snapshot(client, lt, table)
             except (aiomqtt.MqttError, LedgerThreadClosed):
                 raise  # the broker: run() reconnects; or the worker is stopping
             except WireError:  # not the ledger's fault: do not reopen it
