@@ -238,8 +238,21 @@ def _v2(db: Database) -> list[str]:
             "CREATE INDEX records_club_returns ON records (site_id, txn_id) WHERE kind = 'till.return'"]
 
 
+def _v3(db: Database) -> list[str]:
+    """Documents (host.documents): the requisites an invoice and a reconciliation act carry
+    (the network operator's, one row; each contract's client's), stations' names and
+    addresses for transaction detail, and a covering index for a contract's month of
+    balance movements (sums and pages read the index alone)."""
+    return [("CREATE TABLE operator_requisites (one INTEGER PRIMARY KEY CHECK (one = 1), name TEXT NOT NULL, "
+             "inn TEXT NOT NULL, kpp TEXT NOT NULL, address TEXT NOT NULL, updated_at_utc_s BIGINT NOT NULL)"),
+            ("CREATE TABLE contract_requisites (contract_id BIGINT PRIMARY KEY, name TEXT NOT NULL, "
+             "inn TEXT NOT NULL, kpp TEXT NOT NULL, address TEXT NOT NULL, updated_at_utc_s BIGINT NOT NULL)"),
+            "CREATE TABLE station_addresses (station_id BIGINT PRIMARY KEY, name TEXT NOT NULL, address TEXT NOT NULL)",
+            "CREATE INDEX contract_entries_month ON contract_entries (contract_id, at_utc_s, entry_id, amount_kop)"]
+
+
 #: ``MIGRATIONS[n]`` (1-based) gives the statements that take a database to version n.
-MIGRATIONS: list[Callable[[Database], list[str]]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[Database], list[str]]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
