@@ -199,13 +199,14 @@ def statement_page(ledger: Ledger, contract_id: int, month: Month, *, cursor: st
         complete = month_state(month, tz, ledger.now())
         start, end = local_bounds(month.first_day, month.last_day, tz)
         balance = db.scalar("SELECT balance_kop FROM contracts WHERE contract_id = ?", (contract_id,), 0)
-        since, credits, debits, count = db.fetchone(
-            "SELECT coalesce(sum(amount_kop), 0), "
-            "coalesce(sum(CASE WHEN at_utc_s < ? AND amount_kop > 0 THEN amount_kop ELSE 0 END), 0), "
-            "coalesce(sum(CASE WHEN at_utc_s < ? AND amount_kop < 0 THEN -amount_kop ELSE 0 END), 0), "
-            "coalesce(sum(CASE WHEN at_utc_s < ? THEN 1 ELSE 0 END), 0) "
-            "FROM contract_entries WHERE contract_id = ? AND at_utc_s >= ?", (end, end, end, contract_id, start)) \
-            or (0, 0, 0, 0)
+        count, month_sum = db.fetchone(
+            "SELECT count(*), coalesce(sum(amount_kop), 0) FROM contract_entries "
+            "WHERE contract_id = ? AND at_utc_s >= ? AND at_utc_s < ?", (contract_id, start, end)) or (0, 0)
+        later = db.scalar("SELECT sum(amount_kop) FROM contract_entries WHERE contract_id = ? AND at_utc_s >= ?",
+                          (contract_id, end), 0)
+        credits = db.scalar("SELECT sum(amount_kop) FROM contract_entries WHERE contract_id = ? AND at_utc_s >= ? "
+                            "AND at_utc_s < ? AND amount_kop > 0", (contract_id, start, end), 0)
+        since, debits = int(month_sum) + int(later), int(credits) - int(month_sum)
         opening = int(balance) - int(since)
         running = opening
         if after is not None:
