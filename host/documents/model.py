@@ -35,7 +35,7 @@ __all__ = [
 #: The VAT rate of every invoice line (fuel, goods and services of the network alike).
 VAT_RATE_PCT = 20
 
-_MONTH = re.compile(r"(\d{4})-(\d{2})")
+_MONTH = re.compile(r"([0-9]{4})-([0-9]{2})")
 
 
 @dataclass(frozen=True, slots=True, order=True)

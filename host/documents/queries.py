@@ -41,7 +41,7 @@ __all__ = [
 DEFAULT_PAGE = 50
 MAX_PAGE = 1_000
 MAX_DETAIL_DAYS = 366
-_CURSOR = re.compile(r"(\d{1,19})\.(\d{1,19})")
+_CURSOR = re.compile(r"([0-9]{1,19})\.([0-9]{1,19})")
 _ENTRY = "e.entry_id, e.at_utc_s, e.amount_kop, e.kind, e.note, e.record_id"
 _RECORD = "r.site_id, r.card_no, r.product, r.volume_ml, r.body"
 
@@ -121,17 +121,19 @@ def _details(db: Database, rows: Sequence[tuple], tz: str) -> list[DetailLine | 
     return out
 
 
-def _after(cursor: tuple[int, int] | None) -> tuple[str, list[object]]:
+def _after(cursor: tuple[int, int] | None, start: int) -> tuple[int, str, list[object]]:
+    """The range's lower bound and the condition of the rows after ``cursor``: one lower
+    bound on the time (the later of the two), so the index range starts at the cursor."""
     if cursor is None:
-        return "", []
-    return " AND e.at_utc_s >= ? AND (e.at_utc_s > ? OR e.entry_id > ?)", [cursor[0], cursor[0], cursor[1]]
+        return start, "", []
+    return max(start, cursor[0]), " AND (e.at_utc_s > ? OR e.entry_id > ?)", [cursor[0], cursor[1]]
 
 
 def purchases(db: Database, contract_id: int, start: int, end: int, tz: str, *, card_no: str | None = None,
               cursor: tuple[int, int] | None = None, limit: int | None = None) -> tuple[list[DetailLine], tuple[int, int] | None]:
     """The contract's purchases charged in UTC [start, end), after ``cursor``, at most
     ``limit`` (all if None); with the cursor of the last one when more follow."""
-    where, params = _after(cursor)
+    lower, where, params = _after(cursor, start)
     if card_no is not None:
         where, params = where + " AND r.card_no = ?", params + [card_no]
     sql = (f"SELECT {_ENTRY}, {_RECORD} FROM contract_entries e JOIN records r ON r.record_id = e.record_id "
@@ -139,7 +141,7 @@ def purchases(db: Database, contract_id: int, start: int, end: int, tz: str, *, 
            "ORDER BY e.at_utc_s, e.entry_id")
     if limit is not None:
         sql += f" LIMIT {limit + 1}"
-    rows = db.fetchall(sql, [contract_id, start, end, *params])
+    rows = db.fetchall(sql, [contract_id, lower, end, *params])
     more = limit is not None and len(rows) > limit
     rows = rows[:limit] if limit is not None else rows
     lines = [d for d in _details(db, rows, tz) if d is not None]
@@ -214,12 +216,12 @@ def statement_page(ledger: Ledger, contract_id: int, month: Month, *, cursor: st
                 "SELECT sum(amount_kop) FROM contract_entries WHERE contract_id = ? AND at_utc_s >= ? "
                 "AND at_utc_s <= ? AND NOT (at_utc_s = ? AND entry_id > ?)",
                 (contract_id, start, after[0], after[0], after[1]), 0))
-        where, params = _after(after)
+        lower, where, params = _after(after, start)
         sql = (f"SELECT {_ENTRY}, {_RECORD} FROM contract_entries e LEFT JOIN records r ON r.record_id = e.record_id "
                f"WHERE e.contract_id = ? AND e.at_utc_s >= ? AND e.at_utc_s < ?{where} ORDER BY e.at_utc_s, e.entry_id")
         if limit is not None:
             sql += f" LIMIT {limit + 1}"
-        rows = db.fetchall(sql, [contract_id, start, end, *params])
+        rows = db.fetchall(sql, [contract_id, lower, end, *params])
         more = limit is not None and len(rows) > limit
         rows = rows[:limit] if limit is not None else rows
         details = _details(db, rows, tz)

@@ -168,7 +168,7 @@ def test_transaction_detail_refuses_bad_input(world: Ledger):
         D.transaction_detail(world, CONTRACT, date(2027, 1, 1), date(2027, 1, 31))
     with pytest.raises(InvalidInput, match="at most 366"):
         D.transaction_detail(world, CONTRACT, date(2025, 1, 1), nov30)
-    for cursor in ("x", "1.2.3", "-1.2", "'; DROP TABLE records; --"):
+    for cursor in ("x", "1.2.3", "-1.2", "１.２", "'; DROP TABLE records; --"):
         with pytest.raises(InvalidInput, match="cursor"):
             D.transaction_detail(world, CONTRACT, nov1, nov30, cursor=cursor)
     for limit in (0, 1001, "50", True):
@@ -230,7 +230,7 @@ def test_the_running_month_has_a_statement_but_no_documents(world: Ledger, clock
 def test_months_parse_strictly():
     assert D.Month.parse("2026-11") == NOV and str(NOV) == "2026-11" and NOV.last_day == date(2026, 11, 30)
     assert D.Month(2026, 12).next() == D.Month(2027, 1) and D.Month(2024, 2).last_day == date(2024, 2, 29)
-    for bad in ("2026-13", "2026-1", "26-11", "2026-11-01", "", None, 202611):
+    for bad in ("2026-13", "2026-1", "26-11", "2026-11-01", "２０２６-１１", "", None, 202611):
         with pytest.raises(InvalidInput, match="month"):
             D.Month.parse(bad)
 
@@ -355,16 +355,45 @@ HOSTILE = ["=HYPERLINK(\"http://evil\",\"x\")", "+1+cmd|' /C calc'!A0", "-2+3", 
            "Скобки (\\) и <b>теги</b> %PDF ;\"кавычки\""]
 
 
+def _hostile_invoice(name: str) -> D.Invoice:
+    buyer = D.Requisites(name, BUYER.inn, BUYER.kpp, name)
+    line = D.InvoiceLine("AI95", name, "л", "112", 40_000, 5_000, 200_000, 20, 40_000, 240_000)
+    return D.Invoice("1-202611", date(2026, 11, 30), 1, NOV, SELLER, buyer, (line,), 200_000, 40_000, 240_000)
+
+
 @pytest.mark.parametrize("name", HOSTILE)
-def test_hostile_names_are_inert_in_csv_and_shown_as_is_in_pdf(world: Ledger, name: str):
-    master.set_client_requisites(world, CONTRACT, D.Requisites(name, BUYER.inn, BUYER.kpp, name))
-    v = D.invoice(world, CONTRACT, NOV)
-    kv = _kv(_csv(D.render(v, "csv")))
+def test_hostile_names_are_inert_in_csv_and_shown_as_is_in_pdf(name: str):
+    v = _hostile_invoice(name)
+    rows = _csv(D.render(v, "csv"))
+    kv = _kv(rows)
     expected = ("'" + name) if name[0] in "=+-@" else name
     assert kv["Покупатель"] == expected and kv["Покупатель: адрес"] == expected
-    assert kv["Всего с НДС, руб."] == "4700,06"  # our own numbers are never escaped
+    assert [expected, "112", "л", "40,000", "50,00", "2000,00", "20%", "400,00", "2400,00"] in rows
+    assert kv["Всего с НДС, руб."] == "2400,00" and kv["Всего НДС, руб."] == "400,00"  # our numbers: never escaped
     text = _pdf_text(D.render(v, "pdf"))
     assert name in text.replace("\n", "")
+
+
+def test_a_pdf_shows_unprintable_characters_as_question_marks():
+    text = _pdf_text(D.render(_hostile_invoice("ООО\x00«Ноль»\x1b[31m"), "pdf"))
+    assert "ООО?«Ноль»?[31m" in text and "\x00" not in text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=12))
+def test_months_and_cursors_refuse_garbage_with_invalid_input_only(text):
+    from host.documents.queries import _cursor
+    try:
+        m = D.Month.parse(text)
+        assert str(m) == text
+    except InvalidInput:
+        pass
+    try:
+        c = _cursor(text)
+    except InvalidInput:
+        return
+    first, _, second = text.partition(".")
+    assert first.isdigit() and second.isdigit() and c == (int(first), int(second))
 
 
 @settings(max_examples=150, deadline=None)
