@@ -95,7 +95,7 @@ def _party(role: str, r: Requisites) -> tuple[tuple[str, Cell], ...]:
 
 _DETAIL_HEAD = ("Дата и время", "Карта", "АЗС", "Адрес", "Товар", "Литры", "Цена по прайсу", "Цена",
                 "Скидка, руб.", "Сумма, руб.")
-_DETAIL_W = (17, 17, 14, 40, 14, 11, 11, 11, 11, 13)
+_DETAIL_W = (20, 19, 13, 34, 13, 10, 14, 10, 13, 13)
 
 
 def _detail_row(d: DetailLine) -> tuple[Cell, ...]:
@@ -139,7 +139,7 @@ def _statement(s: StatementPage) -> Layout:
         tail.append(("Продолжение", _t("есть следующая страница")))
     return Layout("Выписка по договору", f"statement-{s.contract_id}-{s.month}", head,
                   Table(("Дата и время", "Операция", "Карта", "АЗС / примечание", "Сумма, руб.", "Остаток, руб."),
-                        tuple(rows), (17, 30, 17, 55, 14, 14)), tuple(tail), True)
+                        tuple(rows), (20, 30, 19, 52, 14, 14)), tuple(tail), True)
 
 
 def _report(r: TransactionReport) -> Layout:
