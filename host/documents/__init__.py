@@ -28,6 +28,7 @@ from .model import (
                     TransactionReport,
 )
 from .monthly import (
+                    document_months,
                     invoice,
                     invoice_number,
                     reconciliation_act,
@@ -73,6 +74,7 @@ __all__ = [
                     "check_kpp",
                     "check_requisites",
                     "client_requisites",
+                    "document_months",
                     "filename",
                     "invoice",
                     "invoice_number",

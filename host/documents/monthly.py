@@ -72,6 +72,25 @@ def _closed(ledger: Ledger, contract_id: int, month: Month) -> tuple[str, int, i
     return tz, start, end
 
 
+def document_months(ledger: Ledger, contract_id: int) -> tuple[Month, ...]:
+    """The closed months of the contract that have documents, newest first: from the month
+    of its first balance movement (the contract's opening) to the last month over in its
+    time zone. NotFound for an unknown contract."""
+    db = ledger.db
+    tz, _ = contract_tz(db, contract_id)
+    first = db.scalar("SELECT min(at_utc_s) FROM contract_entries WHERE contract_id = ?", (contract_id,))
+    if first is None:
+        return ()
+    z = zone(tz)
+    m = Month.of(datetime.fromtimestamp(first, UTC).astimezone(z).date())
+    now = Month.of(datetime.fromtimestamp(ledger.now(), UTC).astimezone(z).date())
+    out = []
+    while m < now:
+        out.append(m)
+        m = m.next()
+    return tuple(reversed(out))
+
+
 def _totals(lines: list[DetailLine]) -> tuple[ProductTotal, ...]:
     acc: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     names: dict[str, str] = {}

@@ -227,6 +227,14 @@ def test_the_running_month_has_a_statement_but_no_documents(world: Ledger, clock
     assert D.invoice(world, CONTRACT, NOV).amount_kop == NOV_TOTAL
 
 
+def test_the_closed_months_with_documents(world: Ledger, clock):
+    assert D.document_months(world, CONTRACT) == (NOV,)  # opened 17 November; 2 December now
+    clock.now = DEC_2 + 62 * 86_400  # February 2027
+    assert D.document_months(world, CONTRACT) == (D.Month(2027, 1), D.Month(2026, 12), NOV)
+    with pytest.raises(NotFound):
+        D.document_months(world, 999)
+
+
 def test_months_parse_strictly():
     assert D.Month.parse("2026-11") == NOV and str(NOV) == "2026-11" and NOV.last_day == date(2026, 11, 30)
     assert D.Month(2026, 12).next() == D.Month(2027, 1) and D.Month(2024, 2).last_day == date(2024, 2, 29)

@@ -10,7 +10,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "documents.md"
 
 def test_the_documents_doc_examples_run():
     text = DOC.read_text(encoding="utf-8")
-    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
     assert len(blocks) == 3
     ns: dict = {}
     for i, block in enumerate(blocks):
