@@ -29,7 +29,15 @@ from hw.pump import (
     amount_for_volume,
 )
 from hw.sim.pump import SimulatedPump
-from tests.hw.test_pump import AI95, FAST, PRICE, events_until, is_complete, run, states_of
+from tests.hw.test_pump import (
+    AI95,
+    FAST,
+    PRICE,
+    events_until,
+    is_complete,
+    run,
+    states_of,
+)
 
 S = PumpState
 
@@ -247,10 +255,10 @@ def test_sale_id_defaults_to_the_sale_number_and_can_be_the_devices() -> None:
 
 
 @pytest.mark.parametrize("bad", [
-    dict(nozzle=1, product=AI95, volume_ml=-1, amount_kop=0),
-    dict(nozzle=1, product=AI95, volume_ml=0, amount_kop=1.5),
-    dict(nozzle=0, product=AI95, volume_ml=0, amount_kop=0),
-    dict(nozzle=1, product=AI95, volume_ml=True, amount_kop=0),
+    {"nozzle": 1, "product": AI95, "volume_ml": -1, "amount_kop": 0},
+    {"nozzle": 1, "product": AI95, "volume_ml": 0, "amount_kop": 1.5},
+    {"nozzle": 0, "product": AI95, "volume_ml": 0, "amount_kop": 0},
+    {"nozzle": 1, "product": AI95, "volume_ml": True, "amount_kop": 0},
 ])
 def test_bad_nozzle_totals_are_refused(bad: dict[str, Any]) -> None:
     with pytest.raises(PumpValueError):
