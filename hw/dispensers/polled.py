@@ -127,6 +127,7 @@ class PolledPump(Pump):
         self._sale_no = 0
         self._generation = 0  # bumped by every command: a poll begun before it is stale
         self._presets: dict[str, Preset] = {}  # the presets this process authorized, by sale id
+        self._sale_nos: dict[str, int] = {}  # sale numbers this process gave, by sale id
         self._quiet = False  # no events while reading the device at open
         self._queue: asyncio.Queue[object] | None = None
         self._poller: asyncio.Task[None] | None = None
@@ -222,6 +223,7 @@ class PolledPump(Pump):
         self._sale_no = max(self._sale_no + 1, self._sale_no_of(sale_id))
         self._open = _OpenSale(self._sale_no, sale_id, product, price_kop_per_l, preset)
         self._presets[sale_id] = preset
+        self._sale_nos[sale_id] = self._sale_no
         self._stopping = False
         self._set_state(PumpState.AUTHORIZED)
         return self._sale_no
@@ -485,7 +487,10 @@ class PolledPump(Pump):
             else:
                 limit = preset.limit_ml(done.price_kop_per_l)
                 reason = DeliveryReason.PRESET_REACHED if done.volume_ml >= limit else DeliveryReason.FAULT
-        sale_no = sale.sale_no if sale is not None else self._sale_no_of(done.sale_id)
+        if sale is not None:
+            sale_no = sale.sale_no
+        else:
+            sale_no = self._sale_nos.get(done.sale_id, self._sale_no_of(done.sale_id))
         return Delivery(sale_no, done.product, done.price_kop_per_l, preset, done.volume_ml,
                         done.amount_kop, reason, sale_id=done.sale_id)
 
