@@ -117,8 +117,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"azt2_roundtrip_p99_ms: {percentile(trips, 0.99):.2f}")
     print(f"azt2_cpu_ms_per_exchange: {(time.process_time() - cpu1) / exchanges * 1000:.3f}", flush=True)
     if importlib.util.find_spec("benchmarks.fuel_core") is not None:
-        from benchmarks import fuel_core
-
+        fuel_core = importlib.import_module("benchmarks.fuel_core")
         fuel_core.main([])
     else:
         print("fuel_core_transitions_per_s: n/a (benchmarks.fuel_core is not on this branch)")
