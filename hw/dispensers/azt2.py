@@ -238,6 +238,8 @@ class Azt2Pump(PolledPump):
             sale_id = self._held[ch.channel] = self._open.sale_id
         else:
             total_ml, _ = await self._totals_of(ch)
+            if total_ml < volume_ml:
+                raise PumpProtocolError(f"channel {ch.channel}: totals {total_ml} ml below the sale's {volume_ml} ml")
             sale_id = f"{ch.channel}-{(total_ml - volume_ml) // CL}"
         return FinishedSale(sale_id, ch.product, price, volume_ml, amount)
 

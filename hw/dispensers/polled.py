@@ -226,7 +226,9 @@ class PolledPump(Pump):
         self._sale_nos[sale_id] = self._sale_no
         self._stopping = False
         self._set_state(PumpState.AUTHORIZED)
-        return self._sale_no
+        sale_no = self._sale_no
+        await self._poll_once()  # flow may start at once (nozzle up): report it without a poll's wait
+        return sale_no
 
     async def cancel(self) -> None:
         """Release the authorization before any fuel has flowed."""

@@ -131,3 +131,51 @@ def test_fuzz_frames_split_anywhere_decode_the_same(payloads: list[bytes], cuts:
         at += c
     out += d.feed(stream[at:])
     assert out == [Frame(p) for p in payloads]
+
+
+class _CannedBus:
+    """A bus that answers every exchange from a list (the driver's reading of answers,
+    without the line: this test is about the answers' meaning; the serial path is
+    tests/hw/test_azt2.py)."""
+
+    def __init__(self, answers: list[bytes]) -> None:
+        self.answers = answers
+
+    async def __aenter__(self) -> _CannedBus:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def ask(self, channel: int, command: int, parse, args: bytes = b""):  # type: ignore[no-untyped-def]
+        return parse(self.answers.pop(0) if self.answers else b"")
+
+    async def exchange(self, channel: int, command: int, args: bytes = b"") -> bytes:
+        return await self.ask(channel, command, lambda d: d, args)
+
+
+digit_answers = st.lists(st.one_of(st.sampled_from([b"0", b"1", b"2", b"3", b"40", b"41", b"8", b"9"]),
+                                   st.binary(max_size=22).map(lambda b: bytes(0x30 + x % 11 for x in b))),
+                         max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(digit_answers, st.booleans())
+def test_fuzz_dispenser_answers_give_a_status_or_a_pump_error(answers: list[bytes], open_sale: bool) -> None:
+    import asyncio
+
+    from hw.dispensers.azt2 import Azt2Pump
+    from hw.dispensers.polled import _OpenSale
+    from hw.pump import Preset, PumpError
+
+    pump = Azt2Pump(_CannedBus(answers), 1, {1: "AI-95", 2: "DT"})  # type: ignore[arg-type]
+    if open_sale:
+        pump._open = _OpenSale(1, "1-0", "AI-95", 5_499, Preset.by_volume(1_000))
+        pump._active = pump.channels[0]
+    try:
+        status = asyncio.run(pump._dev_status())
+    except PumpError:
+        return
+    assert status.volume_ml >= 0 and status.nozzle in (None, "AI-95", "DT")
+    if status.finished is not None:
+        assert status.finished.volume_ml % 10 == 0 and status.finished.product in ("AI-95", "DT")
