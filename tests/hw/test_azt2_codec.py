@@ -6,6 +6,8 @@ hypothesis; the decoder never raises and always resynchronizes on the next frame
 
 from __future__ import annotations
 
+from typing import Self
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -141,7 +143,7 @@ class _CannedBus:
     def __init__(self, answers: list[bytes]) -> None:
         self.answers = answers
 
-    async def __aenter__(self) -> _CannedBus:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
