@@ -165,3 +165,19 @@ def test_configured_pumps_drive_the_simulators(tmp_path: Path, cred: Path, pty_p
             await pts.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_the_wiring_examples_in_operations_md_parse(tmp_path: Path) -> None:
+    """docs/operations.md, "Wiring a real station": its TOML examples are a valid site."""
+    import re
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    section = doc.split("## Wiring a real station", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```toml\n(.*?)```", section, re.DOTALL)
+    assert len(blocks) == 2
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "pts2.cred").write_text("edge:x\n")
+    cfg = parse_config(HEAD + blocks[0] + blocks[1].replace('reader = "..."', 'reader = "R9"'), base_dir=tmp_path)
+    pts, azt = (p.driver for p in cfg.pumps)
+    assert isinstance(pts, Pts2Settings) and pts.auth == "digest" and pts.username == "edge"
+    assert isinstance(azt, Azt2Settings) and azt.line_format == "7E2" and azt.channels == ((1, "AI95"), (2, "DT"))
