@@ -36,6 +36,7 @@ from hw.pump import (
     PumpEvent,
     PumpOffline,
     PumpProtocolError,
+    PumpRefused,
     PumpState,
     PumpStateError,
     PumpTotals,
@@ -346,7 +347,7 @@ class PolledPump(Pump):
             self._failures = self.offline_after - 1  # one failure at start means offline
             self._quiet = True
             try:
-                await self._poll_once()
+                await self._poll_once(strict=True)  # bad credentials fail the open, loudly
             finally:
                 self._quiet = False
         except BaseException:
@@ -391,11 +392,20 @@ class PolledPump(Pump):
             except Exception:  # a driver bug must not kill the pump's supervision silently
                 log.exception("pump %d: poll failed unexpectedly", self._pump_id)
 
-    async def _poll_once(self) -> None:
-        """One status request and its consequences."""
+    async def _poll_once(self, strict: bool = False) -> None:
+        """One status request and its consequences. A refused status request (an error
+        packet, NAK, CAN) counts as a failed poll, unless ``strict`` (at open)."""
         generation = self._generation
         try:
             status = await self._dev_status()
+        except PumpRefused as e:
+            if strict:
+                raise
+            self._failures += 1
+            if self._failures >= self.offline_after and not self._offline:
+                log.warning("pump %d: offline, the device refuses its status request (%s)", self._pump_id, e)
+                self._go_offline()
+            return
         except (PumpOffline, PumpProtocolError) as e:
             self._failures += 1
             if self._failures >= self.offline_after and not self._offline:

@@ -429,3 +429,23 @@ def test_bad_controller_settings_are_refused(kwargs: dict[str, Any]) -> None:
 def test_bad_nozzle_maps_are_refused(nozzles: dict[int, str]) -> None:
     with pytest.raises(PumpError):
         Pts2Pump(Pts2Controller("http://h"), 1, nozzles)
+
+
+def test_a_refused_status_request_counts_as_a_failed_poll(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        s = sim(tmp_path)
+        await s.start()
+        try:
+            async with Pts2Controller(s.url) as ctl, pump(ctl) as p:
+                p.poll_interval_s = 3600
+                await asyncio.sleep(0)
+                for _ in range(p.offline_after):
+                    s.fail_next("PumpGetStatus", 4)
+                    await p._poll_once()
+                assert p.state is S.OFFLINE
+                await p._poll_once()
+                assert p.state is S.IDLE
+        finally:
+            await s.close()
+
+    run(scenario)
