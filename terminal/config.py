@@ -398,10 +398,18 @@ def _pts2_settings(r: _Reader, pump_id: int, base_dir: Path | None) -> Pts2Setti
     if auth not in ("basic", "digest"):
         raise ConfigError(f"{r.where}.auth: one of basic, digest, got {auth!r}")
     user, password = _credentials(r, "credentials_file", base_dir)
+    ca = r.str("tls_ca_file")
+    if ca is not None:
+        if not url.startswith("https://"):
+            raise ConfigError(f"{r.where}.tls_ca_file: only with an https:// url, got {url!r}")
+        ca_path = Path(ca) if base_dir is None or Path(ca).is_absolute() else base_dir / ca
+        if not ca_path.is_file():
+            raise ConfigError(f"{r.where}.tls_ca_file: no such file {ca_path}")
+        ca = str(ca_path)
     settings = Pts2Settings(
         url.rstrip("/"), _nozzle_map(r, "nozzles", 8), r.int("controller_pump", pump_id, low=1, high=50),
         user, password, auth, r.int("poll_interval_ms", 200, low=20, high=10_000),
-        r.int("timeout_ms", 2_000, low=100, high=60_000))
+        r.int("timeout_ms", 2_000, low=100, high=60_000), ca)
     r.done()
     return settings
 

@@ -8,6 +8,7 @@ which dispenser, and that pumps on one controller or one RS-485 line share its l
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 
 from hw.dispensers.azt2 import Azt2Bus, Azt2Pump
@@ -30,6 +31,7 @@ class Pts2Settings:
     auth: str = "basic"
     poll_interval_ms: int = 200
     timeout_ms: int = 2_000
+    tls_ca_file: str | None = None  #: the CA (or the controller's own certificate) to trust over https
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +61,12 @@ class DispenserLinks:
             key = (settings.url, settings.username, settings.auth)
             ctl = self._controllers.get(key)
             if ctl is None:
+                context = None
+                if settings.tls_ca_file is not None:
+                    context = ssl.create_default_context(cafile=settings.tls_ca_file)
                 ctl = self._controllers[key] = Pts2Controller(
                     settings.url, username=settings.username, password=settings.password,
-                    auth=settings.auth, timeout_s=settings.timeout_ms / 1000)
+                    auth=settings.auth, timeout_s=settings.timeout_ms / 1000, ssl_context=context)
             return Pts2Pump(ctl, pump_id, dict(settings.nozzles), controller_pump=settings.controller_pump,
                             poll_interval_s=settings.poll_interval_ms / 1000)
         if isinstance(settings, Azt2Settings):

@@ -408,6 +408,8 @@ class PolledPump(Pump):
             return
         except (PumpOffline, PumpProtocolError) as e:
             self._failures += 1
+            if strict:
+                log.warning("pump %d: offline at start (%s)", self._pump_id, e)
             if self._failures >= self.offline_after and not self._offline:
                 log.warning("pump %d: offline (%s)", self._pump_id, e)
                 self._go_offline()

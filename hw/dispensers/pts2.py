@@ -156,6 +156,9 @@ class Pts2Controller:
                     if len(raw) > MAX_BODY_BYTES:
                         raise PumpProtocolError("the PTS-2 controller's answer is too large")
                     return raw
+            except aiohttp.ClientSSLError as e:
+                raise PumpOffline(f"the PTS-2 controller's TLS certificate is not trusted ({type(e).__name__}): "
+                                  "check tls_ca_file") from None
             except (TimeoutError, aiohttp.ClientConnectionError, OSError) as e:
                 raise PumpOffline(f"the PTS-2 controller does not answer ({type(e).__name__})") from None
             except aiohttp.ClientPayloadError:

@@ -29,6 +29,7 @@ import json
 import os
 import re
 import secrets
+import ssl
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -149,16 +150,18 @@ class Pts2Simulator:
         self._load()
 
     # --- lifecycle ----------------------------------------------------------------------------
-    async def start(self, port: int = 0) -> str:
-        """Listen on 127.0.0.1 (a free port unless given); return the base URL."""
+    async def start(self, port: int = 0, ssl_context: ssl.SSLContext | None = None) -> str:
+        """Listen on 127.0.0.1 (a free port unless given; https with ``ssl_context``);
+        return the base URL."""
         app = web.Application(client_max_size=1 << 20)
         app.router.add_post("/jsonPTS", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        site = web.TCPSite(self._runner, "127.0.0.1", port, ssl_context=ssl_context)
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []
-        self.url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+        scheme = "https" if ssl_context is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{sockets[0].getsockname()[1]}"
         self._watchdog = asyncio.get_running_loop().create_task(self._watch_link())
         for p in self.pumps.values():  # a delivery cut by the restart ends where it was
             txn = self._txns.get(p.current)

@@ -177,7 +177,47 @@ def test_the_wiring_examples_in_operations_md_parse(tmp_path: Path) -> None:
     assert len(blocks) == 2
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "pts2.cred").write_text("edge:x\n")
+    (tmp_path / "secrets" / "pts2-ca.pem").write_text("a CA certificate\n")
     cfg = parse_config(HEAD + blocks[0] + blocks[1].replace('reader = "..."', 'reader = "R9"'), base_dir=tmp_path)
     pts, azt = (p.driver for p in cfg.pumps)
     assert isinstance(pts, Pts2Settings) and pts.auth == "digest" and pts.username == "edge"
+    assert pts.tls_ca_file == str(tmp_path / "secrets" / "pts2-ca.pem")
     assert isinstance(azt, Azt2Settings) and azt.line_format == "7E2" and azt.channels == ((1, "AI95"), (2, "DT"))
+
+
+def test_https_to_the_controller_trusts_only_the_configured_ca(tmp_path: Path, cred: Path) -> None:
+    import ssl
+
+    from hw.pump import PumpOffline
+    from tests.terminal.test_api_auth import Pki
+
+    pki = Pki(tmp_path)
+    cert, key = pki.issue("pts2", server=True)
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+
+    async def scenario() -> None:
+        sim = Pts2Simulator({1: {1: "AI95", 2: "DT"}}, tmp_path / "pts.json", username="edge",
+                            password="Sup3r-secret", auth="digest")
+        await sim.start(ssl_context=server)
+        try:
+            assert sim.url.startswith("https://")
+            text = PTS2.format(url=sim.url).replace("poll_interval_ms = 20",
+                                                    f'poll_interval_ms = 20\ntls_ca_file = "{pki.ca_file}"')
+            cfg = parse(text, tmp_path)
+            async with DispenserLinks().pump(1, cfg.pumps[0].driver) as pump:  # type: ignore[attr-defined]
+                assert pump.state is PumpState.IDLE
+                assert (await pump.read_totals()).volume_ml == 0
+            untrusted = parse(PTS2.format(url=sim.url), tmp_path)
+            async with DispenserLinks().pump(1, untrusted.pumps[0].driver) as pump:  # type: ignore[attr-defined]
+                assert pump.state is PumpState.OFFLINE
+                with pytest.raises(PumpOffline):
+                    await pump.authorize("AI95", 5_499, Preset.by_volume(1_000))
+        finally:
+            await sim.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+    with pytest.raises(ConfigError, match="pumps\\[0\\].pts2.tls_ca_file: only with an https"):
+        parse(PTS2.format(url="http://h").replace("auth =", f'tls_ca_file = "{pki.ca_file}"\nauth ='), tmp_path)
+    with pytest.raises(ConfigError, match="pumps\\[0\\].pts2.tls_ca_file: no such file"):
+        parse(PTS2.format(url="https://h").replace("auth =", 'tls_ca_file = "nope.pem"\nauth ='), tmp_path)
