@@ -20,6 +20,7 @@ from typing import Any, Literal, overload
 
 from authz.errors import ModelError
 from authz.localtime import zone
+from hw.dispensers.factory import Azt2Settings, Pts2Settings
 
 SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PRODUCT_CODE = re.compile(r"^[A-Z0-9_]{1,16}$")
@@ -33,13 +34,18 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class PumpConfig:
-    """A pump: its number on the forecourt, card reader, dispenser driver and nozzles."""
+    """A pump: its number on the forecourt, card reader, dispenser driver and nozzles.
+
+    ``dispenser`` is ``"sim"`` (a simulated dispenser), ``"pts2"`` or ``"azt2"``; for the
+    real ones ``driver`` holds their settings (docs/operations.md, wiring a station).
+    """
 
     pump_id: int
     reader: str
     dispenser: str = "sim"
     products: tuple[str, ...] = ()
     flow_ml_per_min: int = 40_000
+    driver: Pts2Settings | Azt2Settings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,11 +292,27 @@ def parse_config(text: str, *, base_dir: Path | None = None) -> SiteConfig:
             if code not in prices:
                 raise ConfigError(f"pumps[{i}].products: {code!r} has no price in [prices]")
         dispenser = p.str("dispenser", "sim")
-        if dispenser != "sim":
-            raise ConfigError(f"pumps[{i}].dispenser: only 'sim' is supported yet, got {dispenser!r}")
+        driver: Pts2Settings | Azt2Settings | None = None
+        if dispenser == "pts2":
+            driver = _pts2_settings(_Reader(p._get("pts2", True), f"pumps[{i}].pts2"), pid, base_dir)
+        elif dispenser == "azt2":
+            driver = _azt2_settings(_Reader(p._get("azt2", True), f"pumps[{i}].azt2"))
+        elif dispenser != "sim":
+            raise ConfigError(f"pumps[{i}].dispenser: one of sim, pts2, azt2, got {dispenser!r}")
+        if driver is not None:
+            mapped = tuple(product for _, product in (driver.nozzles if isinstance(driver, Pts2Settings)
+                                                      else driver.channels))
+            for code in mapped:
+                if code not in prices:
+                    raise ConfigError(f"pumps[{i}].{dispenser}: product {code!r} has no price in [prices]")
+            if products and set(products) != set(mapped):
+                raise ConfigError(f"pumps[{i}].products: {list(products)} differ from the {dispenser} "
+                                  f"nozzle map's {list(mapped)}")
+            products = products or mapped
         pumps.append(PumpConfig(pid, p.str("reader", required=True), dispenser, products,
-                                p.int("flow_ml_per_min", 40_000, low=1_000, high=500_000)))
+                                p.int("flow_ml_per_min", 40_000, low=1_000, high=500_000), driver))
         p.done()
+    _check_shared_links(pumps)
     if pumps and station_id is None:
         raise ConfigError("site.station_id: required when the site has pumps")
 
@@ -329,6 +351,106 @@ def parse_config(text: str, *, base_dir: Path | None = None) -> SiteConfig:
     root.done()
     return SiteConfig(site_id, tz, region, data_dir, station_id, prices, tuple(pumps), tuple(tills),
                       api, broker, keys)
+
+
+def _nozzle_map(r: _Reader, key: str, high: int) -> tuple[tuple[int, str], ...]:
+    """``{ "1" = "AI95", ... }``: numbers 1..high to product codes, each product once."""
+    raw = r._get(key, True)
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{r.where}.{key}: expected a table of number = product, got {raw!r}")
+    out: dict[int, str] = {}
+    for k, v in raw.items():
+        if not k.isdigit() or not 1 <= int(k) <= high:
+            raise ConfigError(f"{r.where}.{key}: {k!r} is not a number in 1..{high}")
+        if not isinstance(v, str) or not PRODUCT_CODE.match(v):
+            raise ConfigError(f"{r.where}.{key}.{k}: expected a product code, got {v!r}")
+        if v in out.values():
+            raise ConfigError(f"{r.where}.{key}: product {v!r} is on two nozzles")
+        out[int(k)] = v
+    return tuple(sorted(out.items()))
+
+
+def _credentials(r: _Reader, key: str, base_dir: Path | None) -> tuple[str, str] | tuple[None, None]:
+    """A credentials file of one line ``username:password`` (the password never appears in
+    an error or a log)."""
+    name = r.str(key)
+    if name is None:
+        return None, None
+    path = Path(name)
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{r.where}.{key}: cannot read {path}: {exc.strerror}") from None
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password or "\n" in text:
+        raise ConfigError(f"{r.where}.{key}: {path} must hold one line 'username:password'")
+    return user, password
+
+
+def _pts2_settings(r: _Reader, pump_id: int, base_dir: Path | None) -> Pts2Settings:
+    """The ``[pumps.pts2]`` table: a pump behind a Technotrade PTS-2 controller."""
+    url = r.str("url", required=True)
+    if not re.match(r"^https?://[^/\s]+/?$", url):
+        raise ConfigError(f"{r.where}.url: expected http(s)://host[:port], got {url!r}")
+    auth = r.str("auth", "basic")
+    if auth not in ("basic", "digest"):
+        raise ConfigError(f"{r.where}.auth: one of basic, digest, got {auth!r}")
+    user, password = _credentials(r, "credentials_file", base_dir)
+    ca = r.str("tls_ca_file")
+    if ca is not None:
+        if not url.startswith("https://"):
+            raise ConfigError(f"{r.where}.tls_ca_file: only with an https:// url, got {url!r}")
+        ca_path = Path(ca) if base_dir is None or Path(ca).is_absolute() else base_dir / ca
+        if not ca_path.is_file():
+            raise ConfigError(f"{r.where}.tls_ca_file: no such file {ca_path}")
+        ca = str(ca_path)
+    settings = Pts2Settings(
+        url.rstrip("/"), _nozzle_map(r, "nozzles", 8), r.int("controller_pump", pump_id, low=1, high=50),
+        user, password, auth, r.int("poll_interval_ms", 200, low=20, high=10_000),
+        r.int("timeout_ms", 2_000, low=100, high=60_000), ca)
+    r.done()
+    return settings
+
+
+def _azt2_settings(r: _Reader) -> Azt2Settings:
+    """The ``[pumps.azt2]`` table: a pump whose hoses are АЗТ 2.0 channels on RS-485."""
+    port = r.str("port", required=True)
+    baudrate = r.int("baudrate", 4800, low=1200, high=19_200)
+    if baudrate not in (1200, 2400, 4800, 9600, 19_200):
+        raise ConfigError(f"{r.where}.baudrate: one of 1200, 2400, 4800, 9600, 19200, got {baudrate}")
+    line_format = r.str("line_format", "7E2")
+    if line_format not in ("7E2", "8N1"):
+        raise ConfigError(f"{r.where}.line_format: 7E2 (the dispensers') or 8N1, got {line_format!r}")
+    settings = Azt2Settings(port, _nozzle_map(r, "channels", 225), baudrate, line_format,
+                            r.int("poll_interval_ms", 200, low=20, high=10_000),
+                            r.int("answer_timeout_ms", 400, low=20, high=10_000),
+                            r.int("retries", 3, low=1, high=10))
+    r.done()
+    return settings
+
+
+def _check_shared_links(pumps: list[PumpConfig]) -> None:
+    """Pumps sharing a controller need distinct pump numbers in it; pumps sharing an RS-485
+    port need the same speed and format and distinct channels."""
+    seen_pts: dict[tuple[str, int], int] = {}
+    seen_ch: dict[tuple[str, int], int] = {}
+    line: dict[str, tuple[int, str]] = {}
+    for i, cfg in enumerate(pumps):
+        d = cfg.driver
+        if isinstance(d, Pts2Settings):
+            other = seen_pts.setdefault((d.url, d.controller_pump), cfg.pump_id)
+            if other != cfg.pump_id:
+                raise ConfigError(f"pumps[{i}].pts2.controller_pump: pump {other} is already "
+                                  f"controller pump {d.controller_pump} at {d.url}")
+        elif isinstance(d, Azt2Settings):
+            if line.setdefault(d.port, (d.baudrate, d.line_format)) != (d.baudrate, d.line_format):
+                raise ConfigError(f"pumps[{i}].azt2.baudrate: {d.port} is already set up at {line[d.port]}")
+            for ch, _ in d.channels:
+                other = seen_ch.setdefault((d.port, ch), cfg.pump_id)
+                if other != cfg.pump_id:
+                    raise ConfigError(f"pumps[{i}].azt2.channels: channel {ch} on {d.port} is already pump {other}'s")
 
 
 def _api_config(a: _Reader, base_dir: Path | None, pumps: list[PumpConfig], tills: list[TillConfig]) -> ApiConfig:

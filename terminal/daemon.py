@@ -32,6 +32,7 @@ from aiohttp import web
 
 from authz.fuel_model import mask_card_no
 from hw.card.keys import KeyStore, KeyStoreError, SoftwareKeyStore
+from hw.dispensers.factory import DispenserLinks
 from hw.pump import Pump
 from hw.scanner import Scan, ScanKind, Scanner, ScannerConfig, ScanNoise
 from wire import REPLICA_VERIFY_KEY_FILE
@@ -253,6 +254,7 @@ class Daemon:
         self.keys = keys
         self.fuel_timeouts = fuel_timeouts
         self._pump_devices = dict(pumps or {})
+        self._dispenser_links = DispenserLinks()  # PTS-2 controllers and RS-485 lines, shared
         #: kopecks held per contract by open authorizations (shared by the pump lanes)
         self.fuel_holds: dict[int, int] = replica.fuel_holds if replica is not None else {}
         #: the highest transaction counter seen per fuel card (from the journal, then live)
@@ -635,6 +637,8 @@ class Daemon:
         keys = self.keys or self._default_keys()
         for cfg in self.config.pumps:
             pump = self._pump_devices.get(cfg.pump_id)
+            if pump is None and cfg.driver is not None:  # a real dispenser (hw.dispensers)
+                pump = self._dispenser_links.pump(cfg.pump_id, cfg.driver)
             if pump is None:
                 pump = RecordedSimPump(cfg.pump_id, products=cfg.products or None,
                                        flow_ml_per_min=cfg.flow_ml_per_min,
