@@ -324,7 +324,10 @@ CREATE TABLE web_outbox (                           -- e-mail and SMS waiting to
     tries INTEGER NOT NULL DEFAULT 0,
     last_error TEXT
 );
-CREATE INDEX web_outbox_due ON web_outbox (sent_at_utc_s, msg_id)
+CREATE INDEX web_outbox_due ON web_outbox (sent_at_utc_s, msg_id);
+-- a club member's history in the cabinet (partial: fuel records pay nothing for it)
+CREATE INDEX web_records_club_card ON records (card_no, at_utc_s)
+    WHERE kind IN ('till.sale_committed', 'till.return', 'till.topup')
 """
 
 

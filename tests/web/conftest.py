@@ -222,3 +222,44 @@ def server(ledger: Ledger, db_url: str, clock: Clock, smtp, sms: SmsBox) -> Iter
 @pytest.fixture
 def client(server: Server) -> Client:
     return Client(server.url)
+
+
+def club_no(first12: str) -> str:
+    """A valid EAN-13 club card number."""
+    from host.checks import ean13_check_digit
+    return first12 + ean13_check_digit(first12)
+
+
+CLUB_CARD = club_no("200000000001")
+CLUB_NEW_CARD = club_no("200000000002")
+CLUB_PHONE = "79001234567"
+CLUB_BIRTH = date(1990, 5, 17)
+CLUB_PERSON = "P1"
+
+
+def seed_club(led: Ledger) -> None:
+    """A club member with an identified account (balance, turnover, two lots) and a card."""
+    from authz.club_model import (
+        ClubAccount,
+        ClubCard,
+        ClubCardKind,
+        ClubModel,
+        ClubRules,
+        PointLot,
+    )
+    from authz.localtime import local_date, month_index
+    from host import club_members
+    rules = ClubRules()
+    month = month_index(local_date(START, rules.tz))
+    acc = ClubAccount(1, ClubCardKind.IDENTIFIED, activated=False, balance_kop=12_345_00, turnover_month=month,
+                      turnover_kop=2_000_00, lots=(PointLot(1, 150, START - 86_400, START + 80 * 86_400),
+                                                   PointLot(2, 40, START + 2 * 86_400, START + 90 * 86_400)))
+    master.import_club_model(led, ClubModel(rules=rules, accounts=(acc,), cards=(ClubCard(CLUB_CARD, 1),)),
+                             persons={1: CLUB_PERSON})
+    club_members.register_member(led, CLUB_PERSON, phone=CLUB_PHONE, birth_date=CLUB_BIRTH)
+
+
+@pytest.fixture
+def club_ledger(ledger: Ledger) -> Ledger:
+    seed_club(ledger)
+    return ledger
