@@ -38,6 +38,7 @@ from host import master
 from host.ledger import Ledger
 from host.outbox import FileSmsGateway, SmtpMailer
 from host.passwords import Argon2Parameters
+from host.web.access_log import SafeAccessLogger
 from host.web.app import create_app
 from host.web.config import WebConfig
 
@@ -143,7 +144,8 @@ class Server:
         def run() -> None:
             asyncio.set_event_loop(self.loop)
             try:
-                self.runner = web.AppRunner(create_app(cfg))
+                # the access logger edgepos host serve uses (the log test reads its lines)
+                self.runner = web.AppRunner(create_app(cfg), access_log_class=SafeAccessLogger)
                 self.loop.run_until_complete(self.runner.setup())
                 self.loop.run_until_complete(web.SockSite(self.runner, sock).start())
             except BaseException as exc:  # noqa: BLE001 - handed to the test
