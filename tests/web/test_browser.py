@@ -87,7 +87,8 @@ def test_fleet_register_activate_link_limit_block_download(page: Page, smtp, led
     page.goto(f"/fleet/contracts/{CONTRACT}/statement?month=2026-11")
     with page.expect_download() as dl:
         page.click("#csv")
-    text = open(dl.value.path(), encoding="utf-8-sig").read()
+    with open(dl.value.path(), encoding="utf-8-sig") as f:
+        text = f.read()
     assert "closing balance,,,500000.00" in text and "opening balance,,,0.00" in text
 
 
