@@ -771,6 +771,8 @@ def build_parser(prog: str = "python -m host.admin", card_writer: CardWriter | N
     s.add_argument("--contract", type=int, required=True, help="the contract number")
     s.add_argument("--month", required=True, help="YYYY-MM")
     s.add_argument("--csv", help="also write CSV to this file ('-': CSV to stdout instead of the table)")
+    from .documents.cli import add_commands as add_document_commands
+    add_document_commands(cmd)
     return p
 
 

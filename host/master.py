@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
 
 from authz.club_model import ClubCardKind, ClubModel, ClubRules, ClubStatus
 from authz.errors import ModelError
@@ -48,6 +49,9 @@ from .errors import Conflict, InvalidInput, NotFound
 from .ledger import Ledger
 from .versions import record_change
 
+if TYPE_CHECKING:
+    from .documents.model import Requisites
+
 __all__ = [
     "MAX_CLUB_CARDS_PER_PERSON",
     "MasterDataCounts",
@@ -72,12 +76,15 @@ __all__ = [
     "remove_limit",
     "replace_club_card",
     "require_no_master_data",
+    "set_client_requisites",
     "set_club_rules",
     "set_credit_line",
     "set_discount",
     "set_limit",
+    "set_operator_requisites",
     "set_price",
     "set_site_status",
+    "set_station_address",
     "set_tariff",
     "set_tariff_discounts",
     "top_up_contract",
@@ -920,3 +927,57 @@ def set_site_status(ledger: Ledger, site_id: str, status: str) -> None:
             raise NotFound(f"no site {site_id!r}")
     ledger.db.run(step)
 
+
+
+# -- requisites and addresses for documents (host.documents) -------------------------------------
+
+def set_operator_requisites(ledger: Ledger, req: Requisites) -> Requisites:
+    """Set the network operator's requisites, the seller on every invoice and act (checked:
+    :func:`host.documents.requisites.check_requisites`)."""
+    from .documents.requisites import check_requisites
+    check_requisites(req)
+    now = ledger.now()
+
+    def step(db: Database) -> None:
+        db.execute("INSERT INTO operator_requisites (one, name, inn, kpp, address, updated_at_utc_s) "
+                   "VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT (one) DO UPDATE SET name = excluded.name, "
+                   "inn = excluded.inn, kpp = excluded.kpp, address = excluded.address, "
+                   "updated_at_utc_s = excluded.updated_at_utc_s", (req.name, req.inn, req.kpp, req.address, now))
+    _run(ledger, step)
+    return req
+
+
+def set_client_requisites(ledger: Ledger, contract_id: int, req: Requisites) -> Requisites:
+    """Set the requisites of a contract's client, the buyer on its invoices and acts.
+    Raises NotFound for an unknown contract, InvalidInput for a bad field."""
+    from .documents.requisites import check_requisites
+    _amount("contract_id", contract_id, 1, _MAX_ID)
+    check_requisites(req)
+    now = ledger.now()
+
+    def step(db: Database) -> None:
+        if not db.fetchone("SELECT 1 FROM contracts WHERE contract_id = ?", (contract_id,)):
+            raise NotFound(f"no contract {contract_id}")
+        db.execute("INSERT INTO contract_requisites (contract_id, name, inn, kpp, address, updated_at_utc_s) "
+                   "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (contract_id) DO UPDATE SET name = excluded.name, "
+                   "inn = excluded.inn, kpp = excluded.kpp, address = excluded.address, "
+                   "updated_at_utc_s = excluded.updated_at_utc_s",
+                   (contract_id, req.name, req.inn, req.kpp, req.address, now))
+    _run(ledger, step)
+    return req
+
+
+def set_station_address(ledger: Ledger, station_id: int, *, name: str, address: str) -> None:
+    """Give a station the name and address transaction detail shows. NotFound for an
+    unknown station."""
+    _amount("station_id", station_id, 0, _MAX_ID)
+    _text("a station name", name, 1, 200)
+    _text("a station address", address, 1, 500)
+
+    def step(db: Database) -> None:
+        if _station_row(db, station_id) is None:
+            raise NotFound(f"no station {station_id}")
+        db.execute("INSERT INTO station_addresses (station_id, name, address) VALUES (?, ?, ?) "
+                   "ON CONFLICT (station_id) DO UPDATE SET name = excluded.name, address = excluded.address",
+                   (station_id, name, address))
+    _run(ledger, step)

@@ -238,6 +238,22 @@ def _v2(db: Database) -> list[str]:
             "CREATE INDEX records_club_returns ON records (site_id, txn_id) WHERE kind = 'till.return'"]
 
 
+def _v3(db: Database) -> list[str]:
+    """Documents (host.documents): the requisites an invoice and a reconciliation act carry
+    (the network operator's, one row; each contract's client's), stations' names and
+    addresses for transaction detail, and covering indexes for a contract's month of
+    balance movements: all of them (sums and pages read the index alone), and the credits
+    alone (a partial index: a month's payments are found without reading its purchases)."""
+    return [("CREATE TABLE operator_requisites (one INTEGER PRIMARY KEY CHECK (one = 1), name TEXT NOT NULL, "
+             "inn TEXT NOT NULL, kpp TEXT NOT NULL, address TEXT NOT NULL, updated_at_utc_s BIGINT NOT NULL)"),
+            ("CREATE TABLE contract_requisites (contract_id BIGINT PRIMARY KEY, name TEXT NOT NULL, "
+             "inn TEXT NOT NULL, kpp TEXT NOT NULL, address TEXT NOT NULL, updated_at_utc_s BIGINT NOT NULL)"),
+            "CREATE TABLE station_addresses (station_id BIGINT PRIMARY KEY, name TEXT NOT NULL, address TEXT NOT NULL)",
+            "CREATE INDEX contract_entries_month ON contract_entries (contract_id, at_utc_s, entry_id, amount_kop)",
+            ("CREATE INDEX contract_entries_credits ON contract_entries (contract_id, at_utc_s, amount_kop) "
+             "WHERE amount_kop > 0")]
+
+
 _WEB = """
 CREATE TABLE web_fleet_users (                      -- fleet managers (one per company)
     user_id {autoid},
@@ -331,14 +347,14 @@ CREATE INDEX web_records_club_card ON records (card_no, at_utc_s)
 """
 
 
-def _v3(db: Database) -> list[str]:
+def _v4(db: Database) -> list[str]:
     """The cabinets' tables (host.web): users, sessions, one-time codes, rate-limit attempts,
     API tokens, idempotency keys and the outbox."""
     return [s.strip() for s in _WEB.replace("{autoid}", db.autoid).split(";") if s.strip()]
 
 
 #: ``MIGRATIONS[n]`` (1-based) gives the statements that take a database to version n.
-MIGRATIONS: list[Callable[[Database], list[str]]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[Database], list[str]]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
