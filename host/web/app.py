@@ -27,7 +27,7 @@ from host.ledger_thread import LedgerThread
 from host.passwords import Hasher
 from host.reports import litres, rub
 
-from . import api, club, fleet
+from . import api, club, documents, fleet
 from .common import CFG, HASHER, LT, render
 from .config import WebConfig
 from .forms import FieldError
@@ -140,6 +140,7 @@ def create_app(cfg: WebConfig) -> web.Application:
     app.router.add_get("/", _index)
     app.router.add_static("/static/", __import__("importlib.resources").resources.files("host.web") / "static")
     fleet.add_routes(app)
+    documents.add_routes(app)
     api.add_routes(app)
     club.add_routes(app)
     app.on_startup.append(_start)
