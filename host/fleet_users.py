@@ -21,7 +21,7 @@ from authz.fuel_model import FuelCard
 
 from . import codes, ratelimit
 from .db import Database
-from .errors import InvalidInput, NotFound
+from .errors import Conflict, InvalidInput, NotFound
 from .ledger import Ledger
 from .outbox import enqueue
 from .passwords import Hasher, check_new_password
@@ -120,6 +120,23 @@ def register(ledger: Ledger, hasher: Hasher, *, login: str, email: str, password
         enqueue(db, "email", email, f"Для активации личного кабинета перейдите по ссылке (действует 10 минут, "
                 f"один раз):\n{base_url}/fleet/activate/{link}\n", subject="Активация личного кабинета", now=now)
     ledger.db.run(step)
+
+
+def create_active_user(ledger: Ledger, hasher: Hasher, *, login: str, email: str, password: str,
+                       company: str = "") -> int:
+    """An account that is active at once (an operator's or a simulation's demo user, whose
+    e-mail is known to be right); returns its id. Conflict if the login or e-mail is taken."""
+    check_new_password(password, login=login, email=email)
+    pw_hash = hasher.hash(password)
+    now = ledger.now()
+
+    def step(db: Database) -> int:
+        if db.fetchone("SELECT 1 FROM web_fleet_users WHERE login = ? OR email = ?", (login, email)):
+            raise Conflict(f"login {login!r} or its e-mail is taken")
+        return db.execute("INSERT INTO web_fleet_users (login, email, company, password_hash, status, "
+                          "created_at_utc_s) VALUES (?, ?, ?, ?, 'active', ?) RETURNING user_id",
+                          (login, email, company, pw_hash, now)).fetchone()[0]
+    return ledger.db.run(step)
 
 
 def activate(ledger: Ledger, link: str, *, address: str) -> bool:
