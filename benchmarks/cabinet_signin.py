@@ -36,7 +36,7 @@ PASSWORD = "a long sign-in passphrase 2026"
 
 def _p(values: list[float], q: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
 async def _run(n: int, url: str) -> list[float]:

@@ -38,7 +38,7 @@ LIMITS: dict[str, Window] = {
 
 
 def _keys(account: str, address: str) -> dict[str, str]:
-    return {"pair": f"{account}\x00{address}", "address": address, "account": account}
+    return {"pair": f"{account}\x1f{address}", "address": address, "account": account}
 
 
 def retry_after(db: Database, account: str, address: str, *, now: int, trusted: bool = False,

@@ -139,16 +139,20 @@ async def contracts(request: web.Request, user: fu.FleetUser) -> web.Response:
 @_authed
 async def contract(request: web.Request, user: fu.FleetUser) -> web.Response:
     cid = _int_path(request, "contract_id")
-    return web.json_response(await call(request, lambda led: (fu.owns_contract(led, user.user_id, cid),
-                                                              _contract_json(led, cid))[1]))
+    def read(led: Ledger) -> dict:
+        fu.owns_contract(led, user.user_id, cid)
+        return _contract_json(led, cid)
+    return web.json_response(await call(request, read))
 
 
 @_authed
 async def contract_cards(request: web.Request, user: fu.FleetUser) -> web.Response:
     cid = _int_path(request, "contract_id")
     limit, offset = _page(request)
-    items = await call(request, lambda led: (fu.owns_contract(led, user.user_id, cid),
-                                             [_card_json(c) for c in led.contract_cards(cid)])[1])
+    def read(led: Ledger) -> list[dict]:
+        fu.owns_contract(led, user.user_id, cid)
+        return [_card_json(c) for c in led.contract_cards(cid)]
+    items = await call(request, read)
     return web.json_response(_listing(items, limit, offset))
 
 

@@ -86,7 +86,7 @@ async def _csrf(request: web.Request, handler):  # type: ignore[no-untyped-def]
     if request.method in _UNSAFE and not request.path.startswith(_NO_CSRF):
         s = await get_session(request)
         want = s.get("csrf")
-        got = request.headers.get("X-CSRF-Token")
+        got: object = request.headers.get("X-CSRF-Token")
         if got is None and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
             got = (await request.post()).get("csrf")
         if not want or not isinstance(got, str) or not hmac.compare_digest(want, got):

@@ -34,7 +34,7 @@ from .common import (
 __all__ = ["add_routes"]
 
 REALM = cm.REALM
-_NOBODY = "\x00nobody"  # the pending person when the data matched nobody: every code fails
+_NOBODY = "\x1fnobody"  # the pending person when the data matched nobody: every code fails
 _PURPOSES = {"activate": "club_activate", "reset": "club_reset"}
 
 
@@ -195,7 +195,8 @@ async def sms_inbound(request: web.Request) -> web.Response:
     if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or len(obj["text"]) > 1000:
         return web.json_response({"error": {"field": "text", "message": "text of at most 1000 characters"}}, status=422)
     try:
-        phone = F.phone({"phone": obj.get("from") if isinstance(obj.get("from"), str) else ""})
+        sender = obj.get("from")
+        phone = F.phone({"phone": sender if isinstance(sender, str) else ""})
     except F.FieldError:
         return web.json_response({"error": {"field": "from", "message": "a phone number"}}, status=422)
     blocked = await call(request, cm.sms_block, phone, obj["text"])

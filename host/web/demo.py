@@ -44,8 +44,8 @@ class DemoCabinets:
         hasher = Hasher()
         led = Ledger.open(ledger_url)
         try:
-            lines = [f"cabinets: {base_url}/fleet (fleet manager), {base_url}/club (club member), "
-                     f"{base_url}/api/v1/openapi.json (fleet API)"]
+            lines = [(f"cabinets: {base_url}/fleet (fleet manager), {base_url}/club (club member), "
+                      f"{base_url}/api/v1/openapi.json (fleet API)")]
             cid = led.db.scalar("SELECT min(contract_id) FROM contracts")
             if cid is not None:
                 uid = fleet_users.create_active_user(led, hasher, login=DEMO_FLEET_LOGIN, email="demo@fleet.invalid",

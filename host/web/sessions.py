@@ -80,9 +80,10 @@ class DbStorage(AbstractStorage):
         """Write the session (a new id for a new session), or delete it when emptied."""
         sid = session.identity
         if session.empty:
-            if sid is not None:
+            if isinstance(sid, str):
+                key = sid_hash(sid)
                 await self.lt.call(lambda: self.lt.ledger().db.execute(
-                    "DELETE FROM web_sessions WHERE sid_hash = ?", (sid_hash(sid),)))
+                    "DELETE FROM web_sessions WHERE sid_hash = ?", (key,)))
             self.save_cookie(response, "", max_age=None)
             return
         if sid is None:
