@@ -1,5 +1,5 @@
 """The cabinets in a real browser: Debian's chromium driven by Playwright (never a browser
-download). One browser for the session, a fresh context (cookies) per test. The flows:
+download). One browser for the module, a fresh context (cookies) per test. The flows:
 fleet registration and activation with the link from the SMTP server, linking a contract,
 changing a limit, blocking a card, downloading the statement CSV; club activation with the
 SMS code from the outbox, password reset, blocking a lost card by SMS. Also checks that
@@ -25,7 +25,9 @@ from .conftest import CARD, CLUB_BIRTH, CLUB_CARD, CLUB_PHONE, CONTRACT, body_of
 PASSWORD = "browser passphrase 2026"
 
 
-@pytest.fixture(scope="session")
+# module scope, not session: Playwright's sync API keeps an event loop running in the main
+# thread while it is open, and later tests' asyncio.run() would refuse to start under it
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
