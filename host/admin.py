@@ -41,6 +41,7 @@ from . import master, reports
 from .checks import parse_date, parse_litres, parse_percent, parse_price, parse_rub
 from .errors import HostError, InvalidInput, LedgerUnavailable, SchemaError
 from .ledger import Ledger
+from .web import serve as web_serve
 
 __all__ = [
     "DEFAULT_DB",
@@ -548,6 +549,21 @@ def cmd_corrections(led: Ledger, a: argparse.Namespace) -> None:
     _print_table(["record", "card", "why", "status", "released L", "released RUB"], rows)
 
 
+def cmd_serve(led: Ledger, a: argparse.Namespace) -> None:
+    try:
+        cfg = web_serve.config_from_args(a.db, a)
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"serve: {exc}") from None
+    web_serve.run(cfg, a.host, a.port, tls_cert=a.tls_cert, tls_key=a.tls_key)
+
+
+def cmd_link_code(led: Ledger, a: argparse.Namespace) -> None:
+    from . import fleet_users
+    code = fleet_users.issue_link_code(led, a.contract, ttl_s=a.days * 86_400)
+    print(f"contract {a.contract}: link code {code} (valid {a.days} days, {fleet_users.codes.TRIES} tries; "
+          "an older code of the contract no longer works)")
+
+
 def litres(ml: int) -> str:
     return reports.litres(ml)
 
@@ -738,6 +754,12 @@ def build_parser(prog: str = "python -m host.admin", card_writer: CardWriter | N
     sp = cmd("issues", cmd_issues, "records the ledger stored but could not fully apply, and limits broken offline")
     sp.add_argument("--last", type=int, default=50, help="how many, newest last (default %(default)s)")
     cmd("corrections", cmd_corrections, "fuel cards that may still hold a reservation")
+    sp = cmd("serve", cmd_serve, "run the fleet manager's cabinet, the fleet API and the club cabinet (HTTP)")
+    web_serve.add_arguments(sp)
+    sp = cmd("link-code", cmd_link_code, "issue the code a fleet manager links a contract to their cabinet with")
+    sp.add_argument("contract", type=int, help="the contract number")
+    sp.add_argument("--days", type=int, default=14, choices=range(1, 91), metavar="DAYS",
+                    help="how long the code is valid, 1..90 days (default %(default)s)")
     rp = cmd("report", cmd_report, "reports per contract")
     rsub = rp.add_subparsers(dest="report", required=True, metavar="REPORT")
     t = rsub.add_parser("transactions", help="transaction detail of a contract over a period")

@@ -254,8 +254,107 @@ def _v3(db: Database) -> list[str]:
              "WHERE amount_kop > 0")]
 
 
+_WEB = """
+CREATE TABLE web_fleet_users (                      -- fleet managers (one per company)
+    user_id {autoid},
+    login TEXT NOT NULL UNIQUE,                      -- case-folded
+    email TEXT NOT NULL UNIQUE,                      -- case-folded
+    company TEXT NOT NULL DEFAULT '',
+    password_hash TEXT NOT NULL,                     -- argon2id (host.passwords)
+    status TEXT NOT NULL,                            -- pending (not activated) | active | blocked
+    totp_secret TEXT,                                -- base32, NULL: no second factor yet
+    created_at_utc_s BIGINT NOT NULL
+);
+CREATE TABLE web_fleet_contracts (                  -- the contracts a fleet manager has linked
+    user_id BIGINT NOT NULL,
+    contract_id BIGINT NOT NULL UNIQUE,              -- a contract belongs to one company's cabinet
+    linked_at_utc_s BIGINT NOT NULL,
+    PRIMARY KEY (user_id, contract_id)
+);
+CREATE TABLE web_club_members (                     -- a club account's holder, as the cabinet knows them
+    person_id TEXT PRIMARY KEY,
+    phone TEXT NOT NULL,                             -- E.164 digits, the registered phone
+    birth_date TEXT NOT NULL,                        -- YYYY-MM-DD
+    password_hash TEXT,                              -- NULL until the cabinet is activated
+    created_at_utc_s BIGINT NOT NULL
+);
+CREATE INDEX web_club_members_phone ON web_club_members (phone);
+CREATE TABLE web_codes (                            -- one-time codes and links: only their hash is kept
+    code_id {autoid},
+    purpose TEXT NOT NULL,                           -- activate | link_contract | club_activate | club_reset
+    subject TEXT NOT NULL,                           -- whose code: a user id, a contract, a person
+    code_hash TEXT NOT NULL,
+    expires_at_utc_s BIGINT NOT NULL,
+    tries_left INTEGER NOT NULL,
+    used_at_utc_s BIGINT,
+    created_at_utc_s BIGINT NOT NULL
+);
+CREATE INDEX web_codes_subject ON web_codes (purpose, subject);
+CREATE TABLE web_attempts (                         -- failed sign-ins and code checks, for rate limits
+    scope TEXT NOT NULL,                             -- account | address | pair
+    key TEXT NOT NULL,
+    at_utc_s BIGINT NOT NULL
+);
+CREATE INDEX web_attempts_key ON web_attempts (scope, key, at_utc_s);
+CREATE TABLE web_devices (                          -- browsers that signed in before (not rate limited per account)
+    token_hash TEXT PRIMARY KEY,
+    realm TEXT NOT NULL,
+    user_key TEXT NOT NULL,
+    created_at_utc_s BIGINT NOT NULL
+);
+CREATE TABLE web_sessions (                         -- server-side sessions: the cookie holds a random id
+    sid_hash TEXT PRIMARY KEY,
+    realm TEXT,                                      -- fleet | club, NULL before sign-in
+    user_key TEXT,
+    data TEXT NOT NULL,
+    created_at_utc_s BIGINT NOT NULL,
+    expires_at_utc_s BIGINT NOT NULL
+);
+CREATE INDEX web_sessions_user ON web_sessions (realm, user_key);
+CREATE TABLE web_api_tokens (                       -- the fleet API's per-company tokens
+    token_id {autoid},
+    user_id BIGINT NOT NULL,
+    name TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    prefix TEXT NOT NULL,                            -- the first characters, to tell tokens apart
+    created_at_utc_s BIGINT NOT NULL,
+    revoked_at_utc_s BIGINT
+);
+CREATE TABLE web_idempotency (                      -- the fleet API's answers to writes, by Idempotency-Key
+    user_id BIGINT NOT NULL,
+    key TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    created_at_utc_s BIGINT NOT NULL,
+    PRIMARY KEY (user_id, key)
+);
+CREATE TABLE web_outbox (                           -- e-mail and SMS waiting to leave (host.outbox)
+    msg_id {autoid},
+    channel TEXT NOT NULL,                           -- email | sms
+    recipient TEXT NOT NULL,
+    subject TEXT NOT NULL DEFAULT '',
+    body TEXT NOT NULL,                              -- emptied once sent: a sent code is not kept
+    created_at_utc_s BIGINT NOT NULL,
+    sent_at_utc_s BIGINT,
+    tries INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX web_outbox_due ON web_outbox (sent_at_utc_s, msg_id);
+-- a club member's history in the cabinet (partial: fuel records pay nothing for it)
+CREATE INDEX web_records_club_card ON records (card_no, at_utc_s)
+    WHERE kind IN ('till.sale_committed', 'till.return', 'till.topup')
+"""
+
+
+def _v4(db: Database) -> list[str]:
+    """The cabinets' tables (host.web): users, sessions, one-time codes, rate-limit attempts,
+    API tokens, idempotency keys and the outbox."""
+    return [s.strip() for s in _WEB.replace("{autoid}", db.autoid).split(";") if s.strip()]
+
+
 #: ``MIGRATIONS[n]`` (1-based) gives the statements that take a database to version n.
-MIGRATIONS: list[Callable[[Database], list[str]]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[Database], list[str]]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -20,9 +20,10 @@ PY
 # an independent client, swig and libpcsclite-dev because pyscard builds from source.
 # Mosquitto (the MQTT broker) and PostgreSQL (the host's production ledger): the tests start
 # them when they are installed but not running. fonts-dejavu-core: the Cyrillic font the
-# host's PDF documents embed (host/documents/pdfout.py).
+# host's PDF documents embed (host/documents/pdfout.py). chromium: the browser tests drive it
+# (Playwright, executable_path=/usr/bin/chromium; never a browser download).
 for pkg in pcscd vsmartcard-vpcd pcsc-tools swig libpcsclite-dev mosquitto mosquitto-clients postgresql \
-           fonts-dejavu-core; do
+           fonts-dejavu-core chromium; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 

@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     site.add_argument("--club-accounts", type=_positive, default=2_000, metavar="N",
                       help="club accounts created at the host (default 2000)")
     site.add_argument("--seed", type=int, default=1, help="random seed of the replica and the traffic")
+    site.add_argument("--cabinet-port", type=int, default=0, metavar="PORT",
+                      help="port of the web cabinets on 127.0.0.1 (default: any free port; the address is printed)")
+    site.add_argument("--keep-serving", action="store_true",
+                      help="after the simulated day keep the host and the cabinets running (Ctrl-C stops)")
 
     hostp = sub.add_parser(
         "host", help="the central host's admin commands (cards, limits, blocks, reports...)",
@@ -243,11 +247,12 @@ def main(argv: list[str] | None = None) -> int:
             from .config import load_config
             from .simsite import run_site
             from .simsite import stderr_progress as site_progress
-            report = asyncio.run(run_site(config=load_config(args.config) if args.config else None,
-                                          sim_seconds=args.minutes * 60, speed=args.speed, seed=args.seed,
-                                          fuel_cards=args.fuel_cards, club_accounts=args.club_accounts,
-                                          progress=site_progress))
-            print(report.render())
+            from host.web.demo import DemoCabinets  # the host's cabinets beside the simulation
+            asyncio.run(run_site(config=load_config(args.config) if args.config else None,
+                                 sim_seconds=args.minutes * 60, speed=args.speed, seed=args.seed,
+                                 fuel_cards=args.fuel_cards, club_accounts=args.club_accounts,
+                                 progress=site_progress,
+                                 cabinets=DemoCabinets(port=args.cabinet_port, keep_serving=args.keep_serving)))
             return ExitCode.OK
         if args.command == "evaluate-day":
             from .dayrun import run_day, stderr_progress

@@ -608,8 +608,10 @@ class SimClock:
 
 async def run_site(*, config: SiteConfig | None = None, sim_seconds: int = 3_600, speed: float = 120.0,
                    seed: int = 1, fuel_cards: int = 2_000, club_accounts: int = 2_000,
-                   data_dir: Path | None = None, progress=None) -> SiteReport:
-    """Run the simulated site for ``sim_seconds`` simulated seconds; return the report."""
+                   data_dir: Path | None = None, progress=None, cabinets=None) -> SiteReport:
+    """Run the simulated site for ``sim_seconds`` simulated seconds; return the report.
+    ``cabinets`` (a :class:`host.web.demo.DemoCabinets`) serves the web cabinets on the host's
+    ledger from the start, and is given the report after the day while the host still runs."""
     say = progress or (lambda _m: None)
     report = SiteReport(sim_seconds=sim_seconds)
     rnd = random.Random(seed)
@@ -635,6 +637,8 @@ async def run_site(*, config: SiteConfig | None = None, sim_seconds: int = 3_600
             say(f"generating the network's master data: {fuel_cards:,} fuel cards, {club_accounts:,} club accounts")
             master = Replica.simulated(cfg, fuel_cards=fuel_cards, club_accounts=club_accounts, seed=seed)
             host = await _start_host(cfg, master, Path(tmp), say)
+            if cabinets is not None:
+                await cabinets.start(host.ledger_url)
             del master  # the site gets the network from the host only, through the broker
             cfg = host.site_config
             from hw.sim.pump import SimulatedPump
@@ -674,8 +678,15 @@ async def run_site(*, config: SiteConfig | None = None, sim_seconds: int = 3_600
                 await daemon.sync.wait_flushed(120)
                 _check_against_journal(daemon, report)
                 journal_path = daemon.journal_path
+            if cabinets is not None:  # the host stays up while the cabinets show the day
+                _reconcile(host, journal_path, report)
+                report.wall_seconds = time.perf_counter() - t0
+                cabinets.print_sign_ins()
+                print(report.render(), flush=True)
+                await cabinets.after_day()
             await host.stop()
-            _reconcile(host, journal_path, report)
+            if cabinets is None:
+                _reconcile(host, journal_path, report)
         finally:
             for s in scanners.values():
                 s.close()

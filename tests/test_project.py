@@ -57,6 +57,9 @@ def test_cli_simulate_runs_a_site_and_checks_its_journal():
     assert "edgepos simulated site: 3 600 simulated seconds" in out.stdout
     assert "match: OK" in out.stdout and "MISMATCH" not in out.stdout
     assert out.stdout.rstrip().endswith("host ledger == journal: OK")  # synced through the broker, reconciled exactly
+    # the cabinets ran on the host's ledger: their address and demo sign-ins come first
+    assert re.match(r"cabinets: http://127\.0\.0\.1:\d+/fleet ", out.stdout), out.stdout[:300]
+    assert "fleet sign-in: login demo-fleet" in out.stdout and "club sign-in: phone 79000000001" in out.stdout
     assert "t=" in out.stderr  # live progress on stderr
     # the site has no replica of its own: it waits for the host's snapshots, then serves
     assert "no replica; waiting for the host's snapshots" in out.stderr

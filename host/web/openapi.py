@@ -1,0 +1,136 @@
+"""The fleet API's OpenAPI 3.1 description (served at ``/api/v1/openapi.json``; the
+schemathesis test checks the live API against it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authz.fuel_model import Period, ProductGroup
+from authz.money import MAX_AMOUNT_KOP, MAX_VOLUME_ML
+
+__all__ = ["document"]
+
+_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["message"],
+    "properties": {"message": {"type": "string"}, "field": {"type": "string"}}}}}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict:
+    text = {401: "no valid API token", 404: "no such contract or card (or not the company's)",
+            409: "refused by the host's rules", 422: "a bad field (named in error.field)"}
+    return {str(c): _json(_ref("Error"), text[c]) for c in codes}
+
+
+def _list_of(name: str) -> dict:
+    return {"type": "object", "required": ["items", "total", "next_offset"], "properties": {
+        "items": {"type": "array", "items": _ref(name)}, "total": {"type": "integer", "minimum": 0},
+        "next_offset": {"type": ["integer", "null"]}}}
+
+
+# written as digit strings: a query string has no types, and a schema "integer" lets a
+# generator's "wrong type" case serialise to the same text as a right one
+_PAGING = [
+    {"name": "limit", "in": "query", "required": False, "description": "1..500 (default 100)",
+     "schema": {"type": "string", "pattern": "^(500|[1-4][0-9]{2}|[1-9][0-9]?)$"}},
+    {"name": "offset", "in": "query", "required": False, "description": "0..1000000000 (default 0)",
+     "schema": {"type": "string", "pattern": "^(0|[1-9][0-9]{0,8})$"}},
+]
+_CID = {"name": "contract_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+_CARD = {"name": "card_no", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9]{16}$"}}
+_LID = {"name": "limit_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0,
+                                                                        "maximum": 2**31 - 1}}
+_IDEM = {"name": "Idempotency-Key", "in": "header", "required": True,
+         "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[!-~]+$"}}
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI document."""
+    write_errors = _errors(401, 404, 409, 422)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "edgepos fleet API", "version": "1.0.0",
+                 "description": "Contracts, cards, limits, blocks and transactions of a fleet company. Money in "
+                                "kopecks, volumes in millilitres. Every write takes an Idempotency-Key."},
+        "components": {
+            "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": _ERROR,
+                "Contract": {"type": "object", "required": ["contract_id", "name", "tz", "balance_kop",
+                                                             "credit_line_kop", "available_kop"], "properties": {
+                    "contract_id": {"type": "integer"}, "name": {"type": "string"}, "tz": {"type": "string"},
+                    "balance_kop": {"type": "integer"}, "credit_line_kop": {"type": "integer"},
+                    "available_kop": {"type": "integer"}}},
+                "Limit": {"type": "object", "required": ["limit_id", "unit", "amount", "period", "scope"], "properties": {
+                    "limit_id": {"type": "integer"}, "unit": {"enum": ["rub", "litres"]},
+                    "amount": {"type": "integer", "description": "kopecks (rub) or millilitres (litres)"},
+                    "period": {"enum": [p.name.lower() for p in Period]},
+                    "scope": {"enum": ["all", "group", "product"]},
+                    "group": {"type": ["string", "null"]}, "product": {"type": ["string", "null"]}}},
+                "LimitIn": {"type": "object", "required": ["unit", "amount", "period"], "properties": {
+                    "unit": {"enum": ["rub", "litres"]},
+                    "amount": {"type": "integer", "minimum": 0, "maximum": min(MAX_AMOUNT_KOP, MAX_VOLUME_ML),
+                               "description": "kopecks (rub) or millilitres (litres)"},
+                    "period": {"enum": [p.name.lower() for p in Period]},
+                    "scope": {"enum": ["all", "group", "product"]},
+                    "group": {"enum": [g.name.lower() for g in ProductGroup]},
+                    "product": {"type": "string", "minLength": 1, "maxLength": 32}},
+                    "anyOf": [{"properties": {"scope": {"const": "all"}}},
+                              {"required": ["scope", "group"], "properties": {"scope": {"const": "group"}}},
+                              {"required": ["scope", "product"], "properties": {"scope": {"const": "product"}}}]},
+                "Card": {"type": "object", "required": ["card_no", "contract_id", "status", "expires_on", "groups",
+                                                         "limits"], "properties": {
+                    "card_no": {"type": "string"}, "contract_id": {"type": "integer"},
+                    "status": {"enum": ["active", "blocked"]}, "expires_on": {"type": "string", "format": "date"},
+                    "groups": {"type": "array", "items": {"type": "string"}},
+                    "limits": {"type": "array", "items": _ref("Limit")}}},
+                "Transaction": {"type": "object", "required": ["at_utc_s", "card_no", "amount_kop", "volume_ml"],
+                                "properties": {
+                    "at_local": {"type": "string"}, "at_utc_s": {"type": "integer"}, "site_id": {"type": "string"},
+                    "station_id": {"type": ["integer", "null"]}, "card_no": {"type": "string"},
+                    "product": {"type": ["string", "null"]}, "volume_ml": {"type": "integer"},
+                    "unit_price_kop_per_l": {"type": ["integer", "null"]}, "amount_kop": {"type": "integer"},
+                    "record_id": {"type": "string"}}},
+            },
+        },
+        "security": [{"token": []}],
+        "paths": {
+            "/api/v1/contracts": {"get": {"operationId": "listContracts", "parameters": _PAGING, "responses": {
+                "200": _json(_list_of("Contract"), "the company's contracts"), **_errors(401, 422)}}},
+            "/api/v1/contracts/{contract_id}": {"get": {"operationId": "getContract", "parameters": [_CID],
+                                                        "responses": {"200": _json(_ref("Contract"), "a contract"),
+                                                                      **_errors(401, 404)}}},
+            "/api/v1/contracts/{contract_id}/cards": {"get": {"operationId": "listCards", "parameters": [_CID, *_PAGING],
+                                                              "responses": {"200": _json(_list_of("Card"), "its cards"),
+                                                                            **_errors(401, 404, 422)}}},
+            "/api/v1/contracts/{contract_id}/transactions": {"get": {
+                "operationId": "listTransactions",
+                "parameters": [_CID, *_PAGING,
+                               {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"}},
+                               {"name": "to", "in": "query", "schema": {"type": "string", "format": "date"}},
+                               {"name": "card_no", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": _json(_list_of("Transaction"), "purchases in the period (local days)"),
+                              **_errors(401, 404, 422)}}},
+            "/api/v1/cards/{card_no}": {"get": {"operationId": "getCard", "parameters": [_CARD], "responses": {
+                "200": _json(_ref("Card"), "a card"), **_errors(401, 404)}}},
+            "/api/v1/cards/{card_no}/limits/{limit_id}": {
+                "put": {"operationId": "putLimit", "parameters": [_CARD, _LID, _IDEM],
+                        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("LimitIn")}}},
+                        "responses": {"200": _json(_ref("Card"), "the card with the limit set"), **write_errors}},
+                "delete": {"operationId": "deleteLimit", "parameters": [_CARD, _LID, _IDEM],
+                           "responses": {"200": _json(_ref("Card"), "the card without the limit"), **write_errors}}},
+            "/api/v1/cards/{card_no}/block": {"post": {"operationId": "blockCard", "parameters": [_CARD, _IDEM],
+                                                       "responses": {"200": _json(_ref("Card"), "blocked"),
+                                                                     **write_errors}}},
+            "/api/v1/cards/{card_no}/unblock": {"post": {"operationId": "unblockCard", "parameters": [_CARD, _IDEM],
+                                                         "responses": {"200": _json(_ref("Card"), "active again"),
+                                                                       **write_errors}}},
+        },
+    }
