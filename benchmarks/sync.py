@@ -11,7 +11,8 @@ What is timed, per run: from the moment the site's :class:`terminal.sync.SyncCli
 with the whole backlog already journaled (an offline site coming back), until the last ack
 has marked the last record in the journal. An ack is sent only after the ledger committed,
 so by then the ledger holds every record; the run checks it does (the site's counter and the
-watermark). The path is the production one: journal read, cut, ``wire.encode``, the durable
+watermark). The path is the production one: journal read, ``wire.codec.pack_records`` (each record packed
+once, bodies not walked again), the cut, ``encode_packed_batch``, the durable
 batch range, QoS 1 publish to a Mosquitto with the no-drop configuration, ``python -m
 host.worker`` process(es) in one shared-subscription group (``wire.decode`` with every check,
 ``host.ingest.ingest_batch`` with every ledger effect, the ack at QoS 1 after the commit), the
@@ -24,7 +25,9 @@ The records are those of ``benchmarks.host_ingest`` (so the figures compare): pu
 
 Also printed: the CPU seconds each part used during the run (the edge process, each worker
 process, each worker's PostgreSQL backend, mosquitto), which is what bounds the figure on a
-machine with few cores.
+machine with few cores, and the same per record in microseconds (``e2e_cpu_us_per_record_*``;
+``cpu_us_per_record_edge``, ``cpu_us_per_record_workers`` and ``cpu_us_per_record_db`` of
+the fastest PostgreSQL run). ``python -m benchmarks.sync_stages`` splits the CPU by stage.
 """
 
 from __future__ import annotations
@@ -427,8 +430,9 @@ def main(argv: list[str] | None = None) -> None:
                 out[f"e2e_cpu_s_{key}_{w}w"] = r["cpu_s"]
                 out[f"e2e_batches_{key}_{w}w"] = f"{r['batches']} (resends {r['resends']})"
                 out[f"e2e_cpu_us_per_record_{key}_{w}w"] = cpu_split(r)
-                if db not in best or r["records_per_s"] > best[db][0]:
-                    best[db] = (r["records_per_s"], w, r)
+                rate = int(r["records_per_s"])  # type: ignore[call-overload]
+                if db not in best or rate > best[db][0]:
+                    best[db] = (rate, w, r)
             if db in best:
                 out[f"e2e_records_per_s_{key}"], out[f"e2e_workers_{key}"] = best[db][:2]
                 if db == "postgresql" or "postgresql" not in best:

@@ -51,7 +51,8 @@ from .sync import cpu_s
 
 def cut_checked(recs: list) -> list[bytes]:
     """Frames as the client cut them before: records_that_fit, then encode (all checks)."""
-    frames, i = [], 0
+    frames: list[bytes] = []
+    i = 0
     while i < len(recs):
         n = records_that_fit(SITE, recs[i:i + 10_000])
         frames.append(encode(Batch(SITE, len(frames) + 1, tuple(recs[i:i + n]), sample.DAY_START_UTC), KEYS))
@@ -62,7 +63,8 @@ def cut_checked(recs: list) -> list[bytes]:
 def cut_packed(recs: list) -> list[bytes]:
     """Frames as the client cuts them now: each record packed once, exact fit."""
     packed = C.pack_records(SITE, recs, bodies_checked=True)
-    frames, i = [], 0
+    frames: list[bytes] = []
+    i = 0
     while i < len(packed):
         n = C.packed_that_fit(SITE, len(frames) + 1, sample.DAY_START_UTC, packed[i:i + 10_000])
         frames.append(C.encode_packed_batch(SITE, len(frames) + 1, sample.DAY_START_UTC, packed[i:i + n], KEYS))
@@ -88,7 +90,8 @@ class Timer:
     """Best-of CPU time per variant, and an optional cProfile of one."""
 
     def __init__(self, n: int, profile: str | None) -> None:
-        self.n, self.profile, self.best = n, profile, {}
+        self.n, self.profile = n, profile
+        self.best: dict[str, float] = {}
 
     def run(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
         prof = cProfile.Profile() if self.profile == name else None
@@ -108,13 +111,14 @@ class Timer:
 
 def journal_read(path: Path) -> list:
     with Journal.open(path, SITE) as j:
-        out, after = [], 0
+        out: list[Record] = []
+        after = 0
         while True:
             got = j.after(after, 10_000)
             if not got:
                 return out
             out += got
-            after = got[-1].seq
+            after = got[-1].seq or 0
 
 
 def ingest(url: str, msgs: list, model, timer: Timer, name: str, server_pid: bool = False) -> float:
@@ -161,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         out["records_per_batch"] = round(len(recs) / len(frames))
         for _ in range(args.rounds):
             ingest(f"sqlite:///{Path(d) / f'ledger-{secrets.token_hex(3)}.sqlite'}", msgs, model, timer, "ingest_sqlite")
-    server = None
+    server: float | None = None
     if not args.no_postgresql:
         import psycopg
         for _ in range(args.rounds):
@@ -182,8 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     b = timer.best
     out["edge_pack_vs_encode_checked_ratio"] = round(b["edge_encode_checked"] / b["edge_pack"], 2)
     out["decode_strict_vs_decode_ratio"] = round(b["decode_strict"] / b["decode"], 2)
-    for k, v in out.items():
-        print(f"{k}: {v}")
+    for key, value in out.items():
+        print(f"{key}: {value}")
 
 
 if __name__ == "__main__":
