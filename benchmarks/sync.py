@@ -11,7 +11,8 @@ What is timed, per run: from the moment the site's :class:`terminal.sync.SyncCli
 with the whole backlog already journaled (an offline site coming back), until the last ack
 has marked the last record in the journal. An ack is sent only after the ledger committed,
 so by then the ledger holds every record; the run checks it does (the site's counter and the
-watermark). The path is the production one: journal read, cut, ``wire.encode``, the durable
+watermark). The path is the production one: journal read, ``wire.codec.pack_records`` (each record packed
+once, bodies not walked again), the cut, ``encode_packed_batch``, the durable
 batch range, QoS 1 publish to a Mosquitto with the no-drop configuration, ``python -m
 host.worker`` process(es) in one shared-subscription group (``wire.decode`` with every check,
 ``host.ingest.ingest_batch`` with every ledger effect, the ack at QoS 1 after the commit), the
@@ -24,7 +25,9 @@ The records are those of ``benchmarks.host_ingest`` (so the figures compare): pu
 
 Also printed: the CPU seconds each part used during the run (the edge process, each worker
 process, each worker's PostgreSQL backend, mosquitto), which is what bounds the figure on a
-machine with few cores.
+machine with few cores, and the same per record in microseconds (``e2e_cpu_us_per_record_*``;
+``cpu_us_per_record_edge``, ``cpu_us_per_record_workers`` and ``cpu_us_per_record_db`` of
+the fastest PostgreSQL run). ``python -m benchmarks.sync_stages`` splits the CPU by stage.
 """
 
 from __future__ import annotations
@@ -350,8 +353,11 @@ def run_once(tag: str, db: str, workers: int, journals: dict[str, Path], n_recor
             pr.stop()
         for pr in profilers:
             progress(pr.summary())
+        per = 1e6 / n_records
         out: dict[str, object] = {
             "flush_s": round(elapsed, 2), "records_per_s": round(n_records / elapsed),
+            "cpu_us_edge": round(edge_cpu * per, 1), "cpu_us_workers": round(sum(wcpu) * per, 1),
+            "cpu_us_db": round(pg_cpu * per, 1) if db == "postgresql" else None,
             "workers": workers, "batches": sum(s.last_batch for s in statuses),
             "resends": sum(s.resends for s in statuses),
             "cpu_s": (f"edge {edge_cpu:.1f}, workers {'+'.join(f'{c:.1f}' for c in wcpu)}"
@@ -370,6 +376,13 @@ def run_once(tag: str, db: str, workers: int, journals: dict[str, Path], n_recor
             import psycopg
             with psycopg.connect(PG, autocommit=True) as c:
                 c.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def cpu_split(r: dict[str, object]) -> str:
+    """A run's CPU per record by part, in microseconds."""
+    db = r["cpu_us_db"]
+    return (f"edge {r['cpu_us_edge']}, workers {r['cpu_us_workers']}"
+            + (f", postgres {db}" if db is not None else " (SQLite inside)"))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -407,7 +420,7 @@ def main(argv: list[str] | None = None) -> None:
             return js
 
         js = journals_for(args.records, f"{args.records}x{args.sites}")
-        best: dict[str, tuple[int, int]] = {}  # db -> (records/s, workers) of its fastest run
+        best: dict[str, tuple[int, int, dict]] = {}  # db -> (records/s, workers, run) of its fastest run
         for db, counts in (("sqlite", args.sqlite_workers), ("postgresql", args.pg_workers)):
             key = "sqlite" if db == "sqlite" else "postgres"
             for w in [int(x) for x in counts.split(",") if x.strip()]:
@@ -416,21 +429,30 @@ def main(argv: list[str] | None = None) -> None:
                 out[f"e2e_flush_s_{key}_{w}w"] = r["flush_s"]
                 out[f"e2e_cpu_s_{key}_{w}w"] = r["cpu_s"]
                 out[f"e2e_batches_{key}_{w}w"] = f"{r['batches']} (resends {r['resends']})"
-                if db not in best or r["records_per_s"] > best[db][0]:
-                    best[db] = (r["records_per_s"], w)
+                out[f"e2e_cpu_us_per_record_{key}_{w}w"] = cpu_split(r)
+                rate = int(r["records_per_s"])  # type: ignore[call-overload]
+                if db not in best or rate > best[db][0]:
+                    best[db] = (rate, w, r)
             if db in best:
-                out[f"e2e_records_per_s_{key}"], out[f"e2e_workers_{key}"] = best[db]
+                out[f"e2e_records_per_s_{key}"], out[f"e2e_workers_{key}"] = best[db][:2]
+                if db == "postgresql" or "postgresql" not in best:
+                    r = best[db][2]
+                    out["cpu_us_per_record_edge"] = r["cpu_us_edge"]
+                    out["cpu_us_per_record_workers"] = r["cpu_us_workers"]
+                    out["cpu_us_per_record_db"] = r["cpu_us_db"] if r["cpu_us_db"] is not None else "in workers (SQLite)"
+                    out["cpu_us_per_record_of"] = f"e2e {key} {best[db][1]}w"
         if args.backlog:
             jb = journals_for(args.backlog, f"{args.backlog}x{args.sites}")
             dbs = ["sqlite", "postgresql"] if args.backlog_db == "both" else [args.backlog_db]
             fastest: tuple[float, str, int] | None = None
             for db in dbs:
                 key = "sqlite" if db == "sqlite" else "postgres"
-                w = args.backlog_workers or best.get(db, (0, 2))[1]
+                w = args.backlog_workers or (best[db][1] if db in best else 2)
                 r = run_once(f"backlog-{db}-{w}w", db, w, jb, args.backlog, model, work, args)
                 out[f"backlog_1m_flush_s_{key}_{w}w"] = r["flush_s"]
                 out[f"backlog_1m_records_per_s_{key}_{w}w"] = r["records_per_s"]
                 out[f"backlog_1m_cpu_s_{key}_{w}w"] = r["cpu_s"]
+                out[f"backlog_1m_cpu_us_per_record_{key}_{w}w"] = cpu_split(r)
                 if fastest is None or r["flush_s"] < fastest[0]:
                     fastest = (r["flush_s"], db, w)
             assert fastest is not None

@@ -40,6 +40,17 @@ def _pg_sql(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
+@lru_cache(maxsize=512)
+def _pg_sql_params(sql: str, arrays: tuple[bool, ...]) -> str:
+    """:func:`_pg_sql` with the placeholders of array parameters (``= ANY(?)``, ``unnest``)
+    as ``%b``: psycopg sends those in binary, where its text format quotes each element
+    with a regular expression (a third of ingest's client CPU on PostgreSQL)."""
+    parts = sql.replace("%", "%%").split("?")
+    if True not in arrays or len(parts) != len(arrays) + 1:
+        return _pg_sql(sql)
+    return parts[0] + "".join(("%b" if a else "%s") + p for a, p in zip(arrays, parts[1:]))
+
+
 class Database:
     """A connection to the ledger's database, used by one thread at a time (and closed by
     that thread: :class:`host.ledger_thread.LedgerThread` gives a connection its thread).
@@ -80,7 +91,7 @@ class Database:
         """Run one statement; returns the cursor."""
         if self.is_pg:
             cur = self.conn.cursor()
-            cur.execute(self._sql(sql), params)
+            cur.execute(_pg_sql_params(sql, tuple(type(p) is list for p in params)), params)
             return cur
         return self.conn.execute(sql, params)
 

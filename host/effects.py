@@ -34,6 +34,7 @@ same time never deadlock.
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ from .versions import mark_dirty
 __all__ = ["RETURN_OVER_SALE", "RETURN_WAITS", "BatchEffects"]
 
 _WRITE_ID_HEX = 32
+_WRITE_ID = re.compile(f"[0-9a-f]{{{_WRITE_ID_HEX}}}")
 RETURN_OVER_SALE = "return_over_sale"  #: flag: a return beyond what its sale could still return
 RETURN_WAITS = "return_waits_for_sale"  #: flag: a return whose sale the ledger does not hold yet
 
@@ -91,7 +93,7 @@ def _int_in(body: Mapping[str, Any], path: str, lo: int, hi: int) -> int:
 
 def _write_id(body: Mapping[str, Any], path: str) -> str:
     v = get(body, path, str)
-    if len(v) != _WRITE_ID_HEX or any(c not in "0123456789abcdef" for c in v):
+    if not _WRITE_ID.fullmatch(v):
         raise BodyError(f"body.{path} must be {_WRITE_ID_HEX} lowercase hex digits, got {v[:40]!r}")
     return v
 

@@ -62,11 +62,17 @@ def get(body: Mapping[str, Any], path: str, typ: type | tuple[type, ...] = int, 
     if parts is None:
         parts = _PATHS[path] = tuple(path.split("."))
     v: Any = body
-    try:
-        for part in parts:
-            v = v[part] if isinstance(v, Mapping) else _MISSING[part]  # type: ignore[index]
-    except (KeyError, TypeError):
-        v = _MISSING
+    for part in parts:
+        if type(v) is dict:  # what wire.decode gives: no ABC check
+            v = v.get(part, _MISSING)
+        elif v is not _MISSING and isinstance(v, Mapping):
+            try:
+                v = v[part]
+            except KeyError:
+                v = _MISSING
+        else:
+            v = _MISSING
+            break
     if type(v) is typ:  # the common case
         return v
     if v is _MISSING or (v is None and optional):

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import msgspec
+
 from terminal.ids import IdError, check_name
 
 __all__ = [
@@ -275,9 +277,14 @@ def migrate(conn: sqlite3.Connection) -> int:
 _RECORD_COLS = "seq, record_id, site_id, lane, txn_id, kind, at_utc_s, body, acked"
 
 
+#: Reads a stored body (canonical JSON that :func:`canonical_json` wrote): the same values as
+#: ``json.loads``, 2-3x faster (the sync client reads every record once).
+_read_body = msgspec.json.Decoder().decode
+
+
 def _record(row: tuple) -> Record:
     seq, record_id, site_id, lane, txn_id, kind, at_utc_s, body, acked = row
-    return Record(record_id, site_id, lane, txn_id, kind, at_utc_s, json.loads(body), seq,
+    return Record(record_id, site_id, lane, txn_id, kind, at_utc_s, _read_body(body), seq,
                   bool(acked))
 
 

@@ -6,8 +6,10 @@ replica updates down (``docs/sync.md``, ``docs/wire-protocol.md``).
 aiomqtt does not. It never stops the site from working: lanes journal offline, and the
 client sends what the journal holds whenever it can.
 
-**Up.** Journal records, in seq order from a cursor, are cut into batches with
-:func:`wire.records_that_fit` and numbered 1, 2, 3, ... per site. A batch's seq range is
+**Up.** Journal records, in seq order from a cursor, are packed once each
+(:func:`wire.codec.pack_records`: their own fields checked, their bodies not walked again,
+the journal checked them), cut into batches by exact size
+(:func:`wire.codec.packed_that_fit`) and numbered 1, 2, 3, ... per site. A batch's seq range is
 written to the journal's meta *before* its first publish, so every resend (after an ack
 timeout, a reconnect or a crash) carries exactly the same records, byte for byte. At most
 ``max_in_flight`` batches are published and not yet acknowledged; each publish is QoS 1 and
@@ -55,13 +57,15 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from wire import (DEFAULT_LIMITS, Ack, Batch, Limits, Presence, ReplicaDelta, ReplicaSnapshot, SiteKeys,
-                  SnapshotRequest, Table, WireError, WireRecord, WireTooLarge, decode, encode, records_that_fit)
+from wire import (DEFAULT_LIMITS, Ack, Limits, Presence, ReplicaDelta, ReplicaSnapshot, SiteKeys,
+                  SnapshotRequest, Table, WireError, WireRecord, WireTooLarge, decode, encode)
+from wire.codec import encode_packed_batch, pack_records, packed_that_fit
 from wire.signing import load_key, load_replica_verify_key
 from wire.topics import (acks_topic, batches_topic, presence_topic, site_subscriptions, snapshot_filter,
                          snapshot_requests_topic)
 
 from .follower import Apply, Command, FullSnapshot, ReplicaFollower, ReplicaUpdate, RequestSnapshot
+from .journal import MAX_DEPTH as JOURNAL_MAX_DEPTH
 from .journal import Journal, JournalError
 
 __all__ = [
@@ -302,7 +306,8 @@ class SyncClient:
         self._rejected: list[dict[str, Any]] = []
         # this run
         self._frames: dict[int, bytes] = {}
-        self._ahead: list[tuple[int, WireRecord]] = []  # (seq, record) read past the cursor, not yet batched
+        # (seq, packed record) read past the cursor, not yet batched
+        self._ahead: list[tuple[int, bytes]] = []
         self._cut_lock = threading.Lock()
         self._assigning: asyncio.Future | None = None
         self._next_send = 1
@@ -458,16 +463,25 @@ class SyncClient:
         log.info("sync %s: batches acked up to %d, assigned up to %d, cursor seq %d", self.site_id,
                  self._acked, self._last_batch, self._cursor)
 
-    def _records_of(self, n: int, r: _Range) -> list[WireRecord]:
-        """The records of assigned batch ``n``, read back by its stored range ``r`` (in a thread)."""
+    def _records_of(self, n: int, r: _Range) -> list[bytes]:
+        """The records of assigned batch ``n``, read back by its stored range ``r`` and packed
+        (in a thread)."""
         recs = [x for x in self.journal.after(r.first_seq - 1, r.count) if x.seq <= r.last_seq]
         if len(recs) != r.count or (recs and (recs[0].seq != r.first_seq or recs[-1].seq != r.last_seq)):
             raise SyncError(f"batch {n}: the journal no longer holds its {r.count} records "
                             f"(seq {r.first_seq}..{r.last_seq}); found {len(recs)}")
-        return [WireRecord.from_record(x) for x in recs]
+        return self._pack(recs)
 
-    def _encode_batch(self, n: int, records: list[WireRecord], created: int) -> bytes:
-        return encode(Batch(self.site_id, n, tuple(records), created), self.keys, limits=self.settings.limits)
+    def _pack(self, recs: list[Any]) -> list[bytes]:
+        """Journal records packed for the wire, each once. Their bodies are not walked again:
+        the journal checked each (canonical JSON, no floats, 64-bit ints, depth) before
+        storing it; the host's decode checks everything."""
+        limits = self.settings.limits
+        return pack_records(self.site_id, [WireRecord.from_record(x) for x in recs], limits=limits,
+                            bodies_checked=limits.max_body_depth >= JOURNAL_MAX_DEPTH)
+
+    def _encode_batch(self, n: int, packed: list[bytes], created: int) -> bytes:
+        return encode_packed_batch(self.site_id, n, created, packed, self.keys, limits=self.settings.limits)
 
     def _cut(self, n: int) -> tuple[_Range, bytes] | None:
         """Cut batch ``n`` from the records after the cursor, and encode it (in a thread).
@@ -486,23 +500,23 @@ class SyncClient:
         want = self.settings.max_batch_records
         if len(ahead) < want:
             after = ahead[-1][0] if ahead else self._cursor
-            ahead.extend((r.seq, WireRecord.from_record(r)) for r in self.journal.after(after, want - len(ahead)))
+            recs = self.journal.after(after, want - len(ahead))
+            try:
+                ahead.extend(zip([r.seq for r in recs], self._pack(recs)))
+            except WireError as e:
+                raise SyncError(f"batch {n} cannot be encoded (records after seq {after}): {e}") from None
         if not ahead:
             return None
-        wire = [w for _, w in ahead]
-        k = records_that_fit(self.site_id, wire, limits=self.settings.limits)
+        packed = [p for _, p in ahead]
         created = int(time.time())
-        while True:
-            try:
-                frame = self._encode_batch(n, wire[:k], created)
-                break
-            except WireTooLarge:
-                if k == 1:
-                    raise SyncError(f"record {wire[0].record_id} (seq {ahead[0][0]}) alone is over the "
-                                    f"{self.settings.limits.max_message_bytes}-byte frame limit") from None
-                k //= 2
-            except WireError as e:
-                raise SyncError(f"batch {n} cannot be encoded (records from seq {ahead[0][0]}): {e}") from None
+        k = packed_that_fit(self.site_id, n, created, packed, limits=self.settings.limits)
+        try:
+            frame = self._encode_batch(n, packed[:k], created)
+        except WireTooLarge:
+            raise SyncError(f"the record at seq {ahead[0][0]} alone is over the "
+                            f"{self.settings.limits.max_message_bytes}-byte frame limit") from None
+        except WireError as e:
+            raise SyncError(f"batch {n} cannot be encoded (records from seq {ahead[0][0]}): {e}") from None
         return _Range(ahead[0][0], ahead[k - 1][0], k, created), frame
 
     async def _frame(self, n: int) -> bytes | None:
