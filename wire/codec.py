@@ -578,8 +578,10 @@ _CARD_KEYED = frozenset({Table.STOP_LIST, Table.FUEL_CARDS})
 
 
 def _rows_from(table: Table, rows: object, field: str, limits: Limits) -> tuple:
-    codec = _ROWS[table]
-    out = _each(_list(rows, field, limits.max_rows), field, codec.from_wire)
+    items = _list(rows, field, limits.max_rows)
+    out = rows_bulk.parse_rows(table, items)  # the fast path of the big tables; None: check row by row
+    if out is None:
+        out = _each(items, field, _ROWS[table].from_wire)
     _unique([row_key(table, r) for r in out], f"{field}: key", cards=table in _CARD_KEYED)
     return out
 
@@ -1019,3 +1021,6 @@ def unpack_row(table: Table, data: bytes) -> Any:
     except Exception as exc:  # noqa: BLE001 - msgpack's own errors: not MessagePack, truncated, trailing bytes
         raise _bad("row", f"not a MessagePack row: {type(exc).__name__}") from None
     return codec.from_wire(value)
+
+
+from . import rows_bulk  # noqa: E402 - it reads this module's checks
