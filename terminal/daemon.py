@@ -40,7 +40,7 @@ from . import fuel_api
 from .api import LocalApi
 from .config import SiteConfig
 from .events import EventBus
-from .follower import FullSnapshot, ReplicaUpdate, StagedSnapshot
+from .follower import FollowerUpdate, ReplicaUpdate, StagedSnapshot
 from .fuel import (
     CARD_COMMITTED,
     PREAUTH,
@@ -56,6 +56,7 @@ from .journal import Journal, JournalClosedError, JournalError
 from .provision import ProvisionStatus, build_replica, tables_needed
 from .replica import Replica, ReplicaUpdateError
 from .replica_store import STORE_FILE, ReplicaStore, ReplicaStoreError, versions_text
+from .snapshot_swap import apply_snapshot
 from .till import TERMINAL_KINDS as TILL_TERMINAL_KINDS
 from .till import TillLane
 
@@ -566,7 +567,7 @@ class Daemon:
         async with self._replica_lock:
             await asyncio.to_thread(self.store.stage_part, part, fresh=fresh)
 
-    async def _on_replica(self, update: ReplicaUpdate) -> None:
+    async def _on_replica(self, update: FollowerUpdate) -> None:
         """A replica update from the host, in version order: into the store first (written in
         its transaction, off the event loop), then into the evaluators, then the store's commit.
         If either refuses it, the store's transaction is rolled back and the exception tells
@@ -579,11 +580,11 @@ class Daemon:
             staged = await asyncio.to_thread(self.store.stage, update)
             try:
                 if self._replica is not None:
-                    if isinstance(update, StagedSnapshot):
-                        rows = await asyncio.to_thread(lambda: tuple(staged.iter_rows()))
-                        update = FullSnapshot(update.table, update.version, rows)
-                        del rows
-                    self._apply_to_evaluators(update)
+                    if isinstance(update, StagedSnapshot):  # big tables built off the loop, swapped on it
+                        await apply_snapshot(self._replica, update.table, update.version, staged.iter_rows,
+                                             self._apply_to_evaluators)
+                    else:
+                        self._apply_to_evaluators(update)
             except BaseException as exc:
                 await asyncio.to_thread(staged.rollback)
                 log.error("replica update of %s refused by the evaluators, store unchanged: %s",
@@ -610,13 +611,14 @@ class Daemon:
                 self.bus.publish("replica.stop_list", "site", card=mask_card_no(str(card_no)), listed=on,
                                  version=version)
 
-    def _apply_stop_list(self, update: ReplicaUpdate) -> None:
+    def _apply_stop_list(self, update: FollowerUpdate) -> None:
         """The stop list applied to the fuel evaluator at once (a block reaches the pumps within
         seconds)."""
         from wire import ReplicaDelta, Table
 
         if update.table is not Table.STOP_LIST or self.replica.fuel is None:
             return
+        assert not isinstance(update, StagedSnapshot)  # no store, no staging: the sync client keeps the parts
         fuel = self.replica.fuel
         if isinstance(update, ReplicaDelta):
             changes = [(row.card_no, True) for row in update.upserts] + [(key, False) for key in update.deletes]

@@ -44,8 +44,19 @@ from typing import Any
 
 from wire import ReplicaDelta, ReplicaSnapshot, Table
 
-__all__ = ["FullSnapshot", "StagedSnapshot", "ReplicaUpdate", "Apply", "StagePart", "RequestSnapshot",
-           "WatchSnapshots", "Command", "ReplicaFollower", "MAX_PENDING_DELTAS"]
+__all__ = [
+    "MAX_PENDING_DELTAS",
+    "Apply",
+    "Command",
+    "FollowerUpdate",
+    "FullSnapshot",
+    "ReplicaFollower",
+    "ReplicaUpdate",
+    "RequestSnapshot",
+    "StagePart",
+    "StagedSnapshot",
+    "WatchSnapshots",
+]
 
 #: Deltas kept per table past a gap, while a snapshot is awaited.
 MAX_PENDING_DELTAS = 1_000
@@ -72,9 +83,12 @@ class StagedSnapshot:
     parts: int
 
 
-#: What the daemon applies: a delta that follows the version held, or a whole table (its rows
-#: given, or staged part by part).
-ReplicaUpdate = ReplicaDelta | FullSnapshot | StagedSnapshot
+#: What the evaluators apply (:meth:`terminal.replica.Replica.apply_update`): a delta that
+#: follows the version held, or a whole table.
+ReplicaUpdate = ReplicaDelta | FullSnapshot
+#: What the follower hands out and the replica store applies: those, or a whole table staged
+#: part by part.
+FollowerUpdate = ReplicaDelta | FullSnapshot | StagedSnapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +106,7 @@ class StagePart:
 class Apply:
     """Apply ``update`` to the replica, then tell :meth:`ReplicaFollower.applied` how it went."""
 
-    update: ReplicaUpdate
+    update: FollowerUpdate
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +131,17 @@ Command = StagePart | Apply | RequestSnapshot | WatchSnapshots
 class _Table:
     """What the follower knows of one table."""
 
-    __slots__ = ("version", "wanting", "refused", "watching", "pending", "parts", "parts_total", "parts_version",
-                 "requested_at")
+    __slots__ = (
+        "parts",
+        "parts_total",
+        "parts_version",
+        "pending",
+        "refused",
+        "requested_at",
+        "version",
+        "wanting",
+        "watching",
+    )
 
     def __init__(self, version: int) -> None:
         self.version = version
@@ -140,7 +163,7 @@ class ReplicaFollower:
         self._tables = {Table(t): _Table(int(v)) for t, v in versions.items()}
         self.retry_s = retry_s
         self.max_pending = max_pending
-        self._applying: ReplicaUpdate | None = None
+        self._applying: FollowerUpdate | None = None
         self._online = False
 
     # -- what the driver reads --
@@ -175,7 +198,7 @@ class ReplicaFollower:
         return st.parts_version, len(st.parts), st.parts_total
 
     @property
-    def applying(self) -> ReplicaUpdate | None:
+    def applying(self) -> FollowerUpdate | None:
         """The update handed out and not yet reported back."""
         return self._applying
 
@@ -284,7 +307,7 @@ class ReplicaFollower:
 
     # -- inside --
 
-    def _apply(self, update: ReplicaUpdate) -> list[Command]:
+    def _apply(self, update: FollowerUpdate) -> list[Command]:
         self._applying = update
         return [Apply(update)]
 

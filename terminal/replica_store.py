@@ -9,7 +9,7 @@ the journal (docs/journal.md): a commit is on disk when :meth:`ReplicaStore.appl
   the row's key; a row is the MessagePack of its wire form (:func:`wire.pack_row`), read back
   with every check :func:`wire.decode` runs on a row (:func:`wire.rows_bulk.unpack_rows`).
 
-An update (a whole snapshot or a delta, :data:`terminal.follower.ReplicaUpdate`) is applied in
+An update (a whole snapshot or a delta, :data:`terminal.follower.FollowerUpdate`) is applied in
 one SQLite transaction: the rows and the version move together or not at all, so a site killed
 at any point of an apply reopens on the whole version it held before or the whole new one.
 The store refuses, and changes nothing for, an update that does not follow what it holds: a
@@ -41,11 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from wire import ReplicaDelta, ReplicaSnapshot, RowKey, Table, WireError, row_key
+from wire import ReplicaDelta, ReplicaSnapshot, RowKey, Table, WireError
 from wire.rows_bulk import pack_rows, unpack_rows
 
 from . import crashpoints
-from .follower import FullSnapshot, ReplicaUpdate, StagedSnapshot
+from .follower import FollowerUpdate, FullSnapshot, StagedSnapshot
 
 __all__ = [
     "STORE_FILE",
@@ -104,7 +104,7 @@ def _key(value: RowKey) -> RowKey:
 class _Staging:
     """The generation a snapshot's parts are written into until all are there."""
 
-    __slots__ = ("phys", "version", "parts", "staged", "rows", "broken")
+    __slots__ = ("broken", "parts", "phys", "rows", "staged", "version")
 
     def __init__(self, phys: str, version: int, parts: int) -> None:
         self.phys = phys
@@ -297,12 +297,12 @@ class ReplicaStore:
         self._next_phys += 1
         return name
 
-    def apply(self, update: ReplicaUpdate, *, now_utc_s: int | None = None) -> TableInfo:
+    def apply(self, update: FollowerUpdate, *, now_utc_s: int | None = None) -> TableInfo:
         """Apply ``update`` in one durable transaction and return what is now held of its table
         (:meth:`stage`, then :meth:`StagedUpdate.commit`). Raises as :meth:`stage` does."""
         return self.stage(update, now_utc_s=now_utc_s).commit()
 
-    def stage(self, update: ReplicaUpdate, *, now_utc_s: int | None = None) -> StagedUpdate:
+    def stage(self, update: FollowerUpdate, *, now_utc_s: int | None = None) -> StagedUpdate:
         """Write ``update`` inside an open transaction and hand it back uncommitted: the caller
         applies it elsewhere too (the evaluators, reading the new rows with
         :meth:`StagedUpdate.iter_rows`), then commits it, or rolls it back if that failed.

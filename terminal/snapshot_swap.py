@@ -23,8 +23,11 @@ is what :meth:`~FuelCardSwap.swap` carries over. A snapshot whose rows do not ho
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,12 +35,14 @@ from authz.errors import ModelError
 from authz.update import FuelUpdate
 from native import fuel_evaluator
 from native.compact import FuelColumns, release_free_memory
-
 from wire.messages import FuelCardRow, Table
 
+from .follower import FullSnapshot, ReplicaUpdate
 from .replica import Replica, ReplicaUpdateError
 
-__all__ = ["FuelCardSwap", "begin", "can_swap"]
+log = logging.getLogger("edgepos.replica")
+
+__all__ = ["FuelCardSwap", "apply_snapshot", "begin", "can_swap"]
 
 
 def can_swap(replica: Replica, table: Table) -> bool:
@@ -63,7 +68,7 @@ class FuelCardSwap:
         that do not hold together; the replica is untouched either way."""
         cols = self.base
         products = {p.code: i for i, p in enumerate(cols.products)}
-        contracts = {cid: i for i, cid in enumerate(cols.ct_id)}
+        contracts = {cid: i for i, cid in enumerate(cols.ct_id)}  # type: ignore[attr-defined]
         from native._evaluator import _fill_card_columns
         try:
             _fill_card_columns(((r.card, r.counters) for r in rows), contracts, products, cols)
@@ -109,3 +114,24 @@ def begin(replica: Replica, version: int) -> FuelCardSwap:
         raise ReplicaUpdateError("a fuel-card swap needs the native fuel evaluator")
     base = ev._columns(_all(ev.card_count), None)
     return FuelCardSwap(replica, version, base, base.ct_balance[:])
+
+
+async def apply_snapshot(replica: Replica, table: Table, version: int, rows: Callable[[], Iterable[Any]],
+                         apply: Callable[[ReplicaUpdate], None]) -> None:
+    """Apply a whole ``table`` at ``version`` to ``replica``'s evaluators, its rows read by
+    ``rows()`` (in a worker thread: the store's staged rows). Fuel cards on the native
+    evaluator go through :func:`begin` / :meth:`FuelCardSwap.build` / :meth:`FuelCardSwap.swap`
+    (the lanes keep deciding meanwhile); any other table is read in the thread and handed to
+    ``apply`` (the daemon's ``Replica.apply_update`` and its events) on the loop as a
+    :class:`~terminal.follower.FullSnapshot`. Raises :class:`ReplicaUpdateError` (nothing
+    changed) for rows that do not hold together."""
+    if can_swap(replica, table):
+        swap = begin(replica, version)
+        t0 = time.perf_counter()
+        await asyncio.to_thread(swap.build, rows())
+        carried = swap.swap()
+        log.info("replica fuel_cards at version %d: built off the loop in %.2f s and swapped in (%d contract "
+                 "balance(s) carried over)", version, time.perf_counter() - t0, carried)
+        return
+    whole = await asyncio.to_thread(lambda: tuple(rows()))
+    apply(FullSnapshot(table, version, whole))

@@ -64,8 +64,8 @@ from wire.signing import load_key, load_replica_verify_key
 from wire.topics import (acks_topic, batches_topic, presence_topic, site_subscriptions, snapshot_filter,
                          snapshot_requests_topic)
 
-from .follower import (Apply, Command, FullSnapshot, ReplicaFollower, ReplicaUpdate, RequestSnapshot, StagedSnapshot,
-                       StagePart)
+from .follower import (Apply, Command, FollowerUpdate, FullSnapshot, ReplicaFollower, ReplicaUpdate, RequestSnapshot,
+                       StagedSnapshot, StagePart)
 from .journal import Journal, JournalError
 
 __all__ = [
@@ -271,7 +271,7 @@ class SyncClient:
     connection loop in the background and returns at once (the site works offline);
     leaving the block publishes an offline presence, disconnects and stops. ``keys`` holds
     the site's key (and the host's replica verify key, to verify replica messages). ``on_replica`` (sync or
-    async) receives each :data:`ReplicaUpdate` in version order and must apply it atomically;
+    async) receives each :data:`~terminal.follower.FollowerUpdate` in version order and must apply it atomically;
     without it the client does not subscribe to replica topics. ``replica_versions`` is the
     version of each table the daemon holds at start (missing tables: 0, so a snapshot is
     awaited); ``tables`` limits which tables are followed. ``stage_part(part, fresh)`` (sync or
@@ -282,7 +282,7 @@ class SyncClient:
     """
 
     def __init__(self, journal: Journal, keys: SiteKeys, settings: SyncSettings, *,
-                 on_replica: Callable[[ReplicaUpdate], Awaitable[None] | None] | None = None,
+                 on_replica: Callable[[FollowerUpdate], Awaitable[None] | None] | None = None,
                  replica_versions: Mapping[Table, int] | None = None,
                  tables: Iterable[Table] | None = None,
                  on_fatal: Callable[[BaseException], None] | None = None,
@@ -854,7 +854,7 @@ class SyncClient:
                       p.parts, p.table.value, p.version, e)
             self._notify()
 
-    def _whole(self, update: StagedSnapshot) -> ReplicaUpdate:
+    def _whole(self, update: StagedSnapshot) -> FollowerUpdate:
         """What ``on_replica`` gets for a staged snapshot: itself (the daemon staged it), or the
         rows kept here (a :class:`FullSnapshot`; a part missing: ValueError)."""
         if self._stage_part is not None:
@@ -865,7 +865,7 @@ class SyncClient:
         return FullSnapshot(update.table, update.version,
                             tuple(r for i in range(update.parts) for r in held[1][i]))
 
-    def _applied(self, update: ReplicaUpdate) -> None:
+    def _applied(self, update: FollowerUpdate) -> None:
         if isinstance(update, (FullSnapshot, StagedSnapshot)):
             n = f"{len(update.rows)} rows" if isinstance(update, FullSnapshot) else f"{update.parts} parts"
             log.info("sync %s: replica %s replaced by snapshot version %d (%s)", self.site_id,
@@ -874,7 +874,7 @@ class SyncClient:
             self._wake.set()
         self._notify()
 
-    async def _deliver(self, update: ReplicaUpdate) -> bool:
+    async def _deliver(self, update: FollowerUpdate) -> bool:
         """Hand ``update`` to the daemon; False (logged, counted) if its callback failed."""
         try:
             whole = self._whole(update) if isinstance(update, StagedSnapshot) else update

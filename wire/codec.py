@@ -1023,4 +1023,4 @@ def unpack_row(table: Table, data: bytes) -> Any:
     return codec.from_wire(value)
 
 
-from . import rows_bulk  # noqa: E402 - it reads this module's checks
+from . import rows_bulk  # last: it reads this module's checks

@@ -26,13 +26,23 @@ from typing import Any
 
 import msgpack
 
-from authz.fuel_model import CardKind, CardStatus, FuelCard, Limit, LimitCounter, LimitUnit, Period, ProductGroup, Scope
+from authz.fuel_model import (
+    CardKind,
+    CardStatus,
+    FuelCard,
+    Limit,
+    LimitCounter,
+    LimitUnit,
+    Period,
+    ProductGroup,
+    Scope,
+)
 from authz.money import MAX_AMOUNT_KOP
 
 from . import codec as _codec
 from .messages import FuelCardRow, StopListEntry, Table
 
-__all__ = ["parse_rows", "pack_rows", "unpack_rows", "FAST_TABLES"]
+__all__ = ["FAST_TABLES", "pack_rows", "parse_rows", "unpack_rows"]
 
 _INT64_MIN, _INT64_MAX = _codec.INT64_MIN, _codec.INT64_MAX
 _CARD_NO = re.compile(r"[0-9A-Za-z]{1,32}").fullmatch
@@ -75,9 +85,11 @@ def _group_set(v: object) -> frozenset[ProductGroup] | None:
     if type(v) is not list or len(v) > len(_GROUP):
         return None
     key = tuple(v)
+    if any(type(x) is not int for x in key):
+        return None  # (and nothing unhashable reaches the cache)
     g = _groups.get(key)
     if g is None:
-        if any(type(x) is not int or x not in _GROUP for x in key) or len(set(key)) != len(key):
+        if any(x not in _GROUP for x in key) or len(set(key)) != len(key):
             return None
         g = frozenset(_GROUP[x] for x in key)
         if len(_groups) < _CACHE_MAX:
