@@ -64,6 +64,8 @@ def test_the_fast_path_accepts_only_what_the_codec_accepts_and_gives_the_same_ro
     for _ in range(data.draw(st.integers(0, 3))):
         row = rows[data.draw(st.integers(0, len(rows) - 1))]
         how = data.draw(st.sampled_from(["set", "drop", "add", "dup_limit"]))
+        if not row:
+            how = "add"
         if how == "set":
             put(row, data.draw(st.sampled_from(paths(row))), data.draw(ODD))
         elif how == "drop":
