@@ -1,4 +1,4 @@
-"""A fast path for the replica's big tables: fuel-card and stop-list rows, checked in bulk.
+"""A fast path for the replica's big tables: fuel-card, stop-list and contract rows, checked in bulk.
 
 A site provisioned with a million fuel cards checks a million rows when the snapshot parts
 arrive and again when it reads its store back. The row checks of :mod:`wire.codec` are one
@@ -29,6 +29,7 @@ import msgpack
 from authz.fuel_model import (
     CardKind,
     CardStatus,
+    Contract,
     FuelCard,
     Limit,
     LimitCounter,
@@ -36,6 +37,7 @@ from authz.fuel_model import (
     Period,
     ProductGroup,
     Scope,
+    Tariff,
 )
 from authz.money import MAX_AMOUNT_KOP
 
@@ -52,6 +54,9 @@ _CARD_KEYS = _codec._CARD[1]
 _LIMIT_KEYS = _codec._LIMIT[1]
 _COUNTER_KEYS = _codec._COUNTER[1]
 _STOP_KEYS = _codec._STOP[1]
+_CONTRACT_KEYS = _codec._CONTRACT[1]
+_TZ = _codec._TZ.fullmatch
+_TARIFFS = {int(m): m for m in Tariff}
 _UNITS = {int(m): m for m in LimitUnit}
 _PERIODS = {int(m): m for m in Period}
 _SCOPES = {int(m): m for m in Scope}
@@ -158,6 +163,31 @@ def _card_row(v: object) -> FuelCardRow | None:
                        tuple(counters))
 
 
+_tz_ok: dict[str, str] = {}
+
+
+def _contract_row(v: object) -> Contract | None:
+    """The contract of map ``v`` if it is plainly well formed, else None."""
+    if type(v) is not dict or v.keys() != _CONTRACT_KEYS:
+        return None
+    cid, tz, home, tariff, balance, credit, chosen = (v["contract_id"], v["tz"], v["home_region"], v["tariff"],
+                                                      v["balance_kop"], v["credit_line_kop"], v["chosen_station_ids"])
+    if type(cid) is not int or type(home) is not int or type(tariff) is not int or type(balance) is not int \
+            or type(credit) is not int or type(tz) is not str or type(chosen) is not list or len(chosen) > 3 \
+            or not 0 <= cid <= _INT64_MAX or not 0 <= home <= _INT64_MAX or tariff not in _TARIFFS \
+            or not -MAX_AMOUNT_KOP <= balance <= MAX_AMOUNT_KOP or not 0 <= credit <= MAX_AMOUNT_KOP \
+            or any(type(x) is not int or not 0 <= x <= _INT64_MAX for x in chosen):
+        return None
+    zone = _tz_ok.get(tz)
+    if zone is None:
+        if not _TZ(tz):
+            return None
+        zone = str(tz)
+        if len(_tz_ok) < _CACHE_MAX:
+            _tz_ok[tz] = zone
+    return Contract(cid, zone, home, _TARIFFS[tariff], balance, credit, tuple(chosen))
+
+
 def _stop_row(v: object) -> StopListEntry | None:
     if type(v) is not dict or v.keys() != _STOP_KEYS:
         return None
@@ -167,7 +197,8 @@ def _stop_row(v: object) -> StopListEntry | None:
     return StopListEntry(str(no), at)
 
 
-_FAST: dict[Table, Callable[[object], Any]] = {Table.FUEL_CARDS: _card_row, Table.STOP_LIST: _stop_row}
+_FAST: dict[Table, Callable[[object], Any]] = {Table.FUEL_CARDS: _card_row, Table.STOP_LIST: _stop_row,
+                                               Table.CONTRACTS: _contract_row}
 #: The tables that have a fast path.
 FAST_TABLES = frozenset(_FAST)
 

@@ -20,6 +20,7 @@ _FUEL = sample.fuel_model(n_cards=60, seed=11)
 _ROWS = [FuelCardRow(c, tuple((lid, ctr) for (no, lid), ctr in sorted(_FUEL.counters.items()) if no == c.card_no))
          for c in _FUEL.cards]
 CARD_MAPS = [codec._fuel_card_to(r) for r in _ROWS]
+CONTRACT_MAPS = [codec._contract_to(c) for c in _FUEL.contracts]
 STOP_MAPS = [codec._stop_to(StopListEntry(c.card_no, 1_700_000_000 + i)) for i, c in enumerate(_FUEL.cards)]
 assert any(r.counters for r in _ROWS) and any(len(r.card.limits) > 1 for r in _ROWS)
 
@@ -27,14 +28,15 @@ assert any(r.counters for r in _ROWS) and any(len(r.card.limits) > 1 for r in _R
 ODD = st.one_of(st.none(), st.booleans(), st.integers(-(2 ** 64), 2 ** 64 - 1), st.sampled_from([0, 1, 2, 4, 5, 7, -1]),
                 st.text(max_size=6), st.sampled_from(["2026-02-30", "2026-12-31", "7005", "", "A" * 33, "95"]),
                 st.binary(max_size=3), st.floats(allow_nan=False), st.lists(st.integers(-1, 6), max_size=7),
-                st.just({}), st.just([{}]), st.just([[0]]), st.just([0, 0]))
+                st.just({}), st.just([{}]), st.just([[0]]), st.just([0, 0]), st.just([1, 2, 3, 4]),
+                st.sampled_from(["Europe/Moscow", "Europe//Moscow", "A/B/C/D/E", "x" * 33]))
 
 
 def reference(table: Table, items: list) -> tuple | WireFormatError:
     """What wire.codec's row checks say, row by row (``_rows_from`` without its fast path)."""
     try:
         out = codec._each(items, "rows", codec._ROWS[table].from_wire)
-        codec._unique([codec.row_key(table, r) for r in out], "rows: key", cards=True)
+        codec._unique([codec.row_key(table, r) for r in out], "rows: key", cards=table is not Table.CONTRACTS)
         return out
     except WireFormatError as e:
         return e
@@ -56,9 +58,9 @@ def put(m: dict, path: tuple, value: object) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from([Table.FUEL_CARDS, Table.STOP_LIST]), st.data())
+@given(st.sampled_from([Table.FUEL_CARDS, Table.STOP_LIST, Table.CONTRACTS]), st.data())
 def test_the_fast_path_accepts_only_what_the_codec_accepts_and_gives_the_same_rows(table, data):
-    maps = CARD_MAPS if table is Table.FUEL_CARDS else STOP_MAPS
+    maps = {Table.FUEL_CARDS: CARD_MAPS, Table.STOP_LIST: STOP_MAPS, Table.CONTRACTS: CONTRACT_MAPS}[table]
     items = data.draw(st.lists(st.sampled_from(range(len(maps))), min_size=1, max_size=4))
     rows = [copy.deepcopy(maps[i]) for i in items]
     for _ in range(data.draw(st.integers(0, 3))):
@@ -93,6 +95,7 @@ def test_the_fast_path_accepts_only_what_the_codec_accepts_and_gives_the_same_ro
 def test_well_formed_rows_take_the_fast_path():
     assert rows_bulk.parse_rows(Table.FUEL_CARDS, CARD_MAPS) == tuple(_ROWS)
     assert rows_bulk.parse_rows(Table.STOP_LIST, STOP_MAPS) == reference(Table.STOP_LIST, STOP_MAPS)
+    assert rows_bulk.parse_rows(Table.CONTRACTS, CONTRACT_MAPS) == tuple(_FUEL.contracts)
     assert rows_bulk.parse_rows(Table.PRODUCTS, [codec._product_to(p) for p in _FUEL.products]) is None  # no fast path
 
 
