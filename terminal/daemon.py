@@ -565,14 +565,20 @@ class Daemon:
         (off the event loop; nothing of it is kept in memory)."""
         assert self.store is not None
         async with self._replica_lock:
-            await asyncio.to_thread(self.store.stage_part, part, fresh=fresh)
+            write = asyncio.ensure_future(asyncio.to_thread(self.store.stage_part, part, fresh=fresh))
+            try:
+                await asyncio.shield(write)
+            except asyncio.CancelledError:  # the session ended: the store stays locked until the write is done
+                await write
+                raise
 
     async def _on_replica(self, update: FollowerUpdate) -> None:
         """A replica update from the host, in version order: into the store first (written in
         its transaction, off the event loop), then into the evaluators, then the store's commit.
         If either refuses it, the store's transaction is rolled back and the exception tells
         the sync client to keep the old version and ask for a snapshot. A snapshot staged part
-        by part is read back from the store for the evaluators (:meth:`_snapshot_rows`)."""
+        by part is read back from the store for the evaluators
+        (:func:`terminal.snapshot_swap.apply_snapshot`: fuel cards built off the loop)."""
         async with self._replica_lock:
             if self.store is None:
                 self._apply_stop_list(update)  # a simulated replica follows the stop list only
