@@ -46,8 +46,10 @@ def paths(m: dict) -> list[tuple]:
     """Every place in a row map a value sits (fields, limits' and counters' fields)."""
     out: list[tuple] = [(k,) for k in m]
     for key in ("limits", "counters"):
-        for i, sub in enumerate(m.get(key, [])):
-            out += [(key, i, k) for k in sub]
+        subs = m.get(key)
+        for i, sub in enumerate(subs if isinstance(subs, list) else []):
+            if isinstance(sub, dict):
+                out += [(key, i, k) for k in sub]
     return out
 
 
