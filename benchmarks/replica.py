@@ -23,7 +23,19 @@
   to its API serving sales; ``provision_1m_cards_rss_mb`` and ``provision_1m_cards_peak_rss_mb``:
   its resident memory once serving and its peak; ``provision_store_mb``: ``replica.sqlite``;
   ``restart_from_store_1m_cards_s`` and ``..._rss_mb``: the same site restarted with the
-  broker down, from the process start to serving from its store (every row checked again).
+  broker down, from the process start to serving from its store (every row checked again);
+  ``..._cpu_s``: the site process's CPU time (user + system) to that point, the figure to
+  trust on a loaded machine. With ``--baseline DIR`` (a checkout of other code, e.g.
+  ``git worktree add /tmp/base main``) the same site is first provisioned and restarted
+  from the same retained snapshots by the code in DIR: each figure is printed for it as
+  ``<key>_before`` and as ``<key>_ratio`` (this code's / DIR's), measured in one run.
+* ``snapshot_apply_loop_stall_ms`` (``--stall``): the longest the event loop went without
+  turning (a task that sleeps 1 ms, the lanes' stand-in) while a whole fuel-card snapshot of
+  1,000,000 cards was applied to a running site's replica: ``_before`` as
+  ``Replica.apply_update`` on the loop (the rows already in memory, as the follower used to
+  hand them over), and now as the daemon does it (``terminal.snapshot_swap.apply_snapshot``:
+  the rows read from the store's staged snapshot and built in a thread, swapped on the
+  loop); ``snapshot_apply_s`` and ``snapshot_apply_s_before``: how long each apply took.
 
 The rows are written by a child process from the generated network (``authz.sample`` via
 ``native.compact``), read back by another, so neither figure counts the generator.
@@ -38,6 +50,7 @@ import os
 import pickle
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -293,13 +306,20 @@ def _proc_rss_mb(pid: int) -> tuple[float, float]:
     return rss, hwm
 
 
-def _serve_once(cfg: Path) -> tuple[float, float, float, list[str]]:
-    """``edgepos run --config cfg`` until it serves, then SIGTERM: seconds from the process
-    start to serving, RSS and peak RSS (MB) once serving, and its log lines."""
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _serve_once(cfg: Path, root: Path = ROOT) -> tuple[float, float, float, list[str]]:
+    """``edgepos run --config cfg`` (the code in ``root``) until it serves, then SIGTERM:
+    seconds from the process start to serving, RSS and peak RSS (MB) once serving, and its
+    log lines (the last one ``# cpu_s: N``, its CPU time to serving)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "terminal.cli", "run", "--config", str(cfg)],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=root,
+                            env=dict(os.environ, PYTHONPATH=str(root)))
     lines: list[str] = []
     try:
         assert proc.stderr is not None
@@ -309,6 +329,7 @@ def _serve_once(cfg: Path) -> tuple[float, float, float, list[str]]:
                 print("# site: " + line.rstrip(), file=sys.stderr)
             if "listening on http://" in line:
                 took = round(time.perf_counter() - t0, 2)
+                lines.append(f"# cpu_s: {_cpu_s(proc.pid):.2f}")
                 time.sleep(1.0)  # settled
                 rss, hwm = _proc_rss_mb(proc.pid)
                 return took, round(rss), round(hwm), lines
@@ -321,7 +342,7 @@ def _serve_once(cfg: Path) -> tuple[float, float, float, list[str]]:
 
 
 def provision_figures(fuel_cards: int = 1_000_000, stop_list: int = 1_000_000, club_accounts: int = 100_000,
-                    seed: int = 1) -> dict[str, float]:
+                      seed: int = 1, baseline: Path | None = None) -> dict[str, float]:
     """A new pump and till site (every table) with an empty data directory started as
     ``edgepos run`` in its own process and provisioned through mosquitto (the embedded broker)
     from retained snapshots of that size. The snapshots are cut and signed here as
@@ -342,7 +363,8 @@ def provision_figures(fuel_cards: int = 1_000_000, stop_list: int = 1_000_000, c
         write_key(site_key, new_key())
         token = new_token()
         with embedded_broker(tmp / "broker") as broker:
-            text = DEFAULT_SITE_TOML.replace("port = 8780", "port = 0")
+            # a simulation: its pumps' virtual cards use the public test issuer key
+            text = DEFAULT_SITE_TOML.replace("port = 8780", "port = 0\nsimulation = true")
             text = text.replace('data_dir = "var/sim"', f'data_dir = "{tmp / "data"}"')
             text += ("\n" + client_toml("operator", ApiRole.OPERATOR, token)
                      + f'\n[broker]\nurl = "{broker.url}"\n\n[keys]\nsite_key_file = "{site_key}"\n'
@@ -360,18 +382,97 @@ def provision_figures(fuel_cards: int = 1_000_000, stop_list: int = 1_000_000, c
             assert broker.port is not None
             asyncio.run(publish_retained(broker.port, frames))
             del frames
+            runs = [(baseline, "_before"), (ROOT, "")] if baseline is not None else [(ROOT, "")]
             out: dict[str, float] = {}
-            took, rss, hwm, lines = _serve_once(cfg)
-            out["provision_1m_cards_to_serving_s"] = took
-            out["provision_1m_cards_rss_mb"], out["provision_1m_cards_peak_rss_mb"] = rss, hwm
-            for line in lines:
-                m = re.search(r"provisioned from the host in [\d.]+ s \(([\d.]+) s from the first snapshot part", line)
-                if m:
-                    out["provision_1m_cards_s"] = float(m.group(1))
-            out["provision_store_mb"] = round((tmp / "data" / "replica.sqlite").stat().st_size / 1e6)
-            broker.stop()  # the host unreachable: the site restarts on its store
-            took, rss, hwm, _ = _serve_once(cfg)
-            out["restart_from_store_1m_cards_s"], out["restart_from_store_1m_cards_rss_mb"] = took, rss
+            for root, suffix in runs:
+                shutil.rmtree(tmp / "data", ignore_errors=True)  # a new site each time
+                print(f"# provisioning with the code in {root}", file=sys.stderr)
+                for k, v in _provision_and_restart(cfg, tmp, broker, root).items():
+                    out[k + suffix] = v
+            if baseline is not None:
+                for k in [k for k in out if not k.endswith("_before")]:
+                    if out.get(k + "_before"):
+                        out[k + "_ratio"] = round(out[k] / out[k + "_before"], 3)
+    return out
+
+
+def _provision_and_restart(cfg: Path, tmp: Path, broker: Any, root: Path) -> dict[str, float]:
+    """One new site provisioned from the retained snapshots, then restarted with the broker
+    down (the broker is started again after)."""
+    out: dict[str, float] = {}
+    took, rss, hwm, lines = _serve_once(cfg, root)
+    out["provision_1m_cards_to_serving_s"] = took
+    out["provision_1m_cards_rss_mb"], out["provision_1m_cards_peak_rss_mb"] = rss, hwm
+    for line in lines:
+        m = re.search(r"provisioned from the host in [\d.]+ s \(([\d.]+) s from the first snapshot part", line)
+        if m:
+            out["provision_1m_cards_s"] = float(m.group(1))
+        if line.startswith("# cpu_s: "):
+            out["provision_1m_cards_cpu_s"] = float(line.split()[-1])
+    out["provision_store_mb"] = round((tmp / "data" / "replica.sqlite").stat().st_size / 1e6)
+    broker.stop()  # the host unreachable: the site restarts on its store
+    try:
+        took, rss, hwm, lines = _serve_once(cfg, root)
+    finally:
+        broker.start()
+    out["restart_from_store_1m_cards_s"], out["restart_from_store_1m_cards_rss_mb"] = took, rss
+    out["restart_from_store_1m_cards_cpu_s"] = next(float(x.split()[-1]) for x in lines if x.startswith("# cpu_s: "))
+    return out
+
+
+def stall_figures(n_cards: int = 1_000_000) -> dict[str, float]:
+    """``snapshot_apply_loop_stall_ms`` before and after (module docstring)."""
+    from terminal.follower import FullSnapshot, StagedSnapshot
+    from terminal.replica_store import ReplicaStore
+    from terminal.snapshot_swap import apply_snapshot
+    from wire import ReplicaSnapshot
+
+    replica = Replica(sample_fuel_columns(n_cards=n_cards, seed=1), None)
+    replica.table_versions = {t: 1 for t in Table}
+    assert replica.fuel is not None
+    rows = tuple(_fuel_rows(replica.fuel))  # the same cards, as the host sends them
+    out: dict[str, float] = {}
+
+    async def stalls(work: Any) -> tuple[float, float]:
+        worst = [0.0]
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            while not done.is_set():
+                t = time.perf_counter()
+                await asyncio.sleep(0.001)
+                worst[0] = max(worst[0], time.perf_counter() - t - 0.001)
+
+        tick = asyncio.create_task(ticker())
+        await asyncio.sleep(0.01)
+        t0 = time.perf_counter()
+        await work()
+        took = time.perf_counter() - t0
+        done.set()
+        await tick
+        return worst[0] * 1000, took
+
+    async def before() -> None:
+        replica.apply_update(FullSnapshot(Table.FUEL_CARDS, 2, rows))
+
+    stall, took = asyncio.run(stalls(before))
+    out["snapshot_apply_loop_stall_ms_before"], out["snapshot_apply_s_before"] = round(stall, 1), round(took, 2)
+    with tempfile.TemporaryDirectory(prefix="edgepos-stall-") as tmp, ReplicaStore.open(Path(tmp) / "r.sqlite") as store:
+        n = 10_000
+        parts = (len(rows) + n - 1) // n
+        for k in range(parts):
+            store.stage_part(ReplicaSnapshot(Table.FUEL_CARDS, 3, k, parts, rows[k * n:(k + 1) * n]))
+        staged = store.stage(StagedSnapshot(Table.FUEL_CARDS, 3, parts))
+
+        async def after() -> None:
+            await apply_snapshot(replica, Table.FUEL_CARDS, 3, staged.iter_rows, replica.apply_update)
+
+        stall, took = asyncio.run(stalls(after))
+        staged.commit()
+    assert replica.table_versions[Table.FUEL_CARDS] == 3 and replica.fuel_card_count == n_cards
+    out["snapshot_apply_loop_stall_ms"], out["snapshot_apply_s"] = round(stall, 1), round(took, 2)
+    out["snapshot_apply_loop_stall_ratio"] = round(out["snapshot_apply_loop_stall_ms"]
+                                                   / max(out["snapshot_apply_loop_stall_ms_before"], 0.1), 3)
     return out
 
 
@@ -386,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--load-rows", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--provision", action="store_true",
                    help="only the provisioning of a new site (run under flock /tmp/edgepos-pcscd.lock)")
+    p.add_argument("--baseline", type=Path, metavar="DIR",
+                   help="with --provision: first the same with the code in DIR (figures _before and _ratio)")
+    p.add_argument("--stall", action="store_true", help="only snapshot_apply_loop_stall_ms (before and after)")
     p.add_argument("--latency", type=int, metavar="CHANGES",
                    help="only host_change_to_enforced_*: CHANGES blocks/unblocks at a real host worker, timed to "
                         "the first decision at a running site that applies each (benchmarks/replica_latency.py)")
@@ -394,7 +498,11 @@ def main(argv: list[str] | None = None) -> int:
         from .replica_latency import main as latency_main
         return latency_main(["--changes", str(args.latency)])
     if args.provision:
-        for k, v in provision_figures(args.cards, args.stop_list, args.accounts).items():
+        for k, v in provision_figures(args.cards, args.stop_list, args.accounts, baseline=args.baseline).items():
+            print(f"{k}: {v}")
+        return 0
+    if args.stall:
+        for k, v in stall_figures(args.cards).items():
             print(f"{k}: {v}")
         return 0
     if args.write_rows:

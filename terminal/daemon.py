@@ -41,7 +41,7 @@ from . import fuel_api
 from .api import LocalApi
 from .config import SiteConfig
 from .events import EventBus
-from .follower import FullSnapshot, ReplicaUpdate
+from .follower import FollowerUpdate, ReplicaUpdate, StagedSnapshot
 from .fuel import (
     CARD_COMMITTED,
     PREAUTH,
@@ -57,6 +57,7 @@ from .journal import Journal, JournalClosedError, JournalError
 from .provision import ProvisionStatus, build_replica, tables_needed
 from .replica import Replica, ReplicaUpdateError
 from .replica_store import STORE_FILE, ReplicaStore, ReplicaStoreError, versions_text
+from .snapshot_swap import apply_snapshot
 from .till import TERMINAL_KINDS as TILL_TERMINAL_KINDS
 from .till import TillLane
 
@@ -237,8 +238,6 @@ class Daemon:
         self.impl = impl
         self.progress_interval_s = progress_interval_s
         self._replica_lock = asyncio.Lock()
-        #: while provisioning: the rows of each table as its snapshot was stored (no delta since)
-        self._fresh_rows: dict[Table, tuple[Any, ...]] = {}
         self._provision_started: float | None = None
         self.provisioned_in_s: float | None = None
         #: seconds from the start of provisioning (a new site), and from the first snapshot part
@@ -496,7 +495,8 @@ class Daemon:
             follow = {Table.STOP_LIST: 0}  # the locally built replica is version 0
         self.sync = SyncClient(self._live_journal(), keys, self._sync_settings, on_fatal=self.fatal,
                                on_replica=self._on_replica if follow else None,
-                               replica_versions=follow or None, tables=tuple(follow))
+                               replica_versions=follow or None, tables=tuple(follow),
+                               stage_part=self._stage_part if self.store is not None else None)
         await self.sync.__aenter__()
 
     # -- provisioning and replica updates --
@@ -529,11 +529,9 @@ class Daemon:
                     await asyncio.wait_for(self._provision_progress(needed), self.progress_interval_s)
         async with self._replica_lock:  # no update lands between reading the store and building on it
             versions = {t: v for t, v in store.versions().items() if t in needed}
-            # a table whose snapshot just came (verified by wire.decode, committed as it is) is
-            # built from those rows; the others are read back from the store, checked again
-            fresh, self._fresh_rows = self._fresh_rows, {}
-            rows = {t: fresh[t] if t in fresh else store.iter_rows(t) for t in needed}
-            del fresh
+            # every table streamed from the store (checked again, by wire.rows_bulk): no table's
+            # rows are held whole, the columns are built as they come
+            rows = {t: store.iter_rows(t) for t in needed}
             try:
                 self._replica = await asyncio.to_thread(build_replica, self.config, rows, versions=versions,
                                                         impl=self.impl)
@@ -564,11 +562,25 @@ class Daemon:
         collecting = self.sync.snapshots_collecting() if self.sync is not None else {}
         return ProvisionStatus(needed, held, collecting)
 
-    async def _on_replica(self, update: ReplicaUpdate) -> None:
+    async def _stage_part(self, part: Any, fresh: bool) -> None:
+        """A snapshot part, verified: written into the store's staged generation of its table
+        (off the event loop; nothing of it is kept in memory)."""
+        assert self.store is not None
+        async with self._replica_lock:
+            write = asyncio.ensure_future(asyncio.to_thread(self.store.stage_part, part, fresh=fresh))
+            try:
+                await asyncio.shield(write)
+            except asyncio.CancelledError:  # the session ended: the store stays locked until the write is done
+                await write
+                raise
+
+    async def _on_replica(self, update: FollowerUpdate) -> None:
         """A replica update from the host, in version order: into the store first (written in
         its transaction, off the event loop), then into the evaluators, then the store's commit.
         If either refuses it, the store's transaction is rolled back and the exception tells
-        the sync client to keep the old version and ask for a snapshot."""
+        the sync client to keep the old version and ask for a snapshot. A snapshot staged part
+        by part is read back from the store for the evaluators
+        (:func:`terminal.snapshot_swap.apply_snapshot`: fuel cards built off the loop)."""
         async with self._replica_lock:
             if self.store is None:
                 self._apply_stop_list(update)  # a simulated replica follows the stop list only
@@ -576,7 +588,11 @@ class Daemon:
             staged = await asyncio.to_thread(self.store.stage, update)
             try:
                 if self._replica is not None:
-                    self._apply_to_evaluators(update)
+                    if isinstance(update, StagedSnapshot):  # big tables built off the loop, swapped on it
+                        await apply_snapshot(self._replica, update.table, update.version, staged.iter_rows,
+                                             self._apply_to_evaluators)
+                    else:
+                        self._apply_to_evaluators(update)
             except BaseException as exc:
                 await asyncio.to_thread(staged.rollback)
                 log.error("replica update of %s refused by the evaluators, store unchanged: %s",
@@ -587,11 +603,6 @@ class Daemon:
             except ReplicaStoreError as exc:  # the evaluators are ahead of the disk: restart from the store
                 self.fatal(exc)
                 raise
-            if self._replica is None:  # provisioning: keep a whole snapshot's rows for the build
-                if isinstance(update, FullSnapshot):
-                    self._fresh_rows[info.table] = update.rows
-                else:
-                    self._fresh_rows.pop(info.table, None)
             log.info("replica %s at version %d (%d rows) stored", info.table.value, info.version, info.rows)
 
     def _apply_to_evaluators(self, update: ReplicaUpdate) -> None:
@@ -608,13 +619,14 @@ class Daemon:
                 self.bus.publish("replica.stop_list", "site", card=mask_card_no(str(card_no)), listed=on,
                                  version=version)
 
-    def _apply_stop_list(self, update: ReplicaUpdate) -> None:
+    def _apply_stop_list(self, update: FollowerUpdate) -> None:
         """The stop list applied to the fuel evaluator at once (a block reaches the pumps within
         seconds)."""
         from wire import ReplicaDelta, Table
 
         if update.table is not Table.STOP_LIST or self.replica.fuel is None:
             return
+        assert not isinstance(update, StagedSnapshot)  # no store, no staging: the sync client keeps the parts
         fuel = self.replica.fuel
         if isinstance(update, ReplicaDelta):
             changes = [(row.card_no, True) for row in update.upserts] + [(key, False) for key in update.deletes]

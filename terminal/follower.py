@@ -7,15 +7,23 @@ order, lose a message, or reconnect after hours. :class:`ReplicaFollower` takes 
 (:meth:`~ReplicaFollower.delta`, :meth:`~ReplicaFollower.part`), what the driver did
 (:meth:`~ReplicaFollower.applied`), the connection's comings (:meth:`~ReplicaFollower.connected`)
 and the clock (:meth:`~ReplicaFollower.tick`), and answers with commands for the driver to
-perform in order: :class:`Apply` an update, :class:`RequestSnapshot`, :class:`WatchSnapshots`
-(subscribe to a table's retained snapshot parts, or stop).
+perform in order: :class:`StagePart` (write a snapshot part aside, as it arrives),
+:class:`Apply` an update, :class:`RequestSnapshot`, :class:`WatchSnapshots` (subscribe to a
+table's retained snapshot parts, or stop).
+
+Snapshots stream: the follower keeps no row of a snapshot, only which parts of which version
+it had the driver stage. A big table (a million fuel cards) is written to the replica store
+part by part as it arrives, and applied, once every part is staged, as a
+:class:`StagedSnapshot` that names the staged version and the number of parts.
 
 Rules, per table:
 
 - a delta from the version held is applied; one behind it is a duplicate and dropped; one
   ahead of it (a gap) is kept (at most ``max_pending``) and a snapshot is asked for;
-- snapshot parts of one version are collected until all are there; a whole snapshot newer
-  than the version held replaces the table; never an older one;
+- each snapshot part newer than the version held is staged (:class:`StagePart`; ``fresh``
+  when it starts another version, or another cut of one, and what was staged is dropped);
+  once every part of a version is staged, that snapshot replaces the table
+  (``Apply(StagedSnapshot)``); never an older one;
 - at most one :class:`Apply` is outstanding: the next command waits for :meth:`applied`, so
   the driver may apply asynchronously and the follower's version is always what was applied;
 - an update the driver could not apply (its consistency checks refused it) leaves the version
@@ -36,8 +44,19 @@ from typing import Any
 
 from wire import ReplicaDelta, ReplicaSnapshot, Table
 
-__all__ = ["FullSnapshot", "ReplicaUpdate", "Apply", "RequestSnapshot", "WatchSnapshots", "Command",
-           "ReplicaFollower", "MAX_PENDING_DELTAS"]
+__all__ = [
+    "MAX_PENDING_DELTAS",
+    "Apply",
+    "Command",
+    "FollowerUpdate",
+    "FullSnapshot",
+    "ReplicaFollower",
+    "ReplicaUpdate",
+    "RequestSnapshot",
+    "StagePart",
+    "StagedSnapshot",
+    "WatchSnapshots",
+]
 
 #: Deltas kept per table past a gap, while a snapshot is awaited.
 MAX_PENDING_DELTAS = 1_000
@@ -45,23 +64,49 @@ MAX_PENDING_DELTAS = 1_000
 
 @dataclass(frozen=True, slots=True)
 class FullSnapshot:
-    """Every row of ``table`` at ``version``: all parts of one snapshot, collected. The
-    daemon replaces the table with ``rows`` atomically."""
+    """Every row of ``table`` at ``version``, given at once (tests, small tables, and what
+    :meth:`terminal.replica.Replica.apply_update` takes). The daemon replaces the table with
+    ``rows`` atomically. The follower itself streams: it hands out :class:`StagedSnapshot`."""
 
     table: Table
     version: int
     rows: tuple[Any, ...]
 
 
-#: What the daemon applies: a delta that follows the version held, or a whole table.
+@dataclass(frozen=True, slots=True)
+class StagedSnapshot:
+    """Every part of ``table``'s snapshot ``version`` (``parts`` of them) was staged by
+    :class:`StagePart` commands: the daemon replaces the table with what was staged."""
+
+    table: Table
+    version: int
+    parts: int
+
+
+#: What the evaluators apply (:meth:`terminal.replica.Replica.apply_update`): a delta that
+#: follows the version held, or a whole table.
 ReplicaUpdate = ReplicaDelta | FullSnapshot
+#: What the follower hands out and the replica store applies: those, or a whole table staged
+#: part by part.
+FollowerUpdate = ReplicaDelta | FullSnapshot | StagedSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class StagePart:
+    """Write snapshot part ``part`` aside (``fresh``: drop what is staged of its table first).
+    A part the driver could not write is reported with :meth:`ReplicaFollower.stage_failed`
+    (it is taken again when it comes again); one lost unreported makes the snapshot's
+    :class:`Apply` fail, and the follower then asks for a snapshot again."""
+
+    part: ReplicaSnapshot
+    fresh: bool
 
 
 @dataclass(frozen=True, slots=True)
 class Apply:
     """Apply ``update`` to the replica, then tell :meth:`ReplicaFollower.applied` how it went."""
 
-    update: ReplicaUpdate
+    update: FollowerUpdate
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,13 +125,23 @@ class WatchSnapshots:
     on: bool
 
 
-Command = Apply | RequestSnapshot | WatchSnapshots
+Command = StagePart | Apply | RequestSnapshot | WatchSnapshots
 
 
 class _Table:
     """What the follower knows of one table."""
 
-    __slots__ = ("version", "wanting", "refused", "watching", "pending", "parts", "parts_version", "requested_at")
+    __slots__ = (
+        "parts",
+        "parts_total",
+        "parts_version",
+        "pending",
+        "refused",
+        "requested_at",
+        "version",
+        "wanting",
+        "watching",
+    )
 
     def __init__(self, version: int) -> None:
         self.version = version
@@ -94,7 +149,8 @@ class _Table:
         self.refused = False  # an update was refused: only a snapshot ends the wait
         self.watching = False
         self.pending: dict[int, ReplicaDelta] = {}  # deltas past a gap, by from_version
-        self.parts: dict[int, ReplicaSnapshot] = {}
+        self.parts: set[int] = set()  # the parts of parts_version staged
+        self.parts_total = 0  # how many parts that snapshot has
         self.parts_version = 0
         self.requested_at: float | None = None
 
@@ -107,7 +163,7 @@ class ReplicaFollower:
         self._tables = {Table(t): _Table(int(v)) for t, v in versions.items()}
         self.retry_s = retry_s
         self.max_pending = max_pending
-        self._applying: ReplicaUpdate | None = None
+        self._applying: FollowerUpdate | None = None
         self._online = False
 
     # -- what the driver reads --
@@ -134,15 +190,15 @@ class ReplicaFollower:
         return [t for t, s in self._tables.items() if s.wanting]
 
     def collecting(self, table: Table) -> tuple[int, int, int] | None:
-        """The snapshot of ``table`` being collected: (its version, parts held, parts in all);
-        None when no part is held."""
+        """The snapshot of ``table`` being collected: (its version, parts staged, parts in all);
+        None when no part is staged."""
         st = self._tables[table]
         if not st.parts:
             return None
-        return st.parts_version, len(st.parts), next(iter(st.parts.values())).parts
+        return st.parts_version, len(st.parts), st.parts_total
 
     @property
-    def applying(self) -> ReplicaUpdate | None:
+    def applying(self) -> FollowerUpdate | None:
         """The update handed out and not yet reported back."""
         return self._applying
 
@@ -187,17 +243,32 @@ class ReplicaFollower:
         return self._apply(d)
 
     def part(self, p: ReplicaSnapshot, now: float) -> list[Command]:
-        """A snapshot part arrived (verified by wire.decode)."""
+        """A snapshot part arrived (verified by wire.decode): staged, and the snapshot applied
+        once every part of it is."""
         st = self._tables.get(p.table)
         if st is None or p.version <= st.version or p.version < st.parts_version:
             return []
-        if p.version > st.parts_version or any(q.parts != p.parts for q in st.parts.values()):
-            st.parts = {}
-            st.parts_version = p.version
-        st.parts[p.part] = p
+        a = self._applying
+        if isinstance(a, StagedSnapshot) and a.table == p.table and p.version <= a.version:
+            return []  # the snapshot being applied, or an older one
+        out: list[Command] = []
+        if p.version > st.parts_version or p.parts != st.parts_total:
+            st.parts, st.parts_total, st.parts_version = set(), p.parts, p.version
+            out.append(StagePart(p, True))
+        elif p.part in st.parts:
+            return []  # a duplicate
+        else:
+            out.append(StagePart(p, False))
+        st.parts.add(p.part)
         if len(st.parts) < p.parts or self._applying is not None:
-            return []
-        return self._whole(p.table, st)
+            return out
+        return out + self._whole(p.table, st)
+
+    def stage_failed(self, p: ReplicaSnapshot) -> None:
+        """The driver could not write part ``p`` of a :class:`StagePart`: it is not staged."""
+        st = self._tables.get(p.table)
+        if st is not None and st.parts_version == p.version and st.parts_total == p.parts:
+            st.parts.discard(p.part)
 
     def applied(self, ok: bool, now: float) -> list[Command]:
         """The driver applied (``ok``) or could not apply the update of the last :class:`Apply`."""
@@ -219,7 +290,7 @@ class ReplicaFollower:
             st.version = update.version
             st.refused = False
         if st.parts_version and st.parts_version <= st.version:
-            st.parts, st.parts_version = {}, 0
+            st.parts, st.parts_total, st.parts_version = set(), 0, 0
         for k in [k for k in st.pending if k < st.version]:  # behind, or straddling the version held
             del st.pending[k]
         return self._next(now)
@@ -236,15 +307,13 @@ class ReplicaFollower:
 
     # -- inside --
 
-    def _apply(self, update: ReplicaUpdate) -> list[Command]:
+    def _apply(self, update: FollowerUpdate) -> list[Command]:
         self._applying = update
         return [Apply(update)]
 
     def _whole(self, table: Table, st: _Table) -> list[Command]:
-        n = next(iter(st.parts.values())).parts
-        rows = tuple(row for i in range(n) for row in st.parts[i].rows)
-        snap = FullSnapshot(table, st.parts_version, rows)
-        st.parts, st.parts_version = {}, 0
+        snap = StagedSnapshot(table, st.parts_version, st.parts_total)
+        st.parts, st.parts_total, st.parts_version = set(), 0, 0
         return self._apply(snap)
 
     def _next(self, now: float) -> list[Command]:
@@ -254,7 +323,7 @@ class ReplicaFollower:
         for table, st in self._tables.items():
             if st.version in st.pending and not st.refused:
                 return out + self._apply(st.pending.pop(st.version))
-            if st.parts and len(st.parts) == next(iter(st.parts.values())).parts and st.parts_version > st.version:
+            if st.parts and len(st.parts) == st.parts_total and st.parts_version > st.version:
                 return out + self._whole(table, st)
             if st.wanting and not st.pending and st.version > 0 and not st.refused:
                 out += self._done(table, st)
@@ -281,7 +350,7 @@ class ReplicaFollower:
     def _done(self, table: Table, st: _Table) -> list[Command]:
         st.wanting = False
         st.requested_at = None
-        st.parts, st.parts_version = {}, 0
+        st.parts, st.parts_total, st.parts_version = set(), 0, 0
         if not st.watching:
             return []
         st.watching = False
@@ -292,7 +361,10 @@ def commands_text(commands: Iterable[Command]) -> str:
     """A short text of ``commands`` for logs and test failures."""
     parts = []
     for c in commands:
-        if isinstance(c, Apply):
+        if isinstance(c, StagePart):
+            parts.append(f"stage {c.part.table.value} snapshot@{c.part.version} part {c.part.part}/{c.part.parts}"
+                         + (" fresh" if c.fresh else ""))
+        elif isinstance(c, Apply):
             u = c.update
             parts.append(f"apply {u.table.value} " + (f"{u.from_version}->{u.to_version}" if isinstance(u, ReplicaDelta)
                                                         else f"snapshot@{u.version}"))

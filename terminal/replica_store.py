@@ -3,18 +3,27 @@
 One SQLite file (``replica.sqlite`` in ``site.data_dir``), WAL with ``synchronous=FULL`` like
 the journal (docs/journal.md): a commit is on disk when :meth:`ReplicaStore.apply` returns.
 
-- ``tables``: one row per table held: its version, its row count and when it was last
-  written (the site's clock);
-- ``rows``: every row of every table, keyed by ``(table, key)``; a row is the MessagePack of
-  its wire form (:func:`wire.pack_row`), and is read back with every check :func:`wire.decode`
-  runs on a row (:func:`wire.unpack_row`).
+- ``tables``: one row per table held: its version, its row count, when it was last written
+  (the site's clock) and the SQLite table that holds its rows (``phys``);
+- one SQLite table per held table and generation (``r1``, ``r2``, ...): its rows keyed by
+  the row's key; a row is the MessagePack of its wire form (:func:`wire.pack_row`), read back
+  with every check :func:`wire.decode` runs on a row (:func:`wire.rows_bulk.unpack_rows`).
 
-An update (a whole snapshot or a delta, :data:`terminal.follower.ReplicaUpdate`) is applied in
+An update (a whole snapshot or a delta, :data:`terminal.follower.FollowerUpdate`) is applied in
 one SQLite transaction: the rows and the version move together or not at all, so a site killed
 at any point of an apply reopens on the whole version it held before or the whole new one.
 The store refuses, and changes nothing for, an update that does not follow what it holds: a
 delta whose ``from_version`` is not the version held, a snapshot not newer than it. A stored
 replica is therefore never replaced by an older one.
+
+A snapshot arrives in parts; each part is written as it comes (:meth:`ReplicaStore.stage_part`)
+into a new generation table that no ``tables`` row points to yet, so nothing of a snapshot is
+held in memory and a half-received snapshot is invisible. When every part is in,
+:class:`~terminal.follower.StagedSnapshot` makes that generation the table's in one
+transaction (the old one is dropped in it). Staged parts are not fsync'd (``synchronous =
+NORMAL`` while staging: only the commit that makes them the table's is), and a store
+reopened drops every generation no table points to: a site killed while receiving starts
+the snapshot again.
 
 The crash points ``replica_store.rows_written`` (inside the transaction, after the rows and
 before the commit) and ``replica_store.committed`` let the tests kill a process mid-apply
@@ -24,6 +33,7 @@ before the commit) and ``replica_store.committed`` let the tests kill a process 
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -31,10 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-from wire import ReplicaDelta, RowKey, Table, WireError, pack_row, row_key, unpack_row
+from wire import ReplicaDelta, ReplicaSnapshot, RowKey, Table, WireError
+from wire.rows_bulk import pack_rows, unpack_rows
 
 from . import crashpoints
-from .follower import FullSnapshot, ReplicaUpdate
+from .follower import FollowerUpdate, FullSnapshot, StagedSnapshot
 
 __all__ = [
     "STORE_FILE",
@@ -50,21 +61,17 @@ __all__ = [
 #: The store's file name in ``site.data_dir``.
 STORE_FILE = "replica.sqlite"
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tables (
     name TEXT PRIMARY KEY,
     version INTEGER NOT NULL,
     row_count INTEGER NOT NULL,
-    written_utc_s INTEGER NOT NULL
+    written_utc_s INTEGER NOT NULL,
+    phys TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS rows (
-    tbl TEXT NOT NULL,
-    key NOT NULL,
-    data BLOB NOT NULL,
-    PRIMARY KEY (tbl, key)
-) WITHOUT ROWID;
 """
+_PHYS = re.compile(r"r[0-9]{1,18}")
 
 
 class ReplicaStoreError(Exception):
@@ -94,19 +101,36 @@ def _key(value: RowKey) -> RowKey:
     return value if isinstance(value, int) else str(value)
 
 
+class _Staging:
+    """The generation a snapshot's parts are written into until all are there."""
+
+    __slots__ = ("broken", "parts", "phys", "rows", "staged", "version")
+
+    def __init__(self, phys: str, version: int, parts: int) -> None:
+        self.phys = phys
+        self.version = version
+        self.parts = parts
+        self.staged: set[int] = set()
+        self.rows = 0
+        self.broken: str | None = None  # why this snapshot cannot be made whole (a key in two parts...)
+
+
 class ReplicaStore:
     """The host's tables as this site holds them (module docstring). Not thread-safe: one
-    owner (the daemon, on its event loop) opens, reads and applies."""
+    owner at a time (the daemon, on its event loop or in the one worker thread it awaits)."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self._conn = conn
-        self._info = self._read_info()  # what is committed; kept here so readers never wait on a write
+        self._info, self._phys = self._read_info()  # what is committed; readers never wait on a write
+        self._staging: dict[Table, _Staging] = {}
+        self._next_phys = 1 + max((int(n[1:]) for n in self._tables_in_file()), default=0)
 
     @classmethod
     def open(cls, path: str | Path) -> ReplicaStore:
-        """Open (or create) the store at ``path``, WAL and ``synchronous=FULL``.
-        Raises :class:`StoreCorrupt` for a file that is not a replica store."""
+        """Open (or create) the store at ``path``, WAL and ``synchronous=FULL``; drop what a
+        killed process had staged. Raises :class:`StoreCorrupt` for a file that is not a
+        replica store."""
         path = Path(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,10 +143,21 @@ class ReplicaStore:
                 raise ReplicaStoreError(f"the replica store {path} cannot use WAL mode")
             conn.execute("PRAGMA synchronous = FULL")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, _SCHEMA_VERSION):
+            if version not in (0, 1, _SCHEMA_VERSION):
                 raise StoreCorrupt(f"{path} has schema version {version}; this edgepos knows {_SCHEMA_VERSION}")
-            conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + f"PRAGMA user_version = {_SCHEMA_VERSION}; COMMIT;")
+            conn.execute("BEGIN IMMEDIATE")
+            if version == 1:
+                _migrate_v1(conn)
+            conn.execute(_SCHEMA)
+            live = {r[0] for r in conn.execute("SELECT phys FROM tables")}
+            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+                if _PHYS.fullmatch(name) and name not in live:
+                    conn.execute(f"DROP TABLE {name}")  # staged by a process that did not finish
+            conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
             conn.close()
             raise StoreCorrupt(f"{path} is not a replica store: {exc}") from None
         except ReplicaStoreError:
@@ -150,16 +185,24 @@ class ReplicaStore:
         """Every table held, with its version, as last committed (no disk read)."""
         return dict(self._info)
 
-    def _read_info(self) -> dict[Table, TableInfo]:
+    def _read_info(self) -> tuple[dict[Table, TableInfo], dict[Table, str]]:
         out: dict[Table, TableInfo] = {}
-        for name, version, n, written in self._conn.execute(
-                "SELECT name, version, row_count, written_utc_s FROM tables"):
+        phys: dict[Table, str] = {}
+        for name, version, n, written, ph in self._conn.execute(
+                "SELECT name, version, row_count, written_utc_s, phys FROM tables"):
             try:
                 table = Table(name)
             except ValueError:
                 raise StoreCorrupt(f"{self.path} holds an unknown table {name!r}") from None
+            if not isinstance(ph, str) or not _PHYS.fullmatch(ph):
+                raise StoreCorrupt(f"{self.path}: table {name!r} points to {ph!r}")
             out[table] = TableInfo(table, int(version), int(n), int(written))
-        return out
+            phys[table] = ph
+        return out, phys
+
+    def _tables_in_file(self) -> list[str]:
+        return [r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                if _PHYS.fullmatch(r[0])]
 
     def versions(self) -> dict[Table, int]:
         """The version of every table held (a table not held is missing, not 0)."""
@@ -172,14 +215,17 @@ class ReplicaStore:
         return all(t in held for t in tables)
 
     def iter_rows(self, table: Table) -> Iterator[Any]:
-        """The rows of ``table`` as :func:`wire.decode` gives them, each checked again.
-        Raises :class:`StoreCorrupt` for a row that fails its schema."""
-        cur = self._conn.execute("SELECT key, data FROM rows WHERE tbl = ? ORDER BY key", (table.value,))
-        for key, data in cur:
-            try:
-                yield unpack_row(table, data)
-            except WireError as exc:
-                raise StoreCorrupt(f"{self.path}: a {table.value} row fails its schema: {exc}") from None
+        """The rows of ``table`` as :func:`wire.decode` gives them, each checked again, in key
+        order. Raises :class:`StoreCorrupt` for a row that fails its schema."""
+        phys = self._phys.get(table)
+        return iter(()) if phys is None else self._iter_phys(table, phys)
+
+    def _iter_phys(self, table: Table, phys: str) -> Iterator[Any]:
+        cur = self._conn.execute(f"SELECT data FROM {phys} ORDER BY key")
+        try:
+            yield from unpack_rows(table, (d for (d,) in cur))
+        except WireError as exc:
+            raise StoreCorrupt(f"{self.path}: a {table.value} row fails its schema: {exc}") from None
 
     def rows(self, table: Table) -> tuple[Any, ...]:
         """Every row of ``table`` (see :meth:`iter_rows`)."""
@@ -189,109 +235,211 @@ class ReplicaStore:
         """The rows of each of ``tables``: what :meth:`terminal.replica.Replica.from_rows` builds from."""
         return {t: self.rows(t) for t in tables}
 
+    def staged(self, table: Table) -> tuple[int, int, int] | None:
+        """The snapshot of ``table`` being staged: (its version, parts staged, parts in all)."""
+        st = self._staging.get(table)
+        return None if st is None else (st.version, len(st.staged), st.parts)
+
     # -- writing --
 
-    def apply(self, update: ReplicaUpdate, *, now_utc_s: int | None = None) -> TableInfo:
+    def stage_part(self, part: ReplicaSnapshot, *, fresh: bool = False) -> None:
+        """Write snapshot part ``part`` (verified by :func:`wire.decode`) into its table's
+        staged generation; ``fresh`` (or a part of another version or part count than the one
+        staged) starts the generation anew. A part of a version not newer than the one held is
+        ignored. Not durable on its own (see the module docstring). A part whose key is in a
+        part staged before marks the snapshot broken: its :class:`StagedSnapshot` is refused.
+        Raises :class:`ReplicaStoreError` if the part cannot be written (nothing of it is)."""
+        table = Table(part.table)
+        held = self._info.get(table)
+        if held is not None and part.version <= held.version:
+            return
+        try:
+            packed = list(pack_rows(table, part.rows))
+        except WireError as exc:
+            raise ReplicaStoreError(f"{table.value} snapshot part refused: {exc}") from None
+        conn = self._conn
+        st = self._staging.get(table)
+        conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if st is None or fresh or st.version != part.version or st.parts != part.parts:
+                    if st is not None:
+                        conn.execute(f"DROP TABLE IF EXISTS {st.phys}")
+                    st = _Staging(self._new_phys(), part.version, part.parts)
+                    conn.execute(f"CREATE TABLE {st.phys} (key NOT NULL PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID")
+                    self._staging[table] = st
+                if part.part in st.staged or st.broken:
+                    conn.execute("COMMIT")
+                    return
+                try:
+                    conn.executemany(f"INSERT INTO {st.phys} (key, data) VALUES (?, ?)",
+                                     ((_key(k), d) for k, d in packed))
+                except sqlite3.IntegrityError:
+                    conn.execute("ROLLBACK")
+                    st.broken = f"a key of part {part.part} is in another part too"
+                    return
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                self._staging.pop(table, None)  # what its generation holds is not known: start again
+                raise
+        except sqlite3.Error as exc:
+            raise ReplicaStoreError(f"{self.path}: a {table.value} snapshot part could not be staged: {exc}") from None
+        finally:
+            conn.execute("PRAGMA synchronous = FULL")
+        st.staged.add(part.part)
+        st.rows += len(packed)
+
+    def _new_phys(self) -> str:
+        name = f"r{self._next_phys}"
+        self._next_phys += 1
+        return name
+
+    def apply(self, update: FollowerUpdate, *, now_utc_s: int | None = None) -> TableInfo:
         """Apply ``update`` in one durable transaction and return what is now held of its table
         (:meth:`stage`, then :meth:`StagedUpdate.commit`). Raises as :meth:`stage` does."""
         return self.stage(update, now_utc_s=now_utc_s).commit()
 
-    def stage(self, update: ReplicaUpdate, *, now_utc_s: int | None = None) -> StagedUpdate:
+    def stage(self, update: FollowerUpdate, *, now_utc_s: int | None = None) -> StagedUpdate:
         """Write ``update`` inside an open transaction and hand it back uncommitted: the caller
-        applies it elsewhere too (the evaluators), then commits it, or rolls it back if that
-        failed. Until then the store is locked for other writers.
+        applies it elsewhere too (the evaluators, reading the new rows with
+        :meth:`StagedUpdate.iter_rows`), then commits it, or rolls it back if that failed.
+        Until then the store is locked for other writers.
 
-        A :class:`~terminal.follower.FullSnapshot` replaces the table if it is newer than the
-        version held; a :class:`wire.ReplicaDelta` applies if its ``from_version`` is the version
-        held (0 for a table not held: version 0 is the empty table). Anything else raises
-        :class:`StaleUpdate`; a row that is not a row of its table raises
-        :class:`ReplicaStoreError`. Either way nothing changed and no transaction is open."""
+        A :class:`~terminal.follower.FullSnapshot` (the rows given) or a
+        :class:`~terminal.follower.StagedSnapshot` (every part staged by :meth:`stage_part`)
+        replaces the table if it is newer than the version held; a :class:`wire.ReplicaDelta`
+        applies if its ``from_version`` is the version held (0 for a table not held: version 0
+        is the empty table). Anything else raises :class:`StaleUpdate`; a row that is not a row
+        of its table, or a staged snapshot that is not whole, raises :class:`ReplicaStoreError`.
+        Either way nothing changed and no transaction is open."""
         table = Table(update.table)
         now = int(time.time()) if now_utc_s is None else now_utc_s
+        held = self._info.get(table)
+        version, count = (held.version, held.rows) if held else (0, 0)
+        old_phys = self._phys.get(table)
+        if isinstance(update, (FullSnapshot, StagedSnapshot)) and update.version <= version:
+            raise StaleUpdate(f"{table.value} snapshot version {update.version} is not newer than the "
+                              f"version held, {version}")
+        if isinstance(update, ReplicaDelta) and update.from_version != version:
+            raise StaleUpdate(f"{table.value} delta {update.from_version}->{update.to_version} does not "
+                              f"follow the version held, {version}")
+        staging = None
+        if isinstance(update, StagedSnapshot):
+            staging = self._staging.get(table)
+            why = ("no part of it is staged" if staging is None else staging.broken
+                   or (f"it is version {staging.version} of {staging.parts} parts that is staged"
+                       if (staging.version, staging.parts) != (update.version, update.parts) else None)
+                   or (f"{staging.parts - len(staging.staged)} of its {staging.parts} parts are not staged"
+                       if len(staging.staged) != staging.parts else None))
+            if why:
+                raise ReplicaStoreError(f"{table.value} snapshot version {update.version} is not whole: {why}")
         try:
-            packed = self._packed(update)
+            packed = [] if staging is not None else list(pack_rows(table, update.upserts if isinstance(
+                update, ReplicaDelta) else update.rows))  # type: ignore[union-attr]
         except WireError as exc:
             raise ReplicaStoreError(f"{table.value} update refused: {exc}") from None
+        except AttributeError:
+            raise ReplicaStoreError(f"not a replica update: {type(update).__name__}") from None
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            held = conn.execute("SELECT version, row_count FROM tables WHERE name = ?", (table.value,)).fetchone()
-            version, count = (int(held[0]), int(held[1])) if held else (0, 0)
-            if isinstance(update, FullSnapshot):
-                if update.version <= version:
-                    raise StaleUpdate(f"{table.value} snapshot version {update.version} is not newer than the "
-                                      f"version held, {version}")
-                conn.execute("DELETE FROM rows WHERE tbl = ?", (table.value,))
-                conn.executemany("INSERT INTO rows (tbl, key, data) VALUES (?, ?, ?)",
-                                 ((table.value, k, d) for k, d in packed))
-                new_version, count = update.version, len(packed)
-            elif isinstance(update, ReplicaDelta):
-                if update.from_version != version:
-                    raise StaleUpdate(f"{table.value} delta {update.from_version}->{update.to_version} does not "
-                                      f"follow the version held, {version}")
-                gone = [(table.value, _key(k)) for k in update.deletes]
+            if isinstance(update, ReplicaDelta):
+                phys = old_phys
+                if phys is None:
+                    phys = self._new_phys()
+                    conn.execute(f"CREATE TABLE {phys} (key NOT NULL PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID")
+                gone = [(_key(k),) for k in update.deletes]
                 if gone:
-                    count -= conn.executemany("DELETE FROM rows WHERE tbl = ? AND key = ?", gone).rowcount
-                count += len(packed) - self._present(table, [k for k, _ in packed])
-                conn.executemany("INSERT OR REPLACE INTO rows (tbl, key, data) VALUES (?, ?, ?)",
-                                 ((table.value, k, d) for k, d in packed))
+                    count -= conn.executemany(f"DELETE FROM {phys} WHERE key = ?", gone).rowcount
+                count += len(packed) - self._present(phys, [_key(k) for k, _ in packed])
+                conn.executemany(f"INSERT OR REPLACE INTO {phys} (key, data) VALUES (?, ?)",
+                                 ((_key(k), d) for k, d in packed))
                 new_version = update.to_version
+            elif staging is not None:
+                phys, count, new_version = staging.phys, staging.rows, update.version
             else:
-                raise ReplicaStoreError(f"not a replica update: {type(update).__name__}")
-            conn.execute("INSERT OR REPLACE INTO tables (name, version, row_count, written_utc_s) "
-                         "VALUES (?, ?, ?, ?)", (table.value, new_version, count, now))
+                phys = self._new_phys()
+                conn.execute(f"CREATE TABLE {phys} (key NOT NULL PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID")
+                try:
+                    conn.executemany(f"INSERT INTO {phys} (key, data) VALUES (?, ?)",
+                                     ((_key(k), d) for k, d in packed))
+                except sqlite3.IntegrityError:
+                    raise ReplicaStoreError(f"{table.value} snapshot version {update.version} refused: a key "
+                                            "appears twice") from None
+                count, new_version = len(packed), update.version  # type: ignore[union-attr]
+            if old_phys is not None and phys != old_phys:
+                conn.execute(f"DROP TABLE {old_phys}")
+            conn.execute("INSERT OR REPLACE INTO tables (name, version, row_count, written_utc_s, phys) "
+                         "VALUES (?, ?, ?, ?, ?)", (table.value, new_version, count, now, phys))
             crashpoints.reached("replica_store.rows_written")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return StagedUpdate(self, TableInfo(table, new_version, count, now))
+        return StagedUpdate(self, TableInfo(table, new_version, count, now), phys, staging)
 
-    def _present(self, table: Table, keys: list[RowKey]) -> int:
-        """How many of ``keys`` the store holds in ``table``."""
+    def _present(self, phys: str, keys: list[RowKey]) -> int:
+        """How many of ``keys`` the store holds in ``phys``."""
         n = 0
         for i in range(0, len(keys), 500):
             chunk = keys[i:i + 500]
-            n += self._conn.execute(f"SELECT count(*) FROM rows WHERE tbl = ? AND key IN ({','.join('?' * len(chunk))})",
-                                    (table.value, *chunk)).fetchone()[0]
+            n += self._conn.execute(f"SELECT count(*) FROM {phys} WHERE key IN ({','.join('?' * len(chunk))})",
+                                    chunk).fetchone()[0]
         return n
 
-    @staticmethod
-    def _packed(update: ReplicaUpdate) -> list[tuple[RowKey, bytes]]:
-        table = Table(update.table)
-        rows = update.rows if isinstance(update, FullSnapshot) else update.upserts
-        out = []
-        for r in rows:
-            data = pack_row(table, r)  # checks the row's type first
-            out.append((_key(row_key(table, r)), data))
-        return out
+
+def _migrate_v1(conn: sqlite3.Connection) -> None:
+    """A store of schema 1 (every table's rows in one ``rows`` table) to schema 2, in the
+    caller's transaction."""
+    conn.execute("ALTER TABLE tables ADD COLUMN phys TEXT NOT NULL DEFAULT ''")
+    for i, (name,) in enumerate(conn.execute("SELECT name FROM tables").fetchall(), start=1):
+        conn.execute(f"CREATE TABLE r{i} (key NOT NULL PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID")
+        conn.execute(f"INSERT INTO r{i} (key, data) SELECT key, data FROM rows WHERE tbl = ?", (name,))
+        conn.execute("UPDATE tables SET phys = ? WHERE name = ?", (f"r{i}", name))
+    conn.execute("DROP TABLE IF EXISTS rows")
 
 
 class StagedUpdate:
     """An update written inside the store's open transaction (:meth:`ReplicaStore.stage`):
     :meth:`commit` makes it durable, :meth:`rollback` undoes it; one of them, once."""
 
-    def __init__(self, store: ReplicaStore, info: TableInfo) -> None:
+    def __init__(self, store: ReplicaStore, info: TableInfo, phys: str, staging: _Staging | None) -> None:
         self._store = store
         self.info = info  #: what the store will hold of the table once committed
+        self._phys = phys
+        self._staging = staging
         self._open = True
+
+    def iter_rows(self) -> Iterator[Any]:
+        """The rows the table will hold once committed, checked as :meth:`ReplicaStore.iter_rows`
+        checks them (read through the open transaction: call it before :meth:`commit`, from
+        the thread that owns the store)."""
+        return self._store._iter_phys(self.info.table, self._phys)
 
     def commit(self) -> TableInfo:
         """Commit (fsync'd: on disk when this returns). Raises :class:`ReplicaStoreError` if
         the commit failed (the transaction is then rolled back)."""
         self._end()
-        conn = self._store._conn
+        store = self._store
+        conn = store._conn
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            raise ReplicaStoreError(f"{self._store.path}: the commit of {self.info.table.value} failed: {exc}") from None
-        self._store._info[self.info.table] = self.info
+            raise ReplicaStoreError(f"{store.path}: the commit of {self.info.table.value} failed: {exc}") from None
+        store._info[self.info.table] = self.info
+        store._phys[self.info.table] = self._phys
+        if self._staging is not None and store._staging.get(self.info.table) is self._staging:
+            del store._staging[self.info.table]
         crashpoints.reached("replica_store.committed")
         return self.info
 
     def rollback(self) -> None:
-        """Undo the update: the store holds what it held before :meth:`ReplicaStore.stage`."""
+        """Undo the update: the store holds what it held before :meth:`ReplicaStore.stage`
+        (a staged snapshot stays staged)."""
         self._end()
         self._store._conn.execute("ROLLBACK")
 
@@ -304,4 +452,3 @@ class StagedUpdate:
 def versions_text(versions: Mapping[Table, int]) -> str:
     """``stop_list@3, products@1`` for logs."""
     return ", ".join(f"{t.value}@{v}" for t, v in sorted(versions.items())) or "nothing"
-

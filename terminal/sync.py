@@ -22,10 +22,13 @@ changes nothing. Batches the host refused for good (``rejected``) keep their rec
 unacked and are listed in :attr:`SyncStatus.rejected_batches` for the operator.
 
 **Down.** Replica deltas are handed to the daemon's ``on_replica`` callback in version
-order; a gap makes the client publish a :class:`wire.SnapshotRequest` and collect the
-snapshot's parts until all are there, then hand over a :class:`FullSnapshot`. What to apply
-and what to ask for is decided by :class:`terminal.follower.ReplicaFollower` (no I/O); the
-client's replica task performs its commands.
+order; a gap makes the client publish a :class:`wire.SnapshotRequest` and stage the
+snapshot's parts as they arrive (the daemon's ``stage_part`` callback writes each to its
+replica store; without one the client keeps them), then hand over a
+:class:`~terminal.follower.StagedSnapshot` (or, parts kept here, a :class:`FullSnapshot`)
+once all are there. What to apply and what to ask for is decided by
+:class:`terminal.follower.ReplicaFollower` (no I/O); the client's replica task performs its
+commands.
 
 **Presence.** The last will is ``Presence(online=False)``, retained; on connect the client
 publishes ``Presence(online=True)`` retained, and offline again on a clean stop.
@@ -64,7 +67,8 @@ from wire.signing import load_key, load_replica_verify_key
 from wire.topics import (acks_topic, batches_topic, presence_topic, site_subscriptions, snapshot_filter,
                          snapshot_requests_topic)
 
-from .follower import Apply, Command, FullSnapshot, ReplicaFollower, ReplicaUpdate, RequestSnapshot
+from .follower import (Apply, Command, FollowerUpdate, FullSnapshot, ReplicaFollower, ReplicaUpdate, RequestSnapshot,
+                       StagedSnapshot, StagePart)
 from .journal import MAX_DEPTH as JOURNAL_MAX_DEPTH
 from .journal import Journal, JournalError
 
@@ -271,18 +275,22 @@ class SyncClient:
     connection loop in the background and returns at once (the site works offline);
     leaving the block publishes an offline presence, disconnects and stops. ``keys`` holds
     the site's key (and the host's replica verify key, to verify replica messages). ``on_replica`` (sync or
-    async) receives each :data:`ReplicaUpdate` in version order and must apply it atomically;
+    async) receives each :data:`~terminal.follower.FollowerUpdate` in version order and must apply it atomically;
     without it the client does not subscribe to replica topics. ``replica_versions`` is the
     version of each table the daemon holds at start (missing tables: 0, so a snapshot is
-    awaited); ``tables`` limits which tables are followed. ``on_fatal`` is called once if the
-    journal fails under the client (the daemon should stop).
+    awaited); ``tables`` limits which tables are followed. ``stage_part(part, fresh)`` (sync or
+    async) writes a snapshot part aside as it arrives (the daemon's replica store), and the
+    whole snapshot then comes to ``on_replica`` as a :class:`~terminal.follower.StagedSnapshot`;
+    without it the client keeps the parts and hands over a :class:`FullSnapshot`.
+    ``on_fatal`` is called once if the journal fails under the client (the daemon should stop).
     """
 
     def __init__(self, journal: Journal, keys: SiteKeys, settings: SyncSettings, *,
-                 on_replica: Callable[[ReplicaUpdate], Awaitable[None] | None] | None = None,
+                 on_replica: Callable[[FollowerUpdate], Awaitable[None] | None] | None = None,
                  replica_versions: Mapping[Table, int] | None = None,
                  tables: Iterable[Table] | None = None,
-                 on_fatal: Callable[[BaseException], None] | None = None) -> None:
+                 on_fatal: Callable[[BaseException], None] | None = None,
+                 stage_part: Callable[[ReplicaSnapshot, bool], Awaitable[None] | None] | None = None) -> None:
         self.journal = journal
         self.site_id = journal.site_id
         if self.site_id not in keys:
@@ -290,6 +298,9 @@ class SyncClient:
         self.keys = keys
         self.settings = settings
         self._on_replica = on_replica
+        self._stage_part = stage_part
+        #: without stage_part: the parts staged here, by table: ((version, parts), {part: rows})
+        self._kept: dict[Table, tuple[tuple[int, int], dict[int, tuple]]] = {}
         self._on_fatal = on_fatal
         followed = tuple(Table(t) for t in (tables if tables is not None else Table)) if on_replica else ()
         versions = dict(replica_versions or {})
@@ -809,7 +820,9 @@ class SyncClient:
         queue = collections.deque(commands)
         while queue:
             c = queue.popleft()
-            if isinstance(c, Apply):
+            if isinstance(c, StagePart):
+                await self._stage(c)
+            elif isinstance(c, Apply):
                 # a session cancelled mid-apply lets the apply finish and reports its outcome
                 # (the replica and the follower's version must agree); what follows is for
                 # the next session (ReplicaFollower.disconnected takes back what was not done)
@@ -834,18 +847,52 @@ class SyncClient:
             else:
                 await client.unsubscribe(snapshot_filter(c.table), timeout=self.settings.publish_timeout_s)
 
-    def _applied(self, update: ReplicaUpdate) -> None:
-        if isinstance(update, FullSnapshot):
-            log.info("sync %s: replica %s replaced by snapshot version %d (%d rows)", self.site_id,
-                     update.table.value, update.version, len(update.rows))
+    async def _stage(self, c: StagePart) -> None:
+        """Perform a :class:`StagePart`: the daemon's ``stage_part``, or kept here. A part that
+        could not be staged is logged; the snapshot's apply then fails and is asked for again."""
+        p = c.part
+        if self._stage_part is None:
+            held = self._kept.get(p.table)
+            if c.fresh or held is None or held[0] != (p.version, p.parts):
+                held = self._kept[p.table] = ((p.version, p.parts), {})
+            held[1][p.part] = p.rows
+            return
+        try:
+            result = self._stage_part(p, c.fresh)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as e:  # noqa: BLE001 - the daemon's error: the part is taken again when it comes again
+            self._follower.stage_failed(p)
+            self._replica_errors += 1
+            log.error("sync %s: staging part %d/%d of %s snapshot version %d failed: %r", self.site_id, p.part,
+                      p.parts, p.table.value, p.version, e)
+            self._notify()
+
+    def _whole(self, update: StagedSnapshot) -> FollowerUpdate:
+        """What ``on_replica`` gets for a staged snapshot: itself (the daemon staged it), or the
+        rows kept here (a :class:`FullSnapshot`; a part missing: ValueError)."""
+        if self._stage_part is not None:
+            return update
+        held = self._kept.pop(update.table, None)
+        if held is None or held[0] != (update.version, update.parts) or len(held[1]) != update.parts:
+            raise ValueError(f"{update.table.value} snapshot version {update.version} is not whole here")
+        return FullSnapshot(update.table, update.version,
+                            tuple(r for i in range(update.parts) for r in held[1][i]))
+
+    def _applied(self, update: FollowerUpdate) -> None:
+        if isinstance(update, (FullSnapshot, StagedSnapshot)):
+            n = f"{len(update.rows)} rows" if isinstance(update, FullSnapshot) else f"{update.parts} parts"
+            log.info("sync %s: replica %s replaced by snapshot version %d (%s)", self.site_id,
+                     update.table.value, update.version, n)
             self._presence_dirty = True  # the host learns the versions held
             self._wake.set()
         self._notify()
 
-    async def _deliver(self, update: ReplicaUpdate) -> bool:
+    async def _deliver(self, update: FollowerUpdate) -> bool:
         """Hand ``update`` to the daemon; False (logged, counted) if its callback failed."""
         try:
-            result = self._on_replica(update)  # type: ignore[misc]
+            whole = self._whole(update) if isinstance(update, StagedSnapshot) else update
+            result = self._on_replica(whole)  # type: ignore[misc]
             if inspect.isawaitable(result):
                 await result
         except Exception as e:  # noqa: BLE001 - the daemon's error: keep the version, ask for a snapshot

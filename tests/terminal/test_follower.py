@@ -10,8 +10,15 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from terminal.follower import (Apply, FullSnapshot, ReplicaFollower, RequestSnapshot, WatchSnapshots,
-                               commands_text)
+from terminal.follower import (
+    Apply,
+    ReplicaFollower,
+    RequestSnapshot,
+    StagedSnapshot,
+    StagePart,
+    WatchSnapshots,
+    commands_text,
+)
 from wire import ReplicaDelta, ReplicaSnapshot, StopListEntry, Table
 
 T = Table.STOP_LIST
@@ -49,7 +56,7 @@ def test_a_gap_asks_for_a_snapshot_and_the_missing_delta_closes_it():
     f.connected(0.0)
     cmds = f.delta(delta(4, 5, 2), 1.0)
     assert cmds == [WatchSnapshots(T, True), RequestSnapshot(T, 3)], commands_text(cmds)
-    (a,) = f.delta(delta(3, 4, 1), 1.0)
+    assert f.delta(delta(3, 4, 1), 1.0) == [Apply(delta(3, 4, 1))]
     assert f.applied(True, 1.0) == [Apply(delta(4, 5, 2))]
     assert f.applied(True, 1.0) == [WatchSnapshots(T, False)] and not f.wanting(T) and f.version(T) == 5
 
@@ -60,9 +67,11 @@ def test_a_snapshot_never_takes_the_table_back_and_parts_are_collected():
     assert f.watched() == [T]
     assert f.tick(5.0) == [] and f.tick(10.0) == [RequestSnapshot(T, 0)]
     p0, p1 = snap(7, 1, 2, 3, parts=2)
-    assert f.part(p1, 11.0) == []
-    (a,) = f.part(p0, 11.0)
-    assert isinstance(a.update, FullSnapshot) and a.update.version == 7 and len(a.update.rows) == 3
+    assert f.part(p1, 11.0) == [StagePart(p1, True)]  # written aside as it comes, no row kept
+    assert f.collecting(T) == (7, 1, 2)
+    assert f.part(p1, 11.0) == []  # a duplicate
+    stage, a = f.part(p0, 11.0)
+    assert stage == StagePart(p0, False) and a == Apply(StagedSnapshot(T, 7, 2))
     assert f.applied(True, 11.0) == [WatchSnapshots(T, False)]
     assert f.part(snap(6, 1)[0], 12.0) == [] and f.part(snap(7, 1)[0], 12.0) == []
     assert f.version(T) == 7
@@ -75,8 +84,21 @@ def test_a_refused_update_keeps_the_version_and_waits_for_a_snapshot():
     assert f.applied(False, 0.0) == [WatchSnapshots(T, True), RequestSnapshot(T, 3)]
     assert f.version(T) == 3 and f.wanting(T)
     assert f.delta(delta(4, 5), 0.0) == []  # not applied over a refused one
-    (a,) = f.part(snap(5, 9)[0], 1.0)
+    assert [type(c) for c in f.part(snap(5, 9)[0], 1.0)] == [StagePart, Apply]
     assert f.applied(True, 1.0) == [WatchSnapshots(T, False)] and f.version(T) == 5
+
+
+def test_a_newer_snapshot_or_another_cut_starts_the_staging_afresh():
+    f = ReplicaFollower({T: 2})
+    f.connected(0.0)
+    a0, _, _ = snap(5, 1, 2, 3, parts=3)
+    assert f.part(a0, 0.0) == [StagePart(a0, True)]
+    b0, b1 = snap(5, 1, 2, 3, parts=2)  # the same version cut otherwise: what was staged is dropped
+    assert f.part(b0, 0.0) == [StagePart(b0, True)] and f.collecting(T) == (5, 1, 2)
+    c1 = snap(6, 4, 5, parts=2)[1]
+    assert f.part(c1, 0.0) == [StagePart(c1, True)] and f.collecting(T) == (6, 1, 2)
+    assert f.part(b1, 0.0) == []  # older than the one staged
+    assert f.part(snap(2, 1)[0], 0.0) == []  # not newer than the version held
 
 
 def test_applied_without_an_update_is_a_bug_of_the_driver():
@@ -128,6 +150,10 @@ class Site:
     refuse_next: int = 0
     now: float = 0.0
     requests: list[int] = field(default_factory=list)
+    #: the replica store's staged snapshot: (version, parts) -> {part: rows}; lost on restart
+    staged: dict[int, tuple] = field(default_factory=dict)
+    staged_as: tuple[int, int] | None = None
+    lose_next_part: int = 0  # the driver fails to stage that many parts
     pool: list = field(default_factory=list)  # delivered by the broker, not yet read by the site
     follower: ReplicaFollower = field(init=False)
 
@@ -138,11 +164,23 @@ class Site:
         queue = deque(cmds)
         while queue:
             c = queue.popleft()
-            if isinstance(c, Apply):
+            if isinstance(c, StagePart):
+                p = c.part
+                if c.fresh or self.staged_as != (p.version, p.parts):
+                    self.staged, self.staged_as = {}, (p.version, p.parts)
+                if self.lose_next_part:
+                    self.lose_next_part -= 1  # a write that failed, and is reported
+                    self.follower.stage_failed(p)
+                else:
+                    self.staged[p.part] = p.rows
+            elif isinstance(c, Apply):
                 u = c.update
                 ok = self.refuse_next == 0
                 if not ok:
                     self.refuse_next -= 1
+                elif isinstance(u, StagedSnapshot) and (self.staged_as != (u.version, u.parts)
+                                                        or len(self.staged) != u.parts):
+                    ok = False  # the store refuses a snapshot not wholly staged, as ReplicaStore.stage does
                 elif isinstance(u, ReplicaDelta):
                     assert u.from_version == self.version, f"applied {u.from_version}->{u.to_version} at {self.version}"
                     for k in u.deletes:
@@ -150,9 +188,11 @@ class Site:
                     self.rows.update({e.card_no: e for e in u.upserts})
                     self.version = u.to_version
                 else:
+                    assert isinstance(u, StagedSnapshot), u
                     assert u.version > self.version, f"snapshot {u.version} over {self.version}"
-                    self.rows = {e.card_no: e for e in u.rows}
+                    self.rows = {e.card_no: e for rows in self.staged.values() for e in rows}
                     self.version = u.version
+                    self.staged, self.staged_as = {}, None
                 queue.extend(self.follower.applied(ok, self.now))
             elif isinstance(c, RequestSnapshot):
                 assert self.online
@@ -183,6 +223,7 @@ class Site:
         self.disconnect()
         self.follower = ReplicaFollower({T: self.version}, retry_s=5.0)
         self.requests.clear()
+        self.staged, self.staged_as = {}, None  # ReplicaStore.open drops what was staged
         self.connect()
 
     def deliver(self, msg) -> None:
@@ -214,6 +255,7 @@ OPS = st.one_of(
     st.just(("connect",)),
     st.just(("restart",)),
     st.just(("refuse",)),
+    st.just(("lose_part",)),
 )
 
 
@@ -250,9 +292,11 @@ def test_any_interleaving_duplication_loss_and_restart_converges(start_changes, 
             site.restart()
         elif kind == "refuse":
             site.refuse_next = min(site.refuse_next + 1, 2)
+        elif kind == "lose_part":
+            site.lose_next_part = min(site.lose_next_part + 1, 2)
     # then the link behaves: the site reconnects (the retained delta says how far the host is),
     # everything on its way arrives in order, the host answers, time passes
-    site.refuse_next = 0
+    site.refuse_next = site.lose_next_part = 0
     if site.online:
         site.disconnect()
     site.connect()
