@@ -29,6 +29,7 @@ __all__ = [
     "DeliveryReason",
     "NozzleHungUp",
     "NozzleLifted",
+    "NozzleTotals",
     "Preset",
     "Pump",
     "PumpBackOnline",
@@ -36,8 +37,11 @@ __all__ = [
     "PumpError",
     "PumpEvent",
     "PumpOffline",
+    "PumpProtocolError",
+    "PumpRefused",
     "PumpState",
     "PumpStateError",
+    "PumpTotals",
     "PumpValueError",
     "PumpWentOffline",
     "StateChanged",
@@ -64,6 +68,21 @@ class PumpOffline(PumpError):
     """The dispenser does not answer; no request reaches it until it comes back online."""
 
 
+class PumpProtocolError(PumpError):
+    """The device answered something the driver cannot use: garbage, a truncated or
+    wrong-checksum frame, a duplicated or out-of-order reply, a field out of range. Nothing
+    was changed on the driver's side; the request may be retried."""
+
+
+class PumpRefused(PumpError):
+    """The device understood the request and refused it (a controller's error packet, a
+    dispenser's NAK or CAN); ``code`` is the device's own error code or name."""
+
+    def __init__(self, message: str, code: int | str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class PumpValueError(PumpError, ValueError):
     """An argument the pump cannot accept: a bad preset, price or product. Also a
     ``ValueError`` so generic validation code treats it as one."""
@@ -77,6 +96,15 @@ def _check_positive_int(name: str, value: object) -> int:
         raise PumpValueError(f"{name} must be an int, got {value!r}")
     if value <= 0:
         raise PumpValueError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _check_non_negative_int(name: str, value: object) -> int:
+    """Return ``value`` if it is an ``int`` >= 0 (not a ``bool``), else ``PumpValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PumpValueError(f"{name} must be an int, got {value!r}")
+    if value < 0:
+        raise PumpValueError(f"{name} must not be negative, got {value}")
     return value
 
 
@@ -95,6 +123,9 @@ class PumpState(enum.StrEnum):
     """Fuel is flowing."""
     COMPLETED = "completed"
     """The delivery has ended and the nozzle is still up; hang up to return to IDLE."""
+    SUSPENDED = "suspended"
+    """A delivery paused by ``suspend()``: the sale stays open, no fuel flows until
+    ``resume()``."""
     STOPPED = "stopped"
     """Emergency stop latched; only ``reset()`` leaves it."""
     OFFLINE = "offline"
@@ -157,6 +188,9 @@ class Delivery:
 
     ``sale_no`` is the number ``Pump.authorize`` returned, so a daemon recovering from a crash
     or an offline episode can tell whether ``Pump.last_delivery`` is the sale it lost track of.
+    ``sale_id`` is the device's own name for the sale (a controller's transaction number, a
+    dispenser's sale counter), the one ``Pump.confirm_sale`` takes; it defaults to
+    ``str(sale_no)``.
     """
 
     sale_no: int
@@ -166,6 +200,59 @@ class Delivery:
     volume_ml: int
     amount_kop: int
     reason: DeliveryReason
+    sale_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.sale_id:
+            object.__setattr__(self, "sale_id", str(self.sale_no))
+
+
+@dataclass(frozen=True, slots=True)
+class NozzleTotals:
+    """The electronic totalizers of one nozzle: everything it ever delivered. Both only go
+    up, so totals read before and after a sale differ by exactly that sale (or show fuel
+    that flowed outside the system)."""
+
+    nozzle: int
+    product: str
+    volume_ml: int
+    amount_kop: int
+
+    def __post_init__(self) -> None:
+        _check_non_negative_int("nozzle totals volume_ml", self.volume_ml)
+        _check_non_negative_int("nozzle totals amount_kop", self.amount_kop)
+        _check_positive_int("nozzle number", self.nozzle)
+
+
+@dataclass(frozen=True, slots=True)
+class PumpTotals:
+    """The totals of every nozzle of one pump, as ``Pump.read_totals`` read them from the
+    device, ordered by nozzle number."""
+
+    pump_id: int
+    nozzles: tuple[NozzleTotals, ...]
+
+    def __post_init__(self) -> None:
+        numbers = [n.nozzle for n in self.nozzles]
+        if numbers != sorted(set(numbers)):
+            raise PumpValueError(f"pump totals need distinct nozzles in order, got {numbers}")
+
+    @property
+    def volume_ml(self) -> int:
+        """All nozzles' volume totals added up."""
+        return sum(n.volume_ml for n in self.nozzles)
+
+    @property
+    def amount_kop(self) -> int:
+        """All nozzles' money totals added up."""
+        return sum(n.amount_kop for n in self.nozzles)
+
+    def for_product(self, product: str) -> NozzleTotals:
+        """The totals of the nozzle that delivers ``product``; ``PumpValueError`` if none."""
+        for n in self.nozzles:
+            if n.product == product:
+                return n
+        raise PumpValueError(f"pump {self.pump_id} has no totals for {product!r}")
 
 
 # --- events --------------------------------------------------------------------------------
@@ -276,6 +363,44 @@ class Pump(abc.ABC):
     @abc.abstractmethod
     async def reset(self) -> None:
         """Clear an emergency stop (STOPPED only)."""
+
+    async def emergency_stop(self) -> None:
+        """Emergency stop under its own name: the same as ``stop()`` (end any delivery with
+        reason ``stopped``, latch STOPPED until ``reset()``). Drivers whose device has both a
+        soft stop and an emergency stop send the emergency one here and from ``stop()``."""
+        await self.stop()
+
+    @abc.abstractmethod
+    async def suspend(self) -> None:
+        """Pause the delivery in progress (DISPENSING -> SUSPENDED): the valve closes, the
+        sale stays open. Raises ``PumpStateError`` in any other state."""
+
+    @abc.abstractmethod
+    async def resume(self) -> None:
+        """Let a suspended delivery flow again (SUSPENDED -> DISPENSING, or AUTHORIZED if
+        the nozzle went back meanwhile). Raises ``PumpStateError`` outside SUSPENDED."""
+
+    @abc.abstractmethod
+    async def read_totals(self) -> PumpTotals:
+        """Read the nozzles' electronic totalizers from the device (a request, not a cache).
+        Raises ``PumpOffline`` while the device does not answer."""
+
+    @abc.abstractmethod
+    async def unconfirmed_sale(self) -> Delivery | None:
+        """The finished sale the device still holds unconfirmed, or ``None``.
+
+        Every finished sale (one that ended with ``DeliveryComplete``) stays unconfirmed in
+        the device until ``confirm_sale`` names it; the device keeps it across a restart of
+        the driver or the daemon, so recovery asks here what the pump last sold. Raises
+        ``PumpOffline`` while the device does not answer."""
+
+    @abc.abstractmethod
+    async def confirm_sale(self, sale_id: str) -> None:
+        """Tell the device the sale ``sale_id`` is recorded (journaled) so it may forget it.
+
+        Confirming the sale that is already confirmed last is a no-op (a retry after a
+        crash between confirming and journaling it); any other id raises ``PumpValueError``
+        naming the unconfirmed one. Call it only after the sale is journaled."""
 
     @abc.abstractmethod
     def events(self) -> AsyncIterator[PumpEvent]:

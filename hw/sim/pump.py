@@ -21,6 +21,7 @@ from hw.pump import (
     DeliveryReason,
     NozzleHungUp,
     NozzleLifted,
+    NozzleTotals,
     Preset,
     Pump,
     PumpBackOnline,
@@ -30,6 +31,7 @@ from hw.pump import (
     PumpOffline,
     PumpState,
     PumpStateError,
+    PumpTotals,
     PumpValueError,
     PumpWentOffline,
     StateChanged,
@@ -37,6 +39,9 @@ from hw.pump import (
 )
 
 __all__ = ["DEFAULT_FLOW_ML_PER_MIN", "SimulatedPump"]
+
+_FLOWING = (PumpState.DISPENSING, PumpState.SUSPENDED)  # a delivery has started
+_SALE_OPEN = (PumpState.AUTHORIZED, *_FLOWING, PumpState.COMPLETED)
 
 DEFAULT_FLOW_ML_PER_MIN = 40_000
 """A car-dispenser nozzle: 40 L/min."""
@@ -80,6 +85,11 @@ class SimulatedPump(Pump):
       OFFLINE until ``come_back_online()``.
 
     A knob at or above the delivery's preset limit does not fire (the preset wins a tie).
+
+    Every finished sale stays unconfirmed until ``confirm_sale``; with
+    ``hold_until_confirmed=True`` the pump refuses the next authorization until then (as
+    АЗТ 2.0 dispensers do), otherwise a new sale supersedes the unconfirmed one. The
+    totalizers count every millilitre metered, including ``meter_untracked`` fuel.
     """
 
     def __init__(
@@ -92,6 +102,7 @@ class SimulatedPump(Pump):
         tick_ms: int = 1000,
         stop_early_at_ml: int | None = None,
         go_offline_at_ml: int | None = None,
+        hold_until_confirmed: bool = False,
     ) -> None:
         """``products``: the grades this dispenser has nozzles for (``None``: any).
         ``time_scale``: simulated seconds per real second (100 makes a simulated second take
@@ -107,12 +118,14 @@ class SimulatedPump(Pump):
         if go_offline_at_ml is not None:
             _positive("go_offline_at_ml", go_offline_at_ml)
         self._pump_id = pump_id
-        self._products = None if products is None else frozenset(products)
+        grades = None if products is None else tuple(dict.fromkeys(products))
+        self._products = None if grades is None else frozenset(grades)
         self.flow_ml_per_min = flow_ml_per_min
         self.time_scale = time_scale
         self.tick_ms = tick_ms
         self.stop_early_at_ml = stop_early_at_ml
         self.go_offline_at_ml = go_offline_at_ml
+        self.hold_until_confirmed = hold_until_confirmed
 
         self._state = PumpState.IDLE
         self._nozzle: str | None = None  # the product whose nozzle is up
@@ -122,6 +135,10 @@ class SimulatedPump(Pump):
         self._sale: _Sale | None = None
         self._last: Delivery | None = None
         self._sale_no = 0
+        self._unconfirmed: Delivery | None = None
+        self._confirmed_id: str | None = None  # the sale confirmed last
+        # the totalizers by product, in nozzle order: [volume_ml, amount_kop] of finished sales
+        self._totals: dict[str, list[int]] = {p: [0, 0] for p in grades or ()}
         self._pending: list[PumpEvent] = []  # what to report when back online
         self._flow: asyncio.Task[None] | None = None
         self._queue: asyncio.Queue[object] | None = None  # set while open
@@ -149,7 +166,7 @@ class SimulatedPump(Pump):
         """Open a sale; flow starts at once if the product's nozzle is already up."""
         self._require_open()
         self._require_online()
-        if self._state in (PumpState.AUTHORIZED, PumpState.DISPENSING, PumpState.COMPLETED):
+        if self._state in _SALE_OPEN:
             raise PumpBusy(
                 f"pump {self._pump_id} is {self._state}: a sale is open"
                 + (", hang up the nozzle first" if self._state is PumpState.COMPLETED else "")
@@ -158,6 +175,11 @@ class SimulatedPump(Pump):
             raise PumpStateError(f"pump {self._pump_id} cannot authorize while {self._state}")
         self._check_product(product)
         _positive("price_kop_per_l", price_kop_per_l)
+        if self.hold_until_confirmed and self._unconfirmed is not None:
+            raise PumpBusy(
+                f"pump {self._pump_id} holds unconfirmed sale {self._unconfirmed.sale_id}: "
+                "confirm it first"
+            )
         if not isinstance(preset, Preset):
             raise PumpValueError(f"preset must be a Preset, got {preset!r}")
         limit_ml = preset.limit_ml(price_kop_per_l)
@@ -200,6 +222,60 @@ class SimulatedPump(Pump):
             )
         self._stopped = False
         self._set_state(self._resting_state())
+
+    async def suspend(self) -> None:
+        """Pause the delivery: the flow stops, the sale stays open (SUSPENDED)."""
+        self._require_open()
+        self._require_online()
+        if self._state is not PumpState.DISPENSING:
+            raise PumpStateError(f"pump {self._pump_id} has no delivery to suspend while {self._state}")
+        self._halt_flow()
+        self._set_state(PumpState.SUSPENDED)
+
+    async def resume(self) -> None:
+        """Let the suspended delivery flow again from where it paused."""
+        self._require_open()
+        self._require_online()
+        if self._state is not PumpState.SUSPENDED:
+            raise PumpStateError(f"pump {self._pump_id} has no suspended delivery while {self._state}")
+        self._start_flow()
+
+    async def read_totals(self) -> PumpTotals:
+        """The totalizers: finished sales, untracked fuel and the open sale's metered part."""
+        self._require_open()
+        self._require_online()
+        totals = {p: list(t) for p, t in self._totals.items()}
+        if self._sale is not None and self._sale.volume_ml:
+            t = totals.setdefault(self._sale.product, [0, 0])
+            t[0] += self._sale.volume_ml
+            t[1] += amount_for_volume(self._sale.volume_ml, self._sale.price_kop_per_l)
+        return PumpTotals(
+            self._pump_id,
+            tuple(NozzleTotals(i, p, v, a) for i, (p, (v, a)) in enumerate(totals.items(), 1)),
+        )
+
+    async def unconfirmed_sale(self) -> Delivery | None:
+        """The finished sale not yet confirmed, or ``None``."""
+        self._require_open()
+        self._require_online()
+        return self._unconfirmed
+
+    async def confirm_sale(self, sale_id: str) -> None:
+        """Forget the unconfirmed sale ``sale_id``; confirming the last confirmed one again
+        is a no-op."""
+        self._require_open()
+        self._require_online()
+        if not isinstance(sale_id, str):
+            raise PumpValueError(f"sale_id must be a str, got {sale_id!r}")
+        if self._unconfirmed is not None and self._unconfirmed.sale_id == sale_id:
+            self._unconfirmed, self._confirmed_id = None, sale_id
+            return
+        if sale_id == self._confirmed_id:
+            return
+        held = "none" if self._unconfirmed is None else repr(self._unconfirmed.sale_id)
+        raise PumpValueError(
+            f"pump {self._pump_id} holds no unconfirmed sale {sale_id!r} (unconfirmed: {held})"
+        )
 
     def events(self) -> AsyncIterator[PumpEvent]:
         """Events in order until the pump is closed (one consumer). Raises ``PumpError`` at
@@ -258,11 +334,21 @@ class SimulatedPump(Pump):
         if self._offline:
             return
         self._emit(NozzleHungUp(product))
-        if self._state is PumpState.DISPENSING:
+        if self._state in _FLOWING:
             self._end_sale(DeliveryReason.NOZZLE_HUNG_UP)
         elif self._state in (PumpState.CALLING, PumpState.COMPLETED):
             self._set_state(PumpState.IDLE)
         # AUTHORIZED (a wrong grade was up) and STOPPED stay where they are.
+
+    def meter_untracked(self, product: str, volume_ml: int, price_kop_per_l: int) -> None:
+        """Fuel flows outside any sale (a dispenser switched to manual mode while the link was
+        down): only the totalizers see it, so totals before + delivered != totals after."""
+        self._check_product(product)
+        _positive("volume_ml", volume_ml)
+        _positive("price_kop_per_l", price_kop_per_l)
+        t = self._totals.setdefault(product, [0, 0])
+        t[0] += volume_ml
+        t[1] += amount_for_volume(volume_ml, price_kop_per_l)
 
     def go_offline(self) -> None:
         """The link to the dispenser drops. A delivery in progress halts where it is (the
@@ -279,7 +365,7 @@ class SimulatedPump(Pump):
         if self._sale is not None:
             sale, self._sale = self._sale, None
             delivery = self._record(sale, DeliveryReason.FAULT)
-            self._awaiting_hang_up = self._nozzle is not None and old is PumpState.DISPENSING
+            self._awaiting_hang_up = self._nozzle is not None and old in _FLOWING
             self._pending.append(
                 DeliveryComplete(delivery.volume_ml, delivery.amount_kop, delivery.reason)
             )
@@ -333,7 +419,11 @@ class SimulatedPump(Pump):
         return PumpState.IDLE
 
     def _record(self, sale: _Sale, reason: DeliveryReason) -> Delivery:
-        self._last = sale.delivery(reason)
+        """Keep the finished sale: last delivery, unconfirmed sale, totalizers."""
+        self._last = self._unconfirmed = sale.delivery(reason)
+        t = self._totals.setdefault(sale.product, [0, 0])
+        t[0] += self._last.volume_ml
+        t[1] += self._last.amount_kop
         return self._last
 
     def _end_sale(self, reason: DeliveryReason) -> None:
@@ -343,7 +433,7 @@ class SimulatedPump(Pump):
         sale, self._sale = self._sale, None
         assert sale is not None
         delivery = self._record(sale, reason)
-        flowed = self._state is PumpState.DISPENSING
+        flowed = self._state in _FLOWING
         if reason is DeliveryReason.STOPPED:
             self._stopped = True
             self._awaiting_hang_up = self._nozzle is not None and flowed
