@@ -43,7 +43,7 @@ from hw.errors import (CardError, CardNotGenuineError, CardRemovedError, CardSta
                        WrongPinError)
 from hw.pump import (Delivery, DeliveryComplete, DeliveryProgress, NozzleHungUp, NozzleLifted,
                      Preset as PumpPreset, Pump, PumpBackOnline, PumpError, PumpOffline, PumpState,
-                     PumpStateError, PumpWentOffline, StateChanged)
+                     PumpStateError, PumpValueError, PumpWentOffline, StateChanged)
 from hw.sim.keys import SIM_ISSUER_KEY, sim_key_store
 from hw.sim.recorded_pump import RecordedSimPump
 from wire.bodies import (Counting, FuelCardRefused, FuelDeclined, FuelEmergencyStop, FuelPinChecked,
@@ -388,6 +388,7 @@ class FuelLane:
             return core.TotalsRead(await self._totals(c.product))
         elif isinstance(c, core.ConfirmSale):
             await self._confirm(c.sale_id)
+            crashpoints.reached("pump.confirmed")
         elif isinstance(c, core.ReadCard):
             return await self._card_read()
         elif isinstance(c, core.ReadDelivery):
@@ -552,22 +553,18 @@ class FuelLane:
 
     async def _totals(self, product: str) -> NozzleTotals | None:
         """The nozzle totals of ``product`` (None: the pump has no totals, or does not answer)."""
-        read = getattr(self.pump, "read_totals", None)
-        if read is None:
-            return None
         try:
-            totals = await read()
+            n = (await self.pump.read_totals()).for_product(product)
+        except PumpValueError:  # no nozzle of that product counted yet
+            return None
         except PumpError as exc:
             log.warning("%s: the pump's totals could not be read: %s", self.lane, exc)
             return None
-        return _nozzle_totals(totals, product)
+        return NozzleTotals(n.nozzle, n.volume_ml, n.amount_kop)
 
     async def _confirm(self, sale_id: Any) -> None:
-        confirm = getattr(self.pump, "confirm_sale", None)
-        if confirm is None:
-            return
         try:
-            await confirm(sale_id)
+            await self.pump.confirm_sale(sale_id)
         except PumpError as exc:  # it stays unconfirmed: the next recovery confirms it
             log.warning("%s: the pump's sale %r could not be confirmed: %s", self.lane, sale_id, exc)
 
@@ -817,11 +814,11 @@ class FuelLane:
             if txn is None or txn.sale_no is None or self.state not in (LaneState.AUTHORIZED, LaneState.DISPENSING):
                 log.info("%s: delivery end %r with no sale of ours open", self.lane, ev)
                 return
-            volume, sale_id = ev.volume_ml, getattr(ev, "sale_id", None)
+            volume, sale_id = ev.volume_ml, None
             try:  # the dispenser's own totals are the record (they include what an offline spell hid)
                 last = self.pump.last_delivery
                 if last is not None and last.sale_no == txn.sale_no:
-                    volume, sale_id = last.volume_ml, getattr(last, "sale_id", sale_id)
+                    volume, sale_id = last.volume_ml, last.sale_id
             except PumpError:
                 pass
             await self._run(core.DeliveryEnded(txn.sale_no, volume, str(ev.reason), sale_id))
@@ -929,6 +926,13 @@ class FuelLane:
                 self.core.attach(fresh, fresh.card_no)
             else:
                 self.core.detach()
+        if txn.completed is not None and txn.sale_id is None and txn.sale_no is not None:
+            try:  # a sale journaled before issue 10 names no sale id: the dispenser's may match
+                held = await self.pump.unconfirmed_sale()
+            except PumpError:
+                held = None
+            if held is not None and held.sale_no == txn.sale_no:
+                txn.sale_id = held.sale_id
         log.warning("%s: recovering %s (%s)", self.lane, txn.txn_id,
                     "completed, settling the card" if txn.completed is not None else "asking the pump")
         self._pump_silent = False
@@ -946,8 +950,7 @@ class FuelLane:
                 await self._wait_delivery_end()
                 if self.pump.state is PumpState.STOPPED:
                     await self.pump.reset()
-            unconfirmed = getattr(self.pump, "unconfirmed_sale", None)
-            last = await unconfirmed() if unconfirmed is not None else None
+            last = await self.pump.unconfirmed_sale()
             if last is None or not self._is_sale_of(last, txn):
                 last = self.pump.last_delivery
         except PumpOffline:
@@ -955,10 +958,9 @@ class FuelLane:
             return core.DeliveryRead(None)
         if last is None:
             return core.DeliveryRead(0)
-        sale_id = getattr(last, "sale_id", None)
         if self._is_sale_of(last, txn):
             log.warning("%s: recovering %s: the pump dispensed %d ml", self.lane, txn.txn_id, last.volume_ml)
-            return core.DeliveryRead(last.volume_ml, sale_id=sale_id)
+            return core.DeliveryRead(last.volume_ml, sale_id=last.sale_id)
         return core.DeliveryRead(0)
 
     @staticmethod
@@ -993,16 +995,6 @@ def _card_reader(name: str) -> Any:
 
 def _error(code: str, message: str, **extra: Any) -> dict:
     return {"error": {"code": code, "message": message, **extra}}
-
-
-def _nozzle_totals(totals: Any, product: str) -> NozzleTotals | None:
-    """The totals of the nozzle of ``product`` in a pump's ``read_totals()`` answer
-    (``PumpTotals``: its ``nozzles``, each with ``nozzle``, ``product``, ``volume_ml``,
-    ``amount_kop``), or None if it has no such nozzle."""
-    for n in getattr(totals, "nozzles", ()):
-        if getattr(n, "product", None) == product:
-            return NozzleTotals(int(n.nozzle), int(n.volume_ml), int(n.amount_kop))
-    return None
 
 
 def _delivery_view(d: Delivery | None) -> dict | None:

@@ -210,6 +210,7 @@ class FuelTxn:
             elif isinstance(b, FuelCompleted):
                 t.delivered_ml = b.delivered_volume_ml
                 t.completed = b
+                t.sale_id = b.sale_id
         return t
 
 
@@ -851,7 +852,8 @@ class FuelCore:
             body = FuelCompleted(txn.request, txn.decision, charged, amount, why, volume_ml - charged, txn.sale_no,
                                  txn.card_no, txn.contract_id,
                                  CardCommit(write_id_of(rid), txn.expected_txn + 1,
-                                            txn.final_counters(charged)))
+                                            txn.final_counters(charged)),
+                                 None if txn.sale_id is None else str(txn.sale_id))
             txn.completed = body
             out += [Journal((body,), txn.txn_id, rid), ApplyReplica(body)]
         txn.delivered_ml = txn.completed.delivered_volume_ml

@@ -394,7 +394,9 @@ class CardCommit:
 
 @dataclass(frozen=True, slots=True)
 class FuelCompleted(_Body):
-    """``fuel.completed``: the delivered volume, charged (the replica and the host apply it)."""
+    """``fuel.completed``: the delivered volume, charged (the replica and the host apply it).
+    ``sale_id`` (the dispenser's name for the sale, which it is confirmed by) is absent from
+    records written before issue 10 and when the dispenser did not name the sale."""
 
     KIND: ClassVar[str] = "fuel.completed"
     request: FuelRequest
@@ -407,25 +409,30 @@ class FuelCompleted(_Body):
     card_no: str
     contract_id: int
     card_commit: CardCommit
+    sale_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """As journaled."""
-        return {"request": request_json(self.request), "decision": decision_json(self.decision),
-                "delivered_volume_ml": self.delivered_volume_ml, "amount_kop": self.amount_kop,
-                "delivery_reason": self.delivery_reason, "overrun_ml": self.overrun_ml, "sale_no": self.sale_no,
-                "card_no": self.card_no, "contract_id": self.contract_id, "card_commit": self.card_commit.to_json()}
+        """As journaled (``sale_id`` only when known)."""
+        out = {"request": request_json(self.request), "decision": decision_json(self.decision),
+               "delivered_volume_ml": self.delivered_volume_ml, "amount_kop": self.amount_kop,
+               "delivery_reason": self.delivery_reason, "overrun_ml": self.overrun_ml, "sale_no": self.sale_no,
+               "card_no": self.card_no, "contract_id": self.contract_id, "card_commit": self.card_commit.to_json()}
+        if self.sale_id is not None:
+            out["sale_id"] = self.sale_id
+        return out
 
     @classmethod
     def from_json(cls, raw: Any) -> FuelCompleted:
         """The body journaled as ``raw``."""
         d, w = _obj(raw, cls.KIND), cls.KIND
         _exact(d, frozenset({"request", "decision", "delivered_volume_ml", "amount_kop", "delivery_reason",
-                             "overrun_ml", "sale_no", "card_no", "contract_id", "card_commit"}), w)
+                             "overrun_ml", "sale_no", "card_no", "contract_id", "card_commit", "sale_id"}), w)
         return cls(request_from_json(_field(d, "request", w), f"{w}.request"),
                    decision_from_json(_field(d, "decision", w), f"{w}.decision"),
                    _int(d, "delivered_volume_ml", w), _int(d, "amount_kop", w), _str(d, "delivery_reason", w),
                    _int(d, "overrun_ml", w), _int(d, "sale_no", w, optional=True), _str(d, "card_no", w),
-                   _int(d, "contract_id", w), CardCommit.from_json(_field(d, "card_commit", w)))
+                   _int(d, "contract_id", w), CardCommit.from_json(_field(d, "card_commit", w)),
+                   _str(d, "sale_id", w, optional=True))
 
 
 @dataclass(frozen=True, slots=True)

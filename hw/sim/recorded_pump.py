@@ -20,7 +20,8 @@ from hw.sim.pump import SimulatedPump
 __all__ = ["RecordedSimPump"]
 class RecordedSimPump(SimulatedPump):
     """:class:`hw.sim.pump.SimulatedPump` that keeps what a real dispenser keeps across a
-    restart of its controller: its sale number and the last sale's totals, in a JSON file
+    restart of its controller: its sale number, the last sale's totals, whether that sale is
+    still unconfirmed, and the nozzles' totalizers, in a JSON file
     replaced atomically at every change (before the change is reported). A daemon killed with
     a sale open finds, when it comes back, that sale ended where the meter stood (reason
     ``fault``): the dispenser failed safe when its controller went away.
@@ -51,11 +52,23 @@ class RecordedSimPump(SimulatedPump):
             self._last = Delivery(last["sale_no"], last["product"], last["price_kop_per_l"],
                                   Preset(last.get("preset_volume_ml"), last.get("preset_amount_kop")),
                                   last["volume_ml"], last["amount_kop"], DeliveryReason(last["reason"]))
+        for product, (v, a) in (d.get("totals") or {}).items():
+            self._totals[product] = [int(v), int(a)]
+        self._confirmed_id = d.get("confirmed_id")
+        if d.get("open") is not None and self._last is not None:
+            # the sale ended where the meter stood: the totalizers counted it, unconfirmed
+            t = self._totals.setdefault(self._last.product, [0, 0])
+            t[0] += self._last.volume_ml
+            t[1] += self._last.amount_kop
+            self._unconfirmed = self._last
+        elif d.get("unconfirmed") and self._last is not None:
+            self._unconfirmed = self._last
         self._save()
 
     def _save(self) -> None:
         last, sale = self._last, self._sale
-        d = {"format": 1, "sale_no": self._sale_no,
+        d = {"format": 1, "sale_no": self._sale_no, "totals": self._totals,
+             "unconfirmed": self._unconfirmed is not None, "confirmed_id": self._confirmed_id,
              "last": None if last is None else {
                  "sale_no": last.sale_no, "product": last.product, "price_kop_per_l": last.price_kop_per_l,
                  "preset_volume_ml": last.preset.volume_ml, "preset_amount_kop": last.preset.amount_kop,
@@ -78,3 +91,13 @@ class RecordedSimPump(SimulatedPump):
         out = super()._record(sale, reason)
         self._save()
         return out
+
+    async def confirm_sale(self, sale_id: str) -> None:
+        """Confirm as :class:`SimulatedPump` does, and remember it."""
+        await super().confirm_sale(sale_id)
+        self._save()
+
+    def meter_untracked(self, product: str, volume_ml: int, price_kop_per_l: int) -> None:
+        """Meter fuel outside any sale, as :class:`SimulatedPump` does, and remember it."""
+        super().meter_untracked(product, volume_ml, price_kop_per_l)
+        self._save()

@@ -186,6 +186,7 @@ DONE = ["fuel.preauth", "fuel.reserved", "fuel.preset", "fuel.completed", "fuel.
 CHAIN = [  # ordered so that no run's crash point is reached while it recovers the run before
     ("fuel.dispensing", DONE, True),
     ("fuel.preauth", ["fuel.preauth", "fuel.voided"], False),
+    ("pump.confirmed", DONE, True),  # the dispenser told the sale is journaled, the card not yet
     ("fuel.completed", DONE, True),
     ("card.reserved", ["fuel.preauth", "fuel.voided"], False),
     ("card.committed", DONE, True),
