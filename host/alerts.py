@@ -103,7 +103,7 @@ record is). Returns the rows added (a record seen before adds none: ``ON CONFLIC
 def alerts(db: Database, status: str | None = "open") -> list[TotalsAlert]:
     """The totals alerts (``status`` None: all of them), oldest first."""
     ensure_table(db)
-    sql, params = f"SELECT {_COLUMNS} FROM totals_alerts", ()
+    sql, params = f"SELECT {_COLUMNS} FROM totals_alerts", tuple[str, ...]()
     if status is not None:
         sql, params = sql + " WHERE status = ?", (status,)
     return [TotalsAlert(*r) for r in db.fetchall(sql + " ORDER BY at_utc_s, record_id", params)]

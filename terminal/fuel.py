@@ -83,10 +83,10 @@ CARD_REFUSED = "fuel.card_refused"  #: a card refused at insertion (not genuine,
 EMERGENCY_STOP = "fuel.emergency_stop"  #: the console stopped the pump (its own transaction, terminal)
 PUMP_RESET = "fuel.pump_reset"  #: the console cleared an emergency stop (terminal)
 PIN_CHECKED = "fuel.pin_checked"  #: the card checked a PIN: the outcome, never the PIN (terminal)
-TOTALS_MISMATCH = "fuel.totals_mismatch"  #: the nozzle's totals disagree with the sale (its own transaction)
+TOTALS_MISMATCH = "fuel.totals_mismatch"  #: the nozzle's totals disagree with the sale (in the sale's transaction, open)
 #: Kinds that end a fuel transaction (for the journal's open-transaction scan).
 TERMINAL_KINDS = frozenset({CARD_COMMITTED, VOIDED, CORRECTION, DECLINED, CARD_REFUSED,
-                            EMERGENCY_STOP, PUMP_RESET, PIN_CHECKED, TOTALS_MISMATCH})
+                            EMERGENCY_STOP, PUMP_RESET, PIN_CHECKED})
 
 
 def lane_name(pump_id: int) -> str:

@@ -164,6 +164,7 @@ class FuelTxn:
     preauth_id: str | None = None  #: the ``fuel.preauth`` record's id (its ULID is the RESERVE's write id)
     completed: FuelCompleted | None = None  #: the ``fuel.completed`` body, once journaled
     sale_id: Any = None  #: the dispenser's id of the sale to confirm (``Delivery.sale_id``), if it has one
+    totals_checked: bool = False  #: the totals after the sale were read (a mismatch is journaled)
 
     @property
     def card_no(self) -> str:
@@ -211,6 +212,8 @@ class FuelTxn:
                 t.delivered_ml = b.delivered_volume_ml
                 t.completed = b
                 t.sale_id = b.sale_id
+            elif isinstance(b, FuelTotalsMismatch):
+                t.totals_checked = True
         return t
 
 
@@ -859,12 +862,13 @@ class FuelCore:
         txn.delivered_ml = txn.completed.delivered_volume_ml
         if txn.sale_id is not None:
             out.append(ConfirmSale(txn.sale_id))  # after fuel.completed is journaled
-        if txn.totals_before is not None:
+        if txn.totals_before is not None and not txn.totals_checked:
             return out + [ReadTotals(txn.product)]
         return out + self._settle_commit()
 
     def _on_TotalsRead(self, ev: TotalsRead) -> list[Any]:
         txn = self._txn()
+        txn.totals_checked = True
         out: list[Any] = []
         before, after = txn.totals_before, ev.totals
         done = txn.completed
@@ -873,7 +877,7 @@ class FuelCore:
             delivered_kop = amount_for_volume(delivered_ml, txn.decision.unit_price_kop_per_l)
             m = FuelTotalsMismatch(txn.txn_id, txn.sale_no, txn.product, before, delivered_ml, delivered_kop, after)
             if m.unexplained_ml != 0:
-                out.append(Journal((m,), None))
+                out.append(Journal((m,), txn.txn_id))  # in the sale's transaction: checked once
         return out + self._settle_commit()
 
     def _settle_commit(self) -> list[Any]:

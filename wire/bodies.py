@@ -652,8 +652,9 @@ class FuelPinChecked(_Body):
 class FuelTotalsMismatch(_Body):
     """``fuel.totals_mismatch``: the nozzle's totals after a sale are not its totals before
     plus what the sale delivered: fuel went through the meter that no sale of this lane
-    accounts for (dispensed while the link was down, a meter fault, tampering). Its own
-    terminal transaction; the host lists it as an alert (``host.alerts``)."""
+    accounts for (dispensed while the link was down, a meter fault, tampering). Journaled in
+    the sale's transaction, after ``fuel.completed`` (so recovery checks a sale's totals
+    once); the host lists it as an alert (``host.alerts``)."""
 
     KIND: ClassVar[str] = "fuel.totals_mismatch"
     sale_txn_id: str

@@ -141,7 +141,7 @@ def test_totals_that_disagree_are_journaled_as_their_own_transaction():
     d.totals_after = NozzleTotals(2, 1_000_000 + 30_000 + 5_000, 60_000_000)  # 5 L the sale does not explain
     d.run(core.DeliveryEnded(t.sale_no, 30_000, "preset_reached"))
     (tid, m), = [(tid, b) for tid, b in d.journal if isinstance(b, FuelTotalsMismatch)]
-    assert tid is None  # its own transaction
+    assert tid == "txn-1"  # in the sale's transaction, after its completion
     assert m.unexplained_ml == 5_000 and m.sale_txn_id == "txn-1" and m.before == t.totals_before
     assert d.kinds("txn-1")[-1] == "fuel.card_committed"
 
@@ -347,10 +347,11 @@ def check_invariants(d: Driver) -> None:
         elif isinstance(c, core.ConfirmSale):  # no sale confirmed before it is journaled
             assert any(k in ("fuel.completed", "fuel.voided") for ks in journaled.values() for k in ks)
     for txn_id, kinds in journaled.items():
-        if not txn_id:
-            assert set(kinds) <= {"fuel.totals_mismatch"}
-            continue
+        assert txn_id, kinds  # every record of the core is in a sale's transaction
         assert kinds.count("fuel.completed") <= 1  # no completion recorded twice
+        assert kinds.count("fuel.totals_mismatch") <= 1  # totals checked once
+        if "fuel.totals_mismatch" in kinds:
+            assert kinds.index("fuel.totals_mismatch") == kinds.index("fuel.completed") + 1
         assert kinds[0] == "fuel.preauth"
         ends = [k for k in kinds if k in ("fuel.card_committed", "fuel.voided")]
         assert len(ends) <= 1
