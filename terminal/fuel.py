@@ -46,8 +46,8 @@ from hw.pump import (Delivery, DeliveryComplete, DeliveryProgress, NozzleHungUp,
                      PumpStateError, PumpValueError, PumpWentOffline, StateChanged)
 from hw.sim.keys import SIM_ISSUER_KEY, sim_key_store
 from hw.sim.recorded_pump import RecordedSimPump
-from wire.bodies import (Counting, FuelCardRefused, FuelDeclined, FuelEmergencyStop, FuelPinChecked,
-                         FuelPumpReset, NozzleTotals, body_of, counters_from_json, counters_json)
+from wire.bodies import (Counting, FuelCardRefused, FuelDeclined, FuelEmergencyStop, FuelPumpReset,
+                         NozzleTotals, body_of, counters_from_json, counters_json)
 
 from . import crashpoints
 from . import fuel_core as core
@@ -402,7 +402,8 @@ class FuelLane:
         records = [self._record(txn_id, b, c.record_id if n == 0 else None) for n, b in enumerate(c.bodies)]
         idem = None
         if c.reply is not None and self._idem is not None:
-            idem = self._idem.entry(*self._answer(c.reply, txn_id))
+            key = self._idem.secret() if c.secret else self._idem
+            idem = key.entry(*self._answer(c.reply, txn_id))
         try:
             await self.journal.append(records, idem=idem)
         except BaseException:
@@ -430,6 +431,10 @@ class FuelLane:
             return 409, _error(p["code"], p["message"], txn_id=txn_id)
         if reply.outcome == "voided":
             return 200, {"pump": self.pump_id, "txn_id": txn_id, "state": "voided", **p}
+        if reply.outcome in ("declined", "verified"):
+            return 200, p
+        if reply.outcome in ("wrong_pin", "pin_blocked"):
+            return 403, p
         raise ValueError(f"no answer for {reply!r}")  # pragma: no cover
 
     # -- state and views ---------------------------------------------------------------------------
@@ -579,14 +584,11 @@ class FuelLane:
         if not isinstance(pin, str):
             raise LaneError("pin must be text: 4 to 12 digits", 422)
         async with self.lock:
-            card_no = self.core.card.card_no if self.core.card is not None else None
-            status, answer = await self._pin(pin)
-            outcome = "verified" if status == 200 else answer["error"]["code"]
-            body = FuelPinChecked(card_no, outcome, 3 if status == 200 else answer["error"]["tries_left"])
-            txn_id = new_txn_id(self.site.site_id, self.lane)
-            await self.journal.append([self._record(txn_id, body)],
-                                      idem=idem.secret().entry(status, answer))
-        return status, answer
+            self._idem = idem
+            try:
+                return await self._pin(pin)
+            finally:
+                self._idem = None
 
     async def _pin(self, pin: str) -> tuple[int, dict]:
         s = self.session
@@ -597,18 +599,21 @@ class FuelLane:
         except PinFormatError:
             raise LaneError("pin must be 4 to 12 digits", 422) from None
         except WrongPinError as exc:
-            await self._run(core.PinChecked("wrong_pin", exc.tries_left))
-            return 403, _error("wrong_pin", f"wrong PIN: {exc.tries_left} tries left", tries_left=exc.tries_left)
+            answer = _error("wrong_pin", f"wrong PIN: {exc.tries_left} tries left", tries_left=exc.tries_left)
+            await self._run(core.PinChecked("wrong_pin", exc.tries_left, answer))
+            return 403, answer
         except PinBlockedError:
-            await self._run(core.PinChecked("pin_blocked", 0))
-            return 403, _error("pin_blocked", "the card's PIN is blocked: no more tries", tries_left=0)
+            answer = _error("pin_blocked", "the card's PIN is blocked: no more tries", tries_left=0)
+            await self._run(core.PinChecked("pin_blocked", 0, answer))
+            return 403, answer
         except CardRemovedError:
             await self._run(core.PinChecked("removed", 0))
             raise LaneError("the card was removed") from None
         except CardError as exc:
             raise LaneError(f"the card did not answer the PIN check: {exc}", 503) from None
-        await self._run(core.PinChecked("verified", 3))
-        return 200, {"pump": self.pump_id, "verified": True, "state": self.state.value}
+        answer = {"pump": self.pump_id, "verified": True, "state": LaneState.PIN_OK.value}
+        await self._run(core.PinChecked("verified", 3, answer))
+        return 200, answer
 
     def _why_not(self, what: str) -> str:
         if self.state is LaneState.RECOVERING:
@@ -716,10 +721,9 @@ class FuelLane:
         txn_id = new_txn_id(self.site.site_id, self.lane)
         if not decision.approved:
             answer = self._decision_answer(txn_id, req, decision, state=LaneState.PIN_OK.value)
-            await self.journal.append([self._record(txn_id, FuelDeclined(req, decision, s.card_no, card.contract_id))],
-                                      idem=idem.entry(200, answer))
             log.info("%s: card %s declined (%s)", self.lane, mask_card_no(s.card_no), decision.reason.name)
-            await self._run(core.Declined(f"declined: {decision.reason.name}"))
+            await self._run(core.Declined(txn_id, FuelDeclined(req, decision, s.card_no, card.contract_id), answer,
+                                          f"declined: {decision.reason.name}"))
             return 200, answer
         if self.pump.state not in (PumpState.IDLE, PumpState.CALLING):
             raise LaneError(f"pump {self.pump_id} cannot be preset while it is {self.pump.state.value}")
@@ -776,9 +780,9 @@ class FuelLane:
         except PumpOffline as exc:
             raise LaneError(f"pump {self.pump_id} does not answer: {exc}", 503) from None
         txn_id = new_txn_id(self.site.site_id, self.lane)
-        answer = {"pump": self.pump_id, "stopped": True, "pump_state": self.pump.state.value,
-                  "txn_id": self.txn.txn_id if self.txn else None}
-        await self.journal.append([self._record(txn_id, FuelEmergencyStop(answer["txn_id"]))],
+        sale_txn_id = self.txn.txn_id if self.txn else None
+        answer = {"pump": self.pump_id, "stopped": True, "pump_state": self.pump.state.value, "txn_id": sale_txn_id}
+        await self.journal.append([self._record(txn_id, FuelEmergencyStop(sale_txn_id))],
                                   idem=idem.entry(200, answer))
         log.warning("%s: emergency stop", self.lane)
         self._publish()
@@ -928,11 +932,11 @@ class FuelLane:
                 self.core.detach()
         if txn.completed is not None and txn.sale_id is None and txn.sale_no is not None:
             try:  # a sale journaled before issue 10 names no sale id: the dispenser's may match
-                held = await self.pump.unconfirmed_sale()
+                unconfirmed = await self.pump.unconfirmed_sale()
             except PumpError:
-                held = None
-            if held is not None and held.sale_no == txn.sale_no:
-                txn.sale_id = held.sale_id
+                unconfirmed = None
+            if unconfirmed is not None and unconfirmed.sale_no == txn.sale_no:
+                txn.sale_id = unconfirmed.sale_id
         log.warning("%s: recovering %s (%s)", self.lane, txn.txn_id,
                     "completed, settling the card" if txn.completed is not None else "asking the pump")
         self._pump_silent = False

@@ -31,7 +31,7 @@ from authz import fuel as rules
 from authz.fuel_model import FuelCard, FuelDecision, FuelRequest, LimitCounter, LimitUnit, Period, Product
 from authz.money import amount_for_volume
 from wire.bodies import (CardCommit, Counters, Counting, FuelCardCommitted, FuelCompleted, FuelCorrection,
-                         FuelPreauth, FuelPreset, FuelReserved, FuelTotalsMismatch, FuelVoided, NozzleTotals,
+                         FuelPinChecked, FuelPreauth, FuelPreset, FuelReserved, FuelTotalsMismatch, FuelVoided, NozzleTotals,
                          PreauthCard, PreauthPump)
 
 __all__ = [
@@ -240,17 +240,23 @@ class CardGone:
 @dataclass(frozen=True, slots=True)
 class PinChecked:
     """The card answered a PIN check: ``verified``, ``wrong_pin``, ``pin_blocked``, or
-    ``removed`` (the card left during the check)."""
+    ``removed`` (the card left during the check). ``answer``: the console's answer, which
+    is journaled with ``fuel.pin_checked`` (not for ``removed``: nothing is journaled)."""
 
     outcome: str
     tries_left: int
+    answer: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class Declined:
-    """The console's authorize was declined (the driver journaled ``fuel.declined`` with
-    its answer): the lane stays ready for another try."""
+    """The console's authorize was declined: ``body`` is its ``fuel.declined`` (in
+    transaction ``txn_id``), ``answer`` the console's answer journaled with it; the lane
+    stays ready for another try."""
 
+    txn_id: str
+    body: Any
+    answer: Mapping[str, Any]
     notice: str
 
 
@@ -382,13 +388,15 @@ class Journal:
     """Append these bodies (one transaction: ``txn_id``; None: a new transaction of its
     own) as one durable write. ``record_id`` names the first record's id when it matters
     (card write ids). ``reply``: the answer journaled with it under the request's key.
-    ``undo``: performed if the write fails (then the driver raises)."""
+    ``undo``: performed if the write fails (then the driver raises). ``secret``: the
+    request's body is a secret (a PIN): its key keeps an HMAC of it, not a hash."""
 
     bodies: tuple[Any, ...]
     txn_id: str | None
     record_id: str | None = None
     reply: Reply | None = None
     undo: Any = None
+    secret: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -512,8 +520,8 @@ TRANSITIONS: tuple[Transition, ...] = (
     _t({CARD_READ, PIN_OK}, "CardGone", IDLE),
     _t({IDLE, AUTHORIZED, DISPENSING, COMPLETING, RECOVERING}, "CardGone",
        {IDLE, AUTHORIZED, DISPENSING, COMPLETING, RECOVERING}),
-    _t({CARD_READ, PIN_OK}, "PinChecked", {CARD_READ, PIN_OK, IDLE}),
-    _t(PIN_OK, "Declined", PIN_OK),
+    _t({CARD_READ, PIN_OK}, "PinChecked", {CARD_READ, PIN_OK, IDLE}, "fuel.pin_checked"),
+    _t(PIN_OK, "Declined", PIN_OK, "fuel.declined"),
     _t(PIN_OK, "AuthorizeAsked", PIN_OK, "fuel.preauth"),
     _t(PIN_OK, "ReserveDone", {PIN_OK, IDLE}, "fuel.reserved", "fuel.voided"),
     _t(PIN_OK, "PresetDone", {AUTHORIZED, DISPENSING, PIN_OK}, "fuel.preset"),
@@ -659,19 +667,23 @@ class FuelCore:
         c = self.card
         if c is None:
             raise CoreError("a PIN result with no card")
-        if ev.outcome == "verified":
-            c.pin_ok, c.tries_left = True, 3
-            return self._set(LaneState.PIN_OK, "choose the product", self.timeouts.authorize_s)
-        if ev.outcome == "wrong_pin":
-            c.pin_ok, c.tries_left = False, ev.tries_left
-            return self._set(LaneState.CARD_READ, f"wrong PIN, {ev.tries_left} tries left", self.timeouts.pin_s)
-        if ev.outcome == "pin_blocked":
-            c.pin_ok, c.tries_left = False, 0
-            return self._set(LaneState.CARD_READ, "the card's PIN is blocked", self.timeouts.pin_s)
         if ev.outcome == "removed":
             self.card = None
             return self._set(LaneState.IDLE, "card removed")
-        raise CoreError(f"unknown PIN outcome {ev.outcome!r}")
+        if ev.outcome == "verified":
+            c.pin_ok, c.tries_left = True, 3
+            out = self._set(LaneState.PIN_OK, "choose the product", self.timeouts.authorize_s)
+        elif ev.outcome == "wrong_pin":
+            c.pin_ok, c.tries_left = False, ev.tries_left
+            out = self._set(LaneState.CARD_READ, f"wrong PIN, {ev.tries_left} tries left", self.timeouts.pin_s)
+        elif ev.outcome == "pin_blocked":
+            c.pin_ok, c.tries_left = False, 0
+            out = self._set(LaneState.CARD_READ, "the card's PIN is blocked", self.timeouts.pin_s)
+        else:
+            raise CoreError(f"unknown PIN outcome {ev.outcome!r}")
+        # The step happened and its outcome: its own transaction, never the PIN.
+        body = FuelPinChecked(c.card_no, ev.outcome, c.tries_left)
+        return out + [Journal((body,), None, reply=Reply(ev.outcome, ev.answer), secret=True)]
 
     def _on_TimedOut(self, ev: TimedOut) -> list[Any]:
         if self.state in (LaneState.CARD_READ, LaneState.PIN_OK):
@@ -684,7 +696,8 @@ class FuelCore:
         return [Cancel()]
 
     def _on_Declined(self, ev: Declined) -> list[Any]:
-        return self._set(LaneState.PIN_OK, ev.notice, self.timeouts.authorize_s)
+        return [Journal((ev.body,), ev.txn_id, reply=Reply("declined", ev.answer))] + \
+            self._set(LaneState.PIN_OK, ev.notice, self.timeouts.authorize_s)
 
     # -- authorize: preauth -> reserve -> reserved -> preset -> preset journaled --
 

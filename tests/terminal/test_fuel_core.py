@@ -24,7 +24,8 @@ from authz.reasons import Reason
 from terminal import fuel_core as core
 from terminal.fuel_core import (TRANSITIONS, Counting, FuelCore, FuelTimeouts, FuelTxn, LaneState, Settle,
                                 write_id_of)
-from wire.bodies import (FuelCardCommitted, FuelCompleted, FuelCorrection, FuelPreauth, FuelPreset, FuelReserved,
+from wire.bodies import (FuelCardCommitted, FuelCompleted, FuelCorrection, FuelDeclined, FuelPreauth, FuelPreset,
+                         FuelReserved,
                          FuelTotalsMismatch, FuelVoided, NozzleTotals, body_of)
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "lanes.md"
@@ -118,7 +119,7 @@ def test_the_happy_path_journals_in_order_and_confirms_after_completion():
     t = txn()
     d.run(core.AuthorizeAsked(t))
     assert d.core.state is LaneState.AUTHORIZED
-    assert d.kinds() == ["fuel.preauth", "fuel.reserved", "fuel.preset"]
+    assert d.kinds("txn-1") == ["fuel.preauth", "fuel.reserved", "fuel.preset"]
     d.run(core.Progress(1_000, 60))
     assert d.core.state is LaneState.DISPENSING
     d.totals_after = NozzleTotals(2, 1_030_000, 60_000_000 + 30_000 * 6)
@@ -165,11 +166,11 @@ def test_a_reservation_the_card_refused_or_lost_voids_without_a_preset(reserve, 
     d.to_pin_ok()
     d.run(core.AuthorizeAsked(txn()))
     assert not any(isinstance(c, core.Preset) for c in d.commands)
-    assert d.kinds() == kinds
+    assert d.kinds("txn-1") == kinds
     voided = d.journal[-1][1]
     assert isinstance(voided, FuelVoided) and voided.card_release == release
     reply = [c.reply for c in d.commands if isinstance(c, core.Journal) and c.reply is not None]
-    assert [r.outcome for r in reply] == ["failed"]
+    assert [r.outcome for r in reply] == ["verified", "failed"]  # the PIN's, then the authorize's
     assert d.holds == {"txn-1": 0}
 
 
@@ -177,7 +178,7 @@ def test_a_refused_preset_voids_and_releases_the_card():
     d = Driver({"preset": False})
     d.to_pin_ok()
     d.run(core.AuthorizeAsked(txn()))
-    assert d.kinds() == ["fuel.preauth", "fuel.reserved", "fuel.voided"]
+    assert d.kinds("txn-1") == ["fuel.preauth", "fuel.reserved", "fuel.voided"]
     assert any(isinstance(c, core.Settle_) and c.release for c in d.commands)
     assert d.core.state is LaneState.IDLE
 
@@ -186,7 +187,7 @@ def test_a_card_gone_at_release_leaves_a_correction():
     d = Driver({"preset": False, "settle": Settle.ABSENT})
     d.to_pin_ok()
     d.run(core.AuthorizeAsked(txn()))
-    assert d.kinds() == ["fuel.preauth", "fuel.reserved", "fuel.voided", "fuel.correction"]
+    assert d.kinds("txn-1") == ["fuel.preauth", "fuel.reserved", "fuel.voided", "fuel.correction"]
     corr = d.journal[-1][1]
     assert isinstance(corr, FuelCorrection) and corr.why == "absent" and corr.delivered_volume_ml == 0
 
@@ -231,6 +232,11 @@ def test_pin_outcomes_and_card_removal():
     assert d.core.notice == "the card's PIN is blocked"
     d.run(core.PinChecked("verified", 3))
     assert d.core.state is LaneState.PIN_OK
+    assert d.kinds() == ["fuel.pin_checked"] * 3  # each check its own transaction, never the PIN
+    pins = [c for c in d.commands if isinstance(c, core.Journal)]
+    assert all(c.txn_id is None and c.secret for c in pins)
+    assert [(b.outcome, b.tries_left) for c in pins for b in c.bodies] == [("wrong_pin", 2), ("pin_blocked", 0),
+                                                                            ("verified", 3)]
     d.run(core.CardGone())
     assert d.core.state is LaneState.IDLE and d.core.card is None
 
@@ -295,7 +301,7 @@ def txn_from(t: FuelTxn) -> FuelTxn:
 
 # -- every sequence -----------------------------------------------------------------------------------
 
-EVENTS = st.sampled_from(["card", "unknown_card", "gone", "pin_ok", "pin_wrong", "authorize", "void",
+EVENTS = st.sampled_from(["card", "unknown_card", "gone", "pin_ok", "pin_wrong", "authorize", "decline", "void",
                           "progress", "started", "end", "end_zero", "timeout", "lost", "back"])
 OUTCOMES = st.fixed_dictionaries({
     "reserve": st.sampled_from([True, False, None]), "preset": st.booleans(), "flowing": st.booleans(),
@@ -315,6 +321,9 @@ def feed(d: Driver, name: str, n: int) -> None:
         d.run(core.PinChecked("verified", 3) if name == "pin_ok" else core.PinChecked("wrong_pin", 1))
     elif name == "authorize" and c.state is LaneState.PIN_OK and c.card and c.card.pin_ok and c.txn is None:
         d.run(core.AuthorizeAsked(txn(n)))
+    elif name == "decline" and c.state is LaneState.PIN_OK and c.txn is None:
+        t = txn(n)
+        d.run(core.Declined(f"declined-{n}", FuelDeclined(t.request, t.decision, CARD, 42), {}, "declined: LIMIT"))
     elif name == "void" and c.state is LaneState.AUTHORIZED:
         d.run(core.VoidAsked())
     elif name == "progress":
@@ -347,7 +356,12 @@ def check_invariants(d: Driver) -> None:
         elif isinstance(c, core.ConfirmSale):  # no sale confirmed before it is journaled
             assert any(k in ("fuel.completed", "fuel.voided") for ks in journaled.values() for k in ks)
     for txn_id, kinds in journaled.items():
-        assert txn_id, kinds  # every record of the core is in a sale's transaction
+        if not txn_id:  # a PIN check is its own transaction
+            assert set(kinds) == {"fuel.pin_checked"}, kinds
+            continue
+        if kinds[0] == "fuel.declined":
+            assert kinds == ["fuel.declined"]
+            continue
         assert kinds.count("fuel.completed") <= 1  # no completion recorded twice
         assert kinds.count("fuel.totals_mismatch") <= 1  # totals checked once
         if "fuel.totals_mismatch" in kinds:
@@ -418,3 +432,11 @@ def test_typed_bodies_used_by_the_core_round_trip():
     assert FuelPreauth.from_json(p.to_json()) == p
     assert isinstance(body_of("fuel.card_committed",
                               FuelCardCommitted(CARD, 9, t.reserve_write_id, t.base).to_json()), FuelCardCommitted)
+
+
+def test_the_benchmark_prints_its_figure(capsys):
+    """benchmarks.fuel_core (called by benchmarks.forecourt) runs whole sales through one core."""
+    from benchmarks.fuel_core import main
+    main(["--sales", "20"])
+    lines = dict(line.split(": ") for line in capsys.readouterr().out.splitlines())
+    assert int(lines["fuel_core_events"]) == 20 * 11 and float(lines["fuel_core_transitions_per_s"]) > 0
