@@ -165,6 +165,10 @@ class FuelLane:
         self._pump_open = False
         self._closed = False
         self._idem: IdemSpec | None = None  # the console request being answered
+        #: what the console sees (state, transaction, card, notice): the core's, taken when
+        #: the driver publishes and when it has performed all of an event's commands, so a
+        #: view never shows a state whose records are still being written
+        self._shown: tuple[LaneState, FuelTxn | None, Any, str | None] = (LaneState.IDLE, None, None, None)
         self._pump_silent = False  # the last ReadDelivery found the pump not answering
 
     # -- what the core holds, as the rest of the daemon reads it --
@@ -349,7 +353,13 @@ class FuelLane:
                 result = await self._perform(c)
                 if result is not None:
                     event = result
+        self._show()
         return reply
+
+    def _show(self) -> None:
+        """Let the console see the core's state (its records are on disk by now)."""
+        c = self.core
+        self._shown = (c.state, c.txn, c.card, c.notice)
 
     async def _perform(self, c: Any) -> Any:
         """Perform one command of the core; a device command returns its result event."""
@@ -361,6 +371,7 @@ class FuelLane:
             self._deadline = time.monotonic() + c.seconds if c.seconds is not None else None
             self._deadline_changed.set()
         elif isinstance(c, core.Publish):
+            self._show()
             self._publish(c.type, **c.extra)
         elif isinstance(c, core.Reserve):
             return await self._reserve(c.txn)
@@ -443,15 +454,12 @@ class FuelLane:
         v = self.view(brief=True)
         self.bus.publish(type_, self.lane, **v, **extra)
 
-    def _card_masked(self) -> str | None:
-        no = self.txn.card_no if self.txn else self.core.card.card_no if self.core.card else None
-        return mask_card_no(no) if no else None
-
     def view(self, *, brief: bool = False) -> dict[str, Any]:
         """What the pump console shows: lane state, card (masked), transaction, pump."""
-        out: dict[str, Any] = {"pump": self.pump_id, "state": self.state.value, "card": self._card_masked(),
-                               "pump_state": self.pump.state.value, "notice": self.notice}
-        t = self.txn
+        state, t, card, notice = self._shown
+        no = t.card_no if t else card.card_no if card else None
+        out: dict[str, Any] = {"pump": self.pump_id, "state": state.value, "card": mask_card_no(no) if no else None,
+                               "pump_state": self.pump.state.value, "notice": notice}
         out["txn"] = None if t is None else {
             "txn_id": t.txn_id, "product": t.product, "approved_volume_ml": t.decision.volume_ml,
             "approved_amount_kop": t.decision.amount_kop, "unit_price_kop_per_l": t.decision.unit_price_kop_per_l,
@@ -466,7 +474,7 @@ class FuelLane:
         out["reader_ok"] = self.reader is not None
         out["reader_error"] = self.reader_error
         out["card_present"] = bool(self.reader is not None and self.reader.card_present)
-        out["pin_tries_left"] = self.core.card.tries_left if self.core.card else None
+        out["pin_tries_left"] = card.tries_left if card else None
         out["recovery_pending"] = len(self.pending)
         try:
             out["last_delivery"] = _delivery_view(self.pump.last_delivery)
@@ -524,6 +532,7 @@ class FuelLane:
         await self.journal.append([self._record(txn_id, FuelCardRefused(card_no, why))])
         notice = f"card refused: {why}"
         self.core.notice = notice
+        self._show()
         self._publish()
         return notice
 
@@ -900,6 +909,7 @@ class FuelLane:
         finally:
             self.core.recovering = False
         self.core.recovered(len(self.pending))
+        self._show()
         if self.pending:
             log.error("%s: %s", self.lane, self.notice)
         if n:
@@ -919,6 +929,7 @@ class FuelLane:
         self.pending = still
         if not still:
             self.core.recovered(0, "recovered the last run's sales")
+            self._show()
             await self._run(await self._card_read())
 
     async def _recover_one(self, txn: FuelTxn, *, held: bool) -> bool:
