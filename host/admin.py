@@ -37,7 +37,7 @@ from authz.fuel_model import (
     mask_card_no,
 )
 
-from . import master, reports
+from . import alerts, master, reports
 from .checks import parse_date, parse_litres, parse_percent, parse_price, parse_rub
 from .errors import HostError, InvalidInput, LedgerUnavailable, SchemaError
 from .ledger import Ledger
@@ -624,6 +624,7 @@ def build_parser(prog: str = "python -m host.admin", card_writer: CardWriter | N
         sp.set_defaults(fn=fn)
         return sp
 
+    alerts.register(cmd)  # edgepos host alerts (host/alerts.py)
     cmd("init", cmd_init, "create or migrate the ledger's schema")
     cmd("sites", cmd_sites, "list sites with their acknowledged watermark, traffic and presence")
     sp = cmd("add-site", cmd_add_site, "register a site (and write a new key for it)")

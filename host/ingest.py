@@ -32,6 +32,7 @@ import msgspec
 
 from wire import DEFAULT_LIMITS, Ack, Batch, Limits, Presence, Rejection
 
+from . import alerts
 from . import records as K
 from .db import Database
 from .effects import BatchEffects
@@ -137,6 +138,7 @@ def _apply_records(db: Database, batch: Batch, now: int, tolerance: int) -> int:
                 fx.flag(rec, "bad_body", f"{rec.kind}: {exc}")
         facts.append(f)
     fx.apply()
+    alerts.apply(db, site, fresh, now)  # fuel.totals_mismatch -> totals_alerts
     rows = [(r.record_id, site, batch.batch_seq, r.lane, r.txn_id, r.kind, r.at_utc_s, _body_json(r.body).decode(),
              fx.flags.get(r.record_id), f.contract_id, f.card_no, f.product, f.amount_kop, f.volume_ml, now)
             for r, f in zip(fresh, facts)]

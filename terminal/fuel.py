@@ -1,73 +1,73 @@
-"""A fuel lane: one pump's card reader, fuel-card application and dispenser as a state machine.
+"""A fuel lane's driver: one pump's card reader, fuel-card application and dispenser.
 
-The flow (docs/lanes.md has the tables): a card is inserted and read (MACs checked) ->
-the PIN is checked by the card -> the console authorizes a product (optional preset) ->
-the evaluator answers the largest volume -> ``fuel.preauth`` is journaled -> the card
-reserves it -> ``fuel.reserved`` -> the pump is preset -> ``fuel.preset`` (with the API's
-answer) -> the customer dispenses -> the delivered volume is journaled (``fuel.completed``,
-which the replica re-applies on restart) -> the card commits its final counters
-(``fuel.card_committed``), or, with the card gone, ``fuel.correction`` tells the host to give
-the unused reservation back. A void releases a reservation (``fuel.voided``).
+The lane's transitions are decided by :class:`terminal.fuel_core.FuelCore` (no I/O; its table
+is in docs/lanes.md). :class:`FuelLane` feeds it the events of the card reader, the
+dispenser, the console and the timer, and performs the commands it returns, in order:
+journal records, hold the contract's balance, reserve or settle on the card, preset or
+cancel the pump, read its totals, confirm its sale, set the timer, publish. The flow: a card
+is inserted and read (MACs checked) -> the PIN is checked by the card -> the console
+authorizes a product (optional preset) -> the evaluator answers the largest volume ->
+``fuel.preauth`` -> RESERVE -> ``fuel.reserved`` -> preset -> ``fuel.preset`` (with the
+API's answer) -> the customer dispenses -> ``fuel.completed`` (which the replica re-applies
+on restart) -> the card commits its final counters (``fuel.card_committed``), or, with the
+card gone, ``fuel.correction``. A void releases a reservation (``fuel.voided``).
 
-Every record is written *before* the irreversible effect it announces, and carries what
-recovery needs to finish the transaction without guessing (docs/recovery.md): the card's
-counters before, the ids of every card write (reserve, commit, release) and the pump's sale
-numbers. :meth:`FuelLane.recover` reads the card's counters and the pump's ``last_delivery``
+:meth:`FuelLane.recover` reads the card's counters and the pump's last (or unconfirmed) sale
 and finishes or voids each transaction the last run left open; completion is journaled
-exactly once.
+exactly once (docs/recovery.md).
 
-:class:`RecordedSimPump` is the simulated dispenser with a real dispenser's memory (sale
-numbers, the last sale's totals) kept in a file, so that a daemon killed mid-delivery finds
-on restart what was dispensed, as it would on a real forecourt.
+The simulated dispenser with a memory (:class:`hw.sim.recorded_pump.RecordedSimPump`) and
+the simulation's public test key (:mod:`hw.sim.keys`) live in ``hw.sim``; this module
+re-exports them for the daemon and the tools that name them here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date
-from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from authz import fuel as rules
 from authz.errors import RequestError
-from authz.fuel_model import (FuelCard, FuelDecision, FuelRequest, FuelState, LimitCounter,
-                              LimitUnit, Period, Product, mask_card_no)
+from authz.fuel_model import FuelDecision, FuelRequest, FuelState, mask_card_no
 from authz.localtime import local_date
 from authz.money import MAX_AMOUNT_KOP, MAX_VOLUME_ML, amount_for_volume
 from hw.card.application import CardData, FuelCardApplication
-from hw.card.keys import KeyStore, SoftwareKeyStore
+from hw.card.keys import KeyStore
 from hw.card.records import Counters
 from hw.errors import (CardError, CardNotGenuineError, CardRemovedError, CardStatusError,
                        CardTimeoutError, CounterMismatchError, PinBlockedError, PinFormatError,
                        WrongPinError)
-from hw.pump import (Delivery, DeliveryComplete, DeliveryProgress, DeliveryReason, NozzleHungUp,
-                     NozzleLifted, Preset, Pump, PumpBackOnline, PumpError, PumpOffline, PumpState,
-                     PumpStateError, PumpWentOffline, StateChanged)
-from hw.sim.pump import SimulatedPump
+from hw.pump import (Delivery, DeliveryComplete, DeliveryProgress, NozzleHungUp, NozzleLifted,
+                     Preset as PumpPreset, Pump, PumpBackOnline, PumpError, PumpOffline, PumpState,
+                     PumpStateError, PumpValueError, PumpWentOffline, StateChanged)
+from hw.sim.keys import SIM_ISSUER_KEY, sim_key_store
+from hw.sim.recorded_pump import RecordedSimPump
+from wire.bodies import (Counting, FuelCardRefused, FuelDeclined, FuelEmergencyStop, FuelPumpReset,
+                         NozzleTotals, body_of, counters_from_json, counters_json)
 
 from . import crashpoints
+from . import fuel_core as core
 from .config import PumpConfig, SiteConfig
 from .events import EventBus
+from .fuel_core import (FuelCore, FuelTimeouts, FuelTxn, LaneState, Settle, base_counters, counting_for, newer,
+                        plus, write_id_of)
 from .ids import new_id, new_txn_id
 from .journal import Journal, JournalClosedError, JournalDiskError, OpenTransaction, Record
-from .replica import (FUEL_COMPLETED, Replica, fuel_decision_body, fuel_decision_from_body,
-                      fuel_request_body, fuel_request_from_body)
+from .replica import FUEL_COMPLETED, Replica
 from .till import IdemSpec, LaneError
 
 log = logging.getLogger("edgepos.fuel")
 
 __all__ = [
     "PREAUTH", "RESERVED", "PRESET", "COMPLETED", "CARD_COMMITTED", "VOIDED", "CORRECTION",
-    "DECLINED", "CARD_REFUSED", "EMERGENCY_STOP", "PUMP_RESET", "PIN_CHECKED", "TERMINAL_KINDS",
-    "LaneState", "FuelTimeouts", "FuelLane", "RecordedSimPump", "SIM_ISSUER_KEY",
-    "sim_key_store", "lane_name", "write_id_of",
+    "DECLINED", "CARD_REFUSED", "EMERGENCY_STOP", "PUMP_RESET", "PIN_CHECKED", "TOTALS_MISMATCH",
+    "TERMINAL_KINDS", "LaneState", "FuelTimeouts", "FuelLane", "RecordedSimPump", "SIM_ISSUER_KEY",
+    "sim_key_store", "lane_name", "write_id_of", "FuelTxn", "Counting", "counting_for", "newer",
+    "base_counters", "plus", "counters_json", "counters_from_json",
 ]
 
 # -- journal record kinds ---------------------------------------------------------------------
@@ -83,127 +83,15 @@ CARD_REFUSED = "fuel.card_refused"  #: a card refused at insertion (not genuine,
 EMERGENCY_STOP = "fuel.emergency_stop"  #: the console stopped the pump (its own transaction, terminal)
 PUMP_RESET = "fuel.pump_reset"  #: the console cleared an emergency stop (terminal)
 PIN_CHECKED = "fuel.pin_checked"  #: the card checked a PIN: the outcome, never the PIN (terminal)
+TOTALS_MISMATCH = "fuel.totals_mismatch"  #: the nozzle's totals disagree with the sale (in the sale's transaction, open)
 #: Kinds that end a fuel transaction (for the journal's open-transaction scan).
 TERMINAL_KINDS = frozenset({CARD_COMMITTED, VOIDED, CORRECTION, DECLINED, CARD_REFUSED,
                             EMERGENCY_STOP, PUMP_RESET, PIN_CHECKED})
-
-#: TEST-ONLY issuer master key of the simulated site, used when the configuration names no
-#: ``keys.issuer_key_file``. It is public (it is in this file): a real site must configure
-#: its own key. The simulation personalises its virtual cards with it.
-SIM_ISSUER_KEY = bytes.fromhex("5e0f7c3a9d1b4e6f8a2c7d0e9b3f1a64")
-
-
-def sim_key_store() -> SoftwareKeyStore:
-    """The key store of the simulated site (:data:`SIM_ISSUER_KEY`): for tests only."""
-    return SoftwareKeyStore(SIM_ISSUER_KEY)
 
 
 def lane_name(pump_id: int) -> str:
     """The lane name of pump ``pump_id`` in journal records and events."""
     return f"pump-{pump_id}"
-
-
-_B32 = {c: i for i, c in enumerate("0123456789ABCDEFGHJKMNPQRSTVWXYZ")}
-
-
-def write_id_of(record_id: str) -> bytes:
-    """The 16-byte card write id of a journal record id: the 128 bits of its ULID (unique,
-    never all zero), so a card's ``last write id`` names the record that announced it."""
-    ulid = record_id.rpartition("-")[2]
-    value = 0
-    for ch in ulid:
-        value = value << 5 | _B32[ch]
-    return value.to_bytes(16, "big")
-
-
-# -- counting a sale on the card's counters -----------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Counting:
-    """How one of the card's limits counts this sale: whether it counts at all, in
-    millilitres or kopecks, and the local day its current period started on."""
-
-    limit_id: int
-    counts: bool
-    in_ml: bool
-    period_start: int
-
-
-def counting_for(card: FuelCard, product: Product, today: date) -> tuple[Counting, ...]:
-    """The counting of every limit of ``card`` (in the card's record order) for a sale of
-    ``product`` on local day ``today``: the rule of authz.fuel.complete."""
-    out = []
-    for lim in card.limits:
-        counts = lim.period is not Period.TRANSACTION and lim.covers(product)
-        start = rules.period_start(lim.period, today) if counts else 0
-        out.append(Counting(lim.limit_id, counts, lim.unit is LimitUnit.MILLILITRES, start))
-    return tuple(out)
-
-
-def newer(a: LimitCounter | None, b: LimitCounter | None) -> LimitCounter | None:
-    """The newer of two counters of one limit: a later period wins, then the larger spend."""
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a if (a.period_start, a.spent) >= (b.period_start, b.spent) else b
-
-
-def base_counters(card_counters: Counters, counting: tuple[Counting, ...],
-                  known: Mapping[int, LimitCounter | None]) -> Counters:
-    """The counters a sale starts from: for each counting limit the newer of the card's and
-    the site's (``known``) counter, restarted at zero when its period has rolled over; the
-    other limits as the card has them."""
-    out = []
-    for (limit_id, c), how in zip(card_counters, counting):
-        if how.counts:
-            c = newer(c, known.get(limit_id)) or LimitCounter(0, how.period_start)
-            if c.period_start < how.period_start:
-                c = LimitCounter(0, how.period_start)
-        out.append((limit_id, c))
-    return tuple(out)
-
-
-def plus(base: Counters, counting: tuple[Counting, ...], volume_ml: int, amount_kop: int) -> Counters:
-    """``base`` with a sale of ``volume_ml`` for ``amount_kop`` counted on every counting limit."""
-    return tuple((limit_id, LimitCounter(c.spent + (volume_ml if how.in_ml else amount_kop), c.period_start))
-                 if how.counts else (limit_id, c) for (limit_id, c), how in zip(base, counting))
-
-
-def counters_json(counters: Counters) -> list[list[int]]:
-    """Counters as journaled: ``[[limit_id, spent, period_start], ...]``."""
-    return [[i, c.spent, c.period_start] for i, c in counters]
-
-
-def counters_from_json(raw: Iterable[Iterable[int]]) -> Counters:
-    """The counters journaled as ``raw``."""
-    return tuple((int(i), LimitCounter(int(s), int(p))) for i, s, p in raw)
-
-
-# -- the lane's values ----------------------------------------------------------------------------
-
-class LaneState(StrEnum):
-    """Where a pump lane is (docs/lanes.md)."""
-
-    IDLE = "idle"  #: no card session, no transaction
-    CARD_READ = "card_read"  #: a genuine card is read; waiting for its PIN
-    PIN_OK = "pin_ok"  #: the card accepted the PIN; waiting for the console's authorize
-    AUTHORIZED = "authorized"  #: journaled, reserved on the card, preset on the pump; waiting for the nozzle
-    DISPENSING = "dispensing"  #: fuel is flowing
-    COMPLETING = "completing"  #: the delivery ended: journal it, settle the card
-    RECOVERING = "recovering"  #: a transaction of the last run waits for the pump to answer
-
-
-@dataclass(frozen=True, slots=True)
-class FuelTimeouts:
-    """How long a lane waits at each step (seconds)."""
-
-    pin_s: float = 60.0  #: CARD_READ: the PIN must be entered within this
-    authorize_s: float = 90.0  #: PIN_OK: pump and product chosen within this
-    nozzle_s: float = 120.0  #: AUTHORIZED: the nozzle lifted within this, else the authorization is voided
-    card_apdu_s: float = 1.0  #: one APDU exchange with the card
-    pump_s: float = 5.0  #: recovery: waiting for the pump to end a sale it had open
-    reader_retry_s: float = 2.0  #: between attempts to open a reader that is not there
 
 
 @dataclass(slots=True)
@@ -212,91 +100,17 @@ class CardSession:
 
     app: FuelCardApplication
     data: CardData
-    pin_ok: bool = False
-    tries_left: int = 3
 
     @property
     def card_no(self) -> str:
+        """The card's number."""
         return self.data.card.card_no
 
 
-@dataclass(slots=True)
-class FuelTxn:
-    """One pump transaction, as journaled: everything to finish it is in its records."""
-
-    txn_id: str
-    request: FuelRequest
-    decision: FuelDecision
-    contract_id: int
-    expected_txn: int  #: the card's transaction counter when it was read (RESERVE's expected)
-    reserve_write_id: bytes
-    release_write_id: bytes
-    counting: tuple[Counting, ...]
-    base: Counters  #: the counters the sale starts from (what a release writes back)
-    price_kop_per_l: int  #: what the pump is preset at (the decision's unit price)
-    last_sale_no_before: int  #: the pump's last delivery's sale number before this preset
-    reserve_applied: bool | None = None  #: None: unknown (the card's answer was lost)
-    sale_no: int | None = None  #: the pump's sale number, once preset
-    delivered_ml: int = 0
-    pump_offline: bool = False
-
-    @property
-    def card_no(self) -> str:
-        return self.request.card_no
-
-    @property
-    def product(self) -> str:
-        return self.request.product
-
-    def reserve_counters(self) -> Counters:
-        return plus(self.base, self.counting, self.decision.volume_ml, self.decision.amount_kop)
-
-    def final_counters(self, delivered_ml: int) -> Counters:
-        return plus(self.base, self.counting, delivered_ml,
-                    amount_for_volume(delivered_ml, self.decision.unit_price_kop_per_l))
-
-    def preauth_body(self) -> dict[str, Any]:
-        return {"request": fuel_request_body(self.request), "decision": fuel_decision_body(self.decision),
-                "card": {"card_no": self.card_no, "contract_id": self.contract_id,
-                         "expected_txn": self.expected_txn, "reserve_write_id": self.reserve_write_id.hex(),
-                         "release_write_id": self.release_write_id.hex(),
-                         "counting": [[c.limit_id, int(c.counts), int(c.in_ml), c.period_start]
-                                      for c in self.counting],
-                         "base_counters": counters_json(self.base),
-                         "reserve_counters": counters_json(self.reserve_counters())},
-                "pump": {"product": self.product, "price_kop_per_l": self.price_kop_per_l,
-                         "preset_volume_ml": self.decision.volume_ml,
-                         "last_sale_no_before": self.last_sale_no_before}}
-
-    @classmethod
-    def from_records(cls, records: Iterable[Record]) -> "FuelTxn":
-        """Rebuild a transaction from its journal records (the first must be ``fuel.preauth``)."""
-        records = list(records)
-        p = records[0].body
-        card, pump = p["card"], p["pump"]
-        t = cls(records[0].txn_id, fuel_request_from_body(p["request"]), fuel_decision_from_body(p["decision"]),
-                card["contract_id"], card["expected_txn"], bytes.fromhex(card["reserve_write_id"]),
-                bytes.fromhex(card["release_write_id"]),
-                tuple(Counting(i, bool(c), bool(m), s) for i, c, m, s in card["counting"]),
-                counters_from_json(card["base_counters"]), pump["price_kop_per_l"], pump["last_sale_no_before"])
-        for r in records[1:]:
-            if r.kind == RESERVED:
-                t.reserve_applied = True
-            elif r.kind == PRESET:
-                t.sale_no = r.body["sale_no"]
-            elif r.kind == COMPLETED:
-                t.delivered_ml = r.body["delivered_volume_ml"]
-        return t
-
-
-class _Settle(StrEnum):
-    """What became of a card write (commit or release) a lane tried to settle."""
-
-    DONE = "done"  #: the card holds the write
-    NOT_RESERVED = "not_reserved"  #: the card never applied the reservation: nothing to give back
-    ABSENT = "absent"  #: the card is not in the reader
-    OVERTAKEN = "overtaken"  #: the card moved on (another write): it cannot be settled here
-    UNKNOWN = "unknown"  #: the card went away during the write: it may or may not hold it
+def txn_from_records(records: Iterable[Record]) -> FuelTxn:
+    """Rebuild a transaction from its journal records (the first must be ``fuel.preauth``)."""
+    records = list(records)
+    return FuelTxn.from_bodies(records[0].txn_id, [body_of(r.kind, r.body) for r in records])
 
 
 # -- the lane --------------------------------------------------------------------------------------
@@ -307,7 +121,8 @@ class FuelLane:
     Lifecycle (driven by the daemon): :meth:`open` (reader and pump), :meth:`recover` (the
     last run's open transactions), :meth:`start` (event tasks), then the console's calls
     (:meth:`pin`, :meth:`authorize`, :meth:`void`, :meth:`emergency_stop`, :meth:`reset`),
-    and :meth:`close`. One lock serializes the console's calls and the device events.
+    and :meth:`close`. One lock serializes the console's calls and the device events; the
+    decisions are the core's (:attr:`core`).
     """
 
     def __init__(self, config: PumpConfig, site: SiteConfig, replica: Replica, journal: Journal,
@@ -327,6 +142,7 @@ class FuelLane:
         self.keys = keys
         self.pump = pump
         self.timeouts = timeouts or FuelTimeouts()
+        self.core = FuelCore(lambda: new_id(site.site_id), self.timeouts)
         #: kopecks held per contract by open authorizations on this site (shared by the lanes:
         #: the replica's, unless a test gives its own)
         self.holds = holds if holds is not None else replica.fuel_holds
@@ -338,11 +154,7 @@ class FuelLane:
         #: called when the journal fails under a device event (the daemon stops and recovers)
         self._on_fatal = on_fatal
         self.lock = asyncio.Lock()
-        self.state = LaneState.IDLE
-        self.session: CardSession | None = None
-        self.txn: FuelTxn | None = None
-        self.pending: list[list[Record]] = []  # transactions of the last run waiting for the pump
-        self.notice: str | None = None
+        self.pending: list[FuelTxn] = []  # transactions of the last run waiting for the pump
         self.reader: Any = None
         self.reader_error: str | None = None
         self._card_q: asyncio.Queue = asyncio.Queue()
@@ -352,10 +164,38 @@ class FuelLane:
         self._deadline_changed = asyncio.Event()
         self._pump_open = False
         self._closed = False
-        self._recovering = False
+        self._idem: IdemSpec | None = None  # the console request being answered
+        #: what the console sees (state, transaction, card, notice): the core's, taken when
+        #: the driver publishes and when it has performed all of an event's commands, so a
+        #: view never shows a state whose records are still being written
+        self._shown: tuple[LaneState, FuelTxn | None, Any, str | None] = (LaneState.IDLE, None, None, None)
+        self._pump_silent = False  # the last ReadDelivery found the pump not answering
+
+    # -- what the core holds, as the rest of the daemon reads it --
+
+    @property
+    def state(self) -> LaneState:
+        """Where the lane is (the core's state)."""
+        return self.core.state
+
+    @property
+    def txn(self) -> FuelTxn | None:
+        """The open transaction, if any."""
+        return self.core.txn
+
+    @property
+    def session(self) -> CardSession | None:
+        """The card session, if a card is read."""
+        return self.core.card.session if self.core.card is not None else None
+
+    @property
+    def notice(self) -> str | None:
+        """What the console shows the customer."""
+        return self.core.notice
 
     @property
     def pump_id(self) -> int:
+        """The pump's number."""
         return self.config.pump_id
 
     @property
@@ -452,9 +292,10 @@ class FuelLane:
             async with self.lock:
                 try:
                     if isinstance(ev, CardInserted):
-                        await self._on_card_inserted()
+                        if self.state is not LaneState.RECOVERING:  # picked up when the recovery ends
+                            await self._run(await self._card_read())
                     elif isinstance(ev, (CardRemoved, _ReaderLost)):
-                        self._on_card_removed()
+                        await self._run(core.CardGone())
                 except Exception as exc:
                     self._failed(exc, f"card event {ev!r}")
 
@@ -483,7 +324,7 @@ class FuelLane:
                 if self._deadline == deadline:
                     self._deadline = None
                     try:
-                        await self._on_timeout()
+                        await self._run(core.TimedOut())
                     except Exception as exc:
                         self._failed(exc, "a timeout")
 
@@ -497,28 +338,128 @@ class FuelLane:
             return
         log.error("%s: handling %s failed", self.lane, what, exc_info=exc)
 
-    # -- state and views ---------------------------------------------------------------------------
+    # -- running the core -------------------------------------------------------------------------
 
-    def _set(self, state: LaneState, *, timeout_s: float | None = None, notice: str | None = None) -> None:
-        self.state = state
-        self.notice = notice
-        self._deadline = time.monotonic() + timeout_s if timeout_s is not None else None
-        self._deadline_changed.set()
-        self._publish()
+    async def _run(self, event: Any) -> core.Reply | None:
+        """Feed ``event`` to the core and perform the commands it returns, in order; a
+        device command's result is the next event. Returns the reply journaled, if any."""
+        reply = None
+        while event is not None:
+            commands = self.core.handle(event)
+            event = None
+            for c in commands:
+                if isinstance(c, core.Journal) and c.reply is not None:
+                    reply = c.reply
+                result = await self._perform(c)
+                if result is not None:
+                    event = result
+        self._show()
+        return reply
+
+    def _show(self) -> None:
+        """Let the console see the core's state (its records are on disk by now)."""
+        c = self.core
+        self._shown = (c.state, c.txn, c.card, c.notice)
+
+    async def _perform(self, c: Any) -> Any:
+        """Perform one command of the core; a device command returns its result event."""
+        if isinstance(c, core.Journal):
+            await self._journal(c)
+        elif isinstance(c, core.Hold):
+            self._hold(c.txn, c.on)
+        elif isinstance(c, core.SetTimer):
+            self._deadline = time.monotonic() + c.seconds if c.seconds is not None else None
+            self._deadline_changed.set()
+        elif isinstance(c, core.Publish):
+            self._show()
+            self._publish(c.type, **c.extra)
+        elif isinstance(c, core.Reserve):
+            return await self._reserve(c.txn)
+        elif isinstance(c, core.Preset):
+            return await self._preset(c.txn)
+        elif isinstance(c, core.Cancel):
+            try:
+                await self.pump.cancel()
+            except PumpError as exc:  # flowing already, or offline: the pump's DeliveryComplete ends the sale
+                log.info("%s: nozzle timeout, cancel refused: %s", self.lane, exc)
+                return core.CancelDone(error=str(exc), flowing=isinstance(exc, PumpStateError))
+            return core.CancelDone()
+        elif isinstance(c, core.Settle_):
+            settle, applied = await self._settle_card(c.txn, c.write_id, c.counters)
+            if settle is Settle.DONE:
+                crashpoints.reached("card.released" if c.release else "card.committed")
+            return core.SettleDone(settle, applied)
+        elif isinstance(c, core.ApplyReplica):
+            try:
+                self.replica.apply(COMPLETED, c.body.to_json())  # exactly what a restart's replay does
+            except RequestError as exc:  # the replica changed under the sale: the host settles it
+                log.error("%s: completion not applied to the replica: %s", self.lane, exc)
+            crashpoints.reached(COMPLETED)
+        elif isinstance(c, core.ReadTotals):
+            return core.TotalsRead(await self._totals(c.product))
+        elif isinstance(c, core.ConfirmSale):
+            await self._confirm(c.sale_id)
+            crashpoints.reached("pump.confirmed")
+        elif isinstance(c, core.ReadCard):
+            return await self._card_read()
+        elif isinstance(c, core.ReadDelivery):
+            return await self._delivered_for(c.txn)
+        else:  # pragma: no cover - a command the driver does not know is a bug
+            raise TypeError(f"unknown command {c!r}")
+        return None
+
+    async def _journal(self, c: core.Journal) -> None:
+        txn_id = c.txn_id or new_txn_id(self.site.site_id, self.lane)
+        records = [self._record(txn_id, b, c.record_id if n == 0 else None) for n, b in enumerate(c.bodies)]
+        idem = None
+        if c.reply is not None and self._idem is not None:
+            key = self._idem.secret() if c.secret else self._idem
+            idem = key.entry(*self._answer(c.reply, txn_id))
+        try:
+            await self.journal.append(records, idem=idem)
+        except BaseException:
+            for u in c.undo or ():
+                await self._perform(u)
+            if self.core.txn is not None and self.core.txn.txn_id == txn_id and c.undo:
+                self.core.forget(self.core.txn)
+            raise
+        last = records[-1]
+        if last.kind != COMPLETED:  # fuel.completed's point is after the replica applied it
+            crashpoints.reached(last.kind)
+        if last.kind == TOTALS_MISMATCH:
+            log.error("%s: nozzle totals disagree with sale %s: %s", self.lane, last.body["sale_txn_id"], last.body)
+        elif last.kind in (VOIDED, CORRECTION, CARD_COMMITTED, COMPLETED):
+            log.info("%s: %s %s", self.lane, last.kind, txn_id)
+
+    def _answer(self, reply: core.Reply, txn_id: str) -> tuple[int, dict]:
+        """The local API's status and body for the core's ``reply`` (HTTP lives here, at the
+        edge of the lane, not in the core)."""
+        p = dict(reply.payload)
+        txn = self.core.txn
+        if reply.outcome == "authorized" and txn is not None:
+            return 200, self._decision_answer(txn_id, txn.request, txn.decision, **p)
+        if reply.outcome == "failed":
+            return 409, _error(p["code"], p["message"], txn_id=txn_id)
+        if reply.outcome == "voided":
+            return 200, {"pump": self.pump_id, "txn_id": txn_id, "state": "voided", **p}
+        if reply.outcome in ("declined", "verified"):
+            return 200, p
+        if reply.outcome in ("wrong_pin", "pin_blocked"):
+            return 403, p
+        raise ValueError(f"no answer for {reply!r}")  # pragma: no cover
+
+    # -- state and views ---------------------------------------------------------------------------
 
     def _publish(self, type_: str = "pump.state", **extra: Any) -> None:
         v = self.view(brief=True)
         self.bus.publish(type_, self.lane, **v, **extra)
 
-    def _card_masked(self) -> str | None:
-        no = self.txn.card_no if self.txn else self.session.card_no if self.session else None
-        return mask_card_no(no) if no else None
-
     def view(self, *, brief: bool = False) -> dict[str, Any]:
         """What the pump console shows: lane state, card (masked), transaction, pump."""
-        out: dict[str, Any] = {"pump": self.pump_id, "state": self.state.value, "card": self._card_masked(),
-                               "pump_state": self.pump.state.value, "notice": self.notice}
-        t = self.txn
+        state, t, card, notice = self._shown
+        no = t.card_no if t else card.card_no if card else None
+        out: dict[str, Any] = {"pump": self.pump_id, "state": state.value, "card": mask_card_no(no) if no else None,
+                               "pump_state": self.pump.state.value, "notice": notice}
         out["txn"] = None if t is None else {
             "txn_id": t.txn_id, "product": t.product, "approved_volume_ml": t.decision.volume_ml,
             "approved_amount_kop": t.decision.amount_kop, "unit_price_kop_per_l": t.decision.unit_price_kop_per_l,
@@ -533,7 +474,7 @@ class FuelLane:
         out["reader_ok"] = self.reader is not None
         out["reader_error"] = self.reader_error
         out["card_present"] = bool(self.reader is not None and self.reader.card_present)
-        out["pin_tries_left"] = self.session.tries_left if self.session else None
+        out["pin_tries_left"] = card.tries_left if card else None
         out["recovery_pending"] = len(self.pending)
         try:
             out["last_delivery"] = _delivery_view(self.pump.last_delivery)
@@ -543,88 +484,103 @@ class FuelLane:
             out["pump_offline"] = True
         return out
 
-    def _record(self, txn_id: str, kind: str, body: dict, record_id: str | None = None) -> Record:
+    def _record(self, txn_id: str, body: Any, record_id: str | None = None) -> Record:
+        """A record of this lane holding the typed ``body`` (its kind is the body's)."""
         sid = self.site.site_id
-        return Record(record_id or new_id(sid), sid, self.lane, txn_id, kind, int(time.time()), body)
+        return Record(record_id or new_id(sid), sid, self.lane, txn_id, body.KIND, int(time.time()), body.to_json())
 
-    def _journaled(self, txn_id: str, kind: str) -> Record | None:
-        return next((r for r in self.journal.records_for_txn(txn_id) if r.kind == kind), None)
+    # -- card --------------------------------------------------------------------------------------
 
-    # -- card events -------------------------------------------------------------------------------
+    async def _card_read(self) -> core.CardRead:
+        """Read the card in the reader and check it: the core's :class:`CardRead` (with no
+        session, and a notice, when there is no usable card)."""
+        if self.reader is None or not self.reader.card_present:
+            return core.CardRead(None, None)
+        session, notice = await self._read_card()
+        if session is None:
+            return core.CardRead(None, None, notice=notice)
+        known = session.card_no in self.replica.fuel_model.card_index
+        return core.CardRead(session, session.card_no, known, session.data.info.pin_tries_left,
+                             None if known else f"card {mask_card_no(session.card_no)} is not known at this site")
 
-    async def _read_card(self) -> CardSession | None:
-        """Read the card in the reader and check it; None (with a notice) if it cannot be used."""
+    async def _read_card(self) -> tuple[CardSession | None, str | None]:
+        """Read the card in the reader and check it; (None, why) if it cannot be used. A card
+        not genuine or behind a state this site saw is refused and journaled."""
         if self.reader is None:
-            return None
+            return None, None
         app = FuelCardApplication(self.reader, self.keys, timeout_s=self.timeouts.card_apdu_s)
         try:
             data = await app.read_card()
         except CardRemovedError:
-            return None
+            return None, None
         except CardNotGenuineError as exc:
-            await self._refuse(None, f"card not genuine: {exc}")
-            return None
+            return None, await self._refuse(None, f"card not genuine: {exc}")
         except CardError as exc:
-            self.notice = f"card unreadable: {exc}"
-            self._publish()
-            return None
+            return None, f"card unreadable: {exc}"
         card_no = data.card.card_no
         seen = self.card_counters_seen.get(card_no)
         if seen is not None and data.state.txn_counter < seen:
-            await self._refuse(card_no, f"transaction counter {data.state.txn_counter} is behind "
-                                        f"{seen} already seen: a copy of an older card state")
-            return None
+            return None, await self._refuse(card_no, f"transaction counter {data.state.txn_counter} is behind "
+                                                     f"{seen} already seen: a copy of an older card state")
         self.card_counters_seen[card_no] = max(seen or 0, data.state.txn_counter)
-        return CardSession(app, data, tries_left=data.info.pin_tries_left)
+        return CardSession(app, data), None
 
-    async def _refuse(self, card_no: str | None, why: str) -> None:
+    async def _refuse(self, card_no: str | None, why: str) -> str:
         masked = mask_card_no(card_no) if card_no else "?"
         log.warning("%s: card %s refused: %s", self.lane, masked, why)
         txn_id = new_txn_id(self.site.site_id, self.lane)
-        await self.journal.append([self._record(txn_id, CARD_REFUSED, {"card_no": card_no, "reason": why})])
-        self.notice = f"card refused: {why}"
+        await self.journal.append([self._record(txn_id, FuelCardRefused(card_no, why))])
+        notice = f"card refused: {why}"
+        self.core.notice = notice
+        self._show()
         self._publish()
+        return notice
 
-    async def _on_card_inserted(self) -> None:
-        if self.state is LaneState.RECOVERING:
-            return  # picked up when the recovery ends
-        if self.txn is not None:
-            # A transaction is on: only its own card may come back (to be committed).
-            session = await self._read_card()
-            if session is not None and session.card_no == self.txn.card_no:
-                self.session = session
-                self.notice = "card back in the reader"
-            elif session is not None:
-                self.notice = "the pump is busy with another card's sale"
-            self._publish()
-            return
-        await self._start_session()
+    async def _reserve(self, txn: FuelTxn) -> core.ReserveDone:
+        s = self.session
+        if s is None or s.card_no != txn.card_no:
+            return core.ReserveDone(None, error="the card is gone")
+        try:
+            after = await s.app.reserve(s.data.state, txn.reserve_write_id, txn.reserve_counters())
+        except CardStatusError as exc:  # a status word: the card checked and did not apply it
+            log.warning("%s: the card refused the reservation: %s", self.lane, exc)
+            return core.ReserveDone(False, error=str(exc))
+        except CardError as exc:  # removed, timeout, garbage, bad receipt: applied or not, unknown
+            log.warning("%s: the card's answer to the reservation was lost: %s", self.lane, exc)
+            return core.ReserveDone(None, error=str(exc))
+        self.card_counters_seen[txn.card_no] = after.txn_counter
+        s.data = CardData(s.data.card, after, s.data.info)
+        crashpoints.reached("card.reserved")
+        return core.ReserveDone(True, after.txn_counter)
 
-    async def _start_session(self) -> None:
-        """Begin a card session on the card in the reader, if there is one."""
-        self.session = None
-        if self.reader is None or not self.reader.card_present:
-            self._set(LaneState.IDLE, notice=self.notice)
-            return
-        session = await self._read_card()
-        if session is None:
-            self._set(LaneState.IDLE, notice=self.notice)
-            return
-        if session.card_no not in self.replica.fuel_model.card_index:
-            self._set(LaneState.IDLE, notice=f"card {mask_card_no(session.card_no)} is not known at this site")
-            return
-        self.session = session
-        blocked = session.tries_left == 0
-        self._set(LaneState.CARD_READ, timeout_s=self.timeouts.pin_s,
-                  notice="the card's PIN is blocked" if blocked else "enter the PIN")
+    async def _preset(self, txn: FuelTxn) -> core.PresetDone:
+        try:
+            sale_no = await self.pump.authorize(txn.product, txn.price_kop_per_l,
+                                                PumpPreset.by_volume(txn.decision.volume_ml))
+        except PumpError as exc:
+            log.warning("%s: pump %d refused the preset: %s", self.lane, self.pump_id, exc)
+            return core.PresetDone(None, error=f"pump {self.pump_id} refused the preset: {exc}")
+        crashpoints.reached("pump.preset")
+        log.info("%s: card %s authorized for %d ml of %s (%s), pump sale %d", self.lane, mask_card_no(txn.card_no),
+                 txn.decision.volume_ml, txn.product, txn.decision.reason.name, sale_no)
+        return core.PresetDone(sale_no, flowing=self.pump.state is PumpState.DISPENSING)
 
-    def _on_card_removed(self) -> None:
-        self.session = None
-        if self.state in (LaneState.CARD_READ, LaneState.PIN_OK):
-            self._set(LaneState.IDLE, notice="card removed")
-        elif self.txn is not None:
-            self.notice = "card removed; the sale goes on"
-            self._publish()
+    async def _totals(self, product: str) -> NozzleTotals | None:
+        """The nozzle totals of ``product`` (None: the pump has no totals, or does not answer)."""
+        try:
+            n = (await self.pump.read_totals()).for_product(product)
+        except PumpValueError:  # no nozzle of that product counted yet
+            return None
+        except PumpError as exc:
+            log.warning("%s: the pump's totals could not be read: %s", self.lane, exc)
+            return None
+        return NozzleTotals(n.nozzle, n.volume_ml, n.amount_kop)
+
+    async def _confirm(self, sale_id: Any) -> None:
+        try:
+            await self.pump.confirm_sale(sale_id)
+        except PumpError as exc:  # it stays unconfirmed: the next recovery confirms it
+            log.warning("%s: the pump's sale %r could not be confirmed: %s", self.lane, sale_id, exc)
 
     # -- the console: PIN ------------------------------------------------------------------------------
 
@@ -637,42 +593,36 @@ class FuelLane:
         if not isinstance(pin, str):
             raise LaneError("pin must be text: 4 to 12 digits", 422)
         async with self.lock:
-            card_no = self.session.card_no if self.session is not None else None
-            status, answer = await self._pin(pin)
-            outcome = "verified" if status == 200 else answer["error"]["code"]
-            body = {"card_no": card_no, "outcome": outcome,
-                    "tries_left": 3 if status == 200 else answer["error"]["tries_left"]}
-            txn_id = new_txn_id(self.site.site_id, self.lane)
-            await self.journal.append([self._record(txn_id, PIN_CHECKED, body)],
-                                      idem=idem.secret().entry(status, answer))
-        return status, answer
+            self._idem = idem
+            try:
+                return await self._pin(pin)
+            finally:
+                self._idem = None
 
     async def _pin(self, pin: str) -> tuple[int, dict]:
-        if self.state not in (LaneState.CARD_READ, LaneState.PIN_OK) or self.session is None:
-            raise LaneError(self._why_not("check a PIN"))
         s = self.session
+        if self.state not in (LaneState.CARD_READ, LaneState.PIN_OK) or s is None:
+            raise LaneError(self._why_not("check a PIN"))
         try:
             await s.app.verify_pin(pin)
         except PinFormatError:
             raise LaneError("pin must be 4 to 12 digits", 422) from None
         except WrongPinError as exc:
-            s.tries_left, s.pin_ok = exc.tries_left, False
-            self._set(LaneState.CARD_READ, timeout_s=self.timeouts.pin_s,
-                      notice=f"wrong PIN, {exc.tries_left} tries left")
-            return 403, _error("wrong_pin", f"wrong PIN: {exc.tries_left} tries left", tries_left=exc.tries_left)
+            answer = _error("wrong_pin", f"wrong PIN: {exc.tries_left} tries left", tries_left=exc.tries_left)
+            await self._run(core.PinChecked("wrong_pin", exc.tries_left, answer))
+            return 403, answer
         except PinBlockedError:
-            s.tries_left, s.pin_ok = 0, False
-            self._set(LaneState.CARD_READ, timeout_s=self.timeouts.pin_s, notice="the card's PIN is blocked")
-            return 403, _error("pin_blocked", "the card's PIN is blocked: no more tries", tries_left=0)
+            answer = _error("pin_blocked", "the card's PIN is blocked: no more tries", tries_left=0)
+            await self._run(core.PinChecked("pin_blocked", 0, answer))
+            return 403, answer
         except CardRemovedError:
-            self.session = None
-            self._set(LaneState.IDLE, notice="card removed")
+            await self._run(core.PinChecked("removed", 0))
             raise LaneError("the card was removed") from None
         except CardError as exc:
             raise LaneError(f"the card did not answer the PIN check: {exc}", 503) from None
-        s.pin_ok, s.tries_left = True, 3
-        self._set(LaneState.PIN_OK, timeout_s=self.timeouts.authorize_s, notice="choose the product")
-        return 200, {"pump": self.pump_id, "verified": True, "state": self.state.value}
+        answer = {"pump": self.pump_id, "verified": True, "state": LaneState.PIN_OK.value}
+        await self._run(core.PinChecked("verified", 3, answer))
+        return 200, answer
 
     def _why_not(self, what: str) -> str:
         if self.state is LaneState.RECOVERING:
@@ -697,9 +647,14 @@ class FuelLane:
         """
         self._check_input(product, preset_volume_ml, preset_amount_kop)
         async with self.lock:
-            if self.state is not LaneState.PIN_OK or self.session is None or not self.session.pin_ok:
+            c = self.core.card
+            if self.state is not LaneState.PIN_OK or c is None or not c.pin_ok:
                 raise LaneError(self._why_not("authorize"))
-            return await self._authorize(self.session, product, preset_volume_ml, preset_amount_kop, idem)
+            self._idem = idem
+            try:
+                return await self._authorize(c.session, product, preset_volume_ml, preset_amount_kop, idem)
+            finally:
+                self._idem = None
 
     def _check_input(self, product: Any, pv: Any, pa: Any) -> None:
         if not isinstance(product, str) or not product:
@@ -762,24 +717,22 @@ class FuelLane:
     async def _authorize(self, s: CardSession, product: str, pv: int | None, pa: int | None,
                          idem: IdemSpec) -> tuple[int, dict]:
         model = self.replica.fuel_model
-        # From here to the fuel.preauth append nothing awaits: the decision and the holds it
-        # takes (the contract's balance, the card) are one step for the whole site.
         busy = self.open_cards.get(s.card_no)
         if busy is not None:
             raise LaneError(f"card {mask_card_no(s.card_no)} has an open authorization on this site "
                             f"({busy}): one pump at a time per card")
+        # The totals are read first: from the decision to the fuel.preauth append nothing
+        # awaits (the decision and its holds are one step for the whole site).
+        totals = await self._totals(product) if self.pump.state in (PumpState.IDLE, PumpState.CALLING) else None
         req = FuelRequest(s.card_no, self.site.station_id, product, int(time.time()), pv, pa)
         decision = self._decide(req, s.data)  # RequestError: 422, nothing changed
         card = model.card(s.card_no)
         txn_id = new_txn_id(self.site.site_id, self.lane)
         if not decision.approved:
             answer = self._decision_answer(txn_id, req, decision, state=LaneState.PIN_OK.value)
-            body = {"request": fuel_request_body(req), "decision": fuel_decision_body(decision),
-                    "card": {"card_no": s.card_no, "contract_id": card.contract_id}}
-            await self.journal.append([self._record(txn_id, DECLINED, body)], idem=idem.entry(200, answer))
             log.info("%s: card %s declined (%s)", self.lane, mask_card_no(s.card_no), decision.reason.name)
-            self._set(LaneState.PIN_OK, timeout_s=self.timeouts.authorize_s,
-                      notice=f"declined: {decision.reason.name}")
+            await self._run(core.Declined(txn_id, FuelDeclined(req, decision, s.card_no, card.contract_id), answer,
+                                          f"declined: {decision.reason.name}"))
             return 200, answer
         if self.pump.state not in (PumpState.IDLE, PumpState.CALLING):
             raise LaneError(f"pump {self.pump_id} cannot be preset while it is {self.pump.state.value}")
@@ -798,61 +751,10 @@ class FuelLane:
                       write_id_of(new_id(self.site.site_id)), counting,
                       base_counters(s.data.state.counters, counting, known),
                       decision.unit_price_kop_per_l or decision.list_price_kop_per_l or 1,
-                      last.sale_no if last is not None else 0)
-        self._hold(txn, True)  # before the await: another pump's decision sees it
-        try:
-            await self.journal.append([self._record(txn_id, PREAUTH, txn.preauth_body(), preauth_id)])
-        except BaseException:
-            self._hold(txn, False)  # nothing was written (a failed COMMIT stops the daemon)
-            raise
-        crashpoints.reached(PREAUTH)
-        self.txn = txn
-
-        # Reserve on the card.
-        try:
-            after = await s.app.reserve(s.data.state, txn.reserve_write_id, txn.reserve_counters())
-        except CardStatusError as exc:  # a status word: the card checked and did not apply it
-            txn.reserve_applied = False
-            return await self._fail(txn, idem, "card_refused_reservation", f"the card refused the reservation: {exc}")
-        except CardError as exc:  # removed, timeout, garbage, bad receipt: applied or not, unknown
-            txn.reserve_applied = None
-            return await self._fail(txn, idem, "card_write_failed", f"the card's answer to the reservation was lost: {exc}")
-        txn.reserve_applied = True
-        self.card_counters_seen[txn.card_no] = after.txn_counter
-        s.data = CardData(s.data.card, after, s.data.info)
-        crashpoints.reached("card.reserved")
-        await self.journal.append([self._record(txn_id, RESERVED, {"card_no": txn.card_no,
-                                                                   "txn_counter": after.txn_counter,
-                                                                   "write_id": txn.reserve_write_id.hex()})])
-        crashpoints.reached(RESERVED)
-
-        # Preset the pump.
-        try:
-            txn.sale_no = await self.pump.authorize(product, txn.price_kop_per_l, Preset.by_volume(decision.volume_ml))
-        except PumpError as exc:
-            return await self._fail(txn, idem, "pump_not_ready", f"pump {self.pump_id} refused the preset: {exc}")
-        crashpoints.reached("pump.preset")
-        dispensing = self.pump.state is PumpState.DISPENSING
-        state = LaneState.DISPENSING if dispensing else LaneState.AUTHORIZED
-        answer = self._decision_answer(txn_id, req, decision, state=state.value, sale_no=txn.sale_no)
-        await self.journal.append([self._record(txn_id, PRESET, {"sale_no": txn.sale_no, "product": product,
-                                                                 "price_kop_per_l": txn.price_kop_per_l,
-                                                                 "preset_volume_ml": decision.volume_ml})],
-                                  idem=idem.entry(200, answer))
-        crashpoints.reached(PRESET)
-        log.info("%s: card %s authorized for %d ml of %s (%s), pump sale %d", self.lane, mask_card_no(s.card_no),
-                 decision.volume_ml, product, decision.reason.name, txn.sale_no)
-        self._set(state, timeout_s=None if dispensing else self.timeouts.nozzle_s,
-                  notice="lift the nozzle" if not dispensing else None)
-        return 200, answer
-
-    async def _fail(self, txn: FuelTxn, idem: IdemSpec, code: str, message: str) -> tuple[int, dict]:
-        """Void an authorization that failed after its pre-authorization was journaled;
-        the error answer is journaled with the void."""
-        log.warning("%s: %s", self.lane, message)
-        answer = _error(code, message, txn_id=txn.txn_id)
-        await self._void(txn, message, idem=idem, answer=(409, answer))
-        return 409, answer
+                      last.sale_no if last is not None else 0, totals_before=totals, preauth_id=preauth_id)
+        reply = await self._run(core.AuthorizeAsked(txn))
+        assert reply is not None
+        return self._answer(reply, txn_id)
 
     # -- the console: void, stop, reset ---------------------------------------------------------------
 
@@ -871,10 +773,13 @@ class FuelLane:
                                 503) from None
             except PumpStateError as exc:
                 raise LaneError(f"pump {self.pump_id}: fuel is flowing ({exc}): stop the pump instead") from None
-            answer = {"pump": self.pump_id, "txn_id": txn.txn_id, "state": "voided"}
-            settle = await self._void(txn, "voided by the console", idem=idem, answer=(200, answer))
-            answer["card_release"] = settle
-            return 200, answer
+            self._idem = idem
+            try:
+                reply = await self._run(core.VoidAsked())
+            finally:
+                self._idem = None
+            assert reply is not None
+            return self._answer(reply, txn.txn_id)
 
     async def emergency_stop(self, idem: IdemSpec) -> tuple[int, dict]:
         """Stop the pump now (no lock: an emergency does not queue). A delivery ends as
@@ -884,9 +789,9 @@ class FuelLane:
         except PumpOffline as exc:
             raise LaneError(f"pump {self.pump_id} does not answer: {exc}", 503) from None
         txn_id = new_txn_id(self.site.site_id, self.lane)
-        answer = {"pump": self.pump_id, "stopped": True, "pump_state": self.pump.state.value,
-                  "txn_id": self.txn.txn_id if self.txn else None}
-        await self.journal.append([self._record(txn_id, EMERGENCY_STOP, {"sale_txn_id": answer["txn_id"]})],
+        sale_txn_id = self.txn.txn_id if self.txn else None
+        answer = {"pump": self.pump_id, "stopped": True, "pump_state": self.pump.state.value, "txn_id": sale_txn_id}
+        await self.journal.append([self._record(txn_id, FuelEmergencyStop(sale_txn_id))],
                                   idem=idem.entry(200, answer))
         log.warning("%s: emergency stop", self.lane)
         self._publish()
@@ -901,12 +806,12 @@ class FuelLane:
         except PumpStateError as exc:
             raise LaneError(str(exc)) from None
         answer = {"pump": self.pump_id, "pump_state": self.pump.state.value}
-        await self.journal.append([self._record(new_txn_id(self.site.site_id, self.lane), PUMP_RESET, {})],
+        await self.journal.append([self._record(new_txn_id(self.site.site_id, self.lane), FuelPumpReset())],
                                   idem=idem.entry(200, answer))
         self._publish()
         return 200, answer
 
-    # -- pump events and timeouts -----------------------------------------------------------------
+    # -- pump events --------------------------------------------------------------------------------
 
     async def _on_pump_event(self, ev: Any) -> None:
         txn = self.txn
@@ -915,194 +820,72 @@ class FuelLane:
                 await self._retry_pending()
             return
         if isinstance(ev, DeliveryProgress):
-            if txn is not None and self.state in (LaneState.AUTHORIZED, LaneState.DISPENSING):
-                txn.delivered_ml = ev.volume_ml
-                if self.state is LaneState.AUTHORIZED:
-                    self._set(LaneState.DISPENSING)
-                self._publish("pump.progress", volume_ml=ev.volume_ml, amount_kop=ev.amount_kop)
+            await self._run(core.Progress(ev.volume_ml, ev.amount_kop))
+            if txn is not None:
                 crashpoints.reached("fuel.dispensing")
         elif isinstance(ev, DeliveryComplete):
             if txn is None or txn.sale_no is None or self.state not in (LaneState.AUTHORIZED, LaneState.DISPENSING):
                 log.info("%s: delivery end %r with no sale of ours open", self.lane, ev)
                 return
-            volume = ev.volume_ml
+            volume, sale_id = ev.volume_ml, None
             try:  # the dispenser's own totals are the record (they include what an offline spell hid)
                 last = self.pump.last_delivery
                 if last is not None and last.sale_no == txn.sale_no:
-                    volume = last.volume_ml
+                    volume, sale_id = last.volume_ml, last.sale_id
             except PumpError:
                 pass
-            await self._finish(txn, volume, str(ev.reason))
+            await self._run(core.DeliveryEnded(txn.sale_no, volume, str(ev.reason), sale_id))
         elif isinstance(ev, StateChanged):
-            if txn is not None and ev.new is PumpState.DISPENSING and self.state is LaneState.AUTHORIZED:
-                self._set(LaneState.DISPENSING)
+            if ev.new is PumpState.DISPENSING:
+                await self._run(core.PumpStarted())
             else:
                 self._publish()
         elif isinstance(ev, PumpWentOffline):
-            if txn is not None:
-                txn.pump_offline = True
-            self.notice = "the pump does not answer"
-            self._publish()
+            await self._run(core.PumpLost())
         elif isinstance(ev, PumpBackOnline):
-            if txn is not None:
-                txn.pump_offline = False
-            self.notice = "the pump answers again"
-            self._publish()
+            await self._run(core.PumpBack())
         elif isinstance(ev, (NozzleLifted, NozzleHungUp)):
             self._publish("pump.nozzle", lifted=isinstance(ev, NozzleLifted), product=ev.product)
 
-    async def _on_timeout(self) -> None:
-        if self.state in (LaneState.CARD_READ, LaneState.PIN_OK):
-            self.session = None
-            self._set(LaneState.IDLE, notice="timed out: take the card and insert it again")
-        elif self.state is LaneState.AUTHORIZED and self.txn is not None:
-            txn = self.txn
-            try:
-                await self.pump.cancel()
-            except PumpError as exc:
-                # Flowing already, or offline: the pump's DeliveryComplete ends the sale.
-                log.info("%s: nozzle timeout, cancel refused: %s", self.lane, exc)
-                return
-            await self._void(txn, f"the nozzle was not lifted within {self.timeouts.nozzle_s:g} s")
+    # -- settling the card ----------------------------------------------------------------------------
 
-    # -- ending a transaction ---------------------------------------------------------------------
-
-    async def _finish(self, txn: FuelTxn, volume_ml: int, why: str) -> None:
-        """The pump's delivery for ``txn`` ended with ``volume_ml``: complete it, or void it
-        if nothing was dispensed."""
-        if volume_ml <= 0:
-            await self._void(txn, f"nothing dispensed ({why})")
-        else:
-            await self._complete(txn, volume_ml, why)
-
-    async def _complete(self, txn: FuelTxn, volume_ml: int, why: str) -> None:
-        """Journal the delivery (once), re-apply it to the replica, then settle the card."""
-        self._set(LaneState.COMPLETING)
-        done = self._journaled(txn.txn_id, COMPLETED)
-        if done is None:
-            charged = min(volume_ml, txn.decision.volume_ml)
-            if volume_ml > txn.decision.volume_ml:
-                log.error("%s: pump delivered %d ml over the %d ml authorized", self.lane,
-                          volume_ml - txn.decision.volume_ml, txn.decision.volume_ml)
-            rec_id = new_id(self.site.site_id)
-            amount = amount_for_volume(charged, txn.decision.unit_price_kop_per_l)
-            body = {"request": fuel_request_body(txn.request), "decision": fuel_decision_body(txn.decision),
-                    "delivered_volume_ml": charged, "amount_kop": amount, "delivery_reason": why,
-                    "overrun_ml": volume_ml - charged, "sale_no": txn.sale_no,
-                    "card_no": txn.card_no, "contract_id": txn.contract_id,
-                    "card_commit": {"write_id": write_id_of(rec_id).hex(), "expected_txn": txn.expected_txn + 1,
-                                    "counters": counters_json(txn.final_counters(charged))}}
-            done = self._record(txn.txn_id, COMPLETED, body, rec_id)
-            await self.journal.append([done])
-            try:
-                self.replica.apply(COMPLETED, body)  # exactly what a restart's replay does
-            except RequestError as exc:  # the replica changed under the sale: the host settles it
-                log.error("%s: completion of %s not applied to the replica: %s", self.lane, txn.txn_id, exc)
-            crashpoints.reached(COMPLETED)
-            log.info("%s: %s completed: %d ml, %d kop (%s)", self.lane, txn.txn_id, charged, amount, why)
-        txn.delivered_ml = done.body["delivered_volume_ml"]
-        commit = done.body["card_commit"]
-        write_id, counters = bytes.fromhex(commit["write_id"]), counters_from_json(commit["counters"])
-        settle = await self._settle_card(txn, write_id, counters)
-        if settle is _Settle.DONE:
-            crashpoints.reached("card.committed")
-            rec = self._record(txn.txn_id, CARD_COMMITTED,
-                               {"card_no": txn.card_no, "txn_counter": txn.expected_txn + 2,
-                                "write_id": write_id.hex(), "counters": counters_json(counters)})
-        else:
-            rec = self._correction(txn, settle, txn.delivered_ml, write_id)
-        await self.journal.append([rec])
-        crashpoints.reached(rec.kind)
-        await self._end(txn, f"sale completed: {txn.delivered_ml} ml" +
-                        ("" if settle is _Settle.DONE else "; the card will be corrected by the host"))
-
-    async def _void(self, txn: FuelTxn, reason: str, *, idem: IdemSpec | None = None,
-                    answer: tuple[int, dict] | None = None) -> str:
-        """Nothing was dispensed: give the card's reservation back (or hand it to the host)
-        and journal the void (with the API's answer, when a request is being answered)."""
-        if txn.reserve_applied is False:
-            settle = _Settle.NOT_RESERVED
-        else:
-            settle = await self._settle_card(txn, txn.release_write_id, txn.base)
-        if settle is _Settle.DONE:
-            crashpoints.reached("card.released")
-        release = {_Settle.DONE: "released", _Settle.NOT_RESERVED: "not_reserved"}.get(settle, "correction")
-        records = [self._record(txn.txn_id, VOIDED, {
-            "card_no": txn.card_no, "reason": reason, "card_release": release, "sale_no": txn.sale_no,
-            "txn_counter": txn.expected_txn + 2 if release == "released" else None,
-            "release_write_id": txn.release_write_id.hex() if release == "released" else None})]
-        if release == "correction":
-            records.append(self._correction(txn, settle, 0, txn.release_write_id))
-        if answer is not None and isinstance(answer[1], dict) and "card_release" not in answer[1] and answer[0] == 200:
-            answer[1]["card_release"] = release
-        await self.journal.append(records, idem=idem.entry(*answer) if idem is not None and answer else None)
-        crashpoints.reached(VOIDED)
-        log.info("%s: %s voided (%s), card %s", self.lane, txn.txn_id, reason, release)
-        await self._end(txn, f"voided: {reason}")
-        return release
-
-    def _correction(self, txn: FuelTxn, settle: _Settle, delivered_ml: int, write_id: bytes) -> Record:
-        """What the host needs to put the card right: the counters it may hold, the ones it
-        should hold, and the write that could not be made."""
-        may_hold = txn.reserve_counters() if txn.reserve_applied is not False else txn.base
-        amount = amount_for_volume(delivered_ml, txn.decision.unit_price_kop_per_l)
-        body = {"card_no": txn.card_no, "contract_id": txn.contract_id, "why": settle.value,
-                "reservation_applied": txn.reserve_applied,
-                "reserved_txn_counter": txn.expected_txn + 1, "reserve_write_id": txn.reserve_write_id.hex(),
-                "unsent_write_id": write_id.hex(),
-                "counters_reserved": counters_json(may_hold),
-                "counters_final": counters_json(txn.final_counters(delivered_ml) if delivered_ml else txn.base),
-                "delivered_volume_ml": delivered_ml, "amount_kop": amount,
-                "released_volume_ml": txn.decision.volume_ml - delivered_ml,
-                "released_amount_kop": txn.decision.amount_kop - amount}
-        return self._record(txn.txn_id, CORRECTION, body)
-
-    async def _settle_card(self, txn: FuelTxn, write_id: bytes, counters: Counters) -> _Settle:
+    async def _settle_card(self, txn: FuelTxn, write_id: bytes, counters: Counters) -> tuple[Settle, bool | None]:
         """Make the card hold ``write_id`` (a commit or a release of ``txn``'s reservation),
-        reading its counters first so that a write already made is never made twice."""
+        reading its counters first so that a write already made is never made twice.
+        Returns what became of it, and whether the card shows the reservation applied
+        (None: not learnt)."""
         for attempt in range(2):
             s = self.session
             if (s is None or s.card_no != txn.card_no) and self.reader is not None and self.reader.card_present:
-                fresh = await self._read_card()
+                fresh, _ = await self._read_card()
                 if fresh is not None and fresh.card_no == txn.card_no:
-                    self.session = s = fresh
+                    self.core.attach(fresh, fresh.card_no)
+                    s = fresh
             if s is None or s.card_no != txn.card_no:
                 # Gone before any write was sent: absent; gone after one was: unknown.
-                return _Settle.ABSENT if attempt == 0 else _Settle.UNKNOWN
+                return (Settle.ABSENT if attempt == 0 else Settle.UNKNOWN), None
             try:
                 st = await s.app.read_counters()
                 self.card_counters_seen[txn.card_no] = max(self.card_counters_seen.get(txn.card_no, 0),
                                                            st.txn_counter)
                 if st.txn_counter == txn.expected_txn + 2 and st.last_write_id == write_id:
-                    return _Settle.DONE
+                    return Settle.DONE, None
                 if st.txn_counter == txn.expected_txn and st.last_write_id != txn.reserve_write_id:
-                    txn.reserve_applied = False
-                    return _Settle.NOT_RESERVED
+                    return Settle.NOT_RESERVED, False
                 if st.txn_counter != txn.expected_txn + 1 or st.last_write_id != txn.reserve_write_id:
-                    return _Settle.OVERTAKEN
-                txn.reserve_applied = True
+                    return Settle.OVERTAKEN, None
                 after = await s.app.commit(st, write_id, counters)
                 self.card_counters_seen[txn.card_no] = after.txn_counter
                 s.data = CardData(s.data.card, after, s.data.info)
-                return _Settle.DONE
+                return Settle.DONE, True
             except (CardRemovedError, CardTimeoutError) as exc:
                 log.warning("%s: card write of %s interrupted: %s", self.lane, txn.txn_id, exc)
-                self.session = None  # a reader that still sees the card gets one more try
+                self.core.detach()  # a reader that still sees the card gets one more try
                 continue
             except CardError as exc:
                 log.warning("%s: card refused the write of %s: %s", self.lane, txn.txn_id, exc)
-                return _Settle.OVERTAKEN if isinstance(exc, CounterMismatchError) else _Settle.UNKNOWN
-        return _Settle.UNKNOWN
-
-    async def _end(self, txn: FuelTxn, notice: str) -> None:
-        if self.txn is txn:
-            self.txn = None
-            self._hold(txn, False)
-        self.notice = notice
-        # A card still in the reader starts a new session (its PIN is asked again); during
-        # recovery that waits until every transaction of the last run is settled.
-        if not self._recovering:
-            await self._start_session()
+                return (Settle.OVERTAKEN if isinstance(exc, CounterMismatchError) else Settle.UNKNOWN), None
+        return Settle.UNKNOWN, None
 
     # -- recovery -----------------------------------------------------------------------------------
 
@@ -1111,95 +894,97 @@ class FuelLane:
         listens). A transaction whose outcome depends on a pump that does not answer stays
         open, and the lane waits in RECOVERING until the pump is back."""
         n = 0
-        self._recovering = True
+        self.core.recovering = True
         try:
-            n = await self._recover_all(open_txns)
+            for ot in open_txns:
+                if not ot.records or ot.records[0].kind != PREAUTH:
+                    log.error("%s: open transaction %s does not start with %s (kinds %s): left alone",
+                              self.lane, ot.txn_id, PREAUTH, [r.kind for r in ot.records])
+                    continue
+                txn = txn_from_records(ot.records)
+                if await self._recover_one(txn, held=False):
+                    n += 1
+                else:
+                    self.pending.append(txn)
         finally:
-            self._recovering = False
+            self.core.recovering = False
+        self.core.recovered(len(self.pending))
+        self._show()
         if self.pending:
-            self.state = LaneState.RECOVERING
-            self.notice = f"{len(self.pending)} sale(s) of the last run wait for the pump to answer"
             log.error("%s: %s", self.lane, self.notice)
-        else:
-            self.session = None
-            self.state = LaneState.IDLE
         if n:
             log.warning("%s: finished %d transaction(s) left open by the last run", self.lane, n)
         return n
 
-    async def _recover_all(self, open_txns: list[OpenTransaction]) -> int:
-        n = 0
-        for ot in open_txns:
-            if not ot.records or ot.records[0].kind != PREAUTH:
-                log.error("%s: open transaction %s does not start with %s (kinds %s): left alone",
-                          self.lane, ot.txn_id, PREAUTH, [r.kind for r in ot.records])
-                continue
-            if await self._recover_one(list(ot.records)):
-                n += 1
-            else:
-                self.pending.append(list(ot.records))
-                self._hold(FuelTxn.from_records(ot.records), True)
-        return n
-
     async def _retry_pending(self) -> None:
         still = []
-        self._recovering = True
+        self.core.recovering = True
         try:
-            for records in self.pending:
-                txn = FuelTxn.from_records(records)
-                if await self._recover_one(self.journal.records_for_txn(txn.txn_id)):
-                    self._hold(txn, False)
-                else:
-                    still.append(records)
+            for old in self.pending:
+                txn = txn_from_records(self.journal.records_for_txn(old.txn_id))
+                if not await self._recover_one(txn, held=True):
+                    still.append(txn)
         finally:
-            self._recovering = False
+            self.core.recovering = False
         self.pending = still
         if not still:
-            self.notice = "recovered the last run's sales"
-            await self._start_session()
+            self.core.recovered(0, "recovered the last run's sales")
+            self._show()
+            await self._run(await self._card_read())
 
-    async def _recover_one(self, records: list[Record]) -> bool:
+    async def _recover_one(self, txn: FuelTxn, *, held: bool) -> bool:
         """Finish one open transaction; False when the pump cannot say what was dispensed."""
-        txn = FuelTxn.from_records(records)
-        kinds = [r.kind for r in records]
         if self.reader is not None and self.reader.card_present and (self.session is None
                                                                      or self.session.card_no != txn.card_no):
-            self.session = await self._read_card()
-        if COMPLETED in kinds:  # the delivery is journaled: only the card part is left
-            log.warning("%s: recovering %s: completed, settling the card", self.lane, txn.txn_id)
-            await self._complete(txn, txn.delivered_ml, "recovered")
-            return True
-        volume = await self._delivered_for(txn)
-        if volume is None:
-            return False
-        log.warning("%s: recovering %s (%s): the pump dispensed %d ml", self.lane, txn.txn_id, kinds[-1], volume)
-        if volume > 0:
-            await self._complete(txn, volume, "recovered")
-        else:
-            await self._void(txn, "the daemon restarted before fuel flowed")
-        return True
+            fresh, _ = await self._read_card()
+            if fresh is not None:
+                self.core.attach(fresh, fresh.card_no)
+            else:
+                self.core.detach()
+        if txn.completed is not None and txn.sale_id is None and txn.sale_no is not None:
+            try:  # a sale journaled before issue 10 names no sale id: the dispenser's may match
+                unconfirmed = await self.pump.unconfirmed_sale()
+            except PumpError:
+                unconfirmed = None
+            if unconfirmed is not None and unconfirmed.sale_no == txn.sale_no:
+                txn.sale_id = unconfirmed.sale_id
+        log.warning("%s: recovering %s (%s)", self.lane, txn.txn_id,
+                    "completed, settling the card" if txn.completed is not None else "asking the pump")
+        self._pump_silent = False
+        await self._run(core.RecoverAsked(txn, held))
+        return not self._pump_silent
 
-    async def _delivered_for(self, txn: FuelTxn) -> int | None:
+    async def _delivered_for(self, txn: FuelTxn) -> core.DeliveryRead:
         """What the pump dispensed for ``txn`` (0: nothing), or None if it does not answer.
-        A sale still open on the pump is stopped first: fuel must not flow unsupervised."""
+        A sale still open on the pump is stopped first: fuel must not flow unsupervised.
+        A pump that keeps its finished sales until confirmed (``unconfirmed_sale``) is
+        asked for that sale first."""
         try:
             if self.pump.state in (PumpState.AUTHORIZED, PumpState.DISPENSING):
                 await self.pump.stop()
                 await self._wait_delivery_end()
                 if self.pump.state is PumpState.STOPPED:
                     await self.pump.reset()
-            last = self.pump.last_delivery
+            last = await self.pump.unconfirmed_sale()
+            if last is None or not self._is_sale_of(last, txn):
+                last = self.pump.last_delivery
         except PumpOffline:
-            return None
+            self._pump_silent = True
+            return core.DeliveryRead(None)
         if last is None:
-            return 0
+            return core.DeliveryRead(0)
+        if self._is_sale_of(last, txn):
+            log.warning("%s: recovering %s: the pump dispensed %d ml", self.lane, txn.txn_id, last.volume_ml)
+            return core.DeliveryRead(last.volume_ml, sale_id=last.sale_id)
+        return core.DeliveryRead(0)
+
+    @staticmethod
+    def _is_sale_of(last: Delivery, txn: FuelTxn) -> bool:
         if txn.sale_no is not None:
-            return last.volume_ml if last.sale_no == txn.sale_no else 0
+            return last.sale_no == txn.sale_no
         # Killed between presetting the pump and journaling it: the pump's sale numbers
         # only go up, and no other sale could be preset on this pump meanwhile.
-        if last.sale_no > txn.last_sale_no_before and last.product == txn.product:
-            return last.volume_ml
-        return 0
+        return last.sale_no > txn.last_sale_no_before and last.product == txn.product
 
     async def _wait_delivery_end(self) -> None:
         deadline = time.monotonic() + self.timeouts.pump_s
@@ -1218,7 +1003,7 @@ class _ReaderLost:
     """The card reader went away (pcscd stopped, reader unplugged): as if the card left."""
 
 
-def _card_reader(name: str):
+def _card_reader(name: str) -> Any:
     from hw.card.reader import CardReader
     return CardReader(name)
 
@@ -1233,67 +1018,3 @@ def _delivery_view(d: Delivery | None) -> dict | None:
     return {"sale_no": d.sale_no, "product": d.product, "price_kop_per_l": d.price_kop_per_l,
             "volume_ml": d.volume_ml, "amount_kop": d.amount_kop, "reason": str(d.reason),
             "preset_volume_ml": d.preset.volume_ml, "preset_amount_kop": d.preset.amount_kop}
-
-
-# -- the simulated dispenser with a dispenser's memory ------------------------------------------------
-
-class RecordedSimPump(SimulatedPump):
-    """:class:`hw.sim.pump.SimulatedPump` that keeps what a real dispenser keeps across a
-    restart of its controller: its sale number and the last sale's totals, in a JSON file
-    replaced atomically at every change (before the change is reported). A daemon killed with
-    a sale open finds, when it comes back, that sale ended where the meter stood (reason
-    ``fault``): the dispenser failed safe when its controller went away.
-
-    Crash-safe for a process crash (the OS keeps the page cache), not for power loss: it
-    stands in for the dispenser's own NVRAM and is no part of a real site.
-    """
-
-    def __init__(self, pump_id: int, *, state_path: str | os.PathLike[str], **kwargs: Any) -> None:
-        super().__init__(pump_id, **kwargs)
-        self.state_path = Path(state_path)
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        self._load()
-
-    def _load(self) -> None:
-        try:
-            d = json.loads(self.state_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            raise PumpError(f"simulated pump {self.pump_id}: its memory {self.state_path} does not load: {exc}") from None
-        self._sale_no = int(d["sale_no"])
-        last = d.get("open") or d.get("last")
-        if d.get("open") is not None:
-            last = dict(last, reason=DeliveryReason.FAULT.value,
-                        amount_kop=amount_for_volume(last["volume_ml"], last["price_kop_per_l"]))
-        if last is not None:
-            self._last = Delivery(last["sale_no"], last["product"], last["price_kop_per_l"],
-                                  Preset(last.get("preset_volume_ml"), last.get("preset_amount_kop")),
-                                  last["volume_ml"], last["amount_kop"], DeliveryReason(last["reason"]))
-        self._save()
-
-    def _save(self) -> None:
-        last, sale = self._last, self._sale
-        d = {"format": 1, "sale_no": self._sale_no,
-             "last": None if last is None else {
-                 "sale_no": last.sale_no, "product": last.product, "price_kop_per_l": last.price_kop_per_l,
-                 "preset_volume_ml": last.preset.volume_ml, "preset_amount_kop": last.preset.amount_kop,
-                 "volume_ml": last.volume_ml, "amount_kop": last.amount_kop, "reason": str(last.reason)},
-             "open": None if sale is None else {
-                 "sale_no": sale.sale_no, "product": sale.product, "price_kop_per_l": sale.price_kop_per_l,
-                 "preset_volume_ml": sale.preset.volume_ml, "preset_amount_kop": sale.preset.amount_kop,
-                 "volume_ml": sale.volume_ml}}
-        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
-        tmp.write_text(json.dumps(d), encoding="utf-8")
-        os.replace(tmp, self.state_path)
-
-    # SimulatedPump reports every change through _emit and records a finished sale in
-    # _record: saving there keeps the file ahead of what the lane hears.
-    def _emit(self, event: Any) -> None:
-        self._save()
-        super()._emit(event)
-
-    def _record(self, sale: Any, reason: DeliveryReason) -> Delivery:
-        out = super()._record(sale, reason)
-        self._save()
-        return out

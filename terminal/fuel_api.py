@@ -148,9 +148,20 @@ def _sim_routes(daemon: Any, lane, fields) -> list[tuple[str, str, Any]]:
         return web.json_response({"pump": pump.pump_id, "pump_state": pump.state.value})
 
     async def knobs(request: web.Request) -> web.Response:
-        """Set the simulation speed and the one-shot fault knobs."""
+        """Set the simulation speed and the one-shot fault knobs; ``meter_untracked``
+        (``{"product", "volume_ml", "price_kop_per_l"}``) meters fuel outside any sale at
+        once (only the totalizers see it: the next sale's totals disagree)."""
         pump = sim(request)
-        b = fields(await body_of(request), {"time_scale", "stop_early_at_ml", "go_offline_at_ml"}, set())
+        b = fields(await body_of(request), {"time_scale", "stop_early_at_ml", "go_offline_at_ml", "meter_untracked"},
+                   set())
+        untracked = b.get("meter_untracked")
+        if untracked is not None:
+            u = fields(untracked, {"product", "volume_ml", "price_kop_per_l"},
+                       {"product", "volume_ml", "price_kop_per_l"})
+            if not isinstance(u["product"], str) or any(type(u[k]) is not int or u[k] <= 0
+                                                        for k in ("volume_ml", "price_kop_per_l")):
+                raise LaneError("meter_untracked needs a product and positive whole volume_ml and "
+                                "price_kop_per_l", 422)
         ts = b.get("time_scale")
         if ts is not None and (isinstance(ts, bool) or not isinstance(ts, (int, float)) or not 0 < ts <= 100_000):
             raise LaneError("time_scale must be a number in (0, 100000]", 422)
@@ -158,6 +169,11 @@ def _sim_routes(daemon: Any, lane, fields) -> list[tuple[str, str, Any]]:
             v = b.get(k)
             if v is not None and (type(v) is not int or v <= 0):
                 raise LaneError(f"{k} must be a positive whole number or null", 422)
+        if untracked is not None:
+            try:
+                pump.meter_untracked(untracked["product"], untracked["volume_ml"], untracked["price_kop_per_l"])
+            except PumpError as exc:
+                raise LaneError(str(exc), 422) from None
         if ts is not None:
             pump.time_scale = ts
         for k in ("stop_early_at_ml", "go_offline_at_ml"):

@@ -199,7 +199,13 @@ def _pump_paths(post_errors: dict) -> dict[str, Any]:
             "type": "object", "additionalProperties": False,
             "properties": {"time_scale": {"type": "number"},
                            "stop_early_at_ml": {"type": "integer", "minimum": 1, "nullable": True},
-                           "go_offline_at_ml": {"type": "integer", "minimum": 1, "nullable": True}}}),
+                           "go_offline_at_ml": {"type": "integer", "minimum": 1, "nullable": True},
+                           "meter_untracked": {
+                               "type": "object", "additionalProperties": False,
+                               "required": ["product", "volume_ml", "price_kop_per_l"],
+                               "properties": {"product": {"type": "string"},
+                                              "volume_ml": {"type": "integer", "minimum": 1},
+                                              "price_kop_per_l": {"type": "integer", "minimum": 1}}}}}),
     }
 
 

@@ -32,6 +32,7 @@ from authz.club_model import ClubStatus
 from authz.fuel_model import mask_card_no
 from authz.sample import SKU_CATEGORIES
 from hw.sim.scanner import ScannerSim
+from wire.bodies import FuelCompleted
 
 from .apiauth import simulation_clients, simulation_token
 from .config import SiteConfig, load_config
@@ -815,9 +816,10 @@ def _check_against_journal(daemon: Daemon, report: SiteReport) -> None:
             if r.kind == "till.sale_committed":
                 accrued += r.body["accrued_points"]
                 redeemed += r.body["redeemed_points"]
-            elif r.kind == "fuel.completed":
-                report.fuel_volume_ml += r.body["delivered_volume_ml"]
-                report.fuel_amount_kop += r.body["amount_kop"]
+            elif r.kind == FuelCompleted.KIND:
+                done = FuelCompleted.from_json(r.body)
+                report.fuel_volume_ml += done.delivered_volume_ml
+                report.fuel_amount_kop += done.amount_kop
         seq = chunk[-1].seq
     report.journal_kinds = kinds
     report.journal_records = sum(kinds.values())

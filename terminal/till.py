@@ -33,6 +33,7 @@ from typing import Any
 from authz.club_model import ClubPayment, ClubReturn, ClubSale, ClubTopUp, SaleLine
 from authz.errors import RequestError
 from authz.fuel_model import mask_card_no
+from wire.bodies import TillCardAttached, TillLine, TillSaleOpened, TillSaleVoided
 
 from . import crashpoints
 from .config import TillConfig
@@ -153,11 +154,12 @@ class TxnNumbers:
 def sale_from_records(records: list[Record]) -> Sale:
     """A sale as its journal records tell it (the first must be ``till.sale_opened``)."""
     first = records[0]
-    sale = Sale(first.txn_id, parse_lines(first.body["lines"]), first.at_utc_s)
+    opened = TillSaleOpened.from_json(first.body)
+    sale = Sale(first.txn_id, parse_lines([line.to_json() for line in opened.lines]), first.at_utc_s)
     for rec in records[1:]:
         b = rec.body
         if rec.kind == CARD_ATTACHED:
-            sale.card_no = b["card_no"]
+            sale.card_no = TillCardAttached.from_json(b).card_no
         elif rec.kind in (CLUB_COMMITTED, SALE_DECLINED):
             approved = rec.kind == CLUB_COMMITTED
             sale.card_no = b["sale"]["card_no"]
@@ -166,7 +168,7 @@ def sale_from_records(records: list[Record]) -> Sale:
                            "redeemed_points": b["redeemed_points"], "balance_after_kop": b["balance_after_kop"]}
         elif rec.kind == SALE_VOIDED:
             sale.state = SaleState.VOIDED
-            sale.result = {"reason": b["reason"]}
+            sale.result = {"reason": TillSaleVoided.from_json(b).reason}
     return sale
 
 
@@ -217,7 +219,11 @@ class TillLane:
             raise LaneError(f"no sale {sale_id!r} on {self.lane}", 404)
         return sale_from_records(records)
 
-    def _record(self, txn_id: str, kind: str, body: dict) -> Record:
+    def _record(self, txn_id: str, kind: str, body: Any) -> Record:
+        """A record of this lane; ``body`` is a typed body (``wire.bodies``) or, for the kinds
+        not typed yet (commit, return, top-up), the JSON object itself."""
+        if not isinstance(body, dict):
+            kind, body = body.KIND, body.to_json()
         return Record(new_id(self.site_id), self.site_id, self.lane, txn_id, kind, int(time.time()), body)
 
     # -- sales --
@@ -237,9 +243,10 @@ class TillLane:
                 sale.card_no = self.last_scan[0]
                 self.last_scan = None
             response = sale.view()
-            records = [self._record(sale.sale_id, SALE_OPENED, {"lines": response["lines"]})]
+            opened = TillSaleOpened(tuple(TillLine.from_json(line) for line in response["lines"]))
+            records = [self._record(sale.sale_id, SALE_OPENED, opened)]
             if sale.card_no is not None:
-                records.append(self._record(sale.sale_id, CARD_ATTACHED, {"card_no": sale.card_no, "source": "scanner"}))
+                records.append(self._record(sale.sale_id, CARD_ATTACHED, TillCardAttached(sale.card_no, "scanner")))
             await self.journal.append(records, idem=idem.entry(201, response) if idem else None)
             crashpoints.reached(SALE_OPENED)
             self._keep(sale)
@@ -261,7 +268,7 @@ class TillLane:
         if self.replica.club_model is None or card_no not in self.replica.club_model.card_index:
             raise LaneError(f"unknown club card {mask_card_no(card_no)}", 422)
         response = sale.view() | {"card": mask_card_no(card_no)}
-        await self.journal.append([self._record(sale_id, CARD_ATTACHED, {"card_no": card_no, "source": source})],
+        await self.journal.append([self._record(sale_id, CARD_ATTACHED, TillCardAttached(card_no, source))],
                                   idem=idem.entry(200, response) if idem else None)
         crashpoints.reached(CARD_ATTACHED)
         sale.card_no = card_no
@@ -355,7 +362,7 @@ class TillLane:
             sale.state = SaleState.VOIDED
             sale.result = {"reason": reason}
             response = sale.view()
-            await self.journal.append([self._record(sale_id, SALE_VOIDED, {"reason": reason})],
+            await self.journal.append([self._record(sale_id, SALE_VOIDED, TillSaleVoided(reason))],
                                       idem=idem.entry(200, response) if idem else None)
             self._keep(sale)
             return 200, response
@@ -427,7 +434,7 @@ class TillLane:
         for txn in open_txns:
             if txn.records and txn.records[0].kind == SALE_OPENED:
                 reason = "daemon restarted"
-                await self.journal.append([self._record(txn.txn_id, SALE_VOIDED, {"reason": reason})])
+                await self.journal.append([self._record(txn.txn_id, SALE_VOIDED, TillSaleVoided(reason))])
                 n += 1  # a till asking about it reads "voided" from the journal
         if n:
             log.warning("%s: voided %d sale(s) left open by the last run", self.lane, n)

@@ -170,6 +170,9 @@ def sale(d: DaemonProcess, key: str, crash_at: str | None) -> dict | None:
         return None
     st, ans = d.call("POST", "/v1/pumps/1/authorize", {"product": "AI95", "preset_volume_ml": PRESET_ML}, key=key)
     assert st == 200 and ans["approved"], ans
+    if crash_at == "fuel.totals_mismatch":  # fuel through the meter outside the sale
+        untracked = {"product": "AI95", "volume_ml": 700, "price_kop_per_l": 6_000}
+        assert d.call("POST", "/v1/sim/pumps/1/knobs", {"meter_untracked": untracked})[0] == 200
     try:
         d.call("POST", "/v1/sim/pumps/1/nozzle", {"action": "lift", "product": "AI95"})
     except LOST:
@@ -186,11 +189,13 @@ DONE = ["fuel.preauth", "fuel.reserved", "fuel.preset", "fuel.completed", "fuel.
 CHAIN = [  # ordered so that no run's crash point is reached while it recovers the run before
     ("fuel.dispensing", DONE, True),
     ("fuel.preauth", ["fuel.preauth", "fuel.voided"], False),
+    ("pump.confirmed", DONE, True),  # the dispenser told the sale is journaled, the card not yet
     ("fuel.completed", DONE, True),
     ("card.reserved", ["fuel.preauth", "fuel.voided"], False),
     ("card.committed", DONE, True),
     ("fuel.reserved", VOID_R, False),
     ("fuel.card_committed", DONE, True),
+    ("fuel.totals_mismatch", DONE[:4] + ["fuel.totals_mismatch", "fuel.card_committed"], True),
     ("pump.preset", VOID_R, False),
     ("fuel.preset", ["fuel.preauth", "fuel.reserved", "fuel.preset", "fuel.voided"], False),
 ]

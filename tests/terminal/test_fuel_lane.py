@@ -138,7 +138,7 @@ class Site:
 
 
 def run(pcscd, tmp_path, keys, test, *, card_no: str = GOOD, time_scale: float = 1000,
-        timeouts: FuelTimeouts | None = None, card_keys=None):
+        timeouts: FuelTimeouts | None = None, card_keys=None, hold_until_confirmed: bool = False):
     """Start a daemon with a pump and the virtual card ``card_no``, run ``test(site)``."""
     async def main():
         cfg = load_config(None)
@@ -148,7 +148,7 @@ def run(pcscd, tmp_path, keys, test, *, card_no: str = GOOD, time_scale: float =
         path = tmp_path / f"{card_no}.json"
         personalise(card, PIN, card_keys or keys, CARD_COUNTERS.get(card_no, {}).items()).save(path)
         vcard = VirtualCard(path)
-        pump = SimulatedPump(1, products=PRODUCTS, time_scale=time_scale)
+        pump = SimulatedPump(1, products=PRODUCTS, time_scale=time_scale, hold_until_confirmed=hold_until_confirmed)
         await asyncio.to_thread(settle_empty_reader)
         d = Daemon(cfg, Replica(fuel_model(), None), keys=keys, pumps={1: pump}, fuel_timeouts=timeouts)
         await asyncio.wait_for(d.start(), T)
@@ -580,3 +580,50 @@ def test_restart_with_the_pump_offline_waits_for_it_then_completes(pcscd, tmp_pa
                 await asyncio.wait_for(d.stop(), T)
             await asyncio.to_thread(settle_empty_reader)
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_fuel_metered_outside_the_sale_is_journaled_as_a_totals_mismatch(pcscd, tmp_path, keys):
+    """Totals are read at authorization and after completion; 3 L through the meter that no
+    sale accounts for (the dispenser in manual mode while the link was down) show up as a
+    fuel.totals_mismatch record after the sale's completion, and the sale itself is charged
+    as delivered."""
+    async def test(s: Site):
+        before = (await s.pump.read_totals()).for_product("AI95")
+        await s.insert()
+        await s.pin_ok()
+        st, ans, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI95", "preset_volume_ml": 10_000})
+        assert st == 200 and ans["approved"], ans
+        s.pump.meter_untracked("AI95", 3_000, PRICE)
+        s.pump.lift_nozzle("AI95")
+        await s.wait_state("card_read")
+        s.pump.hang_up()
+        txn = ans["txn_id"]
+        assert s.kinds(txn)[-3:] == ["fuel.completed", "fuel.totals_mismatch", "fuel.card_committed"]
+        assert s.record(txn, "fuel.completed")["delivered_volume_ml"] == 10_000
+        assert s.record(txn, "fuel.preauth")["pump"]["totals_before"] == [before.nozzle, before.volume_ml,
+                                                                          before.amount_kop]
+        alerts = [r for r in s.daemon.journal.tail(50) if r.kind == "fuel.totals_mismatch"]
+        assert len(alerts) == 1 and alerts[0].txn_id == txn and alerts[0].lane == "pump-1"
+        b = alerts[0].body
+        assert b["sale_txn_id"] == txn and b["unexplained_ml"] == 3_000
+        assert b["before"][1] == before.volume_ml and b["after"][1] == before.volume_ml + 13_000
+        assert await s.pump.unconfirmed_sale() is None  # confirmed once journaled
+    run(pcscd, tmp_path, keys, test)
+
+
+def test_a_dispenser_holding_its_sale_until_confirmed_takes_the_next_sale(pcscd, tmp_path, keys):
+    """A dispenser that refuses a new authorization while its last sale is unconfirmed (as
+    protocol 2.0 dispensers do): the lane confirms each sale once it is journaled."""
+    async def test(s: Site):
+        await s.insert()
+        for n in range(2):
+            await s.pin_ok()
+            st, ans, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI95", "preset_volume_ml": 5_000})
+            assert st == 200 and ans["approved"], (n, ans)
+            s.pump.lift_nozzle("AI95")
+            await s.wait(lambda v: v["state"] == "card_read" and v["txn"] is None, "the sale's end")
+            s.pump.hang_up()
+            assert s.kinds(ans["txn_id"])[-1] == "fuel.card_committed"
+            assert await s.pump.unconfirmed_sale() is None
+        assert not [r for r in s.daemon.journal.tail(50) if r.kind == "fuel.totals_mismatch"]
+    run(pcscd, tmp_path, keys, test, hold_until_confirmed=True)
