@@ -238,8 +238,18 @@ def _v2(db: Database) -> list[str]:
             "CREATE INDEX records_club_returns ON records (site_id, txn_id) WHERE kind = 'till.return'"]
 
 
+def _v3(db: Database) -> list[str]:
+    """The balance rule (docs/sync.md): which sites' spend each balance or counter row holds
+    (``replica_spenders``, written by ingest beside its dirty marks: a published row names
+    those sites' watermarks), and each contract's offline exposure (NULL: the host's default),
+    shared out as the sites' offline allowances (host.allowances)."""
+    return ["CREATE TABLE replica_spenders (tbl TEXT NOT NULL, key TEXT NOT NULL, site_id TEXT NOT NULL, "
+            "PRIMARY KEY (tbl, key, site_id))",
+            "ALTER TABLE contracts ADD COLUMN offline_exposure_kop BIGINT"]
+
+
 #: ``MIGRATIONS[n]`` (1-based) gives the statements that take a database to version n.
-MIGRATIONS: list[Callable[[Database], list[str]]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[Database], list[str]]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
