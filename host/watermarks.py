@@ -26,11 +26,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from authz.balance import Allowance, Watermark
+from authz.money import MAX_AMOUNT_KOP
 from wire import Table
 
 from .db import Database
+from .errors import InvalidInput, NotFound
+from .ledger import Ledger
+from .versions import record_change
 
-__all__ = ["AllowancePolicy", "site_watermarks", "row_watermarks", "contract_allowances"]
+__all__ = ["AllowancePolicy", "site_watermarks", "row_watermarks", "contract_allowances", "set_offline_exposure"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,3 +105,18 @@ def contract_allowances(db: Database, exposures: Iterable[tuple[int, int | None,
         unit = exposure // weight
         out[cid] = tuple(Allowance(s, unit * policy.priority_weight) for s in priority) + (Allowance("*", unit),)
     return out
+
+
+def set_offline_exposure(ledger: Ledger, contract_id: int, exposure_kop: int | None) -> None:
+    """Set how much a contract may lose to its sites' offline spend (None: the host's
+    default); its allowances are published again at once (a contracts delta)."""
+    if exposure_kop is not None and (type(exposure_kop) is not int or not 0 <= exposure_kop <= MAX_AMOUNT_KOP):
+        raise InvalidInput(f"offline exposure must be a whole number of kopecks in 0..{MAX_AMOUNT_KOP}, "
+                           f"got {exposure_kop!r}")
+
+    def step(db: Database) -> None:
+        if db.execute("UPDATE contracts SET offline_exposure_kop = ? WHERE contract_id = ?",
+                      (exposure_kop, contract_id)).rowcount != 1:
+            raise NotFound(f"no contract {contract_id}")
+        record_change(db, Table.CONTRACTS, [contract_id], now_utc_s=ledger.now())
+    ledger.db.run(step)
