@@ -94,8 +94,8 @@ def _with_balance_fields(db: Database, table: Table, keys: Sequence | None, rows
     wm = row_watermarks(db, table, keys, marks)
     if table is Table.CONTRACTS:
         ids = [r.contract_id for r in rows]
-        exposures = db.select_in("SELECT contract_id, offline_exposure_kop, balance_kop, credit_line_kop "
-                                 "FROM contracts WHERE contract_id IN ({in})", ids)
+        exposures = db.select_in("SELECT contract_id, offline_exposure_kop FROM contracts WHERE contract_id IN ({in})",
+                                 ids)
         active = [s for (s,) in db.fetchall("SELECT site_id FROM sites WHERE status = 'active' ORDER BY site_id")]
         allowed = contract_allowances(db, exposures, policy, active)
         return [replace(r, watermarks=wm.get(str(r.contract_id), ()), allowances=allowed.get(r.contract_id, ()))

@@ -93,9 +93,13 @@ def test_a_contracts_exposure_is_shared_as_allowances(ledger: Ledger):
     # the host's default exposure applies to a contract that sets none
     set_offline_exposure(ledger, CONTRACT, None)
     assert rows_now(pub)[(Table.CONTRACTS, CONTRACT)].allowances == ()
-    pub.allowances = AllowancePolicy(default_exposure_kop=60_000, priority_weight=1)
+    pub.allowances = AllowancePolicy(default_exposure_kop=60_000)  # equal shares: 3 sites and one kept
     (part,) = pub.snapshot(Table.CONTRACTS)
-    assert part.rows[0].allowances == (Allowance("S1", 15_000), Allowance("*", 15_000))
+    assert part.rows[0].allowances == (Allowance("*", 15_000),)
+    # the shares stay as set: more spenders later do not move them until the exposure is set again
+    set_offline_exposure(ledger, CONTRACT, 300_000, priority_weight=1)
+    ingest_batch(ledger, one_sale_batch(Site("S2"), 1))
+    assert rows_now(pub)[(Table.CONTRACTS, CONTRACT)].allowances == (Allowance("S1", 75_000), Allowance("*", 75_000))
 
 
 def test_bad_exposures_are_refused_and_change_nothing(ledger: Ledger):
@@ -107,8 +111,10 @@ def test_bad_exposures_are_refused_and_change_nothing(ledger: Ledger):
     with pytest.raises(NotFound, match="no contract 99"):
         set_offline_exposure(ledger, 99, 100)
     assert pub.version(Table.CONTRACTS) == v
-    with pytest.raises(ValueError, match="priority_weight"):
-        AllowancePolicy(priority_weight=0)
+    with pytest.raises(InvalidInput, match="priority_weight"):
+        set_offline_exposure(ledger, CONTRACT, 100, priority_weight=0)
+    with pytest.raises(ValueError, match="default_exposure_kop"):
+        AllowancePolicy(default_exposure_kop=-1)
 
 
 def test_watermarks_and_allowances_cross_the_wire(ledger: Ledger):
