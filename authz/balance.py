@@ -68,11 +68,15 @@ def own_watermark(watermarks: Iterable[Watermark], site_id: str) -> int:
 
 
 def allowance_for(allowances: Iterable[Allowance], site_id: str) -> int | None:
-    """``site_id``'s allowance among ``allowances``; None when it has none (no cap)."""
+    """``site_id``'s allowance among ``allowances``: its own, else the ``"*"`` one (every site
+    not named); None when there is neither (no cap)."""
+    anyone = None
     for a in allowances:
         if a.site_id == site_id:
             return a.amount_kop
-    return None
+        if a.site_id == "*":
+            anyone = a.amount_kop
+    return anyone
 
 
 def check_watermarks(watermarks: tuple[Watermark, ...], what: str) -> None:

@@ -284,3 +284,40 @@ def test_the_site_sees_the_host_plus_its_own_unacknowledged_spend_on_both_evalua
         asyncio.run(run())
     finally:
         w.close()
+
+
+def test_the_offline_redemption_allowance_starts_again_once_the_host_counts_it(tmp_path):
+    """Points redeemed on a card count against the till's per-card offline allowance only
+    until the host has counted them (the account row's watermark passes them): after a
+    restart they still count, once the account comes back from the host they do not."""
+    w = World(tmp_path)
+
+    async def go() -> None:
+        card = next(no for no in w.club_cards
+                    if w.replicas["native"].club.quote(ClubSale(no, (SaleLine("s", "shoes", 10_000),), T0)).max_redeem_points)
+        sale = ClubSale(card, (SaleLine("s", "shoes", 10_000),), T0, "store", "cash")
+        txn_no = next(w.txn_no)
+        for r in w.replicas.values():
+            res = r.club.commit(sale, ClubPayment(points=2, money_kop=9_800), txn_no)
+            assert res.approved and res.redeemed_points == 2
+            r.offline_redeemed[card] += res.redeemed_points  # what the till lane does
+        body = {"sale": club_sale_body(sale), "txn_no": txn_no,
+                "payment": {"points": 2, "card_balance_kop": 0, "money_kop": 9_800}, "reason": "OK",
+                "accrued_points": res.accrued_points, "redeemed_points": 2, "lots_used": [],
+                "balance_after_kop": res.balance_after_kop}
+        await w.append([WireRecord(new_id(SITE), SITE, "till-1", new_txn_id(SITE, "till-1"), "till.sale_committed",
+                                   T0, body)])
+        w.update()
+        assert all(r.offline_redeemed[card] == 2 for r in w.replicas.values())  # not counted by the host yet
+        w.restart()
+        assert all(r.offline_redeemed[card] == 2 for r in w.replicas.values())  # from the journal
+        await w.batch(10)
+        w.update()
+        assert all(r.offline_redeemed.get(card, 0) == 0 for r in w.replicas.values())
+        w.restart()
+        assert all(r.offline_redeemed.get(card, 0) == 0 for r in w.replicas.values())
+        w.check()
+    try:
+        asyncio.run(go())
+    finally:
+        w.close()
