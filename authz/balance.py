@@ -27,14 +27,36 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date
 
-from .club_model import (AccountState, ClubAccount, ClubCard, ClubModel, ClubPayment, ClubReturn, ClubRules,
-                         ClubSale, ClubState, ClubTopUp)
+from .club_model import (
+    AccountState,
+    ClubAccount,
+    ClubCard,
+    ClubModel,
+    ClubPayment,
+    ClubReturn,
+    ClubRules,
+    ClubSale,
+    ClubState,
+    ClubTopUp,
+)
 from .errors import ModelError, RequestError
 from .fuel_model import FuelCard, LimitCounter, Product
 
-__all__ = ["Watermark", "Allowance", "FuelSpend", "ClubCommitSpend", "ClubSpend", "own_watermark",
-           "allowance_for", "check_watermarks", "balance_after", "counters_after", "account_after",
-           "allowed_balance", "MAX_WATERMARKS"]
+__all__ = [
+    "MAX_WATERMARKS",
+    "Allowance",
+    "ClubCommitSpend",
+    "ClubSpend",
+    "FuelSpend",
+    "Watermark",
+    "account_after",
+    "allowance_for",
+    "allowed_balance",
+    "balance_after",
+    "check_watermarks",
+    "counters_after",
+    "own_watermark",
+]
 
 #: Most watermarks (sites) one row may carry.
 MAX_WATERMARKS = 10_000

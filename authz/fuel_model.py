@@ -143,10 +143,10 @@ class Contract:
     chosen_station_ids: tuple[int, ...] = ()
     #: how far the host had counted each site's spend in ``balance_kop`` (:mod:`authz.balance`;
     #: the evaluators ignore it: a site's replica translates the balance before loading it)
-    watermarks: tuple["Watermark", ...] = ()
+    watermarks: tuple[Watermark, ...] = ()
     #: the sites' offline allowances out of this contract (:class:`authz.balance.Allowance`;
     #: site ``"*"``: every site not named); none: no allowance caps the sites
-    allowances: tuple["Allowance", ...] = ()
+    allowances: tuple[Allowance, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,14 @@ from datetime import date
 from pathlib import Path
 
 from authz import sample
-from authz.fuel_model import Contract, FuelCard, FuelRequest, ProductGroup, Station, Tariff
+from authz.fuel_model import (
+    Contract,
+    FuelCard,
+    FuelRequest,
+    ProductGroup,
+    Station,
+    Tariff,
+)
 from host import master
 from host.ingest import ingest_batch
 from host.ledger import Ledger
@@ -44,7 +51,7 @@ from terminal.replica import FUEL_TABLES, Replica, fuel_decision_body, fuel_requ
 from terminal.sync import _batch_key, _Range
 from wire import Batch, Table, WireRecord
 
-__all__ = ["Network", "run", "main"]
+__all__ = ["Network", "main", "run"]
 
 T0 = 1_795_000_000
 CONTRACT = 7

@@ -36,20 +36,42 @@ from typing import Any
 
 from authz.club_model import ClubCard, PointLot
 from authz.fuel_model import LimitCounter
-from wire import (CLUB_RULES_KEY, DEFAULT_LIMITS, ClubAccountRow, FuelCardRow, Limits, ReplicaDelta, ReplicaSnapshot,
-                  SiteKeys, SnapshotRequest, StopListEntry, Table, TariffRow, deltas_topic, encode, rows_that_fit,
-                  snapshot_topic)
+from wire import (
+    CLUB_RULES_KEY,
+    DEFAULT_LIMITS,
+    ClubAccountRow,
+    FuelCardRow,
+    Limits,
+    ReplicaDelta,
+    ReplicaSnapshot,
+    SiteKeys,
+    SnapshotRequest,
+    StopListEntry,
+    Table,
+    TariffRow,
+    deltas_topic,
+    encode,
+    rows_that_fit,
+    snapshot_topic,
+)
 from wire.topics import MAX_SNAPSHOT_PARTS
 
 from . import rows as R
 from .db import Database
 from .ledger import Ledger
 from .versions import current_version, ensure_version, key_from_text, record_change
-from .watermarks import AllowancePolicy, contract_allowances, row_watermarks, site_watermarks
+from .watermarks import (
+    AllowancePolicy,
+    contract_allowances,
+    row_watermarks,
+    site_watermarks,
+)
 
 __all__ = ["Publisher", "Publication", "delta_publication", "read_rows", "DEFAULT_SNAPSHOT_MAX_AGE_S",
            "DEFAULT_SNAPSHOT_MAX_DELTAS"]
 
+#: No exposure for a contract that sets none: its sites are not capped.
+NO_DEFAULT_EXPOSURE = AllowancePolicy()
 #: A table that changed gets a new retained snapshot once its last one is this old ...
 DEFAULT_SNAPSHOT_MAX_AGE_S = 600
 #: ... or this many versions behind, whichever comes first.
@@ -73,7 +95,7 @@ def _where(keys: Sequence | None, column: str) -> tuple[str, list]:
 
 
 def read_rows(db: Database, table: Table, keys: Sequence | None = None, *, now_utc_s: int,
-              allowances: AllowancePolicy = AllowancePolicy()) -> list[Any]:
+              allowances: AllowancePolicy = NO_DEFAULT_EXPOSURE) -> list[Any]:
     """The replica rows of ``table`` (all, or those of ``keys``), ordered by key. Club lots
     already expired at ``now_utc_s`` are left out (no site can use them); a club account's
     balance below zero (offline overspend) is sent as 0, the least a site may allow.
@@ -179,7 +201,7 @@ class Publisher:
     def __init__(self, ledger: Ledger, *, limits: Limits = DEFAULT_LIMITS, snapshot_interval_s: int = 5,
                  snapshot_max_age_s: int = DEFAULT_SNAPSHOT_MAX_AGE_S,
                  snapshot_max_deltas: int = DEFAULT_SNAPSHOT_MAX_DELTAS,
-                 allowances: AllowancePolicy = AllowancePolicy()) -> None:
+                 allowances: AllowancePolicy = NO_DEFAULT_EXPOSURE) -> None:
         self.ledger = ledger
         #: how contracts' offline exposure is shared among the sites (host.watermarks)
         self.allowances = allowances

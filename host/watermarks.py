@@ -24,7 +24,7 @@ watermarks are of one moment:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from authz.balance import Allowance, Watermark
@@ -36,8 +36,14 @@ from .errors import InvalidInput, NotFound
 from .ledger import Ledger
 from .versions import record_change
 
-__all__ = ["AllowancePolicy", "site_watermarks", "row_watermarks", "contract_allowances", "shares",
-           "set_offline_exposure"]
+__all__ = [
+    "AllowancePolicy",
+    "contract_allowances",
+    "row_watermarks",
+    "set_offline_exposure",
+    "shares",
+    "site_watermarks",
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,15 +17,33 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Protocol
 
-from authz.balance import (ClubCommitSpend, ClubSpend, FuelSpend, account_after, allowed_balance, balance_after,
-                           counters_after)
+from authz.balance import (
+    ClubCommitSpend,
+    ClubSpend,
+    FuelSpend,
+    account_after,
+    allowed_balance,
+    balance_after,
+    counters_after,
+)
 from authz.club_model import ClubPayment, ClubReturn, ClubSale, ClubTopUp, SaleLine
 from authz.localtime import local_date
 from authz.money import MAX_AMOUNT_KOP
 
-__all__ = ["SpendSource", "JournalSpend", "OwnSpend", "spend_of", "translate_contract", "translate_card",
-           "translate_account", "FUEL_COMPLETED", "CLUB_COMMITTED",
-           "CLUB_RETURNED", "CLUB_TOPPED_UP", "SPEND_KINDS"]
+__all__ = [
+    "CLUB_COMMITTED",
+    "CLUB_RETURNED",
+    "CLUB_TOPPED_UP",
+    "FUEL_COMPLETED",
+    "SPEND_KINDS",
+    "JournalSpend",
+    "OwnSpend",
+    "SpendSource",
+    "spend_of",
+    "translate_account",
+    "translate_card",
+    "translate_contract",
+]
 
 #: Journal record kinds that spend (or give back) a balance, counter or account.
 FUEL_COMPLETED = "fuel.completed"

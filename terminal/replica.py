@@ -26,20 +26,49 @@ from typing import Any
 
 from authz import sample
 from authz.balance import allowance_for, own_watermark
-from authz.club_model import ClubCard, ClubModel, ClubPayment, ClubReturn, ClubSale, ClubTopUp, SaleLine
+from authz.club_model import (
+    ClubCard,
+    ClubModel,
+    ClubPayment,
+    ClubReturn,
+    ClubSale,
+    ClubTopUp,
+    SaleLine,
+)
 from authz.errors import ModelError
-from authz.fuel_model import FuelCard, FuelDecision, FuelModel, FuelRequest, ProductGroup, Station, Tariff
+from authz.fuel_model import (
+    FuelCard,
+    FuelDecision,
+    FuelModel,
+    FuelRequest,
+    ProductGroup,
+    Station,
+    Tariff,
+)
 from authz.reasons import Reason
 from authz.update import ClubUpdate, FuelUpdate
 from native import club_evaluator, fuel_evaluator
-from native.compact import ClubColumns, FuelColumns, foreign_stop_keys, release_free_memory, sample_club_columns
+from native.compact import (
+    ClubColumns,
+    FuelColumns,
+    foreign_stop_keys,
+    release_free_memory,
+    sample_club_columns,
+)
 from native.compact import sample_fuel_columns as compact_sample
-
 from wire.messages import ClubAccountRow, FuelCardRow, ReplicaDelta, Table, row_key
 
 from .config import SiteConfig
 from .follower import FullSnapshot, ReplicaUpdate
-from .own_spend import SPEND_KINDS, OwnSpend, SpendSource, spend_of, translate_account, translate_card, translate_contract
+from .own_spend import (
+    SPEND_KINDS,
+    OwnSpend,
+    SpendSource,
+    spend_of,
+    translate_account,
+    translate_card,
+    translate_contract,
+)
 
 log = logging.getLogger("edgepos.replica")
 
@@ -383,13 +412,16 @@ class Replica:
         seqs = {key: seq_of(w) for key, w in noted.items()}
         low = min(seqs.values(), default=0)
         spend = spend_of(self.own.records_after(low), self._tz_of) if self.own is not None and rows else OwnSpend()
+        fm, cm = self.fuel_model, self.club_model
         if table is Table.CONTRACTS:
             new = [translate_contract(r, seqs[(table, r.contract_id)], allowed[r.contract_id], spend) for r in rows]
         elif table is Table.FUEL_CARDS:
-            products = {p.code: p for p in self.fuel_model.products}
+            assert fm is not None
+            products = {p.code: p for p in fm.products}
             new = [translate_card(r, seqs[(table, r.card.card_no)], products, spend) for r in rows]
         else:
-            rules = self.club_model.rules
+            assert cm is not None
+            rules = cm.rules
             new = [translate_account(r, seqs[(table, r.account.account_id)], rules, spend) for r in rows]
             for r in rows:  # the per-card offline redemption allowance starts again from the host's count
                 for c in r.cards:
@@ -415,10 +447,10 @@ class Replica:
             if table is Table.CONTRACTS:
                 self.allowances.clear()
         else:
-            for key in update.deletes:
-                self.own_watermarks.pop((table, key), None)
+            for gone in update.deletes:
+                self.own_watermarks.pop((table, gone), None)
                 if table is Table.CONTRACTS:
-                    self.allowances.pop(key, None)
+                    self.allowances.pop(int(gone), None)
         self.own_watermarks.update((k, w) for k, w in noted.items() if w)
         for key in [k for k, w in noted.items() if not w]:
             self.own_watermarks.pop(key, None)
@@ -455,6 +487,7 @@ class Replica:
         wm = self.own_watermarks
         if self.fuel is not None:
             ev, m = self.fuel, self.fuel_model
+            assert m is not None
             contracts = []
             for cid in sorted(set(spend.by_contract) | set(self.allowances)):
                 i = m.contract_index.get(cid)
@@ -479,6 +512,7 @@ class Replica:
                 self._fuel_model = None
         if self.club is not None and spend.by_club_card:
             ev, cm = self.club, self.club_model
+            assert cm is not None
             touched = {cm.cards[cm.card_index[no]].account_id for no in spend.by_club_card if no in cm.card_index}
             cards_of: dict[int, list[ClubCard]] = {a: [] for a in touched}
             for i in range(len(cm.cards)):

@@ -56,7 +56,7 @@ def test_sites_of_one_contract_never_pay_past_balance_credit_and_exposure(tmp_pa
 
 
 def test_the_figures_printed_hold_the_bound_and_without_allowances_they_do_not(tmp_path):
-    kw = dict(n_sites=4, balance_kop=1_000_000, credit_line_kop=200_000, seed=3)
+    kw = {"n_sites": 4, "balance_kop": 1_000_000, "credit_line_kop": 200_000, "seed": 3}
     fig = run(tmp_path / "with", exposure_kop=300_000, **kw)
     assert fig["within_bound"] == 1 and fig["approved_total_kop"] <= 1_500_000
     assert fig["approved_offline_kop"] > 0  # the offline sites did sell, within their allowances

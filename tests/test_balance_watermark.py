@@ -16,21 +16,30 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from authz import sample
-from authz.fuel_model import ProductGroup, Station
 from authz.club_model import ClubPayment, ClubSale, ClubTopUp, SaleLine
+from authz.fuel_model import ProductGroup, Station
 from host import master
 from host.ingest import ingest_batch
 from host.ledger import Ledger
 from host.publisher import Publisher
 from terminal.follower import FullSnapshot
-from terminal.journal import Journal, Record
 from terminal.ids import new_id, new_txn_id
+from terminal.journal import Journal, Record
 from terminal.own_spend import JournalSpend
 from terminal.replica import CLUB_TABLES, FUEL_TABLES, Replica, club_sale_body
 from terminal.sync import _batch_key, _Range
+from tests.host.edge import (
+    CARD,
+    CARD2,
+    CONTRACT,
+    STATION,
+    T0,
+    Site,
+    club_world,
+    contract,
+    fuel_card,
+)
 from wire import Batch, Table, WireRecord, row_key
-
-from tests.host.edge import CARD, CARD2, CONTRACT, STATION, T0, Site, club_world, contract, fuel_card
 
 SITE = "S1"
 CARDS = (CARD, CARD2)

@@ -408,10 +408,10 @@ def _balance_fields(v: object) -> tuple[object, tuple[Watermark, ...], tuple[All
     if type(v) is not dict or ("watermarks" not in v and "allowances" not in v):
         return v, (), ()
     v = dict(v)
-    pairs = []
+    pairs: list[tuple[Any, ...]] = []
     for name in ("watermarks", "allowances"):
         raw = v.pop(name, [])
-        out = []
+        out: list[Any] = []
         for i, item in enumerate(_list(raw, name, MAX_WATERMARKS)):
             if type(item) is not list and type(item) is not tuple or len(item) != 2:
                 raise _bad(f"{name}[{i}]", f"must be [site_id, number], got {_show(item)}")
