@@ -117,12 +117,39 @@ class OwnSpend:
         """Points the approved commits on ``card_no`` after journal seq ``seq`` redeemed."""
         return sum(p for s, p in self.redeemed.get(card_no, ()) if s > seq)
 
+    def forget_contract(self, contract_id: int, seq: int) -> None:
+        """Drop the deliveries on a contract up to journal seq ``seq``: a row of it at that
+        watermark is held, and watermarks never go back, so they are counted for good."""
+        _keep_after(self.by_contract, contract_id, seq, lambda s: s.seq)
 
-def spend_of(records: Iterable[Any], tz_of: Callable[[int], str | None]) -> OwnSpend:
+    def forget_fuel_card(self, card_no: str, seq: int) -> None:
+        """The same for a fuel card's deliveries."""
+        _keep_after(self.by_fuel_card, card_no, seq, lambda s: s.seq)
+
+    def forget_club_cards(self, card_nos: Iterable[str], seq: int) -> None:
+        """The same for the club operations (and redemptions) on an account's cards."""
+        for no in card_nos:
+            _keep_after(self.by_club_card, no, seq, lambda x: x[0])
+            _keep_after(self.redeemed, no, seq, lambda x: x[0])
+
+
+def _keep_after(index: dict, key: Any, seq: int, seq_of: Callable[[Any], int]) -> None:
+    items = index.get(key)
+    if items is None:
+        return
+    kept = [x for x in items if seq_of(x) > seq]
+    if kept:
+        index[key] = kept
+    else:
+        del index[key]
+
+
+def spend_of(records: Iterable[Any], tz_of: Callable[[int], str | None], into: OwnSpend | None = None) -> OwnSpend:
     """The spend among journal ``records`` (any object with ``seq``, ``kind`` and ``body``),
-    grouped. ``tz_of(contract_id)`` gives a contract's time zone (None: not in the replica;
-    its deliveries still count on the contract's balance, on no card limit)."""
-    out = OwnSpend()
+    grouped (added to ``into`` if given). ``tz_of(contract_id)`` gives a contract's time zone
+    (None: not in the replica; its deliveries still count on the contract's balance, on no
+    card limit)."""
+    out = OwnSpend() if into is None else into
     for rec in records:
         kind, body, seq = rec.kind, rec.body, rec.seq
         if kind == FUEL_COMPLETED:

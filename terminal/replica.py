@@ -142,6 +142,10 @@ class Replica:
         #: this site's offline allowance per contract (kopecks of uncounted spend), where the
         #: host gives one
         self.allowances: dict[int, int] = {}
+        #: this site's spend read from the journal so far (up to seq ``_spend_seq``), by row;
+        #: what a row's watermark passes is dropped, so it holds about the uncounted spend
+        self._spend = OwnSpend()
+        self._spend_seq = 0
 
     def return_on_disk(self, sale_id: str, record_id: str) -> None:
         """The return ``record_id`` of ``sale_id`` is committed: the journal counts it now."""
@@ -410,8 +414,7 @@ class Replica:
                 allowed[r.contract_id] = allowance_for(r.allowances, site)
         seq_of = self._seq_of()
         seqs = {key: seq_of(w) for key, w in noted.items()}
-        low = min(seqs.values(), default=0)
-        spend = spend_of(self.own.records_after(low), self._tz_of) if self.own is not None and rows else OwnSpend()
+        spend = self._read_spend()
         fm, cm = self.fuel_model, self.club_model
         if table is Table.CONTRACTS:
             new = [translate_contract(r, seqs[(table, r.contract_id)], allowed[r.contract_id], spend) for r in rows]
@@ -426,9 +429,39 @@ class Replica:
             for r in rows:  # the per-card offline redemption allowance starts again from the host's count
                 for c in r.cards:
                     self._set_redeemed(c.card_no, spend.redeemed_past(c.card_no, seqs[(table, r.account.account_id)]))
+        self._forget(table, rows, seqs)
         if isinstance(update, FullSnapshot):
             return replace(update, rows=tuple(new))
         return replace(update, upserts=tuple(new))
+
+    def _read_spend(self) -> OwnSpend:
+        """The spend index, with the journal's records since the last read added."""
+        if self.own is not None:
+            last = [self._spend_seq]
+
+            def noting(records: Iterable[Any]) -> Iterator[Any]:
+                for r in records:
+                    last[0] = max(last[0], r.seq or 0)
+                    if r.kind in SPEND_KINDS:
+                        yield r
+            spend_of(noting(self.own.records_after(self._spend_seq)), self._tz_of, self._spend)
+            self._spend_seq = last[0]
+        return self._spend
+
+    def _forget(self, table: Table, rows: Iterable[Any], seqs: Mapping[tuple[Table, Any], int]) -> None:
+        """Drop from the spend index what the rows' watermarks now count (a translation
+        failing later only leaves spend the next row of the key counts anyway)."""
+        for r in rows:
+            key = row_key(table, r)
+            seq = seqs.get((table, key), 0)
+            if not seq:
+                continue
+            if table is Table.CONTRACTS:
+                self._spend.forget_contract(key, seq)
+            elif table is Table.FUEL_CARDS:
+                self._spend.forget_fuel_card(key, seq)
+            else:
+                self._spend.forget_club_cards((c.card_no for c in r.cards), seq)
 
     def _set_redeemed(self, card_no: str, points: int) -> None:
         if points:
@@ -481,7 +514,16 @@ class Replica:
     def _rebase(self, records: Iterable[Any]) -> int:
         """The evaluators' figures (the host's, as loaded) plus this site's spend past each
         row's watermark, applied as one update per business; returns the spend records read."""
-        spend = spend_of((r for r in records if r.kind in SPEND_KINDS), self._tz_of)
+        last = [0]
+
+        def noting(records: Iterable[Any]) -> Iterator[Any]:
+            for r in records:
+                last[0] = max(last[0], r.seq or 0)
+                if r.kind in SPEND_KINDS:
+                    yield r
+        self._spend, self._spend_seq = spend_of(noting(records), self._tz_of), 0
+        spend = self._spend
+        self._spend_seq = last[0]
         n = sum(len(v) for v in spend.by_contract.values()) + sum(len(v) for v in spend.by_club_card.values())
         seq_of = self._seq_of()
         wm = self.own_watermarks
@@ -494,8 +536,9 @@ class Replica:
                 if i is None:
                     continue
                 now = replace(m.contracts[i], balance_kop=ev.balance_kop(cid))
-                contracts.append(translate_contract(now, seq_of(wm.get((Table.CONTRACTS, cid), 0)),
-                                                    self.allowances.get(cid), spend))
+                seq = seq_of(wm.get((Table.CONTRACTS, cid), 0))
+                contracts.append(translate_contract(now, seq, self.allowances.get(cid), spend))
+                spend.forget_contract(cid, seq)
             products = {p.code: p for p in m.products}
             cards = []
             for card_no in sorted(spend.by_fuel_card):
@@ -504,9 +547,10 @@ class Replica:
                     continue
                 counters = tuple((lim.limit_id, c) for lim in card.limits
                                  if (c := ev.counter(card_no, lim.limit_id)) is not None)
-                row = translate_card(FuelCardRow(card, counters), seq_of(wm.get((Table.FUEL_CARDS, card_no), 0)),
-                                     products, spend)
+                seq = seq_of(wm.get((Table.FUEL_CARDS, card_no), 0))
+                row = translate_card(FuelCardRow(card, counters), seq, products, spend)
                 cards.append((row.card, row.counters))
+                spend.forget_fuel_card(card_no, seq)
             if contracts or cards:
                 ev.apply(FuelUpdate(contracts=tuple(contracts), cards=tuple(cards)))
                 self._fuel_model = None
@@ -529,6 +573,7 @@ class Replica:
                 rows.append((row.account, row.cards))
                 for c in cards_of[aid]:
                     self._set_redeemed(c.card_no, spend.redeemed_past(c.card_no, seq))
+                spend.forget_club_cards((c.card_no for c in cards_of[aid]), seq)
             ev.apply(ClubUpdate(accounts=tuple(rows)))
             self._club_model = None
         return n

@@ -12,7 +12,7 @@ import itertools
 from collections import defaultdict
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from authz import sample
@@ -262,6 +262,12 @@ steps = st.lists(st.one_of(
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps)
+# spend the host has not counted survives two rows of the same contract in a row
+@example([("fuel", CARD, 1_000), ("batch", 12), ("fuel", CARD, 2_000), ("other", CARD2, 500), ("other", CARD2, 700),
+          ("topup", 0, 1_000), ("batch", 3), ("topup", 0, 2_000), ("pay", 0, 500), ("batch", 1), ("restart",)])
+@example([("topup", 0, 1_000), ("batch", 12), ("topup", 0, 2_000), ("snapshot", Table.CLUB_ACCOUNTS),
+          ("snapshot", Table.CLUB_ACCOUNTS), ("fuel", CARD2, 900), ("snapshot", Table.FUEL_CARDS),
+          ("snapshot", Table.FUEL_CARDS)])
 def test_the_site_sees_the_host_plus_its_own_unacknowledged_spend_on_both_evaluators(tmp_path_factory, plan):
     w = World(tmp_path_factory.mktemp("balance"))
 
