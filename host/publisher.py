@@ -12,6 +12,9 @@ publishes as they are.
   one every 0.2 s).
 - **Ledger-driven changes** (balances, counters, club accounts) are marked dirty by ingest;
   :meth:`Publisher.flush_dirty` folds them into one delta per table and cycle.
+- **The balance rule.** Contract, fuel card and club account rows carry the watermark of each
+  site whose spend they hold, and contracts their offline allowances
+  (:mod:`host.watermarks`), read in the same transaction as the figures (:func:`read_rows`).
 - **Snapshots.** :meth:`Publisher.snapshot` reads a whole table at one version (one read
   transaction) and cuts it into parts with :func:`wire.rows_that_fit`. :meth:`Publisher.on_request`
   answers a :class:`wire.SnapshotRequest`: nothing if the retained snapshot is already newer

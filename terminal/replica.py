@@ -4,6 +4,9 @@ evaluator, with the local spend since the last host update applied on top.
 Every purchase on this site goes through the one evaluator instance of its business, so two
 purchases never spend the same balance twice; the journal is the record of that spend, and
 :meth:`Replica.replay` re-applies it after a restart (the evaluator state is memory only).
+A replica from the host re-applies only the spend past each row's watermark, and translates
+every balance row an update brings the same way (the balance rule, :mod:`authz.balance`,
+:mod:`terminal.own_spend`; docs/sync.md).
 
 The replica is also where the lanes reserve what the evaluators do not keep: points
 redeemed offline per card, returns decided but not yet on disk per sale, and the fuel
