@@ -7,6 +7,7 @@ the model (read only) and the state (balances and counters; only :func:`complete
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 
 from .errors import RequestError
@@ -90,22 +91,34 @@ def complete(model: FuelModel, state: FuelState, req: FuelRequest, decision: Fue
     contract = model.contracts[model.contract_index[card.contract_id]]
     today = local_date(req.now_utc_s, contract.tz)
     amount = amount_for_volume(delivered_volume_ml, decision.unit_price_kop_per_l)
+    after = count_delivery(card, product, today, lambda lid: state.counters.get((card.card_no, lid)),
+                           delivered_volume_ml, amount)
+    for limit_id, counter in after:
+        state.counters[(card.card_no, limit_id)] = counter
+    state.balances[contract.contract_id] -= amount
+    return FuelCompletion(delivered_volume_ml, amount, tuple(after), state.balances[contract.contract_id],
+                          decision.volume_ml - delivered_volume_ml, decision.amount_kop - amount)
+
+
+def count_delivery(card: FuelCard, product: Product, today: date, counter_of: Callable[[int], LimitCounter | None],
+                   volume_ml: int, amount_kop: int) -> list[tuple[int, LimitCounter]]:
+    """The counters of ``card``'s limits after a delivery of ``volume_ml`` (``amount_kop``)
+    of ``product`` authorized on local day ``today``: every limit with a period that covers
+    the product counts it (litres or kopecks) in the period containing ``today``; a counter
+    of an earlier period starts again from nothing. ``counter_of(limit_id)`` is the counter
+    now. The one counting rule of :func:`complete` and of the balance rule
+    (:func:`authz.balance.counters_after`)."""
     after: list[tuple[int, LimitCounter]] = []
     for limit in card.limits:
         if limit.period is Period.TRANSACTION or not limit.covers(product):
             continue
-        key = (card.card_no, limit.limit_id)
         start = period_start(limit.period, today)
-        counter = state.counters.get(key)
+        counter = counter_of(limit.limit_id)
         if counter is None or counter.period_start < start:
             counter = LimitCounter(0, start)
-        added = delivered_volume_ml if limit.unit is LimitUnit.MILLILITRES else amount
-        counter = LimitCounter(counter.spent + added, counter.period_start)
-        state.counters[key] = counter
-        after.append((limit.limit_id, counter))
-    state.balances[contract.contract_id] -= amount
-    return FuelCompletion(delivered_volume_ml, amount, tuple(after), state.balances[contract.contract_id],
-                          decision.volume_ml - delivered_volume_ml, decision.amount_kop - amount)
+        added = volume_ml if limit.unit is LimitUnit.MILLILITRES else amount_kop
+        after.append((limit.limit_id, LimitCounter(counter.spent + added, counter.period_start)))
+    return after
 
 
 def unit_price(model: FuelModel, contract: Contract, station: Station, product: Product,
@@ -183,4 +196,4 @@ def _decline(reason: Reason) -> FuelDecision:
     return FuelDecision(reason, 0, 0, 0, 0, None)
 
 
-__all__ = ["authorize", "complete", "unit_price", "period_start", "spent_in_period", "mask_card_no"]
+__all__ = ["authorize", "complete", "count_delivery", "unit_price", "period_start", "spent_in_period", "mask_card_no"]

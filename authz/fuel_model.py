@@ -11,11 +11,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
 from .errors import ModelError
 from .localtime import zone
 from .money import BP_WHOLE, MAX_AMOUNT_KOP, MAX_PRICE_KOP_PER_L, MAX_VOLUME_ML
 from .reasons import Reason
+
+if TYPE_CHECKING:
+    from .balance import Allowance, Watermark
 
 
 class ProductGroup(IntEnum):
@@ -137,6 +141,12 @@ class Contract:
     balance_kop: int
     credit_line_kop: int = 0
     chosen_station_ids: tuple[int, ...] = ()
+    #: how far the host had counted each site's spend in ``balance_kop`` (:mod:`authz.balance`;
+    #: the evaluators ignore it: a site's replica translates the balance before loading it)
+    watermarks: tuple[Watermark, ...] = ()
+    #: the sites' offline allowances out of this contract (:class:`authz.balance.Allowance`;
+    #: site ``"*"``: every site not named); none: no allowance caps the sites
+    allowances: tuple[Allowance, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,10 @@ The rules of an update:
 - The state of an upserted row is the host's: a contract's balance, a fuel card's limit
   counters (those given with it; a limit without one has spent nothing), a club account's
   balance, turnover and lots. Rows the update does not name keep their state now, this
-  site's spend included. (The balance watermark rule, which re-applies the site's own spend
-  the host has not yet counted on top of the host's balance, is for a later issue: it hooks
-  in where an upserted contract or account takes the host's figures.)
+  site's spend included. A site's replica hands the evaluators rows already translated by
+  the balance rule (:mod:`authz.balance`: the host's figures plus the site's own spend past
+  the row's watermark, a contract's balance capped by the site's offline allowance), so the
+  state an update sets is the site's view, the same for both evaluators.
 - A club account row comes with exactly the cards that point to it: a card the account had
   and the row does not list goes, unless another row of the same update lists it.
 - The stop list: ``stop_listed`` numbers go on it, ``stop_unlisted`` come off (whether or not

@@ -214,7 +214,7 @@ class BatchEffects:
             db.executemany("INSERT INTO ledger_issues (record_id, site_id, kind, detail, created_at_utc_s) "
                            "VALUES (?, ?, ?, ?, ?)", [(r, self.site_id, k, d, self.now) for r, k, d in self.issues])
         if self.dirty:
-            mark_dirty(db, self.dirty)
+            mark_dirty(db, self.dirty, self.site_id)  # the site's spend is in these rows now
 
     def _apply_charges(self) -> None:
         db = self.db

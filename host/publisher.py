@@ -12,6 +12,9 @@ publishes as they are.
   one every 0.2 s).
 - **Ledger-driven changes** (balances, counters, club accounts) are marked dirty by ingest;
   :meth:`Publisher.flush_dirty` folds them into one delta per table and cycle.
+- **The balance rule.** Contract, fuel card and club account rows carry the watermark of each
+  site whose spend they hold, and contracts their offline allowances
+  (:mod:`host.watermarks`), read in the same transaction as the figures (:func:`read_rows`).
 - **Snapshots.** :meth:`Publisher.snapshot` reads a whole table at one version (one read
   transaction) and cuts it into parts with :func:`wire.rows_that_fit`. :meth:`Publisher.on_request`
   answers a :class:`wire.SnapshotRequest`: nothing if the retained snapshot is already newer
@@ -31,24 +34,47 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from authz.club_model import ClubCard, PointLot
 from authz.fuel_model import LimitCounter
-from wire import (CLUB_RULES_KEY, DEFAULT_LIMITS, ClubAccountRow, FuelCardRow, Limits, ReplicaDelta, ReplicaSnapshot,
-                  SiteKeys, SnapshotRequest, StopListEntry, Table, TariffRow, deltas_topic, encode, rows_that_fit,
-                  snapshot_topic)
+from wire import (
+    CLUB_RULES_KEY,
+    DEFAULT_LIMITS,
+    ClubAccountRow,
+    FuelCardRow,
+    Limits,
+    ReplicaDelta,
+    ReplicaSnapshot,
+    SiteKeys,
+    SnapshotRequest,
+    StopListEntry,
+    Table,
+    TariffRow,
+    deltas_topic,
+    encode,
+    rows_that_fit,
+    snapshot_topic,
+)
 from wire.topics import MAX_SNAPSHOT_PARTS
 
 from . import rows as R
 from .db import Database
 from .ledger import Ledger
 from .versions import current_version, ensure_version, key_from_text, record_change
+from .watermarks import (
+    AllowancePolicy,
+    contract_allowances,
+    row_watermarks,
+    site_watermarks,
+)
 
 __all__ = ["Publisher", "Publication", "delta_publication", "read_rows", "DEFAULT_SNAPSHOT_MAX_AGE_S",
            "DEFAULT_SNAPSHOT_MAX_DELTAS"]
 
+#: No exposure for a contract that sets none: its sites are not capped.
+NO_DEFAULT_EXPOSURE = AllowancePolicy()
 #: A table that changed gets a new retained snapshot once its last one is this old ...
 DEFAULT_SNAPSHOT_MAX_AGE_S = 600
 #: ... or this many versions behind, whichever comes first.
@@ -71,10 +97,41 @@ def _where(keys: Sequence | None, column: str) -> tuple[str, list]:
     return f" WHERE {column} IN ({{in}})", list(keys)
 
 
-def read_rows(db: Database, table: Table, keys: Sequence | None = None, *, now_utc_s: int) -> list[Any]:
+def read_rows(db: Database, table: Table, keys: Sequence | None = None, *, now_utc_s: int,
+              allowances: AllowancePolicy = NO_DEFAULT_EXPOSURE) -> list[Any]:
     """The replica rows of ``table`` (all, or those of ``keys``), ordered by key. Club lots
     already expired at ``now_utc_s`` are left out (no site can use them); a club account's
-    balance below zero (offline overspend) is sent as 0, the least a site may allow."""
+    balance below zero (offline overspend) is sent as 0, the least a site may allow.
+
+    Contracts, fuel cards and club accounts carry the watermark of each site whose spend they
+    hold, and contracts their offline allowances (:mod:`host.watermarks`): call this inside a
+    read transaction, so the figures and the watermarks are of one moment."""
+    rows = _read_rows(db, table, keys, now_utc_s=now_utc_s)
+    if table in (Table.CONTRACTS, Table.FUEL_CARDS, Table.CLUB_ACCOUNTS) and rows:
+        rows = _with_balance_fields(db, table, keys, rows, allowances)
+    return rows
+
+
+def _with_balance_fields(db: Database, table: Table, keys: Sequence | None, rows: list[Any],
+                         policy: AllowancePolicy) -> list[Any]:
+    """``rows`` with their watermarks (and a contract's allowances) filled in."""
+    marks = site_watermarks(db)
+    wm = row_watermarks(db, table, keys, marks)
+    if table is Table.CONTRACTS:
+        ids = [r.contract_id for r in rows]
+        exposures = db.select_in("SELECT contract_id, offline_exposure_kop FROM contracts WHERE contract_id IN ({in})",
+                                 ids)
+        active = [s for (s,) in db.fetchall("SELECT site_id FROM sites WHERE status = 'active' ORDER BY site_id")]
+        allowed = contract_allowances(db, exposures, policy, active)
+        return [replace(r, watermarks=wm.get(str(r.contract_id), ()), allowances=allowed.get(r.contract_id, ()))
+                for r in rows]
+    if table is Table.FUEL_CARDS:
+        return [replace(r, watermarks=wm[r.card.card_no]) if r.card.card_no in wm else r for r in rows]
+    return [replace(r, watermarks=wm[str(r.account.account_id)]) if str(r.account.account_id) in wm else r
+            for r in rows]
+
+
+def _read_rows(db: Database, table: Table, keys: Sequence | None = None, *, now_utc_s: int) -> list[Any]:
 
     def q(sql: str, column: str) -> list[tuple]:
         if keys is None:
@@ -146,8 +203,11 @@ class Publisher:
 
     def __init__(self, ledger: Ledger, *, limits: Limits = DEFAULT_LIMITS, snapshot_interval_s: int = 5,
                  snapshot_max_age_s: int = DEFAULT_SNAPSHOT_MAX_AGE_S,
-                 snapshot_max_deltas: int = DEFAULT_SNAPSHOT_MAX_DELTAS) -> None:
+                 snapshot_max_deltas: int = DEFAULT_SNAPSHOT_MAX_DELTAS,
+                 allowances: AllowancePolicy = NO_DEFAULT_EXPOSURE) -> None:
         self.ledger = ledger
+        #: how contracts' offline exposure is shared among the sites (host.watermarks)
+        self.allowances = allowances
         self.limits = limits
         self.snapshot_interval_s = snapshot_interval_s
         self.snapshot_max_age_s = snapshot_max_age_s
@@ -219,7 +279,7 @@ class Publisher:
         whose row is gone is a delete."""
         now = self.ledger.now()
         with self.db.transaction(write=False, snapshot=True):
-            rows = read_rows(self.db, table, list(up_keys), now_utc_s=now)
+            rows = read_rows(self.db, table, list(up_keys), now_utc_s=now, allowances=self.allowances)
         found = {_key(table, r) for r in rows}
         deletes = tuple(dict.fromkeys([k for k in up_keys if k not in found] + [k for k in gone_keys
                                                                                if k not in found]))
@@ -240,7 +300,7 @@ class Publisher:
             self.db.run(ensure_version, table)
         with self.db.transaction(write=False, snapshot=True):
             version = current_version(self.db, table)
-            rows = read_rows(self.db, table, None, now_utc_s=now)
+            rows = read_rows(self.db, table, None, now_utc_s=now, allowances=self.allowances)
         parts: list[tuple] = []
         i = 0
         while i < len(rows) or not parts:

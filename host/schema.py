@@ -353,8 +353,21 @@ def _v4(db: Database) -> list[str]:
     return [s.strip() for s in _WEB.replace("{autoid}", db.autoid).split(";") if s.strip()]
 
 
+def _v5(db: Database) -> list[str]:
+    """The balance rule (docs/sync.md): which sites' spend each balance or counter row holds
+    (``replica_spenders``, written by ingest beside its dirty marks: a published row names
+    those sites' watermarks), and each contract's offline exposure (NULL: the host's default),
+    shared out as the sites' offline allowances when it is set (``offline_allowances``; site
+    ``*``: every site not named; host.watermarks)."""
+    return ["CREATE TABLE replica_spenders (tbl TEXT NOT NULL, key TEXT NOT NULL, site_id TEXT NOT NULL, "
+            "PRIMARY KEY (tbl, key, site_id))",
+            "ALTER TABLE contracts ADD COLUMN offline_exposure_kop BIGINT",
+            "CREATE TABLE offline_allowances (contract_id BIGINT NOT NULL, site_id TEXT NOT NULL, "
+            "amount_kop BIGINT NOT NULL, PRIMARY KEY (contract_id, site_id))"]
+
+
 #: ``MIGRATIONS[n]`` (1-based) gives the statements that take a database to version n.
-MIGRATIONS: list[Callable[[Database], list[str]]] = [_v1, _v2, _v3, _v4]
+MIGRATIONS: list[Callable[[Database], list[str]]] = [_v1, _v2, _v3, _v4, _v5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -74,10 +74,17 @@ def record_change(db: Database, table: Table, upserts: Sequence = (), deletes: S
     return version
 
 
-def mark_dirty(db: Database, keys: Iterable[tuple[Table, str | int]]) -> None:
+def mark_dirty(db: Database, keys: Iterable[tuple[Table, str | int]], site_id: str | None = None) -> None:
     """Note rows that ingest changed, for the publisher's next coalesced delta. The upsert
     locks the dirty row until commit, so a concurrent flush cannot clear the mark and read the
-    row before this transaction's change is visible."""
+    row before this transaction's change is visible.
+
+    ``site_id``: the site whose spend changed them. Each row then holds some of that site's
+    spend, so every publication of the row names the site's watermark (``replica_spenders``;
+    the balance rule, :mod:`authz.balance`)."""
     rows = sorted({(t.value, str(k)) for t, k in keys})
     db.insert_many("replica_dirty", ("tbl", "key", "gen"), ("text", "text", "bigint"), [r + (0,) for r in rows],
                    "ON CONFLICT (tbl, key) DO UPDATE SET gen = replica_dirty.gen + 1")
+    if site_id is not None:
+        db.insert_many("replica_spenders", ("tbl", "key", "site_id"), ("text", "text", "text"),
+                       [r + (site_id,) for r in rows], "ON CONFLICT (tbl, key, site_id) DO NOTHING")

@@ -55,6 +55,7 @@ from .fuel import (
 from .fuel import TERMINAL_KINDS as FUEL_TERMINAL_KINDS
 from .journal import Journal, JournalClosedError, JournalError
 from .provision import ProvisionStatus, build_replica, tables_needed
+from .own_spend import JournalSpend
 from .replica import Replica, ReplicaUpdateError
 from .replica_store import STORE_FILE, ReplicaStore, ReplicaStoreError, versions_text
 from .snapshot_swap import apply_snapshot
@@ -436,6 +437,8 @@ class Daemon:
         if self._replica is None:
             await self._provision()
         self.fuel_holds = self.replica.fuel_holds
+        if self.replica.site_id is not None:  # the host's replica: re-apply only spend past each row's watermark
+            self.replica.follow_own_spend(JournalSpend(self.config.site_id, self._live_journal()))
         self._replayed = self.replica.replay(self._noting_cards(self._all_records()))
         for till_cfg in self.config.tills:
             self.tills[till_cfg.till_id] = TillLane(till_cfg, self.config.site_id, self.replica, self.journal, self.bus)

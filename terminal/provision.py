@@ -83,4 +83,5 @@ def build_replica(config: SiteConfig, rows: Mapping[Table, Iterable[Any]], *,
     iterable read once, so the store can stream a million cards): the fuel business for a
     site with pumps, the club for one with tills (:meth:`terminal.replica.Replica.from_rows`).
     Raises :class:`terminal.replica.ReplicaUpdateError` for tables that do not hold together."""
-    return Replica.from_rows(rows, fuel=bool(config.pumps), club=bool(config.tills), versions=versions, impl=impl)
+    return Replica.from_rows(rows, fuel=bool(config.pumps), club=bool(config.tills), versions=versions, impl=impl,
+                             site_id=config.site_id)  # the balance rule: each row's watermark for this site

@@ -4,6 +4,9 @@ evaluator, with the local spend since the last host update applied on top.
 Every purchase on this site goes through the one evaluator instance of its business, so two
 purchases never spend the same balance twice; the journal is the record of that spend, and
 :meth:`Replica.replay` re-applies it after a restart (the evaluator state is memory only).
+A replica from the host re-applies only the spend past each row's watermark, and translates
+every balance row an update brings the same way (the balance rule, :mod:`authz.balance`,
+:mod:`terminal.own_spend`; docs/sync.md).
 
 The replica is also where the lanes reserve what the evaluators do not keep: points
 redeemed offline per card, returns decided but not yet on disk per sale, and the fuel
@@ -20,24 +23,55 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from authz import sample
-from authz.club_model import ClubModel, ClubPayment, ClubReturn, ClubSale, ClubTopUp, SaleLine
+from authz.balance import allowance_for, own_watermark
+from authz.club_model import (
+    ClubCard,
+    ClubModel,
+    ClubPayment,
+    ClubReturn,
+    ClubSale,
+    ClubTopUp,
+    SaleLine,
+)
 from authz.errors import ModelError
-from authz.fuel_model import FuelCard, FuelDecision, FuelModel, FuelRequest, ProductGroup, Station, Tariff
+from authz.fuel_model import (
+    FuelCard,
+    FuelDecision,
+    FuelModel,
+    FuelRequest,
+    ProductGroup,
+    Station,
+    Tariff,
+)
 from authz.reasons import Reason
 from authz.update import ClubUpdate, FuelUpdate
 from native import club_evaluator, fuel_evaluator
-from native.compact import ClubColumns, FuelColumns, foreign_stop_keys, release_free_memory, sample_club_columns
+from native.compact import (
+    ClubColumns,
+    FuelColumns,
+    foreign_stop_keys,
+    release_free_memory,
+    sample_club_columns,
+)
 from native.compact import sample_fuel_columns as compact_sample
-
-from wire.messages import FuelCardRow, ReplicaDelta, Table, row_key
+from wire.messages import ClubAccountRow, FuelCardRow, ReplicaDelta, Table, row_key
 
 from .config import SiteConfig
 from .follower import FullSnapshot, ReplicaUpdate
+from .own_spend import (
+    SPEND_KINDS,
+    OwnSpend,
+    SpendSource,
+    spend_of,
+    translate_account,
+    translate_card,
+    translate_contract,
+)
 
 log = logging.getLogger("edgepos.replica")
 
@@ -99,6 +133,22 @@ class Replica:
         self.fuel_holds: dict[int, int] = {}
         #: fuel cards with an open authorization on this site: card number -> transaction id
         self.fuel_open_cards: dict[str, str] = {}
+        #: this site's id when the replica is the host's (from_rows): its rows carry the balance
+        #: rule's watermarks and allowances (:mod:`authz.balance`); None: a generated replica
+        self.site_id: str | None = None
+        #: this site's spend (its journal), set by :meth:`follow_own_spend`: re-applied on top
+        #: of the host's figures past each row's watermark
+        self.own: SpendSource | None = None
+        #: this site's batch watermark of each contract, fuel card and club account row that
+        #: names it (a row that does not has none of the site's spend: watermark 0)
+        self.own_watermarks: dict[tuple[Table, Any], int] = {}
+        #: this site's offline allowance per contract (kopecks of uncounted spend), where the
+        #: host gives one
+        self.allowances: dict[int, int] = {}
+        #: this site's spend read from the journal so far (up to seq ``_spend_seq``), by row;
+        #: what a row's watermark passes is dropped, so it holds about the uncounted spend
+        self._spend = OwnSpend()
+        self._spend_seq = 0
 
     def return_on_disk(self, sale_id: str, record_id: str) -> None:
         """The return ``record_id`` of ``sale_id`` is committed: the journal counts it now."""
@@ -199,7 +249,8 @@ class Replica:
 
     @classmethod
     def from_rows(cls, rows: Mapping[Table, Iterable[Any]], *, fuel: bool = True, club: bool = True,
-                  versions: Mapping[Table, int] | None = None, impl: str | None = None) -> Replica:
+                  versions: Mapping[Table, int] | None = None, impl: str | None = None,
+                  site_id: str | None = None) -> Replica:
         """The replica of a site built from a complete set of the host's tables.
 
         ``rows[table]`` is every row of ``table`` as :mod:`wire` decodes them (an iterable,
@@ -211,7 +262,16 @@ class Replica:
         follow it). With the native evaluator (the default) no Python object is kept per
         card: the rows become columns, then packed tables (:mod:`native.compact`).
 
+        ``site_id`` (this site's): the rows' figures are the host's, and the site's own spend
+        the host has not counted is re-applied on them by :meth:`replay` once
+        :meth:`follow_own_spend` gives the journal (the balance rule, :mod:`authz.balance`);
+        each row's watermark and allowance for this site are kept for it.
+
         Raises :class:`ReplicaUpdateError` when the rows are inconsistent."""
+        marks: dict[tuple[Table, Any], int] = {}
+        allowances: dict[int, int] = {}
+        if site_id is not None:
+            rows = _noting_balance_fields(rows, site_id, marks, allowances)
         try:
             fuel_src = _fuel_source(rows) if fuel else None
             club_src = _club_source(rows) if club else None
@@ -221,7 +281,17 @@ class Replica:
         del fuel_src, club_src
         release_free_memory()
         replica.table_versions = {Table(t): int(v) for t, v in (versions or {}).items()}
+        replica.site_id, replica.own_watermarks, replica.allowances = site_id, marks, allowances
         return replica
+
+    def follow_own_spend(self, source: SpendSource) -> None:
+        """From now on, re-apply ``source``'s spend (this site's journal) on top of the host's
+        balances, counters and accounts: at :meth:`replay`, and on every row an update brings."""
+        if self.site_id is None:
+            self.site_id = source.site_id
+        elif source.site_id != self.site_id:
+            raise ReplicaUpdateError(f"the replica is site {self.site_id}'s, not {source.site_id}'s")
+        self.own = source
 
     def apply_update(self, update: ReplicaUpdate) -> None:
         """Apply one host update of one table (a :class:`wire.ReplicaDelta`, or a
@@ -251,6 +321,10 @@ class Replica:
         else:
             raise ReplicaUpdateError(f"not a replica update: {type(update).__name__}")
         try:
+            noted: dict[tuple[Table, Any], int] = {}
+            allowed: dict[int, int | None] = {}
+            if self.site_id is not None and table in (Table.CONTRACTS, Table.FUEL_CARDS, Table.CLUB_ACCOUNTS):
+                update = self._translated(table, update, noted, allowed)
             if table in FUEL_TABLES and self.fuel is not None:
                 self._apply_fuel(table, update)
             elif table in CLUB_TABLES and self.club is not None:
@@ -258,6 +332,7 @@ class Replica:
         except ModelError as exc:
             raise ReplicaUpdateError(f"{table.value} update to version {new_version} refused: {exc}") from None
         self.table_versions[table] = new_version
+        self._note_balance_fields(table, update, noted, allowed)
 
     def _apply_fuel(self, table: Table, update: ReplicaUpdate) -> None:
         ev = self.fuel
@@ -305,15 +380,205 @@ class Replica:
                                 delete_accounts=tuple(int(k) for k in update.deletes)))
         self._club_model = None
 
+    # -- the balance rule: the host's figures plus this site's spend past the watermark --
+
+    def _tz_of(self, contract_id: int) -> str | None:
+        m = self.fuel_model
+        if m is None:
+            return None
+        i = m.contract_index.get(contract_id)
+        return None if i is None else m.contracts[i].tz
+
+    def _seq_of(self) -> Callable[[int], int]:
+        """Batch watermark -> journal seq, through the journal (memoized for one update)."""
+        own = self.own
+        memo: dict[int, int] = {0: 0}
+
+        def seq(batch: int) -> int:
+            if batch not in memo:
+                memo[batch] = own.seq_of_batch(batch) if own is not None else 0
+            return memo[batch]
+        return seq
+
+    def _translated(self, table: Table, update: ReplicaUpdate, noted: dict[tuple[Table, Any], int],
+                    allowed: dict[int, int | None]) -> ReplicaUpdate:
+        """``update`` with every row's figures translated to this site's view (the host's plus
+        this site's spend past the row's watermark); fills ``noted`` (the rows' watermarks
+        for this site) and ``allowed`` (a contract's allowance for it)."""
+        if (table is Table.CLUB_ACCOUNTS and self.club is None) or (table is not Table.CLUB_ACCOUNTS
+                                                                   and self.fuel is None):
+            return update
+        site = self.site_id
+        assert site is not None
+        rows = update.rows if isinstance(update, FullSnapshot) else update.upserts
+        for r in rows:
+            noted[(table, row_key(table, r))] = own_watermark(r.watermarks, site)
+            if table is Table.CONTRACTS:
+                allowed[r.contract_id] = allowance_for(r.allowances, site)
+        seq_of = self._seq_of()
+        seqs = {key: seq_of(w) for key, w in noted.items()}
+        spend = self._read_spend()
+        fm, cm = self.fuel_model, self.club_model
+        if table is Table.CONTRACTS:
+            new = [translate_contract(r, seqs[(table, r.contract_id)], allowed[r.contract_id], spend) for r in rows]
+        elif table is Table.FUEL_CARDS:
+            assert fm is not None
+            products = {p.code: p for p in fm.products}
+            new = [translate_card(r, seqs[(table, r.card.card_no)], products, spend) for r in rows]
+        else:
+            assert cm is not None
+            rules = cm.rules
+            new = [translate_account(r, seqs[(table, r.account.account_id)], rules, spend) for r in rows]
+            for r in rows:  # the per-card offline redemption allowance starts again from the host's count
+                for c in r.cards:
+                    self._set_redeemed(c.card_no, spend.redeemed_past(c.card_no, seqs[(table, r.account.account_id)]))
+        self._forget(table, rows, seqs)
+        if isinstance(update, FullSnapshot):
+            return replace(update, rows=tuple(new))
+        return replace(update, upserts=tuple(new))
+
+    def _read_spend(self) -> OwnSpend:
+        """The spend index, with the journal's records since the last read added."""
+        if self.own is not None:
+            last = [self._spend_seq]
+
+            def noting(records: Iterable[Any]) -> Iterator[Any]:
+                for r in records:
+                    last[0] = max(last[0], r.seq or 0)
+                    if r.kind in SPEND_KINDS:
+                        yield r
+            spend_of(noting(self.own.records_after(self._spend_seq)), self._tz_of, self._spend)
+            self._spend_seq = last[0]
+        return self._spend
+
+    def _forget(self, table: Table, rows: Iterable[Any], seqs: Mapping[tuple[Table, Any], int]) -> None:
+        """Drop from the spend index what the rows' watermarks now count (a translation
+        failing later only leaves spend the next row of the key counts anyway)."""
+        for r in rows:
+            key = row_key(table, r)
+            seq = seqs.get((table, key), 0)
+            if not seq:
+                continue
+            if table is Table.CONTRACTS:
+                self._spend.forget_contract(key, seq)
+            elif table is Table.FUEL_CARDS:
+                self._spend.forget_fuel_card(key, seq)
+            else:
+                self._spend.forget_club_cards((c.card_no for c in r.cards), seq)
+
+    def _set_redeemed(self, card_no: str, points: int) -> None:
+        if points:
+            self.offline_redeemed[card_no] = points
+        else:
+            self.offline_redeemed.pop(card_no, None)
+
+    def _note_balance_fields(self, table: Table, update: ReplicaUpdate, noted: dict[tuple[Table, Any], int],
+                             allowed: dict[int, int | None]) -> None:
+        """Keep the watermarks and allowances of an update just applied."""
+        if table not in (Table.CONTRACTS, Table.FUEL_CARDS, Table.CLUB_ACCOUNTS):
+            return
+        if isinstance(update, FullSnapshot):
+            for key in [k for k in self.own_watermarks if k[0] is table]:
+                del self.own_watermarks[key]
+            if table is Table.CONTRACTS:
+                self.allowances.clear()
+        else:
+            for gone in update.deletes:
+                self.own_watermarks.pop((table, gone), None)
+                if table is Table.CONTRACTS:
+                    self.allowances.pop(int(gone), None)
+        self.own_watermarks.update((k, w) for k, w in noted.items() if w)
+        for key in [k for k, w in noted.items() if not w]:
+            self.own_watermarks.pop(key, None)
+        for cid, a in allowed.items():
+            if a is None:
+                self.allowances.pop(cid, None)
+            else:
+                self.allowances[cid] = a
+
     # -- replay of local spend --
 
     def replay(self, records: Iterable[Any]) -> int:
-        """Re-apply journaled local spend (records in journal order); returns how many applied."""
-        n = 0
-        for rec in records:
-            if self.apply(rec.kind, rec.body):
-                n += 1
+        """Re-apply journaled local spend (records in journal order); returns how many applied.
+
+        A replica from the host that follows this site's spend (:meth:`follow_own_spend`)
+        re-applies, on each contract, fuel card and club account, only the records past that
+        row's watermark (the balance rule); a generated replica re-applies every record."""
+        if self.own is not None and self.site_id is not None:
+            n = self._rebase(records)
+        else:
+            n = 0
+            for rec in records:
+                if self.apply(rec.kind, rec.body):
+                    n += 1
         log.info("replica: re-applied %d journaled operations", n)
+        return n
+
+    def _rebase(self, records: Iterable[Any]) -> int:
+        """The evaluators' figures (the host's, as loaded) plus this site's spend past each
+        row's watermark, applied as one update per business; returns the spend records read."""
+        last = [0]
+
+        def noting(records: Iterable[Any]) -> Iterator[Any]:
+            for r in records:
+                last[0] = max(last[0], r.seq or 0)
+                if r.kind in SPEND_KINDS:
+                    yield r
+        self._spend, self._spend_seq = spend_of(noting(records), self._tz_of), 0
+        spend = self._spend
+        self._spend_seq = last[0]
+        n = sum(len(v) for v in spend.by_contract.values()) + sum(len(v) for v in spend.by_club_card.values())
+        seq_of = self._seq_of()
+        wm = self.own_watermarks
+        if self.fuel is not None:
+            ev, m = self.fuel, self.fuel_model
+            assert m is not None
+            contracts = []
+            for cid in sorted(set(spend.by_contract) | set(self.allowances)):
+                i = m.contract_index.get(cid)
+                if i is None:
+                    continue
+                now = replace(m.contracts[i], balance_kop=ev.balance_kop(cid))
+                seq = seq_of(wm.get((Table.CONTRACTS, cid), 0))
+                contracts.append(translate_contract(now, seq, self.allowances.get(cid), spend))
+                spend.forget_contract(cid, seq)
+            products = {p.code: p for p in m.products}
+            cards = []
+            for card_no in sorted(spend.by_fuel_card):
+                card = self.fuel_card(card_no)
+                if card is None:
+                    continue
+                counters = tuple((lim.limit_id, c) for lim in card.limits
+                                 if (c := ev.counter(card_no, lim.limit_id)) is not None)
+                seq = seq_of(wm.get((Table.FUEL_CARDS, card_no), 0))
+                row = translate_card(FuelCardRow(card, counters), seq, products, spend)
+                cards.append((row.card, row.counters))
+                spend.forget_fuel_card(card_no, seq)
+            if contracts or cards:
+                ev.apply(FuelUpdate(contracts=tuple(contracts), cards=tuple(cards)))
+                self._fuel_model = None
+        if self.club is not None and spend.by_club_card:
+            ev, cm = self.club, self.club_model
+            assert cm is not None
+            touched = {cm.cards[cm.card_index[no]].account_id for no in spend.by_club_card if no in cm.card_index}
+            cards_of: dict[int, list[ClubCard]] = {a: [] for a in touched}
+            for i in range(len(cm.cards)):
+                c = cm.cards[i]
+                if c.account_id in cards_of:
+                    cards_of[c.account_id].append(c)
+            rows = []
+            for aid in sorted(touched):
+                st = ev.account(aid)
+                now = replace(cm.accounts[cm.account_index[aid]], balance_kop=st.balance_kop,
+                              turnover_month=st.turnover_month, turnover_kop=st.turnover_kop, lots=tuple(st.lots))
+                seq = seq_of(wm.get((Table.CLUB_ACCOUNTS, aid), 0))
+                row = translate_account(ClubAccountRow(now, tuple(cards_of[aid])), seq, cm.rules, spend)
+                rows.append((row.account, row.cards))
+                for c in cards_of[aid]:
+                    self._set_redeemed(c.card_no, spend.redeemed_past(c.card_no, seq))
+                spend.forget_club_cards((c.card_no for c in cards_of[aid]), seq)
+            ev.apply(ClubUpdate(accounts=tuple(rows)))
+            self._club_model = None
         return n
 
     def apply(self, kind: str, body: dict) -> bool:
@@ -339,6 +604,27 @@ class Replica:
 
 def _key(table: Table, row: Any) -> Any:
     return row_key(table, row)
+
+
+def _noting_balance_fields(rows: Mapping[Table, Iterable[Any]], site_id: str, marks: dict[tuple[Table, Any], int],
+                           allowances: dict[int, int]) -> dict[Table, Iterable[Any]]:
+    """``rows`` read once as before, noting on the way each balance row's watermark and
+    allowance for ``site_id``."""
+    def noting(table: Table, it: Iterable[Any]) -> Iterator[Any]:
+        for r in it:
+            w = own_watermark(r.watermarks, site_id)
+            if w:
+                marks[(table, row_key(table, r))] = w
+            if table is Table.CONTRACTS:
+                a = allowance_for(r.allowances, site_id)
+                if a is not None:
+                    allowances[r.contract_id] = a
+            yield r
+    out: dict[Table, Iterable[Any]] = dict(rows)
+    for t in (Table.CONTRACTS, Table.FUEL_CARDS, Table.CLUB_ACCOUNTS):
+        if t in out:
+            out[t] = noting(t, out[t])
+    return out
 
 
 def fuel_update(table: Table, upserts: Iterable[Any], deletes: Iterable[Any]) -> FuelUpdate:

@@ -264,6 +264,14 @@ def _batch_key(n: int) -> str:
     return f"{META_PREFIX}batch.{n}"
 
 
+def batch_last_seq(journal: Journal, n: int) -> int | None:
+    """The journal seq of the last record of batch ``n`` (None: no range known). Ranges stay
+    in the journal's meta after their ack: the replica maps a host row's watermark (a batch
+    number) to the journal with them (the balance rule, :mod:`terminal.own_spend`)."""
+    text = journal.get_meta(_batch_key(n))
+    return None if text is None else _Range.from_meta(n, text).last_seq
+
+
 class _Stop(Exception):
     """Ends a session for a clean stop."""
 
@@ -620,8 +628,8 @@ class SyncClient:
         self._progress_at = time.monotonic()
         self._wake.set()
         self._notify()
-        # forget the ranges of batches below the acked one (that one gives the cursor)
-        await asyncio.gather(*(self.journal.set_meta(_batch_key(b), None) for b in range(max(old, 1), up)))
+        # the ranges of acked batches stay in the meta: a host row's watermark names a batch
+        # (terminal.own_spend maps it to the journal with batch_last_seq)
 
     # --- the connection loop ---
 

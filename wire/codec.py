@@ -38,6 +38,7 @@ import msgpack
 
 from authz.club_model import (AccrualRate, Category, ClubAccount, ClubCard, ClubCardKind, ClubRules,
                               ClubStatus, KindCaps, PointLot)
+from authz.balance import MAX_WATERMARKS, Allowance, Watermark
 from authz.fuel_model import (CardKind, CardStatus, Contract, DiscountKind, DiscountRule, DiscountWhere,
                               FuelCard, Limit, LimitCounter, LimitUnit, Period, Product, ProductGroup,
                               Scope, Station, Tariff, mask_card_no)
@@ -401,19 +402,57 @@ def _tariff_from(v: object) -> TariffRow:
     return TariffRow(tariff, _each(_list(discounts, "discounts", 10_000), "discounts", rule))
 
 
+# -- the balance rule's optional fields (authz.balance): present only when not empty --------
+
+_SITE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _with_balance_fields(d: dict, watermarks: tuple = (), allowances: tuple = ()) -> dict:
+    if watermarks:
+        d["watermarks"] = [[w.site_id, w.batch_seq] for w in watermarks]
+    if allowances:
+        d["allowances"] = [[a.site_id, a.amount_kop] for a in allowances]
+    return d
+
+
+def _balance_fields(v: object) -> tuple[object, tuple[Watermark, ...], tuple[Allowance, ...]]:
+    """``v`` without its optional ``watermarks`` and ``allowances``, and those parsed."""
+    if type(v) is not dict or ("watermarks" not in v and "allowances" not in v):
+        return v, (), ()
+    v = dict(v)
+    pairs: list[tuple[Any, ...]] = []
+    for name in ("watermarks", "allowances"):
+        raw = v.pop(name, [])
+        out: list[Any] = []
+        for i, item in enumerate(_list(raw, name, MAX_WATERMARKS)):
+            if type(item) is not list and type(item) is not tuple or len(item) != 2:
+                raise _bad(f"{name}[{i}]", f"must be [site_id, number], got {_show(item)}")
+            if name == "watermarks":
+                out.append(Watermark(_str(item[0], f"{name}[{i}] site_id", _SITE_ID),
+                                     _int(item[1], f"{name}[{i}] batch_seq", 0)))
+            else:
+                site = "*" if item[0] == "*" else _str(item[0], f"{name}[{i}] site_id", _SITE_ID)
+                out.append(Allowance(site, _int(item[1], f"{name}[{i}] amount_kop", 0, MAX_AMOUNT_KOP)))
+        _unique([x.site_id for x in out], f"{name}: site_id")
+        pairs.append(tuple(out))
+    return v, pairs[0], pairs[1]
+
+
 def _contract_to(r: Contract) -> dict:
-    return {"contract_id": r.contract_id, "tz": r.tz, "home_region": r.home_region, "tariff": int(r.tariff),
-            "balance_kop": r.balance_kop, "credit_line_kop": r.credit_line_kop,
-            "chosen_station_ids": list(r.chosen_station_ids)}
+    return _with_balance_fields(
+        {"contract_id": r.contract_id, "tz": r.tz, "home_region": r.home_region, "tariff": int(r.tariff),
+         "balance_kop": r.balance_kop, "credit_line_kop": r.credit_line_kop,
+         "chosen_station_ids": list(r.chosen_station_ids)}, r.watermarks, r.allowances)
 
 
 def _contract_from(v: object) -> Contract:
+    v, watermarks, allowances = _balance_fields(v)
     cid, tz, home, tariff, balance, credit, chosen = _fields(v, "", *_CONTRACT)
     chosen = tuple(_int(s, f"chosen_station_ids[{i}]")
                    for i, s in enumerate(_list(chosen, "chosen_station_ids", 3)))
     return Contract(_int(cid, "contract_id"), _str(tz, "tz", _TZ), _int(home, "home_region"),
                     _enum(tariff, "tariff", Tariff), _int(balance, "balance_kop", -MAX_AMOUNT_KOP, MAX_AMOUNT_KOP),
-                    _int(credit, "credit_line_kop", 0, MAX_AMOUNT_KOP), chosen)
+                    _int(credit, "credit_line_kop", 0, MAX_AMOUNT_KOP), chosen, watermarks, allowances)
 
 
 def _fuel_card_to(r: FuelCardRow) -> dict:
@@ -427,7 +466,7 @@ def _fuel_card_to(r: FuelCardRow) -> dict:
                        for lim in c.limits],
             "kind": int(c.kind), "status": int(c.status),
             "counters": [{"limit_id": lid, "spent": ctr.spent, "period_start": ctr.period_start}
-                         for lid, ctr in r.counters]}
+                         for lid, ctr in r.counters]} | _with_balance_fields({}, r.watermarks)
 
 
 def _date(v: object, field: str) -> date:
@@ -447,6 +486,9 @@ def _limit_from(v: object) -> Limit:
 
 
 def _fuel_card_from(v: object) -> FuelCardRow:
+    v, watermarks, allowances = _balance_fields(v)
+    if allowances:
+        raise _bad("allowances", "a fuel card row carries no allowances")
     card_no, cid, expires, groups, limits, kind, status, counters = _fields(v, "", *_CARD)
     limits = _each(_list(limits, "limits", 1_000), "limits", _limit_from)
     _unique([lim.limit_id for lim in limits], "limits: limit_id")
@@ -464,7 +506,7 @@ def _fuel_card_from(v: object) -> FuelCardRow:
     card = FuelCard(_card_no(card_no), _int(cid, "contract_id"), _date(expires, "expires_on"),
                     _groups(groups, "groups"), limits, _enum(kind, "kind", CardKind),
                     _enum(status, "status", CardStatus))
-    return FuelCardRow(card, ctrs)
+    return FuelCardRow(card, ctrs, watermarks)
 
 
 def _rules_to(r: ClubRules) -> dict:
@@ -525,10 +567,14 @@ def _account_to(r: ClubAccountRow) -> dict:
             "balance_kop": a.balance_kop, "turnover_month": a.turnover_month, "turnover_kop": a.turnover_kop,
             "lots": [{"lot_id": lot.lot_id, "points": lot.points, "matures_at_s": lot.matures_at_s,
                       "expires_at_s": lot.expires_at_s} for lot in a.lots],
-            "cards": [{"card_no": c.card_no, "status": int(c.status)} for c in r.cards]}
+            "cards": [{"card_no": c.card_no, "status": int(c.status)} for c in r.cards]} \
+        | _with_balance_fields({}, r.watermarks)
 
 
 def _account_from(v: object) -> ClubAccountRow:
+    v, watermarks, allowances = _balance_fields(v)
+    if allowances:
+        raise _bad("allowances", "a club account row carries no allowances")
     aid, kind, activated, status, balance, month, turnover, lots, cards = _fields(v, "", *_ACCOUNT)
     aid = _int(aid, "account_id")
 
@@ -548,7 +594,7 @@ def _account_from(v: object) -> ClubAccountRow:
                           _enum(status, "status", ClubStatus), _int(balance, "balance_kop", 0, MAX_AMOUNT_KOP),
                           _int(month, "turnover_month", INT64_MIN), _int(turnover, "turnover_kop", 0, MAX_AMOUNT_KOP),
                           lots)
-    return ClubAccountRow(account, cards)
+    return ClubAccountRow(account, cards, watermarks)
 
 
 def _key_int(v: object, field: str) -> int:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Union
 
+from authz.balance import Watermark
 from authz.club_model import ClubAccount, ClubCard, ClubRules
 from authz.fuel_model import Contract, DiscountRule, FuelCard, LimitCounter, Product, Station, Tariff
 
@@ -76,6 +77,8 @@ class FuelCardRow:
 
     card: FuelCard
     counters: tuple[tuple[int, LimitCounter], ...] = ()
+    #: how far the host had counted each site's spend in ``counters`` (:mod:`authz.balance`)
+    watermarks: tuple[Watermark, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,9 @@ class ClubAccountRow:
 
     account: ClubAccount
     cards: tuple[ClubCard, ...] = ()
+    #: how far the host had counted each site's spend in the account's balance, turnover and
+    #: lots (:mod:`authz.balance`)
+    watermarks: tuple[Watermark, ...] = ()
 
 
 #: The key of the one row of :attr:`Table.CLUB_RULES`.

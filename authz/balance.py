@@ -1,0 +1,202 @@
+"""The balance rule: a site's view of a balance is the host's plus its own spend the host
+has not counted yet, exactly.
+
+The host's balances and counters (a contract's balance, a fuel card's limit counters, a club
+account's balance, turnover and lots) include every record of a site the host had ingested
+when it cut the row. A row says how far that was with a :class:`Watermark` per site: the
+site's batches 1..``batch_seq`` are in the row, later ones are not. A site that receives the
+row re-applies on top of it only its own spend in records past its watermark (a site the row
+does not name has none of its spend in the row: all of it is re-applied). This module is the
+readable specification of that re-application; the site's replica translates every row this
+way *before* handing it to an evaluator, so the reference and the native evaluator hold the
+same figures (tests/test_balance_watermark.py).
+
+The host errs on the safe side where it cannot say exactly: a batch it applied past a gap in
+a site's batch numbers is left out of the watermark (its spend is counted twice until the gap
+fills, which only declines more), and so is every batch from the first one it refused.
+
+Offline allowances (:class:`Allowance`, docs/rules.md): the host gives a site an amount of a
+contract's money it may spend without the host, out of the contract's balance. The site
+never lets its own uncounted spend on the contract pass it: :func:`allowed_balance` is the
+balance the evaluators decide on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import date
+
+from .club_model import (
+    AccountState,
+    ClubAccount,
+    ClubCard,
+    ClubModel,
+    ClubPayment,
+    ClubReturn,
+    ClubRules,
+    ClubSale,
+    ClubState,
+    ClubTopUp,
+)
+from .errors import ModelError, RequestError
+from .fuel_model import FuelCard, LimitCounter, Product
+
+__all__ = [
+    "MAX_WATERMARKS",
+    "Allowance",
+    "ClubCommitSpend",
+    "ClubSpend",
+    "FuelSpend",
+    "Watermark",
+    "account_after",
+    "allowance_for",
+    "allowed_balance",
+    "balance_after",
+    "check_watermarks",
+    "counters_after",
+    "own_watermark",
+]
+
+#: Most watermarks (sites) one row may carry.
+MAX_WATERMARKS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """Site ``site_id``'s batches 1..``batch_seq`` are counted in the row that carries this;
+    none after."""
+
+    site_id: str
+    batch_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    """Site ``site_id`` may spend ``amount_kop`` of the contract's money that the host has
+    not counted yet (its offline allowance), until the host issues a new one."""
+
+    site_id: str
+    amount_kop: int
+
+
+def own_watermark(watermarks: Iterable[Watermark], site_id: str) -> int:
+    """The batch watermark of ``site_id`` among ``watermarks``: 0 when the row names it not
+    (the host counted none of its spend there)."""
+    for w in watermarks:
+        if w.site_id == site_id:
+            return w.batch_seq
+    return 0
+
+
+def allowance_for(allowances: Iterable[Allowance], site_id: str) -> int | None:
+    """``site_id``'s allowance among ``allowances``: its own, else the ``"*"`` one (every site
+    not named); None when there is neither (no cap)."""
+    anyone = None
+    for a in allowances:
+        if a.site_id == site_id:
+            return a.amount_kop
+        if a.site_id == "*":
+            anyone = a.amount_kop
+    return anyone
+
+
+def check_watermarks(watermarks: tuple[Watermark, ...], what: str) -> None:
+    """A ModelError unless ``watermarks`` names each site once, with a batch number >= 0."""
+    if len(watermarks) > MAX_WATERMARKS:
+        raise ModelError(f"{what} carries {len(watermarks)} watermarks, more than {MAX_WATERMARKS}")
+    seen: set[str] = set()
+    for w in watermarks:
+        if not isinstance(w, Watermark) or type(w.batch_seq) is not int or w.batch_seq < 0:
+            raise ModelError(f"{what} has a malformed watermark {w!r}")
+        if w.site_id in seen:
+            raise ModelError(f"{what} names site {w.site_id!r} in two watermarks")
+        seen.add(w.site_id)
+
+
+# -- fuel -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class FuelSpend:
+    """One completed delivery of this site, as its journal records it: journal ``seq``, the
+    card and contract, the product, what was charged and the authorization's local day."""
+
+    seq: int
+    contract_id: int
+    card_no: str
+    product: str
+    amount_kop: int
+    volume_ml: int
+    local_day: date  #: the authorization's day in the contract's time zone
+
+
+def balance_after(host_balance_kop: int, spends: Iterable[FuelSpend]) -> int:
+    """The host's balance less the amounts of ``spends`` (this site's deliveries on the
+    contract past its watermark)."""
+    return host_balance_kop - sum(s.amount_kop for s in spends)
+
+
+def counters_after(card: FuelCard, host_counters: Iterable[tuple[int, LimitCounter]],
+                   products: Mapping[str, Product], spends: Iterable[FuelSpend]) -> tuple[tuple[int, LimitCounter], ...]:
+    """The card's counters: the host's, with ``spends`` (this site's deliveries on the card
+    past its watermark, in journal order) counted by the rule of :func:`authz.fuel.complete`
+    (:func:`authz.fuel.count_delivery`). A delivery of a product this replica does not know
+    counts on no limit (the host does the same)."""
+    from .fuel import count_delivery
+    counters = dict(host_counters)
+    for s in spends:
+        product = products.get(s.product)
+        if product is None:
+            continue
+        for limit_id, counter in count_delivery(card, product, s.local_day, counters.get, s.volume_ml, s.amount_kop):
+            counters[limit_id] = counter
+    return tuple(sorted(counters.items()))
+
+
+def allowed_balance(balance_kop: int, credit_line_kop: int, allowance_kop: int | None, own_unacked_kop: int) -> int:
+    """The balance the evaluators decide on: the site's view ``balance_kop`` (the host's less
+    ``own_unacked_kop``, this site's uncounted spend), but never more than the site's offline
+    allowance leaves: spend past the watermark may not exceed ``allowance_kop``. So
+    ``own_unacked_kop + (what may still be approved) <= allowance_kop``. No allowance: the
+    view as it is."""
+    if allowance_kop is None:
+        return balance_kop
+    return min(balance_kop, allowance_kop - own_unacked_kop - credit_line_kop)
+
+
+# -- club -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ClubCommitSpend:
+    """A committed sale of this site as journaled: the sale, its payment and its txn number."""
+
+    sale: ClubSale
+    payment: ClubPayment
+    txn_no: int
+
+
+ClubSpend = ClubCommitSpend | ClubReturn | ClubTopUp
+
+
+def account_after(rules: ClubRules, account: ClubAccount, cards: tuple[ClubCard, ...],
+                  spends: Iterable[ClubSpend]) -> ClubAccount:
+    """The host's ``account`` (with ``cards``) after this site's commits, returns and top-ups
+    past its watermark (in journal order), decided again by the reference rules
+    (:mod:`authz.club`), exactly as the site's evaluator did them live. An operation on a card
+    not of this account, or one the rules refuse now, changes nothing."""
+    from . import club
+    model = ClubModel(rules=rules, accounts=[account], cards=cards)
+    state = ClubState.from_model(model)
+    for op in spends:
+        try:
+            if isinstance(op, ClubCommitSpend):
+                club.commit(model, state, op.sale, op.payment, op.txn_no)
+            elif isinstance(op, ClubReturn):
+                club.return_sale(model, state, op)
+            elif isinstance(op, ClubTopUp):
+                club.top_up(model, state, op)
+        except RequestError:
+            continue
+    now: AccountState = state.accounts[account.account_id]
+    return replace(account, balance_kop=now.balance_kop, turnover_month=now.turnover_month,
+                   turnover_kop=now.turnover_kop, lots=tuple(now.lots))

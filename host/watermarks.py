@@ -1,0 +1,146 @@
+"""The watermarks a published balance or counter row carries, and the offline allowances a
+contract row carries (the balance rule, :mod:`authz.balance`; docs/sync.md).
+
+Read inside the publisher's read transaction, with the rows, so the figures and the
+watermarks are of one moment:
+
+- **Watermarks.** A site's watermark is the highest batch number n such that the ledger holds
+  every batch 1..n of the site and this row's figures hold exactly their spend:
+  ``sites.up_to_seq`` (every batch to there settled), lowered to just before the first batch
+  the host refused (its records are not in the ledger). A batch applied past a gap is in the
+  figures but not under the watermark: the site counts it once more until the gap fills
+  (which only declines more). A row names the sites whose spend ingest put in it
+  (``replica_spenders``, written beside the dirty marks); a site it does not name has none.
+- **Allowances.** Setting a contract's offline exposure (:func:`set_offline_exposure`) shares
+  it among the active sites at once and stores the shares (``offline_allowances``): a site
+  whose spend the contract holds (a station its cards buy at) weighs ``priority_weight``,
+  every other site 1 (the row's ``"*"`` allowance), and one share is kept for a site not yet
+  known. The shares add up to at most the exposure and do not move by themselves, so all the
+  sites together, each within the allowance it holds, never spend more than the balance, the
+  credit line and the exposure (docs/rules.md). A contract without one takes the host's
+  default exposure (:class:`AllowancePolicy`), in equal shares of the active sites plus one.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from authz.balance import Allowance, Watermark
+from authz.money import MAX_AMOUNT_KOP
+from wire import Table
+
+from .db import Database
+from .errors import InvalidInput, NotFound
+from .ledger import Ledger
+from .versions import record_change
+
+__all__ = [
+    "AllowancePolicy",
+    "contract_allowances",
+    "row_watermarks",
+    "set_offline_exposure",
+    "shares",
+    "site_watermarks",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AllowancePolicy:
+    """The host's default for contracts that set no exposure of their own.
+
+    ``default_exposure_kop``: such a contract's exposure, shared equally among the active
+    sites plus one (None: it gets no allowances, its sites are not capped)."""
+
+    default_exposure_kop: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.default_exposure_kop is not None and not 0 <= self.default_exposure_kop <= MAX_AMOUNT_KOP:
+            raise ValueError(f"default_exposure_kop must be in 0..{MAX_AMOUNT_KOP}, got {self.default_exposure_kop}")
+
+
+def site_watermarks(db: Database) -> dict[str, int]:
+    """Each site's watermark now: batches 1..n of it are all in the ledger's figures."""
+    first_refused = dict(db.fetchall("SELECT site_id, MIN(batch_seq) FROM batches WHERE status = 'rejected' "
+                                     "GROUP BY site_id"))
+    out = {}
+    for site, up_to in db.fetchall("SELECT site_id, up_to_seq FROM sites"):
+        refused = first_refused.get(site)
+        out[site] = up_to if refused is None else min(up_to, refused - 1)
+    return out
+
+
+def _spenders(db: Database, table: Table, keys: Sequence | None) -> dict[str, list[str]]:
+    if keys is None:
+        rows = db.fetchall("SELECT key, site_id FROM replica_spenders WHERE tbl = ?", (table.value,))
+    else:
+        rows = db.select_in("SELECT key, site_id FROM replica_spenders WHERE tbl = ? AND key IN ({in})",
+                            [str(k) for k in keys], (table.value,)) if keys else []
+    out: dict[str, list[str]] = defaultdict(list)
+    for key, site in rows:
+        out[key].append(site)
+    return out
+
+
+def row_watermarks(db: Database, table: Table, keys: Sequence | None,
+                   marks: dict[str, int]) -> dict[str, tuple[Watermark, ...]]:
+    """The watermarks of the rows of ``table`` (all, or those of ``keys``) by key as text:
+    one per site whose spend the row holds, in site order (``marks``: :func:`site_watermarks`)."""
+    return {key: tuple(Watermark(s, marks.get(s, 0)) for s in sorted(sites))
+            for key, sites in _spenders(db, table, keys).items()}
+
+
+def contract_allowances(db: Database, contracts: Sequence[tuple[int, int | None]], policy: AllowancePolicy,
+                        active_sites: Sequence[str]) -> dict[int, tuple[Allowance, ...]]:
+    """The allowances of each contract of ``contracts`` ((contract_id, its own exposure or
+    None) pairs), by contract id: those shared out when its exposure was set, else equal
+    shares of the host's default exposure (one kept for a site not yet known); none for a
+    contract without either."""
+    out: dict[int, list[Allowance]] = defaultdict(list)
+    for cid, site, amount in db.select_in("SELECT contract_id, site_id, amount_kop FROM offline_allowances "
+                                          "WHERE contract_id IN ({in}) ORDER BY contract_id, site_id",
+                                          [cid for cid, _ in contracts]):
+        out[cid].append(Allowance(site, amount))
+    default = policy.default_exposure_kop
+    for cid, own in contracts:
+        if own is None and default is not None:
+            out[cid] = [Allowance("*", default // (len(active_sites) + 1))]
+    return {cid: tuple(sorted(a, key=lambda x: (x.site_id == "*", x.site_id))) for cid, a in out.items()}
+
+
+def shares(exposure_kop: int, priority: Sequence[str], others: int, priority_weight: int) -> tuple[Allowance, ...]:
+    """``exposure_kop`` shared: each ``priority`` site ``priority_weight`` shares, each of
+    ``others`` sites one (the ``"*"`` allowance), one share kept for a site not yet known.
+    The allowances of all those sites add up to at most the exposure."""
+    unit = exposure_kop // (priority_weight * len(priority) + others + 1)
+    return tuple(Allowance(s, unit * priority_weight) for s in sorted(priority)) + (Allowance("*", unit),)
+
+
+def set_offline_exposure(ledger: Ledger, contract_id: int, exposure_kop: int | None, *,
+                         priority_weight: int = 3) -> None:
+    """Set how much a contract may lose to its sites' offline spend (None: the host's
+    default) and share it out now as the sites' allowances (:func:`shares`: a site where the
+    contract's cards already buy weighs ``priority_weight``); published at once (a contracts
+    delta). The shares stay as set until the next call, so a site that is offline holds the
+    same allowance as the host counts for it."""
+    if type(priority_weight) is not int or priority_weight < 1:
+        raise InvalidInput(f"priority_weight must be a whole number >= 1, got {priority_weight!r}")
+    if exposure_kop is not None and (type(exposure_kop) is not int or not 0 <= exposure_kop <= MAX_AMOUNT_KOP):
+        raise InvalidInput(f"offline exposure must be a whole number of kopecks in 0..{MAX_AMOUNT_KOP}, "
+                           f"got {exposure_kop!r}")
+
+    def step(db: Database) -> None:
+        if db.execute("UPDATE contracts SET offline_exposure_kop = ? WHERE contract_id = ?",
+                      (exposure_kop, contract_id)).rowcount != 1:
+            raise NotFound(f"no contract {contract_id}")
+        db.execute("DELETE FROM offline_allowances WHERE contract_id = ?", (contract_id,))
+        if exposure_kop is not None:
+            active = {s for (s,) in db.fetchall("SELECT site_id FROM sites WHERE status = 'active'")}
+            priority = [s for s in _spenders(db, Table.CONTRACTS, [contract_id]).get(str(contract_id), ())
+                        if s in active]
+            db.executemany("INSERT INTO offline_allowances (contract_id, site_id, amount_kop) VALUES (?, ?, ?)",
+                           [(contract_id, a.site_id, a.amount_kop)
+                            for a in shares(exposure_kop, priority, len(active) - len(priority), priority_weight)])
+        record_change(db, Table.CONTRACTS, [contract_id], now_utc_s=ledger.now())
+    ledger.db.run(step)

@@ -1,0 +1,207 @@
+"""This site's own spend past a host row's watermark: what the replica re-applies on top of
+the host's balances and counters (the balance rule, :mod:`authz.balance`; docs/sync.md).
+
+A host row (a contract, a fuel card, a club account) names, per site, the last batch whose
+spend it holds. The site turns that batch number into a journal seq with the batch's range
+(kept by the sync client in the journal's meta, :func:`terminal.sync.batch_last_seq`), and
+re-applies only the records after it. :class:`JournalSpend` reads both from the journal;
+:func:`spend_of` turns journal records into the typed spend of :mod:`authz.balance`, grouped
+by the row they change (:class:`OwnSpend`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import date
+from typing import Any, Protocol
+
+from authz.balance import (
+    ClubCommitSpend,
+    ClubSpend,
+    FuelSpend,
+    account_after,
+    allowed_balance,
+    balance_after,
+    counters_after,
+)
+from authz.club_model import ClubPayment, ClubReturn, ClubSale, ClubTopUp, SaleLine
+from authz.localtime import local_date
+from authz.money import MAX_AMOUNT_KOP
+
+__all__ = [
+    "CLUB_COMMITTED",
+    "CLUB_RETURNED",
+    "CLUB_TOPPED_UP",
+    "FUEL_COMPLETED",
+    "SPEND_KINDS",
+    "JournalSpend",
+    "OwnSpend",
+    "SpendSource",
+    "spend_of",
+    "translate_account",
+    "translate_card",
+    "translate_contract",
+]
+
+#: Journal record kinds that spend (or give back) a balance, counter or account.
+FUEL_COMPLETED = "fuel.completed"
+CLUB_COMMITTED = "till.sale_committed"
+CLUB_RETURNED = "till.return"
+CLUB_TOPPED_UP = "till.topup"
+SPEND_KINDS = frozenset({FUEL_COMPLETED, CLUB_COMMITTED, CLUB_RETURNED, CLUB_TOPPED_UP})
+
+
+class SpendSource(Protocol):
+    """Where the replica finds this site's spend: its journal."""
+
+    site_id: str
+
+    def seq_of_batch(self, batch_seq: int) -> int:
+        """The journal seq of the last record of batch ``batch_seq`` (0 for batch 0)."""
+
+    def records_after(self, seq: int) -> Iterable[Any]:
+        """Journal records with a seq greater than ``seq``, in seq order."""
+
+
+class JournalSpend:
+    """A :class:`SpendSource` over the site's open journal.
+
+    A batch whose range the journal no longer knows (a journal written before ranges were
+    kept) maps to seq 0: all of the site's spend is re-applied, which only declines more."""
+
+    def __init__(self, site_id: str, journal: Any, chunk: int = 10_000) -> None:
+        self.site_id = site_id
+        self.journal = journal
+        self.chunk = chunk
+
+    def seq_of_batch(self, batch_seq: int) -> int:
+        from .sync import batch_last_seq
+        if batch_seq <= 0:
+            return 0
+        last = batch_last_seq(self.journal, batch_seq)
+        return 0 if last is None else last
+
+    def records_after(self, seq: int) -> Iterator[Any]:
+        while True:
+            chunk = self.journal.after(seq, self.chunk)
+            if not chunk:
+                return
+            yield from chunk
+            seq = chunk[-1].seq or seq
+
+
+@dataclass(slots=True)
+class OwnSpend:
+    """This site's spend records by the row they change, each list in journal order:
+    fuel deliveries by contract and by card, club operations by card number, and the points
+    each approved commit redeemed (for the per-card offline allowance)."""
+
+    by_contract: dict[int, list[FuelSpend]] = field(default_factory=lambda: defaultdict(list))
+    by_fuel_card: dict[str, list[FuelSpend]] = field(default_factory=lambda: defaultdict(list))
+    by_club_card: dict[str, list[tuple[int, ClubSpend]]] = field(default_factory=lambda: defaultdict(list))
+    redeemed: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
+
+    def fuel_past(self, spends: list[FuelSpend], seq: int) -> list[FuelSpend]:
+        """The deliveries of ``spends`` after journal seq ``seq``."""
+        return [s for s in spends if s.seq > seq]
+
+    def club_past(self, card_nos: Iterable[str], seq: int) -> list[ClubSpend]:
+        """The club operations on ``card_nos`` after journal seq ``seq``, in journal order."""
+        ops = sorted((x for no in card_nos for x in self.by_club_card.get(no, ()) if x[0] > seq),
+                     key=lambda x: x[0])
+        return [op for _, op in ops]
+
+    def redeemed_past(self, card_no: str, seq: int) -> int:
+        """Points the approved commits on ``card_no`` after journal seq ``seq`` redeemed."""
+        return sum(p for s, p in self.redeemed.get(card_no, ()) if s > seq)
+
+    def forget_contract(self, contract_id: int, seq: int) -> None:
+        """Drop the deliveries on a contract up to journal seq ``seq``: a row of it at that
+        watermark is held, and watermarks never go back, so they are counted for good."""
+        _keep_after(self.by_contract, contract_id, seq, lambda s: s.seq)
+
+    def forget_fuel_card(self, card_no: str, seq: int) -> None:
+        """The same for a fuel card's deliveries."""
+        _keep_after(self.by_fuel_card, card_no, seq, lambda s: s.seq)
+
+    def forget_club_cards(self, card_nos: Iterable[str], seq: int) -> None:
+        """The same for the club operations (and redemptions) on an account's cards."""
+        for no in card_nos:
+            _keep_after(self.by_club_card, no, seq, lambda x: x[0])
+            _keep_after(self.redeemed, no, seq, lambda x: x[0])
+
+
+def _keep_after(index: dict, key: Any, seq: int, seq_of: Callable[[Any], int]) -> None:
+    items = index.get(key)
+    if items is None:
+        return
+    kept = [x for x in items if seq_of(x) > seq]
+    if kept:
+        index[key] = kept
+    else:
+        del index[key]
+
+
+def spend_of(records: Iterable[Any], tz_of: Callable[[int], str | None], into: OwnSpend | None = None) -> OwnSpend:
+    """The spend among journal ``records`` (any object with ``seq``, ``kind`` and ``body``),
+    grouped (added to ``into`` if given). ``tz_of(contract_id)`` gives a contract's time zone
+    (None: not in the replica; its deliveries still count on the contract's balance, on no
+    card limit)."""
+    out = OwnSpend() if into is None else into
+    for rec in records:
+        kind, body, seq = rec.kind, rec.body, rec.seq
+        if kind == FUEL_COMPLETED:
+            req = body["request"]
+            tz = tz_of(body["contract_id"])
+            day = local_date(req["now_utc_s"], tz) if tz is not None else date.min
+            spend = FuelSpend(seq, body["contract_id"], body["card_no"], req["product"], body["amount_kop"],
+                              body["delivered_volume_ml"], day)
+            out.by_contract[spend.contract_id].append(spend)
+            if tz is not None:
+                out.by_fuel_card[spend.card_no].append(spend)
+        elif kind == CLUB_COMMITTED:
+            s = body["sale"]
+            sale = ClubSale(s["card_no"], tuple(SaleLine(**line) for line in s["lines"]), s["now_utc_s"],
+                            s["channel"], s["payment_method"])
+            out.by_club_card[sale.card_no].append((seq, ClubCommitSpend(sale, ClubPayment(**body["payment"]),
+                                                                        body["txn_no"])))
+            out.redeemed[sale.card_no].append((seq, int(body.get("redeemed_points", 0))))
+        elif kind == CLUB_RETURNED:
+            ret = ClubReturn(**body["return"])
+            out.by_club_card[ret.card_no].append((seq, ret))
+        elif kind == CLUB_TOPPED_UP:
+            top = ClubTopUp(**body["topup"])
+            out.by_club_card[top.card_no].append((seq, top))
+    return out
+
+
+# -- rows translated: the host's figures plus this site's spend past the watermark ----------
+
+def translate_contract(row: Any, seq: int, allowance_kop: int | None, spend: OwnSpend) -> Any:
+    """A contract row (:class:`authz.fuel_model.Contract`) with the balance the evaluators
+    decide on: the host's less this site's deliveries after journal seq ``seq``, capped by
+    the site's offline allowance (:func:`authz.balance.allowed_balance`)."""
+    past = spend.fuel_past(spend.by_contract.get(row.contract_id, []), seq)
+    view = balance_after(row.balance_kop, past)
+    balance = allowed_balance(view, row.credit_line_kop, allowance_kop, row.balance_kop - view)
+    return replace(row, balance_kop=max(balance, -MAX_AMOUNT_KOP))
+
+
+def translate_card(row: Any, seq: int, products: Any, spend: OwnSpend) -> Any:
+    """A fuel card row (:class:`wire.FuelCardRow`) with the host's counters plus this site's
+    deliveries on the card after journal seq ``seq``."""
+    past = spend.fuel_past(spend.by_fuel_card.get(row.card.card_no, []), seq)
+    if not past:
+        return row
+    return replace(row, counters=counters_after(row.card, row.counters, products, past))
+
+
+def translate_account(row: Any, seq: int, rules: Any, spend: OwnSpend) -> Any:
+    """A club account row (:class:`wire.ClubAccountRow`) with the host's balance, turnover and
+    lots after this site's operations on its cards after journal seq ``seq``."""
+    past = spend.club_past((c.card_no for c in row.cards), seq)
+    if not past:
+        return row
+    return replace(row, account=account_after(rules, row.account, tuple(row.cards), past))

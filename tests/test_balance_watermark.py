@@ -1,0 +1,338 @@
+"""The balance rule, end to end without a broker: a real host ledger (SQLite) ingests a site's
+batches and publishes deltas and snapshots; the site (a real journal, both evaluators side by
+side) applies them. After any sequence of local spend, batches ingested, spend at another
+site, host updates, snapshots and restarts, the site's view of every balance and counter is
+the host's plus the site's own spend the host has not ingested, to the kopeck and
+millilitre, on the reference and the native evaluator alike."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import defaultdict
+from pathlib import Path
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from authz import sample
+from authz.club_model import ClubPayment, ClubSale, ClubTopUp, SaleLine
+from authz.fuel_model import ProductGroup, Station
+from host import master
+from host.ingest import ingest_batch
+from host.ledger import Ledger
+from host.publisher import Publisher
+from terminal.follower import FullSnapshot
+from terminal.ids import new_id, new_txn_id
+from terminal.journal import Journal, Record
+from terminal.own_spend import JournalSpend
+from terminal.replica import CLUB_TABLES, FUEL_TABLES, Replica, club_sale_body
+from terminal.sync import _batch_key, _Range
+from tests.host.edge import (
+    CARD,
+    CARD2,
+    CONTRACT,
+    STATION,
+    T0,
+    Site,
+    club_world,
+    contract,
+    fuel_card,
+)
+from wire import Batch, Table, WireRecord, row_key
+
+SITE = "S1"
+CARDS = (CARD, CARD2)
+IMPLS = ("reference", "native")
+BALANCE_TABLES = (Table.CONTRACTS, Table.FUEL_CARDS, Table.CLUB_ACCOUNTS)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class World:
+    """One host ledger, one site S1 (journal + a replica per evaluator), and site S2's spend
+    ingested straight at the host."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.ledger = Ledger.open(f"sqlite:///{tmp / 'ledger.sqlite'}", clock=Clock())
+        master.put_products(self.ledger, sample.PRODUCTS)
+        master.put_stations(self.ledger, [Station(STATION, 0, frozenset(ProductGroup), {"AI95": 6_000})])
+        master.create_contract(self.ledger, contract(balance_kop=10_000_000))
+        for no in CARDS:
+            master.issue_fuel_card(self.ledger, fuel_card(no))
+        club = club_world(3)
+        master.import_club_model(self.ledger, club)
+        self.club_cards = tuple(c.card_no for c in club.cards)
+        self.account_of = {c.card_no: c.account_id for c in club.cards}
+        for s in ("S1", "S2"):
+            master.add_site(self.ledger, s)
+        self.pub = Publisher(self.ledger)
+        self.journal = Journal.open(tmp / "journal.sqlite", SITE)
+        self.stored: dict[Table, dict] = {}
+        self.versions: dict[Table, int] = {}
+        for t in FUEL_TABLES + CLUB_TABLES:
+            parts = self.pub.snapshot(t)
+            self.stored[t] = {row_key(t, r): r for p in parts for r in p.rows}
+            self.versions[t] = parts[0].version
+        for d in self.pub.pending():
+            self.pub.mark_sent(d)
+        self.replicas = self._start()
+        self.s1 = Site(SITE)  # builds the records' bodies as the lanes write them
+        self.s2 = Site("S2")
+        self.s2_batch = itertools.count(1)
+        self.batch_no = 0
+        self.cursor = 0  # the last journal seq put in a batch
+        self.ingested = 0  # the last journal seq of a batch the host ingested
+        self.txn_no = itertools.count(1)
+        self.tc = defaultdict(lambda: 10)
+        self.all_fuel: list[tuple[str, int, int]] = []  # (card, ml, kop) of every delivery, both sites
+
+    def _start(self) -> dict[str, Replica]:
+        out = {}
+        for impl in IMPLS:
+            r = Replica.from_rows({t: list(rows.values()) for t, rows in self.stored.items()}, site_id=SITE,
+                                  versions=self.versions, impl=impl)
+            r.follow_own_spend(JournalSpend(SITE, self.journal))
+            r.replay(self._records())
+            out[impl] = r
+        return out
+
+    def _records(self):
+        seq = 0
+        while chunk := self.journal.after(seq, 1000):
+            yield from chunk
+            seq = chunk[-1].seq
+
+    async def append(self, recs: list[WireRecord]) -> None:
+        await self.journal.append([Record(r.record_id, r.site_id, r.lane, r.txn_id, r.kind, r.at_utc_s, dict(r.body))
+                                   for r in recs])
+
+    # -- steps --
+
+    async def fuel(self, card_no: str, ml: int) -> None:
+        self.tc[card_no] += 2
+        recs = self.s1.fuel_sale(card_no=card_no, delivered_ml=ml, authorized_ml=ml, tc=self.tc[card_no])
+        await self.append(recs)
+        done = recs[-2]
+        assert done.kind == "fuel.completed"
+        for r in self.replicas.values():
+            r.apply(done.kind, dict(done.body))
+        self.all_fuel.append((card_no, ml, done.body["amount_kop"]))
+
+    async def topup(self, card_no: str, kop: int) -> None:
+        req = ClubTopUp(card_no, kop, T0)
+        results = {impl: r.club.top_up(req) for impl, r in self.replicas.items()}
+        assert len({(x.reason, x.balance_after_kop) for x in results.values()}) == 1, results
+        res = results["native"]
+        if not res.reason.approved:
+            return
+        txn = new_txn_id(SITE, "till-1")
+        await self.append([WireRecord(new_id(SITE), SITE, "till-1", txn, "till.topup", T0, {
+            "topup": {"card_no": card_no, "amount_kop": kop, "now_utc_s": T0},
+            "result": {"topup_id": txn, "card": "**", "reason": res.reason.name, "approved": True,
+                       "balance_after_kop": res.balance_after_kop, "turnover_after_kop": res.turnover_after_kop}})])
+
+    async def pay(self, card_no: str, kop: int) -> None:
+        sale = ClubSale(card_no, (SaleLine("sku-1", "shoes", kop),), T0, "store", "cash")
+        payment = ClubPayment(card_balance_kop=kop)
+        txn_no = next(self.txn_no)
+        results = {impl: r.club.commit(sale, payment, txn_no) for impl, r in self.replicas.items()}
+        assert len({(x.reason, x.balance_after_kop, x.accrued_points) for x in results.values()}) == 1, results
+        res = results["native"]
+        if not res.approved:
+            return
+        body = {"sale": club_sale_body(sale), "txn_no": txn_no,
+                "payment": {"points": 0, "card_balance_kop": kop, "money_kop": 0},
+                "reason": res.reason.name, "accrued_points": res.accrued_points, "redeemed_points": 0,
+                "lots_used": [], "balance_after_kop": res.balance_after_kop}
+        await self.append([WireRecord(new_id(SITE), SITE, "till-1", new_txn_id(SITE, "till-1"),
+                                      "till.sale_committed", T0, body)])
+
+    async def other_site(self, card_no: str, ml: int) -> None:
+        self.tc[card_no] += 2
+        recs = self.s2.fuel_sale(card_no=card_no, delivered_ml=ml, authorized_ml=ml, tc=self.tc[card_no])
+        ingest_batch(self.ledger, Batch("S2", next(self.s2_batch), tuple(recs), T0))
+        self.all_fuel.append((card_no, ml, recs[-2].body["amount_kop"]))
+
+    async def batch(self, k: int) -> None:
+        """The sync client's part: number the next batch (its range into the journal's meta),
+        and the host ingests it."""
+        recs = self.journal.after(self.cursor, k)
+        if not recs:
+            return
+        self.batch_no += 1
+        await self.journal.set_meta(_batch_key(self.batch_no),
+                                    _Range(recs[0].seq, recs[-1].seq, len(recs), T0).to_meta())
+        self.cursor = recs[-1].seq
+        ingest_batch(self.ledger, Batch(SITE, self.batch_no, tuple(WireRecord.from_record(r) for r in recs), T0))
+        self.ingested = self.cursor
+
+    def _deliver(self, update) -> None:
+        t = update.table
+        if isinstance(update, FullSnapshot):
+            if update.version < self.versions[t]:
+                return
+            self.stored[t] = {row_key(t, r): r for r in update.rows}
+            self.versions[t] = update.version
+        else:
+            if update.to_version <= self.versions[t]:
+                return
+            assert update.from_version == self.versions[t]
+            for k in update.deletes:
+                self.stored[t].pop(k, None)
+            self.stored[t].update((row_key(t, r), r) for r in update.upserts)
+            self.versions[t] = update.to_version
+        for r in self.replicas.values():
+            r.apply_update(update)
+
+    def update(self) -> None:
+        """The host's fold: ledger changes into deltas, delivered in version order."""
+        self.pub.flush_dirty()
+        for d in self.pub.pending():
+            self._deliver(d)
+            self.pub.mark_sent(d)
+
+    def snapshot(self, table: Table) -> None:
+        parts = self.pub.snapshot(table)
+        self._deliver(FullSnapshot(table, parts[0].version, tuple(r for p in parts for r in p.rows)))
+
+    def restart(self) -> None:
+        self.replicas = self._start()
+
+    # -- the property --
+
+    def unacked(self):
+        return [r for r in self._records() if r.seq > self.ingested]
+
+    def check(self) -> None:
+        led = self.ledger
+        pending = self.unacked()
+        fuel_kop = sum(r.body["amount_kop"] for r in pending if r.kind == "fuel.completed")
+        for impl, rep in self.replicas.items():
+            ev = rep.fuel
+            # the host's balance less this site's spend the host has not ingested ...
+            assert ev.balance_kop(CONTRACT) == led.balance_kop(CONTRACT) - fuel_kop, impl
+            # ... which is every delivery at every site counted exactly once
+            assert ev.balance_kop(CONTRACT) == 10_000_000 - sum(k for _, _, k in self.all_fuel), impl
+            for no in CARDS:
+                ml = sum(m for c, m, _ in self.all_fuel if c == no)
+                kop = sum(k for c, _, k in self.all_fuel if c == no)
+                day = ev.counter(no, 1)
+                month = ev.counter(no, 2)
+                assert (day.spent if day else 0, month.spent if month else 0) == (ml, kop), (impl, no)
+            for no in self.club_cards:
+                aid = self.account_of[no]
+                host = led.db.scalar("SELECT balance_kop FROM club_accounts WHERE account_id = ?", (aid,))
+                mine = sum(r.body["topup"]["amount_kop"] for r in pending if r.kind == "till.topup"
+                           and self.account_of[r.body["topup"]["card_no"]] == aid) - \
+                    sum(r.body["payment"]["card_balance_kop"] for r in pending if r.kind == "till.sale_committed"
+                        and self.account_of[r.body["sale"]["card_no"]] == aid)
+                assert rep.club.account(aid).balance_kop == host + mine, (impl, aid)
+        ref, nat = (self.replicas[i].club for i in IMPLS)
+        for aid in set(self.account_of.values()):
+            a, b = ref.account(aid), nat.account(aid)
+            assert (a.balance_kop, a.turnover_kop, _lots(a)) == (b.balance_kop, b.turnover_kop, _lots(b))
+
+    def close(self) -> None:
+        self.journal.close()
+        self.ledger.close()
+
+
+def _lots(account) -> list:
+    return sorted((x.lot_id, x.points, x.matures_at_s, x.expires_at_s) for x in account.lots)
+
+
+steps = st.lists(st.one_of(
+    st.tuples(st.just("fuel"), st.sampled_from(CARDS), st.integers(1, 40_000)),
+    st.tuples(st.just("topup"), st.integers(0, 2), st.integers(1, 300_000)),
+    st.tuples(st.just("pay"), st.integers(0, 2), st.integers(1, 300_000)),
+    st.tuples(st.just("other"), st.sampled_from(CARDS), st.integers(1, 40_000)),
+    st.tuples(st.just("batch"), st.integers(1, 12)),
+    st.tuples(st.just("update")),
+    st.tuples(st.just("snapshot"), st.sampled_from(BALANCE_TABLES)),
+    st.tuples(st.just("restart")),
+), min_size=1, max_size=25)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps)
+# spend the host has not counted survives two rows of the same contract in a row
+@example([("fuel", CARD, 1_000), ("batch", 12), ("fuel", CARD, 2_000), ("other", CARD2, 500), ("other", CARD2, 700),
+          ("topup", 0, 1_000), ("batch", 3), ("topup", 0, 2_000), ("pay", 0, 500), ("batch", 1), ("restart",)])
+@example([("topup", 0, 1_000), ("batch", 12), ("topup", 0, 2_000), ("snapshot", Table.CLUB_ACCOUNTS),
+          ("snapshot", Table.CLUB_ACCOUNTS), ("fuel", CARD2, 900), ("snapshot", Table.FUEL_CARDS),
+          ("snapshot", Table.FUEL_CARDS)])
+def test_the_site_sees_the_host_plus_its_own_unacknowledged_spend_on_both_evaluators(tmp_path_factory, plan):
+    w = World(tmp_path_factory.mktemp("balance"))
+
+    async def run() -> None:
+        for step in plan:
+            name, args = step[0], step[1:]
+            if name == "fuel":
+                await w.fuel(*args)
+            elif name == "topup":
+                await w.topup(w.club_cards[args[0]], args[1])
+            elif name == "pay":
+                await w.pay(w.club_cards[args[0]], args[1])
+            elif name == "other":
+                await w.other_site(*args)
+            elif name == "batch":
+                await w.batch(args[0])
+            elif name == "snapshot":
+                w.snapshot(args[0])
+            elif name == "restart":
+                w.restart()
+            w.update()
+            w.check()
+        while w.cursor < (w.journal.counts().last_seq or 0):  # everything acked: the site is the host
+            await w.batch(50)
+        w.update()
+        w.check()
+        assert w.unacked() == []
+    try:
+        asyncio.run(run())
+    finally:
+        w.close()
+
+
+def test_the_offline_redemption_allowance_starts_again_once_the_host_counts_it(tmp_path):
+    """Points redeemed on a card count against the till's per-card offline allowance only
+    until the host has counted them (the account row's watermark passes them): after a
+    restart they still count, once the account comes back from the host they do not."""
+    w = World(tmp_path)
+
+    async def go() -> None:
+        card = next(no for no in w.club_cards
+                    if w.replicas["native"].club.quote(ClubSale(no, (SaleLine("s", "shoes", 10_000),), T0)).max_redeem_points)
+        sale = ClubSale(card, (SaleLine("s", "shoes", 10_000),), T0, "store", "cash")
+        txn_no = next(w.txn_no)
+        for r in w.replicas.values():
+            res = r.club.commit(sale, ClubPayment(points=2, money_kop=9_800), txn_no)
+            assert res.approved and res.redeemed_points == 2
+            r.offline_redeemed[card] += res.redeemed_points  # what the till lane does
+        body = {"sale": club_sale_body(sale), "txn_no": txn_no,
+                "payment": {"points": 2, "card_balance_kop": 0, "money_kop": 9_800}, "reason": "OK",
+                "accrued_points": res.accrued_points, "redeemed_points": 2, "lots_used": [],
+                "balance_after_kop": res.balance_after_kop}
+        await w.append([WireRecord(new_id(SITE), SITE, "till-1", new_txn_id(SITE, "till-1"), "till.sale_committed",
+                                   T0, body)])
+        w.update()
+        assert all(r.offline_redeemed[card] == 2 for r in w.replicas.values())  # not counted by the host yet
+        w.restart()
+        assert all(r.offline_redeemed[card] == 2 for r in w.replicas.values())  # from the journal
+        await w.batch(10)
+        w.update()
+        assert all(r.offline_redeemed.get(card, 0) == 0 for r in w.replicas.values())
+        w.restart()
+        assert all(r.offline_redeemed.get(card, 0) == 0 for r in w.replicas.values())
+        w.check()
+    try:
+        asyncio.run(go())
+    finally:
+        w.close()
