@@ -47,8 +47,17 @@ __all__ = ["FuelCardSwap", "apply_snapshot", "begin", "can_swap"]
 
 def can_swap(replica: Replica, table: Table) -> bool:
     """Does a snapshot of ``table`` go through this module? Fuel cards on a native
-    (compact) fuel evaluator: the one table big enough to stall the lanes."""
+    (compact) fuel evaluator: the one table big enough to stall the lanes; and only on a
+    replica that does not follow its site's own spend (the balance rule,
+    :meth:`terminal.replica.Replica.follow_own_spend`). The swap streams the host's card
+    counters as they are, without adding this site's spend past each row's watermark
+    (``Replica._translated``): a host replica taking that path would forget the spend the
+    host has not counted yet and let a card past its limit. Until the build translates
+    rows too, a host replica applies a fuel-card snapshot on the loop (the stall the module
+    docstring describes), exactly."""
     ev = replica.fuel
+    if replica.site_id is not None:
+        return False
     return table is Table.FUEL_CARDS and ev is not None and hasattr(ev, "_columns") and hasattr(ev, "columns")
 
 
