@@ -113,10 +113,16 @@ def test_a_forged_delta_with_the_next_versions_changes_nothing_and_the_genuine_o
                         # 1. The host blocks x; the site follows.
                         await asyncio.to_thread(block_card, ledger, x, reason="stolen")
                         await _until("the block of x at the site", lambda: replica.fuel.on_stop_list(x))
-                        await _until("the site's version after the block", lambda: any(
-                            g.to_version == version() for g, _ in seen))
+                        # The site's sync status names a version once the update is stored, a
+                        # moment after the evaluator has it; and the watcher may hold an older
+                        # retained delta: wait for the block's own delta and that version.
+                        def block_of_x() -> list[tuple[ReplicaDelta, bytes]]:
+                            return [(g, raw) for g, raw in seen if any(e.card_no == x for e in g.upserts)]
+                        await _until("the host's delta blocking x", lambda: bool(block_of_x()))
+                        block_delta, block_x = block_of_x()[0]
+                        await _until("the site's version after the block",
+                                     lambda: version() == block_delta.to_version)
                         v = version()
-                        block_x = next(raw for g, raw in seen if any(e.card_no == x for e in g.upserts))
 
                         # 2. The attacker: the next versions, taking x off the stop list.
                         forged = _forgeries(ReplicaDelta(Table.STOP_LIST, v, v + 1, (), (x,)), site_key, public_raw)
