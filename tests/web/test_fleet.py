@@ -242,9 +242,24 @@ def test_totp_second_factor(client: Client, smtp, ledger: Ledger, clock) -> None
     r = sign_in(other)
     assert r.status == 303 and r.location == "/fleet/totp"
     assert other.get("/fleet").status == 303  # not signed in until the second factor
+    # the code that turned the factor on is spent: it does not sign in
+    r = other.submit("/fleet/totp", "/fleet/totp", {"totp": pyotp.TOTP(secret).at(clock.now)})
+    assert r.status == 400 and other.get("/fleet").status == 303
+    clock.now += 30
     r = other.submit("/fleet/totp", "/fleet/totp", {"totp": pyotp.TOTP(secret).at(clock.now)})
     assert r.status == 303 and r.location == "/fleet"
     assert other.get("/fleet").status == 200
+    # the same code again, still inside its window, from a third browser: refused
+    third = Client(client.base)
+    assert sign_in(third).location == "/fleet/totp"
+    r = third.submit("/fleet/totp", "/fleet/totp", {"totp": pyotp.TOTP(secret).at(clock.now)})
+    assert r.status == 400 and third.get("/fleet").status == 303
+    # and an earlier step's code (inside the one-step window) is refused too
+    r = third.submit("/fleet/totp", "/fleet/totp", {"totp": pyotp.TOTP(secret).at(clock.now - 30)})
+    assert r.status == 400 and third.get("/fleet").status == 303
+    clock.now += 30
+    r = third.submit("/fleet/totp", "/fleet/totp", {"totp": pyotp.TOTP(secret).at(clock.now)})
+    assert r.status == 303 and r.location == "/fleet"
 
 
 def test_transactions_and_statement_pages_and_csv(client: Client, smtp, ledger: Ledger) -> None:
