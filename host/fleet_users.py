@@ -50,6 +50,7 @@ __all__ = [
     "sign_in",
     "start_totp",
     "user",
+    "user_id_of_login",
 ]
 
 REALM = "fleet"
@@ -365,6 +366,16 @@ def api_user(ledger: Ledger, token: str) -> FleetUser | None:
     if row is None or row[4] != "active":
         return None
     return _user(row)
+
+
+def user_id_of_login(ledger: Ledger, login: str) -> int:
+    """The user id of a fleet manager's login (lower-cased, as the cabinet stores it); NotFound if none."""
+    if not isinstance(login, str) or not login.strip() or len(login) > 200:
+        raise InvalidInput("a fleet user's login is 1 to 200 characters")
+    uid = ledger.db.scalar("SELECT user_id FROM web_fleet_users WHERE login = ?", (login.strip().lower(),))
+    if uid is None:
+        raise NotFound(f"no fleet user with login {login.strip()[:40]!r}")
+    return int(uid)
 
 
 def block_user(ledger: Ledger, user_id: int) -> None:
