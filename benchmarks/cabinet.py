@@ -21,7 +21,11 @@ opening and closing balances, credits and debits.
 - ``sqlite_cabinet_statement_cpu_p95_ms``: the process CPU time of the SQLite page (the
   database runs in-process there, so this is the work, whatever the machine's load);
 - ``cabinet_statement_p95_ms``: the slower dialect's p95 (the goal is <= 200 ms on both);
-- ``<dialect>_build_s``: the time to build the ledger.
+- ``<dialect>_build_s``: the time to build the ledger;
+- then :mod:`benchmarks.cabinet_signin`'s lines (``--signins`` sign-ins, default 40, with the
+  production argon2id parameters): ``cabinet_signin_p95_ms`` (goal: the issue's), its p50 and
+  the argon2id verify's wall and CPU time. ``--signin-only`` prints only these (no ledger is
+  built); ``--signins 0`` leaves them out.
 
 Nothing is left behind: the SQLite file's directory is removed and the schema dropped.
 """
@@ -209,9 +213,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--samples", type=int, default=50, help="statement pages measured (default %(default)s)")
     ap.add_argument("--dialect", choices=("sqlite", "postgresql", "both"), default="both")
     ap.add_argument("--pg", default=PG, help="PostgreSQL database for the scratch schema (default %(default)s)")
+    ap.add_argument("--signins", type=int, default=40,
+                    help="sign-ins timed by benchmarks.cabinet_signin at the end (default %(default)s; 0: none)")
+    ap.add_argument("--signin-only", action="store_true", help="only the sign-in figures: no statement ledger")
     a = ap.parse_args(argv)
     if not 1 <= a.target <= a.total:
         ap.error("need 1 <= --target <= --total")
+    if a.signins < 0 or (a.signin_only and a.signins == 0):
+        ap.error("--signins is at least 1 with --signin-only, and never negative")
+    if not a.signin_only:
+        _statement(a)
+    if a.signins:
+        from . import cabinet_signin  # cabinet_signin_p95_ms and the argon2id figures
+        cabinet_signin.main(["--signins", str(a.signins)])
+
+
+def _statement(a: argparse.Namespace) -> None:
+    """The statement figures: build each dialect's ledger, measure, print, remove."""
     print(f"ledger_purchases: {a.total}")
     print(f"target_month_purchases: {a.target}")
     worst = 0.0

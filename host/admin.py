@@ -564,6 +564,20 @@ def cmd_link_code(led: Ledger, a: argparse.Namespace) -> None:
           "an older code of the contract no longer works)")
 
 
+def cmd_register_club_member(led: Ledger, a: argparse.Namespace) -> None:
+    from . import club_members
+    club_members.register_member(led, a.person, phone=a.phone, birth_date=_date(a.birth_date))
+    print(f"club member {a.person}: phone ...{a.phone[-4:]} and birth date registered "
+          "(the club cabinet's codes go to that phone)")
+
+
+def cmd_block_fleet_user(led: Ledger, a: argparse.Namespace) -> None:
+    from . import fleet_users
+    uid = fleet_users.user_id_of_login(led, a.login)
+    fleet_users.block_user(led, uid)
+    print(f"fleet user {a.login.strip().lower()} (id {uid}) blocked: its sessions ended, its API tokens refused")
+
+
 def litres(ml: int) -> str:
     return reports.litres(ml)
 
@@ -761,6 +775,14 @@ def build_parser(prog: str = "python -m host.admin", card_writer: CardWriter | N
     sp.add_argument("contract", type=int, help="the contract number")
     sp.add_argument("--days", type=int, default=14, choices=range(1, 91), metavar="DAYS",
                     help="how long the code is valid, 1..90 days (default %(default)s)")
+    sp = cmd("register-club-member", cmd_register_club_member,
+             "register (or change) a club member's phone and birth date for the club cabinet")
+    sp.add_argument("person", help="the member's person id (of a club account)")
+    sp.add_argument("--phone", required=True, help="10 to 15 digits, the country code first (79001234567)")
+    sp.add_argument("--birth-date", required=True, help="YYYY-MM-DD")
+    sp = cmd("block-fleet-user", cmd_block_fleet_user,
+             "block a fleet manager's cabinet account: its sessions end, its API tokens stop working")
+    sp.add_argument("login", help="the manager's login")
     rp = cmd("report", cmd_report, "reports per contract")
     rsub = rp.add_subparsers(dest="report", required=True, metavar="REPORT")
     t = rsub.add_parser("transactions", help="transaction detail of a contract over a period")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 
 from authz.club_model import ClubCardKind, ClubStatus, KindCaps, PointLot
 from authz.fuel_model import mask_card_no
@@ -70,15 +70,27 @@ class CabinetView:
 
 
 def register_member(ledger: Ledger, person_id: str, *, phone: str, birth_date: date) -> None:
-    """Record (or change) a person's registered phone and birth date (the till or the
-    hotline does this when a card is issued)."""
-    if not phone.isdigit() or not 10 <= len(phone) <= 15:
-        raise InvalidInput(f"a phone is 10 to 15 digits, got {len(phone)} characters")
+    """Record (or change) a person's registered phone and birth date (the till, the hotline
+    or ``edgepos host register-club-member`` does this when a card is issued): the cabinet's
+    activation and password reset send their codes to that phone and ask that date.
+
+    Raises InvalidInput for a phone not of 10 to 15 ASCII digits or a birth date not a date
+    from 1900 to today, NotFound for a person who holds no club account; nothing changes then."""
+    if not isinstance(phone, str) or not phone.isascii() or not phone.isdigit() or not 10 <= len(phone) <= 15:
+        raise InvalidInput(f"a phone is 10 to 15 digits, got {len(str(phone))} characters")
+    if not isinstance(birth_date, date) or isinstance(birth_date, datetime):
+        raise InvalidInput("a birth date is a date")
     now = ledger.now()
-    ledger.db.run(lambda db: db.execute(
-        "INSERT INTO web_club_members (person_id, phone, birth_date, created_at_utc_s) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (person_id) DO UPDATE SET phone = excluded.phone, birth_date = excluded.birth_date",
-        (person_id, phone, birth_date.isoformat(), now)))
+    if not date(1900, 1, 1) <= birth_date <= datetime.fromtimestamp(now, UTC).date():
+        raise InvalidInput(f"a birth date is from 1900-01-01 to today, got {birth_date.isoformat()}")
+
+    def step(db: Database) -> None:
+        if db.fetchone("SELECT 1 FROM club_accounts WHERE person_id = ?", (person_id,)) is None:
+            raise NotFound(f"no club account of person {str(person_id)[:40]!r}")
+        db.execute("INSERT INTO web_club_members (person_id, phone, birth_date, created_at_utc_s) VALUES (?, ?, ?, ?) "
+                   "ON CONFLICT (person_id) DO UPDATE SET phone = excluded.phone, birth_date = excluded.birth_date",
+                   (person_id, phone, birth_date.isoformat(), now))
+    ledger.db.run(step)
 
 
 def person_of_card(db: Database, card_no: str) -> str | None:

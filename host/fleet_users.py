@@ -12,6 +12,7 @@ Every change to master data that a fleet manager makes goes through :mod:`host.m
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 
@@ -49,6 +50,7 @@ __all__ = [
     "sign_in",
     "start_totp",
     "user",
+    "user_id_of_login",
 ]
 
 REALM = "fleet"
@@ -181,17 +183,39 @@ def sign_in(ledger: Ledger, hasher: Hasher, login: str, password: str, *, addres
     return SignIn(u, needs_totp=u.has_totp)
 
 
+def _totp_step(secret: str, code: object, now: float) -> int | None:
+    """The time step (``now // 30``, one step either side) whose code ``code`` is, or None."""
+    if not (isinstance(code, str) and len(code) == 6 and code.isascii() and code.isdigit()):
+        return None
+    totp = pyotp.TOTP(secret)
+    found = None
+    for offset in (-1, 0, 1):  # compare all three so the time taken does not say which matched
+        t = int(now) + offset * totp.interval
+        if hmac.compare_digest(totp.at(t), code):
+            found = t // totp.interval
+    return found
+
+
 def check_totp(ledger: Ledger, user_id: int, code: str, *, address: str) -> bool | int:
-    """True if ``code`` is the user's current TOTP (a window of one step either side), False
-    if not; an int (seconds to wait) when rate limited."""
+    """True if ``code`` is the user's current TOTP (a window of one step either side) and its
+    time step is later than the last one accepted for the user (a code is good once: ASVS
+    2.8.4), False if not; an int (seconds to wait) when rate limited."""
     now = ledger.now()
     account = f"fleet-totp:{user_id}"
     secret = ledger.db.scalar("SELECT totp_secret FROM web_fleet_users WHERE user_id = ?", (user_id,))
     wait = ledger.db.run(lambda db: ratelimit.retry_after(db, account, address, now=now))
     if wait:
         return wait
-    if secret and isinstance(code, str) and code.isascii() and code.isdigit() and \
-            pyotp.TOTP(secret).verify(code, for_time=now, valid_window=1):
+    step = _totp_step(secret, code, now) if secret else None
+
+    def accept(db: Database) -> bool:
+        if step is None:
+            return False
+        # the compare-and-set makes two requests racing with one code accept it once
+        return db.execute("UPDATE web_fleet_users SET totp_last_step = ? WHERE user_id = ? AND "
+                          "(totp_last_step IS NULL OR totp_last_step < ?)",
+                          (step, user_id, step)).rowcount == 1
+    if ledger.db.run(accept):
         ledger.db.run(lambda db: ratelimit.succeed(db, account, address))
         return True
     ledger.db.run(lambda db: ratelimit.fail(db, account, address, now=now))
@@ -207,10 +231,12 @@ def start_totp(login: str) -> tuple[str, str]:
 
 def enable_totp(ledger: Ledger, user_id: int, secret: str, code: str) -> None:
     """Turn the second factor on with ``secret`` once ``code`` proves the user holds it."""
-    if not pyotp.TOTP(secret).verify(code, for_time=ledger.now(), valid_window=1):
+    step = _totp_step(secret, code, ledger.now())
+    if step is None:
         raise InvalidInput("totp: код не подходит")
-    ledger.db.run(lambda db: db.execute("UPDATE web_fleet_users SET totp_secret = ? WHERE user_id = ?",
-                                        (secret, user_id)))
+    # the code that proved the secret is spent: it cannot sign in as well
+    ledger.db.run(lambda db: db.execute("UPDATE web_fleet_users SET totp_secret = ?, totp_last_step = ? "
+                                        "WHERE user_id = ?", (secret, step, user_id)))
 
 
 def change_password(ledger: Ledger, hasher: Hasher, user_id: int, old: str, new: str) -> None:
@@ -340,6 +366,16 @@ def api_user(ledger: Ledger, token: str) -> FleetUser | None:
     if row is None or row[4] != "active":
         return None
     return _user(row)
+
+
+def user_id_of_login(ledger: Ledger, login: str) -> int:
+    """The user id of a fleet manager's login (lower-cased, as the cabinet stores it); NotFound if none."""
+    if not isinstance(login, str) or not login.strip() or len(login) > 200:
+        raise InvalidInput("a fleet user's login is 1 to 200 characters")
+    uid = ledger.db.scalar("SELECT user_id FROM web_fleet_users WHERE login = ?", (login.strip().lower(),))
+    if uid is None:
+        raise NotFound(f"no fleet user with login {login.strip()[:40]!r}")
+    return int(uid)
 
 
 def block_user(ledger: Ledger, user_id: int) -> None:

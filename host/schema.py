@@ -366,8 +366,14 @@ def _v5(db: Database) -> list[str]:
             "amount_kop BIGINT NOT NULL, PRIMARY KEY (contract_id, site_id))"]
 
 
+def _v6(db: Database) -> list[str]:
+    """One-use TOTP codes (host.fleet_users.check_totp): the last time step accepted for each
+    fleet user (NULL: none yet); a code of that step or an earlier one is refused."""
+    return ["ALTER TABLE web_fleet_users ADD COLUMN totp_last_step BIGINT"]
+
+
 #: ``MIGRATIONS[n]`` (1-based) gives the statements that take a database to version n.
-MIGRATIONS: list[Callable[[Database], list[str]]] = [_v1, _v2, _v3, _v4, _v5]
+MIGRATIONS: list[Callable[[Database], list[str]]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

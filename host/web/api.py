@@ -32,12 +32,14 @@ from authz.fuel_model import (
 )
 from authz.localtime import local_date
 from authz.money import MAX_AMOUNT_KOP, MAX_VOLUME_ML
+from host import documents as D
 from host import fleet_users as fu
 from host import master, reports
 from host.db import Database
 from host.errors import Conflict, InvalidInput, NotFound
 from host.ledger import Ledger
 
+from . import documents as web_documents
 from . import openapi
 from .common import call
 from .forms import FieldError
@@ -53,7 +55,12 @@ MAX_PAGE = 500
 _PAGE_Q = frozenset({"limit", "offset"})
 #: the query parameters each handler takes (any other is refused, 422)
 _QUERY = {"contracts": _PAGE_Q, "contract_cards": _PAGE_Q,
-          "transactions": _PAGE_Q | {"from", "to", "card_no"}}
+          "transactions": _PAGE_Q | {"from", "to", "card_no"},
+          "transaction_detail": {"from", "to", "card_no", "cursor", "limit"},
+          "document": {"month", "format"}, "detail_document": {"from", "to", "format"}}
+#: the monthly documents the API gives out (host.web.documents.build); the transaction
+#: detail of a period is ``documents/detail``
+MONTHLY_DOCUMENTS = ("statement", "report", "invoice", "act")
 
 Handler = Callable[[web.Request, fu.FleetUser], Awaitable[web.StreamResponse]]
 
@@ -190,6 +197,92 @@ async def transactions(request: web.Request, user: fu.FleetUser) -> web.Response
                  "unit_price_kop_per_l": t.unit_price_kop_per_l, "amount_kop": t.amount_kop, "record_id": t.record_id}
                 for t in reports.transactions(led, cid, first, last) if not card_no or t.card_no == card_no]
     return web.json_response(_listing(await call(request, read), limit, offset))
+
+
+def _detail_line_json(t: D.DetailLine) -> dict:
+    return {"record_id": t.record_id, "at_utc_s": t.at_utc_s, "at_local": t.at_local, "card_no": t.card_no,
+            "site_id": t.site_id, "station_id": t.station_id, "station_name": t.station_name,
+            "station_address": t.station_address, "product": t.product, "product_name": t.product_name,
+            "volume_ml": t.volume_ml, "list_price_kop_per_l": t.list_price_kop_per_l,
+            "price_kop_per_l": t.price_kop_per_l, "discount_kop": t.discount_kop, "amount_kop": t.amount_kop}
+
+
+def _good_cursor(raw: str) -> bool:
+    parts = raw.split(".")
+    return len(parts) == 2 and all(p.isascii() and p.isdigit() and 0 < len(p) <= 19 and int(p) < 2**63
+                                   for p in parts)
+
+
+@_authed
+async def transaction_detail(request: web.Request, user: fu.FleetUser) -> web.Response:
+    """A page of the contract's transaction detail (host.documents.transaction_detail): date
+    and time in the contract's zone, station and address, product, prices, discount, amount;
+    ``next_cursor`` (null: the last page) is passed back as ``cursor``."""
+    cid = _int_path(request, "contract_id")
+    q = request.query
+    raw_limit = q.get("limit", str(D.DEFAULT_PAGE))
+    if not raw_limit.isascii() or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= D.MAX_PAGE:
+        raise FieldError("limit", f"a whole number 1..{D.MAX_PAGE}")
+    cursor = q.get("cursor")
+    if cursor is not None and not _good_cursor(cursor):
+        raise FieldError("cursor", "not a cursor of this listing (use next_cursor)")
+    card_no = q.get("card_no")
+    if card_no is not None and (len(card_no) != 16 or not card_no.isascii() or not card_no.isdigit()):
+        raise FieldError("card_no", "16 digits")
+
+    def read(led: Ledger) -> dict:
+        fu.owns_contract(led, user.user_id, cid)
+        today = local_date(led.now(), led.contract(cid).tz)
+        first = parse_day(q, "from") if "from" in q else today.replace(day=1)
+        last = parse_day(q, "to") if "to" in q else today
+        try:
+            page = D.transaction_detail(led, cid, first, last, card_no=card_no, cursor=cursor,
+                                        limit=int(raw_limit))
+        except InvalidInput as exc:
+            if str(exc).startswith("not a page cursor"):
+                raise FieldError("cursor", "not a cursor of this listing (use next_cursor)") from None
+            raise
+        return {"contract_id": cid, "tz": page.tz, "first": page.first.isoformat(), "last": page.last.isoformat(),
+                "items": [_detail_line_json(t) for t in page.lines], "next_cursor": page.next_cursor}
+    return web.json_response(await call(request, read))
+
+
+def _document_format(request: web.Request) -> str:
+    fmt = request.query.get("format", "pdf")
+    if fmt not in D.FORMATS:
+        raise FieldError("format", " or ".join(D.FORMATS))
+    return fmt
+
+
+async def _document_file(request: web.Request, user: fu.FleetUser, kind: str) -> web.Response:
+    cid = _int_path(request, "contract_id")
+    fmt = _document_format(request)
+    q = dict(request.query)
+
+    def build(led: Ledger) -> tuple[bytes, str]:
+        doc = web_documents.build(led, user.user_id, cid, kind, q)
+        return D.render(doc, fmt), D.filename(doc, fmt)
+    data, name = await call(request, build)
+    return web.Response(body=data, headers={"Content-Type": D.MEDIA_TYPES[fmt],
+                                            "Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@_authed
+async def detail_document(request: web.Request, user: fu.FleetUser) -> web.Response:
+    """The contract's transaction detail of local days ``from``..``to`` as CSV or PDF
+    (``format``, default pdf)."""
+    return await _document_file(request, user, "detail")
+
+
+@_authed
+async def document(request: web.Request, user: fu.FleetUser) -> web.Response:
+    """A monthly document of the contract as CSV or PDF (``format``, default pdf): the
+    statement, the transaction report, the invoice or the reconciliation act (the last three
+    only for a closed month: 409 otherwise)."""
+    kind = request.match_info["kind"]
+    if kind not in MONTHLY_DOCUMENTS:
+        raise NotFound("no such document")
+    return await _document_file(request, user, kind)
 
 
 # -- writes --------------------------------------------------------------------------------------
@@ -338,6 +431,9 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/v1/contracts/{contract_id}", contract)
     r.add_get("/api/v1/contracts/{contract_id}/cards", contract_cards)
     r.add_get("/api/v1/contracts/{contract_id}/transactions", transactions)
+    r.add_get("/api/v1/contracts/{contract_id}/transaction-detail", transaction_detail)
+    r.add_get("/api/v1/contracts/{contract_id}/documents/detail", detail_document)
+    r.add_get("/api/v1/contracts/{contract_id}/documents/{kind}", document)
     r.add_get("/api/v1/cards/{card_no}", card)
     r.add_put("/api/v1/cards/{card_no}/limits/{limit_id}", put_limit)
     r.add_delete("/api/v1/cards/{card_no}/limits/{limit_id}", delete_limit)

@@ -25,7 +25,8 @@ NAMES = {"detail": "Детализация операций", "statement": "Вы
 
 
 def build(led: Ledger, uid: int, cid: int, kind: str, q: dict[str, str]) -> D.Document:
-    """The document ``kind`` of the user's contract ``cid`` for the query's month or period."""
+    """The document ``kind`` of the user's contract ``cid`` for the query's month or period
+    (the detail: ``from``, ``to`` and optionally one ``card``)."""
     fu.owns_contract(led, uid, cid)
     today = local_date(led.now(), led.contract(cid).tz)
     if kind == "detail":
@@ -34,7 +35,8 @@ def build(led: Ledger, uid: int, cid: int, kind: str, q: dict[str, str]) -> D.Do
         lines: list = []
         cursor = None
         while True:
-            page = D.transaction_detail(led, cid, first, last, cursor=cursor, limit=D.MAX_PAGE)
+            page = D.transaction_detail(led, cid, first, last, card_no=q.get("card") or None, cursor=cursor,
+                                        limit=D.MAX_PAGE)
             lines += page.lines
             cursor = page.next_cursor
             if cursor is None:

@@ -7,6 +7,7 @@ checks the contract or card belongs to the signed-in manager's company."""
 from __future__ import annotations
 
 import calendar
+import urllib.parse
 from datetime import UTC, date, datetime
 
 from aiohttp import web
@@ -21,8 +22,9 @@ from authz.fuel_model import (
     mask_card_no,
 )
 from authz.localtime import local_date
+from host import documents, master, reports
 from host import fleet_users as fu
-from host import master, reports
+from host.documents.queries import MAX_DETAIL_DAYS
 from host.errors import Conflict, InvalidInput, NotFound
 from host.ledger import Ledger
 from host.passwords import check_new_password
@@ -325,29 +327,41 @@ def _period(q: dict[str, str], today: date) -> tuple[date, date]:
     last = F.birth_date(q, "to") if q.get("to") else today
     if last < first:
         raise F.FieldError("to", "раньше даты «С даты»")
-    if (last - first).days > 366:
+    if (last - first).days >= MAX_DETAIL_DAYS:
         raise F.FieldError("to", "период не длиннее года")
     return first, last
 
 
+#: lines on one page of the cabinet's transaction detail
+DETAIL_PAGE = 50
+
+
 def _txns(led: Ledger, uid: int, cid: int, q: dict[str, str]) -> dict:
+    """A page of the contract's transaction detail (host.documents.transaction_detail) for
+    the query's period, card and cursor, with what the page's form and links need."""
     fu.owns_contract(led, uid, cid)
     c = led.contract(cid)
     first, last = _period(q, local_date(led.now(), c.tz))
-    lines = reports.transactions(led, cid, first, last)
     card = q.get("card") or ""
-    if card:
-        lines = [t for t in lines if t.card_no == card]
-    return {"cid": cid, "first": first, "last": last, "lines": lines, "card": card,
-            "cards": [(k.card_no, mask_card_no(k.card_no)) for k in led.contract_cards(cid)]}
+    cursor = q.get("cursor") or None
+    try:
+        page = documents.transaction_detail(led, cid, first, last, card_no=card or None, cursor=cursor,
+                                            limit=DETAIL_PAGE)
+    except InvalidInput as exc:
+        if str(exc).startswith("not a page cursor"):
+            raise F.FieldError("cursor", "ссылка на страницу устарела, откройте детализацию заново") from None
+        raise
+    return {"cid": cid, "first": first, "last": last, "page": page, "lines": page.lines, "card": card,
+            "paged": cursor is not None, "cards": [(k.card_no, mask_card_no(k.card_no)) for k in led.contract_cards(cid)]}
 
 
 async def transactions(request: web.Request) -> web.StreamResponse:
     uid = await _uid(request)
     q = dict(request.query)
+    if q.get("format") == "csv":  # the whole period as the documents' CSV (docs/documents.md)
+        raise see_other(f"/fleet/contracts/{_contract_id(request)}/documents/detail.csv?"
+                        + urllib.parse.urlencode({k: q[k] for k in ("from", "to", "card") if q.get(k)}))
     v = await call(request, _txns, uid, _contract_id(request), q)
-    if q.get("format") == "csv":
-        return _csv(reports.to_csv(v["lines"]), f"transactions-{v['cid']}-{v['first']}-{v['last']}.csv")
     return await render(request, "fleet/transactions.html", v)
 
 

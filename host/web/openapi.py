@@ -7,6 +7,8 @@ from typing import Any
 
 from authz.fuel_model import Period, ProductGroup
 from authz.money import MAX_AMOUNT_KOP, MAX_VOLUME_ML
+from host.documents import DEFAULT_PAGE as DEFAULT_DETAIL_PAGE
+from host.documents import MAX_PAGE as MAX_DETAIL_PAGE
 
 __all__ = ["document"]
 
@@ -49,6 +51,11 @@ _LID = {"name": "limit_id", "in": "path", "required": True, "schema": {"type": "
                                                                         "maximum": 2**31 - 1}}
 _IDEM = {"name": "Idempotency-Key", "in": "header", "required": True,
          "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[!-~]+$"}}
+
+_FORMAT = {"name": "format", "in": "query", "schema": {"enum": ["csv", "pdf"]}, "description": "default pdf"}
+_DOCUMENT = {"description": "the document", "content": {
+    "text/csv": {"schema": {"type": "string"}},
+    "application/pdf": {"schema": {"type": "string", "format": "binary"}}}}
 
 
 def document() -> dict[str, Any]:
@@ -98,6 +105,26 @@ def document() -> dict[str, Any]:
                     "product": {"type": ["string", "null"]}, "volume_ml": {"type": "integer"},
                     "unit_price_kop_per_l": {"type": ["integer", "null"]}, "amount_kop": {"type": "integer"},
                     "record_id": {"type": "string"}}},
+                "DetailLine": {"type": "object", "required": [
+                    "record_id", "at_utc_s", "at_local", "card_no", "site_id", "station_id", "station_name",
+                    "station_address", "product", "product_name", "volume_ml", "list_price_kop_per_l",
+                    "price_kop_per_l", "discount_kop", "amount_kop"], "properties": {
+                    "record_id": {"type": "string"}, "at_utc_s": {"type": "integer"},
+                    "at_local": {"type": "string", "description": "YYYY-MM-DD HH:MM:SS in the contract's zone"},
+                    "card_no": {"type": "string"}, "site_id": {"type": "string"},
+                    "station_id": {"type": ["integer", "null"]}, "station_name": {"type": "string"},
+                    "station_address": {"type": "string"}, "product": {"type": "string"},
+                    "product_name": {"type": "string"}, "volume_ml": {"type": "integer"},
+                    "list_price_kop_per_l": {"type": ["integer", "null"]},
+                    "price_kop_per_l": {"type": ["integer", "null"]},
+                    "discount_kop": {"type": "integer"}, "amount_kop": {"type": "integer"}}},
+                "DetailPage": {"type": "object", "required": ["contract_id", "tz", "first", "last", "items",
+                                                               "next_cursor"], "properties": {
+                    "contract_id": {"type": "integer"}, "tz": {"type": "string"},
+                    "first": {"type": "string", "format": "date"}, "last": {"type": "string", "format": "date"},
+                    "items": {"type": "array", "items": _ref("DetailLine")},
+                    "next_cursor": {"type": ["string", "null"],
+                                    "description": "pass back as cursor for the next page; null: the last page"}}},
             },
         },
         "security": [{"token": []}],
@@ -118,6 +145,41 @@ def document() -> dict[str, Any]:
                                {"name": "card_no", "in": "query", "schema": {"type": "string"}}],
                 "responses": {"200": _json(_list_of("Transaction"), "purchases in the period (local days)"),
                               **_errors(401, 404, 422)}}},
+            "/api/v1/contracts/{contract_id}/transaction-detail": {"get": {
+                "operationId": "getTransactionDetail",
+                "parameters": [_CID,
+                               {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"}},
+                               {"name": "to", "in": "query", "schema": {"type": "string", "format": "date"}},
+                               {"name": "card_no", "in": "query",
+                                "schema": {"type": "string", "pattern": "^[0-9]{16}$"}},
+                               {"name": "cursor", "in": "query", "description": "next_cursor of the page before",
+                                "schema": {"type": "string", "pattern": "^[0-9]{1,18}\\.[0-9]{1,18}$"}},
+                               {"name": "limit", "in": "query", "description": f"1..{MAX_DETAIL_PAGE} "
+                                f"(default {DEFAULT_DETAIL_PAGE})",
+                                "schema": {"type": "string", "pattern": "^(1000|[1-9][0-9]{0,2})$"}}],
+                "responses": {"200": _json(_ref("DetailPage"), "a page of the purchases in the period (local "
+                                                               "days), in time order"),
+                              **_errors(401, 404, 409, 422)}}},
+            "/api/v1/contracts/{contract_id}/documents/detail": {"get": {
+                "operationId": "getDetailDocument",
+                "description": "the transaction detail of local days from..to as CSV or PDF",
+                "parameters": [_CID, _FORMAT,
+                               {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"},
+                                "description": "default: the month's first day"},
+                               {"name": "to", "in": "query", "schema": {"type": "string", "format": "date"},
+                                "description": "default: today"}],
+                "responses": {"200": _DOCUMENT, **_errors(401, 404, 409, 422)}}},
+            "/api/v1/contracts/{contract_id}/documents/{kind}": {"get": {
+                "operationId": "getDocument",
+                "description": "a monthly document as CSV or PDF: statement, report (transaction report), "
+                               "invoice (счёт-фактура), act (reconciliation act); the last three of a closed "
+                               "month only (409 otherwise)",
+                "parameters": [_CID, _FORMAT,
+                               {"name": "kind", "in": "path", "required": True,
+                                "schema": {"enum": ["statement", "report", "invoice", "act"]}},
+                               {"name": "month", "in": "query", "description": "YYYY-MM (default: this month)",
+                                "schema": {"type": "string", "pattern": "^20[0-9]{2}-(0[1-9]|1[0-2])$"}}],
+                "responses": {"200": _DOCUMENT, **_errors(401, 404, 409, 422)}}},
             "/api/v1/cards/{card_no}": {"get": {"operationId": "getCard", "parameters": [_CARD], "responses": {
                 "200": _json(_ref("Card"), "a card"), **_errors(401, 404)}}},
             "/api/v1/cards/{card_no}/limits/{limit_id}": {

@@ -163,3 +163,49 @@ def test_master_functions_raise_typed_errors(ledger: Ledger):
     master.issue_club_card(ledger, "2990000000071", person_id="p", kind=ClubCardKind.IDENTIFIED)
     with pytest.raises(Conflict):
         master.issue_club_card(ledger, "2990000000071", person_id="q", kind=ClubCardKind.IDENTIFIED)
+
+
+def test_register_club_member_records_phone_and_birth_date_and_refuses_bad_input(admin, ledger: Ledger):
+    assert admin("issue-club-card", "2990000000019", "--person", "anna", "--kind", "identified")[0] == 0
+    row = "SELECT phone, birth_date FROM web_club_members WHERE person_id = ?"
+    for bad, says in ((("--phone", "7900123", "--birth-date", "1990-05-17"), "10 to 15 digits"),
+                      (("--phone", "79001234567", "--birth-date", "1990-02-30"), "1990-02-30"),
+                      (("--phone", "79001234567", "--birth-date", "2999-01-01"), "from 1900-01-01 to today"),
+                      (("--phone", "７９００１２３４５６７", "--birth-date", "1990-05-17"), "10 to 15 digits")):
+        code, _, err = admin("register-club-member", "anna", *bad)
+        assert code == 1 and says in err, (bad, err)
+        assert ledger.db.fetchone(row, ("anna",)) is None
+    code, _, err = admin("register-club-member", "nobody", "--phone", "79001234567", "--birth-date", "1990-05-17")
+    assert code == 1 and "no club account" in err and ledger.db.fetchone(row, ("nobody",)) is None
+    code, out, err = admin("register-club-member", "anna", "--phone", "79001234567", "--birth-date", "1990-05-17")
+    assert code == 0, err
+    assert "79001234567" not in out and "...4567" in out
+    assert tuple(ledger.db.fetchone(row, ("anna",))) == ("79001234567", "1990-05-17")
+    code, _, err = admin("register-club-member", "anna", "--phone", "79007654321", "--birth-date", "1991-01-02")
+    assert code == 0, err  # a change of phone replaces the old one
+    assert tuple(ledger.db.fetchone(row, ("anna",))) == ("79007654321", "1991-01-02")
+
+
+def test_block_fleet_user_ends_its_sign_in_and_tokens(admin, ledger: Ledger):
+    from host import fleet_users as fu
+    from host.passwords import Argon2Parameters, Hasher
+    hasher = Hasher(Argon2Parameters(time_cost=1, memory_kib=8192, parallelism=1))
+    password = "a long enough passphrase 2026"
+    uid = fu.create_active_user(ledger, hasher, login="romashka", email="boss@romashka.test", password=password,
+                                company="Ромашка")
+    other = fu.create_active_user(ledger, hasher, login="vasilek", email="boss@vasilek.test", password=password,
+                                  company="Василёк")
+    token = fu.create_api_token(ledger, uid, "ERP")
+    other_token = fu.create_api_token(ledger, other, "ERP")
+    assert fu.api_user(ledger, token) is not None
+    code, _, err = admin("block-fleet-user", "nobody")
+    assert code == 1 and "no fleet user" in err
+    code, _, err = admin("block-fleet-user", "  ")
+    assert code == 1 and "login" in err
+    assert fu.user(ledger, uid).status == "active"
+    code, out, err = admin("block-fleet-user", "Romashka")  # logins are stored lower-cased
+    assert code == 0, err
+    assert f"id {uid}" in out and "blocked" in out
+    assert fu.user(ledger, uid).status == "blocked" and fu.api_user(ledger, token) is None
+    assert fu.sign_in(ledger, hasher, "romashka", password, address="127.0.0.1", device_token=None).user is None
+    assert fu.user(ledger, other).status == "active" and fu.api_user(ledger, other_token) is not None

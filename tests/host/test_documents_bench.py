@@ -17,7 +17,7 @@ def test_the_cabinet_benchmark_builds_measures_and_cleans_up(postgres: str, caps
             return {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'bench_cabinet_%'")}
     before_dirs = set(glob.glob(f"{tempfile.gettempdir()}/edgepos-bench-cabinet-*"))
     before = schemas()
-    cabinet.main(["--total", "3000", "--target", "400", "--samples", "3", "--pg", postgres])
+    cabinet.main(["--total", "3000", "--target", "400", "--samples", "3", "--pg", postgres, "--signins", "2"])
     out = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
     assert out["ledger_purchases"] == "3000" and out["target_month_purchases"] == "400"
     for dialect in ("sqlite", "postgresql"):
@@ -26,6 +26,7 @@ def test_the_cabinet_benchmark_builds_measures_and_cleans_up(postgres: str, caps
             assert float(out[f"{dialect}_cabinet_statement_{key}"]) > 0
     assert float(out["cabinet_statement_p95_ms"]) == max(float(out["sqlite_cabinet_statement_p95_ms"]),
                                                          float(out["postgresql_cabinet_statement_p95_ms"]))
+    assert out["cabinet_signins"] == "2" and float(out["cabinet_signin_p95_ms"]) > 0  # the one command
     assert schemas() == before and set(glob.glob(f"{tempfile.gettempdir()}/edgepos-bench-cabinet-*")) == before_dirs
 
 

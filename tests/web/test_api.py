@@ -17,7 +17,8 @@ from host.ledger import Ledger
 from host.web.openapi import document
 
 from .client import Client
-from .conftest import CARD, CARD2, CONTRACT, OTHER_CARD
+from .conftest import CARD, CARD2, CONTRACT, OTHER_CARD, OTHER_CONTRACT
+from .purchases import november_purchases
 from .test_fleet import signed_in_client
 
 
@@ -95,3 +96,68 @@ def api_token(client: Client, smtp, ledger: Ledger) -> tuple[str, str]:
 def test_api_conforms_to_its_description(case, api_token) -> None:
     base, token = api_token
     case.call_and_validate(base_url=base, headers={"Authorization": f"Bearer {token}"})
+
+
+def test_transaction_detail_pages_and_documents_as_csv_and_pdf(client: Client, smtp, ledger: Ledger,
+                                                               clock) -> None:
+    import csv
+    import io
+
+    from pypdf import PdfReader
+
+    from host import master
+
+    from ..host.test_documents import BUYER, SELLER
+    from .test_documents import DEC_3
+    november_purchases(ledger)
+    master.set_operator_requisites(ledger, SELLER)
+    master.set_client_requisites(ledger, CONTRACT, BUYER)
+    signed_in_client(client, smtp, ledger)
+    token = make_token(client)
+    bare = Client(client.base)
+    h = {"Authorization": f"Bearer {token}"}
+    base = f"/api/v1/contracts/{CONTRACT}"
+    assert bare.request("GET", f"{base}/documents/invoice?month=2026-11", headers=h).status == 409  # open month
+    clock.now = DEC_3
+
+    st, p1 = api(bare, "GET", f"{base}/transaction-detail?from=2026-11-01&to=2026-11-30&limit=2", token)
+    assert st == 200 and len(p1["items"]) == 2 and p1["next_cursor"] and p1["tz"] == "Europe/Moscow"
+    first = p1["items"][0]
+    assert first["station_name"] == "АЗС №17" and first["station_address"] == "Омск, пр. Мира, 101"
+    assert first["volume_ml"] == 10_000 and first["amount_kop"] == 60_000 and first["product"] == "AI95"
+    assert first["at_local"].startswith("2026-11-") and first["card_no"] == CARD
+    assert first["discount_kop"] == first["volume_ml"] * (first["list_price_kop_per_l"] - 6_000) // 1000
+    st, p2 = api(bare, "GET", f"{base}/transaction-detail?from=2026-11-01&to=2026-11-30&limit=2"
+                              f"&cursor={p1['next_cursor']}", token)
+    assert st == 200 and p2["next_cursor"] is None and [t["volume_ml"] for t in p2["items"]] == [30_000]
+    st, err = api(bare, "GET", f"{base}/transaction-detail?cursor=zzz", token)
+    assert st == 422 and err["error"]["field"] == "cursor"
+    st, only2 = api(bare, "GET", f"{base}/transaction-detail?from=2026-11-01&to=2026-11-30&card_no={CARD2}", token)
+    assert st == 200 and only2["items"] == []
+    assert api(bare, "GET", f"/api/v1/contracts/{OTHER_CONTRACT}/transaction-detail", token)[0] == 404
+
+    for kind, q in (("detail", "from=2026-11-01&to=2026-11-30"), ("statement", "month=2026-11"),
+                    ("report", "month=2026-11"), ("invoice", "month=2026-11"), ("act", "month=2026-11")):
+        r = bare.request("GET", f"{base}/documents/{kind}?{q}&format=csv", headers=h)
+        assert r.status == 200 and r.header("Content-Type").startswith("text/csv"), (kind, r.body[:200])
+        rows = list(csv.reader(io.StringIO(r.body.decode("utf-8-sig"), newline=""), delimiter=";"))
+        flat = "\n".join(";".join(row) for row in rows)
+        assert str(CONTRACT) in flat, kind
+        if kind in ("detail", "report", "statement"):
+            assert any(cell.endswith("600,00") for row in rows for cell in row), kind  # the first purchase
+        r = bare.request("GET", f"{base}/documents/{kind}?{q}&format=pdf", headers=h)
+        assert r.status == 200 and r.header("Content-Type") == "application/pdf" and r.body[:5] == b"%PDF-", kind
+        text = "\n".join(pg.extract_text() for pg in PdfReader(io.BytesIO(r.body)).pages)
+        assert str(CONTRACT) in text, kind
+        if kind in ("invoice", "act"):
+            assert BUYER.inn in text and SELLER.inn in text, kind
+        if kind == "detail":
+            assert "АЗС №17" in text and "Омск, пр. Мира, 101" in text
+    assert bare.request("GET", f"{base}/documents/act?month=2026-11&format=doc", headers=h).status == 422
+    assert bare.request("GET", f"{base}/documents/act?from=2026-11-01", headers=h).status == 422
+    assert bare.request("GET", f"{base}/documents/detail?month=2026-11", headers=h).status == 422
+    assert bare.request("GET", f"{base}/documents/act?month=2026-13", headers=h).status == 422
+    assert bare.request("GET", f"{base}/documents/deed?month=2026-11", headers=h).status == 404
+    assert bare.request("GET", f"/api/v1/contracts/{OTHER_CONTRACT}/documents/act?month=2026-11",
+                        headers=h).status == 404
+    assert bare.request("GET", f"{base}/documents/act?month=2026-11").status == 401

@@ -1,26 +1,35 @@
 """The cabinets in a real browser: Debian's chromium driven by Playwright (never a browser
 download). One browser for the module, a fresh context (cookies) per test. The flows:
 fleet registration and activation with the link from the SMTP server, linking a contract,
-changing a limit, blocking a card, downloading the statement CSV; club activation with the
+changing a limit, blocking a card, downloading the statement CSV and then every document
+of a closed month (statement, transaction report, invoice, act; CSV and PDF, read back with
+csv and pypdf) and the transaction detail; club activation with the
 SMS code from the outbox, password reset, blocking a lost card by SMS. Also checks that
 chromium keeps the ``__Host-`` Secure cookie on http://127.0.0.1 (a secure context)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
+from pypdf import PdfReader
 
 from authz.club_model import ClubStatus
 from authz.fuel_model import CardStatus
 from host import fleet_users as fu
+from host import master
 from host.ledger import Ledger
 
+from ..host.test_documents import BUYER, SELLER
 from .client import Client
 from .conftest import CARD, CLUB_BIRTH, CLUB_CARD, CLUB_PHONE, CONTRACT, body_of
+from .purchases import STATION_ADDRESS, STATION_NAME, november_purchases
+from .test_documents import DEC_3
 
 PASSWORD = "browser passphrase 2026"
 
@@ -44,7 +53,30 @@ def page(browser: Browser, server) -> Iterator[Page]:
     ctx.close()
 
 
-def test_fleet_register_activate_link_limit_block_download(page: Page, smtp, ledger: Ledger) -> None:
+def _downloaded(page: Page, selector: str) -> tuple[str, bytes]:
+    """Click ``selector`` and return the file the browser saved (its suggested name, bytes)."""
+    with page.expect_download() as dl:
+        page.click(selector)
+    with open(dl.value.path(), "rb") as f:
+        return dl.value.suggested_filename, f.read()
+
+
+def _csv_rows(data: bytes) -> list[list[str]]:
+    assert data.startswith("\ufeff".encode())  # the BOM Excel needs for UTF-8
+    return list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""), delimiter=";"))
+
+
+def _pdf_text(data: bytes) -> str:
+    assert data[:5] == b"%PDF-"
+    return "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(data)).pages)
+
+
+#: each monthly document's title (its first CSV line and in its PDF)
+_TITLES = {"statement": "Выписка по договору", "report": "Отчёт по операциям за месяц",
+           "invoice": "Счёт-фактура №", "act": "Акт сверки взаимных расчётов"}
+
+
+def test_fleet_register_activate_link_limit_block_download(page: Page, smtp, ledger: Ledger, clock) -> None:
     page.goto("/fleet/register")
     page.fill("input[name=login]", "browserco")
     page.fill("input[name=email]", "boss@browserco.test")
@@ -92,6 +124,44 @@ def test_fleet_register_activate_link_limit_block_download(page: Page, smtp, led
     with open(dl.value.path(), encoding="utf-8-sig") as f:
         text = f.read()
     assert "closing balance,,,500000.00" in text and "opening balance,,,0.00" in text
+
+    # every document of the closed November, through the browser's downloads
+    november_purchases(ledger)
+    master.set_operator_requisites(ledger, SELLER)
+    master.set_client_requisites(ledger, CONTRACT, BUYER)
+    clock.now = DEC_3  # November closed; the session has expired meanwhile: sign in again
+    page.goto("/fleet/login")
+    page.fill("input[name=login]", "browserco")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button:has-text('Войти')")
+    page.wait_for_url("**/fleet")
+    page.goto(f"/fleet/contracts/{CONTRACT}/documents")
+    for kind, title in _TITLES.items():
+        name, data = _downloaded(page, f"tr[data-month='2026-11'] a[data-doc='{kind}-csv']")
+        assert name == f"{kind}-{CONTRACT}-2026-11.csv"
+        rows = _csv_rows(data)
+        assert rows[0][0].startswith(title) and [str(CONTRACT)] in [r[1:2] for r in rows], kind
+        cells = [c for r in rows for c in r]
+        if kind in ("statement", "report"):
+            assert "-600,00" in cells or "600,00" in cells, kind  # the first purchase
+        if kind in ("invoice", "act"):
+            assert BUYER.inn in " ".join(cells) and SELLER.inn in " ".join(cells), kind
+        name, data = _downloaded(page, f"tr[data-month='2026-11'] a[data-doc='{kind}-pdf']")
+        assert name == f"{kind}-{CONTRACT}-2026-11.pdf"
+        text = _pdf_text(data)
+        assert title in text and str(CONTRACT) in text, kind
+        if kind in ("invoice", "act"):
+            assert BUYER.inn in text and SELLER.inn in text, kind
+    page.goto(f"/fleet/contracts/{CONTRACT}/transactions?from=2026-11-01&to=2026-11-30")
+    page.wait_for_selector("#txns td.address")
+    assert page.inner_text("#txns tr[data-record] td.address") == STATION_ADDRESS
+    name, data = _downloaded(page, "#csv")
+    rows = _csv_rows(data)
+    assert name == f"detail-{CONTRACT}-20261101-20261130.csv" and rows[0][0] == "Детализация операций"
+    assert sum(1 for r in rows if STATION_ADDRESS in r) == 3
+    name, data = _downloaded(page, "#pdf")
+    text = _pdf_text(data)
+    assert name.endswith(".pdf") and "Детализация операций" in text and STATION_NAME in text
 
 
 def _club_sign_in(page: Page, login: str, password: str) -> None:

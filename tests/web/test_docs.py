@@ -19,7 +19,7 @@ def test_the_cabinets_doc_names_real_commands_and_api_paths() -> None:
     from host.web.openapi import document
     text = DOC.read_text(encoding="utf-8")
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    for name in ("serve", "link-code", "replace-club-card"):
+    for name in ("serve", "link-code", "replace-club-card", "register-club-member", "block-fleet-user"):
         assert name in sub.choices and f"edgepos host {name}" in text
     for path in document()["paths"]:
         short = re.sub(r"\{[a-z_]+\}", "{", path)

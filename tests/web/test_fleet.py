@@ -242,9 +242,24 @@ def test_totp_second_factor(client: Client, smtp, ledger: Ledger, clock) -> None
     r = sign_in(other)
     assert r.status == 303 and r.location == "/fleet/totp"
     assert other.get("/fleet").status == 303  # not signed in until the second factor
+    # the code that turned the factor on is spent: it does not sign in
+    r = other.submit("/fleet/totp", "/fleet/totp", {"totp": pyotp.TOTP(secret).at(clock.now)})
+    assert r.status == 400 and other.get("/fleet").status == 303
+    clock.now += 30
     r = other.submit("/fleet/totp", "/fleet/totp", {"totp": pyotp.TOTP(secret).at(clock.now)})
     assert r.status == 303 and r.location == "/fleet"
     assert other.get("/fleet").status == 200
+    # the same code again, still inside its window, from a third browser: refused
+    third = Client(client.base)
+    assert sign_in(third).location == "/fleet/totp"
+    r = third.submit("/fleet/totp", "/fleet/totp", {"totp": pyotp.TOTP(secret).at(clock.now)})
+    assert r.status == 400 and third.get("/fleet").status == 303
+    # and an earlier step's code (inside the one-step window) is refused too
+    r = third.submit("/fleet/totp", "/fleet/totp", {"totp": pyotp.TOTP(secret).at(clock.now - 30)})
+    assert r.status == 400 and third.get("/fleet").status == 303
+    clock.now += 30
+    r = third.submit("/fleet/totp", "/fleet/totp", {"totp": pyotp.TOTP(secret).at(clock.now)})
+    assert r.status == 303 and r.location == "/fleet"
 
 
 def test_transactions_and_statement_pages_and_csv(client: Client, smtp, ledger: Ledger) -> None:
@@ -259,3 +274,42 @@ def test_transactions_and_statement_pages_and_csv(client: Client, smtp, ledger: 
     assert t.status == 200 and 'id="txns"' in t.text
     bad = client.get(f"/fleet/contracts/{CONTRACT}/transactions?from=2026-11-30&to=2026-11-01")
     assert bad.status == 400 and "По дату" in bad.text
+
+
+def test_transaction_detail_page_shows_local_time_station_discount_and_pages(client: Client, smtp, ledger: Ledger,
+                                                                             monkeypatch) -> None:
+    from host.web import fleet
+
+    from .purchases import (
+        PURCHASE_ML,
+        STATION_ADDRESS,
+        STATION_NAME,
+        november_purchases,
+    )
+    november_purchases(ledger)
+    signed_in_client(client, smtp, ledger)
+    monkeypatch.setattr(fleet, "DETAIL_PAGE", 2)  # the server reads it per request: two lines a page
+    url = f"/fleet/contracts/{CONTRACT}/transactions?from=2026-11-01&to=2026-11-30"
+    p1 = client.get(url)
+    assert p1.status == 200
+    rows = re.findall(r'<tr data-record="[^"]+">(.*?)</tr>', p1.text, re.DOTALL)
+    assert len(rows) == 2
+    cells = [re.findall(r'<td class="(\w+)">(.*?)</td>', r, re.DOTALL) for r in rows]
+    first = dict(cells[0])
+    assert first["at"] == "2026-11-15 14:08:40"  # completed 120 s after the sale began, Moscow time
+    assert first["station"] == STATION_NAME and first["address"] == STATION_ADDRESS
+    assert first["product"] == "АИ-95" and first["litres"] == "10.000" and first["price"] == "60.00"
+    assert first["discount"] == "15.00" and first["amount"] == "600.00"  # list 61.50 ₽/l
+    assert dict(cells[1])["litres"] == "20.000"
+    nxt = re.search(r'id="next-page" href="([^"]+)"', p1.text).group(1).replace("&amp;", "&")
+    p2 = client.get(f"/fleet/contracts/{CONTRACT}/transactions{nxt}")
+    rows2 = re.findall(r'<td class="litres">([^<]+)</td>', p2.text)
+    assert p2.status == 200 and rows2 == [f"{PURCHASE_ML[2] // 1000}.000"] and 'id="next-page"' not in p2.text
+    only2 = client.get(f"{url}&card={CARD2}")
+    assert only2.status == 200 and "Операций за период нет" in only2.text
+    assert client.get(f"{url}&cursor=garbage").status == 400
+    assert client.get(f"{url}&card=7005830000000009").status == 404  # another company's card
+    csv = client.get(f"{url}&format=csv")
+    assert csv.status == 303 and csv.location.startswith(f"/fleet/contracts/{CONTRACT}/documents/detail.csv?")
+    body = client.get(csv.location).body.decode("utf-8-sig")
+    assert STATION_ADDRESS in body and ";600,00" in body  # the documents write a decimal comma
