@@ -40,7 +40,12 @@ from hw.dispensers.azt2_codec import (
     parse_status,
     split_halves,
 )
-from hw.dispensers.polled import DeviceStatus, FinishedSale, PolledPump
+from hw.dispensers.polled import (
+    DeviceStatus,
+    FinishedSale,
+    PolledPump,
+    check_nozzle_map,
+)
 from hw.pump import (
     NozzleTotals,
     Preset,
@@ -199,15 +204,7 @@ class Azt2Pump(PolledPump):
                  poll_interval_s: float = 0.2, offline_after: int = 2) -> None:
         """See the class docstring."""
         super().__init__(pump_id, poll_interval_s=poll_interval_s, offline_after=offline_after)
-        if not nozzles:
-            raise PumpValueError(f"pump {pump_id}: an АЗТ 2.0 pump needs at least one channel")
-        for ch, product in nozzles.items():
-            if isinstance(ch, bool) or not isinstance(ch, int) or not 1 <= ch <= 225:
-                raise PumpValueError(f"pump {pump_id}: channels are 1..225, got {ch!r}")
-            if not isinstance(product, str) or not product:
-                raise PumpValueError(f"pump {pump_id}: channel {ch} needs a product name")
-        if len(set(nozzles.values())) != len(nozzles):
-            raise PumpValueError(f"pump {pump_id}: two channels deliver the same product")
+        check_nozzle_map(pump_id, nozzles, device="an АЗТ 2.0 pump", word="channel", plural="channels", top=225)
         self.bus = bus
         self.channels = [_Channel(ch, p) for ch, p in sorted(nozzles.items())]
         self._by_product = {c.product: c for c in self.channels}

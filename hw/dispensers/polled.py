@@ -16,7 +16,7 @@ import abc
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -45,11 +45,27 @@ from hw.pump import (
     StateChanged,
 )
 
-__all__ = ["DeviceStatus", "FinishedSale", "PolledPump"]
+__all__ = ["DeviceStatus", "FinishedSale", "PolledPump", "check_nozzle_map"]
 
 log = logging.getLogger(__name__)
 
 _CLOSED = object()
+
+
+def check_nozzle_map(pump_id: int, nozzles: Mapping[int, str], *, device: str, word: str, plural: str, top: int) -> None:
+    """Refuse a pump's map of device nozzle numbers (PTS-2) or channels (АЗТ 2.0) to products
+    unless it names at least one, every number is an int in 1..``top`` and every product a
+    distinct non-empty name: a ``PumpValueError`` naming the pump and what is wrong, in the
+    device's own ``word``."""
+    if not nozzles:
+        raise PumpValueError(f"pump {pump_id}: {device} needs at least one {word}")
+    for n, product in nozzles.items():
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= top:
+            raise PumpValueError(f"pump {pump_id}: {plural} are 1..{top}, got {n!r}")
+        if not isinstance(product, str) or not product:
+            raise PumpValueError(f"pump {pump_id}: {word} {n} needs a product name")
+    if len(set(nozzles.values())) != len(nozzles):
+        raise PumpValueError(f"pump {pump_id}: two {word}s deliver the same product")
 
 
 @dataclass(frozen=True, slots=True)

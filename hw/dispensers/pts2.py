@@ -27,7 +27,12 @@ from typing import Any, Self
 
 import aiohttp
 
-from hw.dispensers.polled import DeviceStatus, FinishedSale, PolledPump
+from hw.dispensers.polled import (
+    DeviceStatus,
+    FinishedSale,
+    PolledPump,
+    check_nozzle_map,
+)
 from hw.dispensers.pts2_protocol import (
     MAX_BODY_BYTES,
     Packet,
@@ -246,15 +251,7 @@ class Pts2Pump(PolledPump):
     ) -> None:
         """See the class docstring; ``poll_interval_s`` is the PumpGetStatus period."""
         super().__init__(pump_id, poll_interval_s=poll_interval_s, offline_after=offline_after)
-        if not nozzles:
-            raise PumpValueError(f"pump {pump_id}: a PTS-2 pump needs at least one nozzle")
-        for n, product in nozzles.items():
-            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 8:
-                raise PumpValueError(f"pump {pump_id}: nozzle numbers are 1..8, got {n!r}")
-            if not isinstance(product, str) or not product:
-                raise PumpValueError(f"pump {pump_id}: nozzle {n} needs a product name")
-        if len(set(nozzles.values())) != len(nozzles):
-            raise PumpValueError(f"pump {pump_id}: two nozzles deliver the same product")
+        check_nozzle_map(pump_id, nozzles, device="a PTS-2 pump", word="nozzle", plural="nozzle numbers", top=8)
         self.controller = controller
         self.controller_pump = pump_id if controller_pump is None else controller_pump
         self.nozzles = dict(sorted(nozzles.items()))
