@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import termios
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -26,7 +26,6 @@ from hw.pump import (
     Preset,
     PumpBackOnline,
     PumpError,
-    PumpEvent,
     PumpOffline,
     PumpProtocolError,
     PumpRefused,
@@ -37,9 +36,9 @@ from hw.pump import (
 )
 from hw.sim.azt2 import Azt2Simulator
 from tests.hw.conftest import PtyPair
+from tests.hw.pumpwait import complete, until
 
 S = PumpState
-TIMEOUT_S = 5.0
 PRICE = 5_499
 NOZZLES = {1: "AI-95", 2: "DT"}
 
@@ -63,24 +62,6 @@ def sim(pair: PtyPair) -> Azt2Simulator:
 
 def pump(b: Azt2Bus) -> Azt2Pump:
     return Azt2Pump(b, 1, NOZZLES, poll_interval_s=0.01)
-
-
-async def until(events: AsyncIterator[PumpEvent], last: Callable[[PumpEvent], bool]) -> list[PumpEvent]:
-    seen: list[PumpEvent] = []
-    while True:
-        seen.append(await asyncio.wait_for(anext(events), TIMEOUT_S))
-        if last(seen[-1]):
-            return seen
-
-
-def complete(e: PumpEvent) -> bool:
-    return isinstance(e, DeliveryComplete)
-
-
-async def wait_for(cond: Callable[[], bool]) -> None:
-    async with asyncio.timeout(TIMEOUT_S):
-        while not cond():
-            await asyncio.sleep(0.005)
 
 
 def test_a_sale_to_a_volume_preset_then_confirmed(pty_pair: PtyPair) -> None:

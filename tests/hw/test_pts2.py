@@ -9,7 +9,7 @@ Every wait is bounded (a hang guard, never a speed assertion).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,6 @@ from hw.pump import (
     PumpBackOnline,
     PumpBusy,
     PumpError,
-    PumpEvent,
     PumpOffline,
     PumpProtocolError,
     PumpRefused,
@@ -38,10 +37,10 @@ from hw.pump import (
 from hw.sim.pts2 import Pts2Simulator
 
 S = PumpState
-TIMEOUT_S = 5.0
 PRICE = 5_499
 NOZZLES = {1: {1: "AI-95", 2: "DT"}, 2: {1: "AI-92"}}
 POLL_S = 0.01
+from tests.hw.pumpwait import complete, until, wait_for
 
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
@@ -55,24 +54,6 @@ def sim(tmp_path: Path, **kw: Any) -> Pts2Simulator:
 
 def pump(ctl: Pts2Controller, n: int = 1) -> Pts2Pump:
     return Pts2Pump(ctl, n, NOZZLES[n], poll_interval_s=POLL_S)
-
-
-async def until(events: AsyncIterator[PumpEvent], last: Callable[[PumpEvent], bool]) -> list[PumpEvent]:
-    seen: list[PumpEvent] = []
-    while True:
-        seen.append(await asyncio.wait_for(anext(events), TIMEOUT_S))
-        if last(seen[-1]):
-            return seen
-
-
-def complete(e: PumpEvent) -> bool:
-    return isinstance(e, DeliveryComplete)
-
-
-async def wait_for(cond: Callable[[], bool]) -> None:
-    async with asyncio.timeout(TIMEOUT_S):
-        while not cond():
-            await asyncio.sleep(0.005)
 
 
 def test_a_sale_runs_to_its_preset_and_stays_unconfirmed_until_closed(tmp_path: Path) -> None:
