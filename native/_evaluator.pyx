@@ -38,6 +38,16 @@ from .compact import ClubColumns, CompactClubModel, CompactFuelModel, FuelColumn
 from .tables import NO_PERIOD as _NO_PERIOD
 from .tables import ClubTables, FuelTables, TzTables
 
+
+cdef void* _grown(void* p, Py_ssize_t n, size_t item, str what) except NULL:
+    """``p`` reallocated to ``n`` items of ``item`` bytes; ``MemoryError(what)`` (and ``p``
+    untouched) when there is no memory. The one growth step of the fuel and club tables."""
+    cdef void* q = PyMem_Realloc(p, n * item)
+    if q == NULL:
+        raise MemoryError(what)
+    return q
+
+
 cdef int64_t MAX_VOLUME = _MAX_VOLUME_ML
 cdef int64_t MAX_AMOUNT = _MAX_AMOUNT_KOP
 cdef int64_t MAX_SALE = MAX_SALE_KOP
@@ -1273,31 +1283,22 @@ cdef class NativeFuelEvaluator:
 
     cdef void _reserve(self, Py_ssize_t n_cards, Py_ssize_t n_lims, Py_ssize_t n_cts) except *:
         """Room for this many cards, limits and contracts (growing by half again)."""
-        cdef void* p
         if n_cards > self.card_cap:
             cap = max(n_cards, self.card_cap + self.card_cap // 2 + 16)
-            p = PyMem_Realloc(self.cards, cap * sizeof(CardRec))
-            if p == NULL:
-                raise MemoryError("no memory for the fuel tables")
-            self.cards, self.card_cap = <CardRec*>p, cap
+            self.cards = <CardRec*>_grown(self.cards, cap, sizeof(CardRec), "no memory for the fuel tables")
+            self.card_cap = cap
         if n_lims > self.lim_cap:
             cap = max(n_lims, self.lim_cap + self.lim_cap // 2 + 16)
-            p = PyMem_Realloc(self.lims, cap * sizeof(LimitRec))
-            if p == NULL:
-                raise MemoryError("no memory for the fuel tables")
-            self.lims, self.lim_cap = <LimitRec*>p, cap
+            self.lims = <LimitRec*>_grown(self.lims, cap, sizeof(LimitRec), "no memory for the fuel tables")
+            self.lim_cap = cap
         if n_cts > self.ct_cap:
             cap = max(n_cts, self.ct_cap + self.ct_cap // 2 + 16)
-            p = PyMem_Realloc(self.cts, cap * sizeof(ContractRec))
-            if p == NULL:
-                raise MemoryError("no memory for the fuel tables")
-            self.cts, self.ct_cap = <ContractRec*>p, cap
+            self.cts = <ContractRec*>_grown(self.cts, cap, sizeof(ContractRec), "no memory for the fuel tables")
+            self.ct_cap = cap
         if self.n_defs + 64 > self.def_cap:  # a card brings at most a few new definitions
             cap = self.def_cap * 2 + 64
-            p = PyMem_Realloc(self.ldefs, cap * sizeof(LimitDef))
-            if p == NULL:
-                raise MemoryError("no memory for the fuel tables")
-            self.ldefs, self.def_cap = <LimitDef*>p, cap
+            self.ldefs = <LimitDef*>_grown(self.ldefs, cap, sizeof(LimitDef), "no memory for the fuel tables")
+            self.def_cap = cap
 
     cdef void _write_contract(self, Py_ssize_t i, c, int32_t z, list chosen) except *:
         cdef int k
@@ -2352,27 +2353,20 @@ cdef class NativeClubEvaluator:
 
     cdef void _reserve(self, Py_ssize_t n_accounts, Py_ssize_t n_cards, Py_ssize_t n_lots) except *:
         """Room for this many accounts and cards, and ``n_lots`` more lots."""
-        cdef void* p
         if n_accounts > self.acc_cap:
             cap = max(n_accounts, self.acc_cap + self.acc_cap // 2 + 16)
-            p = PyMem_Realloc(self.accs, cap * sizeof(AccountRec))
-            if p == NULL:
-                raise MemoryError("no memory for the club tables")
-            self.accs, self.acc_cap = <AccountRec*>p, cap
+            self.accs = <AccountRec*>_grown(self.accs, cap, sizeof(AccountRec), "no memory for the club tables")
+            self.acc_cap = cap
         if n_cards > self.card_cap:
             cap = max(n_cards, self.card_cap + self.card_cap // 2 + 16)
-            p = PyMem_Realloc(self.cards, cap * sizeof(ClubCardRec))
-            if p == NULL:
-                raise MemoryError("no memory for the club tables")
-            self.cards, self.card_cap = <ClubCardRec*>p, cap
+            self.cards = <ClubCardRec*>_grown(self.cards, cap, sizeof(ClubCardRec), "no memory for the club tables")
+            self.card_cap = cap
         if self.lot_top + n_lots > self.lot_cap:
             cap = self.lot_top + n_lots + self.lot_cap // 2 + 64
             if cap >= 2**31 - 1:
                 raise MemoryError("the club lot pool is full")
-            p = PyMem_Realloc(self.lots, cap * sizeof(LotRec))
-            if p == NULL:
-                raise MemoryError("no memory for the club lot pool")
-            self.lots, self.lot_cap = <LotRec*>p, cap
+            self.lots = <LotRec*>_grown(self.lots, cap, sizeof(LotRec), "no memory for the club lot pool")
+            self.lot_cap = cap
 
     cdef void _write_account(self, Py_ssize_t a, account, list lots) except *:
         """Account ``a`` as the host's row: its old lots back to the pool, the row's linked
