@@ -9,7 +9,8 @@ spread by hashing their number, so the data is made by the database at its own s
 indexes of the two tables are dropped for the load and built again after it (the same
 statements as the schema's), the way a restore goes; in PostgreSQL the two tables are
 UNLOGGED for it (reads are the same). The target contract's records carry the body the
-page reads; the others' a short one (never read by the page). One contract (the target) has ``--target`` purchases (default 100,000)
+page reads; the others' a short one (never read by the page). One contract (the target) has
+``--target`` purchases (default 100,000)
 in its month, October 2026, and a few thousand in November; the rest spread over 2,000
 other contracts and twelve months. The statement page is what the cabinet shows first:
 :func:`host.documents.statement_page` of the target's October, 50 lines, with the month's

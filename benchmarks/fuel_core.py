@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from authz.fuel_model import FuelDecision, FuelRequest, LimitCounter
 from authz.reasons import Reason
 from terminal import fuel_core as core
-from terminal.fuel_core import Counting, FuelCore, FuelTxn, NozzleTotals, Settle, write_id_of
+from terminal.fuel_core import FuelCore, FuelTxn, Settle, write_id_of
+from wire.bodies import Counting, NozzleTotals
 
 CARD = "7005830000000017"
 

@@ -273,7 +273,8 @@ async def _flush(journals: dict[str, Path], keys: dict[str, bytes], replica_veri
         for site, path in journals.items():
             j = stack.enter_context(Journal.open(path, site))
             clients.append(await stack.enter_async_context(
-                SyncClient(j, SiteKeys({site: keys[site]}, replica_verify=replica_verify), SyncSettings.from_url(url, **settings))))
+                SyncClient(j, SiteKeys({site: keys[site]}, replica_verify=replica_verify),
+                           SyncSettings.from_url(url, **settings))))
         statuses = await asyncio.gather(*(c.wait_flushed(args.timeout) for c in clients))
         elapsed = time.perf_counter() - t0
         cpu = time.process_time() - cpu0

@@ -68,7 +68,8 @@ class Daemon:
         cfg = Path(self.dir.name) / "site.toml"
         cfg.write_text(text)
         self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-m", "terminal.cli", "run", "--simulated-replica", "--config", str(cfg), *extra],
+        self.proc = subprocess.Popen([sys.executable, "-m", "terminal.cli", "run", "--simulated-replica",
+                                      "--config", str(cfg), *extra],
                                      stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT,
                                      env=dict(os.environ, **(env or {})))
         self.port = None
@@ -192,7 +193,7 @@ def fuel_figures(n: int) -> dict[str, float]:
         settle_empty_reader()
         vcard.insert()
         wait_state(("card_read",))
-        for i in range(n):
+        for _ in range(n):
             assert call("POST", "/v1/pumps/1/pin", {"pin": "1234"})[0] == 200
             t0 = time.perf_counter()
             st, ans = call("POST", "/v1/pumps/1/authorize", {"product": "AI92", "preset_volume_ml": 1_000})
@@ -201,7 +202,7 @@ def fuel_figures(n: int) -> dict[str, float]:
             assert call("POST", "/v1/pumps/1/void", {})[0] == 200
             wait_state(("card_read",))
         vcard.pull()
-        for i in range(max(10, n // 10)):
+        for _ in range(max(10, n // 10)):
             settle_empty_reader()
             t0 = time.perf_counter()
             vcard.insert()

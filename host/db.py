@@ -139,7 +139,8 @@ class Database:
             part = values[i:i + CHUNK]
             self.execute(sql.replace("{in}", ",".join("?" * len(part))), (*params, *part))
 
-    def select_pairs(self, sql: str, pairs: Sequence[tuple[Any, Any]], types: tuple[str, str] = ("text", "bigint")) -> list[tuple]:
+    def select_pairs(self, sql: str, pairs: Sequence[tuple[Any, Any]],
+                     types: tuple[str, str] = ("text", "bigint")) -> list[tuple]:
         """Rows of ``sql`` whose ``IN (VALUES {pairs})`` is the list of ``pairs``."""
         pairs = list(pairs)
         if not pairs:

@@ -963,7 +963,7 @@ class FuelLane:
             if self.pump.state in (PumpState.AUTHORIZED, PumpState.DISPENSING):
                 await self.pump.stop()
                 await self._wait_delivery_end()
-                if self.pump.state is PumpState.STOPPED:
+                if self._pump_state() is PumpState.STOPPED:
                     await self.pump.reset()
             last = await self.pump.unconfirmed_sale()
             if last is None or not self._is_sale_of(last, txn):
@@ -977,6 +977,10 @@ class FuelLane:
             log.warning("%s: recovering %s: the pump dispensed %d ml", self.lane, txn.txn_id, last.volume_ml)
             return core.DeliveryRead(last.volume_ml, sale_id=last.sale_id)
         return core.DeliveryRead(0)
+
+    def _pump_state(self) -> PumpState:
+        """The pump's state read now (after an await, not the state checked before it)."""
+        return self.pump.state
 
     @staticmethod
     def _is_sale_of(last: Delivery, txn: FuelTxn) -> bool:

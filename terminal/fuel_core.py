@@ -597,7 +597,7 @@ class FuelCore:
         targets = allowed(before, name)
         if targets is None:
             return self._ignored(event)
-        out = getattr(self, "_on_" + name)(event)
+        out: list[Any] = getattr(self, "_on_" + name)(event)
         if self.state not in targets:  # pragma: no cover - the table and the code disagree
             raise CoreError(f"{name} took the lane from {before.value} to {self.state.value}, "
                             f"which the table does not allow")

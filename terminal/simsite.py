@@ -80,7 +80,7 @@ class SiteReport:
         lines += [f"    {k:<24}{num(v):>8}" for k, v in sorted(self.sales.items())]
         lines.append(f"  points accrued {num(self.points_accrued)}, redeemed {num(self.points_redeemed)}, "
                      f"returns {num(self.returns)}")
-        lines.append(f"  top-ups: " + ", ".join(f"{k} {num(v)}" for k, v in sorted(self.topups.items())))
+        lines.append("  top-ups: " + ", ".join(f"{k} {num(v)}" for k, v in sorted(self.topups.items())))
         if self.fuel:
             lines.append(f"Fuel: {num(sum(self.fuel.values()))} pump transactions, "
                          f"{self.fuel_volume_ml / 1000:,.3f} L, {num(self.fuel_amount_kop // 100)} RUB".replace(",", " "))

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from authz import sample
 from authz.batch import FuelBatch
 from authz.errors import ModelError, RequestError
-from authz.fuel_model import (CardKind, CardStatus, Contract, FuelCard, FuelModel, FuelRequest, Limit,
-                              LimitCounter, LimitUnit, Period, ProductGroup, Scope, Station, Tariff)
+from authz.fuel_model import (CardKind, Contract, FuelCard, FuelModel, FuelRequest, Limit,
+                              LimitCounter, LimitUnit, Period, ProductGroup, Station, Tariff)
 from authz.reasons import Reason
 from authz.reference import ReferenceFuelEvaluator
 from native import NativeFuelEvaluator, fuel_evaluator

@@ -161,7 +161,7 @@ def club_models(draw) -> ClubModel:
     accounts, cards = [], []
     for a in range(draw(st.integers(1, 3))):
         lots = []
-        for k in range(draw(st.integers(0, 4))):
+        for _ in range(draw(st.integers(0, 4))):
             at = T0 - draw(st.integers(0, 150 * 86_400))
             lots.append(PointLot(draw(st.integers(0, 5)), draw(st.integers(1, 3_000)),
                                  at + rules.maturity_s, max(at + rules.maturity_s, add_months_utc(at, 3))))
@@ -235,7 +235,8 @@ def test_club_native_agrees_with_reference(data):
         got = _run_club_op(ref, op, sales_ref)
         assert _run_club_op(nat, op, sales_nat) == got, op
         event(f"club {op[0]} " + ("error" if got == "error" else type(got).__name__ if got is not None else "none")
-              + ("" if not isinstance(got, tuple) else f" {got[1].reason.name}") + (f" {got.reason.name}" if hasattr(got, "reason") else ""))
+              + ("" if not isinstance(got, tuple) else f" {got[1].reason.name}")
+              + (f" {got.reason.name}" if hasattr(got, "reason") else ""))
         for a in model.accounts:
             assert nat.account(a.account_id) == ref.account(a.account_id)
     quotable = [op[1] for op in ops if op[0] == "sale"]

@@ -55,7 +55,8 @@ from .test_differential import (
     times,
 )
 
-SETTINGS = settings(max_examples=int(os.environ.get("EDGEPOS_UPDATE_EXAMPLES", "100")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=int(os.environ.get("EDGEPOS_UPDATE_EXAMPLES", "100")), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
 NEW_NUMBERS = ("7005830000000099", "0000000000000042", "CARD-X1")
 
 

@@ -90,6 +90,7 @@ class Topic:
     def __str__(self) -> str:
         if self.kind.per_site:
             return f"{PREFIX}/sites/{self.site_id}/{self.kind.value}"
+        assert self.table is not None, "a replica topic names its table"
         if self.kind is TopicKind.SNAPSHOT:
             return f"{PREFIX}/replica/{self.table.value}/snapshot/{self.part}"
         return f"{PREFIX}/replica/{self.table.value}/deltas"

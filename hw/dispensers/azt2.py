@@ -73,7 +73,8 @@ _FORMATS = {
 class Azt2Bus:
     """One RS-485 line (a serial port) shared by the ``Azt2Pump`` objects on it.
 
-    ``async with`` opens the port (7E2 at ``baudrate`` on a real line). ``exchange`` is serialized: the line carries one request at a time.
+    ``async with`` opens the port (7E2 at ``baudrate`` on a real line). ``exchange`` is serialized:
+    the line carries one request at a time.
     """
 
     def __init__(self, port: str, *, baudrate: int = 4800, line_format: str = "7E2",

@@ -480,7 +480,8 @@ class ClientProc(_Proc):
     async def start(self, timeout: float = 20) -> ClientProc:
         h, s = self.h, self.h.by_id[self.site_id]
         cfg = {"journal": str(s.journal_path), "site_id": self.site_id, "site_key": s.key.hex(),
-               "replica_verify_key_file": str(h.keys_dir / REPLICA_VERIFY_KEY_FILE), "url": h.broker.url, "username": self.site_id, "password": s.password,
+               "replica_verify_key_file": str(h.keys_dir / REPLICA_VERIFY_KEY_FILE), "url": h.broker.url,
+               "username": self.site_id, "password": s.password,
                "settings": h.settings_kw(**self.settings)}
         self._spawn([sys.executable, "-m", "tests.e2e.edge_proc"], {"E2E_EDGE_CONFIG": json.dumps(cfg)})
         await self._wait_for_line("ready", timeout)

@@ -103,7 +103,7 @@ def test_the_ledger_unreachable_is_exit_3(capsys, tmp_path):
 
 
 def test_club_cards_at_most_three_per_person_and_replacement_carries_the_balance(admin, ledger: Ledger):
-    for i, no in enumerate(("2990000000019", "2990000000026", "2990000000033")):
+    for no in ("2990000000019", "2990000000026", "2990000000033"):
         code, out, err = admin("issue-club-card", no, "--person", "anna", "--kind", "identified")
         assert code == 0, err
     code, _, err = admin("issue-club-card", "2990000000040", "--person", "anna")

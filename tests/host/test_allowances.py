@@ -135,8 +135,8 @@ _base = pack_row(Table.CONTRACTS, contract())
 @settings(max_examples=200, deadline=None)
 @given(st.sampled_from(["watermarks", "allowances"]),
        st.one_of(st.none(), st.integers(-2**63, 2**63 - 1), st.text(max_size=5), st.lists(st.one_of(
-           st.integers(-2**63, 2**63 - 1), st.text(max_size=70), st.lists(st.one_of(st.integers(-5, 10**13), st.text(max_size=70)),
-                                                         max_size=3)), max_size=4)))
+           st.integers(-2**63, 2**63 - 1), st.text(max_size=70),
+           st.lists(st.one_of(st.integers(-5, 10**13), st.text(max_size=70)), max_size=3)), max_size=4)))
 def test_malformed_balance_fields_are_refused_with_a_clear_error(name, value):
     import msgpack
     d = msgpack.unpackb(_base)

@@ -9,13 +9,7 @@ Test modules import the fixtures by name: ``from tests.hw.pcsc import pcscd, key
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 

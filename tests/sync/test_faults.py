@@ -60,7 +60,8 @@ def _start_client(cfg: dict) -> subprocess.Popen:
 
 
 def client_cfg(broker, keys, journal_path, **settings) -> dict:
-    return {"journal": str(journal_path), "site_id": SITE_A, "site_key": keys.site_a.hex(), "replica_verify_key": keys.host_public_hex(),
+    return {"journal": str(journal_path), "site_id": SITE_A, "site_key": keys.site_a.hex(),
+            "replica_verify_key": keys.host_public_hex(),
             "url": broker.url, "username": SITE_A, "password": PASSWORDS[SITE_A],
             "settings": {"poll_interval_s": 0.05, "backoff_initial_s": 0.1, "backoff_max_s": 1.0, **settings}}
 

@@ -72,7 +72,8 @@ def test_a_console_reaches_only_its_pumps_and_a_pump_has_one_spelling(pcscd, tmp
         assert st == 403  # an operator reads; the console drives
         st, got = await call(http, "POST", base + "/v1/pumps/2/stop", bearer("forecourt-2") | {"Idempotency-Key": "stop-2-0001"})
         assert st == 200
-        st, got = await call(http, "POST", base + "/v1/pumps/2/reset", bearer("forecourt-2") | {"Idempotency-Key": "reset-2-0001"})
+        st, got = await call(http, "POST", base + "/v1/pumps/2/reset",
+                             bearer("forecourt-2") | {"Idempotency-Key": "reset-2-0001"})
         assert st == 200 and got["pump_state"] == "idle"
         # int() takes Arabic-Indic and full-width digits and a leading zero: each named pump 2
         for spelling in ("%D9%A2", "%EF%BC%92", "02", "2%20", "+2"):

@@ -226,7 +226,7 @@ def test_many_sales_keep_only_open_ones_in_memory_and_committed_ones_are_read_ba
             c = Client(s, f"http://127.0.0.1:{d.port}")
             first = await committed_sale(c, "till-1", card, SHOES, {"money_kop": 300_000})
             sizes = []
-            for i in range(120):
+            for _ in range(120):
                 await committed_sale(c, "till-1", card, SHOES, {"money_kop": 300_000})
                 sizes.append(len(lane.sales))
             assert max(sizes) <= lane.recent_sales + 1, max(sizes)

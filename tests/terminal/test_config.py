@@ -24,7 +24,8 @@ def test_missing_file_is_a_clear_error(tmp_path):
         load_config(tmp_path / "nope.toml")
 
 
-CLIENT = ('port = 8780\n[[api.clients]]\nname = "t"\nrole = "{role}"\ntoken_sha256 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"\n{extra}\n')
+CLIENT = ('port = 8780\n[[api.clients]]\nname = "t"\nrole = "{role}"\n'
+          'token_sha256 = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"\n{extra}\n')
 
 
 @pytest.mark.parametrize("change, message", [

@@ -87,8 +87,8 @@ class DaemonProcess:
         if crash_at:
             env["EDGEPOS_CRASH_AT"] = crash_at
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "terminal.cli", "run", "--simulated-replica", "--config", str(config), "--fuel-cards", str(CARDS),
-             "--club-accounts", "10", "--seed", str(SEED)],
+            [sys.executable, "-m", "terminal.cli", "run", "--simulated-replica", "--config", str(config),
+             "--fuel-cards", str(CARDS), "--club-accounts", "10", "--seed", str(SEED)],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
         self.lines: list[str] = []
         self.port = None

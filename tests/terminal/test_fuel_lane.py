@@ -499,7 +499,7 @@ def test_nozzle_never_lifted_times_out_and_voids(pcscd, tmp_path, keys):
         await s.insert()
         await s.pin_ok()
         st, ans, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI95", "preset_volume_ml": 5_000})
-        v = await s.wait_state("card_read")
+        await s.wait_state("card_read")
         assert "nozzle was not lifted" in s.record(ans["txn_id"], "fuel.voided")["reason"]
         assert s.pump.state.value == "idle" and s.card.state.txn_counter == 2
         assert "fuel.completed" not in s.kinds(ans["txn_id"])

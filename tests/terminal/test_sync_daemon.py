@@ -57,7 +57,8 @@ def test_block_at_the_host_reaches_the_site_and_the_ledger_matches(tmp_path):
                 # a till sale journaled at the site reaches the host ledger
                 async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=T)) as s:
                     base = f"http://127.0.0.1:{d.port}"
-                    async with s.post(base + "/v1/tills/till-1/sales", headers={"Idempotency-Key": "sync-open-1"} | auth("/v1/tills/till-1/sales"),
+                    async with s.post(base + "/v1/tills/till-1/sales",
+                                      headers={"Idempotency-Key": "sync-open-1"} | auth("/v1/tills/till-1/sales"),
                                       json={"lines": [{"category": "shoes", "amount_kop": 100_000}]}) as r:
                         assert r.status == 201
                 await asyncio.wait_for(d.sync.wait_flushed(T), T + 5)

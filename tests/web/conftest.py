@@ -213,7 +213,8 @@ def sms(tmp_path: Path) -> SmsBox:
 def server(ledger: Ledger, db_url: str, clock: Clock, smtp, sms: SmsBox) -> Iterator[Server]:
     _, port = smtp
     sock = listening_socket()
-    cfg = WebConfig(db_url=db_url, base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", mailer=SmtpMailer("127.0.0.1", port, "cabinet@edgepos.test"),
+    cfg = WebConfig(db_url=db_url, base_url=f"http://127.0.0.1:{sock.getsockname()[1]}",
+                    mailer=SmtpMailer("127.0.0.1", port, "cabinet@edgepos.test"),
                     sms=FileSmsGateway(sms.path), argon2=FAST_ARGON2, clock=clock, sms_inbound_token="gw-secret",
                     outbox_interval_s=0.05)
     srv = Server(cfg, sock)

@@ -555,7 +555,7 @@ def test_bad_rows(keys, rows, table, mutate, words):
     if not words:
         decode(data, keys, topic=None)
         return
-    refused(data, keys, WireFormatError, f"snapshot: rows[0]", *words)
+    refused(data, keys, WireFormatError, "snapshot: rows[0]", *words)
 
 
 def test_encode_refuses_rows_of_the_wrong_type(keys, rows):
