@@ -37,6 +37,7 @@ from authz.errors import RequestError
 from .api_input import MAX_DEPTH, Abandoned, Runner, ascii_int, check_tree, shown
 from .apiauth import Principal, TokenTable, allowed, host_allowed, server_ssl_context
 from .config import ApiRole, ConfigError
+from .fuel_core import FuelLaneError, Refusal
 from .journal import JournalClosedError, JournalDiskError, JournalError
 from .openapi import openapi_document
 from .till import IdemSpec, LaneError, parse_lines, same_request
@@ -51,6 +52,13 @@ PUBLIC = frozenset({"/openapi.json"})
 #: What answers while a new site waits for its replica (everything else: 503 provisioning).
 PROVISIONING_OPEN = frozenset({"/v1/health", "/v1/events"})
 PRINCIPAL = web.RequestKey("principal", Principal)
+#: The status and code of the answer for each way the fuel lane refuses a request (the lane
+#: names the kind; HTTP is decided here).
+FUEL_REFUSALS: dict[Refusal, tuple[int, str]] = {
+    Refusal.NOT_NOW: (409, "not_possible_now"),
+    Refusal.INVALID: (422, "invalid_request"),
+    Refusal.UNAVAILABLE: (503, "device_unavailable"),
+}
 
 
 Handler = Callable[[Any, IdemSpec], Awaitable[tuple[int, dict]]]
@@ -174,6 +182,9 @@ class LocalApi:
             raise
         except RequestError as exc:
             return error(422, "invalid_request", str(exc)[:300])
+        except FuelLaneError as exc:
+            status, code = FUEL_REFUSALS[exc.kind]
+            return error(status, code, str(exc)[:300])
         except LaneError as exc:  # a message may quote a value: cut it
             return error(exc.status, "not_possible_now" if exc.status == 409 else "invalid_request", str(exc)[:300])
         except (JournalDiskError, JournalClosedError) as exc:

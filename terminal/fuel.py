@@ -42,29 +42,29 @@ from hw.errors import (CardError, CardNotGenuineError, CardRemovedError, CardSta
                        CardTimeoutError, CounterMismatchError, PinBlockedError, PinFormatError,
                        WrongPinError)
 from hw.pump import (Delivery, DeliveryComplete, DeliveryProgress, NozzleHungUp, NozzleLifted,
-                     Preset as PumpPreset, Pump, PumpBackOnline, PumpError, PumpOffline, PumpState,
+                     Preset as PumpPreset, Pump, PumpBackOnline, PumpError, PumpOffline, PumpRefused, PumpState,
                      PumpStateError, PumpValueError, PumpWentOffline, StateChanged)
 from hw.sim.keys import SIM_ISSUER_KEY, sim_key_store
 from hw.sim.recorded_pump import RecordedSimPump
-from wire.bodies import (Counting, FuelCardRefused, FuelDeclined, FuelEmergencyStop, FuelPumpReset,
-                         NozzleTotals, body_of, counters_from_json, counters_json)
+from wire.bodies import (Counting, FuelCardRefused, FuelCompleted, FuelDeclined, FuelVoided, NozzleTotals, body_of,
+                         counters_from_json, counters_json)
 
 from . import crashpoints
 from . import fuel_core as core
 from .config import PumpConfig, SiteConfig
 from .events import EventBus
-from .fuel_core import (FuelCore, FuelTimeouts, FuelTxn, LaneState, Settle, base_counters, counting_for, newer,
-                        plus, write_id_of)
+from .fuel_core import (FuelCore, FuelLaneError, FuelTimeouts, FuelTxn, LaneState, Refusal, Settle, base_counters,
+                        counting_for, newer, plus, write_id_of)
 from .ids import new_id, new_txn_id
 from .journal import Journal, JournalClosedError, JournalDiskError, OpenTransaction, Record
 from .replica import FUEL_COMPLETED, Replica
-from .till import IdemSpec, LaneError
+from .till import IdemSpec
 
 log = logging.getLogger("edgepos.fuel")
 
 __all__ = [
     "PREAUTH", "RESERVED", "PRESET", "COMPLETED", "CARD_COMMITTED", "VOIDED", "CORRECTION",
-    "DECLINED", "CARD_REFUSED", "EMERGENCY_STOP", "PUMP_RESET", "PIN_CHECKED", "TOTALS_MISMATCH",
+    "DECLINED", "CARD_REFUSED", "EMERGENCY_STOP", "PUMP_RESET", "PUMP_ACTION", "PIN_CHECKED", "TOTALS_MISMATCH",
     "TERMINAL_KINDS", "LaneState", "FuelTimeouts", "FuelLane", "RecordedSimPump", "SIM_ISSUER_KEY",
     "sim_key_store", "lane_name", "write_id_of", "FuelTxn", "Counting", "counting_for", "newer",
     "base_counters", "plus", "counters_json", "counters_from_json",
@@ -82,11 +82,12 @@ DECLINED = "fuel.declined"  #: the evaluator declined; nothing reserved (termina
 CARD_REFUSED = "fuel.card_refused"  #: a card refused at insertion (not genuine, suspected clone) (terminal)
 EMERGENCY_STOP = "fuel.emergency_stop"  #: the console stopped the pump (its own transaction, terminal)
 PUMP_RESET = "fuel.pump_reset"  #: the console cleared an emergency stop (terminal)
+PUMP_ACTION = "fuel.pump_action"  #: an operator suspended or resumed the delivery (its own transaction, terminal)
 PIN_CHECKED = "fuel.pin_checked"  #: the card checked a PIN: the outcome, never the PIN (terminal)
 TOTALS_MISMATCH = "fuel.totals_mismatch"  #: the nozzle's totals disagree with the sale (in the sale's transaction, open)
 #: Kinds that end a fuel transaction (for the journal's open-transaction scan).
 TERMINAL_KINDS = frozenset({CARD_COMMITTED, VOIDED, CORRECTION, DECLINED, CARD_REFUSED,
-                            EMERGENCY_STOP, PUMP_RESET, PIN_CHECKED})
+                            EMERGENCY_STOP, PUMP_RESET, PUMP_ACTION, PIN_CHECKED})
 
 
 def lane_name(pump_id: int) -> str:
@@ -404,6 +405,8 @@ class FuelLane:
             return await self._card_read()
         elif isinstance(c, core.ReadDelivery):
             return await self._delivered_for(c.txn)
+        elif isinstance(c, core.Operate):
+            return await self._operate(c)
         else:  # pragma: no cover - a command the driver does not know is a bug
             raise TypeError(f"unknown command {c!r}")
         return None
@@ -412,8 +415,9 @@ class FuelLane:
         txn_id = c.txn_id or new_txn_id(self.site.site_id, self.lane)
         records = [self._record(txn_id, b, c.record_id if n == 0 else None) for n, b in enumerate(c.bodies)]
         idem = None
-        if c.reply is not None and self._idem is not None:
-            key = self._idem.secret() if c.secret else self._idem
+        served = c.key if c.key is not None else self._idem  # an operator's request names its own key
+        if c.reply is not None and served is not None:
+            key = served.secret() if c.secret else served
             idem = key.entry(*self._answer(c.reply, txn_id))
         try:
             await self.journal.append(records, idem=idem)
@@ -444,6 +448,8 @@ class FuelLane:
             return 200, {"pump": self.pump_id, "txn_id": txn_id, "state": "voided", **p}
         if reply.outcome in ("declined", "verified"):
             return 200, p
+        if reply.outcome == "operated":
+            return 200, {"pump": self.pump_id, **p}
         if reply.outcome in ("wrong_pin", "pin_blocked"):
             return 403, p
         raise ValueError(f"no answer for {reply!r}")  # pragma: no cover
@@ -591,7 +597,7 @@ class FuelLane:
         HMAC under this run's in-memory key (:func:`terminal.till.secret_digest`): a hash
         of a 4-digit PIN on disk would be the PIN."""
         if not isinstance(pin, str):
-            raise LaneError("pin must be text: 4 to 12 digits", 422)
+            raise FuelLaneError("pin must be text: 4 to 12 digits", Refusal.INVALID)
         async with self.lock:
             self._idem = idem
             try:
@@ -602,11 +608,11 @@ class FuelLane:
     async def _pin(self, pin: str) -> tuple[int, dict]:
         s = self.session
         if self.state not in (LaneState.CARD_READ, LaneState.PIN_OK) or s is None:
-            raise LaneError(self._why_not("check a PIN"))
+            raise FuelLaneError(self._why_not("check a PIN"))
         try:
             await s.app.verify_pin(pin)
         except PinFormatError:
-            raise LaneError("pin must be 4 to 12 digits", 422) from None
+            raise FuelLaneError("pin must be 4 to 12 digits", Refusal.INVALID) from None
         except WrongPinError as exc:
             answer = _error("wrong_pin", f"wrong PIN: {exc.tries_left} tries left", tries_left=exc.tries_left)
             await self._run(core.PinChecked("wrong_pin", exc.tries_left, answer))
@@ -617,9 +623,9 @@ class FuelLane:
             return 403, answer
         except CardRemovedError:
             await self._run(core.PinChecked("removed", 0))
-            raise LaneError("the card was removed") from None
+            raise FuelLaneError("the card was removed") from None
         except CardError as exc:
-            raise LaneError(f"the card did not answer the PIN check: {exc}", 503) from None
+            raise FuelLaneError(f"the card did not answer the PIN check: {exc}", Refusal.UNAVAILABLE) from None
         answer = {"pump": self.pump_id, "verified": True, "state": LaneState.PIN_OK.value}
         await self._run(core.PinChecked("verified", 3, answer))
         return 200, answer
@@ -649,7 +655,7 @@ class FuelLane:
         async with self.lock:
             c = self.core.card
             if self.state is not LaneState.PIN_OK or c is None or not c.pin_ok:
-                raise LaneError(self._why_not("authorize"))
+                raise FuelLaneError(self._why_not("authorize"))
             self._idem = idem
             try:
                 return await self._authorize(c.session, product, preset_volume_ml, preset_amount_kop, idem)
@@ -658,17 +664,17 @@ class FuelLane:
 
     def _check_input(self, product: Any, pv: Any, pa: Any) -> None:
         if not isinstance(product, str) or not product:
-            raise LaneError("product must be a product code", 422)
+            raise FuelLaneError("product must be a product code", Refusal.INVALID)
         if self.config.products and product not in self.config.products:
-            raise LaneError(f"pump {self.pump_id} has no nozzle for {product!r}; it has "
-                            f"{', '.join(self.config.products)}", 422)
+            raise FuelLaneError(f"pump {self.pump_id} has no nozzle for {product!r}; it has "
+                            f"{', '.join(self.config.products)}", Refusal.INVALID)
         if product not in self.replica.fuel_model.product_index:
-            raise LaneError(f"unknown product {product!r}", 422)
+            raise FuelLaneError(f"unknown product {product!r}", Refusal.INVALID)
         for name, v, top in (("preset_volume_ml", pv, MAX_VOLUME_ML), ("preset_amount_kop", pa, MAX_AMOUNT_KOP)):
             if v is not None and (type(v) is not int or not 1 <= v <= top):
-                raise LaneError(f"{name} must be a whole number in 1..{top}, got {v!r}", 422)
+                raise FuelLaneError(f"{name} must be a whole number in 1..{top}, got {v!r}", Refusal.INVALID)
         if pv is not None and pa is not None:
-            raise LaneError("give preset_volume_ml or preset_amount_kop, not both", 422)
+            raise FuelLaneError("give preset_volume_ml or preset_amount_kop, not both", Refusal.INVALID)
 
     def _decide(self, req: FuelRequest, data: CardData) -> FuelDecision:
         """The evaluator's decision, with the card's own counters merged in when they are
@@ -719,7 +725,7 @@ class FuelLane:
         model = self.replica.fuel_model
         busy = self.open_cards.get(s.card_no)
         if busy is not None:
-            raise LaneError(f"card {mask_card_no(s.card_no)} has an open authorization on this site "
+            raise FuelLaneError(f"card {mask_card_no(s.card_no)} has an open authorization on this site "
                             f"({busy}): one pump at a time per card")
         # The totals are read first: from the decision to the fuel.preauth append nothing
         # awaits (the decision and its holds are one step for the whole site).
@@ -735,11 +741,11 @@ class FuelLane:
                                           f"declined: {decision.reason.name}"))
             return 200, answer
         if self.pump.state not in (PumpState.IDLE, PumpState.CALLING):
-            raise LaneError(f"pump {self.pump_id} cannot be preset while it is {self.pump.state.value}")
+            raise FuelLaneError(f"pump {self.pump_id} cannot be preset while it is {self.pump.state.value}")
         try:
             last = self.pump.last_delivery
         except PumpError as exc:
-            raise LaneError(f"pump {self.pump_id} does not answer: {exc}", 503) from None
+            raise FuelLaneError(f"pump {self.pump_id} does not answer: {exc}", Refusal.UNAVAILABLE) from None
         contract = model.contracts[model.contract_index[card.contract_id]]
         today = local_date(req.now_utc_s, contract.tz)
         product_ = model.products[model.product_index[product]]
@@ -764,15 +770,15 @@ class FuelLane:
             txn = self.txn
             if txn is None or self.state is not LaneState.AUTHORIZED:
                 if txn is not None:
-                    raise LaneError(f"pump {self.pump_id}: fuel is {self.state.value}: stop the pump instead of voiding")
-                raise LaneError(f"pump {self.pump_id} has no authorization to void")
+                    raise FuelLaneError(f"pump {self.pump_id}: fuel is {self.state.value}: stop the pump instead of voiding")
+                raise FuelLaneError(f"pump {self.pump_id} has no authorization to void")
             try:
                 await self.pump.cancel()
             except PumpOffline as exc:
-                raise LaneError(f"pump {self.pump_id} does not answer ({exc}); the authorization ends when it does",
+                raise FuelLaneError(f"pump {self.pump_id} does not answer ({exc}); the authorization ends when it does",
                                 503) from None
             except PumpStateError as exc:
-                raise LaneError(f"pump {self.pump_id}: fuel is flowing ({exc}): stop the pump instead") from None
+                raise FuelLaneError(f"pump {self.pump_id}: fuel is flowing ({exc}): stop the pump instead") from None
             self._idem = idem
             try:
                 reply = await self._run(core.VoidAsked())
@@ -781,35 +787,36 @@ class FuelLane:
             assert reply is not None
             return self._answer(reply, txn.txn_id)
 
-    async def emergency_stop(self, idem: IdemSpec) -> tuple[int, dict]:
-        """Stop the pump now (no lock: an emergency does not queue). A delivery ends as
-        ``stopped`` and is completed with what was dispensed."""
-        try:
-            await self.pump.stop()
-        except PumpOffline as exc:
-            raise LaneError(f"pump {self.pump_id} does not answer: {exc}", 503) from None
-        txn_id = new_txn_id(self.site.site_id, self.lane)
-        sale_txn_id = self.txn.txn_id if self.txn else None
-        answer = {"pump": self.pump_id, "stopped": True, "pump_state": self.pump.state.value, "txn_id": sale_txn_id}
-        await self.journal.append([self._record(txn_id, FuelEmergencyStop(sale_txn_id))],
-                                  idem=idem.entry(200, answer))
-        log.warning("%s: emergency stop", self.lane)
-        self._publish()
-        return 200, answer
+    async def operate(self, action: core.PumpAction, idem: IdemSpec) -> tuple[int, dict]:
+        """An operator's action on the pump (suspend, resume, emergency stop, reset), through
+        the core: the pump does it, then ``fuel.pump_action`` / ``fuel.emergency_stop`` /
+        ``fuel.pump_reset`` is journaled (its own transaction) with the answer. A pump that
+        refuses or does not answer is a FuelLaneError and nothing is journaled. An emergency
+        stop takes no lane lock (it does not queue behind a card write); a delivery it ends
+        is completed with what was dispensed."""
+        ask = {core.PumpAction.SUSPEND: core.SuspendAsked, core.PumpAction.RESUME: core.ResumeAsked,
+               core.PumpAction.EMERGENCY_STOP: core.StopAsked, core.PumpAction.RESET: core.ResetAsked}[action](idem)
+        if action is core.PumpAction.EMERGENCY_STOP:
+            reply = await self._run(ask)
+        else:
+            async with self.lock:
+                reply = await self._run(ask)
+        assert reply is not None
+        if action is core.PumpAction.EMERGENCY_STOP:
+            log.warning("%s: emergency stop", self.lane)
+        return self._answer(reply, "")
 
-    async def reset(self, idem: IdemSpec) -> tuple[int, dict]:
-        """Clear the pump's emergency stop."""
+    async def _operate(self, c: core.Operate) -> core.PumpActed:
+        """Have the pump do ``c.action``; its refusal is the console's error (nothing journaled)."""
+        do = {core.PumpAction.SUSPEND: self.pump.suspend, core.PumpAction.RESUME: self.pump.resume,
+              core.PumpAction.EMERGENCY_STOP: self.pump.emergency_stop, core.PumpAction.RESET: self.pump.reset}
         try:
-            await self.pump.reset()
+            await do[c.action]()
         except PumpOffline as exc:
-            raise LaneError(f"pump {self.pump_id} does not answer: {exc}", 503) from None
-        except PumpStateError as exc:
-            raise LaneError(str(exc)) from None
-        answer = {"pump": self.pump_id, "pump_state": self.pump.state.value}
-        await self.journal.append([self._record(new_txn_id(self.site.site_id, self.lane), FuelPumpReset())],
-                                  idem=idem.entry(200, answer))
-        self._publish()
-        return 200, answer
+            raise FuelLaneError(f"pump {self.pump_id} does not answer: {exc}", Refusal.UNAVAILABLE) from None
+        except (PumpStateError, PumpRefused) as exc:
+            raise FuelLaneError(f"pump {self.pump_id} cannot {c.action.value.replace('_', ' ')}: {exc}") from None
+        return core.PumpActed(c.action, self.pump.state.value, c.key)
 
     # -- pump events --------------------------------------------------------------------------------
 
@@ -906,6 +913,8 @@ class FuelLane:
                     n += 1
                 else:
                     self.pending.append(txn)
+            if not self.pending:
+                await self._confirm_left_over()
         finally:
             self.core.recovering = False
         self.core.recovered(len(self.pending))
@@ -915,6 +924,44 @@ class FuelLane:
         if n:
             log.warning("%s: finished %d transaction(s) left open by the last run", self.lane, n)
         return n
+
+    async def _confirm_left_over(self) -> None:
+        """A sale the last run finished and journaled but could not confirm (the dispenser
+        did not answer the confirm, or the daemon stopped first) is still held unconfirmed by
+        the dispenser: confirm it now if the journal holds its end, through the core."""
+        try:
+            held = await self.pump.unconfirmed_sale()
+        except PumpError as exc:
+            log.warning("%s: the pump's unconfirmed sale could not be read: %s", self.lane, exc)
+            return
+        if held is None:
+            return
+        journaled = self._journaled_end(held)
+        log.log(logging.INFO if journaled else logging.ERROR, "%s: the pump holds sale %d (%r) unconfirmed; %s",
+                self.lane, held.sale_no, held.sale_id,
+                "the journal holds its end: confirming it" if journaled else "the journal does not hold it")
+        await self._run(core.UnconfirmedRead(held.sale_id, held.sale_no, journaled))
+
+    def _journaled_end(self, sale: Delivery, lookback: int = 1_000) -> bool:
+        """Whether this lane's latest ``lookback`` records hold the end of the dispenser's
+        ``sale``: a ``fuel.completed`` naming its sale id (or, for one journaled without, its
+        sale number and volume), or the ``fuel.voided`` of that sale number if it dispensed
+        nothing."""
+        for rec in reversed(self.journal.tail(lookback, self.lane)):
+            if rec.kind == COMPLETED:
+                c = body_of(rec.kind, rec.body)
+                assert isinstance(c, FuelCompleted)
+                if c.sale_id is not None:
+                    if c.sale_id == str(sale.sale_id):
+                        return True
+                elif c.sale_no == sale.sale_no and c.delivered_volume_ml + c.overrun_ml == sale.volume_ml:
+                    return True
+            elif rec.kind == VOIDED and sale.volume_ml == 0:
+                v = body_of(rec.kind, rec.body)
+                assert isinstance(v, FuelVoided)
+                if v.sale_no == sale.sale_no:
+                    return True
+        return False
 
     async def _retry_pending(self) -> None:
         still = []
@@ -930,6 +977,7 @@ class FuelLane:
         if not still:
             self.core.recovered(0, "recovered the last run's sales")
             self._show()
+            await self._confirm_left_over()
             await self._run(await self._card_read())
 
     async def _recover_one(self, txn: FuelTxn, *, held: bool) -> bool:

@@ -2,7 +2,8 @@
 ``Daemon.extra_routes``; the plumbing, idempotency and error format are terminal/api.py's).
 
 ``GET /v1/pumps``, ``GET /v1/pumps/{pump}``; ``POST /v1/pumps/{pump}/pin``, ``/authorize``,
-``/void``, ``/stop``, ``/reset``, each with an ``Idempotency-Key``; a pump console's token
+``/void``, and the operator's ``/suspend``, ``/resume``, ``/stop`` (emergency stop), ``/reset``,
+each with an ``Idempotency-Key``; a pump console's token
 reaches only its pumps (terminal/apiauth.py). When the daemon runs a simulation
 (``api.simulation``, set by ``edgepos simulate``) the simulation's hands are here too: ``POST /v1/sim/pumps/{pump}/nozzle``,
 ``/link`` and ``/knobs`` lift and hang up the nozzle, drop and restore the dispenser's link,
@@ -20,6 +21,7 @@ from aiohttp import web
 from hw.pump import PumpError
 from hw.sim.pump import SimulatedPump
 
+from .fuel_core import PumpAction
 from .till import LaneError
 
 __all__ = ["routes"]
@@ -77,21 +79,16 @@ def routes(daemon: Any) -> list[tuple[str, str, Any]]:
             return await p.void(idem)
         return await daemon.api._idempotent(request, f"void:{p.lane}", run, body={})
 
-    async def stop(request: web.Request) -> web.Response:
-        """Emergency stop."""
-        p = lane(request)
+    def operator(action: PumpAction, endpoint: str) -> Any:
+        """The route of an operator's action on the pump (journaled by the lane)."""
+        async def handler(request: web.Request) -> web.Response:
+            p = lane(request)
 
-        async def run(body, idem):
-            return await p.emergency_stop(idem)
-        return await daemon.api._idempotent(request, f"stop:{p.lane}", run, body={})
-
-    async def reset(request: web.Request) -> web.Response:
-        """Clear an emergency stop."""
-        p = lane(request)
-
-        async def run(body, idem):
-            return await p.reset(idem)
-        return await daemon.api._idempotent(request, f"reset:{p.lane}", run, body={})
+            async def run(body, idem):
+                return await p.operate(action, idem)
+            return await daemon.api._idempotent(request, f"{endpoint}:{p.lane}", run, body={})
+        handler.__doc__ = f"The operator's {action.value.replace('_', ' ')} of the pump."
+        return handler
 
     out: list[tuple[str, str, Any]] = [
         ("GET", "/v1/pumps", list_pumps),
@@ -99,8 +96,10 @@ def routes(daemon: Any) -> list[tuple[str, str, Any]]:
         ("POST", "/v1/pumps/{pump}/pin", pin),
         ("POST", "/v1/pumps/{pump}/authorize", authorize),
         ("POST", "/v1/pumps/{pump}/void", void),
-        ("POST", "/v1/pumps/{pump}/stop", stop),
-        ("POST", "/v1/pumps/{pump}/reset", reset),
+        ("POST", "/v1/pumps/{pump}/suspend", operator(PumpAction.SUSPEND, "suspend")),
+        ("POST", "/v1/pumps/{pump}/resume", operator(PumpAction.RESUME, "resume")),
+        ("POST", "/v1/pumps/{pump}/stop", operator(PumpAction.EMERGENCY_STOP, "stop")),
+        ("POST", "/v1/pumps/{pump}/reset", operator(PumpAction.RESET, "reset")),
     ]
     if daemon.config.api.simulation and any(isinstance(p.pump, SimulatedPump) for p in daemon.pumps.values()):
         out += _sim_routes(daemon, lane, fields)

@@ -31,24 +31,45 @@ from authz import fuel as rules
 from authz.fuel_model import FuelCard, FuelDecision, FuelRequest, LimitCounter, LimitUnit, Period, Product
 from authz.money import amount_for_volume
 from wire.bodies import (CardCommit, Counters, Counting, FuelCardCommitted, FuelCompleted, FuelCorrection,
-                         FuelPinChecked, FuelPreauth, FuelPreset, FuelReserved, FuelTotalsMismatch, FuelVoided, NozzleTotals,
-                         PreauthCard, PreauthPump)
+                         FuelEmergencyStop, FuelPinChecked, FuelPreauth, FuelPreset, FuelPumpAction, FuelPumpReset,
+                         FuelReserved, FuelTotalsMismatch, FuelVoided, NozzleTotals, PreauthCard, PreauthPump)
 
 __all__ = [
     "LaneState", "FuelTimeouts", "Settle", "FuelTxn", "Transition", "TRANSITIONS", "FuelCore", "CoreError",
+    "Refusal", "FuelLaneError",
     "counting_for", "newer", "base_counters", "plus", "write_id_of",
     # events
     "CardRead", "CardGone", "PinChecked", "Declined", "AuthorizeAsked", "ReserveDone", "PresetDone", "Progress",
     "PumpStarted", "DeliveryEnded", "TimedOut", "PumpLost", "PumpBack", "VoidAsked", "CancelDone",
-    "SettleDone", "TotalsRead", "RecoverAsked", "DeliveryRead",
+    "SettleDone", "TotalsRead", "RecoverAsked", "DeliveryRead", "PumpAction", "SuspendAsked", "ResumeAsked",
+    "StopAsked", "ResetAsked", "PumpActed", "UnconfirmedRead",
     # commands
     "Journal", "Hold", "Reserve", "Preset", "Cancel", "Settle_", "ReadTotals", "ConfirmSale", "SetTimer",
-    "Publish", "ApplyReplica", "ReadCard", "ReadDelivery", "Reply",
+    "Publish", "ApplyReplica", "ReadCard", "ReadDelivery", "Reply", "Operate",
 ]
 
 
 class CoreError(RuntimeError):
     """An event the lane's state does not allow (a driver bug, never bad input)."""
+
+
+class Refusal(StrEnum):
+    """Why the lane refuses a console's request. The lane names the kind; the API layer
+    decides the answer's status (terminal/api.py, as h11's server reads ``error_status_hint``
+    and its core never speaks HTTP)."""
+
+    NOT_NOW = "not_now"  #: the lane's or the pump's state does not allow it now
+    INVALID = "invalid"  #: a value the lane cannot take; nothing was tried
+    UNAVAILABLE = "unavailable"  #: the pump or the card does not answer; the request may be sent again
+
+
+class FuelLaneError(Exception):
+    """A console request the fuel lane refuses, and why (:class:`Refusal`); it changed
+    nothing. The message says what was wrong and with which value."""
+
+    def __init__(self, message: str, kind: Refusal = Refusal.NOT_NOW) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 # -- the lane's values -------------------------------------------------------------------------------
@@ -372,6 +393,66 @@ class DeliveryRead:
     sale_id: Any = None
 
 
+class PumpAction(StrEnum):
+    """What an operator may have the pump do (``POST /v1/pumps/{pump}/...``)."""
+
+    SUSPEND = "suspend"  #: pause the delivery in progress (the valve closes, the sale stays open)
+    RESUME = "resume"  #: let a suspended delivery flow again
+    EMERGENCY_STOP = "emergency_stop"  #: end any delivery now and latch the pump stopped
+    RESET = "reset"  #: clear an emergency stop
+
+
+@dataclass(frozen=True, slots=True)
+class SuspendAsked:
+    """An operator asks to suspend the sale's delivery (``key``: the request's idempotency
+    key, opaque here: the answer is journaled under it)."""
+
+    key: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeAsked:
+    """An operator asks to resume the suspended delivery."""
+
+    key: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class StopAsked:
+    """An operator asks for an emergency stop (in any state: the driver takes no lane lock)."""
+
+    key: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResetAsked:
+    """An operator asks to clear the pump's emergency stop."""
+
+    key: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class PumpActed:
+    """The pump did the operator's ``action``; ``pump_state`` is its state after it. (A pump
+    that refused or did not answer never gets here: the driver refuses the request, and
+    nothing is journaled.)"""
+
+    action: PumpAction
+    pump_state: str
+    key: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnconfirmedRead:
+    """At start, the pump holds the finished sale ``sale_id`` unconfirmed (a confirm the last
+    run could not send); ``journaled``: the journal holds its end (``fuel.completed``, or the
+    ``fuel.voided`` of a sale that dispensed nothing)."""
+
+    sale_id: Any
+    sale_no: int
+    journaled: bool
+
+
 # -- commands (what to do) ---------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -397,6 +478,15 @@ class Journal:
     reply: Reply | None = None
     undo: Any = None
     secret: bool = False
+    key: Any = None  #: journal the reply under this request key rather than the one being served
+
+
+@dataclass(frozen=True, slots=True)
+class Operate:
+    """Have the pump do the operator's ``action`` (answers :class:`PumpActed`)."""
+
+    action: PumpAction
+    key: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,7 +630,16 @@ TRANSITIONS: tuple[Transition, ...] = (
     _t(ANY - {RECOVERING}, "PumpBack", ANY - {RECOVERING}),
     _t({IDLE, RECOVERING}, "RecoverAsked", {COMPLETING, RECOVERING, IDLE}),
     _t({IDLE, RECOVERING}, "DeliveryRead", {COMPLETING, RECOVERING, IDLE}, "fuel.completed", "fuel.voided"),
+    _t({IDLE, RECOVERING}, "UnconfirmedRead", {IDLE, RECOVERING}),
+    _t({AUTHORIZED, DISPENSING}, "SuspendAsked", {AUTHORIZED, DISPENSING}),
+    _t({AUTHORIZED, DISPENSING}, "ResumeAsked", {AUTHORIZED, DISPENSING}),
+    _t(ANY, "StopAsked", ANY),
+    _t(ANY, "ResetAsked", ANY),
+    _t(ANY, "PumpActed", ANY, "fuel.pump_action", "fuel.emergency_stop", "fuel.pump_reset"),
 )
+
+#: The operator's requests: one the lane's state does not take is refused (FuelLaneError).
+_CONSOLE = {"SuspendAsked": "suspend the delivery", "ResumeAsked": "resume the delivery"}
 
 _ALLOWED: dict[tuple[LaneState, str], frozenset[LaneState]] = {}
 for _row in TRANSITIONS:
@@ -606,6 +705,9 @@ class FuelCore:
     def _ignored(self, event: Any) -> list[Any]:
         if isinstance(event, (PumpLost, PumpBack, Progress, PumpStarted, DeliveryEnded, TimedOut, CardGone)):
             return []  # a device event with nothing of ours to act on
+        what = _CONSOLE.get(type(event).__name__)
+        if what is not None:
+            raise FuelLaneError(f"the pump cannot {what}: no sale is flowing (the lane is {self.state.value})")
         raise CoreError(f"{type(event).__name__} is not taken in state {self.state.value}")
 
     # -- helpers --
@@ -939,6 +1041,47 @@ class FuelCore:
         if ev.volume_ml > 0:
             return self._complete(ev.volume_ml, ev.reason)
         return self._void("the daemon restarted before fuel flowed", None)
+
+    # -- the operator's actions --
+
+    def _on_SuspendAsked(self, ev: SuspendAsked) -> list[Any]:
+        return [Operate(PumpAction.SUSPEND, ev.key)]
+
+    def _on_ResumeAsked(self, ev: ResumeAsked) -> list[Any]:
+        return [Operate(PumpAction.RESUME, ev.key)]
+
+    def _on_StopAsked(self, ev: StopAsked) -> list[Any]:
+        return [Operate(PumpAction.EMERGENCY_STOP, ev.key)]
+
+    def _on_ResetAsked(self, ev: ResetAsked) -> list[Any]:
+        return [Operate(PumpAction.RESET, ev.key)]
+
+    def _on_PumpActed(self, ev: PumpActed) -> list[Any]:
+        """The pump did it: journal that (its own transaction, with the answer). The lane's
+        state and sale are unchanged: a stopped delivery ends by the pump's DeliveryEnded."""
+        sale = self.txn.txn_id if self.txn is not None else None
+        body: Any
+        if ev.action is PumpAction.EMERGENCY_STOP:
+            body, payload, notice = (FuelEmergencyStop(sale), {"stopped": True, "txn_id": sale},
+                                     "emergency stop: the pump is stopped")
+        elif ev.action is PumpAction.RESET:
+            body, payload, notice = FuelPumpReset(), {}, "the emergency stop is cleared"
+        else:
+            body = FuelPumpAction(ev.action.value, sale)
+            payload = {"action": ev.action.value, "txn_id": sale}
+            notice = "the delivery is suspended" if ev.action is PumpAction.SUSPEND else "the delivery goes on"
+        self.notice = notice
+        reply = Reply("operated", {**payload, "pump_state": ev.pump_state})
+        return [Journal((body,), None, reply=reply, key=ev.key), Publish()]
+
+    # -- a confirm the last run could not send --
+
+    def _on_UnconfirmedRead(self, ev: UnconfirmedRead) -> list[Any]:
+        if ev.journaled:  # its end is on disk: the dispenser may forget it now
+            return [ConfirmSale(ev.sale_id)]
+        self.notice = (f"the pump holds sale {ev.sale_no} that the journal does not: left unconfirmed "
+                       "for the operator to check")
+        return [Publish()]
 
     def _txn(self) -> FuelTxn:
         if self.txn is None:

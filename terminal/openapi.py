@@ -23,7 +23,8 @@ def _errors(*codes: int) -> dict[str, Any]:
             413: "the body is larger than 256 KiB",
             404: "no such till, sale, pump or request",
             409: "not possible in the lane's current state", 415: "body is not JSON",
-            422: "invalid values (the message says which)", 503: "the journal failed; restarting"}
+            422: "invalid values (the message says which)",
+            503: "the journal failed (restarting), or the pump or card does not answer (send it again)"}
     return {str(c): {"description": text[c], "content": {"application/json": {"schema": _ERROR}}} for c in codes}
 
 
@@ -187,6 +188,8 @@ def _pump_paths(post_errors: dict) -> dict[str, Any]:
                             "preset_amount_kop": {"type": "integer", "minimum": 1,
                                                   "maximum": 1_000_000_000_000}}}),
         "/v1/pumps/{pump}/void": post("pumpVoid", {"type": "object"}),
+        "/v1/pumps/{pump}/suspend": post("pumpSuspend", {"type": "object"}),
+        "/v1/pumps/{pump}/resume": post("pumpResume", {"type": "object"}),
         "/v1/pumps/{pump}/stop": post("pumpStop", {"type": "object"}),
         "/v1/pumps/{pump}/reset": post("pumpReset", {"type": "object"}),
         "/v1/sim/pumps/{pump}/nozzle": sim("simNozzle", {

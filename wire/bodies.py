@@ -24,7 +24,7 @@ from authz.reasons import Reason
 __all__ = [
     "BodyError", "Counters", "Counting", "FuelPreauth", "PreauthCard", "PreauthPump", "FuelReserved",
     "FuelPreset", "CardCommit", "FuelCompleted", "FuelCardCommitted", "FuelCorrection", "FuelVoided",
-    "FuelDeclined", "FuelCardRefused", "FuelEmergencyStop", "FuelPumpReset", "FuelPinChecked",
+    "FuelDeclined", "FuelCardRefused", "FuelEmergencyStop", "FuelPumpReset", "FuelPumpAction", "FuelPinChecked",
     "NozzleTotals", "FuelTotalsMismatch", "TillSaleOpened", "TillCardAttached", "TillSaleVoided",
     "TillLine", "KINDS", "body_of", "request_json", "request_from_json", "decision_json",
     "decision_from_json", "counters_json", "counters_from_json",
@@ -624,6 +624,33 @@ class FuelPumpReset(_Body):
 
 
 @dataclass(frozen=True, slots=True)
+class FuelPumpAction(_Body):
+    """``fuel.pump_action``: an operator suspended or resumed the pump's delivery (``action``
+    ``suspend`` or ``resume``; ``sale_txn_id`` the lane's sale then, if any). Its own
+    transaction; carries the answer."""
+
+    KIND: ClassVar[str] = "fuel.pump_action"
+    ACTIONS: ClassVar[frozenset[str]] = frozenset({"suspend", "resume"})
+    action: str
+    sale_txn_id: str | None
+
+    def __post_init__(self) -> None:
+        if self.action not in self.ACTIONS:
+            raise BodyError(f"{self.KIND}.action must be one of {sorted(self.ACTIONS)}, got {self.action!r:.40}")
+
+    def to_json(self) -> dict[str, Any]:
+        """As journaled."""
+        return {"action": self.action, "sale_txn_id": self.sale_txn_id}
+
+    @classmethod
+    def from_json(cls, raw: Any) -> FuelPumpAction:
+        """The body journaled as ``raw``."""
+        d, w = _obj(raw, cls.KIND), cls.KIND
+        _exact(d, frozenset({"action", "sale_txn_id"}), w)
+        return cls(_str(d, "action", w), _str(d, "sale_txn_id", w, optional=True))
+
+
+@dataclass(frozen=True, slots=True)
 class FuelPinChecked(_Body):
     """``fuel.pin_checked``: the card checked a PIN; the outcome, never the PIN."""
 
@@ -786,8 +813,8 @@ class TillSaleVoided(_Body):
 #: Every kind this module types, by record kind.
 KINDS: dict[str, type[_Body]] = {c.KIND: c for c in (
     FuelPreauth, FuelReserved, FuelPreset, FuelCompleted, FuelCardCommitted, FuelCorrection, FuelVoided,
-    FuelDeclined, FuelCardRefused, FuelEmergencyStop, FuelPumpReset, FuelPinChecked, FuelTotalsMismatch,
-    TillSaleOpened, TillCardAttached, TillSaleVoided)}
+    FuelDeclined, FuelCardRefused, FuelEmergencyStop, FuelPumpReset, FuelPumpAction, FuelPinChecked,
+    FuelTotalsMismatch, TillSaleOpened, TillCardAttached, TillSaleVoided)}
 
 
 def body_of(kind: str, raw: Any) -> Any:

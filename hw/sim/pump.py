@@ -85,6 +85,9 @@ class SimulatedPump(Pump):
       OFFLINE until ``come_back_online()``.
 
     A knob at or above the delivery's preset limit does not fire (the preset wins a tie).
+    ``lose_confirms`` (a count, 0 by default): the next that many ``confirm_sale`` calls are
+    lost on the line (``PumpOffline``, the sale stays unconfirmed), as when the link drops
+    between a sale's end and its confirm.
 
     Every finished sale stays unconfirmed until ``confirm_sale``; with
     ``hold_until_confirmed=True`` the pump refuses the next authorization until then (as
@@ -126,6 +129,7 @@ class SimulatedPump(Pump):
         self.stop_early_at_ml = stop_early_at_ml
         self.go_offline_at_ml = go_offline_at_ml
         self.hold_until_confirmed = hold_until_confirmed
+        self.lose_confirms = 0
 
         self._state = PumpState.IDLE
         self._nozzle: str | None = None  # the product whose nozzle is up
@@ -267,6 +271,9 @@ class SimulatedPump(Pump):
         self._require_online()
         if not isinstance(sale_id, str):
             raise PumpValueError(f"sale_id must be a str, got {sale_id!r}")
+        if self.lose_confirms > 0:
+            self.lose_confirms -= 1
+            raise PumpOffline(f"pump {self._pump_id}: the confirm of sale {sale_id!r} was lost on the line")
         if self._unconfirmed is not None and self._unconfirmed.sale_id == sale_id:
             self._unconfirmed, self._confirmed_id = None, sale_id
             return

@@ -22,11 +22,11 @@ from hypothesis import strategies as st
 from authz.fuel_model import FuelDecision, FuelRequest, LimitCounter
 from authz.reasons import Reason
 from terminal import fuel_core as core
-from terminal.fuel_core import (TRANSITIONS, Counting, FuelCore, FuelTimeouts, FuelTxn, LaneState, Settle,
-                                write_id_of)
-from wire.bodies import (FuelCardCommitted, FuelCompleted, FuelCorrection, FuelDeclined, FuelPreauth, FuelPreset,
-                         FuelReserved,
-                         FuelTotalsMismatch, FuelVoided, NozzleTotals, body_of)
+from terminal.fuel_core import (TRANSITIONS, Counting, FuelCore, FuelLaneError, FuelTimeouts, FuelTxn, LaneState,
+                                PumpAction, Refusal, Settle, write_id_of)
+from wire.bodies import (FuelCardCommitted, FuelCompleted, FuelCorrection, FuelDeclined, FuelEmergencyStop,
+                         FuelPreauth, FuelPreset, FuelPumpAction, FuelPumpReset, FuelReserved, FuelTotalsMismatch,
+                         FuelVoided, NozzleTotals, body_of)
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "lanes.md"
 CARD = "7005830000000017"
@@ -103,6 +103,11 @@ class Driver:
             return core.CardRead(None, None)
         elif isinstance(c, core.ReadDelivery):
             return core.DeliveryRead(o.get("recovered_ml"), sale_id=o.get("sale_id"))
+        elif isinstance(c, core.Operate):
+            if not o.get("operate", True):  # the pump refused: the console's error, nothing journaled
+                raise FuelLaneError(f"the pump cannot {c.action.value}")
+            return core.PumpActed(c.action, "stopped" if c.action is core.PumpAction.EMERGENCY_STOP else "dispensing",
+                                  c.key)
         return None
 
     def card_in(self, known: bool = True) -> None:
@@ -295,6 +300,91 @@ def test_recovery_with_a_silent_pump_waits_held():
     assert d.kinds() == ["fuel.voided"] and d.holds == {"txn-1": 0}
 
 
+# -- the operator's actions and a confirm left over ----------------------------------------------------
+
+def flowing(d: Driver) -> FuelTxn:
+    d.to_pin_ok()
+    t = txn()
+    d.run(core.AuthorizeAsked(t))
+    d.run(core.Progress(1_000, 6_000))
+    assert d.core.state is LaneState.DISPENSING
+    return t
+
+
+def test_suspend_and_resume_go_through_the_pump_then_are_journaled_with_their_key():
+    d = Driver()
+    t = flowing(d)
+    before = list(d.journal)
+    d.run(core.SuspendAsked("key-1"))
+    d.run(core.ResumeAsked("key-2"))
+    new = d.journal[len(before):]
+    assert new == [(None, FuelPumpAction("suspend", t.txn_id)), (None, FuelPumpAction("resume", t.txn_id))]
+    journals = [c for c in d.commands if isinstance(c, core.Journal) and c.key is not None]
+    assert [(c.key, c.reply.outcome, c.reply.payload["action"]) for c in journals] == [
+        ("key-1", "operated", "suspend"), ("key-2", "operated", "resume")]
+    operate = [c for c in d.commands if isinstance(c, core.Operate)]
+    assert [c.action for c in operate] == [PumpAction.SUSPEND, PumpAction.RESUME]
+    # each Operate comes before the Journal of what the pump did
+    order = [type(c).__name__ for c in d.commands if isinstance(c, (core.Operate, core.Journal)) and
+             (isinstance(c, core.Operate) or c.key is not None)]
+    assert order == ["Operate", "Journal", "Operate", "Journal"]
+    assert d.core.state is LaneState.DISPENSING and d.core.txn is t  # the sale goes on
+
+
+@pytest.mark.parametrize("state", ["idle", "card_read", "pin_ok"])
+def test_suspend_or_resume_with_no_sale_flowing_is_refused_and_changes_nothing(state):
+    d = Driver()
+    if state != "idle":
+        d.card_in()
+    if state == "pin_ok":
+        d.run(core.PinChecked("verified", 3))
+    journal, cmds = list(d.journal), list(d.commands)
+    for ask in (core.SuspendAsked("k"), core.ResumeAsked("k")):
+        with pytest.raises(FuelLaneError) as info:
+            d.run(ask)
+        assert info.value.kind is Refusal.NOT_NOW and "no sale is flowing" in str(info.value)
+    assert d.core.state.value == state and d.journal == journal and d.commands == cmds
+
+
+def test_a_pump_that_refuses_an_action_leaves_no_record():
+    d = Driver({"operate": False})
+    flowing(d)
+    journal = list(d.journal)
+    with pytest.raises(FuelLaneError):
+        d.run(core.SuspendAsked("k"))
+    assert d.journal == journal and d.core.state is LaneState.DISPENSING
+
+
+@pytest.mark.parametrize("state", ["idle", "card_read", "dispensing"])
+def test_emergency_stop_and_reset_are_taken_in_any_state(state):
+    d = Driver()
+    sale = None
+    if state == "card_read":
+        d.card_in()
+    elif state == "dispensing":
+        sale = flowing(d).txn_id
+    d.run(core.StopAsked("stop-key"))
+    d.run(core.ResetAsked("reset-key"))
+    assert d.journal[-2:] == [(None, FuelEmergencyStop(sale)), (None, FuelPumpReset())]
+    assert d.core.state.value == state
+    stop = next(c for c in d.commands if isinstance(c, core.Journal) and c.key == "stop-key")
+    assert stop.reply.payload == {"stopped": True, "txn_id": sale, "pump_state": "stopped"}
+
+
+def test_a_sale_left_unconfirmed_is_confirmed_only_when_its_end_is_journaled():
+    d = Driver()
+    d.core.recovering = True
+    d.run(core.UnconfirmedRead("S-7", 7, journaled=False))
+    assert d.confirmed == [] and "sale 7" in d.core.notice and not d.journal
+    d.run(core.UnconfirmedRead("S-7", 7, journaled=True))
+    assert d.confirmed == ["S-7"] and not d.journal  # nothing journaled again
+    d.core.recovered(0)
+    d.to_pin_ok()
+    with pytest.raises(core.CoreError):  # only at start, with no session or sale
+        d.run(core.UnconfirmedRead("S-8", 8, journaled=True))
+    assert d.confirmed == ["S-7"]
+
+
 def txn_from(t: FuelTxn) -> FuelTxn:
     return FuelTxn.from_bodies(t.txn_id, [body_of("fuel.preauth", t.preauth().to_json())])
 
@@ -302,10 +392,12 @@ def txn_from(t: FuelTxn) -> FuelTxn:
 # -- every sequence -----------------------------------------------------------------------------------
 
 EVENTS = st.sampled_from(["card", "unknown_card", "gone", "pin_ok", "pin_wrong", "authorize", "decline", "void",
-                          "progress", "started", "end", "end_zero", "timeout", "lost", "back"])
+                          "progress", "started", "end", "end_zero", "timeout", "lost", "back", "suspend", "resume",
+                          "stop", "reset"])
 OUTCOMES = st.fixed_dictionaries({
     "reserve": st.sampled_from([True, False, None]), "preset": st.booleans(), "flowing": st.booleans(),
     "cancel": st.booleans(), "settle": st.sampled_from(list(Settle)), "sale_id": st.sampled_from([None, "S"]),
+    "operate": st.booleans(),
     "mismatch_ml": st.integers(-1_000, 1_000)})
 
 
@@ -341,6 +433,14 @@ def feed(d: Driver, name: str, n: int) -> None:
         d.run(core.PumpLost())
     elif name == "back":
         d.run(core.PumpBack())
+    elif name in ("suspend", "resume", "stop", "reset"):
+        ask = {"suspend": core.SuspendAsked, "resume": core.ResumeAsked, "stop": core.StopAsked,
+               "reset": core.ResetAsked}[name](f"{name}-{n}")
+        state, txn_ = c.state, c.txn
+        try:
+            d.run(ask)
+        except FuelLaneError:  # refused by the lane or the pump: nothing changed
+            assert (c.state, c.txn) == (state, txn_)
 
 
 def check_invariants(d: Driver) -> None:
@@ -356,8 +456,8 @@ def check_invariants(d: Driver) -> None:
         elif isinstance(c, core.ConfirmSale):  # no sale confirmed before it is journaled
             assert any(k in ("fuel.completed", "fuel.voided") for ks in journaled.values() for k in ks)
     for txn_id, kinds in journaled.items():
-        if not txn_id:  # a PIN check is its own transaction
-            assert set(kinds) == {"fuel.pin_checked"}, kinds
+        if not txn_id:  # a PIN check and an operator's action are each their own transaction
+            assert set(kinds) <= {"fuel.pin_checked", "fuel.pump_action", "fuel.emergency_stop", "fuel.pump_reset"}
             continue
         if kinds[0] == "fuel.declined":
             assert kinds == ["fuel.declined"]

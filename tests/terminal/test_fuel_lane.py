@@ -22,6 +22,7 @@ from authz.localtime import day_number, local_date
 from authz.money import amount_for_volume, max_volume_for_amount
 from hw.sim.card import VirtualCard
 from hw.sim.personalise import personalise
+from hw.pump import Preset, PumpOffline
 from hw.sim.pump import SimulatedPump
 from terminal.config import PumpConfig, load_config
 from terminal.daemon import Daemon
@@ -627,3 +628,99 @@ def test_a_dispenser_holding_its_sale_until_confirmed_takes_the_next_sale(pcscd,
             assert await s.pump.unconfirmed_sale() is None
         assert not [r for r in s.daemon.journal.tail(50) if r.kind == "fuel.totals_mismatch"]
     run(pcscd, tmp_path, keys, test, hold_until_confirmed=True)
+
+
+def test_an_operator_suspends_and_resumes_a_delivery_and_each_step_is_journaled(pcscd, tmp_path, keys):
+    async def test(s: Site):
+        st, err, _ = await s.post("/v1/pumps/1/suspend", {})
+        assert st == 409 and "no sale is flowing" in err["error"]["message"], err  # nothing to suspend
+        await s.insert()
+        await s.pin_ok()
+        st, ans, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI95", "preset_volume_ml": 20_000})
+        s.pump.lift_nozzle("AI95")
+        await s.wait(lambda v: v["txn"] and v["txn"]["delivered_volume_ml"] >= 1_000, "1 L dispensed")
+        st, got, _ = await s.post("/v1/pumps/1/suspend", {}, key="suspend-0001")
+        assert st == 200 and got == {"pump": 1, "action": "suspend", "txn_id": ans["txn_id"],
+                                     "pump_state": "suspended"}, got
+        assert s.pump.state.value == "suspended"
+        st, again, h = await s.post("/v1/pumps/1/suspend", {}, key="suspend-0001")
+        assert st == 200 and again == got and h.get("Idempotent-Replayed") == "true"  # journaled once
+        actions = [r for r in s.daemon.journal.tail(50) if r.kind == "fuel.pump_action"]
+        assert [(r.body, r.lane) for r in actions] == [({"action": "suspend", "sale_txn_id": ans["txn_id"]},
+                                                         "pump-1")]
+        assert (await s.view())["state"] == "dispensing"  # the sale stays open
+        st, got, _ = await s.post("/v1/pumps/1/resume", {})
+        assert st == 200 and got["action"] == "resume" and got["pump_state"] in ("dispensing", "completed"), got
+        await s.wait_state("card_read")
+        s.pump.hang_up()
+        assert s.record(ans["txn_id"], "fuel.completed")["delivered_volume_ml"] == 20_000
+        assert [r.body["action"] for r in s.daemon.journal.tail(50) if r.kind == "fuel.pump_action"] == [
+            "suspend", "resume"]
+        st, err, _ = await s.post("/v1/pumps/1/resume", {})
+        assert st == 409, err
+    run(pcscd, tmp_path, keys, test, time_scale=20)
+
+
+def test_a_sale_whose_confirm_was_lost_is_confirmed_at_the_next_start(pcscd, tmp_path, keys):
+    """The dispenser did not get the confirm of a finished, journaled sale (the link dropped
+    just then): the sale ends on the site, the dispenser keeps it unconfirmed, and the next
+    start confirms it from the journal, journaling nothing again. A dispenser holding a sale
+    that the journal does not know is left unconfirmed."""
+    async def main():
+        cfg = load_config(None)
+        cfg = with_clients(replace(cfg, data_dir=tmp_path / "data", tills=(), api=replace(cfg.api, port=0),
+                                   pumps=(PumpConfig(1, READER, "sim", PRODUCTS),)))
+        card, = (c for c in fuel_model().cards if c.card_no == GOOD)
+        path = tmp_path / "card.json"
+        personalise(card, PIN, keys).save(path)
+        vcard = VirtualCard(path)
+        pump = SimulatedPump(1, products=PRODUCTS, time_scale=1000, hold_until_confirmed=True)
+        await asyncio.to_thread(settle_empty_reader)
+        d = None
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=T)) as http:
+                d = Daemon(cfg, Replica(fuel_model(), None), keys=keys, pumps={1: pump})
+                await asyncio.wait_for(d.start(), T)
+                s = Site(d, pump, vcard, http)
+                await s.insert()
+                await s.pin_ok()
+                st, ans, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI95", "preset_volume_ml": 5_000})
+                pump.lose_confirms = 1
+                pump.lift_nozzle("AI95")
+                await s.wait(lambda v: v["state"] == "card_read" and v["txn"] is None, "the sale's end")
+                pump.hang_up()
+                assert s.kinds(ans["txn_id"])[-1] == "fuel.card_committed"
+                held = await pump.unconfirmed_sale()
+                assert held is not None and s.record(ans["txn_id"], "fuel.completed")["sale_id"] == held.sale_id
+                vcard.pull()
+                await asyncio.wait_for(d.stop(), T)
+
+                d = Daemon(cfg, Replica(fuel_model(), None), keys=keys, pumps={1: pump})
+                await asyncio.wait_for(d.start(), T)
+                assert await pump.unconfirmed_sale() is None  # confirmed at start
+                assert [r.kind for r in d.journal.tail(100)].count("fuel.completed") == 1  # not journaled again
+                await asyncio.wait_for(d.stop(), T)
+
+                # a dispenser holding a sale this journal never saw: left for the operator
+                pump.lose_confirms = 1
+                await pump.__aenter__()
+                sale_no = await pump.authorize("AI95", PRICE, Preset.by_volume(1_000))
+                pump.lift_nozzle("AI95")
+                while pump.last_delivery is None or pump.last_delivery.sale_no != sale_no:
+                    await asyncio.sleep(0.01)
+                pump.hang_up()
+                with pytest.raises(PumpOffline):
+                    await pump.confirm_sale(pump.last_delivery.sale_id)
+                await pump.__aexit__(None, None, None)
+                d = Daemon(cfg, Replica(fuel_model(), None), keys=keys, pumps={1: pump})
+                await asyncio.wait_for(d.start(), T)
+                s = Site(d, pump, vcard, http, n=100)
+                held = await pump.unconfirmed_sale()
+                assert held is not None and held.sale_no == sale_no
+                assert f"sale {sale_no}" in (await s.view())["notice"]
+        finally:
+            vcard.pull()
+            if d is not None:
+                await asyncio.wait_for(d.stop(), T)
+            await asyncio.to_thread(settle_empty_reader)
+    asyncio.run(asyncio.wait_for(main(), 60))
