@@ -34,11 +34,8 @@ same time never deadlock.
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from authz.fuel import period_start
 from authz.fuel_model import LimitUnit, Period, ProductGroup, Scope, mask_card_no
@@ -46,6 +43,8 @@ from authz.localtime import MAX_UTC_S, local_date
 from authz.club_model import ClubCardKind, ClubRules, PointLot
 from authz.money import MAX_AMOUNT_KOP, MAX_VOLUME_ML
 from wire import Table, WireRecord
+from wire.bodies import BodyError as WireBodyError
+from wire.bodies import TOUCH_KINDS, Counters, FuelCardRefused, FuelCorrection, FuelVoided, body_of, card_touch, charge_of
 
 from . import club as C
 from . import records as K
@@ -56,8 +55,9 @@ from .versions import mark_dirty
 
 __all__ = ["RETURN_OVER_SALE", "RETURN_WAITS", "BatchEffects"]
 
-_WRITE_ID_HEX = 32
-_WRITE_ID = re.compile(f"[0-9a-f]{{{_WRITE_ID_HEX}}}")
+#: The fuel kinds whose typed bodies have ledger effects (the rest are stored only).
+_FUEL_KINDS = frozenset({K.FUEL_COMPLETED, K.FUEL_PREAUTH, K.FUEL_RESERVED, K.FUEL_CARD_COMMITTED, K.FUEL_VOIDED,
+                         K.FUEL_CORRECTION, K.FUEL_CARD_REFUSED})
 RETURN_OVER_SALE = "return_over_sale"  #: flag: a return beyond what its sale could still return
 RETURN_WAITS = "return_waits_for_sale"  #: flag: a return whose sale the ledger does not hold yet
 
@@ -84,28 +84,15 @@ class _Obs:
     rec: WireRecord
 
 
-def _int_in(body: Mapping[str, Any], path: str, lo: int, hi: int) -> int:
-    v = get(body, path)
+def _in(kind: str, name: str, v: int, lo: int, hi: int) -> int:
     if not lo <= v <= hi:
-        raise BodyError(f"body.{path} must be in {lo}..{hi}, got {v}")
+        raise BodyError(f"{kind}: body.{name} must be in {lo}..{hi}, got {v}")
     return v
 
 
-def _write_id(body: Mapping[str, Any], path: str) -> str:
-    v = get(body, path, str)
-    if not _WRITE_ID.fullmatch(v):
-        raise BodyError(f"body.{path} must be {_WRITE_ID_HEX} lowercase hex digits, got {v[:40]!r}")
-    return v
-
-
-def _counters(body: Mapping[str, Any], path: str) -> dict[int, tuple[int, int]]:
-    raw = get(body, path, list)
-    out = {}
-    for i, item in enumerate(raw):
-        if not (isinstance(item, list) and len(item) == 3 and all(type(x) is int for x in item)):
-            raise BodyError(f"body.{path}[{i}] must be [limit_id, spent, period_start], got {str(item)[:60]}")
-        out[item[0]] = (item[1], item[2])
-    return out
+def _counters(counters: Counters) -> dict[int, tuple[int, int]]:
+    """A typed body's counters as ``{limit_id: (spent, period_start)}``."""
+    return {limit_id: (c.spent, c.period_start) for limit_id, c in counters}
 
 
 class BatchEffects:
@@ -134,63 +121,70 @@ class BatchEffects:
 
     def add(self, rec: WireRecord) -> None:
         """Read one new record. Raises :class:`BodyError` (and keeps nothing of it) when its
-        body lacks what its kind needs."""
-        kind, body = rec.kind, rec.body
-        if kind == K.FUEL_COMPLETED:
-            charge = _Charge(rec, get(body, "contract_id"), get(body, "card_no", str), get(body, "request.product", str),
-                             _int_in(body, "amount_kop", 0, MAX_AMOUNT_KOP),
-                             _int_in(body, "delivered_volume_ml", 0, MAX_VOLUME_ML),
-                             _int_in(body, "request.now_utc_s", 0, MAX_UTC_S))
-            self.charges.append(charge)
-        elif kind == K.FUEL_PREAUTH:
-            self.obs.append(_Obs(get(body, "card.card_no", str), get(body, "card.expected_txn"), None, rec))
-        elif kind in (K.FUEL_RESERVED, K.FUEL_CARD_COMMITTED):
-            self.obs.append(_Obs(get(body, "card_no", str), get(body, "txn_counter"), _write_id(body, "write_id"), rec))
-        elif kind == K.FUEL_VOIDED:
-            if get(body, "card_release", str, optional=True) == "released":
-                self.obs.append(_Obs(get(body, "card_no", str), get(body, "txn_counter"),
-                                     _write_id(body, "release_write_id"), rec))
-        elif kind == K.FUEL_CORRECTION:
-            self._correction(rec)
-        elif kind == K.FUEL_CARD_REFUSED:
-            card_no = get(body, "card_no", str, optional=True)
-            reason = get(body, "reason", str, optional=True) or ""
-            if card_no and reason.startswith("transaction counter"):
-                self.refusals.append((card_no, rec, reason))
-        elif kind in (K.TILL_SALE_COMMITTED,):
-            self.club.append((kind, get(body, "sale.card_no", str), rec))
+        body is not of its kind's shape. A fuel record is read through :mod:`wire.bodies`: the
+        hot kinds by its readers of the fields the ledger needs (``charge_of``, ``card_touch``),
+        the rare ones decoded whole."""
+        kind = rec.kind
+        if kind in _FUEL_KINDS:
+            self._add_fuel(rec)
+        elif kind in (K.TILL_SALE_COMMITTED,):  # the till's records have no typed body yet
+            self.club.append((kind, get(rec.body, "sale.card_no", str), rec))
         elif kind == K.TILL_RETURN:
-            if get(body, "result.reason", str) == "OK":
-                self.club.append((kind, get(body, "return.card_no", str), rec))
+            if get(rec.body, "result.reason", str) == "OK":
+                self.club.append((kind, get(rec.body, "return.card_no", str), rec))
         elif kind == K.TILL_TOPUP:
-            if get(body, "result.approved", bool):
-                self.club.append((kind, get(body, "topup.card_no", str), rec))
+            if get(rec.body, "result.approved", bool):
+                self.club.append((kind, get(rec.body, "topup.card_no", str), rec))
 
-    def _correction(self, rec: WireRecord) -> None:
-        body = rec.body
-        card_no = get(body, "card_no", str)
-        why = get(body, "why", str)
-        applied = get(body, "reservation_applied", bool, optional=True)
-        reserved_tc = get(body, "reserved_txn_counter")
-        reserve_write = _write_id(body, "reserve_write_id")
-        unsent = _write_id(body, "unsent_write_id")
-        held = _counters(body, "counters_reserved")
-        final = _counters(body, "counters_final")
+    def _add_fuel(self, rec: WireRecord) -> None:
+        kind = rec.kind
+        try:
+            if kind == K.FUEL_COMPLETED:
+                c = charge_of(rec.body)
+                self.charges.append(_Charge(rec, c.contract_id, c.card_no, c.product,
+                                            _in(kind, "amount_kop", c.amount_kop, 0, MAX_AMOUNT_KOP),
+                                            _in(kind, "delivered_volume_ml", c.delivered_volume_ml, 0, MAX_VOLUME_ML),
+                                            _in(kind, "request.now_utc_s", c.auth_at_utc_s, 0, MAX_UTC_S)))
+                return
+            if kind in TOUCH_KINDS:
+                t = card_touch(kind, rec.body)
+                self.obs.append(_Obs(t.card_no, t.txn_counter, None if t.write_id is None else t.write_id.hex(), rec))
+                return
+            b = body_of(kind, rec.body)  # the rare kinds: decoded whole
+        except WireBodyError as exc:
+            raise BodyError(str(exc)) from None
+        if isinstance(b, FuelVoided):
+            if b.card_release == "released":
+                if b.txn_counter is None or b.release_write_id is None:
+                    raise BodyError("fuel.voided: a released reservation names its txn_counter and release_write_id")
+                self.obs.append(_Obs(b.card_no, b.txn_counter, b.release_write_id.hex(), rec))
+        elif isinstance(b, FuelCorrection):
+            self._correction(rec, b)
+        elif isinstance(b, FuelCardRefused):
+            if b.card_no and b.reason.startswith("transaction counter"):
+                self.refusals.append((b.card_no, rec, b.reason))
+
+    def _correction(self, rec: WireRecord, b: FuelCorrection) -> None:
+        kind = b.KIND
+        held = _counters(b.counters_reserved)
+        final = _counters(b.counters_final)
         excess = [[lid, start, spent - final[lid][0]] for lid, (spent, start) in sorted(held.items())
                   if lid in final and final[lid][1] == start and spent > final[lid][0]]
+        applied = b.reservation_applied
         if applied is False:
             status = "not_needed"
-        elif why == "unknown" or applied is None:
+        elif b.why == "unknown" or applied is None:
             status = "check_card"
         else:
             status = "due"
-        self.corrections.append((rec.record_id, self.site_id, rec.txn_id, card_no, get(body, "contract_id", optional=True),
-                                 why, status, reserved_tc, unsent, dumps(excess),
-                                 _int_in(body, "released_volume_ml", -MAX_VOLUME_ML, MAX_VOLUME_ML),
-                                 _int_in(body, "released_amount_kop", -MAX_AMOUNT_KOP, MAX_AMOUNT_KOP),
+        self.corrections.append((rec.record_id, self.site_id, rec.txn_id, b.card_no, b.contract_id,
+                                 b.why, status, b.reserved_txn_counter, b.unsent_write_id.hex(), dumps(excess),
+                                 _in(kind, "released_volume_ml", b.released_volume_ml, -MAX_VOLUME_ML, MAX_VOLUME_ML),
+                                 _in(kind, "released_amount_kop", b.released_amount_kop, -MAX_AMOUNT_KOP,
+                                     MAX_AMOUNT_KOP),
                                  rec.at_utc_s, None))
         if applied is True:
-            self.obs.append(_Obs(card_no, reserved_tc, reserve_write, rec))
+            self.obs.append(_Obs(b.card_no, b.reserved_txn_counter, b.reserve_write_id.hex(), rec))
 
     # -- applying --
 
