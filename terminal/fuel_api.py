@@ -149,10 +149,14 @@ def _sim_routes(daemon: Any, lane, fields) -> list[tuple[str, str, Any]]:
     async def knobs(request: web.Request) -> web.Response:
         """Set the simulation speed and the one-shot fault knobs; ``meter_untracked``
         (``{"product", "volume_ml", "price_kop_per_l"}``) meters fuel outside any sale at
-        once (only the totalizers see it: the next sale's totals disagree)."""
+        once (only the totalizers see it: the next sale's totals disagree); ``lose_confirms``:
+        the next that many confirms of a sale are lost on the line."""
         pump = sim(request)
-        b = fields(await body_of(request), {"time_scale", "stop_early_at_ml", "go_offline_at_ml", "meter_untracked"},
-                   set())
+        b = fields(await body_of(request), {"time_scale", "stop_early_at_ml", "go_offline_at_ml", "meter_untracked",
+                                            "lose_confirms"}, set())
+        lose = b.get("lose_confirms")
+        if lose is not None and (type(lose) is not int or not 0 <= lose <= 100):
+            raise LaneError("lose_confirms must be a whole number in 0..100", 422)
         untracked = b.get("meter_untracked")
         if untracked is not None:
             u = fields(untracked, {"product", "volume_ml", "price_kop_per_l"},
@@ -175,12 +179,14 @@ def _sim_routes(daemon: Any, lane, fields) -> list[tuple[str, str, Any]]:
                 raise LaneError(str(exc), 422) from None
         if ts is not None:
             pump.time_scale = ts
+        if lose is not None:
+            pump.lose_confirms = lose
         for k in ("stop_early_at_ml", "go_offline_at_ml"):
             if k in b:
                 setattr(pump, k, b[k])
         return web.json_response({"pump": pump.pump_id, "time_scale": pump.time_scale,
                                   "stop_early_at_ml": pump.stop_early_at_ml,
-                                  "go_offline_at_ml": pump.go_offline_at_ml})
+                                  "go_offline_at_ml": pump.go_offline_at_ml, "lose_confirms": pump.lose_confirms})
 
     return [("POST", "/v1/sim/pumps/{pump}/nozzle", nozzle),
             ("POST", "/v1/sim/pumps/{pump}/link", link),

@@ -203,6 +203,7 @@ def _pump_paths(post_errors: dict) -> dict[str, Any]:
             "properties": {"time_scale": {"type": "number"},
                            "stop_early_at_ml": {"type": "integer", "minimum": 1, "nullable": True},
                            "go_offline_at_ml": {"type": "integer", "minimum": 1, "nullable": True},
+                           "lose_confirms": {"type": "integer", "minimum": 0, "maximum": 100},
                            "meter_untracked": {
                                "type": "object", "additionalProperties": False,
                                "required": ["product", "volume_ml", "price_kop_per_l"],
