@@ -403,32 +403,31 @@ class PumpAction(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class SuspendAsked:
-    """An operator asks to suspend the sale's delivery (``key``: the request's idempotency
-    key, opaque here: the answer is journaled under it)."""
+class _OperatorAsked:
+    """An operator's request to the pump (``key``: the request's idempotency key, opaque
+    here: the answer is journaled under it)."""
 
     key: Any = None
 
 
 @dataclass(frozen=True, slots=True)
-class ResumeAsked:
+class SuspendAsked(_OperatorAsked):
+    """An operator asks to suspend the sale's delivery."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeAsked(_OperatorAsked):
     """An operator asks to resume the suspended delivery."""
 
-    key: Any = None
-
 
 @dataclass(frozen=True, slots=True)
-class StopAsked:
+class StopAsked(_OperatorAsked):
     """An operator asks for an emergency stop (in any state: the driver takes no lane lock)."""
 
-    key: Any = None
-
 
 @dataclass(frozen=True, slots=True)
-class ResetAsked:
+class ResetAsked(_OperatorAsked):
     """An operator asks to clear the pump's emergency stop."""
-
-    key: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -638,6 +637,10 @@ TRANSITIONS: tuple[Transition, ...] = (
     _t(ANY, "PumpActed", ANY, "fuel.pump_action", "fuel.emergency_stop", "fuel.pump_reset"),
 )
 
+#: What the pump is asked to do for each of the operator's requests.
+_ACTION_OF: dict[type[_OperatorAsked], PumpAction] = {
+    SuspendAsked: PumpAction.SUSPEND, ResumeAsked: PumpAction.RESUME, StopAsked: PumpAction.EMERGENCY_STOP,
+    ResetAsked: PumpAction.RESET}
 #: The operator's requests: one the lane's state does not take is refused (FuelLaneError).
 _CONSOLE = {"SuspendAsked": "suspend the delivery", "ResumeAsked": "resume the delivery"}
 
@@ -1044,17 +1047,11 @@ class FuelCore:
 
     # -- the operator's actions --
 
-    def _on_SuspendAsked(self, ev: SuspendAsked) -> list[Any]:
-        return [Operate(PumpAction.SUSPEND, ev.key)]
+    def _on_operator(self, ev: _OperatorAsked) -> list[Any]:
+        """Have the pump do it first; what it did is journaled on :class:`PumpActed`."""
+        return [Operate(_ACTION_OF[type(ev)], ev.key)]
 
-    def _on_ResumeAsked(self, ev: ResumeAsked) -> list[Any]:
-        return [Operate(PumpAction.RESUME, ev.key)]
-
-    def _on_StopAsked(self, ev: StopAsked) -> list[Any]:
-        return [Operate(PumpAction.EMERGENCY_STOP, ev.key)]
-
-    def _on_ResetAsked(self, ev: ResetAsked) -> list[Any]:
-        return [Operate(PumpAction.RESET, ev.key)]
+    _on_SuspendAsked = _on_ResumeAsked = _on_StopAsked = _on_ResetAsked = _on_operator
 
     def _on_PumpActed(self, ev: PumpActed) -> list[Any]:
         """The pump did it: journal that (its own transaction, with the answer). The lane's

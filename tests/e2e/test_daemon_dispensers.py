@@ -24,13 +24,11 @@ import pytest
 
 from hw.sim.azt2 import Azt2Simulator
 from hw.sim.pts2 import Pts2Simulator
-from terminal.config import DEFAULT_SITE_TOML
 from tests.hw.conftest import PtyPair, pty_pair  # noqa: F401  (fixture)
 from tests.hw.pcsc import READER, pcscd, settle_empty_reader  # noqa: F401  (fixture)
-from tests.terminal.apitokens import clients_toml
-from tests.terminal.test_crash_fuel import PIN, DaemonProcess, Journal, pick_card, replica_of
+from tests.terminal.test_crash_fuel import PIN, DaemonProcess, Journal, pick_card, replica_of, site_toml
 
-from hw.card.keys import SoftwareKeyStore, generate_master_key, save_master_key
+from hw.card.keys import SoftwareKeyStore
 from hw.sim.card import VirtualCard
 from hw.sim.personalise import personalise
 
@@ -59,6 +57,7 @@ class SimLoop:
         return self.run(call())
 
     def close(self) -> None:
+        """Stop the loop and its thread."""
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.loop.close()
@@ -66,26 +65,12 @@ class SimLoop:
 
 @pytest.fixture
 def sims() -> Iterator[SimLoop]:
+    """A loop for the test's dispenser simulator, stopped afterwards."""
     s = SimLoop()
     try:
         yield s
     finally:
         s.close()
-
-
-def site_toml(tmp_path: Path, pump_table: str) -> Path:
-    """The embedded site with one pump on a real dispenser driver (``pump_table``), the
-    test's API clients and its own issuer key."""
-    key = tmp_path / "issuer.key"
-    save_master_key(key, generate_master_key())
-    text = DEFAULT_SITE_TOML.split("[[pumps]]")[0]
-    text = text.replace('data_dir = "var/sim"', f'data_dir = "{tmp_path / "data"}"')
-    text += (f'\n[[pumps]]\nid = 1\nreader = "{READER}"\n{pump_table}'
-             f'\n[api]\nhost = "127.0.0.1"\nport = 0\n{clients_toml(pumps=True)}'
-             f'\n[keys]\nissuer_key_file = "{key}"\n')
-    path = tmp_path / "site.toml"
-    path.write_text(text)
-    return path
 
 
 def card_for(tmp_path: Path, cfg: Path) -> VirtualCard:
@@ -97,9 +82,11 @@ def card_for(tmp_path: Path, cfg: Path) -> VirtualCard:
     return VirtualCard(path)
 
 
-def sell(d: DaemonProcess, vcard: VirtualCard, lift: Callable[[], None], hang_up: Callable[[], None]) -> dict:
+def sell(d: DaemonProcess, vcard: VirtualCard, lift: Callable[[], None], hang_up: Callable[[], None],
+         during: Callable[[DaemonProcess, dict], None] | None = None) -> dict:
     """One sale through the local API: card in, PIN, authorize 5 L of AI95, the nozzle
-    lifted at the dispenser, the sale's end; returns the authorize answer."""
+    lifted at the dispenser (then ``during(daemon, answer)``), the sale's end; returns the
+    authorize answer."""
     assert d.port is not None, d.log()
     d.wait_pump(lambda v: v["pump_state"] == "idle" and not v["pump_offline"], "the dispenser online")
     vcard.insert()
@@ -110,6 +97,8 @@ def sell(d: DaemonProcess, vcard: VirtualCard, lift: Callable[[], None], hang_up
                      key="e2e-authorize-0001")
     assert st == 200 and ans["approved"] and ans["volume_ml"] == PRESET_ML, ans
     lift()
+    if during is not None:
+        during(d, ans)
     d.wait_pump(lambda v: v["state"] == "card_read" and v["txn"] is None, "the sale's end", timeout=30)
     hang_up()
     return ans
@@ -135,47 +124,69 @@ def check_sale(tmp_path: Path, ans: dict, vcard: VirtualCard, totals_before: int
     return done
 
 
-def test_a_sale_through_the_daemon_on_a_pts2_controller(tmp_path, pcscd, sims):
-    ctl = Pts2Simulator({1: {1: "AI95", 2: "DT"}}, tmp_path / "pts2.json", username="edge", password="s3cret-pts",
-                        auth="digest", time_scale=50)
-    url = sims.run(ctl.start())
-    (tmp_path / "pts2.cred").write_text("edge:s3cret-pts\n")
-    cfg = site_toml(tmp_path, f'dispenser = "pts2"\n[pumps.pts2]\nurl = "{url}"\ncredentials_file = "pts2.cred"\n'
-                              'auth = "digest"\nnozzles = { 1 = "AI95", 2 = "DT" }\npoll_interval_ms = 50\n')
+def run_sale(tmp_path: Path, pump_table: str, totals: Callable[[], int], lift: Callable[[], None],
+             hang_up: Callable[[], None], during: Callable[[DaemonProcess, dict], None] | None = None,
+             ) -> tuple[dict, DaemonProcess]:
+    """Start ``edgepos run`` on a site whose pump is ``pump_table``, sell once, check the
+    sale against the journal, the card and the dispenser's ``totals`` (ml of AI95); the
+    completion body and the daemon (stopped)."""
+    cfg = site_toml(tmp_path, pump_table, simulation=False)
     vcard = card_for(tmp_path, cfg)
     settle_empty_reader()
     d = DaemonProcess(cfg)
     try:
-        before = sims.call(ctl.totals, 1, 1)[0]
-        ans = sell(d, vcard, lambda: sims.call(ctl.lift_nozzle, 1, 1), lambda: sims.call(ctl.hang_up, 1))
-        done = check_sale(tmp_path, ans, vcard, before, sims.call(ctl.totals, 1, 1)[0])
-        txn = sims.call(ctl.transaction, int(done["sale_id"]))
-        assert txn["state"] == "Finished" and txn["volume_ml"] == PRESET_ML  # closed at the controller
-        assert "s3cret-pts" not in d.log()  # the controller's password is never logged
+        before = totals()
+        ans = sell(d, vcard, lift, hang_up, during)
+        return check_sale(tmp_path, ans, vcard, before, totals()), d
     finally:
         vcard.pull()
         d.stop()
-        sims.run(ctl.close())
         settle_empty_reader()
+
+
+def suspend_and_resume(d: DaemonProcess, ans: dict) -> None:
+    """Mid-delivery, the pump console suspends it (PumpSuspend at the controller), then
+    resumes it; both journaled, the sale open throughout."""
+    d.wait_pump(lambda v: v["txn"] is not None and v["txn"]["delivered_volume_ml"] > 0, "fuel flowing")
+    st, got = d.call("POST", "/v1/pumps/1/suspend", {}, key="e2e-suspend-0001")
+    assert st == 200 and got["action"] == "suspend" and got["txn_id"] == ans["txn_id"], got
+    v = d.wait_pump(lambda v: v["pump_state"] == "suspended", "the delivery suspended")
+    assert v["state"] == "dispensing" and v["txn"]["delivered_volume_ml"] < PRESET_ML, v
+    st, got = d.call("POST", "/v1/pumps/1/resume", {}, key="e2e-resume-0001")
+    assert st == 200 and got["action"] == "resume", got
+
+
+def test_a_sale_through_the_daemon_on_a_pts2_controller(tmp_path, pcscd, sims):
+    # 2x: 5 L take ~4 s, time for the console to suspend and resume the delivery midway
+    ctl = Pts2Simulator({1: {1: "AI95", 2: "DT"}}, tmp_path / "pts2.json", username="edge", password="s3cret-pts",
+                        auth="digest", time_scale=2)
+    url = sims.run(ctl.start())
+    (tmp_path / "pts2.cred").write_text("edge:s3cret-pts\n")
+    try:
+        done, d = run_sale(tmp_path, f'dispenser = "pts2"\n[pumps.pts2]\nurl = "{url}"\n'
+                                     'credentials_file = "pts2.cred"\nauth = "digest"\n'
+                                     'nozzles = { 1 = "AI95", 2 = "DT" }\npoll_interval_ms = 50\n',
+                           lambda: sims.call(ctl.totals, 1, 1)[0], lambda: sims.call(ctl.lift_nozzle, 1, 1),
+                           lambda: sims.call(ctl.hang_up, 1), suspend_and_resume)
+        txn = sims.call(ctl.transaction, int(done["sale_id"]))
+        assert txn["state"] == "Finished" and txn["volume_ml"] == PRESET_ML  # closed at the controller
+        assert "s3cret-pts" not in d.log()  # the controller's password is never logged
+        actions = [r.body for r in Journal(tmp_path).rows() if r.kind == "fuel.pump_action"]
+        assert [a["action"] for a in actions] == ["suspend", "resume"], actions
+    finally:
+        sims.run(ctl.close())
 
 
 def test_a_sale_through_the_daemon_on_an_azt2_line(tmp_path, pcscd, sims, pty_pair):  # noqa: F811
     line = Azt2Simulator(pty_pair.master, [1, 2], time_scale=50)
     sims.call(line.start)
-    cfg = site_toml(tmp_path, f'dispenser = "azt2"\n[pumps.azt2]\nport = "{pty_pair.path}"\nbaudrate = 4800\n'
-                              'line_format = "8N1"\nchannels = { 1 = "AI95", 2 = "DT" }\npoll_interval_ms = 50\n')
-    vcard = card_for(tmp_path, cfg)
-    settle_empty_reader()
-    d = DaemonProcess(cfg)
     try:
-        before = sims.call(lambda: line.hoses[1].total_cl) * 10
-        ans = sell(d, vcard, lambda: sims.call(line.lift_nozzle, 1), lambda: sims.call(line.hang_up, 1))
-        check_sale(tmp_path, ans, vcard, before, sims.call(lambda: line.hoses[1].total_cl) * 10)
+        run_sale(tmp_path, f'dispenser = "azt2"\n[pumps.azt2]\nport = "{pty_pair.path}"\nbaudrate = 4800\n'
+                           'line_format = "8N1"\nchannels = { 1 = "AI95", 2 = "DT" }\npoll_interval_ms = 50\n',
+                 lambda: sims.call(lambda: line.hoses[1].total_cl) * 10, lambda: sims.call(line.lift_nozzle, 1),
+                 lambda: sims.call(line.hang_up, 1))
         # 0: idle with the nozzle down. A sale not confirmed stays in state 4 (finished, waiting
         # for confirmation) whatever the nozzle does; confirmed, the hose went 4 -> 1 (nozzle up) -> 0
         assert sims.call(lambda: line.hoses[1].state) == 0
     finally:
-        vcard.pull()
-        d.stop()
         sims.call(line.close)
-        settle_empty_reader()

@@ -47,14 +47,16 @@ PRESET_ML = 5_000
 LOST = (urllib.error.URLError, ConnectionError, OSError)
 
 
-def site_toml(tmp_path: Path) -> Path:
+def site_toml(tmp_path: Path, pump: str = 'products = ["AI92", "AI95", "DT"]\n', simulation: bool = True) -> Path:
+    """The embedded site with one pump (``pump``: the rest of its ``[[pumps]]`` entry), the
+    test clients and an issuer key of its own."""
     key = tmp_path / "issuer.key"
     save_master_key(key, generate_master_key())
     text = DEFAULT_SITE_TOML.split("[[pumps]]")[0]
     text = text.replace('data_dir = "var/sim"', f'data_dir = "{tmp_path / "data"}"')
-    text += (f'\n[[pumps]]\nid = 1\nreader = "{READER}"\nproducts = ["AI92", "AI95", "DT"]\n'
-             f'\n[api]\nhost = "127.0.0.1"\nport = 0\nsimulation = true\n{clients_toml(pumps=True)}'
-             f'\n[keys]\nissuer_key_file = "{key}"\n')
+    text += (f'\n[[pumps]]\nid = 1\nreader = "{READER}"\n{pump}'
+             f'\n[api]\nhost = "127.0.0.1"\nport = 0\nsimulation = {str(simulation).lower()}\n'
+             f'{clients_toml(pumps=True)}\n[keys]\nissuer_key_file = "{key}"\n')
     path = tmp_path / "site.toml"
     path.write_text(text)
     return path

@@ -532,24 +532,35 @@ def test_emergency_stop_completes_what_was_dispensed(pcscd, tmp_path, keys):
     run(pcscd, tmp_path, keys, test, time_scale=50)
 
 
+async def started(cfg, keys, pump) -> Daemon:
+    """A daemon of ``cfg`` driving ``pump``, started."""
+    d = Daemon(cfg, Replica(fuel_model(), None), keys=keys, pumps={1: pump})
+    await asyncio.wait_for(d.start(), T)
+    return d
+
+
+def restart_parts(data_dir, tmp_path, keys, **pump_kw):
+    """For a test that restarts the daemon: the site's configuration, the virtual card
+    ``GOOD``, and a simulated dispenser that outlives each daemon."""
+    cfg = load_config(None)
+    cfg = with_clients(replace(cfg, data_dir=data_dir, tills=(), api=replace(cfg.api, port=0),
+                               pumps=(PumpConfig(1, READER, "sim", PRODUCTS),)))
+    card, = (c for c in fuel_model().cards if c.card_no == GOOD)
+    path = tmp_path / "card.json"
+    personalise(card, PIN, keys).save(path)
+    return cfg, VirtualCard(path), SimulatedPump(1, products=PRODUCTS, time_scale=1000, **pump_kw)
+
+
 def test_restart_with_the_pump_offline_waits_for_it_then_completes(pcscd, tmp_path, keys):
     """The daemon stops mid-delivery while the pump is offline; the next start cannot tell
     what was dispensed, so the lane waits (refusing new sales) until the pump answers."""
     async def main():
-        cfg = load_config(None)
-        cfg = with_clients(replace(cfg, data_dir=tmp_path, tills=(), api=replace(cfg.api, port=0),
-                                   pumps=(PumpConfig(1, READER, "sim", PRODUCTS),)))
-        card, = (c for c in fuel_model().cards if c.card_no == GOOD)
-        path = tmp_path / "card.json"
-        personalise(card, PIN, keys).save(path)
-        vcard = VirtualCard(path)
-        pump = SimulatedPump(1, products=PRODUCTS, time_scale=1000)  # the dispenser outlives the daemon
+        cfg, vcard, pump = restart_parts(tmp_path, tmp_path, keys)
         await asyncio.to_thread(settle_empty_reader)
         d = None
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=T)) as http:
-                d = Daemon(cfg, Replica(fuel_model(), None), keys=keys, pumps={1: pump})
-                await asyncio.wait_for(d.start(), T)
+                d = await started(cfg, keys, pump)
                 s = Site(d, pump, vcard, http)
                 opening = s.balance()
                 await s.insert()
@@ -560,8 +571,7 @@ def test_restart_with_the_pump_offline_waits_for_it_then_completes(pcscd, tmp_pa
                 await s.wait(lambda v: v["pump_offline"], "the pump offline")
                 await asyncio.wait_for(d.stop(), T)
 
-                d = Daemon(cfg, Replica(fuel_model(), None), keys=keys, pumps={1: pump})
-                await asyncio.wait_for(d.start(), T)
+                d = await started(cfg, keys, pump)
                 s = Site(d, pump, vcard, http, n=s.n)  # new keys: the old ones are journaled
                 v = await s.view()
                 assert v["state"] == "recovering" and v["recovery_pending"] == 1
@@ -667,20 +677,12 @@ def test_a_sale_whose_confirm_was_lost_is_confirmed_at_the_next_start(pcscd, tmp
     start confirms it from the journal, journaling nothing again. A dispenser holding a sale
     that the journal does not know is left unconfirmed."""
     async def main():
-        cfg = load_config(None)
-        cfg = with_clients(replace(cfg, data_dir=tmp_path / "data", tills=(), api=replace(cfg.api, port=0),
-                                   pumps=(PumpConfig(1, READER, "sim", PRODUCTS),)))
-        card, = (c for c in fuel_model().cards if c.card_no == GOOD)
-        path = tmp_path / "card.json"
-        personalise(card, PIN, keys).save(path)
-        vcard = VirtualCard(path)
-        pump = SimulatedPump(1, products=PRODUCTS, time_scale=1000, hold_until_confirmed=True)
+        cfg, vcard, pump = restart_parts(tmp_path / "data", tmp_path, keys, hold_until_confirmed=True)
         await asyncio.to_thread(settle_empty_reader)
         d = None
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=T)) as http:
-                d = Daemon(cfg, Replica(fuel_model(), None), keys=keys, pumps={1: pump})
-                await asyncio.wait_for(d.start(), T)
+                d = await started(cfg, keys, pump)
                 s = Site(d, pump, vcard, http)
                 await s.insert()
                 await s.pin_ok()
@@ -695,8 +697,7 @@ def test_a_sale_whose_confirm_was_lost_is_confirmed_at_the_next_start(pcscd, tmp
                 vcard.pull()
                 await asyncio.wait_for(d.stop(), T)
 
-                d = Daemon(cfg, Replica(fuel_model(), None), keys=keys, pumps={1: pump})
-                await asyncio.wait_for(d.start(), T)
+                d = await started(cfg, keys, pump)
                 assert await pump.unconfirmed_sale() is None  # confirmed at start
                 assert [r.kind for r in d.journal.tail(100)].count("fuel.completed") == 1  # not journaled again
                 await asyncio.wait_for(d.stop(), T)
@@ -712,8 +713,7 @@ def test_a_sale_whose_confirm_was_lost_is_confirmed_at_the_next_start(pcscd, tmp
                 with pytest.raises(PumpOffline):
                     await pump.confirm_sale(pump.last_delivery.sale_id)
                 await pump.__aexit__(None, None, None)
-                d = Daemon(cfg, Replica(fuel_model(), None), keys=keys, pumps={1: pump})
-                await asyncio.wait_for(d.start(), T)
+                d = await started(cfg, keys, pump)
                 s = Site(d, pump, vcard, http, n=100)
                 held = await pump.unconfirmed_sale()
                 assert held is not None and held.sale_no == sale_no
