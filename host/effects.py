@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 from authz.fuel import period_start
 from authz.fuel_model import LimitUnit, Period, ProductGroup, Scope, mask_card_no
@@ -44,12 +45,13 @@ from authz.club_model import ClubCardKind, ClubRules, PointLot
 from authz.money import MAX_AMOUNT_KOP, MAX_VOLUME_ML
 from wire import Table, WireRecord
 from wire.bodies import BodyError as WireBodyError
-from wire.bodies import TOUCH_KINDS, Counters, FuelCardRefused, FuelCorrection, FuelVoided, body_of, card_touch, charge_of
+from wire.bodies import (CLUB_KINDS, TOUCH_KINDS, ClubTouch, Counters, FuelCardRefused, FuelCorrection, FuelVoided,
+                         body_of, card_touch, charge_of, club_touch)
 
 from . import club as C
 from . import records as K
 from .db import Database
-from .records import BodyError, get
+from .records import BodyError
 from .rows import dumps, limits_from_json, rules_from_json
 from .versions import mark_dirty
 
@@ -95,6 +97,14 @@ def _counters(counters: Counters) -> dict[int, tuple[int, int]]:
     return {limit_id: (c.spent, c.period_start) for limit_id, c in counters}
 
 
+def _club(kind: str, body: Any) -> ClubTouch:
+    """The till record's :class:`wire.bodies.ClubTouch` (BodyError naming the field)."""
+    try:
+        return club_touch(kind, body)
+    except WireBodyError as exc:
+        raise BodyError(str(exc)) from None
+
+
 class BatchEffects:
     """The effects of the new records of one batch (of one site)."""
 
@@ -127,14 +137,10 @@ class BatchEffects:
         kind = rec.kind
         if kind in _FUEL_KINDS:
             self._add_fuel(rec)
-        elif kind in (K.TILL_SALE_COMMITTED,):  # the till's records have no typed body yet
-            self.club.append((kind, get(rec.body, "sale.card_no", str), rec))
-        elif kind == K.TILL_RETURN:
-            if get(rec.body, "result.reason", str) == "OK":
-                self.club.append((kind, get(rec.body, "return.card_no", str), rec))
-        elif kind == K.TILL_TOPUP:
-            if get(rec.body, "result.approved", bool):
-                self.club.append((kind, get(rec.body, "topup.card_no", str), rec))
+        elif kind in CLUB_KINDS:
+            c = _club(kind, rec.body)
+            if c.applies:
+                self.club.append((kind, c.card_no, rec))
 
     def _add_fuel(self, rec: WireRecord) -> None:
         kind = rec.kind
@@ -341,15 +347,17 @@ class BatchEffects:
                 "SELECT record_id, lane, txn_id, at_utc_s, body, flag FROM records WHERE kind = 'till.return' "
                 "AND site_id = ? AND txn_id IN ({in}) ORDER BY at_utc_s, record_id", sales, (site,)):
             b = json.loads(body)
-            if flag is None and b.get("result", {}).get("reason") == "OK":
-                returned[txn] += b["return"]["returned_kop"]
+            if flag is None:
+                c = _club(K.TILL_RETURN, b)
+                if c.applies:
+                    returned[txn] += c.amount_kop
             elif flag == RETURN_WAITS:
                 waiting[txn].append(WireRecord(rid, site, lane, txn, K.TILL_RETURN, at, b))
         kept: list[tuple[str, str, WireRecord]] = []
         settled: list[tuple[str | None, str]] = []  # (new flag, record id) of stored waiting returns
 
         def check(card_no: str, rec: WireRecord, stored: bool) -> None:
-            txn, kop = rec.txn_id, get(rec.body, "return.returned_kop")
+            txn, kop = rec.txn_id, _club(K.TILL_RETURN, rec.body).amount_kop
             if txn not in total:
                 if not stored:
                     self.flag(rec, RETURN_WAITS, f"till.return of sale {txn} that the ledger does not hold yet: "
@@ -376,9 +384,9 @@ class BatchEffects:
                 continue
             kept.append((kind, card_no, rec))
             if kind == K.TILL_SALE_COMMITTED and rec.txn_id not in total:
-                total[rec.txn_id] = sum(get(line, "amount_kop") for line in get(rec.body, "sale.lines", list))
+                total[rec.txn_id] = _club(kind, rec.body).amount_kop
                 for w in waiting.pop(rec.txn_id, []):
-                    check(get(w.body, "return.card_no", str), w, stored=True)
+                    check(_club(K.TILL_RETURN, w.body).card_no, w, stored=True)
         self.club = kept
         db.executemany("UPDATE records SET flag = ? WHERE record_id = ?", settled)
 

@@ -1,6 +1,7 @@
-"""The host's readers of a few fields of a fuel record (wire.bodies ``card_touch``,
-``charge_of``) agree with the whole typed decode of the same body, and refuse anything else
-with a BodyError naming the field (hypothesis: generated bodies, and any JSON value)."""
+"""The host's readers of a few fields of a record (wire.bodies ``card_touch``, ``charge_of``
+for fuel records, ``club_touch`` for the till's) agree with the whole typed decode of the
+same body (or, for the till's kinds, with the body the till writes), and refuse anything
+else with a BodyError naming the field (hypothesis: generated bodies, and any JSON value)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from hypothesis import strategies as st
 
 from authz.fuel_model import FuelDecision, FuelRequest, LimitCounter
 from authz.reasons import Reason
-from wire.bodies import (TOUCH_KINDS, BodyError, CardCommit, CardTouch, Charge, Counting, FuelCardCommitted,
-                         FuelCompleted, FuelPreauth, FuelReserved, PreauthCard, PreauthPump, body_of, card_touch,
-                         charge_of)
+from authz.club_model import ClubSale, SaleLine
+from terminal.replica import club_sale_body
+from wire.bodies import (CLUB_KINDS, TOUCH_KINDS, BodyError, CardCommit, CardTouch, Charge, ClubTouch, Counting,
+                         FuelCardCommitted, FuelCompleted, FuelPreauth, FuelReserved, PreauthCard, PreauthPump,
+                         body_of, card_touch, charge_of, club_touch)
 
 ints = st.integers(0, 2**40)
 card_nos = st.from_regex(r"[0-9]{16}", fullmatch=True)
@@ -56,16 +59,35 @@ def test_the_charge_is_what_the_whole_decode_says(body):
                                                whole.amount_kop, whole.delivered_volume_ml, whole.request.now_utc_s)
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.from_regex(r"[0-9]{13}", fullmatch=True), st.lists(st.integers(0, 10**9), min_size=1, max_size=5),
+       st.integers(1, 10**9), st.booleans())
+def test_the_club_touch_is_what_the_till_wrote(card_no, amounts, kop, ok):
+    lines = tuple(SaleLine(f"SKU{n}", "shoes", a) for n, a in enumerate(amounts))
+    sale = {"sale": club_sale_body(ClubSale(card_no, lines, 1_700_000_000)), "txn_no": 1,
+            "result": {"reason": "OK", "approved": True}}
+    ret = {"return": {"card_no": card_no, "return_id": 1, "now_utc_s": 1, "sale_id": 1, "sale_total_kop": kop,
+                      "sale_accrued_points": 0, "sale_redeemed_points": 0, "sale_card_balance_kop": 0,
+                      "returned_kop": kop},
+           "result": {"reason": "OK" if ok else "RETURN_EXCEEDS_SALE"}}
+    top = {"topup": {"card_no": card_no, "amount_kop": kop, "now_utc_s": 1}, "result": {"approved": ok}}
+    assert club_touch("till.sale_committed", sale) == ClubTouch(card_no, True, sum(amounts))
+    assert club_touch("till.return", ret) == ClubTouch(card_no, ok, kop)
+    assert club_touch("till.topup", top) == ClubTouch(card_no, ok, kop)
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from(sorted(TOUCH_KINDS)), json_values)
+@given(st.sampled_from(sorted(TOUCH_KINDS | CLUB_KINDS)), json_values)
 def test_anything_else_is_a_clear_body_error(kind, raw):
-    for read in (lambda: card_touch(kind, raw), lambda: charge_of(raw)):
+    reads = [lambda: club_touch(kind, raw)] if kind in CLUB_KINDS else [lambda: card_touch(kind, raw),
+                                                                        lambda: charge_of(raw)]
+    for read in reads:
         try:
             got = read()
         except BodyError as exc:
-            assert str(exc).startswith("fuel."), exc  # names the kind and the field
+            assert str(exc).startswith(("fuel.", "till.")), exc  # names the kind and the field
         else:
-            assert isinstance(got, (CardTouch, Charge))
+            assert isinstance(got, (CardTouch, Charge, ClubTouch))
 
 
 def test_a_wrong_field_is_named():
