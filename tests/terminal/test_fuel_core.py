@@ -27,6 +27,7 @@ from terminal.fuel_core import (TRANSITIONS, Counting, FuelCore, FuelLaneError, 
 from wire.bodies import (FuelCardCommitted, FuelCompleted, FuelCorrection, FuelDeclined, FuelEmergencyStop,
                          FuelPreauth, FuelPreset, FuelPumpAction, FuelPumpReset, FuelReserved, FuelTotalsMismatch,
                          FuelVoided, NozzleTotals, body_of)
+from wire.bodies import BodyError
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "lanes.md"
 CARD = "7005830000000017"
@@ -532,6 +533,13 @@ def test_typed_bodies_used_by_the_core_round_trip():
     assert FuelPreauth.from_json(p.to_json()) == p
     assert isinstance(body_of("fuel.card_committed",
                               FuelCardCommitted(CARD, 9, t.reserve_write_id, t.base).to_json()), FuelCardCommitted)
+    for action in ("suspend", "resume"):
+        b = FuelPumpAction(action, t.txn_id)
+        assert body_of(b.KIND, b.to_json()) == b
+    for bad in ({"action": "explode", "sale_txn_id": None}, {"sale_txn_id": None},
+                {"action": "suspend", "sale_txn_id": None, "extra": 1}, {"action": 1, "sale_txn_id": None}):
+        with pytest.raises(BodyError):
+            body_of("fuel.pump_action", bad)
 
 
 def test_the_benchmark_prints_its_figure(capsys):
