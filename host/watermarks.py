@@ -38,7 +38,9 @@ from .versions import record_change
 
 __all__ = [
     "AllowancePolicy",
+    "OfflineExposure",
     "contract_allowances",
+    "offline_exposure",
     "row_watermarks",
     "set_offline_exposure",
     "shares",
@@ -58,6 +60,32 @@ class AllowancePolicy:
     def __post_init__(self) -> None:
         if self.default_exposure_kop is not None and not 0 <= self.default_exposure_kop <= MAX_AMOUNT_KOP:
             raise ValueError(f"default_exposure_kop must be in 0..{MAX_AMOUNT_KOP}, got {self.default_exposure_kop}")
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineExposure:
+    """A contract's offline exposure as the host holds it (for the admin's display).
+
+    ``exposure_kop``: its own (None: the host worker's default applies, see
+    :class:`AllowancePolicy`); ``allowances``: the shares stored when it was set, by site
+    (``"*"``: every site not named), empty when it has none of its own."""
+
+    contract_id: int
+    exposure_kop: int | None
+    allowances: tuple[Allowance, ...]
+
+
+def offline_exposure(ledger: Ledger, contract_id: int) -> OfflineExposure:
+    """The offline exposure of ``contract_id`` and the allowances shared out of it; raises
+    :class:`host.errors.NotFound` for an unknown contract."""
+    def step(db: Database) -> OfflineExposure:
+        row = db.fetchone("SELECT offline_exposure_kop FROM contracts WHERE contract_id = ?", (contract_id,))
+        if row is None:
+            raise NotFound(f"no contract {contract_id}")
+        got = db.fetchall("SELECT site_id, amount_kop FROM offline_allowances WHERE contract_id = ?", (contract_id,))
+        allowances = tuple(sorted((Allowance(s, a) for s, a in got), key=lambda x: (x.site_id == "*", x.site_id)))
+        return OfflineExposure(contract_id, row[0], allowances)
+    return ledger.db.run(step, write=False)
 
 
 def site_watermarks(db: Database) -> dict[str, int]:
