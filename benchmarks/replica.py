@@ -37,6 +37,10 @@
   the rows read from the store's staged snapshot and built in a thread, swapped on the
   loop); ``snapshot_apply_s`` and ``snapshot_apply_s_before``: how long each apply took.
 
+* ``stop_list_snapshot_stall_ms`` and ``club_snapshot_stall_ms`` (``--stop-list-stall``): the
+  longest loop stall while a whole stop list of 1,000,000 numbers (a club table of 100,000
+  accounts) is applied to a running site, before and after: see benchmarks/replica_stall.py.
+
 The rows are written by a child process from the generated network (``authz.sample`` via
 ``native.compact``), read back by another, so neither figure counts the generator.
 """
@@ -490,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", type=Path, metavar="DIR",
                    help="with --provision: first the same with the code in DIR (figures _before and _ratio)")
     p.add_argument("--stall", action="store_true", help="only snapshot_apply_loop_stall_ms (before and after)")
+    p.add_argument("--stop-list-stall", action="store_true",
+                   help="only stop_list_snapshot_stall_ms and club_snapshot_stall_ms (benchmarks/replica_stall.py)")
     p.add_argument("--latency", type=int, metavar="CHANGES",
                    help="only host_change_to_enforced_*: CHANGES blocks/unblocks at a real host worker, timed to "
                         "the first decision at a running site that applies each (benchmarks/replica_latency.py)")
@@ -497,6 +503,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.latency:
         from .replica_latency import main as latency_main
         return latency_main(["--changes", str(args.latency)])
+    if args.stop_list_stall:
+        from .replica_stall import main as stall_main
+        return stall_main(["--cards", str(args.cards), "--stop-list", str(args.stop_list),
+                           "--accounts", str(args.accounts)])
     if args.provision:
         for k, v in provision_figures(args.cards, args.stop_list, args.accounts, baseline=args.baseline).items():
             print(f"{k}: {v}")

@@ -149,6 +149,11 @@ class Replica:
         #: what a row's watermark passes is dropped, so it holds about the uncounted spend
         self._spend = OwnSpend()
         self._spend_seq = 0
+        #: how many stop-list updates were applied (a plan made against another is stale), and
+        #: the numbers the deltas among them changed since the last whole list
+        #: (:mod:`terminal.stop_list_swap` diffs a whole list against these and the evaluator's)
+        self.stop_generation = 0
+        self.stop_touched: set[str] = set()
 
     def return_on_disk(self, sale_id: str, record_id: str) -> None:
         """The return ``record_id`` of ``sale_id`` is committed: the journal counts it now."""
@@ -333,6 +338,17 @@ class Replica:
             raise ReplicaUpdateError(f"{table.value} update to version {new_version} refused: {exc}") from None
         self.table_versions[table] = new_version
         self._note_balance_fields(table, update, noted, allowed)
+        if table is Table.STOP_LIST:
+            self.note_stop_list(update)
+
+    def note_stop_list(self, update: ReplicaUpdate) -> None:
+        """Count a stop-list update applied, and the numbers a delta changed."""
+        self.stop_generation += 1
+        if isinstance(update, FullSnapshot):
+            self.stop_touched.clear()
+        else:
+            self.stop_touched.update(r.card_no for r in update.upserts)
+            self.stop_touched.update(str(k) for k in update.deletes)
 
     def _apply_fuel(self, table: Table, update: ReplicaUpdate) -> None:
         ev = self.fuel
