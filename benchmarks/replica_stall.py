@@ -14,9 +14,9 @@ before and after moving the work off the loop; ``key: value`` lines.
   ``stop_list_snapshot_apply_s`` (``_before``): the wall time of each apply, and
   ``..._cpu_s``: the process's CPU time for it (the figure to trust on a loaded machine).
 * ``club_snapshot_stall_ms`` (``_before``, ``_ratio``, ``club_snapshot_apply_s``...): the same
-  for a whole club-accounts table of 100,000 accounts (``--accounts``) on a host replica
-  that follows its site's spend: now built off the loop and swapped in
-  (:mod:`terminal.club_swap`), before ``Replica.apply_update`` on the loop.
+  for a whole club-accounts table of 100,000 accounts (``--accounts``) on a generated
+  replica: now built off the loop and swapped in (:mod:`terminal.club_swap`,
+  benchmarks/replica_club_stall.py), before ``Replica.apply_update`` on the loop.
 """
 
 from __future__ import annotations
@@ -127,12 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "stop_list"):
         figures.update(stop_list_figures(args.cards, args.stop_list))
     if args.only in (None, "club"):
-        try:
-            from .replica_club_stall import club_figures
-        except ImportError:
-            pass
-        else:
-            figures.update(club_figures(args.accounts))
+        from .replica_club_stall import club_figures
+        figures.update(club_figures(args.accounts))
     for k, v in figures.items():
         print(f"{k}: {v}")
     return 0

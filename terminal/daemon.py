@@ -58,6 +58,8 @@ from .provision import ProvisionStatus, build_replica, tables_needed
 from .own_spend import JournalSpend
 from .replica import Replica, ReplicaUpdateError
 from .replica_store import STORE_FILE, ReplicaStore, ReplicaStoreError, versions_text
+from .club_swap import apply_club_snapshot
+from .club_swap import can_swap as can_swap_club
 from .snapshot_swap import apply_snapshot
 from .stop_list_swap import apply_stop_list_snapshot
 from .till import TERMINAL_KINDS as TILL_TERMINAL_KINDS
@@ -599,6 +601,9 @@ class Daemon:
                                                                 lambda: (r.card_no for r in staged.iter_rows()))
                         self.bus.publish("replica.stop_list", "site", **stop_list_event(
                             change.version, change.listed, change.unlisted, size=change.size))
+                    elif (isinstance(update, StagedSnapshot) and update.table is Table.CLUB_ACCOUNTS
+                          and can_swap_club(self._replica)):  # built off the loop, swapped on it
+                        await apply_club_snapshot(self._replica, update.version, staged.iter_rows)
                     elif isinstance(update, StagedSnapshot):  # big tables built off the loop, swapped on it
                         await apply_snapshot(self._replica, update.table, update.version, staged.iter_rows,
                                              self._apply_to_evaluators)

@@ -417,10 +417,16 @@ class Replica:
         return seq
 
     def _translated(self, table: Table, update: ReplicaUpdate, noted: dict[tuple[Table, Any], int],
-                    allowed: dict[int, int | None]) -> ReplicaUpdate:
+                    allowed: dict[int, int | None], *, read: bool = True,
+                    redeemed: dict[str, int] | None = None) -> ReplicaUpdate:
         """``update`` with every row's figures translated to this site's view (the host's plus
         this site's spend past the row's watermark); fills ``noted`` (the rows' watermarks
-        for this site) and ``allowed`` (a contract's allowance for it)."""
+        for this site) and ``allowed`` (a contract's allowance for it).
+
+        ``read=False``: on the spend read so far, without reading the journal again (a build
+        off the loop, :mod:`terminal.club_swap`, whose later spend is done again at the
+        swap); ``redeemed``: the club cards' offline redemption counts are put there instead
+        of into :attr:`offline_redeemed`."""
         if (table is Table.CLUB_ACCOUNTS and self.club is None) or (table is not Table.CLUB_ACCOUNTS
                                                                    and self.fuel is None):
             return update
@@ -433,7 +439,7 @@ class Replica:
                 allowed[r.contract_id] = allowance_for(r.allowances, site)
         seq_of = self._seq_of()
         seqs = {key: seq_of(w) for key, w in noted.items()}
-        spend = self._read_spend()
+        spend = self._read_spend() if read else self._spend
         fm, cm = self.fuel_model, self.club_model
         if table is Table.CONTRACTS:
             new = [translate_contract(r, seqs[(table, r.contract_id)], allowed[r.contract_id], spend) for r in rows]
@@ -447,7 +453,11 @@ class Replica:
             new = [translate_account(r, seqs[(table, r.account.account_id)], rules, spend) for r in rows]
             for r in rows:  # the per-card offline redemption allowance starts again from the host's count
                 for c in r.cards:
-                    self._set_redeemed(c.card_no, spend.redeemed_past(c.card_no, seqs[(table, r.account.account_id)]))
+                    pts = spend.redeemed_past(c.card_no, seqs[(table, r.account.account_id)])
+                    if redeemed is None:
+                        self._set_redeemed(c.card_no, pts)
+                    else:
+                        redeemed[c.card_no] = pts
         self._forget(table, rows, seqs)
         if isinstance(update, FullSnapshot):
             return replace(update, rows=tuple(new))

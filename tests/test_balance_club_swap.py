@@ -1,0 +1,123 @@
+"""The balance rule holds when a whole club-accounts table is built off the event loop and
+swapped in (terminal/club_swap.py): tills keep committing and topping up between the start
+of the build and the swap, and afterwards the site's view of every account is still the
+host's plus the site's own spend the host has not ingested, on both evaluators (the World
+of tests/test_balance_watermark.py: a real host ledger, a real journal)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from terminal.club_swap import RecordingClub, begin
+from tests.test_balance_watermark import World
+from wire import Table, row_key
+
+
+class SwapWorld(World):
+    """The World, with club-accounts snapshots applied through the off-loop build."""
+
+    async def swap_snapshot(self, during: list[tuple]) -> None:
+        parts = self.pub.snapshot(Table.CLUB_ACCOUNTS)
+        rows = tuple(r for p in parts for r in p.rows)
+        version = parts[0].version
+        if version < self.versions[Table.CLUB_ACCOUNTS]:
+            return
+        swaps = {impl: begin(r, version) for impl, r in self.replicas.items()}
+        assert all(isinstance(r.club, RecordingClub) for r in self.replicas.values())
+        for name, card, kop in during:  # the tills go on while the new table is built
+            await (self.topup if name == "topup" else self.pay)(self.club_cards[card], kop)
+        for s in swaps.values():
+            s.build(rows)
+        for s in swaps.values():
+            s.swap()
+        self.stored[Table.CLUB_ACCOUNTS] = {row_key(Table.CLUB_ACCOUNTS, r): r for r in rows}
+        self.versions[Table.CLUB_ACCOUNTS] = version
+        assert not any(isinstance(r.club, RecordingClub) for r in self.replicas.values())
+
+
+till_op = st.tuples(st.sampled_from(["topup", "pay"]), st.integers(0, 2), st.integers(1, 300_000))
+steps = st.lists(st.one_of(
+    till_op,
+    st.tuples(st.just("batch"), st.integers(1, 12)),
+    st.tuples(st.just("update")),
+    st.tuples(st.just("swap"), st.lists(till_op, max_size=3)),
+    st.tuples(st.just("restart")),
+), min_size=1, max_size=20)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps)
+@example([("topup", 0, 1_000), ("batch", 12), ("topup", 0, 2_000),
+          ("swap", [("pay", 0, 500), ("topup", 1, 700)]), ("batch", 1), ("swap", [("pay", 0, 100_000)]),
+          ("restart",)])
+def test_a_club_table_built_off_the_loop_keeps_the_host_plus_the_sites_own_spend(tmp_path_factory, plan):
+    w = SwapWorld(tmp_path_factory.mktemp("club-swap"))
+
+    async def run() -> None:
+        for step in plan:
+            name = step[0]
+            if name in ("topup", "pay"):
+                await (w.topup if name == "topup" else w.pay)(w.club_cards[step[1]], step[2])
+            elif name == "batch":
+                await w.batch(step[1])
+            elif name == "swap":
+                await w.swap_snapshot(step[1])
+            elif name == "restart":
+                w.restart()
+            w.update()
+            w.check()
+        while w.cursor < (w.journal.counts().last_seq or 0):
+            await w.batch(50)
+        w.update()
+        w.check()
+    try:
+        asyncio.run(run())
+    finally:
+        w.close()
+
+
+def test_points_redeemed_during_the_build_still_count_against_the_offline_allowance(tmp_path):
+    """The per-card offline redemption count after the swap is the host's (none here) plus
+    what the tills redeemed while the table was built; once the host counts it, nothing."""
+    from authz.club_model import ClubPayment, ClubSale, SaleLine
+    from terminal.ids import new_id, new_txn_id
+    from terminal.replica import club_sale_body
+    from tests.host.edge import T0
+    from wire import WireRecord
+
+    w = SwapWorld(tmp_path)
+
+    async def go() -> None:
+        card = next(no for no in w.club_cards
+                    if w.replicas["native"].club.quote(ClubSale(no, (SaleLine("s", "shoes", 10_000),), T0)).max_redeem_points)
+        parts = w.pub.snapshot(Table.CLUB_ACCOUNTS)
+        rows = tuple(r for p in parts for r in p.rows)
+        swaps = {impl: begin(r, parts[0].version) for impl, r in w.replicas.items()}
+        sale = ClubSale(card, (SaleLine("s", "shoes", 10_000),), T0, "store", "cash")
+        txn_no = next(w.txn_no)
+        for r in w.replicas.values():  # a till redeems 2 points while the new table is built
+            res = r.club.commit(sale, ClubPayment(points=2, money_kop=9_800), txn_no)
+            assert res.approved and res.redeemed_points == 2
+            r.offline_redeemed[card] += res.redeemed_points
+        body = {"sale": club_sale_body(sale), "txn_no": txn_no,
+                "payment": {"points": 2, "card_balance_kop": 0, "money_kop": 9_800}, "reason": "OK",
+                "accrued_points": res.accrued_points, "redeemed_points": 2, "lots_used": [],
+                "balance_after_kop": res.balance_after_kop}
+        await w.append([WireRecord(new_id("S1"), "S1", "till-1", new_txn_id("S1", "till-1"), "till.sale_committed",
+                                   T0, body)])
+        for s in swaps.values():
+            s.build(rows)
+            assert s.swap() == 1
+        assert all(r.offline_redeemed[card] == 2 for r in w.replicas.values())
+        w.check()
+        await w.batch(10)
+        w.update()
+        assert all(r.offline_redeemed.get(card, 0) == 0 for r in w.replicas.values())
+        w.check()
+    try:
+        asyncio.run(go())
+    finally:
+        w.close()
