@@ -14,6 +14,8 @@ at the sites, by version) a publisher task folds ingest's changes into deltas ev
 ``fold_interval_s`` and publishes pending deltas every ``poll_interval_s`` (a block reaches
 the broker within that). ``allowances`` (``--default-offline-exposure-rub``) is the offline
 exposure of contracts that set none of their own (:class:`host.watermarks.AllowancePolicy`).
+At every fold the publisher also does one bounded slice of housekeeping: the
+``replica_spenders`` rows no watermark needs any more (:func:`host.watermarks.prune_spenders`).
 
 aiomqtt does not reconnect by itself: :meth:`Worker.run` reconnects with a backoff until
 stopped. QoS 1 messages the broker handed to a worker that died before acking them
@@ -46,7 +48,7 @@ from .errors import InvalidInput
 from .ingest import IngestStats, ingest_batch, record_presence
 from .ledger_thread import LedgerThread, LedgerThreadClosed
 from .publisher import NO_DEFAULT_EXPOSURE, Publication, Publisher, delta_publication
-from .watermarks import AllowancePolicy
+from .watermarks import PRUNE_SCAN, AllowancePolicy, prune_spenders
 
 __all__ = ["DEFAULT_EXPOSURE_ENV", "Worker", "WorkerStats", "default_exposure_policy", "load_keys", "main"]
 
@@ -98,6 +100,7 @@ class WorkerStats:
         self.presence = 0
         self.deltas = 0
         self.snapshots = 0
+        self.spenders_pruned = 0  #: replica_spenders rows housekeeping dropped
 
     def __repr__(self) -> str:
         return "WorkerStats(" + ", ".join(f"{k}={v}" for k, v in vars(self).items()) + ")"
@@ -135,6 +138,9 @@ class Worker:
         self.stop_grace_s = stop_grace_s
         #: the default offline exposure of contracts that set none (host.watermarks)
         self.allowances = allowances
+        #: replica_spenders rows housekeeping looks at per fold, and where it goes on
+        self.prune_scan = PRUNE_SCAN
+        self._prune_after: tuple[str, str, str] | None = None
         self.stats = WorkerStats()
         self.ready = asyncio.Event()
         self._ingest: LedgerThread | None = None
@@ -288,6 +294,7 @@ class Worker:
                 if folding:
                     await lt.call(lambda: publisher().flush_dirty())
                     last_fold = time.monotonic()
+                    await self._housekeeping(lt)
                 for delta in await lt.call(lambda: publisher().pending()):
                     p = delta_publication(delta, self.keys, limits=self.limits)
                     await client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain)
@@ -304,6 +311,16 @@ class Worker:
                 log.exception("replica publisher: ledger error, reconnecting")
                 await lt.call(lt.reopen)
             await asyncio.sleep(self.poll_interval_s)
+
+    async def _housekeeping(self, lt: LedgerThread) -> None:
+        """One bounded slice of the ledger's housekeeping, at every fold: the
+        ``replica_spenders`` rows no watermark needs any more (:func:`host.watermarks.prune_spenders`,
+        ``prune_scan`` rows a call, going on where the last call stopped)."""
+        res = await lt.call(lambda: prune_spenders(lt.ledger(), self._prune_after, scan=self.prune_scan))
+        self._prune_after = res.after
+        self.stats.spenders_pruned += res.pruned
+        if res.pruned:
+            log.info("housekeeping: %d replica_spenders row(s) no watermark needs dropped", res.pruned)
 
     async def _publish_snapshot(self, client, lt: LedgerThread, table: Table) -> None:
         """Cut, publish (retained) and note a new snapshot of ``table`` (read and signed in the

@@ -254,3 +254,81 @@ def test_a_worker_publishes_the_default_exposure_of_contracts_without_one(ledger
     rows = {r.contract_id: r for p in pubs if p.payload for r in decode(p.payload, site_keys, topic=p.topic).rows}
     assert rows[CONTRACT].allowances == (Allowance("*", 15_000),)  # 3 active sites and one kept: 4 shares
     assert rows[CONTRACT + 1].allowances == (Allowance("*", 20_000),)  # its own, as set
+
+
+# -- replica_spenders pruned: what no watermark needs goes, the balance rows stay the same --
+
+def _spenders(ledger: Ledger) -> set[tuple[str, str, str]]:
+    return set(ledger.db.fetchall("SELECT tbl, key, site_id FROM replica_spenders"))
+
+
+def test_spenders_no_watermark_needs_are_pruned_a_slice_at_a_time_and_the_rows_stay_the_same(ledger: Ledger):
+    from host.watermarks import prune_spenders
+    pub = world(ledger)
+    s1, s2 = Site("S1"), Site("S2")
+    ingest_batch(ledger, one_sale_batch(s1, 1))
+    ingest_batch(ledger, one_sale_batch(s2, 1, CARD2))
+    needed = _spenders(ledger)
+    assert ("contracts", str(CONTRACT), "S1") in needed and ("fuel_cards", CARD2, "S2") in needed
+    orphans = {("contracts", "999", "S1"),  # a contract not in the ledger
+               ("contracts", "01", "S1"),  # not the text of a contract id
+               ("fuel_cards", "7005830000000999", "S2"),  # a card not in the ledger
+               ("club_accounts", "5", "S1"),
+               ("contracts", str(CONTRACT), "GONE"),  # a site not registered
+               ("stop_list", CARD, "S1")}  # a table without watermarks
+    ledger.db.run(lambda db: db.executemany("INSERT INTO replica_spenders (tbl, key, site_id) VALUES (?, ?, ?)",
+                                            sorted(orphans)))
+    def published() -> dict:
+        return {(t, r.contract_id if t is Table.CONTRACTS else r.card.card_no): r.watermarks
+                for t in (Table.CONTRACTS, Table.FUEL_CARDS) for p in pub.snapshot(t) for r in p.rows}
+    before = published()
+    after, pruned, calls = None, 0, 0
+    while True:  # two rows a call: the cursor goes on where the last call stopped
+        res = prune_spenders(ledger, after, scan=2)
+        assert res.scanned <= 2
+        pruned += res.pruned
+        calls += 1
+        after = res.after
+        if after is None:
+            break
+    assert calls >= (len(needed) + len(orphans)) // 2
+    assert pruned == len(orphans) and _spenders(ledger) == needed
+    assert prune_spenders(ledger).pruned == 0  # nothing more to drop
+    # the balance rule: every published row names the same watermarks as before, but the
+    # unregistered site's (0: the same as none at a site)
+    assert before[(Table.CONTRACTS, CONTRACT)] == (Watermark("GONE", 0), Watermark("S1", 1), Watermark("S2", 1))
+    assert published() == {k: tuple(w for w in v if w.site_id != "GONE") for k, v in before.items()}
+    ingest_batch(ledger, one_sale_batch(s1, 2))  # and the pruned table goes on naming new spend
+    assert rows_now(pub)[(Table.CONTRACTS, CONTRACT)].watermarks == (Watermark("S1", 2), Watermark("S2", 1))
+    assert published()[(Table.FUEL_CARDS, CARD)] == (Watermark("S1", 2),)
+
+
+def test_bad_prune_slices_are_refused(ledger: Ledger):
+    from host.watermarks import prune_spenders
+    for bad in (0, -1, 1.5, "10"):
+        with pytest.raises(InvalidInput, match="scan"):
+            prune_spenders(ledger, scan=bad)
+
+
+def test_the_workers_housekeeping_prunes_a_slice_per_fold(ledger_url: str, ledger: Ledger):
+    import asyncio
+
+    from host.ledger_thread import LedgerThread
+    from host.worker import Worker
+    world(ledger)
+    ingest_batch(ledger, one_sale_batch(Site("S1"), 1))
+    needed = _spenders(ledger)
+    ledger.db.run(lambda db: db.executemany("INSERT INTO replica_spenders (tbl, key, site_id) VALUES (?, ?, ?)",
+                                            [("contracts", "999", "S1"), ("fuel_cards", "x", "S3")]))
+    worker = Worker(ledger_url, SiteKeys({}, replica_signing=KEYS.replica_signing))
+    worker.prune_scan = 1
+
+    async def folds(n: int) -> None:
+        lt = LedgerThread(ledger_url, name="test-publisher")
+        try:
+            for _ in range(n):
+                await worker._housekeeping(lt)
+        finally:
+            await lt.close()
+    asyncio.run(folds(len(needed) + 2))  # one row a fold: every row looked at once
+    assert worker.stats.spenders_pruned == 2 and _spenders(ledger) == needed
