@@ -154,6 +154,9 @@ class Replica:
         #: (:mod:`terminal.stop_list_swap` diffs a whole list against these and the evaluator's)
         self.stop_generation = 0
         self.stop_touched: set[str] = set()
+        #: while a fuel-card table is built off the loop (:mod:`terminal.snapshot_swap`), the
+        #: bodies of the completions applied meanwhile: their counters are done again on it
+        self.fuel_recording: list[dict] | None = None
 
     def return_on_disk(self, sale_id: str, record_id: str) -> None:
         """The return ``record_id`` of ``sale_id`` is committed: the journal counts it now."""
@@ -607,11 +610,34 @@ class Replica:
             self._club_model = None
         return n
 
+    def counters_done_again(self, ev: Any, bodies: Iterable[dict]) -> FuelUpdate | None:
+        """The cards of fuel evaluator ``ev`` (a new one, not yet this replica's) with the
+        counters of the completions ``bodies`` (applied to the old one meanwhile) counted on
+        them, by the rule of :func:`authz.balance.counters_after`; None when there are none.
+        Balances are not touched (the swap carries those over)."""
+        spend = spend_of((_Journaled(n + 1, FUEL_COMPLETED, b) for n, b in enumerate(bodies)), self._tz_of)
+        if not spend.by_fuel_card:
+            return None
+        model = ev.model
+        products = {p.code: p for p in model.products}
+        cards = []
+        for card_no in sorted(spend.by_fuel_card):
+            i = model.card_index.get(card_no)
+            if i is None:
+                continue
+            card = model.cards[i]
+            counters = tuple((lim.limit_id, c) for lim in card.limits if (c := ev.counter(card_no, lim.limit_id)))
+            row = translate_card(FuelCardRow(card, counters), 0, products, spend)
+            cards.append((row.card, row.counters))
+        return FuelUpdate(cards=tuple(cards)) if cards else None
+
     def apply(self, kind: str, body: dict) -> bool:
         """Apply one journaled operation to the evaluators (what the lane did live)."""
         if kind == FUEL_COMPLETED and self.fuel is not None:
             req, decision = fuel_request_from_body(body["request"]), fuel_decision_from_body(body["decision"])
             self.fuel.complete(req, decision, body["delivered_volume_ml"])
+            if self.fuel_recording is not None:
+                self.fuel_recording.append(body)
             return True
         if kind == CLUB_COMMITTED and self.club is not None:
             sale = club_sale_from_body(body["sale"])
@@ -626,6 +652,15 @@ class Replica:
             self.club.top_up(ClubTopUp(**body["topup"]))
             return True
         return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Journaled:
+    """A journal record's parts as :func:`terminal.own_spend.spend_of` reads them."""
+
+    seq: int
+    kind: str
+    body: dict
 
 
 def _key(table: Table, row: Any) -> Any:
