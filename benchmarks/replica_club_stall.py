@@ -23,6 +23,7 @@ def club_figures(n_accounts: int = 100_000) -> dict[str, float]:
     replica = Replica(None, sample_club_columns(n_accounts=n_accounts, seed=2))
     replica.table_versions = {t: 1 for t in Table}
     cm = replica.club_model
+    assert cm is not None
     cards: dict[int, list] = {}
     for i in range(len(cm.cards)):
         c = cm.cards[i]
@@ -44,6 +45,7 @@ def club_figures(n_accounts: int = 100_000) -> dict[str, float]:
 
         _put(out, "club_snapshot", asyncio.run(_stall(after)))
         staged.commit()
+    assert replica.club is not None
     assert replica.table_versions[Table.CLUB_ACCOUNTS] == 3 and replica.club.account_count == n_accounts
     out["club_snapshot_stall_ratio"] = round(out["club_snapshot_stall_ms"]
                                              / max(out["club_snapshot_stall_ms_before"], 0.1), 4)

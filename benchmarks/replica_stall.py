@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from authz.fuel_model import mask_card_no
 from native.compact import sample_fuel_columns
@@ -63,7 +64,7 @@ async def _stall(work: Callable[[], Awaitable[None]]) -> tuple[float, float, flo
     return worst[0] * 1000, took, cpu
 
 
-def _stage(store: ReplicaStore, table: Table, version: int, rows: tuple) -> object:
+def _stage(store: ReplicaStore, table: Table, version: int, rows: tuple) -> Any:
     parts = (len(rows) + PART - 1) // PART
     for k in range(parts):
         store.stage_part(ReplicaSnapshot(table, version, k, parts, rows[k * PART:(k + 1) * PART]))
