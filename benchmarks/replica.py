@@ -437,24 +437,11 @@ def stall_figures(n_cards: int = 1_000_000) -> dict[str, float]:
     rows = tuple(_fuel_rows(replica.fuel))  # the same cards, as the host sends them
     out: dict[str, float] = {}
 
+    from .replica_stall import _stall
+
     async def stalls(work: Any) -> tuple[float, float]:
-        worst = [0.0]
-        done = asyncio.Event()
-
-        async def ticker() -> None:
-            while not done.is_set():
-                t = time.perf_counter()
-                await asyncio.sleep(0.001)
-                worst[0] = max(worst[0], time.perf_counter() - t - 0.001)
-
-        tick = asyncio.create_task(ticker())
-        await asyncio.sleep(0.01)
-        t0 = time.perf_counter()
-        await work()
-        took = time.perf_counter() - t0
-        done.set()
-        await tick
-        return worst[0] * 1000, took
+        stall, took, _ = await _stall(work)
+        return stall, took
 
     async def before() -> None:
         replica.apply_update(FullSnapshot(Table.FUEL_CARDS, 2, rows))

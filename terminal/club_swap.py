@@ -118,28 +118,10 @@ class ClubSwap:
 
     def _accounts(self, rows: Iterable[ClubAccountRow]) -> Iterator[tuple[Any, tuple]]:
         """(account, cards) of each row, translated to this site's view on a host replica."""
-        r = self.replica
-        if r.site_id is None:
-            for row in rows:
-                yield row.account, tuple(row.cards)
-            return
-        self.redeemed = {}
-        chunk: list[ClubAccountRow] = []
-        for row in rows:
-            chunk.append(row)
-            if len(chunk) == CHUNK:
-                yield from self._translated(chunk)
-                chunk = []
-        yield from self._translated(chunk)
-
-    def _translated(self, chunk: list[ClubAccountRow]) -> Iterator[tuple[Any, tuple]]:
-        if not chunk:
-            return
-        update = self.replica._translated(Table.CLUB_ACCOUNTS, FullSnapshot(Table.CLUB_ACCOUNTS, self.version,
-                                                                            tuple(chunk)),
-                                          self.noted, self.allowed, read=False, redeemed=self.redeemed)
-        assert isinstance(update, FullSnapshot)
-        for row in update.rows:
+        if self.replica.site_id is not None:
+            self.redeemed = {}
+        for row in self.replica.translated_rows(Table.CLUB_ACCOUNTS, self.version, rows, self.noted, self.allowed,
+                                                redeemed=self.redeemed, chunk=CHUNK):
             yield row.account, tuple(row.cards)
 
     def abort(self) -> None:

@@ -466,6 +466,34 @@ class Replica:
             return replace(update, rows=tuple(new))
         return replace(update, upserts=tuple(new))
 
+    def translated_rows(self, table: Table, version: int, rows: Iterable[Any], noted: dict[tuple[Table, Any], int],
+                        allowed: dict[int, int | None], *, redeemed: dict[str, int] | None = None,
+                        chunk: int = 1_000) -> Iterator[Any]:
+        """The whole table ``rows`` (a snapshot at ``version``) streamed, each row translated
+        as :meth:`_translated` does on the spend read so far (``read=False``), ``chunk`` rows
+        at a time: a build off the loop (:mod:`terminal.snapshot_swap`,
+        :mod:`terminal.club_swap`) never holds them all. Rows pass as they are on a replica
+        that does not follow its site's spend."""
+        if self.site_id is None:
+            yield from rows
+            return
+        part: list[Any] = []
+        for row in rows:
+            part.append(row)
+            if len(part) == chunk:
+                yield from self._translated_part(table, version, part, noted, allowed, redeemed)
+                part = []
+        yield from self._translated_part(table, version, part, noted, allowed, redeemed)
+
+    def _translated_part(self, table: Table, version: int, part: list[Any], noted: dict[tuple[Table, Any], int],
+                         allowed: dict[int, int | None], redeemed: dict[str, int] | None) -> tuple[Any, ...]:
+        if not part:
+            return ()
+        update = self._translated(table, FullSnapshot(table, version, tuple(part)), noted, allowed, read=False,
+                                  redeemed=redeemed)
+        assert isinstance(update, FullSnapshot)
+        return update.rows
+
     def _read_spend(self) -> OwnSpend:
         """The spend index, with the journal's records since the last read added."""
         if self.own is not None:

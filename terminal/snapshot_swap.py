@@ -33,7 +33,7 @@ import asyncio
 import logging
 import time
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,7 +87,8 @@ class FuelCardSwap:
         contracts = {cid: i for i, cid in enumerate(cols.ct_id)}  # type: ignore[attr-defined]
         from native._evaluator import _fill_card_columns
         try:
-            _fill_card_columns(((r.card, r.counters) for r in self._translated(rows)), contracts, products, cols)
+            _fill_card_columns(((r.card, r.counters) for r in self.replica.translated_rows(
+                Table.FUEL_CARDS, self.version, rows, self.noted, {}, chunk=TRANSLATE_CHUNK)), contracts, products, cols)
             built = fuel_evaluator(cols, self.replica.fuel.name)  # type: ignore[union-attr]
         except ModelError as exc:
             raise ReplicaUpdateError(f"fuel_cards snapshot version {self.version} refused: {exc}") from None
@@ -98,27 +99,6 @@ class FuelCardSwap:
         del cols
         release_free_memory()
         self.built = built
-
-    def _translated(self, rows: Iterable[FuelCardRow]) -> Iterator[FuelCardRow]:
-        r = self.replica
-        if r.site_id is None:
-            yield from rows
-            return
-        chunk: list[FuelCardRow] = []
-        for row in rows:
-            chunk.append(row)
-            if len(chunk) == TRANSLATE_CHUNK:
-                yield from self._translate(chunk)
-                chunk = []
-        yield from self._translate(chunk)
-
-    def _translate(self, chunk: list[FuelCardRow]) -> tuple[FuelCardRow, ...]:
-        if not chunk:
-            return ()
-        update = self.replica._translated(Table.FUEL_CARDS, FullSnapshot(Table.FUEL_CARDS, self.version, tuple(chunk)),
-                                          self.noted, {}, read=False)
-        assert isinstance(update, FullSnapshot)
-        return update.rows
 
     def swap(self) -> int:
         """On the loop: carry over the contract balances changed since :func:`begin`, then

@@ -58,21 +58,12 @@ def test_a_club_table_built_off_the_loop_keeps_the_host_plus_the_sites_own_spend
 
     async def run() -> None:
         for step in plan:
-            name = step[0]
-            if name in ("topup", "pay"):
-                await (w.topup if name == "topup" else w.pay)(w.club_cards[step[1]], step[2])
-            elif name == "batch":
-                await w.batch(step[1])
-            elif name == "swap":
+            if step[0] == "swap":
                 await w.swap_snapshot(step[1])
-            elif name == "restart":
-                w.restart()
-            w.update()
-            w.check()
-        while w.cursor < (w.journal.counts().last_seq or 0):
-            await w.batch(50)
-        w.update()
-        w.check()
+                await w.step("update")
+            else:
+                await w.step(*step)
+        await w.settle()
     try:
         asyncio.run(run())
     finally:
@@ -82,32 +73,14 @@ def test_a_club_table_built_off_the_loop_keeps_the_host_plus_the_sites_own_spend
 def test_points_redeemed_during_the_build_still_count_against_the_offline_allowance(tmp_path):
     """The per-card offline redemption count after the swap is the host's (none here) plus
     what the tills redeemed while the table was built; once the host counts it, nothing."""
-    from authz.club_model import ClubPayment, ClubSale, SaleLine
-    from terminal.ids import new_id, new_txn_id
-    from terminal.replica import club_sale_body
-    from tests.host.edge import T0
-    from wire import WireRecord
-
     w = SwapWorld(tmp_path)
 
     async def go() -> None:
-        card = next(no for no in w.club_cards
-                    if w.replicas["native"].club.quote(ClubSale(no, (SaleLine("s", "shoes", 10_000),), T0)).max_redeem_points)
+        card = w.redeemable_card()
         parts = w.pub.snapshot(Table.CLUB_ACCOUNTS)
         rows = tuple(r for p in parts for r in p.rows)
         swaps = {impl: begin(r, parts[0].version) for impl, r in w.replicas.items()}
-        sale = ClubSale(card, (SaleLine("s", "shoes", 10_000),), T0, "store", "cash")
-        txn_no = next(w.txn_no)
-        for r in w.replicas.values():  # a till redeems 2 points while the new table is built
-            res = r.club.commit(sale, ClubPayment(points=2, money_kop=9_800), txn_no)
-            assert res.approved and res.redeemed_points == 2
-            r.offline_redeemed[card] += res.redeemed_points
-        body = {"sale": club_sale_body(sale), "txn_no": txn_no,
-                "payment": {"points": 2, "card_balance_kop": 0, "money_kop": 9_800}, "reason": "OK",
-                "accrued_points": res.accrued_points, "redeemed_points": 2, "lots_used": [],
-                "balance_after_kop": res.balance_after_kop}
-        await w.append([WireRecord(new_id("S1"), "S1", "till-1", new_txn_id("S1", "till-1"), "till.sale_committed",
-                                   T0, body)])
+        await w.redeem(card, 2, 9_800)  # a till redeems 2 points while the new table is built
         for s in swaps.values():
             s.build(rows)
             assert s.swap() == 1

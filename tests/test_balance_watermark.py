@@ -205,6 +205,56 @@ class World:
     def restart(self) -> None:
         self.replicas = self._start()
 
+    async def step(self, name: str, *args) -> None:
+        """One step of a generated plan by its name (club cards by their index), then the
+        host's fold and the check."""
+        if name == "fuel":
+            await self.fuel(*args)
+        elif name == "topup":
+            await self.topup(self.club_cards[args[0]], args[1])
+        elif name == "pay":
+            await self.pay(self.club_cards[args[0]], args[1])
+        elif name == "other":
+            await self.other_site(*args)
+        elif name == "batch":
+            await self.batch(args[0])
+        elif name == "snapshot":
+            self.snapshot(args[0])
+        elif name == "restart":
+            self.restart()
+        elif name != "update":
+            raise ValueError(f"no step {name!r}")
+        self.update()
+        self.check()
+
+    async def settle(self) -> None:
+        """Every journal record batched and ingested: the site is the host."""
+        while self.cursor < (self.journal.counts().last_seq or 0):
+            await self.batch(50)
+        self.update()
+        self.check()
+
+    async def redeem(self, card_no: str, points: int, money_kop: int) -> None:
+        """A sale on ``card_no`` paid with ``points`` and money at every replica, as the till
+        lane does it (its redemption counted against the offline allowance), journaled."""
+        sale = ClubSale(card_no, (SaleLine("s", "shoes", points * 100 + money_kop),), T0, "store", "cash")
+        txn_no = next(self.txn_no)
+        for r in self.replicas.values():
+            res = r.club.commit(sale, ClubPayment(points=points, money_kop=money_kop), txn_no)
+            assert res.approved and res.redeemed_points == points
+            r.offline_redeemed[card_no] += res.redeemed_points  # what the till lane does
+        body = {"sale": club_sale_body(sale), "txn_no": txn_no,
+                "payment": {"points": points, "card_balance_kop": 0, "money_kop": money_kop}, "reason": "OK",
+                "accrued_points": res.accrued_points, "redeemed_points": points, "lots_used": [],
+                "balance_after_kop": res.balance_after_kop}
+        await self.append([WireRecord(new_id(SITE), SITE, "till-1", new_txn_id(SITE, "till-1"), "till.sale_committed",
+                                      T0, body)])
+
+    def redeemable_card(self) -> str:
+        """A club card that may redeem points on a 100-ruble sale now."""
+        return next(no for no in self.club_cards if self.replicas["native"].club.quote(
+            ClubSale(no, (SaleLine("s", "shoes", 10_000),), T0)).max_redeem_points)
+
     # -- the property --
 
     def unacked(self):
@@ -273,27 +323,8 @@ def test_the_site_sees_the_host_plus_its_own_unacknowledged_spend_on_both_evalua
 
     async def run() -> None:
         for step in plan:
-            name, args = step[0], step[1:]
-            if name == "fuel":
-                await w.fuel(*args)
-            elif name == "topup":
-                await w.topup(w.club_cards[args[0]], args[1])
-            elif name == "pay":
-                await w.pay(w.club_cards[args[0]], args[1])
-            elif name == "other":
-                await w.other_site(*args)
-            elif name == "batch":
-                await w.batch(args[0])
-            elif name == "snapshot":
-                w.snapshot(args[0])
-            elif name == "restart":
-                w.restart()
-            w.update()
-            w.check()
-        while w.cursor < (w.journal.counts().last_seq or 0):  # everything acked: the site is the host
-            await w.batch(50)
-        w.update()
-        w.check()
+            await w.step(*step)
+        await w.settle()  # everything acked: the site is the host
         assert w.unacked() == []
     try:
         asyncio.run(run())
@@ -308,20 +339,8 @@ def test_the_offline_redemption_allowance_starts_again_once_the_host_counts_it(t
     w = World(tmp_path)
 
     async def go() -> None:
-        card = next(no for no in w.club_cards
-                    if w.replicas["native"].club.quote(ClubSale(no, (SaleLine("s", "shoes", 10_000),), T0)).max_redeem_points)
-        sale = ClubSale(card, (SaleLine("s", "shoes", 10_000),), T0, "store", "cash")
-        txn_no = next(w.txn_no)
-        for r in w.replicas.values():
-            res = r.club.commit(sale, ClubPayment(points=2, money_kop=9_800), txn_no)
-            assert res.approved and res.redeemed_points == 2
-            r.offline_redeemed[card] += res.redeemed_points  # what the till lane does
-        body = {"sale": club_sale_body(sale), "txn_no": txn_no,
-                "payment": {"points": 2, "card_balance_kop": 0, "money_kop": 9_800}, "reason": "OK",
-                "accrued_points": res.accrued_points, "redeemed_points": 2, "lots_used": [],
-                "balance_after_kop": res.balance_after_kop}
-        await w.append([WireRecord(new_id(SITE), SITE, "till-1", new_txn_id(SITE, "till-1"), "till.sale_committed",
-                                   T0, body)])
+        card = w.redeemable_card()
+        await w.redeem(card, 2, 9_800)
         w.update()
         assert all(r.offline_redeemed[card] == 2 for r in w.replicas.values())  # not counted by the host yet
         w.restart()
