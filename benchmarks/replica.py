@@ -469,10 +469,9 @@ def stall_figures(n_cards: int = 1_000_000) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     """Print the figures (or, with --write-rows / --load-rows, one half of from_rows)."""
+    from .replica_stall import add_size_arguments
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--cards", type=int, default=1_000_000)
-    p.add_argument("--stop-list", type=int, default=1_000_000)
-    p.add_argument("--accounts", type=int, default=100_000)
+    add_size_arguments(p)
     p.add_argument("--deltas", type=int, default=20_000)
     p.add_argument("--write-rows", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--load-rows", type=Path, help=argparse.SUPPRESS)

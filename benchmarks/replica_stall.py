@@ -116,12 +116,18 @@ def stop_list_figures(n_cards: int = 1_000_000, n_stop: int = 1_000_000) -> dict
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Print the figures."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_size_arguments(p: argparse.ArgumentParser) -> None:
+    """``--cards``, ``--stop-list`` and ``--accounts``: the replica's sizes (this module's and
+    benchmarks.replica's)."""
     p.add_argument("--cards", type=int, default=1_000_000)
     p.add_argument("--stop-list", type=int, default=1_000_000)
     p.add_argument("--accounts", type=int, default=100_000)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the figures."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_size_arguments(p)
     p.add_argument("--only", choices=["stop_list", "club"])
     args = p.parse_args(argv)
     figures: dict[str, float] = {}

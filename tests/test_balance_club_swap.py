@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from terminal.club_swap import RecordingClub, begin
-from tests.test_balance_watermark import World
+from tests.test_balance_watermark import STEPS, World
 from wire import Table, row_key
 
 
@@ -39,13 +39,8 @@ class SwapWorld(World):
 
 
 till_op = st.tuples(st.sampled_from(["topup", "pay"]), st.integers(0, 2), st.integers(1, 300_000))
-steps = st.lists(st.one_of(
-    till_op,
-    st.tuples(st.just("batch"), st.integers(1, 12)),
-    st.tuples(st.just("update")),
-    st.tuples(st.just("swap"), st.lists(till_op, max_size=3)),
-    st.tuples(st.just("restart")),
-), min_size=1, max_size=20)
+steps = st.lists(st.one_of(*(STEPS[k] for k in ("topup", "pay", "batch", "update", "restart")),
+                           st.tuples(st.just("swap"), st.lists(till_op, max_size=3))), min_size=1, max_size=20)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -54,20 +49,8 @@ steps = st.lists(st.one_of(
           ("swap", [("pay", 0, 500), ("topup", 1, 700)]), ("batch", 1), ("swap", [("pay", 0, 100_000)]),
           ("restart",)])
 def test_a_club_table_built_off_the_loop_keeps_the_host_plus_the_sites_own_spend(tmp_path_factory, plan):
-    w = SwapWorld(tmp_path_factory.mktemp("club-swap"))
-
-    async def run() -> None:
-        for step in plan:
-            if step[0] == "swap":
-                await w.swap_snapshot(step[1])
-                await w.step("update")
-            else:
-                await w.step(*step)
-        await w.settle()
-    try:
-        asyncio.run(run())
-    finally:
-        w.close()
+    with SwapWorld(tmp_path_factory.mktemp("club-swap")) as w:
+        w.play(plan, swap=w.swap_snapshot)
 
 
 def test_points_redeemed_during_the_build_still_count_against_the_offline_allowance(tmp_path):
@@ -84,11 +67,11 @@ def test_points_redeemed_during_the_build_still_count_against_the_offline_allowa
         for s in swaps.values():
             s.build(rows)
             assert s.swap() == 1
-        assert all(r.offline_redeemed[card] == 2 for r in w.replicas.values())
+        w.assert_redeemed(card, 2)
         w.check()
         await w.batch(10)
         w.update()
-        assert all(r.offline_redeemed.get(card, 0) == 0 for r in w.replicas.values())
+        w.assert_redeemed(card, 0)
         w.check()
     try:
         asyncio.run(go())

@@ -7,15 +7,13 @@ swaps, the reference one applies the snapshot on the loop, and both must agree).
 
 from __future__ import annotations
 
-import asyncio
-
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from terminal.follower import FullSnapshot
 from terminal.snapshot_swap import begin, can_swap
 from tests.host.edge import CARD, CARD2
-from tests.test_balance_watermark import World
+from tests.test_balance_watermark import STEPS, World
 from wire import Table, row_key
 
 CARDS = (CARD, CARD2)
@@ -44,13 +42,8 @@ class SwapWorld(World):
 
 
 delivery = st.tuples(st.sampled_from(CARDS), st.integers(1, 40_000))
-steps = st.lists(st.one_of(
-    st.tuples(st.just("fuel"), st.sampled_from(CARDS), st.integers(1, 40_000)),
-    st.tuples(st.just("other"), st.sampled_from(CARDS), st.integers(1, 40_000)),
-    st.tuples(st.just("batch"), st.integers(1, 12)),
-    st.tuples(st.just("swap"), st.lists(delivery, max_size=3)),
-    st.tuples(st.just("restart")),
-), min_size=1, max_size=20)
+steps = st.lists(st.one_of(*(STEPS[k] for k in ("fuel", "other", "batch", "restart")),
+                           st.tuples(st.just("swap"), st.lists(delivery, max_size=3))), min_size=1, max_size=20)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -59,17 +52,5 @@ steps = st.lists(st.one_of(
           ("swap", [(CARD, 3_000), (CARD2, 700)]), ("batch", 1), ("swap", [(CARD, 30_000)]), ("restart",),
           ("swap", [])])
 def test_a_fuel_card_table_built_off_the_loop_keeps_the_host_plus_the_sites_own_spend(tmp_path_factory, plan):
-    w = SwapWorld(tmp_path_factory.mktemp("fuel-swap"))
-
-    async def run() -> None:
-        for step in plan:
-            if step[0] == "swap":
-                await w.swap_snapshot(step[1])
-                await w.step("update")
-            else:
-                await w.step(*step)
-        await w.settle()
-    try:
-        asyncio.run(run())
-    finally:
-        w.close()
+    with SwapWorld(tmp_path_factory.mktemp("fuel-swap")) as w:
+        w.play(plan, swap=w.swap_snapshot)

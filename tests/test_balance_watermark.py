@@ -11,6 +11,7 @@ import asyncio
 import itertools
 from collections import defaultdict
 from pathlib import Path
+from typing import Self
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -227,6 +228,29 @@ class World:
         self.update()
         self.check()
 
+    def play(self, plan, **extra) -> None:
+        """Every step of ``plan`` (one named in ``extra``: that coroutine with the step's
+        arguments, then the host's fold and the check), then :meth:`settle`."""
+        async def run() -> None:
+            for step in plan:
+                if step[0] in extra:
+                    await extra[step[0]](*step[1:])
+                    await self.step("update")
+                else:
+                    await self.step(*step)
+            await self.settle()
+        asyncio.run(run())
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def assert_redeemed(self, card_no: str, points: int) -> None:
+        """Every replica counts ``points`` redeemed on ``card_no`` against its offline allowance."""
+        assert all(r.offline_redeemed.get(card_no, 0) == points for r in self.replicas.values())
+
     async def settle(self) -> None:
         """Every journal record batched and ingested: the site is the host."""
         while self.cursor < (self.journal.counts().last_seq or 0):
@@ -298,16 +322,18 @@ def _lots(account) -> list:
     return sorted((x.lot_id, x.points, x.matures_at_s, x.expires_at_s) for x in account.lots)
 
 
-steps = st.lists(st.one_of(
-    st.tuples(st.just("fuel"), st.sampled_from(CARDS), st.integers(1, 40_000)),
-    st.tuples(st.just("topup"), st.integers(0, 2), st.integers(1, 300_000)),
-    st.tuples(st.just("pay"), st.integers(0, 2), st.integers(1, 300_000)),
-    st.tuples(st.just("other"), st.sampled_from(CARDS), st.integers(1, 40_000)),
-    st.tuples(st.just("batch"), st.integers(1, 12)),
-    st.tuples(st.just("update")),
-    st.tuples(st.just("snapshot"), st.sampled_from(BALANCE_TABLES)),
-    st.tuples(st.just("restart")),
-), min_size=1, max_size=25)
+#: The steps of a plan, by name (other tests add their own to these).
+STEPS = {
+    "fuel": st.tuples(st.just("fuel"), st.sampled_from(CARDS), st.integers(1, 40_000)),
+    "topup": st.tuples(st.just("topup"), st.integers(0, 2), st.integers(1, 300_000)),
+    "pay": st.tuples(st.just("pay"), st.integers(0, 2), st.integers(1, 300_000)),
+    "other": st.tuples(st.just("other"), st.sampled_from(CARDS), st.integers(1, 40_000)),
+    "batch": st.tuples(st.just("batch"), st.integers(1, 12)),
+    "update": st.tuples(st.just("update")),
+    "snapshot": st.tuples(st.just("snapshot"), st.sampled_from(BALANCE_TABLES)),
+    "restart": st.tuples(st.just("restart")),
+}
+steps = st.lists(st.one_of(*STEPS.values()), min_size=1, max_size=25)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -319,17 +345,9 @@ steps = st.lists(st.one_of(
           ("snapshot", Table.CLUB_ACCOUNTS), ("fuel", CARD2, 900), ("snapshot", Table.FUEL_CARDS),
           ("snapshot", Table.FUEL_CARDS)])
 def test_the_site_sees_the_host_plus_its_own_unacknowledged_spend_on_both_evaluators(tmp_path_factory, plan):
-    w = World(tmp_path_factory.mktemp("balance"))
-
-    async def run() -> None:
-        for step in plan:
-            await w.step(*step)
-        await w.settle()  # everything acked: the site is the host
+    with World(tmp_path_factory.mktemp("balance")) as w:
+        w.play(plan)  # then everything acked: the site is the host
         assert w.unacked() == []
-    try:
-        asyncio.run(run())
-    finally:
-        w.close()
 
 
 def test_the_offline_redemption_allowance_starts_again_once_the_host_counts_it(tmp_path):
@@ -342,14 +360,14 @@ def test_the_offline_redemption_allowance_starts_again_once_the_host_counts_it(t
         card = w.redeemable_card()
         await w.redeem(card, 2, 9_800)
         w.update()
-        assert all(r.offline_redeemed[card] == 2 for r in w.replicas.values())  # not counted by the host yet
+        w.assert_redeemed(card, 2)  # not counted by the host yet
         w.restart()
-        assert all(r.offline_redeemed[card] == 2 for r in w.replicas.values())  # from the journal
+        w.assert_redeemed(card, 2)  # from the journal
         await w.batch(10)
         w.update()
-        assert all(r.offline_redeemed.get(card, 0) == 0 for r in w.replicas.values())
+        w.assert_redeemed(card, 0)
         w.restart()
-        assert all(r.offline_redeemed.get(card, 0) == 0 for r in w.replicas.values())
+        w.assert_redeemed(card, 0)
         w.check()
     try:
         asyncio.run(go())
