@@ -73,7 +73,5 @@ def test_points_redeemed_during_the_build_still_count_against_the_offline_allowa
         w.update()
         w.assert_redeemed(card, 0)
         w.check()
-    try:
+    with w:
         asyncio.run(go())
-    finally:
-        w.close()

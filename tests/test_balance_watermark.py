@@ -369,7 +369,5 @@ def test_the_offline_redemption_allowance_starts_again_once_the_host_counts_it(t
         w.restart()
         w.assert_redeemed(card, 0)
         w.check()
-    try:
+    with w:
         asyncio.run(go())
-    finally:
-        w.close()
