@@ -37,6 +37,10 @@
   the rows read from the store's staged snapshot and built in a thread, swapped on the
   loop); ``snapshot_apply_s`` and ``snapshot_apply_s_before``: how long each apply took.
 
+* ``stop_list_snapshot_stall_ms`` and ``club_snapshot_stall_ms`` (``--stop-list-stall``): the
+  longest loop stall while a whole stop list of 1,000,000 numbers (a club table of 100,000
+  accounts) is applied to a running site, before and after: see benchmarks/replica_stall.py.
+
 The rows are written by a child process from the generated network (``authz.sample`` via
 ``native.compact``), read back by another, so neither figure counts the generator.
 """
@@ -433,24 +437,11 @@ def stall_figures(n_cards: int = 1_000_000) -> dict[str, float]:
     rows = tuple(_fuel_rows(replica.fuel))  # the same cards, as the host sends them
     out: dict[str, float] = {}
 
+    from .replica_stall import _stall
+
     async def stalls(work: Any) -> tuple[float, float]:
-        worst = [0.0]
-        done = asyncio.Event()
-
-        async def ticker() -> None:
-            while not done.is_set():
-                t = time.perf_counter()
-                await asyncio.sleep(0.001)
-                worst[0] = max(worst[0], time.perf_counter() - t - 0.001)
-
-        tick = asyncio.create_task(ticker())
-        await asyncio.sleep(0.01)
-        t0 = time.perf_counter()
-        await work()
-        took = time.perf_counter() - t0
-        done.set()
-        await tick
-        return worst[0] * 1000, took
+        stall, took, _ = await _stall(work)
+        return stall, took
 
     async def before() -> None:
         replica.apply_update(FullSnapshot(Table.FUEL_CARDS, 2, rows))
@@ -478,10 +469,9 @@ def stall_figures(n_cards: int = 1_000_000) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     """Print the figures (or, with --write-rows / --load-rows, one half of from_rows)."""
+    from .replica_stall import add_size_arguments
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--cards", type=int, default=1_000_000)
-    p.add_argument("--stop-list", type=int, default=1_000_000)
-    p.add_argument("--accounts", type=int, default=100_000)
+    add_size_arguments(p)
     p.add_argument("--deltas", type=int, default=20_000)
     p.add_argument("--write-rows", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--load-rows", type=Path, help=argparse.SUPPRESS)
@@ -490,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", type=Path, metavar="DIR",
                    help="with --provision: first the same with the code in DIR (figures _before and _ratio)")
     p.add_argument("--stall", action="store_true", help="only snapshot_apply_loop_stall_ms (before and after)")
+    p.add_argument("--stop-list-stall", action="store_true",
+                   help="only stop_list_snapshot_stall_ms and club_snapshot_stall_ms (benchmarks/replica_stall.py)")
     p.add_argument("--latency", type=int, metavar="CHANGES",
                    help="only host_change_to_enforced_*: CHANGES blocks/unblocks at a real host worker, timed to "
                         "the first decision at a running site that applies each (benchmarks/replica_latency.py)")
@@ -497,6 +489,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.latency:
         from .replica_latency import main as latency_main
         return latency_main(["--changes", str(args.latency)])
+    if args.stop_list_stall:
+        from .replica_stall import main as stall_main
+        return stall_main(["--cards", str(args.cards), "--stop-list", str(args.stop_list),
+                           "--accounts", str(args.accounts)])
     if args.provision:
         for k, v in provision_figures(args.cards, args.stop_list, args.accounts, baseline=args.baseline).items():
             print(f"{k}: {v}")

@@ -616,6 +616,38 @@ class CardWriter(Protocol):
         and returns one line to print (no PIN, key or full card number)."""
 
 
+def register_offline_exposure(cmd: Callable[..., argparse.ArgumentParser]) -> None:
+    """``set-offline-exposure CONTRACT AMOUNT`` and ``offline-exposure CONTRACT``: how much of a
+    contract's money its sites may spend while they cannot reach the host, and the allowances
+    each site holds out of it (:mod:`host.watermarks`; docs/host.md)."""
+    from .watermarks import offline_exposure, set_offline_exposure
+
+    def set_it(led: Ledger, a: argparse.Namespace) -> None:
+        amount = None if a.amount == "default" else parse_rub(a.amount)
+        set_offline_exposure(led, a.contract, amount, priority_weight=a.priority_weight)
+        show(led, a)
+
+    def show(led: Ledger, a: argparse.Namespace) -> None:
+        e = offline_exposure(led, a.contract)
+        if e.exposure_kop is None:
+            print(f"contract {e.contract_id}: offline exposure: the host worker's default "
+                  "(--default-offline-exposure-rub; none: its sites are not capped)")
+            return
+        print(f"contract {e.contract_id}: offline exposure {reports.rub(e.exposure_kop)} RUB")
+        _print_table(["site", "allowance (RUB)"], [("every other site" if x.site_id == "*" else x.site_id,
+                                                    reports.rub(x.amount_kop)) for x in e.allowances])
+
+    sp = cmd("set-offline-exposure", set_it, "set how much a contract may lose to its sites' offline spend, "
+             "shared out now as the sites' allowances ('default': the host worker's default)")
+    sp.add_argument("contract", type=int, help="the contract number")
+    sp.add_argument("amount", help="the exposure in rubles (15000.50), or 'default'")
+    sp.add_argument("--priority-weight", type=int, default=3,
+                    help="shares of a site where the contract's cards already buy, against 1 of any "
+                         "other site (default %(default)s)")
+    sp = cmd("offline-exposure", show, "a contract's offline exposure and each site's allowance out of it")
+    sp.add_argument("contract", type=int, help="the contract number")
+
+
 def build_parser(prog: str = "python -m host.admin", card_writer: CardWriter | None = None) -> argparse.ArgumentParser:
     """The admin command line's parser; ``prog`` is how it was called (``edgepos host``);
     ``card_writer`` adds card personalisation to ``issue-card`` and ``personalise-card``."""
@@ -639,6 +671,7 @@ def build_parser(prog: str = "python -m host.admin", card_writer: CardWriter | N
         return sp
 
     alerts.register(cmd)  # edgepos host alerts (host/alerts.py)
+    register_offline_exposure(cmd)
     cmd("init", cmd_init, "create or migrate the ledger's schema")
     cmd("sites", cmd_sites, "list sites with their acknowledged watermark, traffic and presence")
     sp = cmd("add-site", cmd_add_site, "register a site (and write a new key for it)")

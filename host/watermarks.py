@@ -19,6 +19,13 @@ watermarks are of one moment:
   sites together, each within the allowance it holds, never spend more than the balance, the
   credit line and the exposure (docs/rules.md). A contract without one takes the host's
   default exposure (:class:`AllowancePolicy`), in equal shares of the active sites plus one.
+- **Pruning.** :func:`prune_spenders` drops the ``replica_spenders`` rows no watermark needs
+  any more, a bounded slice per call (the worker's housekeeping): those of a row no longer
+  in its table, of a site no longer registered, or of a table that carries no watermark.
+  Every other one stays for as long as the row and the site exist: a site re-reads its
+  whole journal at start and re-applies all of its spend on a row that does not name it
+  (watermark 0), so dropping the watermark of a row that holds some of a site's spend would
+  count that spend twice at the site (docs/sync.md, the balance rule).
 """
 
 from __future__ import annotations
@@ -37,8 +44,13 @@ from .ledger import Ledger
 from .versions import record_change
 
 __all__ = [
+    "PRUNE_SCAN",
     "AllowancePolicy",
+    "OfflineExposure",
+    "PruneResult",
     "contract_allowances",
+    "offline_exposure",
+    "prune_spenders",
     "row_watermarks",
     "set_offline_exposure",
     "shares",
@@ -58,6 +70,93 @@ class AllowancePolicy:
     def __post_init__(self) -> None:
         if self.default_exposure_kop is not None and not 0 <= self.default_exposure_kop <= MAX_AMOUNT_KOP:
             raise ValueError(f"default_exposure_kop must be in 0..{MAX_AMOUNT_KOP}, got {self.default_exposure_kop}")
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineExposure:
+    """A contract's offline exposure as the host holds it (for the admin's display).
+
+    ``exposure_kop``: its own (None: the host worker's default applies, see
+    :class:`AllowancePolicy`); ``allowances``: the shares stored when it was set, by site
+    (``"*"``: every site not named), empty when it has none of its own."""
+
+    contract_id: int
+    exposure_kop: int | None
+    allowances: tuple[Allowance, ...]
+
+
+def offline_exposure(ledger: Ledger, contract_id: int) -> OfflineExposure:
+    """The offline exposure of ``contract_id`` and the allowances shared out of it; raises
+    :class:`host.errors.NotFound` for an unknown contract."""
+    def step(db: Database) -> OfflineExposure:
+        row = db.fetchone("SELECT offline_exposure_kop FROM contracts WHERE contract_id = ?", (contract_id,))
+        if row is None:
+            raise NotFound(f"no contract {contract_id}")
+        got = db.fetchall("SELECT site_id, amount_kop FROM offline_allowances WHERE contract_id = ?", (contract_id,))
+        allowances = tuple(sorted((Allowance(s, a) for s, a in got), key=lambda x: (x.site_id == "*", x.site_id)))
+        return OfflineExposure(contract_id, row[0], allowances)
+    return ledger.db.run(step, write=False)
+
+
+#: ``replica_spenders`` rows looked at per :func:`prune_spenders` call (the worker makes one
+#: call per fold, every 2 s: the whole table is gone through at 2,500 rows a second).
+PRUNE_SCAN = 5_000
+#: The tables whose rows carry watermarks, with their master table and key column.
+_SPENDER_TABLES = {Table.CONTRACTS.value: ("contracts", "contract_id", int),
+                   Table.FUEL_CARDS.value: ("fuel_cards", "card_no", str),
+                   Table.CLUB_ACCOUNTS.value: ("club_accounts", "account_id", int)}
+
+
+@dataclass(frozen=True, slots=True)
+class PruneResult:
+    """One :func:`prune_spenders` call: rows looked at, rows dropped, and where the next call
+    starts (None: from the beginning, the table was gone through)."""
+
+    scanned: int
+    pruned: int
+    after: tuple[str, str, str] | None
+
+
+def _int_key(text: str) -> int | None:
+    try:
+        v = int(text)
+    except ValueError:
+        return None
+    return v if -2**63 <= v < 2**63 and str(v) == text else None
+
+
+def prune_spenders(ledger: Ledger, after: tuple[str, str, str] | None = None, *,
+                   scan: int = PRUNE_SCAN) -> PruneResult:
+    """Drop the ``replica_spenders`` rows no watermark needs (module docstring) among the
+    ``scan`` rows after ``after`` (in key order: tbl, key, site_id), in one transaction.
+    Safe beside ingest: a spender row is written in the transaction that counted the spend
+    on a row that exists, beside its site's row, and master rows are never deleted under it."""
+    if type(scan) is not int or scan < 1:
+        raise InvalidInput(f"scan must be a whole number >= 1, got {scan!r}")
+
+    def step(db: Database) -> PruneResult:
+        if after is None:
+            rows = db.fetchall("SELECT tbl, key, site_id FROM replica_spenders ORDER BY tbl, key, site_id LIMIT ?",
+                               (scan,))
+        else:
+            rows = db.fetchall("SELECT tbl, key, site_id FROM replica_spenders WHERE (tbl, key, site_id) > (?, ?, ?) "
+                               "ORDER BY tbl, key, site_id LIMIT ?", (*after, scan))
+        if not rows:
+            return PruneResult(0, 0, None)
+        sites = {s for (s,) in db.select_in("SELECT site_id FROM sites WHERE site_id IN ({in})",
+                                             sorted({r[2] for r in rows}))}
+        known: dict[str, set[str]] = {}
+        for tbl, (master, column, kind) in _SPENDER_TABLES.items():
+            keys = {r[1] for r in rows if r[0] == tbl}
+            typed = [k for k in (_int_key(x) for x in keys) if k is not None] if kind is int else sorted(keys)
+            known[tbl] = {str(k) for (k,) in db.select_in(f"SELECT {column} FROM {master} WHERE {column} IN ({{in}})",
+                                                        typed)} if typed else set()
+        gone = [r for r in rows if r[2] not in sites or r[0] not in known or r[1] not in known[r[0]]]
+        if gone:
+            db.executemany("DELETE FROM replica_spenders WHERE tbl = ? AND key = ? AND site_id = ?", gone)
+        last = tuple(rows[-1])
+        return PruneResult(len(rows), len(gone), last if len(rows) == scan else None)  # type: ignore[arg-type]
+    return ledger.db.run(step)
 
 
 def site_watermarks(db: Database) -> dict[str, int]:

@@ -12,7 +12,10 @@ request is answered by the publisher.
 With ``publish_replica`` (the default; run it on one worker, or on all: deltas are idempotent
 at the sites, by version) a publisher task folds ingest's changes into deltas every
 ``fold_interval_s`` and publishes pending deltas every ``poll_interval_s`` (a block reaches
-the broker within that).
+the broker within that). ``allowances`` (``--default-offline-exposure-rub``) is the offline
+exposure of contracts that set none of their own (:class:`host.watermarks.AllowancePolicy`).
+At every fold the publisher also does one bounded slice of housekeeping: the
+``replica_spenders`` rows no watermark needs any more (:func:`host.watermarks.prune_spenders`).
 
 aiomqtt does not reconnect by itself: :meth:`Worker.run` reconnects with a backoff until
 stopped. QoS 1 messages the broker handed to a worker that died before acking them
@@ -39,15 +42,29 @@ from wire import (DEFAULT_LIMITS, REPLICA_SIGNING_KEY_FILE, REPLICA_VERIFY_KEY_F
                   ReplicaSnapshot, SiteKeys, SnapshotRequest, Table, WireError, WireKeyError, acks_topic, decode,
                   encode, host_subscriptions, load_key, load_replica_signing_key, load_replica_verify_key)
 
+from .checks import parse_rub
 from .db import redact_url
-
+from .errors import InvalidInput
 from .ingest import IngestStats, ingest_batch, record_presence
 from .ledger_thread import LedgerThread, LedgerThreadClosed
-from .publisher import Publication, Publisher, delta_publication
+from .publisher import NO_DEFAULT_EXPOSURE, Publication, Publisher, delta_publication
+from .watermarks import PRUNE_SCAN, AllowancePolicy, prune_spenders
 
-__all__ = ["Worker", "WorkerStats", "load_keys", "main"]
+__all__ = ["DEFAULT_EXPOSURE_ENV", "Worker", "WorkerStats", "default_exposure_policy", "load_keys", "main"]
 
 log = logging.getLogger("edgepos.host.worker")
+
+
+#: the environment variable of ``--default-offline-exposure-rub``
+DEFAULT_EXPOSURE_ENV = "EDGEPOS_HOST_DEFAULT_OFFLINE_EXPOSURE_RUB"
+
+
+def default_exposure_policy(rub: str | None) -> AllowancePolicy:
+    """The worker's :class:`AllowancePolicy` from its setting (rubles as typed, ``1500.50``;
+    None or blank: no default). Raises :class:`host.errors.InvalidInput` naming the value."""
+    if rub is None or not rub.strip():
+        return AllowancePolicy()
+    return AllowancePolicy(parse_rub(rub))
 
 
 def load_keys(keys_dir: str | os.PathLike[str]) -> SiteKeys:
@@ -83,6 +100,7 @@ class WorkerStats:
         self.presence = 0
         self.deltas = 0
         self.snapshots = 0
+        self.spenders_pruned = 0  #: replica_spenders rows housekeeping dropped
 
     def __repr__(self) -> str:
         return "WorkerStats(" + ", ".join(f"{k}={v}" for k, v in vars(self).items()) + ")"
@@ -101,7 +119,7 @@ class Worker:
                  username: str | None = None, password: str | None = None, group: str = "host",
                  identifier: str | None = None, publish_replica: bool = True, limits: Limits = DEFAULT_LIMITS,
                  poll_interval_s: float = 0.2, fold_interval_s: float = 2.0, tls_context=None,
-                 stop_grace_s: float = 3.0) -> None:
+                 stop_grace_s: float = 3.0, allowances: AllowancePolicy = NO_DEFAULT_EXPOSURE) -> None:
         if publish_replica and not keys.can_sign_replica:
             raise WireKeyError(f"publishing the replica needs the host's signing key ({REPLICA_SIGNING_KEY_FILE} in "
                                "the keys directory); "
@@ -118,6 +136,11 @@ class Worker:
         self.fold_interval_s = fold_interval_s
         self.tls_context = tls_context
         self.stop_grace_s = stop_grace_s
+        #: the default offline exposure of contracts that set none (host.watermarks)
+        self.allowances = allowances
+        #: replica_spenders rows housekeeping looks at per fold, and where it goes on
+        self.prune_scan = PRUNE_SCAN
+        self._prune_after: tuple[str, str, str] | None = None
         self.stats = WorkerStats()
         self.ready = asyncio.Event()
         self._ingest: LedgerThread | None = None
@@ -171,7 +194,7 @@ class Worker:
                 record_presence(led, msg)
                 return []
             if isinstance(msg, SnapshotRequest):
-                pub = Publisher(led, limits=self.limits)
+                pub = Publisher(led, limits=self.limits, allowances=self.allowances)
                 parts = pub.on_request(msg)
                 if not parts:
                     return []
@@ -262,7 +285,7 @@ class Worker:
         assert lt is not None
 
         def publisher() -> Publisher:
-            return Publisher(lt.ledger(), limits=self.limits)
+            return Publisher(lt.ledger(), limits=self.limits, allowances=self.allowances)
 
         last_fold = 0.0
         while True:
@@ -271,6 +294,7 @@ class Worker:
                 if folding:
                     await lt.call(lambda: publisher().flush_dirty())
                     last_fold = time.monotonic()
+                    await self._housekeeping(lt)
                 for delta in await lt.call(lambda: publisher().pending()):
                     p = delta_publication(delta, self.keys, limits=self.limits)
                     await client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain)
@@ -288,17 +312,27 @@ class Worker:
                 await lt.call(lt.reopen)
             await asyncio.sleep(self.poll_interval_s)
 
+    async def _housekeeping(self, lt: LedgerThread) -> None:
+        """One bounded slice of the ledger's housekeeping, at every fold: the
+        ``replica_spenders`` rows no watermark needs any more (:func:`host.watermarks.prune_spenders`,
+        ``prune_scan`` rows a call, going on where the last call stopped)."""
+        res = await lt.call(lambda: prune_spenders(lt.ledger(), self._prune_after, scan=self.prune_scan))
+        self._prune_after = res.after
+        self.stats.spenders_pruned += res.pruned
+        if res.pruned:
+            log.info("housekeeping: %d replica_spenders row(s) no watermark needs dropped", res.pruned)
+
     async def _publish_snapshot(self, client, lt: LedgerThread, table: Table) -> None:
         """Cut, publish (retained) and note a new snapshot of ``table`` (read and signed in the
         publisher's thread; a million-row table takes a few seconds there)."""
         def cut() -> tuple[list[ReplicaSnapshot], list[Publication]]:
-            pub = Publisher(lt.ledger(), limits=self.limits)
+            pub = Publisher(lt.ledger(), limits=self.limits, allowances=self.allowances)
             parts = pub.snapshot(table)
             return parts, pub.snapshot_publications(parts, self.keys)
         parts, pubs = await lt.call(cut)
         for p in pubs:
             await client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain)
-        await lt.call(lambda: Publisher(lt.ledger(), limits=self.limits).mark_snapshot(parts))
+        await lt.call(lambda: Publisher(lt.ledger(), limits=self.limits, allowances=self.allowances).mark_snapshot(parts))
         self.stats.snapshots += 1
         log.info("replica %s: snapshot version %d published (%d parts, %d rows)", table.value, parts[0].version,
                  len(parts), sum(len(x.rows) for x in parts))
@@ -349,7 +383,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-publish", action="store_true",
                    help="do not publish replica deltas from this worker (then no signing key is needed)")
     p.add_argument("--username", help="the broker user (default: none)")
+    p.add_argument("--default-offline-exposure-rub", metavar="RUB",
+                   default=os.environ.get(DEFAULT_EXPOSURE_ENV) or None,
+                   help="the offline exposure of a contract that sets none of its own (edgepos host "
+                        "set-offline-exposure), in rubles, shared equally among the active sites plus one "
+                        f"(default ${DEFAULT_EXPOSURE_ENV}; none: such contracts' sites are not capped)")
     args = p.parse_args(argv)
+    try:
+        policy = default_exposure_policy(args.default_offline_exposure_rub)
+    except InvalidInput as exc:
+        p.error(f"--default-offline-exposure-rub: {exc}")
     host, _, port_text = args.broker.rpartition(":")
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         p.error(f"--broker: expected host:port, got {args.broker!r}")
@@ -376,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     worker = Worker(args.db, keys, hostname=host or "127.0.0.1", port=int(port_text), group=args.group,
                     publish_replica=not args.no_publish, username=args.username,
-                    password=os.environ.get("EDGEPOS_HOST_MQTT_PASSWORD"))
+                    password=os.environ.get("EDGEPOS_HOST_MQTT_PASSWORD"), allowances=policy)
 
     async def go() -> None:
         stop = asyncio.Event()

@@ -40,7 +40,7 @@ from wire import REPLICA_VERIFY_KEY_FILE
 from . import fuel_api
 from .api import LocalApi
 from .config import SiteConfig
-from .events import EventBus
+from .events import EventBus, stop_list_event
 from .follower import FollowerUpdate, ReplicaUpdate, StagedSnapshot
 from .fuel import (
     CARD_COMMITTED,
@@ -58,7 +58,10 @@ from .provision import ProvisionStatus, build_replica, tables_needed
 from .own_spend import JournalSpend
 from .replica import Replica, ReplicaUpdateError
 from .replica_store import STORE_FILE, ReplicaStore, ReplicaStoreError, versions_text
+from .club_swap import apply_club_snapshot
+from .club_swap import can_swap as can_swap_club
 from .snapshot_swap import apply_snapshot
+from .stop_list_swap import apply_stop_list_snapshot
 from .till import TERMINAL_KINDS as TILL_TERMINAL_KINDS
 from .till import TillLane
 
@@ -584,6 +587,8 @@ class Daemon:
         the sync client to keep the old version and ask for a snapshot. A snapshot staged part
         by part is read back from the store for the evaluators
         (:func:`terminal.snapshot_swap.apply_snapshot`: fuel cards built off the loop)."""
+        from wire import Table
+
         async with self._replica_lock:
             if self.store is None:
                 self._apply_stop_list(update)  # a simulated replica follows the stop list only
@@ -591,7 +596,15 @@ class Daemon:
             staged = await asyncio.to_thread(self.store.stage, update)
             try:
                 if self._replica is not None:
-                    if isinstance(update, StagedSnapshot):  # big tables built off the loop, swapped on it
+                    if isinstance(update, StagedSnapshot) and update.table is Table.STOP_LIST:  # compared off the loop
+                        change = await apply_stop_list_snapshot(self._replica, update.version,
+                                                                lambda: (r.card_no for r in staged.iter_rows()))
+                        self.bus.publish("replica.stop_list", "site", **stop_list_event(
+                            change.version, change.listed, change.unlisted, size=change.size))
+                    elif (isinstance(update, StagedSnapshot) and update.table is Table.CLUB_ACCOUNTS
+                          and can_swap_club(self._replica)):  # built off the loop, swapped on it
+                        await apply_club_snapshot(self._replica, update.version, staged.iter_rows)
+                    elif isinstance(update, StagedSnapshot):  # big tables built off the loop, swapped on it
                         await apply_snapshot(self._replica, update.table, update.version, staged.iter_rows,
                                              self._apply_to_evaluators)
                     else:
@@ -614,13 +627,13 @@ class Daemon:
         from wire import ReplicaDelta, Table
 
         self.replica.apply_update(update)
-        if update.table is Table.STOP_LIST:  # the pump consoles' event stream shows each block
-            version = update.to_version if isinstance(update, ReplicaDelta) else update.version
-            changes = ([(r.card_no, True) for r in update.upserts] + [(k, False) for k in update.deletes]
-                       if isinstance(update, ReplicaDelta) else [(r.card_no, True) for r in update.rows])
-            for card_no, on in changes:
-                self.bus.publish("replica.stop_list", "site", card=mask_card_no(str(card_no)), listed=on,
-                                 version=version)
+        if update.table is Table.STOP_LIST:  # the pump consoles' event stream shows each block: one event a version
+            if isinstance(update, ReplicaDelta):
+                data = stop_list_event(update.to_version, [r.card_no for r in update.upserts],
+                                       [str(k) for k in update.deletes])
+            else:
+                data = stop_list_event(update.version, [r.card_no for r in update.rows], [], size=len(update.rows))
+            self.bus.publish("replica.stop_list", "site", **data)
 
     def _apply_stop_list(self, update: FollowerUpdate) -> None:
         """The stop list applied to the fuel evaluator at once (a block reaches the pumps within
@@ -642,8 +655,9 @@ class Daemon:
             fuel.set_stop_listed(card_no, on)
             if isinstance(update, ReplicaDelta):
                 (self._host_stop_list.add if on else self._host_stop_list.discard)(card_no)
-            self.bus.publish("replica.stop_list", "site", card=mask_card_no(card_no), listed=on,
-                             version=update.to_version if isinstance(update, ReplicaDelta) else update.version)
+        self.bus.publish("replica.stop_list", "site", **stop_list_event(
+            update.to_version if isinstance(update, ReplicaDelta) else update.version,
+            [no for no, on in changes if on], [no for no, on in changes if not on]))
         log.info("stop list at version %s: %d change(s) applied",
                  update.to_version if isinstance(update, ReplicaDelta) else update.version, len(changes))
 

@@ -7,9 +7,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
+
+from authz.fuel_model import mask_card_no
+
+#: The most card numbers one ``replica.stop_list`` event names (the counts say the rest).
+STOP_LIST_EVENT_CARDS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,3 +86,23 @@ class EventBus:
         sub = Subscription(self, maxsize, lanes)
         self._subs.add(sub)
         return sub
+
+
+def stop_list_event(version: int, listed: Sequence[str], unlisted: Sequence[str], *,
+                    size: int | None = None) -> dict[str, Any]:
+    """The data of the one ``replica.stop_list`` event of a stop-list version applied: its
+    ``version``, how many numbers it put on and took off, the first
+    :data:`STOP_LIST_EVENT_CARDS` of them masked (``cards``: ``{"card", "listed"}``), and for
+    a whole list its ``size``. A version that changes one number also says ``card`` and
+    ``listed`` as the events of one block always did. One event per version, not per
+    number: a whole list of a million numbers must not flood the bus (nor stall the lanes
+    while it is published)."""
+    changes = [(no, True) for no in listed[:STOP_LIST_EVENT_CARDS]]
+    changes += [(no, False) for no in unlisted[:max(STOP_LIST_EVENT_CARDS - len(changes), 0)]]
+    data: dict[str, Any] = {"version": version, "listed_count": len(listed), "unlisted_count": len(unlisted),
+                            "cards": [{"card": mask_card_no(str(no)), "listed": on} for no, on in changes]}
+    if size is not None:
+        data["size"] = size
+    if len(listed) + len(unlisted) == 1:
+        data["card"], data["listed"] = data["cards"][0]["card"], data["cards"][0]["listed"]
+    return data

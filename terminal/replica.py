@@ -149,6 +149,14 @@ class Replica:
         #: what a row's watermark passes is dropped, so it holds about the uncounted spend
         self._spend = OwnSpend()
         self._spend_seq = 0
+        #: how many stop-list updates were applied (a plan made against another is stale), and
+        #: the numbers the deltas among them changed since the last whole list
+        #: (:mod:`terminal.stop_list_swap` diffs a whole list against these and the evaluator's)
+        self.stop_generation = 0
+        self.stop_touched: set[str] = set()
+        #: while a fuel-card table is built off the loop (:mod:`terminal.snapshot_swap`), the
+        #: bodies of the completions applied meanwhile: their counters are done again on it
+        self.fuel_recording: list[dict] | None = None
 
     def return_on_disk(self, sale_id: str, record_id: str) -> None:
         """The return ``record_id`` of ``sale_id`` is committed: the journal counts it now."""
@@ -333,6 +341,17 @@ class Replica:
             raise ReplicaUpdateError(f"{table.value} update to version {new_version} refused: {exc}") from None
         self.table_versions[table] = new_version
         self._note_balance_fields(table, update, noted, allowed)
+        if table is Table.STOP_LIST:
+            self.note_stop_list(update)
+
+    def note_stop_list(self, update: ReplicaUpdate) -> None:
+        """Count a stop-list update applied, and the numbers a delta changed."""
+        self.stop_generation += 1
+        if isinstance(update, FullSnapshot):
+            self.stop_touched.clear()
+        else:
+            self.stop_touched.update(r.card_no for r in update.upserts)
+            self.stop_touched.update(str(k) for k in update.deletes)
 
     def _apply_fuel(self, table: Table, update: ReplicaUpdate) -> None:
         ev = self.fuel
@@ -401,10 +420,16 @@ class Replica:
         return seq
 
     def _translated(self, table: Table, update: ReplicaUpdate, noted: dict[tuple[Table, Any], int],
-                    allowed: dict[int, int | None]) -> ReplicaUpdate:
+                    allowed: dict[int, int | None], *, read: bool = True,
+                    redeemed: dict[str, int] | None = None) -> ReplicaUpdate:
         """``update`` with every row's figures translated to this site's view (the host's plus
         this site's spend past the row's watermark); fills ``noted`` (the rows' watermarks
-        for this site) and ``allowed`` (a contract's allowance for it)."""
+        for this site) and ``allowed`` (a contract's allowance for it).
+
+        ``read=False``: on the spend read so far, without reading the journal again (a build
+        off the loop, :mod:`terminal.club_swap`, whose later spend is done again at the
+        swap); ``redeemed``: the club cards' offline redemption counts are put there instead
+        of into :attr:`offline_redeemed`."""
         if (table is Table.CLUB_ACCOUNTS and self.club is None) or (table is not Table.CLUB_ACCOUNTS
                                                                    and self.fuel is None):
             return update
@@ -417,7 +442,7 @@ class Replica:
                 allowed[r.contract_id] = allowance_for(r.allowances, site)
         seq_of = self._seq_of()
         seqs = {key: seq_of(w) for key, w in noted.items()}
-        spend = self._read_spend()
+        spend = self._read_spend() if read else self._spend
         fm, cm = self.fuel_model, self.club_model
         if table is Table.CONTRACTS:
             new = [translate_contract(r, seqs[(table, r.contract_id)], allowed[r.contract_id], spend) for r in rows]
@@ -431,11 +456,43 @@ class Replica:
             new = [translate_account(r, seqs[(table, r.account.account_id)], rules, spend) for r in rows]
             for r in rows:  # the per-card offline redemption allowance starts again from the host's count
                 for c in r.cards:
-                    self._set_redeemed(c.card_no, spend.redeemed_past(c.card_no, seqs[(table, r.account.account_id)]))
+                    pts = spend.redeemed_past(c.card_no, seqs[(table, r.account.account_id)])
+                    if redeemed is None:
+                        self._set_redeemed(c.card_no, pts)
+                    else:
+                        redeemed[c.card_no] = pts
         self._forget(table, rows, seqs)
         if isinstance(update, FullSnapshot):
             return replace(update, rows=tuple(new))
         return replace(update, upserts=tuple(new))
+
+    def translated_rows(self, table: Table, version: int, rows: Iterable[Any], noted: dict[tuple[Table, Any], int],
+                        allowed: dict[int, int | None], *, redeemed: dict[str, int] | None = None,
+                        chunk: int = 1_000) -> Iterator[Any]:
+        """The whole table ``rows`` (a snapshot at ``version``) streamed, each row translated
+        as :meth:`_translated` does on the spend read so far (``read=False``), ``chunk`` rows
+        at a time: a build off the loop (:mod:`terminal.snapshot_swap`,
+        :mod:`terminal.club_swap`) never holds them all. Rows pass as they are on a replica
+        that does not follow its site's spend."""
+        if self.site_id is None:
+            yield from rows
+            return
+        part: list[Any] = []
+        for row in rows:
+            part.append(row)
+            if len(part) == chunk:
+                yield from self._translated_part(table, version, part, noted, allowed, redeemed)
+                part = []
+        yield from self._translated_part(table, version, part, noted, allowed, redeemed)
+
+    def _translated_part(self, table: Table, version: int, part: list[Any], noted: dict[tuple[Table, Any], int],
+                         allowed: dict[int, int | None], redeemed: dict[str, int] | None) -> tuple[Any, ...]:
+        if not part:
+            return ()
+        update = self._translated(table, FullSnapshot(table, version, tuple(part)), noted, allowed, read=False,
+                                  redeemed=redeemed)
+        assert isinstance(update, FullSnapshot)
+        return update.rows
 
     def _read_spend(self) -> OwnSpend:
         """The spend index, with the journal's records since the last read added."""
@@ -581,11 +638,34 @@ class Replica:
             self._club_model = None
         return n
 
+    def counters_done_again(self, ev: Any, bodies: Iterable[dict]) -> FuelUpdate | None:
+        """The cards of fuel evaluator ``ev`` (a new one, not yet this replica's) with the
+        counters of the completions ``bodies`` (applied to the old one meanwhile) counted on
+        them, by the rule of :func:`authz.balance.counters_after`; None when there are none.
+        Balances are not touched (the swap carries those over)."""
+        spend = spend_of((_Journaled(n + 1, FUEL_COMPLETED, b) for n, b in enumerate(bodies)), self._tz_of)
+        if not spend.by_fuel_card:
+            return None
+        model = ev.model
+        products = {p.code: p for p in model.products}
+        cards = []
+        for card_no in sorted(spend.by_fuel_card):
+            i = model.card_index.get(card_no)
+            if i is None:
+                continue
+            card = model.cards[i]
+            counters = tuple((lim.limit_id, c) for lim in card.limits if (c := ev.counter(card_no, lim.limit_id)))
+            row = translate_card(FuelCardRow(card, counters), 0, products, spend)
+            cards.append((row.card, row.counters))
+        return FuelUpdate(cards=tuple(cards)) if cards else None
+
     def apply(self, kind: str, body: dict) -> bool:
         """Apply one journaled operation to the evaluators (what the lane did live)."""
         if kind == FUEL_COMPLETED and self.fuel is not None:
             req, decision = fuel_request_from_body(body["request"]), fuel_decision_from_body(body["decision"])
             self.fuel.complete(req, decision, body["delivered_volume_ml"])
+            if self.fuel_recording is not None:
+                self.fuel_recording.append(body)
             return True
         if kind == CLUB_COMMITTED and self.club is not None:
             sale = club_sale_from_body(body["sale"])
@@ -600,6 +680,15 @@ class Replica:
             self.club.top_up(ClubTopUp(**body["topup"]))
             return True
         return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Journaled:
+    """A journal record's parts as :func:`terminal.own_spend.spend_of` reads them."""
+
+    seq: int
+    kind: str
+    body: dict
 
 
 def _key(table: Table, row: Any) -> Any:

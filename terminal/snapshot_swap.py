@@ -19,6 +19,12 @@ caller holds the daemon's replica lock throughout, so no other host update lands
 is what :meth:`~FuelCardSwap.swap` carries over. A snapshot whose rows do not hold together
 (a card of an unknown contract...) fails in :meth:`~FuelCardSwap.build`
 (:class:`terminal.replica.ReplicaUpdateError`) and changes nothing.
+
+A host replica (one that follows its site's own spend, the balance rule) takes the same
+path: :func:`begin` reads the site's spend from the journal up to then, the build
+translates each row by it (the host's counters plus this site's deliveries past the row's
+watermark, ``Replica._translated``), and the completions the lanes apply during the build
+(noted in ``Replica.fuel_recording``) are counted again on the new cards at the swap.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import logging
 import time
 from array import array
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from authz.errors import ModelError
@@ -47,18 +53,16 @@ __all__ = ["FuelCardSwap", "apply_snapshot", "begin", "can_swap"]
 
 def can_swap(replica: Replica, table: Table) -> bool:
     """Does a snapshot of ``table`` go through this module? Fuel cards on a native
-    (compact) fuel evaluator: the one table big enough to stall the lanes; and only on a
-    replica that does not follow its site's own spend (the balance rule,
-    :meth:`terminal.replica.Replica.follow_own_spend`). The swap streams the host's card
-    counters as they are, without adding this site's spend past each row's watermark
-    (``Replica._translated``): a host replica taking that path would forget the spend the
-    host has not counted yet and let a card past its limit. Until the build translates
-    rows too, a host replica applies a fuel-card snapshot on the loop (the stall the module
-    docstring describes), exactly."""
+    (compact) fuel evaluator: the one table big enough to stall the lanes. A host replica
+    (one that follows its site's own spend, the balance rule) goes through it too: its rows
+    are translated in the build (:meth:`FuelCardSwap.build`), and the completions applied
+    meanwhile are counted again at the swap."""
     ev = replica.fuel
-    if replica.site_id is not None:
-        return False
     return table is Table.FUEL_CARDS and ev is not None and hasattr(ev, "_columns") and hasattr(ev, "columns")
+
+
+#: Host rows translated at a time in the build (the balance rule).
+TRANSLATE_CHUNK = 1_000
 
 
 @dataclass(slots=True)
@@ -70,17 +74,21 @@ class FuelCardSwap:
     base: FuelColumns  #: the evaluator's columns without cards when the build began
     balances: array  #: the contracts' balances then (what swap compares with)
     built: Any = None  #: the new evaluator, once built
+    noted: dict = field(default_factory=dict)  #: the rows' watermarks for this site (a host replica)
 
     def build(self, rows: Iterable[FuelCardRow]) -> None:
         """Stream ``rows`` (every card of the snapshot) into the base columns and pack the new
         evaluator. Run it in a worker thread. Raises :class:`ReplicaUpdateError` for rows
-        that do not hold together; the replica is untouched either way."""
+        that do not hold together; the replica is untouched either way. On a host replica
+        each row is first translated to this site's view (the host's counters plus this
+        site's spend past the row's watermark, on the spend read at :func:`begin`)."""
         cols = self.base
         products = {p.code: i for i, p in enumerate(cols.products)}
         contracts = {cid: i for i, cid in enumerate(cols.ct_id)}  # type: ignore[attr-defined]
         from native._evaluator import _fill_card_columns
         try:
-            _fill_card_columns(((r.card, r.counters) for r in rows), contracts, products, cols)
+            _fill_card_columns(((r.card, r.counters) for r in self.replica.translated_rows(
+                Table.FUEL_CARDS, self.version, rows, self.noted, {}, chunk=TRANSLATE_CHUNK)), contracts, products, cols)
             built = fuel_evaluator(cols, self.replica.fuel.name)  # type: ignore[union-attr]
         except ModelError as exc:
             raise ReplicaUpdateError(f"fuel_cards snapshot version {self.version} refused: {exc}") from None
@@ -105,6 +113,14 @@ class FuelCardSwap:
             changed = [i for i, (a, b) in enumerate(zip(self.balances, now.ct_balance)) if a != b]
         if changed:
             new.apply(FuelUpdate(contracts=tuple(old.contract_at(i) for i in changed)))
+        r = self.replica
+        if r.fuel_recording:  # a host replica: the completions applied meanwhile count on the new counters
+            again = r.counters_done_again(new, r.fuel_recording)
+            if again is not None:
+                new.apply(again)
+        r.fuel_recording = None
+        if r.site_id is not None:
+            r._note_balance_fields(Table.FUEL_CARDS, FullSnapshot(Table.FUEL_CARDS, self.version, ()), self.noted, {})
         self.replica.fuel = new
         self.replica._fuel_model = None  # the view is over the old evaluator
         self.replica.table_versions[Table.FUEL_CARDS] = self.version
@@ -122,6 +138,9 @@ def begin(replica: Replica, version: int) -> FuelCardSwap:
     if ev is None or not can_swap(replica, Table.FUEL_CARDS):
         raise ReplicaUpdateError("a fuel-card swap needs the native fuel evaluator")
     base = ev._columns(_all(ev.card_count), None)
+    if replica.site_id is not None:  # the balance rule: the spend up to now is translated in the build ...
+        replica._read_spend()
+        replica.fuel_recording = []  # ... and what the lanes complete from now on is counted at the swap
     return FuelCardSwap(replica, version, base, base.ct_balance[:])
 
 
@@ -137,8 +156,11 @@ async def apply_snapshot(replica: Replica, table: Table, version: int, rows: Cal
     if can_swap(replica, table):
         swap = begin(replica, version)
         t0 = time.perf_counter()
-        await asyncio.to_thread(swap.build, rows())
-        carried = swap.swap()
+        try:
+            await asyncio.to_thread(swap.build, rows())
+            carried = swap.swap()
+        finally:
+            replica.fuel_recording = None
         log.info("replica fuel_cards at version %d: built off the loop in %.2f s and swapped in (%d contract "
                  "balance(s) carried over)", version, time.perf_counter() - t0, carried)
         return

@@ -11,6 +11,7 @@ import asyncio
 import itertools
 from collections import defaultdict
 from pathlib import Path
+from typing import Self
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -205,6 +206,79 @@ class World:
     def restart(self) -> None:
         self.replicas = self._start()
 
+    async def step(self, name: str, *args) -> None:
+        """One step of a generated plan by its name (club cards by their index), then the
+        host's fold and the check."""
+        if name == "fuel":
+            await self.fuel(*args)
+        elif name == "topup":
+            await self.topup(self.club_cards[args[0]], args[1])
+        elif name == "pay":
+            await self.pay(self.club_cards[args[0]], args[1])
+        elif name == "other":
+            await self.other_site(*args)
+        elif name == "batch":
+            await self.batch(args[0])
+        elif name == "snapshot":
+            self.snapshot(args[0])
+        elif name == "restart":
+            self.restart()
+        elif name != "update":
+            raise ValueError(f"no step {name!r}")
+        self.update()
+        self.check()
+
+    def play(self, plan, **extra) -> None:
+        """Every step of ``plan`` (one named in ``extra``: that coroutine with the step's
+        arguments, then the host's fold and the check), then :meth:`settle`."""
+        async def run() -> None:
+            for step in plan:
+                if step[0] in extra:
+                    await extra[step[0]](*step[1:])
+                    await self.step("update")
+                else:
+                    await self.step(*step)
+            await self.settle()
+        asyncio.run(run())
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def assert_redeemed(self, card_no: str, points: int) -> None:
+        """Every replica counts ``points`` redeemed on ``card_no`` against its offline allowance."""
+        assert all(r.offline_redeemed.get(card_no, 0) == points for r in self.replicas.values())
+
+    async def settle(self) -> None:
+        """Every journal record batched and ingested: the site is the host."""
+        while self.cursor < (self.journal.counts().last_seq or 0):
+            await self.batch(50)
+        self.update()
+        self.check()
+
+    async def redeem(self, card_no: str, points: int, money_kop: int) -> None:
+        """A sale on ``card_no`` paid with ``points`` and money at every replica, as the till
+        lane does it (its redemption counted against the offline allowance), journaled."""
+        sale = ClubSale(card_no, (SaleLine("s", "shoes", points * 100 + money_kop),), T0, "store", "cash")
+        txn_no = next(self.txn_no)
+        for r in self.replicas.values():
+            res = r.club.commit(sale, ClubPayment(points=points, money_kop=money_kop), txn_no)
+            assert res.approved and res.redeemed_points == points
+            r.offline_redeemed[card_no] += res.redeemed_points  # what the till lane does
+        body = {"sale": club_sale_body(sale), "txn_no": txn_no,
+                "payment": {"points": points, "card_balance_kop": 0, "money_kop": money_kop}, "reason": "OK",
+                "accrued_points": res.accrued_points, "redeemed_points": points, "lots_used": [],
+                "balance_after_kop": res.balance_after_kop}
+        await self.append([WireRecord(new_id(SITE), SITE, "till-1", new_txn_id(SITE, "till-1"), "till.sale_committed",
+                                      T0, body)])
+
+    def redeemable_card(self) -> str:
+        """A club card that may redeem points on a 100-ruble sale now."""
+        return next(no for no in self.club_cards if self.replicas["native"].club.quote(
+            ClubSale(no, (SaleLine("s", "shoes", 10_000),), T0)).max_redeem_points)
+
     # -- the property --
 
     def unacked(self):
@@ -248,16 +322,18 @@ def _lots(account) -> list:
     return sorted((x.lot_id, x.points, x.matures_at_s, x.expires_at_s) for x in account.lots)
 
 
-steps = st.lists(st.one_of(
-    st.tuples(st.just("fuel"), st.sampled_from(CARDS), st.integers(1, 40_000)),
-    st.tuples(st.just("topup"), st.integers(0, 2), st.integers(1, 300_000)),
-    st.tuples(st.just("pay"), st.integers(0, 2), st.integers(1, 300_000)),
-    st.tuples(st.just("other"), st.sampled_from(CARDS), st.integers(1, 40_000)),
-    st.tuples(st.just("batch"), st.integers(1, 12)),
-    st.tuples(st.just("update")),
-    st.tuples(st.just("snapshot"), st.sampled_from(BALANCE_TABLES)),
-    st.tuples(st.just("restart")),
-), min_size=1, max_size=25)
+#: The steps of a plan, by name (other tests add their own to these).
+STEPS = {
+    "fuel": st.tuples(st.just("fuel"), st.sampled_from(CARDS), st.integers(1, 40_000)),
+    "topup": st.tuples(st.just("topup"), st.integers(0, 2), st.integers(1, 300_000)),
+    "pay": st.tuples(st.just("pay"), st.integers(0, 2), st.integers(1, 300_000)),
+    "other": st.tuples(st.just("other"), st.sampled_from(CARDS), st.integers(1, 40_000)),
+    "batch": st.tuples(st.just("batch"), st.integers(1, 12)),
+    "update": st.tuples(st.just("update")),
+    "snapshot": st.tuples(st.just("snapshot"), st.sampled_from(BALANCE_TABLES)),
+    "restart": st.tuples(st.just("restart")),
+}
+steps = st.lists(st.one_of(*STEPS.values()), min_size=1, max_size=25)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -269,36 +345,9 @@ steps = st.lists(st.one_of(
           ("snapshot", Table.CLUB_ACCOUNTS), ("fuel", CARD2, 900), ("snapshot", Table.FUEL_CARDS),
           ("snapshot", Table.FUEL_CARDS)])
 def test_the_site_sees_the_host_plus_its_own_unacknowledged_spend_on_both_evaluators(tmp_path_factory, plan):
-    w = World(tmp_path_factory.mktemp("balance"))
-
-    async def run() -> None:
-        for step in plan:
-            name, args = step[0], step[1:]
-            if name == "fuel":
-                await w.fuel(*args)
-            elif name == "topup":
-                await w.topup(w.club_cards[args[0]], args[1])
-            elif name == "pay":
-                await w.pay(w.club_cards[args[0]], args[1])
-            elif name == "other":
-                await w.other_site(*args)
-            elif name == "batch":
-                await w.batch(args[0])
-            elif name == "snapshot":
-                w.snapshot(args[0])
-            elif name == "restart":
-                w.restart()
-            w.update()
-            w.check()
-        while w.cursor < (w.journal.counts().last_seq or 0):  # everything acked: the site is the host
-            await w.batch(50)
-        w.update()
-        w.check()
+    with World(tmp_path_factory.mktemp("balance")) as w:
+        w.play(plan)  # then everything acked: the site is the host
         assert w.unacked() == []
-    try:
-        asyncio.run(run())
-    finally:
-        w.close()
 
 
 def test_the_offline_redemption_allowance_starts_again_once_the_host_counts_it(tmp_path):
@@ -308,31 +357,17 @@ def test_the_offline_redemption_allowance_starts_again_once_the_host_counts_it(t
     w = World(tmp_path)
 
     async def go() -> None:
-        card = next(no for no in w.club_cards
-                    if w.replicas["native"].club.quote(ClubSale(no, (SaleLine("s", "shoes", 10_000),), T0)).max_redeem_points)
-        sale = ClubSale(card, (SaleLine("s", "shoes", 10_000),), T0, "store", "cash")
-        txn_no = next(w.txn_no)
-        for r in w.replicas.values():
-            res = r.club.commit(sale, ClubPayment(points=2, money_kop=9_800), txn_no)
-            assert res.approved and res.redeemed_points == 2
-            r.offline_redeemed[card] += res.redeemed_points  # what the till lane does
-        body = {"sale": club_sale_body(sale), "txn_no": txn_no,
-                "payment": {"points": 2, "card_balance_kop": 0, "money_kop": 9_800}, "reason": "OK",
-                "accrued_points": res.accrued_points, "redeemed_points": 2, "lots_used": [],
-                "balance_after_kop": res.balance_after_kop}
-        await w.append([WireRecord(new_id(SITE), SITE, "till-1", new_txn_id(SITE, "till-1"), "till.sale_committed",
-                                   T0, body)])
+        card = w.redeemable_card()
+        await w.redeem(card, 2, 9_800)
         w.update()
-        assert all(r.offline_redeemed[card] == 2 for r in w.replicas.values())  # not counted by the host yet
+        w.assert_redeemed(card, 2)  # not counted by the host yet
         w.restart()
-        assert all(r.offline_redeemed[card] == 2 for r in w.replicas.values())  # from the journal
+        w.assert_redeemed(card, 2)  # from the journal
         await w.batch(10)
         w.update()
-        assert all(r.offline_redeemed.get(card, 0) == 0 for r in w.replicas.values())
+        w.assert_redeemed(card, 0)
         w.restart()
-        assert all(r.offline_redeemed.get(card, 0) == 0 for r in w.replicas.values())
+        w.assert_redeemed(card, 0)
         w.check()
-    try:
+    with w:
         asyncio.run(go())
-    finally:
-        w.close()

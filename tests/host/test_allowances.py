@@ -152,3 +152,183 @@ def test_malformed_balance_fields_are_refused_with_a_clear_error(name, value):
     for a in row.allowances:
         assert isinstance(a, Allowance) and a.amount_kop >= 0
     assert len({w.site_id for w in row.watermarks}) == len(row.watermarks)
+
+
+# -- setting it: the admin command and the worker's default --------------------------------
+
+def admin(url: str, *argv: str) -> tuple[int, str, str]:
+    import contextlib
+    import io
+
+    from host.admin import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["--db", url, *argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_the_admin_sets_and_shows_a_contracts_exposure(ledger_url: str, ledger: Ledger):
+    pub = world(ledger)
+    ingest_batch(ledger, one_sale_batch(Site("S1"), 1))
+    code, out, _ = admin(ledger_url, "offline-exposure", str(CONTRACT))
+    assert code == 0 and "the host worker's default" in out
+    v = pub.version(Table.CONTRACTS)
+    code, out, err = admin(ledger_url, "set-offline-exposure", str(CONTRACT), "3000")
+    assert code == 0, err
+    # S1 weighs 3, S2 and S3 1 each, one share kept: 6 shares of 500 RUB
+    assert "offline exposure 3000.00 RUB" in out and "S1" in out and "1500.00" in out and "every other site" in out
+    assert pub.version(Table.CONTRACTS) == v + 1  # published as a contracts delta
+    assert rows_now(pub)[(Table.CONTRACTS, CONTRACT)].allowances == (Allowance("S1", 150_000), Allowance("*", 50_000))
+    code, out, _ = admin(ledger_url, "offline-exposure", str(CONTRACT))
+    assert code == 0 and "3000.00 RUB" in out and "500.00" in out
+    code, out, _ = admin(ledger_url, "set-offline-exposure", str(CONTRACT), "default")
+    assert code == 0 and "default" in out
+    assert rows_now(pub)[(Table.CONTRACTS, CONTRACT)].allowances == ()
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["set-offline-exposure", "1", "-5"], "rubles"),
+    (["set-offline-exposure", "1", "1.234"], "rubles"),
+    (["set-offline-exposure", "1", "abc"], "rubles"),
+    (["set-offline-exposure", "1", "999999999999"], "most allowed"),
+    (["set-offline-exposure", "1", "100", "--priority-weight", "0"], "priority_weight"),
+    (["set-offline-exposure", "99", "100"], "no contract 99"),
+    (["offline-exposure", "99"], "no contract 99"),
+])
+def test_bad_admin_exposures_are_refused_in_one_line_and_change_nothing(ledger_url: str, ledger: Ledger, argv, says):
+    pub = world(ledger)
+    set_offline_exposure(ledger, CONTRACT, 90_000)
+    v = pub.version(Table.CONTRACTS)
+    code, out, err = admin(ledger_url, *argv)
+    assert code == 1 and says in err and err.count("\n") == 1 and out == ""
+    assert pub.version(Table.CONTRACTS) == v
+    assert ledger.db.scalar("SELECT offline_exposure_kop FROM contracts WHERE contract_id = ?", (CONTRACT,)) == 90_000
+
+
+def test_the_workers_default_exposure_setting_is_validated():
+    from host.worker import default_exposure_policy
+    assert default_exposure_policy(None) == AllowancePolicy() == default_exposure_policy("  ")
+    assert default_exposure_policy("1500.50") == AllowancePolicy(150_050)
+    assert default_exposure_policy("1,5") == AllowancePolicy(150)  # a decimal comma, as typed in Russia
+    for bad in ("-1", "ten", "1e3", "99999999999999"):
+        with pytest.raises(InvalidInput):
+            default_exposure_policy(bad)
+
+
+@pytest.mark.parametrize("value", ["abc", "-3", "0.001"])
+def test_a_bad_default_exposure_stops_the_worker_before_anything_starts(tmp_path, capsys, value):
+    from host.worker import main
+    with pytest.raises(SystemExit) as exc:
+        main(["--keys-dir", str(tmp_path), "--db", f"sqlite:///{tmp_path / 'l.sqlite'}",
+              "--default-offline-exposure-rub", value])
+    assert exc.value.code == 2
+    assert "--default-offline-exposure-rub" in capsys.readouterr().err
+    assert not (tmp_path / "l.sqlite").exists()
+
+
+def test_a_worker_publishes_the_default_exposure_of_contracts_without_one(ledger_url: str, ledger: Ledger):
+    """The worker's setting reaches what it publishes: a snapshot it cuts for a site's request
+    carries the default's equal shares on a contract that sets none, and a contract's own
+    exposure wins over it."""
+    import asyncio
+
+    from host.ledger_thread import LedgerThread
+    from host.worker import Worker
+    from wire import SnapshotRequest, encode, snapshot_requests_topic
+
+    world(ledger)
+    master.create_contract(ledger, contract(CONTRACT + 1))
+    set_offline_exposure(ledger, CONTRACT + 1, 80_000, priority_weight=1)
+    host_keys = SiteKeys({"S1": bytes(32)}, replica_signing=KEYS.replica_signing)
+    site_keys = SiteKeys({"S1": bytes(32)}, replica_verify=KEYS.replica_signing.public_key())
+    worker = Worker(ledger_url, host_keys, allowances=AllowancePolicy(default_exposure_kop=60_000))
+
+    async def ask():
+        worker._ingest = LedgerThread(ledger_url, name="test-ingest")
+        try:
+            req = SnapshotRequest("S1", Table.CONTRACTS, 0)
+            return await worker._ingest.call(worker.handle, snapshot_requests_topic("S1"), encode(req, site_keys))
+        finally:
+            await worker._ingest.close()
+    pubs = asyncio.run(ask())
+    rows = {r.contract_id: r for p in pubs if p.payload for r in decode(p.payload, site_keys, topic=p.topic).rows}
+    assert rows[CONTRACT].allowances == (Allowance("*", 15_000),)  # 3 active sites and one kept: 4 shares
+    assert rows[CONTRACT + 1].allowances == (Allowance("*", 20_000),)  # its own, as set
+
+
+# -- replica_spenders pruned: what no watermark needs goes, the balance rows stay the same --
+
+def _spenders(ledger: Ledger) -> set[tuple[str, str, str]]:
+    return set(ledger.db.fetchall("SELECT tbl, key, site_id FROM replica_spenders"))
+
+
+def test_spenders_no_watermark_needs_are_pruned_a_slice_at_a_time_and_the_rows_stay_the_same(ledger: Ledger):
+    from host.watermarks import prune_spenders
+    pub = world(ledger)
+    s1, s2 = Site("S1"), Site("S2")
+    ingest_batch(ledger, one_sale_batch(s1, 1))
+    ingest_batch(ledger, one_sale_batch(s2, 1, CARD2))
+    needed = _spenders(ledger)
+    assert ("contracts", str(CONTRACT), "S1") in needed and ("fuel_cards", CARD2, "S2") in needed
+    orphans = {("contracts", "999", "S1"),  # a contract not in the ledger
+               ("contracts", "01", "S1"),  # not the text of a contract id
+               ("fuel_cards", "7005830000000999", "S2"),  # a card not in the ledger
+               ("club_accounts", "5", "S1"),
+               ("contracts", str(CONTRACT), "GONE"),  # a site not registered
+               ("stop_list", CARD, "S1")}  # a table without watermarks
+    ledger.db.run(lambda db: db.executemany("INSERT INTO replica_spenders (tbl, key, site_id) VALUES (?, ?, ?)",
+                                            sorted(orphans)))
+    def published() -> dict:
+        return {(t, r.contract_id if t is Table.CONTRACTS else r.card.card_no): r.watermarks
+                for t in (Table.CONTRACTS, Table.FUEL_CARDS) for p in pub.snapshot(t) for r in p.rows}
+    before = published()
+    after, pruned, calls = None, 0, 0
+    while True:  # two rows a call: the cursor goes on where the last call stopped
+        res = prune_spenders(ledger, after, scan=2)
+        assert res.scanned <= 2
+        pruned += res.pruned
+        calls += 1
+        after = res.after
+        if after is None:
+            break
+    assert calls >= (len(needed) + len(orphans)) // 2
+    assert pruned == len(orphans) and _spenders(ledger) == needed
+    assert prune_spenders(ledger).pruned == 0  # nothing more to drop
+    # the balance rule: every published row names the same watermarks as before, but the
+    # unregistered site's (0: the same as none at a site)
+    assert before[(Table.CONTRACTS, CONTRACT)] == (Watermark("GONE", 0), Watermark("S1", 1), Watermark("S2", 1))
+    assert published() == {k: tuple(w for w in v if w.site_id != "GONE") for k, v in before.items()}
+    ingest_batch(ledger, one_sale_batch(s1, 2))  # and the pruned table goes on naming new spend
+    assert rows_now(pub)[(Table.CONTRACTS, CONTRACT)].watermarks == (Watermark("S1", 2), Watermark("S2", 1))
+    assert published()[(Table.FUEL_CARDS, CARD)] == (Watermark("S1", 2),)
+
+
+def test_bad_prune_slices_are_refused(ledger: Ledger):
+    from host.watermarks import prune_spenders
+    for bad in (0, -1, 1.5, "10"):
+        with pytest.raises(InvalidInput, match="scan"):
+            prune_spenders(ledger, scan=bad)
+
+
+def test_the_workers_housekeeping_prunes_a_slice_per_fold(ledger_url: str, ledger: Ledger):
+    import asyncio
+
+    from host.ledger_thread import LedgerThread
+    from host.worker import Worker
+    world(ledger)
+    ingest_batch(ledger, one_sale_batch(Site("S1"), 1))
+    needed = _spenders(ledger)
+    ledger.db.run(lambda db: db.executemany("INSERT INTO replica_spenders (tbl, key, site_id) VALUES (?, ?, ?)",
+                                            [("contracts", "999", "S1"), ("fuel_cards", "x", "S3")]))
+    worker = Worker(ledger_url, SiteKeys({}, replica_signing=KEYS.replica_signing))
+    worker.prune_scan = 1
+
+    async def folds(n: int) -> None:
+        lt = LedgerThread(ledger_url, name="test-publisher")
+        try:
+            for _ in range(n):
+                await worker._housekeeping(lt)
+        finally:
+            await lt.close()
+    asyncio.run(folds(len(needed) + 2))  # one row a fold: every row looked at once
+    assert worker.stats.spenders_pruned == 2 and _spenders(ledger) == needed

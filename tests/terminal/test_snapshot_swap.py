@@ -121,15 +121,14 @@ def test_apply_snapshot_keeps_the_loop_turning_while_the_cards_are_built():
     assert turns > 10, turns  # the loop kept turning during the build
 
 
-def test_a_replica_that_follows_its_own_spend_applies_fuel_cards_on_the_loop_with_the_balance_rule():
-    """The swap streams the host's counters untranslated; a host replica (site_id set: it
-    re-applies its own spend past each row's watermark) must not take it, or a snapshot
-    would forget the spend the host has not counted yet. apply_snapshot then hands the
-    whole table to ``apply`` (Replica.apply_update, which translates)."""
+def test_a_replica_that_follows_its_own_spend_builds_fuel_cards_off_the_loop_too():
+    """A host replica (site_id set: it re-applies its own spend past each row's watermark)
+    takes the swap too: its rows are translated in the build, nothing is handed to
+    ``apply`` on the loop (the balance rule across the swap: tests/test_balance_fuel_swap.py)."""
     r = replica()
     r.site_id = "site-a"
-    assert not can_swap(r, Table.FUEL_CARDS)
-    handed: list = []
+    assert can_swap(r, Table.FUEL_CARDS)
     rows = card_rows(r.fuel)
-    asyncio.run(apply_snapshot(r, Table.FUEL_CARDS, 2, lambda: iter(rows), handed.append))
-    assert len(handed) == 1 and handed[0].table == Table.FUEL_CARDS and len(handed[0].rows) == len(rows)
+    asyncio.run(apply_snapshot(r, Table.FUEL_CARDS, 2, lambda: iter(rows),
+                               lambda u: pytest.fail(f"applied on the loop: {u}")))
+    assert r.table_versions[Table.FUEL_CARDS] == 2 and r.fuel_recording is None
