@@ -14,7 +14,8 @@ from .errors import RequestError
 from .fuel_model import (CardStatus, Contract, DiscountKind, DiscountWhere, FuelCard,
                          FuelCompletion, FuelDecision, FuelModel, FuelRequest, FuelState, Limit,
                          LimitCounter, LimitUnit, Period, Product, Station, mask_card_no)
-from .localtime import MAX_UTC_S, day_number, local_date, month_start, week_start
+from .localtime import (MAX_UTC_S, day_number, local_date, month_start, quarter_start, week_start,
+                        year_start)
 from .money import (MAX_AMOUNT_KOP, MAX_VOLUME_ML, amount_for_volume, bp_of,
                     max_volume_for_amount)
 from .reasons import Reason
@@ -104,7 +105,8 @@ def count_delivery(card: FuelCard, product: Product, today: date, counter_of: Ca
                    volume_ml: int, amount_kop: int) -> list[tuple[int, LimitCounter]]:
     """The counters of ``card``'s limits after a delivery of ``volume_ml`` (``amount_kop``)
     of ``product`` authorized on local day ``today``: every limit with a period that covers
-    the product counts it (litres or kopecks) in the period containing ``today``; a counter
+    the product counts it (litres, kopecks, or one purchase when anything was delivered) in
+    the period containing ``today``; a counter
     of an earlier period starts again from nothing. ``counter_of(limit_id)`` is the counter
     now. The one counting rule of :func:`complete` and of the balance rule
     (:func:`authz.balance.counters_after`)."""
@@ -116,7 +118,12 @@ def count_delivery(card: FuelCard, product: Product, today: date, counter_of: Ca
         counter = counter_of(limit.limit_id)
         if counter is None or counter.period_start < start:
             counter = LimitCounter(0, start)
-        added = volume_ml if limit.unit is LimitUnit.MILLILITRES else amount_kop
+        if limit.unit is LimitUnit.PURCHASES:
+            if volume_ml == 0:
+                continue  # nothing delivered: not a purchase
+            added = 1
+        else:
+            added = volume_ml if limit.unit is LimitUnit.MILLILITRES else amount_kop
         after.append((limit.limit_id, LimitCounter(counter.spent + added, counter.period_start)))
     return after
 
@@ -143,6 +150,10 @@ def period_start(period: Period, today: date) -> int:
         return day_number(week_start(today))
     if period is Period.MONTH:
         return day_number(month_start(today))
+    if period is Period.QUARTER:
+        return day_number(quarter_start(today))
+    if period is Period.YEAR:
+        return day_number(year_start(today))
     return 0
 
 
