@@ -13,9 +13,10 @@ from datetime import date
 from .errors import RequestError
 from .fuel_model import (CardStatus, Contract, DiscountKind, DiscountWhere, FuelCard,
                          FuelCompletion, FuelDecision, FuelModel, FuelRequest, FuelState, Limit,
-                         LimitCounter, LimitUnit, Period, Product, Station, mask_card_no)
-from .localtime import (MAX_UTC_S, day_number, local_date, month_start, quarter_start, week_start,
-                        year_start)
+                         LimitCounter, LimitUnit, OnBreach, Period, Product, RuleException, Station,
+                         StationScope, mask_card_no)
+from .localtime import (MAX_UTC_S, day_number, local_date, local_weekday_minute, month_start,
+                        quarter_start, week_start, year_start)
 from .money import (MAX_AMOUNT_KOP, MAX_VOLUME_ML, amount_for_volume, bp_of,
                     max_volume_for_amount)
 from .reasons import Reason
@@ -25,10 +26,17 @@ def authorize(model: FuelModel, state: FuelState, req: FuelRequest) -> FuelDecis
     """The largest volume (and its amount) ``req`` may dispense, and the binding reason.
 
     Checks in order: stop list, card blocked, card expired, product group allowed on the
-    card, product sold at the station. Then the volume is the smallest of: the preset (or
-    the station's largest fill), every covering limit's remainder in its current period,
-    and what the contract balance plus credit line pays for. Ties go to the earlier of that
-    list, so a preset that exactly meets a limit is approved as asked (reason OK).
+    card, product sold at the station. Then the card's controls (:func:`broken_controls`):
+    its product list, its station restriction, its time windows; a broken one declines with
+    its reason when the card's ``on_breach`` is DECLINE, and becomes an exception of the
+    answer when it is ALERT. Then the volume is the smallest of: the preset (or the
+    station's largest fill), every covering DECLINE limit's remainder in its current period
+    (a purchase-count limit leaves nothing once its count is reached, and never bounds the
+    volume otherwise), and what the contract balance plus credit line pays for. Ties go to
+    the earlier of that list, so a preset that exactly meets a limit is approved as asked
+    (reason OK). An ALERT limit never bounds the answer: each one the answer goes past adds
+    an exception (LIMIT, or LIMIT_EXHAUSTED when it has nothing left). A decline carries no
+    exceptions.
     """
     card, station, product = _resolve(model, req)
     if card.card_no in (model.stop_list if state.stop_list is None else state.stop_list):
@@ -44,6 +52,11 @@ def authorize(model: FuelModel, state: FuelState, req: FuelRequest) -> FuelDecis
     list_price = station.prices_kop_per_l.get(product.code)
     if product.group not in station.groups or list_price is None:
         return _decline(Reason.PRODUCT_NOT_SOLD)
+    exceptions: list[RuleException] = []
+    for broken in broken_controls(card, contract, station, product, req.now_utc_s):
+        if card.on_breach is OnBreach.DECLINE:
+            return _decline(broken)
+        exceptions.append(RuleException(broken))
     price = unit_price(model, contract, station, product, list_price)
 
     if req.preset_volume_ml is not None:
@@ -54,14 +67,20 @@ def authorize(model: FuelModel, state: FuelState, req: FuelRequest) -> FuelDecis
         volume = station.max_fill_ml
     reason, binding = Reason.OK, None
 
-    for limit in card.limits:
-        if not limit.covers(product):
-            continue
+    def fits_of(limit: Limit) -> int | None:
+        """The volume ``limit`` leaves (None: a purchase count not yet reached, no bound)."""
         left = limit.amount - spent_in_period(limit, state.counters.get((card.card_no, limit.limit_id)), today)
+        if limit.unit is LimitUnit.PURCHASES:
+            return None if left > 0 else 0
         fits = left if limit.unit is LimitUnit.MILLILITRES else max_volume_for_amount(left, price)
-        fits = max(fits, 0)
-        if fits < volume:
-            volume, reason, binding = fits, Reason.LIMIT, limit.limit_id
+        return max(fits, 0)
+
+    covering = [limit for limit in card.limits if limit.covers(product)]
+    for limit in covering:
+        if limit.on_breach is OnBreach.DECLINE:
+            fits = fits_of(limit)
+            if fits is not None and fits < volume:
+                volume, reason, binding = fits, Reason.LIMIT, limit.limit_id
 
     available = state.balances[contract.contract_id] + contract.credit_line_kop
     fits = max_volume_for_amount(available, price)
@@ -71,7 +90,36 @@ def authorize(model: FuelModel, state: FuelState, req: FuelRequest) -> FuelDecis
     if volume == 0:
         reason = {Reason.OK: Reason.PRESET_TOO_SMALL, Reason.LIMIT: Reason.LIMIT_EXHAUSTED,
                   Reason.BALANCE: Reason.BALANCE_EXHAUSTED}[reason]
-    return FuelDecision(reason, volume, amount_for_volume(volume, price), price, list_price, binding)
+        return FuelDecision(reason, 0, 0, price, list_price, binding)
+    for limit in covering:
+        if limit.on_breach is OnBreach.ALERT:
+            alert_fits = fits_of(limit)
+            if alert_fits is not None and alert_fits < volume:
+                exceptions.append(RuleException(Reason.LIMIT if alert_fits else Reason.LIMIT_EXHAUSTED,
+                                                limit.limit_id))
+    return FuelDecision(reason, volume, amount_for_volume(volume, price), price, list_price, binding,
+                        tuple(exceptions))
+
+
+def broken_controls(card: FuelCard, contract: Contract, station: Station, product: Product,
+                    now_utc_s: int) -> list[Reason]:
+    """The fleet manager's controls of ``card`` that a purchase of ``product`` at ``station``
+    at UTC second ``now_utc_s`` breaks, in checking order: its product list
+    (PRODUCT_NOT_ALLOWED), its station restriction (STATION_NOT_ALLOWED: the contract's home
+    region, or the listed stations) and its time windows (OUTSIDE_TIME_WINDOW: local weekday
+    and minute in the contract's zone; no windows is any time)."""
+    broken: list[Reason] = []
+    if card.products is not None and product.code not in card.products:
+        broken.append(Reason.PRODUCT_NOT_ALLOWED)
+    if card.station_scope is StationScope.HOME_REGION and station.region != contract.home_region:
+        broken.append(Reason.STATION_NOT_ALLOWED)
+    elif card.station_scope is StationScope.LISTED and station.station_id not in card.station_ids:
+        broken.append(Reason.STATION_NOT_ALLOWED)
+    if card.windows:
+        weekday, minute = local_weekday_minute(now_utc_s, contract.tz)
+        if not any(w.contains(weekday, minute) for w in card.windows):
+            broken.append(Reason.OUTSIDE_TIME_WINDOW)
+    return broken
 
 
 def complete(model: FuelModel, state: FuelState, req: FuelRequest, decision: FuelDecision,
@@ -207,4 +255,4 @@ def _decline(reason: Reason) -> FuelDecision:
     return FuelDecision(reason, 0, 0, 0, 0, None)
 
 
-__all__ = ["authorize", "complete", "count_delivery", "unit_price", "period_start", "spent_in_period", "mask_card_no"]
+__all__ = ["authorize", "broken_controls", "complete", "count_delivery", "unit_price", "period_start", "spent_in_period", "mask_card_no"]

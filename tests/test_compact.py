@@ -312,7 +312,7 @@ def test_repeated_limit_id_on_a_card_is_refused():
     i = 0
     cols.lim_id.insert(i, 7)
     for name, value in (("lim_unit", 1), ("lim_period", 1), ("lim_scope", 0), ("lim_amount", 5), ("lim_scope_value", -1),
-                        ("lim_spent", 0), ("lim_pstart", 0)):
+                        ("lim_spent", 0), ("lim_pstart", 0), ("lim_on_breach", 0)):
         getattr(cols, name).insert(i, value)
     cols.card_nlimits[0] += 1
     with pytest.raises(ModelError, match="repeats limit id 7"):
