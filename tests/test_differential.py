@@ -48,13 +48,13 @@ def time_windows(draw) -> TimeWindow:
 
 
 @st.composite
-def card_controls(draw, card_groups, station_ids) -> dict:
-    """FuelCard keyword arguments for the fleet manager's controls: none most of the time,
-    else a product list within the card's groups, time windows, a station restriction,
-    and what a breach does."""
-    if draw(st.integers(0, 3)) == 0:
+def card_controls(draw, card_groups, station_ids, products=PRODUCTS, always: bool = False) -> dict:
+    """FuelCard keyword arguments for the fleet manager's controls: none a quarter of the
+    time (unless ``always``), else a product list within the card's groups, time windows, a
+    station restriction, and what a breach does."""
+    if not always and draw(st.integers(0, 3)) == 0:
         return {}
-    allowed = [p.code for p in PRODUCTS if p.group in card_groups]
+    allowed = [p.code for p in products if p.group in card_groups]
     products = None
     if allowed and draw(st.booleans()):
         products = draw(st.frozensets(st.sampled_from(allowed), min_size=1))
@@ -65,8 +65,9 @@ def card_controls(draw, card_groups, station_ids) -> dict:
 
 
 @st.composite
-def fuel_models(draw) -> FuelModel:
-    """Small fuel models that still reach every rule: few cards, stations, limits, zones."""
+def fuel_models(draw, controls: bool = False) -> FuelModel:
+    """Small fuel models that still reach every rule: few cards, stations, limits, zones
+    (``controls``: every card has some of the fleet manager's controls)."""
     n_st = draw(st.integers(1, 3))
     stations = []
     for s in range(n_st):
@@ -107,7 +108,7 @@ def fuel_models(draw) -> FuelModel:
         cards.append(FuelCard(no, draw(st.integers(1, len(contracts))),
                               date.fromordinal(draw(st.integers(date(2025, 9, 1).toordinal(), date(2028, 9, 1).toordinal()))),
                               card_groups, tuple(limits), status=draw(mostly_active),
-                              **draw(card_controls(card_groups, [s.station_id for s in stations]))))
+                              **draw(card_controls(card_groups, [s.station_id for s in stations], always=controls))))
     stop = draw(st.lists(st.sampled_from([c.card_no for c in cards]), max_size=1)) if draw(st.booleans()) else []
     return FuelModel(products=PRODUCTS, stations=stations, contracts=contracts, cards=cards,
                      discounts=discounts, stop_list=stop, counters=counters)
@@ -152,6 +153,27 @@ def test_fuel_native_agrees_with_reference(data):
     for card in model.cards:
         for lim in card.limits:
             assert nat.counter(card.card_no, lim.limit_id) == ref.counter(card.card_no, lim.limit_id)
+    batch = FuelBatch.from_requests(model, [r for r, _ in steps])
+    b_ref, b_nat = ref.authorize_batch(batch), nat.authorize_batch(batch)
+    for name in b_ref.__slots__:
+        assert getattr(b_nat, name) == getattr(b_ref, name), name
+
+
+@SETTINGS
+@given(st.data())
+def test_fuel_controls_native_agrees_with_reference(data):
+    """The same, with the fleet manager's controls on every card (product lists, station
+    restrictions, time windows crossing midnight, alerting rules and limits)."""
+    model = data.draw(fuel_models(controls=True))
+    ref, nat = ReferenceFuelEvaluator(model), NativeFuelEvaluator(model)
+    steps = data.draw(fuel_steps(model))
+    for req, pct in steps:
+        d_ref = ref.authorize(req)
+        assert nat.authorize(req) == d_ref, req
+        event(f"fuel {d_ref.reason.name}" + "".join(f" +{e.reason.name}" for e in d_ref.exceptions))
+        if pct is not None and d_ref.approved:
+            delivered = d_ref.volume_ml * pct // 100
+            assert nat.complete(req, d_ref, delivered) == ref.complete(req, d_ref, delivered)
     batch = FuelBatch.from_requests(model, [r for r, _ in steps])
     b_ref, b_nat = ref.authorize_batch(batch), nat.authorize_batch(batch)
     for name in b_ref.__slots__:
