@@ -366,3 +366,57 @@ def test_compact_tables_are_small():
     ev = NativeFuelEvaluator(sample_fuel_columns(100_000, seed=1))
     assert ev.limit_definitions == 9
     assert ev.nbytes() < 70 * 100_000
+
+
+# -- the fleet controls (issue 11) in columns -----------------------------------------------------
+
+@SETTINGS
+@given(fuel_models(controls=True))
+def test_columns_with_controls_round_trip(model):
+    """Product lists, windows, station restrictions and on-breach survive every path: model
+    -> columns -> model, host rows -> columns, evaluator -> columns and cards."""
+    cols = FuelColumns.from_model(model)
+    assert cols.to_model().cards == model.cards
+    rows = FuelColumns.from_rows(
+        products=model.products, stations=model.stations, discounts=model.discounts, contracts=model.contracts,
+        cards=((c, [(lim.limit_id, model.counters[(c.card_no, lim.limit_id)]) for lim in c.limits
+                    if (c.card_no, lim.limit_id) in model.counters]) for c in model.cards),
+        stop_list=model.stop_list)
+    assert rows == cols
+    ev = NativeFuelEvaluator(cols)
+    assert ev.columns() == cols
+    assert [ev.card_at(i) for i in range(ev.card_count)] == list(model.cards)
+
+
+def _controlled_model() -> FuelModel:
+    from authz.fuel_model import OnBreach, StationScope, TimeWindow
+    card = FuelCard("7005830000000001", 1, date(2030, 1, 1), frozenset({ProductGroup.FUEL}),
+                    (Limit(1, LimitUnit.PURCHASES, Period.DAY, 2),),
+                    products=frozenset({"A"}), windows=(TimeWindow(frozenset({0, 4}), 1320, 360),),
+                    station_scope=StationScope.LISTED, station_ids=frozenset({1}), on_breach=OnBreach.ALERT)
+    return FuelModel(products=PRODUCTS, stations=[Station(1, 0, FUEL, {"A": 5000})],
+                     contracts=[Contract(1, "Europe/Moscow", 0, Tariff.REGIONAL, 10**6)], cards=[card])
+
+
+def _bad_controls(edit, match):
+    cols = FuelColumns.from_model(_controlled_model())
+    edit(cols)
+    with pytest.raises(ModelError, match=match):
+        NativeFuelEvaluator(cols)
+
+
+def test_bad_control_columns_are_refused():
+    _bad_controls(lambda c: c.card_scope.pop(), "differ in length")
+    _bad_controls(lambda c: c.card_nstations.__setitem__(0, 2), "more rows than there are")
+    _bad_controls(lambda c: c.cprod_pos.__setitem__(0, 40), "unknown product")
+    _bad_controls(lambda c: c.cprod_pos.__setitem__(0, 2), "which the card's product groups exclude")
+    _bad_controls(lambda c: c.win_end.__setitem__(0, 1320), "zero length")
+    _bad_controls(lambda c: c.win_end.__setitem__(0, 2000), "outside 00:00..24:00")
+    _bad_controls(lambda c: c.win_days.__setitem__(0, 0), "time window with days")
+    _bad_controls(lambda c: c.win_days.__setitem__(0, 255), "time window with days")
+    _bad_controls(lambda c: c.cst_id.__setitem__(0, 77), "unknown station 77")
+    _bad_controls(lambda c: c.card_scope.__setitem__(0, 7), "station restriction or on-breach out of range")
+    _bad_controls(lambda c: c.card_scope.__setitem__(0, 1), "lists stations but its station restriction is HOME_REGION")
+    _bad_controls(lambda c: c.lim_period.__setitem__(0, 0), "counts purchases per transaction")
+    _bad_controls(lambda c: c.lim_on_breach.__setitem__(0, 3), "on-breach out of range")
+    _bad_controls(lambda c: c.cst_id.append(1), "no card owns")
