@@ -307,12 +307,12 @@ class FuelColumns:
         p, w, s = rows_at
         n_p, n_w, n_s = self.card_nproducts[i], self.card_nwindows[i], self.card_nstations[i]
         rows_at[:] = [p + n_p, w + n_w, s + n_s]
-        return dict(
-            products=frozenset(self.products[k].code for k in self.cprod_pos[p:p + n_p]) if n_p else None,
-            windows=tuple(TimeWindow(_weekdays_of(self.win_days[r]), self.win_start[r], self.win_end[r])
-                          for r in range(w, w + n_w)),
-            station_scope=StationScope(self.card_scope[i]), station_ids=frozenset(self.cst_id[s:s + n_s]),
-            on_breach=OnBreach(self.card_on_breach[i]))
+        return {
+            "products": frozenset(self.products[k].code for k in self.cprod_pos[p:p + n_p]) if n_p else None,
+            "windows": tuple(TimeWindow(_weekdays_of(self.win_days[r]), self.win_start[r], self.win_end[r])
+                             for r in range(w, w + n_w)),
+            "station_scope": StationScope(self.card_scope[i]), "station_ids": frozenset(self.cst_id[s:s + n_s]),
+            "on_breach": OnBreach(self.card_on_breach[i])}
 
     # -- edits the simulated site makes --
 

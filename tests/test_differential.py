@@ -61,7 +61,8 @@ def card_controls(draw, card_groups, station_ids, products=PRODUCTS, always: boo
     windows = tuple(draw(st.lists(time_windows(), max_size=3))) if draw(st.booleans()) else ()
     scope = draw(st.sampled_from(list(StationScope)))
     ids = draw(st.frozensets(st.sampled_from(station_ids), min_size=1)) if scope is StationScope.LISTED else frozenset()
-    return dict(products=products, windows=windows, station_scope=scope, station_ids=ids, on_breach=draw(on_breach))
+    return {"products": products, "windows": windows, "station_scope": scope, "station_ids": ids,
+            "on_breach": draw(on_breach)}
 
 
 @st.composite
