@@ -111,9 +111,8 @@ def broken_controls(card: FuelCard, contract: Contract, station: Station, produc
     broken: list[Reason] = []
     if card.products is not None and product.code not in card.products:
         broken.append(Reason.PRODUCT_NOT_ALLOWED)
-    if card.station_scope is StationScope.HOME_REGION and station.region != contract.home_region:
-        broken.append(Reason.STATION_NOT_ALLOWED)
-    elif card.station_scope is StationScope.LISTED and station.station_id not in card.station_ids:
+    if (card.station_scope is StationScope.HOME_REGION and station.region != contract.home_region) or \
+            (card.station_scope is StationScope.LISTED and station.station_id not in card.station_ids):
         broken.append(Reason.STATION_NOT_ALLOWED)
     if card.windows:
         weekday, minute = local_weekday_minute(now_utc_s, contract.tz)
@@ -220,6 +219,22 @@ def spent_in_period(limit: Limit, counter: LimitCounter | None, today: date) -> 
 
 def _resolve(model: FuelModel, req: FuelRequest) -> tuple[FuelCard, Station, Product]:
     """Check a request's shape and find its card, station and product, or RequestError."""
+    check_request(req)
+    card = model.card(req.card_no)
+    si = model.station_index.get(req.station_id)
+    if si is None:
+        raise RequestError(f"unknown station {req.station_id!r}")
+    pi = model.product_index.get(req.product)
+    if pi is None:
+        raise RequestError(f"unknown product {req.product!r}")
+    return card, model.stations[si], model.products[pi]
+
+
+def check_request(req: object) -> None:
+    """A RequestError naming what is wrong unless ``req`` is a well-formed FuelRequest: card
+    number text, station id a whole number, product code text, a time in 1970..2200 and
+    the presets of :func:`check_presets`. Whether the card, station and product exist is
+    the evaluator's to say. The one request check of the reference and native evaluators."""
     if not isinstance(req, FuelRequest):
         raise RequestError(f"expected a FuelRequest, got {type(req).__name__}")
     if type(req.card_no) is not str:
@@ -228,23 +243,22 @@ def _resolve(model: FuelModel, req: FuelRequest) -> tuple[FuelCard, Station, Pro
         raise RequestError(f"station_id must be a whole number, got {req.station_id!r}")
     if type(req.product) is not str:
         raise RequestError(f"product must be a product code, got {req.product!r}")
-    card = model.card(req.card_no)
-    si = model.station_index.get(req.station_id)
-    if si is None:
-        raise RequestError(f"unknown station {req.station_id!r}")
-    pi = model.product_index.get(req.product)
-    if pi is None:
-        raise RequestError(f"unknown product {req.product!r}")
     if type(req.now_utc_s) is not int or not 0 <= req.now_utc_s <= MAX_UTC_S:
         raise RequestError(f"time {req.now_utc_s!r} is outside 1970..2200")
-    if req.preset_volume_ml is not None and req.preset_amount_kop is not None:
+    check_presets(req.preset_volume_ml, req.preset_amount_kop)
+
+
+def check_presets(preset_volume_ml: object, preset_amount_kop: object) -> None:
+    """A RequestError unless the presets are none, or one of them a whole number in range
+    (1..MAX_VOLUME_ML millilitres, 1..MAX_AMOUNT_KOP kopecks): the check of both evaluators
+    (:func:`check_request`) and of the fuel lanes, before anything is decided."""
+    if preset_volume_ml is not None and preset_amount_kop is not None:
         raise RequestError("give a volume preset or an amount preset, not both")
-    _check_int("preset_volume_ml", req.preset_volume_ml, 1, MAX_VOLUME_ML)
-    _check_int("preset_amount_kop", req.preset_amount_kop, 1, MAX_AMOUNT_KOP)
-    return card, model.stations[si], model.products[pi]
+    _check_int("preset_volume_ml", preset_volume_ml, 1, MAX_VOLUME_ML)
+    _check_int("preset_amount_kop", preset_amount_kop, 1, MAX_AMOUNT_KOP)
 
 
-def _check_int(name: str, value: int | None, low: int, high: int) -> None:
+def _check_int(name: str, value: object, low: int, high: int) -> None:
     if value is None:
         return
     if type(value) is not int or not low <= value <= high:
@@ -255,4 +269,4 @@ def _decline(reason: Reason) -> FuelDecision:
     return FuelDecision(reason, 0, 0, 0, 0, None)
 
 
-__all__ = ["authorize", "broken_controls", "complete", "count_delivery", "unit_price", "period_start", "spent_in_period", "mask_card_no"]
+__all__ = ["authorize", "broken_controls", "check_presets", "check_request", "complete", "count_delivery", "unit_price", "period_start", "spent_in_period", "mask_card_no"]

@@ -24,6 +24,7 @@ from authz.club_model import (KOP_PER_POINT, MAX_SALE_KOP, AccountState, ClubAcc
                               ClubReturnResult, ClubSale, ClubState, ClubStatus, ClubTopUp, ClubTopUpResult,
                               PointLot, SaleLine)
 from authz.errors import ModelError, RequestError
+from authz.fuel import check_request
 from authz.fuel_model import (CardKind, CardStatus, Contract, FuelCard, FuelCompletion, FuelDecision,
                               FuelModel, FuelRequest, FuelState, Limit, LimitCounter, LimitUnit, OnBreach,
                               Period, ProductGroup, RuleException, Scope, StationScope, Tariff, TimeWindow,
@@ -2016,15 +2017,9 @@ cdef class NativeFuelEvaluator:
     # -- single calls --
 
     cdef tuple _positions(self, req):
-        """Check a FuelRequest as authz.fuel._resolve does; its card, station, product positions."""
-        if not isinstance(req, FuelRequest):
-            raise RequestError(f"expected a FuelRequest, got {type(req).__name__}")
-        if type(req.card_no) is not str:
-            raise RequestError(f"card_no must be text, got {type(req.card_no).__name__}")
-        if type(req.station_id) is not int:
-            raise RequestError(f"station_id must be a whole number, got {req.station_id!r}")
-        if type(req.product) is not str:
-            raise RequestError(f"product must be a product code, got {req.product!r}")
+        """Check a FuelRequest (authz.fuel.check_request, as authz.fuel._resolve does); its
+        card, station, product positions."""
+        check_request(req)
         c = self._card_pos(req.card_no)
         if c < 0:
             raise RequestError(f"unknown card {mask_card_no(req.card_no)}")
@@ -2034,17 +2029,8 @@ cdef class NativeFuelEvaluator:
         p = self.product_index.get(req.product)
         if p is None:
             raise RequestError(f"unknown product {req.product!r}")
-        now = req.now_utc_s
-        if type(now) is not int or not 0 <= now <= MAX_UTC:
-            raise RequestError(f"time {now!r} is outside 1970..2200")
         pv, pa = req.preset_volume_ml, req.preset_amount_kop
-        if pv is not None and pa is not None:
-            raise RequestError("give a volume preset or an amount preset, not both")
-        if pv is not None and (type(pv) is not int or not 1 <= pv <= MAX_VOLUME):
-            raise RequestError(f"preset_volume_ml must be a whole number in 1..{MAX_VOLUME}, got {pv!r}")
-        if pa is not None and (type(pa) is not int or not 1 <= pa <= MAX_AMOUNT):
-            raise RequestError(f"preset_amount_kop must be a whole number in 1..{MAX_AMOUNT}, got {pa!r}")
-        return c, s, p, now, pv or 0, pa or 0
+        return c, s, p, req.now_utc_s, pv or 0, pa or 0
 
     def authorize(self, req):
         """The largest volume and amount ``req`` may dispense, with the binding reason and
