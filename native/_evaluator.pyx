@@ -481,6 +481,85 @@ cdef class _KeyIndex:
         return (self.nb + 1) * sizeof(int32_t) + (self.n * sizeof(int32_t) if self.order != NULL else 0)
 
 
+cdef class _CardNumbers:
+    """Card number -> position for one table of cards, the one index of the fuel and the club
+    evaluators: the packed key index of the numbers that have an int64 key (key_of), a dict
+    of the others (``other_by_no`` / ``other_by_pos``), and the cards appended at run time
+    (positions from ``base`` on: ``extra`` by key, ``keys_extra`` in position order). A
+    ``str`` subclass is looked up by its text, as a dict of str would find it."""
+
+    cdef readonly _KeyIndex packed
+    cdef readonly dict other_by_no, other_by_pos
+    cdef dict extra
+    cdef object keys_extra
+    cdef readonly Py_ssize_t base
+
+    def __init__(self, cols, str what):
+        """The index of ``cols.card_key`` and ``cols.card_other`` (fuel or club columns);
+        ``what`` names the cards in errors ("card", "club card")."""
+        cdef Py_ssize_t n = len(cols.card_key)
+        self.packed = _KeyIndex(cols.card_key, True)
+        if self.packed.duplicate is not None:
+            raise ModelError(f"duplicate {what} {mask_card_no(card_no_of(self.packed.duplicate))}")
+        self.other_by_pos = dict(cols.card_other)
+        self.other_by_no = {no: i for i, no in self.other_by_pos.items()}
+        if len(self.other_by_no) != len(self.other_by_pos):
+            raise ModelError(f"duplicate {what} among the numbers without a key")
+        if self.packed.n + len(self.other_by_pos) != n:
+            raise ModelError(f"every {what} needs a key or a number in card_other, not both")
+        for i, no in self.other_by_pos.items():
+            if not 0 <= i < n or cols.card_key[i] != 0 or key_of(no):
+                raise ModelError(f"card_other[{i}]: not a {what} without a key")
+        self.base = n
+        self.extra = {}
+        self.keys_extra = _pyarray("q")
+
+    cdef Py_ssize_t pos(self, card_no) except? -2:
+        """The position of card ``card_no``, or -1 (anything but text is no card's number)."""
+        if type(card_no) is not str:
+            if not isinstance(card_no, str):
+                return -1
+            card_no = str.__str__(card_no)  # a str subclass: its text
+        cdef int64_t k = key_of(card_no)
+        if k:
+            return self.pos_of_key(k)
+        if self.other_by_no:
+            return self.other_by_no.get(card_no, -1)
+        return -1
+
+    cdef Py_ssize_t pos_of_key(self, int64_t k):
+        """The position of the card whose number has key ``k``, or -1."""
+        cdef Py_ssize_t c = self.packed.find(k)
+        if c < 0 and self.extra:
+            return self.extra.get(k, -1)
+        return c
+
+    cdef inline int64_t key_at(self, Py_ssize_t i):
+        """The key of the card at position ``i`` (0: its number is in ``other_by_pos``)."""
+        if i < self.base:
+            return self.packed.keys[i]
+        return self.keys_extra[i - self.base]
+
+    cdef str number(self, Py_ssize_t i):
+        """The number of the card at position ``i``."""
+        cdef int64_t k = self.key_at(i)
+        return card_no_of(k) if k else self.other_by_pos[i]
+
+    cdef void append(self, str no, Py_ssize_t pos) except *:
+        """Index card ``no`` at ``pos``, the next position after the last card."""
+        k = key_of(no)
+        self.keys_extra.append(k)
+        if k:
+            self.extra[k] = pos
+        else:
+            self.other_by_no[no] = pos
+            self.other_by_pos[pos] = no
+
+    cdef size_t nbytes(self) noexcept:
+        """Bytes of the packed index beyond its keys array."""
+        return self.packed.nbytes()
+
+
 def _merge_keys(a, b):
     """The keys of ``a`` and ``b`` (arrays of int64, any order) sorted, each once."""
     cdef Py_ssize_t na = len(a), nb = len(b), i, m = 0
@@ -701,17 +780,17 @@ cdef class NativeFuelEvaluator:
     cdef dict _rule_index
     cdef set _rule_checked
     # numbers -> positions: int64 keys (native.compact.card_key); numbers without a key in dicts
-    cdef _KeyIndex card_ix, ct_ix, stop_ix
-    cdef dict other_by_no, other_by_pos
+    cdef _CardNumbers numbers
+    cdef _KeyIndex ct_ix, stop_ix
     cdef frozenset stop_other
     cdef dict stop_changes  # card number -> on the list or not, changed at run time (host deltas)
     cdef list _limit_objs
-    # run-time upserts (apply): room allocated, and the cards and contracts appended since the
-    # tables were packed (positions from card_base / ct_base on), whose keys the packed
-    # indexes do not hold
-    cdef Py_ssize_t card_cap, lim_cap, ct_cap, def_cap, card_base, ct_base
-    cdef dict card_extra, ct_extra, def_index
-    cdef object card_keys_extra, ct_ids_extra
+    # run-time upserts (apply): room allocated, and the contracts appended since the tables
+    # were packed (positions from ct_base on), whose ids the packed index does not hold (the
+    # cards appended are in ``numbers``)
+    cdef Py_ssize_t card_cap, lim_cap, ct_cap, def_cap, ct_base
+    cdef dict ct_extra, def_index
+    cdef object ct_ids_extra
 
     def __cinit__(self):
         self.cards = NULL
@@ -768,11 +847,11 @@ cdef class NativeFuelEvaluator:
         self._pack_controls(cols)
         self._pack_stop_list(cols)
         self._limit_objs = [None] * self.n_defs
-        self.card_cap = self.card_base = self.n_cards
+        self.card_cap = self.n_cards
         self.ct_cap = self.ct_base = self.n_contracts
         self.lim_cap, self.def_cap = self.n_lims, self.n_defs
-        self.card_extra, self.ct_extra, self.def_index = {}, {}, None
-        self.card_keys_extra, self.ct_ids_extra = _pyarray("q"), _pyarray("q")
+        self.ct_extra, self.def_index = {}, None
+        self.ct_ids_extra = _pyarray("q")
 
     @property
     def model(self):
@@ -835,18 +914,7 @@ cdef class NativeFuelEvaluator:
         cdef const int8_t[::1] kind = cols.card_kind, status = cols.card_status
         cdef const uint8_t[::1] groups = cols.card_groups
         cdef const uint16_t[::1] nlim = cols.card_nlimits
-        self.card_ix = _KeyIndex(cols.card_key, True)
-        if self.card_ix.duplicate is not None:
-            raise ModelError(f"duplicate card {mask_card_no(card_no_of(self.card_ix.duplicate))}")
-        self.other_by_pos = dict(cols.card_other)
-        self.other_by_no = {no: i for i, no in self.other_by_pos.items()}
-        if len(self.other_by_no) != len(self.other_by_pos):
-            raise ModelError("duplicate card among the numbers without a key")
-        if self.card_ix.n + len(self.other_by_pos) != n:
-            raise ModelError("every card needs a key or a number in card_other, not both")
-        for i, no in self.other_by_pos.items():
-            if not 0 <= i < n or cols.card_key[i] != 0 or key_of(no):
-                raise ModelError(f"card_other[{i}]: not a card without a key")
+        self.numbers = _CardNumbers(cols, "card")
         self.n_cards = <int32_t>n
         self.cards = <CardRec*>PyMem_Malloc(max(n, 1) * sizeof(CardRec))
         if self.cards == NULL:
@@ -1075,11 +1143,11 @@ cdef class NativeFuelEvaluator:
         self.stop_other = frozenset(cols.stop_other)
         self.stop_changes = {}
         for i in range(self.stop_ix.n):
-            c = self.card_ix.find(self.stop_ix.at(i))
+            c = self.numbers.pos_of_key(self.stop_ix.at(i))
             if c >= 0:
                 self.cards[c].flags |= F_STOP
         for no in self.stop_other:
-            c = self.other_by_no.get(no, -1)
+            c = self.numbers.pos(no)
             if c >= 0:
                 self.cards[c].flags |= F_STOP
 
@@ -1087,16 +1155,7 @@ cdef class NativeFuelEvaluator:
 
     cdef Py_ssize_t _card_pos(self, card_no) except? -2:
         """The position of card ``card_no``, or -1."""
-        cdef int64_t k = key_of(card_no)
-        cdef Py_ssize_t c
-        if k:
-            c = self.card_ix.find(k)
-            if c < 0 and self.card_extra:
-                return self.card_extra.get(k, -1)
-            return c
-        if self.other_by_no:
-            return self.other_by_no.get(card_no, -1)
-        return -1
+        return self.numbers.pos(card_no)
 
     cdef Py_ssize_t _contract_pos(self, contract_id) except? -2:
         if type(contract_id) is float and contract_id.is_integer():
@@ -1129,14 +1188,11 @@ cdef class NativeFuelEvaluator:
         return (self.n_cards * sizeof(CardRec) + self.n_lims * sizeof(LimitRec) + self.n_defs * sizeof(LimitDef)
                 + self.n_contracts * sizeof(ContractRec) + self.n_rules * sizeof(RuleRec)
                 + 8 * (self.n_cards + self.n_contracts + self.stop_ix.n)
-                + self.card_ix.nbytes() + self.ct_ix.nbytes() + self.stop_ix.nbytes())
+                + self.numbers.nbytes() + self.ct_ix.nbytes() + self.stop_ix.nbytes())
 
     def card_position(self, card_no):
         """The position of card ``card_no``, or None when the replica has no such card."""
-        try:
-            c = self._card_pos(card_no)
-        except TypeError:  # unhashable
-            return None
+        c = self._card_pos(card_no)
         return None if c < 0 else c
 
     def contract_position(self, contract_id):
@@ -1148,8 +1204,7 @@ cdef class NativeFuelEvaluator:
         """The number of the card at position ``i``."""
         if not 0 <= i < self.n_cards:
             raise IndexError("card position out of range")
-        cdef int64_t k = self._card_key_at(i)
-        return card_no_of(k) if k else self.other_by_pos[i]
+        return self.numbers.number(i)
 
     cdef object _limit(self, int32_t d):
         cdef LimitDef* ld
@@ -1217,19 +1272,13 @@ cdef class NativeFuelEvaluator:
             self.cards[i].flags &= ~F_STOP
         self.stop_ix, self.stop_other, self.stop_changes = ix, frozenset(other), {}
         for i in range(ix.n):
-            c = self._card_pos_of_key(ix.at(i))
+            c = self.numbers.pos_of_key(ix.at(i))
             if c >= 0:
                 self.cards[c].flags |= F_STOP
         for no in self.stop_other:
-            c = self.other_by_no.get(no, -1)
+            c = self.numbers.pos(no)
             if c >= 0:
                 self.cards[c].flags |= F_STOP
-
-    cdef Py_ssize_t _card_pos_of_key(self, int64_t k):
-        cdef Py_ssize_t c = self.card_ix.find(k)
-        if c < 0 and self.card_extra:
-            return self.card_extra.get(k, -1)
-        return c
 
     def on_stop_list(self, card_no):
         """Is ``card_no`` on the stop list (a card of this replica or not)?"""
@@ -1312,9 +1361,9 @@ cdef class NativeFuelEvaluator:
         for i in range(n):
             if skc[i]:
                 continue
-            a_key.data.as_longlongs[j] = self._card_key_at(i)
+            a_key.data.as_longlongs[j] = self.numbers.key_at(i)
             if a_key.data.as_longlongs[j] == 0:
-                other[j] = self.other_by_pos[i]
+                other[j] = self.numbers.other_by_pos[i]
             a_contract.data.as_ints[j] = remap.data.as_ints[self.cards[i].contract]
             a_kind.data.as_schars[j] = 1 if self.cards[i].flags & F_VIRTUAL else 0
             a_status.data.as_schars[j] = 1 if self.cards[i].flags & F_BLOCKED else 0
@@ -1385,12 +1434,6 @@ cdef class NativeFuelEvaluator:
             stop_keys=_merge_keys(stop_keys, _pyarray("q")))
 
     # -- updates from the host (authz.update) --
-
-    cdef inline int64_t _card_key_at(self, Py_ssize_t i):
-        """The key of the card at position ``i`` (0: its number is in other_by_pos)."""
-        if i < self.card_base:
-            return self.card_ix.keys[i]
-        return self.card_keys_extra[i - self.card_base]
 
     cdef inline int64_t _ct_id_at(self, Py_ssize_t i):
         """The id of the contract at position ``i``."""
@@ -1574,13 +1617,7 @@ cdef class NativeFuelEvaluator:
         self.n_contracts = <int32_t>next_ct
         for pos, no, ct, expires, groups, flags, defs, spent, rule in card_plan:
             if pos >= self.n_cards:  # appended: positions rise in plan order
-                k = key_of(no)
-                self.card_keys_extra.append(k)
-                if k:
-                    self.card_extra[k] = pos
-                else:
-                    self.other_by_no[no] = pos
-                    self.other_by_pos[pos] = no
+                self.numbers.append(no, pos)
                 self.cards[pos].limit_count = 0
                 self.cards[pos].limit_start = <int32_t>self.n_lims
                 self.n_cards += 1
@@ -1796,10 +1833,8 @@ cdef class NativeFuelEvaluator:
         self.st_region, self.st_groups, self.st_max_fill, self.st_price = o.st_region, o.st_groups, o.st_max_fill, o.st_price
         self.disc_start, self.disc_count = o.disc_start, o.disc_count
         self.disc_where, self.disc_kind, self.disc_value = o.disc_where, o.disc_kind, o.disc_value
-        self.card_ix, self.ct_ix, self.stop_ix = o.card_ix, o.ct_ix, o.stop_ix
-        self.other_by_no, self.other_by_pos = o.other_by_no, o.other_by_pos
+        self.numbers, self.ct_ix, self.stop_ix = o.numbers, o.ct_ix, o.stop_ix
         self.stop_other, self.stop_changes, self._limit_objs = o.stop_other, o.stop_changes, o._limit_objs
-        self.card_extra, self.card_keys_extra, self.card_base = o.card_extra, o.card_keys_extra, o.card_base
         self.ct_extra, self.ct_ids_extra, self.ct_base = o.ct_extra, o.ct_ids_extra, o.ct_base
         self.def_index = o.def_index
 
@@ -2294,14 +2329,14 @@ cdef class NativeClubEvaluator:
     cdef LotRec* lots
     cdef Py_ssize_t lot_cap, lot_top   # slots allocated; slots ever used (those above were never touched)
     cdef int32_t free_lot              # slots freed by emptied lots, chained through ``next``
-    # numbers -> positions: int64 keys (native.compact.card_key); numbers without a key in dicts
-    cdef _KeyIndex card_ix, acc_ix
-    cdef dict other_by_no, other_by_pos
-    # run-time upserts (apply): room allocated, and the cards and accounts appended since
-    # the tables were packed (positions from card_base / acc_base on)
-    cdef Py_ssize_t card_cap, acc_cap, card_base, acc_base
-    cdef dict card_extra, acc_extra
-    cdef object card_keys_extra, acc_ids_extra
+    # numbers -> positions: the fuel evaluator's index (_CardNumbers); account ids by key
+    cdef _CardNumbers numbers
+    cdef _KeyIndex acc_ix
+    # run-time upserts (apply): room allocated, and the accounts appended since the tables
+    # were packed (positions from acc_base on)
+    cdef Py_ssize_t card_cap, acc_cap, acc_base
+    cdef dict acc_extra
+    cdef object acc_ids_extra
     cdef public bint _state_lots  # packing this site's own lots, not the host's rows
 
     def __cinit__(self):
@@ -2340,10 +2375,10 @@ cdef class NativeClubEvaluator:
         self._pack_accounts(cols)
         self._pack_lots(cols)
         self._pack_cards(cols)
-        self.card_cap = self.card_base = self.n_cards
+        self.card_cap = self.n_cards
         self.acc_cap = self.acc_base = self.n_accounts
-        self.card_extra, self.acc_extra = {}, {}
-        self.card_keys_extra, self.acc_ids_extra = _pyarray("q"), _pyarray("q")
+        self.acc_extra = {}
+        self.acc_ids_extra = _pyarray("q")
 
     @property
     def model(self):
@@ -2439,18 +2474,7 @@ cdef class NativeClubEvaluator:
             raise ModelError("club card columns differ in length")
         cdef const int32_t[::1] account = cols.card_account
         cdef const int8_t[::1] status = cols.card_status
-        self.card_ix = _KeyIndex(cols.card_key, True)
-        if self.card_ix.duplicate is not None:
-            raise ModelError(f"duplicate club card {mask_card_no(card_no_of(self.card_ix.duplicate))}")
-        self.other_by_pos = dict(cols.card_other)
-        self.other_by_no = {no: i for i, no in self.other_by_pos.items()}
-        if len(self.other_by_no) != len(self.other_by_pos):
-            raise ModelError("duplicate club card among the numbers without a key")
-        if self.card_ix.n + len(self.other_by_pos) != n:
-            raise ModelError("every club card needs a key or a number in card_other, not both")
-        for i, no in self.other_by_pos.items():
-            if not 0 <= i < n or cols.card_key[i] != 0 or key_of(no):
-                raise ModelError(f"card_other[{i}]: not a club card without a key")
+        self.numbers = _CardNumbers(cols, "club card")
         self.n_cards = <int32_t>n
         self.cards = <ClubCardRec*>PyMem_Malloc(max(n, 1) * sizeof(ClubCardRec))
         if self.cards == NULL:
@@ -2487,18 +2511,7 @@ cdef class NativeClubEvaluator:
 
     cdef Py_ssize_t _card_pos(self, card_no) except? -2:
         """The position of club card ``card_no`` (a str), or -1."""
-        if type(card_no) is not str:
-            card_no = str.__str__(card_no)  # a str subclass: its text, as a dict of str finds it
-        cdef int64_t k = key_of(card_no)
-        cdef Py_ssize_t c
-        if k:
-            c = self.card_ix.find(k)
-            if c < 0 and self.card_extra:
-                return self.card_extra.get(k, -1)
-            return c
-        if self.other_by_no:
-            return self.other_by_no.get(card_no, -1)
-        return -1
+        return self.numbers.pos(card_no)
 
     cdef Py_ssize_t _account_pos(self, account_id) except? -2:
         if type(account_id) is float and account_id.is_integer():
@@ -2536,12 +2549,10 @@ cdef class NativeClubEvaluator:
         """Bytes of the packed tables and indexes (the card_key and acc_id arrays and the lot
         slots ever used included; the rules and the pool's never-touched room not)."""
         return (self.n_cards * (sizeof(ClubCardRec) + 8) + self.n_accounts * (sizeof(AccountRec) + 8)
-                + self.lot_top * sizeof(LotRec) + self.card_ix.nbytes() + self.acc_ix.nbytes())
+                + self.lot_top * sizeof(LotRec) + self.numbers.nbytes() + self.acc_ix.nbytes())
 
     def card_position(self, card_no):
         """The position of club card ``card_no``, or None when the replica has no such card."""
-        if not isinstance(card_no, str):
-            return None
         c = self._card_pos(card_no)
         return None if c < 0 else c
 
@@ -2554,8 +2565,7 @@ cdef class NativeClubEvaluator:
         """The number of the club card at position ``i``."""
         if not 0 <= i < self.n_cards:
             raise IndexError("club card position out of range")
-        cdef int64_t k = self._card_key_at(i)
-        return card_no_of(k) if k else self.other_by_pos[i]
+        return self.numbers.number(i)
 
     def card_at(self, Py_ssize_t i):
         """The club card at position ``i`` as a ClubCard (made now)."""
@@ -2641,9 +2651,9 @@ cdef class NativeClubEvaluator:
         for i in range(nc):
             if skc[i]:
                 continue
-            c_key.data.as_longlongs[j] = self._card_key_at(i)
+            c_key.data.as_longlongs[j] = self.numbers.key_at(i)
             if c_key.data.as_longlongs[j] == 0:
-                other[j] = self.other_by_pos[i]
+                other[j] = self.numbers.other_by_pos[i]
             c_account.data.as_ints[j] = remap.data.as_ints[self.cards[i].account]
             c_status.data.as_schars[j] = self.cards[i].status
             j += 1
@@ -2656,11 +2666,6 @@ cdef class NativeClubEvaluator:
 
     # -- updates from the host (authz.update) --
 
-    cdef inline int64_t _card_key_at(self, Py_ssize_t i):
-        """The key of the club card at position ``i`` (0: its number is in other_by_pos)."""
-        if i < self.card_base:
-            return self.card_ix.keys[i]
-        return self.card_keys_extra[i - self.card_base]
 
     cdef inline int64_t _acc_id_at(self, Py_ssize_t i):
         """The id of the account at position ``i``."""
@@ -2748,13 +2753,7 @@ cdef class NativeClubEvaluator:
             self._write_account(pos, account, lots)
             for cpos, no, status in card_plan:
                 if cpos >= self.n_cards:
-                    k = key_of(no)
-                    self.card_keys_extra.append(k)
-                    if k:
-                        self.card_extra[k] = cpos
-                    else:
-                        self.other_by_no[no] = cpos
-                        self.other_by_pos[cpos] = no
+                    self.numbers.append(no, cpos)
                     self.n_cards += 1
                 self.cards[cpos].account = <int32_t>pos
                 self.cards[cpos].status = <int8_t>status
@@ -2866,11 +2865,9 @@ cdef class NativeClubEvaluator:
         self.rate, self.cap_balance, self.cap_turnover = o.rate, o.cap_balance, o.cap_turnover
         self.lot_cap, self.lot_top, self.free_lot = o.lot_cap, o.lot_top, o.free_lot
         o.lot_cap = o.lot_top = 0
-        self.card_ix, self.acc_ix = o.card_ix, o.acc_ix
-        self.other_by_no, self.other_by_pos = o.other_by_no, o.other_by_pos
-        self.card_cap, self.acc_cap, self.card_base, self.acc_base = o.card_cap, o.acc_cap, o.card_base, o.acc_base
-        self.card_extra, self.acc_extra = o.card_extra, o.acc_extra
-        self.card_keys_extra, self.acc_ids_extra = o.card_keys_extra, o.acc_ids_extra
+        self.numbers, self.acc_ix = o.numbers, o.acc_ix
+        self.card_cap, self.acc_cap, self.acc_base = o.card_cap, o.acc_cap, o.acc_base
+        self.acc_extra, self.acc_ids_extra = o.acc_extra, o.acc_ids_extra
 
     # -- the rules (authz.club) --
 

@@ -420,3 +420,25 @@ def test_bad_control_columns_are_refused():
     _bad_controls(lambda c: c.lim_period.__setitem__(0, 0), "counts purchases per transaction")
     _bad_controls(lambda c: c.lim_on_breach.__setitem__(0, 3), "on-breach out of range")
     _bad_controls(lambda c: c.cst_id.append(1), "no card owns")
+
+
+# -- one card-number index for both businesses (issue 11 item 3) -----------------------------------
+
+class _Number(str):
+    """A str subclass holding a card number (what a decoder or a form library may hand over)."""
+
+
+def test_a_str_subclass_finds_a_fuel_card_as_it_finds_a_club_card():
+    from authz.club_model import ClubAccount, ClubCard, ClubCardKind, ClubModel, ClubRules
+    from native import NativeClubEvaluator
+    fuel = odd_model()
+    club = ClubModel(rules=ClubRules(), accounts=[ClubAccount(1, ClubCardKind.IDENTIFIED)],
+                     cards=[ClubCard(c.card_no, 1) for c in fuel.cards])
+    f_ev, c_ev = NativeFuelEvaluator(fuel), NativeClubEvaluator(club)
+    for i, c in enumerate(fuel.cards):
+        no = _Number(c.card_no)
+        assert fuel.card_index[no] == i  # what a dict of str says
+        assert f_ev.card_position(no) == c_ev.card_position(no) == i
+        assert no in f_ev.model.card_index
+    for ev in (f_ev, c_ev):
+        assert ev.card_position(12) is None and ev.card_position(["12"]) is None
