@@ -57,7 +57,52 @@ def _groups_of(mask: int) -> frozenset[ProductGroup]:
     return frozenset(g for g in ProductGroup if mask >> int(g) & 1)
 
 
-class FuelColumns:
+class _Columns:
+    """What the fuel and club columns share: one typed array per name of ``ARRAYS`` (name,
+    typecode), checked when given; ``card_key`` and ``card_other`` naming the cards (see the
+    module doc); size, equality and card numbers."""
+
+    ARRAYS: tuple[tuple[str, str], ...] = ()
+    __slots__ = ()
+    card_key: array
+    card_other: dict[int, str]
+
+    def _set_arrays(self, arrays: dict[str, array]) -> None:
+        """Every column of ``ARRAYS`` from ``arrays`` (an empty one where it has none); a
+        ModelError for one of the wrong type, a TypeError for a name that is no column."""
+        for name, code in self.ARRAYS:
+            a = arrays.pop(name, None)
+            if a is None:
+                a = array(code)
+            elif not isinstance(a, array) or a.typecode != code:
+                raise ModelError(f"column {name} must be an array of type {code!r}")
+            setattr(self, name, a)
+        if arrays:
+            raise TypeError(f"unknown columns: {', '.join(sorted(arrays))}")
+
+    @property
+    def n_cards(self) -> int:
+        """Cards in the columns."""
+        return len(self.card_key)
+
+    def nbytes(self) -> int:
+        """Bytes held by the arrays."""
+        return sum(len(getattr(self, n)) * getattr(self, n).itemsize for n, _ in self.ARRAYS)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable columns
+
+    def card_no(self, i: int) -> str:
+        """The number of card ``i``."""
+        k = self.card_key[i]
+        return card_no_of(k) if k else self.card_other[i]
+
+
+class FuelColumns(_Columns):
     """A fuel replica as columns. Positions are those of the FuelModel it stands for.
 
     Small tables stay objects: ``products``, ``stations``, ``discounts`` (tuples, as in a
@@ -115,23 +160,11 @@ class FuelColumns:
         self.stations = tuple(stations)
         self.discounts = tuple(discounts)
         self.tz_names = tuple(tz_names)
-        self.card_other: dict[int, str] = dict(card_other or {})
+        self.card_other = dict(card_other or {})
         self.stop_other: frozenset[str] = frozenset(stop_other)
-        for name, code in self.ARRAYS:
-            a = arrays.pop(name, None)
-            if a is None:
-                a = array(code)
-            elif not isinstance(a, array) or a.typecode != code:
-                raise ModelError(f"column {name} must be an array of type {code!r}")
-            setattr(self, name, a)
-        if arrays:
-            raise TypeError(f"unknown columns: {', '.join(sorted(arrays))}")
+        self._set_arrays(arrays)
 
     # -- sizes --
-
-    @property
-    def n_cards(self) -> int:
-        return len(self.card_key)
 
     @property
     def n_contracts(self) -> int:
@@ -145,15 +178,6 @@ class FuelColumns:
     def stop_list_size(self) -> int:
         """Numbers on the stop list (of cards in this replica or not)."""
         return len(self.stop_keys) + len(self.stop_other)
-
-    def nbytes(self) -> int:
-        """Bytes held by the arrays."""
-        return sum(len(getattr(self, n)) * getattr(self, n).itemsize for n, _ in self.ARRAYS)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, FuelColumns):
-            return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
 
     def __repr__(self) -> str:
         return (f"<FuelColumns {self.n_cards} cards, {self.n_limits} limits, {self.n_contracts} contracts, "
@@ -267,11 +291,6 @@ class FuelColumns:
         cols.stop_keys = _merge_keys(stop, array("q"))
         cols.stop_other = frozenset(other)
         return cols
-
-    def card_no(self, i: int) -> str:
-        """The number of card ``i``."""
-        k = self.card_key[i]
-        return card_no_of(k) if k else self.card_other[i]
 
     def to_model(self) -> FuelModel:
         """The FuelModel of these columns (a Python object per card: for tests, the reference
@@ -540,7 +559,7 @@ class CompactFuelModel(FuelModel):
 
 # -- the club replica as columns -------------------------------------------------------------------
 
-class ClubColumns:
+class ClubColumns(_Columns):
     """A club replica as columns. Positions are those of the ClubModel it stands for.
 
     The rules stay one object (``rules``, a ClubRules). Everything else is one array per field:
@@ -567,37 +586,16 @@ class ClubColumns:
 
     def __init__(self, *, rules: ClubRules | None = None, card_other=None, **arrays: array) -> None:
         self.rules = ClubRules() if rules is None else rules
-        self.card_other: dict[int, str] = dict(card_other or {})
-        for name, code in self.ARRAYS:
-            a = arrays.pop(name, None)
-            if a is None:
-                a = array(code)
-            elif not isinstance(a, array) or a.typecode != code:
-                raise ModelError(f"column {name} must be an array of type {code!r}")
-            setattr(self, name, a)
-        if arrays:
-            raise TypeError(f"unknown columns: {', '.join(sorted(arrays))}")
+        self.card_other = dict(card_other or {})
+        self._set_arrays(arrays)
 
     @property
     def n_accounts(self) -> int:
         return len(self.acc_id)
 
     @property
-    def n_cards(self) -> int:
-        return len(self.card_key)
-
-    @property
     def n_lots(self) -> int:
         return len(self.lot_id)
-
-    def nbytes(self) -> int:
-        """Bytes held by the arrays."""
-        return sum(len(getattr(self, n)) * getattr(self, n).itemsize for n, _ in self.ARRAYS)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ClubColumns):
-            return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
 
     def __repr__(self) -> str:
         return (f"<ClubColumns {self.n_accounts} accounts, {self.n_cards} cards, {self.n_lots} lots, "
@@ -673,11 +671,6 @@ class ClubColumns:
         except (TypeError, OverflowError, ValueError) as exc:
             raise ModelError(f"a club account row does not fit its columns: {exc}") from None
         return cols
-
-    def card_no(self, i: int) -> str:
-        """The number of card ``i``."""
-        k = self.card_key[i]
-        return card_no_of(k) if k else self.card_other[i]
 
     def to_model(self) -> ClubModel:
         """The ClubModel of these columns (a Python object per account, card and lot: for
