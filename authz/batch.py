@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Sequence
+from typing import Any
 
 from .club_model import ClubModel, ClubSale
 from .errors import RequestError
 from .fuel_model import FuelModel, FuelRequest, mask_card_no
 
 
-def _zeros(code: str, n: int) -> array:
+def _zeros(code: str, n: int) -> array[Any]:
     return array(code, bytes(array(code).itemsize * n))
 
 

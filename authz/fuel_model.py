@@ -7,16 +7,19 @@ Mutable state (contract balances and limit counters) lives in :class:`FuelState`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from enum import IntEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from .errors import ModelError
 from .localtime import zone
 from .money import BP_WHOLE, MAX_AMOUNT_KOP, MAX_PRICE_KOP_PER_L, MAX_VOLUME_ML
 from .reasons import Reason
+
+_T = TypeVar("_T")
+_K = TypeVar("_K", bound=Hashable)
 
 if TYPE_CHECKING:
     from .balance import Allowance, Watermark
@@ -326,8 +329,8 @@ class FuelCompletion:
     released_amount_kop: int
 
 
-def _unique(items: Iterable, key, what: str) -> dict:
-    out: dict = {}
+def _unique(items: Iterable[_T], key: Callable[[_T], _K], what: str) -> dict[_K, _T]:
+    out: dict[_K, _T] = {}
     for item in items:
         k = key(item)
         if k in out:

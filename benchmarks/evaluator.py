@@ -154,7 +154,6 @@ def fuel_figures(n_cards: int, n_requests: int, rules_share: float = 0.2) -> dic
     tb_plain = best_time(lambda: nat.authorize_batch(batch), 5) / n_requests
     progress(f"the same network with the new rules on {rules_share:.0%} of the cards")
     check_new_rules_agree()
-    del ref
     ruled = NativeFuelEvaluator(with_new_rules(sample_fuel_columns(n_cards, 500), rules_share))
     assert ruled.card_count == nat.card_count
     out = ruled.authorize_batch(batch)
