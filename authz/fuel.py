@@ -7,7 +7,7 @@ the model (read only) and the state (balances and counters; only :func:`complete
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import date
 
 from .errors import RequestError
@@ -221,13 +221,21 @@ def _resolve(model: FuelModel, req: FuelRequest) -> tuple[FuelCard, Station, Pro
     """Check a request's shape and find its card, station and product, or RequestError."""
     check_request(req)
     card = model.card(req.card_no)
-    si = model.station_index.get(req.station_id)
+    si, pi = station_product_positions(req, model.station_index, model.product_index)
+    return card, model.stations[si], model.products[pi]
+
+
+def station_product_positions(req: FuelRequest, station_index: Mapping[int, int],
+                              product_index: Mapping[str, int]) -> tuple[int, int]:
+    """The positions of ``req``'s station and product (a checked request), or a RequestError
+    naming the one that is unknown: the lookup of both evaluators."""
+    si = station_index.get(req.station_id)
     if si is None:
         raise RequestError(f"unknown station {req.station_id!r}")
-    pi = model.product_index.get(req.product)
+    pi = product_index.get(req.product)
     if pi is None:
         raise RequestError(f"unknown product {req.product!r}")
-    return card, model.stations[si], model.products[pi]
+    return si, pi
 
 
 def check_request(req: object) -> None:
@@ -269,4 +277,4 @@ def _decline(reason: Reason) -> FuelDecision:
     return FuelDecision(reason, 0, 0, 0, 0, None)
 
 
-__all__ = ["authorize", "broken_controls", "check_presets", "check_request", "complete", "count_delivery", "unit_price", "period_start", "spent_in_period", "mask_card_no"]
+__all__ = ["authorize", "broken_controls", "check_presets", "check_request", "station_product_positions", "complete", "count_delivery", "unit_price", "period_start", "spent_in_period", "mask_card_no"]

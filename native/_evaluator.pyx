@@ -24,7 +24,7 @@ from authz.club_model import (KOP_PER_POINT, MAX_SALE_KOP, AccountState, ClubAcc
                               ClubReturnResult, ClubSale, ClubState, ClubStatus, ClubTopUp, ClubTopUpResult,
                               PointLot, SaleLine)
 from authz.errors import ModelError, RequestError
-from authz.fuel import check_request
+from authz.fuel import check_request, station_product_positions
 from authz.fuel_model import (CardKind, CardStatus, Contract, FuelCard, FuelCompletion, FuelDecision,
                               FuelModel, FuelRequest, FuelState, Limit, LimitCounter, LimitUnit, OnBreach,
                               Period, ProductGroup, RuleException, Scope, StationScope, Tariff, TimeWindow,
@@ -671,6 +671,15 @@ cdef struct FuelOut:
     uint8_t ctl_exc      # of them, the controls: 1 product, 2 station, 4 time window
     int64_t* exc_id      # when not NULL: the limit exceptions' ids and reasons, in card order
     int8_t* exc_reason
+
+
+cdef inline bint _holds(const int32_t* rows, int32_t start, int32_t count, int32_t v) noexcept nogil:
+    """Is ``v`` one of ``rows[start:start + count]``?"""
+    cdef int32_t k
+    for k in range(start, start + count):
+        if rows[k] == v:
+            return True
+    return False
 
 
 cdef inline bint window_contains(const WinRec* w, int64_t weekday, int64_t minute) noexcept nogil:
@@ -1902,25 +1911,13 @@ cdef class NativeFuelEvaluator:
         cdef int32_t k
         cdef bint found
         cdef int64_t today, weekday, minute
-        if r.prod_count:
-            found = False
-            for k in range(r.prod_start, r.prod_start + r.prod_count):
-                if self.rule_prod[k] == p:
-                    found = True
-                    break
-            if not found:
-                broken |= 1
+        if r.prod_count and not _holds(self.rule_prod, r.prod_start, r.prod_count, p):
+            broken |= 1
         if r.scope == STATION_HOME:
             if self.st_region[s] != self.cts[ct].region:
                 broken |= 2
-        elif r.scope == STATION_LISTED:
-            found = False
-            for k in range(r.st_start, r.st_start + r.st_count):
-                if self.rule_st[k] == s:
-                    found = True
-                    break
-            if not found:
-                broken |= 2
+        elif r.scope == STATION_LISTED and not _holds(self.rule_st, r.st_start, r.st_count, s):
+            broken |= 2
         if r.win_count:
             today = floordiv(lsec, 86400)
             weekday = today + 3 - floordiv(today + 3, 7) * 7  # 1970-01-01 was a Thursday
@@ -2058,12 +2055,7 @@ cdef class NativeFuelEvaluator:
         c = self._card_pos(req.card_no)
         if c < 0:
             raise RequestError(f"unknown card {mask_card_no(req.card_no)}")
-        s = self.station_index.get(req.station_id)
-        if s is None:
-            raise RequestError(f"unknown station {req.station_id!r}")
-        p = self.product_index.get(req.product)
-        if p is None:
-            raise RequestError(f"unknown product {req.product!r}")
+        s, p = station_product_positions(req, self.station_index, self.product_index)
         pv, pa = req.preset_volume_ml, req.preset_amount_kop
         return c, s, p, req.now_utc_s, pv or 0, pa or 0
 

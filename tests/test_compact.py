@@ -281,8 +281,8 @@ def test_stop_keys_added_later_flag_cards_and_pad():
 
 # -- bad columns are refused with a clear error ----------------------------------------------------
 
-def _bad(edit, match):
-    cols = FuelColumns.from_model(odd_model())
+def _bad(edit, match, model=None):
+    cols = FuelColumns.from_model(model or odd_model())
     edit(cols)
     with pytest.raises(ModelError, match=match):
         NativeFuelEvaluator(cols)
@@ -399,10 +399,7 @@ def _controlled_model() -> FuelModel:
 
 
 def _bad_controls(edit, match):
-    cols = FuelColumns.from_model(_controlled_model())
-    edit(cols)
-    with pytest.raises(ModelError, match=match):
-        NativeFuelEvaluator(cols)
+    _bad(edit, match, _controlled_model())
 
 
 def test_bad_control_columns_are_refused():
