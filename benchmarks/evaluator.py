@@ -151,7 +151,7 @@ def fuel_figures(n_cards: int, n_requests: int, rules_share: float = 0.2) -> dic
     t_nat = best_time(lambda: [nat.authorize(r) for r in requests], 5) / len(requests)
     # the same calls on a working set of 2,000 cards (a site's regulars): what the CPU does
     # once the card's rows and objects are in cache
-    warm = [replace(r, card_no=model.cards[i % 2_000].card_no) for i, r in enumerate(requests)]
+    warm = [replace(r, card_no=model.cards[i % min(2_000, len(model.cards))].card_no) for i, r in enumerate(requests)]
     w_ref = best_time(lambda: [ref.authorize(r) for r in warm], 3) / len(warm)
     w_nat = best_time(lambda: [nat.authorize(r) for r in warm], 5) / len(warm)
 
@@ -199,7 +199,7 @@ def club_figures(n_accounts: int) -> dict[str, float]:
     progress("club single calls and batches")
     t_ref = best_time(lambda: [ref.quote(s) for s in sales], 3) / len(sales)
     t_nat = best_time(lambda: [nat.quote(s) for s in sales], 5) / len(sales)
-    warm = [replace(s, card_no=model.cards[i % 2_000].card_no) for i, s in enumerate(sales)]
+    warm = [replace(s, card_no=model.cards[i % min(2_000, len(model.cards))].card_no) for i, s in enumerate(sales)]
     w_ref = best_time(lambda: [ref.quote(s) for s in warm], 3) / len(warm)
     w_nat = best_time(lambda: [nat.quote(s) for s in warm], 5) / len(warm)
     batch = ClubQuoteBatch.from_sales(model, sales)
