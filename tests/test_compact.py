@@ -439,3 +439,35 @@ def test_a_str_subclass_finds_a_fuel_card_as_it_finds_a_club_card():
         assert no in f_ev.model.card_index
     for ev in (f_ev, c_ev):
         assert ev.card_position(12) is None and ev.card_position(["12"]) is None
+
+
+_RANGES = {"H": (0, 2**16 - 1), "B": (0, 255), "b": (-128, 127), "i": (-2**31, 2**31 - 1), "q": (-2**63, 2**63 - 1)}
+_CONTROL_COLUMNS = [n for n, _ in FuelColumns.CONTROL_FIELDS + FuelColumns.CONTROL_ROW_FIELDS] + \
+    ["lim_on_breach", "lim_unit", "lim_period", "lim_amount"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_corrupted_control_columns_are_refused_or_decide_like_the_reference(data):
+    """Any value in a control column (or a limit's unit, period, amount, on-breach), set or
+    appended: the evaluator refuses the columns with a ModelError, or takes them and then
+    decides exactly as the reference does on the model they stand for."""
+    cols = FuelColumns.from_model(_controlled_model())
+    for _ in range(data.draw(st.integers(1, 3))):
+        name = data.draw(st.sampled_from(_CONTROL_COLUMNS))
+        column = getattr(cols, name)
+        low, high = _RANGES[column.typecode]
+        value = data.draw(st.integers(low, high) | st.integers(-2, 1500).filter(lambda v: low <= v <= high))
+        if len(column) and data.draw(st.booleans()):
+            column[data.draw(st.integers(0, len(column) - 1))] = value
+        else:
+            column.append(value)
+    try:
+        ev = NativeFuelEvaluator(cols)
+    except ModelError:
+        return
+    ref = ReferenceFuelEvaluator(ev.columns().to_model())
+    for t in range(T0, T0 + 7 * 86_400, 5 * 3_600):
+        for product in ("A", "B"):
+            req = FuelRequest("7005830000000001", 1, product, t)
+            assert ev.authorize(req) == ref.authorize(req)
