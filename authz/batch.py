@@ -69,7 +69,7 @@ class FuelBatch:
 class FuelBatchResult:
     """Decisions of a fuel batch, one array per field (binding limit -1 when none);
     ``exceptions`` counts each decision's exceptions (the alerting rules its answer breaks:
-    ``len(FuelDecision.exceptions)``; ask the single call for the list)."""
+    ``len(FuelDecision.exceptions)``, at most 255; ask the single call for the list)."""
 
     __slots__ = ("reason", "volume_ml", "amount_kop", "unit_price_kop_per_l", "binding_limit_id", "exceptions")
 
@@ -79,7 +79,7 @@ class FuelBatchResult:
         self.amount_kop = _zeros("q", n)
         self.unit_price_kop_per_l = _zeros("q", n)
         self.binding_limit_id = _zeros("q", n)
-        self.exceptions = _zeros("H", n)
+        self.exceptions = _zeros("B", n)
 
     def __len__(self) -> int:
         return len(self.reason)

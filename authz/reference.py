@@ -49,7 +49,7 @@ class ReferenceFuelEvaluator:
             out.amount_kop[i] = d.amount_kop
             out.unit_price_kop_per_l[i] = d.unit_price_kop_per_l
             out.binding_limit_id[i] = -1 if d.binding_limit_id is None else d.binding_limit_id
-            out.exceptions[i] = min(len(d.exceptions), 65535)
+            out.exceptions[i] = min(len(d.exceptions), 255)
         return out
 
     def apply(self, update: FuelUpdate) -> None:

@@ -602,16 +602,17 @@ cdef struct CardRec:
     int32_t contract
     int32_t expires
     int32_t limit_start
-    int32_t controls     # the card's controls: a RuleRec (0: none, decline on breach)
     uint16_t limit_count
     uint8_t groups
-    uint8_t flags        # F_BLOCKED | F_STOP | F_VIRTUAL | F_ALERTS
+    uint8_t flags        # F_BLOCKED | F_STOP | F_VIRTUAL | F_ALERTS | F_CONTROLS
 
 
 DEF F_BLOCKED = 1
 DEF F_STOP = 2
 DEF F_VIRTUAL = 4
 DEF F_ALERTS = 8     # the card has a limit that alerts instead of declining
+DEF F_CONTROLS = 16  # the card has controls: ``ctl[card]`` is their RuleRec (16-byte cards:
+                     # a card record never straddles two cache lines; only these read ``ctl``)
 
 
 cdef struct RuleRec:
@@ -774,6 +775,7 @@ cdef class NativeFuelEvaluator:
     # cards, limits and contracts as arrays of structs: one decision reads a few cache
     # lines instead of one line per field (measured: benchmarks.evaluator)
     cdef CardRec* cards
+    cdef int32_t* ctl    # per card: its controls' RuleRec (0: none), read when F_CONTROLS
     cdef LimitRec* lims
     cdef LimitDef* ldefs
     cdef ContractRec* cts
@@ -803,6 +805,7 @@ cdef class NativeFuelEvaluator:
 
     def __cinit__(self):
         self.cards = NULL
+        self.ctl = NULL
         self.lims = NULL
         self.ldefs = NULL
         self.cts = NULL
@@ -813,10 +816,19 @@ cdef class NativeFuelEvaluator:
 
     def __dealloc__(self):
         PyMem_Free(self.cards)
+        PyMem_Free(self.ctl)
         PyMem_Free(self.lims)
         PyMem_Free(self.ldefs)
         PyMem_Free(self.cts)
         self._free_rules()
+
+    cdef inline void _set_controls(self, Py_ssize_t i, int32_t rule) noexcept:
+        """Card ``i`` has the controls of rule ``rule`` (0: none)."""
+        self.ctl[i] = rule
+        if rule:
+            self.cards[i].flags |= F_CONTROLS
+        else:
+            self.cards[i].flags &= ~F_CONTROLS
 
     cdef void _free_rules(self) noexcept:
         PyMem_Free(self.rules)
@@ -926,7 +938,8 @@ cdef class NativeFuelEvaluator:
         self.numbers = _CardNumbers(cols, "card")
         self.n_cards = <int32_t>n
         self.cards = <CardRec*>PyMem_Malloc(max(n, 1) * sizeof(CardRec))
-        if self.cards == NULL:
+        self.ctl = <int32_t*>PyMem_Calloc(max(n, 1), sizeof(int32_t))
+        if self.cards == NULL or self.ctl == NULL:
             raise MemoryError("no memory for the fuel tables")
         for i in range(n):
             if not 0 <= contract[i] < self.n_contracts:
@@ -937,7 +950,6 @@ cdef class NativeFuelEvaluator:
             self.cards[i].expires = expires[i]
             self.cards[i].limit_start = <int32_t>total
             self.cards[i].limit_count = nlim[i]
-            self.cards[i].controls = 0
             self.cards[i].groups = groups[i]
             self.cards[i].flags = (F_BLOCKED if status[i] == BLOCKED else 0) | (F_VIRTUAL if kind[i] else 0)
             total += nlim[i]
@@ -1067,9 +1079,9 @@ cdef class NativeFuelEvaluator:
             key = (products, tuple([(wdays[k], wstart[k], wend[k]) for k in range(w, w + n_w)]), scope[i],
                    tuple(sorted([cst[k] for k in range(q, q + n_s)])), breach[i])
             p, w, q = p + n_p, w + n_w, q + n_s
-            self.cards[i].controls = self._intern_rule(key, self.cards[i].groups, cols.card_no(i), self._rule_keys,
-                                                      self._rule_index, self.product_index, self.products,
-                                                      self.station_index, self._rule_checked)
+            self._set_controls(i, self._intern_rule(key, self.cards[i].groups, cols.card_no(i), self._rule_keys,
+                                                    self._rule_index, self.product_index, self.products,
+                                                    self.station_index, self._rule_checked))
         if p != np_ or w != nw or q != ns:
             raise ModelError("control rows that no card owns")
         self._build_rules(self._rule_keys, self.product_index, self.station_index)
@@ -1196,6 +1208,7 @@ cdef class NativeFuelEvaluator:
         included; the small station, price and discount tables not)."""
         return (self.n_cards * sizeof(CardRec) + self.n_lims * sizeof(LimitRec) + self.n_defs * sizeof(LimitDef)
                 + self.n_contracts * sizeof(ContractRec) + self.n_rules * sizeof(RuleRec)
+                + self.n_cards * sizeof(int32_t)
                 + 8 * (self.n_cards + self.n_contracts + self.stop_ix.n)
                 + self.numbers.nbytes() + self.ct_ix.nbytes() + self.stop_ix.nbytes())
 
@@ -1233,7 +1246,7 @@ cdef class NativeFuelEvaluator:
         no = self.card_number(i)
         cdef CardRec* c = &self.cards[i]
         limits = tuple([self._limit(self.lims[k].def_) for k in range(c.limit_start, c.limit_start + c.limit_count)])
-        ctl = _controls_card(no, c.groups, self._rule_keys[c.controls])
+        ctl = _controls_card(no, c.groups, self._rule_keys[self.ctl[i]])
         return FuelCard(no, self._ct_id_at(c.contract), _date.fromordinal(_EPOCH_ORDINAL + c.expires),
                         GROUP_SETS[c.groups], limits, CardKind(1 if c.flags & F_VIRTUAL else 0),
                         CardStatus(1 if c.flags & F_BLOCKED else 0), ctl.products, ctl.windows, ctl.station_scope,
@@ -1379,8 +1392,8 @@ cdef class NativeFuelEvaluator:
             a_expires.data.as_ints[j] = self.cards[i].expires
             a_groups.data.as_uchars[j] = self.cards[i].groups
             a_nlim.data.as_ushorts[j] = self.cards[i].limit_count
-            if self.cards[i].controls:
-                products, windows, scope, stations, on_breach = self._rule_keys[self.cards[i].controls]
+            if self.ctl[i]:
+                products, windows, scope, stations, on_breach = self._rule_keys[self.ctl[i]]
                 if products is not None:
                     k_nprod.data.as_ushorts[j] = len(products)
                     cprod.extend(sorted([self.product_index[code] for code in products]))
@@ -1631,7 +1644,7 @@ cdef class NativeFuelEvaluator:
                 self.cards[pos].limit_start = <int32_t>self.n_lims
                 self.n_cards += 1
             self._write_card(pos, no, ct, expires, groups, flags, defs, spent)
-            self.cards[pos].controls = rule
+            self._set_controls(pos, rule)
         for no in update.stop_unlisted:
             self.set_stop_listed(no, False)
         for no in update.stop_listed:
@@ -1642,6 +1655,7 @@ cdef class NativeFuelEvaluator:
         """Room for this many cards, limits and contracts (growing by half again)."""
         if n_cards > self.card_cap:
             cap = max(n_cards, self.card_cap + self.card_cap // 2 + 16)
+            self.ctl = <int32_t*>_grown(self.ctl, cap, sizeof(int32_t), "no memory for the fuel tables")
             self.cards = <CardRec*>_grown(self.cards, cap, sizeof(CardRec), "no memory for the fuel tables")
             self.card_cap = cap
         if n_lims > self.lim_cap:
@@ -1749,10 +1763,10 @@ cdef class NativeFuelEvaluator:
         cdef Py_ssize_t i
         seen = set()
         for i in range(self.n_cards):
-            if self.cards[i].controls and i not in upserted and (self.cards[i].controls, self.cards[i].groups) not in seen:
-                seen.add((self.cards[i].controls, self.cards[i].groups))
+            if self.ctl[i] and i not in upserted and (self.ctl[i], self.cards[i].groups) not in seen:
+                seen.add((self.ctl[i], self.cards[i].groups))
                 check_card_rules(_controls_card(self.card_number(i), self.cards[i].groups,
-                                                self._rule_keys[self.cards[i].controls]),
+                                                self._rule_keys[self.ctl[i]]),
                                  product_index, products, station_index)
 
     cdef void _take_small(self, tuple small) except *:
@@ -1819,7 +1833,9 @@ cdef class NativeFuelEvaluator:
         PyMem_Free(self.lims)
         PyMem_Free(self.ldefs)
         PyMem_Free(self.cts)
-        self.cards, self.lims, self.ldefs, self.cts = o.cards, o.lims, o.ldefs, o.cts
+        PyMem_Free(self.ctl)
+        self.cards, self.ctl, self.lims, self.ldefs, self.cts = o.cards, o.ctl, o.lims, o.ldefs, o.cts
+        o.ctl = NULL
         o.cards = o.lims = NULL
         o.ldefs = NULL
         o.cts = NULL
@@ -1968,8 +1984,8 @@ cdef class NativeFuelEvaluator:
         if not (self.st_groups[s] >> g) & 1 or lp < 0:
             o.reason = R_PRODUCT_NOT_SOLD
             return
-        if card.controls:
-            rule = &self.rules[card.controls]
+        if card.flags & F_CONTROLS:
+            rule = &self.rules[self.ctl[c]]
             broken = self._broken_controls(rule, ct, s, p, lsec)
             if broken and rule.on_breach != ALERT:
                 o.reason = R_PRODUCT_NOT_ALLOWED if broken & 1 else (
@@ -2144,7 +2160,7 @@ cdef class NativeFuelEvaluator:
         cdef int8_t[::1] r_reason = out.reason
         cdef int64_t[::1] r_vol = out.volume_ml, r_amt = out.amount_kop, r_price = out.unit_price_kop_per_l
         cdef int64_t[::1] r_bind = out.binding_limit_id
-        cdef uint16_t[::1] r_exc = out.exceptions
+        cdef uint8_t[::1] r_exc = out.exceptions
         cdef FuelOut o
         cdef CardRec* ahead
         o.exc_id = NULL  # exceptions counted, not listed
@@ -2169,13 +2185,15 @@ cdef class NativeFuelEvaluator:
                         ahead = &self.cards[bc[i + 8]]
                         __builtin_prefetch(&self.cts[ahead.contract])
                         __builtin_prefetch(&self.lims[ahead.limit_start])
+                        if ahead.flags & F_CONTROLS:
+                            __builtin_prefetch(&self.ctl[bc[i + 8]])
                     self._decide(bc[i], bs[i], bp[i], bn[i], bv[i], ba[i], &o)
                     r_reason[i] = o.reason
                     r_vol[i] = o.volume
                     r_amt[i] = o.amount
                     r_price[i] = o.price
                     r_bind[i] = o.binding
-                    r_exc[i] = <uint16_t>o.n_exc if o.n_exc < 65535 else 65535
+                    r_exc[i] = <uint8_t>o.n_exc if o.n_exc < 255 else 255
         if bad >= 0:
             raise RequestError(f"request {bad}: a position, time or preset is out of range "
                                f"(card {bc[bad]}, station {bs[bad]}, product {bp[bad]}, time {bn[bad]}, "
@@ -2198,8 +2216,8 @@ cdef class NativeFuelEvaluator:
                 acc += bn[i] + self.cards[c].flags + self.cards[c].expires \
                     + self.cards[c].groups + self.cts[ct].tz + self.cts[ct].balance + self.cts[ct].credit \
                     + self.cts[ct].tariff + self.st_price[bs[i] * self.n_products + bp[i]] + self.prod_group[bp[i]]
-                if self.cards[c].controls:
-                    acc += self.rules[self.cards[c].controls].scope
+                if self.cards[c].flags & F_CONTROLS:
+                    acc += self.rules[self.ctl[c]].scope
                 for k in range(self.cards[c].limit_start, self.cards[c].limit_start + self.cards[c].limit_count):
                     d = &self.ldefs[self.lims[k].def_]
                     acc += d.amount + self.lims[k].spent + self.lims[k].pstart + d.unit
