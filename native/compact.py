@@ -64,7 +64,7 @@ class _Columns:
 
     ARRAYS: tuple[tuple[str, str], ...] = ()
     __slots__ = ()
-    card_key: array
+    card_key: array[int]
     card_other: dict[int, str]
 
     def _set_arrays(self, arrays: dict[str, array]) -> None:
@@ -92,7 +92,8 @@ class _Columns:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+        names: tuple[str, ...] = self.__slots__
+        return all(getattr(self, n) == getattr(other, n) for n in names)
 
     __hash__ = None  # type: ignore[assignment]  # mutable columns
 
@@ -153,6 +154,42 @@ class FuelColumns(_Columns):
 
     __slots__ = ("products", "stations", "discounts", "tz_names", "card_other", "stop_other") + \
         tuple(name for name, _ in ARRAYS)
+    # the columns (set from ARRAYS in __init__), named for the type checker
+    ct_id: array[int]
+    ct_tz: array[int]
+    ct_region: array[int]
+    ct_tariff: array[int]
+    ct_balance: array[int]
+    ct_credit: array[int]
+    ct_nchosen: array[int]
+    ct_chosen: array[int]
+    card_key: array[int]
+    card_contract: array[int]
+    card_kind: array[int]
+    card_status: array[int]
+    card_expires: array[int]
+    card_groups: array[int]
+    card_nlimits: array[int]
+    lim_id: array[int]
+    lim_unit: array[int]
+    lim_period: array[int]
+    lim_scope: array[int]
+    lim_amount: array[int]
+    lim_scope_value: array[int]
+    lim_spent: array[int]
+    lim_pstart: array[int]
+    lim_on_breach: array[int]
+    card_nproducts: array[int]
+    card_nwindows: array[int]
+    card_scope: array[int]
+    card_nstations: array[int]
+    card_on_breach: array[int]
+    cprod_pos: array[int]
+    win_days: array[int]
+    win_start: array[int]
+    win_end: array[int]
+    cst_id: array[int]
+    stop_keys: array[int]
 
     def __init__(self, *, products=(), stations=(), discounts=(), tz_names=(), card_other=None,
                  stop_other=frozenset(), **arrays: array) -> None:
@@ -231,9 +268,9 @@ class FuelColumns(_Columns):
                              counter.spent if counter else 0, counter.period_start if counter else NO_PERIOD))
         for k, (name, code) in enumerate(cls.LIMIT_FIELDS):
             setattr(cols, name, array(code, [r[k] for r in rows]))
-        cols.lim_on_breach = array("b", [int(lim.on_breach) for c in cards for lim in c.limits])
-        for c in cards:
-            _put_controls(cols, c, products)
+        cols.lim_on_breach = array("b", [int(lim.on_breach) for card in cards for lim in card.limits])
+        for card in cards:
+            _put_controls(cols, card, products)
         keys = sorted({k for k in map(card_key, m.stop_list) if k})
         cols.stop_keys = array("q", keys)
         cols.stop_other = frozenset(no for no in m.stop_list if not card_key(no))
@@ -583,6 +620,22 @@ class ClubColumns(_Columns):
     ARRAYS = ACCOUNT_FIELDS + LOT_FIELDS + CARD_FIELDS
 
     __slots__ = ("rules", "card_other") + tuple(name for name, _ in ARRAYS)
+    # the columns (set from ARRAYS in __init__), named for the type checker
+    acc_id: array[int]
+    acc_kind: array[int]
+    acc_activated: array[int]
+    acc_status: array[int]
+    acc_balance: array[int]
+    acc_tmonth: array[int]
+    acc_turnover: array[int]
+    acc_nlots: array[int]
+    lot_id: array[int]
+    lot_points: array[int]
+    lot_matures: array[int]
+    lot_expires: array[int]
+    card_key: array[int]
+    card_account: array[int]
+    card_status: array[int]
 
     def __init__(self, *, rules: ClubRules | None = None, card_other=None, **arrays: array) -> None:
         self.rules = ClubRules() if rules is None else rules
