@@ -1069,3 +1069,15 @@ def test_deleting_a_station_a_card_lists_is_refused(impl):
     with pytest.raises(ModelError, match=f"unknown station {CHOSEN_C}"):
         ev.apply(FuelUpdate(delete_stations=(CHOSEN_C,)))
     assert decide(ev, NOW, station=CHOSEN_C).approved
+
+
+def test_a_card_with_many_alerting_limits_lists_every_exception(impl):
+    # 70 alerting day limits of 1 litre each (more than the native call's stack room of 64)
+    limits = tuple(Limit(i, ML, Period.DAY, 1_000, on_breach=ALERT) for i in range(1, 71))
+    ev, model = fuel(impl, limits=limits, products=frozenset({"DT"}), on_breach=ALERT)
+    d = decide(ev, NOW, volume=2_000)
+    assert_decision(d, Reason.OK, 2_000, 10_000)
+    assert d.exceptions == (RuleException(Reason.PRODUCT_NOT_ALLOWED),) + tuple(
+        RuleException(Reason.LIMIT, i) for i in range(1, 71))
+    out = ev.authorize_batch(FuelBatch.from_requests(model, [fuel_req(NOW, volume=2_000)]))
+    assert list(out.exceptions) == [71]
