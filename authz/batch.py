@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Sequence
+from typing import Any
 
 from .club_model import ClubModel, ClubSale
 from .errors import RequestError
 from .fuel_model import FuelModel, FuelRequest, mask_card_no
 
 
-def _zeros(code: str, n: int) -> array:
+def _zeros(code: str, n: int) -> array[Any]:
     return array(code, bytes(array(code).itemsize * n))
 
 
@@ -66,9 +67,11 @@ class FuelBatch:
 
 
 class FuelBatchResult:
-    """Decisions of a fuel batch, one array per field (binding limit -1 when none)."""
+    """Decisions of a fuel batch, one array per field (binding limit -1 when none);
+    ``exceptions`` counts each decision's exceptions (the alerting rules its answer breaks:
+    ``len(FuelDecision.exceptions)``, at most 255; ask the single call for the list)."""
 
-    __slots__ = ("reason", "volume_ml", "amount_kop", "unit_price_kop_per_l", "binding_limit_id")
+    __slots__ = ("reason", "volume_ml", "amount_kop", "unit_price_kop_per_l", "binding_limit_id", "exceptions")
 
     def __init__(self, n: int) -> None:
         self.reason = _zeros("b", n)
@@ -76,6 +79,7 @@ class FuelBatchResult:
         self.amount_kop = _zeros("q", n)
         self.unit_price_kop_per_l = _zeros("q", n)
         self.binding_limit_id = _zeros("q", n)
+        self.exceptions = _zeros("B", n)
 
     def __len__(self) -> int:
         return len(self.reason)

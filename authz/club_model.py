@@ -6,7 +6,7 @@ account, which holds the bonus points (as lots) and the prepaid money balance.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -275,8 +275,8 @@ class ClubModel:
                     raise ModelError(f"account {acc.account_id} has a malformed lot {lot}")
 
 
-def _positions(keys: Iterable, what: str) -> dict:
-    out: dict = {}
+def _positions(keys: Iterable[Hashable], what: str) -> dict[Hashable, int]:
+    out: dict[Hashable, int] = {}
     for i, k in enumerate(keys):
         if k in out:
             raise ModelError(f"duplicate {what} {k!r}")

@@ -7,14 +7,16 @@ the model (read only) and the state (balances and counters; only :func:`complete
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import date
 
 from .errors import RequestError
 from .fuel_model import (CardStatus, Contract, DiscountKind, DiscountWhere, FuelCard,
                          FuelCompletion, FuelDecision, FuelModel, FuelRequest, FuelState, Limit,
-                         LimitCounter, LimitUnit, Period, Product, Station, mask_card_no)
-from .localtime import MAX_UTC_S, day_number, local_date, month_start, week_start
+                         LimitCounter, LimitUnit, OnBreach, Period, Product, RuleException, Station,
+                         StationScope, mask_card_no)
+from .localtime import (MAX_UTC_S, day_number, local_date, local_weekday_minute, month_start,
+                        quarter_start, week_start, year_start)
 from .money import (MAX_AMOUNT_KOP, MAX_VOLUME_ML, amount_for_volume, bp_of,
                     max_volume_for_amount)
 from .reasons import Reason
@@ -24,10 +26,17 @@ def authorize(model: FuelModel, state: FuelState, req: FuelRequest) -> FuelDecis
     """The largest volume (and its amount) ``req`` may dispense, and the binding reason.
 
     Checks in order: stop list, card blocked, card expired, product group allowed on the
-    card, product sold at the station. Then the volume is the smallest of: the preset (or
-    the station's largest fill), every covering limit's remainder in its current period,
-    and what the contract balance plus credit line pays for. Ties go to the earlier of that
-    list, so a preset that exactly meets a limit is approved as asked (reason OK).
+    card, product sold at the station. Then the card's controls (:func:`broken_controls`):
+    its product list, its station restriction, its time windows; a broken one declines with
+    its reason when the card's ``on_breach`` is DECLINE, and becomes an exception of the
+    answer when it is ALERT. Then the volume is the smallest of: the preset (or the
+    station's largest fill), every covering DECLINE limit's remainder in its current period
+    (a purchase-count limit leaves nothing once its count is reached, and never bounds the
+    volume otherwise), and what the contract balance plus credit line pays for. Ties go to
+    the earlier of that list, so a preset that exactly meets a limit is approved as asked
+    (reason OK). An ALERT limit never bounds the answer: each one the answer goes past adds
+    an exception (LIMIT, or LIMIT_EXHAUSTED when it has nothing left). A decline carries no
+    exceptions.
     """
     card, station, product = _resolve(model, req)
     if card.card_no in (model.stop_list if state.stop_list is None else state.stop_list):
@@ -43,6 +52,11 @@ def authorize(model: FuelModel, state: FuelState, req: FuelRequest) -> FuelDecis
     list_price = station.prices_kop_per_l.get(product.code)
     if product.group not in station.groups or list_price is None:
         return _decline(Reason.PRODUCT_NOT_SOLD)
+    exceptions: list[RuleException] = []
+    for broken in broken_controls(card, contract, station, product, req.now_utc_s):
+        if card.on_breach is OnBreach.DECLINE:
+            return _decline(broken)
+        exceptions.append(RuleException(broken))
     price = unit_price(model, contract, station, product, list_price)
 
     if req.preset_volume_ml is not None:
@@ -53,14 +67,20 @@ def authorize(model: FuelModel, state: FuelState, req: FuelRequest) -> FuelDecis
         volume = station.max_fill_ml
     reason, binding = Reason.OK, None
 
-    for limit in card.limits:
-        if not limit.covers(product):
-            continue
+    def fits_of(limit: Limit) -> int | None:
+        """The volume ``limit`` leaves (None: a purchase count not yet reached, no bound)."""
         left = limit.amount - spent_in_period(limit, state.counters.get((card.card_no, limit.limit_id)), today)
+        if limit.unit is LimitUnit.PURCHASES:
+            return None if left > 0 else 0
         fits = left if limit.unit is LimitUnit.MILLILITRES else max_volume_for_amount(left, price)
-        fits = max(fits, 0)
-        if fits < volume:
-            volume, reason, binding = fits, Reason.LIMIT, limit.limit_id
+        return max(fits, 0)
+
+    covering = [limit for limit in card.limits if limit.covers(product)]
+    for limit in covering:
+        if limit.on_breach is OnBreach.DECLINE:
+            fits = fits_of(limit)
+            if fits is not None and fits < volume:
+                volume, reason, binding = fits, Reason.LIMIT, limit.limit_id
 
     available = state.balances[contract.contract_id] + contract.credit_line_kop
     fits = max_volume_for_amount(available, price)
@@ -70,7 +90,35 @@ def authorize(model: FuelModel, state: FuelState, req: FuelRequest) -> FuelDecis
     if volume == 0:
         reason = {Reason.OK: Reason.PRESET_TOO_SMALL, Reason.LIMIT: Reason.LIMIT_EXHAUSTED,
                   Reason.BALANCE: Reason.BALANCE_EXHAUSTED}[reason]
-    return FuelDecision(reason, volume, amount_for_volume(volume, price), price, list_price, binding)
+        return FuelDecision(reason, 0, 0, price, list_price, binding)
+    for limit in covering:
+        if limit.on_breach is OnBreach.ALERT:
+            alert_fits = fits_of(limit)
+            if alert_fits is not None and alert_fits < volume:
+                exceptions.append(RuleException(Reason.LIMIT if alert_fits else Reason.LIMIT_EXHAUSTED,
+                                                limit.limit_id))
+    return FuelDecision(reason, volume, amount_for_volume(volume, price), price, list_price, binding,
+                        tuple(exceptions))
+
+
+def broken_controls(card: FuelCard, contract: Contract, station: Station, product: Product,
+                    now_utc_s: int) -> list[Reason]:
+    """The fleet manager's controls of ``card`` that a purchase of ``product`` at ``station``
+    at UTC second ``now_utc_s`` breaks, in checking order: its product list
+    (PRODUCT_NOT_ALLOWED), its station restriction (STATION_NOT_ALLOWED: the contract's home
+    region, or the listed stations) and its time windows (OUTSIDE_TIME_WINDOW: local weekday
+    and minute in the contract's zone; no windows is any time)."""
+    broken: list[Reason] = []
+    if card.products is not None and product.code not in card.products:
+        broken.append(Reason.PRODUCT_NOT_ALLOWED)
+    if (card.station_scope is StationScope.HOME_REGION and station.region != contract.home_region) or \
+            (card.station_scope is StationScope.LISTED and station.station_id not in card.station_ids):
+        broken.append(Reason.STATION_NOT_ALLOWED)
+    if card.windows:
+        weekday, minute = local_weekday_minute(now_utc_s, contract.tz)
+        if not any(w.contains(weekday, minute) for w in card.windows):
+            broken.append(Reason.OUTSIDE_TIME_WINDOW)
+    return broken
 
 
 def complete(model: FuelModel, state: FuelState, req: FuelRequest, decision: FuelDecision,
@@ -104,7 +152,8 @@ def count_delivery(card: FuelCard, product: Product, today: date, counter_of: Ca
                    volume_ml: int, amount_kop: int) -> list[tuple[int, LimitCounter]]:
     """The counters of ``card``'s limits after a delivery of ``volume_ml`` (``amount_kop``)
     of ``product`` authorized on local day ``today``: every limit with a period that covers
-    the product counts it (litres or kopecks) in the period containing ``today``; a counter
+    the product counts it (litres, kopecks, or one purchase when anything was delivered) in
+    the period containing ``today``; a counter
     of an earlier period starts again from nothing. ``counter_of(limit_id)`` is the counter
     now. The one counting rule of :func:`complete` and of the balance rule
     (:func:`authz.balance.counters_after`)."""
@@ -116,7 +165,12 @@ def count_delivery(card: FuelCard, product: Product, today: date, counter_of: Ca
         counter = counter_of(limit.limit_id)
         if counter is None or counter.period_start < start:
             counter = LimitCounter(0, start)
-        added = volume_ml if limit.unit is LimitUnit.MILLILITRES else amount_kop
+        if limit.unit is LimitUnit.PURCHASES:
+            if volume_ml == 0:
+                continue  # nothing delivered: not a purchase
+            added = 1
+        else:
+            added = volume_ml if limit.unit is LimitUnit.MILLILITRES else amount_kop
         after.append((limit.limit_id, LimitCounter(counter.spent + added, counter.period_start)))
     return after
 
@@ -143,6 +197,10 @@ def period_start(period: Period, today: date) -> int:
         return day_number(week_start(today))
     if period is Period.MONTH:
         return day_number(month_start(today))
+    if period is Period.QUARTER:
+        return day_number(quarter_start(today))
+    if period is Period.YEAR:
+        return day_number(year_start(today))
     return 0
 
 
@@ -161,6 +219,30 @@ def spent_in_period(limit: Limit, counter: LimitCounter | None, today: date) -> 
 
 def _resolve(model: FuelModel, req: FuelRequest) -> tuple[FuelCard, Station, Product]:
     """Check a request's shape and find its card, station and product, or RequestError."""
+    check_request(req)
+    card = model.card(req.card_no)
+    si, pi = station_product_positions(req, model.station_index, model.product_index)
+    return card, model.stations[si], model.products[pi]
+
+
+def station_product_positions(req: FuelRequest, station_index: Mapping[int, int],
+                              product_index: Mapping[str, int]) -> tuple[int, int]:
+    """The positions of ``req``'s station and product (a checked request), or a RequestError
+    naming the one that is unknown: the lookup of both evaluators."""
+    si = station_index.get(req.station_id)
+    if si is None:
+        raise RequestError(f"unknown station {req.station_id!r}")
+    pi = product_index.get(req.product)
+    if pi is None:
+        raise RequestError(f"unknown product {req.product!r}")
+    return si, pi
+
+
+def check_request(req: object) -> None:
+    """A RequestError naming what is wrong unless ``req`` is a well-formed FuelRequest: card
+    number text, station id a whole number, product code text, a time in 1970..2200 and
+    the presets of :func:`check_presets`. Whether the card, station and product exist is
+    the evaluator's to say. The one request check of the reference and native evaluators."""
     if not isinstance(req, FuelRequest):
         raise RequestError(f"expected a FuelRequest, got {type(req).__name__}")
     if type(req.card_no) is not str:
@@ -169,23 +251,22 @@ def _resolve(model: FuelModel, req: FuelRequest) -> tuple[FuelCard, Station, Pro
         raise RequestError(f"station_id must be a whole number, got {req.station_id!r}")
     if type(req.product) is not str:
         raise RequestError(f"product must be a product code, got {req.product!r}")
-    card = model.card(req.card_no)
-    si = model.station_index.get(req.station_id)
-    if si is None:
-        raise RequestError(f"unknown station {req.station_id!r}")
-    pi = model.product_index.get(req.product)
-    if pi is None:
-        raise RequestError(f"unknown product {req.product!r}")
     if type(req.now_utc_s) is not int or not 0 <= req.now_utc_s <= MAX_UTC_S:
         raise RequestError(f"time {req.now_utc_s!r} is outside 1970..2200")
-    if req.preset_volume_ml is not None and req.preset_amount_kop is not None:
+    check_presets(req.preset_volume_ml, req.preset_amount_kop)
+
+
+def check_presets(preset_volume_ml: object, preset_amount_kop: object) -> None:
+    """A RequestError unless the presets are none, or one of them a whole number in range
+    (1..MAX_VOLUME_ML millilitres, 1..MAX_AMOUNT_KOP kopecks): the check of both evaluators
+    (:func:`check_request`) and of the fuel lanes, before anything is decided."""
+    if preset_volume_ml is not None and preset_amount_kop is not None:
         raise RequestError("give a volume preset or an amount preset, not both")
-    _check_int("preset_volume_ml", req.preset_volume_ml, 1, MAX_VOLUME_ML)
-    _check_int("preset_amount_kop", req.preset_amount_kop, 1, MAX_AMOUNT_KOP)
-    return card, model.stations[si], model.products[pi]
+    _check_int("preset_volume_ml", preset_volume_ml, 1, MAX_VOLUME_ML)
+    _check_int("preset_amount_kop", preset_amount_kop, 1, MAX_AMOUNT_KOP)
 
 
-def _check_int(name: str, value: int | None, low: int, high: int) -> None:
+def _check_int(name: str, value: object, low: int, high: int) -> None:
     if value is None:
         return
     if type(value) is not int or not low <= value <= high:
@@ -196,4 +277,4 @@ def _decline(reason: Reason) -> FuelDecision:
     return FuelDecision(reason, 0, 0, 0, 0, None)
 
 
-__all__ = ["authorize", "complete", "count_delivery", "unit_price", "period_start", "spent_in_period", "mask_card_no"]
+__all__ = ["authorize", "broken_controls", "check_presets", "check_request", "station_product_positions", "complete", "count_delivery", "unit_price", "period_start", "spent_in_period", "mask_card_no"]

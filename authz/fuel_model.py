@@ -7,16 +7,19 @@ Mutable state (contract balances and limit counters) lives in :class:`FuelState`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from enum import IntEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from .errors import ModelError
 from .localtime import zone
 from .money import BP_WHOLE, MAX_AMOUNT_KOP, MAX_PRICE_KOP_PER_L, MAX_VOLUME_ML
 from .reasons import Reason
+
+_T = TypeVar("_T")
+_K = TypeVar("_K", bound=Hashable)
 
 if TYPE_CHECKING:
     from .balance import Allowance, Watermark
@@ -47,20 +50,28 @@ class CardStatus(IntEnum):
 
 
 class LimitUnit(IntEnum):
-    """A limit counts money (kopecks) or volume (millilitres)."""
+    """A limit counts money (kopecks), volume (millilitres) or purchases (each completed
+    delivery of more than nothing counts one)."""
 
     KOPECKS = 0
     MILLILITRES = 1
+    PURCHASES = 2
 
 
 class Period(IntEnum):
-    """The period a limit's counter runs over; it rolls over at local midnight."""
+    """The period a limit's counter runs over; it rolls over at local midnight.
+
+    Weeks start on Monday; months, quarters (January, April, July, October) and years are
+    calendar ones, all in the contract's time zone. Values are stable (journaled, on cards).
+    """
 
     TRANSACTION = 0
     DAY = 1
     WEEK = 2
     MONTH = 3
     LIFETIME = 4
+    QUARTER = 5
+    YEAR = 6
 
 
 class Scope(IntEnum):
@@ -69,6 +80,50 @@ class Scope(IntEnum):
     ALL = 0
     GROUP = 1
     PRODUCT = 2
+
+
+class OnBreach(IntEnum):
+    """What a broken rule does: decline the purchase, or approve it as if the rule were not
+    there and raise an exception (journaled with the decision, synced, an alert at the host)."""
+
+    DECLINE = 0
+    ALERT = 1
+
+
+class StationScope(IntEnum):
+    """Where a card may buy: the whole network, the contract's home region only, or only the
+    stations listed on the card."""
+
+    NETWORK = 0
+    HOME_REGION = 1
+    LISTED = 2
+
+
+#: Minutes in a day: a time window's end may be 1440 (midnight at the end of the day).
+DAY_MINUTES = 1440
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """When a card may buy: on ``days`` (0 Monday .. 6 Sunday) from ``start_min`` to
+    ``end_min`` minutes after local midnight (start inclusive, end exclusive), in the
+    contract's time zone.
+
+    ``end_min`` < ``start_min`` crosses midnight: the window opens on one of ``days`` and
+    closes the next morning (22:00-06:00 on Friday covers Friday 22:00 to Saturday 06:00).
+    ``end_min`` is 1..1440 and never equals ``start_min`` (a window of zero length).
+    """
+
+    days: frozenset[int]
+    start_min: int
+    end_min: int
+
+    def contains(self, weekday: int, minute: int) -> bool:
+        """Is local ``minute`` (0..1439) of a day with ``weekday`` (0 Monday) inside?"""
+        if self.start_min < self.end_min:
+            return weekday in self.days and self.start_min <= minute < self.end_min
+        return ((weekday in self.days and minute >= self.start_min)
+                or ((weekday - 1) % 7 in self.days and minute < self.end_min))
 
 
 class Tariff(IntEnum):
@@ -164,6 +219,9 @@ class Limit:
     scope: Scope = Scope.ALL
     group: ProductGroup | None = None
     product: str | None = None
+    #: DECLINE: the limit bounds the answer; ALERT: it never bounds it, and an answer that
+    #: goes past it raises an exception instead
+    on_breach: OnBreach = OnBreach.DECLINE
 
     def covers(self, product: Product) -> bool:
         """Does this limit count purchases of ``product``?"""
@@ -186,7 +244,12 @@ class LimitCounter:
 
 @dataclass(frozen=True, slots=True)
 class FuelCard:
-    """A fuel card: its contract, kind, status, expiry, the groups it may buy, its limits."""
+    """A fuel card: its contract, kind, status, expiry, the groups it may buy, its limits,
+    and the fleet manager's controls (allowed products, time windows, stations).
+
+    ``on_breach`` says what a purchase outside ``products``, ``windows`` or the station
+    restriction does (decline, or approve and alert); each limit has its own.
+    """
 
     card_no: str
     contract_id: int
@@ -195,6 +258,15 @@ class FuelCard:
     limits: tuple[Limit, ...] = ()
     kind: CardKind = CardKind.PLASTIC
     status: CardStatus = CardStatus.ACTIVE
+    #: None: every product of ``groups``; otherwise only these product codes (each of a
+    #: group in ``groups``; never empty)
+    products: frozenset[str] | None = None
+    #: empty: any time; otherwise the purchase's local time must be inside one of them
+    windows: tuple[TimeWindow, ...] = ()
+    station_scope: StationScope = StationScope.NETWORK
+    #: the allowed stations when ``station_scope`` is LISTED (never empty then; empty otherwise)
+    station_ids: frozenset[int] = frozenset()
+    on_breach: OnBreach = OnBreach.DECLINE
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,8 +286,22 @@ class FuelRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class RuleException:
+    """A rule with ``OnBreach.ALERT`` that an approved answer breaks: ``reason`` says which
+    kind of rule (PRODUCT_NOT_ALLOWED, STATION_NOT_ALLOWED, OUTSIDE_TIME_WINDOW, or
+    LIMIT / LIMIT_EXHAUSTED for a limit, named by ``limit_id``)."""
+
+    reason: Reason
+    limit_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class FuelDecision:
-    """The largest volume and amount allowed, at which unit price, and what bound it."""
+    """The largest volume and amount allowed, at which unit price, and what bound it.
+
+    ``exceptions`` lists the alerting rules the answer breaks, in the order the rules are
+    checked (card rules first, then limits in card order); empty when none.
+    """
 
     reason: Reason
     volume_ml: int
@@ -223,6 +309,7 @@ class FuelDecision:
     unit_price_kop_per_l: int
     list_price_kop_per_l: int
     binding_limit_id: int | None = None
+    exceptions: tuple[RuleException, ...] = ()
 
     @property
     def approved(self) -> bool:
@@ -242,8 +329,8 @@ class FuelCompletion:
     released_amount_kop: int
 
 
-def _unique(items: Iterable, key, what: str) -> dict:
-    out: dict = {}
+def _unique(items: Iterable[_T], key: Callable[[_T], _K], what: str) -> dict[_K, _T]:
+    out: dict[_K, _T] = {}
     for item in items:
         k = key(item)
         if k in out:
@@ -310,17 +397,7 @@ class FuelModel:
         for card in self.cards:
             if card.contract_id not in self.contract_index:
                 raise ModelError(f"card {mask_card_no(card.card_no)} of unknown contract {card.contract_id}")
-            seen = set()
-            for lim in card.limits:
-                if lim.limit_id in seen:
-                    raise ModelError(f"card {mask_card_no(card.card_no)} repeats limit id {lim.limit_id}")
-                seen.add(lim.limit_id)
-                if not 0 <= lim.amount <= MAX_AMOUNT_KOP:
-                    raise ModelError(f"limit {lim.limit_id} amount out of range: {lim.amount}")
-                if lim.scope is Scope.GROUP and lim.group is None:
-                    raise ModelError(f"limit {lim.limit_id} has scope GROUP but no group")
-                if lim.scope is Scope.PRODUCT and lim.product not in self.product_index:
-                    raise ModelError(f"limit {lim.limit_id} names unknown product {lim.product!r}")
+            check_card_rules(card, self.product_index, self.products, self.station_index)
 
     def card(self, card_no: str) -> FuelCard:
         """The card ``card_no``, or a RequestError."""
@@ -329,6 +406,64 @@ class FuelModel:
             return self.cards[self.card_index[card_no]]
         except (KeyError, TypeError):
             raise RequestError(f"unknown card {mask_card_no(card_no)}") from None
+
+
+def check_card_rules(card: FuelCard, product_index: Mapping[str, int], products: tuple[Product, ...],
+                     station_index: Mapping[int, int]) -> None:
+    """Refuse (ModelError naming the rule) limits and controls of ``card`` that contradict
+    each other or cannot be satisfied: the one check of the replica and of the host's
+    master data."""
+    who = f"card {mask_card_no(card.card_no)}"
+    seen = set()
+    for lim in card.limits:
+        if lim.limit_id in seen:
+            raise ModelError(f"{who} repeats limit id {lim.limit_id}")
+        seen.add(lim.limit_id)
+        if not 0 <= lim.amount <= MAX_AMOUNT_KOP:
+            raise ModelError(f"limit {lim.limit_id} amount out of range: {lim.amount}")
+        if lim.scope is Scope.GROUP and lim.group is None:
+            raise ModelError(f"limit {lim.limit_id} has scope GROUP but no group")
+        if lim.scope is Scope.PRODUCT and lim.product not in product_index:
+            raise ModelError(f"limit {lim.limit_id} names unknown product {lim.product!r}")
+        if lim.unit is LimitUnit.PURCHASES and lim.period is Period.TRANSACTION:
+            raise ModelError(f"limit {lim.limit_id} counts purchases per transaction: give it a period")
+    if card.products is not None:
+        if not card.products:
+            raise ModelError(f"{who} has an empty product list: it could buy nothing "
+                             "(give no list to allow every product of its groups)")
+        for code in sorted(card.products):
+            i = product_index.get(code)
+            if i is None:
+                raise ModelError(f"{who} allows product {code!r} the network does not sell")
+            if products[i].group not in card.groups:
+                raise ModelError(f"{who} allows product {code!r} of group {products[i].group.name}, "
+                                 "which the card's product groups exclude")
+    if len(card.windows) > MAX_WINDOWS:
+        raise ModelError(f"{who} has {len(card.windows)} time windows; at most {MAX_WINDOWS}")
+    for w in card.windows:
+        if not w.days or not w.days <= _WEEKDAYS:
+            raise ModelError(f"{who} has a time window with days {sorted(w.days)}: give days 0 (Monday) .. 6 (Sunday)")
+        if type(w.start_min) is not int or type(w.end_min) is not int \
+                or not 0 <= w.start_min < DAY_MINUTES or not 0 < w.end_min <= DAY_MINUTES:
+            raise ModelError(f"{who} has a time window {w.start_min!r}..{w.end_min!r} outside 00:00..24:00")
+        if w.start_min == w.end_min:
+            raise ModelError(f"{who} has a time window of zero length at minute {w.start_min}")
+    if card.station_scope is StationScope.LISTED:
+        if not card.station_ids:
+            raise ModelError(f"{who} may buy only at listed stations but lists none")
+        if len(card.station_ids) > MAX_CARD_STATIONS:
+            raise ModelError(f"{who} lists {len(card.station_ids)} stations; at most {MAX_CARD_STATIONS}")
+        for sid in sorted(card.station_ids):
+            if sid not in station_index:
+                raise ModelError(f"{who} lists unknown station {sid}")
+    elif card.station_ids:
+        raise ModelError(f"{who} lists stations but its station restriction is {card.station_scope.name}")
+
+
+#: At most this many time windows and listed stations on a card (they fit its records).
+MAX_WINDOWS = 8
+MAX_CARD_STATIONS = 16
+_WEEKDAYS = frozenset(range(7))
 
 
 def mask_card_no(card_no: object) -> str:

@@ -29,6 +29,13 @@ def local_date(now_utc_s: int, tz: str) -> date:
     return datetime.fromtimestamp(now_utc_s, timezone.utc).astimezone(zone(tz)).date()
 
 
+def local_weekday_minute(now_utc_s: int, tz: str) -> tuple[int, int]:
+    """The local weekday (0 Monday .. 6 Sunday) and minute of the day (0..1439) at UTC
+    second ``now_utc_s`` in zone ``tz``: what a card's time windows are checked against."""
+    t = datetime.fromtimestamp(now_utc_s, timezone.utc).astimezone(zone(tz))
+    return t.weekday(), t.hour * 60 + t.minute
+
+
 def day_number(d: date) -> int:
     """Days from 1970-01-01 to ``d``."""
     return (d - EPOCH).days
@@ -47,6 +54,16 @@ def week_start(d: date) -> date:
 def month_start(d: date) -> date:
     """The 1st of the month of ``d``."""
     return d.replace(day=1)
+
+
+def quarter_start(d: date) -> date:
+    """The 1st of the calendar quarter of ``d`` (January, April, July, October)."""
+    return d.replace(month=(d.month - 1) // 3 * 3 + 1, day=1)
+
+
+def year_start(d: date) -> date:
+    """The 1st of January of the year of ``d``."""
+    return d.replace(month=1, day=1)
 
 
 def month_index(d: date) -> int:

@@ -26,7 +26,7 @@ class Reason(IntEnum):
     CARD_BLOCKED = 6
     #: Fuel, declined: the card expired.
     CARD_EXPIRED = 7
-    #: Fuel, declined: the card may not buy this product's group.
+    #: Fuel, declined: the card may not buy this product (its groups or its product list).
     PRODUCT_NOT_ALLOWED = 8
     #: Fuel, declined: the station does not sell this product (region availability, no price).
     PRODUCT_NOT_SOLD = 9
@@ -44,6 +44,10 @@ class Reason(IntEnum):
     INSUFFICIENT_FUNDS = 15
     #: Fuel, declined: the amount preset buys less than one millilitre at the unit price.
     PRESET_TOO_SMALL = 16
+    #: Fuel, declined: the card may not buy at this station (home region only, or a list).
+    STATION_NOT_ALLOWED = 17
+    #: Fuel, declined: the card may not buy at this local day and hour (its time windows).
+    OUTSIDE_TIME_WINDOW = 18
 
     @property
     def approved(self) -> bool:

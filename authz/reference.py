@@ -3,6 +3,8 @@ evaluator interface (:mod:`authz.interface`), holding their own mutable state.""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 from . import club, fuel
 from .batch import ClubQuoteBatch, ClubQuoteBatchResult, FuelBatch, FuelBatchResult
 from .club_model import (AccountState, ClubCommit, ClubModel, ClubPayment, ClubQuote, ClubReturn,
@@ -47,6 +49,7 @@ class ReferenceFuelEvaluator:
             out.amount_kop[i] = d.amount_kop
             out.unit_price_kop_per_l[i] = d.unit_price_kop_per_l
             out.binding_limit_id[i] = -1 if d.binding_limit_id is None else d.binding_limit_id
+            out.exceptions[i] = min(len(d.exceptions), 255)
         return out
 
     def apply(self, update: FuelUpdate) -> None:
@@ -64,7 +67,7 @@ class ReferenceFuelEvaluator:
         (self.state.stop_list.add if listed else self.state.stop_list.discard)(card_no)
         return card_no in self.model.card_index
 
-    def replace_stop_list(self, numbers) -> None:
+    def replace_stop_list(self, numbers: Iterable[str]) -> None:
         """The stop list becomes exactly ``numbers`` (a host snapshot of it), now."""
         listed = set()
         for no in numbers:
@@ -77,7 +80,7 @@ class ReferenceFuelEvaluator:
         """Is ``card_no`` on the stop list now?"""
         return card_no in (self.model.stop_list if self.state.stop_list is None else self.state.stop_list)
 
-    def stop_list_numbers(self):
+    def stop_list_numbers(self) -> Iterator[str]:
         """Every number on the stop list now."""
         return iter(sorted(self.model.stop_list if self.state.stop_list is None else self.state.stop_list))
 

@@ -102,7 +102,7 @@ def fuel_model(n_cards: int = 10_000, n_stations: int = 200, seed: int = 1) -> F
     for c in range(n_contracts):
         tariff = rnd.choice(list(Tariff))
         region = rnd.randrange(n_regions)
-        chosen = ()
+        chosen: tuple[int, ...] = ()
         if tariff is Tariff.REGIONAL_PLUS:
             local = [st.station_id for st in stations if st.region == region]
             chosen = tuple(rnd.sample(local, min(3, len(local))))

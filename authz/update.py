@@ -34,8 +34,9 @@ batches must be built from the evaluator's own ``model``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from .club_model import (
     AccountState,
@@ -72,6 +73,8 @@ __all__ = [
 ]
 
 
+_R = TypeVar("_R")
+
 @dataclass(frozen=True, slots=True)
 class FuelUpdate:
     """Rows of the fuel replica to upsert and keys to delete, applied as one change.
@@ -106,9 +109,10 @@ class ClubUpdate:
     delete_accounts: tuple[int, ...] = ()
 
 
-def _keys_once(upserts: Iterable, deletes: Iterable, what: str, show=repr) -> set:
+def _keys_once(upserts: Iterable[Hashable], deletes: Iterable[Hashable], what: str,
+               show: Callable[[Any], str] = repr) -> set[Hashable]:
     """The upserted keys; a ModelError if one repeats or is also deleted."""
-    seen: set = set()
+    seen: set[Hashable] = set()
     for k in upserts:
         if k in seen:
             raise ModelError(f"update repeats {what} {show(k)}")
@@ -119,7 +123,8 @@ def _keys_once(upserts: Iterable, deletes: Iterable, what: str, show=repr) -> se
     return seen
 
 
-def _merged(rows: tuple, key, upserts: Iterable, deletes: Iterable) -> list:
+def _merged(rows: tuple[_R, ...], key: Callable[[_R], Hashable], upserts: Iterable[_R],
+            deletes: Iterable[Hashable]) -> list[_R]:
     """``rows`` with ``upserts`` replacing rows of the same key in place (or appended) and
     the rows of ``deletes`` removed."""
     gone = set(deletes)

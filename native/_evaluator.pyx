@@ -12,7 +12,7 @@ from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.ref cimport PyObject, Py_INCREF
 from cpython.object cimport Py_SIZE
 from cpython.unicode cimport PyUnicode_1BYTE_KIND, PyUnicode_DATA, PyUnicode_GET_LENGTH, PyUnicode_KIND
-from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport qsort
 
 from array import array as _pyarray
@@ -24,9 +24,11 @@ from authz.club_model import (KOP_PER_POINT, MAX_SALE_KOP, AccountState, ClubAcc
                               ClubReturnResult, ClubSale, ClubState, ClubStatus, ClubTopUp, ClubTopUpResult,
                               PointLot, SaleLine)
 from authz.errors import ModelError, RequestError
+from authz.fuel import check_request, station_product_positions
 from authz.fuel_model import (CardKind, CardStatus, Contract, FuelCard, FuelCompletion, FuelDecision,
-                              FuelModel, FuelRequest, FuelState, Limit, LimitCounter, LimitUnit, Period,
-                              ProductGroup, Scope, Tariff, mask_card_no)
+                              FuelModel, FuelRequest, FuelState, Limit, LimitCounter, LimitUnit, OnBreach,
+                              Period, ProductGroup, RuleException, Scope, StationScope, Tariff, TimeWindow,
+                              check_card_rules, mask_card_no)
 from authz.localtime import MAX_UTC_S as _MAX_UTC_S
 from authz.money import MAX_AMOUNT_KOP as _MAX_AMOUNT_KOP, MAX_VOLUME_ML as _MAX_VOLUME_ML
 from authz.reasons import Reason
@@ -34,7 +36,7 @@ from authz.localtime import zone
 from authz.update import (ClubUpdate, FuelUpdate, check_club_update, check_fuel_update, merged_discounts, merged_products,
                           merged_stations)
 
-from .compact import ClubColumns, CompactClubModel, CompactFuelModel, FuelColumns, card_no_of
+from .compact import ClubColumns, CompactClubModel, CompactFuelModel, FuelColumns, _put_controls, card_no_of
 from .tables import NO_PERIOD as _NO_PERIOD
 from .tables import ClubTables, FuelTables, TzTables
 
@@ -79,12 +81,23 @@ DEF R_INSUFFICIENT_POINTS = 13
 DEF R_REDEMPTION_CAP = 14
 DEF R_INSUFFICIENT_FUNDS = 15
 DEF R_PRESET_TOO_SMALL = 16
+DEF R_STATION_NOT_ALLOWED = 17
+DEF R_OUTSIDE_TIME_WINDOW = 18
 
 DEF UNIT_ML = 1
+DEF UNIT_PURCHASES = 2
 DEF PERIOD_TXN = 0
 DEF PERIOD_DAY = 1
 DEF PERIOD_WEEK = 2
 DEF PERIOD_MONTH = 3
+DEF PERIOD_LIFETIME = 4
+DEF PERIOD_QUARTER = 5
+DEF PERIOD_YEAR = 6
+DEF N_PERIODS = 7
+DEF N_UNITS = 3
+DEF ALERT = 1
+DEF STATION_HOME = 1
+DEF STATION_LISTED = 2
 DEF SCOPE_GROUP = 1
 DEF SCOPE_PRODUCT = 2
 DEF GROUP_FUEL = 0
@@ -151,6 +164,9 @@ cdef inline _check_type(obj, type cls):
 
 
 cdef _Layout F_DECISION = _Layout(FuelDecision)
+cdef object EXC_PRODUCT = RuleException(Reason.PRODUCT_NOT_ALLOWED)
+cdef object EXC_STATION = RuleException(Reason.STATION_NOT_ALLOWED)
+cdef object EXC_WINDOW = RuleException(Reason.OUTSIDE_TIME_WINDOW)
 cdef _Layout F_QUOTE = _Layout(ClubQuote)
 
 
@@ -219,6 +235,35 @@ cdef inline int64_t month_start(int64_t day) noexcept nogil:
     return day - (d - 1)
 
 
+cdef inline int64_t quarter_start(int64_t day) noexcept nogil:
+    """authz.localtime.quarter_start on day numbers."""
+    cdef int64_t y, m, d
+    civil_from_days(day, &y, &m, &d)
+    return days_from_civil(y, (m - 1) // 3 * 3 + 1, 1)
+
+
+cdef inline int64_t year_start(int64_t day) noexcept nogil:
+    """authz.localtime.year_start on day numbers."""
+    cdef int64_t y, m, d
+    civil_from_days(day, &y, &m, &d)
+    return days_from_civil(y, 1, 1)
+
+
+cdef inline int64_t period_start(int8_t period, int64_t today) noexcept nogil:
+    """authz.fuel.period_start: the local day the period containing ``today`` began."""
+    if period == PERIOD_DAY:
+        return today
+    if period == PERIOD_WEEK:
+        return week_start(today)
+    if period == PERIOD_MONTH:
+        return month_start(today)
+    if period == PERIOD_QUARTER:
+        return quarter_start(today)
+    if period == PERIOD_YEAR:
+        return year_start(today)
+    return 0
+
+
 cdef inline int64_t month_index(int64_t day) noexcept nogil:
     """Months since January 1970 of day number ``day``."""
     cdef int64_t y, m, d
@@ -257,6 +302,10 @@ cdef class _Zones:
 
     cdef inline int64_t local_day(self, int32_t z, int64_t t) noexcept nogil:
         """Local day number at UTC second t in zone z (authz.localtime.local_date)."""
+        return floordiv(self.local_second(z, t), 86400)
+
+    cdef inline int64_t local_second(self, int32_t z, int64_t t) noexcept nogil:
+        """Seconds since 1970-01-01 00:00 local time at UTC second t in zone z."""
         cdef int32_t lo = self.first[z], hi = self.first[z + 1], k = self.hit[z], mid
         if not (self.utc[k] <= t and (k + 1 == hi or t < self.utc[k + 1])):
             while hi - lo > 1:  # largest k with utc[k] <= t; utc[first[z]] is -2**62
@@ -267,7 +316,7 @@ cdef class _Zones:
                     hi = mid
             k = lo
             self.hit[z] = k
-        return floordiv(t + self.offset[k], 86400)
+        return t + self.offset[k]
 
 
 # ---------------------------------------------------------------- card-number keys, key index
@@ -432,6 +481,85 @@ cdef class _KeyIndex:
         return (self.nb + 1) * sizeof(int32_t) + (self.n * sizeof(int32_t) if self.order != NULL else 0)
 
 
+cdef class _CardNumbers:
+    """Card number -> position for one table of cards, the one index of the fuel and the club
+    evaluators: the packed key index of the numbers that have an int64 key (key_of), a dict
+    of the others (``other_by_no`` / ``other_by_pos``), and the cards appended at run time
+    (positions from ``base`` on: ``extra`` by key, ``keys_extra`` in position order). A
+    ``str`` subclass is looked up by its text, as a dict of str would find it."""
+
+    cdef readonly _KeyIndex packed
+    cdef readonly dict other_by_no, other_by_pos
+    cdef dict extra
+    cdef object keys_extra
+    cdef readonly Py_ssize_t base
+
+    def __init__(self, cols, str what):
+        """The index of ``cols.card_key`` and ``cols.card_other`` (fuel or club columns);
+        ``what`` names the cards in errors ("card", "club card")."""
+        cdef Py_ssize_t n = len(cols.card_key)
+        self.packed = _KeyIndex(cols.card_key, True)
+        if self.packed.duplicate is not None:
+            raise ModelError(f"duplicate {what} {mask_card_no(card_no_of(self.packed.duplicate))}")
+        self.other_by_pos = dict(cols.card_other)
+        self.other_by_no = {no: i for i, no in self.other_by_pos.items()}
+        if len(self.other_by_no) != len(self.other_by_pos):
+            raise ModelError(f"duplicate {what} among the numbers without a key")
+        if self.packed.n + len(self.other_by_pos) != n:
+            raise ModelError(f"every {what} needs a key or a number in card_other, not both")
+        for i, no in self.other_by_pos.items():
+            if not 0 <= i < n or cols.card_key[i] != 0 or key_of(no):
+                raise ModelError(f"card_other[{i}]: not a {what} without a key")
+        self.base = n
+        self.extra = {}
+        self.keys_extra = _pyarray("q")
+
+    cdef Py_ssize_t pos(self, card_no) except? -2:
+        """The position of card ``card_no``, or -1 (anything but text is no card's number)."""
+        if type(card_no) is not str:
+            if not isinstance(card_no, str):
+                return -1
+            card_no = str.__str__(card_no)  # a str subclass: its text
+        cdef int64_t k = key_of(card_no)
+        if k:
+            return self.pos_of_key(k)
+        if self.other_by_no:
+            return self.other_by_no.get(card_no, -1)
+        return -1
+
+    cdef Py_ssize_t pos_of_key(self, int64_t k):
+        """The position of the card whose number has key ``k``, or -1."""
+        cdef Py_ssize_t c = self.packed.find(k)
+        if c < 0 and self.extra:
+            return self.extra.get(k, -1)
+        return c
+
+    cdef inline int64_t key_at(self, Py_ssize_t i):
+        """The key of the card at position ``i`` (0: its number is in ``other_by_pos``)."""
+        if i < self.base:
+            return self.packed.keys[i]
+        return self.keys_extra[i - self.base]
+
+    cdef str number(self, Py_ssize_t i):
+        """The number of the card at position ``i``."""
+        cdef int64_t k = self.key_at(i)
+        return card_no_of(k) if k else self.other_by_pos[i]
+
+    cdef void append(self, str no, Py_ssize_t pos) except *:
+        """Index card ``no`` at ``pos``, the next position after the last card."""
+        k = key_of(no)
+        self.keys_extra.append(k)
+        if k:
+            self.extra[k] = pos
+        else:
+            self.other_by_no[no] = pos
+            self.other_by_pos[pos] = no
+
+    cdef size_t nbytes(self) noexcept:
+        """Bytes of the packed index beyond its keys array."""
+        return self.packed.nbytes()
+
+
 def _merge_keys(a, b):
     """The keys of ``a`` and ``b`` (arrays of int64, any order) sorted, each once."""
     cdef Py_ssize_t na = len(a), nb = len(b), i, m = 0
@@ -476,12 +604,34 @@ cdef struct CardRec:
     int32_t limit_start
     uint16_t limit_count
     uint8_t groups
-    uint8_t flags        # F_BLOCKED | F_STOP | F_VIRTUAL
+    uint8_t flags        # F_BLOCKED | F_STOP | F_VIRTUAL | F_ALERTS | F_CONTROLS
 
 
 DEF F_BLOCKED = 1
 DEF F_STOP = 2
 DEF F_VIRTUAL = 4
+DEF F_ALERTS = 8     # the card has a limit that alerts instead of declining
+DEF F_CONTROLS = 16  # the card has controls: ``ctl[card]`` is their RuleRec (16-byte cards:
+                     # a card record never straddles two cache lines; only these read ``ctl``)
+
+
+cdef struct RuleRec:
+    # A card's controls (authz.fuel.broken_controls), shared by the cards that have the same
+    # ones: rows of the rule tables (product positions, windows, station positions).
+    int32_t prod_start
+    int32_t prod_count   # 0: every product of the card's groups
+    int32_t win_start
+    int32_t win_count    # 0: any time
+    int32_t st_start
+    int32_t st_count
+    int8_t scope         # StationScope
+    int8_t on_breach     # OnBreach
+
+
+cdef struct WinRec:
+    int16_t start
+    int16_t end
+    uint8_t days         # bit d: weekday d (0 Monday)
 
 
 cdef struct LimitDef:
@@ -492,6 +642,7 @@ cdef struct LimitDef:
     int8_t unit
     int8_t period
     int8_t scope
+    int8_t on_breach
 
 
 cdef struct LimitRec:
@@ -517,6 +668,27 @@ cdef struct FuelOut:
     int64_t price
     int64_t list_price
     int64_t binding
+    int32_t n_exc        # exceptions of the answer (alerting rules it breaks)
+    uint8_t ctl_exc      # of them, the controls: 1 product, 2 station, 4 time window
+    int64_t* exc_id      # when not NULL: the limit exceptions' ids and reasons, in card order
+    int8_t* exc_reason
+
+
+cdef inline bint _holds(const int32_t* rows, int32_t start, int32_t count, int32_t v) noexcept nogil:
+    """Is ``v`` one of ``rows[start:start + count]``?"""
+    cdef int32_t k
+    for k in range(start, start + count):
+        if rows[k] == v:
+            return True
+    return False
+
+
+cdef inline bint window_contains(const WinRec* w, int64_t weekday, int64_t minute) noexcept nogil:
+    """authz.fuel_model.TimeWindow.contains."""
+    if w.start < w.end:
+        return (w.days >> weekday) & 1 and w.start <= minute < w.end
+    return ((w.days >> weekday) & 1 and minute >= w.start) or \
+        ((w.days >> ((weekday + 6) % 7)) & 1 and minute < w.end)
 
 
 cdef extern from *:
@@ -533,18 +705,54 @@ cdef extern from *:
 cdef inline uint64_t _def_hash(const LimitDef* d) noexcept nogil:
     return edgepos_mix64(<uint64_t>d.id ^ edgepos_mix64(<uint64_t>d.amount ^ edgepos_mix64(
         ((<uint64_t><uint32_t>d.scope_value) << 24) | ((<uint64_t><uint8_t>d.unit) << 16)
-        | ((<uint64_t><uint8_t>d.period) << 8) | <uint8_t>d.scope)))
+        | ((<uint64_t><uint8_t>d.period) << 8) | <uint8_t>d.scope | ((<uint64_t><uint8_t>d.on_breach) << 56))))
 
 
 cdef inline bint _def_eq(const LimitDef* a, const LimitDef* b) noexcept nogil:
     return (a.id == b.id and a.amount == b.amount and a.scope_value == b.scope_value and a.unit == b.unit
-            and a.period == b.period and a.scope == b.scope)
+            and a.period == b.period and a.scope == b.scope and a.on_breach == b.on_breach)
 
 
 cdef int _EPOCH_ORDINAL = _date(1970, 1, 1).toordinal()
 cdef int N_GROUPS = len(ProductGroup)
 cdef int64_t NO_PERIOD_ = _NO_PERIOD
 cdef tuple GROUP_SETS = tuple(frozenset(g for g in ProductGroup if m >> int(g) & 1) for m in range(1 << len(ProductGroup)))
+
+
+#: The controls of a card that has none: (product codes or None, windows as (days mask, start,
+#: end), station scope, station ids, on breach). Rule 0 of every evaluator.
+cdef tuple NO_CONTROLS = (None, (), 0, (), 0)
+
+
+cdef inline int _days_mask(days) except -1:
+    cdef int m = 0
+    for d in days:
+        if type(d) is not int or not 0 <= d < 8:
+            return 256  # not a weekday: check_card_rules names it
+        m |= 1 << d
+    return m
+
+
+cdef tuple _controls_key(card):
+    """The controls of FuelCard ``card`` as a rule key (see NO_CONTROLS)."""
+    products = None if card.products is None else tuple(sorted(card.products))
+    return (products, tuple([(_days_mask(w.days), w.start_min, w.end_min) for w in card.windows]),
+            int(card.station_scope), tuple(sorted(card.station_ids)), int(card.on_breach))
+
+
+cdef object _controls_card(str no, int groups, tuple key):
+    """A FuelCard with only the groups and the controls of rule ``key`` (to check them with
+    check_card_rules, and for card_at)."""
+    products, windows, scope, stations, on_breach = key
+    try:
+        return FuelCard(no, 0, _date(1970, 1, 1), GROUP_SETS[groups], (),
+                        products=None if products is None else frozenset(products),
+                        windows=tuple([TimeWindow(frozenset([d for d in range(9) if m >> d & 1]), a, b)
+                                       for m, a, b in windows]),
+                        station_scope=StationScope(scope), station_ids=frozenset(stations),
+                        on_breach=OnBreach(on_breach))
+    except ValueError as exc:
+        raise ModelError(f"card {mask_card_no(no)}: station restriction or on-breach out of range ({exc})") from None
 
 
 cdef class NativeFuelEvaluator:
@@ -567,34 +775,70 @@ cdef class NativeFuelEvaluator:
     # cards, limits and contracts as arrays of structs: one decision reads a few cache
     # lines instead of one line per field (measured: benchmarks.evaluator)
     cdef CardRec* cards
+    cdef int32_t* ctl    # per card: its controls' RuleRec (0: none), read when F_CONTROLS
     cdef LimitRec* lims
     cdef LimitDef* ldefs
     cdef ContractRec* cts
     cdef Py_ssize_t n_lims
+    # the cards' controls: rules shared by the cards with the same ones (rule 0: none), and
+    # their rows; ``_rule_keys[i]`` is rule i as a key (NO_CONTROLS), ``_rule_index`` its inverse
+    cdef RuleRec* rules
+    cdef int32_t* rule_prod
+    cdef WinRec* rule_win
+    cdef int32_t* rule_st
+    cdef int32_t n_rules
+    cdef list _rule_keys
+    cdef dict _rule_index
+    cdef set _rule_checked
     # numbers -> positions: int64 keys (native.compact.card_key); numbers without a key in dicts
-    cdef _KeyIndex card_ix, ct_ix, stop_ix
-    cdef dict other_by_no, other_by_pos
+    cdef _CardNumbers numbers
+    cdef _KeyIndex ct_ix, stop_ix
     cdef frozenset stop_other
     cdef dict stop_changes  # card number -> on the list or not, changed at run time (host deltas)
     cdef list _limit_objs
-    # run-time upserts (apply): room allocated, and the cards and contracts appended since the
-    # tables were packed (positions from card_base / ct_base on), whose keys the packed
-    # indexes do not hold
-    cdef Py_ssize_t card_cap, lim_cap, ct_cap, def_cap, card_base, ct_base
-    cdef dict card_extra, ct_extra, def_index
-    cdef object card_keys_extra, ct_ids_extra
+    # run-time upserts (apply): room allocated, and the contracts appended since the tables
+    # were packed (positions from ct_base on), whose ids the packed index does not hold (the
+    # cards appended are in ``numbers``)
+    cdef Py_ssize_t card_cap, lim_cap, ct_cap, def_cap, ct_base
+    cdef dict ct_extra, def_index
+    cdef object ct_ids_extra
 
     def __cinit__(self):
         self.cards = NULL
+        self.ctl = NULL
         self.lims = NULL
         self.ldefs = NULL
         self.cts = NULL
+        self.rules = NULL
+        self.rule_prod = NULL
+        self.rule_win = NULL
+        self.rule_st = NULL
 
     def __dealloc__(self):
         PyMem_Free(self.cards)
+        PyMem_Free(self.ctl)
         PyMem_Free(self.lims)
         PyMem_Free(self.ldefs)
         PyMem_Free(self.cts)
+        self._free_rules()
+
+    cdef inline void _set_controls(self, Py_ssize_t i, int32_t rule) noexcept:
+        """Card ``i`` has the controls of rule ``rule`` (0: none)."""
+        self.ctl[i] = rule
+        if rule:
+            self.cards[i].flags |= F_CONTROLS
+        else:
+            self.cards[i].flags &= ~F_CONTROLS
+
+    cdef void _free_rules(self) noexcept:
+        PyMem_Free(self.rules)
+        PyMem_Free(self.rule_prod)
+        PyMem_Free(self.rule_win)
+        PyMem_Free(self.rule_st)
+        self.rules = NULL
+        self.rule_prod = NULL
+        self.rule_win = NULL
+        self.rule_st = NULL
 
     def __init__(self, source):
         """``source``: a FuelModel, or FuelColumns (the compact replica). The columns are
@@ -621,13 +865,14 @@ cdef class NativeFuelEvaluator:
         self._pack_contracts(cols)
         self._pack_cards(cols)
         self._pack_limits(cols)
+        self._pack_controls(cols)
         self._pack_stop_list(cols)
         self._limit_objs = [None] * self.n_defs
-        self.card_cap = self.card_base = self.n_cards
+        self.card_cap = self.n_cards
         self.ct_cap = self.ct_base = self.n_contracts
         self.lim_cap, self.def_cap = self.n_lims, self.n_defs
-        self.card_extra, self.ct_extra, self.def_index = {}, {}, None
-        self.card_keys_extra, self.ct_ids_extra = _pyarray("q"), _pyarray("q")
+        self.ct_extra, self.def_index = {}, None
+        self.ct_ids_extra = _pyarray("q")
 
     @property
     def model(self):
@@ -690,21 +935,11 @@ cdef class NativeFuelEvaluator:
         cdef const int8_t[::1] kind = cols.card_kind, status = cols.card_status
         cdef const uint8_t[::1] groups = cols.card_groups
         cdef const uint16_t[::1] nlim = cols.card_nlimits
-        self.card_ix = _KeyIndex(cols.card_key, True)
-        if self.card_ix.duplicate is not None:
-            raise ModelError(f"duplicate card {mask_card_no(card_no_of(self.card_ix.duplicate))}")
-        self.other_by_pos = dict(cols.card_other)
-        self.other_by_no = {no: i for i, no in self.other_by_pos.items()}
-        if len(self.other_by_no) != len(self.other_by_pos):
-            raise ModelError("duplicate card among the numbers without a key")
-        if self.card_ix.n + len(self.other_by_pos) != n:
-            raise ModelError("every card needs a key or a number in card_other, not both")
-        for i, no in self.other_by_pos.items():
-            if not 0 <= i < n or cols.card_key[i] != 0 or key_of(no):
-                raise ModelError(f"card_other[{i}]: not a card without a key")
+        self.numbers = _CardNumbers(cols, "card")
         self.n_cards = <int32_t>n
         self.cards = <CardRec*>PyMem_Malloc(max(n, 1) * sizeof(CardRec))
-        if self.cards == NULL:
+        self.ctl = <int32_t*>PyMem_Calloc(max(n, 1), sizeof(int32_t))
+        if self.cards == NULL or self.ctl == NULL:
             raise MemoryError("no memory for the fuel tables")
         for i in range(n):
             if not 0 <= contract[i] < self.n_contracts:
@@ -731,6 +966,9 @@ cdef class NativeFuelEvaluator:
         cdef const int64_t[::1] lid = cols.lim_id, amount = cols.lim_amount, spent = cols.lim_spent
         cdef const int32_t[::1] svalue = cols.lim_scope_value, pstart = cols.lim_pstart
         cdef const int8_t[::1] unit = cols.lim_unit, period = cols.lim_period, scope = cols.lim_scope
+        cdef const int8_t[::1] on_breach = cols.lim_on_breach if len(cols.lim_on_breach) else carray.clone(_B, max(n, 1), True)
+        if len(cols.lim_on_breach) not in (0, n):
+            raise ModelError("limit columns differ in length")
         cdef LimitDef d
         cdef LimitDef* grown
         cdef uint32_t* table = NULL
@@ -747,8 +985,12 @@ cdef class NativeFuelEvaluator:
         try:
             for i in range(self.n_cards):
                 for r in range(self.cards[i].limit_start, self.cards[i].limit_start + self.cards[i].limit_count):
-                    if not (0 <= unit[r] <= 1 and 0 <= period[r] <= 4 and 0 <= scope[r] <= 2):
-                        raise ModelError(f"limit {lid[r]} of card {self._card_name(cols, i)}: unit, period or scope out of range")
+                    if not (0 <= unit[r] < N_UNITS and 0 <= period[r] < N_PERIODS and 0 <= scope[r] <= 2
+                            and 0 <= on_breach[r] <= ALERT):
+                        raise ModelError(f"limit {lid[r]} of card {self._card_name(cols, i)}: unit, period, scope "
+                                         "or on-breach out of range")
+                    if unit[r] == UNIT_PURCHASES and period[r] == PERIOD_TXN:
+                        raise ModelError(f"limit {lid[r]} counts purchases per transaction: give it a period")
                     if not 0 <= amount[r] <= MAX_AMOUNT:
                         raise ModelError(f"limit {lid[r]} amount out of range: {amount[r]}")
                     if scope[r] == SCOPE_GROUP and not 0 <= svalue[r] < N_GROUPS:
@@ -759,6 +1001,9 @@ cdef class NativeFuelEvaluator:
                         if lid[r2] == lid[r]:
                             raise ModelError(f"card {self._card_name(cols, i)} repeats limit id {lid[r]}")
                     d.id, d.amount, d.unit, d.period, d.scope = lid[r], amount[r], unit[r], period[r], scope[r]
+                    d.on_breach = on_breach[r]
+                    if d.on_breach == ALERT:
+                        self.cards[i].flags |= F_ALERTS
                     d.scope_value = svalue[r] if scope[r] != 0 else -1
                     # intern the definition: open addressing, slots hold def index + 1
                     h = _def_hash(&d) & mask
@@ -797,6 +1042,116 @@ cdef class NativeFuelEvaluator:
         if grown != NULL:
             self.ldefs = grown
 
+    cdef void _pack_controls(self, cols) except *:
+        """The cards' controls from the control columns: each distinct one checked (as
+        check_card_rules checks a card) and interned as a rule."""
+        cdef Py_ssize_t n = self.n_cards, i, k, p = 0, w = 0, q = 0, n_p, n_w, n_s
+        self._rule_keys, self._rule_index, self._rule_checked = [NO_CONTROLS], {NO_CONTROLS: 0}, set()
+        per_card = (cols.card_nproducts, cols.card_nwindows, cols.card_scope, cols.card_nstations, cols.card_on_breach)
+        if all(len(a) == 0 for a in per_card):
+            if len(cols.cprod_pos) or len(cols.win_days) or len(cols.cst_id):
+                raise ModelError("control rows without the cards' control columns")
+            self._build_rules(self._rule_keys, self.product_index, self.station_index)
+            return
+        if not all(len(a) == n for a in per_card) or not len(cols.win_days) == len(cols.win_start) == len(cols.win_end):
+            raise ModelError("control columns differ in length")
+        cdef const uint16_t[::1] nprod = cols.card_nproducts, wstart = cols.win_start, wend = cols.win_end
+        cdef const uint8_t[::1] nwin = cols.card_nwindows, nst = cols.card_nstations, wdays = cols.win_days
+        cdef const int8_t[::1] scope = cols.card_scope, breach = cols.card_on_breach
+        cdef const int32_t[::1] cprod = cols.cprod_pos
+        cdef const int64_t[::1] cst = cols.cst_id
+        cdef Py_ssize_t np_ = len(cprod), nw = len(wdays), ns = len(cst)
+        for i in range(n):
+            n_p, n_w, n_s = nprod[i], nwin[i], nst[i]
+            if not (n_p or n_w or scope[i] or n_s or breach[i]):
+                p += n_p
+                continue
+            if p + n_p > np_ or w + n_w > nw or q + n_s > ns:
+                raise ModelError("the cards' control counts add up to more rows than there are")
+            products = None
+            if n_p:
+                codes = []
+                for k in range(p, p + n_p):
+                    if not 0 <= cprod[k] < self.n_products:
+                        raise ModelError(f"card {self._card_name(cols, i)} allows an unknown product (position {cprod[k]})")
+                    codes.append(self.products[cprod[k]].code)
+                products = tuple(sorted(codes))
+            key = (products, tuple([(wdays[k], wstart[k], wend[k]) for k in range(w, w + n_w)]), scope[i],
+                   tuple(sorted([cst[k] for k in range(q, q + n_s)])), breach[i])
+            p, w, q = p + n_p, w + n_w, q + n_s
+            self._set_controls(i, self._intern_rule(key, self.cards[i].groups, cols.card_no(i), self._rule_keys,
+                                                    self._rule_index, self.product_index, self.products,
+                                                    self.station_index, self._rule_checked))
+        if p != np_ or w != nw or q != ns:
+            raise ModelError("control rows that no card owns")
+        self._build_rules(self._rule_keys, self.product_index, self.station_index)
+
+    cdef int32_t _intern_rule(self, tuple key, int groups, str no, list keys, dict index, dict product_index,
+                              tuple products, dict station_index, set checked) except -1:
+        """The rule of ``key`` in ``keys``/``index`` (appended when new), checked for a card
+        of ``groups`` against the given products and stations unless ``checked`` (the
+        (key, groups) pairs already checked against them) holds it."""
+        if key == NO_CONTROLS:
+            return 0
+        if (key, groups) not in checked:
+            check_card_rules(_controls_card(no, groups, key), product_index, products, station_index)
+            checked.add((key, groups))
+        r = index.get(key)
+        if r is None:
+            if len(keys) >= 2**31 - 1:
+                raise ModelError("too many distinct card controls")
+            r = index[key] = len(keys)
+            keys.append(key)
+        return r
+
+    cdef void _build_rules(self, list keys, dict product_index, dict station_index) except *:
+        """The rule tables of ``keys`` (positions through the given indexes; a code or id they
+        do not hold belongs to a rule no card uses any more, and is left out), replacing
+        the tables only once all are made."""
+        cdef Py_ssize_t n = len(keys), i, k, n_p = 0, n_w = 0, n_s = 0
+        for key in keys:
+            n_p += len(key[0]) if key[0] is not None else 0
+            n_w += len(key[1])
+            n_s += len(key[3])
+        cdef RuleRec* rules = <RuleRec*>PyMem_Malloc(max(n, 1) * sizeof(RuleRec))
+        cdef int32_t* prod = <int32_t*>PyMem_Malloc(max(n_p, 1) * sizeof(int32_t))
+        cdef WinRec* win = <WinRec*>PyMem_Malloc(max(n_w, 1) * sizeof(WinRec))
+        cdef int32_t* st = <int32_t*>PyMem_Malloc(max(n_s, 1) * sizeof(int32_t))
+        if rules == NULL or prod == NULL or win == NULL or st == NULL:
+            PyMem_Free(rules)
+            PyMem_Free(prod)
+            PyMem_Free(win)
+            PyMem_Free(st)
+            raise MemoryError("no memory for the fuel tables")
+        n_p = n_w = n_s = 0
+        for i in range(n):
+            products, windows, scope, stations, on_breach = keys[i]
+            rules[i].prod_start, rules[i].win_start, rules[i].st_start = n_p, n_w, n_s
+            if products is not None:
+                for code in products:
+                    k = product_index.get(code, -1)
+                    if k >= 0:
+                        prod[n_p] = <int32_t>k
+                        n_p += 1
+                if n_p == rules[i].prod_start:  # none is sold any more: the rule is unused
+                    prod[n_p] = -1
+                    n_p += 1
+            for m, a, b in windows:
+                win[n_w].days, win[n_w].start, win[n_w].end = m, a, b
+                n_w += 1
+            for sid in stations:
+                k = station_index.get(sid, -1)
+                if k >= 0:
+                    st[n_s] = <int32_t>k
+                    n_s += 1
+            rules[i].prod_count = <int32_t>(n_p - rules[i].prod_start)
+            rules[i].win_count = <int32_t>(n_w - rules[i].win_start)
+            rules[i].st_count = <int32_t>(n_s - rules[i].st_start)
+            rules[i].scope, rules[i].on_breach = scope, on_breach
+        self._free_rules()
+        self.rules, self.rule_prod, self.rule_win, self.rule_st = rules, prod, win, st
+        self.n_rules = <int32_t>n
+
     cdef void _pack_stop_list(self, cols) except *:
         """Flag the replica's cards on the stop list; keep the list (numbers of cards that are
         not, or not yet, in the replica) for ``on_stop_list``."""
@@ -809,11 +1164,11 @@ cdef class NativeFuelEvaluator:
         self.stop_other = frozenset(cols.stop_other)
         self.stop_changes = {}
         for i in range(self.stop_ix.n):
-            c = self.card_ix.find(self.stop_ix.at(i))
+            c = self.numbers.pos_of_key(self.stop_ix.at(i))
             if c >= 0:
                 self.cards[c].flags |= F_STOP
         for no in self.stop_other:
-            c = self.other_by_no.get(no, -1)
+            c = self.numbers.pos(no)
             if c >= 0:
                 self.cards[c].flags |= F_STOP
 
@@ -821,16 +1176,7 @@ cdef class NativeFuelEvaluator:
 
     cdef Py_ssize_t _card_pos(self, card_no) except? -2:
         """The position of card ``card_no``, or -1."""
-        cdef int64_t k = key_of(card_no)
-        cdef Py_ssize_t c
-        if k:
-            c = self.card_ix.find(k)
-            if c < 0 and self.card_extra:
-                return self.card_extra.get(k, -1)
-            return c
-        if self.other_by_no:
-            return self.other_by_no.get(card_no, -1)
-        return -1
+        return self.numbers.pos(card_no)
 
     cdef Py_ssize_t _contract_pos(self, contract_id) except? -2:
         if type(contract_id) is float and contract_id.is_integer():
@@ -861,16 +1207,14 @@ cdef class NativeFuelEvaluator:
         """Bytes of the packed tables and indexes (the card_key, ct_id and stop_keys arrays
         included; the small station, price and discount tables not)."""
         return (self.n_cards * sizeof(CardRec) + self.n_lims * sizeof(LimitRec) + self.n_defs * sizeof(LimitDef)
-                + self.n_contracts * sizeof(ContractRec)
+                + self.n_contracts * sizeof(ContractRec) + self.n_rules * sizeof(RuleRec)
+                + self.n_cards * sizeof(int32_t)
                 + 8 * (self.n_cards + self.n_contracts + self.stop_ix.n)
-                + self.card_ix.nbytes() + self.ct_ix.nbytes() + self.stop_ix.nbytes())
+                + self.numbers.nbytes() + self.ct_ix.nbytes() + self.stop_ix.nbytes())
 
     def card_position(self, card_no):
         """The position of card ``card_no``, or None when the replica has no such card."""
-        try:
-            c = self._card_pos(card_no)
-        except TypeError:  # unhashable
-            return None
+        c = self._card_pos(card_no)
         return None if c < 0 else c
 
     def contract_position(self, contract_id):
@@ -882,8 +1226,7 @@ cdef class NativeFuelEvaluator:
         """The number of the card at position ``i``."""
         if not 0 <= i < self.n_cards:
             raise IndexError("card position out of range")
-        cdef int64_t k = self._card_key_at(i)
-        return card_no_of(k) if k else self.other_by_pos[i]
+        return self.numbers.number(i)
 
     cdef object _limit(self, int32_t d):
         cdef LimitDef* ld
@@ -892,7 +1235,8 @@ cdef class NativeFuelEvaluator:
             ld = &self.ldefs[d]
             lim = Limit(ld.id, LimitUnit(ld.unit), Period(ld.period), ld.amount, Scope(ld.scope),
                         group=ProductGroup(ld.scope_value) if ld.scope == SCOPE_GROUP else None,
-                        product=self.products[ld.scope_value].code if ld.scope == SCOPE_PRODUCT else None)
+                        product=self.products[ld.scope_value].code if ld.scope == SCOPE_PRODUCT else None,
+                        on_breach=OnBreach(ld.on_breach))
             self._limit_objs[d] = lim
         return lim
 
@@ -902,9 +1246,11 @@ cdef class NativeFuelEvaluator:
         no = self.card_number(i)
         cdef CardRec* c = &self.cards[i]
         limits = tuple([self._limit(self.lims[k].def_) for k in range(c.limit_start, c.limit_start + c.limit_count)])
+        ctl = _controls_card(no, c.groups, self._rule_keys[self.ctl[i]])
         return FuelCard(no, self._ct_id_at(c.contract), _date.fromordinal(_EPOCH_ORDINAL + c.expires),
                         GROUP_SETS[c.groups], limits, CardKind(1 if c.flags & F_VIRTUAL else 0),
-                        CardStatus(1 if c.flags & F_BLOCKED else 0))
+                        CardStatus(1 if c.flags & F_BLOCKED else 0), ctl.products, ctl.windows, ctl.station_scope,
+                        ctl.station_ids, ctl.on_breach)
 
     def contract_at(self, Py_ssize_t i):
         """The contract at position ``i`` as a Contract, with its balance now."""
@@ -948,19 +1294,13 @@ cdef class NativeFuelEvaluator:
             self.cards[i].flags &= ~F_STOP
         self.stop_ix, self.stop_other, self.stop_changes = ix, frozenset(other), {}
         for i in range(ix.n):
-            c = self._card_pos_of_key(ix.at(i))
+            c = self.numbers.pos_of_key(ix.at(i))
             if c >= 0:
                 self.cards[c].flags |= F_STOP
         for no in self.stop_other:
-            c = self.other_by_no.get(no, -1)
+            c = self.numbers.pos(no)
             if c >= 0:
                 self.cards[c].flags |= F_STOP
-
-    cdef Py_ssize_t _card_pos_of_key(self, int64_t k):
-        cdef Py_ssize_t c = self.card_ix.find(k)
-        if c < 0 and self.card_extra:
-            return self.card_extra.get(k, -1)
-        return c
 
     def on_stop_list(self, card_no):
         """Is ``card_no`` on the stop list (a card of this replica or not)?"""
@@ -1026,6 +1366,11 @@ cdef class NativeFuelEvaluator:
         cdef carray.array l_period = carray.clone(_B, nl, False), l_scope = carray.clone(_B, nl, False)
         cdef carray.array l_amount = carray.clone(_Q, nl, False), l_sv = carray.clone(_I, nl, False)
         cdef carray.array l_spent = carray.clone(_Q, nl, False), l_pstart = carray.clone(_I, nl, False)
+        cdef carray.array l_breach = carray.clone(_B, nl, False)
+        cdef carray.array k_nprod = carray.clone(_H, m, True), k_nwin = carray.clone(_UB, m, True)
+        cdef carray.array k_scope = carray.clone(_B, m, True), k_nst = carray.clone(_UB, m, True)
+        cdef carray.array k_breach = carray.clone(_B, m, True)
+        cprod, wdays, wstart, wend, cst = _pyarray("i"), _pyarray("B"), _pyarray("H"), _pyarray("H"), _pyarray("q")
         cdef carray.array c_tz = carray.clone(_H, mc, False), c_region = carray.clone(_I, mc, False)
         cdef carray.array c_tariff = carray.clone(_B, mc, False), c_balance = carray.clone(_Q, mc, False)
         cdef carray.array c_credit = carray.clone(_Q, mc, False), c_nchosen = carray.clone(_B, mc, False)
@@ -1038,15 +1383,29 @@ cdef class NativeFuelEvaluator:
         for i in range(n):
             if skc[i]:
                 continue
-            a_key.data.as_longlongs[j] = self._card_key_at(i)
+            a_key.data.as_longlongs[j] = self.numbers.key_at(i)
             if a_key.data.as_longlongs[j] == 0:
-                other[j] = self.other_by_pos[i]
+                other[j] = self.numbers.other_by_pos[i]
             a_contract.data.as_ints[j] = remap.data.as_ints[self.cards[i].contract]
             a_kind.data.as_schars[j] = 1 if self.cards[i].flags & F_VIRTUAL else 0
             a_status.data.as_schars[j] = 1 if self.cards[i].flags & F_BLOCKED else 0
             a_expires.data.as_ints[j] = self.cards[i].expires
             a_groups.data.as_uchars[j] = self.cards[i].groups
             a_nlim.data.as_ushorts[j] = self.cards[i].limit_count
+            if self.ctl[i]:
+                products, windows, scope, stations, on_breach = self._rule_keys[self.ctl[i]]
+                if products is not None:
+                    k_nprod.data.as_ushorts[j] = len(products)
+                    cprod.extend(sorted([self.product_index[code] for code in products]))
+                k_nwin.data.as_uchars[j] = len(windows)
+                for w in windows:
+                    wdays.append(w[0])
+                    wstart.append(w[1])
+                    wend.append(w[2])
+                k_scope.data.as_schars[j] = scope
+                k_nst.data.as_uchars[j] = len(stations)
+                cst.extend(stations)
+                k_breach.data.as_schars[j] = on_breach
             for k in range(self.cards[i].limit_start, self.cards[i].limit_start + self.cards[i].limit_count):
                 d = &self.ldefs[self.lims[k].def_]
                 l_id.data.as_longlongs[r] = d.id
@@ -1057,6 +1416,7 @@ cdef class NativeFuelEvaluator:
                 l_sv.data.as_ints[r] = d.scope_value
                 l_spent.data.as_longlongs[r] = self.lims[k].spent
                 l_pstart.data.as_ints[r] = self.lims[k].pstart
+                l_breach.data.as_schars[r] = d.on_breach
                 r += 1
             j += 1
         j = 0
@@ -1090,16 +1450,12 @@ cdef class NativeFuelEvaluator:
             card_key=a_key, card_contract=a_contract, card_kind=(a_kind),
             card_status=(a_status), card_expires=a_expires, card_groups=a_groups, card_nlimits=a_nlim,
             lim_id=l_id, lim_unit=(l_unit), lim_period=(l_period), lim_scope=(l_scope),
-            lim_amount=l_amount, lim_scope_value=l_sv, lim_spent=l_spent, lim_pstart=l_pstart,
+            lim_amount=l_amount, lim_scope_value=l_sv, lim_spent=l_spent, lim_pstart=l_pstart, lim_on_breach=l_breach,
+            card_nproducts=k_nprod, card_nwindows=k_nwin, card_scope=k_scope, card_nstations=k_nst,
+            card_on_breach=k_breach, cprod_pos=cprod, win_days=wdays, win_start=wstart, win_end=wend, cst_id=cst,
             stop_keys=_merge_keys(stop_keys, _pyarray("q")))
 
     # -- updates from the host (authz.update) --
-
-    cdef inline int64_t _card_key_at(self, Py_ssize_t i):
-        """The key of the card at position ``i`` (0: its number is in other_by_pos)."""
-        if i < self.card_base:
-            return self.card_ix.keys[i]
-        return self.card_keys_extra[i - self.card_base]
 
     cdef inline int64_t _ct_id_at(self, Py_ssize_t i):
         """The id of the contract at position ``i``."""
@@ -1182,6 +1538,9 @@ cdef class NativeFuelEvaluator:
             self._check_chosen(small[2], upserted_ct)
         card_plan = []
         card_new = {}
+        products = small[0].products if small is not None else self.products
+        rule_keys, rule_index = list(self._rule_keys), dict(self._rule_index)
+        checked = self._rule_checked if small is None else set()  # pairs checked against the tables now
         for row in update.cards:
             card, counters = row
             if not isinstance(card, FuelCard):
@@ -1196,6 +1555,11 @@ cdef class NativeFuelEvaluator:
                 raise ModelError(f"card {mask_card_no(no)} of unknown contract {card.contract_id}")
             known = dict(counters)
             defs, spent = [], []
+            try:
+                check_card_rules(card, product_index, products, station_index)
+                controls_key = _controls_key(card)
+            except (TypeError, AttributeError) as exc:
+                raise ModelError(f"card {mask_card_no(no)}: its rules do not fit the tables: {exc}") from None
             seen = set()
             for lim in card.limits:
                 if lim.limit_id in seen:
@@ -1215,9 +1579,12 @@ cdef class NativeFuelEvaluator:
                     value = product_index[lim.product]
                 else:
                     value = -1
-                if not (0 <= lim.unit <= 1 and 0 <= lim.period <= 4 and 0 <= lim.scope <= 2):
-                    raise ModelError(f"limit {lim.limit_id} of card {mask_card_no(no)}: unit, period or scope out of range")
-                defs.append((lim.limit_id, lim.amount, value, int(lim.unit), int(lim.period), int(lim.scope)))
+                if not (0 <= lim.unit < N_UNITS and 0 <= lim.period < N_PERIODS and 0 <= lim.scope <= 2
+                        and 0 <= lim.on_breach <= ALERT):
+                    raise ModelError(f"limit {lim.limit_id} of card {mask_card_no(no)}: unit, period, scope "
+                                     "or on-breach out of range")
+                defs.append((lim.limit_id, lim.amount, value, int(lim.unit), int(lim.period), int(lim.scope),
+                             int(lim.on_breach)))
                 counter = known.get(lim.limit_id)
                 spent.append((counter.spent, counter.period_start) if counter is not None else (0, NO_PERIOD_))
             if len(defs) > 65535:
@@ -1228,7 +1595,8 @@ cdef class NativeFuelEvaluator:
                 for g in card.groups:
                     groups |= 1 << int(g)
                 flags = (F_BLOCKED if card.status == CardStatus.BLOCKED else 0) | \
-                    (F_VIRTUAL if card.kind == CardKind.VIRTUAL else 0)
+                    (F_VIRTUAL if card.kind == CardKind.VIRTUAL else 0) | \
+                    (F_ALERTS if any(t[6] == ALERT for t in defs) else 0)
             except (AttributeError, TypeError, ValueError) as exc:
                 raise ModelError(f"card {mask_card_no(no)} does not fit the tables: {exc}") from None
             if not -2**31 <= expires < 2**31 or groups >> N_GROUPS:
@@ -1240,9 +1608,13 @@ cdef class NativeFuelEvaluator:
                 card_new[no] = pos
             if pos >= self.n_cards or len(defs) > self.cards[pos].limit_count:
                 extra_lims += len(defs)
-            card_plan.append((pos, no, ct, expires, groups, flags, defs, spent))
+            rule = self._intern_rule(controls_key, groups, no, rule_keys, rule_index, product_index, products,
+                                     station_index, checked)
+            card_plan.append((pos, no, ct, expires, groups, flags, defs, spent, rule))
         if small is not None and small[1] is not None:
             self._check_limit_products(small[1], {p for p, *_ in card_plan})
+        if small is not None:
+            self._check_controls(product_index, products, station_index, {p for p, *_ in card_plan})
         # -- make room (a MemoryError here leaves the tables as they were) --
         self._reserve(next_card, self.n_lims + extra_lims, next_ct)
         if new_zones:
@@ -1250,6 +1622,9 @@ cdef class NativeFuelEvaluator:
             for name in self.tz_names + tuple(new_zones):
                 tz.add(name)
             zones = _Zones(tz)
+        if small is not None or len(rule_keys) != self.n_rules:
+            self._build_rules(rule_keys, product_index, station_index)  # replaces the tables last
+            self._rule_keys, self._rule_index, self._rule_checked = rule_keys, rule_index, checked
         # -- apply: nothing below can fail --
         if small is not None:
             self._take_small(small)
@@ -1262,19 +1637,14 @@ cdef class NativeFuelEvaluator:
             self.ct_extra[no] = pos
             self.ct_ids_extra.append(no)
         self.n_contracts = <int32_t>next_ct
-        for pos, no, ct, expires, groups, flags, defs, spent in card_plan:
+        for pos, no, ct, expires, groups, flags, defs, spent, rule in card_plan:
             if pos >= self.n_cards:  # appended: positions rise in plan order
-                k = key_of(no)
-                self.card_keys_extra.append(k)
-                if k:
-                    self.card_extra[k] = pos
-                else:
-                    self.other_by_no[no] = pos
-                    self.other_by_pos[pos] = no
+                self.numbers.append(no, pos)
                 self.cards[pos].limit_count = 0
                 self.cards[pos].limit_start = <int32_t>self.n_lims
                 self.n_cards += 1
             self._write_card(pos, no, ct, expires, groups, flags, defs, spent)
+            self._set_controls(pos, rule)
         for no in update.stop_unlisted:
             self.set_stop_listed(no, False)
         for no in update.stop_listed:
@@ -1285,6 +1655,7 @@ cdef class NativeFuelEvaluator:
         """Room for this many cards, limits and contracts (growing by half again)."""
         if n_cards > self.card_cap:
             cap = max(n_cards, self.card_cap + self.card_cap // 2 + 16)
+            self.ctl = <int32_t*>_grown(self.ctl, cap, sizeof(int32_t), "no memory for the fuel tables")
             self.cards = <CardRec*>_grown(self.cards, cap, sizeof(CardRec), "no memory for the fuel tables")
             self.card_cap = cap
         if n_lims > self.lim_cap:
@@ -1312,21 +1683,21 @@ cdef class NativeFuelEvaluator:
 
     cdef int32_t _def_of(self, tuple t) except -1:
         """The position of limit definition ``t`` (id, amount, scope value, unit, period,
-        scope), added when new."""
+        scope, on breach), added when new."""
         cdef Py_ssize_t i
         cdef LimitDef* d
         if self.def_index is None:
             self.def_index = {}
             for i in range(self.n_defs):
                 d = &self.ldefs[i]
-                self.def_index[(d.id, d.amount, d.scope_value, d.unit, d.period, d.scope)] = i
+                self.def_index[(d.id, d.amount, d.scope_value, d.unit, d.period, d.scope, d.on_breach)] = i
         i = self.def_index.get(t, -1)
         if i >= 0:
             return <int32_t>i
         if self.n_defs >= self.def_cap:
             self._reserve(0, 0, 0)
         d = &self.ldefs[self.n_defs]
-        d.id, d.amount, d.scope_value, d.unit, d.period, d.scope = t
+        d.id, d.amount, d.scope_value, d.unit, d.period, d.scope, d.on_breach = t
         self.def_index[t] = self.n_defs
         self._limit_objs.append(None)
         self.n_defs += 1
@@ -1385,6 +1756,18 @@ cdef class NativeFuelEvaluator:
                 d = &self.ldefs[self.lims[k].def_]
                 if d.scope == SCOPE_PRODUCT and product_remap[d.scope_value] < 0 and i not in upserted:
                     raise ModelError(f"limit {d.id} names unknown product {self.products[d.scope_value].code!r}")
+
+    cdef void _check_controls(self, dict product_index, tuple products, dict station_index, set upserted) except *:
+        """Every card the update leaves alone keeps controls that hold with the new products
+        and stations (check_card_rules)."""
+        cdef Py_ssize_t i
+        seen = set()
+        for i in range(self.n_cards):
+            if self.ctl[i] and i not in upserted and (self.ctl[i], self.cards[i].groups) not in seen:
+                seen.add((self.ctl[i], self.cards[i].groups))
+                check_card_rules(_controls_card(self.card_number(i), self.cards[i].groups,
+                                                self._rule_keys[self.ctl[i]]),
+                                 product_index, products, station_index)
 
     cdef void _take_small(self, tuple small) except *:
         t, product_remap, station_remap = small
@@ -1450,7 +1833,9 @@ cdef class NativeFuelEvaluator:
         PyMem_Free(self.lims)
         PyMem_Free(self.ldefs)
         PyMem_Free(self.cts)
-        self.cards, self.lims, self.ldefs, self.cts = o.cards, o.lims, o.ldefs, o.cts
+        PyMem_Free(self.ctl)
+        self.cards, self.ctl, self.lims, self.ldefs, self.cts = o.cards, o.ctl, o.lims, o.ldefs, o.cts
+        o.ctl = NULL
         o.cards = o.lims = NULL
         o.ldefs = NULL
         o.cts = NULL
@@ -1459,6 +1844,12 @@ cdef class NativeFuelEvaluator:
             o.n_cards, o.n_stations, o.n_products, o.n_contracts, o.n_defs
         self.n_lims = o.n_lims
         self.card_cap, self.lim_cap, self.ct_cap, self.def_cap = o.card_cap, o.lim_cap, o.ct_cap, o.def_cap
+        self._free_rules()
+        self.rules, self.rule_prod, self.rule_win, self.rule_st, self.n_rules = \
+            o.rules, o.rule_prod, o.rule_win, o.rule_st, o.n_rules
+        o.rules = o.rule_win = NULL
+        o.rule_prod = o.rule_st = NULL
+        self._rule_keys, self._rule_index, self._rule_checked = o._rule_keys, o._rule_index, o._rule_checked
         o.n_cards = o.n_contracts = 0
         o.n_lims = 0
         self.products, self.stations, self.discounts, self.tz_names = o.products, o.stations, o.discounts, o.tz_names
@@ -1467,10 +1858,8 @@ cdef class NativeFuelEvaluator:
         self.st_region, self.st_groups, self.st_max_fill, self.st_price = o.st_region, o.st_groups, o.st_max_fill, o.st_price
         self.disc_start, self.disc_count = o.disc_start, o.disc_count
         self.disc_where, self.disc_kind, self.disc_value = o.disc_where, o.disc_kind, o.disc_value
-        self.card_ix, self.ct_ix, self.stop_ix = o.card_ix, o.ct_ix, o.stop_ix
-        self.other_by_no, self.other_by_pos = o.other_by_no, o.other_by_pos
+        self.numbers, self.ct_ix, self.stop_ix = o.numbers, o.ct_ix, o.stop_ix
         self.stop_other, self.stop_changes, self._limit_objs = o.stop_other, o.stop_changes, o._limit_objs
-        self.card_extra, self.card_keys_extra, self.card_base = o.card_extra, o.card_keys_extra, o.card_base
         self.ct_extra, self.ct_ids_extra, self.ct_base = o.ct_extra, o.ct_ids_extra, o.ct_base
         self.def_index = o.def_index
 
@@ -1509,30 +1898,73 @@ cdef class NativeFuelEvaluator:
             return d.scope_value == p
         return True
 
-    cdef inline int64_t _period_start(self, int8_t period, int64_t today) noexcept nogil:
-        """authz.fuel.period_start."""
+    cdef inline int64_t _spent_now(self, const LimitRec* lim, const LimitDef* d, int64_t today,
+                                   int64_t* pstart_week, int64_t* pstart_month) noexcept nogil:
+        """authz.fuel.spent_in_period; the week's and month's starts are worked out once per
+        decision (``-1``: not yet)."""
+        cdef int64_t start
+        cdef int8_t period = d.period
+        if period == PERIOD_TXN:
+            return 0
         if period == PERIOD_DAY:
-            return today
-        if period == PERIOD_WEEK:
-            return week_start(today)
-        if period == PERIOD_MONTH:
-            return month_start(today)
-        return 0
+            start = today
+        elif period == PERIOD_WEEK:
+            if pstart_week[0] < 0:
+                pstart_week[0] = week_start(today)
+            start = pstart_week[0]
+        elif period == PERIOD_MONTH:
+            if pstart_month[0] < 0:
+                pstart_month[0] = month_start(today)
+            start = pstart_month[0]
+        else:
+            start = period_start(period, today)
+        return lim.spent if lim.pstart >= start else 0
+
+    cdef inline int8_t _broken_controls(self, const RuleRec* r, int32_t ct, int32_t s, int32_t p,
+                                        int64_t lsec) noexcept nogil:
+        """authz.fuel.broken_controls as a bit set: 1 product list, 2 station, 4 time window."""
+        cdef int8_t broken = 0
+        cdef int32_t k
+        cdef bint found
+        cdef int64_t today, weekday, minute
+        if r.prod_count and not _holds(self.rule_prod, r.prod_start, r.prod_count, p):
+            broken |= 1
+        if r.scope == STATION_HOME:
+            if self.st_region[s] != self.cts[ct].region:
+                broken |= 2
+        elif r.scope == STATION_LISTED and not _holds(self.rule_st, r.st_start, r.st_count, s):
+            broken |= 2
+        if r.win_count:
+            today = floordiv(lsec, 86400)
+            weekday = today + 3 - floordiv(today + 3, 7) * 7  # 1970-01-01 was a Thursday
+            minute = (lsec - today * 86400) // 60
+            found = False
+            for k in range(r.win_start, r.win_start + r.win_count):
+                if window_contains(&self.rule_win[k], weekday, minute):
+                    found = True
+                    break
+            if not found:
+                broken |= 4
+        return broken
 
     cdef void _decide(self, int32_t c, int32_t s, int32_t p, int64_t now, int64_t pv, int64_t pa,
                       FuelOut* o) noexcept nogil:
-        """authz.fuel.authorize, on positions already checked."""
+        """authz.fuel.authorize, on positions already checked. ``o.exc_id`` (when not NULL)
+        receives the limit exceptions, room for one per limit of the card."""
         cdef int32_t ct, k
-        cdef int64_t today, lp, price, volume, fits, left, spent, amount, start, pstart_week, pstart_month
-        cdef int8_t reason = R_OK, period
+        cdef int64_t today, lsec, lp, price, volume, fits, left, amount, pstart_week, pstart_month
+        cdef int8_t reason = R_OK, broken = 0
         cdef int8_t g = self.prod_group[p]
         cdef const LimitDef* d
+        cdef const RuleRec* rule
         cdef const CardRec* card = &self.cards[c]
         o.volume = 0
         o.amount = 0
         o.price = 0
         o.list_price = 0
         o.binding = -1
+        o.n_exc = 0
+        o.ctl_exc = 0
         if card.flags & F_STOP:
             o.reason = R_STOP_LIST
             return
@@ -1540,7 +1972,8 @@ cdef class NativeFuelEvaluator:
             o.reason = R_CARD_BLOCKED
             return
         ct = card.contract
-        today = self.zones.local_day(self.cts[ct].tz, now)
+        lsec = self.zones.local_second(self.cts[ct].tz, now)
+        today = floordiv(lsec, 86400)
         if today > card.expires:
             o.reason = R_CARD_EXPIRED
             return
@@ -1551,6 +1984,13 @@ cdef class NativeFuelEvaluator:
         if not (self.st_groups[s] >> g) & 1 or lp < 0:
             o.reason = R_PRODUCT_NOT_SOLD
             return
+        if card.flags & F_CONTROLS:
+            rule = &self.rules[self.ctl[c]]
+            broken = self._broken_controls(rule, ct, s, p, lsec)
+            if broken and rule.on_breach != ALERT:
+                o.reason = R_PRODUCT_NOT_ALLOWED if broken & 1 else (
+                    R_STATION_NOT_ALLOWED if broken & 2 else R_OUTSIDE_TIME_WINDOW)
+                return
         price = self._unit_price(ct, s, p, lp)
         if pv > 0:
             volume = pv
@@ -1564,28 +2004,15 @@ cdef class NativeFuelEvaluator:
         pstart_week = pstart_month = -1
         for k in range(card.limit_start, card.limit_start + card.limit_count):
             d = &self.ldefs[self.lims[k].def_]
-            if not self._covers(d, p):
+            if d.on_breach == ALERT or not self._covers(d, p):
                 continue
-            spent = 0
-            period = d.period
-            if period != PERIOD_TXN:
-                if period == PERIOD_DAY:
-                    start = today
-                elif period == PERIOD_WEEK:
-                    if pstart_week < 0:
-                        pstart_week = week_start(today)
-                    start = pstart_week
-                elif period == PERIOD_MONTH:
-                    if pstart_month < 0:
-                        pstart_month = month_start(today)
-                    start = pstart_month
-                else:
-                    start = 0
-                if self.lims[k].pstart >= start:
-                    spent = self.lims[k].spent
-            left = d.amount - spent
+            left = d.amount - self._spent_now(&self.lims[k], d, today, &pstart_week, &pstart_month)
             if d.unit == UNIT_ML:
                 fits = left if left > 0 else 0
+            elif d.unit == UNIT_PURCHASES:
+                if left > 0:
+                    continue  # a count not yet reached never bounds the volume
+                fits = 0
             elif amount > left:
                 fits = max_volume_for_amount(left, price)
             else:
@@ -1606,52 +2033,86 @@ cdef class NativeFuelEvaluator:
         if volume == 0:
             reason = R_PRESET_TOO_SMALL if reason == R_OK else (
                 R_LIMIT_EXHAUSTED if reason == R_LIMIT else R_BALANCE_EXHAUSTED)
+        elif broken or card.flags & F_ALERTS:
+            o.ctl_exc = broken
+            o.n_exc = (broken & 1) + ((broken >> 1) & 1) + ((broken >> 2) & 1)
+            if card.flags & F_ALERTS:
+                for k in range(card.limit_start, card.limit_start + card.limit_count):
+                    d = &self.ldefs[self.lims[k].def_]
+                    if d.on_breach != ALERT or not self._covers(d, p):
+                        continue
+                    left = d.amount - self._spent_now(&self.lims[k], d, today, &pstart_week, &pstart_month)
+                    if d.unit == UNIT_PURCHASES:
+                        if left > 0:
+                            continue
+                        fits = 0
+                    elif d.unit == UNIT_ML:
+                        fits = left if left > 0 else 0
+                    else:
+                        fits = max_volume_for_amount(left, price)
+                    if fits < volume:
+                        if o.exc_id != NULL:
+                            o.exc_id[o.n_exc] = d.id
+                            o.exc_reason[o.n_exc] = R_LIMIT if fits > 0 else R_LIMIT_EXHAUSTED
+                        o.n_exc += 1
         o.reason = reason
         o.volume = volume
         o.amount = amount
         o.price = price
         o.list_price = lp
 
+
     # -- single calls --
 
     cdef tuple _positions(self, req):
-        """Check a FuelRequest as authz.fuel._resolve does; its card, station, product positions."""
-        if not isinstance(req, FuelRequest):
-            raise RequestError(f"expected a FuelRequest, got {type(req).__name__}")
-        if type(req.card_no) is not str:
-            raise RequestError(f"card_no must be text, got {type(req.card_no).__name__}")
-        if type(req.station_id) is not int:
-            raise RequestError(f"station_id must be a whole number, got {req.station_id!r}")
-        if type(req.product) is not str:
-            raise RequestError(f"product must be a product code, got {req.product!r}")
+        """Check a FuelRequest (authz.fuel.check_request, as authz.fuel._resolve does); its
+        card, station, product positions."""
+        check_request(req)
         c = self._card_pos(req.card_no)
         if c < 0:
             raise RequestError(f"unknown card {mask_card_no(req.card_no)}")
-        s = self.station_index.get(req.station_id)
-        if s is None:
-            raise RequestError(f"unknown station {req.station_id!r}")
-        p = self.product_index.get(req.product)
-        if p is None:
-            raise RequestError(f"unknown product {req.product!r}")
-        now = req.now_utc_s
-        if type(now) is not int or not 0 <= now <= MAX_UTC:
-            raise RequestError(f"time {now!r} is outside 1970..2200")
+        s, p = station_product_positions(req, self.station_index, self.product_index)
         pv, pa = req.preset_volume_ml, req.preset_amount_kop
-        if pv is not None and pa is not None:
-            raise RequestError("give a volume preset or an amount preset, not both")
-        if pv is not None and (type(pv) is not int or not 1 <= pv <= MAX_VOLUME):
-            raise RequestError(f"preset_volume_ml must be a whole number in 1..{MAX_VOLUME}, got {pv!r}")
-        if pa is not None and (type(pa) is not int or not 1 <= pa <= MAX_AMOUNT):
-            raise RequestError(f"preset_amount_kop must be a whole number in 1..{MAX_AMOUNT}, got {pa!r}")
-        return c, s, p, now, pv or 0, pa or 0
+        return c, s, p, req.now_utc_s, pv or 0, pa or 0
 
     def authorize(self, req):
-        """The largest volume and amount ``req`` may dispense, with the binding reason."""
+        """The largest volume and amount ``req`` may dispense, with the binding reason and
+        the exceptions of the alerting rules the answer breaks."""
         cdef FuelOut o
+        cdef int64_t ids[64]
+        cdef int8_t reasons[64]
+        cdef int32_t i, n_ctl
         c, s, p, now, pv, pa = self._positions(req)
-        self._decide(c, s, p, now, pv, pa, &o)
+        cdef Py_ssize_t room = 3 + self.cards[<Py_ssize_t>c].limit_count
+        o.exc_id, o.exc_reason = ids, reasons
+        if room > 64:
+            o.exc_id = <int64_t*>PyMem_Malloc(room * sizeof(int64_t))
+            o.exc_reason = <int8_t*>PyMem_Malloc(room)
+            if o.exc_id == NULL or o.exc_reason == NULL:
+                PyMem_Free(o.exc_id)
+                PyMem_Free(o.exc_reason)
+                raise MemoryError("no memory for a decision's exceptions")
+        try:
+            self._decide(c, s, p, now, pv, pa, &o)
+            exceptions = ()
+            if o.n_exc:
+                out = []
+                if o.ctl_exc & 1:
+                    out.append(EXC_PRODUCT)
+                if o.ctl_exc & 2:
+                    out.append(EXC_STATION)
+                if o.ctl_exc & 4:
+                    out.append(EXC_WINDOW)
+                n_ctl = len(out)
+                for i in range(n_ctl, o.n_exc):
+                    out.append(RuleException(REASONS[o.exc_reason[i]], o.exc_id[i]))
+                exceptions = tuple(out)
+        finally:
+            if room > 64:
+                PyMem_Free(o.exc_id)
+                PyMem_Free(o.exc_reason)
         return _build(F_DECISION, (REASONS[o.reason], o.volume, o.amount, o.price,
-                      o.list_price, None if o.binding == -1 else o.binding))
+                      o.list_price, None if o.binding == -1 else o.binding, exceptions))
 
     def complete(self, req, decision, delivered_volume_ml):
         """Charge a delivery under ``decision`` and apply it to balances and counters
@@ -1674,11 +2135,13 @@ cdef class NativeFuelEvaluator:
             d = &self.ldefs[self.lims[k].def_]
             if d.period == PERIOD_TXN or not self._covers(d, p):
                 continue
-            start = self._period_start(d.period, today)
+            if d.unit == UNIT_PURCHASES and delivered == 0:
+                continue  # nothing delivered: not a purchase (authz.fuel.count_delivery)
+            start = period_start(d.period, today)
             if self.lims[k].pstart < start:
                 self.lims[k].pstart = start
                 self.lims[k].spent = 0
-            self.lims[k].spent += delivered if d.unit == UNIT_ML else amount
+            self.lims[k].spent += delivered if d.unit == UNIT_ML else (1 if d.unit == UNIT_PURCHASES else amount)
             after.append((d.id, LimitCounter(self.lims[k].spent, self.lims[k].pstart)))
         self.cts[ct].balance -= amount
         return FuelCompletion(delivered, amount, tuple(after), self.cts[ct].balance,
@@ -1697,8 +2160,11 @@ cdef class NativeFuelEvaluator:
         cdef int8_t[::1] r_reason = out.reason
         cdef int64_t[::1] r_vol = out.volume_ml, r_amt = out.amount_kop, r_price = out.unit_price_kop_per_l
         cdef int64_t[::1] r_bind = out.binding_limit_id
+        cdef uint8_t[::1] r_exc = out.exceptions
         cdef FuelOut o
         cdef CardRec* ahead
+        o.exc_id = NULL  # exceptions counted, not listed
+        o.exc_reason = NULL
         if not (len(bs) == len(bp) == len(bn) == len(bv) == len(ba) == n):
             raise RequestError("batch arrays differ in length")
         with nogil:
@@ -1719,12 +2185,15 @@ cdef class NativeFuelEvaluator:
                         ahead = &self.cards[bc[i + 8]]
                         __builtin_prefetch(&self.cts[ahead.contract])
                         __builtin_prefetch(&self.lims[ahead.limit_start])
+                        if ahead.flags & F_CONTROLS:
+                            __builtin_prefetch(&self.ctl[bc[i + 8]])
                     self._decide(bc[i], bs[i], bp[i], bn[i], bv[i], ba[i], &o)
                     r_reason[i] = o.reason
                     r_vol[i] = o.volume
                     r_amt[i] = o.amount
                     r_price[i] = o.price
                     r_bind[i] = o.binding
+                    r_exc[i] = <uint8_t>o.n_exc if o.n_exc < 255 else 255
         if bad >= 0:
             raise RequestError(f"request {bad}: a position, time or preset is out of range "
                                f"(card {bc[bad]}, station {bs[bad]}, product {bp[bad]}, time {bn[bad]}, "
@@ -1747,6 +2216,8 @@ cdef class NativeFuelEvaluator:
                 acc += bn[i] + self.cards[c].flags + self.cards[c].expires \
                     + self.cards[c].groups + self.cts[ct].tz + self.cts[ct].balance + self.cts[ct].credit \
                     + self.cts[ct].tariff + self.st_price[bs[i] * self.n_products + bp[i]] + self.prod_group[bp[i]]
+                if self.cards[c].flags & F_CONTROLS:
+                    acc += self.rules[self.ctl[c]].scope
                 for k in range(self.cards[c].limit_start, self.cards[c].limit_start + self.cards[c].limit_count):
                     d = &self.ldefs[self.lims[k].def_]
                     acc += d.amount + self.lims[k].spent + self.lims[k].pstart + d.unit
@@ -1868,14 +2339,14 @@ cdef class NativeClubEvaluator:
     cdef LotRec* lots
     cdef Py_ssize_t lot_cap, lot_top   # slots allocated; slots ever used (those above were never touched)
     cdef int32_t free_lot              # slots freed by emptied lots, chained through ``next``
-    # numbers -> positions: int64 keys (native.compact.card_key); numbers without a key in dicts
-    cdef _KeyIndex card_ix, acc_ix
-    cdef dict other_by_no, other_by_pos
-    # run-time upserts (apply): room allocated, and the cards and accounts appended since
-    # the tables were packed (positions from card_base / acc_base on)
-    cdef Py_ssize_t card_cap, acc_cap, card_base, acc_base
-    cdef dict card_extra, acc_extra
-    cdef object card_keys_extra, acc_ids_extra
+    # numbers -> positions: the fuel evaluator's index (_CardNumbers); account ids by key
+    cdef _CardNumbers numbers
+    cdef _KeyIndex acc_ix
+    # run-time upserts (apply): room allocated, and the accounts appended since the tables
+    # were packed (positions from acc_base on)
+    cdef Py_ssize_t card_cap, acc_cap, acc_base
+    cdef dict acc_extra
+    cdef object acc_ids_extra
     cdef public bint _state_lots  # packing this site's own lots, not the host's rows
 
     def __cinit__(self):
@@ -1914,10 +2385,10 @@ cdef class NativeClubEvaluator:
         self._pack_accounts(cols)
         self._pack_lots(cols)
         self._pack_cards(cols)
-        self.card_cap = self.card_base = self.n_cards
+        self.card_cap = self.n_cards
         self.acc_cap = self.acc_base = self.n_accounts
-        self.card_extra, self.acc_extra = {}, {}
-        self.card_keys_extra, self.acc_ids_extra = _pyarray("q"), _pyarray("q")
+        self.acc_extra = {}
+        self.acc_ids_extra = _pyarray("q")
 
     @property
     def model(self):
@@ -2013,18 +2484,7 @@ cdef class NativeClubEvaluator:
             raise ModelError("club card columns differ in length")
         cdef const int32_t[::1] account = cols.card_account
         cdef const int8_t[::1] status = cols.card_status
-        self.card_ix = _KeyIndex(cols.card_key, True)
-        if self.card_ix.duplicate is not None:
-            raise ModelError(f"duplicate club card {mask_card_no(card_no_of(self.card_ix.duplicate))}")
-        self.other_by_pos = dict(cols.card_other)
-        self.other_by_no = {no: i for i, no in self.other_by_pos.items()}
-        if len(self.other_by_no) != len(self.other_by_pos):
-            raise ModelError("duplicate club card among the numbers without a key")
-        if self.card_ix.n + len(self.other_by_pos) != n:
-            raise ModelError("every club card needs a key or a number in card_other, not both")
-        for i, no in self.other_by_pos.items():
-            if not 0 <= i < n or cols.card_key[i] != 0 or key_of(no):
-                raise ModelError(f"card_other[{i}]: not a club card without a key")
+        self.numbers = _CardNumbers(cols, "club card")
         self.n_cards = <int32_t>n
         self.cards = <ClubCardRec*>PyMem_Malloc(max(n, 1) * sizeof(ClubCardRec))
         if self.cards == NULL:
@@ -2061,18 +2521,7 @@ cdef class NativeClubEvaluator:
 
     cdef Py_ssize_t _card_pos(self, card_no) except? -2:
         """The position of club card ``card_no`` (a str), or -1."""
-        if type(card_no) is not str:
-            card_no = str.__str__(card_no)  # a str subclass: its text, as a dict of str finds it
-        cdef int64_t k = key_of(card_no)
-        cdef Py_ssize_t c
-        if k:
-            c = self.card_ix.find(k)
-            if c < 0 and self.card_extra:
-                return self.card_extra.get(k, -1)
-            return c
-        if self.other_by_no:
-            return self.other_by_no.get(card_no, -1)
-        return -1
+        return self.numbers.pos(card_no)
 
     cdef Py_ssize_t _account_pos(self, account_id) except? -2:
         if type(account_id) is float and account_id.is_integer():
@@ -2110,12 +2559,10 @@ cdef class NativeClubEvaluator:
         """Bytes of the packed tables and indexes (the card_key and acc_id arrays and the lot
         slots ever used included; the rules and the pool's never-touched room not)."""
         return (self.n_cards * (sizeof(ClubCardRec) + 8) + self.n_accounts * (sizeof(AccountRec) + 8)
-                + self.lot_top * sizeof(LotRec) + self.card_ix.nbytes() + self.acc_ix.nbytes())
+                + self.lot_top * sizeof(LotRec) + self.numbers.nbytes() + self.acc_ix.nbytes())
 
     def card_position(self, card_no):
         """The position of club card ``card_no``, or None when the replica has no such card."""
-        if not isinstance(card_no, str):
-            return None
         c = self._card_pos(card_no)
         return None if c < 0 else c
 
@@ -2128,8 +2575,7 @@ cdef class NativeClubEvaluator:
         """The number of the club card at position ``i``."""
         if not 0 <= i < self.n_cards:
             raise IndexError("club card position out of range")
-        cdef int64_t k = self._card_key_at(i)
-        return card_no_of(k) if k else self.other_by_pos[i]
+        return self.numbers.number(i)
 
     def card_at(self, Py_ssize_t i):
         """The club card at position ``i`` as a ClubCard (made now)."""
@@ -2215,9 +2661,9 @@ cdef class NativeClubEvaluator:
         for i in range(nc):
             if skc[i]:
                 continue
-            c_key.data.as_longlongs[j] = self._card_key_at(i)
+            c_key.data.as_longlongs[j] = self.numbers.key_at(i)
             if c_key.data.as_longlongs[j] == 0:
-                other[j] = self.other_by_pos[i]
+                other[j] = self.numbers.other_by_pos[i]
             c_account.data.as_ints[j] = remap.data.as_ints[self.cards[i].account]
             c_status.data.as_schars[j] = self.cards[i].status
             j += 1
@@ -2230,11 +2676,6 @@ cdef class NativeClubEvaluator:
 
     # -- updates from the host (authz.update) --
 
-    cdef inline int64_t _card_key_at(self, Py_ssize_t i):
-        """The key of the club card at position ``i`` (0: its number is in other_by_pos)."""
-        if i < self.card_base:
-            return self.card_ix.keys[i]
-        return self.card_keys_extra[i - self.card_base]
 
     cdef inline int64_t _acc_id_at(self, Py_ssize_t i):
         """The id of the account at position ``i``."""
@@ -2322,13 +2763,7 @@ cdef class NativeClubEvaluator:
             self._write_account(pos, account, lots)
             for cpos, no, status in card_plan:
                 if cpos >= self.n_cards:
-                    k = key_of(no)
-                    self.card_keys_extra.append(k)
-                    if k:
-                        self.card_extra[k] = cpos
-                    else:
-                        self.other_by_no[no] = cpos
-                        self.other_by_pos[cpos] = no
+                    self.numbers.append(no, cpos)
                     self.n_cards += 1
                 self.cards[cpos].account = <int32_t>pos
                 self.cards[cpos].status = <int8_t>status
@@ -2440,11 +2875,9 @@ cdef class NativeClubEvaluator:
         self.rate, self.cap_balance, self.cap_turnover = o.rate, o.cap_balance, o.cap_turnover
         self.lot_cap, self.lot_top, self.free_lot = o.lot_cap, o.lot_top, o.free_lot
         o.lot_cap = o.lot_top = 0
-        self.card_ix, self.acc_ix = o.card_ix, o.acc_ix
-        self.other_by_no, self.other_by_pos = o.other_by_no, o.other_by_pos
-        self.card_cap, self.acc_cap, self.card_base, self.acc_base = o.card_cap, o.acc_cap, o.card_base, o.acc_base
-        self.card_extra, self.acc_extra = o.card_extra, o.acc_extra
-        self.card_keys_extra, self.acc_ids_extra = o.card_keys_extra, o.acc_ids_extra
+        self.numbers, self.acc_ix = o.numbers, o.acc_ix
+        self.card_cap, self.acc_cap, self.acc_base = o.card_cap, o.acc_cap, o.acc_base
+        self.acc_extra, self.acc_ids_extra = o.acc_extra, o.acc_ids_extra
 
     # -- the rules (authz.club) --
 
@@ -3038,13 +3471,16 @@ def _sample_fuel_rows(tuple mt_state, Py_ssize_t n_cards, st_id, st_region, int 
     for arr in (l_id, l_unit, l_period, l_scope, l_amount, l_sv, l_spent, l_pstart):
         carray.resize(arr, o.n_lims)
     carray.resize(stop, o.n_stop)
+    controls = dict(card_nproducts=carray.clone(_H, n_cards, True), card_nwindows=carray.clone(_UB, n_cards, True),
+                    card_scope=carray.clone(_B, n_cards, True), card_nstations=carray.clone(_UB, n_cards, True),
+                    card_on_breach=carray.clone(_B, n_cards, True), lim_on_breach=carray.clone(_B, o.n_lims, True))
     columns = dict(
         ct_id=c_id, ct_tz=c_tz, ct_region=c_region, ct_tariff=c_tariff, ct_balance=c_balance, ct_credit=c_credit,
         ct_nchosen=c_nchosen, ct_chosen=c_chosen,
         card_key=a_key, card_contract=a_contract, card_kind=a_kind, card_status=a_status, card_expires=a_expires,
         card_groups=a_groups, card_nlimits=a_nlim,
         lim_id=l_id, lim_unit=l_unit, lim_period=l_period, lim_scope=l_scope, lim_amount=l_amount,
-        lim_scope_value=l_sv, lim_spent=l_spent, lim_pstart=l_pstart, stop_keys=stop)
+        lim_scope_value=l_sv, lim_spent=l_spent, lim_pstart=l_pstart, stop_keys=stop, **controls)
     return columns, tz_first
 
 
@@ -3164,7 +3600,9 @@ def _fill_card_columns(cards, dict contract_pos, dict product_pos, cols):
     cdef carray.array k_nlim = cols.card_nlimits
     cdef carray.array l_id = cols.lim_id, l_unit = cols.lim_unit, l_period = cols.lim_period
     cdef carray.array l_scope = cols.lim_scope, l_amount = cols.lim_amount, l_sv = cols.lim_scope_value
-    cdef carray.array l_spent = cols.lim_spent, l_pstart = cols.lim_pstart
+    cdef carray.array l_spent = cols.lim_spent, l_pstart = cols.lim_pstart, l_breach = cols.lim_on_breach
+    cdef carray.array k_nprod = cols.card_nproducts, k_nwin = cols.card_nwindows, k_scope = cols.card_scope
+    cdef carray.array k_nst = cols.card_nstations, k_breach = cols.card_on_breach
     cdef dict days = {}, masks = {}, other = cols.card_other
     cdef int64_t key
     cdef int32_t value
@@ -3195,6 +3633,15 @@ def _fill_card_columns(cards, dict contract_pos, dict product_pos, cols):
                 m |= 1 << int(g)
             masks[groups] = m
         _put_ub(k_groups, m)
+        if (card.products is None and not card.windows and card.station_scope == 0 and not card.station_ids
+                and card.on_breach == 0):
+            _put_h(k_nprod, 0)
+            _put_ub(k_nwin, 0)
+            _put_b(k_scope, 0)
+            _put_ub(k_nst, 0)
+            _put_b(k_breach, 0)
+        else:
+            _put_controls(cols, card, product_pos)
         limits = card.limits
         n_lim = len(limits)
         if n_lim > 65535:
@@ -3220,6 +3667,7 @@ def _fill_card_columns(cards, dict contract_pos, dict product_pos, cols):
             _put_b(l_scope, scope)
             _put_q(l_amount, lim.amount)
             _put_i(l_sv, value)
+            _put_b(l_breach, lim.on_breach)
             counter = known.get(lim.limit_id) if known else None
             if counter is None:
                 _put_q(l_spent, 0)

@@ -30,8 +30,8 @@ from authz import sample
 from authz.club_model import ClubAccount, ClubCard, ClubCardKind, ClubModel, ClubRules, ClubStatus, PointLot
 from authz.errors import ModelError
 from authz.fuel_model import (CardKind, CardStatus, Contract, DiscountRule, FuelCard, FuelModel, Limit,
-                              LimitCounter, LimitUnit, Period, Product, ProductGroup, Scope, Station, Tariff,
-                              mask_card_no)
+                              LimitCounter, LimitUnit, OnBreach, Period, Product, ProductGroup, Scope, Station,
+                              StationScope, Tariff, TimeWindow, mask_card_no)
 from authz.localtime import EPOCH, day_number
 
 from .tables import NO_PERIOD, _mask
@@ -57,7 +57,53 @@ def _groups_of(mask: int) -> frozenset[ProductGroup]:
     return frozenset(g for g in ProductGroup if mask >> int(g) & 1)
 
 
-class FuelColumns:
+class _Columns:
+    """What the fuel and club columns share: one typed array per name of ``ARRAYS`` (name,
+    typecode), checked when given; ``card_key`` and ``card_other`` naming the cards (see the
+    module doc); size, equality and card numbers."""
+
+    ARRAYS: tuple[tuple[str, str], ...] = ()
+    __slots__ = ()
+    card_key: array[int]
+    card_other: dict[int, str]
+
+    def _set_arrays(self, arrays: dict[str, array]) -> None:
+        """Every column of ``ARRAYS`` from ``arrays`` (an empty one where it has none); a
+        ModelError for one of the wrong type, a TypeError for a name that is no column."""
+        for name, code in self.ARRAYS:
+            a = arrays.pop(name, None)
+            if a is None:
+                a = array(code)
+            elif not isinstance(a, array) or a.typecode != code:
+                raise ModelError(f"column {name} must be an array of type {code!r}")
+            setattr(self, name, a)
+        if arrays:
+            raise TypeError(f"unknown columns: {', '.join(sorted(arrays))}")
+
+    @property
+    def n_cards(self) -> int:
+        """Cards in the columns."""
+        return len(self.card_key)
+
+    def nbytes(self) -> int:
+        """Bytes held by the arrays."""
+        return sum(len(getattr(self, n)) * getattr(self, n).itemsize for n, _ in self.ARRAYS)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        names: tuple[str, ...] = self.__slots__
+        return all(getattr(self, n) == getattr(other, n) for n in names)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable columns
+
+    def card_no(self, i: int) -> str:
+        """The number of card ``i``."""
+        k = self.card_key[i]
+        return card_no_of(k) if k else self.card_other[i]
+
+
+class FuelColumns(_Columns):
     """A fuel replica as columns. Positions are those of the FuelModel it stands for.
 
     Small tables stay objects: ``products``, ``stations``, ``discounts`` (tuples, as in a
@@ -75,6 +121,14 @@ class FuelColumns:
       (q), ``lim_unit``, ``lim_period``, ``lim_scope`` (b), ``lim_amount`` (q),
       ``lim_scope_value`` (i: the group for GROUP, the product position for PRODUCT, -1),
       ``lim_spent`` (q) and ``lim_pstart`` (i; ``NO_PERIOD``: no counter yet);
+    - the fleet manager's controls of each card (issue 11): ``card_nproducts`` (H, 0: every
+      product of its groups, else the next rows of ``cprod_pos``, i: product positions, in
+      position order), ``card_nwindows`` (B, the next rows of ``win_days``, B: weekday bit
+      mask, bit 0 Monday; ``win_start`` and ``win_end``, H: minutes), ``card_scope`` (b,
+      StationScope), ``card_nstations`` (B, the next rows of ``cst_id``, q: station ids,
+      rising), ``card_on_breach`` (b, OnBreach); and ``lim_on_breach`` (b) per limit row.
+      Columns built elsewhere may leave these five card columns (and ``lim_on_breach``)
+      empty: no card has a control (every limit declines);
     - the stop list: ``stop_keys`` (q, sorted, unique: every number with a key, whether its
       card is in this replica or not) and ``stop_other`` (frozenset of the other numbers).
 
@@ -90,10 +144,52 @@ class FuelColumns:
                    ("card_expires", "i"), ("card_groups", "B"), ("card_nlimits", "H"))
     LIMIT_FIELDS = (("lim_id", "q"), ("lim_unit", "b"), ("lim_period", "b"), ("lim_scope", "b"),
                     ("lim_amount", "q"), ("lim_scope_value", "i"), ("lim_spent", "q"), ("lim_pstart", "i"))
-    ARRAYS = CONTRACT_FIELDS + CARD_FIELDS + LIMIT_FIELDS + (("stop_keys", "q"),)
+    #: the controls (issue 11): per card, then their rows card after card
+    CONTROL_FIELDS = (("card_nproducts", "H"), ("card_nwindows", "B"), ("card_scope", "b"),
+                      ("card_nstations", "B"), ("card_on_breach", "b"))
+    CONTROL_ROW_FIELDS = (("cprod_pos", "i"), ("win_days", "B"), ("win_start", "H"), ("win_end", "H"),
+                          ("cst_id", "q"))
+    ARRAYS = CONTRACT_FIELDS + CARD_FIELDS + LIMIT_FIELDS + (("lim_on_breach", "b"),) + CONTROL_FIELDS + \
+        CONTROL_ROW_FIELDS + (("stop_keys", "q"),)
 
     __slots__ = ("products", "stations", "discounts", "tz_names", "card_other", "stop_other") + \
         tuple(name for name, _ in ARRAYS)
+    # the columns (set from ARRAYS in __init__), named for the type checker
+    ct_id: array[int]
+    ct_tz: array[int]
+    ct_region: array[int]
+    ct_tariff: array[int]
+    ct_balance: array[int]
+    ct_credit: array[int]
+    ct_nchosen: array[int]
+    ct_chosen: array[int]
+    card_key: array[int]
+    card_contract: array[int]
+    card_kind: array[int]
+    card_status: array[int]
+    card_expires: array[int]
+    card_groups: array[int]
+    card_nlimits: array[int]
+    lim_id: array[int]
+    lim_unit: array[int]
+    lim_period: array[int]
+    lim_scope: array[int]
+    lim_amount: array[int]
+    lim_scope_value: array[int]
+    lim_spent: array[int]
+    lim_pstart: array[int]
+    lim_on_breach: array[int]
+    card_nproducts: array[int]
+    card_nwindows: array[int]
+    card_scope: array[int]
+    card_nstations: array[int]
+    card_on_breach: array[int]
+    cprod_pos: array[int]
+    win_days: array[int]
+    win_start: array[int]
+    win_end: array[int]
+    cst_id: array[int]
+    stop_keys: array[int]
 
     def __init__(self, *, products=(), stations=(), discounts=(), tz_names=(), card_other=None,
                  stop_other=frozenset(), **arrays: array) -> None:
@@ -101,23 +197,11 @@ class FuelColumns:
         self.stations = tuple(stations)
         self.discounts = tuple(discounts)
         self.tz_names = tuple(tz_names)
-        self.card_other: dict[int, str] = dict(card_other or {})
+        self.card_other = dict(card_other or {})
         self.stop_other: frozenset[str] = frozenset(stop_other)
-        for name, code in self.ARRAYS:
-            a = arrays.pop(name, None)
-            if a is None:
-                a = array(code)
-            elif not isinstance(a, array) or a.typecode != code:
-                raise ModelError(f"column {name} must be an array of type {code!r}")
-            setattr(self, name, a)
-        if arrays:
-            raise TypeError(f"unknown columns: {', '.join(sorted(arrays))}")
+        self._set_arrays(arrays)
 
     # -- sizes --
-
-    @property
-    def n_cards(self) -> int:
-        return len(self.card_key)
 
     @property
     def n_contracts(self) -> int:
@@ -131,15 +215,6 @@ class FuelColumns:
     def stop_list_size(self) -> int:
         """Numbers on the stop list (of cards in this replica or not)."""
         return len(self.stop_keys) + len(self.stop_other)
-
-    def nbytes(self) -> int:
-        """Bytes held by the arrays."""
-        return sum(len(getattr(self, n)) * getattr(self, n).itemsize for n, _ in self.ARRAYS)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, FuelColumns):
-            return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
 
     def __repr__(self) -> str:
         return (f"<FuelColumns {self.n_cards} cards, {self.n_limits} limits, {self.n_contracts} contracts, "
@@ -193,6 +268,9 @@ class FuelColumns:
                              counter.spent if counter else 0, counter.period_start if counter else NO_PERIOD))
         for k, (name, code) in enumerate(cls.LIMIT_FIELDS):
             setattr(cols, name, array(code, [r[k] for r in rows]))
+        cols.lim_on_breach = array("b", [int(lim.on_breach) for card in cards for lim in card.limits])
+        for card in cards:
+            _put_controls(cols, card, products)
         keys = sorted({k for k in map(card_key, m.stop_list) if k})
         cols.stop_keys = array("q", keys)
         cols.stop_other = frozenset(no for no in m.stop_list if not card_key(no))
@@ -251,11 +329,6 @@ class FuelColumns:
         cols.stop_other = frozenset(other)
         return cols
 
-    def card_no(self, i: int) -> str:
-        """The number of card ``i``."""
-        k = self.card_key[i]
-        return card_no_of(k) if k else self.card_other[i]
-
     def to_model(self) -> FuelModel:
         """The FuelModel of these columns (a Python object per card: for tests, the reference
         evaluator and small replicas)."""
@@ -266,20 +339,36 @@ class FuelColumns:
                      for i in range(self.n_contracts)]
         cards, counters = [], {}
         row = 0
+        rows_at = [0, 0, 0]  # the next row of cprod_pos, of the windows, of cst_id
         for i in range(self.n_cards):
             no = self.card_no(i)
             limits = []
             for r in range(row, row + self.card_nlimits[i]):
-                limits.append(_limit(self, r))
+                limits.append(_limit(self, r, OnBreach(self.lim_on_breach[r]) if self.lim_on_breach
+                                     else OnBreach.DECLINE))
                 if self.lim_pstart[r] != NO_PERIOD:
                     counters[(no, self.lim_id[r])] = LimitCounter(self.lim_spent[r], self.lim_pstart[r])
             row += self.card_nlimits[i]
+            controls = self._controls(i, rows_at) if self.card_scope else {}
             cards.append(FuelCard(no, self.ct_id[self.card_contract[i]], EPOCH + timedelta(days=self.card_expires[i]),
                                   _groups_of(self.card_groups[i]), tuple(limits), CardKind(self.card_kind[i]),
-                                  CardStatus(self.card_status[i])))
+                                  CardStatus(self.card_status[i]), **controls))
         stop = [card_no_of(k) for k in self.stop_keys] + list(self.stop_other)
         return FuelModel(products=self.products, stations=self.stations, contracts=contracts, cards=cards,
                          discounts=self.discounts, stop_list=stop, counters=counters)
+
+    def _controls(self, i: int, rows_at: list[int]) -> dict:
+        """The controls of card ``i`` as FuelCard keyword arguments; ``rows_at`` holds the
+        next rows of the three row tables (card ``i``'s first ones) and moves past them."""
+        p, w, s = rows_at
+        n_p, n_w, n_s = self.card_nproducts[i], self.card_nwindows[i], self.card_nstations[i]
+        rows_at[:] = [p + n_p, w + n_w, s + n_s]
+        return {
+            "products": frozenset(self.products[k].code for k in self.cprod_pos[p:p + n_p]) if n_p else None,
+            "windows": tuple(TimeWindow(_weekdays_of(self.win_days[r]), self.win_start[r], self.win_end[r])
+                             for r in range(w, w + n_w)),
+            "station_scope": StationScope(self.card_scope[i]), "station_ids": frozenset(self.cst_id[s:s + n_s]),
+            "on_breach": OnBreach(self.card_on_breach[i])}
 
     # -- edits the simulated site makes --
 
@@ -305,11 +394,45 @@ class FuelColumns:
         return out
 
 
-def _limit(cols: FuelColumns, r: int) -> Limit:
+def _limit(cols: FuelColumns, r: int, on_breach: OnBreach) -> Limit:
     scope, value = Scope(cols.lim_scope[r]), cols.lim_scope_value[r]
     return Limit(cols.lim_id[r], LimitUnit(cols.lim_unit[r]), Period(cols.lim_period[r]), cols.lim_amount[r],
                  scope, group=ProductGroup(value) if scope is Scope.GROUP else None,
-                 product=cols.products[value].code if scope is Scope.PRODUCT else None)
+                 product=cols.products[value].code if scope is Scope.PRODUCT else None, on_breach=on_breach)
+
+
+def _weekdays_of(mask: int) -> frozenset[int]:
+    return frozenset(d for d in range(7) if mask >> d & 1)
+
+
+def days_mask(days: Iterable[int]) -> int:
+    """A time window's weekdays as the bit mask of its ``win_days`` column (bit 0 Monday)."""
+    m = 0
+    for d in days:
+        m |= 1 << d
+    return m
+
+
+def _put_controls(cols: FuelColumns, card: FuelCard, product_pos: Mapping[str, int]) -> None:
+    """Append ``card``'s controls to the control columns (the rows of the Python paths;
+    native._evaluator._fill_card_columns writes the same)."""
+    if card.products is None:
+        cols.card_nproducts.append(0)
+    else:
+        cols.card_nproducts.append(len(card.products))
+        for code in card.products:
+            if code not in product_pos:
+                raise ModelError(f"card {mask_card_no(card.card_no)} allows product {code!r} the network does not sell")
+        cols.cprod_pos.extend(sorted(product_pos[code] for code in card.products))
+    cols.card_nwindows.append(len(card.windows))
+    for w in card.windows:
+        cols.win_days.append(days_mask(w.days))
+        cols.win_start.append(w.start_min)
+        cols.win_end.append(w.end_min)
+    cols.card_scope.append(int(card.station_scope))
+    cols.card_nstations.append(len(card.station_ids))
+    cols.cst_id.extend(sorted(card.station_ids))
+    cols.card_on_breach.append(int(card.on_breach))
 
 
 # -- the simulated network, as columns ------------------------------------------------------------
@@ -473,7 +596,7 @@ class CompactFuelModel(FuelModel):
 
 # -- the club replica as columns -------------------------------------------------------------------
 
-class ClubColumns:
+class ClubColumns(_Columns):
     """A club replica as columns. Positions are those of the ClubModel it stands for.
 
     The rules stay one object (``rules``, a ClubRules). Everything else is one array per field:
@@ -497,40 +620,35 @@ class ClubColumns:
     ARRAYS = ACCOUNT_FIELDS + LOT_FIELDS + CARD_FIELDS
 
     __slots__ = ("rules", "card_other") + tuple(name for name, _ in ARRAYS)
+    # the columns (set from ARRAYS in __init__), named for the type checker
+    acc_id: array[int]
+    acc_kind: array[int]
+    acc_activated: array[int]
+    acc_status: array[int]
+    acc_balance: array[int]
+    acc_tmonth: array[int]
+    acc_turnover: array[int]
+    acc_nlots: array[int]
+    lot_id: array[int]
+    lot_points: array[int]
+    lot_matures: array[int]
+    lot_expires: array[int]
+    card_key: array[int]
+    card_account: array[int]
+    card_status: array[int]
 
     def __init__(self, *, rules: ClubRules | None = None, card_other=None, **arrays: array) -> None:
         self.rules = ClubRules() if rules is None else rules
-        self.card_other: dict[int, str] = dict(card_other or {})
-        for name, code in self.ARRAYS:
-            a = arrays.pop(name, None)
-            if a is None:
-                a = array(code)
-            elif not isinstance(a, array) or a.typecode != code:
-                raise ModelError(f"column {name} must be an array of type {code!r}")
-            setattr(self, name, a)
-        if arrays:
-            raise TypeError(f"unknown columns: {', '.join(sorted(arrays))}")
+        self.card_other = dict(card_other or {})
+        self._set_arrays(arrays)
 
     @property
     def n_accounts(self) -> int:
         return len(self.acc_id)
 
     @property
-    def n_cards(self) -> int:
-        return len(self.card_key)
-
-    @property
     def n_lots(self) -> int:
         return len(self.lot_id)
-
-    def nbytes(self) -> int:
-        """Bytes held by the arrays."""
-        return sum(len(getattr(self, n)) * getattr(self, n).itemsize for n, _ in self.ARRAYS)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ClubColumns):
-            return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
 
     def __repr__(self) -> str:
         return (f"<ClubColumns {self.n_accounts} accounts, {self.n_cards} cards, {self.n_lots} lots, "
@@ -606,11 +724,6 @@ class ClubColumns:
         except (TypeError, OverflowError, ValueError) as exc:
             raise ModelError(f"a club account row does not fit its columns: {exc}") from None
         return cols
-
-    def card_no(self, i: int) -> str:
-        """The number of card ``i``."""
-        k = self.card_key[i]
-        return card_no_of(k) if k else self.card_other[i]
 
     def to_model(self) -> ClubModel:
         """The ClubModel of these columns (a Python object per account, card and lot: for

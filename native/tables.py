@@ -12,7 +12,7 @@ from authz.club import accrual_rate_bp
 from authz.club_model import ClubCardKind, ClubModel, ClubRules, ClubStatus
 from authz.errors import ModelError
 from authz.fuel_model import (CardKind, CardStatus, DiscountKind, DiscountWhere, FuelModel, LimitUnit,
-                              Period, ProductGroup, Scope, Tariff)
+                              OnBreach, Period, ProductGroup, Scope, StationScope, Tariff)
 
 from .tz import transitions
 
@@ -127,5 +127,7 @@ assert (int(ProductGroup.FUEL), int(LimitUnit.MILLILITRES), int(Scope.GROUP), in
 assert (int(DiscountWhere.HOME_REGION), int(DiscountWhere.CHOSEN_STATIONS), int(DiscountKind.KOP_PER_L)) == (0, 1, 0)
 assert (int(CardStatus.BLOCKED), int(ClubStatus.BLOCKED), int(CardKind.VIRTUAL)) == (1, 1, 1)
 assert [int(k) for k in ClubCardKind] == [0, 1] and [int(s) for s in ClubStatus] == [0, 1]
-assert len(CardStatus) == 2 and len(CardKind) == 2 and len(LimitUnit) == 2 and len(Scope) == 3
-assert [int(p) for p in Period] == [0, 1, 2, 3, 4] and max(int(g) for g in ProductGroup) < 8  # a group mask is a byte
+assert len(CardStatus) == 2 and len(CardKind) == 2 and len(Scope) == 3
+assert [int(u) for u in LimitUnit] == [0, 1, 2] and [int(b) for b in OnBreach] == [0, 1]
+assert [int(s) for s in StationScope] == [0, 1, 2]
+assert [int(p) for p in Period] == [0, 1, 2, 3, 4, 5, 6] and max(int(g) for g in ProductGroup) < 8  # a group mask is a byte

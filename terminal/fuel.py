@@ -34,7 +34,7 @@ from authz import fuel as rules
 from authz.errors import RequestError
 from authz.fuel_model import FuelDecision, FuelRequest, FuelState, mask_card_no
 from authz.localtime import local_date
-from authz.money import MAX_AMOUNT_KOP, MAX_VOLUME_ML, amount_for_volume
+from authz.money import amount_for_volume
 from hw.card.application import CardData, FuelCardApplication
 from hw.card.keys import KeyStore
 from hw.card.records import Counters
@@ -670,11 +670,10 @@ class FuelLane:
                             f"{', '.join(self.config.products)}", Refusal.INVALID)
         if product not in self.replica.fuel_model.product_index:
             raise FuelLaneError(f"unknown product {product!r}", Refusal.INVALID)
-        for name, v, top in (("preset_volume_ml", pv, MAX_VOLUME_ML), ("preset_amount_kop", pa, MAX_AMOUNT_KOP)):
-            if v is not None and (type(v) is not int or not 1 <= v <= top):
-                raise FuelLaneError(f"{name} must be a whole number in 1..{top}, got {v!r}", Refusal.INVALID)
-        if pv is not None and pa is not None:
-            raise FuelLaneError("give preset_volume_ml or preset_amount_kop, not both", Refusal.INVALID)
+        try:
+            rules.check_presets(pv, pa)  # the evaluators' own check
+        except RequestError as exc:
+            raise FuelLaneError(str(exc), Refusal.INVALID) from None
 
     def _decide(self, req: FuelRequest, data: CardData) -> FuelDecision:
         """The evaluator's decision, with the card's own counters merged in when they are

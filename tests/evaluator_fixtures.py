@@ -110,9 +110,10 @@ def contract(contract_id: int = 1, *, tz: str = MSK, tariff: Tariff = Tariff.TRA
 
 def card(card_no: str = CARD, contract_id: int = 1, *, limits: tuple[Limit, ...] = (),
          groups=ALL_GROUPS, expires_on: date = date(2030, 12, 31),
-         status: CardStatus = CardStatus.ACTIVE, kind: CardKind = CardKind.PLASTIC) -> FuelCard:
-    """A fuel card."""
-    return FuelCard(card_no, contract_id, expires_on, frozenset(groups), tuple(limits), kind, status)
+         status: CardStatus = CardStatus.ACTIVE, kind: CardKind = CardKind.PLASTIC, **controls) -> FuelCard:
+    """A fuel card; ``controls`` are the fleet manager's (FuelCard's ``products``,
+    ``windows``, ``station_scope``, ``station_ids``, ``on_breach``)."""
+    return FuelCard(card_no, contract_id, expires_on, frozenset(groups), tuple(limits), kind, status, **controls)
 
 
 def fuel_model(*, limits: tuple[Limit, ...] = (), spent: dict[int, LimitCounter] | None = None,
@@ -121,14 +122,15 @@ def fuel_model(*, limits: tuple[Limit, ...] = (), spent: dict[int, LimitCounter]
                groups=ALL_GROUPS, expires_on: date = date(2030, 12, 31),
                status: CardStatus = CardStatus.ACTIVE, kind: CardKind = CardKind.PLASTIC,
                stop_list=(), max_fill_ml: int = 100_000, contracts=None, cards=None,
-               counters: dict[tuple[str, int], LimitCounter] | None = None) -> FuelModel:
-    """One contract and one card :data:`CARD` (unless ``contracts`` / ``cards`` are given);
-    ``spent`` maps a limit id of :data:`CARD` to its counter at load time."""
+               counters: dict[tuple[str, int], LimitCounter] | None = None, **controls) -> FuelModel:
+    """One contract and one card :data:`CARD` (unless ``contracts`` / ``cards`` are given)
+    with the given ``controls`` (see :func:`card`); ``spent`` maps a limit id of
+    :data:`CARD` to its counter at load time."""
     if contracts is None:
         contracts = (contract(tz=tz, tariff=tariff, balance_kop=balance_kop,
                               credit_line_kop=credit_line_kop, chosen=chosen),)
     if cards is None:
-        cards = (card(limits=limits, groups=groups, expires_on=expires_on, status=status, kind=kind),)
+        cards = (card(limits=limits, groups=groups, expires_on=expires_on, status=status, kind=kind, **controls),)
     all_counters = {(CARD, lid): c for lid, c in (spent or {}).items()}
     all_counters.update(counters or {})
     return FuelModel(products=PRODUCTS, stations=stations(max_fill_ml), contracts=contracts,

@@ -47,3 +47,15 @@ def test_bench_club_quote_batch(benchmark, impl, club_model):
     batch = ClubQuoteBatch.from_sales(club_model, list(sample.club_sales(club_model, 5_000, seed=26)))
     out = benchmark(ev.quote_batch, batch)
     assert len(out) == 5_000 and max(out.accrual_points) > 0
+
+
+def test_the_evaluator_benchmark_prints_its_keys_with_the_new_rules(capsys):
+    """``python -m benchmarks.evaluator`` on a small network: every figure a ``key: value``
+    line, the new-rules overhead among them (no timing is asserted)."""
+    from benchmarks.evaluator import main
+    assert main(["--cards", "3000", "--requests", "20000", "--accounts", "500"]) == 0
+    lines = dict(line.split(": ") for line in capsys.readouterr().out.splitlines())
+    for key in ("fuel_batch_decisions_per_s", "fuel_batch_vs_touch_loop", "fuel_batch_plain_native_ns",
+                "fuel_batch_new_rules_overhead", "fuel_batch_exceptions_per_decision", "club_batch_quotes_per_s"):
+        assert float(lines[key]) > 0, key
+    assert float(lines["fuel_batch_rules_share"]) == 0.2

@@ -281,8 +281,8 @@ def test_stop_keys_added_later_flag_cards_and_pad():
 
 # -- bad columns are refused with a clear error ----------------------------------------------------
 
-def _bad(edit, match):
-    cols = FuelColumns.from_model(odd_model())
+def _bad(edit, match, model=None):
+    cols = FuelColumns.from_model(model or odd_model())
     edit(cols)
     with pytest.raises(ModelError, match=match):
         NativeFuelEvaluator(cols)
@@ -312,7 +312,7 @@ def test_repeated_limit_id_on_a_card_is_refused():
     i = 0
     cols.lim_id.insert(i, 7)
     for name, value in (("lim_unit", 1), ("lim_period", 1), ("lim_scope", 0), ("lim_amount", 5), ("lim_scope_value", -1),
-                        ("lim_spent", 0), ("lim_pstart", 0)):
+                        ("lim_spent", 0), ("lim_pstart", 0), ("lim_on_breach", 0)):
         getattr(cols, name).insert(i, value)
     cols.card_nlimits[0] += 1
     with pytest.raises(ModelError, match="repeats limit id 7"):
@@ -366,3 +366,115 @@ def test_compact_tables_are_small():
     ev = NativeFuelEvaluator(sample_fuel_columns(100_000, seed=1))
     assert ev.limit_definitions == 9
     assert ev.nbytes() < 70 * 100_000
+
+
+# -- the fleet controls (issue 11) in columns -----------------------------------------------------
+
+@SETTINGS
+@given(fuel_models(controls=True))
+def test_columns_with_controls_round_trip(model):
+    """Product lists, windows, station restrictions and on-breach survive every path: model
+    -> columns -> model, host rows -> columns, evaluator -> columns and cards."""
+    cols = FuelColumns.from_model(model)
+    assert cols.to_model().cards == model.cards
+    rows = FuelColumns.from_rows(
+        products=model.products, stations=model.stations, discounts=model.discounts, contracts=model.contracts,
+        cards=((c, [(lim.limit_id, model.counters[(c.card_no, lim.limit_id)]) for lim in c.limits
+                    if (c.card_no, lim.limit_id) in model.counters]) for c in model.cards),
+        stop_list=model.stop_list)
+    assert rows == cols
+    ev = NativeFuelEvaluator(cols)
+    assert ev.columns() == cols
+    assert [ev.card_at(i) for i in range(ev.card_count)] == list(model.cards)
+
+
+def _controlled_model() -> FuelModel:
+    from authz.fuel_model import OnBreach, StationScope, TimeWindow
+    card = FuelCard("7005830000000001", 1, date(2030, 1, 1), frozenset({ProductGroup.FUEL}),
+                    (Limit(1, LimitUnit.PURCHASES, Period.DAY, 2),),
+                    products=frozenset({"A"}), windows=(TimeWindow(frozenset({0, 4}), 1320, 360),),
+                    station_scope=StationScope.LISTED, station_ids=frozenset({1}), on_breach=OnBreach.ALERT)
+    return FuelModel(products=PRODUCTS, stations=[Station(1, 0, FUEL, {"A": 5000})],
+                     contracts=[Contract(1, "Europe/Moscow", 0, Tariff.REGIONAL, 10**6)], cards=[card])
+
+
+@pytest.mark.parametrize("column, at, value, match", [
+    ("card_scope", None, None, "differ in length"),                 # one value short
+    ("card_nstations", 0, 2, "more rows than there are"),
+    ("cprod_pos", 0, 40, "unknown product"),
+    ("cprod_pos", 0, 2, "which the card's product groups exclude"),
+    ("win_end", 0, 1320, "zero length"),
+    ("win_end", 0, 2000, "outside 00:00..24:00"),
+    ("win_days", 0, 0, "time window with days"),
+    ("win_days", 0, 255, "time window with days"),
+    ("cst_id", 0, 77, "unknown station 77"),
+    ("card_scope", 0, 7, "station restriction or on-breach out of range"),
+    ("card_scope", 0, 1, "lists stations but its station restriction is HOME_REGION"),
+    ("lim_period", 0, 0, "counts purchases per transaction"),
+    ("lim_on_breach", 0, 3, "on-breach out of range"),
+    ("cst_id", "append", 1, "no card owns"),
+])
+def test_bad_control_columns_are_refused(column, at, value, match):
+    def edit(cols):
+        a = getattr(cols, column)
+        if at is None:
+            a.pop()
+        elif at == "append":
+            a.append(value)
+        else:
+            a[at] = value
+    _bad(edit, match, _controlled_model())
+
+
+# -- one card-number index for both businesses (issue 11 item 3) -----------------------------------
+
+class _Number(str):
+    """A str subclass holding a card number (what a decoder or a form library may hand over)."""
+
+
+def test_a_str_subclass_finds_a_fuel_card_as_it_finds_a_club_card():
+    from authz.club_model import ClubAccount, ClubCard, ClubCardKind, ClubModel, ClubRules
+    from native import NativeClubEvaluator
+    fuel = odd_model()
+    club = ClubModel(rules=ClubRules(), accounts=[ClubAccount(1, ClubCardKind.IDENTIFIED)],
+                     cards=[ClubCard(c.card_no, 1) for c in fuel.cards])
+    f_ev, c_ev = NativeFuelEvaluator(fuel), NativeClubEvaluator(club)
+    for i, c in enumerate(fuel.cards):
+        no = _Number(c.card_no)
+        assert fuel.card_index[no] == i  # what a dict of str says
+        assert f_ev.card_position(no) == c_ev.card_position(no) == i
+        assert no in f_ev.model.card_index
+    for ev in (f_ev, c_ev):
+        assert ev.card_position(12) is None and ev.card_position(["12"]) is None
+
+
+_RANGES = {"H": (0, 2**16 - 1), "B": (0, 255), "b": (-128, 127), "i": (-2**31, 2**31 - 1), "q": (-2**63, 2**63 - 1)}
+_CONTROL_COLUMNS = [n for n, _ in FuelColumns.CONTROL_FIELDS + FuelColumns.CONTROL_ROW_FIELDS] + \
+    ["lim_on_breach", "lim_unit", "lim_period", "lim_amount"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_corrupted_control_columns_are_refused_or_decide_like_the_reference(data):
+    """Any value in a control column (or a limit's unit, period, amount, on-breach), set or
+    appended: the evaluator refuses the columns with a ModelError, or takes them and then
+    decides exactly as the reference does on the model they stand for."""
+    cols = FuelColumns.from_model(_controlled_model())
+    for _ in range(data.draw(st.integers(1, 3))):
+        name = data.draw(st.sampled_from(_CONTROL_COLUMNS))
+        column = getattr(cols, name)
+        low, high = _RANGES[column.typecode]
+        value = data.draw(st.integers(low, high) | st.integers(max(low, -2), min(high, 1500)))
+        if len(column) and data.draw(st.booleans()):
+            column[data.draw(st.integers(0, len(column) - 1))] = value
+        else:
+            column.append(value)
+    try:
+        ev = NativeFuelEvaluator(cols)
+    except ModelError:
+        return
+    ref = ReferenceFuelEvaluator(ev.columns().to_model())
+    for t in range(T0, T0 + 7 * 86_400, 5 * 3_600):
+        for product in ("A", "B"):
+            req = FuelRequest("7005830000000001", 1, product, t)
+            assert ev.authorize(req) == ref.authorize(req)

@@ -14,8 +14,9 @@ from authz.club_model import (AccrualRate, ClubAccount, ClubCard, ClubCardKind, 
                               KindCaps, PointLot, SaleLine, default_categories)
 from authz.errors import RequestError
 from authz.fuel_model import (CardStatus, Contract, DiscountKind, DiscountRule, DiscountWhere,
-                              FuelCard, FuelModel, FuelRequest, Limit, LimitCounter, LimitUnit,
-                              Period, Product, ProductGroup, Scope, Station, Tariff)
+                              FuelCard, FuelModel, FuelRequest, Limit, LimitCounter, LimitUnit, OnBreach,
+                              Period, Product, ProductGroup, Scope, Station, StationScope, Tariff,
+                              TimeWindow)
 from authz.localtime import add_months_utc
 from authz.reference import ReferenceClubEvaluator, ReferenceFuelEvaluator
 from native import NativeClubEvaluator, NativeFuelEvaluator
@@ -33,9 +34,41 @@ mostly_active = st.sampled_from([CardStatus.ACTIVE] * 6 + [CardStatus.BLOCKED])
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+on_breach = st.sampled_from([OnBreach.DECLINE, OnBreach.DECLINE, OnBreach.ALERT])
+#: minutes near the edges of a day, and any
+minutes = st.sampled_from([0, 1, 359, 360, 1320, 1439]) | st.integers(0, 1439)
+
+
 @st.composite
-def fuel_models(draw) -> FuelModel:
-    """Small fuel models that still reach every rule: few cards, stations, limits, zones."""
+def time_windows(draw) -> TimeWindow:
+    """A window of one or more weekdays; about half of them cross midnight."""
+    start = draw(minutes)
+    end = draw((minutes | st.just(1440)).filter(lambda e: e != start and e > 0))
+    return TimeWindow(draw(st.frozensets(st.integers(0, 6), min_size=1)), start, end)
+
+
+@st.composite
+def card_controls(draw, card_groups, station_ids, products=PRODUCTS, always: bool = False) -> dict:
+    """FuelCard keyword arguments for the fleet manager's controls: none a quarter of the
+    time (unless ``always``), else a product list within the card's groups, time windows, a
+    station restriction, and what a breach does."""
+    if not always and draw(st.integers(0, 3)) == 0:
+        return {}
+    allowed = [p.code for p in products if p.group in card_groups]
+    products = None
+    if allowed and draw(st.booleans()):
+        products = draw(st.frozensets(st.sampled_from(allowed), min_size=1))
+    windows = tuple(draw(st.lists(time_windows(), max_size=3))) if draw(st.booleans()) else ()
+    scope = draw(st.sampled_from(list(StationScope)))
+    ids = draw(st.frozensets(st.sampled_from(station_ids), min_size=1)) if scope is StationScope.LISTED else frozenset()
+    return {"products": products, "windows": windows, "station_scope": scope, "station_ids": ids,
+            "on_breach": draw(on_breach)}
+
+
+@st.composite
+def fuel_models(draw, controls: bool = False) -> FuelModel:
+    """Small fuel models that still reach every rule: few cards, stations, limits, zones
+    (``controls``: every card has some of the fleet manager's controls)."""
     n_st = draw(st.integers(1, 3))
     stations = []
     for s in range(n_st):
@@ -62,16 +95,21 @@ def fuel_models(draw) -> FuelModel:
         for lid in range(draw(st.integers(0, 4))):
             scope = draw(st.sampled_from(list(Scope)))
             unit = draw(st.sampled_from(list(LimitUnit)))
-            lim = Limit(lid + 1, unit, draw(st.sampled_from(list(Period))), draw(st.integers(0, 300_000)), scope,
+            period = draw(st.sampled_from([p for p in Period if unit is not LimitUnit.PURCHASES or p is not Period.TRANSACTION]))
+            amount = draw(st.integers(0, 4)) if unit is LimitUnit.PURCHASES else draw(st.integers(0, 300_000))
+            lim = Limit(lid + 1, unit, period, amount, scope,
                         group=draw(st.sampled_from(list(ProductGroup))) if scope is Scope.GROUP else None,
-                        product=draw(st.sampled_from([p.code for p in PRODUCTS])) if scope is Scope.PRODUCT else None)
+                        product=draw(st.sampled_from([p.code for p in PRODUCTS])) if scope is Scope.PRODUCT else None,
+                        on_breach=draw(on_breach))
             limits.append(lim)
             if draw(st.booleans()):
-                counters[(no, lim.limit_id)] = LimitCounter(draw(st.integers(0, 400_000)),
-                                                            draw(st.integers(20_300, 20_800)))
+                spent = draw(st.integers(0, 5)) if unit is LimitUnit.PURCHASES else draw(st.integers(0, 400_000))
+                counters[(no, lim.limit_id)] = LimitCounter(spent, draw(st.integers(20_300, 20_800)))
+        card_groups = draw(groups)
         cards.append(FuelCard(no, draw(st.integers(1, len(contracts))),
                               date.fromordinal(draw(st.integers(date(2025, 9, 1).toordinal(), date(2028, 9, 1).toordinal()))),
-                              draw(groups), tuple(limits), status=draw(mostly_active)))
+                              card_groups, tuple(limits), status=draw(mostly_active),
+                              **draw(card_controls(card_groups, [s.station_id for s in stations], always=controls))))
     stop = draw(st.lists(st.sampled_from([c.card_no for c in cards]), max_size=1)) if draw(st.booleans()) else []
     return FuelModel(products=PRODUCTS, stations=stations, contracts=contracts, cards=cards,
                      discounts=discounts, stop_list=stop, counters=counters)
@@ -106,6 +144,8 @@ def test_fuel_native_agrees_with_reference(data):
         d_ref, d_nat = ref.authorize(req), nat.authorize(req)
         assert d_nat == d_ref, req
         event(f"fuel {d_ref.reason.name}")
+        for e in d_ref.exceptions:
+            event(f"fuel exception {e.reason.name}")
         if pct is not None and d_ref.approved:
             delivered = d_ref.volume_ml * pct // 100
             assert nat.complete(req, d_nat, delivered) == ref.complete(req, d_ref, delivered)
@@ -114,6 +154,27 @@ def test_fuel_native_agrees_with_reference(data):
     for card in model.cards:
         for lim in card.limits:
             assert nat.counter(card.card_no, lim.limit_id) == ref.counter(card.card_no, lim.limit_id)
+    batch = FuelBatch.from_requests(model, [r for r, _ in steps])
+    b_ref, b_nat = ref.authorize_batch(batch), nat.authorize_batch(batch)
+    for name in b_ref.__slots__:
+        assert getattr(b_nat, name) == getattr(b_ref, name), name
+
+
+@SETTINGS
+@given(st.data())
+def test_fuel_controls_native_agrees_with_reference(data):
+    """The same, with the fleet manager's controls on every card (product lists, station
+    restrictions, time windows crossing midnight, alerting rules and limits)."""
+    model = data.draw(fuel_models(controls=True))
+    ref, nat = ReferenceFuelEvaluator(model), NativeFuelEvaluator(model)
+    steps = data.draw(fuel_steps(model))
+    for req, pct in steps:
+        d_ref = ref.authorize(req)
+        assert nat.authorize(req) == d_ref, req
+        event(f"fuel {d_ref.reason.name}" + "".join(f" +{e.reason.name}" for e in d_ref.exceptions))
+        if pct is not None and d_ref.approved:
+            delivered = d_ref.volume_ml * pct // 100
+            assert nat.complete(req, d_ref, delivered) == ref.complete(req, d_ref, delivered)
     batch = FuelBatch.from_requests(model, [r for r, _ in steps])
     b_ref, b_nat = ref.authorize_batch(batch), nat.authorize_batch(batch)
     for name in b_ref.__slots__:

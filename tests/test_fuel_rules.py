@@ -12,10 +12,14 @@ from datetime import date
 import pytest
 
 import native
-from authz.errors import RequestError
+from authz.batch import FuelBatch
+from authz.errors import ModelError, RequestError
 from authz.fuel_model import (CardKind, CardStatus, DiscountKind, DiscountRule, DiscountWhere,
-                              FuelDecision, FuelRequest, Limit, LimitCounter, LimitUnit, Period,
-                              ProductGroup, Scope, Tariff)
+                              FuelDecision, FuelRequest, Limit, LimitCounter, LimitUnit, OnBreach,
+                              Period, ProductGroup, RuleException, Scope, StationScope, Tariff,
+                              TimeWindow)
+from authz.update import FuelUpdate
+from native.compact import FuelColumns
 from authz.reasons import Reason
 from tests.evaluator_fixtures import (AWAY, CARD, CARD_B, CHOSEN_A, CHOSEN_B, CHOSEN_C, DISCOUNTS,
                                       HOME, KGD, MSK, NO_DT, VVO, card, contract, day_no,
@@ -767,3 +771,313 @@ def test_ids_of_the_wrong_type_are_request_errors(impl, station, product):
     with pytest.raises(RequestError):
         ev.authorize(req)
     assert fuel_snapshot(ev, model) == before
+
+
+# ------------------------------------------------------------------ the fleet controls (issue 11)
+
+PUR = LimitUnit.PURCHASES
+ALERT = OnBreach.ALERT
+WEEKDAYS = frozenset(range(5))
+#: Friday 15 March 2024 and the next days, Moscow time.
+FRI, SAT = (2024, 3, 15), (2024, 3, 16)
+
+
+def test_a_diesel_only_card_is_refused_ai95_with_a_product_reason(impl):
+    ev, _ = fuel(impl, products=frozenset({"DT"}))
+    assert_declined(decide(ev, NOW, "AI95"), Reason.PRODUCT_NOT_ALLOWED)
+    assert_declined(decide(ev, NOW, "AI92"), Reason.PRODUCT_NOT_ALLOWED)
+    # 100 l x 50.50 = 5,050 RUB
+    d = decide(ev, NOW, "DT")
+    assert_decision(d, Reason.OK, 100_000, 505_000)
+    assert d.exceptions == ()
+
+
+def test_the_product_group_check_comes_before_the_product_list_and_declines_even_when_alerting(impl):
+    ev, _ = fuel(impl, groups={ProductGroup.FUEL}, products=frozenset({"DT"}), on_breach=ALERT)
+    assert_declined(decide(ev, NOW, "COFFEE"), Reason.PRODUCT_NOT_ALLOWED)
+    assert decide(ev, NOW, "COFFEE").exceptions == ()
+
+
+def test_a_product_the_station_does_not_sell_is_not_sold_before_the_product_list_is_read(impl):
+    ev, _ = fuel(impl, products=frozenset({"AI95"}))
+    assert_declined(decide(ev, NOW, "DT", NO_DT), Reason.PRODUCT_NOT_SOLD)
+
+
+def test_an_alerting_product_list_approves_and_raises_an_exception(impl):
+    ev, _ = fuel(impl, products=frozenset({"DT"}), on_breach=ALERT)
+    d = decide(ev, NOW, "AI95", volume=30_000)
+    assert_decision(d, Reason.OK, 30_000, 150_000)
+    assert d.exceptions == (RuleException(Reason.PRODUCT_NOT_ALLOWED),)
+
+
+@pytest.mark.parametrize("station, allowed", [(HOME, True), (CHOSEN_A, True), (AWAY, False)])
+def test_home_region_only_cards_buy_in_the_contract_region(impl, station, allowed):
+    ev, _ = fuel(impl, station_scope=StationScope.HOME_REGION)
+    d = decide(ev, NOW, station=station)
+    if allowed:
+        assert d.approved and d.exceptions == ()
+    else:
+        assert_declined(d, Reason.STATION_NOT_ALLOWED)
+
+
+@pytest.mark.parametrize("station, allowed", [(CHOSEN_A, True), (CHOSEN_B, True), (CHOSEN_C, False), (HOME, False),
+                                              (AWAY, False)])
+def test_listed_station_cards_buy_only_at_those(impl, station, allowed):
+    ev, _ = fuel(impl, station_scope=StationScope.LISTED, station_ids=frozenset({CHOSEN_A, CHOSEN_B}))
+    d = decide(ev, NOW, station=station)
+    if allowed:
+        assert d.approved
+    else:
+        assert_declined(d, Reason.STATION_NOT_ALLOWED)
+
+
+def test_an_alerting_station_restriction_approves_with_an_exception(impl):
+    ev, _ = fuel(impl, station_scope=StationScope.HOME_REGION, on_breach=ALERT)
+    d = decide(ev, NOW, station=AWAY, volume=10_000)
+    # the away station's list price: 10 l x 52.00 = 520 RUB
+    assert_decision(d, Reason.OK, 10_000, 52_000)
+    assert d.exceptions == (RuleException(Reason.STATION_NOT_ALLOWED),)
+
+
+@pytest.mark.parametrize("when, allowed", [
+    ((2024, 3, 13, 12), True),          # Wednesday noon
+    ((2024, 3, 13, 8), True),           # the window's first minute
+    ((2024, 3, 13, 7, 59), False),
+    ((2024, 3, 13, 19, 59), True),      # its last minute
+    ((2024, 3, 13, 20), False),         # the end is exclusive
+    ((*SAT, 12), False),                # Saturday
+])
+def test_a_weekday_day_time_window(impl, when, allowed):
+    ev, _ = fuel(impl, windows=(TimeWindow(WEEKDAYS, 8 * 60, 20 * 60),))
+    d = decide(ev, ts(*when))
+    if allowed:
+        assert d.approved
+    else:
+        assert_declined(d, Reason.OUTSIDE_TIME_WINDOW)
+
+
+@pytest.mark.parametrize("when, allowed", [
+    ((*FRI, 22), True),                 # Friday 22:00 opens it
+    ((*FRI, 21, 59), False),
+    ((*FRI, 23, 59), True),
+    ((*SAT, 0), True),                  # past midnight: still Friday's night
+    ((*SAT, 5, 59), True),
+    ((*SAT, 6), False),                 # closes Saturday 06:00
+    ((*SAT, 22, 30), False),            # Saturday is not one of its days
+    ((2024, 3, 14, 23), False),         # Thursday night either
+    ((*FRI, 3), False),                 # Friday 03:00 belongs to Thursday's night
+])
+def test_a_window_crossing_midnight_runs_into_the_next_morning(impl, when, allowed):
+    ev, _ = fuel(impl, windows=(TimeWindow(frozenset({4}), 22 * 60, 6 * 60),))
+    d = decide(ev, ts(*when))
+    assert d.approved is allowed
+    if not allowed:
+        assert d.reason is Reason.OUTSIDE_TIME_WINDOW
+
+
+def test_a_window_ending_at_midnight_and_any_of_several_windows(impl):
+    ev, _ = fuel(impl, windows=(TimeWindow(frozenset({5}), 23 * 60, 1440), TimeWindow(frozenset({6}), 0, 60)))
+    assert decide(ev, ts(*SAT, 23, 30)).approved
+    assert decide(ev, ts(2024, 3, 17, 0, 30)).approved
+    assert decide(ev, ts(2024, 3, 17, 1)).reason is Reason.OUTSIDE_TIME_WINDOW
+    assert decide(ev, ts(*SAT, 22, 59)).reason is Reason.OUTSIDE_TIME_WINDOW
+
+
+def test_time_windows_are_read_in_the_contract_zone(impl):
+    # Wednesday 23:00 in Moscow is Thursday 06:00 in Vladivostok
+    ev, _ = fuel(impl, tz=VVO, windows=(TimeWindow(frozenset({3}), 6 * 60, 7 * 60),))
+    assert decide(ev, ts(2024, 3, 13, 23)).approved
+    assert decide(ev, ts(2024, 3, 13, 22, 59)).reason is Reason.OUTSIDE_TIME_WINDOW
+
+
+def test_time_windows_follow_daylight_saving_time(impl):
+    # Berlin leaves UTC+1 for UTC+2 on Sunday 31 March 2024 at 02:00: 08:00 local is 06:00 UTC after it
+    ev, _ = fuel(impl, tz="Europe/Berlin", windows=(TimeWindow(frozenset(range(7)), 8 * 60, 9 * 60),))
+    assert decide(ev, ts(2024, 3, 31, 8, tz="Europe/Berlin")).approved
+    assert decide(ev, ts(2024, 3, 30, 8, tz="Europe/Berlin")).approved
+    assert decide(ev, ts(2024, 3, 31, 7, 59, tz="Europe/Berlin")).reason is Reason.OUTSIDE_TIME_WINDOW
+
+
+def test_a_card_with_every_control_broken_declines_with_the_first_in_checking_order(impl):
+    ev, _ = fuel(impl, products=frozenset({"DT"}), station_scope=StationScope.HOME_REGION,
+                 windows=(TimeWindow(frozenset({6}), 0, 60),))
+    assert_declined(decide(ev, NOW, "AI95", AWAY), Reason.PRODUCT_NOT_ALLOWED)
+    assert_declined(decide(ev, NOW, "DT", AWAY), Reason.STATION_NOT_ALLOWED)
+    assert_declined(decide(ev, NOW, "DT", HOME), Reason.OUTSIDE_TIME_WINDOW)
+
+
+def test_exceptions_come_in_checking_order_then_limits_in_card_order(impl):
+    limits = (Limit(7, ML, Period.DAY, 20_000, on_breach=ALERT), Limit(3, KOP, Period.DAY, 0, on_breach=ALERT))
+    ev, _ = fuel(impl, limits=limits, products=frozenset({"DT"}), station_scope=StationScope.HOME_REGION,
+                 windows=(TimeWindow(frozenset({6}), 0, 60),), on_breach=ALERT)
+    d = decide(ev, NOW, "AI95", AWAY)
+    assert_decision(d, Reason.OK, 100_000, 520_000)
+    assert d.exceptions == (RuleException(Reason.PRODUCT_NOT_ALLOWED), RuleException(Reason.STATION_NOT_ALLOWED),
+                            RuleException(Reason.OUTSIDE_TIME_WINDOW), RuleException(Reason.LIMIT, 7),
+                            RuleException(Reason.LIMIT_EXHAUSTED, 3))
+
+
+def test_an_alerting_limit_never_bounds_the_answer(impl):
+    ev, _ = fuel(impl, limits=(Limit(1, ML, Period.DAY, 20_000, on_breach=ALERT),),
+                 spent={1: LimitCounter(5_000, TODAY)})
+    d = decide(ev, NOW)
+    assert_decision(d, Reason.OK, 100_000, 500_000)  # not 15 l
+    assert d.exceptions == (RuleException(Reason.LIMIT, 1),)
+    # an answer within it raises nothing: 15 l exactly is what is left
+    assert decide(ev, NOW, volume=15_000).exceptions == ()
+    assert decide(ev, NOW, volume=15_001).exceptions == (RuleException(Reason.LIMIT, 1),)
+
+
+def test_an_exhausted_alerting_limit_raises_limit_exhausted(impl):
+    ev, _ = fuel(impl, limits=(Limit(1, KOP, Period.MONTH, 100_000, on_breach=ALERT),),
+                 spent={1: LimitCounter(100_000, day_no(date(2024, 3, 1)))})
+    d = decide(ev, NOW, volume=1_000)
+    assert_decision(d, Reason.OK, 1_000, 5_000)
+    assert d.exceptions == (RuleException(Reason.LIMIT_EXHAUSTED, 1),)
+
+
+def test_an_alerting_limit_beside_a_declining_one(impl):
+    # the declining 30 l binds; the alerting 20 l is broken by that answer
+    limits = (Limit(1, ML, Period.DAY, 20_000, on_breach=ALERT), Limit(2, ML, Period.DAY, 30_000))
+    ev, _ = fuel(impl, limits=limits)
+    d = decide(ev, NOW)
+    assert_decision(d, Reason.LIMIT, 30_000, 150_000, 2)
+    assert d.exceptions == (RuleException(Reason.LIMIT, 1),)
+
+
+def test_a_decline_carries_no_exceptions(impl):
+    ev, _ = fuel(impl, products=frozenset({"DT"}), on_breach=ALERT, balance_kop=0,
+                 limits=(Limit(1, ML, Period.DAY, 0, on_breach=ALERT),))
+    d = decide(ev, NOW, "AI95")
+    assert_declined(d, Reason.BALANCE_EXHAUSTED)
+    assert d.exceptions == ()
+
+
+def test_a_purchase_count_reached_leaves_nothing_and_names_its_limit(impl):
+    ev, _ = fuel(impl, limits=(Limit(9, PUR, Period.DAY, 2),), spent={9: LimitCounter(2, TODAY)})
+    d = decide(ev, NOW)
+    assert_declined(d, Reason.LIMIT_EXHAUSTED)
+    assert d.binding_limit_id == 9
+
+
+def test_a_purchase_count_not_reached_does_not_bound_the_volume(impl):
+    ev, _ = fuel(impl, limits=(Limit(9, PUR, Period.DAY, 2),), spent={9: LimitCounter(1, TODAY)})
+    assert_decision(decide(ev, NOW), Reason.OK, 100_000, 500_000)
+
+
+def test_a_purchase_count_rolls_over_with_its_period(impl):
+    ev, _ = fuel(impl, limits=(Limit(9, PUR, Period.DAY, 2),), spent={9: LimitCounter(5, TODAY - 1)})
+    assert decide(ev, NOW).approved
+
+
+def test_a_completion_counts_one_purchase_and_nothing_delivered_counts_none(impl):
+    ev, _ = fuel(impl, limits=(Limit(9, PUR, Period.WEEK, 2), Limit(4, PUR, Period.DAY, 5, on_breach=ALERT)))
+    req = fuel_req(NOW, volume=10_000)
+    d = ev.authorize(req)
+    done = ev.complete(req, d, 0)
+    assert done.counters_after == ()
+    assert ev.counter(CARD, 9) is None
+    ev.complete(req, ev.authorize(req), 10_000)
+    done = ev.complete(req, ev.authorize(req), 1)
+    monday = day_no(date(2024, 3, 11))
+    assert done.counters_after == ((9, LimitCounter(2, monday)), (4, LimitCounter(2, TODAY)))
+    d = ev.authorize(req)
+    assert_declined(d, Reason.LIMIT_EXHAUSTED)
+    assert d.binding_limit_id == 9
+
+
+def test_an_alerting_purchase_count_reached_raises_limit_exhausted(impl):
+    ev, _ = fuel(impl, limits=(Limit(9, PUR, Period.DAY, 1, on_breach=ALERT),), spent={9: LimitCounter(1, TODAY)})
+    d = decide(ev, NOW)
+    assert_decision(d, Reason.OK, 100_000, 500_000)
+    assert d.exceptions == (RuleException(Reason.LIMIT_EXHAUSTED, 9),)
+
+
+@pytest.mark.parametrize("period, first_day", [(Period.QUARTER, date(2024, 1, 1)), (Period.YEAR, date(2024, 1, 1))])
+def test_quarter_and_year_counters_count_since_their_calendar_start(impl, period, first_day):
+    ev, _ = fuel(impl, limits=(Limit(1, ML, period, 50_000),), spent={1: LimitCounter(20_000, day_no(first_day))})
+    assert_decision(decide(ev, NOW), Reason.LIMIT, 30_000, 150_000, 1)
+
+
+BERLIN = "Europe/Berlin"
+
+
+@pytest.mark.parametrize("period, last, first, start", [
+    # Q1 -> Q2: Berlin is on summer time (UTC+2) since 31 March, so the quarter turns at 22:00 UTC
+    (Period.QUARTER, (2024, 3, 31, 23, 59), (2024, 4, 1, 0, 0), date(2024, 1, 1)),
+    # Q3 -> Q4 on summer time too; Q4 -> next year on winter time (UTC+1)
+    (Period.QUARTER, (2024, 9, 30, 23, 59), (2024, 10, 1, 0, 0), date(2024, 7, 1)),
+    (Period.YEAR, (2024, 12, 31, 23, 59), (2025, 1, 1, 0, 0), date(2024, 1, 1)),
+])
+def test_quarters_and_years_roll_over_at_local_midnight_in_a_zone_with_dst(impl, period, last, first, start):
+    ev, _ = fuel(impl, tz=BERLIN, limits=(Limit(1, ML, period, 50_000),),
+                 spent={1: LimitCounter(50_000, day_no(start))})
+    assert_declined(decide(ev, ts(*last, tz=BERLIN)), Reason.LIMIT_EXHAUSTED)
+    assert_decision(decide(ev, ts(*first, tz=BERLIN)), Reason.LIMIT, 50_000, 250_000, 1)
+    # a completion in the new period starts its counter on the period's first local day
+    req = fuel_req(ts(*first, tz=BERLIN), volume=1_000)
+    done = ev.complete(req, ev.authorize(req), 1_000)
+    assert done.counters_after == ((1, LimitCounter(1_000, day_no(date(*first[:3])))),)
+
+
+def test_a_batch_counts_each_decision_exceptions(impl):
+    ev, model = fuel(impl, products=frozenset({"DT"}), station_scope=StationScope.HOME_REGION, on_breach=ALERT)
+    batch = FuelBatch.from_requests(model, [fuel_req(NOW, "AI95", AWAY), fuel_req(NOW, "DT"), fuel_req(NOW, "AI95")])
+    out = ev.authorize_batch(batch)
+    assert list(out.exceptions) == [2, 0, 1]
+    assert list(out.reason) == [Reason.OK] * 3
+
+
+@pytest.mark.parametrize("controls, limits, message", [
+    ({"products": frozenset()}, (), "empty product list"),
+    ({"products": frozenset({"GOLD"})}, (), "does not sell"),
+    ({"groups": {ProductGroup.FUEL}, "products": frozenset({"COFFEE"})}, (), "product groups exclude"),
+    ({"windows": (TimeWindow(WEEKDAYS, 600, 600),)}, (), "zero length"),
+    ({"windows": (TimeWindow(frozenset(), 0, 60),)}, (), "time window with days"),
+    ({"station_scope": StationScope.LISTED}, (), "lists none"),
+    ({"station_scope": StationScope.LISTED, "station_ids": frozenset({99})}, (), "unknown station 99"),
+    ({}, (Limit(1, PUR, Period.DAY, -1),), "amount out of range"),
+    ({}, (Limit(1, PUR, Period.TRANSACTION, 3),), "purchases per transaction"),
+])
+def test_rules_that_cannot_be_satisfied_are_refused_naming_the_rule(impl, controls, limits, message):
+    with pytest.raises(ModelError, match=message):
+        fuel(impl, limits=limits, **controls)
+    # and through the compact replica's columns too (the native evaluator's own checks)
+    if impl == "native":
+        good = fuel_model()
+        cols = FuelColumns.from_model(good)
+        bad_card = card(limits=limits, **{k: v for k, v in controls.items() if k != "groups"},
+                        groups=controls.get("groups", good.cards[0].groups))
+        ev = native.NativeFuelEvaluator(cols)
+        with pytest.raises(ModelError, match=message):
+            ev.apply(FuelUpdate(cards=((bad_card, ()),)))
+        assert ev.card_at(0) == good.cards[0]  # nothing changed
+
+
+def test_card_updates_carry_the_controls(impl):
+    ev, _ = fuel(impl)
+    ev.apply(FuelUpdate(cards=((card(products=frozenset({"DT"}), station_scope=StationScope.LISTED,
+                                     station_ids=frozenset({HOME})), ()),)))
+    assert_declined(decide(ev, NOW, "AI95"), Reason.PRODUCT_NOT_ALLOWED)
+    assert_declined(decide(ev, NOW, "DT", AWAY), Reason.STATION_NOT_ALLOWED)
+    assert decide(ev, NOW, "DT").approved
+    assert ev.model.card(CARD).products == frozenset({"DT"})
+
+
+def test_deleting_a_station_a_card_lists_is_refused(impl):
+    ev, _ = fuel(impl, station_scope=StationScope.LISTED, station_ids=frozenset({CHOSEN_C}))
+    with pytest.raises(ModelError, match=f"unknown station {CHOSEN_C}"):
+        ev.apply(FuelUpdate(delete_stations=(CHOSEN_C,)))
+    assert decide(ev, NOW, station=CHOSEN_C).approved
+
+
+def test_a_card_with_many_alerting_limits_lists_every_exception(impl):
+    # 70 alerting day limits of 1 litre each (more than the native call's stack room of 64)
+    limits = tuple(Limit(i, ML, Period.DAY, 1_000, on_breach=ALERT) for i in range(1, 71))
+    ev, model = fuel(impl, limits=limits, products=frozenset({"DT"}), on_breach=ALERT)
+    d = decide(ev, NOW, volume=2_000)
+    assert_decision(d, Reason.OK, 2_000, 10_000)
+    assert d.exceptions == (RuleException(Reason.PRODUCT_NOT_ALLOWED),) + tuple(
+        RuleException(Reason.LIMIT, i) for i in range(1, 71))
+    out = ev.authorize_batch(FuelBatch.from_requests(model, [fuel_req(NOW, volume=2_000)]))
+    assert list(out.exceptions) == [71]

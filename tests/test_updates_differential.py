@@ -46,12 +46,14 @@ from .test_differential import (
     ALL_GROUPS,
     ZONES,
     _run_club_op,
+    card_controls,
     club_models,
     club_ops,
     fuel_models,
     fuel_steps,
     groups,
     mostly_active,
+    on_breach,
     times,
 )
 
@@ -66,13 +68,17 @@ def _codes(model: FuelModel) -> list[str]:
 
 @st.composite
 def limits_of(draw, codes: list[str]):
+    """Up to four limits, any unit, period and on-breach (a purchase count per transaction,
+    which the model refuses, now and then)."""
     out = []
     for lid in range(draw(st.integers(0, 4))):
         scope = draw(st.sampled_from(list(Scope)))
-        out.append(Limit(lid + 1, draw(st.sampled_from(list(LimitUnit))), draw(st.sampled_from(list(Period))),
-                         draw(st.integers(0, 300_000)), scope,
-                         group=draw(st.sampled_from(list(ProductGroup))) if scope is Scope.GROUP else None,
-                         product=draw(st.sampled_from(codes)) if scope is Scope.PRODUCT else None))
+        unit = draw(st.sampled_from(list(LimitUnit)))
+        out.append(Limit(lid + 1, unit, draw(st.sampled_from(list(Period))),
+                         draw(st.integers(0, 4)) if unit is LimitUnit.PURCHASES else draw(st.integers(0, 300_000)),
+                         scope, group=draw(st.sampled_from(list(ProductGroup))) if scope is Scope.GROUP else None,
+                         product=draw(st.sampled_from(codes)) if scope is Scope.PRODUCT else None,
+                         on_breach=draw(on_breach)))
     return tuple(out)
 
 
@@ -94,9 +100,12 @@ def fuel_updates(draw, model: FuelModel) -> FuelUpdate:
                 counters = tuple((lim.limit_id, LimitCounter(draw(st.integers(0, 400_000)),
                                                              draw(st.integers(20_300, 20_800))))
                                  for lim in limits if draw(st.booleans()))
+                card_groups = draw(groups)
+                products = model.products + (Product("N", "not sold", ProductGroup.FUEL),)
                 ups.append((FuelCard(no, draw(st.sampled_from(ct_ids)), date.fromordinal(
                     draw(st.integers(date(2025, 9, 1).toordinal(), date(2028, 9, 1).toordinal()))),
-                    draw(groups), limits, status=draw(mostly_active)), counters))
+                    card_groups, limits, status=draw(mostly_active),
+                    **draw(card_controls(card_groups, st_ids, products))), counters))
             kw["cards"] = tuple(ups)
             kw["delete_cards"] = tuple(draw(st.lists(st.sampled_from(numbers), max_size=1)))
         elif table == "contracts":
