@@ -216,7 +216,7 @@ class FuelCardApplication:
         except CardDataError as exc:
             raise CardFormatError(f"card identity record: {exc}") from None
         limits = tuple([await self.read_record(SFI_LIMITS, i) for i in range(1, ident.n_limits + 1)])
-        controls = await self.read_record(SFI_CONTROLS, REC_CONTROLS) if ident.version == FORMAT_V2 else None
+        controls = await self._read_controls(ident.card_no) if ident.version == FORMAT_V2 else None
         data_mac = await self.read_record(SFI_IDENTITY, REC_DATA_MAC)
         masked = mask_card_no(ident.card_no)
         records = CardRecords(identity, limits, controls)
@@ -241,6 +241,16 @@ class FuelCardApplication:
                 f"{known_txn_counter} already seen")
         log.debug("card %s read: txn counter %d", masked, state.txn_counter)
         return CardData(card, state, info)
+
+    async def _read_controls(self, card_no: str) -> bytes:
+        """The controls record of a card of format 02; a card without one is not in its format."""
+        try:
+            return await self.read_record(SFI_CONTROLS, REC_CONTROLS)
+        except CardStatusError as exc:
+            if exc.sw in (SW.FILE_NOT_FOUND, SW.RECORD_NOT_FOUND):
+                raise CardFormatError(f"card {mask_card_no(card_no)} of format 02 has no controls record "
+                                      f"(SFI {SFI_CONTROLS} answered {exc.sw:04X})") from None
+            raise
 
     async def read_counters(self) -> CounterState:
         """GET COUNTERS with a fresh challenge; check the card's MAC over the answer."""
