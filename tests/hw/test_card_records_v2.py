@@ -246,3 +246,19 @@ def test_fuzz_damaged_records_raise_only_card_data_error(card, at, junk):
         decode_records(damaged)
     except CardDataError:
         pass
+
+
+def test_the_pages_controls_examples_decode_as_it_says():
+    """docs/card-application.md §2.4 shows two controls records; they are what it says."""
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "card-application.md").read_text(encoding="utf-8")
+    example = re.search(r"diesel only:\s+`([0-9A-F ]+)`", page).group(1)
+    empty = re.search(r"no controls would be\s+`([0-9A-F ]+)`", page).group(1)
+    c = decode_controls(bytes.fromhex(example))
+    assert c == decode_controls(encode_controls(replace(
+        sample_card(), products=frozenset({"DT"}), windows=(TimeWindow(frozenset({0, 6}), 22 * 60, 6 * 60),),
+        station_scope=StationScope.LISTED, station_ids=frozenset({258}), on_breach=OnBreach.ALERT)))
+    assert decode_controls(bytes.fromhex(empty)) == decode_controls(encode_controls(sample_card()))
+    assert c.on_breach is OnBreach.ALERT and c.products == frozenset({"DT"})
