@@ -11,9 +11,23 @@ from pathlib import Path
 
 import pytest
 
-from authz.fuel_model import (Limit, LimitCounter, LimitUnit, OnBreach, Period, StationScope, TimeWindow)
+from authz.fuel_model import (
+    Limit,
+    LimitCounter,
+    LimitUnit,
+    OnBreach,
+    Period,
+    StationScope,
+    TimeWindow,
+)
 from hw.card.apdu import SW, Command
-from hw.card.application import INS, REC_CONTROLS, SFI_CONTROLS, FuelCardApplication, read_record_p2
+from hw.card.application import (
+    INS,
+    REC_CONTROLS,
+    SFI_CONTROLS,
+    FuelCardApplication,
+    read_record_p2,
+)
 from hw.card.reader import CardReader
 from hw.card.records import FORMAT_V1, FORMAT_V2, static_mac_input
 from hw.errors import CardFormatError, CardNotGenuineError

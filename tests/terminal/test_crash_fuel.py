@@ -27,14 +27,20 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from dataclasses import replace
-
-from authz.fuel_model import CardStatus, FuelRequest, Limit, LimitUnit, Period, ProductGroup
+from authz.fuel_model import (
+    CardStatus,
+    FuelRequest,
+    Limit,
+    LimitUnit,
+    Period,
+    ProductGroup,
+)
 from hw.card.keys import SoftwareKeyStore, generate_master_key, save_master_key
 from hw.sim.card import VirtualCard
 from hw.sim.personalise import personalise

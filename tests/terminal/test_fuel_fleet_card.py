@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from authz.fuel_model import Limit, LimitUnit, OnBreach, Period, RuleException, TimeWindow
+from authz.fuel_model import (
+    Limit,
+    LimitUnit,
+    OnBreach,
+    Period,
+    RuleException,
+    TimeWindow,
+)
 from authz.reasons import Reason
 from hw.card.records import FORMAT_V2, static_mac_input
 from hw.sim.personalise import personalise
@@ -60,7 +67,8 @@ def test_a_fleet_card_counts_one_purchase_per_sale_that_delivered_fuel(pcscd, tm
         assert s.card_counters()[-1] == [COUNT, 1, TODAY]
         # A second sale with fuel: 2.
         await s.pin_ok()
-        st, ans3, _ = await s.post("/v1/pumps/1/authorize", {"product": "DT", "preset_volume_ml": 3_000})
+        st, _, _ = await s.post("/v1/pumps/1/authorize", {"product": "DT", "preset_volume_ml": 3_000})
+        assert st == 200
         s.pump.lift_nozzle("DT")
         await s.wait(lambda v: v["txn"] is None and v["state"] == "card_read", "the second sale's end")
         s.pump.hang_up()
