@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from authz.fuel_model import (
     Limit,
+    LimitCounter,
     LimitUnit,
     OnBreach,
     Period,
@@ -159,4 +160,26 @@ def test_a_format_01_limit_record_with_a_new_unit_is_refused(pcscd, tmp_path, ke
         v = await s.wait(lambda v: v["card_present"] and v["notice"] and "refused" in v["notice"], "a refusal")
         assert "format 02" in v["notice"]
         assert len(_refused(s)) == 1
+    run(pcscd, tmp_path, keys, test, card_state=state)
+
+
+def test_a_card_limit_that_counts_otherwise_than_the_replicas_is_not_merged(pcscd, tmp_path, keys):  # noqa: F811
+    """The card's limit 1 counts purchases (2 today); the replica's limit 1 counts litres. The
+    decision is the replica's, on the site's litres only (2 purchases are not 2 ml); the card
+    keeps counting its purchases."""
+    card = next(c for c in fuel_model().cards if c.card_no == GOOD)
+    on_card = replace(card, limits=(Limit(1, LimitUnit.PURCHASES, Period.DAY, 3),) + card.limits[1:])
+    state = personalise(on_card, PIN, keys, [(1, LimitCounter(2, TODAY))])
+    assert state.identity[0] == FORMAT_V2
+
+    async def test(s: Site):
+        await s.insert()
+        await s.pin_ok()
+        st, ans, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI95"})
+        assert st == 200 and (ans["reason"], ans["volume_ml"], ans["binding_limit_id"]) == ("LIMIT", 100_000, 1), ans
+        pre = s.record(ans["txn_id"], "fuel.preauth")["card"]
+        assert pre["counting"][0] == [1, 1, 2, TODAY]
+        assert pre["base_counters"][0] == [1, 2, TODAY] and pre["reserve_counters"][0] == [1, 3, TODAY]
+        st, voided, _ = await s.post("/v1/pumps/1/void", {})
+        assert st == 200 and s.card_counters()[0] == [1, 2, TODAY]
     run(pcscd, tmp_path, keys, test, card_state=state)
