@@ -35,7 +35,7 @@ class CodeFormatError(HwError, ValueError):
 __all__ += [
     "CardError", "NoReaderError", "CardRemovedError", "CardTimeoutError", "CardIOError",
     "CardResponseError", "CardStatusError", "WrongPinError", "PinBlockedError",
-    "CounterMismatchError", "CardDataError", "CardNotGenuineError", "CloneSuspectedError",
+    "CounterMismatchError", "CardDataError", "CardFormatError", "CardNotGenuineError", "CloneSuspectedError",
     "PinFormatError", "KeyStoreError",
 ]
 
@@ -103,6 +103,12 @@ class CounterMismatchError(CardStatusError):
 
 class CardDataError(CardError):
     """A card record (identity, limit, counters) does not decode, or a value is out of range."""
+
+
+class CardFormatError(CardDataError):
+    """The card's static records (identity, limits, controls) are not in a format this
+    terminal reads, or say rules that cannot be (a purchase count per transaction, a time
+    window of zero length...): the card is refused at the pump like one whose data MAC fails."""
 
 
 class CardNotGenuineError(CardError):

@@ -32,13 +32,13 @@ from typing import Any
 
 from authz import fuel as rules
 from authz.errors import RequestError
-from authz.fuel_model import FuelDecision, FuelRequest, FuelState, mask_card_no
+from authz.fuel_model import FuelDecision, FuelRequest, FuelState, LimitCounter, mask_card_no
 from authz.localtime import local_date
 from authz.money import amount_for_volume
 from hw.card.application import CardData, FuelCardApplication
 from hw.card.keys import KeyStore
 from hw.card.records import Counters
-from hw.errors import (CardError, CardNotGenuineError, CardRemovedError, CardStatusError,
+from hw.errors import (CardError, CardFormatError, CardNotGenuineError, CardRemovedError, CardStatusError,
                        CardTimeoutError, CounterMismatchError, PinBlockedError, PinFormatError,
                        WrongPinError)
 from hw.pump import (Delivery, DeliveryComplete, DeliveryProgress, NozzleHungUp, NozzleLifted,
@@ -106,6 +106,13 @@ class CardSession:
     def card_no(self) -> str:
         """The card's number."""
         return self.data.card.card_no
+
+
+def _card_counters(data: CardData) -> dict[tuple[int, Any, Any], LimitCounter]:
+    """The card's counters by (limit id, unit, period) of its own limit records: a counter
+    joins the replica's limit of the same id only when that limit counts the same way."""
+    shape = {lim.limit_id: (lim.unit, lim.period) for lim in data.card.limits}
+    return {(i, *shape[i]): c for i, c in data.state.counters if i in shape}
 
 
 def txn_from_records(records: Iterable[Record]) -> FuelTxn:
@@ -521,6 +528,8 @@ class FuelLane:
             return None, None
         except CardNotGenuineError as exc:
             return None, await self._refuse(None, f"card not genuine: {exc}")
+        except CardFormatError as exc:  # genuine or not, its stored rules cannot be read: never sold on
+            return None, await self._refuse(None, f"card data unreadable: {exc}")
         except CardError as exc:
             return None, f"card unreadable: {exc}"
         card_no = data.card.card_no
@@ -683,10 +692,10 @@ class FuelLane:
         if not decision.approved:
             return decision
         card = model.card(req.card_no)
-        on_card = dict(data.state.counters)
+        on_card = _card_counters(data)
         counters, merged = {}, False
         for lim in card.limits:
-            mine, theirs = ev.counter(card.card_no, lim.limit_id), on_card.get(lim.limit_id)
+            mine, theirs = ev.counter(card.card_no, lim.limit_id), on_card.get((lim.limit_id, lim.unit, lim.period))
             best = newer(mine, theirs)
             if best is not None:
                 counters[(card.card_no, lim.limit_id)] = best
@@ -717,7 +726,8 @@ class FuelLane:
         return {"pump": self.pump_id, "txn_id": txn_id, "approved": d.approved, "reason": d.reason.name,
                 "product": req.product, "volume_ml": d.volume_ml, "amount_kop": d.amount_kop,
                 "unit_price_kop_per_l": d.unit_price_kop_per_l, "list_price_kop_per_l": d.list_price_kop_per_l,
-                "binding_limit_id": d.binding_limit_id, "card": mask_card_no(req.card_no), **extra}
+                "binding_limit_id": d.binding_limit_id, "card": mask_card_no(req.card_no),
+                "exceptions": [{"reason": e.reason.name, "limit_id": e.limit_id} for e in d.exceptions], **extra}
 
     async def _authorize(self, s: CardSession, product: str, pv: int | None, pa: int | None,
                          idem: IdemSpec) -> tuple[int, dict]:
@@ -750,7 +760,11 @@ class FuelLane:
         product_ = model.products[model.product_index[product]]
         # The card's own limits (MAC-checked) say how its counters count this sale.
         counting = counting_for(s.data.card, product_, today)
-        known = {lim.limit_id: self.replica.fuel.counter(s.card_no, lim.limit_id) for lim in card.limits}
+        # The site's counter of a limit joins the card's only where both say the same unit
+        # and period (a count of purchases is never read as kopecks).
+        same = {(lim.limit_id, lim.unit, lim.period) for lim in s.data.card.limits}
+        known = {lim.limit_id: self.replica.fuel.counter(s.card_no, lim.limit_id) for lim in card.limits
+                 if (lim.limit_id, lim.unit, lim.period) in same}
         preauth_id = new_id(self.site.site_id)
         txn = FuelTxn(txn_id, req, decision, card.contract_id, s.data.state.txn_counter, write_id_of(preauth_id),
                       write_id_of(new_id(self.site.site_id)), counting,

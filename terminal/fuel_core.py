@@ -123,12 +123,15 @@ def write_id_of(record_id: str) -> bytes:
 
 def counting_for(card: FuelCard, product: Product, today: date) -> tuple[Counting, ...]:
     """The counting of every limit of ``card`` (in the card's record order) for a sale of
-    ``product`` on local day ``today``: the rule of authz.fuel.complete."""
+    ``product`` on local day ``today``: the rule of authz.fuel.complete (a limit with a
+    period that covers the product counts, in its unit, from the start of its period;
+    quarters and years are calendar ones)."""
     out = []
     for lim in card.limits:
         counts = lim.period is not Period.TRANSACTION and lim.covers(product)
         start = rules.period_start(lim.period, today) if counts else 0
-        out.append(Counting(lim.limit_id, counts, lim.unit is LimitUnit.MILLILITRES, start))
+        out.append(Counting(lim.limit_id, counts, lim.unit is LimitUnit.MILLILITRES, start,
+                            lim.unit is LimitUnit.PURCHASES))
     return tuple(out)
 
 
@@ -157,9 +160,17 @@ def base_counters(card_counters: Counters, counting: tuple[Counting, ...],
 
 
 def plus(base: Counters, counting: tuple[Counting, ...], volume_ml: int, amount_kop: int) -> Counters:
-    """``base`` with a sale of ``volume_ml`` for ``amount_kop`` counted on every counting limit."""
-    return tuple((limit_id, LimitCounter(c.spent + (volume_ml if how.in_ml else amount_kop), c.period_start))
+    """``base`` with a sale of ``volume_ml`` for ``amount_kop`` counted on every counting
+    limit: millilitres, kopecks, or one purchase when the sale delivered (or reserves)
+    anything, none when ``volume_ml`` is 0 (authz.fuel.count_delivery)."""
+    return tuple((limit_id, LimitCounter(c.spent + _added(how, volume_ml, amount_kop), c.period_start))
                  if how.counts else (limit_id, c) for (limit_id, c), how in zip(base, counting))
+
+
+def _added(how: Counting, volume_ml: int, amount_kop: int) -> int:
+    if how.purchases:
+        return 1 if volume_ml > 0 else 0
+    return volume_ml if how.in_ml else amount_kop
 
 
 @dataclass(slots=True)

@@ -233,5 +233,9 @@ _PUMP_SCHEMAS: dict[str, Any] = {
                                     "unit_price_kop_per_l": {"type": "integer"},
                                     "list_price_kop_per_l": {"type": "integer"},
                                     "binding_limit_id": _NULLABLE_INT, "card": {"type": "string"},
+                                    "exceptions": {"type": "array", "items": {
+                                        "type": "object", "required": ["reason", "limit_id"],
+                                        "properties": {"reason": {"type": "string"},
+                                                       "limit_id": _NULLABLE_INT}}},
                                     "state": {"type": "string"}, "sale_no": {"type": "integer"}}},
 }

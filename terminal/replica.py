@@ -48,7 +48,6 @@ from authz.fuel_model import (
     Station,
     Tariff,
 )
-from authz.reasons import Reason
 from authz.update import ClubUpdate, FuelUpdate
 from native import club_evaluator, fuel_evaluator
 from native.compact import (
@@ -59,6 +58,7 @@ from native.compact import (
     sample_club_columns,
 )
 from native.compact import sample_fuel_columns as compact_sample
+from wire.bodies import decision_from_json, decision_json
 from wire.messages import ClubAccountRow, FuelCardRow, ReplicaDelta, Table, row_key
 
 from .config import SiteConfig
@@ -794,15 +794,15 @@ def fuel_request_from_body(body: dict) -> FuelRequest:
 
 
 def fuel_decision_body(d: FuelDecision) -> dict:
-    """A FuelDecision as a JSON object (the reason by name)."""
-    return {"reason": d.reason.name, "volume_ml": d.volume_ml, "amount_kop": d.amount_kop,
-            "unit_price_kop_per_l": d.unit_price_kop_per_l, "list_price_kop_per_l": d.list_price_kop_per_l,
-            "binding_limit_id": d.binding_limit_id}
+    """A FuelDecision as a JSON object (the reason by name; ``exceptions``
+    ``[[reason_name, limit_id_or_null], ...]`` only when the approval raised any): the one
+    shape of ``wire.bodies.decision_json``."""
+    return decision_json(d)
 
 
 def fuel_decision_from_body(body: dict) -> FuelDecision:
-    """The FuelDecision journaled as ``body``."""
-    return FuelDecision(**(body | {"reason": Reason[body["reason"]]}))
+    """The FuelDecision journaled as ``body`` (with its exceptions, if it has any)."""
+    return decision_from_json(body)
 
 
 def club_sale_body(sale: ClubSale) -> dict:

@@ -18,7 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
-from authz.fuel_model import FuelDecision, FuelRequest, LimitCounter
+from authz.fuel_model import (
+    FuelDecision,
+    FuelRequest,
+    LimitCounter,
+    LimitUnit,
+    RuleException,
+)
 from authz.reasons import Reason
 
 __all__ = [
@@ -27,8 +33,8 @@ __all__ = [
     "FuelDeclined", "FuelCardRefused", "FuelEmergencyStop", "FuelPumpReset", "FuelPumpAction", "FuelPinChecked",
     "NozzleTotals", "FuelTotalsMismatch", "TillSaleOpened", "TillCardAttached", "TillSaleVoided",
     "TillLine", "KINDS", "body_of", "request_json", "request_from_json", "decision_json",
-    "decision_from_json", "counters_json", "counters_from_json", "CardTouch", "TOUCH_KINDS", "card_touch",
-    "Charge", "charge_of", "ClubTouch", "CLUB_KINDS", "club_touch",
+    "decision_from_json", "counters_json", "counters_from_json", "exceptions_json", "exceptions_from_json",
+    "CardTouch", "TOUCH_KINDS", "card_touch", "Charge", "charge_of", "ClubTouch", "CLUB_KINDS", "club_touch",
 ]
 
 #: A card's spent counters: ``((limit_id, LimitCounter), ...)`` in the card's record order.
@@ -135,10 +141,40 @@ _REQUEST_KEYS = frozenset({"card_no", "station_id", "product", "now_utc_s", "pre
 
 
 def decision_json(d: FuelDecision) -> dict[str, Any]:
-    """A FuelDecision as journaled, the reason by name (``terminal.replica.fuel_decision_body``)."""
-    return {"reason": d.reason.name, "volume_ml": d.volume_ml, "amount_kop": d.amount_kop,
-            "unit_price_kop_per_l": d.unit_price_kop_per_l, "list_price_kop_per_l": d.list_price_kop_per_l,
-            "binding_limit_id": d.binding_limit_id}
+    """A FuelDecision as journaled, the reason by name (``terminal.replica.fuel_decision_body``).
+
+    ``exceptions`` (the alerting rules an approval broke, issue 11) is there only when there
+    are any: ``[[reason_name, limit_id_or_null], ...]``; a decision without keeps the JSON of
+    the records before it."""
+    out: dict[str, Any] = {
+        "reason": d.reason.name, "volume_ml": d.volume_ml, "amount_kop": d.amount_kop,
+        "unit_price_kop_per_l": d.unit_price_kop_per_l, "list_price_kop_per_l": d.list_price_kop_per_l,
+        "binding_limit_id": d.binding_limit_id}
+    if d.exceptions:
+        out["exceptions"] = exceptions_json(d.exceptions)
+    return out
+
+
+def exceptions_json(exceptions: tuple[RuleException, ...]) -> list[list[Any]]:
+    """Rule exceptions as journaled: ``[[reason_name, limit_id_or_null], ...]``."""
+    return [[e.reason.name, e.limit_id] for e in exceptions]
+
+
+def exceptions_from_json(raw: Any, where: str = "exceptions") -> tuple[RuleException, ...]:
+    """The rule exceptions journaled as ``raw`` (a non-empty array of ``[reason, limit_id]``)."""
+    if not isinstance(raw, list) or not raw:
+        raise BodyError(f"{where} must be a non-empty array (absent when there are none), got {raw!r}")
+    out = []
+    for n, item in enumerate(raw):
+        if not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str) \
+                or not (item[1] is None or type(item[1]) is int):
+            raise BodyError(f"{where}[{n}] must be [reason name, limit id or null], got {item!r}")
+        try:
+            reason = Reason[item[0]]
+        except KeyError:
+            raise BodyError(f"{where}[{n}]: unknown reason {item[0]!r}") from None
+        out.append(RuleException(reason, item[1]))
+    return tuple(out)
 
 
 def decision_from_json(raw: Any, where: str = "decision") -> FuelDecision:
@@ -150,13 +186,14 @@ def decision_from_json(raw: Any, where: str = "decision") -> FuelDecision:
         reason = Reason[name]
     except KeyError:
         raise BodyError(f"{where}.reason: unknown reason {name!r}") from None
+    exceptions = exceptions_from_json(d["exceptions"], f"{where}.exceptions") if "exceptions" in d else ()
     return FuelDecision(reason, _int(d, "volume_ml", where), _int(d, "amount_kop", where),
                         _int(d, "unit_price_kop_per_l", where), _int(d, "list_price_kop_per_l", where),
-                        _int(d, "binding_limit_id", where, optional=True))
+                        _int(d, "binding_limit_id", where, optional=True), exceptions)
 
 
 _DECISION_KEYS = frozenset({"reason", "volume_ml", "amount_kop", "unit_price_kop_per_l",
-                            "list_price_kop_per_l", "binding_limit_id"})
+                            "list_price_kop_per_l", "binding_limit_id", "exceptions"})
 
 
 def counters_json(counters: Counters) -> list[list[int]]:
@@ -178,24 +215,36 @@ def counters_from_json(raw: Any, where: str = "counters") -> Counters:
 @dataclass(frozen=True, slots=True)
 class Counting:
     """How one of the card's limits counts a sale: whether it counts at all, in
-    millilitres or kopecks, and the local day its current period started on."""
+    millilitres, kopecks or purchases (one per sale that delivered anything), and the local
+    day its current period started on."""
 
     limit_id: int
     counts: bool
     in_ml: bool
     period_start: int
+    #: the limit counts purchases (issue 11); ``in_ml`` is then False
+    purchases: bool = False
+
+    @property
+    def unit(self) -> LimitUnit:
+        """The limit's unit."""
+        if self.purchases:
+            return LimitUnit.PURCHASES
+        return LimitUnit.MILLILITRES if self.in_ml else LimitUnit.KOPECKS
 
     def to_json(self) -> list[int]:
-        """``[limit_id, counts, in_ml, period_start]`` (flags as 0/1), as journaled."""
-        return [self.limit_id, int(self.counts), int(self.in_ml), self.period_start]
+        """``[limit_id, counts, unit, period_start]`` as journaled: ``counts`` 0/1, ``unit`` 0
+        kopecks, 1 millilitres, 2 purchases (records before issue 11 hold 0 or 1 only, which
+        mean the same)."""
+        return [self.limit_id, int(self.counts), int(self.unit), self.period_start]
 
     @classmethod
     def from_json(cls, raw: Any, where: str = "counting") -> Counting:
         """The counting journaled as ``raw``."""
-        i, c, m, s = _ints(raw, 4, where)
-        if c not in (0, 1) or m not in (0, 1):
-            raise BodyError(f"{where}: the flags must be 0 or 1, got {raw!r}")
-        return cls(i, bool(c), bool(m), s)
+        i, c, u, s = _ints(raw, 4, where)
+        if c not in (0, 1) or u not in (0, 1, 2):
+            raise BodyError(f"{where}: counts must be 0 or 1 and the unit 0, 1 or 2, got {raw!r}")
+        return cls(i, bool(c), u == LimitUnit.MILLILITRES, s, u == LimitUnit.PURCHASES)
 
 
 class _Body:

@@ -20,18 +20,20 @@ from hw.card.apdu import SW, Command, Response
 from hw.card.keys import MAC_LEN, KeyStore
 from hw.card.records import (
     CHALLENGE_LEN,
+    FORMAT_V2,
     WRITE_ID_LEN,
+    CardRecords,
     Counters,
     CounterState,
     CounterWrite,
-    decode_card,
     decode_counter_state,
     decode_identity,
+    decode_records,
     encode_counter_write,
-    static_mac_input,
 )
 from hw.errors import (
     CardDataError,
+    CardFormatError,
     CardNotGenuineError,
     CardResponseError,
     CardStatusError,
@@ -43,7 +45,8 @@ from hw.errors import (
 )
 
 __all__ = [
-    "AID", "APP_VERSION", "INS", "SFI_IDENTITY", "SFI_LIMITS", "REC_IDENTITY", "REC_DATA_MAC",
+    "AID", "APP_VERSION", "INS", "SFI_IDENTITY", "SFI_LIMITS", "SFI_CONTROLS", "REC_IDENTITY", "REC_DATA_MAC",
+    "REC_CONTROLS",
     "TAG_STATIC", "TAG_COUNTERS", "TAG_RESERVE", "TAG_COMMIT", "TAG_RESERVE_RECEIPT",
     "TAG_COMMIT_RECEIPT", "PIN_TRIES", "ApduChannel", "AppInfo", "CardData", "WriteOutcome",
     "FuelCardApplication", "pin_block", "read_record_p2",
@@ -72,8 +75,10 @@ CLA_ISO = 0x00
 CLA_PROPRIETARY = 0x80
 SFI_IDENTITY = 1
 SFI_LIMITS = 2
+SFI_CONTROLS = 3  #: card format 02: the card's controls (allowed products, windows, stations)
 REC_IDENTITY = 1
 REC_DATA_MAC = 2
+REC_CONTROLS = 1
 PIN_P2 = 0x80  #: VERIFY P2: the application's (global) PIN
 
 # The first byte of every MAC input, so no MAC can be replayed as another kind.
@@ -192,24 +197,40 @@ class FuelCardApplication:
         return resp.data
 
     async def read_card(self, *, known_txn_counter: int | None = None) -> CardData:
-        """Select, read identity, limits and counters, and check both MACs.
+        """Select, read identity, limits (and in card format 02 the controls) and counters,
+        and check both MACs.
 
         ``known_txn_counter`` is the highest transaction counter the terminal has seen for
         this card (from its journal or replica): a card whose counter is behind it is a copy
         of an older state and raises :class:`CloneSuspectedError`. A MAC that fails raises
-        :class:`CardNotGenuineError`; malformed records :class:`CardDataError`.
+        :class:`CardNotGenuineError`; static records this terminal cannot read (an unknown
+        format, a rule that cannot be) :class:`CardFormatError`; malformed counters
+        :class:`CardDataError`.
         """
         info = await self.select()
         identity = await self.read_record(SFI_IDENTITY, REC_IDENTITY)
-        ident = decode_identity(identity)
-        limits = [await self.read_record(SFI_LIMITS, i) for i in range(1, ident.n_limits + 1)]
+        try:
+            ident = decode_identity(identity)
+        except CardFormatError:
+            raise
+        except CardDataError as exc:
+            raise CardFormatError(f"card identity record: {exc}") from None
+        limits = tuple([await self.read_record(SFI_LIMITS, i) for i in range(1, ident.n_limits + 1)])
+        controls = await self._read_controls(ident.card_no) if ident.version == FORMAT_V2 else None
         data_mac = await self.read_record(SFI_IDENTITY, REC_DATA_MAC)
         masked = mask_card_no(ident.card_no)
+        records = CardRecords(identity, limits, controls)
         # The MAC is checked over the raw records before anything else of them is trusted.
-        if len(data_mac) != MAC_LEN or not self.keys.verify(
-                ident.card_no, static_mac_input(identity, limits), data_mac):
+        try:
+            mac_input = records.mac_input()
+        except CardDataError as exc:
+            raise CardFormatError(f"card {masked}: {exc}") from None
+        if len(data_mac) != MAC_LEN or not self.keys.verify(ident.card_no, mac_input, data_mac):
             raise CardNotGenuineError(f"card {masked}: the MAC over its data does not verify")
-        card = decode_card(identity, limits)
+        try:
+            card = decode_records(records)
+        except CardDataError as exc:
+            raise CardFormatError(f"card {masked}: its stored rules do not decode: {exc}") from None
         self.card_no = card.card_no
         state = await self.read_counters()
         if [i for i, _ in state.counters] != [lim.limit_id for lim in card.limits]:
@@ -220,6 +241,16 @@ class FuelCardApplication:
                 f"{known_txn_counter} already seen")
         log.debug("card %s read: txn counter %d", masked, state.txn_counter)
         return CardData(card, state, info)
+
+    async def _read_controls(self, card_no: str) -> bytes:
+        """The controls record of a card of format 02; a card without one is not in its format."""
+        try:
+            return await self.read_record(SFI_CONTROLS, REC_CONTROLS)
+        except CardStatusError as exc:
+            if exc.sw in (SW.FILE_NOT_FOUND, SW.RECORD_NOT_FOUND):
+                raise CardFormatError(f"card {mask_card_no(card_no)} of format 02 has no controls record "
+                                      f"(SFI {SFI_CONTROLS} answered {exc.sw:04X})") from None
+            raise
 
     async def read_counters(self) -> CounterState:
         """GET COUNTERS with a fresh challenge; check the card's MAC over the answer."""

@@ -37,8 +37,10 @@ from hw.card.application import (
     INS,
     PIN_P2,
     PIN_TRIES,
+    REC_CONTROLS,
     REC_DATA_MAC,
     REC_IDENTITY,
+    SFI_CONTROLS,
     SFI_IDENTITY,
     SFI_LIMITS,
     TAG_COMMIT,
@@ -85,7 +87,9 @@ ATR = atr()
 @dataclass(slots=True)
 class CardState:
     """The card's persistent memory. ``card_key`` is the diversified key loaded at
-    personalisation; files are kept as the raw records the card serves."""
+    personalisation; files are kept as the raw records the card serves (``controls``, the
+    SFI 3 record, only on a card of format 02: None otherwise, and in state files written
+    before it existed)."""
 
     card_key: bytes
     key_version: int
@@ -99,6 +103,7 @@ class CardState:
     reservation_open: bool = False
     #: [limit_id, spent, period_start] per limit, in the order of the limit records
     counters: list[list[int]] = field(default_factory=list)
+    controls: bytes | None = None
 
     def __repr__(self) -> str:  # never show the key or the PIN
         return (f"CardState(key_version={self.key_version}, limits={len(self.limits)}, "
@@ -109,6 +114,7 @@ class CardState:
         for k in ("card_key", "identity", "data_mac", "last_write_id"):
             d[k] = d[k].hex()
         d["limits"] = [r.hex() for r in self.limits]
+        d["controls"] = None if self.controls is None else self.controls.hex()
         d["format"] = _STATE_FORMAT
         return json.dumps(d, indent=1)
 
@@ -121,6 +127,8 @@ class CardState:
             for k in ("card_key", "identity", "data_mac", "last_write_id"):
                 d[k] = bytes.fromhex(d[k])
             d["limits"] = [bytes.fromhex(r) for r in d["limits"]]
+            if d.get("controls") is not None:
+                d["controls"] = bytes.fromhex(d["controls"])
             return cls(**d)
         except (ValueError, KeyError, TypeError) as exc:
             raise CardDataError(f"virtual card state does not load: {type(exc).__name__}") from None
@@ -229,6 +237,8 @@ class CardApplet:
             data = files.get(rec)
         elif sfi == SFI_LIMITS:
             data = s.limits[rec - 1] if 1 <= rec <= len(s.limits) else None
+        elif sfi == SFI_CONTROLS and s.controls is not None:
+            data = s.controls if rec == REC_CONTROLS else None
         else:
             return _sw(SW.FILE_NOT_FOUND)
         if data is None:

@@ -8,7 +8,14 @@ records file is JSON::
     [{"card_no": "7005830000000017", "contract_id": 42, "expires_on": "2027-12-31",
       "groups": ["FUEL", "CAR_WASH"], "pin": "1234",
       "limits": [{"limit_id": 1, "unit": "MILLILITRES", "period": "DAY", "amount": 200000,
-                  "scope": "ALL"}]}]
+                  "scope": "ALL"},
+                 {"limit_id": 2, "unit": "PURCHASES", "period": "DAY", "amount": 3,
+                  "on_breach": "ALERT"}],
+      "products": ["DT"], "windows": [{"days": [0, 1, 2, 3, 4], "start_min": 360, "end_min": 1320}],
+      "station_scope": "LISTED", "station_ids": [1, 2], "on_breach": "DECLINE"}]
+
+The fleet controls (the second limit and everything after ``limits``) are optional; a card
+with none of them is written in card format 01, as before.
 
 Each card becomes ``OUT_DIR/<card_no>.json``, the file :class:`hw.sim.card.VirtualCard`
 loads. Nothing printed shows a PIN, a key or a full card number.
@@ -30,9 +37,12 @@ from authz.fuel_model import (
     Limit,
     LimitCounter,
     LimitUnit,
+    OnBreach,
     Period,
     ProductGroup,
     Scope,
+    StationScope,
+    TimeWindow,
     mask_card_no,
 )
 from hw.card.application import pin_block
@@ -42,7 +52,7 @@ from hw.card.keys import (
     load_master_key,
     save_master_key,
 )
-from hw.card.records import encode_card, static_mac_input
+from hw.card.records import encode_records
 from hw.errors import CardError
 from hw.sim.card import CardState
 
@@ -51,16 +61,21 @@ __all__ = ["personalise", "card_from_json", "issue", "main"]
 
 def personalise(card: FuelCard, pin: str, keys: SoftwareKeyStore,
                 counters: Iterable[tuple[int, LimitCounter]] | None = None) -> CardState:
-    """The state of a freshly issued card: records, data MAC, diversified key, PIN."""
+    """The state of a freshly issued card: records, data MAC, diversified key, PIN.
+
+    The records are in card format 01 unless the card has a rule only format 02 holds
+    (``hw.card.records.needs_v2``); ``counters`` are the spent counters (a count for a
+    purchases limit) it starts with, zero for every limit not given."""
     pin_block(pin)  # validates the PIN's shape
-    identity, limits = encode_card(card)
+    records = encode_records(card)
     known = dict(counters or ())
     return CardState(
         card_key=keys.card_key(card.card_no),
         key_version=keys.key_version,
-        identity=identity,
-        limits=list(limits),
-        data_mac=keys.mac(card.card_no, static_mac_input(identity, limits)),
+        identity=records.identity,
+        limits=list(records.limits),
+        controls=records.controls,
+        data_mac=keys.mac(card.card_no, records.mac_input()),
         pin=pin,
         counters=[[lim.limit_id, known.get(lim.limit_id, LimitCounter(0, 0)).spent,
                    known.get(lim.limit_id, LimitCounter(0, 0)).period_start] for lim in card.limits],
@@ -77,18 +92,31 @@ def _enum(cls, value, what: str):
 
 
 def card_from_json(d: dict) -> tuple[FuelCard, str]:
-    """A card and its PIN from one entry of the records file; raise ValueError."""
+    """A card and its PIN from one entry of the records file; raise ValueError.
+
+    Beside the fields of the first cards an entry may give the fleet controls: per limit
+    ``on_breach`` (``DECLINE`` or ``ALERT``; units include ``PURCHASES``, periods ``QUARTER``
+    and ``YEAR``), and per card ``products`` (a list of product codes), ``windows``
+    (``{"days": [0..6], "start_min": .., "end_min": ..}``), ``station_scope`` (``NETWORK``,
+    ``HOME_REGION``, ``LISTED``), ``station_ids`` and ``on_breach``."""
     limits = tuple(
         Limit(int(x["limit_id"]), _enum(LimitUnit, x["unit"], "unit"),
               _enum(Period, x["period"], "period"), int(x["amount"]),
               _enum(Scope, x.get("scope", "ALL"), "scope"),
               None if x.get("group") is None else _enum(ProductGroup, x["group"], "group"),
-              x.get("product"))
+              x.get("product"), _enum(OnBreach, x.get("on_breach", "DECLINE"), "on_breach"))
         for x in d.get("limits", ()))
+    products = d.get("products")
     card = FuelCard(str(d["card_no"]), int(d["contract_id"]), date.fromisoformat(d["expires_on"]),
                     frozenset(_enum(ProductGroup, g, "group") for g in d.get("groups", ["FUEL"])),
                     limits, _enum(CardKind, d.get("kind", "PLASTIC"), "kind"),
-                    _enum(CardStatus, d.get("status", "ACTIVE"), "status"))
+                    _enum(CardStatus, d.get("status", "ACTIVE"), "status"),
+                    None if products is None else frozenset(str(p) for p in products),
+                    tuple(TimeWindow(frozenset(int(x) for x in w["days"]), int(w["start_min"]), int(w["end_min"]))
+                          for w in d.get("windows", ())),
+                    _enum(StationScope, d.get("station_scope", "NETWORK"), "station_scope"),
+                    frozenset(int(x) for x in d.get("station_ids", ())),
+                    _enum(OnBreach, d.get("on_breach", "DECLINE"), "on_breach"))
     return card, str(d["pin"])
 
 

@@ -31,14 +31,16 @@ from tests.hw.pcsc import sample_card
 
 def test_card_round_trip():
     card = sample_card()
-    identity, limits = encode_card(card)
-    assert decode_card(identity, limits) == card
-    assert all(len(r) <= 250 for r in (identity, *limits))
+    rec = encode_card(card)
+    assert rec.controls is None and rec.identity[0] == 1  # no new rule: format 01
+    assert decode_card(rec.identity, rec.limits) == card
+    assert all(len(r) <= 250 for r in (rec.identity, *rec.limits))
 
 
 def test_blocked_virtual_card_round_trip():
     card = FuelCard("123456", 0, date(2030, 1, 31), frozenset(), (), CardKind.VIRTUAL, CardStatus.BLOCKED)
-    assert decode_card(*encode_card(card)) == card
+    rec = encode_card(card)
+    assert decode_card(rec.identity, rec.limits, rec.controls) == card
 
 
 def test_counter_state_and_write_round_trip():
@@ -73,7 +75,8 @@ def test_encoding_refuses_bad_cards(card):
 
 
 def test_strict_decoding():
-    identity, limits = encode_card(sample_card())
+    rec = encode_card(sample_card())
+    identity, limits = rec.identity, rec.limits
     with pytest.raises(CardDataError):
         decode_identity(identity + b"\x00")
     with pytest.raises(CardDataError):
@@ -82,7 +85,7 @@ def test_strict_decoding():
         decode_limit(limits[0] + b"\x00")
     with pytest.raises(CardDataError):
         decode_card(identity, limits[:-1])
-    bad_version = b"\x02" + identity[1:]
+    bad_version = b"\x03" + identity[1:]
     with pytest.raises(CardDataError):
         decode_identity(bad_version)
     bad_unit = limits[0][:4] + b"\x09" + limits[0][5:]

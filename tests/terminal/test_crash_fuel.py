@@ -8,7 +8,10 @@ its controller dies). ``EDGEPOS_CRASH_AT`` makes the daemon kill itself at a nam
 test personalises it from the daemon's own generated replica with the configured issuer key.
 
 One chain of runs covers every step: each run recovers the sale the run before it killed,
-the test checks that sale, then starts the next sale, which dies at the next step.
+the test checks that sale, then starts the next sale, which dies at the next step. Each test
+runs with a card of format 01, and with a card of format 02 that also carries a purchase
+count (issue 11): after every recovery the count on the card is the number of sales
+completed with fuel, never one more or one less.
 """
 
 from __future__ import annotations
@@ -24,12 +27,20 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from authz.fuel_model import CardStatus, FuelRequest, ProductGroup
+from authz.fuel_model import (
+    CardStatus,
+    FuelRequest,
+    Limit,
+    LimitUnit,
+    Period,
+    ProductGroup,
+)
 from hw.card.keys import SoftwareKeyStore, generate_master_key, save_master_key
 from hw.sim.card import VirtualCard
 from hw.sim.personalise import personalise
@@ -45,6 +56,8 @@ SEED = 5
 PIN = "4321"
 PRESET_ML = 5_000
 LOST = (urllib.error.URLError, ConnectionError, OSError)
+#: The purchase-count limit the count card carries (its records only: the replica decides).
+COUNT_LIMIT = Limit(999_999, LimitUnit.PURCHASES, Period.LIFETIME, 1_000)
 
 
 def site_toml(tmp_path: Path, pump: str = 'products = ["AI92", "AI95", "DT"]\n', simulation: bool = True) -> Path:
@@ -215,6 +228,8 @@ def check_sale(j: Journal, txn_id: str, kinds: list[str], dispensed: bool, card:
         committed = next(r.body for r in recs if r.kind == "fuel.card_committed")
         assert st.txn_counter == pre["expected_txn"] + 2 == committed["txn_counter"], step
         assert st.counters == committed["counters"] == done["card_commit"]["counters"], step
+        if pre["counting"][-1][0] == COUNT_LIMIT.limit_id:
+            assert pre["counting"][-1] == [COUNT_LIMIT.limit_id, 1, int(LimitUnit.PURCHASES), 0], step
         last = d.pump()["last_delivery"]
         assert last["volume_ml"] == done["delivered_volume_ml"] and last["sale_no"] == done["sale_no"], step
         if step == "fuel.dispensing":
@@ -228,16 +243,22 @@ def check_sale(j: Journal, txn_id: str, kinds: list[str], dispensed: bool, card:
             assert st.counters == pre["base_counters"], step  # the reservation given back
         else:
             assert voided["card_release"] == "not_reserved" and st.txn_counter == pre["expected_txn"], step
+    if st.counters[-1][0] == COUNT_LIMIT.limit_id:  # one purchase per sale with fuel, whatever the crash
+        completed = sum(1 for r in j.rows() if r.kind == "fuel.completed")
+        assert st.counters[-1] == [COUNT_LIMIT.limit_id, completed, 0], (step, st.counters)
 
 
-@pytest.fixture
-def site(tmp_path, pcscd):
+@pytest.fixture(params=["format-01", "count-card"])
+def site(tmp_path, pcscd, request):
     cfg = site_toml(tmp_path)
     replica = replica_of(cfg)
     card = pick_card(replica, 1001)
     keys = SoftwareKeyStore(bytes.fromhex((tmp_path / "issuer.key").read_text().strip()))
     path = tmp_path / "card.json"
-    personalise(card, PIN, keys).save(path)
+    on_card = replace(card, limits=card.limits + (COUNT_LIMIT,)) if request.param == "count-card" else card
+    state = personalise(on_card, PIN, keys)
+    assert state.identity[0] == (2 if request.param == "count-card" else 1)
+    state.save(path)
     settle_empty_reader()
     vcard = VirtualCard(path)
     vcard.insert()

@@ -139,15 +139,17 @@ class Site:
 
 
 def run(pcscd, tmp_path, keys, test, *, card_no: str = GOOD, time_scale: float = 1000,
-        timeouts: FuelTimeouts | None = None, card_keys=None, hold_until_confirmed: bool = False):
-    """Start a daemon with a pump and the virtual card ``card_no``, run ``test(site)``."""
+        timeouts: FuelTimeouts | None = None, card_keys=None, hold_until_confirmed: bool = False,
+        card_state=None):
+    """Start a daemon with a pump and the virtual card ``card_no`` (or the virtual card
+    state ``card_state``, a ``hw.sim.card.CardState``), run ``test(site)``."""
     async def main():
         cfg = load_config(None)
         cfg = with_clients(replace(cfg, data_dir=tmp_path, tills=(), api=replace(cfg.api, port=0),
                                    pumps=(PumpConfig(1, READER, "sim", PRODUCTS),)))
         card, = (c for c in fuel_model().cards if c.card_no == card_no)
         path = tmp_path / f"{card_no}.json"
-        personalise(card, PIN, card_keys or keys, CARD_COUNTERS.get(card_no, {}).items()).save(path)
+        (card_state or personalise(card, PIN, card_keys or keys, CARD_COUNTERS.get(card_no, {}).items())).save(path)
         vcard = VirtualCard(path)
         pump = SimulatedPump(1, products=PRODUCTS, time_scale=time_scale, hold_until_confirmed=hold_until_confirmed)
         await asyncio.to_thread(settle_empty_reader)
