@@ -277,4 +277,5 @@ def _decline(reason: Reason) -> FuelDecision:
     return FuelDecision(reason, 0, 0, 0, 0, None)
 
 
-__all__ = ["authorize", "broken_controls", "check_presets", "check_request", "station_product_positions", "complete", "count_delivery", "unit_price", "period_start", "spent_in_period", "mask_card_no"]
+__all__ = ["authorize", "broken_controls", "check_presets", "check_request", "station_product_positions", "complete",
+           "count_delivery", "unit_price", "period_start", "spent_in_period", "mask_card_no"]

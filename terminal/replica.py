@@ -626,10 +626,10 @@ class Replica:
             rows = []
             for aid in sorted(touched):
                 st = ev.account(aid)
-                now = replace(cm.accounts[cm.account_index[aid]], balance_kop=st.balance_kop,
-                              turnover_month=st.turnover_month, turnover_kop=st.turnover_kop, lots=tuple(st.lots))
+                acct = replace(cm.accounts[cm.account_index[aid]], balance_kop=st.balance_kop,
+                               turnover_month=st.turnover_month, turnover_kop=st.turnover_kop, lots=tuple(st.lots))
                 seq = seq_of(wm.get((Table.CLUB_ACCOUNTS, aid), 0))
-                row = translate_account(ClubAccountRow(now, tuple(cards_of[aid])), seq, cm.rules, spend)
+                row = translate_account(ClubAccountRow(acct, tuple(cards_of[aid])), seq, cm.rules, spend)
                 rows.append((row.account, row.cards))
                 for c in cards_of[aid]:
                     self._set_redeemed(c.card_no, spend.redeemed_past(c.card_no, seq))

@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 
@@ -458,7 +459,7 @@ class HostChanges:
             litre = next((lim for lim in limited.limits if lim.unit is LimitUnit.MILLILITRES), None)
             low = Limit(litre.limit_id if litre else 90, LimitUnit.MILLILITRES, Period.DAY, 15_000)
             contract = next(c for c in self.d.replica.fuel_model.contracts if c.contract_id == topped.contract_id)
-            station = self.d.replica.fuel_model.stations[self.d.replica.fuel_model.station_index[self.station_id]]
+            station = self.d.replica.fuel_model.stations[self.d.replica.fuel_model.station_index[cast(int, self.station_id)]]
             new_price = station.prices_kop_per_l[p4] + 1_000
             pump = _FreePump(self.drivers)
             m = mask_card_no
@@ -542,7 +543,7 @@ class HostChanges:
 
     def _price(self, product: str) -> int:
         fm = self.d.replica.fuel_model
-        return fm.stations[fm.station_index[self.station_id]].prices_kop_per_l.get(product)
+        return fm.stations[fm.station_index[cast(int, self.station_id)]].prices_kop_per_l.get(product)
 
     def _club_balance(self, card_no: str) -> int:
         """The money balance of the account of club card ``card_no``, as the site holds it."""
