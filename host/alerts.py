@@ -36,8 +36,8 @@ from wire.bodies import BodyError, FuelTotalsMismatch
 
 from .db import Database
 
-__all__ = ["KIND", "RULE_KIND", "TotalsAlert", "RuleAlert", "ensure_table", "apply", "alerts", "rule_alerts",
-           "cmd_alerts", "register"]
+__all__ = ["KIND", "RULE_KIND", "RuleAlert", "TotalsAlert", "alerts", "apply", "cmd_alerts", "ensure_table",
+           "register", "rule_alerts"]
 
 KIND = FuelTotalsMismatch.KIND
 #: The kind of alert a completed purchase that broke an approve-and-alert rule raises.
@@ -216,7 +216,8 @@ _RULE_COLUMNS = ("record_id, n, site_id, lane, card_no, contract_id, reason, lim
 
 def rule_alerts(db: Database, status: str | None = "open", *, contract_id: int | None = None) -> list[RuleAlert]:
     """The rule exceptions (``status`` None: all; ``contract_id``: one contract's), oldest first."""
-    where, params = [], []
+    where: list[str] = []
+    params: list[object] = []
     if status is not None:
         where.append("status = ?")
         params.append(status)

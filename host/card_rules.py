@@ -19,13 +19,20 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from authz.fuel_model import DAY_MINUTES, FuelCard, LimitUnit, OnBreach, StationScope, TimeWindow
+from authz.fuel_model import (
+    DAY_MINUTES,
+    FuelCard,
+    LimitUnit,
+    OnBreach,
+    StationScope,
+    TimeWindow,
+)
 
 from .checks import parse_litres, parse_rub
 from .errors import InvalidInput
 
-__all__ = ["DAYS", "parse_window", "window_text", "parse_stations", "stations_text", "parse_products",
-           "products_text", "parse_on_breach", "parse_amount", "controls_lines"]
+__all__ = ["DAYS", "controls_lines", "parse_amount", "parse_on_breach", "parse_products", "parse_stations",
+           "parse_window", "products_text", "stations_text", "window_text"]
 
 #: Day names, Monday first (authz.fuel_model.TimeWindow: 0 is Monday).
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

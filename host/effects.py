@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -232,7 +232,8 @@ class BatchEffects:
             "SELECT card_no, limits FROM fuel_cards WHERE card_no IN ({in})", sorted(cards))}
         products = {code: Product(code, "", ProductGroup(grp)) for code, grp in db.fetchall("SELECT code, grp FROM products")}
         balance: dict[int, int] = defaultdict(int)
-        entries, counts = [], defaultdict(int)
+        entries: list[Sequence[Any]] = []
+        counts: dict[tuple[str, int, int], int] = defaultdict(int)
         for ch in self.charges:
             rid = ch.rec.record_id
             if ch.contract_id not in tz:

@@ -678,9 +678,9 @@ def check_fuel_card(card: FuelCard) -> frozenset[ProductGroup]:
 def _check_controls(products: object, windows: object, station_scope: object, station_ids: object,
                     on_breach: object) -> None:
     """The types of a card's fleet controls (what they say is :func:`_check_rules`'s)."""
-    if products is not None:
-        if not isinstance(products, frozenset) or not all(isinstance(c, str) for c in products):
-            raise InvalidInput(f"a card's product list is a set of product codes, got {str(products)[:60]!r}")
+    if products is not None and (not isinstance(products, frozenset)
+                                 or not all(isinstance(c, str) for c in products)):
+        raise InvalidInput(f"a card's product list is a set of product codes, got {str(products)[:60]!r}")
     if not isinstance(windows, tuple) or not all(isinstance(w, TimeWindow) for w in windows):
         raise InvalidInput(f"a card's time windows are a tuple of TimeWindow, got {str(windows)[:60]!r}")
     for w in windows:

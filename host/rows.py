@@ -12,7 +12,8 @@ from authz.club_model import (AccrualRate, Category, ClubAccount, ClubCard, Club
                               ClubStatus, KindCaps, PointLot)
 from authz.fuel_model import (CardKind, CardStatus, Contract, DiscountKind, DiscountRule, DiscountWhere,
                               FuelCard, Limit, LimitUnit, OnBreach, Period, Product, ProductGroup, Scope,
-                              Station, StationScope, Tariff, TimeWindow)
+                              Station, Tariff)
+from wire import card_controls_from_map, card_controls_to_map
 
 __all__ = ["dumps", "limits_to_json", "limits_from_json", "groups_to_json", "groups_from_json",
            "discounts_to_json", "discounts_from_json", "rules_to_json", "rules_from_json",
@@ -55,40 +56,18 @@ def limits_from_json(text: str) -> tuple[Limit, ...]:
 def controls_to_json(card: FuelCard) -> str | None:
     """The card's fleet controls (allowed products, time windows, station restriction,
     on-breach) as the ``fuel_cards.controls`` column: None when every one is the default
-    (the card as before issue 11), else JSON of the fields that are not."""
-    d: dict[str, Any] = {}
-    if card.products is not None:
-        d["products"] = sorted(card.products)
-    if card.windows:
-        d["windows"] = [[sorted(w.days), w.start_min, w.end_min] for w in card.windows]
-    if card.station_scope is not StationScope.NETWORK:
-        d["station_scope"] = int(card.station_scope)
-    if card.station_ids:
-        d["station_ids"] = sorted(card.station_ids)
-    if card.on_breach is not OnBreach.DECLINE:
-        d["on_breach"] = int(card.on_breach)
+    (the card as before issue 11), else JSON of the fields that are not, in the form the
+    fuel-card row carries them (:func:`wire.card_controls_to_map`)."""
+    d = card_controls_to_map(card)
     return dumps(d) if d else None
 
 
 @lru_cache(maxsize=4_096)
 def controls_from_json(text: str | None) -> dict[str, Any]:
-    """The FuelCard keywords of a ``controls`` column (empty for None). Cached: fleets share
-    them; the dict returned is read only."""
-    if text is None:
-        return {}
-    d = json.loads(text)
-    out: dict[str, Any] = {}
-    if "products" in d:
-        out["products"] = frozenset(d["products"])
-    if "windows" in d:
-        out["windows"] = tuple(TimeWindow(frozenset(days), a, b) for days, a, b in d["windows"])
-    if "station_scope" in d:
-        out["station_scope"] = StationScope(d["station_scope"])
-    if "station_ids" in d:
-        out["station_ids"] = frozenset(d["station_ids"])
-    if "on_breach" in d:
-        out["on_breach"] = OnBreach(d["on_breach"])
-    return out
+    """The FuelCard keywords of a ``controls`` column (empty for None), read with the wire
+    row's checks (:func:`wire.card_controls_from_map`). Cached: fleets share them; the dict
+    returned is read only."""
+    return {} if text is None else card_controls_from_map(json.loads(text))
 
 
 def groups_to_json(groups: Iterable[ProductGroup]) -> str:

@@ -378,11 +378,11 @@ def _v7(db: Database) -> list[str]:
     and the approve-and-alert exceptions sites report (``rule_alerts``, one row per exception
     of a ``fuel.completed``; host.alerts)."""
     return ["ALTER TABLE fuel_cards ADD COLUMN controls TEXT",
-            "CREATE TABLE rule_alerts (record_id TEXT NOT NULL, n INTEGER NOT NULL, site_id TEXT NOT NULL, "
-            "lane TEXT NOT NULL, card_no TEXT NOT NULL, contract_id BIGINT, reason TEXT NOT NULL, limit_id BIGINT, "
-            "station_id BIGINT, product TEXT NOT NULL, volume_ml BIGINT NOT NULL, amount_kop BIGINT NOT NULL, "
-            "at_utc_s BIGINT NOT NULL, status TEXT NOT NULL DEFAULT 'open', created_at_utc_s BIGINT NOT NULL, "
-            "PRIMARY KEY (record_id, n))",
+            ("CREATE TABLE rule_alerts (record_id TEXT NOT NULL, n INTEGER NOT NULL, site_id TEXT NOT NULL, "
+             "lane TEXT NOT NULL, card_no TEXT NOT NULL, contract_id BIGINT, reason TEXT NOT NULL, limit_id BIGINT, "
+             "station_id BIGINT, product TEXT NOT NULL, volume_ml BIGINT NOT NULL, amount_kop BIGINT NOT NULL, "
+             "at_utc_s BIGINT NOT NULL, status TEXT NOT NULL DEFAULT 'open', created_at_utc_s BIGINT NOT NULL, "
+             "PRIMARY KEY (record_id, n))"),
             "CREATE INDEX rule_alerts_at ON rule_alerts (status, at_utc_s)"]
 
 

@@ -55,6 +55,7 @@ from .topics import MAX_SNAPSHOT_PARTS, SITE_ID_RE, TopicKind, parse_topic
 __all__ = [
     "PROTOCOL_VERSION", "SUPPORTED_VERSIONS", "INT64_MIN", "INT64_MAX", "MessageType", "Limits",
     "DEFAULT_LIMITS", "encode", "decode", "records_that_fit", "rows_that_fit", "pack_row", "unpack_row",
+    "card_controls_to_map", "card_controls_from_map",
 ]
 
 PROTOCOL_VERSION = 1
@@ -495,6 +496,21 @@ def _with_card_controls(d: dict, c: FuelCard) -> dict:
     if c.on_breach is not OnBreach.DECLINE:
         d["on_breach"] = int(c.on_breach)
     return d
+
+
+def card_controls_to_map(card: FuelCard) -> dict:
+    """The fleet controls of ``card`` that are not the default, as the fuel-card row carries
+    them (empty for a card without any). The host stores them in this form too."""
+    return _with_card_controls({}, card)
+
+
+def card_controls_from_map(v: object) -> dict[str, Any]:
+    """The FuelCard keywords of a map of fleet controls (:func:`card_controls_to_map`'s),
+    with the row's checks; WireFormatError for anything else in it."""
+    rest, out = _card_controls(v)
+    if type(rest) is not dict or rest:
+        raise _bad("controls", f"a map of {', '.join(_CONTROLS)} only, got {_show(rest)}")
+    return out
 
 
 def _window_from(v: object) -> TimeWindow:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import calendar
 import re
 import urllib.parse
+from collections.abc import Callable
 from datetime import UTC, date, datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -321,29 +323,28 @@ def controls_from_form(f: dict[str, str]) -> dict:
     return out
 
 
-async def set_controls(request: web.Request) -> web.Response:
+async def _change_card(request: web.Request, parse: Callable[[dict[str, str]], Any],
+                       change: Callable[[Ledger, str, Any], object]) -> web.Response:
+    """A card form's POST: ``parse(form)`` then ``change(ledger, card_no, parsed)`` on a card
+    of the manager's company; a refusal is the card page with the host's message (400)."""
     uid = await _uid(request)
     card_no = request.match_info["card"]
     f = await form(request)
     try:
-        changes = controls_from_form(f)
-        await call(request, lambda led: (fu.card_of(led, uid, card_no),
-                                         master.change_card_controls(led, card_no, **changes)))
+        value = parse(f)
+        await call(request, lambda led: (fu.card_of(led, uid, card_no), change(led, card_no, value)))
     except (InvalidInput, Conflict) as exc:
         return await card_page(request, error=str(exc), status=400)
     raise see_other(f"/fleet/cards/{card_no}")
+
+
+async def set_controls(request: web.Request) -> web.Response:
+    return await _change_card(request, controls_from_form,
+                              lambda led, no, changes: master.change_card_controls(led, no, **changes))
 
 
 async def set_limit(request: web.Request) -> web.Response:
-    uid = await _uid(request)
-    card_no = request.match_info["card"]
-    f = await form(request)
-    try:
-        lim = limit_from_form(f)
-        await call(request, lambda led: (fu.card_of(led, uid, card_no), master.set_limit(led, card_no, lim)))
-    except (InvalidInput, Conflict) as exc:
-        return await card_page(request, error=str(exc), status=400)
-    raise see_other(f"/fleet/cards/{card_no}")
+    return await _change_card(request, limit_from_form, master.set_limit)
 
 
 async def remove_limit(request: web.Request) -> web.Response:

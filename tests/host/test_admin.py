@@ -299,7 +299,7 @@ def test_a_card_is_issued_with_controls_and_alerting_limits(fleet_admin, ledger:
 ])
 def test_bad_controls_are_refused_with_a_clear_line_and_change_nothing(fleet_admin, ledger: Ledger, args, says):
     before = (ledger.fuel_card(CARD), ledger.db.fetchall("SELECT card_no FROM fuel_cards"))
-    code, out, err = fleet_admin(*args)
+    code, _, err = fleet_admin(*args)
     assert code == 1 and says in err, err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert (ledger.fuel_card(CARD), ledger.db.fetchall("SELECT card_no FROM fuel_cards")) == before

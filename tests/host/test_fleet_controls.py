@@ -13,8 +13,18 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from authz import sample
-from authz.fuel_model import (FuelCard, FuelModel, Limit, LimitUnit, OnBreach, Period, Product, ProductGroup,
-                              StationScope, TimeWindow)
+from authz.fuel_model import (
+    FuelCard,
+    FuelModel,
+    Limit,
+    LimitUnit,
+    OnBreach,
+    Period,
+    Product,
+    ProductGroup,
+    StationScope,
+    TimeWindow,
+)
 from host import master
 from host.errors import Conflict, InvalidInput
 from host.ledger import Ledger

@@ -15,13 +15,20 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-from authz.fuel_model import Limit, LimitUnit, OnBreach, Period, StationScope, TimeWindow
+from authz.fuel_model import (
+    Limit,
+    LimitUnit,
+    OnBreach,
+    Period,
+    StationScope,
+    TimeWindow,
+)
 from terminal.config import load_config
 from terminal.daemon import Daemon
 from wire import Table
 
 from .apitokens import with_clients
-from .test_provision import T, Host, _wait
+from .test_provision import Host, T, _wait
 
 WEEKDAYS = TimeWindow(frozenset(range(5)), 7 * 60, 19 * 60)
 SAT_NIGHT = TimeWindow(frozenset({5}), 22 * 60, 6 * 60)

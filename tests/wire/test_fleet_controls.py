@@ -12,8 +12,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authz.fuel_model import (FuelCard, Limit, LimitCounter, LimitUnit, OnBreach, Period, ProductGroup, Scope,
-                              StationScope, TimeWindow)
+from authz.fuel_model import (
+    FuelCard,
+    Limit,
+    LimitCounter,
+    LimitUnit,
+    OnBreach,
+    Period,
+    ProductGroup,
+    Scope,
+    StationScope,
+    TimeWindow,
+)
 from wire import FuelCardRow, Table, WireError, pack_row, unpack_row
 from wire.codec import _fuel_card_to
 from wire.errors import WireFormatError
