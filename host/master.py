@@ -715,8 +715,13 @@ def change_card_controls(ledger: Ledger, card_no: str, *, products: frozenset[st
     or approve it and raise an alert. Checked as a whole by :func:`_check_rules` (InvalidInput
     naming the rule, nothing changed). A fuel_cards delta."""
     _card_no(card_no)
+    for name, value in (("products", products), ("windows", windows), ("station_ids", station_ids)):
+        if isinstance(value, (str, bytes)) or not (value is KEEP or value is None or isinstance(value, Iterable)):
+            raise InvalidInput(f"{name} is a collection, got {str(value)[:40]!r}")
+    if station_ids is None:
+        raise InvalidInput("station_ids is a collection of station ids, got None")
     new_products = products if products is KEEP or products is None else frozenset(products)
-    new_windows = windows if windows is KEEP else tuple(windows)
+    new_windows = windows if windows is KEEP or windows is None else tuple(windows)
     new_ids = station_ids if station_ids is KEEP else frozenset(station_ids)
 
     def step(db: Database) -> FuelCard:

@@ -12,7 +12,7 @@ from host import alerts, master
 from host.admin import main
 from host.ingest import ingest_batch
 from host.ledger import Ledger
-from wire import Batch
+from wire import Batch, SiteKeys, decode, encode, topic_of
 from wire.bodies import FuelTotalsMismatch, NozzleTotals
 
 from .edge import CARD, T0, Site, contract, fuel_card
@@ -68,7 +68,11 @@ def test_a_completed_purchase_with_exceptions_is_listed_once_per_rule(world: Led
     broke = (RuleException(Reason.OUTSIDE_TIME_WINDOW), RuleException(Reason.LIMIT, 2))
     sale = s.fuel_sale(delivered_ml=30_000, exceptions=broke)
     plain = s.fuel_sale(card_no=CARD, tc=20)  # no exceptions: no alert
-    batch = Batch("S1", 1, tuple(s.records), T0)
+    # through the wire as a site sends it: signed, encoded, decoded at the host
+    keys = SiteKeys({"S1": bytes(range(32))})
+    sent = Batch("S1", 1, tuple(s.records), T0)
+    batch = decode(encode(sent, keys), keys, topic=topic_of(sent))
+    assert batch == sent
     assert sale[0].body["decision"]["exceptions"] == [["OUTSIDE_TIME_WINDOW", None], ["LIMIT", 2]]
     assert "exceptions" not in plain[3].body["decision"]
     ingest_batch(world, batch)
