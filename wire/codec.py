@@ -460,7 +460,7 @@ def _contract_from(v: object) -> Contract:
 def _limit_to(lim: Limit) -> dict:
     d = {"limit_id": lim.limit_id, "unit": int(lim.unit), "period": int(lim.period), "amount": lim.amount,
          "scope": int(lim.scope), "group": None if lim.group is None else int(lim.group), "product": lim.product}
-    if lim.on_breach is not OnBreach.DECLINE:
+    if lim.on_breach:  # not DECLINE (0)
         d["on_breach"] = int(lim.on_breach)
     return d
 
@@ -474,7 +474,11 @@ def _fuel_card_to(r: FuelCardRow) -> dict:
          "kind": int(c.kind), "status": int(c.status),
          "counters": [{"limit_id": lid, "spent": ctr.spent, "period_start": ctr.period_start}
                       for lid, ctr in r.counters]}
-    return _with_card_controls(d, c) | _with_balance_fields({}, r.watermarks)
+    if c.products is not None or c.windows or c.station_scope or c.station_ids or c.on_breach:
+        _with_card_controls(d, c)  # (few cards have any: the common case costs five tests)
+    if r.watermarks:
+        _with_balance_fields(d, r.watermarks)
+    return d
 
 
 # -- the fleet controls' optional fields (issue 11): present only when not the default ------
