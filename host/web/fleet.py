@@ -25,7 +25,8 @@ from authz.fuel_model import (
     Scope,
     mask_card_no,
 )
-from authz.localtime import local_date
+from authz.localtime import local_date, zone
+from host import alerts
 from host import card_rules as CR
 from host import documents, master, reports
 from host import fleet_users as fu
@@ -228,8 +229,24 @@ def _contract_view(led: Ledger, uid: int, cid: int) -> dict:
     cards = [{"no": k.card_no, "masked": mask_card_no(k.card_no), "status": k.status, "stopped": k.card_no in stop,
               "expires": k.expires_on.isoformat(), "groups": [GROUP_NAMES[g] for g in sorted(k.groups)],
               "limits": len(k.limits)} for k in led.contract_cards(cid)]
+    exceptions = [{"masked": a.card, "rule": _RULE_NAMES.get(a.reason, a.reason), "limit_id": a.limit_id,
+                   "at": local_datetime_text(a.at_utc_s, c.tz), "station": a.station_id, "product": a.product,
+                   "volume_ml": a.volume_ml, "amount_kop": a.amount_kop}
+                  for a in alerts.rule_alerts(led.db, None, contract_id=cid)[-RULE_ALERTS_SHOWN:]]
     return {"contract": c, "name": led.contract_name(cid), "available": c.balance_kop + c.credit_line_kop,
-            "cards": cards, "today": local_date(led.now(), c.tz)}
+            "cards": cards, "today": local_date(led.now(), c.tz), "exceptions": exceptions}
+
+
+#: The latest approve-and-alert exceptions a contract's page lists (host.alerts keeps them all).
+RULE_ALERTS_SHOWN = 50
+_RULE_NAMES = {"PRODUCT_NOT_ALLOWED": "продукт вне списка", "STATION_NOT_ALLOWED": "станция вне списка",
+               "OUTSIDE_TIME_WINDOW": "вне разрешённого времени", "LIMIT": "лимит превышен",
+               "LIMIT_EXHAUSTED": "лимит исчерпан"}
+
+
+def local_datetime_text(at_utc_s: int, tz: str) -> str:
+    """``YYYY-MM-DD HH:MM`` of a UTC time in the zone ``tz``."""
+    return datetime.fromtimestamp(at_utc_s, UTC).astimezone(zone(tz)).strftime("%Y-%m-%d %H:%M")
 
 
 def _contract_id(request: web.Request) -> int:

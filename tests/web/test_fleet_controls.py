@@ -128,3 +128,28 @@ def test_the_api_sets_controls_and_alerting_limits(client: Client, smtp, ledger:
     assert st == 422 and err["error"]["field"] == "amount"
     assert ledger.fuel_card(CARD) == before
     assert api(bare, "PUT", f"/api/v1/cards/{OTHER_CARD}/controls", token, {"on_breach": "alert"}, key="o")[0] == 404
+
+
+def test_the_contract_page_lists_purchases_approved_past_a_rule(client: Client, smtp, ledger: Ledger) -> None:
+    from authz.fuel_model import RuleException
+    from authz.reasons import Reason
+    from host.ingest import ingest_batch
+
+    from ..host.edge import T0, Site
+    from .conftest import CONTRACT, OTHER_CONTRACT
+    signed_in_client(client, smtp, ledger)
+    assert 'id="no-exceptions"' in client.get(f"/fleet/contracts/{CONTRACT}").text
+    s = Site("S1")
+    s.fuel_sale(card_no=CARD, contract_id=CONTRACT, delivered_ml=20_000, at=T0,
+                exceptions=(RuleException(Reason.OUTSIDE_TIME_WINDOW), RuleException(Reason.LIMIT, 1)))
+    s.fuel_sale(card_no=OTHER_CARD, contract_id=OTHER_CONTRACT, delivered_ml=5_000, tc=30, at=T0,
+                exceptions=(RuleException(Reason.STATION_NOT_ALLOWED),))
+    for b in s.batches(50):
+        ingest_batch(ledger, b)
+    page = client.get(f"/fleet/contracts/{CONTRACT}")
+    assert page.status == 200 and 'id="exceptions"' in page.text
+    table = page.text.split('id="exceptions"')[1].split("</table>")[0]
+    assert table.count("<tr><td>") == 2 and "вне разрешённого времени" in table and "лимит превышен (лимит 1)" in table
+    assert "70**********0001" in table and CARD not in table and "20.000 л" in table
+    assert "2026-11-18 14:08" in table  # the completion's local time in the contract's zone (11:08 UTC, Moscow)
+    assert "станция вне списка" not in page.text  # another company's exception is not shown
