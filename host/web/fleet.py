@@ -26,9 +26,8 @@ from authz.fuel_model import (
     mask_card_no,
 )
 from authz.localtime import local_date, zone
-from host import alerts
+from host import alerts, documents, master, reports
 from host import card_rules as CR
-from host import documents, master, reports
 from host import fleet_users as fu
 from host.documents.queries import MAX_DETAIL_DAYS
 from host.errors import Conflict, InvalidInput, NotFound
