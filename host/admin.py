@@ -29,6 +29,7 @@ from authz.fuel_model import (
     FuelCard,
     Limit,
     LimitUnit,
+    OnBreach,
     Period,
     Product,
     ProductGroup,
@@ -38,6 +39,7 @@ from authz.fuel_model import (
 )
 
 from . import alerts, master, reports
+from . import card_rules as CR
 from .checks import parse_date, parse_litres, parse_percent, parse_price, parse_rub
 from .errors import HostError, InvalidInput, LedgerUnavailable, SchemaError
 from .ledger import Ledger
@@ -250,25 +252,72 @@ def cmd_create_contract(led: Ledger, a: argparse.Namespace) -> None:
 
 
 def _limit(text: str) -> Limit:
-    """``ID:PERIOD:AMOUNT[:SCOPE]``: ``1:day:200L``, ``2:month:50000.50RUB:group:shop``."""
+    """``ID:PERIOD:AMOUNT[:SCOPE][:alert]``: ``1:day:200L``, ``2:month:50000.50RUB:group:shop``,
+    ``3:quarter:30purchases:alert`` (``:alert``: approve past it and raise an alert)."""
+    breach = OnBreach.DECLINE
+    if text.lower().endswith(":alert"):
+        text, breach = text[:-len(":alert")], OnBreach.ALERT
     parts = text.split(":", 3)
     if len(parts) < 3 or not re.fullmatch(r"[0-9]{1,9}", parts[0]):
-        raise InvalidInput(f"a limit is ID:PERIOD:AMOUNT[:SCOPE] (1:day:200L, 2:month:5000RUB:group:shop), "
-                           f"got {text[:60]!r}")
+        raise InvalidInput(f"a limit is ID:PERIOD:AMOUNT[:SCOPE][:alert] (1:day:200L, 2:month:5000RUB:group:shop, "
+                           f"3:quarter:30purchases:alert), got {text[:60]!r}")
     amount = parts[2].strip()
     if amount.upper().endswith("RUB"):
         unit, value = LimitUnit.KOPECKS, parse_rub(amount[:-3])
+    elif amount.lower().endswith("purchases"):
+        unit, value = CR.parse_amount("purchases", amount[:-len("purchases")])
     elif amount.upper().endswith("L"):
         unit, value = LimitUnit.MILLILITRES, parse_litres(amount[:-1])
     else:
-        raise InvalidInput(f"a limit's amount ends in L (litres) or RUB (rubles), got {amount[:40]!r}")
+        raise InvalidInput(f"a limit's amount ends in L (litres), RUB (rubles) or purchases (a count), "
+                           f"got {amount[:40]!r}")
     scope, group, product = _scope(parts[3] if len(parts) > 3 else "all")
-    return Limit(int(parts[0]), unit, _enum(Period, parts[1], "period"), value, scope, group, product)
+    return Limit(int(parts[0]), unit, _enum(Period, parts[1], "period"), value, scope, group, product, breach)
+
+
+def _controls(a: argparse.Namespace) -> dict:
+    """The fleet controls given on the command line, as change_card_controls keywords (an
+    option not given is not there: the card keeps what it has)."""
+    out: dict = {}
+    if a.all_products and a.products is not None:
+        raise InvalidInput("give --products or --all-products, not both")
+    if a.products is not None:
+        out["products"] = CR.parse_products(a.products)
+    elif a.all_products:
+        out["products"] = None
+    if a.any_time and a.window:
+        raise InvalidInput("give --window or --any-time, not both")
+    if a.window:
+        out["windows"] = tuple(CR.parse_window(w) for w in a.window)
+    elif a.any_time:
+        out["windows"] = ()
+    if a.stations is not None:
+        out["station_scope"], out["station_ids"] = CR.parse_stations(a.stations)
+    if a.on_breach is not None:
+        out["on_breach"] = CR.parse_on_breach(a.on_breach)
+    return out
+
+
+def _add_control_options(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--products", metavar="CODES", help="the only products the card may buy, comma separated "
+                    "(DT,AI95; each of a group the card may buy), or all")
+    sp.add_argument("--all-products", action="store_true", help="every product of the card's groups (no list)")
+    sp.add_argument("--window", action="append", metavar="DAYS,HH:MM-HH:MM",
+                    help="when the card may buy, in the contract's time zone, repeatable: mon-fri,07:00-19:00; "
+                         "sat,22:00-06:00 (an end before the start crosses midnight); the windows replace the "
+                         "card's")
+    sp.add_argument("--any-time", action="store_true", help="no time windows: the card may buy at any time")
+    sp.add_argument("--stations", metavar="WHERE", help="network (every station), home-region (the contract's "
+                    "home region only) or station ids 1000,1001")
+    sp.add_argument("--on-breach", metavar="ACTION", help="what a purchase outside the products, windows or "
+                    "stations does: decline, or alert (approve it and raise an alert at the host)")
 
 
 def cmd_issue_card(led: Ledger, a: argparse.Namespace) -> None:
     limits = tuple(sorted((_limit(t) for t in a.limit or ()), key=lambda lim: lim.limit_id))
-    card = FuelCard(a.card, a.contract, _date(a.expires), _groups(a.groups), limits)
+    controls = _controls(a)
+    controls.setdefault("products", None)
+    card = FuelCard(a.card, a.contract, _date(a.expires), _groups(a.groups), limits, **controls)
     master.check_fuel_card(card)  # the host's word on a bad number or limit comes first
     writer = a.card_writer.prepare(card, a) if a.card_writer is not None else None
     issued = master.issue_fuel_card(led, card)
@@ -301,11 +350,18 @@ def _group_names(groups: frozenset[ProductGroup]) -> str:
     return ",".join(g.name.lower() for g in sorted(groups))
 
 
+def _amount_text(unit: LimitUnit, amount: int) -> str:
+    if unit is LimitUnit.MILLILITRES:
+        return f"{litres(amount)} L"
+    if unit is LimitUnit.PURCHASES:
+        return f"{amount} purchase{'s' * (amount != 1)}"
+    return f"{reports.rub(amount)} RUB"
+
+
 def _limit_text(lim: Limit) -> str:
-    amount = f"{litres(lim.amount)} L" if lim.unit is LimitUnit.MILLILITRES else f"{reports.rub(lim.amount)} RUB"
     scope = {Scope.ALL: "all", Scope.GROUP: f"group:{lim.group.name.lower() if lim.group is not None else ''}",
              Scope.PRODUCT: f"product:{lim.product}"}[lim.scope]
-    return f"{amount} per {lim.period.name.lower()} ({scope})"
+    return f"{_amount_text(lim.unit, lim.amount)} per {lim.period.name.lower()} ({scope})"
 
 
 def cmd_show_card(led: Ledger, a: argparse.Namespace) -> None:
@@ -322,14 +378,15 @@ def cmd_show_card(led: Ledger, a: argparse.Namespace) -> None:
     print(f"fuel card {mask_card_no(card.card_no)}: contract {card.contract_id}, {card.kind.name.lower()}, "
           f"{card.status.name.lower()}, expires {card.expires_on.isoformat()}")
     print(f"  groups {_group_names(card.groups)}; on the stop list: {'yes' if a.card in led.stop_list() else 'no'}")
+    for line in CR.controls_lines(card):
+        print(f"  {line}")
     rows = []
     for lim in card.limits:
         c = counters.get(lim.limit_id)
-        spent = "" if c is None else (litres(c.spent) + " L" if lim.unit is LimitUnit.MILLILITRES
-                                      else reports.rub(c.spent) + " RUB")
-        rows.append((lim.limit_id, _limit_text(lim), spent))
+        spent = "" if c is None else _amount_text(lim.unit, c.spent)
+        rows.append((lim.limit_id, _limit_text(lim), lim.on_breach.name.lower(), spent))
     if rows:
-        _print_table(["limit", "amount", "spent (latest period)"], rows)
+        _print_table(["limit", "amount", "on breach", "spent (latest period)"], rows)
     else:
         print("  no limits")
 
@@ -482,14 +539,31 @@ def cmd_create_keys(led: Ledger, a: argparse.Namespace) -> None:
 
 
 def cmd_set_limit(led: Ledger, a: argparse.Namespace) -> None:
-    if (a.rub is None) == (a.litres is None):
-        raise InvalidInput("give the limit in rubles (--rub) or in litres (--litres), one of them")
-    unit, amount = (LimitUnit.KOPECKS, parse_rub(a.rub)) if a.rub is not None else \
-        (LimitUnit.MILLILITRES, parse_litres(a.litres))
+    given = [x for x in (a.rub, a.litres, a.amount) if x is not None]
+    if len(given) != 1 or (a.amount is None) != (a.unit is None):
+        raise InvalidInput("give the limit as --rub X, --litres X, or --unit rub|litres|purchases --amount X: "
+                           "one of them")
+    if a.rub is not None:
+        unit, amount = LimitUnit.KOPECKS, parse_rub(a.rub)
+    elif a.litres is not None:
+        unit, amount = LimitUnit.MILLILITRES, parse_litres(a.litres)
+    else:
+        unit, amount = CR.parse_amount(a.unit, a.amount)
     scope, group, product = _scope(a.scope)
-    master.set_limit(led, a.card, Limit(a.limit_id, unit, _enum(Period, a.period, "period"), amount, scope, group, product))
-    shown = f"{a.rub} RUB" if a.rub is not None else f"{a.litres} L"
-    print(f"card {mask_card_no(a.card)}: limit {a.limit_id} = {shown} per {a.period} ({a.scope})")
+    breach = OnBreach.DECLINE if a.on_breach is None else CR.parse_on_breach(a.on_breach)
+    period = _enum(Period, a.period, "period")
+    master.set_limit(led, a.card, Limit(a.limit_id, unit, period, amount, scope, group, product, breach))
+    print(f"card {mask_card_no(a.card)}: limit {a.limit_id} = {_amount_text(unit, amount)} per "
+          f"{period.name.lower()} ({a.scope}), on breach {breach.name.lower()}")
+
+
+def cmd_set_controls(led: Ledger, a: argparse.Namespace) -> None:
+    changes = _controls(a)
+    if not changes:
+        raise InvalidInput("give at least one of --products/--all-products, --window/--any-time, --stations, "
+                           "--on-breach")
+    card = master.change_card_controls(led, a.card, **changes)
+    print(f"card {mask_card_no(a.card)}: " + "; ".join(CR.controls_lines(card)))
 
 
 def cmd_remove_limit(led: Ledger, a: argparse.Namespace) -> None:
@@ -700,8 +774,12 @@ def build_parser(prog: str = "python -m host.admin", card_writer: CardWriter | N
     sp.add_argument("--contract", type=int, required=True, help="the contract number")
     sp.add_argument("--expires", required=True, help="last valid day, YYYY-MM-DD")
     sp.add_argument("--groups", default="fuel", help="product groups, comma separated (fuel,car_wash,hotel,service,shop)")
-    sp.add_argument("--limit", action="append", metavar="ID:PERIOD:AMOUNT[:SCOPE]",
-                    help="a limit, repeatable: 1:day:200L, 2:month:50000.50RUB:group:shop, 3:lifetime:500L:product:AI98")
+    sp.add_argument("--limit", action="append", metavar="ID:PERIOD:AMOUNT[:SCOPE][:alert]",
+                    help="a limit, repeatable: 1:day:200L, 2:month:50000.50RUB:group:shop, 3:lifetime:500L:product:AI98, "
+                         "4:quarter:30purchases:alert (periods: transaction, day, week, month, quarter, year, "
+                         "lifetime; a count of purchases needs a period; :alert approves past the limit and "
+                         "raises an alert)")
+    _add_control_options(sp)
     if card_writer is not None:
         card_writer.add_arguments(sp, required=False)
         sp = cmd("personalise-card", cmd_personalise_card, "write an issued fuel card's card data from its ledger record")
@@ -711,7 +789,8 @@ def build_parser(prog: str = "python -m host.admin", card_writer: CardWriter | N
     sp.add_argument("card", help="the card number")
     sp.add_argument("--expires", help="last valid day, YYYY-MM-DD")
     sp.add_argument("--groups", help="product groups, comma separated")
-    sp = cmd("show-card", cmd_show_card, "a fuel or club card: contract or account, status, limits, stop list")
+    sp = cmd("show-card", cmd_show_card, "a fuel or club card: contract or account, status, limits, controls "
+             "(products, time windows, stations, on breach), stop list")
     sp.add_argument("card", help="the card number")
     sp = cmd("show-contract", cmd_show_contract, "a contract: tariff, time zone, balance, credit line, cards")
     sp.add_argument("contract", type=int, help="the contract number")
@@ -764,14 +843,34 @@ def build_parser(prog: str = "python -m host.admin", card_writer: CardWriter | N
     sp.add_argument("sites", nargs="*", metavar="SITE", help="registered sites to make a key for (never replaced)")
     sp.add_argument("--keys-dir", required=True, help="the host's keys directory (replica-signing.key, "
                     "replica-signing.pub, sites/<site>.key)")
-    sp = cmd("set-limit", cmd_set_limit, "set a ruble or litre limit of a fuel card")
+    sp = cmd("set-limit", cmd_set_limit, "set a ruble, litre or purchase-count limit of a fuel card")
     sp.add_argument("card", help="the card number")
     sp.add_argument("--limit-id", type=int, required=True, help="the limit's number on the card (a new one, "
                     "or the one to change)")
-    sp.add_argument("--rub", help="the limit in rubles (or --litres)")
-    sp.add_argument("--litres", help="the limit in litres (or --rub)")
-    sp.add_argument("--period", required=True, help="transaction, day, week, month or lifetime")
+    sp.add_argument("--rub", help="the limit in rubles (or --litres, or --unit and --amount)")
+    sp.add_argument("--litres", help="the limit in litres (or --rub, or --unit and --amount)")
+    sp.add_argument("--unit", help="rub, litres or purchases (a count of purchases: each delivery of more than "
+                    "nothing counts one), with --amount")
+    sp.add_argument("--amount", help="the limit in --unit (1500.50 rubles, 40.5 litres, 30 purchases)")
+    sp.add_argument("--period", required=True, help="transaction, day, week, month, quarter, year or lifetime "
+                    "(calendar ones, in the contract's time zone; a count of purchases needs one other than "
+                    "transaction)")
     sp.add_argument("--scope", default="all", help="all, group:<group> or product:<code>")
+    sp.add_argument("--on-breach", metavar="ACTION", help="decline (the default: the limit bounds the purchase) "
+                    "or alert (approve past it and raise an alert at the host)")
+    sp = cmd("set-controls", cmd_set_controls, "set a fuel card's allowed products, time windows, stations and "
+             "what a purchase outside them does; options not given stay as they are")
+    sp.formatter_class = argparse.RawDescriptionHelpFormatter
+    sp.epilog = ("examples:\n"
+                 f"  {prog} set-controls 7005830000000001 --products DT --stations home-region\n"
+                 f"  {prog} set-controls 7005830000000001 --window mon-fri,07:00-19:00 --window sat,22:00-06:00\n"
+                 f"  {prog} set-controls 7005830000000001 --stations 1000,1001 --on-breach alert\n"
+                 f"  {prog} set-controls 7005830000000001 --all-products --any-time --stations network\n\n"
+                 "The rules are checked together against the network's products and stations (an empty or "
+                 "unknown product,\na window of zero length, an unknown station is refused, naming it, and "
+                 "nothing changes). A change\nreaches the sites as a fuel_cards delta.")
+    sp.add_argument("card", help="the card number")
+    _add_control_options(sp)
     sp = cmd("remove-limit", cmd_remove_limit, "remove a limit of a fuel card")
     sp.add_argument("card", help="the card number")
     sp.add_argument("--limit-id", type=int, required=True, help="the limit's number on the card")

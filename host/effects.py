@@ -8,8 +8,9 @@ same time never deadlock.
 
 - ``fuel.completed``: the contract is charged ``amount_kop`` (a ``contract_entries`` row, for
   statements) and every limit of the card (the host's master data) that covers the product
-  and has a period counts the delivery in the period of the authorization's time, in the
-  contract's time zone (the rule of :func:`authz.fuel.complete`).
+  and has a period counts the delivery (litres, kopecks, or one purchase when anything was
+  delivered) in the period of the authorization's time, in the contract's time zone: the
+  one rule of :func:`authz.fuel.count_delivery`.
 - Card transaction counters (``fuel.preauth``, ``fuel.reserved``, ``fuel.card_committed``,
   ``fuel.voided`` with a release, ``fuel.correction`` of an applied reservation): each
   counter value of a card holds exactly one write, and a card's counter never goes back in
@@ -35,11 +36,13 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
-from authz.fuel import period_start
-from authz.fuel_model import LimitUnit, Period, ProductGroup, Scope, mask_card_no
+from authz.fuel import count_delivery
+from authz.fuel_model import FuelCard, LimitCounter, Product, ProductGroup, mask_card_no
 from authz.localtime import MAX_UTC_S, local_date
 from authz.club_model import ClubCardKind, ClubRules, PointLot
 from authz.money import MAX_AMOUNT_KOP, MAX_VOLUME_ML
@@ -62,6 +65,11 @@ _FUEL_KINDS = frozenset({K.FUEL_COMPLETED, K.FUEL_PREAUTH, K.FUEL_RESERVED, K.FU
                          K.FUEL_CORRECTION, K.FUEL_CARD_REFUSED})
 RETURN_OVER_SALE = "return_over_sale"  #: flag: a return beyond what its sale could still return
 RETURN_WAITS = "return_waits_for_sale"  #: flag: a return whose sale the ledger does not hold yet
+
+
+def _from_nothing(limit_id: int) -> LimitCounter | None:
+    """No counter yet: :func:`count_delivery` then gives a delivery's own increment."""
+    return None
 
 
 @dataclass(slots=True)
@@ -221,11 +229,12 @@ class BatchEffects:
         contracts = {c.contract_id for c in self.charges}
         tz = dict(db.select_in("SELECT contract_id, tz FROM contracts WHERE contract_id IN ({in})", sorted(contracts)))
         cards = {c.card_no for c in self.charges}
-        card_rows = {r[0]: (r[1], limits_from_json(r[2])) for r in db.select_in(
-            "SELECT card_no, contract_id, limits FROM fuel_cards WHERE card_no IN ({in})", sorted(cards))}
-        groups = dict(db.fetchall("SELECT code, grp FROM products"))
+        card_rows = {r[0]: limits_from_json(r[1]) for r in db.select_in(
+            "SELECT card_no, limits FROM fuel_cards WHERE card_no IN ({in})", sorted(cards))}
+        products = {code: Product(code, "", ProductGroup(grp)) for code, grp in db.fetchall("SELECT code, grp FROM products")}
         balance: dict[int, int] = defaultdict(int)
-        entries, counts = [], defaultdict(int)
+        entries: list[Sequence[Any]] = []
+        counts: dict[tuple[str, int, int], int] = defaultdict(int)
         for ch in self.charges:
             rid = ch.rec.record_id
             if ch.contract_id not in tz:
@@ -234,26 +243,24 @@ class BatchEffects:
                 continue
             balance[ch.contract_id] -= ch.amount_kop
             entries.append((ch.contract_id, ch.rec.at_utc_s, -ch.amount_kop, "purchase", rid, ""))
-            card = card_rows.get(ch.card_no)
-            if card is None:
+            limits = card_rows.get(ch.card_no)
+            if limits is None:
                 self.flag(ch.rec, "unknown_card", f"fuel.completed of unknown card {mask_card_no(ch.card_no)}: "
                                                   "charged to the contract, no limit counted")
                 continue
-            group = groups.get(ch.product)
-            if group is None:
+            product = products.get(ch.product)
+            if product is None:
                 self.flag(ch.rec, "unknown_product", f"fuel.completed of unknown product {ch.product!r}: "
                                                      "charged to the contract, no limit counted")
                 continue
-            today = local_date(ch.auth_at_utc_s, tz[ch.contract_id])
-            for lim in card[1]:
-                if lim.period is Period.TRANSACTION:
-                    continue
-                if lim.unit is LimitUnit.MILLILITRES and group != ProductGroup.FUEL:
-                    continue
-                if (lim.scope is Scope.GROUP and lim.group != group) or (lim.scope is Scope.PRODUCT and lim.product != ch.product):
-                    continue
-                added = ch.volume_ml if lim.unit is LimitUnit.MILLILITRES else ch.amount_kop
-                counts[(ch.card_no, lim.limit_id, period_start(lim.period, today))] += added
+            # The one counting rule (authz.fuel.count_delivery: litres, kopecks, or one purchase
+            # per delivery of more than nothing, in the period containing the authorization's
+            # local day), counted from nothing: what it gives is this delivery's increment of the
+            # counter row of that period, which the upsert below adds to what the row holds.
+            card = FuelCard(ch.card_no, ch.contract_id, date.min, frozenset(), limits)  # count_delivery reads its limits
+            for lid, counter in count_delivery(card, product, local_date(ch.auth_at_utc_s, tz[ch.contract_id]),
+                                               _from_nothing, ch.volume_ml, ch.amount_kop):
+                counts[(ch.card_no, lid, counter.period_start)] += counter.spent
             self.dirty.add((Table.FUEL_CARDS, ch.card_no))
         db.update_many("contracts", [("balance_kop", "balance_kop + {}")], "contract_id", ("bigint", "bigint"),
                        [(d, cid) for cid, d in sorted(balance.items())])

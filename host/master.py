@@ -13,9 +13,9 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from authz.club_model import ClubCardKind, ClubModel, ClubRules, ClubStatus
 from authz.errors import ModelError
@@ -30,12 +30,16 @@ from authz.fuel_model import (
     FuelModel,
     Limit,
     LimitUnit,
+    OnBreach,
     Period,
     Product,
     ProductGroup,
     Scope,
     Station,
+    StationScope,
     Tariff,
+    TimeWindow,
+    check_card_rules,
     mask_card_no,
 )
 from authz.localtime import local_date, zone
@@ -58,6 +62,8 @@ __all__ = [
     "add_site",
     "block_card",
     "change_contract",
+    "KEEP",
+    "change_card_controls",
     "change_fuel_card", "check_fuel_card",
     "create_club_account",
     "create_contract",
@@ -220,6 +226,12 @@ def put_product(ledger: Ledger, product: Product) -> Product:
                 if product.code in json.loads(prices) and product.group not in R.groups_from_json(groups):
                     raise Conflict(f"product {product.code} is priced at station {sid}, which does not sell "
                                    f"{product.group.name.lower()}: change the station's groups first")
+            for no, groups, controls in db.fetchall("SELECT card_no, groups, controls FROM fuel_cards "
+                                                    "WHERE controls IS NOT NULL ORDER BY card_no"):
+                allowed = R.controls_from_json(controls).get("products") or ()
+                if product.code in allowed and product.group not in R.groups_from_json(groups):
+                    raise Conflict(f"card {mask_card_no(no)} allows product {product.code} and may not buy "
+                                   f"{product.group.name.lower()}: change the card's product list first")
         db.execute("INSERT INTO products (code, name, grp) VALUES (?, ?, ?) ON CONFLICT (code) DO UPDATE SET "
                    "name = excluded.name, grp = excluded.grp", (product.code, product.name, int(product.group)))
         record_change(db, Table.PRODUCTS, [product.code], now_utc_s=ledger.now())
@@ -426,12 +438,14 @@ def import_fuel_model(ledger: Ledger, model: FuelModel) -> None:
                          R.dumps(list(c.chosen_station_ids))) for c in model.contracts])
         db.copy_rows("contract_entries", ("contract_id", "at_utc_s", "amount_kop", "kind", "note"),
                      [(c.contract_id, now, c.balance_kop, "opening", "imported") for c in model.contracts])
-        db.executemany("INSERT INTO fuel_cards (card_no, contract_id, expires_on, groups, limits, kind, status) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (card_no) DO UPDATE SET contract_id = excluded.contract_id, "
-                       "expires_on = excluded.expires_on, groups = excluded.groups, limits = excluded.limits, "
-                       "kind = excluded.kind, status = excluded.status",
+        db.executemany("INSERT INTO fuel_cards (card_no, contract_id, expires_on, groups, limits, kind, status, "
+                       "controls) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (card_no) DO UPDATE SET "
+                       "contract_id = excluded.contract_id, expires_on = excluded.expires_on, groups = excluded.groups, "
+                       "limits = excluded.limits, kind = excluded.kind, status = excluded.status, "
+                       "controls = excluded.controls",
                        [(c.card_no, c.contract_id, c.expires_on.isoformat(), R.groups_to_json(c.groups),
-                         R.limits_to_json(c.limits), int(c.kind), int(c.status)) for c in model.cards])
+                         R.limits_to_json(c.limits), int(c.kind), int(c.status), R.controls_to_json(c))
+                        for c in model.cards])
         db.executemany("INSERT INTO fuel_counters (card_no, limit_id, period_start, spent) VALUES (?, ?, ?, ?) "
                        "ON CONFLICT (card_no, limit_id, period_start) DO UPDATE SET spent = excluded.spent",
                        [(no, lid, c.period_start, c.spent) for (no, lid), c in sorted(model.counters.items())])
@@ -606,7 +620,9 @@ def issue_fuel_card(ledger: Ledger, card: FuelCard) -> FuelCard:
     """Issue a fuel card of an existing contract: a 16-digit number (:func:`host.checks.fuel_card_no`)
     not yet taken by a fuel or club card (Conflict), an expiry from today (in the contract's
     time zone) on, at least one product group, limits on known products and on groups the
-    card may buy."""
+    card may buy, and fleet controls (allowed products, time windows, stations, on-breach)
+    that :func:`authz.fuel_model.check_card_rules` accepts against the ledger's products and
+    stations."""
     groups = check_fuel_card(card)
 
     def step(db: Database) -> FuelCard:
@@ -618,14 +634,29 @@ def issue_fuel_card(ledger: Ledger, card: FuelCard) -> FuelCard:
         if db.fetchone("SELECT 1 FROM fuel_cards WHERE card_no = ? UNION ALL SELECT 1 FROM club_cards WHERE card_no = ?",
                        (card.card_no, card.card_no)):
             raise Conflict(f"card {mask_card_no(card.card_no)} is issued already")
-        limits = tuple(sorted(card.limits, key=lambda lim: lim.limit_id))
-        db.execute("INSERT INTO fuel_cards (card_no, contract_id, expires_on, groups, limits, kind, status) "
-                   "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                   (card.card_no, card.contract_id, card.expires_on.isoformat(), R.groups_to_json(groups),
-                    R.limits_to_json(limits), int(card.kind), int(card.status)))
+        new = replace(card, groups=groups, limits=tuple(sorted(card.limits, key=lambda lim: lim.limit_id)))
+        _check_rules(db, new)
+        db.execute("INSERT INTO fuel_cards (card_no, contract_id, expires_on, groups, limits, kind, status, controls) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (new.card_no, new.contract_id, new.expires_on.isoformat(), R.groups_to_json(groups),
+                    R.limits_to_json(new.limits), int(new.kind), int(new.status), R.controls_to_json(new)))
         record_change(db, Table.FUEL_CARDS, [card.card_no], now_utc_s=ledger.now())
-        return FuelCard(card.card_no, card.contract_id, card.expires_on, groups, limits, card.kind, card.status)
+        return new
     return _run(ledger, step)
+
+
+def _check_rules(db: Database, card: FuelCard) -> None:
+    """The one check of a card's rules (:func:`authz.fuel_model.check_card_rules`, which the
+    sites run on the replica too) against the ledger's products and stations: InvalidInput
+    with its message, naming the rule, when it fails (a card the sites would refuse is never
+    stored, so it can never make a site refuse a snapshot)."""
+    products = tuple(sorted(_products(db).values(), key=lambda p: p.code))
+    stations = [r[0] for r in db.fetchall("SELECT station_id FROM stations ORDER BY station_id")]
+    try:
+        check_card_rules(card, {p.code: i for i, p in enumerate(products)}, products,
+                         {sid: i for i, sid in enumerate(stations)})
+    except ModelError as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 def check_fuel_card(card: FuelCard) -> frozenset[ProductGroup]:
@@ -640,7 +671,74 @@ def check_fuel_card(card: FuelCard) -> frozenset[ProductGroup]:
     _enum_value(CardKind, card.kind, "card kind")
     _enum_value(CardStatus, card.status, "card status")
     _check_limits(card.limits)
+    _check_controls(card.products, card.windows, card.station_scope, card.station_ids, card.on_breach)
     return groups
+
+
+def _check_controls(products: object, windows: object, station_scope: object, station_ids: object,
+                    on_breach: object) -> None:
+    """The types of a card's fleet controls (what they say is :func:`_check_rules`'s)."""
+    if products is not None and (not isinstance(products, frozenset)
+                                 or not all(isinstance(c, str) for c in products)):
+        raise InvalidInput(f"a card's product list is a set of product codes, got {str(products)[:60]!r}")
+    if not isinstance(windows, tuple) or not all(isinstance(w, TimeWindow) for w in windows):
+        raise InvalidInput(f"a card's time windows are a tuple of TimeWindow, got {str(windows)[:60]!r}")
+    for w in windows:
+        if not isinstance(w.days, frozenset) or not all(type(d) is int for d in w.days):
+            raise InvalidInput(f"a time window's days are a set of 0 (Monday) .. 6 (Sunday), got {w.days!r}")
+    _enum_value(StationScope, station_scope, "station restriction")
+    if not isinstance(station_ids, frozenset) or not all(type(s) is int for s in station_ids):
+        raise InvalidInput(f"a card's stations are a set of station ids, got {str(station_ids)[:60]!r}")
+    _enum_value(OnBreach, on_breach, "on-breach action")
+
+
+class _Keep:
+    """The type of :data:`KEEP`."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+#: A :func:`change_card_controls` argument left as it is.
+KEEP: Any = _Keep()
+
+
+def change_card_controls(ledger: Ledger, card_no: str, *, products: frozenset[str] | None = KEEP,
+                         windows: Sequence[TimeWindow] = KEEP, station_scope: StationScope = KEEP,
+                         station_ids: Iterable[int] = KEEP, on_breach: OnBreach = KEEP) -> FuelCard:
+    """Change the fleet controls of a fuel card (issue 11); an argument not given (:data:`KEEP`)
+    stays as it is. ``products``: the only product codes it may buy (each of a group the
+    card may buy; None: every product of its groups); ``windows``: when it may buy, in the
+    contract's time zone (empty: any time); ``station_scope`` and ``station_ids``: the whole
+    network, the contract's home region, or only the listed stations (giving a scope other
+    than LISTED drops the list); ``on_breach``: decline a purchase that breaks one of these,
+    or approve it and raise an alert. Checked as a whole by :func:`_check_rules` (InvalidInput
+    naming the rule, nothing changed). A fuel_cards delta."""
+    _card_no(card_no)
+    for name, value in (("products", products), ("windows", windows), ("station_ids", station_ids)):
+        if isinstance(value, (str, bytes)) or not (value is KEEP or value is None or isinstance(value, Iterable)):
+            raise InvalidInput(f"{name} is a collection, got {str(value)[:40]!r}")
+    if station_ids is None:
+        raise InvalidInput("station_ids is a collection of station ids, got None")
+    new_products = products if products is KEEP or products is None else frozenset(products)
+    new_windows = windows if windows is KEEP or windows is None else tuple(windows)
+    new_ids = station_ids if station_ids is KEEP else frozenset(station_ids)
+
+    def step(db: Database) -> FuelCard:
+        card = _card_row(db, card_no)
+        ids = new_ids
+        if ids is KEEP:
+            ids = card.station_ids if station_scope is KEEP or station_scope is StationScope.LISTED else frozenset()
+        new = replace(card, products=card.products if new_products is KEEP else new_products,
+                      windows=card.windows if new_windows is KEEP else new_windows,
+                      station_scope=card.station_scope if station_scope is KEEP else station_scope,
+                      station_ids=ids, on_breach=card.on_breach if on_breach is KEEP else on_breach)
+        _check_controls(new.products, new.windows, new.station_scope, new.station_ids, new.on_breach)
+        _check_rules(db, new)
+        db.execute("UPDATE fuel_cards SET controls = ? WHERE card_no = ?", (R.controls_to_json(new), card_no))
+        record_change(db, Table.FUEL_CARDS, [card_no], now_utc_s=ledger.now())
+        return new
+    return _run(ledger, step)
 
 
 def change_fuel_card(ledger: Ledger, card_no: str, *, expires_on: date | None = None,
@@ -654,9 +752,10 @@ def change_fuel_card(ledger: Ledger, card_no: str, *, expires_on: date | None = 
         if expires_on is not None:
             tz = db.scalar("SELECT tz FROM contracts WHERE contract_id = ?", (card.contract_id,))
             check_expiry(expires_on, local_date(ledger.now(), tz or "UTC"))
-        new = FuelCard(card.card_no, card.contract_id, card.expires_on if expires_on is None else expires_on,
-                       card.groups if new_groups is None else new_groups, card.limits, card.kind, card.status)
+        new = replace(card, expires_on=card.expires_on if expires_on is None else expires_on,
+                      groups=card.groups if new_groups is None else new_groups)
         _limits_refer_to_known(db, card_no, new.groups, new.limits)
+        _check_rules(db, new)  # a product list outside the new groups
         db.execute("UPDATE fuel_cards SET expires_on = ?, groups = ? WHERE card_no = ?",
                    (new.expires_on.isoformat(), R.groups_to_json(new.groups), card_no))
         record_change(db, Table.FUEL_CARDS, [card_no], now_utc_s=ledger.now())
@@ -687,7 +786,13 @@ def _check_limits(limits: Sequence[Limit]) -> None:
         _enum_value(LimitUnit, lim.unit, "limit unit")
         _enum_value(Period, lim.period, "period")
         _enum_value(Scope, lim.scope, "limit scope")
-        _amount("limit amount", lim.amount, 0, MAX_VOLUME_ML if lim.unit is LimitUnit.MILLILITRES else MAX_AMOUNT_KOP)
+        _enum_value(OnBreach, lim.on_breach, "on-breach action")
+        what = {LimitUnit.MILLILITRES: "millilitres", LimitUnit.PURCHASES: "count of purchases"}.get(lim.unit, "kopecks")
+        _amount(f"limit {lim.limit_id} ({what})", lim.amount, 0,
+                MAX_VOLUME_ML if lim.unit is LimitUnit.MILLILITRES else MAX_AMOUNT_KOP)
+        if lim.unit is LimitUnit.PURCHASES and lim.period is Period.TRANSACTION:
+            raise InvalidInput(f"limit {lim.limit_id} counts purchases per transaction: give it a period "
+                               "(day, week, month, quarter, year or lifetime)")
         if lim.group is not None:
             _enum_value(ProductGroup, lim.group, "product group")
         if lim.limit_id in seen:
@@ -708,7 +813,9 @@ def _card_row(db: Database, card_no: str) -> FuelCard:
 
 def set_limit(ledger: Ledger, card_no: str, limit: Limit) -> FuelCard:
     """Add or replace limit ``limit.limit_id`` of a fuel card (rubles: ``LimitUnit.KOPECKS``,
-    litres: ``LimitUnit.MILLILITRES``). If the limit's unit or period changes, what it had
+    litres: ``LimitUnit.MILLILITRES``, a count of purchases: ``LimitUnit.PURCHASES``, which
+    needs a period; ``limit.on_breach`` ALERT: the limit never declines, a purchase past it
+    raises an alert). The card's rules are checked as a whole (:func:`_check_rules`). If the limit's unit or period changes, what it had
     counted so far no longer means anything: its counters are cleared."""
     _check_limits([limit])
 
@@ -719,15 +826,18 @@ def set_limit(ledger: Ledger, card_no: str, limit: Limit) -> FuelCard:
         _limits_refer_to_known(db, card_no, card.groups, [limit])
         old[limit.limit_id] = limit
         limits = tuple(sorted(old.values(), key=lambda lim: lim.limit_id))
+        new = replace(card, limits=limits)
+        _check_rules(db, new)
         db.execute("UPDATE fuel_cards SET limits = ? WHERE card_no = ?", (R.limits_to_json(limits), card_no))
         if prev is not None and (prev.unit, prev.period) != (limit.unit, limit.period):
             db.execute("DELETE FROM fuel_counters WHERE card_no = ? AND limit_id = ?", (card_no, limit.limit_id))
         record_change(db, Table.FUEL_CARDS, [card_no], now_utc_s=ledger.now())
-        return FuelCard(card.card_no, card.contract_id, card.expires_on, card.groups, limits, card.kind, card.status)
+        return new
     return _run(ledger, step)
 
 
 def remove_limit(ledger: Ledger, card_no: str, limit_id: int) -> FuelCard:
+    """Remove limit ``limit_id`` of a fuel card and its counters (a fuel_cards delta)."""
     def step(db: Database) -> FuelCard:
         card = _card_row(db, card_no)
         limits = tuple(lim for lim in card.limits if lim.limit_id != limit_id)
@@ -736,7 +846,7 @@ def remove_limit(ledger: Ledger, card_no: str, limit_id: int) -> FuelCard:
         db.execute("UPDATE fuel_cards SET limits = ? WHERE card_no = ?", (R.limits_to_json(limits), card_no))
         db.execute("DELETE FROM fuel_counters WHERE card_no = ? AND limit_id = ?", (card_no, limit_id))
         record_change(db, Table.FUEL_CARDS, [card_no], now_utc_s=ledger.now())
-        return FuelCard(card.card_no, card.contract_id, card.expires_on, card.groups, limits, card.kind, card.status)
+        return replace(card, limits=limits)
     return _run(ledger, step)
 
 

@@ -11,12 +11,14 @@ from typing import Any
 from authz.club_model import (AccrualRate, Category, ClubAccount, ClubCard, ClubCardKind, ClubRules,
                               ClubStatus, KindCaps, PointLot)
 from authz.fuel_model import (CardKind, CardStatus, Contract, DiscountKind, DiscountRule, DiscountWhere,
-                              FuelCard, Limit, LimitUnit, Period, Product, ProductGroup, Scope, Station,
-                              Tariff)
+                              FuelCard, Limit, LimitUnit, OnBreach, Period, Product, ProductGroup, Scope,
+                              Station, Tariff)
+from wire import card_controls_from_map, card_controls_to_map
 
 __all__ = ["dumps", "limits_to_json", "limits_from_json", "groups_to_json", "groups_from_json",
            "discounts_to_json", "discounts_from_json", "rules_to_json", "rules_from_json",
-           "contract_from_row", "CONTRACT_COLUMNS", "card_from_row", "CARD_COLUMNS", "station_from_row",
+           "contract_from_row", "CONTRACT_COLUMNS", "card_from_row", "CARD_COLUMNS",
+           "controls_to_json", "controls_from_json", "station_from_row",
            "STATION_COLUMNS", "account_from_row", "ACCOUNT_COLUMNS", "product_from_row", "club_card_from_row"]
 
 
@@ -29,18 +31,43 @@ def dumps(value: Any) -> str:
     return _ENCODE(value)
 
 
+def _limit_json(lim: Limit) -> dict:
+    d = {"limit_id": lim.limit_id, "unit": int(lim.unit), "period": int(lim.period), "amount": lim.amount,
+         "scope": int(lim.scope), "group": None if lim.group is None else int(lim.group), "product": lim.product}
+    if lim.on_breach is not OnBreach.DECLINE:
+        d["on_breach"] = int(lim.on_breach)  # only when set: the limits stored before issue 11 are unchanged
+    return d
+
+
 def limits_to_json(limits: Iterable[Limit]) -> str:
-    return dumps([{"limit_id": lim.limit_id, "unit": int(lim.unit), "period": int(lim.period), "amount": lim.amount,
-                   "scope": int(lim.scope), "group": None if lim.group is None else int(lim.group),
-                   "product": lim.product} for lim in limits])
+    """A card's limits as stored (``on_breach`` only when not DECLINE)."""
+    return dumps([_limit_json(lim) for lim in limits])
 
 
 @lru_cache(maxsize=65_536)
 def limits_from_json(text: str) -> tuple[Limit, ...]:
     """The limits stored as ``text`` (cached: many cards share the same limits)."""
     return tuple(Limit(d["limit_id"], LimitUnit(d["unit"]), Period(d["period"]), d["amount"], Scope(d["scope"]),
-                       None if d["group"] is None else ProductGroup(d["group"]), d["product"])
+                       None if d["group"] is None else ProductGroup(d["group"]), d["product"],
+                       OnBreach(d.get("on_breach", 0)))
                  for d in json.loads(text))
+
+
+def controls_to_json(card: FuelCard) -> str | None:
+    """The card's fleet controls (allowed products, time windows, station restriction,
+    on-breach) as the ``fuel_cards.controls`` column: None when every one is the default
+    (the card as before issue 11), else JSON of the fields that are not, in the form the
+    fuel-card row carries them (:func:`wire.card_controls_to_map`)."""
+    d = card_controls_to_map(card)
+    return dumps(d) if d else None
+
+
+@lru_cache(maxsize=4_096)
+def controls_from_json(text: str | None) -> dict[str, Any]:
+    """The FuelCard keywords of a ``controls`` column (empty for None), read with the wire
+    row's checks (:func:`wire.card_controls_from_map`). Cached: fleets share them; the dict
+    returned is read only."""
+    return {} if text is None else card_controls_from_map(json.loads(text))
 
 
 def groups_to_json(groups: Iterable[ProductGroup]) -> str:
@@ -88,13 +115,14 @@ def contract_from_row(row: Sequence[Any]) -> Contract:
     return Contract(cid, tz, region, Tariff(tariff), balance, credit, tuple(json.loads(chosen)))
 
 
-CARD_COLUMNS = "card_no, contract_id, expires_on, groups, limits, kind, status"
+CARD_COLUMNS = "card_no, contract_id, expires_on, groups, limits, kind, status, controls"
 
 
 def card_from_row(row: Sequence[Any]) -> FuelCard:
-    no, cid, expires, groups, limits, kind, status = row
+    """The FuelCard of a ``fuel_cards`` row read as :data:`CARD_COLUMNS`."""
+    no, cid, expires, groups, limits, kind, status, controls = row
     return FuelCard(no, cid, date.fromisoformat(expires), groups_from_json(groups), limits_from_json(limits),
-                    CardKind(kind), CardStatus(status))
+                    CardKind(kind), CardStatus(status), **controls_from_json(controls))
 
 
 STATION_COLUMNS = "station_id, region, groups, prices, max_fill_ml"

@@ -372,8 +372,22 @@ def _v6(db: Database) -> list[str]:
     return ["ALTER TABLE web_fleet_users ADD COLUMN totp_last_step BIGINT"]
 
 
+def _v7(db: Database) -> list[str]:
+    """The fleet controls (issue 11): a fuel card's allowed products, time windows, station
+    restriction and on-breach as JSON (``controls``, NULL: none, the card as before; host.rows),
+    and the approve-and-alert exceptions sites report (``rule_alerts``, one row per exception
+    of a ``fuel.completed``; host.alerts)."""
+    return ["ALTER TABLE fuel_cards ADD COLUMN controls TEXT",
+            ("CREATE TABLE rule_alerts (record_id TEXT NOT NULL, n INTEGER NOT NULL, site_id TEXT NOT NULL, "
+             "lane TEXT NOT NULL, card_no TEXT NOT NULL, contract_id BIGINT, reason TEXT NOT NULL, limit_id BIGINT, "
+             "station_id BIGINT, product TEXT NOT NULL, volume_ml BIGINT NOT NULL, amount_kop BIGINT NOT NULL, "
+             "at_utc_s BIGINT NOT NULL, status TEXT NOT NULL DEFAULT 'open', created_at_utc_s BIGINT NOT NULL, "
+             "PRIMARY KEY (record_id, n))"),
+            "CREATE INDEX rule_alerts_at ON rule_alerts (status, at_utc_s)"]
+
+
 #: ``MIGRATIONS[n]`` (1-based) gives the statements that take a database to version n.
-MIGRATIONS: list[Callable[[Database], list[str]]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+MIGRATIONS: list[Callable[[Database], list[str]]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

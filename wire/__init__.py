@@ -20,8 +20,9 @@ signed MessagePack codec and the keys it signs with (``docs/wire-protocol.md``).
 model types only.
 """
 
-from .codec import (DEFAULT_LIMITS, PROTOCOL_VERSION, SUPPORTED_VERSIONS, Limits, MessageType, decode,
-                    encode, pack_row, records_that_fit, rows_that_fit, unpack_row)
+from .codec import (DEFAULT_LIMITS, PROTOCOL_VERSION, SUPPORTED_VERSIONS, Limits, MessageType,
+                    card_controls_from_map, card_controls_to_map, decode, encode, pack_row, records_that_fit,
+                    rows_that_fit, unpack_row)
 from .errors import (WireError, WireFormatError, WireKeyError, WireSignatureError, WireTooLarge,
                      WireTopicError, WireVersionError)
 from .messages import (CLUB_RULES_KEY, Ack, Batch, ClubAccountRow, FuelCardRow, HostMessage, Message,
@@ -38,7 +39,8 @@ from .topics import (HOST_GROUP, PREFIX, Topic, TopicKind, acks_topic, batches_t
 __all__ = [
     # codec
     "PROTOCOL_VERSION", "SUPPORTED_VERSIONS", "Limits", "DEFAULT_LIMITS", "MessageType", "encode", "decode",
-    "records_that_fit", "rows_that_fit", "pack_row", "unpack_row",
+    "records_that_fit", "rows_that_fit", "pack_row", "unpack_row", "card_controls_to_map",
+    "card_controls_from_map",
     # errors
     "WireError", "WireFormatError", "WireTooLarge", "WireVersionError", "WireSignatureError",
     "WireTopicError", "WireKeyError",

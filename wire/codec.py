@@ -39,9 +39,10 @@ import msgpack
 from authz.club_model import (AccrualRate, Category, ClubAccount, ClubCard, ClubCardKind, ClubRules,
                               ClubStatus, KindCaps, PointLot)
 from authz.balance import MAX_WATERMARKS, Allowance, Watermark
-from authz.fuel_model import (CardKind, CardStatus, Contract, DiscountKind, DiscountRule, DiscountWhere,
-                              FuelCard, Limit, LimitCounter, LimitUnit, Period, Product, ProductGroup,
-                              Scope, Station, Tariff, mask_card_no)
+from authz.fuel_model import (DAY_MINUTES, MAX_CARD_STATIONS, MAX_WINDOWS, CardKind, CardStatus, Contract,
+                              DiscountKind, DiscountRule, DiscountWhere, FuelCard, Limit, LimitCounter,
+                              LimitUnit, OnBreach, Period, Product, ProductGroup, Scope, Station,
+                              StationScope, Tariff, TimeWindow, mask_card_no)
 from authz.money import BP_WHOLE, MAX_AMOUNT_KOP, MAX_PRICE_KOP_PER_L, MAX_VOLUME_ML
 
 from .errors import WireError, WireFormatError, WireSignatureError, WireTooLarge, WireTopicError, WireVersionError
@@ -54,6 +55,7 @@ from .topics import MAX_SNAPSHOT_PARTS, SITE_ID_RE, TopicKind, parse_topic
 __all__ = [
     "PROTOCOL_VERSION", "SUPPORTED_VERSIONS", "INT64_MIN", "INT64_MAX", "MessageType", "Limits",
     "DEFAULT_LIMITS", "encode", "decode", "records_that_fit", "rows_that_fit", "pack_row", "unpack_row",
+    "card_controls_to_map", "card_controls_from_map",
 ]
 
 PROTOCOL_VERSION = 1
@@ -455,18 +457,120 @@ def _contract_from(v: object) -> Contract:
                     _int(credit, "credit_line_kop", 0, MAX_AMOUNT_KOP), chosen, watermarks, allowances)
 
 
+def _limit_to(lim: Limit) -> dict:
+    d = {"limit_id": lim.limit_id, "unit": int(lim.unit), "period": int(lim.period), "amount": lim.amount,
+         "scope": int(lim.scope), "group": None if lim.group is None else int(lim.group), "product": lim.product}
+    if lim.on_breach:  # not DECLINE (0)
+        d["on_breach"] = int(lim.on_breach)
+    return d
+
+
 def _fuel_card_to(r: FuelCardRow) -> dict:
     c = r.card
-    return {"card_no": c.card_no, "contract_id": c.contract_id,
-            "expires_on": c.expires_on.isoformat() if isinstance(c.expires_on, date) else c.expires_on,
-            "groups": sorted(int(g) for g in c.groups),
-            "limits": [{"limit_id": lim.limit_id, "unit": int(lim.unit), "period": int(lim.period),
-                        "amount": lim.amount, "scope": int(lim.scope),
-                        "group": None if lim.group is None else int(lim.group), "product": lim.product}
-                       for lim in c.limits],
-            "kind": int(c.kind), "status": int(c.status),
-            "counters": [{"limit_id": lid, "spent": ctr.spent, "period_start": ctr.period_start}
-                         for lid, ctr in r.counters]} | _with_balance_fields({}, r.watermarks)
+    d = {"card_no": c.card_no, "contract_id": c.contract_id,
+         "expires_on": c.expires_on.isoformat() if isinstance(c.expires_on, date) else c.expires_on,
+         "groups": sorted(int(g) for g in c.groups),
+         "limits": [_limit_to(lim) for lim in c.limits],
+         "kind": int(c.kind), "status": int(c.status),
+         "counters": [{"limit_id": lid, "spent": ctr.spent, "period_start": ctr.period_start}
+                      for lid, ctr in r.counters]}
+    if c.products is not None or c.windows or c.station_scope or c.station_ids or c.on_breach:
+        _with_card_controls(d, c)  # (few cards have any: the common case costs five tests)
+    if r.watermarks:
+        _with_balance_fields(d, r.watermarks)
+    return d
+
+
+# -- the fleet controls' optional fields (issue 11): present only when not the default ------
+# (a card without them is exactly the row as before, byte for byte)
+
+_CONTROLS = ("products", "windows", "station_scope", "station_ids", "on_breach")
+_MAX_CARD_PRODUCTS = 1_000
+
+
+def _with_card_controls(d: dict, c: FuelCard) -> dict:
+    if c.products is not None:
+        d["products"] = sorted(c.products)
+    if c.windows:
+        d["windows"] = [[sorted(int(x) for x in w.days), w.start_min, w.end_min] for w in c.windows]
+    if c.station_scope is not StationScope.NETWORK:
+        d["station_scope"] = int(c.station_scope)
+    if c.station_ids:
+        d["station_ids"] = sorted(c.station_ids)
+    if c.on_breach is not OnBreach.DECLINE:
+        d["on_breach"] = int(c.on_breach)
+    return d
+
+
+def card_controls_to_map(card: FuelCard) -> dict:
+    """The fleet controls of ``card`` that are not the default, as the fuel-card row carries
+    them (empty for a card without any). The host stores them in this form too."""
+    return _with_card_controls({}, card)
+
+
+def card_controls_from_map(v: object) -> dict[str, Any]:
+    """The FuelCard keywords of a map of fleet controls (:func:`card_controls_to_map`'s),
+    with the row's checks; WireFormatError for anything else in it."""
+    rest, out = _card_controls(v)
+    if type(rest) is not dict or rest:
+        raise _bad("controls", f"a map of {', '.join(_CONTROLS)} only, got {_show(rest)}")
+    return out
+
+
+def _window_from(v: object) -> TimeWindow:
+    if type(v) is not list and type(v) is not tuple or len(v) != 3:
+        raise _bad("", f"a time window is [days, start_min, end_min], got {_show(v)}")
+    days = tuple(_int(x, f"days[{i}]", 0, 6) for i, x in enumerate(_list(v[0], "days", 7)))
+    if not days:
+        raise _bad("days", "a time window needs at least one day (0 Monday .. 6 Sunday)")
+    _unique(days, "days")
+    start, end = _int(v[1], "start_min", 0, DAY_MINUTES - 1), _int(v[2], "end_min", 1, DAY_MINUTES)
+    if start == end:
+        raise _bad("end_min", f"a time window of zero length (start_min = end_min = {start})")
+    return TimeWindow(frozenset(days), start, end)
+
+
+def _card_controls(v: object) -> tuple[object, dict[str, Any]]:
+    """``v`` without the fleet controls' optional fields, and those parsed (FuelCard keywords)."""
+    if type(v) is not dict or not any(k in v for k in _CONTROLS):
+        return v, {}
+    v = dict(v)
+    out: dict[str, Any] = {}
+    if "products" in v:
+        raw = _list(v.pop("products"), "products", _MAX_CARD_PRODUCTS)
+        if not raw:
+            raise _bad("products", "an empty list allows nothing: leave the field out to allow every "
+                                   "product of the card's groups")
+        codes = [_str(x, f"products[{i}]", _CODE) for i, x in enumerate(raw)]
+        _unique(codes, "products")
+        out["products"] = frozenset(codes)
+    if "windows" in v:
+        raw = _list(v.pop("windows"), "windows", MAX_WINDOWS)
+        if not raw:
+            raise _bad("windows", "an empty list: leave the field out for a card that may buy at any time")
+        out["windows"] = _each(raw, "windows", _window_from)
+    scope = StationScope.NETWORK
+    if "station_scope" in v:
+        scope = _enum(v.pop("station_scope"), "station_scope", StationScope)
+        if scope is StationScope.NETWORK:
+            raise _bad("station_scope", "0 (NETWORK) is the default: leave the field out")
+        out["station_scope"] = scope
+    if "station_ids" in v:
+        raw = _list(v.pop("station_ids"), "station_ids", MAX_CARD_STATIONS)
+        ids = [_int(x, f"station_ids[{i}]") for i, x in enumerate(raw)]
+        _unique(ids, "station_ids")
+        if scope is not StationScope.LISTED or not ids:
+            raise _bad("station_ids", f"a card lists stations only when its station_scope is "
+                                      f"{int(StationScope.LISTED)} (LISTED), and then at least one")
+        out["station_ids"] = frozenset(ids)
+    elif scope is StationScope.LISTED:
+        raise _bad("station_ids", "missing: a card with station_scope 2 (LISTED) lists its stations")
+    if "on_breach" in v:
+        breach = _enum(v.pop("on_breach"), "on_breach", OnBreach)
+        if breach is OnBreach.DECLINE:
+            raise _bad("on_breach", "0 (DECLINE) is the default: leave the field out")
+        out["on_breach"] = breach
+    return v, out
 
 
 def _date(v: object, field: str) -> date:
@@ -479,16 +583,26 @@ def _date(v: object, field: str) -> date:
 
 
 def _limit_from(v: object) -> Limit:
+    breach = OnBreach.DECLINE
+    if type(v) is dict and "on_breach" in v:
+        v = dict(v)
+        breach = _enum(v.pop("on_breach"), "on_breach", OnBreach)
+        if breach is OnBreach.DECLINE:
+            raise _bad("on_breach", "0 (DECLINE) is the default: leave the field out")
     lid, unit, period, amount, scope, group, product = _fields(v, "", *_LIMIT)
-    return Limit(_int(lid, "limit_id"), _enum(unit, "unit", LimitUnit), _enum(period, "period", Period),
-                 _int(amount, "amount", 0, MAX_AMOUNT_KOP), _enum(scope, "scope", Scope),
-                 _opt(group, "group", _enum, ProductGroup), _opt(product, "product", _str, _CODE))
+    lim = Limit(_int(lid, "limit_id"), _enum(unit, "unit", LimitUnit), _enum(period, "period", Period),
+                _int(amount, "amount", 0, MAX_AMOUNT_KOP), _enum(scope, "scope", Scope),
+                _opt(group, "group", _enum, ProductGroup), _opt(product, "product", _str, _CODE), breach)
+    if lim.unit is LimitUnit.PURCHASES and lim.period is Period.TRANSACTION:
+        raise _bad("period", "a count of purchases needs a period (day .. year, lifetime), not per transaction")
+    return lim
 
 
 def _fuel_card_from(v: object) -> FuelCardRow:
     v, watermarks, allowances = _balance_fields(v)
     if allowances:
         raise _bad("allowances", "a fuel card row carries no allowances")
+    v, controls = _card_controls(v)
     card_no, cid, expires, groups, limits, kind, status, counters = _fields(v, "", *_CARD)
     limits = _each(_list(limits, "limits", 1_000), "limits", _limit_from)
     _unique([lim.limit_id for lim in limits], "limits: limit_id")
@@ -505,7 +619,7 @@ def _fuel_card_from(v: object) -> FuelCardRow:
             raise _bad("counters", f"a counter of limit {lid}, which the card does not have")
     card = FuelCard(_card_no(card_no), _int(cid, "contract_id"), _date(expires, "expires_on"),
                     _groups(groups, "groups"), limits, _enum(kind, "kind", CardKind),
-                    _enum(status, "status", CardStatus))
+                    _enum(status, "status", CardStatus), **controls)
     return FuelCardRow(card, ctrs, watermarks)
 
 

@@ -255,6 +255,12 @@ def _card_to(r: FuelCardRow) -> dict:
                          for lid, ctr in r.counters]}
 
 
+def _plain(c: FuelCard) -> bool:
+    """Whether ``c`` has none of the fleet controls (which :func:`_card_to` does not write)."""
+    return (c.products is None and not c.windows and not c.station_scope and not c.station_ids
+            and not c.on_breach and not any(lim.on_breach for lim in c.limits))
+
+
 def _slow(table: Table, row: Any) -> tuple[Any, bytes]:
     data = _codec.pack_row(table, row)  # checks the row's type first
     return _codec.row_key(table, row), data
@@ -266,8 +272,8 @@ def pack_rows(table: Table, rows: Iterable[Any]) -> Iterator[tuple[Any, bytes]]:
     packer = msgpack.Packer(use_bin_type=True)
     if table is Table.FUEL_CARDS:
         for r in rows:
-            if type(r) is not FuelCardRow or type(r.card) is not FuelCard:
-                yield _slow(table, r)  # says what is wrong
+            if type(r) is not FuelCardRow or type(r.card) is not FuelCard or not _plain(r.card):
+                yield _slow(table, r)  # says what is wrong, or writes the fleet controls' fields
             else:
                 yield r.card.card_no, packer.pack(_card_to(r))
     elif table is Table.STOP_LIST:

@@ -26,14 +26,17 @@ from authz.fuel_model import (
     FuelCard,
     Limit,
     LimitUnit,
+    OnBreach,
     Period,
     ProductGroup,
     Scope,
+    StationScope,
 )
 from authz.localtime import local_date
 from authz.money import MAX_AMOUNT_KOP, MAX_VOLUME_ML
 from host import documents as D
 from host import fleet_users as fu
+from host import card_rules as CR
 from host import master, reports
 from host.db import Database
 from host.errors import Conflict, InvalidInput, NotFound
@@ -49,7 +52,8 @@ __all__ = ["add_routes"]
 
 _PERIODS = {p.name.lower(): p for p in Period}
 _GROUPS = {g.name.lower(): g for g in ProductGroup}
-_UNITS = {"rub": LimitUnit.KOPECKS, "litres": LimitUnit.MILLILITRES}
+_UNITS = {"rub": LimitUnit.KOPECKS, "litres": LimitUnit.MILLILITRES, "purchases": LimitUnit.PURCHASES}
+_BREACH = {b.name.lower(): b for b in OnBreach}
 _UNIT_NAMES = {v: k for k, v in _UNITS.items()}
 MAX_PAGE = 500
 _PAGE_Q = frozenset({"limit", "offset"})
@@ -125,13 +129,26 @@ def _contract_json(led: Ledger, cid: int) -> dict:
 def _limit_json(lim: Limit) -> dict:
     return {"limit_id": lim.limit_id, "unit": _UNIT_NAMES[lim.unit], "amount": lim.amount,
             "period": lim.period.name.lower(), "scope": lim.scope.name.lower(),
-            "group": None if lim.group is None else lim.group.name.lower(), "product": lim.product}
+            "group": None if lim.group is None else lim.group.name.lower(), "product": lim.product,
+            "on_breach": lim.on_breach.name.lower()}
+
+
+def _controls_json(card: FuelCard) -> dict:
+    """A card's fleet controls: ``products`` (null: every product of its groups), ``windows``
+    (``"mon-fri,07:00-19:00"``; empty: any time), ``stations`` (``"network"``,
+    ``"home-region"`` or station ids), ``on_breach`` (``"decline"`` or ``"alert"``)."""
+    stations: object = CR.stations_text(card)
+    if card.station_scope is StationScope.LISTED:
+        stations = sorted(card.station_ids)
+    return {"products": None if card.products is None else sorted(card.products),
+            "windows": [CR.window_text(w) for w in card.windows], "stations": stations,
+            "on_breach": card.on_breach.name.lower()}
 
 
 def _card_json(card: FuelCard, stop: dict[str, int] | None = None) -> dict:
     return {"card_no": card.card_no, "contract_id": card.contract_id, "status": card.status.name.lower(),
             "expires_on": card.expires_on.isoformat(), "groups": sorted(g.name.lower() for g in card.groups),
-            "limits": [_limit_json(lim) for lim in card.limits]}
+            "limits": [_limit_json(lim) for lim in card.limits], "controls": _controls_json(card)}
 
 
 # -- reads ---------------------------------------------------------------------------------------
@@ -350,30 +367,91 @@ def limit_from_json(limit_id: int, obj: dict) -> Limit:
     """The limit a PUT body describes; FieldError names the bad field."""
     unit = _s(obj.get("unit"))
     if unit not in _UNITS:
-        raise FieldError("unit", "rub or litres")
+        raise FieldError("unit", "rub, litres or purchases")
     amount = obj.get("amount")
     if isinstance(amount, Decimal) and amount.is_finite() and amount == amount.to_integral_value():
         amount = int(amount)  # 922.0 is the whole number 922 (JSON has one number type)
     hi = MAX_VOLUME_ML if unit == "litres" else MAX_AMOUNT_KOP
     if type(amount) is not int or not 0 <= amount <= hi:
-        raise FieldError("amount", f"a whole number 0..{hi} ({'millilitres' if unit == 'litres' else 'kopecks'})")
+        what = {"litres": "millilitres", "purchases": "a count of purchases"}.get(unit, "kopecks")
+        raise FieldError("amount", f"a whole number 0..{hi} ({what})")
     period = _s(obj.get("period"))
     if period not in _PERIODS:
         raise FieldError("period", "one of " + ", ".join(_PERIODS))
+    breach = _s(obj.get("on_breach", "decline"))
+    if breach not in _BREACH:
+        raise FieldError("on_breach", "decline or alert")
+    head = (limit_id, _UNITS[unit], _PERIODS[period], amount)
     scope = _s(obj.get("scope", "all"))
     if scope == "all":
-        return Limit(limit_id, _UNITS[unit], _PERIODS[period], amount)
+        return Limit(*head, on_breach=_BREACH[breach])
     if scope == "group":
         g = _s(obj.get("group"))
         if g not in _GROUPS:
             raise FieldError("group", "one of " + ", ".join(_GROUPS))
-        return Limit(limit_id, _UNITS[unit], _PERIODS[period], amount, Scope.GROUP, _GROUPS[g])
+        return Limit(*head, Scope.GROUP, _GROUPS[g], on_breach=_BREACH[breach])
     if scope == "product":
         p = obj.get("product")
         if not isinstance(p, str) or not 1 <= len(p) <= 32:
             raise FieldError("product", "a product code")
-        return Limit(limit_id, _UNITS[unit], _PERIODS[period], amount, Scope.PRODUCT, None, p)
+        return Limit(*head, Scope.PRODUCT, None, p, on_breach=_BREACH[breach])
     raise FieldError("scope", "all, group or product")
+
+
+_CONTROL_FIELDS = frozenset({"products", "windows", "stations", "on_breach"})
+
+
+def controls_from_json(obj: dict) -> dict:
+    """The change a PUT .../controls body describes, as ``master.change_card_controls``
+    keywords (a field not given: kept); FieldError names the bad field."""
+    extra = sorted(set(obj) - _CONTROL_FIELDS)
+    if extra:
+        raise FieldError(extra[0][:40], "not a control: products, windows, stations, on_breach")
+    out: dict = {}
+    if "products" in obj:
+        p = obj["products"]
+        if p is not None and (not isinstance(p, list) or len(p) > 1_000
+                              or not all(isinstance(c, str) and 1 <= len(c) <= 32 for c in p)):
+            raise FieldError("products", "null (every product of the card's groups) or a list of product codes")
+        out["products"] = None if p is None else frozenset(p)
+    if "windows" in obj:
+        w = obj["windows"]
+        if not isinstance(w, list) or len(w) > 64 or not all(isinstance(x, str) and len(x) <= 200 for x in w):
+            raise FieldError("windows", "a list of DAYS,HH:MM-HH:MM (mon-fri,07:00-19:00); empty: any time")
+        try:
+            out["windows"] = tuple(CR.parse_window(x) for x in w)
+        except InvalidInput as exc:
+            raise FieldError("windows", str(exc)) from None
+    if "stations" in obj:
+        st = obj["stations"]
+        if isinstance(st, list):  # 1542.0 is the whole number 1542 (JSON has one number type)
+            st = [int(x) if isinstance(x, Decimal) and x.is_finite() and x == x.to_integral_value() else x
+                  for x in st]
+        if st in ("network", "home-region"):
+            out["station_scope"], out["station_ids"] = CR.parse_stations(st)
+        elif isinstance(st, list) and 0 < len(st) <= 1_000 and all(type(x) is int and 0 <= x < 2**63 for x in st):
+            out["station_scope"], out["station_ids"] = StationScope.LISTED, frozenset(st)
+        else:
+            raise FieldError("stations", '"network", "home-region" or a list of station ids')
+    if "on_breach" in obj:
+        b = _s(obj["on_breach"])
+        if b not in _BREACH:
+            raise FieldError("on_breach", "decline or alert")
+        out["on_breach"] = _BREACH[b]
+    return out
+
+
+@_authed
+async def put_controls(request: web.Request, user: fu.FleetUser) -> web.Response:
+    no = _card_no(request)
+    body = await request.read()
+    _idem_key(request)
+    changes = controls_from_json(_json_object(body))
+
+    def write(led: Ledger) -> tuple[int, dict]:
+        fu.card_of(led, user.user_id, no)
+        return 200, _card_json(master.change_card_controls(led, no, **changes))
+    return await _idempotent(request, user, body, write)
 
 
 @_authed
@@ -436,6 +514,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/v1/contracts/{contract_id}/documents/{kind}", document)
     r.add_get("/api/v1/cards/{card_no}", card)
     r.add_put("/api/v1/cards/{card_no}/limits/{limit_id}", put_limit)
+    r.add_put("/api/v1/cards/{card_no}/controls", put_controls)
     r.add_delete("/api/v1/cards/{card_no}/limits/{limit_id}", delete_limit)
     r.add_post("/api/v1/cards/{card_no}/block", _block(True))
     r.add_post("/api/v1/cards/{card_no}/unblock", _block(False))

@@ -7,8 +7,11 @@ checks the contract or card belongs to the signed-in manager's company."""
 from __future__ import annotations
 
 import calendar
+import re
 import urllib.parse
+from collections.abc import Callable
 from datetime import UTC, date, datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -16,13 +19,15 @@ from authz.fuel_model import (
     CardStatus,
     Limit,
     LimitUnit,
+    OnBreach,
     Period,
     ProductGroup,
     Scope,
     mask_card_no,
 )
-from authz.localtime import local_date
-from host import documents, master, reports
+from authz.localtime import local_date, zone
+from host import alerts, documents, master, reports
+from host import card_rules as CR
 from host import fleet_users as fu
 from host.documents.queries import MAX_DETAIL_DAYS
 from host.errors import Conflict, InvalidInput, NotFound
@@ -44,7 +49,7 @@ from .common import (
     signed_in,
 )
 
-__all__ = ["GROUP_NAMES", "PERIOD_NAMES", "add_routes", "limit_from_form"]
+__all__ = ["BREACH_NAMES", "GROUP_NAMES", "PERIOD_NAMES", "add_routes", "controls_from_form", "limit_from_form"]
 
 REALM = fu.REALM
 DEVICE_COOKIE = "__Host-edgepos-device"
@@ -52,9 +57,12 @@ DEVICE_COOKIE = "__Host-edgepos-device"
 GROUP_NAMES = {ProductGroup.FUEL: "Топливо", ProductGroup.CAR_WASH: "Мойка", ProductGroup.HOTEL: "Гостиница",
                ProductGroup.SERVICE: "Сервис", ProductGroup.SHOP: "Магазин"}
 PERIOD_NAMES = {Period.TRANSACTION: "на операцию", Period.DAY: "в сутки", Period.WEEK: "в неделю",
-                Period.MONTH: "в месяц", Period.LIFETIME: "без обновления"}
+                Period.MONTH: "в месяц", Period.QUARTER: "в квартал", Period.YEAR: "в год",
+                Period.LIFETIME: "без обновления"}
+BREACH_NAMES = {OnBreach.DECLINE: "отказать", OnBreach.ALERT: "разрешить и сообщить"}
 _PERIODS = {p.name.lower(): p for p in Period}
-_UNITS = {"rub": LimitUnit.KOPECKS, "litres": LimitUnit.MILLILITRES}
+_UNITS = {"rub": LimitUnit.KOPECKS, "litres": LimitUnit.MILLILITRES, "purchases": LimitUnit.PURCHASES}
+_BREACH = {b.name.lower(): b for b in OnBreach}
 
 
 def _device_cookie_name(request: web.Request) -> str:
@@ -220,8 +228,24 @@ def _contract_view(led: Ledger, uid: int, cid: int) -> dict:
     cards = [{"no": k.card_no, "masked": mask_card_no(k.card_no), "status": k.status, "stopped": k.card_no in stop,
               "expires": k.expires_on.isoformat(), "groups": [GROUP_NAMES[g] for g in sorted(k.groups)],
               "limits": len(k.limits)} for k in led.contract_cards(cid)]
+    exceptions = [{"masked": a.card, "rule": _RULE_NAMES.get(a.reason, a.reason), "limit_id": a.limit_id,
+                   "at": local_datetime_text(a.at_utc_s, c.tz), "station": a.station_id, "product": a.product,
+                   "volume_ml": a.volume_ml, "amount_kop": a.amount_kop}
+                  for a in alerts.rule_alerts(led.db, None, contract_id=cid)[-RULE_ALERTS_SHOWN:]]
     return {"contract": c, "name": led.contract_name(cid), "available": c.balance_kop + c.credit_line_kop,
-            "cards": cards, "today": local_date(led.now(), c.tz)}
+            "cards": cards, "today": local_date(led.now(), c.tz), "exceptions": exceptions}
+
+
+#: The latest approve-and-alert exceptions a contract's page lists (host.alerts keeps them all).
+RULE_ALERTS_SHOWN = 50
+_RULE_NAMES = {"PRODUCT_NOT_ALLOWED": "продукт вне списка", "STATION_NOT_ALLOWED": "станция вне списка",
+               "OUTSIDE_TIME_WINDOW": "вне разрешённого времени", "LIMIT": "лимит превышен",
+               "LIMIT_EXHAUSTED": "лимит исчерпан"}
+
+
+def local_datetime_text(at_utc_s: int, tz: str) -> str:
+    """``YYYY-MM-DD HH:MM`` of a UTC time in the zone ``tz``."""
+    return datetime.fromtimestamp(at_utc_s, UTC).astimezone(zone(tz)).strftime("%Y-%m-%d %H:%M")
 
 
 def _contract_id(request: web.Request) -> int:
@@ -246,15 +270,25 @@ def _card_view(led: Ledger, uid: int, card_no: str) -> dict:
         limits.append({"lim": lim, "spent": None if c is None else c.spent, "text": limit_text(lim)})
     return {"card": card, "masked": mask_card_no(card_no), "limits": limits, "blocked": card.status is CardStatus.BLOCKED,
             "groups": [(g.name.lower(), GROUP_NAMES[g]) for g in sorted(card.groups)], "all_groups": GROUP_NAMES,
-            "periods": PERIOD_NAMES, "products": sorted(led.products())}
+            "periods": PERIOD_NAMES, "products": sorted(led.products()), "breaches": BREACH_NAMES,
+            "controls": {"products": CR.products_text(card.products),
+                         "windows": "\n".join(CR.window_text(w) for w in card.windows),
+                         "stations": CR.stations_text(card), "on_breach": card.on_breach.name.lower()}}
 
 
 def limit_text(lim: Limit) -> str:
-    """A limit as the cabinet shows it: ``200.000 л в сутки (Топливо)``."""
-    amount = f"{reports.litres(lim.amount)} л" if lim.unit is LimitUnit.MILLILITRES else f"{reports.rub(lim.amount)} ₽"
+    """A limit as the cabinet shows it: ``200.000 л в сутки (Топливо)``, ``30 покуп. в квартал
+    (все товары), разрешить и сообщить``."""
+    if lim.unit is LimitUnit.MILLILITRES:
+        amount = f"{reports.litres(lim.amount)} л"
+    elif lim.unit is LimitUnit.PURCHASES:
+        amount = f"{lim.amount} покуп."
+    else:
+        amount = f"{reports.rub(lim.amount)} ₽"
     scope = {Scope.ALL: "все товары", Scope.GROUP: GROUP_NAMES.get(lim.group, "?") if lim.group is not None else "?",
              Scope.PRODUCT: f"продукт {lim.product}"}[lim.scope]
-    return f"{amount} {PERIOD_NAMES[lim.period]} ({scope})"
+    alert = f", {BREACH_NAMES[OnBreach.ALERT]}" if lim.on_breach is OnBreach.ALERT else ""
+    return f"{amount} {PERIOD_NAMES[lim.period]} ({scope}){alert}"
 
 
 async def card_page(request: web.Request, *, error: str | None = None, status: int = 200) -> web.Response:
@@ -267,32 +301,66 @@ def limit_from_form(f: dict[str, str]) -> Limit:
     """The limit a limit form describes (FieldError naming the bad field)."""
     limit_id = F.integer(f, "limit_id", lo=0, hi=2**31 - 1)
     unit = F.choice(f, "unit", _UNITS)
-    amount = F.litres(f, "amount") if unit is LimitUnit.MILLILITRES else F.rub(f, "amount")
+    if unit is LimitUnit.MILLILITRES:
+        amount = F.litres(f, "amount")
+    elif unit is LimitUnit.PURCHASES:
+        amount = F.integer(f, "amount", lo=0, hi=10**9)
+    else:
+        amount = F.rub(f, "amount")
     period = F.choice(f, "period", _PERIODS)
+    breach = F.choice(f, "on_breach", _BREACH) if f.get("on_breach") else OnBreach.DECLINE
     scope_text = F.text(f, "scope", hi=40, required=False) or "all"
+    head = (limit_id, unit, period, amount)
     if scope_text == "all":
-        return Limit(limit_id, unit, period, amount)  # type: ignore[arg-type]
+        return Limit(*head, on_breach=breach)  # type: ignore[arg-type]
     kind, _, what = scope_text.partition(":")
     if kind == "group":
         groups = {g.name.lower(): g for g in ProductGroup}
         if what not in groups:
             raise F.FieldError("scope", "группа: " + ", ".join(groups))
-        return Limit(limit_id, unit, period, amount, Scope.GROUP, groups[what])  # type: ignore[arg-type]
+        return Limit(*head, Scope.GROUP, groups[what], on_breach=breach)  # type: ignore[arg-type]
     if kind == "product" and what:
-        return Limit(limit_id, unit, period, amount, Scope.PRODUCT, None, what)  # type: ignore[arg-type]
+        return Limit(*head, Scope.PRODUCT, None, what, on_breach=breach)  # type: ignore[arg-type]
     raise F.FieldError("scope", "all, group:<группа> или product:<код>")
 
 
-async def set_limit(request: web.Request) -> web.Response:
+def controls_from_form(f: dict[str, str]) -> dict:
+    """The controls a controls form sets (every one: the form shows them all), as
+    ``master.change_card_controls`` keywords; InvalidInput naming the bad text."""
+    raw = f.get("windows") or ""
+    lines = [F.text({"windows": line}, "windows", hi=200) for line in re.split(r"[\r\n;]+", raw) if line.strip()]
+    if len(lines) > 64:
+        raise F.FieldError("windows", "не более 64 окон")
+    out: dict = {"products": CR.parse_products(F.text(f, "products", hi=2_000, required=False) or "all"),
+                 "windows": tuple(CR.parse_window(line) for line in lines),
+                 "on_breach": F.choice(f, "on_breach", _BREACH)}
+    out["station_scope"], out["station_ids"] = CR.parse_stations(
+        F.text(f, "stations", hi=2_000, required=False) or "network")
+    return out
+
+
+async def _change_card(request: web.Request, parse: Callable[[dict[str, str]], Any],
+                       change: Callable[[Ledger, str, Any], object]) -> web.Response:
+    """A card form's POST: ``parse(form)`` then ``change(ledger, card_no, parsed)`` on a card
+    of the manager's company; a refusal is the card page with the host's message (400)."""
     uid = await _uid(request)
     card_no = request.match_info["card"]
     f = await form(request)
     try:
-        lim = limit_from_form(f)
-        await call(request, lambda led: (fu.card_of(led, uid, card_no), master.set_limit(led, card_no, lim)))
+        value = parse(f)
+        await call(request, lambda led: (fu.card_of(led, uid, card_no), change(led, card_no, value)))
     except (InvalidInput, Conflict) as exc:
         return await card_page(request, error=str(exc), status=400)
     raise see_other(f"/fleet/cards/{card_no}")
+
+
+async def set_controls(request: web.Request) -> web.Response:
+    return await _change_card(request, controls_from_form,
+                              lambda led, no, changes: master.change_card_controls(led, no, **changes))
+
+
+async def set_limit(request: web.Request) -> web.Response:
+    return await _change_card(request, limit_from_form, master.set_limit)
 
 
 async def remove_limit(request: web.Request) -> web.Response:
@@ -489,6 +557,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/fleet/contracts/{cid}/statement", statement)
     r.add_get("/fleet/cards/{card}", card_page)
     r.add_post("/fleet/cards/{card}/limits", set_limit)
+    r.add_post("/fleet/cards/{card}/controls", set_controls)
     r.add_post("/fleet/cards/{card}/limits/{lid}/remove", remove_limit)
     r.add_post("/fleet/cards/{card}/block", block)
     r.add_post("/fleet/cards/{card}/unblock", unblock)

@@ -57,6 +57,25 @@ _DOCUMENT = {"description": "the document", "content": {
     "text/csv": {"schema": {"type": "string"}},
     "application/pdf": {"schema": {"type": "string", "format": "binary"}}}}
 
+_DAY = "(mon|tue|wed|thu|fri|sat|sun)"
+_DAYS = f"{_DAY}(-{_DAY})?"
+_WINDOW = f"^{_DAYS}(,{_DAYS})*,([01][0-9]|2[0-3]):[0-5][0-9]-(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"
+#: A card's fleet controls (issue 11), as answered and as a PUT .../controls body.
+_CONTROLS = {
+    "products": {"type": ["array", "null"], "maxItems": 1000,
+                 "items": {"type": "string", "minLength": 1, "maxLength": 32},
+                 "description": "the only products the card may buy (each of a group it may buy); null: every "
+                                "product of its groups"},
+    "windows": {"type": "array", "maxItems": 64, "items": {"type": "string", "maxLength": 200, "pattern": _WINDOW},
+                "description": "when it may buy, in the contract's zone: DAYS,HH:MM-HH:MM (mon-fri,07:00-19:00; "
+                               "sat,22:00-06:00 crosses midnight); empty: any time"},
+    "stations": {"oneOf": [{"enum": ["network", "home-region"]},
+                           {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                            "minItems": 1, "maxItems": 1000}],
+                 "description": "the whole network, the contract's home region, or these stations"},
+    "on_breach": {"enum": ["decline", "alert"],
+                  "description": "what a purchase outside products, windows or stations does"}}
+
 
 def document() -> dict[str, Any]:
     """The OpenAPI document."""
@@ -76,15 +95,21 @@ def document() -> dict[str, Any]:
                     "balance_kop": {"type": "integer"}, "credit_line_kop": {"type": "integer"},
                     "available_kop": {"type": "integer"}}},
                 "Limit": {"type": "object", "required": ["limit_id", "unit", "amount", "period", "scope"], "properties": {
-                    "limit_id": {"type": "integer"}, "unit": {"enum": ["rub", "litres"]},
-                    "amount": {"type": "integer", "description": "kopecks (rub) or millilitres (litres)"},
+                    "limit_id": {"type": "integer"}, "unit": {"enum": ["rub", "litres", "purchases"]},
+                    "amount": {"type": "integer", "description": "kopecks (rub), millilitres (litres) or a count "
+                                                                 "(purchases: each delivery of more than nothing)"},
+                    "on_breach": {"enum": ["decline", "alert"]},
                     "period": {"enum": [p.name.lower() for p in Period]},
                     "scope": {"enum": ["all", "group", "product"]},
                     "group": {"type": ["string", "null"]}, "product": {"type": ["string", "null"]}}},
                 "LimitIn": {"type": "object", "required": ["unit", "amount", "period"], "properties": {
-                    "unit": {"enum": ["rub", "litres"]},
+                    "unit": {"enum": ["rub", "litres", "purchases"]},
                     "amount": {"type": "integer", "minimum": 0, "maximum": min(MAX_AMOUNT_KOP, MAX_VOLUME_ML),
-                               "description": "kopecks (rub) or millilitres (litres)"},
+                               "description": "kopecks (rub), millilitres (litres) or a count (purchases, which "
+                                              "needs a period other than transaction)"},
+                    "on_breach": {"enum": ["decline", "alert"],
+                                  "description": "decline (default): the limit bounds the purchase; alert: "
+                                                 "approve past it and raise an alert"},
                     "period": {"enum": [p.name.lower() for p in Period]},
                     "scope": {"enum": ["all", "group", "product"]},
                     "group": {"enum": [g.name.lower() for g in ProductGroup]},
@@ -97,7 +122,12 @@ def document() -> dict[str, Any]:
                     "card_no": {"type": "string"}, "contract_id": {"type": "integer"},
                     "status": {"enum": ["active", "blocked"]}, "expires_on": {"type": "string", "format": "date"},
                     "groups": {"type": "array", "items": {"type": "string"}},
-                    "limits": {"type": "array", "items": _ref("Limit")}}},
+                    "limits": {"type": "array", "items": _ref("Limit")},
+                    "controls": _ref("Controls")}},
+                "Controls": {"type": "object", "required": ["products", "windows", "stations", "on_breach"],
+                             "properties": _CONTROLS},
+                "ControlsIn": {"type": "object", "additionalProperties": False, "properties": _CONTROLS,
+                               "description": "the controls to change; a field not given stays as it is"},
                 "Transaction": {"type": "object", "required": ["at_utc_s", "card_no", "amount_kop", "volume_ml"],
                                 "properties": {
                     "at_local": {"type": "string"}, "at_utc_s": {"type": "integer"}, "site_id": {"type": "string"},
@@ -188,6 +218,12 @@ def document() -> dict[str, Any]:
                         "responses": {"200": _json(_ref("Card"), "the card with the limit set"), **write_errors}},
                 "delete": {"operationId": "deleteLimit", "parameters": [_CARD, _LID, _IDEM],
                            "responses": {"200": _json(_ref("Card"), "the card without the limit"), **write_errors}}},
+            "/api/v1/cards/{card_no}/controls": {
+                "put": {"operationId": "putControls", "parameters": [_CARD, _IDEM],
+                        "requestBody": {"required": True,
+                                        "content": {"application/json": {"schema": _ref("ControlsIn")}}},
+                        "responses": {"200": _json(_ref("Card"), "the card with its controls changed"),
+                                      **write_errors}}},
             "/api/v1/cards/{card_no}/block": {"post": {"operationId": "blockCard", "parameters": [_CARD, _IDEM],
                                                        "responses": {"200": _json(_ref("Card"), "blocked"),
                                                                      **write_errors}}},

@@ -14,7 +14,7 @@ from datetime import date
 from authz import sample
 from authz.club_model import ClubCardKind, ClubModel, ClubPayment, ClubReturn, ClubSale, ClubTopUp, SaleLine
 from authz.fuel_model import (Contract, FuelCard, FuelDecision, FuelRequest, Limit, LimitUnit, Period,
-                              ProductGroup, Scope, Tariff)
+                              ProductGroup, RuleException, Scope, Tariff)
 from authz.money import amount_for_volume
 from authz.reasons import Reason
 from authz.reference import ReferenceClubEvaluator
@@ -44,6 +44,16 @@ def fuel_card(card_no: str = CARD, contract_id: int = CONTRACT, limits: tuple[Li
     return FuelCard(card_no, contract_id, date(2028, 12, 31), frozenset(ProductGroup), limits)
 
 
+def decision_body(dec: FuelDecision) -> dict:
+    """``dec`` as the lane journals it: ``terminal.replica.fuel_decision_body``, with
+    ``"exceptions": [[reason_name, limit_id_or_null], ...]`` when there are some (issue 11's
+    form, added here while the lane's helper does not write it yet)."""
+    body = fuel_decision_body(dec)
+    if dec.exceptions and "exceptions" not in body:
+        body["exceptions"] = [[x.reason.name, x.limit_id] for x in dec.exceptions]
+    return body
+
+
 @dataclass
 class Site:
     """One site's journal, as the sync client would send it."""
@@ -61,20 +71,23 @@ class Site:
 
     def fuel_sale(self, *, card_no: str = CARD, contract_id: int = CONTRACT, product: str = "AI95",
                   price: int = 6_000, authorized_ml: int = 50_000, delivered_ml: int = 40_000, tc: int = 10,
-                  at: int = T0, lane: str = "pump-1", settle: str = "commit") -> list[WireRecord]:
+                  at: int = T0, lane: str = "pump-1", settle: str = "commit",
+                  exceptions: tuple[RuleException, ...] = ()) -> list[WireRecord]:
         """A pump sale: preauth, reserved, preset, completed, then ``settle``: ``commit``
         (card_committed), ``absent`` / ``unknown`` (a correction), or ``void`` (nothing
-        dispensed: voided with the reservation released)."""
+        dispensed: voided with the reservation released). ``exceptions``: the approve-and-alert
+        rules the decision broke (journaled in its ``decision`` as the lane writes them)."""
         txn = new_txn_id(self.site_id, lane)
         req = FuelRequest(card_no, STATION, product, at, preset_volume_ml=authorized_ml)
-        dec = FuelDecision(Reason.OK, authorized_ml, amount_for_volume(authorized_ml, price), price, price + 150)
+        dec = FuelDecision(Reason.OK, authorized_ml, amount_for_volume(authorized_ml, price), price, price + 150,
+                           exceptions=exceptions)
         preauth_id = new_id(self.site_id)
         reserve_w, release_w = write_id_of(preauth_id).hex(), write_id_of(new_id(self.site_id)).hex()
         card = {"card_no": card_no, "contract_id": contract_id, "expected_txn": tc, "reserve_write_id": reserve_w,
                 "release_write_id": release_w, "counting": [[1, 1, 1, 20_000]], "base_counters": [[1, 0, 20_000]],
                 "reserve_counters": [[1, authorized_ml, 20_000]]}
         out = [self._rec(lane, txn, "fuel.preauth", at, {
-            "request": fuel_request_body(req), "decision": fuel_decision_body(dec), "card": card,
+            "request": fuel_request_body(req), "decision": decision_body(dec), "card": card,
             "pump": {"product": product, "price_kop_per_l": price, "preset_volume_ml": authorized_ml,
                      "last_sale_no_before": 0}}, preauth_id)]
         out.append(self._rec(lane, txn, "fuel.reserved", at + 1, {"card_no": card_no, "txn_counter": tc + 1,
@@ -93,7 +106,7 @@ class Site:
         commit_w = write_id_of(done_id).hex()
         final = [[1, delivered_ml, 20_000]]
         out.append(self._rec(lane, txn, "fuel.completed", at + 120, {
-            "request": fuel_request_body(req), "decision": fuel_decision_body(dec), "delivered_volume_ml": delivered_ml,
+            "request": fuel_request_body(req), "decision": decision_body(dec), "delivered_volume_ml": delivered_ml,
             "amount_kop": amount, "delivery_reason": "preset_reached", "overrun_ml": 0, "sale_no": sale_no,
             "card_no": card_no, "contract_id": contract_id,
             "card_commit": {"write_id": commit_w, "expected_txn": tc + 1, "counters": final}}, done_id))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -209,3 +210,104 @@ def test_block_fleet_user_ends_its_sign_in_and_tokens(admin, ledger: Ledger):
     assert fu.user(ledger, uid).status == "blocked" and fu.api_user(ledger, token) is None
     assert fu.sign_in(ledger, hasher, "romashka", password, address="127.0.0.1", device_token=None).user is None
     assert fu.user(ledger, other).status == "active" and fu.api_user(ledger, other_token) is not None
+
+
+# -- the fleet controls (issue 11) ----------------------------------------------------------------
+
+@pytest.fixture
+def fleet_admin(admin):
+    for cmd in (["put-product", "DT", "--name", "Diesel", "--group", "fuel"],
+                ["put-product", "AI95", "--name", "AI-95", "--group", "fuel"],
+                ["put-station", "1000", "--region", "7", "--groups", "fuel,shop"],
+                ["put-station", "1001", "--region", "8", "--groups", "fuel"]):
+        code, _, err = admin(*cmd)
+        assert code == 0, (cmd, err)
+    return admin
+
+
+def test_controls_are_set_shown_and_kept(fleet_admin, ledger: Ledger):
+    from authz.fuel_model import OnBreach, StationScope, TimeWindow
+    code, out, err = fleet_admin("set-controls", CARD, "--products", "DT", "--window", "mon-fri,07:00-19:00",
+                                 "--window", "sat,22:00-06:00", "--stations", "1000,1001", "--on-breach", "alert")
+    assert code == 0, err
+    assert "products DT; time windows mon-fri,07:00-19:00; sat,22:00-06:00; stations 1000,1001; on breach alert" in out
+    card = ledger.fuel_card(CARD)
+    assert card.products == frozenset({"DT"}) and card.on_breach is OnBreach.ALERT
+    assert card.windows == (TimeWindow(frozenset(range(5)), 420, 1140), TimeWindow(frozenset({5}), 1320, 360))
+    assert (card.station_scope, card.station_ids) == (StationScope.LISTED, frozenset({1000, 1001}))
+    assert fleet_admin("set-controls", CARD, "--stations", "home-region")[0] == 0
+    card = ledger.fuel_card(CARD)
+    assert (card.station_scope, card.station_ids, card.products) == (StationScope.HOME_REGION, frozenset(),
+                                                                     frozenset({"DT"}))
+    assert fleet_admin("set-limit", CARD, "--limit-id", "3", "--unit", "purchases", "--amount", "30",
+                       "--period", "quarter")[0] == 0
+    assert fleet_admin("set-limit", CARD, "--limit-id", "4", "--rub", "90000", "--period", "year",
+                       "--on-breach", "alert")[0] == 0
+    code, out, _ = fleet_admin("show-card", CARD)
+    assert code == 0
+    for line in ("products DT", "time windows mon-fri,07:00-19:00; sat,22:00-06:00", "stations home-region",
+                 "on breach alert"):
+        assert line in out
+    assert re.search(r"3 +30 purchases per quarter \(all\) +decline", out)
+    assert re.search(r"4 +90000\.00 RUB per year \(all\) +alert", out)
+    assert CARD not in out
+    assert fleet_admin("set-controls", CARD, "--all-products", "--any-time", "--stations", "network",
+                       "--on-breach", "decline")[0] == 0
+    card = ledger.fuel_card(CARD)
+    assert (card.products, card.windows, card.station_scope, card.on_breach) == (None, (), StationScope.NETWORK,
+                                                                                 OnBreach.DECLINE)
+
+
+def test_a_card_is_issued_with_controls_and_alerting_limits(fleet_admin, ledger: Ledger):
+    from authz.fuel_model import LimitUnit, OnBreach, Period, StationScope
+    card2 = "7005830000000002"
+    code, _, err = fleet_admin("issue-card", card2, "--contract", "1", "--expires", "2028-12-31", "--groups", "fuel",
+                               "--limit", "1:quarter:30purchases:alert", "--limit", "2:year:5000RUB",
+                               "--products", "DT,AI95", "--stations", "home-region", "--window", "sun,00:00-24:00")
+    assert code == 0, err
+    card = ledger.fuel_card(card2)
+    assert [(x.unit, x.period, x.amount, x.on_breach) for x in card.limits] == [
+        (LimitUnit.PURCHASES, Period.QUARTER, 30, OnBreach.ALERT), (LimitUnit.KOPECKS, Period.YEAR, 500_000,
+                                                                    OnBreach.DECLINE)]
+    assert card.products == frozenset({"DT", "AI95"}) and card.station_scope is StationScope.HOME_REGION
+    assert card.windows[0].days == frozenset({6}) and (card.windows[0].start_min, card.windows[0].end_min) == (0, 1440)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["set-controls", CARD, "--products", ""], "give product codes"),
+    (["set-controls", CARD, "--products", "DT,KEROSENE"], "allows product 'KEROSENE' the network does not sell"),
+    (["set-controls", CARD, "--window", "mon,10:00-10:00"], "a time window of zero length at minute 600"),
+    (["set-controls", CARD, "--window", "mon-fri"], "a time window is DAYS,HH:MM-HH:MM"),
+    (["set-controls", CARD, "--window", "funday,10:00-11:00"], "unknown day 'funday'"),
+    (["set-controls", CARD, "--window", "mon,25:00-26:00"], "a time is HH:MM"),
+    (["set-controls", CARD, "--window", "mon,24:00-06:00"], "24:00 only ends a window"),
+    (["set-controls", CARD, "--stations", "1000,4242"], "lists unknown station 4242"),
+    (["set-controls", CARD, "--stations", "everywhere"], "stations are network, home-region or station ids"),
+    (["set-controls", CARD, "--on-breach", "ignore"], "on breach is decline or alert"),
+    (["set-controls", CARD, "--products", "DT", "--all-products"], "not both"),
+    (["set-controls", CARD], "give at least one of"),
+    (["set-limit", CARD, "--limit-id", "5", "--unit", "purchases", "--amount", "-1", "--period", "day"],
+     "a count of purchases is a whole number 0 or more, got '-1'"),
+    (["set-limit", CARD, "--limit-id", "5", "--unit", "purchases", "--amount", "3", "--period", "transaction"],
+     "limit 5 counts purchases per transaction: give it a period"),
+    (["set-limit", CARD, "--limit-id", "5", "--unit", "gallons", "--amount", "3", "--period", "day"],
+     "a limit's unit is rub, litres or purchases"),
+    (["set-limit", CARD, "--limit-id", "5", "--amount", "3", "--period", "day"], "one of them"),
+    (["set-limit", CARD, "--limit-id", "5", "--rub", "3", "--period", "fortnight"], "unknown period 'fortnight'"),
+    (["issue-card", "7005830000000002", "--contract", "1", "--expires", "2028-12-31", "--limit", "1:day:3purchases",
+      "--products", "SHOP"], "allows product 'SHOP' the network does not sell"),
+])
+def test_bad_controls_are_refused_with_a_clear_line_and_change_nothing(fleet_admin, ledger: Ledger, args, says):
+    before = (ledger.fuel_card(CARD), ledger.db.fetchall("SELECT card_no FROM fuel_cards"))
+    code, _, err = fleet_admin(*args)
+    assert code == 1 and says in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert (ledger.fuel_card(CARD), ledger.db.fetchall("SELECT card_no FROM fuel_cards")) == before
+
+
+def test_window_text_reads_back():
+    from host import card_rules as CR
+    for text in ("mon-fri,07:00-19:00", "sat,22:00-06:00", "mon,wed,fri,00:00-24:00", "sat-sun,10:30-11:45"):
+        assert CR.window_text(CR.parse_window(text)) == text
+    assert CR.parse_window("fri-mon,10:00-12:00").days == frozenset({4, 5, 6, 0})  # a range wraps over the week end
+    assert CR.parse_window("mon,22:00-00:00").end_min == 1440

@@ -70,6 +70,37 @@ def test_counters_roll_over_at_the_contracts_local_midnight(world: Ledger):
     assert world.balance_kop(2) == -(60_000 + 120_000)  # a contract may go below zero offline
 
 
+def test_purchase_counts_and_quarter_and_year_periods_are_counted_and_roll_over(world: Ledger):
+    """Issue 11: a PURCHASES limit counts one per delivery of more than nothing (the rule of
+    authz.fuel.count_delivery, the ledger's too); quarters and years are calendar ones in the
+    contract's zone, and roll over."""
+    from authz.fuel_model import Limit, LimitUnit, Period, ProductGroup, Scope
+    master.set_limit(world, CARD, Limit(6, LimitUnit.PURCHASES, Period.DAY, 3))
+    master.set_limit(world, CARD, Limit(7, LimitUnit.PURCHASES, Period.QUARTER, 30, Scope.GROUP, ProductGroup.FUEL))
+    master.set_limit(world, CARD, Limit(8, LimitUnit.KOPECKS, Period.YEAR, 9_000_000))
+    master.set_limit(world, CARD, Limit(9, LimitUnit.MILLILITRES, Period.QUARTER, 900_000))
+    s = Site("S1")
+    s.fuel_sale(delivered_ml=40_000, tc=10, at=T0)             # 2026-11-18 (Moscow)
+    s.fuel_sale(delivered_ml=0, tc=12, at=T0 + 60)             # nothing delivered: no purchase
+    s.fuel_sale(product="SHOP", price=25_000, authorized_ml=2_000, delivered_ml=1_000, tc=14, at=T0 + 120)
+    new_year = 1_798_750_800 + 3_600                            # 2027-01-01 01:00 in Moscow (2026-12-31 22:00 UTC)
+    s.fuel_sale(delivered_ml=10_000, tc=16, at=new_year)
+    send(world, s)
+    nov18, jan1 = local_date(T0, "Europe/Moscow"), local_date(new_year, "Europe/Moscow")
+    assert (nov18.isoformat(), jan1.isoformat()) == ("2026-11-18", "2027-01-01")
+    q4, q1 = period_start(Period.QUARTER, nov18), period_start(Period.QUARTER, jan1)
+    y26, y27 = period_start(Period.YEAR, nov18), period_start(Period.YEAR, jan1)
+    assert (q4, y26, q1) == (day_number(nov18.replace(month=10, day=1)), day_number(nov18.replace(month=1, day=1)),
+                             day_number(jan1)) and y27 == q1
+    assert world.spent(CARD, 6, day_number(nov18)) == 2  # the fuel and the shop purchase; the empty one not
+    assert world.spent(CARD, 6, day_number(jan1)) == 1
+    assert world.spent(CARD, 7, q4) == 1 and world.spent(CARD, 7, q1) == 1  # fuel only
+    assert world.spent(CARD, 8, y26) == 240_000 + 25_000 and world.spent(CARD, 8, y27) == 60_000
+    assert world.spent(CARD, 9, q4) == 40_000 and world.spent(CARD, 9, q1) == 10_000
+    c = world.counters(CARD)
+    assert (c[6].spent, c[7].spent, c[7].period_start, c[8].period_start) == (1, 1, q1, y27)
+
+
 def test_every_purchase_is_a_contract_entry(world: Ledger):
     s = Site("S1")
     for i in range(5):

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from authz.club_model import (AccrualRate, Category, ClubAccount, ClubCard, ClubCardKind, ClubRules, ClubStatus,
                               KindCaps, PointLot)
 from authz.fuel_model import (CardKind, CardStatus, Contract, DiscountKind, DiscountRule, DiscountWhere, FuelCard,
-                              Limit, LimitCounter, LimitUnit, Period, Product, ProductGroup, Scope, Station, Tariff)
+                              Limit, LimitCounter, LimitUnit, OnBreach, Period, Product, ProductGroup, Scope, Station,
+                              StationScope, Tariff, TimeWindow)
 from wire import (Ack, Batch, ClubAccountRow, FuelCardRow, Limits, Presence, Rejection, ReplicaDelta,
                   ReplicaSnapshot, SiteKeys, SnapshotRequest, StopListEntry, Table, TariffRow, WireError, WireRecord,
                   decode, encode, row_key, topic_of)
@@ -88,14 +89,33 @@ requests = st.builds(SnapshotRequest, sites, st.sampled_from(list(Table)), nat)
 
 groups = st.frozensets(st.sampled_from(list(ProductGroup)))
 limits = st.builds(Limit, nat, st.sampled_from(list(LimitUnit)), st.sampled_from(list(Period)), small_nat,
-                   st.sampled_from(list(Scope)), st.none() | st.sampled_from(list(ProductGroup)), st.none() | codes)
+                   st.sampled_from(list(Scope)), st.none() | st.sampled_from(list(ProductGroup)), st.none() | codes,
+                   st.sampled_from(list(OnBreach))).filter(
+    lambda lim: not (lim.unit is LimitUnit.PURCHASES and lim.period is Period.TRANSACTION))
+windows = st.builds(TimeWindow, st.frozensets(st.integers(0, 6), min_size=1), st.integers(0, 1439),
+                    st.integers(1, 1440)).filter(lambda w: w.start_min != w.end_min)
+
+
+@st.composite
+def card_controls(draw) -> dict:
+    """The fleet controls of a card (issue 11): each absent (the default) or drawn."""
+    out: dict = {}
+    if draw(st.booleans()):
+        out["products"] = draw(st.frozensets(codes, min_size=1, max_size=4))
+    out["windows"] = tuple(draw(st.lists(windows, max_size=3)))
+    out["station_scope"] = scope = draw(st.sampled_from(list(StationScope)))
+    if scope is StationScope.LISTED:
+        out["station_ids"] = draw(st.frozensets(nat, min_size=1, max_size=5))
+    out["on_breach"] = draw(st.sampled_from(list(OnBreach)))
+    return out
 
 
 @st.composite
 def fuel_cards(draw) -> FuelCardRow:
     lims = draw(st.lists(limits, max_size=4, unique_by=lambda lim: lim.limit_id))
     card = FuelCard(draw(card_nos), draw(nat), draw(st.dates(date(1, 1, 1), date(9999, 12, 31))), draw(groups),
-                    tuple(lims), draw(st.sampled_from(list(CardKind))), draw(st.sampled_from(list(CardStatus))))
+                    tuple(lims), draw(st.sampled_from(list(CardKind))), draw(st.sampled_from(list(CardStatus))),
+                    **draw(card_controls()))
     chosen = draw(st.lists(st.sampled_from([lim.limit_id for lim in lims]), unique=True)) if lims else []
     return FuelCardRow(card, tuple((lid, LimitCounter(draw(i64), draw(i64))) for lid in chosen))
 

@@ -5,6 +5,7 @@ the store's packing and unpacking byte for byte."""
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import msgpack
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authz import sample
+from authz.fuel_model import Limit, LimitUnit, OnBreach, Period, StationScope, TimeWindow
 from wire import codec, rows_bulk
 from wire.errors import WireFormatError
 from wire.messages import FuelCardRow, StopListEntry, Table
@@ -20,6 +22,14 @@ _FUEL = sample.fuel_model(n_cards=60, seed=11)
 _ROWS = [FuelCardRow(c, tuple((lid, ctr) for (no, lid), ctr in sorted(_FUEL.counters.items()) if no == c.card_no))
          for c in _FUEL.cards]
 CARD_MAPS = [codec._fuel_card_to(r) for r in _ROWS]
+#: cards with the fleet controls' optional fields (issue 11): the fast path leaves them to the codec
+_CONTROLLED = [FuelCardRow(replace(r.card, card_no="9" + r.card.card_no[1:], products=frozenset({"DT"}), windows=(TimeWindow(frozenset({0, 4}), 1320, 360),),
+                                   station_scope=StationScope.LISTED, station_ids=frozenset({3, 1}),
+                                   on_breach=OnBreach.ALERT,
+                                   limits=r.card.limits + (Limit(90, LimitUnit.PURCHASES, Period.QUARTER, 5,
+                                                                 on_breach=OnBreach.ALERT),)), r.counters)
+               for r in _ROWS[:3]]
+CONTROLLED_MAPS = [codec._fuel_card_to(r) for r in _CONTROLLED]
 CONTRACT_MAPS = [codec._contract_to(c) for c in _FUEL.contracts]
 STOP_MAPS = [codec._stop_to(StopListEntry(c.card_no, 1_700_000_000 + i)) for i, c in enumerate(_FUEL.cards)]
 assert any(r.counters for r in _ROWS) and any(len(r.card.limits) > 1 for r in _ROWS)
@@ -45,11 +55,13 @@ def reference(table: Table, items: list) -> tuple | WireFormatError:
 def paths(m: dict) -> list[tuple]:
     """Every place in a row map a value sits (fields, limits' and counters' fields)."""
     out: list[tuple] = [(k,) for k in m]
-    for key in ("limits", "counters"):
+    for key in ("limits", "counters", "windows"):
         subs = m.get(key)
         for i, sub in enumerate(subs if isinstance(subs, list) else []):
             if isinstance(sub, dict):
                 out += [(key, i, k) for k in sub]
+            elif isinstance(sub, list):
+                out += [(key, i, k) for k in range(len(sub))]
     return out
 
 
@@ -62,7 +74,7 @@ def put(m: dict, path: tuple, value: object) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from([Table.FUEL_CARDS, Table.STOP_LIST, Table.CONTRACTS]), st.data())
 def test_the_fast_path_accepts_only_what_the_codec_accepts_and_gives_the_same_rows(table, data):
-    maps = {Table.FUEL_CARDS: CARD_MAPS, Table.STOP_LIST: STOP_MAPS, Table.CONTRACTS: CONTRACT_MAPS}[table]
+    maps = {Table.FUEL_CARDS: CARD_MAPS + CONTROLLED_MAPS, Table.STOP_LIST: STOP_MAPS, Table.CONTRACTS: CONTRACT_MAPS}[table]
     items = data.draw(st.lists(st.sampled_from(range(len(maps))), min_size=1, max_size=4))
     rows = [copy.deepcopy(maps[i]) for i in items]
     for _ in range(data.draw(st.integers(0, 3))):
@@ -75,7 +87,8 @@ def test_the_fast_path_accepts_only_what_the_codec_accepts_and_gives_the_same_ro
         elif how == "drop":
             del row[data.draw(st.sampled_from(sorted(row)))]
         elif how == "add":
-            row[data.draw(st.sampled_from(["extra", "card_no ", "Limits"]))] = 1
+            row[data.draw(st.sampled_from(["extra", "card_no ", "Limits", "products", "windows", "station_scope",
+                                           "station_ids", "on_breach"]))] = data.draw(ODD)
         elif isinstance(row.get("limits"), list) and row["limits"]:
             row["limits"].append(copy.deepcopy(row["limits"][0]))
     want = reference(table, rows)
@@ -115,3 +128,17 @@ def test_the_store_packs_the_same_bytes_and_reads_back_with_the_same_checks():
         assert str(fast.value) == str(slow.value)
     with pytest.raises(WireFormatError, match="a fuel_cards row is a FuelCardRow"):
         list(rows_bulk.pack_rows(Table.FUEL_CARDS, [StopListEntry("1", 1)]))
+
+
+def test_a_card_with_fleet_controls_goes_to_the_codec_both_ways():
+    assert rows_bulk.parse_rows(Table.FUEL_CARDS, CARD_MAPS + CONTROLLED_MAPS) is None
+    assert codec._rows_from(Table.FUEL_CARDS, CARD_MAPS + CONTROLLED_MAPS, "rows", codec.DEFAULT_LIMITS) \
+        == tuple(_ROWS + _CONTROLLED)
+    packed = list(rows_bulk.pack_rows(Table.FUEL_CARDS, _ROWS + _CONTROLLED))
+    assert packed == [(r.card.card_no, codec.pack_row(Table.FUEL_CARDS, r)) for r in _ROWS + _CONTROLLED]
+    assert tuple(rows_bulk.unpack_rows(Table.FUEL_CARDS, (d for _, d in packed))) == tuple(_ROWS + _CONTROLLED)
+    # only the limit alerts: still not plain
+    one = FuelCardRow(replace(_ROWS[0].card, limits=(Limit(1, LimitUnit.KOPECKS, Period.DAY, 5, on_breach=OnBreach.ALERT),)))
+    [(_, data)] = rows_bulk.pack_rows(Table.FUEL_CARDS, [one])
+    assert msgpack.unpackb(data)["limits"][0]["on_breach"] == 1
+    assert list(rows_bulk.unpack_rows(Table.FUEL_CARDS, [data])) == [one]

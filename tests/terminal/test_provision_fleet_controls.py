@@ -1,0 +1,99 @@
+"""Issue 11: a card's fleet controls and its new limits, set at the host through host.master,
+reach a running site's replica through the real host worker and the real Mosquitto: the
+site's replica store holds the FuelCard with them (the rows it verified and applied), and its
+model holds the card too. The pump lanes open their readers through pcscd: run under
+``flock /tmp/edgepos-pcscd.lock``.
+
+The assertions are on the site's replica data, not on decisions: the evaluators that enforce
+these rules are another engineer's part of issue 11. Until the native evaluator's tables hold
+the new units and periods (it refuses them: "unit, period or scope out of range"), the site
+here runs the reference evaluator (``EDGEPOS_EVALUATOR=reference``), which builds its replica
+from the same rows through ``authz.fuel_model.FuelModel`` and its one rules check."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from authz.fuel_model import (
+    Limit,
+    LimitUnit,
+    OnBreach,
+    Period,
+    StationScope,
+    TimeWindow,
+)
+from terminal.config import load_config
+from terminal.daemon import Daemon
+from wire import Table
+
+from .apitokens import with_clients
+from .test_provision import Host, T, _wait
+
+WEEKDAYS = TimeWindow(frozenset(range(5)), 7 * 60, 19 * 60)
+SAT_NIGHT = TimeWindow(frozenset({5}), 22 * 60, 6 * 60)
+
+
+def test_controls_set_at_the_host_reach_a_running_sites_replica(tmp_path, monkeypatch):
+    from host import master
+    monkeypatch.setenv("EDGEPOS_EVALUATOR", "reference")
+    from terminal.replica import Replica
+
+    async def main() -> None:
+        cfg = load_config(None)
+        cfg = with_clients(replace(cfg, data_dir=tmp_path / "site", api=replace(cfg.api, port=0, simulation=True)))
+        sim = Replica.simulated(cfg, fuel_cards=200, club_accounts=20, compact=False)
+        host = Host(tmp_path, cfg)
+        await asyncio.to_thread(host.broker.start)
+        try:
+            await asyncio.to_thread(host.load, fuel=sim.fuel_model, club=sim.club_model)
+            await host.start_worker()
+            d = Daemon(host.site_config, None, progress_interval_s=0.3)
+            await asyncio.wait_for(d.start(), T)
+            try:
+                fuel = sim.fuel_model
+                card = next(c for c in fuel.cards if c.groups and any(
+                    p.group in c.groups for p in fuel.products))
+                product = next(p.code for p in fuel.products if p.group in card.groups)
+                station = fuel.stations[0].station_id
+
+                def stored():  # the site's replica store: the rows it verified and applied
+                    return next(r.card for r in d.store.rows(Table.FUEL_CARDS) if r.card.card_no == card.card_no)
+                assert stored().products is None and stored().windows == ()
+                ledger = host.ledger()
+                try:
+                    await asyncio.to_thread(
+                        master.change_card_controls, ledger, card.card_no, products=frozenset({product}),
+                        windows=(WEEKDAYS, SAT_NIGHT), station_scope=StationScope.LISTED,
+                        station_ids=frozenset({station}), on_breach=OnBreach.ALERT)
+                    lid = max((lim.limit_id for lim in card.limits), default=0) + 1
+                    await asyncio.to_thread(master.set_limit, ledger, card.card_no,
+                                            Limit(lid, LimitUnit.PURCHASES, Period.QUARTER, 30, on_breach=OnBreach.ALERT))
+                    want = ledger.fuel_card(card.card_no)
+                finally:
+                    ledger.close()
+                assert want.limits[-1].unit is LimitUnit.PURCHASES
+                await _wait(lambda: stored() == want, "the card's controls and limit in the site's replica store")
+                got = stored()
+                assert (got.products, got.windows, got.station_scope, got.station_ids, got.on_breach) == (
+                    frozenset({product}), (WEEKDAYS, SAT_NIGHT), StationScope.LISTED, frozenset({station}),
+                    OnBreach.ALERT)
+                assert got.limits[-1] == Limit(lid, LimitUnit.PURCHASES, Period.QUARTER, 30, on_breach=OnBreach.ALERT)
+                assert d.replica.fuel_card(card.card_no) == want  # the card in the model it decides on
+                # and back: a card without controls is the row as before
+                ledger = host.ledger()
+                try:
+                    await asyncio.to_thread(master.change_card_controls, ledger, card.card_no, products=None,
+                                            windows=(), station_scope=StationScope.NETWORK,
+                                            on_breach=OnBreach.DECLINE)
+                finally:
+                    ledger.close()
+                await _wait(lambda: stored().products is None and stored().station_scope is StationScope.NETWORK,
+                            "the controls removed at the site")
+                assert stored().windows == () and stored().station_ids == frozenset()
+            finally:
+                await d.stop()
+        finally:
+            await host.stop_worker()
+            await asyncio.to_thread(host.broker.stop)
+    asyncio.run(asyncio.wait_for(main(), 180))
