@@ -815,8 +815,9 @@ def set_limit(ledger: Ledger, card_no: str, limit: Limit) -> FuelCard:
     """Add or replace limit ``limit.limit_id`` of a fuel card (rubles: ``LimitUnit.KOPECKS``,
     litres: ``LimitUnit.MILLILITRES``, a count of purchases: ``LimitUnit.PURCHASES``, which
     needs a period; ``limit.on_breach`` ALERT: the limit never declines, a purchase past it
-    raises an alert). The card's rules are checked as a whole (:func:`_check_rules`). If the limit's unit or period changes, what it had
-    counted so far no longer means anything: its counters are cleared."""
+    raises an alert). The card's rules are checked as a whole (:func:`_check_rules`). If the
+    limit's unit or period changes, what it had counted so far no longer means anything: its
+    counters are cleared."""
     _check_limits([limit])
 
     def step(db: Database) -> FuelCard:

@@ -23,7 +23,8 @@ _ROWS = [FuelCardRow(c, tuple((lid, ctr) for (no, lid), ctr in sorted(_FUEL.coun
          for c in _FUEL.cards]
 CARD_MAPS = [codec._fuel_card_to(r) for r in _ROWS]
 #: cards with the fleet controls' optional fields (issue 11): the fast path leaves them to the codec
-_CONTROLLED = [FuelCardRow(replace(r.card, card_no="9" + r.card.card_no[1:], products=frozenset({"DT"}), windows=(TimeWindow(frozenset({0, 4}), 1320, 360),),
+_CONTROLLED = [FuelCardRow(replace(r.card, card_no="9" + r.card.card_no[1:], products=frozenset({"DT"}),
+                                   windows=(TimeWindow(frozenset({0, 4}), 1320, 360),),
                                    station_scope=StationScope.LISTED, station_ids=frozenset({3, 1}),
                                    on_breach=OnBreach.ALERT,
                                    limits=r.card.limits + (Limit(90, LimitUnit.PURCHASES, Period.QUARTER, 5,
