@@ -4,25 +4,28 @@ site's replica store holds the FuelCard with them (the rows it verified and appl
 model holds the card too. The pump lanes open their readers through pcscd: run under
 ``flock /tmp/edgepos-pcscd.lock``.
 
-The assertions are on the site's replica data, not on decisions: the evaluators that enforce
-these rules are another engineer's part of issue 11. Until the native evaluator's tables hold
-the new units and periods (it refuses them: "unit, period or scope out of range"), the site
-here runs the reference evaluator (``EDGEPOS_EVALUATOR=reference``), which builds its replica
-from the same rows through ``authz.fuel_model.FuelModel`` and its one rules check."""
+The site runs its default (native) evaluator; the test asserts on the replica data it holds
+and on the decisions of the evaluator the lanes use: a purchase outside the card's time
+windows is approved with an exception while the card alerts, and declined once it declines."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 
 from authz.fuel_model import (
+    FuelRequest,
     Limit,
+    RuleException,
     LimitUnit,
     OnBreach,
     Period,
     StationScope,
     TimeWindow,
 )
+from authz.localtime import local_weekday_minute
+from authz.reasons import Reason
 from terminal.config import load_config
 from terminal.daemon import Daemon
 from wire import Table
@@ -36,7 +39,6 @@ SAT_NIGHT = TimeWindow(frozenset({5}), 22 * 60, 6 * 60)
 
 def test_controls_set_at_the_host_reach_a_running_sites_replica(tmp_path, monkeypatch):
     from host import master
-    monkeypatch.setenv("EDGEPOS_EVALUATOR", "reference")
     from terminal.replica import Replica
 
     async def main() -> None:
@@ -52,10 +54,16 @@ def test_controls_set_at_the_host_reach_a_running_sites_replica(tmp_path, monkey
             await asyncio.wait_for(d.start(), T)
             try:
                 fuel = sim.fuel_model
-                card = next(c for c in fuel.cards if c.groups and any(
-                    p.group in c.groups for p in fuel.products))
-                product = next(p.code for p in fuel.products if p.group in card.groups)
+                now = int(time.time())
                 station = fuel.stations[0].station_id
+
+                def ask(card_no, product):
+                    return d.replica.fuel.authorize(FuelRequest(card_no, station, product, now))
+                card, product = next((c, p.code) for c in fuel.cards for p in fuel.products
+                                     if p.group in c.groups and ask(c.card_no, p.code).approved)
+                tz = fuel.contracts[fuel.contract_index[card.contract_id]].tz
+                weekday, _minute = local_weekday_minute(now, tz)
+                elsewhen = TimeWindow(frozenset({(weekday + 3) % 7}), 10 * 60, 11 * 60)  # never now
 
                 def stored():  # the site's replica store: the rows it verified and applied
                     return next(r.card for r in d.store.rows(Table.FUEL_CARDS) if r.card.card_no == card.card_no)
@@ -80,6 +88,29 @@ def test_controls_set_at_the_host_reach_a_running_sites_replica(tmp_path, monkey
                     OnBreach.ALERT)
                 assert got.limits[-1] == Limit(lid, LimitUnit.PURCHASES, Period.QUARTER, 30, on_breach=OnBreach.ALERT)
                 assert d.replica.fuel_card(card.card_no) == want  # the card in the model it decides on
+                assert ask(card.card_no, product).approved and not ask(card.card_no, product).exceptions
+                # a window that excludes now: approved and alerted while the card alerts, then declined
+                ledger = host.ledger()
+                try:
+                    await asyncio.to_thread(master.change_card_controls, ledger, card.card_no,
+                                            products=frozenset({product}), windows=(elsewhen,),
+                                            station_scope=StationScope.LISTED, station_ids=frozenset({station}),
+                                            on_breach=OnBreach.ALERT)
+                finally:
+                    ledger.close()
+                await _wait(lambda: ask(card.card_no, product).exceptions, "the alerting window at the evaluator")
+                decision = ask(card.card_no, product)
+                assert decision.approved and decision.exceptions == (RuleException(Reason.OUTSIDE_TIME_WINDOW),)
+                ledger = host.ledger()
+                try:
+                    await asyncio.to_thread(master.change_card_controls, ledger, card.card_no,
+                                            products=frozenset({product}), windows=(elsewhen,),
+                                            station_scope=StationScope.LISTED, station_ids=frozenset({station}),
+                                            on_breach=OnBreach.DECLINE)
+                finally:
+                    ledger.close()
+                await _wait(lambda: not ask(card.card_no, product).approved, "the declining window at the evaluator")
+                assert ask(card.card_no, product).reason is Reason.OUTSIDE_TIME_WINDOW
                 # and back: a card without controls is the row as before
                 ledger = host.ledger()
                 try:
