@@ -35,13 +35,32 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from wire import (DEFAULT_LIMITS, REPLICA_SIGNING_KEY_FILE, REPLICA_VERIFY_KEY_FILE, Batch, Limits, Presence,
-                  ReplicaSnapshot, SiteKeys, SnapshotRequest, Table, WireError, WireKeyError, acks_topic, decode,
-                  encode, host_subscriptions, load_key, load_replica_signing_key, load_replica_verify_key)
+from wire import (
+    DEFAULT_LIMITS,
+    REPLICA_SIGNING_KEY_FILE,
+    REPLICA_VERIFY_KEY_FILE,
+    Ack,
+    Batch,
+    Limits,
+    Presence,
+    ReplicaSnapshot,
+    SiteKeys,
+    SnapshotRequest,
+    Table,
+    WireError,
+    WireKeyError,
+    acks_topic,
+    decode,
+    encode,
+    host_subscriptions,
+    load_key,
+    load_replica_signing_key,
+    load_replica_verify_key,
+)
 
 from .db import redact_url
-
-from .ingest import IngestStats, ingest_batch, record_presence
+from .ingest import IngestStats, ingest_batch, ingest_site_batches, record_presence
+from .ledger import Ledger
 from .ledger_thread import LedgerThread, LedgerThreadClosed
 from .publisher import Publication, Publisher, delta_publication
 
@@ -83,6 +102,7 @@ class WorkerStats:
         self.presence = 0
         self.deltas = 0
         self.snapshots = 0
+        self.grouped = 0  #: batches applied together with others of their site in one transaction
 
     def __repr__(self) -> str:
         return "WorkerStats(" + ", ".join(f"{k}={v}" for k, v in vars(self).items()) + ")"
@@ -101,7 +121,7 @@ class Worker:
                  username: str | None = None, password: str | None = None, group: str = "host",
                  identifier: str | None = None, publish_replica: bool = True, limits: Limits = DEFAULT_LIMITS,
                  poll_interval_s: float = 0.2, fold_interval_s: float = 2.0, tls_context=None,
-                 stop_grace_s: float = 3.0) -> None:
+                 stop_grace_s: float = 3.0, max_batches_per_txn: int = 8, max_txn_bytes: int = 16 << 20) -> None:
         if publish_replica and not keys.can_sign_replica:
             raise WireKeyError(f"publishing the replica needs the host's signing key ({REPLICA_SIGNING_KEY_FILE} in "
                                "the keys directory); "
@@ -118,6 +138,12 @@ class Worker:
         self.fold_interval_s = fold_interval_s
         self.tls_context = tls_context
         self.stop_grace_s = stop_grace_s
+        if max_batches_per_txn < 1 or max_txn_bytes < 1:
+            raise ValueError("max_batches_per_txn and max_txn_bytes must be at least 1")
+        #: batches already delivered that one ingest transaction takes together (a backlog)
+        self.max_batches_per_txn = max_batches_per_txn
+        #: and their payloads' bytes at most (a message larger than this still goes alone)
+        self.max_txn_bytes = max_txn_bytes
         self.stats = WorkerStats()
         self.ready = asyncio.Event()
         self._ingest: LedgerThread | None = None
@@ -133,11 +159,23 @@ class Worker:
         """Decode and apply one message; returns what to publish (an ack, snapshot parts).
         Blocking (database): runs in the ingest ledger's own thread (``run`` puts it there).
         A refused frame returns nothing."""
-        try:
-            msg = decode(payload, self.keys, topic=topic, limits=self.limits)
-        except WireError as exc:
-            self.stats.refused += 1
-            log.warning("refused a message on %s: %s", topic, exc)
+        return self.handle_many([(topic, payload)])
+
+    def handle_many(self, messages: Sequence[tuple[str, bytes]]) -> list[Publication]:
+        """Decode and apply several messages (those the broker had already delivered when the
+        first was taken: a backlog flushing); returns what to publish. The batches of one
+        site are applied in one transaction (:func:`host.ingest.ingest_site_batches`) and
+        acked by one Ack once it has committed; if that transaction fails, each batch is
+        tried alone, so one batch the ledger cannot take holds back no other. Refused frames
+        return nothing. Blocking: runs in the ingest ledger's own thread."""
+        decoded = []
+        for topic, payload in messages:
+            try:
+                decoded.append((topic, decode(payload, self.keys, topic=topic, limits=self.limits)))
+            except WireError as exc:
+                self.stats.refused += 1
+                log.warning("refused a message on %s: %s", topic, exc)
+        if not decoded:
             return []
         lt = self._ingest
         if lt is None:
@@ -150,21 +188,50 @@ class Worker:
             self.stats.errors += 1
             log.warning("ledger %s unreachable: %s", redact_url(self.ledger_url), exc)
             return []
-        if isinstance(msg, Batch):
-            st = IngestStats()
+        out: list[Publication] = []
+        by_site: dict[str, list[Batch]] = {}
+        for topic, msg in decoded:
+            if isinstance(msg, Batch):
+                by_site.setdefault(msg.site_id, []).append(msg)
+            else:
+                out += self._handle_other(lt, led, topic, msg)
+        for site in sorted(by_site):  # one fixed order of the sites' locks
+            out += self._ingest_site(lt, sorted(by_site[site], key=lambda b: b.batch_seq))
+        return out
+
+    def _ingest_site(self, lt: LedgerThread, batches: list[Batch]) -> list[Publication]:
+        """The batches of one site in one transaction, then the ack; alone if that fails."""
+        if len(batches) > 1:
+            stats = [IngestStats() for _ in batches]
             try:
-                ack = ingest_batch(led, msg, limits=self.limits, stats=st)
-            except Exception:  # noqa: BLE001 - nothing committed: no ack, the site resends
-                self.stats.errors += 1
-                log.exception("batch %d of site %s not applied", msg.batch_seq, msg.site_id)
-                # the connection may be what failed (a database restart, a failover): the next
-                # resend must find a fresh one, or every later batch fails the same way
+                ack = ingest_site_batches(lt.ledger(), batches, limits=self.limits, stats=stats)
+            except Exception:  # noqa: BLE001 - nothing committed: try each batch alone
+                log.warning("batches %s of site %s not applied together: trying each alone",
+                            ", ".join(str(b.batch_seq) for b in batches), batches[0].site_id, exc_info=True)
                 lt.reopen()
-                return []
-            self.stats.batches += 1
-            self.stats.records += st.records
-            self.stats.new_records += st.new_records
-            return [Publication(acks_topic(msg.site_id), encode(ack, self.keys, limits=self.limits), 1, False)]
+                return [p for b in batches for p in self._ingest_site(lt, [b])]
+            return [self._acked(batches, stats, ack)]
+        msg = batches[0]
+        st = IngestStats()
+        try:
+            ack = ingest_batch(lt.ledger(), msg, limits=self.limits, stats=st)
+        except Exception:  # noqa: BLE001 - nothing committed: no ack, the site resends
+            self.stats.errors += 1
+            log.exception("batch %d of site %s not applied", msg.batch_seq, msg.site_id)
+            # the connection may be what failed (a database restart, a failover): the next
+            # resend must find a fresh one, or every later batch fails the same way
+            lt.reopen()
+            return []
+        return [self._acked(batches, [st], ack)]
+
+    def _acked(self, batches: list[Batch], stats: list[IngestStats], ack: Ack) -> Publication:
+        self.stats.batches += len(batches)
+        self.stats.records += sum(st.records for st in stats)
+        self.stats.new_records += sum(st.new_records for st in stats)
+        self.stats.grouped += len(batches) if len(batches) > 1 else 0
+        return Publication(acks_topic(ack.site_id), encode(ack, self.keys, limits=self.limits), 1, False)
+
+    def _handle_other(self, lt: LedgerThread, led: Ledger, topic: str, msg: object) -> list[Publication]:
         try:
             if isinstance(msg, Presence):
                 self.stats.presence += 1
@@ -248,9 +315,15 @@ class Worker:
     async def _consume(self, client) -> None:
         lt = self._ingest
         assert lt is not None
-        async for message in client.messages:
-            payload = message.payload if isinstance(message.payload, (bytes, bytearray)) else b""
-            pubs = await lt.call(self.handle, message.topic.value, bytes(payload))
+        messages = client.messages
+        async for message in messages:
+            taken = [_item(message)]
+            size = len(taken[0][1])
+            # a backlog flushing: take what the broker already delivered, up to the bounds
+            while len(taken) < self.max_batches_per_txn and size < self.max_txn_bytes and len(messages):
+                taken.append(_item(await messages.__anext__()))
+                size += len(taken[-1][1])
+            pubs = await lt.call(self.handle_many, taken)
             for p in pubs:
                 await client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain)
                 if p.topic.endswith("/acks"):
@@ -302,6 +375,11 @@ class Worker:
         self.stats.snapshots += 1
         log.info("replica %s: snapshot version %d published (%d parts, %d rows)", table.value, parts[0].version,
                  len(parts), sum(len(x.rows) for x in parts))
+
+
+def _item(message) -> tuple[str, bytes]:
+    payload = message.payload if isinstance(message.payload, (bytes, bytearray)) else b""
+    return message.topic.value, bytes(payload)
 
 
 async def _cancel_all(tasks: list[asyncio.Task], bound_s: float = 5.0) -> None:
