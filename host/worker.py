@@ -427,10 +427,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-publish", action="store_true",
                    help="do not publish replica deltas from this worker (then no signing key is needed)")
     p.add_argument("--username", help="the broker user (default: none)")
+    p.add_argument("--max-batches-per-txn", type=int, default=8, metavar="N",
+                   help="batches of one site the broker already delivered that one ingest transaction takes "
+                        "together while a backlog flushes (1: each batch alone; default %(default)s)")
     args = p.parse_args(argv)
     host, _, port_text = args.broker.rpartition(":")
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         p.error(f"--broker: expected host:port, got {args.broker!r}")
+    if args.max_batches_per_txn < 1:
+        p.error(f"--max-batches-per-txn: at least 1, got {args.max_batches_per_txn}")
 
     def refuse(code: ExitCode, message: str) -> int:
         print(f"error: {message}", file=sys.stderr)
@@ -454,6 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     worker = Worker(args.db, keys, hostname=host or "127.0.0.1", port=int(port_text), group=args.group,
                     publish_replica=not args.no_publish, username=args.username,
+                    max_batches_per_txn=args.max_batches_per_txn,
                     password=os.environ.get("EDGEPOS_HOST_MQTT_PASSWORD"))
 
     async def go() -> None:
