@@ -18,7 +18,16 @@ from host.ingest import IngestStats, ingest_batch, ingest_site_batches
 from host.ledger import Ledger
 from host.ledger_thread import LedgerThread
 from host.worker import Worker
-from wire import Ack, Batch, Rejection, SiteKeys, acks_topic, batches_topic, decode, encode
+from wire import (
+    Ack,
+    Batch,
+    Rejection,
+    SiteKeys,
+    acks_topic,
+    batches_topic,
+    decode,
+    encode,
+)
 
 from .edge import CARD, CONTRACT, T0, Site, contract, fuel_card
 
