@@ -188,10 +188,12 @@ def cpu_s(pid: int | None) -> float:
 
 class WorkerProc:
     def __init__(self, name: str, url: str, broker: str, keys_dir: Path, log: Path, publish: bool,
-                 txn_batches: int = 8) -> None:
+                 txn_batches: int = 8, gc_gen0: int | None = None) -> None:
         self.name, self.log = name, log
         argv = [sys.executable, "-m", "host.worker", "--db", url, "--broker", broker, "--keys-dir", str(keys_dir),
                 "--max-batches-per-txn", str(txn_batches)]
+        if gc_gen0 is not None:
+            argv += ["--gc-gen0", str(gc_gen0)]
         if not publish:
             argv.append("--no-publish")
         with open(log, "wb") as out:
@@ -326,7 +328,7 @@ def run_once(tag: str, db: str, workers: int, journals: dict[str, Path], n_recor
             app = f"bench-{tag}-w{i}"
             wurl = url if db == "sqlite" else f"{url}&application_name={app}"
             procs.append(WorkerProc(app, wurl, f"{broker.host}:{broker.port}", keys_dir, run_dir / f"{app}.log",
-                                    publish=(i == 0), txn_batches=txn_batches))
+                                    publish=(i == 0), txn_batches=txn_batches, gc_gen0=args.worker_gc_gen0))
         for p in procs:
             p.wait_ready()
         if args.profile:
@@ -410,6 +412,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cards", type=int, default=10_000)
     p.add_argument("--timeout", type=float, default=900)
     p.add_argument("--profile", type=Path, help="py-spy each worker and the edge into this folder")
+    p.add_argument("--worker-gc-gen0", type=int, help="the workers' --gc-gen0 (default: theirs)")
     p.add_argument("--txn-batches", default="8",
                    help="the workers' --max-batches-per-txn; a comma-separated list runs each e2e run once per "
                         "value, interleaved, and prints a ratio against the first (default %(default)s)")
