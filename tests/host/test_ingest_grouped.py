@@ -10,7 +10,6 @@ import random
 
 import pytest
 
-from authz import sample
 from host import ingest as ingest_mod
 from host import master
 from host import worker as worker_mod
@@ -29,26 +28,12 @@ from wire import (
     encode,
 )
 
-from .edge import CARD, CONTRACT, T0, Site, contract, fuel_card
+from . import test_ingest as one_by_one
+from .edge import CARD, CONTRACT, T0, Site
 
 KEY = bytes(range(32, 64))
-
-
-@pytest.fixture
-def world(ledger: Ledger) -> Ledger:
-    master.put_products(ledger, sample.PRODUCTS)
-    master.create_contract(ledger, contract(balance_kop=10_000_000))
-    master.issue_fuel_card(ledger, fuel_card())
-    return ledger
-
-
-def sales(site: Site, n: int) -> None:
-    for i in range(n):
-        site.fuel_sale(tc=10 + 2 * i, at=T0 + 600 * i, delivered_ml=10_000 + i)
-
-
-def charged(site: Site) -> int:
-    return sum(r.body["amount_kop"] for r in site.records if r.kind == "fuel.completed")
+world = one_by_one.world  # the fixture: the sample products, a contract and its card
+sales, charged = one_by_one.sales, one_by_one.charged
 
 
 def delivered(site: Site) -> int:
