@@ -6,6 +6,8 @@ worker process(es) -> ledger, on SQLite and on PostgreSQL; ``key: value`` lines.
     python -m benchmarks.sync --backlog-db both        # the 1 M backlog on both ledgers
     python -m benchmarks.sync --backlog 0 --sites 4    # no 1 M run; 4 sites share the 200,000 records
     python -m benchmarks.sync --profile DIR            # py-spy the edge and the workers (top functions)
+    python -m benchmarks.sync --txn-batches 1,8        # each e2e run with each batch alone, then in runs of
+                                                       # up to 8 per transaction; prints the CPU ratio
 
 What is timed, per run: from the moment the site's :class:`terminal.sync.SyncClient` enters,
 with the whole backlog already journaled (an offline site coming back), until the last ack
