@@ -6,6 +6,8 @@ worker process(es) -> ledger, on SQLite and on PostgreSQL; ``key: value`` lines.
     python -m benchmarks.sync --backlog-db both        # the 1 M backlog on both ledgers
     python -m benchmarks.sync --backlog 0 --sites 4    # no 1 M run; 4 sites share the 200,000 records
     python -m benchmarks.sync --profile DIR            # py-spy the edge and the workers (top functions)
+    python -m benchmarks.sync --txn-batches 1,8        # each e2e run with each batch alone, then in runs of
+                                                       # up to 8 per transaction; prints the CPU ratio
 
 What is timed, per run: from the moment the site's :class:`terminal.sync.SyncClient` enters,
 with the whole backlog already journaled (an offline site coming back), until the last ack
@@ -187,9 +189,13 @@ def cpu_s(pid: int | None) -> float:
 
 
 class WorkerProc:
-    def __init__(self, name: str, url: str, broker: str, keys_dir: Path, log: Path, publish: bool) -> None:
+    def __init__(self, name: str, url: str, broker: str, keys_dir: Path, log: Path, publish: bool,
+                 txn_batches: int = 8, gc_gen0: int | None = None) -> None:
         self.name, self.log = name, log
-        argv = [sys.executable, "-m", "host.worker", "--db", url, "--broker", broker, "--keys-dir", str(keys_dir)]
+        argv = [sys.executable, "-m", "host.worker", "--db", url, "--broker", broker, "--keys-dir", str(keys_dir),
+                "--max-batches-per-txn", str(txn_batches)]
+        if gc_gen0 is not None:
+            argv += ["--gc-gen0", str(gc_gen0)]
         if not publish:
             argv.append("--no-publish")
         with open(log, "wb") as out:
@@ -284,7 +290,7 @@ async def _flush(journals: dict[str, Path], keys: dict[str, bytes], replica_veri
 
 
 def run_once(tag: str, db: str, workers: int, journals: dict[str, Path], n_records: int, model, work: Path,
-             args: argparse.Namespace) -> dict[str, object]:
+             args: argparse.Namespace, txn_batches: int = 8) -> dict[str, object]:
     run_dir = work / tag
     run_dir.mkdir(parents=True, exist_ok=True)
     for p in journals.values():
@@ -325,7 +331,7 @@ def run_once(tag: str, db: str, workers: int, journals: dict[str, Path], n_recor
             app = f"bench-{tag}-w{i}"
             wurl = url if db == "sqlite" else f"{url}&application_name={app}"
             procs.append(WorkerProc(app, wurl, f"{broker.host}:{broker.port}", keys_dir, run_dir / f"{app}.log",
-                                    publish=(i == 0)))
+                                    publish=(i == 0), txn_batches=txn_batches, gc_gen0=args.worker_gc_gen0))
         for p in procs:
             p.wait_ready()
         if args.profile:
@@ -335,7 +341,8 @@ def run_once(tag: str, db: str, workers: int, journals: dict[str, Path], n_recor
             time.sleep(1.0)
         wcpu0 = [cpu_s(p.proc.pid) for p in procs]
         bcpu0 = cpu_s(broker.pid)
-        progress(f"{tag}: {n_records} records, {len(journals)} site(s) -> {workers} worker(s) on {db}")
+        progress(f"{tag}: {n_records} records, {len(journals)} site(s) -> {workers} worker(s) on {db}, "
+                 f"up to {txn_batches} batch(es) per transaction")
         elapsed, edge_cpu, statuses = asyncio.run(_flush(journals, keys, replica_key.public_key(), broker.url, args))
         wcpu = [cpu_s(p.proc.pid) - c0 for p, c0 in zip(procs, wcpu0)]
         bcpu = cpu_s(broker.pid) - bcpu0
@@ -379,6 +386,11 @@ def run_once(tag: str, db: str, workers: int, journals: dict[str, Path], n_recor
                 c.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+def cpu_total(r: dict[str, object]) -> float:
+    """A run's CPU per record, every part (edge, workers, PostgreSQL backends), in microseconds."""
+    return float(r["cpu_us_edge"]) + float(r["cpu_us_workers"]) + float(r["cpu_us_db"] or 0.0)  # type: ignore[arg-type]
+
+
 def cpu_split(r: dict[str, object]) -> str:
     """A run's CPU per record by part, in microseconds."""
     db = r["cpu_us_db"]
@@ -403,9 +415,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cards", type=int, default=10_000)
     p.add_argument("--timeout", type=float, default=900)
     p.add_argument("--profile", type=Path, help="py-spy each worker and the edge into this folder")
+    p.add_argument("--worker-gc-gen0", type=int, help="the workers' --gc-gen0 (default: theirs)")
+    p.add_argument("--txn-batches", default="8",
+                   help="the workers' --max-batches-per-txn; a comma-separated list runs each e2e run once per "
+                        "value, interleaved, and prints a ratio against the first (default %(default)s)")
     p.add_argument("--dir", type=Path, help="work folder (journals are kept and reused); default: temporary")
     args = p.parse_args(argv)
     model = sample.fuel_model(n_cards=args.cards, n_stations=50, seed=1)
+    txn_list = [int(x) for x in args.txn_batches.split(",") if x.strip()]
+    if not txn_list or min(txn_list) < 1:
+        p.error(f"--txn-batches: one or more counts of at least 1, got {args.txn_batches!r}")
     with contextlib.ExitStack() as stack:
         work = args.dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sync-e2e-bench-")))
         work.mkdir(parents=True, exist_ok=True)
@@ -425,15 +444,23 @@ def main(argv: list[str] | None = None) -> None:
         for db, counts in (("sqlite", args.sqlite_workers), ("postgresql", args.pg_workers)):
             key = "sqlite" if db == "sqlite" else "postgres"
             for w in [int(x) for x in counts.split(",") if x.strip()]:
-                r = run_once(f"{db}-{w}w", db, w, js, args.records, model, work, args)
-                out[f"e2e_records_per_s_{key}_{w}w"] = r["records_per_s"]
-                out[f"e2e_flush_s_{key}_{w}w"] = r["flush_s"]
-                out[f"e2e_cpu_s_{key}_{w}w"] = r["cpu_s"]
-                out[f"e2e_batches_{key}_{w}w"] = f"{r['batches']} (resends {r['resends']})"
-                out[f"e2e_cpu_us_per_record_{key}_{w}w"] = cpu_split(r)
-                rate = int(r["records_per_s"])  # type: ignore[call-overload]
-                if db not in best or rate > best[db][0]:
-                    best[db] = (rate, w, r)
+                by_g: dict[int, dict] = {}
+                for g in txn_list:
+                    suffix = "" if len(txn_list) == 1 else f"_txn{g}"
+                    r = run_once(f"{db}-{w}w-txn{g}", db, w, js, args.records, model, work, args, g)
+                    by_g[g] = r
+                    out[f"e2e_records_per_s_{key}_{w}w{suffix}"] = r["records_per_s"]
+                    out[f"e2e_flush_s_{key}_{w}w{suffix}"] = r["flush_s"]
+                    out[f"e2e_cpu_s_{key}_{w}w{suffix}"] = r["cpu_s"]
+                    out[f"e2e_batches_{key}_{w}w{suffix}"] = f"{r['batches']} (resends {r['resends']})"
+                    out[f"e2e_cpu_us_per_record_{key}_{w}w{suffix}"] = cpu_split(r)
+                    rate = int(r["records_per_s"])  # type: ignore[call-overload]
+                    if db not in best or rate > best[db][0]:
+                        best[db] = (rate, w, r)
+                for g in txn_list[1:]:
+                    first, other = by_g[txn_list[0]], by_g[g]
+                    out[f"e2e_cpu_ratio_{key}_{w}w_txn{txn_list[0]}_vs_txn{g}"] = round(
+                        cpu_total(first) / cpu_total(other), 2)
             if db in best:
                 out[f"e2e_records_per_s_{key}"], out[f"e2e_workers_{key}"] = best[db][:2]
                 if db == "postgresql" or "postgresql" not in best:
@@ -449,7 +476,7 @@ def main(argv: list[str] | None = None) -> None:
             for db in dbs:
                 key = "sqlite" if db == "sqlite" else "postgres"
                 w = args.backlog_workers or (best[db][1] if db in best else 2)
-                r = run_once(f"backlog-{db}-{w}w", db, w, jb, args.backlog, model, work, args)
+                r = run_once(f"backlog-{db}-{w}w", db, w, jb, args.backlog, model, work, args, txn_list[-1])
                 out[f"backlog_1m_flush_s_{key}_{w}w"] = r["flush_s"]
                 out[f"backlog_1m_records_per_s_{key}_{w}w"] = r["records_per_s"]
                 out[f"backlog_1m_cpu_s_{key}_{w}w"] = r["cpu_s"]

@@ -17,7 +17,14 @@ The records are those of ``benchmarks.host_ingest`` (fuel sales of 5 records, ti
   with the fast reader and the one-pass record check turned off (the strict path alone);
 - ``ingest_sqlite`` / ``ingest_postgresql``: :func:`host.ingest.ingest_batch` of every
   batch into a fresh ledger (the database's own CPU is in-process for SQLite, in the
-  server for PostgreSQL: ``ingest_postgresql_server`` is its backend's CPU).
+  server for PostgreSQL: ``ingest_postgresql_server`` is its backend's CPU);
+  ``ingest_*_grouped``: the same with ``--per-txn`` batches of the site per transaction
+  (:func:`host.ingest.ingest_site_batches`, what a worker does while a backlog flushes);
+- ``publish_sqlite`` / ``publish_postgresql``: the replica publisher's fold after every
+  ``--fold-every`` batches ingested (``flush_dirty``, ``pending``, each delta signed,
+  ``mark_sent`` once a table), only its calls timed, per record ingested; ``publish_*_deltas`` counts them;
+  ``publish_sqlite_rows_checked_slowly``: the same with the rows that carry watermarks
+  checked field by field when a delta is encoded (as before ``wire.codec._balanced_fast``).
 
 Ratios (``*_ratio``) compare two ways measured in the same run, interleaved, best of
 ``--rounds``: steadier than wall-clock figures on a shared machine.
@@ -39,10 +46,20 @@ from typing import Any
 
 from authz import sample
 from host import master
-from host.ingest import ingest_batch
+from host.ingest import ingest_batch, ingest_site_batches
 from host.ledger import Ledger
+from host.publisher import Publisher, delta_publication
 from terminal.journal import Journal, Record
-from wire import Batch, batches_topic, decode, encode, records_that_fit
+from wire import (
+    Batch,
+    SiteKeys,
+    Table,
+    batches_topic,
+    decode,
+    encode,
+    new_replica_signing_key,
+    records_that_fit,
+)
 from wire import codec as C
 
 from .host_ingest import KEYS, PG, SITE, make_records
@@ -121,17 +138,65 @@ def journal_read(path: Path) -> list:
             after = got[-1].seq or 0
 
 
-def ingest(url: str, msgs: list, model, timer: Timer, name: str, server_pid: bool = False) -> float:
+def group(msgs: list, k: int) -> list[list]:
+    """``msgs`` in runs of ``k`` (what a worker takes together while a backlog flushes)."""
+    return [msgs[i:i + k] for i in range(0, len(msgs), k)]
+
+
+def ingest(url: str, msgs: list, model, timer: Timer, name: str, server_pid: bool = False, per_txn: int = 1) -> float:
     with Ledger.open(url) as led:
         master.import_fuel_model(led, model)
         pid = led.db.scalar("SELECT pg_backend_pid()") if server_pid else None
         before = cpu_s(pid)
 
         def go() -> None:
-            for m in msgs:
-                ingest_batch(led, m)
+            for g in group(msgs, per_txn):
+                if len(g) == 1:
+                    ingest_batch(led, g[0])
+                else:
+                    ingest_site_batches(led, g)
         timer.run(name, go)
         return (cpu_s(pid) - before) * 1e6 / timer.n
+
+
+def publish(url: str, msgs: list, model, timer: Timer, name: str, fold_every: int) -> None:
+    """Ingest ``msgs`` and fold the publisher every ``fold_every`` batches as the worker does
+    every 2 s (flush_dirty, pending, each delta signed, mark_sent); only the publisher's
+    calls are timed."""
+    keys = SiteKeys({}, replica_signing=new_replica_signing_key())
+    with Ledger.open(url) as led:
+        master.import_fuel_model(led, model)
+        pub = Publisher(led)
+        for table in Table:  # the snapshots' versions first, as a running worker has them
+            pub.mark_snapshot(pub.snapshot(table))
+        for d in pub.pending():
+            pub.mark_sent(d)
+        spent = 0.0
+        deltas = 0
+        prof = cProfile.Profile() if timer.profile == name else None
+        for g in group(msgs, fold_every):
+            for m in g:
+                ingest_batch(led, m)
+            if prof:
+                prof.enable()
+            t0 = time.process_time()
+            pub.flush_dirty()
+            sent = {}
+            for d in pub.pending():
+                delta_publication(d, keys)
+                sent[d.table] = d
+                deltas += 1
+            for d in sent.values():  # as the worker: once a table, after its deltas are out
+                pub.mark_sent(d)
+            spent += time.process_time() - t0
+            if prof:
+                prof.disable()
+        if prof:
+            pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(25)
+            timer.profile = None
+        us = spent * 1e6 / timer.n
+        timer.best[name] = min(us, timer.best.get(name, us))
+        timer.best[f"{name}_deltas"] = deltas
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,6 +205,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--profile", help="a stage to cProfile (its first round)")
     p.add_argument("--no-postgresql", action="store_true")
+    p.add_argument("--per-txn", type=int, default=8,
+                   help="batches per transaction of the grouped ingest stages (ingest_*_grouped)")
+    p.add_argument("--fold-every", type=int, default=3, help="batches ingested between publisher folds")
     args = p.parse_args(argv)
     model = sample.fuel_model(n_cards=10_000, n_stations=50, seed=1)
     recs = make_records(args.records, model)
@@ -165,27 +233,50 @@ def main(argv: list[str] | None = None) -> None:
         out["records_per_batch"] = round(len(recs) / len(frames))
         for _ in range(args.rounds):
             ingest(f"sqlite:///{Path(d) / f'ledger-{secrets.token_hex(3)}.sqlite'}", msgs, model, timer, "ingest_sqlite")
-    server: float | None = None
+            ingest(f"sqlite:///{Path(d) / f'ledger-{secrets.token_hex(3)}.sqlite'}", msgs, model, timer,
+                   "ingest_sqlite_grouped", per_txn=args.per_txn)
+            publish(f"sqlite:///{Path(d) / f'ledger-{secrets.token_hex(3)}.sqlite'}", msgs, model, timer,
+                    "publish_sqlite", args.fold_every)
+            fast = C._balanced_fast
+            C._balanced_fast = lambda *a: None  # type: ignore[assignment]
+            try:  # as before: rows with watermarks checked field by field when a delta is encoded
+                publish(f"sqlite:///{Path(d) / f'ledger-{secrets.token_hex(3)}.sqlite'}", msgs, model, timer,
+                        "publish_sqlite_rows_checked_slowly", args.fold_every)
+            finally:
+                C._balanced_fast = fast  # type: ignore[assignment]
+    server: dict[str, float] = {}
     if not args.no_postgresql:
         import psycopg
         for _ in range(args.rounds):
-            schema = f"bench_stages_{secrets.token_hex(4)}"
-            with psycopg.connect(PG, autocommit=True) as c:
-                c.execute(f"CREATE SCHEMA {schema}")
-            try:
-                s = ingest(f"{PG}?options=-csearch_path%3D{schema}", msgs, model, timer, "ingest_postgresql",
-                           server_pid=True)
-                server = s if server is None else min(server, s)
-            finally:
+            for name, per_txn in (("ingest_postgresql", 1), ("ingest_postgresql_grouped", args.per_txn),
+                                  ("publish_postgresql", 0)):
+                schema = f"bench_stages_{secrets.token_hex(4)}"
                 with psycopg.connect(PG, autocommit=True) as c:
-                    c.execute(f"DROP SCHEMA {schema} CASCADE")
+                    c.execute(f"CREATE SCHEMA {schema}")
+                try:
+                    url = f"{PG}?options=-csearch_path%3D{schema}"
+                    if per_txn == 0:
+                        publish(url, msgs, model, timer, name, args.fold_every)
+                        continue
+                    s = ingest(url, msgs, model, timer, name, server_pid=True, per_txn=per_txn)
+                    server[name] = min(s, server.get(name, s))
+                finally:
+                    with psycopg.connect(PG, autocommit=True) as c:
+                        c.execute(f"DROP SCHEMA {schema} CASCADE")
     for k, v in timer.best.items():
-        out[f"{k}_cpu_us_per_record"] = round(v, 1)
-    if server is not None:
-        out["ingest_postgresql_server_cpu_us_per_record"] = round(server, 1)
+        out[k if k.endswith("_deltas") else f"{k}_cpu_us_per_record"] = v if k.endswith("_deltas") else round(v, 1)
+    for name, v in server.items():
+        out[f"{name}_server_cpu_us_per_record"] = round(v, 1)
     b = timer.best
     out["edge_pack_vs_encode_checked_ratio"] = round(b["edge_encode_checked"] / b["edge_pack"], 2)
     out["decode_strict_vs_decode_ratio"] = round(b["decode_strict"] / b["decode"], 2)
+    out["publish_sqlite_slow_rows_vs_publish_ratio"] = round(b["publish_sqlite_rows_checked_slowly"]
+                                                              / b["publish_sqlite"], 2)
+    out["ingest_sqlite_vs_grouped_ratio"] = round(b["ingest_sqlite"] / b["ingest_sqlite_grouped"], 2)
+    if "ingest_postgresql_grouped" in b:
+        one = b["ingest_postgresql"] + server["ingest_postgresql"]
+        grouped = b["ingest_postgresql_grouped"] + server["ingest_postgresql_grouped"]
+        out["ingest_postgresql_vs_grouped_ratio_with_server"] = round(one / grouped, 2)
     for key, value in out.items():
         print(f"{key}: {value}")
 

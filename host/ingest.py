@@ -26,11 +26,11 @@ Exactly-once effect from at-least-once delivery:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import msgspec
 
-from wire import DEFAULT_LIMITS, Ack, Batch, Limits, Presence, Rejection
+from wire import DEFAULT_LIMITS, Ack, Batch, Limits, Presence, Rejection, WireRecord
 
 from . import alerts
 from . import records as K
@@ -40,7 +40,7 @@ from .ledger import Ledger
 from .records import BodyError
 from .rows import dumps
 
-__all__ = ["ingest_batch", "record_presence", "IngestStats"]
+__all__ = ["ingest_batch", "ingest_site_batches", "record_presence", "IngestStats"]
 
 log = logging.getLogger("edgepos.host.ingest")
 
@@ -69,32 +69,56 @@ def ingest_batch(ledger: Ledger, batch: Batch, *, limits: Limits = DEFAULT_LIMIT
     publish no ack, the site will resend)."""
     if not isinstance(batch, Batch):
         raise TypeError(f"ingest_batch takes a wire.Batch, got {type(batch).__name__}")
+    return ingest_site_batches(ledger, [batch], limits=limits, stats=None if stats is None else [stats])
+
+
+def ingest_site_batches(ledger: Ledger, batches: Sequence[Batch], *, limits: Limits = DEFAULT_LIMITS,
+                        stats: Sequence[IngestStats] | None = None) -> Ack:
+    """Apply several batches of one site in one transaction (a backlog flushing: the host
+    worker takes what the broker already delivered), with the exactly-once effect of
+    :func:`ingest_batch` applied to each in turn: the batches' records are deduplicated
+    against the ledger and against each other, their effects applied as one set (in the
+    batches' order), each batch settled in ``batches`` and the watermark moved once.
+    Returns the site's Ack after the commit (it covers every batch given: acks are
+    cumulative, by watermark). ``stats``, if given, gets one :class:`IngestStats` per
+    batch. Database errors propagate and nothing is applied."""
+    batches = list(batches)
+    if not batches:
+        raise ValueError("ingest_site_batches needs at least one batch")
+    for b in batches:
+        if not isinstance(b, Batch):
+            raise TypeError(f"ingest_site_batches takes wire.Batch values, got {type(b).__name__}")
+    if len({b.site_id for b in batches}) != 1:
+        raise ValueError("ingest_site_batches takes batches of one site: "
+                         + ", ".join(sorted({b.site_id for b in batches})))
+    if stats is not None and len(stats) != len(batches):
+        raise ValueError(f"{len(stats)} IngestStats for {len(batches)} batches")
     now = ledger.now()
-    ack = ledger.db.run(_ingest, batch, now, ledger.clone_tolerance_s, limits, stats)
-    return ack
+    return ledger.db.run(_ingest, batches, now, ledger.clone_tolerance_s, limits, stats)
 
 
-def _ingest(db: Database, batch: Batch, now: int, tolerance: int, limits: Limits,
-            stats: IngestStats | None) -> Ack:
-    site = batch.site_id
+def _ingest(db: Database, batches: list[Batch], now: int, tolerance: int, limits: Limits,
+            stats: Sequence[IngestStats] | None) -> Ack:
+    site = batches[0].site_id
     db.execute("INSERT INTO sites (site_id, created_at_utc_s) VALUES (?, ?) ON CONFLICT (site_id) DO NOTHING",
                (site, now))
     status, up_to, max_seq = db.fetchone(
         f"SELECT status, up_to_seq, max_seq FROM sites WHERE site_id = ?{db.for_update}", (site,))
-    new = 0
     if status != "active":
         outcome, reason = "rejected", f"site {site} is {status} on the host: batch refused"
+        new = [0] * len(batches)
     else:
-        new = _apply_records(db, batch, now, tolerance)
+        new = _apply_records(db, batches, now, tolerance)
         outcome, reason = "applied", None
     # An applied batch stays applied; a resend of a refused batch to a re-enabled site applies it.
-    db.execute("INSERT INTO batches (site_id, batch_seq, status, reason, records, new_records, created_utc_s, "
-               "applied_at_utc_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site_id, batch_seq) DO UPDATE SET "
-               "status = excluded.status, reason = excluded.reason, "
-               "new_records = batches.new_records + excluded.new_records, applied_at_utc_s = excluded.applied_at_utc_s "
-               "WHERE batches.status <> 'applied'",
-               (site, batch.batch_seq, outcome, reason, len(batch.records), new, batch.created_utc_s, now))
-    if batch.batch_seq == up_to + 1:
+    db.executemany("INSERT INTO batches (site_id, batch_seq, status, reason, records, new_records, created_utc_s, "
+                   "applied_at_utc_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site_id, batch_seq) DO UPDATE SET "
+                   "status = excluded.status, reason = excluded.reason, "
+                   "new_records = batches.new_records + excluded.new_records, "
+                   "applied_at_utc_s = excluded.applied_at_utc_s WHERE batches.status <> 'applied'",
+                   [(site, b.batch_seq, outcome, reason, len(b.records), n, b.created_utc_s, now)
+                    for b, n in zip(batches, new)])
+    if any(b.batch_seq == up_to + 1 for b in batches):
         while True:
             seqs = [r[0] for r in db.fetchall("SELECT batch_seq FROM batches WHERE site_id = ? AND batch_seq > ? "
                                               "ORDER BY batch_seq LIMIT 1000", (site, up_to))]
@@ -105,24 +129,39 @@ def _ingest(db: Database, batch: Batch, now: int, tolerance: int, limits: Limits
                 up_to, n = s, n + 1
             if n < 1000:
                 break
-    db.execute("UPDATE sites SET up_to_seq = ?, max_seq = ?, batches = batches + 1, records = records + ?, "
-               "last_batch_at_utc_s = ? WHERE site_id = ?", (up_to, max(max_seq, batch.batch_seq), new, now, site))
+    db.execute("UPDATE sites SET up_to_seq = ?, max_seq = ?, batches = batches + ?, records = records + ?, "
+               "last_batch_at_utc_s = ? WHERE site_id = ?",
+               (up_to, max(max_seq, *(b.batch_seq for b in batches)), len(batches), sum(new), now, site))
     rejected = db.fetchall("SELECT batch_seq, reason FROM batches WHERE site_id = ? AND status = 'rejected' "
                            "AND batch_seq <= ? ORDER BY batch_seq DESC LIMIT ?", (site, up_to, limits.max_rejections))
     if stats is not None:
-        stats.records, stats.new_records, stats.status = len(batch.records), new, outcome
+        for st, b, n in zip(stats, batches, new):
+            st.records, st.new_records, st.status = len(b.records), n, outcome
     if outcome == "rejected":
-        log.warning("batch %d of site %s refused: %s", batch.batch_seq, site, reason)
+        log.warning("batch(es) %s of site %s refused: %s", ", ".join(str(b.batch_seq) for b in batches), site, reason)
     return Ack(site, up_to, tuple(Rejection(s, r) for s, r in reversed(rejected)))
 
 
-def _apply_records(db: Database, batch: Batch, now: int, tolerance: int) -> int:
-    site = batch.site_id
-    ids = [r.record_id for r in batch.records]
+def _apply_records(db: Database, batches: list[Batch], now: int, tolerance: int) -> list[int]:
+    """Store and apply the records of ``batches`` (one site) not stored yet, each once (a
+    record in two of the batches counts for the first); returns each batch's new count."""
+    site = batches[0].site_id
+    ids = [r.record_id for b in batches for r in b.records]
     seen = {r[0] for r in db.select_in("SELECT record_id FROM records WHERE record_id IN ({in})", ids)}
-    fresh = [r for r in batch.records if r.record_id not in seen]
+    fresh: list[WireRecord] = []
+    seqs: list[int] = []
+    counts = []
+    for b in batches:
+        n = 0
+        for r in b.records:
+            if r.record_id not in seen:
+                seen.add(r.record_id)
+                fresh.append(r)
+                seqs.append(b.batch_seq)
+                n += 1
+        counts.append(n)
     if not fresh:
-        return 0
+        return counts
     fx = BatchEffects(db, site, now, tolerance)
     facts = []
     for rec in fresh:
@@ -139,11 +178,12 @@ def _apply_records(db: Database, batch: Batch, now: int, tolerance: int) -> int:
         facts.append(f)
     fx.apply()
     alerts.apply(db, site, fresh, now)  # fuel.totals_mismatch -> totals_alerts
-    rows = [(r.record_id, site, batch.batch_seq, r.lane, r.txn_id, r.kind, r.at_utc_s, _body_json(r.body).decode(),
-             fx.flags.get(r.record_id), f.contract_id, f.card_no, f.product, f.amount_kop, f.volume_ml, now)
-            for r, f in zip(fresh, facts)]
+    flags = fx.flags
+    rows = [(r.record_id, site, seq, r.lane, r.txn_id, r.kind, r.at_utc_s, _body_json(r.body).decode(),
+             flags.get(r.record_id), f.contract_id, f.card_no, f.product, f.amount_kop, f.volume_ml, now)
+            for r, seq, f in zip(fresh, seqs, facts)]
     db.copy_rows("records", _RECORD_COLUMNS, rows)
-    return len(fresh)
+    return counts
 
 
 def record_presence(ledger: Ledger, presence: Presence) -> bool:

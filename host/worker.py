@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -38,19 +39,42 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from wire import (DEFAULT_LIMITS, REPLICA_SIGNING_KEY_FILE, REPLICA_VERIFY_KEY_FILE, Batch, Limits, Presence,
-                  ReplicaSnapshot, SiteKeys, SnapshotRequest, Table, WireError, WireKeyError, acks_topic, decode,
-                  encode, host_subscriptions, load_key, load_replica_signing_key, load_replica_verify_key)
+from wire import (
+    DEFAULT_LIMITS,
+    REPLICA_SIGNING_KEY_FILE,
+    REPLICA_VERIFY_KEY_FILE,
+    Ack,
+    Batch,
+    Limits,
+    Presence,
+    ReplicaDelta,
+    ReplicaSnapshot,
+    SiteKeys,
+    SnapshotRequest,
+    Table,
+    WireError,
+    WireKeyError,
+    acks_topic,
+    decode,
+    encode,
+    host_subscriptions,
+    load_key,
+    load_replica_signing_key,
+    load_replica_verify_key,
+)
 
 from .checks import parse_rub
 from .db import redact_url
 from .errors import InvalidInput
 from .ingest import IngestStats, ingest_batch, record_presence
+from .ingest import IngestStats, ingest_batch, ingest_site_batches, record_presence
+from .ledger import Ledger
 from .ledger_thread import LedgerThread, LedgerThreadClosed
 from .publisher import NO_DEFAULT_EXPOSURE, Publication, Publisher, delta_publication
 from .watermarks import PRUNE_SCAN, AllowancePolicy, prune_spenders
 
-__all__ = ["DEFAULT_EXPOSURE_ENV", "Worker", "WorkerStats", "default_exposure_policy", "load_keys", "main"]
+__all__ = ["DEFAULT_EXPOSURE_ENV", "WORKER_GC_GEN0", "Worker", "WorkerStats", "default_exposure_policy",
+           "load_keys", "main", "tune_gc"]
 
 log = logging.getLogger("edgepos.host.worker")
 
@@ -101,6 +125,7 @@ class WorkerStats:
         self.deltas = 0
         self.snapshots = 0
         self.spenders_pruned = 0  #: replica_spenders rows housekeeping dropped
+        self.grouped = 0  #: batches applied together with others of their site in one transaction
 
     def __repr__(self) -> str:
         return "WorkerStats(" + ", ".join(f"{k}={v}" for k, v in vars(self).items()) + ")"
@@ -119,7 +144,8 @@ class Worker:
                  username: str | None = None, password: str | None = None, group: str = "host",
                  identifier: str | None = None, publish_replica: bool = True, limits: Limits = DEFAULT_LIMITS,
                  poll_interval_s: float = 0.2, fold_interval_s: float = 2.0, tls_context=None,
-                 stop_grace_s: float = 3.0, allowances: AllowancePolicy = NO_DEFAULT_EXPOSURE) -> None:
+                 stop_grace_s: float = 3.0, allowances: AllowancePolicy = NO_DEFAULT_EXPOSURE,
+                 max_batches_per_txn: int = 8, max_txn_bytes: int = 16 << 20) -> None:
         if publish_replica and not keys.can_sign_replica:
             raise WireKeyError(f"publishing the replica needs the host's signing key ({REPLICA_SIGNING_KEY_FILE} in "
                                "the keys directory); "
@@ -141,6 +167,12 @@ class Worker:
         #: replica_spenders rows housekeeping looks at per fold, and where it goes on
         self.prune_scan = PRUNE_SCAN
         self._prune_after: tuple[str, str, str] | None = None
+        if max_batches_per_txn < 1 or max_txn_bytes < 1:
+            raise ValueError("max_batches_per_txn and max_txn_bytes must be at least 1")
+        #: batches already delivered that one ingest transaction takes together (a backlog)
+        self.max_batches_per_txn = max_batches_per_txn
+        #: and their payloads' bytes at most (a message larger than this still goes alone)
+        self.max_txn_bytes = max_txn_bytes
         self.stats = WorkerStats()
         self.ready = asyncio.Event()
         self._ingest: LedgerThread | None = None
@@ -156,11 +188,23 @@ class Worker:
         """Decode and apply one message; returns what to publish (an ack, snapshot parts).
         Blocking (database): runs in the ingest ledger's own thread (``run`` puts it there).
         A refused frame returns nothing."""
-        try:
-            msg = decode(payload, self.keys, topic=topic, limits=self.limits)
-        except WireError as exc:
-            self.stats.refused += 1
-            log.warning("refused a message on %s: %s", topic, exc)
+        return self.handle_many([(topic, payload)])
+
+    def handle_many(self, messages: Sequence[tuple[str, bytes]]) -> list[Publication]:
+        """Decode and apply several messages (those the broker had already delivered when the
+        first was taken: a backlog flushing); returns what to publish. The batches of one
+        site are applied in one transaction (:func:`host.ingest.ingest_site_batches`) and
+        acked by one Ack once it has committed; if that transaction fails, each batch is
+        tried alone, so one batch the ledger cannot take holds back no other. Refused frames
+        return nothing. Blocking: runs in the ingest ledger's own thread."""
+        decoded = []
+        for topic, payload in messages:
+            try:
+                decoded.append((topic, decode(payload, self.keys, topic=topic, limits=self.limits)))
+            except WireError as exc:
+                self.stats.refused += 1
+                log.warning("refused a message on %s: %s", topic, exc)
+        if not decoded:
             return []
         lt = self._ingest
         if lt is None:
@@ -173,21 +217,50 @@ class Worker:
             self.stats.errors += 1
             log.warning("ledger %s unreachable: %s", redact_url(self.ledger_url), exc)
             return []
-        if isinstance(msg, Batch):
-            st = IngestStats()
+        out: list[Publication] = []
+        by_site: dict[str, list[Batch]] = {}
+        for topic, msg in decoded:
+            if isinstance(msg, Batch):
+                by_site.setdefault(msg.site_id, []).append(msg)
+            else:
+                out += self._handle_other(lt, led, topic, msg)
+        for site in sorted(by_site):  # one fixed order of the sites' locks
+            out += self._ingest_site(lt, sorted(by_site[site], key=lambda b: b.batch_seq))
+        return out
+
+    def _ingest_site(self, lt: LedgerThread, batches: list[Batch]) -> list[Publication]:
+        """The batches of one site in one transaction, then the ack; alone if that fails."""
+        if len(batches) > 1:
+            stats = [IngestStats() for _ in batches]
             try:
-                ack = ingest_batch(led, msg, limits=self.limits, stats=st)
-            except Exception:  # noqa: BLE001 - nothing committed: no ack, the site resends
-                self.stats.errors += 1
-                log.exception("batch %d of site %s not applied", msg.batch_seq, msg.site_id)
-                # the connection may be what failed (a database restart, a failover): the next
-                # resend must find a fresh one, or every later batch fails the same way
+                ack = ingest_site_batches(lt.ledger(), batches, limits=self.limits, stats=stats)
+            except Exception:  # noqa: BLE001 - nothing committed: try each batch alone
+                log.warning("batches %s of site %s not applied together: trying each alone",
+                            ", ".join(str(b.batch_seq) for b in batches), batches[0].site_id, exc_info=True)
                 lt.reopen()
-                return []
-            self.stats.batches += 1
-            self.stats.records += st.records
-            self.stats.new_records += st.new_records
-            return [Publication(acks_topic(msg.site_id), encode(ack, self.keys, limits=self.limits), 1, False)]
+                return [p for b in batches for p in self._ingest_site(lt, [b])]
+            return [self._acked(batches, stats, ack)]
+        msg = batches[0]
+        st = IngestStats()
+        try:
+            ack = ingest_batch(lt.ledger(), msg, limits=self.limits, stats=st)
+        except Exception:  # noqa: BLE001 - nothing committed: no ack, the site resends
+            self.stats.errors += 1
+            log.exception("batch %d of site %s not applied", msg.batch_seq, msg.site_id)
+            # the connection may be what failed (a database restart, a failover): the next
+            # resend must find a fresh one, or every later batch fails the same way
+            lt.reopen()
+            return []
+        return [self._acked(batches, [st], ack)]
+
+    def _acked(self, batches: list[Batch], stats: list[IngestStats], ack: Ack) -> Publication:
+        self.stats.batches += len(batches)
+        self.stats.records += sum(st.records for st in stats)
+        self.stats.new_records += sum(st.new_records for st in stats)
+        self.stats.grouped += len(batches) if len(batches) > 1 else 0
+        return Publication(acks_topic(ack.site_id), encode(ack, self.keys, limits=self.limits), 1, False)
+
+    def _handle_other(self, lt: LedgerThread, led: Ledger, topic: str, msg: object) -> list[Publication]:
         try:
             if isinstance(msg, Presence):
                 self.stats.presence += 1
@@ -266,14 +339,20 @@ class Worker:
             # each connection is closed by its own thread, after the call in flight
             closing = [t.close(self.stop_grace_s) for t in (self._ingest, self._pub) if t is not None]
             await asyncio.shield(asyncio.gather(*closing))
-            log.info("worker %s stopped", self.identifier)
+            log.info("worker %s stopped: %r", self.identifier, self.stats)
 
     async def _consume(self, client) -> None:
         lt = self._ingest
         assert lt is not None
-        async for message in client.messages:
-            payload = message.payload if isinstance(message.payload, (bytes, bytearray)) else b""
-            pubs = await lt.call(self.handle, message.topic.value, bytes(payload))
+        messages = client.messages
+        async for message in messages:
+            taken = [_item(message)]
+            size = len(taken[0][1])
+            # a backlog flushing: take what the broker already delivered, up to the bounds
+            while len(taken) < self.max_batches_per_txn and size < self.max_txn_bytes and len(messages):
+                taken.append(_item(await messages.__anext__()))
+                size += len(taken[-1][1])
+            pubs = await lt.call(self.handle_many, taken)
             for p in pubs:
                 await client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain)
                 if p.topic.endswith("/acks"):
@@ -295,11 +374,17 @@ class Worker:
                     await lt.call(lambda: publisher().flush_dirty())
                     last_fold = time.monotonic()
                     await self._housekeeping(lt)
+                sent: dict[Table, ReplicaDelta] = {}
                 for delta in await lt.call(lambda: publisher().pending()):
                     p = delta_publication(delta, self.keys, limits=self.limits)
                     await client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain)
-                    await lt.call(lambda d=delta: publisher().mark_sent(d))
+                    sent[delta.table] = delta
                     self.stats.deltas += 1
+                # one write a table, after its deltas of this cycle are on the broker (a fold of
+                # 10,000 cards is 20 deltas: 20 commits, on SQLite 20 turns of the write lock);
+                # a crash before it only sends them again, and sites skip a version they hold
+                for delta in sent.values():
+                    await lt.call(lambda d=delta: publisher().mark_sent(d))
                 if folding:  # snapshots are due after minutes, not within a 0.2 s cycle: checked as often as folds
                     for table in await lt.call(lambda: publisher().due_snapshots()):
                         await self._publish_snapshot(client, lt, table)
@@ -338,6 +423,11 @@ class Worker:
                  len(parts), sum(len(x.rows) for x in parts))
 
 
+def _item(message) -> tuple[str, bytes]:
+    payload = message.payload if isinstance(message.payload, (bytes, bytearray)) else b""
+    return message.topic.value, bytes(payload)
+
+
 async def _cancel_all(tasks: list[asyncio.Task], bound_s: float = 5.0) -> None:
     """Cancel ``tasks`` and wait until they have ended (at most ``bound_s``). A task is
     cancelled again while it runs on: Python 3.11's ``asyncio.wait_for`` (aiomqtt's publish
@@ -354,6 +444,27 @@ async def _cancel_all(tasks: list[asyncio.Task], bound_s: float = 5.0) -> None:
     if pending:
         log.warning("worker tasks still running %.0f s after the stop: %s", bound_s,
                     ", ".join(t.get_name() for t in pending))
+
+
+#: The collector's first threshold in a worker process: a decoded batch is tens of thousands
+#: of small dicts and records that live until its transaction ends, so Python's default (700)
+#: ran the collector over them again and again (about a sixth of ingest's CPU).
+WORKER_GC_GEN0 = 50_000
+
+
+def tune_gc(gen0: int = WORKER_GC_GEN0) -> None:
+    """Set up the garbage collector for a long-running worker: what was loaded at start is
+    moved out of its sight (``gc.freeze``) and it runs every ``gen0`` allocations instead of
+    every 700 (0: leave Python's defaults). Reference counting still frees almost everything
+    at once; only cycles wait longer."""
+    if gen0 < 0:
+        raise ValueError(f"gen0 must be 0 (Python's default) or more, got {gen0}")
+    if gen0 == 0:
+        return
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(gen0, gen1, gen2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -388,6 +499,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="the offline exposure of a contract that sets none of its own (edgepos host "
                         "set-offline-exposure), in rubles, shared equally among the active sites plus one "
                         f"(default ${DEFAULT_EXPOSURE_ENV}; none: such contracts' sites are not capped)")
+    p.add_argument("--gc-gen0", type=int, default=WORKER_GC_GEN0, metavar="N",
+                   help="the garbage collector's first threshold (0: Python's default, 700; default %(default)s)")
+    p.add_argument("--max-batches-per-txn", type=int, default=8, metavar="N",
+                   help="batches of one site the broker already delivered that one ingest transaction takes "
+                        "together while a backlog flushes (1: each batch alone; default %(default)s)")
     args = p.parse_args(argv)
     try:
         policy = default_exposure_policy(args.default_offline_exposure_rub)
@@ -396,6 +512,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     host, _, port_text = args.broker.rpartition(":")
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         p.error(f"--broker: expected host:port, got {args.broker!r}")
+    if args.max_batches_per_txn < 1:
+        p.error(f"--max-batches-per-txn: at least 1, got {args.max_batches_per_txn}")
+    if args.gc_gen0 < 0:
+        p.error(f"--gc-gen0: 0 or more, got {args.gc_gen0}")
 
     def refuse(code: ExitCode, message: str) -> int:
         print(f"error: {message}", file=sys.stderr)
@@ -417,8 +537,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LedgerOpenError as exc:
         return refuse(exc.code, str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    tune_gc(args.gc_gen0)
     worker = Worker(args.db, keys, hostname=host or "127.0.0.1", port=int(port_text), group=args.group,
                     publish_replica=not args.no_publish, username=args.username,
+                    max_batches_per_txn=args.max_batches_per_txn,
                     password=os.environ.get("EDGEPOS_HOST_MQTT_PASSWORD"), allowances=policy)
 
     async def go() -> None:

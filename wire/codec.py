@@ -749,9 +749,34 @@ _ROWS: dict[Table, _RowCodec] = {
 _CARD_KEYED = frozenset({Table.STOP_LIST, Table.FUEL_CARDS})
 
 
+def _balanced_fast(table: Table, items: Sequence) -> tuple | None:
+    """The fast path for rows that carry the balance rule's watermarks (and a contract's
+    allowances), as every row ingest changed does: those fields are checked as the row
+    checks do (:func:`_balance_fields`), the rest of each row by :mod:`wire.rows_bulk`. None
+    whenever either would refuse or not say (the caller then checks row by row, which gives
+    the exact refusal)."""
+    if table is not Table.FUEL_CARDS and table is not Table.CONTRACTS:
+        return None
+    try:
+        split = [_balance_fields(v) for v in items]
+    except WireFormatError:
+        return None
+    rows = rows_bulk.parse_rows(table, [v for v, _, _ in split])
+    if rows is None:
+        return None
+    if table is Table.FUEL_CARDS:
+        if any(allowances for _, _, allowances in split):
+            return None
+        return tuple(FuelCardRow(r.card, r.counters, wm) if wm else r for r, (_, wm, _) in zip(rows, split))
+    return tuple(Contract(r.contract_id, r.tz, r.home_region, r.tariff, r.balance_kop, r.credit_line_kop,
+                          r.chosen_station_ids, wm, al) if wm or al else r for r, (_, wm, al) in zip(rows, split))
+
+
 def _rows_from(table: Table, rows: object, field: str, limits: Limits) -> tuple:
     items = _list(rows, field, limits.max_rows)
     out = rows_bulk.parse_rows(table, items)  # the fast path of the big tables; None: check row by row
+    if out is None:
+        out = _balanced_fast(table, items)
     if out is None:
         out = _each(items, field, _ROWS[table].from_wire)
     _unique([row_key(table, r) for r in out], f"{field}: key", cards=table in _CARD_KEYED)
