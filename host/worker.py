@@ -66,7 +66,6 @@ from wire import (
 from .checks import parse_rub
 from .db import redact_url
 from .errors import InvalidInput
-from .ingest import IngestStats, ingest_batch, record_presence
 from .ingest import IngestStats, ingest_batch, ingest_site_batches, record_presence
 from .ledger import Ledger
 from .ledger_thread import LedgerThread, LedgerThreadClosed
