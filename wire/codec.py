@@ -187,7 +187,7 @@ def _members(cls: type[IntEnum]) -> dict[int, Any]:
 def _enum(v: object, field: str, cls: type[IntEnum]) -> Any:
     if type(v) is not int and not isinstance(v, cls):
         raise _bad(field, f"must be an integer {cls.__name__}, got {_tn(v)}")
-    member = _members(cls).get(v)  # type: ignore[call-overload]
+    member = _members(cls).get(v)
     if member is None:
         names = ", ".join(f"{m.value}={m.name}" for m in cls)
         raise _bad(field, f"{v} is not a {cls.__name__} ({names})")
@@ -198,7 +198,7 @@ def _opt(v: object, field: str, check: Callable[..., Any], *args: Any) -> Any:
     return None if v is None else check(v, field, *args)
 
 
-def _list(v: object, field: str, max_len: int | None = None) -> list | tuple:
+def _list(v: object, field: str, max_len: int | None = None) -> list[Any] | tuple[Any, ...]:
     if type(v) is not list and type(v) is not tuple:
         raise _bad(field, f"must be an array, got {_tn(v)}")
     if max_len is not None and len(v) > max_len:
@@ -207,7 +207,7 @@ def _list(v: object, field: str, max_len: int | None = None) -> list | tuple:
 
 
 def _fields(v: object, what: str, names: tuple[str, ...], keyset: frozenset[str],
-            values: Callable[[dict], tuple]) -> tuple:
+            values: Callable[[dict[str, Any]], tuple[Any, ...]]) -> tuple[Any, ...]:
     """The values of map ``v``'s fields ``names``; exactly these fields, no others."""
     if type(v) is not dict:
         raise _bad(what, f"must be a map, got {_tn(v)}")
@@ -223,14 +223,14 @@ def _fields(v: object, what: str, names: tuple[str, ...], keyset: frozenset[str]
     return values(v)
 
 
-def _schema(*names: str) -> tuple[tuple[str, ...], frozenset[str], Callable[[dict], tuple]]:
+def _schema(*names: str) -> tuple[tuple[str, ...], frozenset[str], Callable[[dict[str, Any]], tuple[Any, ...]]]:
     """One map's field names, defined once: what :func:`_fields` checks and reads them with
     (the set of names, and a C-level getter of their values in order)."""
     getter = itemgetter(*names)
     return names, frozenset(names), (getter if len(names) > 1 else lambda v: (getter(v),))
 
 
-def _each(items: Sequence, what: str, parse: Callable[[Any], Any]) -> tuple:
+def _each(items: Sequence[Any], what: str, parse: Callable[[Any], Any]) -> tuple[Any, ...]:
     out = []
     for i, item in enumerate(items):
         try:
@@ -240,17 +240,17 @@ def _each(items: Sequence, what: str, parse: Callable[[Any], Any]) -> tuple:
     return tuple(out)
 
 
-def _unique(keys: Sequence, what: str, cards: bool = False) -> None:
+def _unique(keys: Sequence[Any], what: str, cards: bool = False) -> None:
     """Refuses a key that appears twice; ``cards``: the keys are card numbers, shown masked."""
     if len(set(keys)) != len(keys):
-        seen: set = set()
+        seen: set[Any] = set()
         for k in keys:
             if k in seen:
                 raise _bad(what, f"{mask_card_no(k) if cards else repr(k)} appears twice")
             seen.add(k)
 
 
-def _json_ok(body: dict, max_depth: int) -> bool:
+def _json_ok(body: dict[str, Any], max_depth: int) -> bool:
     """Whether ``body`` holds plain JSON values only (the fast path of :func:`_json`, which is
     run to say what is wrong, or to accept str and int subclasses, when this says no)."""
     lo, hi = INT64_MIN, INT64_MAX
@@ -347,7 +347,7 @@ def _groups(v: object, field: str) -> frozenset[ProductGroup]:
     return frozenset(groups)
 
 
-def _stop_to(r: StopListEntry) -> dict:
+def _stop_to(r: StopListEntry) -> dict[str, Any]:
     return {"card_no": r.card_no, "listed_at_utc_s": r.listed_at_utc_s}
 
 
@@ -356,7 +356,7 @@ def _stop_from(v: object) -> StopListEntry:
     return StopListEntry(_card_no(card_no), _int(at, "listed_at_utc_s"))
 
 
-def _product_to(r: Product) -> dict:
+def _product_to(r: Product) -> dict[str, Any]:
     return {"code": r.code, "name": r.name, "group": int(r.group)}
 
 
@@ -365,7 +365,7 @@ def _product_from(v: object) -> Product:
     return Product(_str(code, "code", _CODE), _str(name, "name"), _enum(group, "group", ProductGroup))
 
 
-def _station_to(r: Station) -> dict:
+def _station_to(r: Station) -> dict[str, Any]:
     return {"station_id": r.station_id, "region": r.region, "groups": sorted(int(g) for g in r.groups),
             "prices_kop_per_l": dict(r.prices_kop_per_l), "max_fill_ml": r.max_fill_ml}
 
@@ -382,7 +382,7 @@ def _station_from(v: object) -> Station:
                    _int(max_fill, "max_fill_ml", 1, MAX_VOLUME_ML))
 
 
-def _tariff_to(r: TariffRow) -> dict:
+def _tariff_to(r: TariffRow) -> dict[str, Any]:
     for d in r.discounts:
         if d.tariff != r.tariff:
             raise _bad("discounts", f"a rule of tariff {d.tariff!r} in the row of tariff {r.tariff!r}")
@@ -409,7 +409,7 @@ def _tariff_from(v: object) -> TariffRow:
 _SITE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
-def _with_balance_fields(d: dict, watermarks: tuple = (), allowances: tuple = ()) -> dict:
+def _with_balance_fields(d: dict[str, Any], watermarks: tuple[Any, ...] = (), allowances: tuple[Any, ...] = ()) -> dict[str, Any]:
     if watermarks:
         d["watermarks"] = [[w.site_id, w.batch_seq] for w in watermarks]
     if allowances:
@@ -440,7 +440,7 @@ def _balance_fields(v: object) -> tuple[object, tuple[Watermark, ...], tuple[All
     return v, pairs[0], pairs[1]
 
 
-def _contract_to(r: Contract) -> dict:
+def _contract_to(r: Contract) -> dict[str, Any]:
     return _with_balance_fields(
         {"contract_id": r.contract_id, "tz": r.tz, "home_region": r.home_region, "tariff": int(r.tariff),
          "balance_kop": r.balance_kop, "credit_line_kop": r.credit_line_kop,
@@ -457,7 +457,7 @@ def _contract_from(v: object) -> Contract:
                     _int(credit, "credit_line_kop", 0, MAX_AMOUNT_KOP), chosen, watermarks, allowances)
 
 
-def _limit_to(lim: Limit) -> dict:
+def _limit_to(lim: Limit) -> dict[str, Any]:
     d = {"limit_id": lim.limit_id, "unit": int(lim.unit), "period": int(lim.period), "amount": lim.amount,
          "scope": int(lim.scope), "group": None if lim.group is None else int(lim.group), "product": lim.product}
     if lim.on_breach:  # not DECLINE (0)
@@ -465,7 +465,7 @@ def _limit_to(lim: Limit) -> dict:
     return d
 
 
-def _fuel_card_to(r: FuelCardRow) -> dict:
+def _fuel_card_to(r: FuelCardRow) -> dict[str, Any]:
     c = r.card
     d = {"card_no": c.card_no, "contract_id": c.contract_id,
          "expires_on": c.expires_on.isoformat() if isinstance(c.expires_on, date) else c.expires_on,
@@ -488,7 +488,7 @@ _CONTROLS = ("products", "windows", "station_scope", "station_ids", "on_breach")
 _MAX_CARD_PRODUCTS = 1_000
 
 
-def _with_card_controls(d: dict, c: FuelCard) -> dict:
+def _with_card_controls(d: dict[str, Any], c: FuelCard) -> dict[str, Any]:
     if c.products is not None:
         d["products"] = sorted(c.products)
     if c.windows:
@@ -502,7 +502,7 @@ def _with_card_controls(d: dict, c: FuelCard) -> dict:
     return d
 
 
-def card_controls_to_map(card: FuelCard) -> dict:
+def card_controls_to_map(card: FuelCard) -> dict[str, Any]:
     """The fleet controls of ``card`` that are not the default, as the fuel-card row carries
     them (empty for a card without any). The host stores them in this form too."""
     return _with_card_controls({}, card)
@@ -623,7 +623,7 @@ def _fuel_card_from(v: object) -> FuelCardRow:
     return FuelCardRow(card, ctrs, watermarks)
 
 
-def _rules_to(r: ClubRules) -> dict:
+def _rules_to(r: ClubRules) -> dict[str, Any]:
     return {"categories": [{"code": c.code, "accrues": c.accrues, "redeemable": c.redeemable} for c in r.categories],
             "accrual_rates": [{"channel": a.channel, "payment_method": a.payment_method, "rate_bp": a.rate_bp}
                               for a in r.accrual_rates],
@@ -671,7 +671,7 @@ def _rules_from(v: object) -> ClubRules:
                      caps=dict(cap_pairs), tz=_str(tz, "tz", _TZ))
 
 
-def _account_to(r: ClubAccountRow) -> dict:
+def _account_to(r: ClubAccountRow) -> dict[str, Any]:
     a = r.account
     for c in r.cards:
         if c.account_id != a.account_id:
@@ -728,7 +728,7 @@ def _key_rules(v: object, field: str) -> str:
 @dataclass(frozen=True, slots=True)
 class _RowCodec:
     cls: type
-    to_wire: Callable[[Any], dict]
+    to_wire: Callable[[Any], dict[str, Any]]
     from_wire: Callable[[object], Any]
     key: Callable[[object, str], Any]  # checks a delete's key
 
@@ -749,7 +749,7 @@ _ROWS: dict[Table, _RowCodec] = {
 _CARD_KEYED = frozenset({Table.STOP_LIST, Table.FUEL_CARDS})
 
 
-def _balanced_fast(table: Table, items: Sequence) -> tuple | None:
+def _balanced_fast(table: Table, items: Sequence[Any]) -> tuple[Any, ...] | None:
     """The fast path for rows that carry the balance rule's watermarks (and a contract's
     allowances), as every row ingest changed does: those fields are checked as the row
     checks do (:func:`_balance_fields`), the rest of each row by :mod:`wire.rows_bulk`. None
@@ -772,7 +772,7 @@ def _balanced_fast(table: Table, items: Sequence) -> tuple | None:
                           r.chosen_station_ids, wm, al) if wm or al else r for r, (_, wm, al) in zip(rows, split))
 
 
-def _rows_from(table: Table, rows: object, field: str, limits: Limits) -> tuple:
+def _rows_from(table: Table, rows: object, field: str, limits: Limits) -> tuple[Any, ...]:
     items = _list(rows, field, limits.max_rows)
     out = rows_bulk.parse_rows(table, items)  # the fast path of the big tables; None: check row by row
     if out is None:
@@ -783,7 +783,7 @@ def _rows_from(table: Table, rows: object, field: str, limits: Limits) -> tuple:
     return out
 
 
-def _rows_to(table: Table, rows: Sequence) -> list[dict]:
+def _rows_to(table: Table, rows: Sequence[Any]) -> list[dict[str, Any]]:
     codec = _ROWS[table]
     out = []
     for i, r in enumerate(rows):
@@ -812,7 +812,7 @@ def _table(v: object, field: str = "table") -> Table:
     raise _bad(field, f"unknown table {v[:40] if isinstance(v, str) else _show(v)!r}; the tables are {', '.join(_TABLES)}")
 
 
-def _record_to(r: WireRecord) -> dict:
+def _record_to(r: WireRecord) -> dict[str, Any]:
     return {"record_id": r.record_id, "lane": r.lane, "txn_id": r.txn_id, "kind": r.kind,
             "at_utc_s": r.at_utc_s, "body": r.body}
 
@@ -851,7 +851,7 @@ def _site_patterns(site_id: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
 _RECORD_VALUES = _RECORD[2]
 
 
-def _records_fast(records: list, site_id: str, limits: Limits) -> tuple[WireRecord, ...] | None:
+def _records_fast(records: list[Any], site_id: str, limits: Limits) -> tuple[WireRecord, ...] | None:
     """The records of a batch when every one is well formed, checked as
     :func:`_record_from` checks them but in one pass, with the record and transaction id
     patterns compiled per site and each body walked once (:func:`_json_ok`). None if
@@ -880,7 +880,7 @@ def _batch_from(p: object, site_id: str, limits: Limits) -> Batch:
     seq, created, records = _fields(p, "payload", *_BATCH)
     seq = _int(seq, "batch_seq", 1)
     records = _list(records, "records", limits.max_records)
-    fast = _records_fast(records, site_id, limits) if type(records) is list else None  # type: ignore[arg-type]
+    fast = _records_fast(records, site_id, limits) if type(records) is list else None
     if fast is not None:
         return Batch(site_id, seq, fast, _int(created, "created_utc_s"))
     out = []
@@ -899,7 +899,7 @@ def _batch_from(p: object, site_id: str, limits: Limits) -> Batch:
     return Batch(site_id, seq, tuple(out), _int(created, "created_utc_s"))
 
 
-def _batch_to(m: Batch) -> dict:
+def _batch_to(m: Batch) -> dict[str, Any]:
     for i, r in enumerate(m.records):
         if not isinstance(r, WireRecord):
             raise _bad(f"records[{i}]", f"must be a WireRecord, got {type(r).__name__}")
@@ -918,7 +918,7 @@ def _presence_from(p: object, site_id: str, limits: Limits) -> Presence:
                     _str(software, "software_version", _VERSION_STR), checked)
 
 
-def _presence_to(m: Presence) -> dict:
+def _presence_to(m: Presence) -> dict[str, Any]:
     return {"online": m.online, "at_utc_s": m.at_utc_s, "software_version": m.software_version,
             "replica_versions": {str(t): n for t, n in dict(m.replica_versions).items()}}
 
@@ -928,7 +928,7 @@ def _snap_req_from(p: object, site_id: str, limits: Limits) -> SnapshotRequest:
     return SnapshotRequest(site_id, _table(table), _int(have, "have_version"))
 
 
-def _snap_req_to(m: SnapshotRequest) -> dict:
+def _snap_req_to(m: SnapshotRequest) -> dict[str, Any]:
     return {"table": str(m.table), "have_version": m.have_version}
 
 
@@ -949,7 +949,7 @@ def _ack_from(p: object, site_id: str, limits: Limits) -> Ack:
     return Ack(site_id, up_to, out)
 
 
-def _ack_to(m: Ack) -> dict:
+def _ack_to(m: Ack) -> dict[str, Any]:
     for i, r in enumerate(m.rejected):
         if not isinstance(r, Rejection):
             raise _bad(f"rejected[{i}]", f"must be a Rejection, got {type(r).__name__}")
@@ -965,7 +965,7 @@ def _snapshot_from(p: object, site_id: None, limits: Limits) -> ReplicaSnapshot:
                            _rows_from(table, rows, "rows", limits))
 
 
-def _snapshot_to(m: ReplicaSnapshot) -> dict:
+def _snapshot_to(m: ReplicaSnapshot) -> dict[str, Any]:
     table = _table(m.table)
     return {"table": str(table), "version": m.version, "part": m.part, "parts": m.parts,
             "rows": _rows_to(table, m.rows)}
@@ -990,13 +990,13 @@ def _delta_from(p: object, site_id: None, limits: Limits) -> ReplicaDelta:
     return ReplicaDelta(table, from_v, to_v, rows, gone)
 
 
-def _delta_to(m: ReplicaDelta) -> dict:
+def _delta_to(m: ReplicaDelta) -> dict[str, Any]:
     table = _table(m.table)
     return {"table": str(table), "from_version": m.from_version, "to_version": m.to_version,
             "upserts": _rows_to(table, m.upserts), "deletes": list(m.deletes)}
 
 
-_PAYLOADS: dict[MessageType, tuple[Callable[[Any], dict], Callable[[object, Any, Limits], Message]]] = {
+_PAYLOADS: dict[MessageType, tuple[Callable[[Any], dict[str, Any]], Callable[[object, Any, Limits], Message]]] = {
     MessageType.BATCH: (_batch_to, _batch_from),
     MessageType.PRESENCE: (_presence_to, _presence_from),
     MessageType.SNAPSHOT_REQUEST: (_snap_req_to, _snap_req_from),
@@ -1023,7 +1023,8 @@ def _signer(mtype: MessageType, site: str | None, keys: SiteKeys) -> tuple[bytes
 
 
 def _pack(obj: object) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    out: bytes = msgpack.packb(obj, use_bin_type=True)
+    return out
 
 
 def encode(msg: Message, keys: SiteKeys, *, limits: Limits = DEFAULT_LIMITS) -> bytes:
@@ -1063,15 +1064,16 @@ def encode(msg: Message, keys: SiteKeys, *, limits: Limits = DEFAULT_LIMITS) -> 
     if size > limits.max_message_bytes:
         raise WireTooLarge(f"{_what(mtype, site)} encodes to {size} bytes, over the limit of "
                            f"{limits.max_message_bytes}: send fewer records or rows per message")
-    return signed + sig_header + sign(signed)
+    out: bytes = signed + sig_header + sign(signed)
+    return out
 
 
-def _pairs(pairs: list[tuple[Any, Any]]) -> dict:
+def _pairs(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
     """A decoded map, refusing a key that appears twice (which value counts would depend on
     the decoder). Binary keys get through here and are refused where the map is read."""
     out = dict(pairs)
     if len(out) != len(pairs):
-        seen: set = set()
+        seen: set[Any] = set()
         dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
         raise ValueError(f"map key {str(dup)[:40]!r} appears twice")
     return out
@@ -1370,9 +1372,10 @@ def pack_records(site_id: str, records: Sequence[WireRecord], *, limits: Limits 
 def _batch_head(site_id: str, batch_seq: int, created_utc_s: int, n: int) -> bytes:
     """The bytes of a batch frame before its records: the same as :func:`encode` makes."""
     p = msgpack.Packer(use_bin_type=True)
-    return (p.pack_array_header(_FRAME_FIELDS) + p.pack(PROTOCOL_VERSION) + p.pack(MessageType.BATCH.value)
+    head: bytes = (p.pack_array_header(_FRAME_FIELDS) + p.pack(PROTOCOL_VERSION) + p.pack(MessageType.BATCH.value)
             + p.pack(site_id) + p.pack_map_header(3) + p.pack("batch_seq") + p.pack(batch_seq)
             + p.pack("created_utc_s") + p.pack(created_utc_s) + p.pack("records") + p.pack_array_header(n))
+    return head
 
 
 def packed_that_fit(site_id: str, batch_seq: int, created_utc_s: int, packed: Sequence[bytes], *,

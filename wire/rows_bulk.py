@@ -42,7 +42,7 @@ from authz.fuel_model import (
 from authz.money import MAX_AMOUNT_KOP
 
 from . import codec as _codec
-from .messages import FuelCardRow, StopListEntry, Table
+from .messages import FuelCardRow, StopListEntry, Table, row_key
 
 __all__ = ["FAST_TABLES", "pack_rows", "parse_rows", "unpack_rows"]
 
@@ -68,12 +68,12 @@ _MAX_LIMITS = 1_000  # as wire.codec: a card's limits and counters
 # shared values, checked once (bounded: a hostile stream of distinct values only fills them)
 _CACHE_MAX = 100_000
 _dates: dict[str, date] = {}
-_groups: dict[tuple, frozenset[ProductGroup]] = {}
-_limits: dict[tuple, Limit] = {}
+_groups: dict[tuple[Any, ...], frozenset[ProductGroup]] = {}
+_limits: dict[tuple[Any, ...], Limit] = {}
 
 
 def _date(v: object) -> date | None:
-    d = _dates.get(v) if type(v) is str else None  # type: ignore[call-overload]
+    d = _dates.get(v) if type(v) is str else None
     if d is None:
         if type(v) is not str or not _DATE_RE(v):
             return None
@@ -203,7 +203,7 @@ _FAST: dict[Table, Callable[[object], Any]] = {Table.FUEL_CARDS: _card_row, Tabl
 FAST_TABLES = frozenset(_FAST)
 
 
-def parse_rows(table: Table, items: Sequence[object]) -> tuple | None:
+def parse_rows(table: Table, items: Sequence[object]) -> tuple[Any, ...] | None:
     """The rows of ``table`` that the wire maps ``items`` stand for, or None when the table
     has no fast path or any item is not plainly well formed (then :mod:`wire.codec` checks
     them one by one and says what is wrong). Keys are not checked for uniqueness here."""
@@ -221,12 +221,12 @@ def parse_rows(table: Table, items: Sequence[object]) -> tuple | None:
 
 # -- the replica store's rows --------------------------------------------------------------
 
-_limit_maps: dict[Limit, dict] = {}
-_group_lists: dict[frozenset, list[int]] = {}
+_limit_maps: dict[Limit, dict[str, Any]] = {}
+_group_lists: dict[frozenset[Any], list[int]] = {}
 _iso: dict[date, str] = {}
 
 
-def _card_to(r: FuelCardRow) -> dict:
+def _card_to(r: FuelCardRow) -> dict[str, Any]:
     c = r.card
     limits = []
     for lim in c.limits:
@@ -263,7 +263,7 @@ def _plain(c: FuelCard) -> bool:
 
 def _slow(table: Table, row: Any) -> tuple[Any, bytes]:
     data = _codec.pack_row(table, row)  # checks the row's type first
-    return _codec.row_key(table, row), data
+    return row_key(table, row), data
 
 
 def pack_rows(table: Table, rows: Iterable[Any]) -> Iterator[tuple[Any, bytes]]:
