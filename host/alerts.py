@@ -31,8 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authz.fuel_model import mask_card_no
-from authz.reasons import Reason
-from wire.bodies import BodyError, FuelTotalsMismatch
+from wire.bodies import BodyError, FuelTotalsMismatch, exceptions_from_json
 
 from .db import Database
 
@@ -43,10 +42,6 @@ KIND = FuelTotalsMismatch.KIND
 #: The kind of alert a completed purchase that broke an approve-and-alert rule raises.
 RULE_KIND = "fuel.rule_exception"
 _COMPLETED = "fuel.completed"
-#: The reasons an exception may carry (authz.fuel_model.RuleException).
-_RULE_REASONS = frozenset({Reason.PRODUCT_NOT_ALLOWED, Reason.STATION_NOT_ALLOWED, Reason.OUTSIDE_TIME_WINDOW,
-                           Reason.LIMIT, Reason.LIMIT_EXHAUSTED})
-_MAX_EXCEPTIONS = 64
 log = logging.getLogger("edgepos.host.alerts")
 
 _TABLE = """CREATE TABLE IF NOT EXISTS totals_alerts (
@@ -128,28 +123,14 @@ class RuleAlert:
 
 def _exceptions(body: Any) -> list[tuple[str, int | None]]:
     """The ``decision.exceptions`` of a ``fuel.completed`` body (empty when absent); a
-    BodyError for a malformed one."""
+    BodyError for a malformed one (:func:`wire.bodies.exceptions_from_json`, the lane's shape)."""
     decision = body.get("decision") if isinstance(body, dict) else None
     if not isinstance(decision, dict):
         raise BodyError("fuel.completed.decision must be an object")
     raw = decision.get("exceptions")
     if raw is None:
         return []
-    if not isinstance(raw, list) or not raw or len(raw) > _MAX_EXCEPTIONS:
-        raise BodyError(f"decision.exceptions must be a list of 1 to {_MAX_EXCEPTIONS} [reason, limit_id]")
-    out = []
-    for i, item in enumerate(raw):
-        if not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str) \
-                or not (item[1] is None or (type(item[1]) is int and item[1] >= 0)):
-            raise BodyError(f"decision.exceptions[{i}] must be [reason_name, limit_id or null], got {str(item)[:60]}")
-        reason = Reason.__members__.get(item[0])
-        if reason not in _RULE_REASONS:
-            raise BodyError(f"decision.exceptions[{i}]: {item[0][:40]!r} is not a rule's reason "
-                            f"({', '.join(sorted(r.name for r in _RULE_REASONS))})")
-        if (item[1] is None) != (reason not in (Reason.LIMIT, Reason.LIMIT_EXHAUSTED)):
-            raise BodyError(f"decision.exceptions[{i}]: a limit's exception names its limit id, another rule's none")
-        out.append((item[0], item[1]))
-    return out
+    return [(e.reason.name, e.limit_id) for e in exceptions_from_json(raw, "decision.exceptions")]
 
 
 def _rule_rows(site_id: str, rec: Any, now_utc_s: int) -> list[tuple]:

@@ -160,19 +160,30 @@ def exceptions_json(exceptions: tuple[RuleException, ...]) -> list[list[Any]]:
     return [[e.reason.name, e.limit_id] for e in exceptions]
 
 
+#: the reasons a rule exception may give: the card's controls, and a limit (named by its id)
+RULE_EXCEPTION_REASONS = frozenset({Reason.PRODUCT_NOT_ALLOWED, Reason.STATION_NOT_ALLOWED,
+                                    Reason.OUTSIDE_TIME_WINDOW, Reason.LIMIT, Reason.LIMIT_EXHAUSTED})
+_LIMIT_REASONS = frozenset({Reason.LIMIT, Reason.LIMIT_EXHAUSTED})
+
+
 def exceptions_from_json(raw: Any, where: str = "exceptions") -> tuple[RuleException, ...]:
-    """The rule exceptions journaled as ``raw`` (a non-empty array of ``[reason, limit_id]``)."""
+    """The rule exceptions journaled as ``raw`` (a non-empty array of ``[reason, limit_id]``):
+    the one reader of that shape, for the lane's recovery and the host's alerts. A reason is
+    one a rule exception gives; a limit's names its limit id (a whole number >= 0), a
+    control's none."""
     if not isinstance(raw, list) or not raw:
-        raise BodyError(f"{where} must be a non-empty array (absent when there are none), got {raw!r}")
+        raise BodyError(f"{where} must be a non-empty array (absent when there are none), got {str(raw)[:60]}")
     out = []
     for n, item in enumerate(raw):
         if not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str) \
-                or not (item[1] is None or type(item[1]) is int):
-            raise BodyError(f"{where}[{n}] must be [reason name, limit id or null], got {item!r}")
-        try:
-            reason = Reason[item[0]]
-        except KeyError:
-            raise BodyError(f"{where}[{n}]: unknown reason {item[0]!r}") from None
+                or not (item[1] is None or (type(item[1]) is int and item[1] >= 0)):
+            raise BodyError(f"{where}[{n}] must be [reason name, limit id or null], got {str(item)[:60]}")
+        reason = Reason.__members__.get(item[0])
+        if reason not in RULE_EXCEPTION_REASONS:
+            raise BodyError(f"{where}[{n}]: {item[0][:40]!r} is not a rule's reason "
+                            f"({', '.join(sorted(r.name for r in RULE_EXCEPTION_REASONS))})")
+        if (item[1] is None) != (reason not in _LIMIT_REASONS):
+            raise BodyError(f"{where}[{n}]: a limit's exception names its limit id, another rule's none")
         out.append(RuleException(reason, item[1]))
     return tuple(out)
 
