@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import replace
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,45 @@ async def _wait(cond, what: str, timeout: float = T) -> None:
     while not cond():
         assert time.monotonic() - t0 < timeout, f"{what}: not within {timeout} s"
         await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def provisioned_site(tmp: Path, *, fuel_cards: int, club_accounts: int) -> AsyncIterator[ProvisionedSite]:
+    """A pump and till site (the default configuration, simulation clients) provisioned from a
+    host: broker, ledger loaded from a generated replica, host worker, then the site's daemon
+    started on the host's snapshots; everything stopped on leaving. The pump lanes open their
+    readers through pcscd: tests using it run under flock /tmp/edgepos-pcscd.lock."""
+    from terminal.replica import Replica
+    cfg = load_config(None)
+    # a simulation: its virtual cards are made under the simulation's public test issuer key
+    cfg = with_clients(replace(cfg, data_dir=tmp / "site", api=replace(cfg.api, port=0, simulation=True)))
+    generated = Replica.simulated(cfg, fuel_cards=fuel_cards, club_accounts=club_accounts, compact=False)
+    host = Host(tmp, cfg)
+    await asyncio.to_thread(host.broker.start)
+    try:
+        await asyncio.to_thread(host.load, fuel=generated.fuel_model, club=generated.club_model)
+        await host.start_worker()
+        d = Daemon(host.site_config, None, progress_interval_s=0.3)
+        await asyncio.wait_for(d.start(), T)
+        try:
+            yield ProvisionedSite(host, d, generated, cfg)
+        finally:
+            await d.stop()
+    finally:
+        await host.stop_worker()
+        await asyncio.to_thread(host.broker.stop)
+
+
+@dataclass(frozen=True)
+class ProvisionedSite:
+    """What :func:`provisioned_site` set up: the host, the running site, the replica the
+    host's ledger was loaded from (its ``fuel`` evaluator decides as the host's data says),
+    and the site's configuration."""
+
+    host: Host
+    daemon: Daemon
+    generated: Any
+    config: SiteConfig
 
 
 def _till_site(tmp: Path) -> SiteConfig:
@@ -292,59 +332,43 @@ def test_a_pump_and_till_site_is_provisioned_with_every_table_and_follows_the_ho
     the running site's store and evaluator (the pump lanes open their readers through pcscd:
     run under flock /tmp/edgepos-pcscd.lock)."""
     from authz.fuel_model import FuelRequest
-    from terminal.replica import Replica
 
     async def main() -> None:
-        cfg = load_config(None)
-        # a simulation: its virtual cards are made under the simulation's public test issuer key
-        cfg = with_clients(replace(cfg, data_dir=tmp_path / "site", api=replace(cfg.api, port=0, simulation=True)))
-        master = Replica.simulated(cfg, fuel_cards=300, club_accounts=40, compact=False)
-        host = Host(tmp_path, cfg)
-        await asyncio.to_thread(host.broker.start)
-        try:
-            await asyncio.to_thread(host.load, fuel=master.fuel_model, club=master.club_model)
-            await host.start_worker()
-            d = Daemon(host.site_config, None, progress_interval_s=0.3)
-            await asyncio.wait_for(d.start(), T)
-            try:
-                assert d.store is not None and d.sync is not None
-                assert set(d.store.versions()) == set(Table)
-                assert d.replica.fuel_card_count == 300 and len(d.replica.club_model.cards) == len(master.club_model.cards)
-                fuel = master.fuel_model
-                station = next(s for s in fuel.stations if s.station_id == cfg.station_id)
-                now = int(time.time())
+        async with provisioned_site(tmp_path, fuel_cards=300, club_accounts=40) as site:
+            host, d, master, cfg = site.host, site.daemon, site.generated, site.config
+            assert d.store is not None and d.sync is not None
+            assert set(d.store.versions()) == set(Table)
+            assert d.replica.fuel_card_count == 300 and len(d.replica.club_model.cards) == len(master.club_model.cards)
+            fuel = master.fuel_model
+            station = next(s for s in fuel.stations if s.station_id == cfg.station_id)
+            now = int(time.time())
 
-                def sells(card) -> str | None:  # a product the card may buy here now
-                    for product in station.prices_kop_per_l:
-                        if master.fuel.authorize(FuelRequest(card.card_no, station.station_id, product, now,
-                                                             preset_volume_ml=10_000)).approved:
-                            return product
-                    return None
-                old, product = next((c, p) for c in fuel.cards if (p := sells(c)) is not None)
-                new_no = sample.card_number(900_003)
-                assert not d.replica.has_fuel_card(new_no)
-                from host.master import block_card, issue_fuel_card
-                ledger = host.ledger()
-                try:
-                    await asyncio.to_thread(issue_fuel_card, ledger, replace(old, card_no=new_no))
-                    await asyncio.to_thread(block_card, ledger, old.card_no, reason="stolen")
-                finally:
-                    ledger.close()
-                await _wait(lambda: d.replica.has_fuel_card(new_no) and d.replica.fuel.on_stop_list(old.card_no),
-                            "the new card and the block at the site")
-                new_decision = d.replica.fuel.authorize(FuelRequest(new_no, station.station_id, product, now,
-                                                                    preset_volume_ml=10_000))
-                old_decision = d.replica.fuel.authorize(FuelRequest(old.card_no, station.station_id, product, now,
-                                                                    preset_volume_ml=10_000))
-                assert old_decision.reason.name == "STOP_LIST"
-                assert new_decision.approved and new_decision.volume_ml > 0, new_decision  # decided on the host's card
-                assert any(r.card.card_no == new_no for r in d.store.rows(Table.FUEL_CARDS))
-                assert any(r.card_no == old.card_no for r in d.store.rows(Table.STOP_LIST))
+            def sells(card) -> str | None:  # a product the card may buy here now
+                for product in station.prices_kop_per_l:
+                    if master.fuel.authorize(FuelRequest(card.card_no, station.station_id, product, now,
+                                                         preset_volume_ml=10_000)).approved:
+                        return product
+                return None
+            old, product = next((c, p) for c in fuel.cards if (p := sells(c)) is not None)
+            new_no = sample.card_number(900_003)
+            assert not d.replica.has_fuel_card(new_no)
+            from host.master import block_card, issue_fuel_card
+            ledger = host.ledger()
+            try:
+                await asyncio.to_thread(issue_fuel_card, ledger, replace(old, card_no=new_no))
+                await asyncio.to_thread(block_card, ledger, old.card_no, reason="stolen")
             finally:
-                await d.stop()
-        finally:
-            await host.stop_worker()
-            await asyncio.to_thread(host.broker.stop)
+                ledger.close()
+            await _wait(lambda: d.replica.has_fuel_card(new_no) and d.replica.fuel.on_stop_list(old.card_no),
+                        "the new card and the block at the site")
+            new_decision = d.replica.fuel.authorize(FuelRequest(new_no, station.station_id, product, now,
+                                                                preset_volume_ml=10_000))
+            old_decision = d.replica.fuel.authorize(FuelRequest(old.card_no, station.station_id, product, now,
+                                                                preset_volume_ml=10_000))
+            assert old_decision.reason.name == "STOP_LIST"
+            assert new_decision.approved and new_decision.volume_ml > 0, new_decision  # decided on the host's card
+            assert any(r.card.card_no == new_no for r in d.store.rows(Table.FUEL_CARDS))
+            assert any(r.card_no == old.card_no for r in d.store.rows(Table.STOP_LIST))
     asyncio.run(asyncio.wait_for(main(), 180))
 
 

@@ -12,119 +12,77 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 
-from authz.fuel_model import (
-    FuelRequest,
-    Limit,
-    RuleException,
-    LimitUnit,
-    OnBreach,
-    Period,
-    StationScope,
-    TimeWindow,
-)
+from authz.fuel_model import FuelRequest, Limit, LimitUnit, OnBreach, Period, RuleException, StationScope, TimeWindow
 from authz.localtime import local_weekday_minute
 from authz.reasons import Reason
-from terminal.config import load_config
-from terminal.daemon import Daemon
 from wire import Table
 
-from .apitokens import with_clients
-from .test_provision import Host, T, _wait
+from .test_provision import _wait, provisioned_site
 
 WEEKDAYS = TimeWindow(frozenset(range(5)), 7 * 60, 19 * 60)
 SAT_NIGHT = TimeWindow(frozenset({5}), 22 * 60, 6 * 60)
 
 
-def test_controls_set_at_the_host_reach_a_running_sites_replica(tmp_path, monkeypatch):
+def test_controls_set_at_the_host_reach_a_running_sites_replica(tmp_path):
     from host import master
-    from terminal.replica import Replica
 
     async def main() -> None:
-        cfg = load_config(None)
-        cfg = with_clients(replace(cfg, data_dir=tmp_path / "site", api=replace(cfg.api, port=0, simulation=True)))
-        sim = Replica.simulated(cfg, fuel_cards=200, club_accounts=20, compact=False)
-        host = Host(tmp_path, cfg)
-        await asyncio.to_thread(host.broker.start)
-        try:
-            await asyncio.to_thread(host.load, fuel=sim.fuel_model, club=sim.club_model)
-            await host.start_worker()
-            d = Daemon(host.site_config, None, progress_interval_s=0.3)
-            await asyncio.wait_for(d.start(), T)
-            try:
-                fuel = sim.fuel_model
-                now = int(time.time())
-                station = fuel.stations[0].station_id
+        async with provisioned_site(tmp_path, fuel_cards=200, club_accounts=20) as site:
+            host, d, sim = site.host, site.daemon, site.generated
 
-                def ask(card_no, product):
-                    return d.replica.fuel.authorize(FuelRequest(card_no, station, product, now))
-                card, product = next((c, p.code) for c in fuel.cards for p in fuel.products
-                                     if p.group in c.groups and ask(c.card_no, p.code).approved)
-                tz = fuel.contracts[fuel.contract_index[card.contract_id]].tz
-                weekday, _minute = local_weekday_minute(now, tz)
-                elsewhen = TimeWindow(frozenset({(weekday + 3) % 7}), 10 * 60, 11 * 60)  # never now
+            async def on_host(fn, *args, **kwargs):  # a host.master change, on its own connection
+                ledger = host.ledger()
+                try:
+                    return await asyncio.to_thread(fn, ledger, *args, **kwargs)
+                finally:
+                    ledger.close()
 
-                def stored():  # the site's replica store: the rows it verified and applied
-                    return next(r.card for r in d.store.rows(Table.FUEL_CARDS) if r.card.card_no == card.card_no)
-                assert stored().products is None and stored().windows == ()
-                ledger = host.ledger()
-                try:
-                    await asyncio.to_thread(
-                        master.change_card_controls, ledger, card.card_no, products=frozenset({product}),
-                        windows=(WEEKDAYS, SAT_NIGHT), station_scope=StationScope.LISTED,
-                        station_ids=frozenset({station}), on_breach=OnBreach.ALERT)
-                    lid = max((lim.limit_id for lim in card.limits), default=0) + 1
-                    await asyncio.to_thread(master.set_limit, ledger, card.card_no,
-                                            Limit(lid, LimitUnit.PURCHASES, Period.QUARTER, 30, on_breach=OnBreach.ALERT))
-                    want = ledger.fuel_card(card.card_no)
-                finally:
-                    ledger.close()
-                assert want.limits[-1].unit is LimitUnit.PURCHASES
-                await _wait(lambda: stored() == want, "the card's controls and limit in the site's replica store")
-                got = stored()
-                assert (got.products, got.windows, got.station_scope, got.station_ids, got.on_breach) == (
-                    frozenset({product}), (WEEKDAYS, SAT_NIGHT), StationScope.LISTED, frozenset({station}),
-                    OnBreach.ALERT)
-                assert got.limits[-1] == Limit(lid, LimitUnit.PURCHASES, Period.QUARTER, 30, on_breach=OnBreach.ALERT)
-                assert d.replica.fuel_card(card.card_no) == want  # the card in the model it decides on
-                assert ask(card.card_no, product).approved and not ask(card.card_no, product).exceptions
-                # a window that excludes now: approved and alerted while the card alerts, then declined
-                ledger = host.ledger()
-                try:
-                    await asyncio.to_thread(master.change_card_controls, ledger, card.card_no,
-                                            products=frozenset({product}), windows=(elsewhen,),
-                                            station_scope=StationScope.LISTED, station_ids=frozenset({station}),
-                                            on_breach=OnBreach.ALERT)
-                finally:
-                    ledger.close()
-                await _wait(lambda: ask(card.card_no, product).exceptions, "the alerting window at the evaluator")
-                decision = ask(card.card_no, product)
-                assert decision.approved and decision.exceptions == (RuleException(Reason.OUTSIDE_TIME_WINDOW),)
-                ledger = host.ledger()
-                try:
-                    await asyncio.to_thread(master.change_card_controls, ledger, card.card_no,
-                                            products=frozenset({product}), windows=(elsewhen,),
-                                            station_scope=StationScope.LISTED, station_ids=frozenset({station}),
-                                            on_breach=OnBreach.DECLINE)
-                finally:
-                    ledger.close()
-                await _wait(lambda: not ask(card.card_no, product).approved, "the declining window at the evaluator")
-                assert ask(card.card_no, product).reason is Reason.OUTSIDE_TIME_WINDOW
-                # and back: a card without controls is the row as before
-                ledger = host.ledger()
-                try:
-                    await asyncio.to_thread(master.change_card_controls, ledger, card.card_no, products=None,
-                                            windows=(), station_scope=StationScope.NETWORK,
-                                            on_breach=OnBreach.DECLINE)
-                finally:
-                    ledger.close()
-                await _wait(lambda: stored().products is None and stored().station_scope is StationScope.NETWORK,
-                            "the controls removed at the site")
-                assert stored().windows == () and stored().station_ids == frozenset()
-            finally:
-                await d.stop()
-        finally:
-            await host.stop_worker()
-            await asyncio.to_thread(host.broker.stop)
+            fuel = sim.fuel_model
+            now = int(time.time())
+            station = fuel.stations[0].station_id
+
+            def ask(card_no, product):
+                return d.replica.fuel.authorize(FuelRequest(card_no, station, product, now))
+            card, product = next((c, p.code) for c in fuel.cards for p in fuel.products
+                                 if p.group in c.groups and ask(c.card_no, p.code).approved)
+            tz = fuel.contracts[fuel.contract_index[card.contract_id]].tz
+            weekday, _minute = local_weekday_minute(now, tz)
+            elsewhen = TimeWindow(frozenset({(weekday + 3) % 7}), 10 * 60, 11 * 60)  # never now
+
+            def stored():  # the site's replica store: the rows it verified and applied
+                return next(r.card for r in d.store.rows(Table.FUEL_CARDS) if r.card.card_no == card.card_no)
+            assert stored().products is None and stored().windows == ()
+            await on_host(master.change_card_controls, card.card_no, products=frozenset({product}),
+                          windows=(WEEKDAYS, SAT_NIGHT), station_scope=StationScope.LISTED,
+                          station_ids=frozenset({station}), on_breach=OnBreach.ALERT)
+            lid = max((lim.limit_id for lim in card.limits), default=0) + 1
+            await on_host(master.set_limit, card.card_no,
+                          Limit(lid, LimitUnit.PURCHASES, Period.QUARTER, 30, on_breach=OnBreach.ALERT))
+            want = await on_host(lambda ledger: ledger.fuel_card(card.card_no))
+            assert want.limits[-1].unit is LimitUnit.PURCHASES
+            await _wait(lambda: stored() == want, "the card's controls and limit in the site's replica store")
+            got = stored()
+            assert (got.products, got.windows, got.station_scope, got.station_ids, got.on_breach) == (
+                frozenset({product}), (WEEKDAYS, SAT_NIGHT), StationScope.LISTED, frozenset({station}),
+                OnBreach.ALERT)
+            assert got.limits[-1] == Limit(lid, LimitUnit.PURCHASES, Period.QUARTER, 30, on_breach=OnBreach.ALERT)
+            assert d.replica.fuel_card(card.card_no) == want  # the card in the model it decides on
+            assert ask(card.card_no, product).approved and not ask(card.card_no, product).exceptions
+            # a window that excludes now: approved and alerted while the card alerts, then declined
+            elsewhen_only = {"products": frozenset({product}), "windows": (elsewhen,),
+                             "station_scope": StationScope.LISTED, "station_ids": frozenset({station})}
+            await on_host(master.change_card_controls, card.card_no, **elsewhen_only, on_breach=OnBreach.ALERT)
+            await _wait(lambda: ask(card.card_no, product).exceptions, "the alerting window at the evaluator")
+            decision = ask(card.card_no, product)
+            assert decision.approved and decision.exceptions == (RuleException(Reason.OUTSIDE_TIME_WINDOW),)
+            await on_host(master.change_card_controls, card.card_no, **elsewhen_only, on_breach=OnBreach.DECLINE)
+            await _wait(lambda: not ask(card.card_no, product).approved, "the declining window at the evaluator")
+            assert ask(card.card_no, product).reason is Reason.OUTSIDE_TIME_WINDOW
+            # and back: a card without controls is the row as before
+            await on_host(master.change_card_controls, card.card_no, products=None, windows=(),
+                          station_scope=StationScope.NETWORK, on_breach=OnBreach.DECLINE)
+            await _wait(lambda: stored().products is None and stored().station_scope is StationScope.NETWORK,
+                        "the controls removed at the site")
+            assert stored().windows == () and stored().station_ids == frozenset()
     asyncio.run(asyncio.wait_for(main(), 180))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 
 from authz.fuel_model import FuelRequest
 from host import fleet_users as fu
@@ -15,12 +14,7 @@ from host.ledger import Ledger
 from host.outbox import SmtpMailer
 from host.passwords import Hasher
 from host.web.config import WebConfig
-from terminal.config import load_config
-from terminal.daemon import Daemon
-from terminal.replica import Replica
-
-from ..terminal.apitokens import with_clients
-from ..terminal.test_provision import Host, T, _wait
+from ..terminal.test_provision import _wait, provisioned_site
 from .client import Client
 from .conftest import FAST_ARGON2, Server, listening_socket
 
@@ -29,17 +23,9 @@ PASSWORD = "end to end passphrase 42"
 
 def test_a_limit_lowered_in_the_cabinet_refuses_the_next_pump_authorization(tmp_path, smtp) -> None:
     async def main() -> None:
-        cfg = load_config(None)
-        cfg = with_clients(replace(cfg, data_dir=tmp_path / "site", api=replace(cfg.api, port=0, simulation=True)))
-        master = Replica.simulated(cfg, fuel_cards=200, club_accounts=20, compact=False)
-        host = Host(tmp_path, cfg)
-        await asyncio.to_thread(host.broker.start)
         server = None
-        try:
-            await asyncio.to_thread(host.load, fuel=master.fuel_model, club=master.club_model)
-            await host.start_worker()
-            d = Daemon(host.site_config, None, progress_interval_s=0.3)
-            await asyncio.wait_for(d.start(), T)
+        async with provisioned_site(tmp_path, fuel_cards=200, club_accounts=20) as site:
+            host, d, master, cfg = site.host, site.daemon, site.generated, site.config
             try:
                 fuel = master.fuel_model
                 station = next(s for s in fuel.stations if s.station_id == cfg.station_id)
@@ -75,10 +61,6 @@ def test_a_limit_lowered_in_the_cabinet_refuses_the_next_pump_authorization(tmp_
                 decision = d.replica.fuel.authorize(request(card.card_no, product))
                 assert decision.reason.name in ("LIMIT", "LIMIT_EXHAUSTED") and decision.volume_ml == 0, decision
             finally:
-                await d.stop()
-        finally:
-            if server is not None:
-                await asyncio.to_thread(server.stop)
-            await host.stop_worker()
-            await asyncio.to_thread(host.broker.stop)
+                if server is not None:
+                    await asyncio.to_thread(server.stop)
     asyncio.run(asyncio.wait_for(main(), 180))
