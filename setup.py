@@ -1,4 +1,5 @@
-"""Build the Cython evaluator; everything else is declared in pyproject.toml.
+"""Build the Cython evaluator and the wire record check; everything else is declared in
+pyproject.toml.
 
 The native evaluator is not optional: the daemon uses it. A machine without a
 working C compiler gets a clear error here, at install time, instead of a
@@ -36,6 +37,11 @@ extensions = [
     Extension(
         "native._evaluator",
         ["native/_evaluator.pyx"],
+        extra_compile_args=["-O3"],
+    ),
+    Extension(
+        "wire._wirecheck",
+        ["wire/_wirecheck.pyx"],
         extra_compile_args=["-O3"],
     ),
 ]
