@@ -13,6 +13,11 @@ The records are those of ``benchmarks.host_ingest`` (fuel sales of 5 records, ti
   :func:`~wire.codec.packed_that_fit` and :func:`~wire.codec.encode_packed_batch`;
   ``edge_encode_checked``: what it did before: :func:`wire.records_that_fit` and
   :func:`wire.encode` with every payload check;
+- ``edge_journal_pack``: the sync client's read and pack of a backlog, 3,000 records at a
+  time: :meth:`~terminal.journal.Journal.after_rows` and
+  :func:`wire.codec.pack_record_rows` (plain rows, checked in C);
+  ``edge_journal_pack_records``: the same as before, through ``Record`` and ``WireRecord``
+  objects (:meth:`~terminal.journal.Journal.after`, :func:`wire.codec.pack_records`);
 - ``decode``: :func:`wire.decode` of every frame (every check); ``decode_strict``: the same
   with the fast reader and the one-pass record check turned off (the strict path alone);
   ``decode_python_records``: with the one-pass record check in Python
@@ -58,6 +63,7 @@ from wire import (
     Batch,
     SiteKeys,
     Table,
+    WireRecord,
     batches_topic,
     decode,
     encode,
@@ -152,6 +158,27 @@ def journal_read(path: Path) -> list:
             after = got[-1].seq or 0
 
 
+def journal_pack(path: Path, rows: bool) -> list[bytes]:
+    """What the sync client does to cut batches from a backlog: read the journal 3,000 records
+    at a time and pack them; ``rows``: as plain rows (``after_rows``, ``pack_record_rows``),
+    else as ``Record`` and ``WireRecord`` objects (``after``, ``pack_records``, as before)."""
+    out: list[bytes] = []
+    with Journal.open(path, SITE) as j:
+        after = 0
+        while True:
+            if rows:
+                got = j.after_rows(after, 3_000)
+                packed = C.pack_record_rows(SITE, got, bodies_checked=True)
+            else:
+                recs = j.after(after, 3_000)
+                got = [(r.seq,) for r in recs]  # type: ignore[misc]
+                packed = C.pack_records(SITE, [WireRecord.from_record(r) for r in recs], bodies_checked=True)
+            if not got:
+                return out
+            out += packed
+            after = got[-1][0]
+
+
 def group(msgs: list, k: int) -> list[list]:
     """``msgs`` in runs of ``k`` (what a worker takes together while a backlog flushes)."""
     return [msgs[i:i + k] for i in range(0, len(msgs), k)]
@@ -244,6 +271,9 @@ def main(argv: list[str] | None = None) -> None:
         frames: list[bytes] = []
         for _ in range(args.rounds):
             timer.run("journal_read", journal_read, jp)
+            old = timer.run("edge_journal_pack_records", journal_pack, jp, False)
+            assert timer.run("edge_journal_pack", journal_pack, jp, True) == old, "the rows packed differently"
+            del old
             timer.run("edge_encode_checked", cut_checked, recs)  # cut a little shorter (an upper bound of size)
             frames = timer.run("edge_pack", cut_packed, recs)
             msgs = []  # the last round's messages are not kept alive through this one's stages
@@ -293,6 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     b = timer.best
     out["edge_pack_vs_encode_checked_ratio"] = round(b["edge_encode_checked"] / b["edge_pack"], 2)
     out["decode_strict_vs_decode_ratio"] = round(b["decode_strict"] / b["decode"], 2)
+    out["edge_journal_pack_records_vs_rows_ratio"] = round(b["edge_journal_pack_records"] / b["edge_journal_pack"], 2)
     out["decode_python_records_vs_decode_ratio"] = round(b["decode_python_records"] / b["decode"], 2)
     if "publish_sqlite" in b:
         out["publish_sqlite_slow_rows_vs_publish_ratio"] = round(b["publish_sqlite_rows_checked_slowly"]

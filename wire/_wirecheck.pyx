@@ -129,9 +129,10 @@ cdef bint _json_ok(object container, int depth, int max_depth) except -1:
     return True
 
 
-def records_fast(list records, str site_id, int max_depth, object keyset, type record_type):
+def records_fast(list records, str site_id, int max_depth, object keyset, object record_type):
     """The records of a batch as ``record_type`` objects (``wire.messages.WireRecord``) when
     every one is well formed, else None: the answer of ``wire.codec._records_fast``.
+    ``record_type`` None: only the answer, True or None (the edge's check before packing).
     ``keyset`` is the record map's frozenset of field names. ``max_depth`` must be small
     (the codec passes at most 256): the body walk recurses."""
     cdef Py_ssize_t ns, nr, nt, nl, i
@@ -196,6 +197,8 @@ def records_fast(list records, str site_id, int max_depth, object keyset, type r
         if rid in seen:
             return None
         seen.add(rid)
+        if record_type is None:
+            continue
         # what the frozen dataclass's __init__ does: object.__setattr__ per field, in order
         w = new(record_type)
         PyObject_GenericSetAttr(w, _RECORD_ID, rid)
@@ -206,4 +209,4 @@ def records_fast(list records, str site_id, int max_depth, object keyset, type r
         PyObject_GenericSetAttr(w, _AT, at)
         PyObject_GenericSetAttr(w, _BODY, body)
         out.append(w)
-    return tuple(out)
+    return True if record_type is None else tuple(out)

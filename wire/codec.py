@@ -1385,6 +1385,29 @@ def pack_records(site_id: str, records: Sequence[WireRecord], *, limits: Limits 
     return out
 
 
+#: A journal record as a plain row: seq, record_id, site_id, lane, txn_id, kind, at_utc_s, body.
+JournalRow = tuple[int, str, str, str, str, str, int, dict[str, Any]]
+
+
+def pack_record_rows(site_id: str, rows: Sequence[JournalRow], *, limits: Limits = DEFAULT_LIMITS,
+                     bodies_checked: bool = False) -> list[bytes]:
+    """:func:`pack_records`' answer (the same bytes, the same refusals) for records given as
+    the journal's plain rows (``terminal.journal.Journal.after_rows``: seq, record_id,
+    site_id, lane, txn_id, kind, at_utc_s, body): no ``Record`` or ``WireRecord`` per
+    record. Each row's wire map is checked in C as :func:`decode` checks it (``wire._wirecheck``)
+    and packed; if anything is off, the rows go through :func:`pack_records`, which names it."""
+    if type(site_id) is not str or not SITE_ID_RE.fullmatch(site_id):
+        raise WireFormatError(f"batch: malformed site id {site_id!r}")
+    maps = [{"record_id": rid, "lane": lane, "txn_id": txn, "kind": kind, "at_utc_s": at, "body": body}
+            for _, rid, site, lane, txn, kind, at, body in rows if site == site_id]
+    depth = limits.max_body_depth
+    if len(maps) == len(rows) and depth <= _NATIVE_MAX_DEPTH and \
+            _native_records(maps, site_id, depth, _RECORD[1], None) is not None:
+        pack = msgpack.Packer(use_bin_type=True).pack
+        return [pack(m) for m in maps]
+    return pack_records(site_id, [WireRecord(*r[1:]) for r in rows], limits=limits, bodies_checked=bodies_checked)
+
+
 def _batch_head(site_id: str, batch_seq: int, created_utc_s: int, n: int) -> bytes:
     """The bytes of a batch frame before its records: the same as :func:`encode` makes."""
     p = msgpack.Packer(use_bin_type=True)

@@ -209,3 +209,30 @@ def test_decode_through_either_check_gives_the_same_message_or_error(b: Batch, n
     finally:
         C._records_fast = fast  # type: ignore[assignment]
     assert native == python
+
+
+def _pack_answer(fn, site: str, recs) -> object:
+    try:
+        return fn(site, recs, bodies_checked=True)
+    except WireError as e:
+        return (type(e), str(e))
+
+
+@SETTINGS
+@given(batches(), st.sampled_from(["record_id", "site_id", "lane", "txn_id", "kind", "at_utc_s", "body", None]),
+       msgpack_values, st.data())
+def test_the_edge_packs_journal_rows_as_it_packs_records(b: Batch, field, new_value, data) -> None:
+    """``pack_record_rows`` (the sync client's rows, checked in C) gives the bytes or the
+    refusal of ``pack_records`` (WireRecords, checked in Python), a field replaced or not."""
+    fields = ["record_id", "site_id", "lane", "txn_id", "kind", "at_utc_s", "body"]
+    rows = [(i + 1, *(getattr(r, f) for f in fields)) for i, r in enumerate(b.records)]
+    if field is not None and rows:
+        i = data.draw(st.integers(0, len(rows) - 1), label="row")
+        row = list(rows[i])
+        row[1 + fields.index(field)] = new_value
+        rows[i] = tuple(row)
+    native = _pack_answer(C.pack_record_rows, b.site_id, rows)
+    python = _pack_answer(C.pack_records, b.site_id, [WireRecord(*r[1:]) for r in rows])
+    assert native == python
+    if field is None:
+        assert C.encode_packed_batch(b.site_id, b.batch_seq, b.created_utc_s, native, KEYS) == encode(b, KEYS)  # type: ignore[arg-type]
