@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import wire.codec as C
 from wire import Batch, Limits, WireError, WireRecord, batches_topic, decode, encode
 
-from .test_properties import FAST, KEYS, batches, msgpack_values
+from .test_properties import FAST, KEYS, _paths, _signed, batches, msgpack_values
 
 SETTINGS = settings(max_examples=300, deadline=None)
 
@@ -44,16 +44,6 @@ def _same(records: list, site: str, limits: Limits = C.DEFAULT_LIMITS):
 @given(batches())
 def test_valid_batches_give_the_same_records(b: Batch) -> None:
     assert _same(_payload_records(b), b.site_id) == b.records
-
-
-def _paths(value, path=()):
-    yield path
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from _paths(v, path + (k,))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _paths(v, path + (i,))
 
 
 @SETTINGS
@@ -181,7 +171,6 @@ def test_the_depth_limit_is_the_same(max_depth: int, depth: int) -> None:
 @given(batches(), msgpack_values, st.data())
 def test_decode_through_either_check_gives_the_same_message_or_error(b: Batch, new_value, data) -> None:
     """The whole of ``decode``: a signed frame with one value of a record replaced."""
-    from .test_properties import _signed
     _, mtype, site, payload, _ = msgpack.unpackb(encode(b, KEYS), raw=False)
     paths = list(_paths(payload["records"]))[1:]
     if paths:
