@@ -45,7 +45,12 @@ from authz.fuel_model import (DAY_MINUTES, MAX_CARD_STATIONS, MAX_WINDOWS, CardK
                               StationScope, Tariff, TimeWindow, mask_card_no)
 from authz.money import BP_WHOLE, MAX_AMOUNT_KOP, MAX_PRICE_KOP_PER_L, MAX_VOLUME_ML
 
-from ._wirecheck import records_fast as _native_records
+try:
+    from ._wirecheck import records_fast as _native_records
+except ImportError as exc:  # pragma: no cover - only on a broken install
+    raise ImportError("edgepos: wire's record check (wire._wirecheck) is not built. Install edgepos with "
+                      f"`pip install .` (or `bash scripts/bootstrap.sh`) on a machine with a C compiler. ({exc})"
+                      ) from exc
 from .errors import WireError, WireFormatError, WireSignatureError, WireTooLarge, WireTopicError, WireVersionError
 from .messages import (CLUB_RULES_KEY, Ack, Batch, ClubAccountRow, FuelCardRow, Message, Presence,
                        Rejection, ReplicaDelta, ReplicaSnapshot, SnapshotRequest, StopListEntry, Table,
