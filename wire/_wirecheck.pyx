@@ -129,7 +129,7 @@ cdef bint _json_ok(object container, int depth, int max_depth) except -1:
     return True
 
 
-def records_fast(list records, str site_id, int max_depth, object keyset, object record_type):
+def records_fast(list records not None, str site_id not None, int max_depth, object keyset, object record_type):
     """The records of a batch as ``record_type`` objects (``wire.messages.WireRecord``) when
     every one is well formed, else None: the answer of ``wire.codec._records_fast``.
     ``record_type`` None: only the answer, True or None (the edge's check before packing).
