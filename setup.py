@@ -1,4 +1,5 @@
-"""Build the Cython evaluator; everything else is declared in pyproject.toml.
+"""Build the Cython evaluator and the wire record check; everything else is declared in
+pyproject.toml.
 
 The native evaluator is not optional: the daemon uses it. A machine without a
 working C compiler gets a clear error here, at install time, instead of a
@@ -25,7 +26,8 @@ class BuildNative(build_ext):
             super().run()
         except Exception as exc:  # distutils raises several unrelated types here
             raise SystemExit(
-                "edgepos: could not compile the native evaluator (native/_evaluator.pyx).\n"
+                "edgepos: could not compile the native evaluator (native/_evaluator.pyx) and wire's record "
+                "check (wire/_wirecheck.pyx).\n"
                 "A C compiler and the Python headers are required: on Debian run\n"
                 "    apt-get install -y gcc python3-dev\n"
                 f"then install again. The compiler said: {exc}"
@@ -36,6 +38,11 @@ extensions = [
     Extension(
         "native._evaluator",
         ["native/_evaluator.pyx"],
+        extra_compile_args=["-O3"],
+    ),
+    Extension(
+        "wire._wirecheck",
+        ["wire/_wirecheck.pyx"],
         extra_compile_args=["-O3"],
     ),
 ]

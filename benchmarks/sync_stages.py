@@ -13,8 +13,15 @@ The records are those of ``benchmarks.host_ingest`` (fuel sales of 5 records, ti
   :func:`~wire.codec.packed_that_fit` and :func:`~wire.codec.encode_packed_batch`;
   ``edge_encode_checked``: what it did before: :func:`wire.records_that_fit` and
   :func:`wire.encode` with every payload check;
+- ``edge_journal_pack``: the sync client's read and pack of a backlog, 3,000 records at a
+  time: :meth:`~terminal.journal.Journal.after_rows` and
+  :func:`wire.codec.pack_record_rows` (plain rows, checked in C);
+  ``edge_journal_pack_records``: the same as before, through ``Record`` and ``WireRecord``
+  objects (:meth:`~terminal.journal.Journal.after`, :func:`wire.codec.pack_records`);
 - ``decode``: :func:`wire.decode` of every frame (every check); ``decode_strict``: the same
   with the fast reader and the one-pass record check turned off (the strict path alone);
+  ``decode_python_records``: with the one-pass record check in Python
+  (``wire.codec._records_fast_py``) instead of the native one (``wire._wirecheck``);
 - ``ingest_sqlite`` / ``ingest_postgresql``: :func:`host.ingest.ingest_batch` of every
   batch into a fresh ledger (the database's own CPU is in-process for SQLite, in the
   server for PostgreSQL: ``ingest_postgresql_server`` is its backend's CPU);
@@ -35,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import pstats
 import secrets
 import sys
@@ -49,11 +57,13 @@ from host import master
 from host.ingest import ingest_batch, ingest_site_batches
 from host.ledger import Ledger
 from host.publisher import Publisher, delta_publication
+from host.worker import tune_gc
 from terminal.journal import Journal, Record
 from wire import (
     Batch,
     SiteKeys,
     Table,
+    WireRecord,
     batches_topic,
     decode,
     encode,
@@ -103,6 +113,15 @@ def decode_strict(frames: list[bytes]) -> list:
         C._unpack_fast, C._records_fast = fast, records  # type: ignore[assignment]
 
 
+def decode_python_records(frames: list[bytes]) -> list:
+    records = C._records_fast
+    C._records_fast = C._records_fast_py  # type: ignore[assignment]
+    try:
+        return decode_all(frames)
+    finally:
+        C._records_fast = records  # type: ignore[assignment]
+
+
 class Timer:
     """Best-of CPU time per variant, and an optional cProfile of one."""
 
@@ -111,6 +130,7 @@ class Timer:
         self.best: dict[str, float] = {}
 
     def run(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        gc.collect()  # each stage starts with no garbage of the last one to collect
         prof = cProfile.Profile() if self.profile == name else None
         if prof:
             prof.enable()
@@ -136,6 +156,27 @@ def journal_read(path: Path) -> list:
                 return out
             out += got
             after = got[-1].seq or 0
+
+
+def journal_pack(path: Path, rows: bool) -> list[bytes]:
+    """What the sync client does to cut batches from a backlog: read the journal 3,000 records
+    at a time and pack them; ``rows``: as plain rows (``after_rows``, ``pack_record_rows``),
+    else as ``Record`` and ``WireRecord`` objects (``after``, ``pack_records``, as before)."""
+    out: list[bytes] = []
+    with Journal.open(path, SITE) as j:
+        after = 0
+        while True:
+            if rows:
+                got = j.after_rows(after, 3_000)
+                packed = C.pack_record_rows(SITE, got, bodies_checked=True)
+            else:
+                recs = j.after(after, 3_000)
+                got = [(r.seq,) for r in recs]  # type: ignore[misc]
+                packed = C.pack_records(SITE, [WireRecord.from_record(r) for r in recs], bodies_checked=True)
+            if not got:
+                return out
+            out += packed
+            after = got[-1][0]
 
 
 def group(msgs: list, k: int) -> list[list]:
@@ -205,6 +246,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--profile", help="a stage to cProfile (its first round)")
     p.add_argument("--no-postgresql", action="store_true")
+    p.add_argument("--no-ingest", action="store_true", help="the edge and decode stages only")
+    p.add_argument("--worker-gc", action="store_true",
+                   help="the host worker's garbage collector settings (host.worker.tune_gc) for every stage")
     p.add_argument("--per-txn", type=int, default=8,
                    help="batches per transaction of the grouped ingest stages (ingest_*_grouped)")
     p.add_argument("--fold-every", type=int, default=3, help="batches ingested between publisher folds")
@@ -212,6 +256,8 @@ def main(argv: list[str] | None = None) -> None:
     model = sample.fuel_model(n_cards=10_000, n_stations=50, seed=1)
     recs = make_records(args.records, model)
     timer = Timer(len(recs), args.profile)
+    if args.worker_gc:
+        tune_gc()  # as a worker runs: else a collection lands in whichever stage allocates next
     out: dict[str, object] = {"records": len(recs)}
     with tempfile.TemporaryDirectory(prefix="sync-stages-") as d:
         jp = Path(d) / "journal.sqlite"
@@ -225,13 +271,20 @@ def main(argv: list[str] | None = None) -> None:
         frames: list[bytes] = []
         for _ in range(args.rounds):
             timer.run("journal_read", journal_read, jp)
+            old = timer.run("edge_journal_pack_records", journal_pack, jp, False)
+            assert timer.run("edge_journal_pack", journal_pack, jp, True) == old, "the rows packed differently"
+            del old
             timer.run("edge_encode_checked", cut_checked, recs)  # cut a little shorter (an upper bound of size)
             frames = timer.run("edge_pack", cut_packed, recs)
+            msgs = []  # the last round's messages are not kept alive through this one's stages
             strict = timer.run("decode_strict", decode_strict, frames)
+            py = timer.run("decode_python_records", decode_python_records, frames)
+            assert strict == py, "the native record check changed the records"
+            del strict, py
             msgs = timer.run("decode", decode_all, frames)
-            assert msgs == strict and [r for m in msgs for r in m.records] == recs, "decode lost or changed records"
+            assert [r for m in msgs for r in m.records] == recs, "decode lost or changed records"
         out["records_per_batch"] = round(len(recs) / len(frames))
-        for _ in range(args.rounds):
+        for _ in range(0 if args.no_ingest else args.rounds):
             ingest(f"sqlite:///{Path(d) / f'ledger-{secrets.token_hex(3)}.sqlite'}", msgs, model, timer, "ingest_sqlite")
             ingest(f"sqlite:///{Path(d) / f'ledger-{secrets.token_hex(3)}.sqlite'}", msgs, model, timer,
                    "ingest_sqlite_grouped", per_txn=args.per_txn)
@@ -245,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
             finally:
                 C._balanced_fast = fast  # type: ignore[assignment]
     server: dict[str, float] = {}
-    if not args.no_postgresql:
+    if not args.no_postgresql and not args.no_ingest:
         import psycopg
         for _ in range(args.rounds):
             for name, per_txn in (("ingest_postgresql", 1), ("ingest_postgresql_grouped", args.per_txn),
@@ -270,9 +323,12 @@ def main(argv: list[str] | None = None) -> None:
     b = timer.best
     out["edge_pack_vs_encode_checked_ratio"] = round(b["edge_encode_checked"] / b["edge_pack"], 2)
     out["decode_strict_vs_decode_ratio"] = round(b["decode_strict"] / b["decode"], 2)
-    out["publish_sqlite_slow_rows_vs_publish_ratio"] = round(b["publish_sqlite_rows_checked_slowly"]
-                                                              / b["publish_sqlite"], 2)
-    out["ingest_sqlite_vs_grouped_ratio"] = round(b["ingest_sqlite"] / b["ingest_sqlite_grouped"], 2)
+    out["edge_journal_pack_records_vs_rows_ratio"] = round(b["edge_journal_pack_records"] / b["edge_journal_pack"], 2)
+    out["decode_python_records_vs_decode_ratio"] = round(b["decode_python_records"] / b["decode"], 2)
+    if "publish_sqlite" in b:
+        out["publish_sqlite_slow_rows_vs_publish_ratio"] = round(b["publish_sqlite_rows_checked_slowly"]
+                                                                  / b["publish_sqlite"], 2)
+        out["ingest_sqlite_vs_grouped_ratio"] = round(b["ingest_sqlite"] / b["ingest_sqlite_grouped"], 2)
     if "ingest_postgresql_grouped" in b:
         one = b["ingest_postgresql"] + server["ingest_postgresql"]
         grouped = b["ingest_postgresql_grouped"] + server["ingest_postgresql_grouped"]

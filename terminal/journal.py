@@ -588,6 +588,18 @@ class Journal:
                                 "LIMIT ?", (seq, limit)).fetchall()
         return [_record(r) for r in rows]
 
+    def after_rows(self, seq: int, limit: int) -> list[tuple[int, str, str, str, str, str, int, dict[str, Any]]]:
+        """What :meth:`after` returns, as plain tuples ``(seq, record_id, site_id, lane,
+        txn_id, kind, at_utc_s, body)``: no ``Record`` per row (the sync client packs them
+        for the wire at once, :func:`wire.codec.pack_record_rows`)."""
+        _integer("seq", seq, 0, _INT_MAX)
+        _integer("limit", limit, 0, _INT_MAX)
+        with self._reading() as conn:
+            rows = conn.execute("SELECT seq, record_id, site_id, lane, txn_id, kind, at_utc_s, body FROM records "
+                                "WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)).fetchall()
+        body = _read_body
+        return [(s, rid, site, lane, txn, kind, at, body(b)) for s, rid, site, lane, txn, kind, at, b in rows]
+
     def unacked(self, limit: int) -> list[Record]:
         """The oldest ``limit`` records the host has not acknowledged, in seq order."""
         _integer("limit", limit, 0, _INT_MAX)

@@ -61,8 +61,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from wire import (DEFAULT_LIMITS, Ack, Limits, Presence, ReplicaDelta, ReplicaSnapshot, SiteKeys,
-                  SnapshotRequest, Table, WireError, WireRecord, WireTooLarge, decode, encode)
-from wire.codec import encode_packed_batch, pack_records, packed_that_fit
+                  SnapshotRequest, Table, WireError, WireTooLarge, decode, encode)
+from wire.codec import JournalRow, encode_packed_batch, pack_record_rows, packed_that_fit
 from wire.signing import load_key, load_replica_verify_key
 from wire.topics import (acks_topic, batches_topic, presence_topic, site_subscriptions, snapshot_filter,
                          snapshot_requests_topic)
@@ -485,19 +485,20 @@ class SyncClient:
     def _records_of(self, n: int, r: _Range) -> list[bytes]:
         """The records of assigned batch ``n``, read back by its stored range ``r`` and packed
         (in a thread)."""
-        recs = [x for x in self.journal.after(r.first_seq - 1, r.count) if x.seq <= r.last_seq]
-        if len(recs) != r.count or (recs and (recs[0].seq != r.first_seq or recs[-1].seq != r.last_seq)):
+        recs = [x for x in self.journal.after_rows(r.first_seq - 1, r.count) if x[0] <= r.last_seq]
+        if len(recs) != r.count or (recs and (recs[0][0] != r.first_seq or recs[-1][0] != r.last_seq)):
             raise SyncError(f"batch {n}: the journal no longer holds its {r.count} records "
                             f"(seq {r.first_seq}..{r.last_seq}); found {len(recs)}")
         return self._pack(recs)
 
-    def _pack(self, recs: list[Any]) -> list[bytes]:
-        """Journal records packed for the wire, each once. Their bodies are not walked again:
-        the journal checked each (canonical JSON, no floats, 64-bit ints, depth) before
-        storing it; the host's decode checks everything."""
+    def _pack(self, recs: list[JournalRow]) -> list[bytes]:
+        """Journal rows (:meth:`~terminal.journal.Journal.after_rows`) packed for the wire,
+        each once, with no object per record (:func:`wire.codec.pack_record_rows`: their
+        fields checked in C). The journal checked each body (canonical JSON, no floats,
+        64-bit ints, depth) before storing it; the host's decode checks everything."""
         limits = self.settings.limits
-        return pack_records(self.site_id, [WireRecord.from_record(x) for x in recs], limits=limits,
-                            bodies_checked=limits.max_body_depth >= JOURNAL_MAX_DEPTH)
+        return pack_record_rows(self.site_id, recs, limits=limits,
+                                bodies_checked=limits.max_body_depth >= JOURNAL_MAX_DEPTH)
 
     def _encode_batch(self, n: int, packed: list[bytes], created: int) -> bytes:
         return encode_packed_batch(self.site_id, n, created, packed, self.keys, limits=self.settings.limits)
@@ -519,9 +520,9 @@ class SyncClient:
         want = self.settings.max_batch_records
         if len(ahead) < want:
             after = ahead[-1][0] if ahead else self._cursor
-            recs = self.journal.after(after, want - len(ahead))
+            recs = self.journal.after_rows(after, want - len(ahead))
             try:
-                ahead.extend(zip([r.seq for r in recs], self._pack(recs)))
+                ahead.extend(zip([r[0] for r in recs], self._pack(recs)))
             except WireError as e:
                 raise SyncError(f"batch {n} cannot be encoded (records after seq {after}): {e}") from None
         if not ahead:

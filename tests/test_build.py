@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_build_without_a_compiler_fails_with_a_clear_message(tmp_path):
     for name in ("setup.py", "pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, tmp_path / name)
-    shutil.copytree(ROOT / "native", tmp_path / "native",
-                    ignore=shutil.ignore_patterns("*.so", "*.c", "__pycache__"))
+    for pkg in ("native", "wire"):  # setup.py builds native._evaluator and wire._wirecheck
+        shutil.copytree(ROOT / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("*.so", "*.c", "__pycache__"))
     env = dict(os.environ, CC="/bin/false", LDSHARED="/bin/false")
     out = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=300)
