@@ -38,6 +38,11 @@ extensions = [
         ["native/_evaluator.pyx"],
         extra_compile_args=["-O3"],
     ),
+    Extension(  # stored fuel-card rows straight into the evaluator's columns
+        "native._rowload",
+        ["native/_rowload.pyx"],
+        extra_compile_args=["-O3"],
+    ),
 ]
 
 setup(
