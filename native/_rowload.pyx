@@ -136,6 +136,14 @@ cdef inline bint _key(Reader* r, const char* name, Py_ssize_t n) noexcept:
     return True
 
 
+cdef inline Py_ssize_t _list_field(Reader* r, const char* name, Py_ssize_t n, Py_ssize_t most) noexcept:
+    """The map key ``name`` then an array of at most ``most`` items: their count, or -1."""
+    if not _key(r, name, n):
+        return -1
+    cdef Py_ssize_t m = _header(r, 0x90, 0xdc, 0xdd)
+    return m if 0 <= m <= most else -1
+
+
 cdef inline bint _alnum(uint8_t c) noexcept:
     return (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122)
 
@@ -144,34 +152,19 @@ cdef inline bint _in(uint64_t mask, int64_t v) noexcept:
     return 0 <= v < 64 and (mask >> v) & 1
 
 
-cdef inline void _put_q(array a, int64_t v) except *:
+ctypedef fused cell:
+    int8_t
+    uint8_t
+    uint16_t
+    int32_t
+    int64_t
+
+
+cdef inline void _put(array a, cell v) except *:
+    """Append ``v`` to column ``a`` (its item the size of ``cell``: the caller's cast says which)."""
     cdef Py_ssize_t n = Py_SIZE(a)
     carray.resize_smart(a, n + 1)
-    a.data.as_longlongs[n] = v
-
-
-cdef inline void _put_i(array a, int32_t v) except *:
-    cdef Py_ssize_t n = Py_SIZE(a)
-    carray.resize_smart(a, n + 1)
-    a.data.as_ints[n] = v
-
-
-cdef inline void _put_b(array a, int8_t v) except *:
-    cdef Py_ssize_t n = Py_SIZE(a)
-    carray.resize_smart(a, n + 1)
-    a.data.as_schars[n] = v
-
-
-cdef inline void _put_ub(array a, uint8_t v) except *:
-    cdef Py_ssize_t n = Py_SIZE(a)
-    carray.resize_smart(a, n + 1)
-    a.data.as_uchars[n] = v
-
-
-cdef inline void _put_h(array a, uint16_t v) except *:
-    cdef Py_ssize_t n = Py_SIZE(a)
-    carray.resize_smart(a, n + 1)
-    a.data.as_ushorts[n] = v
+    (<cell*>a.data.as_voidptr)[n] = v
 
 
 # one row's limits and counters, read before any column is written
@@ -260,10 +253,8 @@ def load_fuel_cards(datas, dict contract_pos, dict product_pos, cols, slow, fill
                 if len(day_of) < 100_000:
                     day_of[iso] = day
             r.i += 10
-            if not _key(&r, b"groups", 6):
-                break
-            n = _header(&r, 0x90, 0xdc, 0xdd)
-            if n < 0 or n > max_groups:
+            n = _list_field(&r, b"groups", 6, max_groups)
+            if n < 0:
                 break
             mask = 0
             for k in range(n):
@@ -274,10 +265,8 @@ def load_fuel_cards(datas, dict contract_pos, dict product_pos, cols, slow, fill
                 k = n
             if k != n:
                 break
-            if not _key(&r, b"limits", 6):
-                break
-            n_lim = _header(&r, 0x90, 0xdc, 0xdd)
-            if n_lim < 0 or n_lim > MAX_LIMITS:
+            n_lim = _list_field(&r, b"limits", 6, MAX_LIMITS)
+            if n_lim < 0:
                 break
             for k in range(n_lim):
                 if (_header(&r, 0x80, 0xde, 0xdf) != 7 or not _key(&r, b"limit_id", 8) or not _int(&r, &L_ID[k])
@@ -335,10 +324,8 @@ def load_fuel_cards(datas, dict contract_pos, dict product_pos, cols, slow, fill
                 break
             if not _key(&r, b"status", 6) or not _int(&r, &status) or not _in(statuses, status):
                 break
-            if not _key(&r, b"counters", 8):
-                break
-            n_ctr = _header(&r, 0x90, 0xdc, 0xdd)
-            if n_ctr < 0 or n_ctr > MAX_LIMITS:
+            n_ctr = _list_field(&r, b"counters", 8, MAX_LIMITS)
+            if n_ctr < 0:
                 break
             for k in range(n_ctr):
                 if (_header(&r, 0x80, 0xde, 0xdf) != 3 or not _key(&r, b"limit_id", 8) or not _int(&r, &lid)
@@ -392,30 +379,30 @@ def load_fuel_cards(datas, dict contract_pos, dict product_pos, cols, slow, fill
             key += POW10[no_len]
         else:
             other[Py_SIZE(k_key)] = data[no_at:no_at + no_len].decode("ascii")
-        _put_q(k_key, key)
-        _put_i(k_ct, ct)
-        _put_b(k_kind, <int8_t>kind)
-        _put_b(k_status, <int8_t>status)
-        _put_i(k_exp, day)
-        _put_ub(k_groups, mask)
-        _put_h(k_nprod, 0)
-        _put_ub(k_nwin, 0)
-        _put_b(k_scope, 0)
-        _put_ub(k_nst, 0)
-        _put_b(k_breach, 0)
-        _put_h(k_nlim, <uint16_t>n_lim)
+        _put(k_key, <int64_t>key)
+        _put(k_ct, <int32_t>ct)
+        _put(k_kind, <int8_t>kind)
+        _put(k_status, <int8_t>status)
+        _put(k_exp, <int32_t>day)
+        _put(k_groups, <uint8_t>mask)
+        _put(k_nprod, <uint16_t>0)
+        _put(k_nwin, <uint8_t>0)
+        _put(k_scope, <int8_t>0)
+        _put(k_nst, <uint8_t>0)
+        _put(k_breach, <int8_t>0)
+        _put(k_nlim, <uint16_t>n_lim)
         for k in range(n_lim):
-            _put_q(l_id, L_ID[k])
-            _put_b(l_unit, L_UNIT[k])
-            _put_b(l_period, L_PERIOD[k])
-            _put_b(l_scope, L_SCOPE[k])
-            _put_q(l_amount, L_AMOUNT[k])
-            _put_i(l_sv, values[k])
-            _put_b(l_breach, 0)
+            _put(l_id, <int64_t>L_ID[k])
+            _put(l_unit, <int8_t>L_UNIT[k])
+            _put(l_period, <int8_t>L_PERIOD[k])
+            _put(l_scope, <int8_t>L_SCOPE[k])
+            _put(l_amount, <int64_t>L_AMOUNT[k])
+            _put(l_sv, <int32_t>values[k])
+            _put(l_breach, <int8_t>0)
             if L_HAS[k]:
-                _put_q(l_spent, L_SPENT[k])
-                _put_i(l_pstart, <int32_t>L_PSTART[k])
+                _put(l_spent, <int64_t>L_SPENT[k])
+                _put(l_pstart, <int32_t>L_PSTART[k])
             else:
-                _put_q(l_spent, 0)
-                _put_i(l_pstart, <int32_t>no_period)
+                _put(l_spent, <int64_t>0)
+                _put(l_pstart, <int32_t>no_period)
     return n_slow
