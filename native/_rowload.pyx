@@ -148,6 +148,32 @@ cdef inline bint _alnum(uint8_t c) noexcept:
     return (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122)
 
 
+cdef inline int _card_no(Reader* r, Py_ssize_t* at, Py_ssize_t* n) noexcept:
+    """A card number at the reader ([0-9A-Za-z]{1,32}, wire.rows_bulk's): 1 if it has an
+    int64 key (0..18 digits), 0 if not, -1 if it is not a card number. ``at`` and ``n``: where."""
+    cdef Py_ssize_t m = _str(r), k
+    if m < 1 or m > 32:
+        return -1
+    cdef bint digits = m <= 18
+    for k in range(m):
+        if not _alnum(r.d[r.i + k]):
+            return -1
+        if not 48 <= r.d[r.i + k] <= 57:
+            digits = False
+    at[0], n[0] = r.i, m
+    r.i += m
+    return 1 if digits else 0
+
+
+cdef inline int64_t _key_of(const uint8_t* d, Py_ssize_t n) noexcept:
+    """native.compact.card_key of the n digits at ``d`` (n <= 18)."""
+    cdef int64_t key = 0
+    cdef Py_ssize_t k
+    for k in range(n):
+        key = key * 10 + (d[k] - 48)
+    return key + POW10[n]
+
+
 cdef inline bint _in(uint64_t mask, int64_t v) noexcept:
     return 0 <= v < 64 and (mask >> v) & 1
 
@@ -206,7 +232,8 @@ def load_fuel_cards(datas, dict contract_pos, dict product_pos, cols, slow, fill
     cdef Py_ssize_t n_slow = 0, no_at, no_len, n, k, j, n_lim, n_ctr, at
     cdef int64_t cid, kind, status, v, lid, spent, pstart, key, amount
     cdef uint8_t mask, c
-    cdef bint ok, digits
+    cdef bint ok
+    cdef int has_key = 0
     cdef bytes data
     for obj in datas:
         if type(obj) is not bytes:
@@ -222,21 +249,9 @@ def load_fuel_cards(datas, dict contract_pos, dict product_pos, cols, slow, fill
         while True:  # one pass; break: not taken here
             if _header(&r, 0x80, 0xde, 0xdf) != 8 or not _key(&r, b"card_no", 7):
                 break
-            no_len = _str(&r)
-            if no_len < 1 or no_len > 32:
+            has_key = _card_no(&r, &no_at, &no_len)
+            if has_key < 0:
                 break
-            no_at = r.i
-            digits = no_len <= 18
-            for k in range(no_len):
-                if not _alnum(r.d[no_at + k]):
-                    break
-                if not 48 <= r.d[no_at + k] <= 57:
-                    digits = False
-            else:
-                k = no_len
-            if k != no_len:
-                break
-            r.i += no_len
             if not _key(&r, b"contract_id", 11) or not _int(&r, &cid) or cid < 0:
                 break
             if not _key(&r, b"expires_on", 10):
@@ -372,11 +387,8 @@ def load_fuel_cards(datas, dict contract_pos, dict product_pos, cols, slow, fill
             else:
                 values.append(-1)
         key = 0
-        if digits:
-            key = 0
-            for k in range(no_len):
-                key = key * 10 + (r.d[no_at + k] - 48)
-            key += POW10[no_len]
+        if has_key:
+            key = _key_of(r.d + no_at, no_len)
         else:
             other[Py_SIZE(k_key)] = data[no_at:no_at + no_len].decode("ascii")
         _put(k_key, <int64_t>key)
@@ -405,4 +417,42 @@ def load_fuel_cards(datas, dict contract_pos, dict product_pos, cols, slow, fill
             else:
                 _put(l_spent, <int64_t>0)
                 _put(l_pstart, <int32_t>no_period)
+    return n_slow
+
+
+def load_stop_keys(datas, slow, key_fn, array keys, set other):
+    """Append the stop list of ``datas`` (stored stop-list rows, bytes) to ``keys`` (the card
+    numbers' int64 keys) and ``other`` (the numbers without one), as
+    ``FuelColumns.from_rows`` does for card numbers. A row not taken here goes to
+    ``slow(data)`` (the general path: its card number, or its refusal) and ``key_fn``
+    (``native.compact.card_key``). Returns how many rows went the general path."""
+    cdef Reader r
+    cdef Py_ssize_t n_slow = 0, n = 0, at = 0
+    cdef int64_t at_s, key
+    cdef int has_key = 0
+    cdef bint ok
+    cdef bytes data
+    for obj in datas:
+        ok = False
+        if type(obj) is bytes:
+            data = <bytes>obj
+            r.d = <const uint8_t*>PyBytes_AS_STRING(data)
+            r.n = PyBytes_GET_SIZE(data)
+            r.i = 0
+            if _header(&r, 0x80, 0xde, 0xdf) == 2 and _key(&r, b"card_no", 7):
+                has_key = _card_no(&r, &at, &n)
+                ok = (has_key >= 0 and _key(&r, b"listed_at_utc_s", 15) and _int(&r, &at_s) and at_s >= 0
+                      and r.i == r.n)
+        if not ok:
+            no = slow(obj)
+            key = key_fn(no)
+            if key:
+                _put(keys, <int64_t>key)
+            else:
+                other.add(no)
+            n_slow += 1
+        elif has_key:
+            _put(keys, _key_of(r.d + at, n))
+        else:
+            other.add(data[at:at + n].decode("ascii"))
     return n_slow

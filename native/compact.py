@@ -25,7 +25,7 @@ import random
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from datetime import timedelta
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from authz import sample
 from authz.club_model import ClubAccount, ClubCard, ClubCardKind, ClubModel, ClubRules, ClubStatus, PointLot
@@ -282,7 +282,7 @@ class FuelColumns(_Columns):
     def from_rows(cls, *, products: Iterable[Product], stations: Iterable[Station],
                   discounts: Iterable[DiscountRule], contracts: Iterable[Contract],
                   cards: Iterable[tuple[FuelCard, Iterable[tuple[int, LimitCounter]]]] | StoredCards,
-                  stop_list: Iterable[str] = ()) -> "FuelColumns":
+                  stop_list: Iterable[str] | StoredCards = ()) -> "FuelColumns":
         """The columns of the replica the host's rows describe, with no FuelModel in between
         (a million cards in a few seconds, no object kept per card). ``cards`` are (card,
         counters) pairs, the counters as (limit_id, LimitCounter); rows keep their order.
@@ -324,13 +324,17 @@ class FuelColumns(_Columns):
             raise ModelError(f"a fuel card row does not fit its columns: {exc}") from None
         from ._evaluator import _merge_keys
         stop = array("q")
-        other = set()
-        for no in stop_list:
-            k = card_key(no)
-            if k:
-                stop.append(k)
-            else:
-                other.add(no)
+        other: set[str] = set()
+        if isinstance(stop_list, StoredCards):  # the store's stop-list rows: by the native loader
+            from ._rowload import load_stop_keys
+            load_stop_keys(stop_list.datas(), lambda d: stop_list.row_of(d).card_no, card_key, stop, other)
+        else:
+            for no in stop_list:
+                k = card_key(no)
+                if k:
+                    stop.append(k)
+                else:
+                    other.add(no)
         cols.stop_keys = _merge_keys(stop, array("q"))
         cols.stop_other = frozenset(other)
         return cols
@@ -823,8 +827,8 @@ __all__ = ["FuelColumns", "CompactFuelModel", "ClubColumns", "CompactClubModel",
 
 @runtime_checkable
 class StoredCards(Protocol):
-    """Fuel-card rows as the replica store holds them (``terminal.replica_store``): their
-    MessagePack bytes in order, and the general path for one row. :meth:`FuelColumns.from_rows`
+    """Fuel-card (or stop-list) rows as the replica store holds them (``terminal.replica_store``):
+    their MessagePack bytes in order, and the general path for one row. :meth:`FuelColumns.from_rows`
     given one reads the bytes with the native loader (:mod:`native._rowload`), no object per
     card; a row the loader does not take goes through :meth:`card_of`."""
 
@@ -834,6 +838,10 @@ class StoredCards(Protocol):
 
     def card_of(self, data: bytes) -> tuple[FuelCard, Iterable[tuple[int, LimitCounter]]]:
         """The (card, counters) of row ``data`` by the general path, or its refusal."""
+        ...
+
+    def row_of(self, data: bytes) -> Any:
+        """Row ``data`` by the general path (a FuelCardRow, a StopListEntry...), or its refusal."""
         ...
 
 

@@ -765,7 +765,9 @@ def _fuel_source(rows: Mapping[Table, Iterable[Any]]) -> FuelColumns:
     discounts = tuple(d for r in rows.get(Table.TARIFFS, ()) for d in r.discounts)
     contracts = rows.get(Table.CONTRACTS, ())
     cards = rows.get(Table.FUEL_CARDS, ())
-    stop = (r.card_no for r in rows.get(Table.STOP_LIST, ()))
+    stop_rows = rows.get(Table.STOP_LIST, ())
+    stop = stop_rows if isinstance(stop_rows, StoredCards) and stop_rows.table is Table.STOP_LIST else (  # type: ignore[attr-defined]
+        r.card_no for r in stop_rows)
     pairs = cards if isinstance(cards, StoredCards) and cards.table is Table.FUEL_CARDS else (  # type: ignore[attr-defined]
         (r.card, r.counters) for r in cards)  # the store's rows go to the native loader as bytes
     return FuelColumns.from_rows(products=products, stations=stations, discounts=discounts, contracts=contracts,

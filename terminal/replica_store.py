@@ -434,15 +434,19 @@ class StoredRows:
         self._it = iter(())
         return self._store._datas(self._phys)
 
-    def card_of(self, data: bytes) -> tuple[Any, Any]:
-        """Stored fuel-card row ``data`` checked as :meth:`__next__` checks it: (card,
-        counters). Raises :class:`StoreCorrupt`."""
+    def row_of(self, data: bytes) -> Any:
+        """Stored row ``data`` checked as :meth:`__next__` checks it. Raises :class:`StoreCorrupt`."""
         try:
             row = next(unpack_rows(self.table, (data,)))
         except WireError as exc:
             raise StoreCorrupt(f"{self._store.path}: a {self.table.value} row fails its schema: {exc}") from None
         if self._hook is not None:
             self._hook(row)
+        return row
+
+    def card_of(self, data: bytes) -> tuple[Any, Any]:
+        """Stored fuel-card row ``data`` as (card, counters) (see :meth:`row_of`)."""
+        row = self.row_of(data)
         return row.card, row.counters
 
 

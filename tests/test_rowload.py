@@ -49,9 +49,12 @@ class Stored:
         return iter(self._datas)
 
     def card_of(self, data: bytes) -> tuple[Any, Any]:
-        self.slow += 1
-        r = _checked(data)
+        r = self.row_of(data)
         return r.card, r.counters
+
+    def row_of(self, data: bytes) -> Any:
+        self.slow += 1
+        return _checked(data)
 
 
 def _general(datas: list[bytes]) -> Iterator[tuple[Any, Any]]:
@@ -110,6 +113,16 @@ def _mangle(data: bytes, how: str, k: int) -> bytes:
     return data
 
 
+def _packed(data: Any, row: Any) -> bytes:
+    """``row`` packed, then maybe mangled (drawn)."""
+    try:
+        d = msgpack.packb(row, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError):
+        d = b"\xc1"
+    how = data.draw(st.sampled_from(["as_is"] * 4 + ["truncate", "trailing", "flip", "wide_int"]))
+    return _mangle(d, how, data.draw(st.integers(0, 10_000)))
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.data())
 def test_the_native_loader_accepts_and_refuses_exactly_as_the_general_path(data):
@@ -135,14 +148,7 @@ def test_the_native_loader_accepts_and_refuses_exactly_as_the_general_path(data)
                 data.draw(st.sampled_from([0, 1, 4, 5, 8, 63, 64, -1, -32, -33, 2 ** 31, -(2 ** 31), 2 ** 63 - 1,
                                            "2024-02-29", "2023-02-29", "0000-01-01", "9999-12-31", "DT", "A-",
                                            "-A", "a" * 32, "a" * 33, "é", None, [], [0, 0], [4, 0]])))
-    datas = []
-    for r in rows:
-        try:
-            d = msgpack.packb(r, use_bin_type=True)
-        except (TypeError, ValueError, OverflowError):
-            d = b"\xc1"
-        how = data.draw(st.sampled_from(["as_is"] * 4 + ["truncate", "trailing", "flip", "wide_int"]))
-        datas.append(_mangle(d, how, data.draw(st.integers(0, 10_000))))
+    datas = [_packed(data, r) for r in rows]
     contracts = _FUEL.contracts if data.draw(st.booleans()) else _FUEL.contracts[:1]  # unknown contracts
     products = _FUEL.products if data.draw(st.booleans()) else _FUEL.products[1:]  # a limit's unknown product
     same(build(Stored(datas), contracts, products), build(_general(datas), contracts, products))
@@ -166,3 +172,60 @@ def test_a_replica_from_the_store_is_the_replica_from_the_rows(tmp_path):
     assert from_store.own_watermarks == plain.own_watermarks == {(Table.FUEL_CARDS, _ROWS[1].card.card_no): 7}
     assert tuple(from_store.fuel_model.cards) == tuple(plain.fuel_model.cards)
     assert dict(from_store.fuel_model.counters) == dict(plain.fuel_model.counters)
+
+
+class StoredStops(Stored):
+    """StoredCards over stop-list rows."""
+
+    def row_of(self, data: bytes) -> Any:
+        self.slow += 1
+        try:
+            return next(rows_bulk.unpack_rows(Table.STOP_LIST, (data,)))
+        except WireError as exc:
+            raise Corrupt(str(exc)) from None
+
+
+def _stop_columns(stop_list: Any) -> tuple[Any, ...] | str:
+    try:
+        cols = FuelColumns.from_rows(products=_FUEL.products, stations=_FUEL.stations, discounts=(),
+                                     contracts=_FUEL.contracts, cards=(), stop_list=stop_list)
+    except Corrupt as exc:
+        return f"Corrupt: {exc}"
+    return tuple(cols.stop_keys), cols.stop_other
+
+
+STOPS = [msgpack.packb({"card_no": no, "listed_at_utc_s": at}) for no, at in (
+    ("7005830000000001", 1_700_000_000), ("0042", 0), ("ABC123", 5), ("1" * 19, 2 ** 63 - 1), ("9" * 32, 1))]
+
+
+def _general_stops(datas: list[bytes]) -> Iterator[str]:
+    stops = StoredStops(datas)
+    for d in datas:
+        yield stops.row_of(d).card_no
+
+
+def test_the_stop_list_takes_the_native_path_and_gives_the_same_keys():
+    stored = StoredStops(STOPS)
+    assert _stop_columns(stored) == _stop_columns(_general_stops(STOPS))
+    assert stored.slow == 0
+    keys, other = _stop_columns(stored)  # type: ignore[misc]
+    assert len(keys) == 2 and other == frozenset({"ABC123", "1" * 19, "9" * 32})  # 19 digits: no key
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_the_native_stop_list_loader_accepts_and_refuses_exactly_as_the_general_path(data):
+    datas = []
+    for base in data.draw(st.lists(st.sampled_from(STOPS), min_size=1, max_size=4)):
+        row = msgpack.unpackb(base)
+        how = data.draw(st.sampled_from(["as_is", "set", "drop", "add", "reorder"]))
+        if how == "set":
+            row[data.draw(st.sampled_from(sorted(row)))] = data.draw(ODD)
+        elif how == "drop":
+            del row[data.draw(st.sampled_from(sorted(row)))]
+        elif how == "add":
+            row["extra"] = 1
+        elif how == "reorder":
+            row = dict(reversed(list(row.items())))
+        datas.append(_packed(data, row))
+    assert _stop_columns(StoredStops(datas)) == _stop_columns(_general_stops(datas))
