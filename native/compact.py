@@ -820,7 +820,8 @@ _trim = None
 
 
 __all__ = ["FuelColumns", "CompactFuelModel", "ClubColumns", "CompactClubModel", "card_key", "card_no_of",
-           "sample_fuel_columns", "sample_club_columns", "foreign_stop_keys", "release_free_memory", "MAX_KEY_DIGITS"]
+           "sample_fuel_columns", "sample_club_columns", "foreign_stop_keys", "release_free_memory", "MAX_KEY_DIGITS",
+           "StoredCards", "load_stored_cards"]
 
 
 # -- stored fuel-card rows straight into the columns ---------------------------------------------
