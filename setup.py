@@ -26,7 +26,7 @@ class BuildNative(build_ext):
             super().run()
         except Exception as exc:  # distutils raises several unrelated types here
             raise SystemExit(
-                "edgepos: could not compile the native evaluator (native/_evaluator.pyx) and wire's record "
+                "edgepos: could not compile the native modules (native/_evaluator.pyx, native/_rowload.pyx) and wire's record "
                 "check (wire/_wirecheck.pyx).\n"
                 "A C compiler and the Python headers are required: on Debian run\n"
                 "    apt-get install -y gcc python3-dev\n"
@@ -43,6 +43,11 @@ extensions = [
     Extension(
         "wire._wirecheck",
         ["wire/_wirecheck.pyx"],
+        extra_compile_args=["-O3"],
+    ),
+    Extension(  # stored fuel-card rows straight into the evaluator's columns
+        "native._rowload",
+        ["native/_rowload.pyx"],
         extra_compile_args=["-O3"],
     ),
 ]

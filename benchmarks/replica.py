@@ -29,6 +29,9 @@
   ``git worktree add /tmp/base main``) the same site is first provisioned and restarted
   from the same retained snapshots by the code in DIR: each figure is printed for it as
   ``<key>_before`` and as ``<key>_ratio`` (this code's / DIR's), measured in one run.
+* ``decode_verify_cpu_s``, ``store_stage_cpu_s``, ``build_general_cpu_s``, ``build_cpu_s``
+  (``--provision-stages``): the same provisioning's CPU stage by stage, in this process, no
+  broker (``benchmarks/replica_provision_stages.py``).
 * ``snapshot_apply_loop_stall_ms`` (``--stall``): the longest the event loop went without
   turning (a task that sleeps 1 ms, the lanes' stand-in) while a whole fuel-card snapshot of
   1,000,000 cards was applied to a running site's replica: ``_before`` as
@@ -480,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", type=Path, metavar="DIR",
                    help="with --provision: first the same with the code in DIR (figures _before and _ratio)")
     p.add_argument("--stall", action="store_true", help="only snapshot_apply_loop_stall_ms (before and after)")
+    p.add_argument("--provision-stages", action="store_true",
+                   help="only the CPU of provisioning's stages, in this process (benchmarks/replica_provision_stages.py)")
     p.add_argument("--stop-list-stall", action="store_true",
                    help="only stop_list_snapshot_stall_ms and club_snapshot_stall_ms (benchmarks/replica_stall.py)")
     p.add_argument("--latency", type=int, metavar="CHANGES",
@@ -493,6 +498,10 @@ def main(argv: list[str] | None = None) -> int:
         from .replica_stall import main as stall_main
         return stall_main(["--cards", str(args.cards), "--stop-list", str(args.stop_list),
                            "--accounts", str(args.accounts)])
+    if args.provision_stages:
+        from .replica_provision_stages import main as stages_main
+        return stages_main(["--cards", str(args.cards), "--stop-list", str(args.stop_list),
+                            "--accounts", str(args.accounts)])
     if args.provision:
         for k, v in provision_figures(args.cards, args.stop_list, args.accounts, baseline=args.baseline).items():
             print(f"{k}: {v}")

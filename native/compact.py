@@ -25,6 +25,7 @@ import random
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from datetime import timedelta
+from typing import Any, Protocol, runtime_checkable
 
 from authz import sample
 from authz.club_model import ClubAccount, ClubCard, ClubCardKind, ClubModel, ClubRules, ClubStatus, PointLot
@@ -33,6 +34,7 @@ from authz.fuel_model import (CardKind, CardStatus, Contract, DiscountRule, Fuel
                               LimitCounter, LimitUnit, OnBreach, Period, Product, ProductGroup, Scope, Station,
                               StationScope, Tariff, TimeWindow, mask_card_no)
 from authz.localtime import EPOCH, day_number
+from authz.money import MAX_AMOUNT_KOP
 
 from .tables import NO_PERIOD, _mask
 
@@ -279,8 +281,8 @@ class FuelColumns(_Columns):
     @classmethod
     def from_rows(cls, *, products: Iterable[Product], stations: Iterable[Station],
                   discounts: Iterable[DiscountRule], contracts: Iterable[Contract],
-                  cards: Iterable[tuple[FuelCard, Iterable[tuple[int, LimitCounter]]]],
-                  stop_list: Iterable[str] = ()) -> "FuelColumns":
+                  cards: Iterable[tuple[FuelCard, Iterable[tuple[int, LimitCounter]]]] | StoredCards,
+                  stop_list: Iterable[str] | StoredCards = ()) -> "FuelColumns":
         """The columns of the replica the host's rows describe, with no FuelModel in between
         (a million cards in a few seconds, no object kept per card). ``cards`` are (card,
         counters) pairs, the counters as (limit_id, LimitCounter); rows keep their order.
@@ -310,21 +312,29 @@ class FuelColumns(_Columns):
                    ct_id=ct_id, ct_tz=ct_tz, ct_region=ct_region, ct_tariff=ct_tariff, ct_balance=ct_balance,
                    ct_credit=ct_credit, ct_nchosen=ct_nchosen, ct_chosen=ct_chosen)
         from ._evaluator import _fill_card_columns
+        product_pos = {p.code: i for i, p in enumerate(products)}
         try:
-            _fill_card_columns(cards, contract_pos, {p.code: i for i, p in enumerate(products)}, cols)
+            if isinstance(cards, StoredCards):
+                load_stored_cards(cards, contract_pos, product_pos, cols)
+            else:
+                _fill_card_columns(cards, contract_pos, product_pos, cols)
         except ModelError:
             raise
         except (TypeError, OverflowError, AttributeError, ValueError) as exc:
             raise ModelError(f"a fuel card row does not fit its columns: {exc}") from None
         from ._evaluator import _merge_keys
         stop = array("q")
-        other = set()
-        for no in stop_list:
-            k = card_key(no)
-            if k:
-                stop.append(k)
-            else:
-                other.add(no)
+        other: set[str] = set()
+        if isinstance(stop_list, StoredCards):  # the store's stop-list rows: by the native loader
+            from ._rowload import load_stop_keys
+            load_stop_keys(stop_list.datas(), lambda d: stop_list.row_of(d).card_no, card_key, stop, other)
+        else:
+            for no in stop_list:
+                k = card_key(no)
+                if k:
+                    stop.append(k)
+                else:
+                    other.add(no)
         cols.stop_keys = _merge_keys(stop, array("q"))
         cols.stop_other = frozenset(other)
         return cols
@@ -810,4 +820,63 @@ _trim = None
 
 
 __all__ = ["FuelColumns", "CompactFuelModel", "ClubColumns", "CompactClubModel", "card_key", "card_no_of",
-           "sample_fuel_columns", "sample_club_columns", "foreign_stop_keys", "release_free_memory", "MAX_KEY_DIGITS"]
+           "sample_fuel_columns", "sample_club_columns", "foreign_stop_keys", "release_free_memory", "MAX_KEY_DIGITS",
+           "StoredCards", "load_stored_cards"]
+
+
+# -- stored fuel-card rows straight into the columns ---------------------------------------------
+
+@runtime_checkable
+class StoredCards(Protocol):
+    """Fuel-card (or stop-list) rows as the replica store holds them (``terminal.replica_store``):
+    their MessagePack bytes in order, and the general path for one row. :meth:`FuelColumns.from_rows`
+    given one reads the bytes with the native loader (:mod:`native._rowload`), no object per
+    card; a row the loader does not take goes through :meth:`card_of`."""
+
+    def datas(self) -> Iterable[bytes]:
+        """Every row's bytes, in order (read once)."""
+        ...
+
+    def card_of(self, data: bytes) -> tuple[FuelCard, Iterable[tuple[int, LimitCounter]]]:
+        """The (card, counters) of row ``data`` by the general path, or its refusal."""
+        ...
+
+    def row_of(self, data: bytes) -> Any:
+        """Row ``data`` by the general path (a FuelCardRow, a StopListEntry...), or its refusal."""
+        ...
+
+
+def _mask_of(values: Iterable[int]) -> int:
+    return sum(1 << int(v) for v in values if 0 <= int(v) < 64)
+
+
+_ENUM_MASKS = {"kinds": _mask_of(CardKind), "statuses": _mask_of(CardStatus), "units": _mask_of(LimitUnit),
+               "periods": _mask_of(Period), "scopes": _mask_of(Scope), "groups": _mask_of(ProductGroup)}
+
+
+def _expiry_day(iso: bytes) -> int | None:
+    """The day number of an ``expires_on`` as :mod:`wire.rows_bulk` reads it, or None."""
+    from wire.rows_bulk import _date
+    try:
+        d = _date(iso.decode("ascii"))
+    except UnicodeDecodeError:
+        return None
+    return None if d is None else day_number(d)
+
+
+def load_stored_cards(cards: StoredCards, contract_pos: Mapping[int, int], product_pos: Mapping[str, int],
+                      cols: FuelColumns) -> int:
+    """Append ``cards`` to ``cols``' card and limit columns by the native loader; the rows it
+    does not take (fleet controls, balance fields, anything unusual) by the general path.
+    Returns how many went the general path. Raises ModelError as ``from_rows`` does, and
+    whatever :meth:`StoredCards.card_of` raises for a row that is not a fuel-card row."""
+    from ._evaluator import _fill_card_columns
+    from ._rowload import load_fuel_cards
+
+    def fill_slow(row: tuple[FuelCard, Iterable[tuple[int, LimitCounter]]]) -> None:
+        _fill_card_columns((row,), contract_pos, product_pos, cols)
+
+    n_slow: int = load_fuel_cards(cards.datas(), dict(contract_pos), dict(product_pos), cols, cards.card_of,
+                                  fill_slow, _expiry_day, {}, max_amount=MAX_AMOUNT_KOP, no_period=NO_PERIOD,
+                                  max_groups=len(ProductGroup), **_ENUM_MASKS)
+    return n_slow

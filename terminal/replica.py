@@ -54,6 +54,7 @@ from native.compact import (
     ClubColumns,
     FuelColumns,
     foreign_stop_keys,
+    StoredCards,
     release_free_memory,
     sample_club_columns,
 )
@@ -699,19 +700,24 @@ def _noting_balance_fields(rows: Mapping[Table, Iterable[Any]], site_id: str, ma
                            allowances: dict[int, int]) -> dict[Table, Iterable[Any]]:
     """``rows`` read once as before, noting on the way each balance row's watermark and
     allowance for ``site_id``."""
+    def note(table: Table, r: Any) -> None:
+        w = own_watermark(r.watermarks, site_id)
+        if w:
+            marks[(table, row_key(table, r))] = w
+        if table is Table.CONTRACTS:
+            a = allowance_for(r.allowances, site_id)
+            if a is not None:
+                allowances[r.contract_id] = a
+
     def noting(table: Table, it: Iterable[Any]) -> Iterator[Any]:
         for r in it:
-            w = own_watermark(r.watermarks, site_id)
-            if w:
-                marks[(table, row_key(table, r))] = w
-            if table is Table.CONTRACTS:
-                a = allowance_for(r.allowances, site_id)
-                if a is not None:
-                    allowances[r.contract_id] = a
+            note(table, r)
             yield r
     out: dict[Table, Iterable[Any]] = dict(rows)
     for t in (Table.CONTRACTS, Table.FUEL_CARDS, Table.CLUB_ACCOUNTS):
-        if t in out:
+        if isinstance(out.get(t), StoredCards):  # the store's fuel cards: noted as the loader makes rows
+            out[t] = out[t].noting(lambda r, t=t: note(t, r))  # type: ignore[attr-defined]
+        elif t in out:
             out[t] = noting(t, out[t])
     return out
 
@@ -759,9 +765,13 @@ def _fuel_source(rows: Mapping[Table, Iterable[Any]]) -> FuelColumns:
     discounts = tuple(d for r in rows.get(Table.TARIFFS, ()) for d in r.discounts)
     contracts = rows.get(Table.CONTRACTS, ())
     cards = rows.get(Table.FUEL_CARDS, ())
-    stop = (r.card_no for r in rows.get(Table.STOP_LIST, ()))
+    stop_rows = rows.get(Table.STOP_LIST, ())
+    stop = stop_rows if isinstance(stop_rows, StoredCards) and stop_rows.table is Table.STOP_LIST else (  # type: ignore[attr-defined]
+        r.card_no for r in stop_rows)
+    pairs = cards if isinstance(cards, StoredCards) and cards.table is Table.FUEL_CARDS else (  # type: ignore[attr-defined]
+        (r.card, r.counters) for r in cards)  # the store's rows go to the native loader as bytes
     return FuelColumns.from_rows(products=products, stations=stations, discounts=discounts, contracts=contracts,
-                                 cards=((r.card, r.counters) for r in cards), stop_list=stop)
+                                 cards=pairs, stop_list=stop)
 
 
 def _club_source(rows: Mapping[Table, Iterable[Any]]) -> ClubColumns:

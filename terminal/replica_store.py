@@ -54,6 +54,7 @@ __all__ = [
     "StagedUpdate",
     "StaleUpdate",
     "StoreCorrupt",
+    "StoredRows",
     "TableInfo",
     "versions_text",
 ]
@@ -214,16 +215,21 @@ class ReplicaStore:
         held = self.info()
         return all(t in held for t in tables)
 
-    def iter_rows(self, table: Table) -> Iterator[Any]:
+    def iter_rows(self, table: Table) -> StoredRows:
         """The rows of ``table`` as :func:`wire.decode` gives them, each checked again, in key
-        order. Raises :class:`StoreCorrupt` for a row that fails its schema."""
-        phys = self._phys.get(table)
-        return iter(()) if phys is None else self._iter_phys(table, phys)
+        order (an iterator; for fuel cards also their bytes, for the native loader:
+        :class:`StoredRows`). Raises :class:`StoreCorrupt` for a row that fails its schema."""
+        return StoredRows(self, table, self._phys.get(table))
+
+    def _datas(self, phys: str | None) -> Iterator[bytes]:
+        if phys is None:
+            return
+        for (d,) in self._conn.execute(f"SELECT data FROM {phys} ORDER BY key"):
+            yield d
 
     def _iter_phys(self, table: Table, phys: str) -> Iterator[Any]:
-        cur = self._conn.execute(f"SELECT data FROM {phys} ORDER BY key")
         try:
-            yield from unpack_rows(table, (d for (d,) in cur))
+            yield from unpack_rows(table, self._datas(phys))
         except WireError as exc:
             raise StoreCorrupt(f"{self.path}: a {table.value} row fails its schema: {exc}") from None
 
@@ -388,6 +394,60 @@ class ReplicaStore:
             n += self._conn.execute(f"SELECT count(*) FROM {phys} WHERE key IN ({','.join('?' * len(chunk))})",
                                     chunk).fetchone()[0]
         return n
+
+
+class StoredRows:
+    """The rows of one stored table, read once (:meth:`ReplicaStore.iter_rows`): iterated,
+    each row checked again (:func:`wire.rows_bulk.unpack_rows`); or, for fuel cards, handed
+    whole to :meth:`native.compact.FuelColumns.from_rows`, which reads their bytes with the
+    native loader (the same checks, no object per card) and asks :meth:`card_of` for the rows
+    it does not take. ``noting(f)`` calls ``f`` on every row made as an object either way (the
+    balance rule's watermarks are only on such rows: the loader takes none)."""
+
+    __slots__ = ("_hook", "_it", "_phys", "_store", "table")
+
+    def __init__(self, store: ReplicaStore, table: Table, phys: str | None) -> None:
+        self._store, self.table, self._phys = store, table, phys
+        self._it: Iterator[Any] | None = None
+        self._hook: Any = None
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> Any:
+        if self._it is None:
+            self._it = iter(()) if self._phys is None else self._store._iter_phys(self.table, self._phys)
+        row = next(self._it)
+        if self._hook is not None:
+            self._hook(row)
+        return row
+
+    def noting(self, hook: Any) -> Self:
+        """These rows, calling ``hook(row)`` on each row object made."""
+        self._hook = hook
+        return self
+
+    def datas(self) -> Iterator[bytes]:
+        """The rows' bytes as stored, in key order, unchecked (the reader checks them)."""
+        if self._it is not None:
+            raise ReplicaStoreError("these rows are already being read")
+        self._it = iter(())
+        return self._store._datas(self._phys)
+
+    def row_of(self, data: bytes) -> Any:
+        """Stored row ``data`` checked as :meth:`__next__` checks it. Raises :class:`StoreCorrupt`."""
+        try:
+            row = next(unpack_rows(self.table, (data,)))
+        except WireError as exc:
+            raise StoreCorrupt(f"{self._store.path}: a {self.table.value} row fails its schema: {exc}") from None
+        if self._hook is not None:
+            self._hook(row)
+        return row
+
+    def card_of(self, data: bytes) -> tuple[Any, Any]:
+        """Stored fuel-card row ``data`` as (card, counters) (see :meth:`row_of`)."""
+        row = self.row_of(data)
+        return row.card, row.counters
 
 
 def _migrate_v1(conn: sqlite3.Connection) -> None:

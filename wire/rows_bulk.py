@@ -272,8 +272,8 @@ def pack_rows(table: Table, rows: Iterable[Any]) -> Iterator[tuple[Any, bytes]]:
     packer = msgpack.Packer(use_bin_type=True)
     if table is Table.FUEL_CARDS:
         for r in rows:
-            if type(r) is not FuelCardRow or type(r.card) is not FuelCard or not _plain(r.card):
-                yield _slow(table, r)  # says what is wrong, or writes the fleet controls' fields
+            if type(r) is not FuelCardRow or type(r.card) is not FuelCard or not _plain(r.card) or r.watermarks:
+                yield _slow(table, r)  # says what is wrong, or writes the controls' or the balance rule's fields
             else:
                 yield r.card.card_no, packer.pack(_card_to(r))
     elif table is Table.STOP_LIST:
