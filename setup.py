@@ -26,8 +26,8 @@ class BuildNative(build_ext):
             super().run()
         except Exception as exc:  # distutils raises several unrelated types here
             raise SystemExit(
-                "edgepos: could not compile the native modules (native/_evaluator.pyx, native/_rowload.pyx) and wire's record "
-                "check (wire/_wirecheck.pyx).\n"
+                "edgepos: could not compile the native evaluator (native/_evaluator.pyx), its row loader "
+                "(native/_rowload.pyx) and wire's record check (wire/_wirecheck.pyx).\n"
                 "A C compiler and the Python headers are required: on Debian run\n"
                 "    apt-get install -y gcc python3-dev\n"
                 f"then install again. The compiler said: {exc}"
