@@ -96,7 +96,9 @@ class StagePart:
     """Write snapshot part ``part`` aside (``fresh``: drop what is staged of its table first).
     A part the driver could not write is reported with :meth:`ReplicaFollower.stage_failed`
     (it is taken again when it comes again); one lost unreported makes the snapshot's
-    :class:`Apply` fail, and the follower then asks for a snapshot again."""
+    :class:`Apply` fail, and the follower then asks for a snapshot again. The part is handed
+    through as decoded (its rows may be :class:`wire.rows_bulk.PackedRows`, the bytes received:
+    the follower never reads them)."""
 
     part: ReplicaSnapshot
     fresh: bool

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from wire import ReplicaDelta, ReplicaSnapshot, RowKey, Table, WireError
-from wire.rows_bulk import pack_rows, unpack_rows
+from wire.rows_bulk import PackedRows, pack_rows, unpack_rows
 
 from . import crashpoints
 from .follower import FollowerUpdate, FullSnapshot, StagedSnapshot
@@ -250,7 +250,8 @@ class ReplicaStore:
 
     def stage_part(self, part: ReplicaSnapshot, *, fresh: bool = False) -> None:
         """Write snapshot part ``part`` (verified by :func:`wire.decode`) into its table's
-        staged generation; ``fresh`` (or a part of another version or part count than the one
+        staged generation (rows kept as received, :class:`wire.rows_bulk.PackedRows`, as their
+        bytes: one ``executemany`` of (key, bytes)); ``fresh`` (or a part of another version or part count than the one
         staged) starts the generation anew. A part of a version not newer than the one held is
         ignored. Not durable on its own (see the module docstring). A part whose key is in a
         part staged before marks the snapshot broken: its :class:`StagedSnapshot` is refused.
@@ -259,8 +260,9 @@ class ReplicaStore:
         held = self._info.get(table)
         if held is not None and part.version <= held.version:
             return
-        try:
-            packed = list(pack_rows(table, part.rows))
+        rows = part.rows
+        try:  # rows kept as received (wire.decode(..., raw_rows=True)) are written as they are
+            packed = rows.items() if type(rows) is PackedRows and rows.table is table else list(pack_rows(table, rows))
         except WireError as exc:
             raise ReplicaStoreError(f"{table.value} snapshot part refused: {exc}") from None
         conn = self._conn

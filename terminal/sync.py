@@ -24,7 +24,8 @@ unacked and are listed in :attr:`SyncStatus.rejected_batches` for the operator.
 **Down.** Replica deltas are handed to the daemon's ``on_replica`` callback in version
 order; a gap makes the client publish a :class:`wire.SnapshotRequest` and stage the
 snapshot's parts as they arrive (the daemon's ``stage_part`` callback writes each to its
-replica store; without one the client keeps them), then hand over a
+replica store, its rows as the bytes received: ``wire.decode(..., raw_rows=True)``; without
+one the client keeps them), then hand over a
 :class:`~terminal.follower.StagedSnapshot` (or, parts kept here, a :class:`FullSnapshot`)
 once all are there. What to apply and what to ask for is decided by
 :class:`terminal.follower.ReplicaFollower` (no I/O); the client's replica task performs its
@@ -782,11 +783,13 @@ class SyncClient:
             payload = m.payload if isinstance(m.payload, (bytes, bytearray)) else b""
             if not payload and "/replica/" in topic:
                 continue  # an empty retained message clears a stale snapshot part or delta
+            raw = self._stage_part is not None  # a snapshot part's rows stay bytes, into the store as received
             try:
                 if len(payload) > _BIG_FRAME:
-                    msg = await asyncio.to_thread(decode, payload, self.keys, topic=topic, limits=self.settings.limits)
+                    msg = await asyncio.to_thread(decode, payload, self.keys, topic=topic, limits=self.settings.limits,
+                                                  raw_rows=raw)
                 else:
-                    msg = decode(payload, self.keys, topic=topic, limits=self.settings.limits)
+                    msg = decode(payload, self.keys, topic=topic, limits=self.settings.limits, raw_rows=raw)
             except WireError as e:
                 self._rejected_messages += 1
                 log.warning("sync %s: refused a message on %r: %s", self.site_id, topic[:200], e)
@@ -864,7 +867,7 @@ class SyncClient:
             held = self._kept.get(p.table)
             if c.fresh or held is None or held[0] != (p.version, p.parts):
                 held = self._kept[p.table] = ((p.version, p.parts), {})
-            held[1][p.part] = p.rows
+            held[1][p.part] = tuple(p.rows)
             return
         try:
             result = self._stage_part(p, c.fresh)

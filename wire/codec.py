@@ -46,6 +46,7 @@ from authz.fuel_model import (DAY_MINUTES, MAX_CARD_STATIONS, MAX_WINDOWS, CardK
 from authz.money import BP_WHOLE, MAX_AMOUNT_KOP, MAX_PRICE_KOP_PER_L, MAX_VOLUME_ML
 
 try:
+    from ._partscan import scan_part as _scan_part
     from ._wirecheck import records_fast as _native_records
 except ImportError as exc:  # pragma: no cover - only on a broken install
     raise ImportError("edgepos: wire's record check (wire._wirecheck) is not built. Install edgepos with "
@@ -1183,7 +1184,45 @@ def _unpack_strict(data: bytes) -> tuple[Any, Any, Any, Any]:
     return mtype_raw, site, payload, tag
 
 
-def decode(data: bytes, keys: SiteKeys, *, topic: str | None, limits: Limits = DEFAULT_LIMITS) -> Message:
+def _mask(cls: type[IntEnum]) -> int:
+    return sum(1 << int(m) for m in cls)
+
+
+_PART_MASKS = (_mask(CardKind), _mask(CardStatus), _mask(LimitUnit), _mask(Period), _mask(Scope),
+               _mask(ProductGroup), _mask(Tariff), MAX_AMOUNT_KOP)
+
+
+def _snapshot_packed(data: bytes, keys: SiteKeys, topic: str | None, parsed_topic: Any,
+                     limits: Limits) -> ReplicaSnapshot | None:
+    """:func:`decode`'s answer for a snapshot part that :mod:`wire._partscan` takes (its rows
+    checked in C where they lie, :mod:`wire._partscan`, kept as :class:`wire.rows_bulk.PackedRows`), with the checks
+    decode makes after the payload's, in its order and words: the signature, then the topic.
+    None for any other frame (decode's general path then accepts it or says what is wrong)."""
+    got = _scan_part(data, limits.max_rows, *_PART_MASKS)
+    if got is None:
+        return None
+    proto, table_name, version, part, parts, bounds = got
+    if proto not in SUPPORTED_VERSIONS or not 1 <= version <= INT64_MAX or not 1 <= parts <= MAX_SNAPSHOT_PARTS \
+            or not 0 <= part < parts:
+        return None  # refused by the general path, in its words
+    mtype, table = MessageType.SNAPSHOT, _TABLES[table_name]
+    if not replica_signature_ok(keys.replica_verify, data[:-SIGNATURE_BYTES - 2], data[-SIGNATURE_BYTES:]):
+        raise WireSignatureError(f"{_what(mtype, None)}: the signature does not verify under the host's "
+                                 "replica verify key")
+    if parsed_topic is not None:
+        if parsed_topic.kind is not _TOPIC_KIND[mtype]:
+            raise WireTopicError(f"{_what(mtype, None)} on topic {topic!r}, which carries "
+                                 f"{parsed_topic.kind.value}")
+        if parsed_topic.site_id is not None:
+            raise WireTopicError(f"{_what(mtype, None)} on topic {topic!r} of site {parsed_topic.site_id!r}: "
+                                 "a site publishes on its own topics only")
+        if parsed_topic.table is not None and (parsed_topic.table != table or parsed_topic.part != part):
+            raise WireTopicError(f"{mtype.value} of table {table.value!r} part {part} on topic {topic!r}")
+    return ReplicaSnapshot(table, version, part, parts, rows_bulk.PackedRows(table, data, bounds))
+
+
+def decode(data: bytes, keys: SiteKeys, *, topic: str | None, limits: Limits = DEFAULT_LIMITS,
+           raw_rows: bool = False) -> Message:
     """The message in frame ``data``, received on ``topic``, after checking all of it.
 
     ``topic`` is the topic the message arrived on: the message must be of the kind that
@@ -1197,6 +1236,11 @@ def decode(data: bytes, keys: SiteKeys, *, topic: str | None, limits: Limits = D
     Raises :class:`~wire.errors.WireTooLarge`, :class:`~wire.errors.WireFormatError`,
     :class:`~wire.errors.WireVersionError`, :class:`~wire.errors.WireSignatureError` or
     :class:`~wire.errors.WireTopicError`, and nothing else, whatever ``data`` holds.
+
+    ``raw_rows``: a snapshot part of the big tables (fuel cards, the stop list, contracts)
+    whose rows are each exactly as the replica store writes them comes back with its rows as
+    :class:`wire.rows_bulk.PackedRows` (the bytes received, every check made on them), not as
+    objects; the replica store writes them as they are. Any other frame decodes as without it.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise WireFormatError(f"a frame is bytes, got {type(data).__name__}")
@@ -1208,6 +1252,10 @@ def decode(data: bytes, keys: SiteKeys, *, topic: str | None, limits: Limits = D
     parsed_topic = None
     if topic is not None:
         parsed_topic = parse_topic(topic)
+    if raw_rows:
+        packed = _snapshot_packed(data, keys, topic, parsed_topic, limits)
+        if packed is not None:
+            return packed
     mtype_raw, site, payload, tag = _unpack_fast(data) or _unpack_strict(data)
     if type(mtype_raw) is not str or mtype_raw not in _TYPES:
         raise WireFormatError(f"unknown message type ({_show(mtype_raw)}); "

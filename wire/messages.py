@@ -21,7 +21,7 @@ when the edge loads them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Union
@@ -203,13 +203,15 @@ class Ack:
 @dataclass(frozen=True, slots=True)
 class ReplicaSnapshot:
     """Part ``part`` (0-based) of ``parts`` of the whole of ``table`` at ``version``. The rows
-    of all parts of one version, together, are the table; no key is in two parts."""
+    of all parts of one version, together, are the table; no key is in two parts. ``rows``
+    is a tuple of row objects, or, decoded with ``raw_rows=True``, a
+    :class:`wire.rows_bulk.PackedRows` (the same rows as the bytes received)."""
 
     table: Table
     version: int
     part: int
     parts: int
-    rows: tuple[Any, ...]
+    rows: Sequence[Any]
 
 
 @dataclass(frozen=True, slots=True)

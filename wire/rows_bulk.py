@@ -15,14 +15,18 @@ So a part or a stored table is refused for the same reasons either way;
 
 :func:`parse_rows` serves :func:`wire.codec.decode` (a snapshot part's or a delta's rows);
 :func:`pack_rows` and :func:`unpack_rows` serve the replica store (``terminal/replica_store.py``).
+:class:`PackedRows` is a snapshot part's rows kept as the bytes received
+(``decode(..., raw_rows=True)``, checked by :mod:`wire._partscan`), which the store writes as
+they are.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, overload
 
 import msgpack
 
@@ -42,9 +46,12 @@ from authz.fuel_model import (
 from authz.money import MAX_AMOUNT_KOP
 
 from . import codec as _codec
-from .messages import FuelCardRow, StopListEntry, Table, row_key
+from ._partscan import TABLE_CODES as _TABLE_CODES
+from ._partscan import datas as _datas
+from ._partscan import items as _items
+from .messages import FuelCardRow, RowKey, StopListEntry, Table, row_key
 
-__all__ = ["FAST_TABLES", "pack_rows", "parse_rows", "unpack_rows"]
+__all__ = ["FAST_TABLES", "PackedRows", "pack_rows", "parse_rows", "unpack_rows"]
 
 _INT64_MIN, _INT64_MAX = _codec.INT64_MIN, _codec.INT64_MAX
 _CARD_NO = re.compile(r"[0-9A-Za-z]{1,32}").fullmatch
@@ -268,7 +275,11 @@ def _slow(table: Table, row: Any) -> tuple[Any, bytes]:
 
 def pack_rows(table: Table, rows: Iterable[Any]) -> Iterator[tuple[Any, bytes]]:
     """(key, :func:`wire.pack_row` bytes) of each of ``rows``, the same bytes, faster for
-    fuel cards. Raises :class:`~wire.errors.WireFormatError` for a row not of ``table``."""
+    fuel cards; for :class:`PackedRows` of ``table``, their bytes as received (which are those
+    bytes). Raises :class:`~wire.errors.WireFormatError` for a row not of ``table``."""
+    if type(rows) is PackedRows and rows.table is table:
+        yield from rows.items()
+        return
     packer = msgpack.Packer(use_bin_type=True)
     if table is Table.FUEL_CARDS:
         for r in rows:
@@ -308,3 +319,57 @@ def unpack_rows(table: Table, datas: Iterable[bytes]) -> Iterator[Any]:
         if r is None:
             r = _codec.unpack_row(table, data)  # raises WireFormatError, or accepts as the codec does
         yield r
+
+
+# -- a snapshot part's rows as received ---------------------------------------------------
+
+#: The tables whose snapshot parts can come as :class:`PackedRows`.
+PACKED_TABLES = frozenset(Table(t) for t in _TABLE_CODES)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class PackedRows(Sequence[Any]):
+    """The rows of one snapshot part of ``table`` as they came in the frame: ``data`` is the
+    whole verified frame and row i is ``data[bounds[i]:bounds[i + 1]]`` (``bounds``: native
+    uint32 offsets). Every row was checked in C (:mod:`wire._partscan`) and is, byte for byte,
+    what :func:`pack_rows` writes for the row :func:`wire.decode` makes of it; so the replica
+    store writes :meth:`items` as they are, with no Python object per row but its key and bytes.
+
+    It is also a sequence of the rows as objects (each read with every check of
+    :func:`unpack_rows`), for a reader that wants them (tests, a site without a store).
+    Made only by :func:`wire.decode` with ``raw_rows=True``."""
+
+    table: Table
+    data: bytes
+    bounds: bytes
+
+    def __len__(self) -> int:
+        return len(self.bounds) // 4 - 1
+
+    @overload
+    def __getitem__(self, i: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> tuple[Any, ...]: ...
+
+    def __getitem__(self, i: int | slice) -> Any:
+        datas = self.datas()
+        if isinstance(i, slice):
+            return tuple(unpack_rows(self.table, datas[i]))
+        return next(unpack_rows(self.table, (datas[i],)))
+
+    def __iter__(self) -> Iterator[Any]:
+        return unpack_rows(self.table, self.datas())
+
+    def __repr__(self) -> str:  # never the rows: they hold card numbers
+        return f"PackedRows({self.table.value}, {len(self)} rows)"
+
+    def datas(self) -> list[bytes]:
+        """Each row's bytes, in order."""
+        out: list[bytes] = _datas(self.data, self.bounds)
+        return out
+
+    def items(self) -> list[tuple[RowKey, bytes]]:
+        """(key, bytes) of each row, in order: what the replica store writes."""
+        out: list[tuple[RowKey, bytes]] = _items(_TABLE_CODES[self.table.value], self.data, self.bounds)
+        return out
