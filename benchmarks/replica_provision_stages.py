@@ -4,7 +4,7 @@
 The host's signed snapshot parts are cut as ``benchmarks.replica --provision`` cuts them
 (``--cards`` fuel cards, ``--stop-list`` numbers, ``--accounts`` club accounts), then the
 site's path runs in this process without the broker: each part verified and decoded
-(:func:`wire.decode`), staged into a replica store (:meth:`ReplicaStore.stage_part`) and
+(:func:`wire.decode` with ``raw_rows=True``: the big tables' rows stay the bytes received), staged into a replica store (:meth:`ReplicaStore.stage_part`) and
 committed (:class:`StagedSnapshot`), then the evaluators built from the store
 (:func:`terminal.provision.build_replica`) twice: by the general path (each row read into
 objects, ``_general``) and as the daemon builds them (fuel cards by the native loader,
@@ -59,7 +59,7 @@ def stage_figures(fuel_cards: int, stop_list: int, club_accounts: int, seed: int
             for table, parts in frames.items():
                 for k, frame in enumerate(parts):
                     a = _cpu()
-                    part = decode(frame, verify, topic=snapshot_topic(table, k))
+                    part = decode(frame, verify, topic=snapshot_topic(table, k), raw_rows=True)  # as the site
                     b = _cpu()
                     store.stage_part(part, fresh=k == 0)  # type: ignore[arg-type]
                     decoding, staging = decoding + b - a, staging + _cpu() - b
