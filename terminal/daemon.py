@@ -195,6 +195,20 @@ def _mask_body(value: Any) -> Any:
     return value
 
 
+def _give_back_freed_memory() -> None:
+    """Collect garbage, then return the C heap's free pages to the system (glibc's
+    ``malloc_trim``; nothing elsewhere). Receiving a snapshot and building the evaluators
+    allocate and free hundreds of MB, in several threads' malloc arenas, which glibc keeps
+    for reuse: without this, a site provisioned from the host would serve with far more
+    resident memory than the same site restarted from its store."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _age_text(seconds: int) -> str:
     """``3 h 12 min``, ``4 min``, ``20 s``."""
     if seconds >= 86_400:
@@ -545,6 +559,7 @@ class Daemon:
                 raise ReplicaUnusable("site.data_dir", f"the stored replica ({self.store_path}) cannot be "
                                       f"loaded: {exc}") from None
             del rows
+        _give_back_freed_memory()  # what receiving and building freed (docs/sync.md, "Third pass")
         if self._provision_started is not None:
             self.provisioned_in_s = time.monotonic() - self._provision_started
             first = self.sync.first_snapshot_at if self.sync is not None else None
