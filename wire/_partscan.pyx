@@ -14,16 +14,18 @@ its own words). It takes a frame only when it is
 
 - ``[1, "snapshot", nil, {"table", "version", "part", "parts", "rows"}, bin8(64)]``, the
   payload's fields in that order, each once, ending where the frame ends;
-- of table ``fuel_cards``, ``stop_list`` or ``contracts``, with at most ``max_rows`` rows;
+- of table ``fuel_cards``, ``stop_list``, ``contracts`` or ``club_accounts``, with at most
+  ``max_rows`` rows;
 - each row a map of exactly the fields :func:`wire.rows_bulk.pack_rows` (and
   :func:`wire.pack_row`) write for it, in their order, each value of the type and in the
   range :mod:`wire.rows_bulk`'s and :mod:`wire.codec`'s checks require (a card without fleet
-  controls or balance fields, a contract without watermarks or allowances);
+  controls or balance fields, a contract or club account without watermarks or allowances,
+  an account with at most 64 lots and 64 cards);
 - and every value written the way MessagePack's packer writes it (the shortest integer,
   string, array and map headers; a card's groups in ascending order, as the store writes
   them). So a row taken here is, byte for byte, the row the store would write for what the
   general path makes of it: the bytes received are the canonical bytes;
-- no key (card number, contract id) in two rows.
+- no key (card number, contract or account id) in two rows.
 
 A map key cannot be repeated in a frame taken here (every map has its fields in one fixed
 order), so the duplicate-key rule holds. The signature, the protocol version, the topic and
@@ -41,7 +43,7 @@ DEF MAX_LIMITS = 1000
 cdef int64_t INT64_MAX = 9223372036854775807
 
 #: the tables taken here, by the code :func:`items` takes
-TABLE_CODES = {"fuel_cards": 1, "stop_list": 2, "contracts": 3}
+TABLE_CODES = {"fuel_cards": 1, "stop_list": 2, "contracts": 3, "club_accounts": 4}
 
 
 cdef struct Reader:
@@ -368,14 +370,68 @@ cdef bint _contract(Reader* r, uint64_t tariffs, int64_t max_amount) noexcept:
     return True
 
 
+DEF MAX_SCANNED = 64  # lots or cards of one account checked here (pairwise); more: the general path
+
+
+cdef bint _account(Reader* r, uint64_t club_kinds, uint64_t club_statuses, int64_t max_amount) noexcept:
+    """A club-account row without the balance rule's fields, as the store writes it."""
+    cdef int64_t v
+    cdef int64_t ids[MAX_SCANNED]
+    cdef Py_ssize_t at[MAX_SCANNED]
+    cdef Py_ssize_t lens[MAX_SCANNED]
+    cdef Py_ssize_t n, k, j, m
+    if (not _byte(r, 0x89) or not _key(r, b"account_id", 10) or not _uint(r, &v, INT64_MAX)
+            or not _key(r, b"kind", 4) or not _sint(r, &v) or not _in(club_kinds, v)
+            or not _key(r, b"activated", 9) or r.i >= r.n or not (r.d[r.i] == 0xc2 or r.d[r.i] == 0xc3)):
+        return False
+    r.i += 1
+    if (not _key(r, b"status", 6) or not _sint(r, &v) or not _in(club_statuses, v)
+            or not _key(r, b"balance_kop", 11) or not _uint(r, &v, max_amount)
+            or not _key(r, b"turnover_month", 14) or not _sint(r, &v)
+            or not _key(r, b"turnover_kop", 12) or not _uint(r, &v, max_amount)
+            or not _key(r, b"lots", 4)):
+        return False
+    n = _array(r)
+    if n < 0 or n > MAX_SCANNED:
+        return False
+    for k in range(n):
+        if (not _byte(r, 0x84) or not _key(r, b"lot_id", 6) or not _uint(r, &ids[k], INT64_MAX)
+                or not _key(r, b"points", 6) or not _uint(r, &v, max_amount)
+                or not _key(r, b"matures_at_s", 12) or not _sint(r, &v)
+                or not _key(r, b"expires_at_s", 12) or not _sint(r, &v)):
+            return False
+        for j in range(k):
+            if ids[j] == ids[k]:
+                return False  # a lot id twice
+    if not _key(r, b"cards", 5):
+        return False
+    n = _array(r)
+    if n < 0 or n > MAX_SCANNED:
+        return False
+    for k in range(n):
+        if not _byte(r, 0x82) or not _key(r, b"card_no", 7):
+            return False
+        m = _str(r)
+        if m < 1:
+            return False
+        at[k], lens[k] = r.i, m
+        r.i -= 1 if m < 32 else 2
+        if not _card_no(r) or not _key(r, b"status", 6) or not _sint(r, &v) or not _in(club_statuses, v):
+            return False
+        for j in range(k):
+            if lens[j] == m and memcmp(r.d + at[j], r.d + at[k], m) == 0:
+                return False  # a card twice
+    return True
+
+
 cdef object _key_at(int code, const uint8_t* d, Py_ssize_t n):
     """The row key of a row taken here (its first field): a card number, or a contract id."""
     cdef Reader r
     cdef Py_ssize_t m
     cdef int64_t v = 0
     r.d, r.n, r.i = d, n, 0
-    if code == 3:
-        r.i = 13  # fixmap, "contract_id"
+    if code == 3 or code == 4:
+        r.i = 13 if code == 3 else 12  # fixmap, "contract_id" / "account_id"
         _sint(&r, &v)
         return v
     r.i = 9  # fixmap, "card_no"
@@ -384,7 +440,8 @@ cdef object _key_at(int code, const uint8_t* d, Py_ssize_t n):
 
 
 def scan_part(bytes data, Py_ssize_t max_rows, uint64_t kinds, uint64_t statuses, uint64_t units,
-              uint64_t periods, uint64_t scopes, uint64_t groups, uint64_t tariffs, int64_t max_amount):
+              uint64_t periods, uint64_t scopes, uint64_t groups, uint64_t tariffs, uint64_t club_kinds,
+              uint64_t club_statuses, int64_t max_amount):
     """``(protocol version, table, version, part, parts, bounds)`` of snapshot frame ``data`` if
     it is one this module takes (module docstring), else None. ``bounds``: the rows' offsets in
     ``data``, n + 1 native uint32 (row i is ``data[bounds[i]:bounds[i + 1]]``). The masks are the
@@ -432,8 +489,10 @@ def scan_part(bytes data, Py_ssize_t max_rows, uint64_t kinds, uint64_t statuses
             ok = _card(&r, kinds, statuses, units, periods, scopes, groups, max_amount)
         elif code == 2:
             ok = _stop(&r)
-        else:
+        elif code == 3:
             ok = _contract(&r, tariffs, max_amount)
+        else:
+            ok = _account(&r, club_kinds, club_statuses, max_amount)
         if not ok:
             return None
         seen.add(_key_at(code, r.d + at, r.i - at))

@@ -1189,7 +1189,7 @@ def _mask(cls: type[IntEnum]) -> int:
 
 
 _PART_MASKS = (_mask(CardKind), _mask(CardStatus), _mask(LimitUnit), _mask(Period), _mask(Scope),
-               _mask(ProductGroup), _mask(Tariff), MAX_AMOUNT_KOP)
+               _mask(ProductGroup), _mask(Tariff), _mask(ClubCardKind), _mask(ClubStatus), MAX_AMOUNT_KOP)
 
 
 def _snapshot_packed(data: bytes, keys: SiteKeys, topic: str | None, parsed_topic: Any,
@@ -1237,7 +1237,8 @@ def decode(data: bytes, keys: SiteKeys, *, topic: str | None, limits: Limits = D
     :class:`~wire.errors.WireVersionError`, :class:`~wire.errors.WireSignatureError` or
     :class:`~wire.errors.WireTopicError`, and nothing else, whatever ``data`` holds.
 
-    ``raw_rows``: a snapshot part of the big tables (fuel cards, the stop list, contracts)
+    ``raw_rows``: a snapshot part of the big tables (fuel cards, the stop list, contracts,
+    club accounts)
     whose rows are each exactly as the replica store writes them comes back with its rows as
     :class:`wire.rows_bulk.PackedRows` (the bytes received, every check made on them), not as
     objects; the replica store writes them as they are. Any other frame decodes as without it.
