@@ -4,8 +4,9 @@
 The host's signed snapshot parts are cut as ``benchmarks.replica --provision`` cuts them
 (``--cards`` fuel cards, ``--stop-list`` numbers, ``--accounts`` club accounts), then the
 site's path runs in this process without the broker: each part verified and decoded
-(:func:`wire.decode` with ``raw_rows=True``: the big tables' rows stay the bytes received), staged into a replica store (:meth:`ReplicaStore.stage_part`) and
-committed (:class:`StagedSnapshot`), then the evaluators built from the store
+(:func:`wire.decode` with ``raw_rows=True``: the big tables' rows stay the bytes received),
+staged into a replica store (:meth:`ReplicaStore.stage_part`) and committed
+(:class:`StagedSnapshot`), then the evaluators built from the store
 (:func:`terminal.provision.build_replica`) twice: by the general path (each row read into
 objects, ``_general``) and as the daemon builds them (fuel cards by the native loader,
 :mod:`native._rowload`). ``key: value`` lines, CPU seconds of this process (not wall time):
