@@ -261,10 +261,15 @@ class ReplicaStore:
         if held is not None and part.version <= held.version:
             return
         rows = part.rows
-        try:  # rows kept as received (wire.decode(..., raw_rows=True)) are written as they are
-            packed = rows.items() if type(rows) is PackedRows and rows.table is table else list(pack_rows(table, rows))
-        except WireError as exc:
-            raise ReplicaStoreError(f"{table.value} snapshot part refused: {exc}") from None
+        packed: Iterable[tuple[RowKey, bytes]]
+        if type(rows) is PackedRows and rows.table is table:  # kept as received (wire.decode(..., raw_rows=True))
+            packed, count = rows.items(), len(rows)  # written as they are, one row's objects at a time
+        else:
+            try:
+                packed = list(pack_rows(table, rows))
+            except WireError as exc:
+                raise ReplicaStoreError(f"{table.value} snapshot part refused: {exc}") from None
+            count = len(packed)
         conn = self._conn
         st = self._staging.get(table)
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -298,7 +303,7 @@ class ReplicaStore:
         finally:
             conn.execute("PRAGMA synchronous = FULL")
         st.staged.add(part.part)
-        st.rows += len(packed)
+        st.rows += count
 
     def _new_phys(self) -> str:
         name = f"r{self._next_phys}"

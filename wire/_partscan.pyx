@@ -424,6 +424,26 @@ cdef bint _account(Reader* r, uint64_t club_kinds, uint64_t club_statuses, int64
     return True
 
 
+cdef inline void _key_span(int code, const uint8_t* d, Py_ssize_t* at, Py_ssize_t* n, int64_t* v) noexcept:
+    """Where the key of a row taken here is: a card number's offset and length (``at``, ``n``)
+    or a contract's or account's id (``v``)."""
+    cdef Reader r
+    r.d, r.n, r.i = d, 32, 0
+    if code >= 3:
+        r.i = 13 if code == 3 else 12  # fixmap, "contract_id" / "account_id"
+        _sint(&r, v)
+        return
+    r.n, r.i = 64, 9  # fixmap, "card_no"
+    n[0] = _str(&r)
+    at[0] = r.i
+
+
+cdef inline bint _str_less(const uint8_t* a, Py_ssize_t na, const uint8_t* b, Py_ssize_t nb) noexcept:
+    """a < b, as Python compares the (ASCII) strings."""
+    cdef int c = memcmp(a, b, na if na < nb else nb)
+    return c < 0 or (c == 0 and na < nb)
+
+
 cdef object _key_at(int code, const uint8_t* d, Py_ssize_t n):
     """The row key of a row taken here (its first field): a card number, or a contract id."""
     cdef Reader r
@@ -481,7 +501,9 @@ def scan_part(bytes data, Py_ssize_t max_rows, uint64_t kinds, uint64_t statuses
         return None
     bounds = bytearray(4 * (n + 1))
     cdef uint32_t* b = <uint32_t*><char*>bounds
-    seen = set()
+    cdef bint ascending = True
+    cdef Py_ssize_t prev_at = 0, prev_len = 0, key_at = 0, key_len = 0
+    cdef int64_t prev_id = -1, key_id = 0
     for k in range(n):
         b[k] = <uint32_t>r.i
         at = r.i
@@ -495,24 +517,34 @@ def scan_part(bytes data, Py_ssize_t max_rows, uint64_t kinds, uint64_t statuses
             ok = _account(&r, club_kinds, club_statuses, max_amount)
         if not ok:
             return None
-        seen.add(_key_at(code, r.d + at, r.i - at))
-    if r.i != r.n or len(seen) != n:
-        return None  # bytes between the rows and the signature, or a key twice
+        if ascending:  # keys in ascending order (as the host sends them) are each once: no object needed
+            _key_span(code, r.d + at, &key_at, &key_len, &key_id)
+            if code >= 3:
+                ascending = key_id > prev_id
+                prev_id = key_id
+            else:
+                key_at += at
+                ascending = k == 0 or _str_less(r.d + prev_at, prev_len, r.d + key_at, key_len)
+                prev_at, prev_len = key_at, key_len
+    if r.i != r.n:
+        return None  # bytes between the rows and the signature
     b[n] = <uint32_t>r.i
+    if not ascending and len({_key_at(code, r.d + b[k], b[k + 1] - b[k]) for k in range(n)}) != n:
+        return None  # a key twice: refused by the general path, in its words
     return proto, table, version, part, parts, bytes(bounds)
 
 
-def items(int code, bytes data, bytes bounds):
-    """``[(key, row bytes), ...]`` of the rows at ``bounds`` in ``data`` (as :func:`scan_part`
-    took them; ``code`` is the table's in :data:`TABLE_CODES`)."""
-    cdef const uint8_t* d = <const uint8_t*>PyBytes_AS_STRING(data)
-    cdef const uint32_t* b = <const uint32_t*>PyBytes_AS_STRING(bounds)
+def iter_items(int code, bytes data, bytes bounds):
+    """(key, row bytes) of each row at ``bounds`` in ``data`` (as :func:`scan_part` took
+    them; ``code`` is the table's in :data:`TABLE_CODES`), one at a time: a writer that takes
+    them as they come (``executemany``) holds one row's objects at a time."""
     cdef Py_ssize_t n = PyBytes_GET_SIZE(bounds) // 4 - 1, k
-    out = []
+    cdef uint32_t s, e
     for k in range(n):
-        out.append((_key_at(code, d + b[k], b[k + 1] - b[k]),
-                    PyBytes_FromStringAndSize(<const char*>(d + b[k]), b[k + 1] - b[k])))
-    return out
+        s = (<const uint32_t*>PyBytes_AS_STRING(bounds))[k]
+        e = (<const uint32_t*>PyBytes_AS_STRING(bounds))[k + 1]
+        yield (_key_at(code, <const uint8_t*>PyBytes_AS_STRING(data) + s, e - s),
+               PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + s, e - s))
 
 
 def datas(bytes data, bytes bounds):

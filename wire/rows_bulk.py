@@ -48,7 +48,7 @@ from authz.money import MAX_AMOUNT_KOP
 from . import codec as _codec
 from ._partscan import TABLE_CODES as _TABLE_CODES
 from ._partscan import datas as _datas
-from ._partscan import items as _items
+from ._partscan import iter_items as _iter_items
 from .messages import FuelCardRow, RowKey, StopListEntry, Table, row_key
 
 __all__ = ["FAST_TABLES", "PackedRows", "pack_rows", "parse_rows", "unpack_rows"]
@@ -369,7 +369,7 @@ class PackedRows(Sequence[Any]):
         out: list[bytes] = _datas(self.data, self.bounds)
         return out
 
-    def items(self) -> list[tuple[RowKey, bytes]]:
-        """(key, bytes) of each row, in order: what the replica store writes."""
-        out: list[tuple[RowKey, bytes]] = _items(_TABLE_CODES[self.table.value], self.data, self.bounds)
+    def items(self) -> Iterator[tuple[RowKey, bytes]]:
+        """(key, bytes) of each row, in order, one at a time: what the replica store writes."""
+        out: Iterator[tuple[RowKey, bytes]] = _iter_items(_TABLE_CODES[self.table.value], self.data, self.bounds)
         return out

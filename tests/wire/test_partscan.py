@@ -74,7 +74,7 @@ def same(data: bytes, topic: str | None = snapshot_topic(Table.FUEL_CARDS, 0), l
     assert tuple(r.rows) == g.rows  # the same rows as objects
     assert list(pack_rows(r.table, r.rows)) == list(pack_rows(g.table, g.rows))  # the same bytes stored
     if isinstance(r.rows, PackedRows):
-        assert r.rows.items() == list(pack_rows(g.table, g.rows))
+        assert list(r.rows.items()) == list(pack_rows(g.table, g.rows))
         assert len(r.rows) == len(g.rows)
         return "packed"
     return "objects"
@@ -86,11 +86,23 @@ def test_well_formed_parts_keep_their_rows_as_received(table):
     assert PACKED == same(data, snapshot_topic(table, 2))
     part = decode(data, SITE, topic=snapshot_topic(table, 2), raw_rows=True)
     assert isinstance(part.rows, PackedRows) and part.rows.table is table
-    rows = part.rows.items()
+    rows = list(part.rows.items())
     assert all(data.find(b) > 0 for _, b in rows)  # the bytes are the frame's
     assert len({k for k, _ in rows}) == len(rows) == len(MAPS[table])
     assert part.rows[1] == decode(data, SITE, topic=None).rows[1]
     assert "7" not in repr(part.rows) and repr(part.rows) == f"PackedRows({table.value}, {len(rows)} rows)"
+
+
+@pytest.mark.parametrize("table", list(MAPS))
+def test_keys_in_any_order_are_taken_and_a_key_twice_is_refused(table):
+    """Rows in ascending key order are proven unique without an object per key; in any
+    other order they are checked with a set; a key twice is refused as the general path does."""
+    rows = sorted(MAPS[table], key=lambda m: str(m.get("card_no", m.get("contract_id", m.get("account_id")))))
+    assert PACKED == same(frame(payload(table, rows[::-1])), snapshot_topic(table, 0))
+    assert PACKED == same(frame(payload(table, rows[:1] + rows[2:] + rows[1:2])), snapshot_topic(table, 0))
+    assert REFUSED == same(frame(payload(table, rows[:2] + rows[1:])), snapshot_topic(table, 0))  # adjacent
+    assert REFUSED == same(frame(payload(table, rows + rows[:1])), snapshot_topic(table, 0))
+    assert REFUSED == same(frame(payload(table, rows[::-1] + rows[-1:])), snapshot_topic(table, 0))
 
 
 def test_other_tables_and_cards_with_fleet_controls_take_the_general_path():
