@@ -201,12 +201,12 @@ def _give_back_freed_memory() -> None:
     allocate and free hundreds of MB, in several threads' malloc arenas, which glibc keeps
     for reuse: without this, a site provisioned from the host would serve with far more
     resident memory than the same site restarted from its store."""
-    import ctypes
     import gc
 
+    from native.compact import release_free_memory
+
     gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    release_free_memory()
 
 
 def _age_text(seconds: int) -> str:
