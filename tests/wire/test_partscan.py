@@ -218,3 +218,17 @@ def test_every_single_byte_change_of_a_signed_part_is_refused(table, at, flip):
 def test_random_bytes_only_ever_raise_wire_errors(blob):
     for data in (blob, signed(blob)):
         same(data) if data else None
+
+
+def test_the_longest_card_numbers_and_the_widest_integers_are_taken():
+    """A 32-character card number (str 8), integers of every width and sign."""
+    stop = [{"card_no": "A" * 31, "listed_at_utc_s": 0}, {"card_no": "B" * 32, "listed_at_utc_s": 2 ** 63 - 1},
+            {"card_no": "C" * 32, "listed_at_utc_s": 2 ** 32}, {"card_no": "D", "listed_at_utc_s": 65535}]
+    assert PACKED == same(frame(payload(Table.STOP_LIST, stop)), snapshot_topic(Table.STOP_LIST, 0))
+    card = copy.deepcopy(next(m for m in CARD_MAPS if m["counters"]))
+    for spent in (-1, -32, -33, -128, -129, -32768, -32769, -2 ** 31, -2 ** 31 - 1, -2 ** 63, 2 ** 63 - 1):
+        card["counters"][0]["spent"] = spent
+        card["card_no"] = "9" * 32
+        assert PACKED == same(frame(payload(Table.FUEL_CARDS, [card])))
+    card["counters"][0]["spent"] = 2 ** 63  # beyond int64: refused
+    assert REFUSED == same(frame(payload(Table.FUEL_CARDS, [card])))
