@@ -27,7 +27,7 @@ class BuildNative(build_ext):
         except Exception as exc:  # distutils raises several unrelated types here
             raise SystemExit(
                 "edgepos: could not compile the native evaluator (native/_evaluator.pyx), its row loader "
-                "(native/_rowload.pyx) and wire's record check (wire/_wirecheck.pyx).\n"
+                "(native/_rowload.pyx), wire's record check (wire/_wirecheck.pyx) and its row packer (wire/_jsonpack.pyx).\n"
                 "A C compiler and the Python headers are required: on Debian run\n"
                 "    apt-get install -y gcc python3-dev\n"
                 f"then install again. The compiler said: {exc}"
@@ -43,6 +43,11 @@ extensions = [
     Extension(
         "wire._wirecheck",
         ["wire/_wirecheck.pyx"],
+        extra_compile_args=["-O3"],
+    ),
+    Extension(  # the edge's journal rows, stored JSON text straight to MessagePack
+        "wire._jsonpack",
+        ["wire/_jsonpack.pyx"],
         extra_compile_args=["-O3"],
     ),
     Extension(  # stored fuel-card rows straight into the evaluator's columns

@@ -282,6 +282,10 @@ _RECORD_COLS = "seq, record_id, site_id, lane, txn_id, kind, at_utc_s, body, ack
 _read_body = msgspec.json.Decoder().decode
 
 
+_STORED_ROWS = ("SELECT seq, record_id, site_id, lane, txn_id, kind, at_utc_s, body FROM records "
+                "WHERE seq > ? ORDER BY seq LIMIT ?")
+
+
 def _record(row: tuple) -> Record:
     seq, record_id, site_id, lane, txn_id, kind, at_utc_s, body, acked = row
     return Record(record_id, site_id, lane, txn_id, kind, at_utc_s, _read_body(body), seq,
@@ -592,13 +596,18 @@ class Journal:
         """What :meth:`after` returns, as plain tuples ``(seq, record_id, site_id, lane,
         txn_id, kind, at_utc_s, body)``: no ``Record`` per row (the sync client packs them
         for the wire at once, :func:`wire.codec.pack_record_rows`)."""
+        body = _read_body
+        return [(s, rid, site, lane, txn, kind, at, body(b))
+                for s, rid, site, lane, txn, kind, at, b in self.after_stored(seq, limit)]
+
+    def after_stored(self, seq: int, limit: int) -> list[tuple[int, str, str, str, str, str, int, str]]:
+        """:meth:`after_rows` with each body as stored: its canonical JSON text, not decoded.
+        The sync client packs the text for the wire in C (:func:`wire.codec.pack_record_rows`)
+        without a Python object per body value."""
         _integer("seq", seq, 0, _INT_MAX)
         _integer("limit", limit, 0, _INT_MAX)
         with self._reading() as conn:
-            rows = conn.execute("SELECT seq, record_id, site_id, lane, txn_id, kind, at_utc_s, body FROM records "
-                                "WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)).fetchall()
-        body = _read_body
-        return [(s, rid, site, lane, txn, kind, at, body(b)) for s, rid, site, lane, txn, kind, at, b in rows]
+            return conn.execute(_STORED_ROWS, (seq, limit)).fetchall()
 
     def unacked(self, limit: int) -> list[Record]:
         """The oldest ``limit`` records the host has not acknowledged, in seq order."""

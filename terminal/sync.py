@@ -49,7 +49,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -485,16 +485,17 @@ class SyncClient:
     def _records_of(self, n: int, r: _Range) -> list[bytes]:
         """The records of assigned batch ``n``, read back by its stored range ``r`` and packed
         (in a thread)."""
-        recs = [x for x in self.journal.after_rows(r.first_seq - 1, r.count) if x[0] <= r.last_seq]
+        recs = [x for x in self.journal.after_stored(r.first_seq - 1, r.count) if x[0] <= r.last_seq]
         if len(recs) != r.count or (recs and (recs[0][0] != r.first_seq or recs[-1][0] != r.last_seq)):
             raise SyncError(f"batch {n}: the journal no longer holds its {r.count} records "
                             f"(seq {r.first_seq}..{r.last_seq}); found {len(recs)}")
         return self._pack(recs)
 
-    def _pack(self, recs: list[JournalRow]) -> list[bytes]:
-        """Journal rows (:meth:`~terminal.journal.Journal.after_rows`) packed for the wire,
-        each once, with no object per record (:func:`wire.codec.pack_record_rows`: their
-        fields checked in C). The journal checked each body (canonical JSON, no floats,
+    def _pack(self, recs: Sequence[JournalRow]) -> list[bytes]:
+        """Journal rows with their stored bodies (:meth:`~terminal.journal.Journal.after_stored`)
+        packed for the wire, each once, with no object per record or body value
+        (:func:`wire.codec.pack_record_rows`: their fields checked in C, each body's JSON text
+        packed to MessagePack in C). The journal checked each body (canonical JSON, no floats,
         64-bit ints, depth) before storing it; the host's decode checks everything."""
         limits = self.settings.limits
         return pack_record_rows(self.site_id, recs, limits=limits,
@@ -520,7 +521,7 @@ class SyncClient:
         want = self.settings.max_batch_records
         if len(ahead) < want:
             after = ahead[-1][0] if ahead else self._cursor
-            recs = self.journal.after_rows(after, want - len(ahead))
+            recs = self.journal.after_stored(after, want - len(ahead))
             try:
                 ahead.extend(zip([r[0] for r in recs], self._pack(recs)))
             except WireError as e:
