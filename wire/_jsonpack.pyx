@@ -19,8 +19,10 @@ codec decodes the bodies and takes its careful path, which names what is wrong):
 - string escapes: the JSON ones, ``\\uXXXX`` outside the surrogates (a surrogate pair goes the
   careful way); a raw control character is not JSON.
 
-The record fields themselves (ids, lane, kind, time) are checked by the caller with the same
-C check as ever (``wire._wirecheck.records_fast``); this module only packs them.
+The record's own fields are checked as ``wire._wirecheck.records_fast`` checks them (the
+same character classes, spelled out the same way; ``tests/wire/test_jsonpack.py`` holds the
+two to the same answers): the record id ``{site}-{ULID}``, the lane, the transaction id
+``{site}:{lane}-{ULID}``, the kind, ``at_utc_s`` an ``int`` in 0..2**63-1, no record id twice.
 
 Why: the journal read and the pack were the edge's largest share of sync CPU (issue 12): a
 dict per body built by the JSON decoder only to be packed again at once.
@@ -32,6 +34,9 @@ from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memmove
 
 cdef extern from "Python.h":
+    bint PyUnicode_IS_ASCII(object o)
+    void* PyUnicode_DATA(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
     const char* PyUnicode_AsUTF8AndSize(object o, Py_ssize_t* size) except NULL
     bint PyUnicode_CheckExact(object o)
     bint PyLong_CheckExact(object o)
@@ -498,6 +503,97 @@ def body_to_msgpack(str text not None, int max_depth):
         free(b.p)
 
 
+# character classes of the record's fields, as wire._wirecheck has them: 1 = allowed
+cdef unsigned char _ULID_FIRST[256]
+cdef unsigned char _ULID_REST[256]
+cdef unsigned char _ALNUM[256]
+cdef unsigned char _SITE_REST[256]
+cdef unsigned char _KIND_REST[256]
+
+
+cdef void _fill():
+    cdef int c
+    for c in range(256):
+        _ULID_FIRST[c] = 0
+        _ULID_REST[c] = 0
+        _ALNUM[c] = 0
+        _SITE_REST[c] = 0
+        _KIND_REST[c] = 0
+    for c in range(ord("0"), ord("7") + 1):
+        _ULID_FIRST[c] = 1
+    for ch in "0123456789ABCDEFGHJKMNPQRSTVWXYZ":
+        _ULID_REST[ord(ch)] = 1
+    for ch in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz":
+        _ALNUM[ord(ch)] = 1
+        _SITE_REST[ord(ch)] = 1
+        _KIND_REST[ord(ch)] = 1
+    for ch in "_.-":
+        _SITE_REST[ord(ch)] = 1
+        _KIND_REST[ord(ch)] = 1
+    _KIND_REST[ord(":")] = 1
+
+
+_fill()
+
+
+cdef inline bint _ulid(const unsigned char* s) noexcept:
+    cdef int i
+    if not _ULID_FIRST[s[0]]:
+        return False
+    for i in range(1, 26):
+        if not _ULID_REST[s[i]]:
+            return False
+    return True
+
+
+cdef inline bint _name(const unsigned char* s, Py_ssize_t n, const unsigned char* rest) noexcept:
+    """``[A-Za-z0-9]`` then up to 63 of ``rest``."""
+    cdef Py_ssize_t i
+    if n < 1 or n > 64 or not _ALNUM[s[0]]:
+        return False
+    for i in range(1, n):
+        if not rest[s[i]]:
+            return False
+    return True
+
+
+cdef inline bint _ascii(object v):
+    return PyUnicode_CheckExact(v) and PyUnicode_IS_ASCII(v)
+
+
+cdef bint _fields_ok(object rid, object lane, object txn, object kind, const unsigned char* site,
+                     Py_ssize_t ns):
+    """The record id, lane, transaction id and kind as ``wire._wirecheck`` takes them."""
+    cdef const unsigned char* s
+    cdef Py_ssize_t i, nr, nt, nl
+    if not _ascii(rid) or not _ascii(lane) or not _ascii(txn) or not _ascii(kind):
+        return False
+    nr = PyUnicode_GET_LENGTH(rid)
+    if nr != ns + 27:
+        return False
+    s = <const unsigned char*>PyUnicode_DATA(rid)
+    for i in range(ns):
+        if s[i] != site[i]:
+            return False
+    if s[ns] != 45 or not _ulid(s + ns + 1):  # '-'
+        return False
+    if not _name(<const unsigned char*>PyUnicode_DATA(lane), PyUnicode_GET_LENGTH(lane), _SITE_REST):
+        return False
+    if not _name(<const unsigned char*>PyUnicode_DATA(kind), PyUnicode_GET_LENGTH(kind), _KIND_REST):
+        return False
+    nt = PyUnicode_GET_LENGTH(txn)
+    nl = nt - ns - 1 - 27  # the lane's length
+    if nl < 1:
+        return False
+    s = <const unsigned char*>PyUnicode_DATA(txn)
+    for i in range(ns):
+        if s[i] != site[i]:
+            return False
+    if s[ns] != 58 or s[nt - 27] != 45:  # ':', '-'
+        return False
+    return _name(s + ns + 1, nl, _SITE_REST) and _ulid(s + nt - 26)
+
+
 # the record map's keys, packed: the order of wire.codec's record schema
 cdef bytes _K_RECORD = b"\xa9record_id"
 cdef bytes _K_LANE = b"\xa4lane"
@@ -519,14 +615,22 @@ cdef int _put(Buf* b, bytes k) except -1:
 def pack_rows(list rows not None, str site_id not None, int max_depth):
     """Each journal row ``(seq, record_id, site_id, lane, txn_id, kind, at_utc_s, body_text)``
     as the MessagePack of its wire record map, or None if any row is not what this module
-    packs (another site's, a field of another type, a body it does not take: see the
-    module's doc). The fields' own checks are the caller's (``wire._wirecheck``)."""
+    packs (another site's, a field the record check refuses, a record id twice, a body it
+    does not take: see the module's doc). ``max_depth`` must be small (the codec passes at
+    most 256): the body walk recurses."""
     cdef Buf b
     cdef Py_ssize_t n, start
     cdef const char* s
     cdef int rc, overflow
     cdef long long at_v
+    cdef const unsigned char* site_p
+    cdef Py_ssize_t ns
+    if not PyUnicode_IS_ASCII(site_id):
+        return None  # a site id is ASCII (SITE_ID_RE): nothing of another site can match
+    site_p = <const unsigned char*>PyUnicode_DATA(site_id)
+    ns = PyUnicode_GET_LENGTH(site_id)
     out = []
+    seen = set()
     b.cap = 4096
     b.n = 0
     b.p = <unsigned char*>malloc(b.cap)
@@ -546,6 +650,11 @@ def pack_rows(list rows not None, str site_id not None, int max_depth):
             at_v = PyLong_AsLongLongAndOverflow(at, &overflow)
             if overflow or at_v < 0:
                 return None
+            if not _fields_ok(rid, (<tuple>row)[3], (<tuple>row)[4], (<tuple>row)[5], site_p, ns):
+                return None
+            if rid in seen:
+                return None
+            seen.add(rid)
             b.p[0] = 0x86  # a map of 6 (the buffer holds at least 4096 bytes)
             b.n = 1
             _put(&b, _K_RECORD)

@@ -1397,7 +1397,6 @@ JournalRow = tuple[int, str, str, str, str, str, int, "dict[str, Any] | str"]
 
 from ._jsonpack import pack_rows as _native_pack_rows  # noqa: E402 - built with _wirecheck (setup.py)
 
-_NO_BODY: dict[str, Any] = {}  # the body in the record check's maps when the bodies are packed from text
 _read_json = msgspec.json.Decoder().decode
 
 
@@ -1423,22 +1422,19 @@ def pack_record_rows(site_id: str, rows: Sequence[JournalRow], *, limits: Limits
     and packed; if anything is off, the rows go through :func:`pack_records`, which names it.
 
     A body may be given as the canonical JSON text the journal stored
-    (``Journal.after_stored``): then it is packed straight from the text in C
-    (``wire._jsonpack``: every value checked as the record check does, no Python object per
-    value), the record's own fields still checked by ``wire._wirecheck``. A text that is not
-    canonical JSON of plain values is decoded and takes the path above."""
+    (``Journal.after_stored``): then the rows are checked and packed straight from the text
+    in C (``wire._jsonpack``: the record's fields as ``wire._wirecheck`` checks them, every
+    body value as the record check does, no Python object per record or value). Rows it does
+    not take (a text that is not canonical JSON of plain values, a field it refuses) are
+    decoded and take the path above, which names what is wrong."""
     if type(site_id) is not str or not SITE_ID_RE.fullmatch(site_id):
         raise WireFormatError(f"batch: malformed site id {site_id!r}")
     depth = limits.max_body_depth
     if rows and type(rows[0][7]) is str:
         if depth <= _NATIVE_MAX_DEPTH:
-            heads = [{"record_id": rid, "lane": lane, "txn_id": txn, "kind": kind, "at_utc_s": at, "body": _NO_BODY}
-                     for _, rid, site, lane, txn, kind, at, _ in rows if site == site_id]
-            if len(heads) == len(rows) and _native_records(heads, site_id, depth, _RECORD[1], None) is not None:
-                packed: list[bytes] | None = _native_pack_rows(rows if type(rows) is list else list(rows),
-                                                               site_id, depth)
-                if packed is not None:
-                    return packed
+            packed: list[bytes] | None = _native_pack_rows(rows if type(rows) is list else list(rows), site_id, depth)
+            if packed is not None:
+                return packed
         rows = [_decoded(site_id, i, r) for i, r in enumerate(rows)]
     maps = [{"record_id": rid, "lane": lane, "txn_id": txn, "kind": kind, "at_utc_s": at, "body": body}
             for _, rid, site, lane, txn, kind, at, body in rows if site == site_id]

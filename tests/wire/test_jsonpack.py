@@ -4,8 +4,10 @@ The native packer must answer what decoding the text and packing the dict answer
 byte, or say None (then the codec takes its careful path): for canonical bodies (hypothesis),
 for texts one character off canonical (hypothesis: whatever it packs equals the
 decode-then-pack answer and passes the record check), and at the edges (int64, depth,
-container and string sizes where the MessagePack header grows, escapes). Through
-``pack_record_rows``, stored rows give the bytes or the refusal of the decoded rows.
+container and string sizes where the MessagePack header grows, escapes). The record's own
+fields get the answer of ``wire._wirecheck`` (hypothesis: one field changed; every character
+at every position of each id). Through ``pack_record_rows``, stored rows give the bytes or
+the refusal of the decoded rows.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ from hypothesis import strategies as st
 
 from terminal.ids import new_id, new_txn_id
 from terminal.journal import canonical_json
-from wire import WireError, WireRecord
+from wire import Batch, WireError, WireRecord
 from wire import codec as C
 from wire._jsonpack import body_to_msgpack, pack_rows
 from wire._wirecheck import records_fast
+
+from .test_native_records import EVERY_CHAR
+from .test_properties import batches
 
 SITE = "SIM-077-001"
 DEPTH = C.DEFAULT_LIMITS.max_body_depth
@@ -182,3 +187,70 @@ def test_stored_rows_are_refused_in_the_words_of_the_decoded_rows(bad: str) -> N
         # bodies_checked vouches for the bodies (the journal checked them): then only the
         # record's own fields are refused, as before (a duplicate id is the host's to drop)
         assert (got[0] == "ok") == ((checked and bad in ("float", "deep")) or bad == "duplicate id")
+
+
+# --- the record's own fields: the same answers as wire._wirecheck ------------------------------
+
+def stored(b: Batch) -> list[tuple]:
+    """The batch's records as the journal's stored rows (seq, ..., the body's JSON text)."""
+    return [(i + 1, r.record_id, r.site_id, r.lane, r.txn_id, r.kind, r.at_utc_s,
+             json.dumps(r.body, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
+            for i, r in enumerate(b.records)]
+
+
+def same_fields(rows: list[tuple], site: str) -> list[bytes] | None:
+    """``pack_rows`` and the record check of ``wire._wirecheck`` (on the decoded rows) say
+    yes or no together; a yes gives the decoded rows' bytes."""
+    maps = [{"record_id": rid, "lane": lane, "txn_id": txn, "kind": kind, "at_utc_s": at,
+             "body": msgspec.json.decode(body)} for _, rid, s, lane, txn, kind, at, body in rows if s == site]
+    check = len(maps) == len(rows) and records_fast(maps, site, DEPTH, C._RECORD[1], None) is not None
+    got = pack_rows(rows, site, DEPTH)
+    assert (got is not None) == check, (rows, got)
+    if got is not None:
+        assert got == [msgpack.packb(m, use_bin_type=True) for m in maps]
+    return got
+
+
+@settings(max_examples=150, deadline=None)
+@given(batches(), st.sampled_from(["record_id", "site_id", "lane", "txn_id", "kind", "at_utc_s"]), st.data())
+def test_one_field_changed_gives_the_answer_of_the_record_check(b: Batch, field: str, data: st.DataObject) -> None:
+    rows = stored(b)
+    if rows:
+        k = data.draw(st.integers(0, len(rows) - 1), label="row")
+        col = ["record_id", "site_id", "lane", "txn_id", "kind", "at_utc_s"].index(field) + 1
+        r = list(rows[k])
+        if field == "at_utc_s":
+            r[col] = data.draw(st.sampled_from([-1, 0, 2**63 - 1, 2**63, True, 1.0, "1"]), label="at")
+        else:
+            s = r[col]
+            how = data.draw(st.sampled_from(["replace", "insert", "delete", "other"]), label="how")
+            i = data.draw(st.integers(0, max(0, len(s) - (how != "insert"))), label="at")
+            ch = data.draw(st.sampled_from(EVERY_CHAR), label="char")
+            r[col] = {"replace": s[:i] + ch + s[i + 1:], "insert": s[:i] + ch + s[i:], "delete": s[:i] + s[i + 1:],
+                      "other": data.draw(st.sampled_from([None, 5, b"x", rows[0][1]]), label="other")}[how]
+        rows[k] = tuple(r)
+    same_fields(rows, b.site_id)
+
+
+@pytest.mark.parametrize("field", ["record_id", "lane", "txn_id", "kind"])
+def test_every_character_at_every_position_of_a_field_gives_the_answer_of_the_record_check(field: str) -> None:
+    col = {"record_id": 1, "lane": 3, "txn_id": 4, "kind": 5}[field]
+    base = (1, f"{SITE}-01HZX3M2Q5T7V8W9XAYBZC0001", SITE, "pump-1", f"{SITE}:pump-1-01HZX3M2Q5T7V8W9XAYBZC0001",
+            "fuel.completed", 1_790_000_000, '{"amount_kop":1}')
+    s = base[col]
+    assert isinstance(s, str)
+    accepted = 0
+    for i in range(len(s) + 1):
+        for ch in EVERY_CHAR:
+            for value in (s[:i] + ch + s[i + 1:], s[:i] + ch + s[i:]):
+                row = list(base)
+                row[col] = value
+                accepted += same_fields([tuple(row)], SITE) is not None
+    assert accepted > len(s)  # some changes are still valid: both answers were exercised
+
+
+def test_a_record_id_twice_and_a_site_not_ascii_are_left_to_the_careful_path() -> None:
+    rows = [row(1, '{"a":1}'), row(2, '{"a":2}')]
+    assert pack_rows(rows, SITE, DEPTH) is not None
+    assert pack_rows([rows[0], (2, *rows[0][1:])], SITE, DEPTH) is None
+    assert pack_rows(rows, "SIM-077-00é", DEPTH) is None
