@@ -6,9 +6,10 @@ replica updates down (``docs/sync.md``, ``docs/wire-protocol.md``).
 aiomqtt does not. It never stops the site from working: lanes journal offline, and the
 client sends what the journal holds whenever it can.
 
-**Up.** Journal records, in seq order from a cursor, are packed once each
-(:func:`wire.codec.pack_records`: their own fields checked, their bodies not walked again,
-the journal checked them), cut into batches by exact size
+**Up.** Journal records, in seq order from a cursor, are packed once each, from the rows
+and the bodies' JSON text as stored (:meth:`~terminal.journal.Journal.after_stored`,
+:func:`wire.codec.pack_record_rows`: their own fields checked, each body's text packed to
+MessagePack in C), cut into batches by exact size
 (:func:`wire.codec.packed_that_fit`) and numbered 1, 2, 3, ... per site. A batch's seq range is
 written to the journal's meta *before* its first publish, so every resend (after an ack
 timeout, a reconnect or a crash) carries exactly the same records, byte for byte. At most
@@ -17,7 +18,7 @@ waits for its PUBACK. A batch not acknowledged within ``ack_timeout_s`` is sent 
 so is everything unacknowledged after a reconnect.
 
 **Acks.** ``Ack(up_to_seq=n)`` marks the records of batches up to n as acked in the journal
-(``mark_acked``), then stores n. Nothing is marked before an ack says so, and a stale ack
+and stores n, in one transaction (``mark_acked(..., meta=...)``). Nothing is marked before an ack says so, and a stale ack
 changes nothing. Batches the host refused for good (``rejected``) keep their records
 unacked and are listed in :attr:`SyncStatus.rejected_batches` for the operator.
 
