@@ -27,8 +27,8 @@ class BuildNative(build_ext):
         except Exception as exc:  # distutils raises several unrelated types here
             raise SystemExit(
                 "edgepos: could not compile the native evaluator (native/_evaluator.pyx), its row loader "
-                "(native/_rowload.pyx), wire's record check (wire/_wirecheck.pyx) and its snapshot-part "
-                "scanner (wire/_partscan.pyx).\n"
+                "(native/_rowload.pyx), wire's record check (wire/_wirecheck.pyx), its snapshot-part "
+                "scanner (wire/_partscan.pyx) and its row packer (wire/_jsonpack.pyx).\n"
                 "A C compiler and the Python headers are required: on Debian run\n"
                 "    apt-get install -y gcc python3-dev\n"
                 f"then install again. The compiler said: {exc}"
@@ -49,6 +49,11 @@ extensions = [
     Extension(  # a snapshot part's rows checked where they lie, kept as the bytes received
         "wire._partscan",
         ["wire/_partscan.pyx"],
+        extra_compile_args=["-O3"],
+    ),
+    Extension(  # the edge's journal rows, stored JSON text straight to MessagePack
+        "wire._jsonpack",
+        ["wire/_jsonpack.pyx"],
         extra_compile_args=["-O3"],
     ),
     Extension(  # stored fuel-card rows straight into the evaluator's columns

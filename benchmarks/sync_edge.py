@@ -3,6 +3,8 @@ host stand-in; ``key: value`` lines.
 
     python -m benchmarks.sync_edge                       # 100,000 records, default settings
     python -m benchmarks.sync_edge --records 1000000 --in-flight 16
+    python -m benchmarks.sync_edge --baseline /tmp/before --rounds 3   # A/B: the code in that folder, then
+                                                                       # this code, alternating; CPU ratio
 
 What is timed: from the moment the :class:`terminal.sync.SyncClient` enters, with the
 whole backlog already journaled (an offline site coming back), until every record is
@@ -110,6 +112,43 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
             "sync_edge_client_cpu_s": round(cpu, 2)}
 
 
+def ab(args: argparse.Namespace, argv: list[str]) -> None:
+    """``--baseline DIR``: this benchmark run from DIR's code (a checkout of the code before,
+    its native modules built) and from this code, alternating ``--rounds`` times, each in a
+    fresh process with the same arguments; prints each run and the ratio of the best client
+    CPU figures (before / after)."""
+    here = Path(__file__).resolve().parents[1]
+    rest: list[str] = []
+    skip = False
+    for a in argv:  # the arguments without --baseline and --rounds
+        if skip:
+            skip = False
+            continue
+        if a in ("--baseline", "--rounds"):
+            skip = True
+            continue
+        if a.startswith(("--baseline=", "--rounds=")):
+            continue
+        rest.append(a)
+    best: dict[str, dict[str, float]] = {"before": {}, "after": {}}
+    for r in range(args.rounds):
+        for tag, root in (("before", args.baseline.resolve()), ("after", here)):
+            done = subprocess.run([sys.executable, "-m", "benchmarks.sync_edge", *rest], cwd=root, text=True,
+                                  capture_output=True, env=dict(os.environ, PYTHONPATH=str(root)), check=True)
+            got = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+            progress(f"round {r + 1} {tag}: client CPU {got['sync_edge_client_cpu_s']} s, "
+                     f"{got['sync_edge_records_per_s']} records/s")
+            for k in ("sync_edge_client_cpu_s", "sync_edge_flush_s"):
+                v = float(got[k])
+                best[tag][k] = min(v, best[tag].get(k, v))
+            print(f"{tag}_round{r + 1}_client_cpu_s: {got['sync_edge_client_cpu_s']}")
+            print(f"{tag}_round{r + 1}_records_per_s: {got['sync_edge_records_per_s']}")
+    n = args.records
+    for tag in ("before", "after"):
+        print(f"{tag}_client_cpu_us_per_record: {best[tag]['sync_edge_client_cpu_s'] * 1e6 / n:.1f}")
+    print(f"client_cpu_ratio: {best['before']['sync_edge_client_cpu_s'] / best['after']['sync_edge_client_cpu_s']:.2f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--acker":
         asyncio.run(acker(int(sys.argv[2]), bytes.fromhex(sys.argv[3])))
@@ -120,7 +159,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-records", type=int, default=10_000)
     p.add_argument("--timeout", type=float, default=600)
     p.add_argument("--dir", type=Path, help="work folder (default: a temporary one)")
+    p.add_argument("--baseline", type=Path, help="A/B against the code in this folder (see ab())")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of the A/B (default 3)")
     args = p.parse_args(argv)
+    if args.baseline:
+        ab(args, sys.argv[1:] if argv is None else argv)
+        return
     if args.dir:
         args.dir.mkdir(parents=True, exist_ok=True)
         out = asyncio.run(run(args, args.dir))

@@ -18,6 +18,9 @@ The records are those of ``benchmarks.host_ingest`` (fuel sales of 5 records, ti
   :func:`wire.codec.pack_record_rows` (plain rows, checked in C);
   ``edge_journal_pack_records``: the same as before, through ``Record`` and ``WireRecord``
   objects (:meth:`~terminal.journal.Journal.after`, :func:`wire.codec.pack_records`);
+  ``edge_journal_pack_stored``: what the client does now: the bodies as stored
+  (:meth:`~terminal.journal.Journal.after_stored`), their JSON text packed in C
+  (``wire._jsonpack``), no object per body value;
 - ``decode``: :func:`wire.decode` of every frame (every check); ``decode_strict``: the same
   with the fast reader and the one-pass record check turned off (the strict path alone);
   ``decode_python_records``: with the one-pass record check in Python
@@ -158,20 +161,26 @@ def journal_read(path: Path) -> list:
             after = got[-1].seq or 0
 
 
-def journal_pack(path: Path, rows: bool) -> list[bytes]:
+def journal_pack(path: Path, rows: bool | str) -> list[bytes]:
     """What the sync client does to cut batches from a backlog: read the journal 3,000 records
-    at a time and pack them; ``rows``: as plain rows (``after_rows``, ``pack_record_rows``),
-    else as ``Record`` and ``WireRecord`` objects (``after``, ``pack_records``, as before)."""
+    at a time and pack them; ``rows`` "stored": as plain rows with the stored JSON text of
+    each body (``after_stored``, ``pack_record_rows`` packing the text in C, as now); True: as
+    plain rows with decoded bodies (``after_rows``, ``pack_record_rows``, before); False: as
+    ``Record`` and ``WireRecord`` objects (``after``, ``pack_records``, before that)."""
     out: list[bytes] = []
+    got: list[Any]
     with Journal.open(path, SITE) as j:
         after = 0
         while True:
-            if rows:
+            if rows == "stored":
+                got = j.after_stored(after, 3_000)
+                packed = C.pack_record_rows(SITE, got, bodies_checked=True)
+            elif rows:
                 got = j.after_rows(after, 3_000)
                 packed = C.pack_record_rows(SITE, got, bodies_checked=True)
             else:
                 recs = j.after(after, 3_000)
-                got = [(r.seq,) for r in recs]  # type: ignore[misc]
+                got = [(r.seq,) for r in recs]
                 packed = C.pack_records(SITE, [WireRecord.from_record(r) for r in recs], bodies_checked=True)
             if not got:
                 return out
@@ -273,6 +282,8 @@ def main(argv: list[str] | None = None) -> None:
             timer.run("journal_read", journal_read, jp)
             old = timer.run("edge_journal_pack_records", journal_pack, jp, False)
             assert timer.run("edge_journal_pack", journal_pack, jp, True) == old, "the rows packed differently"
+            assert timer.run("edge_journal_pack_stored", journal_pack, jp, "stored") == old, \
+                "the stored bodies packed differently"
             del old
             timer.run("edge_encode_checked", cut_checked, recs)  # cut a little shorter (an upper bound of size)
             frames = timer.run("edge_pack", cut_packed, recs)
@@ -324,6 +335,7 @@ def main(argv: list[str] | None = None) -> None:
     out["edge_pack_vs_encode_checked_ratio"] = round(b["edge_encode_checked"] / b["edge_pack"], 2)
     out["decode_strict_vs_decode_ratio"] = round(b["decode_strict"] / b["decode"], 2)
     out["edge_journal_pack_records_vs_rows_ratio"] = round(b["edge_journal_pack_records"] / b["edge_journal_pack"], 2)
+    out["edge_journal_pack_rows_vs_stored_ratio"] = round(b["edge_journal_pack"] / b["edge_journal_pack_stored"], 2)
     out["decode_python_records_vs_decode_ratio"] = round(b["decode_python_records"] / b["decode"], 2)
     if "publish_sqlite" in b:
         out["publish_sqlite_slow_rows_vs_publish_ratio"] = round(b["publish_sqlite_rows_checked_slowly"]

@@ -282,6 +282,30 @@ _RECORD_COLS = "seq, record_id, site_id, lane, txn_id, kind, at_utc_s, body, ack
 _read_body = msgspec.json.Decoder().decode
 
 
+_STORED_ROWS = ("SELECT seq, record_id, site_id, lane, txn_id, kind, at_utc_s, body FROM records "
+                "WHERE seq > ? ORDER BY seq LIMIT ?")
+
+
+def _runs(seqs: list[int]) -> list[tuple[int, int]]:
+    """Sorted distinct ``seqs`` as runs of consecutive seqs: ``(first, last)`` pairs."""
+    runs: list[tuple[int, int]] = []
+    for s in seqs:
+        if runs and runs[-1][1] == s - 1:
+            runs[-1] = (runs[-1][0], s)
+        else:
+            runs.append((s, s))
+    return runs
+
+
+def _write_meta(conn: sqlite3.Connection, changes: list[tuple[str, str | None]]) -> None:
+    for key, value in changes:
+        if value is None:
+            conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+        else:
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
+                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+
 def _record(row: tuple) -> Record:
     seq, record_id, site_id, lane, txn_id, kind, at_utc_s, body, acked = row
     return Record(record_id, site_id, lane, txn_id, kind, at_utc_s, _read_body(body), seq,
@@ -298,13 +322,14 @@ def _idem(row: tuple) -> IdemEntry:
 class _Op:
     """One caller's write: applied in its own SAVEPOINT of a group transaction."""
 
-    __slots__ = ("apply", "loop", "future")
+    __slots__ = ("apply", "loop", "future", "durable")
 
     def __init__(self, apply: Callable[[sqlite3.Connection], object],
-                 loop: asyncio.AbstractEventLoop, future: asyncio.Future) -> None:
+                 loop: asyncio.AbstractEventLoop, future: asyncio.Future, durable: bool = True) -> None:
         self.apply = apply
         self.loop = loop
         self.future = future
+        self.durable = durable  # False: this write alone needs no fsync (mark_acked)
 
 
 def _settle(future: asyncio.Future, result: object, error: BaseException | None) -> None:
@@ -377,6 +402,7 @@ class Journal:
         self._closed = False
         self._failure: str | None = None  # set when a COMMIT failed: outcome unknown
         self._commits = 0
+        self._fsync = True  # the writer connection's synchronous setting: FULL (True) or NORMAL
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._ready = threading.Event()
@@ -508,44 +534,74 @@ class Journal:
         return await self._submit(apply)  # type: ignore[return-value]
 
     async def mark_acked(self, up_to_seq: int | None = None, *,
-                         seqs: Iterable[int] | None = None) -> int:
+                         seqs: Iterable[int] | None = None,
+                         meta: Mapping[str, str | None] | None = None) -> int:
         """Mark records as acknowledged by the host: every record with ``seq <= up_to_seq``,
         or exactly the records in ``seqs`` (give one of the two). Returns how many records
         changed from unacked to acked. Nothing is deleted.
+
+        ``seqs`` are marked with one statement per run of consecutive seqs, not one per
+        record. ``meta`` (key to value, None deletes) is set in the same transaction, so the
+        marks and, say, the sync client's acked batch number are stored together or not at
+        all.
+
+        The marks are the one write that is not fsync'd on its own: a group holding only
+        marks commits with ``synchronous=NORMAL`` (atomic, durable with the next fsync'd
+        commit or checkpoint). A power cut may undo the last marks, never half of one; the
+        records are then sent again and the host drops them by record id. A group that also
+        holds an append or a meta write is fsync'd as ever.
         """
         if (up_to_seq is None) == (seqs is None):
             raise JournalError("mark_acked: give either up_to_seq or seqs")
+        changes = self._meta_changes(meta or {})
         if up_to_seq is not None:
             limit = _integer("up_to_seq", up_to_seq, 0, _INT_MAX)
 
-            def apply(conn: sqlite3.Connection) -> int:
-                return conn.execute("UPDATE records SET acked = 1 WHERE acked = 0 AND seq <= ?",
-                                    (limit,)).rowcount
+            def mark(conn: sqlite3.Connection) -> int:
+                n: int = conn.execute("UPDATE records SET acked = 1 WHERE acked = 0 AND seq <= ?",
+                                      (limit,)).rowcount
+                return n
         else:
             chosen = sorted({_integer("seq", s, 1, _INT_MAX) for s in seqs})  # type: ignore[union-attr]
-            if not chosen:
+            if not chosen and not changes:
+                self._check_open()
                 return 0
+            runs = _runs(chosen)
 
-            def apply(conn: sqlite3.Connection) -> int:
-                return conn.executemany("UPDATE records SET acked = 1 WHERE acked = 0 AND seq = ?",
-                                        [(s,) for s in chosen]).rowcount
+            def mark(conn: sqlite3.Connection) -> int:
+                if not runs:
+                    return 0
+                n: int = conn.executemany("UPDATE records SET acked = 1 WHERE acked = 0 AND seq BETWEEN ? AND ?",
+                                          runs).rowcount
+                return n
 
-        return await self._submit(apply)  # type: ignore[return-value]
+        def apply(conn: sqlite3.Connection) -> int:
+            n = mark(conn)
+            _write_meta(conn, changes)
+            return n
+
+        return await self._submit(apply, durable=False)  # type: ignore[return-value]
 
     async def set_meta(self, key: str, value: str | None) -> None:
         """Set (or with None, delete) a meta value, e.g. the replica version applied."""
-        _text("meta key", key)
-        if value is not None and not isinstance(value, str):
-            raise JournalError(f"meta value of {key!r} must be a string or None, got {value!r}")
+        changes = self._meta_changes({key: value})
 
         def apply(conn: sqlite3.Connection) -> None:
-            if value is None:
-                conn.execute("DELETE FROM meta WHERE key = ?", (key,))
-            else:
-                conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
-                             "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+            _write_meta(conn, changes)
 
         await self._submit(apply)
+
+    @staticmethod
+    def _meta_changes(meta: Mapping[str, str | None]) -> list[tuple[str, str | None]]:
+        if not isinstance(meta, Mapping):
+            raise JournalError(f"meta must be a mapping of keys to values, got {type(meta).__name__}")
+        out = []
+        for key, value in meta.items():
+            _text("meta key", key)
+            if value is not None and not isinstance(value, str):
+                raise JournalError(f"meta value of {key!r} must be a string or None, got {value!r}")
+            out.append((key, value))
+        return out
 
     # --- reads (synchronous) ---
 
@@ -592,13 +648,18 @@ class Journal:
         """What :meth:`after` returns, as plain tuples ``(seq, record_id, site_id, lane,
         txn_id, kind, at_utc_s, body)``: no ``Record`` per row (the sync client packs them
         for the wire at once, :func:`wire.codec.pack_record_rows`)."""
+        body = _read_body
+        return [(s, rid, site, lane, txn, kind, at, body(b))
+                for s, rid, site, lane, txn, kind, at, b in self.after_stored(seq, limit)]
+
+    def after_stored(self, seq: int, limit: int) -> list[tuple[int, str, str, str, str, str, int, str]]:
+        """:meth:`after_rows` with each body as stored: its canonical JSON text, not decoded.
+        The sync client packs the text for the wire in C (:func:`wire.codec.pack_record_rows`)
+        without a Python object per body value."""
         _integer("seq", seq, 0, _INT_MAX)
         _integer("limit", limit, 0, _INT_MAX)
         with self._reading() as conn:
-            rows = conn.execute("SELECT seq, record_id, site_id, lane, txn_id, kind, at_utc_s, body FROM records "
-                                "WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)).fetchall()
-        body = _read_body
-        return [(s, rid, site, lane, txn, kind, at, body(b)) for s, rid, site, lane, txn, kind, at, b in rows]
+            return conn.execute(_STORED_ROWS, (seq, limit)).fetchall()
 
     def unacked(self, limit: int) -> list[Record]:
         """The oldest ``limit`` records the host has not acknowledged, in seq order."""
@@ -697,9 +758,9 @@ class Journal:
 
     # --- the writer ---
 
-    async def _submit(self, apply: Callable[[sqlite3.Connection], object]) -> object:
+    async def _submit(self, apply: Callable[[sqlite3.Connection], object], *, durable: bool = True) -> object:
         loop = asyncio.get_running_loop()
-        op = _Op(apply, loop, loop.create_future())
+        op = _Op(apply, loop, loop.create_future(), durable)
         while True:
             with self._cond:
                 self._check_open()
@@ -784,6 +845,11 @@ class Journal:
                            f"a commit failed ({self._failure}); reopen it to recover")
             return
         try:
+            # fsync'd (FULL) if any write of the group needs it; only marks: NORMAL (mark_acked)
+            durable = any(op.durable for op in group)
+            if durable != self._fsync:
+                conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                self._fsync = durable
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
             self._fail_all(group, JournalDiskError, f"journal {self.path}: cannot start a write "

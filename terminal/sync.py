@@ -6,9 +6,10 @@ replica updates down (``docs/sync.md``, ``docs/wire-protocol.md``).
 aiomqtt does not. It never stops the site from working: lanes journal offline, and the
 client sends what the journal holds whenever it can.
 
-**Up.** Journal records, in seq order from a cursor, are packed once each
-(:func:`wire.codec.pack_records`: their own fields checked, their bodies not walked again,
-the journal checked them), cut into batches by exact size
+**Up.** Journal records, in seq order from a cursor, are packed once each, from the rows
+and the bodies' JSON text as stored (:meth:`~terminal.journal.Journal.after_stored`,
+:func:`wire.codec.pack_record_rows`: their own fields checked, each body's text packed to
+MessagePack in C), cut into batches by exact size
 (:func:`wire.codec.packed_that_fit`) and numbered 1, 2, 3, ... per site. A batch's seq range is
 written to the journal's meta *before* its first publish, so every resend (after an ack
 timeout, a reconnect or a crash) carries exactly the same records, byte for byte. At most
@@ -17,7 +18,7 @@ waits for its PUBACK. A batch not acknowledged within ``ack_timeout_s`` is sent 
 so is everything unacknowledged after a reconnect.
 
 **Acks.** ``Ack(up_to_seq=n)`` marks the records of batches up to n as acked in the journal
-(``mark_acked``), then stores n. Nothing is marked before an ack says so, and a stale ack
+and stores n, in one transaction (``mark_acked(..., meta=...)``). Nothing is marked before an ack says so, and a stale ack
 changes nothing. Batches the host refused for good (``rejected``) keep their records
 unacked and are listed in :attr:`SyncStatus.rejected_batches` for the operator.
 
@@ -50,7 +51,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -486,16 +487,17 @@ class SyncClient:
     def _records_of(self, n: int, r: _Range) -> list[bytes]:
         """The records of assigned batch ``n``, read back by its stored range ``r`` and packed
         (in a thread)."""
-        recs = [x for x in self.journal.after_rows(r.first_seq - 1, r.count) if x[0] <= r.last_seq]
+        recs = [x for x in self.journal.after_stored(r.first_seq - 1, r.count) if x[0] <= r.last_seq]
         if len(recs) != r.count or (recs and (recs[0][0] != r.first_seq or recs[-1][0] != r.last_seq)):
             raise SyncError(f"batch {n}: the journal no longer holds its {r.count} records "
                             f"(seq {r.first_seq}..{r.last_seq}); found {len(recs)}")
         return self._pack(recs)
 
-    def _pack(self, recs: list[JournalRow]) -> list[bytes]:
-        """Journal rows (:meth:`~terminal.journal.Journal.after_rows`) packed for the wire,
-        each once, with no object per record (:func:`wire.codec.pack_record_rows`: their
-        fields checked in C). The journal checked each body (canonical JSON, no floats,
+    def _pack(self, recs: Sequence[JournalRow]) -> list[bytes]:
+        """Journal rows with their stored bodies (:meth:`~terminal.journal.Journal.after_stored`)
+        packed for the wire, each once, with no object per record or body value
+        (:func:`wire.codec.pack_record_rows`: their fields checked in C, each body's JSON text
+        packed to MessagePack in C). The journal checked each body (canonical JSON, no floats,
         64-bit ints, depth) before storing it; the host's decode checks everything."""
         limits = self.settings.limits
         return pack_record_rows(self.site_id, recs, limits=limits,
@@ -521,7 +523,7 @@ class SyncClient:
         want = self.settings.max_batch_records
         if len(ahead) < want:
             after = ahead[-1][0] if ahead else self._cursor
-            recs = self.journal.after_rows(after, want - len(ahead))
+            recs = self.journal.after_stored(after, want - len(ahead))
             try:
                 ahead.extend(zip([r[0] for r in recs], self._pack(recs)))
             except WireError as e:
@@ -615,10 +617,9 @@ class SyncClient:
             for b in range(old + 1, up + 1):
                 if b not in refused:
                     seqs.extend(range(self._ranges[b].first_seq, self._ranges[b].last_seq + 1))
-            await self.journal.mark_acked(seqs=seqs)
-        else:
-            await self.journal.mark_acked(up_to_seq=self._ranges[up].last_seq)
-        await self.journal.set_meta(_ACKED_KEY, str(up))
+            await self.journal.mark_acked(seqs=seqs, meta={_ACKED_KEY: str(up)})
+        else:  # the marks and the acked batch number in one transaction
+            await self.journal.mark_acked(up_to_seq=self._ranges[up].last_seq, meta={_ACKED_KEY: str(up)})
         self._acked = up
         for b in range(max(old, 1), up):
             self._ranges.pop(b, None)

@@ -35,6 +35,7 @@ from operator import itemgetter
 from typing import Any
 
 import msgpack
+import msgspec
 
 from authz.club_model import (AccrualRate, Category, ClubAccount, ClubCard, ClubCardKind, ClubRules,
                               ClubStatus, KindCaps, PointLot)
@@ -1439,8 +1440,26 @@ def pack_records(site_id: str, records: Sequence[WireRecord], *, limits: Limits 
     return out
 
 
-#: A journal record as a plain row: seq, record_id, site_id, lane, txn_id, kind, at_utc_s, body.
-JournalRow = tuple[int, str, str, str, str, str, int, dict[str, Any]]
+#: A journal record as a plain row: seq, record_id, site_id, lane, txn_id, kind, at_utc_s, body;
+#: the body decoded (a dict) or as the journal stored it (its canonical JSON text).
+JournalRow = tuple[int, str, str, str, str, str, int, "dict[str, Any] | str"]
+
+from ._jsonpack import pack_rows as _native_pack_rows  # noqa: E402 - built with _wirecheck (setup.py)
+
+_read_json = msgspec.json.Decoder().decode
+
+
+def _decoded(site_id: str, i: int, row: JournalRow) -> JournalRow:
+    """``row`` with its body decoded if it is the stored JSON text; WireFormatError if it is
+    not JSON."""
+    body = row[7]
+    if type(body) is not str:
+        return row
+    try:
+        return (*row[:7], _read_json(body))
+    except (msgspec.DecodeError, UnicodeEncodeError) as e:
+        named = f" ({row[1][:100]})" if type(row[1]) is str else ""
+        raise WireFormatError(f"batch of site {site_id!r}: record {i}{named} body: not JSON: {e}") from None
 
 
 def pack_record_rows(site_id: str, rows: Sequence[JournalRow], *, limits: Limits = DEFAULT_LIMITS,
@@ -1449,17 +1468,31 @@ def pack_record_rows(site_id: str, rows: Sequence[JournalRow], *, limits: Limits
     the journal's plain rows (``terminal.journal.Journal.after_rows``: seq, record_id,
     site_id, lane, txn_id, kind, at_utc_s, body): no ``Record`` or ``WireRecord`` per
     record. Each row's wire map is checked in C as :func:`decode` checks it (``wire._wirecheck``)
-    and packed; if anything is off, the rows go through :func:`pack_records`, which names it."""
+    and packed; if anything is off, the rows go through :func:`pack_records`, which names it.
+
+    A body may be given as the canonical JSON text the journal stored
+    (``Journal.after_stored``): then the rows are checked and packed straight from the text
+    in C (``wire._jsonpack``: the record's fields as ``wire._wirecheck`` checks them, every
+    body value as the record check does, no Python object per record or value). Rows it does
+    not take (a text that is not canonical JSON of plain values, a field it refuses) are
+    decoded and take the path above, which names what is wrong."""
     if type(site_id) is not str or not SITE_ID_RE.fullmatch(site_id):
         raise WireFormatError(f"batch: malformed site id {site_id!r}")
+    depth = limits.max_body_depth
+    if rows and type(rows[0][7]) is str:
+        if depth <= _NATIVE_MAX_DEPTH:
+            packed: list[bytes] | None = _native_pack_rows(rows if type(rows) is list else list(rows), site_id, depth)
+            if packed is not None:
+                return packed
+        rows = [_decoded(site_id, i, r) for i, r in enumerate(rows)]
     maps = [{"record_id": rid, "lane": lane, "txn_id": txn, "kind": kind, "at_utc_s": at, "body": body}
             for _, rid, site, lane, txn, kind, at, body in rows if site == site_id]
-    depth = limits.max_body_depth
     if len(maps) == len(rows) and depth <= _NATIVE_MAX_DEPTH and \
             _native_records(maps, site_id, depth, _RECORD[1], None) is not None:
         pack = msgpack.Packer(use_bin_type=True).pack
         return [pack(m) for m in maps]
-    return pack_records(site_id, [WireRecord(*r[1:]) for r in rows], limits=limits, bodies_checked=bodies_checked)
+    return pack_records(site_id, [WireRecord(*r[1:]) for r in rows], limits=limits,  # type: ignore[arg-type]
+                        bodies_checked=bodies_checked)
 
 
 def _batch_head(site_id: str, batch_seq: int, created_utc_s: int, n: int) -> bytes:
