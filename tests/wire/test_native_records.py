@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import msgpack
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import wire.codec as C
@@ -213,6 +213,9 @@ def _pack_answer(fn, site: str, recs) -> object:
 def test_the_edge_packs_journal_rows_as_it_packs_records(b: Batch, field, new_value, data) -> None:
     """``pack_record_rows`` (the sync client's rows, checked in C) gives the bytes or the
     refusal of ``pack_records`` (WireRecords, checked in Python), a field replaced or not."""
+    # a str body is the journal's stored JSON text, the other form pack_record_rows takes
+    # (tests/wire/test_jsonpack.py): here the bodies are the decoded ones
+    assume(not (field == "body" and isinstance(new_value, str)))
     fields = ["record_id", "site_id", "lane", "txn_id", "kind", "at_utc_s", "body"]
     rows = [(i + 1, *(getattr(r, f) for f in fields)) for i, r in enumerate(b.records)]
     if field is not None and rows:
