@@ -117,29 +117,45 @@ class World:
     # -- steps --
 
     async def fuel(self, card_no: str, ml: int) -> None:
+        self.fuel_applied(await self.fuel_journaled(card_no, ml))
+
+    async def fuel_journaled(self, card_no: str, ml: int) -> dict:
+        """A delivery's records journaled as the pump lane does, first; returns the completion's
+        body, which the lane applies to the replica next (:meth:`fuel_applied`)."""
         self.tc[card_no] += 2
         recs = self.s1.fuel_sale(card_no=card_no, delivered_ml=ml, authorized_ml=ml, tc=self.tc[card_no])
         await self.append(recs)
         done = recs[-2]
         assert done.kind == "fuel.completed"
-        for r in self.replicas.values():
-            r.apply(done.kind, dict(done.body))
         self.all_fuel.append((card_no, ml, done.body["amount_kop"]))
+        return dict(done.body)
+
+    def fuel_applied(self, body: dict) -> None:
+        """The pump lane's step after the journal: the completion applied to every replica."""
+        for r in self.replicas.values():
+            r.apply("fuel.completed", dict(body))
 
     async def topup(self, card_no: str, kop: int) -> None:
-        req = ClubTopUp(card_no, kop, T0)
-        results = {impl: r.club.top_up(req) for impl, r in self.replicas.items()}
-        assert len({(x.reason, x.balance_after_kop) for x in results.values()}) == 1, results
-        res = results["native"]
-        if not res.reason.approved:
-            return
-        txn = new_txn_id(SITE, "till-1")
-        await self.append([WireRecord(new_id(SITE), SITE, "till-1", txn, "till.topup", T0, {
-            "topup": {"card_no": card_no, "amount_kop": kop, "now_utc_s": T0},
-            "result": {"topup_id": txn, "card": "**", "reason": res.reason.name, "approved": True,
-                       "balance_after_kop": res.balance_after_kop, "turnover_after_kop": res.turnover_after_kop}})])
+        await self.append(self.till_applied("topup", card_no, kop))
 
     async def pay(self, card_no: str, kop: int) -> None:
+        await self.append(self.till_applied("pay", card_no, kop))
+
+    def till_applied(self, name: str, card_no: str, kop: int) -> list[WireRecord]:
+        """A top-up or a sale paid from the card decided on every replica, as the till does it
+        first; returns the records the till journals next (none for a declined one)."""
+        txn = new_txn_id(SITE, "till-1")
+        if name == "topup":
+            req = ClubTopUp(card_no, kop, T0)
+            results = {impl: r.club.top_up(req) for impl, r in self.replicas.items()}
+            assert len({(x.reason, x.balance_after_kop) for x in results.values()}) == 1, results
+            res = results["native"]
+            if not res.reason.approved:
+                return []  # journaled as a top-up that changed nothing; left out here
+            return [WireRecord(new_id(SITE), SITE, "till-1", txn, "till.topup", T0, {
+                "topup": {"card_no": card_no, "amount_kop": kop, "now_utc_s": T0},
+                "result": {"topup_id": txn, "card": "**", "reason": res.reason.name, "approved": True,
+                           "balance_after_kop": res.balance_after_kop, "turnover_after_kop": res.turnover_after_kop}})]
         sale = ClubSale(card_no, (SaleLine("sku-1", "shoes", kop),), T0, "store", "cash")
         payment = ClubPayment(card_balance_kop=kop)
         txn_no = next(self.txn_no)
@@ -147,13 +163,12 @@ class World:
         assert len({(x.reason, x.balance_after_kop, x.accrued_points) for x in results.values()}) == 1, results
         res = results["native"]
         if not res.approved:
-            return
+            return []
         body = {"sale": club_sale_body(sale), "txn_no": txn_no,
                 "payment": {"points": 0, "card_balance_kop": kop, "money_kop": 0},
                 "reason": res.reason.name, "accrued_points": res.accrued_points, "redeemed_points": 0,
                 "lots_used": [], "balance_after_kop": res.balance_after_kop}
-        await self.append([WireRecord(new_id(SITE), SITE, "till-1", new_txn_id(SITE, "till-1"),
-                                      "till.sale_committed", T0, body)])
+        return [WireRecord(new_id(SITE), SITE, "till-1", txn, "till.sale_committed", T0, body)]
 
     async def other_site(self, card_no: str, ml: int) -> None:
         self.tc[card_no] += 2
