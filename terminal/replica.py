@@ -170,8 +170,9 @@ class Replica:
         self._deferred: list[SpendItem] | None = None
         self._provisional = itertools.count(PROVISIONAL_SEQ)
         #: how many stop-list updates were applied (a plan made against another is stale), and
-        #: the numbers the deltas among them changed since the last whole list
-        #: (:mod:`terminal.stop_list_swap` diffs a whole list against these and the evaluator's)
+        #: the numbers the deltas among them changed since the last whole list (the evaluator
+        #: keeps those beside its packed list: :mod:`terminal.stop_list_swap` replaces the list
+        #: whole once they are many)
         self.stop_generation = 0
         self.stop_touched: set[str] = set()
         #: while a fuel-card table is built off the loop (:mod:`terminal.snapshot_swap`), the
