@@ -11,6 +11,7 @@ by the row they change (:class:`OwnSpend`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from bisect import insort
 from collections import defaultdict
@@ -31,12 +32,14 @@ from authz.balance import (
 from authz.club_model import ClubPayment, ClubReturn, ClubSale, ClubTopUp, SaleLine
 from authz.localtime import local_date
 from authz.money import MAX_AMOUNT_KOP
+from wire.messages import Table
 
 __all__ = [
     "CLUB_COMMITTED",
     "CLUB_RETURNED",
     "CLUB_TOPPED_UP",
     "FUEL_COMPLETED",
+    "MARK_PREFIX",
     "PROVISIONAL_SEQ",
     "SPEND_KINDS",
     "JournalSpend",
@@ -58,6 +61,9 @@ CLUB_COMMITTED = "till.sale_committed"
 CLUB_RETURNED = "till.return"
 CLUB_TOPPED_UP = "till.topup"
 SPEND_KINDS = frozenset({FUEL_COMPLETED, CLUB_COMMITTED, CLUB_RETURNED, CLUB_TOPPED_UP})
+#: The journal meta keys of the kept watermarks (``balance.mark:<table>:<row key>``).
+MARK_PREFIX = "balance.mark:"
+_INT_KEYED = frozenset({Table.CONTRACTS, Table.CLUB_ACCOUNTS})
 #: The seqs an operation holds in the spend index while a lane has applied it and the journal
 #: has not been read past it yet: above every journal seq, so past every watermark.
 PROVISIONAL_SEQ = 1 << 62
@@ -92,6 +98,24 @@ class JournalSpend:
             return 0
         last = batch_last_seq(self.journal, batch_seq)
         return 0 if last is None else last
+
+    def load_marks(self) -> dict[tuple[Table, Any], int]:
+        """The kept watermarks written by :meth:`save_marks` (rows that name the site no more),
+        by (table, row key)."""
+        with self.journal._reading() as conn:  # a range of the meta table's primary key
+            rows = conn.execute("SELECT key, value FROM meta WHERE key >= ? AND key < ?",
+                                (MARK_PREFIX, MARK_PREFIX[:-1] + chr(ord(MARK_PREFIX[-1]) + 1))).fetchall()
+        out: dict[tuple[Table, Any], int] = {}
+        for key, value in rows:
+            table_name, _, row = key[len(MARK_PREFIX):].partition(":")
+            table = Table(table_name)
+            out[(table, int(row) if table in _INT_KEYED else row)] = int(value)
+        return out
+
+    async def save_marks(self, marks: dict[tuple[Table, Any], int]) -> None:
+        """Write kept watermarks into the journal's meta (one key each, in one group commit)."""
+        await asyncio.gather(*(self.journal.set_meta(f"{MARK_PREFIX}{t.value}:{k}", str(w))
+                               for (t, k), w in marks.items()))
 
     def records_after(self, seq: int) -> Iterator[Any]:
         while True:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from authz import sample
-from authz.balance import allowance_for, own_watermark
+from authz.balance import allowance_for, kept_watermark, own_watermark
 from authz.club_model import (
     ClubCard,
     ClubModel,
@@ -169,6 +169,10 @@ class Replica:
         self._read_first: Counter[str] = Counter()
         self._deferred: list[SpendItem] | None = None
         self._provisional = itertools.count(PROVISIONAL_SEQ)
+        #: the kept watermarks of rows that name this site no more, to be written beside the
+        #: journal (:meth:`persist_marks`), and those written (the balance rule's pruning)
+        self.marks_to_save: dict[tuple[Table, Any], int] = {}
+        self._saved_marks: dict[tuple[Table, Any], int] = {}
         #: how many stop-list updates were applied (a plan made against another is stale), and
         #: the numbers the deltas among them changed since the last whole list (the evaluator
         #: keeps those beside its packed list: :mod:`terminal.stop_list_swap` replaces the list
@@ -390,6 +394,29 @@ class Replica:
             raise ReplicaUpdateError(f"the replica is site {self.site_id}'s, not {source.site_id}'s")
         self.own = source
         self.club = self._club_ev  # wrapped now: the tills' operations are matched with the journal
+        load = getattr(source, "load_marks", None)
+        if load is not None:  # rows stored without this site's name keep the mark they last had
+            saved = load()
+            self._saved_marks.update(saved)
+            for key, w in saved.items():
+                self.own_watermarks.setdefault(key, w)
+
+    async def persist_marks(self) -> int:
+        """Write the kept watermarks of rows that name this site no more (:attr:`marks_to_save`)
+        beside the journal (``SpendSource.save_marks``), before those rows are stored: after a
+        restart such a row still has its mark (a missing watermark is an unchanged one,
+        :func:`authz.balance.kept_watermark`). Returns how many were written."""
+        marks, self.marks_to_save = self.marks_to_save, {}
+        save = getattr(self.own, "save_marks", None)
+        if not marks or save is None:
+            return 0
+        try:
+            await save(marks)
+        except BaseException:
+            self.marks_to_save.update(marks)
+            raise
+        self._saved_marks.update(marks)
+        return len(marks)
 
     def apply_update(self, update: ReplicaUpdate) -> None:
         """Apply one host update of one table (a :class:`wire.ReplicaDelta`, or a
@@ -526,8 +553,12 @@ class Replica:
         site = self.site_id
         assert site is not None
         rows = update.rows if isinstance(update, FullSnapshot) else update.upserts
+        kept = self.own_watermarks
         for r in rows:
-            noted[(table, row_key(table, r))] = own_watermark(r.watermarks, site)
+            key = (table, row_key(table, r))
+            w = noted[key] = kept_watermark(r.watermarks, site, kept.get(key, 0))
+            if w and self._saved_marks.get(key) != w and own_watermark(r.watermarks, site) != w:
+                self.marks_to_save[key] = w  # the row names this site no more: its mark must outlive a restart
             if table is Table.CONTRACTS:
                 allowed[r.contract_id] = allowance_for(r.allowances, site)
         seq_of = self._seq_of()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Self
@@ -214,6 +215,16 @@ class World:
             self._deliver(d)
             self.pub.mark_sent(d)
 
+    async def acknowledge(self) -> None:
+        """The site's side after an update, as the daemon does it: the kept watermarks of rows
+        that name it no more written beside the journal, then its presence report of the table
+        versions it holds (what the host's pruning waits for)."""
+        for r in self.replicas.values():
+            await r.persist_marks()
+        report = json.dumps({t.value: v for t, v in self.versions.items()})
+        self.ledger.db.run(lambda db: db.execute("UPDATE sites SET replica_versions = ? WHERE site_id = ?",
+                                                 (report, SITE)))
+
     def snapshot(self, table: Table) -> None:
         parts = self.pub.snapshot(table)
         self._deliver(FullSnapshot(table, parts[0].version, tuple(r for p in parts for r in p.rows)))
@@ -241,6 +252,7 @@ class World:
         elif name != "update":
             raise ValueError(f"no step {name!r}")
         self.update()
+        await self.acknowledge()
         self.check()
 
     def play(self, plan, **extra) -> None:
