@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from bisect import insort
+from bisect import bisect_left, insort
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -209,12 +209,12 @@ class OwnSpend:
     def remove(self, item: SpendItem) -> None:
         """Take ``item`` (one :meth:`add` put in) out of the index again."""
         if item.fuel is not None:
-            _drop(self.by_contract, item.fuel.contract_id, lambda s: s is item.fuel)
+            _drop(self.by_contract, item.fuel.contract_id, item.seq, _fuel_seq, lambda s: s is item.fuel)
             if item.on_card:
-                _drop(self.by_fuel_card, item.fuel.card_no, lambda s: s is item.fuel)
+                _drop(self.by_fuel_card, item.fuel.card_no, item.seq, _fuel_seq, lambda s: s is item.fuel)
         elif item.club is not None:
-            _drop(self.by_club_card, item.card_no, lambda x: x[0] == item.seq and x[1] is item.club)
-            _drop(self.redeemed, item.card_no, lambda x: x[0] == item.seq)
+            _drop(self.by_club_card, item.card_no, item.seq, _first, lambda x: x[1] is item.club)
+            _drop(self.redeemed, item.card_no, item.seq, _first, lambda x: True)
 
     def fuel_past(self, spends: list[FuelSpend], seq: int) -> list[FuelSpend]:
         """The deliveries of ``spends`` after journal seq ``seq``."""
@@ -254,14 +254,17 @@ def _first(x: tuple[int, Any]) -> int:
     return x[0]
 
 
-def _drop(index: dict, key: Any, match: Callable[[Any], bool]) -> None:
+def _drop(index: dict, key: Any, seq: int, seq_of: Callable[[Any], int], match: Callable[[Any], bool]) -> None:
+    """Remove the entry of ``index[key]`` (a list in seq order) at ``seq`` that ``match``es."""
     items = index.get(key)
     if items is None:
         return
-    for i, x in enumerate(items):
-        if match(x):
+    i = bisect_left(items, seq, key=seq_of)
+    while i < len(items) and seq_of(items[i]) == seq:
+        if match(items[i]):
             del items[i]
             break
+        i += 1
     if not items:
         del index[key]
 

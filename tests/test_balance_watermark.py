@@ -24,6 +24,7 @@ from host import master
 from host.ingest import ingest_batch
 from host.ledger import Ledger
 from host.publisher import Publisher
+from host.watermarks import prune_spenders
 from terminal.follower import FullSnapshot
 from terminal.ids import new_id, new_txn_id
 from terminal.journal import Journal, Record
@@ -94,6 +95,7 @@ class World:
         self.txn_no = itertools.count(1)
         self.tc = defaultdict(lambda: 10)
         self.all_fuel: list[tuple[str, int, int]] = []  # (card, ml, kop) of every delivery, both sites
+        self.dropped = 0  # spender rows the host's pruning dropped
 
     def _start(self) -> dict[str, Replica]:
         out = {}
@@ -215,6 +217,24 @@ class World:
             self._deliver(d)
             self.pub.mark_sent(d)
 
+    async def prune(self, scan: int, ingest_first: int = 0, passes: int = 1) -> int:
+        """The host's housekeeping (host.watermarks.prune_spenders, live rows too), every
+        spender row gone through ``passes`` times in a row, ``scan`` rows a call; first
+        ``ingest_first`` records batched and ingested that the site is not told of yet.
+        Returns the spender rows dropped."""
+        if ingest_first:
+            await self.batch(ingest_first)
+        dropped = 0
+        for _ in range(passes):
+            after = None
+            while True:
+                res = prune_spenders(self.ledger, after, scan=scan)
+                dropped += res.pruned
+                if (after := res.after) is None:
+                    break
+        self.dropped += dropped
+        return dropped
+
     async def acknowledge(self) -> None:
         """The site's side after an update, as the daemon does it: the kept watermarks of rows
         that name it no more written beside the journal, then its presence report of the table
@@ -249,6 +269,8 @@ class World:
             self.snapshot(args[0])
         elif name == "restart":
             self.restart()
+        elif name == "prune":
+            await self.prune(*args)
         elif name != "update":
             raise ValueError(f"no step {name!r}")
         self.update()
@@ -359,6 +381,7 @@ STEPS = {
     "update": st.tuples(st.just("update")),
     "snapshot": st.tuples(st.just("snapshot"), st.sampled_from(BALANCE_TABLES)),
     "restart": st.tuples(st.just("restart")),
+    "prune": st.tuples(st.just("prune"), st.integers(1, 7), st.sampled_from([0, 2, 12]), st.integers(1, 2)),
 }
 steps = st.lists(st.one_of(*STEPS.values()), min_size=1, max_size=25)
 
@@ -368,6 +391,12 @@ steps = st.lists(st.one_of(*STEPS.values()), min_size=1, max_size=25)
 # spend the host has not counted survives two rows of the same contract in a row
 @example([("fuel", CARD, 1_000), ("batch", 12), ("fuel", CARD, 2_000), ("other", CARD2, 500), ("other", CARD2, 700),
           ("topup", 0, 1_000), ("batch", 3), ("topup", 0, 2_000), ("pay", 0, 500), ("batch", 1), ("restart",)])
+# spenders pruned: covered, new spend ingested before the site saw the rows, dropped only
+# once the site holds them; the rows that name it no more keep its mark, across a restart
+@example([("fuel", CARD, 1_000), ("topup", 1, 3_000), ("batch", 12), ("prune", 5, 0, 1), ("fuel", CARD, 700),
+          ("pay", 1, 300), ("prune", 5, 12, 1), ("prune", 5, 0, 1), ("other", CARD, 400), ("fuel", CARD2, 500),
+          ("prune", 5, 12, 2), ("other", CARD2, 300), ("snapshot", Table.CLUB_ACCOUNTS), ("restart",),
+          ("fuel", CARD, 100)])
 @example([("topup", 0, 1_000), ("batch", 12), ("topup", 0, 2_000), ("snapshot", Table.CLUB_ACCOUNTS),
           ("snapshot", Table.CLUB_ACCOUNTS), ("fuel", CARD2, 900), ("snapshot", Table.FUEL_CARDS),
           ("snapshot", Table.FUEL_CARDS)])
