@@ -173,3 +173,74 @@ def test_the_lanes_apply_is_skipped_once_and_only_once(tmp_path):
             assert {impl: r.fuel.balance_kop(CONTRACT) for impl, r in w.replicas.items()} == before
             await w.settle()
         asyncio.run(go())
+
+
+def test_lanes_running_while_both_tables_are_built_in_threads(tmp_path):
+    """Real concurrency: pump and till lanes go on as tasks (their journal commits in the
+    journal's writer thread, a loop turn between their two halves) while a fuel-card table of
+    a thousand cards is built in a worker thread and swapped in (``apply_snapshot``), then a
+    club table (``apply_club_snapshot``, both evaluators); the reference replica takes the
+    fuel cards on the loop meanwhile. After the lanes stop, the site is the host plus its
+    unacknowledged spend, to the kopeck and millilitre, on both evaluators."""
+    from dataclasses import replace as dc_replace
+
+    from terminal.club_swap import apply_club_snapshot
+    from terminal.snapshot_swap import apply_snapshot
+    from wire.messages import FuelCardRow
+
+    with RaceWorld(tmp_path) as w:
+        done_ops = 0
+
+        async def lane(stop: asyncio.Event, k: int) -> None:
+            nonlocal done_ops
+            i = 0
+            while not stop.is_set() or i < 3:
+                body = await w.fuel_journaled(CARDS[(i + k) % 2], 100 + i)
+                await asyncio.sleep(0)  # the lane's next step, after whatever else the loop runs
+                w.fuel_applied(body)
+                recs = w.till_applied("topup" if i % 2 else "pay", w.club_cards[(i + k) % 3], 50 + i)
+                await asyncio.sleep(0)
+                await w.append(recs)
+                i += 1
+                done_ops += 2
+                if i % 4 == 0:
+                    await w.batch(5)  # the sync client's part now and then (the host's rows wait)
+
+        async def round_() -> None:
+            parts = w.pub.snapshot(Table.FUEL_CARDS)
+            host_rows = [r for p in parts for r in p.rows]
+            donor = host_rows[0].card
+            extra = [FuelCardRow(dc_replace(donor, card_no=f"70058312{n:08d}"), ()) for n in range(1_000)]
+            rows = tuple(host_rows + extra)
+            version = parts[0].version
+            stop = asyncio.Event()
+            lanes = [asyncio.create_task(lane(stop, k)) for k in range(2)]
+            native, reference = w.replicas["native"], w.replicas["reference"]
+
+            def fail(update):
+                raise AssertionError(f"applied on the loop: {update}")
+            build = asyncio.create_task(apply_snapshot(native, Table.FUEL_CARDS, version, lambda: iter(rows), fail))
+            await asyncio.sleep(0)
+            reference.apply_update(FullSnapshot(Table.FUEL_CARDS, version, rows))
+            await build
+            w.stored[Table.FUEL_CARDS] = {row_key(Table.FUEL_CARDS, r): r for r in rows}
+            w.versions[Table.FUEL_CARDS] = version
+            cparts = w.pub.snapshot(Table.CLUB_ACCOUNTS)
+            crows = tuple(r for p in cparts for r in p.rows)
+            for r in w.replicas.values():
+                await apply_club_snapshot(r, cparts[0].version, lambda: iter(crows))
+            w.stored[Table.CLUB_ACCOUNTS] = {row_key(Table.CLUB_ACCOUNTS, r): r for r in crows}
+            w.versions[Table.CLUB_ACCOUNTS] = cparts[0].version
+            stop.set()
+            await asyncio.gather(*lanes)
+            assert native.fuel_card_count == reference.fuel_card_count == len(rows)
+            w.update()
+            await w.acknowledge()
+            w.check()
+
+        async def go() -> None:
+            for _ in range(3):
+                await round_()
+            await w.settle()
+        asyncio.run(go())
+        assert done_ops >= 36
