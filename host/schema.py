@@ -389,8 +389,9 @@ def _v7(db: Database) -> list[str]:
 def _v8(db: Database) -> list[str]:
     """Pruning the spenders of live rows (host.watermarks.prune_spenders, docs/sync.md's
     balance rule): the replica version that republished the row to cover a settled site's
-    spend on it (``cover_version``, NULL: not under way; ingest clears it when the site spends
-    on the row again) and that site's watermark then (``cover_seq``)."""
+    spend on it (``cover_version``, NULL: not under way) and that site's watermark then, or
+    when the row was first found quiet (``cover_seq``); ingest clears both when the site
+    spends on the row again."""
     return ["ALTER TABLE replica_spenders ADD COLUMN cover_version BIGINT",
             "ALTER TABLE replica_spenders ADD COLUMN cover_seq BIGINT"]
 

@@ -88,4 +88,4 @@ def mark_dirty(db: Database, keys: Iterable[tuple[Table, str | int]], site_id: s
     if site_id is not None:  # new spend on a row whose pruning is under way stops it (host.watermarks)
         db.insert_many("replica_spenders", ("tbl", "key", "site_id"), ("text", "text", "text"),
                        [r + (site_id,) for r in rows], "ON CONFLICT (tbl, key, site_id) DO UPDATE SET "
-                       "cover_version = NULL WHERE replica_spenders.cover_version IS NOT NULL")
+                       "cover_version = NULL, cover_seq = NULL WHERE replica_spenders.cover_seq IS NOT NULL")

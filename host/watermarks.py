@@ -27,17 +27,19 @@ watermarks are of one moment:
   (docs/sync.md, the balance rule, has the argument):
 
   1. *cover*: when the site is settled (its watermark is its highest batch: every batch of
-     it the host holds is under the watermark, none applied past a gap or refused), the row
-     is republished (:func:`host.versions.record_change`, a delta naming the site with a
-     watermark at least that high) and the spender row notes that version
-     (``cover_version``) and the watermark (``cover_seq``);
+     it the host holds is under the watermark, none applied past a gap or refused) and the
+     row was quiet since the last pass (a first pass only notes the watermark in
+     ``cover_seq``, and new spend clears it: a row the site keeps spending on is never
+     republished for this), the row is republished (:func:`host.versions.record_change`, a
+     delta naming the site with a watermark at least that high) and the spender row notes
+     that version (``cover_version``) and the watermark (``cover_seq``);
   2. *drop*: once the site reports holding that table at ``cover_version`` or later
      (``sites.replica_versions``, its presence), it has kept a watermark for the row that
      covers all its spend on it, and the spender row goes.
 
-  New spend of the site on the row between the two (ingest's
-  :func:`host.versions.mark_dirty`) clears ``cover_version``: the row stays named and is
-  covered again later. The site rows are locked while a slice is looked at, so a batch of
+  New spend of the site on the row between the steps (ingest's
+  :func:`host.versions.mark_dirty`) clears ``cover_version`` and ``cover_seq``: the row stays
+  named and starts again. The site rows are locked while a slice is looked at, so a batch of
   the site is ingested either before (and seen) or after (and clears the cover).
 """
 
@@ -153,7 +155,7 @@ def prune_spenders(ledger: Ledger, after: tuple[str, str, str] | None = None, *,
         raise InvalidInput(f"scan must be a whole number >= 1, got {scan!r}")
 
     def step(db: Database) -> PruneResult:
-        cols = "tbl, key, site_id, cover_version"
+        cols = "tbl, key, site_id, cover_version, cover_seq"
         if after is None:
             rows = db.fetchall(f"SELECT {cols} FROM replica_spenders ORDER BY tbl, key, site_id LIMIT ?", (scan,))
         else:
@@ -184,19 +186,28 @@ def prune_spenders(ledger: Ledger, after: tuple[str, str, str] | None = None, *,
 
 
 def _prune_live(ledger: Ledger, db: Database, rows: list[tuple], sites: dict[str, tuple]) -> tuple[int, int]:
-    """The two steps for live spender rows (tbl, key, site_id, cover_version): covered rows
-    whose site holds the cover version dropped, uncovered ones of a settled site covered.
-    Returns (dropped, covered)."""
+    """The steps for live spender rows (tbl, key, site_id, cover_version, cover_seq): covered
+    rows whose site holds the cover version dropped; of a settled site, rows not yet looked
+    at made candidates (``cover_seq`` set, nothing republished), candidates still quiet since
+    the last pass covered. Returns (dropped, covered)."""
     marks = _watermarks_of(db, sites)
     drop, cover = [], defaultdict(list)
-    for tbl, key, site, cover_version in rows:
+    quiet = []
+    for tbl, key, site, cover_version, cover_seq in rows:
         _, _, max_seq, versions = sites[site]
         if cover_version is not None:
             held = json.loads(versions or "{}").get(tbl, 0)
             if type(held) is int and held >= cover_version:
                 drop.append((tbl, key, site, cover_version))
-        elif marks[site] == max_seq:  # settled: every batch of the site the host holds is under its watermark
+        elif marks[site] != max_seq:  # not settled: a batch of the site is above its watermark
+            continue
+        elif cover_seq is None:  # a candidate: covered if no spend on it clears this by the next pass
+            quiet.append((marks[site], tbl, key, site))
+        else:
             cover[tbl].append((key, site))
+    if quiet:
+        db.executemany("UPDATE replica_spenders SET cover_seq = ? WHERE tbl = ? AND key = ? AND site_id = ? "
+                       "AND cover_version IS NULL", quiet)
     if drop:
         db.executemany("DELETE FROM replica_spenders WHERE tbl = ? AND key = ? AND site_id = ? AND cover_version = ?",
                        drop)

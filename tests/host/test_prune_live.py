@@ -1,6 +1,7 @@
 """Pruning the spenders of live rows (host.watermarks.prune_spenders), step by step, on SQLite
-and PostgreSQL: a settled site's rows are republished (cover) and its spender rows go once
-it reports holding that version; new spend between the two stops the drop; a site with a
+and PostgreSQL: a settled site's rows quiet for a pass are republished (cover) and its
+spender rows go once it reports holding that version; new spend between the steps stops the
+drop and a row the site keeps spending on is never republished; a site with a
 gap in its batches is never covered; ``live=False`` leaves live rows alone. The balance
 rule across all of it, end to end: tests/test_balance_prune.py."""
 
@@ -50,7 +51,10 @@ def test_a_settled_sites_rows_are_republished_then_dropped_once_it_holds_them(le
     live = spenders(ledger)
     assert set(live) == {("contracts", str(CONTRACT), "S1"), ("fuel_cards", CARD, "S1")}
     v0 = {t: version(ledger, t) for t in (Table.CONTRACTS, Table.FUEL_CARDS)}
-    assert prune_all(ledger) == (0, 2)  # covered, nothing dropped
+    assert prune_all(ledger) == (0, 0)  # candidates: the watermark noted, nothing republished
+    assert all(v is None for v in spenders(ledger).values())
+    assert {t: version(ledger, t) for t in v0} == v0
+    assert prune_all(ledger) == (0, 2)  # quiet since: covered, nothing dropped
     covered = spenders(ledger)
     assert set(covered) == set(live) and all(covered[k] is not None for k in covered)
     for t in v0:  # each row republished in a delta of its table, naming the site
@@ -75,12 +79,17 @@ def test_new_spend_between_the_two_steps_stops_the_drop(ledger: Ledger):
     s1 = Site("S1")
     ingest_batch(ledger, one_sale_batch(s1, 1))
     prune_all(ledger)
+    prune_all(ledger)
     covered = spenders(ledger)
+    assert all(v is not None for v in covered.values())
     ingest_batch(ledger, one_sale_batch(s1, 2))  # on the same card and contract
     assert all(v is None for v in spenders(ledger).values())  # the cover is off
     report(ledger, "S1", {Table.CONTRACTS: 10**6, Table.FUEL_CARDS: 10**6})
+    assert prune_all(ledger) == (0, 0)  # a candidate again
+    ingest_batch(ledger, one_sale_batch(s1, 3))  # and a row the site keeps spending on is never republished
+    assert prune_all(ledger) == (0, 0)
     pruned, again = prune_all(ledger)
-    assert pruned == 0 and again == 2  # covered anew, past the new spend
+    assert pruned == 0 and again == 2  # quiet for a pass: covered anew, past the new spend
     assert all(spenders(ledger)[k] > covered[k] for k in covered)
 
 
@@ -90,6 +99,7 @@ def test_a_site_with_a_gap_in_its_batches_is_not_covered(ledger: Ledger):
     assert prune_all(ledger) == (0, 0)
     assert all(v is None for v in spenders(ledger).values()) and len(spenders(ledger)) == 2
     ingest_batch(ledger, one_sale_batch(Site("S2"), 1, CARD))  # the gap filled: settled
+    assert prune_all(ledger) == (0, 0)
     assert prune_all(ledger)[1] == 3
 
 
