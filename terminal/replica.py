@@ -149,8 +149,9 @@ class Replica:
         self.fuel_holds: dict[int, int] = {}
         #: fuel cards with an open authorization on this site: card number -> transaction id
         self.fuel_open_cards: dict[str, str] = {}
-        #: this site's batch watermark of each contract, fuel card and club account row that
-        #: names it (a row that does not has none of the site's spend: watermark 0)
+        #: this site's batch watermark of each contract, fuel card and club account row: the one
+        #: the row names it with, else the one the last row of that key named it with (kept:
+        #: the host stops naming a site only once this covers its spend there); absent: 0
         self.own_watermarks: dict[tuple[Table, Any], int] = {}
         #: this site's offline allowance per contract (kopecks of uncounted spend), where the
         #: host gives one
