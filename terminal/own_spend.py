@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from bisect import bisect_left, insort
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -55,6 +56,8 @@ __all__ = [
     "translate_contract",
 ]
 
+log = logging.getLogger("edgepos.replica")
+
 #: Journal record kinds that spend (or give back) a balance, counter or account.
 FUEL_COMPLETED = "fuel.completed"
 CLUB_COMMITTED = "till.sale_committed"
@@ -64,6 +67,7 @@ SPEND_KINDS = frozenset({FUEL_COMPLETED, CLUB_COMMITTED, CLUB_RETURNED, CLUB_TOP
 #: The journal meta keys of the kept watermarks (``balance.mark:<table>:<row key>``).
 MARK_PREFIX = "balance.mark:"
 _INT_KEYED = frozenset({Table.CONTRACTS, Table.CLUB_ACCOUNTS})
+_MARKED = frozenset({Table.CONTRACTS, Table.FUEL_CARDS, Table.CLUB_ACCOUNTS})
 #: The seqs an operation holds in the spend index while a lane has applied it and the journal
 #: has not been read past it yet: above every journal seq, so past every watermark.
 PROVISIONAL_SEQ = 1 << 62
@@ -108,8 +112,14 @@ class JournalSpend:
         out: dict[tuple[Table, Any], int] = {}
         for key, value in rows:
             table_name, _, row = key[len(MARK_PREFIX):].partition(":")
-            table = Table(table_name)
-            out[(table, int(row) if table in _INT_KEYED else row)] = int(value)
+            try:
+                table = Table(table_name)
+                mark = int(value)
+                if table not in _MARKED or not row or mark < 0:
+                    raise ValueError(key)
+                out[(table, int(row) if table in _INT_KEYED else row)] = mark
+            except ValueError:  # not one this wrote: left out (that row's spend is all re-applied: declines more)
+                log.error("journal meta %r is not a kept watermark (%r): ignored", key, value)
         return out
 
     async def save_marks(self, marks: dict[tuple[Table, Any], int]) -> None:
