@@ -5,9 +5,11 @@ The host's balances and counters (a contract's balance, a fuel card's limit coun
 account's balance, turnover and lots) include every record of a site the host had ingested
 when it cut the row. A row says how far that was with a :class:`Watermark` per site: the
 site's batches 1..``batch_seq`` are in the row, later ones are not. A site that receives the
-row re-applies on top of it only its own spend in records past its watermark (a site the row
-does not name has none of its spend in the row: all of it is re-applied). This module is the
-readable specification of that re-application; the site's replica translates every row this
+row re-applies on top of it only its own spend in records past its watermark. A row that does
+not name the site has the watermark a row of the same key last named it with
+(:func:`kept_watermark`; 0 if none ever did: all its spend is re-applied): the host stops
+naming a site on a row only once the site holds a watermark covering all its spend on it.
+This module is the readable specification of that re-application; the site's replica translates every row this
 way *before* handing it to an evaluator, so the reference and the native evaluator hold the
 same figures (tests/test_balance_watermark.py).
 
@@ -55,6 +57,8 @@ __all__ = [
     "balance_after",
     "check_watermarks",
     "counters_after",
+    "kept_watermark",
+    "named_watermark",
     "own_watermark",
 ]
 
@@ -87,6 +91,23 @@ def own_watermark(watermarks: Iterable[Watermark], site_id: str) -> int:
         if w.site_id == site_id:
             return w.batch_seq
     return 0
+
+
+def named_watermark(watermarks: Iterable[Watermark], site_id: str) -> int | None:
+    """The batch watermark of ``site_id`` among ``watermarks``, None when the row names it not."""
+    for w in watermarks:
+        if w.site_id == site_id:
+            return w.batch_seq
+    return None
+
+
+def kept_watermark(watermarks: Iterable[Watermark], site_id: str, kept: int) -> int:
+    """The watermark a site uses for a row: the one the row names it with, else ``kept``,
+    the last one a row of the same key named it with (0: never). The host stops naming a
+    site on a row only once the site holds a watermark for it that covers all its spend on
+    it (host.watermarks.prune_spenders), so a missing watermark is an unchanged one."""
+    named = named_watermark(watermarks, site_id)
+    return kept if named is None else named
 
 
 def allowance_for(allowances: Iterable[Allowance], site_id: str) -> int | None:

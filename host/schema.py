@@ -386,8 +386,18 @@ def _v7(db: Database) -> list[str]:
             "CREATE INDEX rule_alerts_at ON rule_alerts (status, at_utc_s)"]
 
 
+def _v8(db: Database) -> list[str]:
+    """Pruning the spenders of live rows (host.watermarks.prune_spenders, docs/sync.md's
+    balance rule): the replica version that republished the row to cover a settled site's
+    spend on it (``cover_version``, NULL: not under way) and that site's watermark then, or
+    when the row was first found quiet (``cover_seq``); ingest clears both when the site
+    spends on the row again."""
+    return ["ALTER TABLE replica_spenders ADD COLUMN cover_version BIGINT",
+            "ALTER TABLE replica_spenders ADD COLUMN cover_seq BIGINT"]
+
+
 #: ``MIGRATIONS[n]`` (1-based) gives the statements that take a database to version n.
-MIGRATIONS: list[Callable[[Database], list[str]]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+MIGRATIONS: list[Callable[[Database], list[str]]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

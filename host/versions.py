@@ -85,6 +85,7 @@ def mark_dirty(db: Database, keys: Iterable[tuple[Table, str | int]], site_id: s
     rows = sorted({(t.value, str(k)) for t, k in keys})
     db.insert_many("replica_dirty", ("tbl", "key", "gen"), ("text", "text", "bigint"), [r + (0,) for r in rows],
                    "ON CONFLICT (tbl, key) DO UPDATE SET gen = replica_dirty.gen + 1")
-    if site_id is not None:
+    if site_id is not None:  # new spend on a row whose pruning is under way stops it (host.watermarks)
         db.insert_many("replica_spenders", ("tbl", "key", "site_id"), ("text", "text", "text"),
-                       [r + (site_id,) for r in rows], "ON CONFLICT (tbl, key, site_id) DO NOTHING")
+                       [r + (site_id,) for r in rows], "ON CONFLICT (tbl, key, site_id) DO UPDATE SET "
+                       "cover_version = NULL, cover_seq = NULL WHERE replica_spenders.cover_seq IS NOT NULL")

@@ -20,16 +20,32 @@ watermarks are of one moment:
   credit line and the exposure (docs/rules.md). A contract without one takes the host's
   default exposure (:class:`AllowancePolicy`), in equal shares of the active sites plus one.
 - **Pruning.** :func:`prune_spenders` drops the ``replica_spenders`` rows no watermark needs
-  any more, a bounded slice per call (the worker's housekeeping): those of a row no longer
-  in its table, of a site no longer registered, or of a table that carries no watermark.
-  Every other one stays for as long as the row and the site exist: a site re-reads its
-  whole journal at start and re-applies all of its spend on a row that does not name it
-  (watermark 0), so dropping the watermark of a row that holds some of a site's spend would
-  count that spend twice at the site (docs/sync.md, the balance rule).
+  any more, a bounded slice per call (the worker's housekeeping). Those of a row no longer
+  in its table, of a site no longer registered, or of a table that carries no watermark go
+  at once. A live one (the row and the site exist) goes in two steps, because the site
+  keeps the last watermark a row named it with and uses it while the row names it no more
+  (docs/sync.md, the balance rule, has the argument):
+
+  1. *cover*: when the site is settled (its watermark is its highest batch: every batch of
+     it the host holds is under the watermark, none applied past a gap or refused) and the
+     row was quiet since the last pass (a first pass only notes the watermark in
+     ``cover_seq``, and new spend clears it: a row the site keeps spending on is never
+     republished for this), the row is republished (:func:`host.versions.record_change`, a
+     delta naming the site with a watermark at least that high) and the spender row notes
+     that version (``cover_version``) and the watermark (``cover_seq``);
+  2. *drop*: once the site reports holding that table at ``cover_version`` or later
+     (``sites.replica_versions``, its presence), it has kept a watermark for the row that
+     covers all its spend on it, and the spender row goes.
+
+  New spend of the site on the row between the steps (ingest's
+  :func:`host.versions.mark_dirty`) clears ``cover_version`` and ``cover_seq``: the row stays
+  named and starts again. The site rows are locked while a slice is looked at, so a batch of
+  the site is ingested either before (and seen) or after (and clears the cover).
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,7 +57,7 @@ from wire import Table
 from .db import Database
 from .errors import InvalidInput, NotFound
 from .ledger import Ledger
-from .versions import record_change
+from .versions import key_from_text, record_change
 
 __all__ = [
     "PRUNE_SCAN",
@@ -109,12 +125,14 @@ _SPENDER_TABLES = {Table.CONTRACTS.value: ("contracts", "contract_id", int),
 
 @dataclass(frozen=True, slots=True)
 class PruneResult:
-    """One :func:`prune_spenders` call: rows looked at, rows dropped, and where the next call
-    starts (None: from the beginning, the table was gone through)."""
+    """One :func:`prune_spenders` call: rows looked at, rows dropped, where the next call
+    starts (None: from the beginning, the table was gone through), and live rows whose row
+    was republished to cover their site's spend (the first of the two steps)."""
 
     scanned: int
     pruned: int
     after: tuple[str, str, str] | None
+    covered: int = 0
 
 
 def _int_key(text: str) -> int | None:
@@ -126,37 +144,90 @@ def _int_key(text: str) -> int | None:
 
 
 def prune_spenders(ledger: Ledger, after: tuple[str, str, str] | None = None, *,
-                   scan: int = PRUNE_SCAN) -> PruneResult:
+                   scan: int = PRUNE_SCAN, live: bool = True) -> PruneResult:
     """Drop the ``replica_spenders`` rows no watermark needs (module docstring) among the
-    ``scan`` rows after ``after`` (in key order: tbl, key, site_id), in one transaction.
-    Safe beside ingest: a spender row is written in the transaction that counted the spend
-    on a row that exists, beside its site's row, and master rows are never deleted under it."""
+    ``scan`` rows after ``after`` (in key order: tbl, key, site_id), in one transaction;
+    ``live``: live rows too, in the two steps of the module docstring (False: only rows of
+    a row or site that is gone). Safe beside ingest: a spender row is written in the
+    transaction that counted the spend on a row that exists, beside its site's row (locked
+    here), and master rows are never deleted under it."""
     if type(scan) is not int or scan < 1:
         raise InvalidInput(f"scan must be a whole number >= 1, got {scan!r}")
 
     def step(db: Database) -> PruneResult:
+        cols = "tbl, key, site_id, cover_version, cover_seq"
         if after is None:
-            rows = db.fetchall("SELECT tbl, key, site_id FROM replica_spenders ORDER BY tbl, key, site_id LIMIT ?",
-                               (scan,))
+            rows = db.fetchall(f"SELECT {cols} FROM replica_spenders ORDER BY tbl, key, site_id LIMIT ?", (scan,))
         else:
-            rows = db.fetchall("SELECT tbl, key, site_id FROM replica_spenders WHERE (tbl, key, site_id) > (?, ?, ?) "
+            rows = db.fetchall(f"SELECT {cols} FROM replica_spenders WHERE (tbl, key, site_id) > (?, ?, ?) "
                                "ORDER BY tbl, key, site_id LIMIT ?", (*after, scan))
         if not rows:
             return PruneResult(0, 0, None)
-        sites = {s for (s,) in db.select_in("SELECT site_id FROM sites WHERE site_id IN ({in})",
-                                             sorted({r[2] for r in rows}))}
+        site_rows = db.select_in("SELECT site_id, up_to_seq, max_seq, replica_versions FROM sites "
+                                 f"WHERE site_id IN ({{in}}) ORDER BY site_id{db.for_update}",
+                                 sorted({r[2] for r in rows}))
+        sites = {s[0]: s for s in site_rows}
         known: dict[str, set[str]] = {}
         for tbl, (master, column, kind) in _SPENDER_TABLES.items():
             keys = {r[1] for r in rows if r[0] == tbl}
             typed = [k for k in (_int_key(x) for x in keys) if k is not None] if kind is int else sorted(keys)
             known[tbl] = {str(k) for (k,) in db.select_in(f"SELECT {column} FROM {master} WHERE {column} IN ({{in}})",
                                                         typed)} if typed else set()
-        gone = [r for r in rows if r[2] not in sites or r[0] not in known or r[1] not in known[r[0]]]
+        gone = [r[:3] for r in rows if r[2] not in sites or r[0] not in known or r[1] not in known[r[0]]]
         if gone:
             db.executemany("DELETE FROM replica_spenders WHERE tbl = ? AND key = ? AND site_id = ?", gone)
-        last = tuple(rows[-1])
-        return PruneResult(len(rows), len(gone), last if len(rows) == scan else None)  # type: ignore[arg-type]
+        dropped, covered = 0, 0
+        if live:
+            dropped, covered = _prune_live(ledger, db, [r for r in rows if r[:3] not in set(gone)], sites)
+        last = tuple(rows[-1][:3])
+        return PruneResult(len(rows), len(gone) + dropped, last if len(rows) == scan else None,  # type: ignore[arg-type]
+                           covered)
     return ledger.db.run(step)
+
+
+def _prune_live(ledger: Ledger, db: Database, rows: list[tuple], sites: dict[str, tuple]) -> tuple[int, int]:
+    """The steps for live spender rows (tbl, key, site_id, cover_version, cover_seq): covered
+    rows whose site holds the cover version dropped; of a settled site, rows not yet looked
+    at made candidates (``cover_seq`` set, nothing republished), candidates still quiet since
+    the last pass covered. Returns (dropped, covered)."""
+    marks = _watermarks_of(db, sites)
+    drop, cover = [], defaultdict(list)
+    quiet = []
+    for tbl, key, site, cover_version, cover_seq in rows:
+        _, _, max_seq, versions = sites[site]
+        if cover_version is not None:
+            held = json.loads(versions or "{}").get(tbl, 0)
+            if type(held) is int and held >= cover_version:
+                drop.append((tbl, key, site, cover_version))
+        elif marks[site] != max_seq:  # not settled: a batch of the site is above its watermark
+            continue
+        elif cover_seq is None:  # a candidate: covered if no spend on it clears this by the next pass
+            quiet.append((marks[site], tbl, key, site))
+        else:
+            cover[tbl].append((key, site))
+    if quiet:
+        db.executemany("UPDATE replica_spenders SET cover_seq = ? WHERE tbl = ? AND key = ? AND site_id = ? "
+                       "AND cover_version IS NULL", quiet)
+    if drop:
+        db.executemany("DELETE FROM replica_spenders WHERE tbl = ? AND key = ? AND site_id = ? AND cover_version = ?",
+                       drop)
+    n = 0
+    for tbl, pairs in cover.items():
+        table = Table(tbl)
+        version = record_change(db, table, sorted({key_from_text(table, k) for k, _ in pairs}, key=str),
+                                now_utc_s=ledger.now())
+        db.executemany("UPDATE replica_spenders SET cover_version = ?, cover_seq = ? "
+                       "WHERE tbl = ? AND key = ? AND site_id = ? AND cover_version IS NULL",
+                       [(version, marks[site], tbl, key, site) for key, site in pairs])
+        n += len(pairs)
+    return len(drop), n
+
+
+def _watermarks_of(db: Database, sites: dict[str, tuple]) -> dict[str, int]:
+    """:func:`site_watermarks` of the sites given as their (site_id, up_to_seq, ...) rows."""
+    refused = dict(db.select_in("SELECT site_id, MIN(batch_seq) FROM batches WHERE status = 'rejected' "
+                                "AND site_id IN ({in}) GROUP BY site_id", sorted(sites)))
+    return {s: (row[1] if s not in refused else min(row[1], refused[s] - 1)) for s, row in sites.items()}
 
 
 def site_watermarks(db: Database) -> dict[str, int]:

@@ -1320,11 +1320,34 @@ cdef class NativeFuelEvaluator:
         return self.stop_ix.n + len(self.stop_other)
 
     def stop_list_numbers(self):
-        """Every number on the stop list (keys in order, then the others)."""
+        """Every number on the stop list now, each once, run-time changes (host deltas)
+        included: the packed keys in order and then the others, less those a change took off,
+        then the numbers a change put on that are not among them."""
         cdef Py_ssize_t i
+        changes = self.stop_changes
+        if not changes:
+            for i in range(self.stop_ix.n):
+                yield card_no_of(self.stop_ix.at(i))
+            yield from self.stop_other
+            return
+        changes = dict(changes)  # as it is now: a change made while this is read is not half seen
         for i in range(self.stop_ix.n):
-            yield card_no_of(self.stop_ix.at(i))
-        yield from self.stop_other
+            no = card_no_of(self.stop_ix.at(i))
+            if changes.get(no, True):
+                yield no
+        for no in self.stop_other:
+            if changes.get(no, True):
+                yield no
+        for no, on in changes.items():
+            if on and not self._stop_packed(no):
+                yield no
+
+    def _stop_packed(self, card_no):
+        """Is ``card_no`` on the stop list the evaluator was built with (before run-time changes)?"""
+        cdef int64_t k = key_of(card_no)
+        if k:
+            return self.stop_ix.find(k) >= 0
+        return card_no in self.stop_other
 
     def counter_items(self):
         """((card_no, limit_id), LimitCounter) of every limit that has counted, card by card."""

@@ -126,9 +126,10 @@ class ClubSwap:
 
     def abort(self) -> None:
         """Take the wrapper off: the replica's club evaluator is the old one, as it was."""
-        if self.replica.club is self.recording:
+        if self.replica.club_evaluator is self.recording:
             self.replica.club = self.recording.inner
             self.replica._club_model = None
+        self.replica.end_build()
 
     def swap(self) -> int:
         """On the loop: the operations noted during the build done again on the new evaluator,
@@ -148,6 +149,7 @@ class ClubSwap:
                 r._set_redeemed(card_no, pts + live[card_no] - self.redeemed_at_begin[card_no])
         r.club = new
         r._club_model = None
+        r.end_build()
         r.table_versions[Table.CLUB_ACCOUNTS] = self.version
         r._note_balance_fields(Table.CLUB_ACCOUNTS, FullSnapshot(Table.CLUB_ACCOUNTS, self.version, ()),
                                self.noted, self.allowed)
@@ -158,19 +160,21 @@ class ClubSwap:
 def can_swap(replica: Replica) -> bool:
     """Does a club-accounts snapshot go through this module? Whenever the site runs the club
     (either evaluator) and no other build is under way."""
-    return replica.club is not None and not isinstance(replica.club, RecordingClub)
+    ev = replica.club_evaluator
+    return ev is not None and not isinstance(ev, RecordingClub)
 
 
 def begin(replica: Replica, version: int) -> ClubSwap:
     """On the loop: this site's spend read up to now, the live evaluator wrapped."""
-    ev = replica.club
+    ev = replica.club_evaluator
     if ev is None or isinstance(ev, RecordingClub):
         raise ReplicaUpdateError("a club swap needs a club evaluator and no other swap under way")
     if replica.site_id is not None:
-        replica._read_spend()
+        replica._read_spend()  # one consistent point with the tills (terminal.snapshot_swap)
     rec = RecordingClub(ev)
     swap = ClubSwap(replica, version, rec, ev.model.rules, Counter(replica.offline_redeemed))
     replica.club = rec
+    replica.begin_build()
     return swap
 
 

@@ -643,6 +643,13 @@ class Daemon:
                           update.table.value, exc)
                 raise
             try:
+                if self._replica is not None:  # rows that name this site no more keep their mark (the balance rule)
+                    await self._replica.persist_marks()
+            except Exception as exc:  # the journal's meta failed: the evaluators are ahead of the disk
+                await asyncio.to_thread(staged.rollback)
+                self.fatal(exc)
+                raise
+            try:
                 info = await asyncio.to_thread(staged.commit)
             except ReplicaStoreError as exc:  # the evaluators are ahead of the disk: restart from the store
                 self.fatal(exc)

@@ -11,9 +11,13 @@ by the row they change (:class:`OwnSpend`).
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+from bisect import bisect_left, insort
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from typing import Any, Protocol
 
@@ -29,21 +33,30 @@ from authz.balance import (
 from authz.club_model import ClubPayment, ClubReturn, ClubSale, ClubTopUp, SaleLine
 from authz.localtime import local_date
 from authz.money import MAX_AMOUNT_KOP
+from wire.messages import Table
 
 __all__ = [
     "CLUB_COMMITTED",
     "CLUB_RETURNED",
     "CLUB_TOPPED_UP",
     "FUEL_COMPLETED",
+    "MARK_PREFIX",
+    "PROVISIONAL_SEQ",
     "SPEND_KINDS",
     "JournalSpend",
     "OwnSpend",
+    "SpendItem",
     "SpendSource",
+    "club_item",
+    "fuel_item",
+    "item_of",
     "spend_of",
     "translate_account",
     "translate_card",
     "translate_contract",
 ]
+
+log = logging.getLogger("edgepos.replica")
 
 #: Journal record kinds that spend (or give back) a balance, counter or account.
 FUEL_COMPLETED = "fuel.completed"
@@ -51,6 +64,13 @@ CLUB_COMMITTED = "till.sale_committed"
 CLUB_RETURNED = "till.return"
 CLUB_TOPPED_UP = "till.topup"
 SPEND_KINDS = frozenset({FUEL_COMPLETED, CLUB_COMMITTED, CLUB_RETURNED, CLUB_TOPPED_UP})
+#: The journal meta keys of the kept watermarks (``balance.mark:<table>:<row key>``).
+MARK_PREFIX = "balance.mark:"
+_INT_KEYED = frozenset({Table.CONTRACTS, Table.CLUB_ACCOUNTS})
+_MARKED = frozenset({Table.CONTRACTS, Table.FUEL_CARDS, Table.CLUB_ACCOUNTS})
+#: The seqs an operation holds in the spend index while a lane has applied it and the journal
+#: has not been read past it yet: above every journal seq, so past every watermark.
+PROVISIONAL_SEQ = 1 << 62
 
 
 class SpendSource(Protocol):
@@ -83,6 +103,30 @@ class JournalSpend:
         last = batch_last_seq(self.journal, batch_seq)
         return 0 if last is None else last
 
+    def load_marks(self) -> dict[tuple[Table, Any], int]:
+        """The kept watermarks written by :meth:`save_marks` (rows that name the site no more),
+        by (table, row key)."""
+        with self.journal._reading() as conn:  # a range of the meta table's primary key
+            rows = conn.execute("SELECT key, value FROM meta WHERE key >= ? AND key < ?",
+                                (MARK_PREFIX, MARK_PREFIX[:-1] + chr(ord(MARK_PREFIX[-1]) + 1))).fetchall()
+        out: dict[tuple[Table, Any], int] = {}
+        for key, value in rows:
+            table_name, _, row = key[len(MARK_PREFIX):].partition(":")
+            try:
+                table = Table(table_name)
+                mark = int(value)
+                if table not in _MARKED or not row or mark < 0:
+                    raise ValueError(key)
+                out[(table, int(row) if table in _INT_KEYED else row)] = mark
+            except ValueError:  # not one this wrote: left out (that row's spend is all re-applied: declines more)
+                log.error("journal meta %r is not a kept watermark (%r): ignored", key, value)
+        return out
+
+    async def save_marks(self, marks: dict[tuple[Table, Any], int]) -> None:
+        """Write kept watermarks into the journal's meta (one key each, in one group commit)."""
+        await asyncio.gather(*(self.journal.set_meta(f"{MARK_PREFIX}{t.value}:{k}", str(w))
+                               for (t, k), w in marks.items()))
+
     def records_after(self, seq: int) -> Iterator[Any]:
         while True:
             chunk = self.journal.after(seq, self.chunk)
@@ -90,6 +134,65 @@ class JournalSpend:
                 return
             yield from chunk
             seq = chunk[-1].seq or seq
+
+
+@dataclass(frozen=True, slots=True)
+class SpendItem:
+    """One spend operation of this site as the spend index holds it: its journal ``seq`` (a
+    provisional one, :data:`PROVISIONAL_SEQ` and up, while a lane has applied it and the
+    journal has not been read past it), its ``key`` (the same for the lane's operation and
+    its journal record: how the two are matched, exactly once), and either a fuel delivery
+    (``fuel``; ``on_card``: it counts on the card's limits) or a club operation (``club`` on
+    card ``card_no``, ``redeemed`` the points an approved commit redeemed)."""
+
+    seq: int
+    key: str
+    fuel: FuelSpend | None = None
+    on_card: bool = False
+    club: ClubSpend | None = None
+    card_no: str = ""
+    redeemed: int = 0
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def fuel_item(seq: int, body: dict, tz_of: Callable[[int], str | None]) -> SpendItem:
+    """The :class:`SpendItem` of a ``fuel.completed`` body (as journaled, or as the lane
+    applies it): keyed by the whole body."""
+    req = body["request"]
+    tz = tz_of(body["contract_id"])
+    day = local_date(req["now_utc_s"], tz) if tz is not None else date.min
+    spend = FuelSpend(seq, body["contract_id"], body["card_no"], req["product"], body["amount_kop"],
+                      body["delivered_volume_ml"], day)
+    return SpendItem(seq, "F" + _canonical(body), fuel=spend, on_card=tz is not None)
+
+
+def club_item(seq: int, op: ClubSpend, redeemed: int = 0) -> SpendItem:
+    """The :class:`SpendItem` of a club commit, return or top-up (as journaled, or as the
+    till applies it): keyed by the typed operation."""
+    card_no = op.sale.card_no if isinstance(op, ClubCommitSpend) else op.card_no
+    return SpendItem(seq, type(op).__name__ + _canonical(asdict(op)), club=op, card_no=card_no, redeemed=redeemed)
+
+
+def item_of(rec: Any, tz_of: Callable[[int], str | None]) -> SpendItem | None:
+    """The spend of one journal record (``seq``, ``kind``, ``body``), None for a record that
+    spends nothing."""
+    kind, body, seq = rec.kind, rec.body, rec.seq
+    if kind == FUEL_COMPLETED:
+        return fuel_item(seq, body, tz_of)
+    if kind == CLUB_COMMITTED:
+        s = body["sale"]
+        sale = ClubSale(s["card_no"], tuple(SaleLine(**line) for line in s["lines"]), s["now_utc_s"],
+                        s["channel"], s["payment_method"])
+        return club_item(seq, ClubCommitSpend(sale, ClubPayment(**body["payment"]), body["txn_no"]),
+                         int(body.get("redeemed_points", 0)))
+    if kind == CLUB_RETURNED:
+        return club_item(seq, ClubReturn(**body["return"]))
+    if kind == CLUB_TOPPED_UP:
+        return club_item(seq, ClubTopUp(**body["topup"]))
+    return None
 
 
 @dataclass(slots=True)
@@ -102,6 +205,26 @@ class OwnSpend:
     by_fuel_card: dict[str, list[FuelSpend]] = field(default_factory=lambda: defaultdict(list))
     by_club_card: dict[str, list[tuple[int, ClubSpend]]] = field(default_factory=lambda: defaultdict(list))
     redeemed: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, item: SpendItem) -> None:
+        """Index ``item`` under the rows it changes, in seq order."""
+        if item.fuel is not None:
+            insort(self.by_contract[item.fuel.contract_id], item.fuel, key=_fuel_seq)
+            if item.on_card:
+                insort(self.by_fuel_card[item.fuel.card_no], item.fuel, key=_fuel_seq)
+        elif item.club is not None:
+            insort(self.by_club_card[item.card_no], (item.seq, item.club), key=_first)
+            insort(self.redeemed[item.card_no], (item.seq, item.redeemed), key=_first)
+
+    def remove(self, item: SpendItem) -> None:
+        """Take ``item`` (one :meth:`add` put in) out of the index again."""
+        if item.fuel is not None:
+            _drop(self.by_contract, item.fuel.contract_id, item.seq, _fuel_seq, lambda s: s is item.fuel)
+            if item.on_card:
+                _drop(self.by_fuel_card, item.fuel.card_no, item.seq, _fuel_seq, lambda s: s is item.fuel)
+        elif item.club is not None:
+            _drop(self.by_club_card, item.card_no, item.seq, _first, lambda x: x[1] is item.club)
+            _drop(self.redeemed, item.card_no, item.seq, _first, lambda x: True)
 
     def fuel_past(self, spends: list[FuelSpend], seq: int) -> list[FuelSpend]:
         """The deliveries of ``spends`` after journal seq ``seq``."""
@@ -133,6 +256,29 @@ class OwnSpend:
             _keep_after(self.redeemed, no, seq, lambda x: x[0])
 
 
+def _fuel_seq(s: FuelSpend) -> int:
+    return s.seq
+
+
+def _first(x: tuple[int, Any]) -> int:
+    return x[0]
+
+
+def _drop(index: dict, key: Any, seq: int, seq_of: Callable[[Any], int], match: Callable[[Any], bool]) -> None:
+    """Remove the entry of ``index[key]`` (a list in seq order) at ``seq`` that ``match``es."""
+    items = index.get(key)
+    if items is None:
+        return
+    i = bisect_left(items, seq, key=seq_of)
+    while i < len(items) and seq_of(items[i]) == seq:
+        if match(items[i]):
+            del items[i]
+            break
+        i += 1
+    if not items:
+        del index[key]
+
+
 def _keep_after(index: dict, key: Any, seq: int, seq_of: Callable[[Any], int]) -> None:
     items = index.get(key)
     if items is None:
@@ -151,29 +297,9 @@ def spend_of(records: Iterable[Any], tz_of: Callable[[int], str | None], into: O
     card limit)."""
     out = OwnSpend() if into is None else into
     for rec in records:
-        kind, body, seq = rec.kind, rec.body, rec.seq
-        if kind == FUEL_COMPLETED:
-            req = body["request"]
-            tz = tz_of(body["contract_id"])
-            day = local_date(req["now_utc_s"], tz) if tz is not None else date.min
-            spend = FuelSpend(seq, body["contract_id"], body["card_no"], req["product"], body["amount_kop"],
-                              body["delivered_volume_ml"], day)
-            out.by_contract[spend.contract_id].append(spend)
-            if tz is not None:
-                out.by_fuel_card[spend.card_no].append(spend)
-        elif kind == CLUB_COMMITTED:
-            s = body["sale"]
-            sale = ClubSale(s["card_no"], tuple(SaleLine(**line) for line in s["lines"]), s["now_utc_s"],
-                            s["channel"], s["payment_method"])
-            out.by_club_card[sale.card_no].append((seq, ClubCommitSpend(sale, ClubPayment(**body["payment"]),
-                                                                        body["txn_no"])))
-            out.redeemed[sale.card_no].append((seq, int(body.get("redeemed_points", 0))))
-        elif kind == CLUB_RETURNED:
-            ret = ClubReturn(**body["return"])
-            out.by_club_card[ret.card_no].append((seq, ret))
-        elif kind == CLUB_TOPPED_UP:
-            top = ClubTopUp(**body["topup"])
-            out.by_club_card[top.card_no].append((seq, top))
+        item = item_of(rec, tz_of)
+        if item is not None:
+            out.add(item)
     return out
 
 

@@ -21,6 +21,7 @@ station and prices from the configuration.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -28,7 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from authz import sample
-from authz.balance import allowance_for, own_watermark
+from authz.balance import allowance_for, kept_watermark, own_watermark
 from authz.club_model import (
     ClubCard,
     ClubModel,
@@ -38,7 +39,8 @@ from authz.club_model import (
     ClubTopUp,
     SaleLine,
 )
-from authz.errors import ModelError
+from authz.balance import ClubCommitSpend
+from authz.errors import ModelError, RequestError
 from authz.fuel_model import (
     FuelCard,
     FuelDecision,
@@ -65,9 +67,14 @@ from wire.messages import ClubAccountRow, FuelCardRow, ReplicaDelta, Table, row_
 from .config import SiteConfig
 from .follower import FullSnapshot, ReplicaUpdate
 from .own_spend import (
+    PROVISIONAL_SEQ,
     SPEND_KINDS,
     OwnSpend,
+    SpendItem,
     SpendSource,
+    club_item,
+    fuel_item,
+    item_of,
     spend_of,
     translate_account,
     translate_card,
@@ -119,8 +126,16 @@ class Replica:
 
     def __init__(self, fuel_model: FuelModel | FuelColumns | None, club_model: ClubModel | ClubColumns | None, *,
                  version: ReplicaVersion = ReplicaVersion(), impl: str | None = None) -> None:
+        #: this site's id when the replica is the host's (from_rows): its rows carry the balance
+        #: rule's watermarks and allowances (:mod:`authz.balance`); None: a generated replica
+        self.site_id: str | None = None
+        #: this site's spend (its journal), set by :meth:`follow_own_spend`: re-applied on top
+        #: of the host's figures past each row's watermark
+        self.own: SpendSource | None = None
         self.fuel = fuel_evaluator(fuel_model, impl) if fuel_model is not None else None
         self._fuel_model = fuel_model if isinstance(fuel_model, FuelModel) else None
+        self._club_ev: Any = None
+        self._club_view: Any = None
         self.club = club_evaluator(club_model, impl) if club_model is not None else None
         self._club_model = club_model if isinstance(club_model, ClubModel) else None
         self.version = version
@@ -134,14 +149,9 @@ class Replica:
         self.fuel_holds: dict[int, int] = {}
         #: fuel cards with an open authorization on this site: card number -> transaction id
         self.fuel_open_cards: dict[str, str] = {}
-        #: this site's id when the replica is the host's (from_rows): its rows carry the balance
-        #: rule's watermarks and allowances (:mod:`authz.balance`); None: a generated replica
-        self.site_id: str | None = None
-        #: this site's spend (its journal), set by :meth:`follow_own_spend`: re-applied on top
-        #: of the host's figures past each row's watermark
-        self.own: SpendSource | None = None
-        #: this site's batch watermark of each contract, fuel card and club account row that
-        #: names it (a row that does not has none of the site's spend: watermark 0)
+        #: this site's batch watermark of each contract, fuel card and club account row: the one
+        #: the row names it with, else the one the last row of that key named it with (kept:
+        #: the host stops naming a site only once this covers its spend there); absent: 0
         self.own_watermarks: dict[tuple[Table, Any], int] = {}
         #: this site's offline allowance per contract (kopecks of uncounted spend), where the
         #: host gives one
@@ -150,9 +160,24 @@ class Replica:
         #: what a row's watermark passes is dropped, so it holds about the uncounted spend
         self._spend = OwnSpend()
         self._spend_seq = 0
+        #: the lanes' operations and the journal, matched (the balance rule under concurrency):
+        #: operations a lane applied that the journal has not been read past yet (in the spend
+        #: index at provisional seqs), by key; fuel completions the journal was read past before
+        #: their lane applied them (applied by the read: the lane's apply is then skipped); and,
+        #: while a table is built off the loop, the lanes' operations noted meanwhile (the index
+        #: is the build's and stays as it was until the swap)
+        self._pending: dict[str, list[SpendItem]] = {}
+        self._read_first: Counter[str] = Counter()
+        self._deferred: list[SpendItem] | None = None
+        self._provisional = itertools.count(PROVISIONAL_SEQ)
+        #: the kept watermarks of rows that name this site no more, to be written beside the
+        #: journal (:meth:`persist_marks`), and those written (the balance rule's pruning)
+        self.marks_to_save: dict[tuple[Table, Any], int] = {}
+        self._saved_marks: dict[tuple[Table, Any], int] = {}
         #: how many stop-list updates were applied (a plan made against another is stale), and
-        #: the numbers the deltas among them changed since the last whole list
-        #: (:mod:`terminal.stop_list_swap` diffs a whole list against these and the evaluator's)
+        #: the numbers the deltas among them changed since the last whole list (the evaluator
+        #: keeps those beside its packed list: :mod:`terminal.stop_list_swap` replaces the list
+        #: whole once they are many)
         self.stop_generation = 0
         self.stop_touched: set[str] = set()
         #: while a fuel-card table is built off the loop (:mod:`terminal.snapshot_swap`), the
@@ -166,6 +191,74 @@ class Replica:
             pending.pop(record_id, None)
             if not pending:
                 del self.returns_in_flight[sale_id]
+
+    @property
+    def club(self) -> Any:
+        """The club evaluator the tills call. On a replica that follows its site's spend it is
+        wrapped (:class:`_TrackedClub`) so that every commit, return and top-up is matched with
+        its journal record (the balance rule under concurrency, :meth:`_lane_applied`)."""
+        return self._club_view
+
+    @club.setter
+    def club(self, ev: Any) -> None:
+        self._club_ev = ev
+        self._club_view = _TrackedClub(ev, self) if ev is not None and self.tracking else ev
+
+    @property
+    def club_evaluator(self) -> Any:
+        """The club evaluator itself (what :attr:`club` wraps on a replica that follows its
+        site's spend)."""
+        return self._club_ev
+
+    @property
+    def tracking(self) -> bool:
+        """Does this replica follow its site's own spend (a host replica with its journal)?"""
+        return self.own is not None and self.site_id is not None
+
+    def _lane_applied(self, item: SpendItem) -> None:
+        """A lane applied ``item`` (a provisional seq) to the evaluators: indexed as pending
+        until the journal is read past its record, or noted for the swap while a build runs."""
+        if self._deferred is not None:
+            self._deferred.append(item)
+            return
+        self._spend.add(item)
+        self._pending.setdefault(item.key, []).append(item)
+
+    def begin_build(self) -> None:
+        """A table is built off the loop on the spend index as it is now: the lanes'
+        operations from now on are noted aside (the swap does them again on the new table)."""
+        if self.tracking and self._deferred is None:
+            self._deferred = []
+
+    def end_build(self) -> None:
+        """The build is swapped in or dropped: the operations noted meanwhile join the index
+        as pending (the evaluator current now holds them either way)."""
+        deferred, self._deferred = self._deferred, None
+        for item in deferred or ():
+            self._lane_applied(item)
+
+    def _journal_read(self, item: SpendItem, body: dict) -> None:
+        """A spend record read from the journal: matched with the lane's operation it records
+        (its provisional entry replaced by the journaled one), or, for a fuel completion its
+        lane has not applied yet, applied now (its lane's apply will be skipped), so the index
+        and the evaluators hold the same operations at every read."""
+        waiting = self._pending.get(item.key)
+        if waiting:
+            self._spend.remove(waiting.pop(0))
+            if not waiting:
+                del self._pending[item.key]
+        elif item.fuel is not None and self.fuel is not None:
+            try:
+                self._complete_fuel(body)
+            except RequestError as exc:  # as the lane would: the host settles it
+                log.error("replica: a journaled completion not applied: %s", exc)
+            self._read_first[item.key] += 1
+        self._spend.add(item)
+
+    def _complete_fuel(self, body: dict) -> None:
+        assert self.fuel is not None
+        req, decision = fuel_request_from_body(body["request"]), fuel_decision_from_body(body["decision"])
+        self.fuel.complete(req, decision, body["delivered_volume_ml"])
 
     @property
     def fuel_model(self) -> FuelModel | None:
@@ -301,6 +394,30 @@ class Replica:
         elif source.site_id != self.site_id:
             raise ReplicaUpdateError(f"the replica is site {self.site_id}'s, not {source.site_id}'s")
         self.own = source
+        self.club = self._club_ev  # wrapped now: the tills' operations are matched with the journal
+        load = getattr(source, "load_marks", None)
+        if load is not None:  # rows stored without this site's name keep the mark they last had
+            saved = load()
+            self._saved_marks.update(saved)
+            for key, w in saved.items():
+                self.own_watermarks.setdefault(key, w)
+
+    async def persist_marks(self) -> int:
+        """Write the kept watermarks of rows that name this site no more (:attr:`marks_to_save`)
+        beside the journal (``SpendSource.save_marks``), before those rows are stored: after a
+        restart such a row still has its mark (a missing watermark is an unchanged one,
+        :func:`authz.balance.kept_watermark`). Returns how many were written."""
+        marks, self.marks_to_save = self.marks_to_save, {}
+        save = getattr(self.own, "save_marks", None)
+        if not marks or save is None:
+            return 0
+        try:
+            await save(marks)
+        except BaseException:
+            self.marks_to_save.update(marks)
+            raise
+        self._saved_marks.update(marks)
+        return len(marks)
 
     def apply_update(self, update: ReplicaUpdate) -> None:
         """Apply one host update of one table (a :class:`wire.ReplicaDelta`, or a
@@ -437,8 +554,12 @@ class Replica:
         site = self.site_id
         assert site is not None
         rows = update.rows if isinstance(update, FullSnapshot) else update.upserts
+        kept = self.own_watermarks
         for r in rows:
-            noted[(table, row_key(table, r))] = own_watermark(r.watermarks, site)
+            key = (table, row_key(table, r))
+            w = noted[key] = kept_watermark(r.watermarks, site, kept.get(key, 0))
+            if w and self._saved_marks.get(key) != w and own_watermark(r.watermarks, site) != w:
+                self.marks_to_save[key] = w  # the row names this site no more: its mark must outlive a restart
             if table is Table.CONTRACTS:
                 allowed[r.contract_id] = allowance_for(r.allowances, site)
         seq_of = self._seq_of()
@@ -496,17 +617,20 @@ class Replica:
         return update.rows
 
     def _read_spend(self) -> OwnSpend:
-        """The spend index, with the journal's records since the last read added."""
+        """The spend index, with the journal's records since the last read added, each matched
+        with the lane's operation it records (:meth:`_journal_read`): the index then holds
+        exactly the operations the evaluators hold, whatever the lanes were in the middle of."""
         if self.own is not None:
-            last = [self._spend_seq]
-
-            def noting(records: Iterable[Any]) -> Iterator[Any]:
-                for r in records:
-                    last[0] = max(last[0], r.seq or 0)
-                    if r.kind in SPEND_KINDS:
-                        yield r
-            spend_of(noting(self.own.records_after(self._spend_seq)), self._tz_of, self._spend)
-            self._spend_seq = last[0]
+            if self._deferred is not None:
+                raise RuntimeError("the journal read while a table is built on the spend index")
+            last = self._spend_seq
+            for r in self.own.records_after(self._spend_seq):
+                last = max(last, r.seq or 0)
+                if r.kind in SPEND_KINDS:
+                    item = item_of(r, self._tz_of)
+                    if item is not None:
+                        self._journal_read(item, r.body)
+            self._spend_seq = last
         return self._spend
 
     def _forget(self, table: Table, rows: Iterable[Any], seqs: Mapping[tuple[Table, Any], int]) -> None:
@@ -583,6 +707,8 @@ class Replica:
                 if r.kind in SPEND_KINDS:
                     yield r
         self._spend, self._spend_seq = spend_of(noting(records), self._tz_of), 0
+        self._pending.clear()  # nothing is in flight at a start
+        self._read_first.clear()
         spend = self._spend
         self._spend_seq = last[0]
         n = sum(len(v) for v in spend.by_contract.values()) + sum(len(v) for v in spend.by_club_card.values())
@@ -663,10 +789,23 @@ class Replica:
     def apply(self, kind: str, body: dict) -> bool:
         """Apply one journaled operation to the evaluators (what the lane did live)."""
         if kind == FUEL_COMPLETED and self.fuel is not None:
-            req, decision = fuel_request_from_body(body["request"]), fuel_decision_from_body(body["decision"])
-            self.fuel.complete(req, decision, body["delivered_volume_ml"])
-            if self.fuel_recording is not None:
-                self.fuel_recording.append(body)
+            if not self.tracking:
+                self._complete_fuel(body)
+                if self.fuel_recording is not None:
+                    self.fuel_recording.append(body)
+                return True
+            item = fuel_item(next(self._provisional), body, self._tz_of)
+            if self._read_first[item.key]:  # the journal read applied it already: once
+                self._read_first[item.key] -= 1
+                if not self._read_first[item.key]:
+                    del self._read_first[item.key]
+                return True
+            try:
+                self._complete_fuel(body)
+                if self.fuel_recording is not None:
+                    self.fuel_recording.append(body)
+            finally:  # refused or not, the journal holds it: matched with it once read
+                self._lane_applied(item)
             return True
         if kind == CLUB_COMMITTED and self.club is not None:
             sale = club_sale_from_body(body["sale"])
@@ -681,6 +820,47 @@ class Replica:
             self.club.top_up(ClubTopUp(**body["topup"]))
             return True
         return False
+
+
+class _TrackedClub:
+    """A club evaluator whose every approved commit, return and top-up is noted to its replica
+    (:meth:`Replica._lane_applied`) as the till applies it, before the till journals it;
+    every other call passed through."""
+
+    __slots__ = ("inner", "replica")
+
+    def __init__(self, inner: Any, replica: Replica) -> None:
+        self.inner = inner
+        self.replica = replica
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _seq(self) -> int:
+        return next(self.replica._provisional)
+
+    def commit(self, sale: ClubSale, payment: ClubPayment, txn_no: int) -> Any:
+        """The evaluator's ``commit``; an approved one is noted (a declined one journals no spend)."""
+        result = self.inner.commit(sale, payment, txn_no)
+        if result.approved:
+            self.replica._lane_applied(club_item(self._seq(), ClubCommitSpend(sale, payment, txn_no),
+                                                 result.redeemed_points))
+        return result
+
+    def return_sale(self, ret: ClubReturn) -> Any:
+        """The evaluator's ``return_sale``, noted when approved (a declined one changed
+        nothing; its record, read unmatched, is indexed as the journal says)."""
+        result = self.inner.return_sale(ret)
+        if result.reason.approved:
+            self.replica._lane_applied(club_item(self._seq(), ret))
+        return result
+
+    def top_up(self, req: ClubTopUp) -> Any:
+        """The evaluator's ``top_up``, noted when approved (as :meth:`return_sale`)."""
+        result = self.inner.top_up(req)
+        if result.reason.approved:
+            self.replica._lane_applied(club_item(self._seq(), req))
+        return result
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,11 +20,19 @@ is what :meth:`~FuelCardSwap.swap` carries over. A snapshot whose rows do not ho
 (a card of an unknown contract...) fails in :meth:`~FuelCardSwap.build`
 (:class:`terminal.replica.ReplicaUpdateError`) and changes nothing.
 
+The completions the lanes apply during the build (noted in ``Replica.fuel_recording``) are
+counted again on the new cards' counters at the swap, on any replica: a generated one
+(simulations) as well as a host one.
+
 A host replica (one that follows its site's own spend, the balance rule) takes the same
 path: :func:`begin` reads the site's spend from the journal up to then, the build
 translates each row by it (the host's counters plus this site's deliveries past the row's
-watermark, ``Replica._translated``), and the completions the lanes apply during the build
-(noted in ``Replica.fuel_recording``) are counted again on the new cards at the swap.
+watermark, ``Replica._translated``). That read is one consistent point with the lanes: a
+completion journaled but not yet applied by its lane is applied by the read (its lane's
+apply is then skipped), and one applied but not yet read counts at a provisional seq past
+every watermark (``Replica._journal_read``); what the lanes apply from :func:`begin` on is
+done again at the swap and joins the spend index only then. So every completion is in the
+new table exactly once.
 """
 
 from __future__ import annotations
@@ -100,6 +108,12 @@ class FuelCardSwap:
         release_free_memory()
         self.built = built
 
+    def abort(self) -> None:
+        """On the loop: the build dropped; the replica goes on with the old evaluator, which
+        holds every completion applied meanwhile."""
+        self.replica.fuel_recording = None
+        self.replica.end_build()
+
     def swap(self) -> int:
         """On the loop: carry over the contract balances changed since :func:`begin`, then
         make the new evaluator the replica's. Returns how many contracts were carried over."""
@@ -114,11 +128,12 @@ class FuelCardSwap:
         if changed:
             new.apply(FuelUpdate(contracts=tuple(old.contract_at(i) for i in changed)))
         r = self.replica
-        if r.fuel_recording:  # a host replica: the completions applied meanwhile count on the new counters
+        if r.fuel_recording:  # the completions applied meanwhile count on the new counters
             again = r.counters_done_again(new, r.fuel_recording)
             if again is not None:
                 new.apply(again)
         r.fuel_recording = None
+        r.end_build()
         if r.site_id is not None:
             r._note_balance_fields(Table.FUEL_CARDS, FullSnapshot(Table.FUEL_CARDS, self.version, ()), self.noted, {})
         self.replica.fuel = new
@@ -137,10 +152,11 @@ def begin(replica: Replica, version: int) -> FuelCardSwap:
     ev = replica.fuel
     if ev is None or not can_swap(replica, Table.FUEL_CARDS):
         raise ReplicaUpdateError("a fuel-card swap needs the native fuel evaluator")
-    base = ev._columns(_all(ev.card_count), None)
     if replica.site_id is not None:  # the balance rule: the spend up to now is translated in the build ...
-        replica._read_spend()
-        replica.fuel_recording = []  # ... and what the lanes complete from now on is counted at the swap
+        replica._read_spend()  # (every operation the journal holds now applied, once: Replica._journal_read)
+    base = ev._columns(_all(ev.card_count), None)
+    replica.fuel_recording = []  # ... and what the lanes complete from now on is counted at the swap
+    replica.begin_build()  # (and joins the spend index then)
     return FuelCardSwap(replica, version, base, base.ct_balance[:])
 
 
@@ -159,8 +175,9 @@ async def apply_snapshot(replica: Replica, table: Table, version: int, rows: Cal
         try:
             await asyncio.to_thread(swap.build, rows())
             carried = swap.swap()
-        finally:
-            replica.fuel_recording = None
+        except BaseException:
+            swap.abort()
+            raise
         log.info("replica fuel_cards at version %d: built off the loop in %.2f s and swapped in (%d contract "
                  "balance(s) carried over)", version, time.perf_counter() - t0, carried)
         return

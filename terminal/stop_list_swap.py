@@ -5,12 +5,15 @@ the evaluator's new list, and announced as one bus event per number: seconds dur
 no lane decided. Here the work is split like :mod:`terminal.snapshot_swap`:
 
 1. :func:`plan` (in a worker thread): the snapshot's numbers compared with the list the
-   evaluator holds now (its numbers and those the deltas since the last whole list
-   changed), giving the numbers to put on and to take off;
+   evaluator holds now (``stop_list_numbers``: every number on it, the deltas' changes
+   included), giving the numbers to put on and to take off;
 2. :func:`apply_plan` (on the loop, one synchronous step): that difference applied as one
    update, as a delta would be (microseconds for the few numbers a snapshot usually
    changes). A difference larger than :data:`DIFF_MAX` replaces the whole list instead
-   (the evaluator's ``replace_stop_list``, about 0.15 s per million numbers on the loop).
+   (the evaluator's ``replace_stop_list``, about 0.15 s per million numbers on the loop);
+   so does one once the numbers changed at run time since the last whole list
+   (``Replica.stop_touched``, which the evaluator keeps beside its packed list) pass it,
+   so that those changes do not pile up.
 
 Either way a decision sees the old list or the new one, never half of each: one in flight
 finishes on the version it started with, the next one sees the new list. The caller holds
@@ -27,7 +30,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import chain
 
 from authz.errors import ModelError
 from authz.update import FuelUpdate
@@ -101,9 +103,7 @@ def plan(replica: Replica, version: int, numbers: Iterable[str]) -> StopListPlan
         release(shards)
         return StopListPlan(version, generation, (), (), None, size)
     listed = [no for sh in shards for no in sh if not ev.on_stop_list(no)]
-    gone = [no for no in chain(ev.stop_list_numbers(), replica.stop_touched)
-            if no not in shards[hash(no) & mask] and ev.on_stop_list(no)]
-    unlisted = list(dict.fromkeys(gone))
+    unlisted = [no for no in ev.stop_list_numbers() if no not in shards[hash(no) & mask]]
     if len(listed) + len(unlisted) + len(replica.stop_touched) > DIFF_MAX:
         return StopListPlan(version, generation, (), (), shards, size)
     release(shards)

@@ -26,7 +26,7 @@ class SwapWorld(World):
         if version < self.versions[Table.CLUB_ACCOUNTS]:
             return
         swaps = {impl: begin(r, version) for impl, r in self.replicas.items()}
-        assert all(isinstance(r.club, RecordingClub) for r in self.replicas.values())
+        assert all(isinstance(r.club_evaluator, RecordingClub) for r in self.replicas.values())
         for name, card, kop in during:  # the tills go on while the new table is built
             await (self.topup if name == "topup" else self.pay)(self.club_cards[card], kop)
         for s in swaps.values():
@@ -35,7 +35,7 @@ class SwapWorld(World):
             s.swap()
         self.stored[Table.CLUB_ACCOUNTS] = {row_key(Table.CLUB_ACCOUNTS, r): r for r in rows}
         self.versions[Table.CLUB_ACCOUNTS] = version
-        assert not any(isinstance(r.club, RecordingClub) for r in self.replicas.values())
+        assert not any(isinstance(r.club_evaluator, RecordingClub) for r in self.replicas.values())
 
 
 till_op = st.tuples(st.sampled_from(["topup", "pay"]), st.integers(0, 2), st.integers(1, 300_000))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Self
@@ -23,6 +24,7 @@ from host import master
 from host.ingest import ingest_batch
 from host.ledger import Ledger
 from host.publisher import Publisher
+from host.watermarks import prune_spenders
 from terminal.follower import FullSnapshot
 from terminal.ids import new_id, new_txn_id
 from terminal.journal import Journal, Record
@@ -93,6 +95,7 @@ class World:
         self.txn_no = itertools.count(1)
         self.tc = defaultdict(lambda: 10)
         self.all_fuel: list[tuple[str, int, int]] = []  # (card, ml, kop) of every delivery, both sites
+        self.dropped = 0  # spender rows the host's pruning dropped
 
     def _start(self) -> dict[str, Replica]:
         out = {}
@@ -117,29 +120,45 @@ class World:
     # -- steps --
 
     async def fuel(self, card_no: str, ml: int) -> None:
+        self.fuel_applied(await self.fuel_journaled(card_no, ml))
+
+    async def fuel_journaled(self, card_no: str, ml: int) -> dict:
+        """A delivery's records journaled as the pump lane does, first; returns the completion's
+        body, which the lane applies to the replica next (:meth:`fuel_applied`)."""
         self.tc[card_no] += 2
         recs = self.s1.fuel_sale(card_no=card_no, delivered_ml=ml, authorized_ml=ml, tc=self.tc[card_no])
         await self.append(recs)
         done = recs[-2]
         assert done.kind == "fuel.completed"
-        for r in self.replicas.values():
-            r.apply(done.kind, dict(done.body))
         self.all_fuel.append((card_no, ml, done.body["amount_kop"]))
+        return dict(done.body)
+
+    def fuel_applied(self, body: dict) -> None:
+        """The pump lane's step after the journal: the completion applied to every replica."""
+        for r in self.replicas.values():
+            r.apply("fuel.completed", dict(body))
 
     async def topup(self, card_no: str, kop: int) -> None:
-        req = ClubTopUp(card_no, kop, T0)
-        results = {impl: r.club.top_up(req) for impl, r in self.replicas.items()}
-        assert len({(x.reason, x.balance_after_kop) for x in results.values()}) == 1, results
-        res = results["native"]
-        if not res.reason.approved:
-            return
-        txn = new_txn_id(SITE, "till-1")
-        await self.append([WireRecord(new_id(SITE), SITE, "till-1", txn, "till.topup", T0, {
-            "topup": {"card_no": card_no, "amount_kop": kop, "now_utc_s": T0},
-            "result": {"topup_id": txn, "card": "**", "reason": res.reason.name, "approved": True,
-                       "balance_after_kop": res.balance_after_kop, "turnover_after_kop": res.turnover_after_kop}})])
+        await self.append(self.till_applied("topup", card_no, kop))
 
     async def pay(self, card_no: str, kop: int) -> None:
+        await self.append(self.till_applied("pay", card_no, kop))
+
+    def till_applied(self, name: str, card_no: str, kop: int) -> list[WireRecord]:
+        """A top-up or a sale paid from the card decided on every replica, as the till does it
+        first; returns the records the till journals next (none for a declined one)."""
+        txn = new_txn_id(SITE, "till-1")
+        if name == "topup":
+            req = ClubTopUp(card_no, kop, T0)
+            results = {impl: r.club.top_up(req) for impl, r in self.replicas.items()}
+            assert len({(x.reason, x.balance_after_kop) for x in results.values()}) == 1, results
+            res = results["native"]
+            if not res.reason.approved:
+                return []  # journaled as a top-up that changed nothing; left out here
+            return [WireRecord(new_id(SITE), SITE, "till-1", txn, "till.topup", T0, {
+                "topup": {"card_no": card_no, "amount_kop": kop, "now_utc_s": T0},
+                "result": {"topup_id": txn, "card": "**", "reason": res.reason.name, "approved": True,
+                           "balance_after_kop": res.balance_after_kop, "turnover_after_kop": res.turnover_after_kop}})]
         sale = ClubSale(card_no, (SaleLine("sku-1", "shoes", kop),), T0, "store", "cash")
         payment = ClubPayment(card_balance_kop=kop)
         txn_no = next(self.txn_no)
@@ -147,13 +166,12 @@ class World:
         assert len({(x.reason, x.balance_after_kop, x.accrued_points) for x in results.values()}) == 1, results
         res = results["native"]
         if not res.approved:
-            return
+            return []
         body = {"sale": club_sale_body(sale), "txn_no": txn_no,
                 "payment": {"points": 0, "card_balance_kop": kop, "money_kop": 0},
                 "reason": res.reason.name, "accrued_points": res.accrued_points, "redeemed_points": 0,
                 "lots_used": [], "balance_after_kop": res.balance_after_kop}
-        await self.append([WireRecord(new_id(SITE), SITE, "till-1", new_txn_id(SITE, "till-1"),
-                                      "till.sale_committed", T0, body)])
+        return [WireRecord(new_id(SITE), SITE, "till-1", txn, "till.sale_committed", T0, body)]
 
     async def other_site(self, card_no: str, ml: int) -> None:
         self.tc[card_no] += 2
@@ -199,6 +217,34 @@ class World:
             self._deliver(d)
             self.pub.mark_sent(d)
 
+    async def prune(self, scan: int, ingest_first: int = 0, passes: int = 1) -> int:
+        """The host's housekeeping (host.watermarks.prune_spenders, live rows too), every
+        spender row gone through ``passes`` times in a row, ``scan`` rows a call; first
+        ``ingest_first`` records batched and ingested that the site is not told of yet.
+        Returns the spender rows dropped."""
+        if ingest_first:
+            await self.batch(ingest_first)
+        dropped = 0
+        for _ in range(passes):
+            after = None
+            while True:
+                res = prune_spenders(self.ledger, after, scan=scan)
+                dropped += res.pruned
+                if (after := res.after) is None:
+                    break
+        self.dropped += dropped
+        return dropped
+
+    async def acknowledge(self) -> None:
+        """The site's side after an update, as the daemon does it: the kept watermarks of rows
+        that name it no more written beside the journal, then its presence report of the table
+        versions it holds (what the host's pruning waits for)."""
+        for r in self.replicas.values():
+            await r.persist_marks()
+        report = json.dumps({t.value: v for t, v in self.versions.items()})
+        self.ledger.db.run(lambda db: db.execute("UPDATE sites SET replica_versions = ? WHERE site_id = ?",
+                                                 (report, SITE)))
+
     def snapshot(self, table: Table) -> None:
         parts = self.pub.snapshot(table)
         self._deliver(FullSnapshot(table, parts[0].version, tuple(r for p in parts for r in p.rows)))
@@ -223,9 +269,12 @@ class World:
             self.snapshot(args[0])
         elif name == "restart":
             self.restart()
+        elif name == "prune":
+            await self.prune(*args)
         elif name != "update":
             raise ValueError(f"no step {name!r}")
         self.update()
+        await self.acknowledge()
         self.check()
 
     def play(self, plan, **extra) -> None:
@@ -332,6 +381,7 @@ STEPS = {
     "update": st.tuples(st.just("update")),
     "snapshot": st.tuples(st.just("snapshot"), st.sampled_from(BALANCE_TABLES)),
     "restart": st.tuples(st.just("restart")),
+    "prune": st.tuples(st.just("prune"), st.integers(1, 7), st.sampled_from([0, 2, 12]), st.integers(1, 3)),
 }
 steps = st.lists(st.one_of(*STEPS.values()), min_size=1, max_size=25)
 
@@ -341,6 +391,14 @@ steps = st.lists(st.one_of(*STEPS.values()), min_size=1, max_size=25)
 # spend the host has not counted survives two rows of the same contract in a row
 @example([("fuel", CARD, 1_000), ("batch", 12), ("fuel", CARD, 2_000), ("other", CARD2, 500), ("other", CARD2, 700),
           ("topup", 0, 1_000), ("batch", 3), ("topup", 0, 2_000), ("pay", 0, 500), ("batch", 1), ("restart",)])
+# spenders pruned: covered, then new spend ingested before the site saw the rows (the cover
+# is off, nothing dropped); spend ingested, then covered and gone through again before the
+# site saw any of it (dropped only once it holds the rows); the rows that name it no more
+# keep its mark, across a restart
+@example([("fuel", CARD, 1_000), ("topup", 1, 3_000), ("batch", 12), ("prune", 5, 0, 2), ("fuel", CARD, 700),
+          ("pay", 1, 300), ("prune", 5, 12, 1), ("prune", 5, 0, 2), ("other", CARD, 400), ("fuel", CARD2, 500),
+          ("prune", 5, 12, 3), ("prune", 5, 0, 1), ("other", CARD2, 300), ("other", CARD, 300),
+          ("snapshot", Table.CLUB_ACCOUNTS), ("restart",), ("fuel", CARD, 100)])
 @example([("topup", 0, 1_000), ("batch", 12), ("topup", 0, 2_000), ("snapshot", Table.CLUB_ACCOUNTS),
           ("snapshot", Table.CLUB_ACCOUNTS), ("fuel", CARD2, 900), ("snapshot", Table.FUEL_CARDS),
           ("snapshot", Table.FUEL_CARDS)])

@@ -132,3 +132,32 @@ def test_a_replica_that_follows_its_own_spend_builds_fuel_cards_off_the_loop_too
     asyncio.run(apply_snapshot(r, Table.FUEL_CARDS, 2, lambda: iter(rows),
                                lambda u: pytest.fail(f"applied on the loop: {u}")))
     assert r.table_versions[Table.FUEL_CARDS] == 2 and r.fuel_recording is None
+
+
+def test_a_generated_replica_carries_the_counters_of_completions_during_the_build_over():
+    """A generated (simulation) replica swaps fuel cards too: a delivery a lane completes
+    (``Replica.apply``, as the pump lane does) while the new table is built counts on the
+    new card's limits and its contract's balance, as on a replica that never swapped."""
+    from terminal.replica import FUEL_COMPLETED, fuel_decision_body, fuel_request_body
+    r, control = replica(), replica()
+    assert r.site_id is None
+    ev = r.fuel
+    i = next(i for i in range(ev.card_count) if r.fuel.authorize(a_request(r, i)).approved
+             and ev.card_at(i).limits)
+    req = a_request(r, i)
+    card = ev.card_at(i)
+    rows = card_rows(ev)
+    swap = begin(r, 2)
+    decision = ev.authorize(req)
+    done = control.fuel.complete(req, control.fuel.authorize(req), decision.volume_ml // 2)
+    body = {"request": fuel_request_body(req), "decision": fuel_decision_body(decision),
+            "delivered_volume_ml": decision.volume_ml // 2, "amount_kop": done.amount_kop, "card_no": card.card_no,
+            "contract_id": card.contract_id}
+    assert r.apply(FUEL_COMPLETED, body)  # the lane completes on the old table while the new one is built
+    swap.build(rows)
+    swap.swap()
+    assert r.fuel is not ev and r.fuel_recording is None
+    counted = [(lim.limit_id, r.fuel.counter(card.card_no, lim.limit_id)) for lim in card.limits]
+    assert counted == [(lim.limit_id, control.fuel.counter(card.card_no, lim.limit_id)) for lim in card.limits]
+    assert any(c is not None and c.spent for _, c in counted)
+    assert r.fuel.balance_kop(card.contract_id) == control.fuel.balance_kop(card.contract_id)
