@@ -163,6 +163,19 @@ def test_refusals_have_the_same_words():
         decode(good, SiteKeys({}, replica_verify=OTHER_HOST.public_key()), topic=t, raw_rows=True)
 
 
+
+def _packable(v: object) -> bool:
+    """A value a frame can carry: MessagePack has no integer below -2**63."""
+    try:
+        msgpack.packb(v)
+    except (OverflowError, TypeError, ValueError):
+        return False
+    return True
+
+
+WIRE_ODD = ODD.filter(_packable)
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.sampled_from(list(MAPS)), st.data())
 def test_rows_broken_field_by_field_agree(table, data):
@@ -173,11 +186,11 @@ def test_rows_broken_field_by_field_agree(table, data):
         row = rows[data.draw(st.integers(0, len(rows) - 1))]
         how = data.draw(st.sampled_from(["set", "drop", "add", "dup_limit", "swap"]))
         if how == "set" and row:
-            put(row, data.draw(st.sampled_from(paths(row))), data.draw(ODD))
+            put(row, data.draw(st.sampled_from(paths(row))), data.draw(WIRE_ODD))
         elif how == "drop" and row:
             del row[data.draw(st.sampled_from(sorted(row)))]
         elif how == "add":
-            row[data.draw(st.sampled_from(["extra", "products", "on_breach", "watermarks"]))] = data.draw(ODD)
+            row[data.draw(st.sampled_from(["extra", "products", "on_breach", "watermarks"]))] = data.draw(WIRE_ODD)
         elif how == "dup_limit" and isinstance(row.get("limits"), list) and row["limits"]:
             row["limits"].append(copy.deepcopy(row["limits"][0]))
         elif how == "swap" and len(row) > 1:  # the same fields in another order
