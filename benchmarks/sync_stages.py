@@ -20,6 +20,8 @@ The records are those of ``benchmarks.host_ingest`` (fuel sales of 5 records, ti
   objects (:meth:`~terminal.journal.Journal.after`, :func:`wire.codec.pack_records`);
 - ``decode``: :func:`wire.decode` of every frame (every check); ``decode_strict``: the same
   with the fast reader and the one-pass record check turned off (the strict path alone);
+  ``decode_python_frame``: with the frame read by msgpack and the repack check (before
+  ``wire._wirecheck.read_frame``);
   ``decode_python_records``: with the one-pass record check in Python
   (``wire.codec._records_fast_py``) instead of the native one (``wire._wirecheck``);
 - ``ingest_sqlite`` / ``ingest_postgresql``: :func:`host.ingest.ingest_batch` of every
@@ -111,6 +113,17 @@ def decode_strict(frames: list[bytes]) -> list:
         return decode_all(frames)
     finally:
         C._unpack_fast, C._records_fast = fast, records  # type: ignore[assignment]
+
+
+def decode_python_frame(frames: list[bytes]) -> list:
+    """decode with the frame read by msgpack's unpacker and the repack check (before the
+    native frame reader, ``wire._wirecheck.read_frame``)."""
+    fast = C._unpack_fast
+    C._unpack_fast = C._unpack_fast_py  # type: ignore[assignment]
+    try:
+        return decode_all(frames)
+    finally:
+        C._unpack_fast = fast  # type: ignore[assignment]
 
 
 def decode_python_records(frames: list[bytes]) -> list:
@@ -279,6 +292,7 @@ def main(argv: list[str] | None = None) -> None:
             msgs = []  # the last round's messages are not kept alive through this one's stages
             strict = timer.run("decode_strict", decode_strict, frames)
             py = timer.run("decode_python_records", decode_python_records, frames)
+            timer.run("decode_python_frame", decode_python_frame, frames)
             assert strict == py, "the native record check changed the records"
             del strict, py
             msgs = timer.run("decode", decode_all, frames)
@@ -325,6 +339,7 @@ def main(argv: list[str] | None = None) -> None:
     out["decode_strict_vs_decode_ratio"] = round(b["decode_strict"] / b["decode"], 2)
     out["edge_journal_pack_records_vs_rows_ratio"] = round(b["edge_journal_pack_records"] / b["edge_journal_pack"], 2)
     out["decode_python_records_vs_decode_ratio"] = round(b["decode_python_records"] / b["decode"], 2)
+    out["decode_python_frame_vs_decode_ratio"] = round(b["decode_python_frame"] / b["decode"], 2)
     if "publish_sqlite" in b:
         out["publish_sqlite_slow_rows_vs_publish_ratio"] = round(b["publish_sqlite_rows_checked_slowly"]
                                                                   / b["publish_sqlite"], 2)

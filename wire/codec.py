@@ -46,6 +46,7 @@ from authz.fuel_model import (DAY_MINUTES, MAX_CARD_STATIONS, MAX_WINDOWS, CardK
 from authz.money import BP_WHOLE, MAX_AMOUNT_KOP, MAX_PRICE_KOP_PER_L, MAX_VOLUME_ML
 
 try:
+    from ._wirecheck import read_frame as _native_frame
     from ._wirecheck import records_fast as _native_records
 except ImportError as exc:  # pragma: no cover - only on a broken install
     raise ImportError("edgepos: wire's record check (wire._wirecheck) is not built. Install edgepos with "
@@ -1109,7 +1110,24 @@ _FAST_OPTS: dict[str, Any] = {"raw": False, "strict_map_key": True, "max_ext_len
 
 
 def _unpack_fast(data: bytes) -> tuple[Any, Any, Any, Any] | None:
-    """:func:`_unpack_strict`'s answer for a well-formed frame, about 2x faster: the frame is
+    """:func:`_unpack_strict`'s answer for a frame it reads, in one native pass over the
+    bytes (``wire._wirecheck.read_frame``): each map is checked for a key twice as it is
+    built, so there is no repack. None for anything else (malformed, another version, a key
+    twice, a map key that is not a str, a float, an extension type, bytes that are not
+    UTF-8): the strict reader then says what is wrong, with the same words as ever.
+    tests/wire/test_native_frame.py holds it to the strict reader's answers."""
+    out = _native_frame(data, _FRAME_FIELDS)
+    if out is None:
+        return None
+    version, mtype_raw, site, payload, tag = out
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:
+        return None
+    return mtype_raw, site, payload, tag
+
+
+def _unpack_fast_py(data: bytes) -> tuple[Any, Any, Any, Any] | None:
+    """The fast reader before the native one (kept as a reference for the tests and
+    ``benchmarks.sync_stages``): :func:`_unpack_strict`'s answer for a well-formed frame, the frame is
     read into plain dicts by msgpack's C code (no Python call per map), then its payload is
     packed again and must come out byte for byte as it came in, which proves no map held a
     key twice (the dict would have fewer entries: fewer bytes). None for anything else
