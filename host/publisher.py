@@ -354,7 +354,8 @@ class Publisher:
         if not parts:
             return []
         table = parts[0].table
-        pubs = [Publication(snapshot_topic(table, p.part), encode(p, keys, limits=self.limits), 1, True) for p in parts]
+        pubs = [Publication(snapshot_topic(table, p.part), encode(p, keys, limits=self.limits, rows_checked=True),
+                            1, True) for p in parts]
         old_parts = self._published(table)[2]
         pubs += [Publication(snapshot_topic(table, k), b"", 1, True) for k in range(len(parts), old_parts)]
         return pubs
@@ -364,9 +365,11 @@ class Publisher:
 
 
 def delta_publication(delta: ReplicaDelta, keys: SiteKeys, *, limits: Limits = DEFAULT_LIMITS) -> Publication:
-    """The publish of one delta (signed by the host); needs no ledger. Retained: a site that
+    """The publish of one delta (signed by the host); needs no ledger. Its rows are encoded
+    without decode's row checks (``wire.encode(rows_checked=True)``): the publisher built
+    them from the ledger, and every site checks them as it decodes. Retained: a site that
     (re)subscribes gets the table's latest delta at once, so it learns how far the host is
     (a gap from the version it holds makes it ask for a snapshot) even if nothing changes
     after it comes back."""
-    return Publication(deltas_topic(delta.table), encode(delta, keys, limits=limits), 1, True)
+    return Publication(deltas_topic(delta.table), encode(delta, keys, limits=limits, rows_checked=True), 1, True)
 
