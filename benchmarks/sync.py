@@ -295,15 +295,15 @@ async def _flush(journals: dict[str, Path], keys: dict[str, bytes], replica_veri
 
 def settle(url: str, timeout_s: float) -> None:
     """Wait until the replica publisher has folded every change of the run and published
-    every delta (``replica_dirty`` empty, each table's version sent), at most ``timeout_s``:
+    every delta (``replica_dirty`` empty, no delta after a table's last one sent), at most ``timeout_s``:
     the workers' CPU then counts the folds a worker left for after the flush."""
     deadline = time.monotonic() + timeout_s
     with Ledger.open(url) as led:
         while time.monotonic() < deadline:
             with led.db.transaction(write=False):
                 dirty = led.db.scalar("SELECT COUNT(*) FROM replica_dirty", default=0)
-                unsent = led.db.scalar("SELECT COUNT(*) FROM replica_versions v LEFT JOIN replica_published p "
-                                       "ON p.tbl = v.tbl WHERE v.version > COALESCE(p.delta_version, 0)", default=0)
+                unsent = led.db.scalar("SELECT COUNT(*) FROM replica_deltas d LEFT JOIN replica_published p "
+                                       "ON p.tbl = d.tbl WHERE d.to_version > COALESCE(p.delta_version, 0)", default=0)
             if dirty == 0 and unsent == 0:
                 return
             time.sleep(0.1)
