@@ -8,6 +8,8 @@ worker process(es) -> ledger, on SQLite and on PostgreSQL; ``key: value`` lines.
     python -m benchmarks.sync --profile DIR            # py-spy the edge and the workers (top functions)
     python -m benchmarks.sync --txn-batches 1,8        # each e2e run with each batch alone, then in runs of
                                                        # up to 8 per transaction; prints the CPU ratio
+    python -m benchmarks.sync --settle 30              # the workers' CPU read once the publisher has folded
+                                                       # and published every change of the run
 
 What is timed, per run: from the moment the site's :class:`terminal.sync.SyncClient` enters,
 with the whole backlog already journaled (an offline site coming back), until the last ack
@@ -190,12 +192,14 @@ def cpu_s(pid: int | None) -> float:
 
 class WorkerProc:
     def __init__(self, name: str, url: str, broker: str, keys_dir: Path, log: Path, publish: bool,
-                 txn_batches: int = 8, gc_gen0: int | None = None) -> None:
+                 txn_batches: int = 8, gc_gen0: int | None = None, backlog_fold_s: float | None = None) -> None:
         self.name, self.log = name, log
         argv = [sys.executable, "-m", "host.worker", "--db", url, "--broker", broker, "--keys-dir", str(keys_dir),
                 "--max-batches-per-txn", str(txn_batches)]
         if gc_gen0 is not None:
             argv += ["--gc-gen0", str(gc_gen0)]
+        if backlog_fold_s is not None:
+            argv += ["--backlog-fold-interval-s", str(backlog_fold_s)]
         if not publish:
             argv.append("--no-publish")
         with open(log, "wb") as out:
@@ -289,6 +293,23 @@ async def _flush(journals: dict[str, Path], keys: dict[str, bytes], replica_veri
     return elapsed, cpu, statuses
 
 
+def settle(url: str, timeout_s: float) -> None:
+    """Wait until the replica publisher has folded every change of the run and published
+    every delta (``replica_dirty`` empty, no delta after a table's last one sent), at most ``timeout_s``:
+    the workers' CPU then counts the folds a worker left for after the flush."""
+    deadline = time.monotonic() + timeout_s
+    with Ledger.open(url) as led:
+        while time.monotonic() < deadline:
+            with led.db.transaction(write=False):
+                dirty = led.db.scalar("SELECT COUNT(*) FROM replica_dirty", default=0)
+                unsent = led.db.scalar("SELECT COUNT(*) FROM replica_deltas d LEFT JOIN replica_published p "
+                                       "ON p.tbl = d.tbl WHERE d.to_version > COALESCE(p.delta_version, 0)", default=0)
+            if dirty == 0 and unsent == 0:
+                return
+            time.sleep(0.1)
+    progress(f"settle: the publisher had not published everything after {timeout_s} s")
+
+
 def run_once(tag: str, db: str, workers: int, journals: dict[str, Path], n_records: int, model, work: Path,
              args: argparse.Namespace, txn_batches: int = 8) -> dict[str, object]:
     run_dir = work / tag
@@ -331,7 +352,8 @@ def run_once(tag: str, db: str, workers: int, journals: dict[str, Path], n_recor
             app = f"bench-{tag}-w{i}"
             wurl = url if db == "sqlite" else f"{url}&application_name={app}"
             procs.append(WorkerProc(app, wurl, f"{broker.host}:{broker.port}", keys_dir, run_dir / f"{app}.log",
-                                    publish=(i == 0), txn_batches=txn_batches, gc_gen0=args.worker_gc_gen0))
+                                    publish=(i == 0), txn_batches=txn_batches, gc_gen0=args.worker_gc_gen0,
+                                    backlog_fold_s=args.worker_backlog_fold_s))
         for p in procs:
             p.wait_ready()
         if args.profile:
@@ -344,6 +366,8 @@ def run_once(tag: str, db: str, workers: int, journals: dict[str, Path], n_recor
         progress(f"{tag}: {n_records} records, {len(journals)} site(s) -> {workers} worker(s) on {db}, "
                  f"up to {txn_batches} batch(es) per transaction")
         elapsed, edge_cpu, statuses = asyncio.run(_flush(journals, keys, replica_key.public_key(), broker.url, args))
+        if args.settle:
+            settle(url, args.settle)
         wcpu = [cpu_s(p.proc.pid) - c0 for p, c0 in zip(procs, wcpu0)]
         bcpu = cpu_s(broker.pid) - bcpu0
         pg_cpu = 0.0
@@ -415,7 +439,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cards", type=int, default=10_000)
     p.add_argument("--timeout", type=float, default=900)
     p.add_argument("--profile", type=Path, help="py-spy each worker and the edge into this folder")
+    p.add_argument("--settle", type=float, default=0.0, metavar="S",
+                   help="after the flush, wait (up to S s) until the replica publisher has folded and published "
+                        "every change before the workers' CPU is read, so folds left for after the flush "
+                        "count (default 0: read it at once)")
     p.add_argument("--worker-gc-gen0", type=int, help="the workers' --gc-gen0 (default: theirs)")
+    p.add_argument("--worker-backlog-fold-s", type=float, metavar="S",
+                   help="the workers' --backlog-fold-interval-s (2: fold every 2 s as before; default: theirs)")
     p.add_argument("--txn-batches", default="8",
                    help="the workers' --max-batches-per-txn; a comma-separated list runs each e2e run once per "
                         "value, interleaved, and prints a ratio against the first (default %(default)s)")

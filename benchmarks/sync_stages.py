@@ -23,6 +23,8 @@ The records are those of ``benchmarks.host_ingest`` (fuel sales of 5 records, ti
   (``wire._jsonpack``), no object per body value;
 - ``decode``: :func:`wire.decode` of every frame (every check); ``decode_strict``: the same
   with the fast reader and the one-pass record check turned off (the strict path alone);
+  ``decode_python_frame``: with the frame read by msgpack and the repack check (before
+  ``wire._wirecheck.read_frame``);
   ``decode_python_records``: with the one-pass record check in Python
   (``wire.codec._records_fast_py``) instead of the native one (``wire._wirecheck``);
 - ``ingest_sqlite`` / ``ingest_postgresql``: :func:`host.ingest.ingest_batch` of every
@@ -33,8 +35,8 @@ The records are those of ``benchmarks.host_ingest`` (fuel sales of 5 records, ti
 - ``publish_sqlite`` / ``publish_postgresql``: the replica publisher's fold after every
   ``--fold-every`` batches ingested (``flush_dirty``, ``pending``, each delta signed,
   ``mark_sent`` once a table), only its calls timed, per record ingested; ``publish_*_deltas`` counts them;
-  ``publish_sqlite_rows_checked_slowly``: the same with the rows that carry watermarks
-  checked field by field when a delta is encoded (as before ``wire.codec._balanced_fast``).
+  ``publish_sqlite_rows_checked``: the same with every delta encoded with decode's row
+  checks (``wire.encode`` without ``rows_checked``, as before issue 12's fourth pass).
 
 Ratios (``*_ratio``) compare two ways measured in the same run, interleaved, best of
 ``--rounds``: steadier than wall-clock figures on a shared machine.
@@ -114,6 +116,17 @@ def decode_strict(frames: list[bytes]) -> list:
         return decode_all(frames)
     finally:
         C._unpack_fast, C._records_fast = fast, records  # type: ignore[assignment]
+
+
+def decode_python_frame(frames: list[bytes]) -> list:
+    """decode with the frame read by msgpack's unpacker and the repack check (before the
+    native frame reader, ``wire._wirecheck.read_frame``)."""
+    fast = C._unpack_fast
+    C._unpack_fast = C._unpack_fast_py  # type: ignore[assignment]
+    try:
+        return decode_all(frames)
+    finally:
+        C._unpack_fast = fast  # type: ignore[assignment]
 
 
 def decode_python_records(frames: list[bytes]) -> list:
@@ -209,10 +222,11 @@ def ingest(url: str, msgs: list, model, timer: Timer, name: str, server_pid: boo
         return (cpu_s(pid) - before) * 1e6 / timer.n
 
 
-def publish(url: str, msgs: list, model, timer: Timer, name: str, fold_every: int) -> None:
+def publish(url: str, msgs: list, model, timer: Timer, name: str, fold_every: int, checked: bool = False) -> None:
     """Ingest ``msgs`` and fold the publisher every ``fold_every`` batches as the worker does
     every 2 s (flush_dirty, pending, each delta signed, mark_sent); only the publisher's
-    calls are timed."""
+    calls are timed. ``checked``: each delta encoded with decode's row checks (``wire.encode``
+    without ``rows_checked``), as before."""
     keys = SiteKeys({}, replica_signing=new_replica_signing_key())
     with Ledger.open(url) as led:
         master.import_fuel_model(led, model)
@@ -233,7 +247,7 @@ def publish(url: str, msgs: list, model, timer: Timer, name: str, fold_every: in
             pub.flush_dirty()
             sent = {}
             for d in pub.pending():
-                delta_publication(d, keys)
+                encode(d, keys) if checked else delta_publication(d, keys)
                 sent[d.table] = d
                 deltas += 1
             for d in sent.values():  # as the worker: once a table, after its deltas are out
@@ -290,6 +304,7 @@ def main(argv: list[str] | None = None) -> None:
             msgs = []  # the last round's messages are not kept alive through this one's stages
             strict = timer.run("decode_strict", decode_strict, frames)
             py = timer.run("decode_python_records", decode_python_records, frames)
+            timer.run("decode_python_frame", decode_python_frame, frames)
             assert strict == py, "the native record check changed the records"
             del strict, py
             msgs = timer.run("decode", decode_all, frames)
@@ -301,13 +316,9 @@ def main(argv: list[str] | None = None) -> None:
                    "ingest_sqlite_grouped", per_txn=args.per_txn)
             publish(f"sqlite:///{Path(d) / f'ledger-{secrets.token_hex(3)}.sqlite'}", msgs, model, timer,
                     "publish_sqlite", args.fold_every)
-            fast = C._balanced_fast
-            C._balanced_fast = lambda *a: None  # type: ignore[assignment]
-            try:  # as before: rows with watermarks checked field by field when a delta is encoded
-                publish(f"sqlite:///{Path(d) / f'ledger-{secrets.token_hex(3)}.sqlite'}", msgs, model, timer,
-                        "publish_sqlite_rows_checked_slowly", args.fold_every)
-            finally:
-                C._balanced_fast = fast  # type: ignore[assignment]
+            # as before issue 12's fourth pass: every delta encoded with decode's row checks
+            publish(f"sqlite:///{Path(d) / f'ledger-{secrets.token_hex(3)}.sqlite'}", msgs, model, timer,
+                    "publish_sqlite_rows_checked", args.fold_every, checked=True)
     server: dict[str, float] = {}
     if not args.no_postgresql and not args.no_ingest:
         import psycopg
@@ -337,9 +348,10 @@ def main(argv: list[str] | None = None) -> None:
     out["edge_journal_pack_records_vs_rows_ratio"] = round(b["edge_journal_pack_records"] / b["edge_journal_pack"], 2)
     out["edge_journal_pack_rows_vs_stored_ratio"] = round(b["edge_journal_pack"] / b["edge_journal_pack_stored"], 2)
     out["decode_python_records_vs_decode_ratio"] = round(b["decode_python_records"] / b["decode"], 2)
+    out["decode_python_frame_vs_decode_ratio"] = round(b["decode_python_frame"] / b["decode"], 2)
     if "publish_sqlite" in b:
-        out["publish_sqlite_slow_rows_vs_publish_ratio"] = round(b["publish_sqlite_rows_checked_slowly"]
-                                                                  / b["publish_sqlite"], 2)
+        out["publish_sqlite_rows_checked_vs_publish_ratio"] = round(b["publish_sqlite_rows_checked"]
+                                                                     / b["publish_sqlite"], 2)
         out["ingest_sqlite_vs_grouped_ratio"] = round(b["ingest_sqlite"] / b["ingest_sqlite_grouped"], 2)
     if "ingest_postgresql_grouped" in b:
         one = b["ingest_postgresql"] + server["ingest_postgresql"]

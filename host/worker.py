@@ -11,8 +11,9 @@ request is answered by the publisher.
 
 With ``publish_replica`` (the default; run it on one worker, or on all: deltas are idempotent
 at the sites, by version) a publisher task folds ingest's changes into deltas every
-``fold_interval_s`` and publishes pending deltas every ``poll_interval_s`` (a block reaches
-the broker within that). ``allowances`` (``--default-offline-exposure-rub``) is the offline
+``fold_interval_s`` (2 s; every ``backlog_fold_interval_s``, 6 s, while a backlog flushes:
+:meth:`Worker.fold_interval`) and publishes pending deltas every ``poll_interval_s`` (a block
+reaches the broker within that). ``allowances`` (``--default-offline-exposure-rub``) is the offline
 exposure of contracts that set none of their own (:class:`host.watermarks.AllowancePolicy`).
 At every fold the publisher also does one bounded slice of housekeeping: the
 ``replica_spenders`` rows no watermark needs any more (:func:`host.watermarks.prune_spenders`).
@@ -144,7 +145,8 @@ class Worker:
                  identifier: str | None = None, publish_replica: bool = True, limits: Limits = DEFAULT_LIMITS,
                  poll_interval_s: float = 0.2, fold_interval_s: float = 2.0, tls_context=None,
                  stop_grace_s: float = 3.0, allowances: AllowancePolicy = NO_DEFAULT_EXPOSURE,
-                 max_batches_per_txn: int = 8, max_txn_bytes: int = 16 << 20) -> None:
+                 max_batches_per_txn: int = 8, max_txn_bytes: int = 16 << 20,
+                 backlog_fold_interval_s: float = 6.0) -> None:
         if publish_replica and not keys.can_sign_replica:
             raise WireKeyError(f"publishing the replica needs the host's signing key ({REPLICA_SIGNING_KEY_FILE} in "
                                "the keys directory); "
@@ -159,6 +161,13 @@ class Worker:
         self.limits = limits
         self.poll_interval_s = poll_interval_s
         self.fold_interval_s = fold_interval_s
+        if backlog_fold_interval_s < fold_interval_s:
+            raise ValueError(f"backlog_fold_interval_s ({backlog_fold_interval_s}) must be at least "
+                             f"fold_interval_s ({fold_interval_s})")
+        #: the folds' interval while a backlog flushes (batches already waiting when one is taken)
+        self.backlog_fold_interval_s = backlog_fold_interval_s
+        #: a backlog was seen flushing since the last fold: the next one waits the longer interval
+        self.backlog_seen = False
         self.tls_context = tls_context
         self.stop_grace_s = stop_grace_s
         #: the default offline exposure of contracts that set none (host.watermarks)
@@ -351,6 +360,8 @@ class Worker:
             while len(taken) < self.max_batches_per_txn and size < self.max_txn_bytes and len(messages):
                 taken.append(_item(await messages.__anext__()))
                 size += len(taken[-1][1])
+            if len(taken) > 1 or len(messages):
+                self.backlog_seen = True  # the publisher folds less often while this lasts
             pubs = await lt.call(self.handle_many, taken)
             for p in pubs:
                 await client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain)
@@ -368,8 +379,9 @@ class Worker:
         last_fold = 0.0
         while True:
             try:
-                folding = time.monotonic() - last_fold >= self.fold_interval_s
+                folding = time.monotonic() - last_fold >= self.fold_interval()
                 if folding:
+                    self.backlog_seen = False
                     await lt.call(lambda: publisher().flush_dirty())
                     last_fold = time.monotonic()
                     await self._housekeeping(lt)
@@ -395,6 +407,15 @@ class Worker:
                 log.exception("replica publisher: ledger error, reconnecting")
                 await lt.call(lt.reopen)
             await asyncio.sleep(self.poll_interval_s)
+
+    def fold_interval(self) -> float:
+        """Seconds from one fold of ingest's changes to the next: ``fold_interval_s``, or
+        ``backlog_fold_interval_s`` if a backlog was flushing since the last fold. Every
+        fold reads each touched card and contract again, and a backlog touches the same
+        ones over and over: folding a third as often reads them a third as often. Operator
+        changes (a block) do not wait for a fold: pending deltas go out every
+        ``poll_interval_s`` whatever this says."""
+        return self.backlog_fold_interval_s if self.backlog_seen else self.fold_interval_s
 
     async def _housekeeping(self, lt: LedgerThread) -> None:
         """One bounded slice of the ledger's housekeeping, at every fold: the
@@ -500,6 +521,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"(default ${DEFAULT_EXPOSURE_ENV}; none: such contracts' sites are not capped)")
     p.add_argument("--gc-gen0", type=int, default=WORKER_GC_GEN0, metavar="N",
                    help="the garbage collector's first threshold (0: Python's default, 700; default %(default)s)")
+    p.add_argument("--backlog-fold-interval-s", type=float, default=6.0, metavar="S",
+                   help="seconds between the publisher's folds of ingest's changes while a backlog flushes "
+                        "(2 s otherwise; at least 2; default %(default)s)")
     p.add_argument("--max-batches-per-txn", type=int, default=8, metavar="N",
                    help="batches of one site the broker already delivered that one ingest transaction takes "
                         "together while a backlog flushes (1: each batch alone; default %(default)s)")
@@ -515,6 +539,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--max-batches-per-txn: at least 1, got {args.max_batches_per_txn}")
     if args.gc_gen0 < 0:
         p.error(f"--gc-gen0: 0 or more, got {args.gc_gen0}")
+    if not 2.0 <= args.backlog_fold_interval_s <= 3600:
+        p.error(f"--backlog-fold-interval-s: 2 to 3600 seconds, got {args.backlog_fold_interval_s}")
 
     def refuse(code: ExitCode, message: str) -> int:
         print(f"error: {message}", file=sys.stderr)
@@ -540,6 +566,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker = Worker(args.db, keys, hostname=host or "127.0.0.1", port=int(port_text), group=args.group,
                     publish_replica=not args.no_publish, username=args.username,
                     max_batches_per_txn=args.max_batches_per_txn,
+                    backlog_fold_interval_s=args.backlog_fold_interval_s,
                     password=os.environ.get("EDGEPOS_HOST_MQTT_PASSWORD"), allowances=policy)
 
     async def go() -> None:

@@ -210,3 +210,228 @@ def records_fast(list records not None, str site_id not None, int max_depth, obj
         PyObject_GenericSetAttr(w, _BODY, body)
         out.append(w)
     return True if record_type is None else tuple(out)
+
+
+# --- the frame reader: one pass over a frame's MessagePack bytes ------------------------------
+#
+# ``read_frame`` is ``wire.codec._unpack_strict``'s answer for the frames it can read, built
+# in one walk over the bytes: no ``msgpack.Unpacker`` and no repack to prove that no map holds
+# a key twice (each map is checked as it is built: its dict must have one entry per key read).
+# It returns None for anything it does not read itself (malformed or truncated bytes, a map key
+# twice or not a str, a float, an extension type, a string that is not UTF-8, nesting deeper
+# than _MAX_NEST, bytes after the frame): the strict reader then names what is wrong, in the
+# same words as ever. tests/wire/test_native_frame.py holds it to the strict reader's answers.
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from cpython.long cimport PyLong_FromLongLong, PyLong_FromUnsignedLongLong
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.dict cimport PyDict_SetItem
+from cpython.ref cimport Py_INCREF
+from libc.string cimport memcmp
+
+cdef extern from "Python.h":
+    Py_ssize_t PyDict_GET_SIZE(object o)
+
+cdef int _MAX_NEST = 200  # msgpack's own stack is 1024 deep; past this the strict reader reads it
+cdef int _CACHE_SLOTS = 1024  # short strings (map keys, lanes, kinds, ...) made once, reused
+cdef int _CACHE_MAX_LEN = 32
+cdef list _cache = [None] * _CACHE_SLOTS
+
+
+cdef class _Stop(Exception):
+    pass
+
+
+cdef struct _Reader:
+    const unsigned char* p
+    Py_ssize_t n
+    Py_ssize_t pos
+
+
+cdef inline bint _need(_Reader* r, Py_ssize_t k) noexcept:
+    return r.n - r.pos >= k
+
+
+cdef inline unsigned long long _be(const unsigned char* s, int k) noexcept:
+    cdef unsigned long long v = 0
+    cdef int i
+    for i in range(k):
+        v = (v << 8) | s[i]
+    return v
+
+
+cdef object _str(_Reader* r, Py_ssize_t k):
+    """A str of the next ``k`` bytes (UTF-8, strictly); a short one from the cache."""
+    cdef const unsigned char* s
+    cdef unsigned int h
+    cdef Py_ssize_t i
+    cdef object hit
+    if not _need(r, k):
+        raise _Stop()
+    s = r.p + r.pos
+    r.pos += k
+    if k <= _CACHE_MAX_LEN:
+        h = <unsigned int>k * 2654435761u
+        for i in range(k):
+            h = (h ^ s[i]) * 16777619u
+        h = (h ^ (h >> 15)) & (_CACHE_SLOTS - 1)
+        hit = _cache[h]
+        if hit is not None and PyUnicode_GET_LENGTH(hit) == k and PyUnicode_IS_ASCII(hit) and \
+                memcmp(PyUnicode_DATA(hit), s, k) == 0:
+            return hit
+        try:
+            out = PyUnicode_DecodeUTF8(<const char*>s, k, NULL)
+        except UnicodeDecodeError:
+            raise _Stop()
+        if PyUnicode_IS_ASCII(out):
+            _cache[h] = out
+        return out
+    try:
+        return PyUnicode_DecodeUTF8(<const char*>s, k, NULL)
+    except UnicodeDecodeError:
+        raise _Stop()
+
+
+cdef object _bin(_Reader* r, Py_ssize_t k):
+    if not _need(r, k):
+        raise _Stop()
+    out = PyBytes_FromStringAndSize(<const char*>(r.p + r.pos), k)
+    r.pos += k
+    return out
+
+
+cdef object _array(_Reader* r, Py_ssize_t k, int depth):
+    cdef Py_ssize_t i
+    if k > r.n - r.pos:  # each element takes a byte at least
+        raise _Stop()
+    out = PyList_New(k)
+    for i in range(k):
+        v = _value(r, depth)
+        Py_INCREF(v)
+        PyList_SET_ITEM(out, i, v)
+    return out
+
+
+cdef object _map(_Reader* r, Py_ssize_t k, int depth):
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    if k > (r.n - r.pos) // 2:  # a key and a value take a byte each at least
+        raise _Stop()
+    out = {}
+    for i in range(k):
+        if not _need(r, 1):
+            raise _Stop()
+        c = r.p[r.pos]
+        r.pos += 1
+        if 0xa0 <= c <= 0xbf:
+            key = _str(r, c & 0x1f)
+        elif c == 0xd9 and _need(r, 1):
+            r.pos += 1
+            key = _str(r, r.p[r.pos - 1])
+        elif c == 0xda and _need(r, 2):
+            r.pos += 2
+            key = _str(r, <Py_ssize_t>_be(r.p + r.pos - 2, 2))
+        elif c == 0xdb and _need(r, 4):
+            r.pos += 4
+            key = _str(r, <Py_ssize_t>_be(r.p + r.pos - 4, 4))
+        else:
+            raise _Stop()  # not a str key (bytes, an int, ...): the strict reader decides
+        PyDict_SetItem(out, key, _value(r, depth))
+        if PyDict_GET_SIZE(out) != i + 1:
+            raise _Stop()  # a key twice
+    return out
+
+
+cdef object _value(_Reader* r, int depth):
+    cdef unsigned char c
+    cdef Py_ssize_t k
+    if depth >= _MAX_NEST or not _need(r, 1):
+        raise _Stop()
+    c = r.p[r.pos]
+    r.pos += 1
+    if c <= 0x7f:
+        return PyLong_FromLongLong(c)
+    if c >= 0xe0:
+        return PyLong_FromLongLong(<signed char>c)
+    if c <= 0x8f:
+        return _map(r, c & 0x0f, depth + 1)
+    if c <= 0x9f:
+        return _array(r, c & 0x0f, depth + 1)
+    if c <= 0xbf:
+        return _str(r, c & 0x1f)
+    if c == 0xc0:
+        return None
+    if c == 0xc2:
+        return False
+    if c == 0xc3:
+        return True
+    if c == 0xcc or c == 0xd0 or c == 0xd9 or c == 0xc4:
+        k = 1
+    elif c == 0xcd or c == 0xd1 or c == 0xda or c == 0xc5 or c == 0xdc or c == 0xde:
+        k = 2
+    elif c == 0xce or c == 0xd2 or c == 0xdb or c == 0xc6 or c == 0xdd or c == 0xdf:
+        k = 4
+    elif c == 0xcf or c == 0xd3:
+        k = 8
+    else:
+        raise _Stop()  # c1 (never used), floats, extension types: the strict reader decides
+    if not _need(r, k):
+        raise _Stop()
+    cdef unsigned long long v = _be(r.p + r.pos, <int>k)
+    r.pos += k
+    if 0xcc <= c <= 0xcf:
+        return PyLong_FromUnsignedLongLong(v)
+    if 0xd0 <= c <= 0xd3:
+        if k == 1:
+            return PyLong_FromLongLong(<signed char>v)
+        if k == 2:
+            return PyLong_FromLongLong(<short>v)
+        if k == 4:
+            return PyLong_FromLongLong(<int>v)
+        return PyLong_FromLongLong(<long long>v)
+    if v > <unsigned long long>(r.n - r.pos):  # a length past the end of the frame
+        raise _Stop()
+    if c == 0xd9 or c == 0xda or c == 0xdb:
+        return _str(r, <Py_ssize_t>v)
+    if c == 0xc4 or c == 0xc5 or c == 0xc6:
+        return _bin(r, <Py_ssize_t>v)
+    if c == 0xdc or c == 0xdd:
+        return _array(r, <Py_ssize_t>v, depth + 1)
+    return _map(r, <Py_ssize_t>v, depth + 1)
+
+
+def read_frame(bytes data not None, int fields):
+    """``(version, type, site, payload, signature)`` of a frame that is a MessagePack array
+    of ``fields`` elements and nothing after it, every map with str keys each once and no
+    float or extension type anywhere; else None (the strict reader names what is wrong).
+    The version is not checked here."""
+    cdef _Reader r
+    cdef unsigned char c
+    cdef Py_ssize_t k
+    r.p = <const unsigned char*>PyBytes_AS_STRING(data)
+    r.n = PyBytes_GET_SIZE(data)
+    r.pos = 0
+    if r.n < 1:
+        return None
+    c = r.p[0]
+    r.pos = 1
+    if 0x90 <= c <= 0x9f:
+        k = c & 0x0f
+    elif c == 0xdc and r.n >= 3:
+        k = <Py_ssize_t>_be(r.p + 1, 2)
+        r.pos = 3
+    elif c == 0xdd and r.n >= 5:
+        k = <Py_ssize_t>_be(r.p + 1, 4)
+        r.pos = 5
+    else:
+        return None
+    if k != fields:
+        return None
+    try:
+        out = tuple([_value(&r, 1) for _ in range(k)])
+    except Exception:  # _Stop, or e.g. MemoryError: the strict reader decides
+        return None
+    if r.pos != r.n:
+        return None
+    return out

@@ -48,6 +48,7 @@ from authz.money import BP_WHOLE, MAX_AMOUNT_KOP, MAX_PRICE_KOP_PER_L, MAX_VOLUM
 
 try:
     from ._partscan import scan_part as _scan_part
+    from ._wirecheck import read_frame as _native_frame
     from ._wirecheck import records_fast as _native_records
 except ImportError as exc:  # pragma: no cover - only on a broken install
     raise ImportError("edgepos: wire's record check (wire._wirecheck) is not built. Install edgepos with "
@@ -1050,7 +1051,21 @@ def _pack(obj: object) -> bytes:
     return out
 
 
-def encode(msg: Message, keys: SiteKeys, *, limits: Limits = DEFAULT_LIMITS) -> bytes:
+_ROW_FIELD = {MessageType.SNAPSHOT: "rows", MessageType.DELTA: "upserts"}
+
+
+def _rows_checked_payload(mtype: MessageType, payload: dict[str, Any], site: None, limits: Limits) -> None:
+    """decode's checks of a replica payload but for its rows' contents: every other field
+    (table, versions, parts, deletes) as decode checks it, and the rows' count."""
+    field = _ROW_FIELD[mtype]
+    rows = payload[field]
+    _PAYLOADS[mtype][1]({**payload, field: []}, site, limits)
+    cap = limits.max_rows - (len(payload["deletes"]) if mtype is MessageType.DELTA else 0)
+    if len(rows) > cap:
+        raise WireTooLarge(f"{field}: {len(rows)} items, more than the limit of {cap}")
+
+
+def encode(msg: Message, keys: SiteKeys, *, limits: Limits = DEFAULT_LIMITS, rows_checked: bool = False) -> bytes:
     """The signed frame of ``msg``: site messages and acks with an HMAC under the site's key,
     replica messages with an Ed25519 signature by the replica signing key (host only).
 
@@ -1059,6 +1074,12 @@ def encode(msg: Message, keys: SiteKeys, *, limits: Limits = DEFAULT_LIMITS) -> 
     range, ...), :class:`~wire.errors.WireTooLarge` if its frame is over
     ``limits.max_message_bytes`` (send fewer records or rows), and
     :class:`~wire.errors.WireSignatureError` if ``keys`` lacks the key to sign with.
+
+    ``rows_checked``: for a snapshot or delta whose rows the caller built itself from data
+    it holds checked (the host's publisher, from its ledger), the rows' contents are not
+    checked again as decode checks them; everything else is (the message's other fields,
+    the rows' count and types, the frame's size). Validation belongs where bytes come from
+    outside: every site still checks every row it receives. Ignored for other messages.
     """
     mtype = _TYPE_OF_CLASS.get(type(msg))
     if mtype is None:
@@ -1075,7 +1096,10 @@ def encode(msg: Message, keys: SiteKeys, *, limits: Limits = DEFAULT_LIMITS) -> 
     except (AttributeError, TypeError, ValueError) as e:
         raise WireFormatError(f"{_what(mtype, site)}: cannot encode a field: {e}") from None
     try:
-        from_wire(payload, site, limits)  # the checks decode runs: refuse what it would refuse
+        if rows_checked and mtype in _ROW_FIELD:
+            _rows_checked_payload(mtype, payload, None, limits)
+        else:
+            from_wire(payload, site, limits)  # the checks decode runs: refuse what it would refuse
     except WireFormatError as e:
         raise type(e)(f"{_what(mtype, site)}: {e}") from None
     try:
@@ -1111,7 +1135,24 @@ _FAST_OPTS: dict[str, Any] = {"raw": False, "strict_map_key": True, "max_ext_len
 
 
 def _unpack_fast(data: bytes) -> tuple[Any, Any, Any, Any] | None:
-    """:func:`_unpack_strict`'s answer for a well-formed frame, about 2x faster: the frame is
+    """:func:`_unpack_strict`'s answer for a frame it reads, in one native pass over the
+    bytes (``wire._wirecheck.read_frame``): each map is checked for a key twice as it is
+    built, so there is no repack. None for anything else (malformed, another version, a key
+    twice, a map key that is not a str, a float, an extension type, bytes that are not
+    UTF-8): the strict reader then says what is wrong, with the same words as ever.
+    tests/wire/test_native_frame.py holds it to the strict reader's answers."""
+    out = _native_frame(data, _FRAME_FIELDS)
+    if out is None:
+        return None
+    version, mtype_raw, site, payload, tag = out
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:
+        return None
+    return mtype_raw, site, payload, tag
+
+
+def _unpack_fast_py(data: bytes) -> tuple[Any, Any, Any, Any] | None:
+    """The fast reader before the native one (kept as a reference for the tests and
+    ``benchmarks.sync_stages``): :func:`_unpack_strict`'s answer for a well-formed frame, the frame is
     read into plain dicts by msgpack's C code (no Python call per map), then its payload is
     packed again and must come out byte for byte as it came in, which proves no map held a
     key twice (the dict would have fewer entries: fewer bytes). None for anything else

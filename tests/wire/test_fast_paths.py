@@ -3,9 +3,9 @@
 - The edge's batch path (:func:`wire.codec.pack_records`, :func:`~wire.codec.packed_that_fit`,
   :func:`~wire.codec.encode_packed_batch`) makes byte for byte the frame :func:`wire.encode`
   makes, cuts batches that fit, and still refuses a record's bad own fields.
-- :func:`wire.decode` reads a well-formed frame with plain dicts and proves no key was
-  repeated by packing the payload again; every other frame goes to the strict reader, whose
-  answer (and words) it gives.
+- :func:`wire.decode` reads a well-formed frame in one native pass that refuses a key twice
+  as each map is built (``wire._wirecheck.read_frame``); every other frame goes to the strict
+  reader, whose answer (and words) it gives (tests/wire/test_native_frame.py goes further).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from wire import (
 )
 from wire.codec import (
     _unpack_fast,
+    _unpack_fast_py,
     _unpack_strict,
     encode_packed_batch,
     pack_records,
@@ -135,7 +136,7 @@ def test_encode_packed_batch_refuses_bad_batch_fields() -> None:
 @given(batches())
 def test_the_fast_reader_reads_what_the_strict_one_reads(b: Batch) -> None:
     frame = encode(b, SiteKeys({b.site_id: KEY}))
-    assert _unpack_fast(frame) == _unpack_strict(frame)
+    assert _unpack_fast(frame) == _unpack_strict(frame) == _unpack_fast_py(frame)
 
 
 def _frame(payload_bytes: bytes) -> bytes:
@@ -152,12 +153,12 @@ def test_a_key_twice_deep_in_a_body_goes_to_the_strict_reader_and_is_refused() -
     payload = (b"\x83" + msgpack.packb("batch_seq") + b"\x01" + msgpack.packb("created_utc_s") + b"\x00"
                + msgpack.packb("records") + b"\x91" + rec)
     frame = _frame(payload)
-    assert _unpack_fast(frame) is None
+    assert _unpack_fast(frame) is None and _unpack_fast_py(frame) is None
     with pytest.raises(WireFormatError, match="map key 'a' appears twice"):
         decode(frame, KEYS, topic=batches_topic(SITE))
 
 
-def test_a_value_not_packed_the_shortest_way_is_read_strictly_and_accepted() -> None:
+def test_a_value_not_packed_the_shortest_way_is_read_as_the_strict_reader_reads_it() -> None:
     b = Batch(SITE, 1, (record(0),), 0)
     payload = (b"\x83" + msgpack.packb("batch_seq") + b"\xd3" + (1).to_bytes(8, "big")  # int 64 for 1
                + msgpack.packb("created_utc_s") + b"\x00" + msgpack.packb("records") + b"\x91"
@@ -165,5 +166,6 @@ def test_a_value_not_packed_the_shortest_way_is_read_strictly_and_accepted() -> 
                                 "kind": "fuel.completed", "at_utc_s": b.records[0].at_utc_s,
                                 "body": b.records[0].body}, use_bin_type=True))
     frame = _frame(payload)
-    assert _unpack_fast(frame) is None
+    assert _unpack_fast_py(frame) is None  # the repack check could not read it
+    assert _unpack_fast(frame) == _unpack_strict(frame)  # the native reader reads it as the strict one
     assert decode(frame, KEYS, topic=batches_topic(SITE)) == b
