@@ -49,6 +49,9 @@ _body_json = msgspec.json.Encoder().encode
 _RECORD_COLUMNS = ("record_id", "site_id", "batch_seq", "lane", "txn_id", "kind", "at_utc_s", "body", "flag",
                    "contract_id", "card_no", "product", "amount_kop", "volume_ml", "ingested_at_utc_s")
 
+_RECORD_TYPES = ("text", "text", "int8", "text", "text", "text", "int8", "text", "text", "int8", "text", "text",
+                 "int8", "int8", "int8")
+
 
 class IngestStats:
     """What the last :func:`ingest_batch` of a ledger did (for logs and benchmarks)."""
@@ -171,7 +174,7 @@ def _apply_records(db: Database, batches: list[Batch], now: int, tolerance: int)
     flags = fx.flags
     if flags:
         rows = [row if row[0] not in flags else row[:8] + (flags[row[0]],) + row[9:] for row in rows]
-    db.copy_rows("records", _RECORD_COLUMNS, rows)
+    db.copy_rows("records", _RECORD_COLUMNS, rows, _RECORD_TYPES)
     return counts
 
 
