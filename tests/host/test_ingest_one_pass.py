@@ -236,6 +236,9 @@ def test_v8_indexes_the_club_history_with_the_predicate_the_cabinet_asks_with(le
             text = db.scalar("SELECT sql FROM sqlite_master WHERE name = 'web_records_club_card'")
             assert " IN " not in text.upper() and "OR kind = 'till.topup'" in text
         assert "web_records_club_card" in plan, plan
+        gone = ("SELECT count(*) FROM pg_indexes WHERE indexname = 'contract_entries_at' AND schemaname = current_schema()"
+                if db.is_pg else "SELECT count(*) FROM sqlite_master WHERE name = 'contract_entries_at'")
+        assert db.scalar(gone) == 0, "contract_entries_month serves what contract_entries_at did"
 
 
 def test_a_v7_ledger_moves_to_v8_with_its_club_history_intact(tmp_path):
