@@ -323,7 +323,8 @@ class BatchEffects:
         db.update_many("contracts", [("balance_kop", "balance_kop + {}")], "contract_id", ("bigint", "bigint"),
                        [(d, cid) for cid, d in sorted(balance.items())])
         self.dirty.update((Table.CONTRACTS, cid) for cid in balance)
-        db.copy_rows("contract_entries", ("contract_id", "at_utc_s", "amount_kop", "kind", "record_id", "note"), entries)
+        db.copy_rows("contract_entries", ("contract_id", "at_utc_s", "amount_kop", "kind", "record_id", "note"), entries,
+                     ("int8", "int8", "int8", "text", "text", "text"))
         db.insert_many("fuel_counters", ("card_no", "limit_id", "period_start", "spent"), ("text", "bigint", "bigint", "bigint"),
                        [(*k, v) for k, v in sorted(counts.items())],
                        "ON CONFLICT (card_no, limit_id, period_start) DO UPDATE SET spent = fuel_counters.spent + excluded.spent")
@@ -351,7 +352,7 @@ class BatchEffects:
         held: dict[tuple[str, int], tuple[str, str, str]] = {
             (r[0], r[1]): (r[2], r[3], r[4]) for r in db.select_pairs(
                 "SELECT card_no, txn_counter, write_id, record_id, site_id FROM card_tc "
-                "WHERE (card_no, txn_counter) IN (VALUES {pairs})", sorted(pairs))}
+                "WHERE (card_no, txn_counter) IN (VALUES {pairs})", list(pairs))}  # a read: any order
         new_tc = []
         changed = set()
         tol = self.tolerance
@@ -383,7 +384,8 @@ class BatchEffects:
                                          ("max_tc_site_id", "{}")], "card_no", ("bigint", "bigint", "text", "text", "text"),
                        [(*state[c], c) for c in sorted(changed)])
         db.insert_many("card_tc", ("card_no", "txn_counter", "write_id", "site_id", "txn_id", "record_id", "at_utc_s"),
-                       ("text", "bigint", "text", "text", "text", "text", "bigint"), sorted(new_tc, key=lambda r: r[:2]),
+                       ("text", "bigint", "text", "text", "text", "text", "bigint"),
+                       sorted(new_tc),  # by (card, counter): each pair once, so the whole tuple sorts alike
                        "ON CONFLICT (card_no, txn_counter) DO NOTHING")
         db.executemany("INSERT INTO card_corrections (record_id, site_id, txn_id, card_no, contract_id, why, status, "
                        "reserved_txn_counter, unsent_write_id, excess, released_volume_ml, released_amount_kop, "
