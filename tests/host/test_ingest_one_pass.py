@@ -236,6 +236,15 @@ def test_v8_indexes_the_club_history_with_the_predicate_the_cabinet_asks_with(le
             text = db.scalar("SELECT sql FROM sqlite_master WHERE name = 'web_records_club_card'")
             assert " IN " not in text.upper() and "OR kind = 'till.topup'" in text
         assert "web_records_club_card" in plan, plan
+        sql = ("SELECT product, count(*), sum(volume_ml), sum(amount_kop) FROM records WHERE contract_id = ? "
+               "AND at_utc_s >= ? AND at_utc_s < ? AND kind = 'fuel.completed' GROUP BY product")  # host.reports
+        if db.is_pg:
+            db.execute("SET enable_seqscan = off")
+            plan = " ".join(r[0] for r in db.fetchall("EXPLAIN " + sql, (1, 0, 10)))
+            db.execute("RESET enable_seqscan")
+        else:
+            plan = " ".join(str(r[-1]) for r in db.fetchall("EXPLAIN QUERY PLAN " + sql, (1, 0, 10)))
+        assert "records_contract" in plan, plan
         gone = ("SELECT count(*) FROM pg_indexes WHERE indexname = 'contract_entries_at' AND schemaname = current_schema()"
                 if db.is_pg else "SELECT count(*) FROM sqlite_master WHERE name = 'contract_entries_at'")
         assert db.scalar(gone) == 0, "contract_entries_month serves what contract_entries_at did"
