@@ -15,7 +15,8 @@ PostgreSQL at 127.0.0.1:5432 (a scratch schema, dropped afterwards):
 ``git -C /work/main archive 553f6cf | tar -x -C /tmp/before-ingest``, with the compiled
 modules copied in), in the same run: each round ingests the same decoded batches, 8 per
 transaction (:func:`host.ingest.ingest_site_batches`, what a worker does while a backlog
-flushes), once in a child process of each tree, alternating; best of ``--rounds`` of the
+flushes, with the worker's garbage collector settings), once in a child process of each
+tree, alternating; best of ``--rounds`` of the
 CPU per record of the process (and of its PostgreSQL backend):
 
 - ``ab_{sqlite,postgresql}_cpu_us_per_record_{baseline,this}``: the worker's CPU (SQLite
@@ -138,12 +139,13 @@ def run(url: str, records: list[WireRecord], model) -> dict[str, float]:
 #: ``host`` is imported); only calls that the code before issue 12's fourth pass has too.
 #: Prints the CPU per record of the process and of its PostgreSQL backend as JSON.
 _AB_CHILD = r"""
-import gc, json, secrets, sys, tempfile, time
+import json, secrets, sys, tempfile, time
 from pathlib import Path
 from authz import sample
 from host import master
 from host.ingest import ingest_site_batches
 from host.ledger import Ledger
+from host.worker import tune_gc
 from benchmarks.host_ingest import KEYS, PG, SITE, cut, make_records
 from benchmarks.sync import cpu_s
 from wire import batches_topic, decode, encode
@@ -166,7 +168,7 @@ with tempfile.TemporaryDirectory() as d:
         with Ledger.open(url) as led:
             master.import_fuel_model(led, model)
             pid = led.db.scalar("SELECT pg_backend_pid()") if schema else None
-            gc.collect()
+            tune_gc()  # as a worker runs
             s0, t0 = cpu_s(pid), time.process_time()
             for i in range(0, len(msgs), per_txn):
                 ingest_site_batches(led, msgs[i:i + per_txn])
