@@ -1,7 +1,8 @@
 """What new records do to the ledger, applied set-wise inside ingest's transaction.
 
-:class:`BatchEffects` reads each new record (:meth:`add`), keeps what it implies, then
-:meth:`apply` loads the master data the batch touches in a few queries and writes every
+:class:`BatchEffects` reads each new record (:meth:`read`, which also gives the record's
+``records`` columns in the same pass; :meth:`add` is the reference reader), keeps what it
+implies, then :meth:`apply` loads the master data the batch touches in a few queries and writes every
 change, locking rows in one fixed order (contracts, counters, card counters, club accounts,
 dirty marks, each sorted by key) so that workers ingesting batches of different sites at the
 same time never deadlock.
