@@ -10,13 +10,28 @@ PostgreSQL at 127.0.0.1:5432 (a scratch schema, dropped afterwards):
 - ``*_decode_ingest_records_per_s``: :func:`wire.decode` of the signed frame + ingest, what
   :meth:`host.worker.Worker.handle` does per message (the broker's share excluded);
 - ``*_duplicate_batch_records_per_s``: the same batches again (all records already there).
+
+``--baseline DIR`` instead compares this tree's grouped ingest with the code in ``DIR`` (e.g.
+``git -C /work/main archive 553f6cf | tar -x -C /tmp/before-ingest``, with the compiled
+modules copied in), in the same run: each round ingests the same decoded batches, 8 per
+transaction (:func:`host.ingest.ingest_site_batches`, what a worker does while a backlog
+flushes, with the worker's garbage collector settings), once in a child process of each
+tree, alternating; best of ``--rounds`` of the
+CPU per record of the process (and of its PostgreSQL backend):
+
+- ``ab_{sqlite,postgresql}_cpu_us_per_record_{baseline,this}``: the worker's CPU (SQLite
+  inside); ``ab_postgresql_server_cpu_us_per_record_{baseline,this}``: the backend's;
+- ``ab_{sqlite,postgresql}_ratio``: baseline over this, client and server together.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import secrets
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -120,12 +135,93 @@ def run(url: str, records: list[WireRecord], model) -> dict[str, float]:
     return out
 
 
+#: One grouped ingest of a tree (run with that tree as the working directory, so its own
+#: ``host`` is imported); only calls that the code before issue 12's fourth pass has too.
+#: Prints the CPU per record of the process and of its PostgreSQL backend as JSON.
+_AB_CHILD = r"""
+import json, secrets, sys, tempfile, time
+from pathlib import Path
+from authz import sample
+from host import master
+from host.ingest import ingest_site_batches
+from host.ledger import Ledger
+from host.worker import tune_gc
+from benchmarks.host_ingest import KEYS, PG, SITE, cut, make_records
+from benchmarks.sync import cpu_s
+from wire import batches_topic, decode, encode
+n, db, cards, per_txn = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+model = sample.fuel_model(n_cards=cards, n_stations=50, seed=1)
+recs = make_records(n, model)
+topic = batches_topic(SITE)
+msgs = [decode(encode(b, KEYS), KEYS, topic=topic) for b in cut(recs)]
+with tempfile.TemporaryDirectory() as d:
+    schema = None
+    if db == "sqlite":
+        url = f"sqlite:///{Path(d) / 'ab.sqlite'}"
+    else:
+        import psycopg
+        schema = f"bench_ab_{secrets.token_hex(4)}"
+        with psycopg.connect(PG, autocommit=True) as c:
+            c.execute(f"CREATE SCHEMA {schema}")
+        url = f"{PG}?options=-csearch_path%3D{schema}"
+    try:
+        with Ledger.open(url) as led:
+            master.import_fuel_model(led, model)
+            pid = led.db.scalar("SELECT pg_backend_pid()") if schema else None
+            tune_gc()  # as a worker runs
+            s0, t0 = cpu_s(pid), time.process_time()
+            for i in range(0, len(msgs), per_txn):
+                ingest_site_batches(led, msgs[i:i + per_txn])
+            dt, srv = time.process_time() - t0, cpu_s(pid) - s0
+            assert led.record_count() == len(recs)
+            print(json.dumps([dt * 1e6 / len(recs), srv * 1e6 / len(recs)]))
+    finally:
+        if schema:
+            with psycopg.connect(PG, autocommit=True) as c:
+                c.execute(f"DROP SCHEMA {schema} CASCADE")
+"""
+
+
+def ab(baseline: Path, records: int, cards: int, rounds: int, dbs: list[str], per_txn: int = 8) -> dict[str, float]:
+    """The grouped ingest of ``baseline`` and of this tree, alternating in child processes,
+    best of ``rounds`` (client + server CPU) each: the ``ab_*`` keys of the module's doc."""
+    here = Path(__file__).resolve().parent.parent
+    out: dict[str, float] = {}
+    for db in dbs:
+        best: dict[str, tuple[float, float]] = {}
+        for _ in range(rounds):
+            for name, tree in (("baseline", baseline), ("this", here)):
+                got = subprocess.run([sys.executable, "-c", _AB_CHILD, str(records), db, str(cards), str(per_txn)],
+                                     cwd=tree, capture_output=True, text=True)
+                if got.returncode:
+                    raise SystemExit(f"the {name} tree ({tree}) failed:\n{got.stderr}")
+                client, server = json.loads(got.stdout.strip().splitlines()[-1])
+                if name not in best or client + server < sum(best[name]):
+                    best[name] = (client, server)
+        for name, (client, server) in best.items():
+            out[f"ab_{db}_cpu_us_per_record_{name}"] = round(client, 1)
+            if db == "postgresql":
+                out[f"ab_{db}_server_cpu_us_per_record_{name}"] = round(server, 1)
+        out[f"ab_{db}_ratio"] = round(sum(best["baseline"]) / sum(best["this"]), 2)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--records", type=int, default=100_000)
     p.add_argument("--cards", type=int, default=10_000)
     p.add_argument("--no-postgresql", action="store_true")
+    p.add_argument("--baseline", type=Path, help="a tree of the code before: compare its grouped ingest with this one's")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of --baseline (best of)")
     args = p.parse_args()
+    if args.baseline is not None:
+        if not (args.baseline / "host" / "ingest.py").is_file():
+            raise SystemExit(f"--baseline {args.baseline}: not a tree of this project (no host/ingest.py)")
+        print(f"records: {args.records}")
+        dbs = ["sqlite"] + ([] if args.no_postgresql else ["postgresql"])
+        for k, v in ab(args.baseline, args.records, args.cards, args.rounds, dbs).items():
+            print(f"{k}: {v}")
+        return
     model = sample.fuel_model(n_cards=args.cards, n_stations=50, seed=1)
     records = make_records(args.records, model)
     print(f"records: {len(records)}")

@@ -25,6 +25,7 @@ from .db import Database
 from .errors import InvalidInput, NotFound
 from .fleet_users import end_sessions
 from .ledger import Ledger
+from .schema import CLUB_HISTORY_KINDS_SQL
 from .outbox import enqueue
 from .passwords import Hasher, check_new_password
 from .versions import record_change
@@ -276,7 +277,7 @@ def view(ledger: Ledger, person_id: str, *, history_limit: int = 200) -> Cabinet
     if all_cards:
         rows = ledger.db.select_in(
             "SELECT at_utc_s, kind, card_no, amount_kop, record_id, body FROM records WHERE card_no IN ({in}) "
-            "AND kind IN ('till.sale_committed', 'till.return', 'till.topup') ORDER BY at_utc_s DESC", all_cards)
+            f"AND {CLUB_HISTORY_KINDS_SQL} ORDER BY at_utc_s DESC", all_cards)
         for at, kind, card, amount, rid, body in rows[:history_limit]:
             history.append(HistoryLine(at, _kind_name(kind, json.loads(body)), card, amount, rid))
     history.sort(key=lambda h: -h.at_utc_s)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import struct
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -49,6 +50,67 @@ def _pg_sql_params(sql: str, arrays: tuple[bool, ...]) -> str:
     if True not in arrays or len(parts) != len(arrays) + 1:
         return _pg_sql(sql)
     return parts[0] + "".join(("%b" if a else "%s") + p for a, p in zip(arrays, parts[1:]))
+
+
+_I32 = struct.Struct("!i").pack
+_INT8_MIN, _INT8_MAX = -(2 ** 63), 2 ** 63 - 1
+
+
+class PgArray:
+    """A list already in PostgreSQL's binary array format, sent as one binary parameter
+    (:func:`_register_pg_arrays`); :class:`PgTextArray` or :class:`PgInt8Array`."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+class PgTextArray(PgArray):
+    """A ``text[]`` in binary."""
+
+
+class PgInt8Array(PgArray):
+    """An ``int8[]`` in binary."""
+
+
+def pg_array(values: list[Any]) -> PgArray | None:
+    """``values`` in PostgreSQL's binary array format when every one is text (``text[]``)
+    or every one an integer of 64 bits (``int8[]``; ``bool`` is neither), else None (psycopg
+    then dumps the list itself). Made with ``struct`` and ``bytes.join``: psycopg's array
+    dumper costs about 0.2 µs an element in Python (measured in docs/sync.md, issue 12's
+    fourth pass), this a third of that, and the server reads the same binary array."""
+    if not values:
+        return None
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        enc = [v.encode() for v in values]
+        return PgTextArray(struct.pack("!iiIii", 1, 0, 25, len(enc), 1) + b"".join([_I32(len(e)) + e for e in enc]))
+    if kinds == {int} and _INT8_MIN <= min(values) and max(values) <= _INT8_MAX:
+        n = len(values)
+        packed = [8] * (2 * n)
+        packed[1::2] = values
+        return PgInt8Array(struct.pack("!iiIii", 1, 0, 20, n, 1) + struct.pack("!" + "iq" * n, *packed))
+    return None
+
+
+def _register_pg_arrays(conn: Any) -> None:
+    """Teach ``conn`` to send :class:`PgArray` values as they are, in binary."""
+    from psycopg.adapt import Dumper
+    from psycopg.pq import Format
+
+    class _Text(Dumper):
+        format = Format.BINARY
+        oid = 1009
+
+        def dump(self, obj: Any) -> bytes:
+            return obj.data
+
+    class _Int8(_Text):
+        oid = 1016
+
+    conn.adapters.register_dumper(PgTextArray, _Text)
+    conn.adapters.register_dumper(PgInt8Array, _Int8)
 
 
 class Database:
@@ -91,7 +153,18 @@ class Database:
         """Run one statement; returns the cursor."""
         if self.is_pg:
             cur = self.conn.cursor()
-            cur.execute(_pg_sql_params(sql, tuple(type(p) is list for p in params)), params)
+            binary = []
+            if any(type(p) is list for p in params):
+                params = list(params)
+                for i, p in enumerate(params):
+                    if type(p) is list:
+                        arr = pg_array(p)
+                        if arr is not None:
+                            params[i] = arr
+                        binary.append(True)
+                    else:
+                        binary.append(False)
+            cur.execute(_pg_sql_params(sql, tuple(binary)), params)
             return cur
         return self.conn.execute(sql, params)
 
@@ -191,15 +264,22 @@ class Database:
             assign = ", ".join(f"{c} = {e.format('?')}" for c, e in sets)
             self.conn.executemany(f"UPDATE {table} SET {assign} WHERE {key} = ?", rows)
 
-    def copy_rows(self, table: str, columns: Sequence[str], rows: list[Sequence[Any]]) -> None:
-        """Insert many new rows: ``COPY`` in PostgreSQL, ``executemany`` in SQLite."""
+    def copy_rows(self, table: str, columns: Sequence[str], rows: list[Sequence[Any]],
+                  types: Sequence[str] | None = None) -> None:
+        """Insert many new rows: ``COPY`` in PostgreSQL, ``executemany`` in SQLite. With the
+        columns' SQL ``types``, PostgreSQL's COPY is binary: the server then parses no text."""
         if not rows:
             return
         if self.is_pg:
+            binary = types is not None
             with self.conn.cursor() as cur:
-                with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as cp:
+                with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+                              + (" (FORMAT BINARY)" if binary else "")) as cp:
+                    if binary:
+                        cp.set_types(list(types))  # type: ignore[arg-type]
+                    write = cp.write_row
                     for row in rows:
-                        cp.write_row(row)
+                        write(row)
         else:
             marks = ",".join("?" * len(columns))
             self.conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
@@ -315,6 +395,7 @@ def connect(url: str, *, busy_timeout_ms: int = 60_000) -> Database:
         except psycopg.Error as exc:
             raise LedgerUnavailable(f"cannot connect to the PostgreSQL ledger {redact_url(url)}: "
                                     f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}") from None
+        _register_pg_arrays(conn)
         return Database(conn, "postgresql", url)
     raise LedgerUnavailable(f"unknown ledger URL scheme {scheme!r} in {redact_url(url)!r}: "
                             "use sqlite:///path or postgresql://...")

@@ -1,7 +1,8 @@
 """What new records do to the ledger, applied set-wise inside ingest's transaction.
 
-:class:`BatchEffects` reads each new record (:meth:`add`), keeps what it implies, then
-:meth:`apply` loads the master data the batch touches in a few queries and writes every
+:class:`BatchEffects` reads each new record (:meth:`read`, which also gives the record's
+``records`` columns in the same pass; :meth:`add` is the reference reader), keeps what it
+implies, then :meth:`apply` loads the master data the batch touches in a few queries and writes every
 change, locking rows in one fixed order (contracts, counters, card counters, club accounts,
 dirty marks, each sorted by key) so that workers ingesting batches of different sites at the
 same time never deadlock.
@@ -58,11 +59,16 @@ from .records import BodyError
 from .rows import dumps, limits_from_json, rules_from_json
 from .versions import mark_dirty
 
-__all__ = ["RETURN_OVER_SALE", "RETURN_WAITS", "BatchEffects"]
+__all__ = ["RETURN_OVER_SALE", "RETURN_WAITS", "BatchEffects", "Columns"]
 
 #: The fuel kinds whose typed bodies have ledger effects (the rest are stored only).
 _FUEL_KINDS = frozenset({K.FUEL_COMPLETED, K.FUEL_PREAUTH, K.FUEL_RESERVED, K.FUEL_CARD_COMMITTED, K.FUEL_VOIDED,
                          K.FUEL_CORRECTION, K.FUEL_CARD_REFUSED})
+#: The known kinds with no facts and no ledger effects: stored as they are.
+_STORED_ONLY = K.FACTLESS_KINDS - _FUEL_KINDS - CLUB_KINDS
+_LOWER_HEX = "0123456789abcdef"
+#: A record's ``records`` columns: contract_id, card_no, product, amount_kop, volume_ml.
+Columns = tuple[int | None, str | None, str | None, int | None, int | None]
 RETURN_OVER_SALE = "return_over_sale"  #: flag: a return beyond what its sale could still return
 RETURN_WAITS = "return_waits_for_sale"  #: flag: a return whose sale the ledger does not hold yet
 
@@ -136,6 +142,59 @@ class BatchEffects:
     def flag(self, rec: WireRecord, flag: str, detail: str) -> None:
         self.flags.setdefault(rec.record_id, flag)
         self.issues.append((rec.record_id, flag, detail))
+
+    def read(self, rec: WireRecord) -> Columns:
+        """Read one new record in one pass: keep its effects (as :meth:`add`) and return its
+        ``records`` columns (as :func:`host.records.facts`; NULLs for a record flagged
+        ``unknown_kind`` or ``bad_body``, which has no effect).
+
+        The hot kinds' well-formed bodies (every field of the exact type, in range) are read
+        here with plain dict lookups, each field once; any other body, and every other kind,
+        goes the reference way (:func:`host.records.facts`, then :meth:`add`), so a malformed
+        body is refused with the same flag and the same message as before."""
+        kind, body = rec.kind, rec.body
+        if type(body) is dict:
+            try:
+                if kind == K.FUEL_COMPLETED:
+                    req = body["request"]
+                    cid, card, amount, volume = (body["contract_id"], body["card_no"], body["amount_kop"],
+                                                 body["delivered_volume_ml"])
+                    product, at = req["product"], req["now_utc_s"]
+                    if (type(req) is dict and type(cid) is int and type(card) is str and type(product) is str
+                            and type(amount) is int and type(volume) is int and type(at) is int
+                            and 0 <= amount <= MAX_AMOUNT_KOP and 0 <= volume <= MAX_VOLUME_ML
+                            and 0 <= at <= MAX_UTC_S):
+                        self.charges.append(_Charge(rec, cid, card, product, amount, volume, at))
+                        return (cid, card, product, amount, volume)
+                elif kind == K.FUEL_RESERVED or kind == K.FUEL_CARD_COMMITTED:
+                    card, tc, w = body["card_no"], body["txn_counter"], body["write_id"]
+                    if (type(card) is str and type(tc) is int and type(w) is str and len(w) == 32
+                            and not w.strip(_LOWER_HEX)):
+                        self.obs.append(_Obs(card, tc, w, rec))
+                        return (None, card, None, None, None)
+                elif kind == K.FUEL_PREAUTH:
+                    c, req, dec = body["card"], body["request"], body["decision"]
+                    cid, card, tc, product, amount, volume = (c["contract_id"], c["card_no"], c["expected_txn"],
+                                                              req["product"], dec["amount_kop"], dec["volume_ml"])
+                    if (type(c) is dict and type(req) is dict and type(dec) is dict and type(cid) is int
+                            and type(card) is str and type(tc) is int and type(product) is str
+                            and type(amount) is int and type(volume) is int):
+                        self.obs.append(_Obs(card, tc, None, rec))
+                        return (cid, card, product, amount, volume)
+                elif kind in _STORED_ONLY:
+                    return K.NO_FACTS
+            except (KeyError, TypeError, IndexError):
+                pass  # not of the usual shape: the reference way says what is wrong with it
+        if kind not in K.KNOWN_KINDS:
+            self.flag(rec, "unknown_kind", f"record kind {kind!r} is not known to this host: stored, not applied")
+            return K.NO_FACTS
+        try:
+            cols = K.facts(kind, body).columns()
+            self.add(rec)
+        except BodyError as exc:
+            self.flag(rec, "bad_body", f"{kind}: {exc}")
+            return K.NO_FACTS
+        return cols
 
     def add(self, rec: WireRecord) -> None:
         """Read one new record. Raises :class:`BodyError` (and keeps nothing of it) when its
@@ -265,7 +324,8 @@ class BatchEffects:
         db.update_many("contracts", [("balance_kop", "balance_kop + {}")], "contract_id", ("bigint", "bigint"),
                        [(d, cid) for cid, d in sorted(balance.items())])
         self.dirty.update((Table.CONTRACTS, cid) for cid in balance)
-        db.copy_rows("contract_entries", ("contract_id", "at_utc_s", "amount_kop", "kind", "record_id", "note"), entries)
+        db.copy_rows("contract_entries", ("contract_id", "at_utc_s", "amount_kop", "kind", "record_id", "note"), entries,
+                     ("int8", "int8", "int8", "text", "text", "text"))
         db.insert_many("fuel_counters", ("card_no", "limit_id", "period_start", "spent"), ("text", "bigint", "bigint", "bigint"),
                        [(*k, v) for k, v in sorted(counts.items())],
                        "ON CONFLICT (card_no, limit_id, period_start) DO UPDATE SET spent = fuel_counters.spent + excluded.spent")
@@ -293,7 +353,7 @@ class BatchEffects:
         held: dict[tuple[str, int], tuple[str, str, str]] = {
             (r[0], r[1]): (r[2], r[3], r[4]) for r in db.select_pairs(
                 "SELECT card_no, txn_counter, write_id, record_id, site_id FROM card_tc "
-                "WHERE (card_no, txn_counter) IN (VALUES {pairs})", sorted(pairs))}
+                "WHERE (card_no, txn_counter) IN (VALUES {pairs})", list(pairs))}  # a read: any order
         new_tc = []
         changed = set()
         tol = self.tolerance
@@ -325,7 +385,8 @@ class BatchEffects:
                                          ("max_tc_site_id", "{}")], "card_no", ("bigint", "bigint", "text", "text", "text"),
                        [(*state[c], c) for c in sorted(changed)])
         db.insert_many("card_tc", ("card_no", "txn_counter", "write_id", "site_id", "txn_id", "record_id", "at_utc_s"),
-                       ("text", "bigint", "text", "text", "text", "text", "bigint"), sorted(new_tc, key=lambda r: r[:2]),
+                       ("text", "bigint", "text", "text", "text", "text", "bigint"),
+                       sorted(new_tc),  # by (card, counter): each pair once, so the whole tuple sorts alike
                        "ON CONFLICT (card_no, txn_counter) DO NOTHING")
         db.executemany("INSERT INTO card_corrections (record_id, site_id, txn_id, card_no, contract_id, why, status, "
                        "reserved_txn_counter, unsent_write_id, excess, released_volume_ml, released_amount_kop, "

@@ -33,11 +33,9 @@ import msgspec
 from wire import DEFAULT_LIMITS, Ack, Batch, Limits, Presence, Rejection, WireRecord
 
 from . import alerts
-from . import records as K
 from .db import Database
 from .effects import BatchEffects
 from .ledger import Ledger
-from .records import BodyError
 from .rows import dumps
 
 __all__ = ["ingest_batch", "ingest_site_batches", "record_presence", "IngestStats"]
@@ -50,6 +48,9 @@ _body_json = msgspec.json.Encoder().encode
 
 _RECORD_COLUMNS = ("record_id", "site_id", "batch_seq", "lane", "txn_id", "kind", "at_utc_s", "body", "flag",
                    "contract_id", "card_no", "product", "amount_kop", "volume_ml", "ingested_at_utc_s")
+
+_RECORD_TYPES = ("text", "text", "int8", "text", "text", "text", "int8", "text", "text", "int8", "text", "text",
+                 "int8", "int8", "int8")
 
 
 class IngestStats:
@@ -163,26 +164,17 @@ def _apply_records(db: Database, batches: list[Batch], now: int, tolerance: int)
     if not fresh:
         return counts
     fx = BatchEffects(db, site, now, tolerance)
-    facts = []
-    for rec in fresh:
-        f = K.Facts()
-        if rec.kind not in K.KNOWN_KINDS:
-            fx.flag(rec, "unknown_kind", f"record kind {rec.kind!r} is not known to this host: stored, not applied")
-        else:
-            try:
-                f = K.facts(rec.kind, rec.body)
-                fx.add(rec)
-            except BodyError as exc:
-                f = K.Facts()
-                fx.flag(rec, "bad_body", f"{rec.kind}: {exc}")
-        facts.append(f)
+    read, body_json = fx.read, _body_json
+    # One pass: each record's effects kept and its row made (the flag is filled in below,
+    # once the effects are applied: applying is what flags an unknown contract or card).
+    rows = [(r.record_id, site, seq, r.lane, r.txn_id, r.kind, r.at_utc_s, body_json(r.body).decode(), None)
+            + read(r) + (now,) for r, seq in zip(fresh, seqs)]
     fx.apply()
     alerts.apply(db, site, fresh, now)  # fuel.totals_mismatch -> totals_alerts
     flags = fx.flags
-    rows = [(r.record_id, site, seq, r.lane, r.txn_id, r.kind, r.at_utc_s, _body_json(r.body).decode(),
-             flags.get(r.record_id), f.contract_id, f.card_no, f.product, f.amount_kop, f.volume_ml, now)
-            for r, seq, f in zip(fresh, seqs, facts)]
-    db.copy_rows("records", _RECORD_COLUMNS, rows)
+    if flags:
+        rows = [row if row[0] not in flags else row[:8] + (flags[row[0]],) + row[9:] for row in rows]
+    db.copy_rows("records", _RECORD_COLUMNS, rows, _RECORD_TYPES)
     return counts
 
 

@@ -17,7 +17,7 @@ __all__ = ["FUEL_PREAUTH", "FUEL_RESERVED", "FUEL_PRESET", "FUEL_COMPLETED", "FU
            "FUEL_PUMP_RESET", "FUEL_PUMP_ACTION", "FUEL_PIN_CHECKED", "TILL_SALE_OPENED", "TILL_SALE_COMMITTED",
            "TILL_SALE_DECLINED",
            "TILL_SALE_VOIDED", "TILL_RETURN", "TILL_TOPUP", "TILL_CARD_ATTACHED", "KNOWN_KINDS", "Facts", "facts", "BodyError",
-           "get"]
+           "get", "FACTLESS_KINDS", "NO_FACTS"]
 
 FUEL_PREAUTH = "fuel.preauth"
 FUEL_RESERVED = "fuel.reserved"
@@ -48,6 +48,16 @@ KNOWN_KINDS = frozenset({
     TILL_SALE_OPENED, TILL_SALE_COMMITTED, TILL_SALE_DECLINED, TILL_SALE_VOIDED, TILL_RETURN, TILL_TOPUP,
     TILL_CARD_ATTACHED, "fuel.totals_mismatch",  # the last one: host.alerts
 })
+
+
+#: The known kinds :func:`facts` reads nothing of (their ``records`` columns stay NULL).
+FACTLESS_KINDS = KNOWN_KINDS - {
+    FUEL_COMPLETED, FUEL_CORRECTION, FUEL_PREAUTH, FUEL_RESERVED, FUEL_CARD_COMMITTED, FUEL_VOIDED,
+    FUEL_CARD_REFUSED, FUEL_PIN_CHECKED, FUEL_DECLINED, TILL_SALE_COMMITTED, TILL_SALE_DECLINED, TILL_RETURN,
+    TILL_CARD_ATTACHED, TILL_TOPUP}
+
+#: The five columns of a record of no facts, as :meth:`Facts.columns` gives them.
+NO_FACTS: tuple[None, None, None, None, None] = (None, None, None, None, None)
 
 
 class BodyError(ValueError):
@@ -104,6 +114,10 @@ class Facts:
     product: str | None = None
     amount_kop: int | None = None
     volume_ml: int | None = None
+
+    def columns(self) -> tuple[int | None, str | None, str | None, int | None, int | None]:
+        """The ``records`` columns ``contract_id, card_no, product, amount_kop, volume_ml``."""
+        return (self.contract_id, self.card_no, self.product, self.amount_kop, self.volume_ml)
 
 
 _NONE = Facts()
