@@ -23,11 +23,13 @@ from typing import Any, Protocol
 
 from authz.balance import (
     ClubCommitSpend,
+    ClubReturnSpend,
     ClubSpend,
     FuelSpend,
     account_after,
     allowed_balance,
     balance_after,
+    club_card_of,
     counters_after,
 )
 from authz.club_model import ClubPayment, ClubReturn, ClubSale, ClubTopUp, SaleLine
@@ -47,9 +49,11 @@ __all__ = [
     "OwnSpend",
     "SpendItem",
     "SpendSource",
+    "approved_record",
     "club_item",
     "fuel_item",
     "item_of",
+    "lane_spend",
     "spend_of",
     "translate_account",
     "translate_card",
@@ -170,15 +174,51 @@ def fuel_item(seq: int, body: dict, tz_of: Callable[[int], str | None]) -> Spend
 
 
 def club_item(seq: int, op: ClubSpend, redeemed: int = 0) -> SpendItem:
-    """The :class:`SpendItem` of a club commit, return or top-up (as journaled, or as the
-    till applies it): keyed by the typed operation."""
-    card_no = op.sale.card_no if isinstance(op, ClubCommitSpend) else op.card_no
-    return SpendItem(seq, type(op).__name__ + _canonical(asdict(op)), club=op, card_no=card_no, redeemed=redeemed)
+    """The :class:`SpendItem` of an approved club commit, return or top-up (as journaled, or
+    as the till applies it): keyed by the typed operation with its decision's figures."""
+    return SpendItem(seq, type(op).__name__ + _canonical(asdict(op)), club=op, card_no=club_card_of(op),
+                     redeemed=redeemed)
+
+
+def lane_spend(name: str, args: tuple, result: Any) -> ClubSpend | None:
+    """The spend of a club evaluator's call ``name(*args)`` that answered ``result`` (a till's
+    ``commit``, ``return_sale`` or ``top_up``): None unless it was approved (a declined one
+    changed nothing, and its record is no spend either: :func:`item_of`)."""
+    if name == "commit":
+        if not result.approved:
+            return None
+        sale, payment, txn_no = args
+        return ClubCommitSpend(sale, payment, txn_no, result.accrued_points)
+    if not result.reason.approved:
+        return None
+    if name == "return_sale":
+        return ClubReturnSpend(args[0], result.points_taken_back, result.points_given_back,
+                               result.refund_card_balance_kop)
+    if name == "top_up":
+        return args[0]
+    raise ValueError(f"not a club spend call: {name!r}")
+
+
+def approved_record(kind: str, body: dict) -> bool:
+    """Did the till approve the operation a ``till.return`` or ``till.topup`` record journals
+    (its result: reason ``OK``, ``approved``)? The till journals declined ones too; only an
+    approved one changed an account, the host applies only those (:func:`wire.bodies.club_touch`),
+    and so does the balance rule. A committed sale is always approved (a declined one is
+    ``till.sale_declined``)."""
+    result = body.get("result")
+    if not isinstance(result, dict):
+        return False
+    if kind == CLUB_RETURNED:
+        return result.get("reason") == "OK"
+    if kind == CLUB_TOPPED_UP:
+        return result.get("approved") is True
+    return kind == CLUB_COMMITTED
 
 
 def item_of(rec: Any, tz_of: Callable[[int], str | None]) -> SpendItem | None:
     """The spend of one journal record (``seq``, ``kind``, ``body``), None for a record that
-    spends nothing."""
+    spends nothing: not a spend kind, or a return or top-up the till declined (journaled, but
+    it changed nothing: :func:`approved_record`)."""
     kind, body, seq = rec.kind, rec.body, rec.seq
     if kind == FUEL_COMPLETED:
         return fuel_item(seq, body, tz_of)
@@ -186,11 +226,18 @@ def item_of(rec: Any, tz_of: Callable[[int], str | None]) -> SpendItem | None:
         s = body["sale"]
         sale = ClubSale(s["card_no"], tuple(SaleLine(**line) for line in s["lines"]), s["now_utc_s"],
                         s["channel"], s["payment_method"])
-        return club_item(seq, ClubCommitSpend(sale, ClubPayment(**body["payment"]), body["txn_no"]),
+        return club_item(seq, ClubCommitSpend(sale, ClubPayment(**body["payment"]), body["txn_no"],
+                                              int(body.get("accrued_points", 0))),
                          int(body.get("redeemed_points", 0)))
     if kind == CLUB_RETURNED:
-        return club_item(seq, ClubReturn(**body["return"]))
+        if not approved_record(kind, body):
+            return None
+        res = body["result"]
+        return club_item(seq, ClubReturnSpend(ClubReturn(**body["return"]), int(res["points_taken_back"]),
+                                              int(res["points_given_back"]), int(res["refund_card_balance_kop"])))
     if kind == CLUB_TOPPED_UP:
+        if not approved_record(kind, body):
+            return None
         return club_item(seq, ClubTopUp(**body["topup"]))
     return None
 
@@ -326,8 +373,17 @@ def translate_card(row: Any, seq: int, products: Any, spend: OwnSpend) -> Any:
 
 def translate_account(row: Any, seq: int, rules: Any, spend: OwnSpend) -> Any:
     """A club account row (:class:`wire.ClubAccountRow`) with the host's balance, turnover and
-    lots after this site's operations on its cards after journal seq ``seq``."""
+    lots after this site's approved operations on its cards after journal seq ``seq``
+    (:func:`authz.balance.account_after`: each as it was decided, never decided again).
+
+    The evaluators hold no club balance below zero; a view below zero (the same money spent
+    offline at two sites: the host keeps such a balance) is held as 0, which declines every
+    payment from the card balance as the true figure would; a top-up made meanwhile then
+    shows its whole amount until the account's next host row (docs/sync.md)."""
     past = spend.club_past((c.card_no for c in row.cards), seq)
-    if not past:
+    account = account_after(rules, row.account, tuple(row.cards), past) if past else row.account
+    if not 0 <= account.balance_kop <= MAX_AMOUNT_KOP:
+        account = replace(account, balance_kop=min(max(account.balance_kop, 0), MAX_AMOUNT_KOP))
+    elif not past:
         return row
-    return replace(row, account=account_after(rules, row.account, tuple(row.cards), past))
+    return replace(row, account=account)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from authz import sample
-from authz.balance import allowance_for, kept_watermark, own_watermark
+from authz.balance import ClubSpend, account_after, allowance_for, club_card_of, kept_watermark, own_watermark
 from authz.club_model import (
     ClubCard,
     ClubModel,
@@ -39,7 +39,6 @@ from authz.club_model import (
     ClubTopUp,
     SaleLine,
 )
-from authz.balance import ClubCommitSpend
 from authz.errors import ModelError, RequestError
 from authz.fuel_model import (
     FuelCard,
@@ -72,9 +71,11 @@ from .own_spend import (
     OwnSpend,
     SpendItem,
     SpendSource,
+    approved_record,
     club_item,
     fuel_item,
     item_of,
+    lane_spend,
     spend_of,
     translate_account,
     translate_card,
@@ -765,6 +766,38 @@ class Replica:
             self._club_model = None
         return n
 
+    def club_done_again(self, ops: Iterable[ClubSpend]) -> int:
+        """The approved club operations ``ops`` (made on another table meanwhile: a build off
+        the loop, :mod:`terminal.club_swap`) applied to this replica's club evaluator with
+        the figures their decisions had (:func:`authz.balance.account_after`), never decided
+        again: each counts once whatever the new table's figures are. Returns how many
+        operations were applied (one on a card this table does not hold is left out)."""
+        ev, cm = self.club_evaluator, self.club_model
+        if ev is None or cm is None:
+            return 0
+        by_account: dict[int, list[ClubSpend]] = {}
+        for op in ops:
+            i = cm.card_index.get(club_card_of(op))
+            if i is not None:
+                by_account.setdefault(cm.cards[i].account_id, []).append(op)
+        if not by_account:
+            return 0
+        cards_of: dict[int, list[ClubCard]] = {a: [] for a in by_account}
+        for i in range(len(cm.cards)):
+            c = cm.cards[i]
+            if c.account_id in cards_of:
+                cards_of[c.account_id].append(c)
+        rows = []
+        for aid in sorted(by_account):
+            st = ev.account(aid)
+            acct = replace(cm.accounts[cm.account_index[aid]], balance_kop=st.balance_kop,
+                           turnover_month=st.turnover_month, turnover_kop=st.turnover_kop, lots=tuple(st.lots))
+            cards = tuple(cards_of[aid])
+            rows.append((account_after(cm.rules, acct, cards, by_account[aid]), cards))
+        ev.apply(ClubUpdate(accounts=tuple(rows)))
+        self._club_model = None
+        return sum(len(v) for v in by_account.values())
+
     def counters_done_again(self, ev: Any, bodies: Iterable[dict]) -> FuelUpdate | None:
         """The cards of fuel evaluator ``ev`` (a new one, not yet this replica's) with the
         counters of the completions ``bodies`` (applied to the old one meanwhile) counted on
@@ -813,6 +846,8 @@ class Replica:
             if result.approved:
                 self.offline_redeemed[sale.card_no] += result.redeemed_points
             return True
+        if kind in (CLUB_RETURNED, CLUB_TOPPED_UP) and self.club is not None and not approved_record(kind, body):
+            return False  # declined at the till: it changed nothing then, and does not now
         if kind == CLUB_RETURNED and self.club is not None:
             self.club.return_sale(ClubReturn(**body["return"]))
             return True
@@ -839,28 +874,26 @@ class _TrackedClub:
     def _seq(self) -> int:
         return next(self.replica._provisional)
 
-    def commit(self, sale: ClubSale, payment: ClubPayment, txn_no: int) -> Any:
-        """The evaluator's ``commit``; an approved one is noted (a declined one journals no spend)."""
-        result = self.inner.commit(sale, payment, txn_no)
-        if result.approved:
-            self.replica._lane_applied(club_item(self._seq(), ClubCommitSpend(sale, payment, txn_no),
-                                                 result.redeemed_points))
+    def _noted(self, name: str, args: tuple) -> Any:
+        result = getattr(self.inner, name)(*args)
+        op = lane_spend(name, args, result)
+        if op is not None:
+            redeemed = result.redeemed_points if name == "commit" else 0
+            self.replica._lane_applied(club_item(self._seq(), op, redeemed))
         return result
 
+    def commit(self, sale: ClubSale, payment: ClubPayment, txn_no: int) -> Any:
+        """The evaluator's ``commit``; an approved one is noted (a declined one journals no spend)."""
+        return self._noted("commit", (sale, payment, txn_no))
+
     def return_sale(self, ret: ClubReturn) -> Any:
-        """The evaluator's ``return_sale``, noted when approved (a declined one changed
-        nothing; its record, read unmatched, is indexed as the journal says)."""
-        result = self.inner.return_sale(ret)
-        if result.reason.approved:
-            self.replica._lane_applied(club_item(self._seq(), ret))
-        return result
+        """The evaluator's ``return_sale``, noted when approved with what it did (a declined
+        one changed nothing, and its record is no spend: :func:`terminal.own_spend.item_of`)."""
+        return self._noted("return_sale", (ret,))
 
     def top_up(self, req: ClubTopUp) -> Any:
         """The evaluator's ``top_up``, noted when approved (as :meth:`return_sale`)."""
-        result = self.inner.top_up(req)
-        if result.reason.approved:
-            self.replica._lane_applied(club_item(self._seq(), req))
-        return result
+        return self._noted("top_up", (req,))
 
 
 @dataclass(frozen=True, slots=True)
