@@ -131,6 +131,10 @@ class JournalSpend:
         await asyncio.gather(*(self.journal.set_meta(f"{MARK_PREFIX}{t.value}:{k}", str(w))
                                for (t, k), w in marks.items()))
 
+    async def drop_marks(self, keys: Iterable[tuple[Table, Any]]) -> None:
+        """Delete kept watermarks from the journal's meta (one key each, in one group commit)."""
+        await asyncio.gather(*(self.journal.set_meta(f"{MARK_PREFIX}{t.value}:{k}", None) for t, k in keys))
+
     def records_after(self, seq: int) -> Iterator[Any]:
         while True:
             chunk = self.journal.after(seq, self.chunk)

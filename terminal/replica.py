@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from authz import sample
-from authz.balance import ClubSpend, account_after, allowance_for, club_card_of, kept_watermark, own_watermark
+from authz.balance import ClubSpend, account_after, allowance_for, club_card_of, named_watermark, own_watermark
 from authz.club_model import (
     ClubCard,
     ClubModel,
@@ -175,6 +175,10 @@ class Replica:
         #: journal (:meth:`persist_marks`), and those written (the balance rule's pruning)
         self.marks_to_save: dict[tuple[Table, Any], int] = {}
         self._saved_marks: dict[tuple[Table, Any], int] = {}
+        #: the kept watermarks written beside the journal that no row needs any more (its row
+        #: deleted, or naming this site again), to be deleted after the store commits
+        #: (:meth:`drop_marks`)
+        self.marks_to_drop: set[tuple[Table, Any]] = set()
         #: how many stop-list updates were applied (a plan made against another is stale), and
         #: the numbers the deltas among them changed since the last whole list (the evaluator
         #: keeps those beside its packed list: :mod:`terminal.stop_list_swap` replaces the list
@@ -401,7 +405,43 @@ class Replica:
             saved = load()
             self._saved_marks.update(saved)
             for key, w in saved.items():
-                self.own_watermarks.setdefault(key, w)
+                if key in self.own_watermarks or not self._holds_row(key):
+                    # a stored row names the site (it wins), or the row is gone: a mark left by a
+                    # run that stopped before it could drop it (:meth:`drop_marks`)
+                    self.marks_to_drop.add(key)
+                else:
+                    self.own_watermarks[key] = w
+
+    def _holds_row(self, key: tuple[Table, Any]) -> bool:
+        """Does the replica hold the contract, fuel card or club account row ``key``?"""
+        table, k = key
+        if table is Table.FUEL_CARDS:
+            return self.fuel is not None and self.has_fuel_card(k)
+        if table is Table.CONTRACTS:
+            m = self.fuel_model
+            return m is not None and k in m.contract_index
+        cm = self.club_model
+        return cm is not None and k in cm.account_index
+
+    async def drop_marks(self) -> int:
+        """Delete from beside the journal (``SpendSource.drop_marks``) the kept watermarks no row
+        needs any more (:attr:`marks_to_drop`): of a row deleted (by a delta, or absent from a
+        snapshot) and of a row that names this site again (its stored watermark wins). Call it
+        after the store has committed the update that made them so: a site stopped before
+        still finds every mark its stored rows need, and one it does not need is dropped at
+        the next start. Returns how many were deleted."""
+        keys, self.marks_to_drop = self.marks_to_drop, set()
+        drop = getattr(self.own, "drop_marks", None)
+        if not keys or drop is None:
+            return 0
+        try:
+            await drop(keys)
+        except BaseException:
+            self.marks_to_drop |= keys
+            raise
+        for key in keys:
+            self._saved_marks.pop(key, None)
+        return len(keys)
 
     async def persist_marks(self) -> int:
         """Write the kept watermarks of rows that name this site no more (:attr:`marks_to_save`)
@@ -450,8 +490,9 @@ class Replica:
         try:
             noted: dict[tuple[Table, Any], int] = {}
             allowed: dict[int, int | None] = {}
+            named: set[tuple[Table, Any]] = set()
             if self.site_id is not None and table in (Table.CONTRACTS, Table.FUEL_CARDS, Table.CLUB_ACCOUNTS):
-                update = self._translated(table, update, noted, allowed)
+                update = self._translated(table, update, noted, allowed, named=named)
             if table in FUEL_TABLES and self.fuel is not None:
                 self._apply_fuel(table, update)
             elif table in CLUB_TABLES and self.club is not None:
@@ -460,6 +501,7 @@ class Replica:
             raise ReplicaUpdateError(f"{table.value} update to version {new_version} refused: {exc}") from None
         self.table_versions[table] = new_version
         self._note_balance_fields(table, update, noted, allowed)
+        self.marks_to_drop |= named
         if table is Table.STOP_LIST:
             self.note_stop_list(update)
 
@@ -540,7 +582,8 @@ class Replica:
 
     def _translated(self, table: Table, update: ReplicaUpdate, noted: dict[tuple[Table, Any], int],
                     allowed: dict[int, int | None], *, read: bool = True,
-                    redeemed: dict[str, int] | None = None) -> ReplicaUpdate:
+                    redeemed: dict[str, int] | None = None,
+                    named: set[tuple[Table, Any]] | None = None) -> ReplicaUpdate:
         """``update`` with every row's figures translated to this site's view (the host's plus
         this site's spend past the row's watermark); fills ``noted`` (the rows' watermarks
         for this site) and ``allowed`` (a contract's allowance for it).
@@ -548,19 +591,25 @@ class Replica:
         ``read=False``: on the spend read so far, without reading the journal again (a build
         off the loop, :mod:`terminal.club_swap`, whose later spend is done again at the
         swap); ``redeemed``: the club cards' offline redemption counts are put there instead
-        of into :attr:`offline_redeemed`."""
+        of into :attr:`offline_redeemed`; ``named``: the keys of rows that name this site
+        again while a kept mark of theirs is written are put there."""
         if (table is Table.CLUB_ACCOUNTS and self.club is None) or (table is not Table.CLUB_ACCOUNTS
                                                                    and self.fuel is None):
             return update
         site = self.site_id
         assert site is not None
         rows = update.rows if isinstance(update, FullSnapshot) else update.upserts
-        kept = self.own_watermarks
+        kept_ = self.own_watermarks
         for r in rows:
             key = (table, row_key(table, r))
-            w = noted[key] = kept_watermark(r.watermarks, site, kept.get(key, 0))
-            if w and self._saved_marks.get(key) != w and own_watermark(r.watermarks, site) != w:
-                self.marks_to_save[key] = w  # the row names this site no more: its mark must outlive a restart
+            named_w = named_watermark(r.watermarks, site)
+            w = noted[key] = kept_.get(key, 0) if named_w is None else named_w  # authz.balance.kept_watermark
+            if named_w is None:
+                if w and self._saved_marks.get(key) != w:
+                    self.marks_to_save[key] = w  # the row names this site no more: its mark must outlive a restart
+                    self.marks_to_drop.discard(key)
+            elif named is not None and key in self._saved_marks:
+                named.add(key)  # named again: its stored row wins, the mark goes once it is stored
             if table is Table.CONTRACTS:
                 allowed[r.contract_id] = allowance_for(r.allowances, site)
         seq_of = self._seq_of()
@@ -665,11 +714,18 @@ class Replica:
                 del self.own_watermarks[key]
             if table is Table.CONTRACTS:
                 self.allowances.clear()
+            gone_keys = [k for k in self._saved_marks if k[0] is table and k not in noted]
         else:
+            gone_keys = []
             for gone in update.deletes:
                 self.own_watermarks.pop((table, gone), None)
+                gone_keys.append((table, gone))
                 if table is Table.CONTRACTS:
                     self.allowances.pop(int(gone), None)
+        for key in gone_keys:  # the row is gone: so goes its kept mark, once the store has it so
+            self.marks_to_save.pop(key, None)
+            if key in self._saved_marks:
+                self.marks_to_drop.add(key)
         self.own_watermarks.update((k, w) for k, w in noted.items() if w)
         for key in [k for k, w in noted.items() if not w]:
             self.own_watermarks.pop(key, None)

@@ -237,10 +237,12 @@ class World:
 
     async def acknowledge(self) -> None:
         """The site's side after an update, as the daemon does it: the kept watermarks of rows
-        that name it no more written beside the journal, then its presence report of the table
+        that name it no more written beside the journal (and those no row needs any more
+        deleted), then its presence report of the table
         versions it holds (what the host's pruning waits for)."""
         for r in self.replicas.values():
             await r.persist_marks()
+            await r.drop_marks()  # after the "store" (self.stored, written at delivery) holds the rows
         report = json.dumps({t.value: v for t, v in self.versions.items()})
         self.ledger.db.run(lambda db: db.execute("UPDATE sites SET replica_versions = ? WHERE site_id = ?",
                                                  (report, SITE)))
