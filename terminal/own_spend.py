@@ -12,7 +12,6 @@ by the row they change (:class:`OwnSpend`).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from bisect import bisect_left, insort
 from collections import defaultdict
@@ -20,6 +19,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from typing import Any, Protocol
+
+import msgspec
 
 from authz.balance import (
     ClubCommitSpend,
@@ -162,8 +163,24 @@ class SpendItem:
     redeemed: int = 0
 
 
+#: The canonical form of a spend's key: JSON with every object's keys sorted (a dict built by
+#: the lane and the same one read back from the journal give the same text).
+_CANON = msgspec.json.Encoder(order="sorted", enc_hook=str)
+
+
 def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    try:
+        return _CANON.encode(value).decode()
+    except TypeError:  # a key that is not text (the journal reads it back as text): as text
+        return _CANON.encode(_text_keys(value)).decode()
+
+
+def _text_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _text_keys(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_text_keys(v) for v in value]
+    return value
 
 
 def fuel_item(seq: int, body: dict, tz_of: Callable[[int], str | None]) -> SpendItem:
@@ -260,12 +277,12 @@ class OwnSpend:
     def add(self, item: SpendItem) -> None:
         """Index ``item`` under the rows it changes, in seq order."""
         if item.fuel is not None:
-            insort(self.by_contract[item.fuel.contract_id], item.fuel, key=_fuel_seq)
+            _in_order(self.by_contract[item.fuel.contract_id], item.fuel, item.seq, _fuel_seq)
             if item.on_card:
-                insort(self.by_fuel_card[item.fuel.card_no], item.fuel, key=_fuel_seq)
+                _in_order(self.by_fuel_card[item.fuel.card_no], item.fuel, item.seq, _fuel_seq)
         elif item.club is not None:
-            insort(self.by_club_card[item.card_no], (item.seq, item.club), key=_first)
-            insort(self.redeemed[item.card_no], (item.seq, item.redeemed), key=_first)
+            _in_order(self.by_club_card[item.card_no], (item.seq, item.club), item.seq, _first)
+            _in_order(self.redeemed[item.card_no], (item.seq, item.redeemed), item.seq, _first)
 
     def remove(self, item: SpendItem) -> None:
         """Take ``item`` (one :meth:`add` put in) out of the index again."""
@@ -305,6 +322,15 @@ class OwnSpend:
         for no in card_nos:
             _keep_after(self.by_club_card, no, seq, lambda x: x[0])
             _keep_after(self.redeemed, no, seq, lambda x: x[0])
+
+
+def _in_order(items: list, x: Any, seq: int, seq_of: Callable[[Any], int]) -> None:
+    """Insert ``x`` (at ``seq``) into ``items`` (in seq order) after every entry at ``seq`` or
+    before: appended when it is the last (the common case: seqs come in order)."""
+    if not items or seq_of(items[-1]) <= seq:
+        items.append(x)
+    else:
+        insort(items, x, key=seq_of)
 
 
 def _fuel_seq(s: FuelSpend) -> int:

@@ -188,6 +188,8 @@ class Replica:
         #: while a fuel-card table is built off the loop (:mod:`terminal.snapshot_swap`), the
         #: bodies of the completions applied meanwhile: their counters are done again on it
         self.fuel_recording: list[dict] | None = None
+        #: the contracts' time zones read so far, for the fuel model they were read from
+        self._tz_kept: tuple[Any, dict[int, str | None]] = (None, {})
 
     def return_on_disk(self, sale_id: str, record_id: str) -> None:
         """The return ``record_id`` of ``sale_id`` is committed: the journal counts it now."""
@@ -563,11 +565,22 @@ class Replica:
     # -- the balance rule: the host's figures plus this site's spend past the watermark --
 
     def _tz_of(self, contract_id: int) -> str | None:
+        """A contract's time zone (None: not in the replica), kept per fuel model: a compact
+        replica makes a contract object on every read, twice per delivery otherwise. Every
+        change of the fuel tables makes a new model (``_fuel_model`` set to None), so a kept
+        zone is never one of an older contracts table."""
         m = self.fuel_model
         if m is None:
             return None
+        kept = self._tz_kept
+        if kept[0] is not m:
+            kept = self._tz_kept = (m, {})
+        zones = kept[1]
+        if contract_id in zones:
+            return zones[contract_id]
         i = m.contract_index.get(contract_id)
-        return None if i is None else m.contracts[i].tz
+        tz = zones[contract_id] = None if i is None else m.contracts[i].tz
+        return tz
 
     def _seq_of(self) -> Callable[[int], int]:
         """Batch watermark -> journal seq, through the journal (memoized for one update)."""
