@@ -33,21 +33,21 @@ from .club_model import (
     AccountState,
     ClubAccount,
     ClubCard,
-    ClubModel,
     ClubPayment,
     ClubReturn,
     ClubRules,
     ClubSale,
-    ClubState,
     ClubTopUp,
+    PointLot,
 )
-from .errors import ModelError, RequestError
+from .errors import ModelError
 from .fuel_model import FuelCard, LimitCounter, Product
 
 __all__ = [
     "MAX_WATERMARKS",
     "Allowance",
     "ClubCommitSpend",
+    "ClubReturnSpend",
     "ClubSpend",
     "FuelSpend",
     "Watermark",
@@ -56,6 +56,7 @@ __all__ = [
     "allowed_balance",
     "balance_after",
     "check_watermarks",
+    "club_card_of",
     "counters_after",
     "kept_watermark",
     "named_watermark",
@@ -189,35 +190,93 @@ def allowed_balance(balance_kop: int, credit_line_kop: int, allowance_kop: int |
 
 @dataclass(frozen=True, slots=True)
 class ClubCommitSpend:
-    """A committed sale of this site as journaled: the sale, its payment and its txn number."""
+    """An approved sale of this site as journaled (``till.sale_committed``): the sale, its
+    payment, its txn number (the accrual lot's id) and the points the decision accrued. A
+    declined sale is journaled as ``till.sale_declined`` and is no spend."""
 
     sale: ClubSale
     payment: ClubPayment
     txn_no: int
+    accrued_points: int = 0
 
 
-ClubSpend = ClubCommitSpend | ClubReturn | ClubTopUp
+@dataclass(frozen=True, slots=True)
+class ClubReturnSpend:
+    """An approved return of this site as journaled (``till.return`` whose result is ``OK``):
+    the return and what its decision did (points taken back, points given back, kopecks put
+    back on the card). A declined return changed nothing and is no spend."""
+
+    ret: ClubReturn
+    points_taken_back: int
+    points_given_back: int
+    refund_card_kop: int
+
+
+#: An approved club operation of this site: a commit, a return, or a top-up (an approved
+#: ``till.topup``; a declined one is no spend).
+ClubSpend = ClubCommitSpend | ClubReturnSpend | ClubTopUp
+
+
+def club_card_of(op: ClubSpend) -> str:
+    """The club card ``op`` was made on."""
+    if isinstance(op, ClubCommitSpend):
+        return op.sale.card_no
+    if isinstance(op, ClubReturnSpend):
+        return op.ret.card_no
+    return op.card_no
 
 
 def account_after(rules: ClubRules, account: ClubAccount, cards: tuple[ClubCard, ...],
                   spends: Iterable[ClubSpend]) -> ClubAccount:
-    """The host's ``account`` (with ``cards``) after this site's commits, returns and top-ups
-    past its watermark (in journal order), decided again by the reference rules
-    (:mod:`authz.club`), exactly as the site's evaluator did them live. An operation on a card
-    not of this account, or one the rules refuse now, changes nothing."""
-    from . import club
-    model = ClubModel(rules=rules, accounts=[account], cards=cards)
-    state = ClubState.from_model(model)
+    """The host's ``account`` (with ``cards``) after this site's approved commits, returns and
+    top-ups past its watermark (in journal order), each applied with the figures its decision
+    had, exactly as the host applies them when it ingests the records (:mod:`host.club`): the
+    site decided (its answer went to the customer), so an operation is never decided again
+    here. An approved one counts once whatever the host's figures are now (a balance another
+    site lowered, a card blocked since); a declined one is not a :data:`ClubSpend` and never
+    counts. An operation on a card not of this account changes nothing.
+
+    A commit redeems its ``payment.points`` oldest spendable lot first, adds its accrual lot
+    and takes its card-balance part; a return takes back its points (the sale's own lot
+    first), gives back its points as a lot spendable at once and puts its refund on the
+    balance; a top-up adds its amount. Money moves count on the month's turnover of the
+    operation's month (one of an earlier month than the account's counts nowhere). Points the
+    lots cannot give are not taken (the host keeps them as a debt the next lots pay)."""
+    from .club import _add_lot, _take_points
+    from .localtime import add_months_utc, local_date, month_index
+    mine = {c.card_no for c in cards if c.account_id == account.account_id}
+    now = AccountState(account.balance_kop, account.turnover_month, account.turnover_kop, list(account.lots))
+
+    def turnover(at_utc_s: int, amount_kop: int) -> None:
+        month = month_index(local_date(at_utc_s, rules.tz))
+        if month > now.turnover_month:
+            now.turnover_month, now.turnover_kop = month, amount_kop
+        elif month == now.turnover_month:
+            now.turnover_kop += amount_kop
+
     for op in spends:
-        try:
-            if isinstance(op, ClubCommitSpend):
-                club.commit(model, state, op.sale, op.payment, op.txn_no)
-            elif isinstance(op, ClubReturn):
-                club.return_sale(model, state, op)
-            elif isinstance(op, ClubTopUp):
-                club.top_up(model, state, op)
-        except RequestError:
+        if club_card_of(op) not in mine:
             continue
-    now: AccountState = state.accounts[account.account_id]
+        if isinstance(op, ClubCommitSpend):
+            at = op.sale.now_utc_s
+            if op.payment.points:
+                _take_points(now, op.payment.points, at, spendable_only=True)
+            if op.accrued_points:
+                _add_lot(now, PointLot(op.txn_no, op.accrued_points, at + rules.maturity_s,
+                                       add_months_utc(at, rules.expiry_months)))
+            if op.payment.card_balance_kop:
+                now.balance_kop -= op.payment.card_balance_kop
+                turnover(at, op.payment.card_balance_kop)
+        elif isinstance(op, ClubReturnSpend):
+            ret = op.ret
+            if op.points_taken_back:
+                _take_points(now, op.points_taken_back, ret.now_utc_s, spendable_only=False, first_lot=ret.sale_id)
+            if op.points_given_back:
+                _add_lot(now, PointLot(ret.return_id, op.points_given_back, ret.now_utc_s,
+                                       add_months_utc(ret.now_utc_s, rules.expiry_months)))
+            now.balance_kop += op.refund_card_kop
+        elif isinstance(op, ClubTopUp):
+            now.balance_kop += op.amount_kop
+            turnover(op.now_utc_s, op.amount_kop)
     return replace(account, balance_kop=now.balance_kop, turnover_month=now.turnover_month,
                    turnover_kop=now.turnover_kop, lots=tuple(now.lots))

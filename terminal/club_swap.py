@@ -11,14 +11,16 @@ Here, as for fuel cards (:mod:`terminal.snapshot_swap`), the loop only does the 
    (the host's figures plus this site's spend past each row's watermark, on the spend read
    at :func:`begin`) and packed into a new evaluator, while the tills keep deciding on the
    old one;
-3. :meth:`ClubSwap.swap` (on the loop): the operations noted during the build done again on
-   the new evaluator (they are past what the build read), the offline redemption counts
-   carried over, then one assignment.
+3. :meth:`ClubSwap.swap` (on the loop): one assignment, then the operations noted during the
+   build (they are past what the build read) applied on the new evaluator with the figures
+   their decisions had (:meth:`terminal.replica.Replica.club_done_again`, the balance
+   rule's :func:`authz.balance.account_after`), and the offline redemption counts carried
+   over, with no await in between.
 
 A sale decided before the swap keeps its numbers; the next one uses the new table. An
-operation the new figures refuse is left out, as the balance rule leaves it out
-(:func:`authz.balance.account_after`); its record is in the journal and counts at the
-account's next host row. Rows that do not hold together fail in the build
+operation noted is never decided again on the new figures: it was approved, so it counts
+once, whatever the new table says (a balance lowered at the host, a card blocked since); a
+declined one is not noted and never counts. Rows that do not hold together fail in the build
 (:class:`terminal.replica.ReplicaUpdateError`): the wrapper is taken off and nothing changed.
 The caller holds the daemon's replica lock throughout, so no other host update lands
 between :func:`begin` and the swap.
@@ -34,12 +36,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from authz.errors import ModelError, RequestError
+from authz.balance import ClubSpend
+from authz.errors import ModelError
 from native import club_evaluator
 from native.compact import ClubColumns, release_free_memory
 from wire.messages import ClubAccountRow, Table
 
 from .follower import FullSnapshot
+from .own_spend import lane_spend
 from .replica import Replica, ReplicaUpdateError
 
 log = logging.getLogger("edgepos.replica")
@@ -52,23 +56,22 @@ __all__ = ["CHUNK", "ClubSwap", "RecordingClub", "apply_club_snapshot", "begin",
 
 class RecordingClub:
     """The live club evaluator while a new one is built: every call passed through, and each
-    approved ``commit``, ``return_sale`` and ``top_up`` noted (method name, arguments) to be
-    done again on the new evaluator at the swap."""
+    approved ``commit``, ``return_sale`` and ``top_up`` noted (as the typed spend with its
+    decision's figures, :func:`terminal.own_spend.lane_spend`) to be applied on the new
+    evaluator at the swap."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
-        self.ops: list[tuple[str, tuple]] = []
+        self.ops: list[ClubSpend] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
     def _noted(self, name: str, args: tuple) -> Any:
         result = getattr(self.inner, name)(*args)
-        approved = getattr(result, "approved", None)
-        if approved is None:  # a top-up's result says it by its reason
-            approved = getattr(getattr(result, "reason", None), "approved", False)
-        if approved:
-            self.ops.append((name, args))
+        op = lane_spend(name, args, result)
+        if op is not None:
+            self.ops.append(op)
         return result
 
     def commit(self, sale: Any, payment: Any, txn_id: int) -> Any:
@@ -132,29 +135,32 @@ class ClubSwap:
         self.replica.end_build()
 
     def swap(self) -> int:
-        """On the loop: the operations noted during the build done again on the new evaluator,
-        the offline redemption counts carried over, then the new evaluator made the
-        replica's. Returns how many operations were done again."""
+        """On the loop: the new evaluator made the replica's, the operations noted during the
+        build applied on it as they were decided (:meth:`Replica.club_done_again`), the
+        offline redemption counts carried over. Returns how many operations were applied."""
         if self.built is None:
             raise RuntimeError("swap() before build()")
         r, new = self.replica, self.built
-        for name, args in self.recording.ops:
-            try:
-                getattr(new, name)(*args)
-            except (RequestError, ModelError):  # refused on the new figures: left out, as the balance rule does
-                continue
+        old = r.club_evaluator
+        r.club = new
+        r._club_model = None
+        try:
+            done = r.club_done_again(self.recording.ops)
+        except ModelError as exc:  # the operations do not fit the new table: the old one stays
+            r.club = old
+            r._club_model = None
+            raise ReplicaUpdateError(f"club_accounts snapshot version {self.version} refused: the tills' "
+                                     f"operations during the build do not fit it: {exc}") from None
         if self.redeemed is not None:  # the host's count, plus what the tills redeemed meanwhile
             live = r.offline_redeemed
             for card_no, pts in self.redeemed.items():
                 r._set_redeemed(card_no, pts + live[card_no] - self.redeemed_at_begin[card_no])
-        r.club = new
-        r._club_model = None
         r.end_build()
         r.table_versions[Table.CLUB_ACCOUNTS] = self.version
         r._note_balance_fields(Table.CLUB_ACCOUNTS, FullSnapshot(Table.CLUB_ACCOUNTS, self.version, ()),
                                self.noted, self.allowed)
         self.built = None
-        return len(self.recording.ops)
+        return done
 
 
 def can_swap(replica: Replica) -> bool:

@@ -655,6 +655,11 @@ class Daemon:
                 self.fatal(exc)
                 raise
             log.info("replica %s at version %d (%d rows) stored", info.table.value, info.version, info.rows)
+            if self._replica is not None:  # marks no stored row needs any more: after the commit
+                try:
+                    await self._replica.drop_marks()
+                except Exception as exc:  # kept for the next update (or the next start): harmless meanwhile
+                    log.error("kept balance marks not dropped from the journal's meta: %s", exc)
 
     def _apply_to_evaluators(self, update: ReplicaUpdate) -> None:
         """Apply ``update`` to the evaluators, all or nothing (:meth:`Replica.apply_update`

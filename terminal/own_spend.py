@@ -12,7 +12,6 @@ by the row they change (:class:`OwnSpend`).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from bisect import bisect_left, insort
 from collections import defaultdict
@@ -21,13 +20,17 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from typing import Any, Protocol
 
+import msgspec
+
 from authz.balance import (
     ClubCommitSpend,
+    ClubReturnSpend,
     ClubSpend,
     FuelSpend,
     account_after,
     allowed_balance,
     balance_after,
+    club_card_of,
     counters_after,
 )
 from authz.club_model import ClubPayment, ClubReturn, ClubSale, ClubTopUp, SaleLine
@@ -47,9 +50,11 @@ __all__ = [
     "OwnSpend",
     "SpendItem",
     "SpendSource",
+    "approved_record",
     "club_item",
     "fuel_item",
     "item_of",
+    "lane_spend",
     "spend_of",
     "translate_account",
     "translate_card",
@@ -127,6 +132,10 @@ class JournalSpend:
         await asyncio.gather(*(self.journal.set_meta(f"{MARK_PREFIX}{t.value}:{k}", str(w))
                                for (t, k), w in marks.items()))
 
+    async def drop_marks(self, keys: Iterable[tuple[Table, Any]]) -> None:
+        """Delete kept watermarks from the journal's meta (one key each, in one group commit)."""
+        await asyncio.gather(*(self.journal.set_meta(f"{MARK_PREFIX}{t.value}:{k}", None) for t, k in keys))
+
     def records_after(self, seq: int) -> Iterator[Any]:
         while True:
             chunk = self.journal.after(seq, self.chunk)
@@ -154,8 +163,24 @@ class SpendItem:
     redeemed: int = 0
 
 
+#: The canonical form of a spend's key: JSON with every object's keys sorted (a dict built by
+#: the lane and the same one read back from the journal give the same text).
+_CANON = msgspec.json.Encoder(order="sorted", enc_hook=str)
+
+
 def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    try:
+        return _CANON.encode(value).decode()
+    except TypeError:  # a key that is not text (the journal reads it back as text): as text
+        return _CANON.encode(_text_keys(value)).decode()
+
+
+def _text_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _text_keys(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_text_keys(v) for v in value]
+    return value
 
 
 def fuel_item(seq: int, body: dict, tz_of: Callable[[int], str | None]) -> SpendItem:
@@ -170,15 +195,51 @@ def fuel_item(seq: int, body: dict, tz_of: Callable[[int], str | None]) -> Spend
 
 
 def club_item(seq: int, op: ClubSpend, redeemed: int = 0) -> SpendItem:
-    """The :class:`SpendItem` of a club commit, return or top-up (as journaled, or as the
-    till applies it): keyed by the typed operation."""
-    card_no = op.sale.card_no if isinstance(op, ClubCommitSpend) else op.card_no
-    return SpendItem(seq, type(op).__name__ + _canonical(asdict(op)), club=op, card_no=card_no, redeemed=redeemed)
+    """The :class:`SpendItem` of an approved club commit, return or top-up (as journaled, or
+    as the till applies it): keyed by the typed operation with its decision's figures."""
+    return SpendItem(seq, type(op).__name__ + _canonical(asdict(op)), club=op, card_no=club_card_of(op),
+                     redeemed=redeemed)
+
+
+def lane_spend(name: str, args: tuple, result: Any) -> ClubSpend | None:
+    """The spend of a club evaluator's call ``name(*args)`` that answered ``result`` (a till's
+    ``commit``, ``return_sale`` or ``top_up``): None unless it was approved (a declined one
+    changed nothing, and its record is no spend either: :func:`item_of`)."""
+    if name == "commit":
+        if not result.approved:
+            return None
+        sale, payment, txn_no = args
+        return ClubCommitSpend(sale, payment, txn_no, result.accrued_points)
+    if not result.reason.approved:
+        return None
+    if name == "return_sale":
+        return ClubReturnSpend(args[0], result.points_taken_back, result.points_given_back,
+                               result.refund_card_balance_kop)
+    if name == "top_up":
+        return args[0]
+    raise ValueError(f"not a club spend call: {name!r}")
+
+
+def approved_record(kind: str, body: dict) -> bool:
+    """Did the till approve the operation a ``till.return`` or ``till.topup`` record journals
+    (its result: reason ``OK``, ``approved``)? The till journals declined ones too; only an
+    approved one changed an account, the host applies only those (:func:`wire.bodies.club_touch`),
+    and so does the balance rule. A committed sale is always approved (a declined one is
+    ``till.sale_declined``)."""
+    result = body.get("result")
+    if not isinstance(result, dict):
+        return False
+    if kind == CLUB_RETURNED:
+        return result.get("reason") == "OK"
+    if kind == CLUB_TOPPED_UP:
+        return result.get("approved") is True
+    return kind == CLUB_COMMITTED
 
 
 def item_of(rec: Any, tz_of: Callable[[int], str | None]) -> SpendItem | None:
     """The spend of one journal record (``seq``, ``kind``, ``body``), None for a record that
-    spends nothing."""
+    spends nothing: not a spend kind, or a return or top-up the till declined (journaled, but
+    it changed nothing: :func:`approved_record`)."""
     kind, body, seq = rec.kind, rec.body, rec.seq
     if kind == FUEL_COMPLETED:
         return fuel_item(seq, body, tz_of)
@@ -186,11 +247,18 @@ def item_of(rec: Any, tz_of: Callable[[int], str | None]) -> SpendItem | None:
         s = body["sale"]
         sale = ClubSale(s["card_no"], tuple(SaleLine(**line) for line in s["lines"]), s["now_utc_s"],
                         s["channel"], s["payment_method"])
-        return club_item(seq, ClubCommitSpend(sale, ClubPayment(**body["payment"]), body["txn_no"]),
+        return club_item(seq, ClubCommitSpend(sale, ClubPayment(**body["payment"]), body["txn_no"],
+                                              int(body.get("accrued_points", 0))),
                          int(body.get("redeemed_points", 0)))
     if kind == CLUB_RETURNED:
-        return club_item(seq, ClubReturn(**body["return"]))
+        if not approved_record(kind, body):
+            return None
+        res = body["result"]
+        return club_item(seq, ClubReturnSpend(ClubReturn(**body["return"]), int(res["points_taken_back"]),
+                                              int(res["points_given_back"]), int(res["refund_card_balance_kop"])))
     if kind == CLUB_TOPPED_UP:
+        if not approved_record(kind, body):
+            return None
         return club_item(seq, ClubTopUp(**body["topup"]))
     return None
 
@@ -209,12 +277,12 @@ class OwnSpend:
     def add(self, item: SpendItem) -> None:
         """Index ``item`` under the rows it changes, in seq order."""
         if item.fuel is not None:
-            insort(self.by_contract[item.fuel.contract_id], item.fuel, key=_fuel_seq)
+            _in_order(self.by_contract[item.fuel.contract_id], item.fuel, item.seq, _fuel_seq)
             if item.on_card:
-                insort(self.by_fuel_card[item.fuel.card_no], item.fuel, key=_fuel_seq)
+                _in_order(self.by_fuel_card[item.fuel.card_no], item.fuel, item.seq, _fuel_seq)
         elif item.club is not None:
-            insort(self.by_club_card[item.card_no], (item.seq, item.club), key=_first)
-            insort(self.redeemed[item.card_no], (item.seq, item.redeemed), key=_first)
+            _in_order(self.by_club_card[item.card_no], (item.seq, item.club), item.seq, _first)
+            _in_order(self.redeemed[item.card_no], (item.seq, item.redeemed), item.seq, _first)
 
     def remove(self, item: SpendItem) -> None:
         """Take ``item`` (one :meth:`add` put in) out of the index again."""
@@ -254,6 +322,15 @@ class OwnSpend:
         for no in card_nos:
             _keep_after(self.by_club_card, no, seq, lambda x: x[0])
             _keep_after(self.redeemed, no, seq, lambda x: x[0])
+
+
+def _in_order(items: list, x: Any, seq: int, seq_of: Callable[[Any], int]) -> None:
+    """Insert ``x`` (at ``seq``) into ``items`` (in seq order) after every entry at ``seq`` or
+    before: appended when it is the last (the common case: seqs come in order)."""
+    if not items or seq_of(items[-1]) <= seq:
+        items.append(x)
+    else:
+        insort(items, x, key=seq_of)
 
 
 def _fuel_seq(s: FuelSpend) -> int:
@@ -326,8 +403,17 @@ def translate_card(row: Any, seq: int, products: Any, spend: OwnSpend) -> Any:
 
 def translate_account(row: Any, seq: int, rules: Any, spend: OwnSpend) -> Any:
     """A club account row (:class:`wire.ClubAccountRow`) with the host's balance, turnover and
-    lots after this site's operations on its cards after journal seq ``seq``."""
+    lots after this site's approved operations on its cards after journal seq ``seq``
+    (:func:`authz.balance.account_after`: each as it was decided, never decided again).
+
+    The evaluators hold no club balance below zero; a view below zero (the same money spent
+    offline at two sites: the host keeps such a balance) is held as 0, which declines every
+    payment from the card balance as the true figure would; a top-up made meanwhile then
+    shows its whole amount until the account's next host row (docs/sync.md)."""
     past = spend.club_past((c.card_no for c in row.cards), seq)
-    if not past:
+    account = account_after(rules, row.account, tuple(row.cards), past) if past else row.account
+    if not 0 <= account.balance_kop <= MAX_AMOUNT_KOP:
+        account = replace(account, balance_kop=min(max(account.balance_kop, 0), MAX_AMOUNT_KOP))
+    elif not past:
         return row
-    return replace(row, account=account_after(rules, row.account, tuple(row.cards), past))
+    return replace(row, account=account)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from authz import sample
-from authz.balance import allowance_for, kept_watermark, own_watermark
+from authz.balance import ClubSpend, account_after, allowance_for, club_card_of, named_watermark, own_watermark
 from authz.club_model import (
     ClubCard,
     ClubModel,
@@ -39,7 +39,6 @@ from authz.club_model import (
     ClubTopUp,
     SaleLine,
 )
-from authz.balance import ClubCommitSpend
 from authz.errors import ModelError, RequestError
 from authz.fuel_model import (
     FuelCard,
@@ -72,9 +71,11 @@ from .own_spend import (
     OwnSpend,
     SpendItem,
     SpendSource,
+    approved_record,
     club_item,
     fuel_item,
     item_of,
+    lane_spend,
     spend_of,
     translate_account,
     translate_card,
@@ -174,6 +175,10 @@ class Replica:
         #: journal (:meth:`persist_marks`), and those written (the balance rule's pruning)
         self.marks_to_save: dict[tuple[Table, Any], int] = {}
         self._saved_marks: dict[tuple[Table, Any], int] = {}
+        #: the kept watermarks written beside the journal that no row needs any more (its row
+        #: deleted, or naming this site again), to be deleted after the store commits
+        #: (:meth:`drop_marks`)
+        self.marks_to_drop: set[tuple[Table, Any]] = set()
         #: how many stop-list updates were applied (a plan made against another is stale), and
         #: the numbers the deltas among them changed since the last whole list (the evaluator
         #: keeps those beside its packed list: :mod:`terminal.stop_list_swap` replaces the list
@@ -183,6 +188,8 @@ class Replica:
         #: while a fuel-card table is built off the loop (:mod:`terminal.snapshot_swap`), the
         #: bodies of the completions applied meanwhile: their counters are done again on it
         self.fuel_recording: list[dict] | None = None
+        #: the contracts' time zones read so far, for the fuel model they were read from
+        self._tz_kept: tuple[Any, dict[int, str | None]] = (None, {})
 
     def return_on_disk(self, sale_id: str, record_id: str) -> None:
         """The return ``record_id`` of ``sale_id`` is committed: the journal counts it now."""
@@ -400,7 +407,43 @@ class Replica:
             saved = load()
             self._saved_marks.update(saved)
             for key, w in saved.items():
-                self.own_watermarks.setdefault(key, w)
+                if key in self.own_watermarks or not self._holds_row(key):
+                    # a stored row names the site (it wins), or the row is gone: a mark left by a
+                    # run that stopped before it could drop it (:meth:`drop_marks`)
+                    self.marks_to_drop.add(key)
+                else:
+                    self.own_watermarks[key] = w
+
+    def _holds_row(self, key: tuple[Table, Any]) -> bool:
+        """Does the replica hold the contract, fuel card or club account row ``key``?"""
+        table, k = key
+        if table is Table.FUEL_CARDS:
+            return self.fuel is not None and self.has_fuel_card(k)
+        if table is Table.CONTRACTS:
+            m = self.fuel_model
+            return m is not None and k in m.contract_index
+        cm = self.club_model
+        return cm is not None and k in cm.account_index
+
+    async def drop_marks(self) -> int:
+        """Delete from beside the journal (``SpendSource.drop_marks``) the kept watermarks no row
+        needs any more (:attr:`marks_to_drop`): of a row deleted (by a delta, or absent from a
+        snapshot) and of a row that names this site again (its stored watermark wins). Call it
+        after the store has committed the update that made them so: a site stopped before
+        still finds every mark its stored rows need, and one it does not need is dropped at
+        the next start. Returns how many were deleted."""
+        keys, self.marks_to_drop = self.marks_to_drop, set()
+        drop = getattr(self.own, "drop_marks", None)
+        if not keys or drop is None:
+            return 0
+        try:
+            await drop(keys)
+        except BaseException:
+            self.marks_to_drop |= keys
+            raise
+        for key in keys:
+            self._saved_marks.pop(key, None)
+        return len(keys)
 
     async def persist_marks(self) -> int:
         """Write the kept watermarks of rows that name this site no more (:attr:`marks_to_save`)
@@ -449,8 +492,9 @@ class Replica:
         try:
             noted: dict[tuple[Table, Any], int] = {}
             allowed: dict[int, int | None] = {}
+            named: set[tuple[Table, Any]] = set()
             if self.site_id is not None and table in (Table.CONTRACTS, Table.FUEL_CARDS, Table.CLUB_ACCOUNTS):
-                update = self._translated(table, update, noted, allowed)
+                update = self._translated(table, update, noted, allowed, named=named)
             if table in FUEL_TABLES and self.fuel is not None:
                 self._apply_fuel(table, update)
             elif table in CLUB_TABLES and self.club is not None:
@@ -459,6 +503,7 @@ class Replica:
             raise ReplicaUpdateError(f"{table.value} update to version {new_version} refused: {exc}") from None
         self.table_versions[table] = new_version
         self._note_balance_fields(table, update, noted, allowed)
+        self.marks_to_drop |= named
         if table is Table.STOP_LIST:
             self.note_stop_list(update)
 
@@ -520,11 +565,22 @@ class Replica:
     # -- the balance rule: the host's figures plus this site's spend past the watermark --
 
     def _tz_of(self, contract_id: int) -> str | None:
+        """A contract's time zone (None: not in the replica), kept per fuel model: a compact
+        replica makes a contract object on every read, twice per delivery otherwise. Every
+        change of the fuel tables makes a new model (``_fuel_model`` set to None), so a kept
+        zone is never one of an older contracts table."""
         m = self.fuel_model
         if m is None:
             return None
+        kept = self._tz_kept
+        if kept[0] is not m:
+            kept = self._tz_kept = (m, {})
+        zones = kept[1]
+        if contract_id in zones:
+            return zones[contract_id]
         i = m.contract_index.get(contract_id)
-        return None if i is None else m.contracts[i].tz
+        tz = zones[contract_id] = None if i is None else m.contracts[i].tz
+        return tz
 
     def _seq_of(self) -> Callable[[int], int]:
         """Batch watermark -> journal seq, through the journal (memoized for one update)."""
@@ -539,7 +595,8 @@ class Replica:
 
     def _translated(self, table: Table, update: ReplicaUpdate, noted: dict[tuple[Table, Any], int],
                     allowed: dict[int, int | None], *, read: bool = True,
-                    redeemed: dict[str, int] | None = None) -> ReplicaUpdate:
+                    redeemed: dict[str, int] | None = None,
+                    named: set[tuple[Table, Any]] | None = None) -> ReplicaUpdate:
         """``update`` with every row's figures translated to this site's view (the host's plus
         this site's spend past the row's watermark); fills ``noted`` (the rows' watermarks
         for this site) and ``allowed`` (a contract's allowance for it).
@@ -547,19 +604,25 @@ class Replica:
         ``read=False``: on the spend read so far, without reading the journal again (a build
         off the loop, :mod:`terminal.club_swap`, whose later spend is done again at the
         swap); ``redeemed``: the club cards' offline redemption counts are put there instead
-        of into :attr:`offline_redeemed`."""
+        of into :attr:`offline_redeemed`; ``named``: the keys of rows that name this site
+        again while a kept mark of theirs is written are put there."""
         if (table is Table.CLUB_ACCOUNTS and self.club is None) or (table is not Table.CLUB_ACCOUNTS
                                                                    and self.fuel is None):
             return update
         site = self.site_id
         assert site is not None
         rows = update.rows if isinstance(update, FullSnapshot) else update.upserts
-        kept = self.own_watermarks
+        kept_ = self.own_watermarks
         for r in rows:
             key = (table, row_key(table, r))
-            w = noted[key] = kept_watermark(r.watermarks, site, kept.get(key, 0))
-            if w and self._saved_marks.get(key) != w and own_watermark(r.watermarks, site) != w:
-                self.marks_to_save[key] = w  # the row names this site no more: its mark must outlive a restart
+            named_w = named_watermark(r.watermarks, site)
+            w = noted[key] = kept_.get(key, 0) if named_w is None else named_w  # authz.balance.kept_watermark
+            if named_w is None:
+                if w and self._saved_marks.get(key) != w:
+                    self.marks_to_save[key] = w  # the row names this site no more: its mark must outlive a restart
+                    self.marks_to_drop.discard(key)
+            elif named is not None and key in self._saved_marks:
+                named.add(key)  # named again: its stored row wins, the mark goes once it is stored
             if table is Table.CONTRACTS:
                 allowed[r.contract_id] = allowance_for(r.allowances, site)
         seq_of = self._seq_of()
@@ -664,11 +727,18 @@ class Replica:
                 del self.own_watermarks[key]
             if table is Table.CONTRACTS:
                 self.allowances.clear()
+            gone_keys = [k for k in self._saved_marks if k[0] is table and k not in noted]
         else:
+            gone_keys = []
             for gone in update.deletes:
                 self.own_watermarks.pop((table, gone), None)
+                gone_keys.append((table, gone))
                 if table is Table.CONTRACTS:
                     self.allowances.pop(int(gone), None)
+        for key in gone_keys:  # the row is gone: so goes its kept mark, once the store has it so
+            self.marks_to_save.pop(key, None)
+            if key in self._saved_marks:
+                self.marks_to_drop.add(key)
         self.own_watermarks.update((k, w) for k, w in noted.items() if w)
         for key in [k for k, w in noted.items() if not w]:
             self.own_watermarks.pop(key, None)
@@ -765,6 +835,38 @@ class Replica:
             self._club_model = None
         return n
 
+    def club_done_again(self, ops: Iterable[ClubSpend]) -> int:
+        """The approved club operations ``ops`` (made on another table meanwhile: a build off
+        the loop, :mod:`terminal.club_swap`) applied to this replica's club evaluator with
+        the figures their decisions had (:func:`authz.balance.account_after`), never decided
+        again: each counts once whatever the new table's figures are. Returns how many
+        operations were applied (one on a card this table does not hold is left out)."""
+        ev, cm = self.club_evaluator, self.club_model
+        if ev is None or cm is None:
+            return 0
+        by_account: dict[int, list[ClubSpend]] = {}
+        for op in ops:
+            i = cm.card_index.get(club_card_of(op))
+            if i is not None:
+                by_account.setdefault(cm.cards[i].account_id, []).append(op)
+        if not by_account:
+            return 0
+        cards_of: dict[int, list[ClubCard]] = {a: [] for a in by_account}
+        for i in range(len(cm.cards)):
+            c = cm.cards[i]
+            if c.account_id in cards_of:
+                cards_of[c.account_id].append(c)
+        rows = []
+        for aid in sorted(by_account):
+            st = ev.account(aid)
+            acct = replace(cm.accounts[cm.account_index[aid]], balance_kop=st.balance_kop,
+                           turnover_month=st.turnover_month, turnover_kop=st.turnover_kop, lots=tuple(st.lots))
+            cards = tuple(cards_of[aid])
+            rows.append((account_after(cm.rules, acct, cards, by_account[aid]), cards))
+        ev.apply(ClubUpdate(accounts=tuple(rows)))
+        self._club_model = None
+        return sum(len(v) for v in by_account.values())
+
     def counters_done_again(self, ev: Any, bodies: Iterable[dict]) -> FuelUpdate | None:
         """The cards of fuel evaluator ``ev`` (a new one, not yet this replica's) with the
         counters of the completions ``bodies`` (applied to the old one meanwhile) counted on
@@ -813,6 +915,8 @@ class Replica:
             if result.approved:
                 self.offline_redeemed[sale.card_no] += result.redeemed_points
             return True
+        if kind in (CLUB_RETURNED, CLUB_TOPPED_UP) and self.club is not None and not approved_record(kind, body):
+            return False  # declined at the till: it changed nothing then, and does not now
         if kind == CLUB_RETURNED and self.club is not None:
             self.club.return_sale(ClubReturn(**body["return"]))
             return True
@@ -839,28 +943,26 @@ class _TrackedClub:
     def _seq(self) -> int:
         return next(self.replica._provisional)
 
-    def commit(self, sale: ClubSale, payment: ClubPayment, txn_no: int) -> Any:
-        """The evaluator's ``commit``; an approved one is noted (a declined one journals no spend)."""
-        result = self.inner.commit(sale, payment, txn_no)
-        if result.approved:
-            self.replica._lane_applied(club_item(self._seq(), ClubCommitSpend(sale, payment, txn_no),
-                                                 result.redeemed_points))
+    def _noted(self, name: str, args: tuple) -> Any:
+        result = getattr(self.inner, name)(*args)
+        op = lane_spend(name, args, result)
+        if op is not None:
+            redeemed = result.redeemed_points if name == "commit" else 0
+            self.replica._lane_applied(club_item(self._seq(), op, redeemed))
         return result
 
+    def commit(self, sale: ClubSale, payment: ClubPayment, txn_no: int) -> Any:
+        """The evaluator's ``commit``; an approved one is noted (a declined one journals no spend)."""
+        return self._noted("commit", (sale, payment, txn_no))
+
     def return_sale(self, ret: ClubReturn) -> Any:
-        """The evaluator's ``return_sale``, noted when approved (a declined one changed
-        nothing; its record, read unmatched, is indexed as the journal says)."""
-        result = self.inner.return_sale(ret)
-        if result.reason.approved:
-            self.replica._lane_applied(club_item(self._seq(), ret))
-        return result
+        """The evaluator's ``return_sale``, noted when approved with what it did (a declined
+        one changed nothing, and its record is no spend: :func:`terminal.own_spend.item_of`)."""
+        return self._noted("return_sale", (ret,))
 
     def top_up(self, req: ClubTopUp) -> Any:
         """The evaluator's ``top_up``, noted when approved (as :meth:`return_sale`)."""
-        result = self.inner.top_up(req)
-        if result.reason.approved:
-            self.replica._lane_applied(club_item(self._seq(), req))
-        return result
+        return self._noted("top_up", (req,))
 
 
 @dataclass(frozen=True, slots=True)

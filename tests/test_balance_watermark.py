@@ -237,10 +237,12 @@ class World:
 
     async def acknowledge(self) -> None:
         """The site's side after an update, as the daemon does it: the kept watermarks of rows
-        that name it no more written beside the journal, then its presence report of the table
+        that name it no more written beside the journal (and those no row needs any more
+        deleted), then its presence report of the table
         versions it holds (what the host's pruning waits for)."""
         for r in self.replicas.values():
             await r.persist_marks()
+            await r.drop_marks()  # after the "store" (self.stored, written at delivery) holds the rows
         report = json.dumps({t.value: v for t, v in self.versions.items()})
         self.ledger.db.run(lambda db: db.execute("UPDATE sites SET replica_versions = ? WHERE site_id = ?",
                                                  (report, SITE)))
@@ -352,10 +354,7 @@ class World:
             for no in self.club_cards:
                 aid = self.account_of[no]
                 host = led.db.scalar("SELECT balance_kop FROM club_accounts WHERE account_id = ?", (aid,))
-                mine = sum(r.body["topup"]["amount_kop"] for r in pending if r.kind == "till.topup"
-                           and self.account_of[r.body["topup"]["card_no"]] == aid) - \
-                    sum(r.body["payment"]["card_balance_kop"] for r in pending if r.kind == "till.sale_committed"
-                        and self.account_of[r.body["sale"]["card_no"]] == aid)
+                mine = own_club_kop(pending, self.account_of, aid)
                 assert rep.club.account(aid).balance_kop == host + mine, (impl, aid)
         ref, nat = (self.replicas[i].club for i in IMPLS)
         for aid in set(self.account_of.values()):
@@ -365,6 +364,23 @@ class World:
     def close(self) -> None:
         self.journal.close()
         self.ledger.close()
+
+
+def own_club_kop(records, account_of, aid: int) -> int:
+    """The money the site's approved club operations among ``records`` put on (or took off)
+    account ``aid``, read straight from the journal: approved top-ups and returns' refunds
+    to the card, less sales paid from it; a top-up or return the till declined counts
+    nothing (tests/test_balance_declined.py journals those)."""
+    kop = 0
+    for r in records:
+        b = r.body
+        if r.kind == "till.topup" and b["result"]["approved"] and account_of[b["topup"]["card_no"]] == aid:
+            kop += b["topup"]["amount_kop"]
+        elif r.kind == "till.return" and b["result"]["reason"] == "OK" and account_of[b["return"]["card_no"]] == aid:
+            kop += b["result"]["refund_card_balance_kop"]
+        elif r.kind == "till.sale_committed" and account_of[b["sale"]["card_no"]] == aid:
+            kop -= b["payment"]["card_balance_kop"]
+    return kop
 
 
 def _lots(account) -> list:
