@@ -368,15 +368,21 @@ cdef int _cmp_i64(const void* a, const void* b) noexcept nogil:
 cdef class _KeyIndex:
     """Positions by int64 key. ``keys`` is in position order (with ``skip_zero``, 0 means "no
     key" and is not indexed). When the keys rise with the position (the usual replica: cards
-    sorted by number) the index is the keys array itself; otherwise ``order`` lists the
+    sorted by number) the index is the keys themselves; otherwise ``order`` lists the
     positions by key. A radix directory over the key range starts each binary search on a
     few keys, so a lookup reads about two cache lines. A repeated key is reported in
-    ``duplicate`` (the owner raises)."""
+    ``duplicate`` (the owner raises).
+
+    Memory (docs/sync.md, "Fourth pass"): rising keys whose directory buckets are at most
+    2**32 keys wide are kept as 32-bit offsets within their bucket (``low``), half the int64
+    array, which is then not referenced: a key is its bucket's base plus its offset (the
+    bucket of a position is found in the directory). Other keys keep the int64 array."""
 
     cdef object _keys
     cdef const int64_t[::1] keys
     cdef int32_t* order
     cdef int32_t* dir
+    cdef uint32_t* low
     cdef readonly Py_ssize_t n
     cdef int64_t kmin, kmax
     cdef int shift
@@ -386,10 +392,12 @@ cdef class _KeyIndex:
     def __cinit__(self):
         self.order = NULL
         self.dir = NULL
+        self.low = NULL
 
     def __dealloc__(self):
         PyMem_Free(self.order)
         PyMem_Free(self.dir)
+        PyMem_Free(self.low)
 
     def __init__(self, keys, bint skip_zero):
         cdef Py_ssize_t n_all = len(keys), i, m = 0, r
@@ -453,18 +461,65 @@ cdef class _KeyIndex:
             while r < self.n and ((<uint64_t>self.at(r) - <uint64_t>self.kmin) >> self.shift) < b:
                 r += 1
             self.dir[b] = <int32_t>r
+        if rising and self.shift <= 32 and n_all == self.n:
+            self._compact()
+
+    cdef void _compact(self) except *:
+        """Keep the (rising) keys as 32-bit offsets within their bucket and drop the array."""
+        cdef Py_ssize_t r
+        cdef uint64_t mask = ((<uint64_t>1) << self.shift) - 1
+        self.low = <uint32_t*>PyMem_Malloc(max(self.n, 1) * sizeof(uint32_t))
+        if self.low == NULL:
+            raise MemoryError("no memory for a key index")
+        for r in range(self.n):
+            self.low[r] = <uint32_t>((<uint64_t>self.keys[r] - <uint64_t>self.kmin) & mask)
+        self.keys = None
+        self._keys = None
+
+    cdef inline int64_t _low_key(self, Py_ssize_t r) noexcept nogil:
+        """The key at rank ``r`` of a compact index (its bucket found in the directory)."""
+        cdef Py_ssize_t lo = 0, hi = <Py_ssize_t>self.nb, mid  # the last bucket b with dir[b] <= r
+        while lo < hi:
+            mid = (lo + hi + 1) >> 1
+            if self.dir[mid] <= r:
+                lo = mid
+            else:
+                hi = mid - 1
+        return <int64_t>(<uint64_t>self.kmin + ((<uint64_t>lo) << self.shift) + self.low[r])
 
     cdef inline int64_t at(self, Py_ssize_t r) noexcept nogil:
         """The r-th smallest key."""
+        if self.low != NULL:
+            return self._low_key(r)
         return self.keys[r] if self.order == NULL else self.keys[self.order[r]]
+
+    cdef inline int64_t key_at(self, Py_ssize_t i) noexcept nogil:
+        """The key at position ``i`` (every position keyed: ``skip_zero`` found no 0)."""
+        if self.low != NULL:
+            return self._low_key(i)
+        return self.keys[i]
 
     cdef Py_ssize_t find(self, int64_t k) noexcept nogil:
         """The position of key ``k``, or -1."""
         if k < self.kmin or k > self.kmax:
             return -1
-        cdef uint64_t b = (<uint64_t>k - <uint64_t>self.kmin) >> self.shift
+        cdef uint64_t off = <uint64_t>k - <uint64_t>self.kmin
+        cdef uint64_t b = off >> self.shift
         cdef Py_ssize_t lo = self.dir[b], hi = self.dir[b + 1], mid
         cdef int64_t v
+        cdef uint32_t t, u
+        if self.low != NULL:
+            t = <uint32_t>(off - (b << self.shift))
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                u = self.low[mid]
+                if u < t:
+                    lo = mid + 1
+                elif u > t:
+                    hi = mid
+                else:
+                    return mid
+            return -1
         while lo < hi:
             mid = (lo + hi) >> 1
             v = self.at(mid)
@@ -476,9 +531,24 @@ cdef class _KeyIndex:
                 return mid if self.order == NULL else self.order[mid]
         return -1
 
+    def key_array(self):
+        """The keys in position order as an int64 array: the one given (shared) or, for a
+        compact index, a new one."""
+        if self.low == NULL:
+            return self._keys
+        cdef carray.array out = carray.clone(_Q, self.n, False)
+        cdef Py_ssize_t r = 0
+        cdef uint64_t b
+        for b in range(self.nb):
+            while r < self.dir[b + 1]:
+                out.data.as_longlongs[r] = <int64_t>(<uint64_t>self.kmin + (b << self.shift) + self.low[r])
+                r += 1
+        return out
+
     cdef size_t nbytes(self) noexcept:
-        """Bytes of the index beyond the keys array."""
-        return (self.nb + 1) * sizeof(int32_t) + (self.n * sizeof(int32_t) if self.order != NULL else 0)
+        """Bytes of the index, its keys included."""
+        return ((self.nb + 1) * sizeof(int32_t) + (self.n * sizeof(int32_t) if self.order != NULL else 0)
+                + (self.n * sizeof(uint32_t) if self.low != NULL else self.keys.shape[0] * sizeof(int64_t)))
 
 
 cdef class _CardNumbers:
@@ -537,7 +607,7 @@ cdef class _CardNumbers:
     cdef inline int64_t key_at(self, Py_ssize_t i):
         """The key of the card at position ``i`` (0: its number is in ``other_by_pos``)."""
         if i < self.base:
-            return self.packed.keys[i]
+            return self.packed.key_at(i)
         return self.keys_extra[i - self.base]
 
     cdef str number(self, Py_ssize_t i):
@@ -556,7 +626,7 @@ cdef class _CardNumbers:
             self.other_by_pos[pos] = no
 
     cdef size_t nbytes(self) noexcept:
-        """Bytes of the packed index beyond its keys array."""
+        """Bytes of the packed index, its keys included."""
         return self.packed.nbytes()
 
 
@@ -842,8 +912,9 @@ cdef class NativeFuelEvaluator:
 
     def __init__(self, source):
         """``source``: a FuelModel, or FuelColumns (the compact replica). The columns are
-        copied into the packed tables; only their card_key, ct_id and stop_keys arrays stay
-        referenced (as the indexes), so drop the columns once the evaluator is built."""
+        copied into the packed tables; their card_key, ct_id and stop_keys arrays stay
+        referenced as the indexes unless an index keeps them compact (``_KeyIndex``), so drop
+        the columns once the evaluator is built."""
         if isinstance(source, FuelModel):
             cols = FuelColumns.from_model(source)
             self._model = source
@@ -1209,7 +1280,6 @@ cdef class NativeFuelEvaluator:
         return (self.n_cards * sizeof(CardRec) + self.n_lims * sizeof(LimitRec) + self.n_defs * sizeof(LimitDef)
                 + self.n_contracts * sizeof(ContractRec) + self.n_rules * sizeof(RuleRec)
                 + self.n_cards * sizeof(int32_t)
-                + 8 * (self.n_cards + self.n_contracts + self.stop_ix.n)
                 + self.numbers.nbytes() + self.ct_ix.nbytes() + self.stop_ix.nbytes())
 
     def card_position(self, card_no):
@@ -1460,7 +1530,7 @@ cdef class NativeFuelEvaluator:
                     c_nchosen.data.as_schars[j] += 1
             j += 1
         stop_other = self.stop_other
-        stop_keys = self.stop_ix._keys
+        stop_keys = self.stop_ix.key_array()
         if self.stop_changes:
             now = self._stop_now()
             stop_keys = _pyarray("q", [k for k in map(key_of, now) if k])
@@ -1483,7 +1553,7 @@ cdef class NativeFuelEvaluator:
     cdef inline int64_t _ct_id_at(self, Py_ssize_t i):
         """The id of the contract at position ``i``."""
         if i < self.ct_base:
-            return self.ct_ix.keys[i]
+            return self.ct_ix.key_at(i)
         return self.ct_ids_extra[i - self.ct_base]
 
     def _stop_now(self):
@@ -2581,7 +2651,7 @@ cdef class NativeClubEvaluator:
     def nbytes(self):
         """Bytes of the packed tables and indexes (the card_key and acc_id arrays and the lot
         slots ever used included; the rules and the pool's never-touched room not)."""
-        return (self.n_cards * (sizeof(ClubCardRec) + 8) + self.n_accounts * (sizeof(AccountRec) + 8)
+        return (self.n_cards * sizeof(ClubCardRec) + self.n_accounts * sizeof(AccountRec)
                 + self.lot_top * sizeof(LotRec) + self.numbers.nbytes() + self.acc_ix.nbytes())
 
     def card_position(self, card_no):
@@ -2703,7 +2773,7 @@ cdef class NativeClubEvaluator:
     cdef inline int64_t _acc_id_at(self, Py_ssize_t i):
         """The id of the account at position ``i``."""
         if i < self.acc_base:
-            return self.acc_ix.keys[i]
+            return self.acc_ix.key_at(i)
         return self.acc_ids_extra[i - self.acc_base]
 
     def apply(self, update):
@@ -3698,3 +3768,17 @@ def _fill_card_columns(cards, dict contract_pos, dict product_pos, cols):
             else:
                 _put_q(l_spent, counter.spent)
                 _put_i(l_pstart, counter.period_start)
+
+
+def _key_index_probe(keys, bint skip_zero, queries):
+    """For the tests of :class:`_KeyIndex` (tests/test_compact_keys.py): an index of ``keys``
+    (an int64 array) and what it answers: ``(compact, [position of each query or -1], [key
+    of each rank], [key of each position], key_array())``; the last two only when every
+    position has a key."""
+    ix = _KeyIndex(keys, skip_zero)
+    cdef Py_ssize_t r
+    found = [ix.find(q) for q in queries]
+    ranked = [ix.at(r) for r in range(ix.n)]
+    every = ix.n == len(keys)
+    by_pos = [ix.key_at(r) for r in range(ix.n)] if every and ix.order == NULL else None
+    return ix.low != NULL, found, ranked, by_pos, (list(ix.key_array()) if every and ix.order == NULL else None)

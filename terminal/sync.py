@@ -37,6 +37,19 @@ publishes ``Presence(online=True)`` retained, and offline again on a clean stop.
 
 Every payload from the broker goes through :func:`wire.decode`; one that fails is counted in
 :attr:`SyncStatus.rejected_messages`, logged, and changes nothing.
+
+**Flow control.** A new site takes hundreds of retained snapshot parts of about 1 MB; the
+broker would send them all at once and the MQTT client queue them while the store stages
+them. Instead the client says in CONNECT that it takes one unacknowledged message at a time
+(MQTT 5 receive maximum :data:`RECEIVE_MAXIMUM`), and acknowledges (PUBACK) a message only
+once it is handled: a snapshot part or a delta once it is in the replica task's queue, which
+holds at most :data:`REPLICA_QUEUE` of them (the receiving waits while it is full). So a
+site holds at most about ``REPLICA_QUEUE + 2`` parts at once (docs/sync.md, "Fourth pass:
+memory"); a message not acknowledged when the connection drops is sent again on the next
+(the session persists) and the follower ignores what it already holds. A window of one is
+what mosquitto 2.0 keeps to: with a larger receive maximum it sends a whole window more on
+every PUBACK, not one message more. The price is one round trip to the broker per message
+not overlapped with staging, which the queue hides while the store is the slower side.
 """
 
 from __future__ import annotations
@@ -95,6 +108,13 @@ def _software_version() -> str:
         return version("edgepos")
     except Exception:  # noqa: BLE001 - not installed (running from a checkout)
         return "0.1.0"
+
+
+#: QoS 1 messages the broker may send this client before it acknowledges one (see the module
+#: docstring, "Flow control").
+RECEIVE_MAXIMUM = 1
+#: Replica messages (snapshot parts, deltas) received and not yet performed, at most.
+REPLICA_QUEUE = 16
 
 
 class SyncError(Exception):
@@ -343,7 +363,10 @@ class SyncClient:
         self._last_error: str | None = None
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._replica_queue: asyncio.Queue[ReplicaDelta | ReplicaSnapshot] = asyncio.Queue()
+        self._replica_queue: asyncio.Queue[ReplicaDelta | ReplicaSnapshot] = asyncio.Queue(REPLICA_QUEUE)
+        #: the most messages held at once, received and not yet performed (the MQTT client's
+        #: queue and the replica task's): bounded by the flow control (module docstring)
+        self.inbound_peak = 0
         self._changed = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.failure: BaseException | None = None
@@ -687,6 +710,7 @@ class SyncClient:
         s = self.settings
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = s.session_expiry_s
+        props.ReceiveMaximum = RECEIVE_MAXIMUM  # flow control: see the module docstring
         will = aiomqtt.Will(presence_topic(self.site_id), self._presence(False, session_start), qos=1, retain=True)
         client = aiomqtt.Client(
             s.host, s.port, username=s.username, password=s.password, logger=_mqtt_log,
@@ -694,6 +718,8 @@ class SyncClient:
             properties=props, will=will, keepalive=s.keepalive_s, timeout=s.publish_timeout_s,
             max_inflight_messages=s.max_in_flight + 8, tls_context=s.tls_context())
         client.pending_calls_threshold = s.max_in_flight + 16
+        # paho acknowledges a message when told (aiomqtt has no option for it: aiomqtt issue 345)
+        client._client.manual_ack_set(True)
         return client
 
     async def _session(self) -> None:
@@ -780,32 +806,43 @@ class SyncClient:
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for m in client.messages:
-            topic = m.topic.value
-            payload = m.payload if isinstance(m.payload, (bytes, bytearray)) else b""
-            if not payload and "/replica/" in topic:
-                continue  # an empty retained message clears a stale snapshot part or delta
-            raw = self._stage_part is not None  # a snapshot part's rows stay bytes, into the store as received
+            self.inbound_peak = max(self.inbound_peak, len(client.messages) + self._replica_queue.qsize() + 1)
             try:
-                if len(payload) > _BIG_FRAME:
-                    msg = await asyncio.to_thread(decode, payload, self.keys, topic=topic, limits=self.settings.limits,
-                                                  raw_rows=raw)
-                else:
-                    msg = decode(payload, self.keys, topic=topic, limits=self.settings.limits, raw_rows=raw)
-            except WireError as e:
-                self._rejected_messages += 1
-                log.warning("sync %s: refused a message on %r: %s", self.site_id, topic[:200], e)
-                self._notify()
-                continue
-            if isinstance(msg, Ack) and msg.site_id == self.site_id:
-                await self._apply_ack(msg)
-            elif isinstance(msg, (ReplicaDelta, ReplicaSnapshot)) and msg.table in self._follower.tables:
-                if self.first_snapshot_at is None and isinstance(msg, ReplicaSnapshot):
-                    self.first_snapshot_at = time.monotonic()
-                self._replica_queue.put_nowait(msg)
+                await self._take(m)
+            finally:
+                if m.qos:  # handled: the broker may send the next (flow control, module docstring)
+                    with contextlib.suppress(Exception):  # a dropped connection: the broker sends it again
+                        client._client.ack(m.mid, m.qos)
+
+    async def _take(self, m: aiomqtt.Message) -> None:
+        """Handle message ``m``: an ack applied, a replica message queued for the replica task
+        (waiting while the queue is full), anything else refused."""
+        topic = m.topic.value
+        payload = m.payload if isinstance(m.payload, (bytes, bytearray)) else b""
+        if not payload and "/replica/" in topic:
+            return  # an empty retained message clears a stale snapshot part or delta
+        raw = self._stage_part is not None  # a snapshot part's rows stay bytes, into the store as received
+        try:
+            if len(payload) > _BIG_FRAME:
+                msg = await asyncio.to_thread(decode, payload, self.keys, topic=topic, limits=self.settings.limits,
+                                              raw_rows=raw)
             else:
-                self._rejected_messages += 1
-                log.warning("sync %s: a %s on %r is not for this site", self.site_id, type(msg).__name__, topic[:200])
-                self._notify()
+                msg = decode(payload, self.keys, topic=topic, limits=self.settings.limits, raw_rows=raw)
+        except WireError as e:
+            self._rejected_messages += 1
+            log.warning("sync %s: refused a message on %r: %s", self.site_id, topic[:200], e)
+            self._notify()
+            return
+        if isinstance(msg, Ack) and msg.site_id == self.site_id:
+            await self._apply_ack(msg)
+        elif isinstance(msg, (ReplicaDelta, ReplicaSnapshot)) and msg.table in self._follower.tables:
+            if self.first_snapshot_at is None and isinstance(msg, ReplicaSnapshot):
+                self.first_snapshot_at = time.monotonic()
+            await self._replica_queue.put(msg)
+        else:
+            self._rejected_messages += 1
+            log.warning("sync %s: a %s on %r is not for this site", self.site_id, type(msg).__name__, topic[:200])
+            self._notify()
 
     # --- replica updates ---
 
@@ -825,6 +862,7 @@ class SyncClient:
                     await self._perform(client, f.delta(msg, now))
                 elif isinstance(msg, ReplicaSnapshot):
                     await self._perform(client, f.part(msg, now))
+                del msg  # a part's frame is not held past its staging
                 await self._perform(client, f.tick(time.monotonic()))
         finally:
             f.disconnected()
