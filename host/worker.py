@@ -146,7 +146,7 @@ class Worker:
                  poll_interval_s: float = 0.2, fold_interval_s: float = 2.0, tls_context=None,
                  stop_grace_s: float = 3.0, allowances: AllowancePolicy = NO_DEFAULT_EXPOSURE,
                  max_batches_per_txn: int = 8, max_txn_bytes: int = 16 << 20,
-                 backlog_fold_interval_s: float = 6.0, pipeline_depth: int = 1) -> None:
+                 backlog_fold_interval_s: float = 6.0) -> None:
         if publish_replica and not keys.can_sign_replica:
             raise WireKeyError(f"publishing the replica needs the host's signing key ({REPLICA_SIGNING_KEY_FILE} in "
                                "the keys directory); "
@@ -181,10 +181,6 @@ class Worker:
         self.max_batches_per_txn = max_batches_per_txn
         #: and their payloads' bytes at most (a message larger than this still goes alone)
         self.max_txn_bytes = max_txn_bytes
-        if pipeline_depth < 1:
-            raise ValueError(f"pipeline_depth must be at least 1, got {pipeline_depth}")
-        #: decoded runs that wait for the ledger while it applies the one before (:meth:`_consume`)
-        self.pipeline_depth = pipeline_depth
         self.stats = WorkerStats()
         self.ready = asyncio.Event()
         self._ingest: LedgerThread | None = None
@@ -209,24 +205,13 @@ class Worker:
         acked by one Ack once it has committed; if that transaction fails, each batch is
         tried alone, so one batch the ledger cannot take holds back no other. Refused frames
         return nothing. Blocking: runs in the ingest ledger's own thread."""
-        return self.apply_decoded(self.decode_many(messages))
-
-    def decode_many(self, messages: Sequence[tuple[str, bytes]]) -> list[tuple[str, object]]:
-        """Decode ``messages`` with every check (:func:`wire.decode`); a refused frame is
-        counted, logged and left out. No ledger: the consume loop runs this in a thread of
-        its own while the ledger thread still applies the run before (a pipeline)."""
-        decoded: list[tuple[str, object]] = []
+        decoded = []
         for topic, payload in messages:
             try:
                 decoded.append((topic, decode(payload, self.keys, topic=topic, limits=self.limits)))
             except WireError as exc:
                 self.stats.refused += 1
                 log.warning("refused a message on %s: %s", topic, exc)
-        return decoded
-
-    def apply_decoded(self, decoded: Sequence[tuple[str, object]]) -> list[Publication]:
-        """Apply messages :meth:`decode_many` gave (as :meth:`handle_many`); returns what to
-        publish. Blocking: runs in the ingest ledger's own thread."""
         if not decoded:
             return []
         lt = self._ingest
@@ -365,46 +350,19 @@ class Worker:
             log.info("worker %s stopped: %r", self.identifier, self.stats)
 
     async def _consume(self, client) -> None:
-        """Take the delivered batches in runs, decode each run in a thread of its own and hand
-        it to the ingest task (:meth:`_ingest_runs`), which applies it in the ledger's thread
-        and publishes its acks. Up to ``pipeline_depth`` decoded runs wait for the ledger, so
-        the decode of run N + 1 overlaps the transaction of run N (the ledger thread waits
-        on the database most of that time, with the GIL released), and an ack still follows
-        its commit. A run decoded but not applied when the worker stops is not acked: the
-        sites send it again."""
         lt = self._ingest
         assert lt is not None
-        runs: asyncio.Queue[list[tuple[str, object]] | None] = asyncio.Queue(maxsize=self.pipeline_depth)
-        ingest = asyncio.create_task(self._ingest_runs(client, lt, runs), name=f"{self.identifier}:ingest")
-        try:
-            messages = client.messages
-            async for message in messages:
-                taken = [_item(message)]
-                size = len(taken[0][1])
-                # a backlog flushing: take what the broker already delivered, up to the bounds
-                while len(taken) < self.max_batches_per_txn and size < self.max_txn_bytes and len(messages):
-                    taken.append(_item(await messages.__anext__()))
-                    size += len(taken[-1][1])
-                if len(taken) > 1 or len(messages):
-                    self.backlog_seen = True  # the publisher folds less often while this lasts
-                decoded = await asyncio.to_thread(self.decode_many, taken)
-                if decoded:
-                    await _put_unless_done(runs, decoded, ingest)
-            await _put_unless_done(runs, None, ingest)  # the messages ended: apply what is queued, then stop
-            await ingest
-        finally:
-            if not ingest.done():
-                await _cancel_all([ingest])
-
-    async def _ingest_runs(self, client, lt: LedgerThread,
-                           runs: asyncio.Queue[list[tuple[str, object]] | None]) -> None:
-        """Apply the decoded runs in order, in the ledger's thread, and publish what each gives
-        (its acks, after its commit); ends at the ``None`` the consume loop puts last."""
-        while True:
-            decoded = await runs.get()
-            if decoded is None:
-                return
-            pubs = await lt.call(self.apply_decoded, decoded)
+        messages = client.messages
+        async for message in messages:
+            taken = [_item(message)]
+            size = len(taken[0][1])
+            # a backlog flushing: take what the broker already delivered, up to the bounds
+            while len(taken) < self.max_batches_per_txn and size < self.max_txn_bytes and len(messages):
+                taken.append(_item(await messages.__anext__()))
+                size += len(taken[-1][1])
+            if len(taken) > 1 or len(messages):
+                self.backlog_seen = True  # the publisher folds less often while this lasts
+            pubs = await lt.call(self.handle_many, taken)
             for p in pubs:
                 await client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain)
                 if p.topic.endswith("/acks"):
@@ -483,20 +441,6 @@ class Worker:
         self.stats.snapshots += 1
         log.info("replica %s: snapshot version %d published (%d parts, %d rows)", table.value, parts[0].version,
                  len(parts), sum(len(x.rows) for x in parts))
-
-
-async def _put_unless_done(queue: asyncio.Queue, item: object, task: asyncio.Task) -> None:
-    """``queue.put(item)``, unless ``task`` (the queue's consumer) ends first: then its error
-    is raised (or, had it ended without one, :class:`RuntimeError`)."""
-    put = asyncio.ensure_future(queue.put(item))
-    done, _ = await asyncio.wait([put, task], return_when=asyncio.FIRST_COMPLETED)
-    if put in done:
-        return
-    put.cancel()
-    if task.cancelled():
-        raise asyncio.CancelledError()
-    exc = task.exception()
-    raise exc if exc is not None else RuntimeError("the ingest task ended before the messages did")
 
 
 def _item(message) -> tuple[str, bytes]:
