@@ -5,10 +5,13 @@ is applied, the rest of the batch is, and the batch is acked. Runs on SQLite and
 from __future__ import annotations
 
 import copy
+import re
 import dataclasses
 import logging
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from authz import sample
 from host import master
@@ -118,3 +121,38 @@ def test_a_failure_without_wide_ints_is_raised_and_applies_nothing(world: Ledger
     with pytest.raises(RuntimeError, match="went away"):
         ingest_batch(world, Batch("S1", 1, tuple(sale), T0))
     assert world.db.scalar("SELECT COUNT(*) FROM records") == 0
+
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.text(max_size=4) | st.integers(min_value=-(1 << 64), max_value=1 << 64)
+    | st.sampled_from([INT64_MIN, INT64_MAX, INT64_MIN - 1, INT64_MAX + 1]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text("abc", min_size=1, max_size=3), inner,
+                                                                  max_size=4),
+    max_leaves=20)
+
+
+def _ints(v: object) -> list[int]:
+    if type(v) is int:
+        return [v]
+    if isinstance(v, dict):
+        return [i for x in v.values() for i in _ints(x)]
+    if isinstance(v, list):
+        return [i for x in v for i in _ints(x)]
+    return []
+
+
+def _at(v: object, path: str) -> object:
+    for part in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path[len("body"):]):
+        v = v[part[0]] if part[0] else v[int(part[1])]  # type: ignore[index]
+    return v
+
+
+@given(_values)
+@settings(max_examples=300, deadline=None)
+def test_wide_int_path_finds_a_wide_int_exactly_when_there_is_one(body: object):
+    path = wide_int_path(body)
+    wide = [i for i in _ints(body) if not INT64_MIN <= i <= INT64_MAX]
+    assert (path is None) == (not wide)
+    if path is not None:
+        found = _at(body, path)
+        assert type(found) is int and not INT64_MIN <= found <= INT64_MAX
