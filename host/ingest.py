@@ -21,6 +21,13 @@ Exactly-once effect from at-least-once delivery:
 - **Refusals.** Batches of a site an operator disabled are settled as rejected (listed in
   the ack's ``rejected``); the site keeps their records and alerts. Records of unknown
   kinds, or whose bodies lack what their kind needs, are stored and flagged, not lost.
+- **No poison batch.** The wire carries integers up to 2^64 - 1, the ledger's columns are
+  64-bit signed. A body holding an integer beyond that range makes the transaction fail (a
+  ``COPY`` or an insert cannot take it); the batch would never be acked and the site would
+  send it forever. So when a transaction fails and a body of its batches holds such an
+  integer, it is run again with those records stored flagged ``bad_body`` (their body text
+  kept, no columns, no effects, a warning logged), and the batches are acked. The bodies are
+  walked only after a failure: the common path pays nothing for this.
 """
 
 from __future__ import annotations
@@ -36,9 +43,11 @@ from . import alerts
 from .db import Database
 from .effects import BatchEffects
 from .ledger import Ledger
+from .records import NO_FACTS
 from .rows import dumps
 
-__all__ = ["ingest_batch", "ingest_site_batches", "record_presence", "IngestStats"]
+__all__ = ["ingest_batch", "ingest_site_batches", "record_presence", "IngestStats", "wide_int_path",
+           "INT64_MIN", "INT64_MAX"]
 
 log = logging.getLogger("edgepos.host.ingest")
 
@@ -95,11 +104,43 @@ def ingest_site_batches(ledger: Ledger, batches: Sequence[Batch], *, limits: Lim
     if stats is not None and len(stats) != len(batches):
         raise ValueError(f"{len(stats)} IngestStats for {len(batches)} batches")
     now = ledger.now()
-    return ledger.db.run(_ingest, batches, now, ledger.clone_tolerance_s, limits, stats)
+    try:
+        return ledger.db.run(_ingest, batches, now, ledger.clone_tolerance_s, limits, stats, False)
+    except Exception:
+        # a value the ledger's 64-bit columns cannot hold fails the whole transaction: with
+        # such records set aside (stored, flagged) the batches go in; any other error is raised
+        if not any(wide_int_path(r.body) is not None for b in batches for r in b.records):
+            raise
+    log.warning("batch(es) %s of site %s hold integers beyond 64 bits: applying them again with those records "
+                "flagged", ", ".join(str(b.batch_seq) for b in batches), batches[0].site_id)
+    return ledger.db.run(_ingest, batches, now, ledger.clone_tolerance_s, limits, stats, True)
+
+
+#: The ledger's integers: 64-bit signed (PostgreSQL ``bigint``, SQLite ``INTEGER``).
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def wide_int_path(body: object, path: str = "body") -> str | None:
+    """The path (``body.a.b[2]``) of the first integer in ``body`` beyond the ledger's 64-bit
+    signed range, or None. The wire allows integers up to 2^64 - 1; the ledger's columns do
+    not, and an effect or a column holding such a value would fail its batch's transaction."""
+    if type(body) is int:
+        return None if INT64_MIN <= body <= INT64_MAX else path
+    if isinstance(body, dict):
+        for k, v in body.items():
+            found = wide_int_path(v, f"{path}.{k}")
+            if found is not None:
+                return found
+    elif isinstance(body, (list, tuple)):
+        for i, v in enumerate(body):
+            found = wide_int_path(v, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 def _ingest(db: Database, batches: list[Batch], now: int, tolerance: int, limits: Limits,
-            stats: Sequence[IngestStats] | None) -> Ack:
+            stats: Sequence[IngestStats] | None, wide_checked: bool) -> Ack:
     site = batches[0].site_id
     db.execute("INSERT INTO sites (site_id, created_at_utc_s) VALUES (?, ?) ON CONFLICT (site_id) DO NOTHING",
                (site, now))
@@ -109,7 +150,7 @@ def _ingest(db: Database, batches: list[Batch], now: int, tolerance: int, limits
         outcome, reason = "rejected", f"site {site} is {status} on the host: batch refused"
         new = [0] * len(batches)
     else:
-        new = _apply_records(db, batches, now, tolerance)
+        new = _apply_records(db, batches, now, tolerance, wide_checked)
         outcome, reason = "applied", None
     # An applied batch stays applied; a resend of a refused batch to a re-enabled site applies it.
     db.executemany("INSERT INTO batches (site_id, batch_seq, status, reason, records, new_records, created_utc_s, "
@@ -143,9 +184,11 @@ def _ingest(db: Database, batches: list[Batch], now: int, tolerance: int, limits
     return Ack(site, up_to, tuple(Rejection(s, r) for s, r in reversed(rejected)))
 
 
-def _apply_records(db: Database, batches: list[Batch], now: int, tolerance: int) -> list[int]:
+def _apply_records(db: Database, batches: list[Batch], now: int, tolerance: int, wide_checked: bool) -> list[int]:
     """Store and apply the records of ``batches`` (one site) not stored yet, each once (a
-    record in two of the batches counts for the first); returns each batch's new count."""
+    record in two of the batches counts for the first); returns each batch's new count.
+    ``wide_checked``: every body is first walked for integers beyond 64 bits, and a record
+    holding one is stored flagged ``bad_body`` with no columns and no effects."""
     site = batches[0].site_id
     ids = [r.record_id for b in batches for r in b.records]
     seen = {r[0] for r in db.select_in("SELECT record_id FROM records WHERE record_id IN ({in})", ids)}
@@ -167,10 +210,27 @@ def _apply_records(db: Database, batches: list[Batch], now: int, tolerance: int)
     read, body_json = fx.read, _body_json
     # One pass: each record's effects kept and its row made (the flag is filled in below,
     # once the effects are applied: applying is what flags an unknown contract or card).
-    rows = [(r.record_id, site, seq, r.lane, r.txn_id, r.kind, r.at_utc_s, body_json(r.body).decode(), None)
-            + read(r) + (now,) for r, seq in zip(fresh, seqs)]
+    if wide_checked:
+        rows, applied = [], []
+        for r, seq in zip(fresh, seqs):
+            path = wide_int_path(r.body)
+            if path is None:
+                cols = read(r)
+                applied.append(r)
+            else:
+                detail = (f"{r.kind}: {path} is beyond the ledger's 64-bit integers "
+                          f"({INT64_MIN}..{INT64_MAX}): stored, not applied")
+                fx.flag(r, "bad_body", detail)
+                log.warning("site %s record %s (batch %d): %s", site, r.record_id, seq, detail)
+                cols = NO_FACTS
+            rows.append((r.record_id, site, seq, r.lane, r.txn_id, r.kind, r.at_utc_s, body_json(r.body).decode(),
+                         None) + cols + (now,))
+    else:
+        rows = [(r.record_id, site, seq, r.lane, r.txn_id, r.kind, r.at_utc_s, body_json(r.body).decode(), None)
+                + read(r) + (now,) for r, seq in zip(fresh, seqs)]
+        applied = fresh
     fx.apply()
-    alerts.apply(db, site, fresh, now)  # fuel.totals_mismatch -> totals_alerts
+    alerts.apply(db, site, applied, now)  # fuel.totals_mismatch -> totals_alerts
     flags = fx.flags
     if flags:
         rows = [row if row[0] not in flags else row[:8] + (flags[row[0]],) + row[9:] for row in rows]
