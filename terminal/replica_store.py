@@ -140,6 +140,9 @@ class ReplicaStore:
         except (OSError, sqlite3.Error) as exc:
             raise ReplicaStoreError(f"cannot open the replica store {path}: {exc}") from None
         try:
+            # 16 kB pages for a new store (a no-op on one that exists): a snapshot's rows are
+            # bulk B-tree inserts, about 13% less CPU a row than with 4 kB pages (docs/sync.md)
+            conn.execute("PRAGMA page_size = 16384")
             if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
                 raise ReplicaStoreError(f"the replica store {path} cannot use WAL mode")
             conn.execute("PRAGMA synchronous = FULL")
