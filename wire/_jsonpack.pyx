@@ -30,6 +30,7 @@ dict per body built by the JSON decoder only to be packed again at once.
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from wire._ids cimport name as _name, ulid as _ulid
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memmove
 
@@ -503,58 +504,6 @@ def body_to_msgpack(str text not None, int max_depth):
         free(b.p)
 
 
-# character classes of the record's fields, as wire._wirecheck has them: 1 = allowed
-cdef unsigned char _ULID_FIRST[256]
-cdef unsigned char _ULID_REST[256]
-cdef unsigned char _ALNUM[256]
-cdef unsigned char _SITE_REST[256]
-cdef unsigned char _KIND_REST[256]
-
-
-cdef void _fill():
-    cdef int c
-    for c in range(256):
-        _ULID_FIRST[c] = 0
-        _ULID_REST[c] = 0
-        _ALNUM[c] = 0
-        _SITE_REST[c] = 0
-        _KIND_REST[c] = 0
-    for c in range(ord("0"), ord("7") + 1):
-        _ULID_FIRST[c] = 1
-    for ch in "0123456789ABCDEFGHJKMNPQRSTVWXYZ":
-        _ULID_REST[ord(ch)] = 1
-    for ch in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz":
-        _ALNUM[ord(ch)] = 1
-        _SITE_REST[ord(ch)] = 1
-        _KIND_REST[ord(ch)] = 1
-    for ch in "_.-":
-        _SITE_REST[ord(ch)] = 1
-        _KIND_REST[ord(ch)] = 1
-    _KIND_REST[ord(":")] = 1
-
-
-_fill()
-
-
-cdef inline bint _ulid(const unsigned char* s) noexcept:
-    cdef int i
-    if not _ULID_FIRST[s[0]]:
-        return False
-    for i in range(1, 26):
-        if not _ULID_REST[s[i]]:
-            return False
-    return True
-
-
-cdef inline bint _name(const unsigned char* s, Py_ssize_t n, const unsigned char* rest) noexcept:
-    """``[A-Za-z0-9]`` then up to 63 of ``rest``."""
-    cdef Py_ssize_t i
-    if n < 1 or n > 64 or not _ALNUM[s[0]]:
-        return False
-    for i in range(1, n):
-        if not rest[s[i]]:
-            return False
-    return True
 
 
 cdef inline bint _ascii(object v):
@@ -577,9 +526,9 @@ cdef bint _fields_ok(object rid, object lane, object txn, object kind, const uns
             return False
     if s[ns] != 45 or not _ulid(s + ns + 1):  # '-'
         return False
-    if not _name(<const unsigned char*>PyUnicode_DATA(lane), PyUnicode_GET_LENGTH(lane), _SITE_REST):
+    if not _name(<const unsigned char*>PyUnicode_DATA(lane), PyUnicode_GET_LENGTH(lane), False):
         return False
-    if not _name(<const unsigned char*>PyUnicode_DATA(kind), PyUnicode_GET_LENGTH(kind), _KIND_REST):
+    if not _name(<const unsigned char*>PyUnicode_DATA(kind), PyUnicode_GET_LENGTH(kind), True):
         return False
     nt = PyUnicode_GET_LENGTH(txn)
     nl = nt - ns - 1 - 27  # the lane's length
@@ -591,7 +540,7 @@ cdef bint _fields_ok(object rid, object lane, object txn, object kind, const uns
             return False
     if s[ns] != 58 or s[nt - 27] != 45:  # ':', '-'
         return False
-    return _name(s + ns + 1, nl, _SITE_REST) and _ulid(s + nt - 26)
+    return _name(s + ns + 1, nl, False) and _ulid(s + nt - 26)
 
 
 # the record map's keys, packed: the order of wire.codec's record schema

@@ -20,6 +20,7 @@ checks this module against the Python path with hypothesis. It lives in ``wire``
 """
 
 from cpython.long cimport PyLong_AsLongLongAndOverflow
+from wire._ids cimport name as _name, ulid as _ulid
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object o)
@@ -32,37 +33,6 @@ cdef extern from "Python.h":
     bint PyList_CheckExact(object o)
     bint PyBool_Check(object o)
 
-# character classes, one table each: 1 = allowed
-cdef unsigned char _ULID_FIRST[256]
-cdef unsigned char _ULID_REST[256]
-cdef unsigned char _ALNUM[256]
-cdef unsigned char _SITE_REST[256]
-cdef unsigned char _KIND_REST[256]
-
-
-cdef void _fill():
-    cdef int c
-    for c in range(256):
-        _ULID_FIRST[c] = 0
-        _ULID_REST[c] = 0
-        _ALNUM[c] = 0
-        _SITE_REST[c] = 0
-        _KIND_REST[c] = 0
-    for c in range(ord("0"), ord("7") + 1):
-        _ULID_FIRST[c] = 1
-    for ch in "0123456789ABCDEFGHJKMNPQRSTVWXYZ":
-        _ULID_REST[ord(ch)] = 1
-    for ch in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz":
-        _ALNUM[ord(ch)] = 1
-        _SITE_REST[ord(ch)] = 1
-        _KIND_REST[ord(ch)] = 1
-    for ch in "_.-":
-        _SITE_REST[ord(ch)] = 1
-        _KIND_REST[ord(ch)] = 1
-    _KIND_REST[ord(":")] = 1
-
-
-_fill()
 
 cdef object _RECORD_ID = "record_id"
 cdef object _SITE_ID = "site_id"
@@ -74,31 +44,10 @@ cdef object _BODY = "body"
 cdef long long _INT64_MAX = 9223372036854775807
 
 
-cdef inline bint _ulid(const unsigned char* s) noexcept:
-    cdef int i
-    if not _ULID_FIRST[s[0]]:
-        return False
-    for i in range(1, 26):
-        if not _ULID_REST[s[i]]:
-            return False
-    return True
-
-
-cdef inline bint _name(const unsigned char* s, Py_ssize_t n, const unsigned char* rest) noexcept:
-    """``[A-Za-z0-9]`` then up to 63 of ``rest``."""
-    cdef Py_ssize_t i
-    if n < 1 or n > 64 or not _ALNUM[s[0]]:
-        return False
-    for i in range(1, n):
-        if not rest[s[i]]:
-            return False
-    return True
-
-
-cdef inline bint _ascii_name(object v, const unsigned char* rest):
+cdef inline bint _ascii_name(object v, bint colon):
     if not PyUnicode_CheckExact(v) or not PyUnicode_IS_ASCII(v):
         return False
-    return _name(<const unsigned char*>PyUnicode_DATA(v), PyUnicode_GET_LENGTH(v), rest)
+    return _name(<const unsigned char*>PyUnicode_DATA(v), PyUnicode_GET_LENGTH(v), colon)
 
 
 cdef bint _json_ok(object container, int depth, int max_depth) except -1:
@@ -169,7 +118,7 @@ def records_fast(list records not None, str site_id not None, int max_depth, obj
         if s[ns] != 45 or not _ulid(s + ns + 1):  # '-'
             return None
         # lane, kind
-        if not _ascii_name(lane, _SITE_REST) or not _ascii_name(kind, _KIND_REST):
+        if not _ascii_name(lane, False) or not _ascii_name(kind, True):
             return None
         # txn id: {site}:{lane}-{ULID}
         if not PyUnicode_CheckExact(txn) or not PyUnicode_IS_ASCII(txn):
@@ -184,7 +133,7 @@ def records_fast(list records not None, str site_id not None, int max_depth, obj
                 return None
         if s[ns] != 58 or s[nt - 27] != 45:  # ':', '-'
             return None
-        if not _name(s + ns + 1, nl, _SITE_REST) or not _ulid(s + nt - 26):
+        if not _name(s + ns + 1, nl, False) or not _ulid(s + nt - 26):
             return None
         # at_utc_s: an int in 0..2**63-1
         if not PyLong_CheckExact(at):
