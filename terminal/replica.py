@@ -96,6 +96,24 @@ FUEL_TABLES = (Table.PRODUCTS, Table.STATIONS, Table.TARIFFS, Table.CONTRACTS, T
 CLUB_TABLES = (Table.CLUB_RULES, Table.CLUB_ACCOUNTS)
 
 
+
+def _accounts_now(ev: Any, cm: ClubModel, aids: Iterable[int]) -> Iterator[tuple[int, Any, tuple[ClubCard, ...]]]:
+    """Each of accounts ``aids``, in id order, as club evaluator ``ev`` holds it now (its
+    balance, turnovers and lots over the model's row) with its cards: what a translation or
+    a replay of the site's own spend starts from."""
+    wanted = set(aids)
+    cards_of: dict[int, list[ClubCard]] = {a: [] for a in wanted}
+    for i in range(len(cm.cards)):
+        c = cm.cards[i]
+        if c.account_id in cards_of:
+            cards_of[c.account_id].append(c)
+    for aid in sorted(wanted):
+        st = ev.account(aid)
+        acct = replace(cm.accounts[cm.account_index[aid]], balance_kop=st.balance_kop,
+                       turnover_month=st.turnover_month, turnover_kop=st.turnover_kop, lots=tuple(st.lots))
+        yield aid, acct, tuple(cards_of[aid])
+
+
 class ReplicaUpdateError(ModelError):
     """A replica update the site refuses as a whole: rows that disagree with each other or
     with the replica (a card of an unknown contract, a limit of an unknown product, an
@@ -815,22 +833,14 @@ class Replica:
             ev, cm = self.club, self.club_model
             assert cm is not None
             touched = {cm.cards[cm.card_index[no]].account_id for no in spend.by_club_card if no in cm.card_index}
-            cards_of: dict[int, list[ClubCard]] = {a: [] for a in touched}
-            for i in range(len(cm.cards)):
-                c = cm.cards[i]
-                if c.account_id in cards_of:
-                    cards_of[c.account_id].append(c)
             rows = []
-            for aid in sorted(touched):
-                st = ev.account(aid)
-                acct = replace(cm.accounts[cm.account_index[aid]], balance_kop=st.balance_kop,
-                               turnover_month=st.turnover_month, turnover_kop=st.turnover_kop, lots=tuple(st.lots))
+            for aid, acct, held in _accounts_now(ev, cm, touched):
                 seq = seq_of(wm.get((Table.CLUB_ACCOUNTS, aid), 0))
-                row = translate_account(ClubAccountRow(acct, tuple(cards_of[aid])), seq, cm.rules, spend)
+                row = translate_account(ClubAccountRow(acct, held), seq, cm.rules, spend)
                 rows.append((row.account, row.cards))
-                for c in cards_of[aid]:
+                for c in held:
                     self._set_redeemed(c.card_no, spend.redeemed_past(c.card_no, seq))
-                spend.forget_club_cards((c.card_no for c in cards_of[aid]), seq)
+                spend.forget_club_cards((c.card_no for c in held), seq)
             ev.apply(ClubUpdate(accounts=tuple(rows)))
             self._club_model = None
         return n
@@ -851,18 +861,8 @@ class Replica:
                 by_account.setdefault(cm.cards[i].account_id, []).append(op)
         if not by_account:
             return 0
-        cards_of: dict[int, list[ClubCard]] = {a: [] for a in by_account}
-        for i in range(len(cm.cards)):
-            c = cm.cards[i]
-            if c.account_id in cards_of:
-                cards_of[c.account_id].append(c)
-        rows = []
-        for aid in sorted(by_account):
-            st = ev.account(aid)
-            acct = replace(cm.accounts[cm.account_index[aid]], balance_kop=st.balance_kop,
-                           turnover_month=st.turnover_month, turnover_kop=st.turnover_kop, lots=tuple(st.lots))
-            cards = tuple(cards_of[aid])
-            rows.append((account_after(cm.rules, acct, cards, by_account[aid]), cards))
+        rows = [(account_after(cm.rules, acct, cards, by_account[aid]), cards)
+                for aid, acct, cards in _accounts_now(ev, cm, by_account)]
         ev.apply(ClubUpdate(accounts=tuple(rows)))
         self._club_model = None
         return sum(len(v) for v in by_account.values())
