@@ -25,7 +25,7 @@ from hw.card.records import FORMAT_V2, static_mac_input
 from hw.sim.personalise import personalise
 from tests.hw.pcsc import keys, pcscd  # noqa: F401  (fixtures)
 
-from .test_fuel_lane import GOOD, PIN, TODAY, Site, fuel_model, run
+from .test_fuel_lane import GOOD, PIN, Site, clear_of_midnight, fuel_model, run, today  # noqa: F401  (fixture)
 
 COUNT = 9  # the card's purchases-a-day limit
 
@@ -50,22 +50,22 @@ def test_a_fleet_card_counts_one_purchase_per_sale_that_delivered_fuel(pcscd, tm
         st, ans, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI95", "preset_volume_ml": 5_000})
         assert st == 200 and ans["approved"] and ans["exceptions"] == [], ans
         pre = s.record(ans["txn_id"], "fuel.preauth")["card"]
-        assert pre["counting"][-1] == [COUNT, 1, 2, TODAY]  # counts purchases, from today
-        assert pre["reserve_counters"][-1] == [COUNT, 1, TODAY]
+        assert pre["counting"][-1] == [COUNT, 1, 2, today()]  # counts purchases, from today
+        assert pre["reserve_counters"][-1] == [COUNT, 1, today()]
         s.pump.lift_nozzle("AI95")
         await s.wait_state("card_read")
         s.pump.hang_up()
         committed = s.record(ans["txn_id"], "fuel.card_committed")["counters"]
         assert committed == s.card_counters()
-        assert committed[0][1:] == [5_000, TODAY] and committed[-1] == [COUNT, 1, TODAY]
+        assert committed[0][1:] == [5_000, today()] and committed[-1] == [COUNT, 1, today()]
         # An authorization voided before fuel flowed is no purchase: the count stays 1.
         await s.pin_ok()
         st, ans2, _ = await s.post("/v1/pumps/1/authorize", {"product": "DT", "preset_volume_ml": 5_000})
         assert st == 200 and ans2["approved"]
-        assert s.record(ans2["txn_id"], "fuel.preauth")["card"]["reserve_counters"][-1] == [COUNT, 2, TODAY]
+        assert s.record(ans2["txn_id"], "fuel.preauth")["card"]["reserve_counters"][-1] == [COUNT, 2, today()]
         st, voided, _ = await s.post("/v1/pumps/1/void", {})
         assert st == 200 and voided["card_release"] == "released"
-        assert s.card_counters()[-1] == [COUNT, 1, TODAY]
+        assert s.card_counters()[-1] == [COUNT, 1, today()]
         # A second sale with fuel: 2.
         await s.pin_ok()
         st, _, _ = await s.post("/v1/pumps/1/authorize", {"product": "DT", "preset_volume_ml": 3_000})
@@ -73,7 +73,7 @@ def test_a_fleet_card_counts_one_purchase_per_sale_that_delivered_fuel(pcscd, tm
         s.pump.lift_nozzle("DT")
         await s.wait(lambda v: v["txn"] is None and v["state"] == "card_read", "the second sale's end")
         s.pump.hang_up()
-        assert s.card_counters()[-1] == [COUNT, 2, TODAY]
+        assert s.card_counters()[-1] == [COUNT, 2, today()]
         assert s.card.state.txn_counter == 6
     run(pcscd, tmp_path, keys, test, card_state=fleet_state(keys))
 
@@ -169,7 +169,7 @@ def test_a_card_limit_that_counts_otherwise_than_the_replicas_is_not_merged(pcsc
     keeps counting its purchases."""
     card = next(c for c in fuel_model().cards if c.card_no == GOOD)
     on_card = replace(card, limits=(Limit(1, LimitUnit.PURCHASES, Period.DAY, 3),) + card.limits[1:])
-    state = personalise(on_card, PIN, keys, [(1, LimitCounter(2, TODAY))])
+    state = personalise(on_card, PIN, keys, [(1, LimitCounter(2, today()))])
     assert state.identity[0] == FORMAT_V2
 
     async def test(s: Site):
@@ -178,8 +178,8 @@ def test_a_card_limit_that_counts_otherwise_than_the_replicas_is_not_merged(pcsc
         st, ans, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI95"})
         assert st == 200 and (ans["reason"], ans["volume_ml"], ans["binding_limit_id"]) == ("LIMIT", 100_000, 1), ans
         pre = s.record(ans["txn_id"], "fuel.preauth")["card"]
-        assert pre["counting"][0] == [1, 1, 2, TODAY]
-        assert pre["base_counters"][0] == [1, 2, TODAY] and pre["reserve_counters"][0] == [1, 3, TODAY]
+        assert pre["counting"][0] == [1, 1, 2, today()]
+        assert pre["base_counters"][0] == [1, 2, today()] and pre["reserve_counters"][0] == [1, 3, today()]
         st, voided, _ = await s.post("/v1/pumps/1/void", {})
-        assert st == 200 and s.card_counters()[0] == [1, 2, TODAY]
+        assert st == 200 and s.card_counters()[0] == [1, 2, today()]
     run(pcscd, tmp_path, keys, test, card_state=state)

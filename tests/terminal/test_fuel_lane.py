@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass, replace
 from datetime import date
 
@@ -40,7 +41,26 @@ STOPPED = "7005830000000025"  # on the stop list
 LIMITED = "7005830000000033"  # 30 L a day; its card says 20 L are spent today
 EXHAUSTED = "7005830000000041"  # 30 L a day; its card says all 30 L are spent today
 PRICE = 6_150 - 150  # AI95 list price less the Regional tariff's home-region discount
-TODAY = day_number(local_date(int(__import__("time").time()), "Europe/Moscow"))
+SITE_TZ = "Europe/Moscow"  # the contracts' time zone: their day is the limits' day
+MIDNIGHT_MARGIN_S = 75  # longer than any one test here (each is bounded by 60 s)
+
+
+def _day(utc_s: float) -> int:
+    return day_number(local_date(int(utc_s), SITE_TZ))
+
+
+def today() -> int:
+    """The contracts' day number now: what the site dates its limit counters with."""
+    return _day(time.time())
+
+
+@pytest.fixture(autouse=True)
+def clear_of_midnight():
+    """Keep a test clear of the contracts' midnight, so that ``today()`` in the test and the
+    site's day agree from its first step to its last (a test started a minute before midnight
+    in Moscow would count against one day and see the next)."""
+    while _day(now := time.time()) != _day(now + MIDNIGHT_MARGIN_S):
+        time.sleep(1)
 
 
 def fuel_model() -> FuelModel:
@@ -62,7 +82,10 @@ def fuel_model() -> FuelModel:
         cards=cards, discounts=sample.tariff_table(), stop_list=[STOPPED])
 
 
-CARD_COUNTERS = {LIMITED: {1: LimitCounter(20_000, TODAY)}, EXHAUSTED: {1: LimitCounter(30_000, TODAY)}}
+def card_counters(card_no: str) -> dict[int, LimitCounter]:
+    """What the virtual card ``card_no`` says it has spent today, by limit id."""
+    spent = {LIMITED: 20_000, EXHAUSTED: 30_000}
+    return {1: LimitCounter(spent[card_no], today())} if card_no in spent else {}
 
 
 @dataclass
@@ -149,7 +172,7 @@ def run(pcscd, tmp_path, keys, test, *, card_no: str = GOOD, time_scale: float =
                                    pumps=(PumpConfig(1, READER, "sim", PRODUCTS),)))
         card, = (c for c in fuel_model().cards if c.card_no == card_no)
         path = tmp_path / f"{card_no}.json"
-        (card_state or personalise(card, PIN, card_keys or keys, CARD_COUNTERS.get(card_no, {}).items())).save(path)
+        (card_state or personalise(card, PIN, card_keys or keys, card_counters(card_no).items())).save(path)
         vcard = VirtualCard(path)
         pump = SimulatedPump(1, products=PRODUCTS, time_scale=time_scale, hold_until_confirmed=hold_until_confirmed)
         await asyncio.to_thread(settle_empty_reader)
@@ -190,7 +213,7 @@ def test_whole_sale_with_a_preset(pcscd, tmp_path, keys, preset, volume_ml):
         assert done["delivered_volume_ml"] == volume_ml and done["amount_kop"] == amount
         committed = s.record(txn, "fuel.card_committed")
         assert s.card_counters() == committed["counters"]  # the card holds what the journal says
-        assert committed["counters"][0][1:] == [volume_ml, TODAY]  # litres today
+        assert committed["counters"][0][1:] == [volume_ml, today()]  # litres today
         assert committed["counters"][1][1] == amount  # rubles this month
         assert s.card.state.txn_counter == 2 and not s.card.state.reservation_open
         assert s.balance() == opening - amount
@@ -415,7 +438,7 @@ def test_the_cards_own_counters_bind_when_newer(pcscd, tmp_path, keys):
         await s.pin_ok()
         st, ans, _ = await s.post("/v1/pumps/1/authorize", {"product": "AI95", "preset_volume_ml": 25_000})
         assert (ans["reason"], ans["volume_ml"], ans["binding_limit_id"]) == ("LIMIT", 10_000, 1)
-        assert s.record(ans["txn_id"], "fuel.preauth")["card"]["reserve_counters"] == [[1, 30_000, TODAY]]
+        assert s.record(ans["txn_id"], "fuel.preauth")["card"]["reserve_counters"] == [[1, 30_000, today()]]
     run(pcscd, tmp_path, keys, test, card_no=LIMITED)
 
 
