@@ -61,8 +61,9 @@ from host.ledger import Ledger
 from terminal.broker import embedded_broker
 from terminal.ids import new_id, new_txn_id
 from terminal.journal import Journal, Record
-from terminal.sync import SyncClient, SyncSettings
+from terminal.sync import SyncClient, SyncSettings, SyncStatus, batch_last_seq
 from wire import (
+    Ack,
     REPLICA_SIGNING_KEY_FILE,
     REPLICA_VERIFY_KEY_FILE,
     SiteKeys,
@@ -310,8 +311,34 @@ def settle(url: str, timeout_s: float) -> None:
     progress(f"settle: the publisher had not published everything after {timeout_s} s")
 
 
-def run_once(tag: str, db: str, workers: int, journals: dict[str, Path], n_records: int, model, work: Path,
-             args: argparse.Namespace, txn_batches: int = 8) -> dict[str, object]:
+class HostRun:
+    """One run's host: a fresh ledger (SQLite file or PostgreSQL schema) with the sample
+    network, its keys folder, a Mosquitto with the no-drop configuration and the worker
+    processes in one shared-subscription group (worker 0 publishes the replica), started
+    and ready (subscribed). Made and torn down by :func:`host_run`."""
+
+    def __init__(self, tag: str, db: str, url: str, run_dir: Path, keys: dict[str, bytes], replica_key,
+                 broker, procs: list[WorkerProc]) -> None:
+        self.tag, self.db, self.url, self.run_dir = tag, db, url, run_dir
+        self.keys, self.replica_key, self.broker, self.procs = keys, replica_key, broker, procs
+
+    def pg_backend_cpu(self) -> float:
+        """CPU seconds of the workers' PostgreSQL backends over their whole life (0 on SQLite)."""
+        if self.db != "postgresql":
+            return 0.0
+        total = 0.0
+        with Ledger.open(self.url) as led:
+            for (pid,) in led.db.fetchall("SELECT pid FROM pg_stat_activity WHERE application_name LIKE ?",
+                                          (f"bench-{self.tag}-w%",)):
+                total += cpu_s(pid)  # the backends' whole life: they did nothing before the run
+        return total
+
+
+@contextlib.contextmanager
+def host_run(tag: str, db: str, workers: int, journals: dict[str, Path], model, work: Path,
+             args: argparse.Namespace, txn_batches: int) -> Iterator[HostRun]:
+    """The host of one run (:class:`HostRun`), the sites' journals reset to unsent; on the
+    way out the workers and the broker are stopped and a PostgreSQL schema is dropped."""
     run_dir = work / tag
     run_dir.mkdir(parents=True, exist_ok=True)
     for p in journals.values():
@@ -342,7 +369,6 @@ def run_once(tag: str, db: str, workers: int, journals: dict[str, Path], n_recor
             c.execute(f"CREATE SCHEMA {schema}")
         url = f"{PG}?options=-csearch_path%3D{schema}"
     procs: list[WorkerProc] = []
-    profilers: list[Profiler] = []
     broker = embedded_broker(run_dir)
     try:
         with Ledger.open(url) as led:
@@ -356,35 +382,52 @@ def run_once(tag: str, db: str, workers: int, journals: dict[str, Path], n_recor
                                     backlog_fold_s=args.worker_backlog_fold_s))
         for p in procs:
             p.wait_ready()
-        if args.profile:
-            args.profile.mkdir(parents=True, exist_ok=True)
-            profilers = [Profiler(p.proc.pid, args.profile / f"{tag}-{p.name}.txt") for p in procs]
-            profilers.append(Profiler(os.getpid(), args.profile / f"{tag}-edge.txt"))
-            time.sleep(1.0)
-        wcpu0 = [cpu_s(p.proc.pid) for p in procs]
-        bcpu0 = cpu_s(broker.pid)
-        progress(f"{tag}: {n_records} records, {len(journals)} site(s) -> {workers} worker(s) on {db}, "
-                 f"up to {txn_batches} batch(es) per transaction")
-        elapsed, edge_cpu, statuses = asyncio.run(_flush(journals, keys, replica_key.public_key(), broker.url, args))
-        if args.settle:
-            settle(url, args.settle)
-        wcpu = [cpu_s(p.proc.pid) - c0 for p, c0 in zip(procs, wcpu0)]
-        bcpu = cpu_s(broker.pid) - bcpu0
-        pg_cpu = 0.0
-        with Ledger.open(url) as led:
-            for s in journals:
-                info = led.site(s)
-                assert info is not None and info.up_to_seq == info.max_seq, info
-            held = sum(led.site(s).records for s in journals)
-            if db == "postgresql":
-                for (pid,) in led.db.fetchall("SELECT pid FROM pg_stat_activity WHERE application_name LIKE ?",
-                                              (f"bench-{tag}-w%",)):
-                    pg_cpu += cpu_s(pid)  # the backends' whole life: they did nothing before the run
-        assert held == n_records, f"the ledger holds {held} of {n_records} records"
-        for pr in profilers:
-            pr.stop()
-        for pr in profilers:
-            progress(pr.summary())
+        yield HostRun(tag, db, url, run_dir, keys, replica_key, broker, procs)
+    finally:
+        for p in procs:
+            p.stop()
+        broker.stop()
+        if schema is not None:
+            import psycopg
+            with psycopg.connect(PG, autocommit=True) as c:
+                c.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def run_once(tag: str, db: str, workers: int, journals: dict[str, Path], n_records: int, model, work: Path,
+             args: argparse.Namespace, txn_batches: int = 8) -> dict[str, object]:
+    profilers: list[Profiler] = []
+    with host_run(tag, db, workers, journals, model, work, args, txn_batches) as h:
+        procs, broker, url = h.procs, h.broker, h.url
+        try:
+            if args.profile:
+                args.profile.mkdir(parents=True, exist_ok=True)
+                profilers = [Profiler(p.proc.pid, args.profile / f"{tag}-{p.name}.txt") for p in procs]
+                profilers.append(Profiler(os.getpid(), args.profile / f"{tag}-edge.txt"))
+                time.sleep(1.0)
+            wcpu0 = [cpu_s(p.proc.pid) for p in procs]
+            bcpu0 = cpu_s(broker.pid)
+            progress(f"{tag}: {n_records} records, {len(journals)} site(s) -> {workers} worker(s) on {db}, "
+                     f"up to {txn_batches} batch(es) per transaction")
+            elapsed, edge_cpu, statuses = asyncio.run(
+                _flush(journals, h.keys, h.replica_key.public_key(), broker.url, args))
+            if args.settle:
+                settle(url, args.settle)
+            wcpu = [cpu_s(p.proc.pid) - c0 for p, c0 in zip(procs, wcpu0)]
+            bcpu = cpu_s(broker.pid) - bcpu0
+            pg_cpu = h.pg_backend_cpu()
+            with Ledger.open(url) as led:
+                for s in journals:
+                    info = led.site(s)
+                    assert info is not None and info.up_to_seq == info.max_seq, info
+                held = sum(led.site(s).records for s in journals)
+            assert held == n_records, f"the ledger holds {held} of {n_records} records"
+            for pr in profilers:
+                pr.stop()
+            for pr in profilers:
+                progress(pr.summary())
+        finally:
+            for pr in profilers:
+                pr.stop()
         per = 1e6 / n_records
         out: dict[str, object] = {
             "flush_s": round(elapsed, 2), "records_per_s": round(n_records / elapsed),
@@ -398,16 +441,215 @@ def run_once(tag: str, db: str, workers: int, journals: dict[str, Path], n_recor
         }
         progress(f"{tag}: {out}")
         return out
-    finally:
-        for pr in profilers:
-            pr.stop()
-        for p in procs:
+
+
+# -- the drain mode: the host's side alone --------------------------------------------------------
+
+#: the most batches a site's SyncClient may have unacked (terminal.sync.SyncSettings): in the
+#: drain mode every batch of a site is published before any is acked, so a site's share of
+#: the records must fit in this many batches
+DRAIN_MAX_IN_FLIGHT = 1000
+
+
+async def _publish_all(journals: dict[str, Path], keys: dict[str, bytes], replica_verify: Ed25519PublicKey,
+                       url: str, args: argparse.Namespace) -> tuple[float, float, dict[str, int], int]:
+    """Each site's SyncClient publishes its whole journal (the production path: the read, the
+    pack, the cut, the durable range, the QoS 1 publish), with an in-flight window wide
+    enough that no batch waits for an ack, and goes offline once every batch has its
+    PUBACK: the broker then holds them all. Returns (wall s, CPU s, each site's last batch,
+    resends)."""
+    settings = {"max_in_flight": DRAIN_MAX_IN_FLIGHT, "poll_interval_s": 0.05,
+                "max_batch_records": args.batch_records, "ack_timeout_s": 3600.0}
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    async with contextlib.AsyncExitStack() as stack:
+        clients = []
+        for site, path in journals.items():
+            j = stack.enter_context(Journal.open(path, site))
+            clients.append(await stack.enter_async_context(
+                SyncClient(j, SiteKeys({site: keys[site]}, replica_verify=replica_verify),
+                           SyncSettings.from_url(url, **settings))))
+
+        def all_published(c: SyncClient, st: SyncStatus) -> bool:
+            tail = c.journal.tail(1)
+            last = tail[0].seq if tail else 0
+            cut = batch_last_seq(c.journal, st.last_batch) if st.last_batch else 0
+            if st.acked_batch:
+                raise RuntimeError(f"drain: site {c.site_id} got an ack while the workers are stopped")
+            if cut != last and st.in_flight_batches >= DRAIN_MAX_IN_FLIGHT:
+                raise RuntimeError(f"drain: site {c.site_id} needs more than {DRAIN_MAX_IN_FLIGHT} batches: "
+                                   "use fewer --records per site (more --drain-sites)")
+            return cut == last and st.publishes >= st.last_batch
+
+        statuses = await asyncio.gather(*(c.wait_until(lambda st, c=c: all_published(c, st), args.timeout)
+                                          for c in clients))
+        last = {c.site_id: st.last_batch for c, st in zip(clients, statuses)}
+        resends = sum(st.resends for st in statuses)
+    return time.perf_counter() - t0, time.process_time() - cpu0, last, resends
+
+
+class _PgWaits:
+    """Samples, every ``interval_s`` in a thread, what the workers' PostgreSQL backends are
+    doing (``pg_stat_activity``): per worker, the share of samples in which one of its
+    backends waited for a lock held by another transaction (a row both workers touch), and
+    in which one ran a statement (neither idle nor waiting on the worker)."""
+
+    def __init__(self, url: str, tag: str, workers: int, interval_s: float = 0.02) -> None:
+        import threading
+        self.url, self.tag, self.workers, self.interval_s = url, tag, workers, interval_s
+        self.samples = 0
+        self.lock = [0] * workers
+        self.active = [0] * workers
+        self.lock_events: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pg-waits", daemon=True)
+
+    def start(self) -> "_PgWaits":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        import psycopg
+        prefix = f"bench-{self.tag}-w"
+        with psycopg.connect(PG, autocommit=True) as c:
+            while not self._stop.wait(self.interval_s):
+                rows = c.execute("SELECT application_name, state, wait_event_type, wait_event FROM pg_stat_activity "
+                                 "WHERE application_name LIKE %s", (prefix + "%",)).fetchall()
+                self.samples += 1
+                locked, active = set(), set()
+                for app, state, wtype, wevent in rows:
+                    i = int(app[len(prefix):])
+                    if wtype == "Lock":
+                        locked.add(i)
+                        self.lock_events[str(wevent)] += 1
+                    elif state == "active":
+                        active.add(i)
+                for i in locked:
+                    self.lock[i] += 1
+                for i in active:
+                    self.active[i] += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def summary(self) -> str:
+        n = max(self.samples, 1)
+        waits = ", ".join(f"{e} {k}" for e, k in self.lock_events.most_common(3)) or "none"
+        return (f"waiting on a lock: {', '.join(f'w{i} {100 * self.lock[i] / n:.0f}%' for i in range(self.workers))}; "
+                f"running a statement: {', '.join(f'w{i} {100 * self.active[i] / n:.0f}%' for i in range(self.workers))}"
+                f" (of {self.samples} samples every {self.interval_s * 1000:.0f} ms; lock waits by event: {waits})")
+
+
+async def _drain(h: HostRun, last_batch: dict[str, int], timeout: float) -> tuple[float, float, int]:
+    """Let the stopped workers go (SIGCONT) and wait until every site's last batch is acked:
+    the ack is published after the commit. Returns (wall s from the SIGCONT, this process's
+    CPU s meanwhile, acks seen)."""
+    import aiomqtt
+
+    from wire import decode
+    from wire.topics import PREFIX
+
+    keys = SiteKeys(h.keys)
+    acked = dict.fromkeys(last_batch, 0)
+    seen = 0
+    async with aiomqtt.Client(h.broker.host, h.broker.port, identifier=f"bench-drain-acks-{os.getpid()}",
+                              clean_session=True) as client:
+        await client.subscribe(f"{PREFIX}/sites/+/acks", 1)
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        for p in h.procs:
+            os.kill(p.proc.pid, signal.SIGCONT)
+        async with asyncio.timeout(timeout):
+            async for m in client.messages:
+                ack = decode(bytes(m.payload), keys, topic=m.topic.value)  # type: ignore[arg-type]
+                if not isinstance(ack, Ack):
+                    raise RuntimeError(f"drain: a {type(ack).__name__} on {m.topic.value}")
+                seen += 1
+                acked[ack.site_id] = max(acked[ack.site_id], ack.up_to_seq)
+                if ack.rejected:
+                    raise RuntimeError(f"drain: site {ack.site_id}: batches refused {ack.rejected}")
+                if all(acked[s] >= n for s, n in last_batch.items()):
+                    break
+        return time.perf_counter() - t0, time.process_time() - cpu0, seen
+
+
+def _worker_split(procs: list[WorkerProc]) -> str:
+    """Each stopped worker's batches and records, from the WorkerStats line it logs at its stop."""
+    import re
+    parts = []
+    for i, p in enumerate(procs):
+        m = re.search(rb"stopped: WorkerStats\(batches=(\d+), records=(\d+)", p.log.read_bytes())
+        parts.append(f"w{i} {int(m[1])} batches / {int(m[2])} records" if m else f"w{i} ?")
+    return ", ".join(parts)
+
+
+def run_drain(tag: str, db: str, workers: int, journals: dict[str, Path], n_records: int, model, work: Path,
+              args: argparse.Namespace, txn_batches: int = 8) -> dict[str, object]:
+    """One drain run: the workers start and subscribe, are stopped (SIGSTOP), the sites
+    publish their whole backlog into the broker (QoS 1, queued for the stopped workers by the
+    shared subscription), the sites go offline, and the workers are let go (SIGCONT): timed
+    from there until every site's last batch is acked. Then the ledger must hold exactly the
+    published records (counted), every watermark at its last batch, and its totals must
+    match the journals' (:func:`host.reconcile`); anything else fails the run."""
+    from host import reconcile
+    with host_run(tag, db, workers, journals, model, work, args, txn_batches) as h:
+        for p in h.procs:
+            os.kill(p.proc.pid, signal.SIGSTOP)
+        progress(f"{tag}: {len(journals)} site(s) publish {n_records} records into the broker, "
+                 f"{workers} worker(s) stopped, on {db}")
+        pub_s, pub_cpu, last_batch, resends = asyncio.run(
+            _publish_all(journals, h.keys, h.replica_key.public_key(), h.broker.url, args))
+        batches = sum(last_batch.values())
+        progress(f"{tag}: {batches} batches queued in {pub_s:.1f} s; draining with {workers} worker(s)")
+        wcpu0 = [cpu_s(p.proc.pid) for p in h.procs]
+        bcpu0 = cpu_s(h.broker.pid)
+        waits = _PgWaits(h.url, tag, workers).start() if db == "postgresql" else None
+        try:
+            elapsed, own_cpu, acks = asyncio.run(_drain(h, last_batch, args.timeout))
+        finally:
+            if waits is not None:
+                waits.stop()
+        wcpu = [cpu_s(p.proc.pid) - c0 for p, c0 in zip(h.procs, wcpu0)]
+        bcpu = cpu_s(h.broker.pid) - bcpu0
+        pg_cpu = h.pg_backend_cpu()
+        with Ledger.open(h.url) as led:
+            for s, n in last_batch.items():
+                info = led.site(s)
+                if info is None or not info.up_to_seq == info.max_seq == n:
+                    raise RuntimeError(f"drain: site {s}: the ledger's watermark {info} is not at its last batch {n}")
+            held = sum(led.site(s).records for s in journals)  # type: ignore[union-attr]
+            with led.db.transaction(write=False):
+                rows = led.db.scalar("SELECT COUNT(*) FROM records", default=0)
+            rec = reconcile(led, list(journals.values()))
+        if not held == rows == n_records:
+            raise RuntimeError(f"drain: published {n_records} records, the ledger holds {rows} "
+                               f"(its sites count {held}): the broker dropped or the workers lost some")
+        if not rec.ok:
+            raise RuntimeError(f"drain: the ledger does not match the journals:\n{rec.summary()}")
+        dropped = [ln for ln in h.broker.log_tail(10_000).splitlines() if "dropped" in ln.lower()]
+        if dropped:
+            raise RuntimeError(f"drain: mosquitto dropped messages: {dropped[:3]}")
+        for p in h.procs:
             p.stop()
-        broker.stop()
-        if schema is not None:
-            import psycopg
-            with psycopg.connect(PG, autocommit=True) as c:
-                c.execute(f"DROP SCHEMA {schema} CASCADE")
+        split = _worker_split(h.procs)
+    per = 1e6 / n_records
+    host_us = (sum(wcpu) + pg_cpu + bcpu) * per
+    out: dict[str, object] = {
+        "drain_s": round(elapsed, 2), "records_per_s": round(n_records / elapsed),
+        "publish_s": round(pub_s, 2), "publish_cpu_s": round(pub_cpu, 1),
+        "batches": f"{batches} (resends {resends}, acks {acks})",
+        "host_cpu_us": round(host_us, 1),
+        "cpu_us": (f"workers {sum(wcpu) * per:.1f}"
+                   + (f", postgres {pg_cpu * per:.1f}" if db == "postgresql" else " (SQLite inside)")
+                   + f", mosquitto {bcpu * per:.1f}: {host_us:.1f} in all"),
+        "cpu_s": (f"workers {'+'.join(f'{c:.1f}' for c in wcpu)}"
+                  + (f", postgres backends {pg_cpu:.1f}" if db == "postgresql" else "")
+                  + f", mosquitto {bcpu:.1f}, ack listener {own_cpu:.1f} (wall {elapsed:.1f} s, "
+                    f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at the end)"),
+        "split": split, "pg_waits": waits.summary() if waits is not None else None,
+        "checked": rec.summary(),
+    }
+    progress(f"{tag}: {out}")
+    return out
 
 
 def cpu_total(r: dict[str, object]) -> float:
@@ -449,19 +691,34 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--txn-batches", default="8",
                    help="the workers' --max-batches-per-txn; a comma-separated list runs each e2e run once per "
                         "value, interleaved, and prints a ratio against the first (default %(default)s)")
+    p.add_argument("--drain-sites", default="",
+                   help="comma-separated site counts of the drain mode ('' skips it, the default): the "
+                        "--records are published into the broker with the workers stopped, then the workers "
+                        "drain them (the host's side alone); e.g. 1,8")
+    p.add_argument("--drain-workers", default="1,2", help="comma-separated worker counts of the drain runs")
+    p.add_argument("--drain-db", choices=("sqlite", "postgresql", "both"), default="both",
+                   help="the ledger(s) of the drain runs (default %(default)s)")
     p.add_argument("--dir", type=Path, help="work folder (journals are kept and reused); default: temporary")
     args = p.parse_args(argv)
     model = sample.fuel_model(n_cards=args.cards, n_stations=50, seed=1)
     txn_list = [int(x) for x in args.txn_batches.split(",") if x.strip()]
     if not txn_list or min(txn_list) < 1:
         p.error(f"--txn-batches: one or more counts of at least 1, got {args.txn_batches!r}")
+    try:
+        drain_sites = [int(x) for x in args.drain_sites.split(",") if x.strip()]
+        drain_workers = [int(x) for x in args.drain_workers.split(",") if x.strip()]
+    except ValueError:
+        p.error(f"--drain-sites, --drain-workers: comma-separated counts, got {args.drain_sites!r}, "
+                f"{args.drain_workers!r}")
+    if drain_sites and (min(drain_sites) < 1 or not drain_workers or min(drain_workers) < 1):
+        p.error("--drain-sites and --drain-workers: counts of at least 1")
     with contextlib.ExitStack() as stack:
         work = args.dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sync-e2e-bench-")))
         work.mkdir(parents=True, exist_ok=True)
         out: dict[str, object] = {"records": args.records, "sites": args.sites}
 
-        def journals_for(total: int, tag: str) -> dict[str, Path]:
-            per = [total // args.sites + (1 if i < total % args.sites else 0) for i in range(args.sites)]
+        def journals_for(total: int, tag: str, sites: int = args.sites) -> dict[str, Path]:
+            per = [total // sites + (1 if i < total % sites else 0) for i in range(sites)]
             js = {}
             for i, n in enumerate(per):
                 path = work / f"journal-{tag}-{i}.sqlite"
@@ -469,7 +726,8 @@ def main(argv: list[str] | None = None) -> None:
                 js[site_id(i)] = path
             return js
 
-        js = journals_for(args.records, f"{args.records}x{args.sites}")
+        run_e2e = any(x.strip() for x in f"{args.sqlite_workers},{args.pg_workers}".split(","))
+        js = journals_for(args.records, f"{args.records}x{args.sites}") if run_e2e else {}
         best: dict[str, tuple[int, int, dict]] = {}  # db -> (records/s, workers, run) of its fastest run
         for db, counts in (("sqlite", args.sqlite_workers), ("postgresql", args.pg_workers)):
             key = "sqlite" if db == "sqlite" else "postgres"
@@ -516,6 +774,38 @@ def main(argv: list[str] | None = None) -> None:
             assert fastest is not None
             out["backlog_records"] = args.backlog
             out["backlog_1m_flush_s"], out["backlog_1m_ledger"], out["backlog_1m_workers"] = fastest
+        drain_dbs = ["sqlite", "postgresql"] if args.drain_db == "both" else [args.drain_db]
+        for n_sites in drain_sites:
+            jd = journals_for(args.records, f"{args.records}x{n_sites}", n_sites)
+            sfx = "1site" if n_sites == 1 else f"{n_sites}sites"
+            for db in drain_dbs:
+                key = "sqlite" if db == "sqlite" else "postgres"
+                runs: dict[int, dict[str, object]] = {}
+                for w in drain_workers:
+                    r = run_drain(f"drain-{db}-{w}w-{sfx}", db, w, jd, args.records, model, work, args,
+                                  txn_list[-1])
+                    runs[w] = r
+                    name = f"{key}_{w}w_{sfx}"
+                    out[f"drain_records_per_s_{name}"] = r["records_per_s"]
+                    out[f"drain_s_{name}"] = r["drain_s"]
+                    out[f"drain_cpu_s_{name}"] = r["cpu_s"]
+                    out[f"drain_cpu_us_per_record_{name}"] = r["cpu_us"]
+                    out[f"drain_worker_split_{name}"] = r["split"]
+                    if r["pg_waits"] is not None:
+                        out[f"drain_pg_backends_{name}"] = r["pg_waits"]
+                    out[f"drain_published_{name}"] = (f"{r['batches']} in {r['publish_s']} s "
+                                                      f"(edge CPU {r['publish_cpu_s']} s, not in the drain)")
+                    out[f"drain_checked_{name}"] = r["checked"]
+                if 1 in runs:
+                    one = float(runs[1]["records_per_s"])  # type: ignore[arg-type]
+                    for w, r in runs.items():
+                        if w > 1:
+                            out[f"drain_{w}w_over_1w_{key}_{sfx}"] = round(float(r["records_per_s"]) / one, 2)  # type: ignore[arg-type]
+                            # what the cores allow: all of them busy at this run's host CPU per record
+                            cap = (os.cpu_count() or 1) * 1e6 / float(r["host_cpu_us"])  # type: ignore[arg-type]
+                            out[f"drain_cores_allow_{key}_{w}w_{sfx}"] = (
+                                f"{round(cap)} records/s ({os.cpu_count()} cores at {r['host_cpu_us']} us "
+                                f"a record): at most {cap / one:.2f}x one worker")
     for k, v in out.items():
         print(f"{k}: {v}")
 
