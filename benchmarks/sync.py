@@ -88,9 +88,28 @@ def site_id(i: int) -> str:
 
 # -- the backlog -------------------------------------------------------------------------------
 
-def records(site: str, n: int, model, seed: int = 1, chunk: int = 5_000) -> Iterator[list[Record]]:
-    """``n`` journal records in chunks, the mix of ``benchmarks.host_ingest.make_records``."""
+def site_cards(model, site_index: int, sites: int, mode: str) -> list:
+    """The cards a site's pump sales draw from. ``shared`` (the default): every card of the
+    network, at every site, each site counting each card's transactions from 0 (so with
+    several sites the host sees counters going back: clone alerts), and every site charging
+    the same contracts. ``own``: the cards of the contracts ``i``, ``i + sites``, ... only, so
+    no two sites touch one card or contract (no ledger row but their own sites' is shared)."""
+    if mode == "shared":
+        return list(model.cards)
+    contracts = sorted({c.contract_id for c in model.cards})
+    mine = set(contracts[site_index::sites])
+    cards = [c for c in model.cards if c.contract_id in mine]
+    if not cards:
+        raise ValueError(f"--site-cards own: {sites} sites but only {len(contracts)} contracts")
+    return cards
+
+
+def records(site: str, n: int, model, seed: int = 1, chunk: int = 5_000, cards: list | None = None
+            ) -> Iterator[list[Record]]:
+    """``n`` journal records in chunks, the mix of ``benchmarks.host_ingest.make_records``
+    (pump sales drawing from ``cards``, default every card of ``model``)."""
     rnd = random.Random(seed)
+    pool = list(model.cards) if cards is None else cards
     t = sample.DAY_START_UTC
     tcs: dict[str, int] = {}
     out: list[Record] = []
@@ -102,7 +121,7 @@ def records(site: str, n: int, model, seed: int = 1, chunk: int = 5_000) -> Iter
     while made < n:
         t += rnd.randrange(1, 5)
         if rnd.random() < 0.7:
-            card = model.cards[rnd.randrange(len(model.cards))]
+            card = pool[rnd.randrange(len(pool))]
             lane = f"pump-{rnd.randrange(1, 9)}"
             txn = new_txn_id(site, lane)
             tc = tcs.get(card.card_no, 0)
@@ -145,7 +164,7 @@ def records(site: str, n: int, model, seed: int = 1, chunk: int = 5_000) -> Iter
             out = out[take:]
 
 
-def journal_backlog(path: Path, site: str, n: int, model, seed: int) -> None:
+def journal_backlog(path: Path, site: str, n: int, model, seed: int, cards: list | None = None) -> None:
     """A journal holding ``n`` unacked records (reused if ``path`` already holds them)."""
     if path.exists():
         c = sqlite3.connect(path)
@@ -162,7 +181,7 @@ def journal_backlog(path: Path, site: str, n: int, model, seed: int) -> None:
 
     async def fill() -> None:
         with Journal.open(path, site) as j:
-            for chunk in records(site, n, model, seed):
+            for chunk in records(site, n, model, seed, cards=cards):
                 await j.append(chunk)
     asyncio.run(fill())
     progress(f"{site}: journaled {n} records in {time.perf_counter() - t0:.1f} s")
@@ -487,60 +506,102 @@ async def _publish_all(journals: dict[str, Path], keys: dict[str, bytes], replic
     return time.perf_counter() - t0, time.process_time() - cpu0, last, resends
 
 
-class _PgWaits:
-    """Samples, every ``interval_s`` in a thread, what the workers' PostgreSQL backends are
-    doing (``pg_stat_activity``): per worker, the share of samples in which one of its
-    backends waited for a lock held by another transaction (a row both workers touch), and
-    in which one ran a statement (neither idle nor waiting on the worker)."""
+def machine_busy_s() -> float:
+    """CPU seconds all of this machine's cores have been busy since boot (``/proc/stat``:
+    everything but idle and iowait), to tell the run's share from other users' load."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / _TICK
 
-    def __init__(self, url: str, tag: str, workers: int, interval_s: float = 0.02) -> None:
+
+class _Sampler:
+    """Samples, every ``interval_s`` in a thread while the workers drain: each worker's CPU
+    (so the time each was last busy: a worker whose share of the queue ran out early idles
+    while the other finishes), and on PostgreSQL what the workers' backends are doing
+    (``pg_stat_activity``): per worker, the share of samples in which one of its backends
+    waited for a lock another transaction holds (a row both touch) or ran a statement, and
+    the statements that waited (their first words: which rows)."""
+
+    def __init__(self, h: "HostRun", interval_s: float = 0.02) -> None:
         import threading
-        self.url, self.tag, self.workers, self.interval_s = url, tag, workers, interval_s
+        self.h, self.interval_s = h, interval_s
+        n = len(h.procs)
         self.samples = 0
-        self.lock = [0] * workers
-        self.active = [0] * workers
+        self.lock = [0] * n
+        self.active = [0] * n
         self.lock_events: Counter[str] = Counter()
+        self.lock_statements: Counter[str] = Counter()
+        self.busy_until = [0.0] * n  #: seconds after the start of a worker's last sample with CPU growing
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pg-waits", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="drain-sampler", daemon=True)
+        self.t0 = 0.0
 
-    def start(self) -> "_PgWaits":
+    def start(self, t0: float) -> "_Sampler":
+        self.t0 = t0
         self._thread.start()
         return self
 
     def _run(self) -> None:
-        import psycopg
-        prefix = f"bench-{self.tag}-w"
-        with psycopg.connect(PG, autocommit=True) as c:
+        conn = None
+        if self.h.db == "postgresql":
+            import psycopg
+            conn = psycopg.connect(PG, autocommit=True)
+        prefix = f"bench-{self.h.tag}-w"
+        pids = [p.proc.pid for p in self.h.procs]
+        window = max(1, round(0.1 / self.interval_s))  # the samples of the last 100 ms
+        history = [[cpu_s(pid)] for pid in pids]
+        try:
             while not self._stop.wait(self.interval_s):
-                rows = c.execute("SELECT application_name, state, wait_event_type, wait_event FROM pg_stat_activity "
-                                 "WHERE application_name LIKE %s", (prefix + "%",)).fetchall()
+                now = time.perf_counter() - self.t0
+                for i, pid in enumerate(pids):
+                    history[i].append(cpu_s(pid))
+                    del history[i][:-window - 1]
+                    if history[i][-1] - history[i][0] >= 0.03:  # 30% of a core over 100 ms: working
+                        self.busy_until[i] = now
                 self.samples += 1
+                if conn is None:
+                    continue
+                rows = conn.execute("SELECT application_name, state, wait_event_type, wait_event, left(query, 300) "
+                                    "FROM pg_stat_activity WHERE application_name LIKE %s",
+                                    (prefix + "%",)).fetchall()
                 locked, active = set(), set()
-                for app, state, wtype, wevent in rows:
+                for app, state, wtype, wevent, query in rows:
                     i = int(app[len(prefix):])
                     if wtype == "Lock":
                         locked.add(i)
                         self.lock_events[str(wevent)] += 1
+                        self.lock_statements[" ".join(str(query).split())[:90]] += 1
                     elif state == "active":
                         active.add(i)
                 for i in locked:
                     self.lock[i] += 1
                 for i in active:
                     self.active[i] += 1
+        finally:
+            if conn is not None:
+                conn.close()
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
 
-    def summary(self) -> str:
-        n = max(self.samples, 1)
+    def busy(self) -> str:
+        return ", ".join(f"w{i} {t:.1f} s" for i, t in enumerate(self.busy_until))
+
+    def pg_summary(self) -> str | None:
+        if self.h.db != "postgresql":
+            return None
+        n, w = max(self.samples, 1), len(self.lock)
         waits = ", ".join(f"{e} {k}" for e, k in self.lock_events.most_common(3)) or "none"
-        return (f"waiting on a lock: {', '.join(f'w{i} {100 * self.lock[i] / n:.0f}%' for i in range(self.workers))}; "
-                f"running a statement: {', '.join(f'w{i} {100 * self.active[i] / n:.0f}%' for i in range(self.workers))}"
-                f" (of {self.samples} samples every {self.interval_s * 1000:.0f} ms; lock waits by event: {waits})")
+        total = sum(self.lock_statements.values()) or 1
+        statements = "; ".join(f"{100 * k / total:.0f}% {q!r}" for q, k in self.lock_statements.most_common(3))
+        return (f"waiting on a lock: {', '.join(f'w{i} {100 * self.lock[i] / n:.0f}%' for i in range(w))}; "
+                f"running a statement: {', '.join(f'w{i} {100 * self.active[i] / n:.0f}%' for i in range(w))}"
+                f" (of {self.samples} samples every {self.interval_s * 1000:.0f} ms; lock waits by event: {waits}"
+                + (f"; waiting in: {statements}" if statements else "") + ")")
 
 
-async def _drain(h: HostRun, last_batch: dict[str, int], timeout: float) -> tuple[float, float, int]:
+async def _drain(h: HostRun, last_batch: dict[str, int], timeout: float, sampler: _Sampler
+                 ) -> tuple[float, float, int]:
     """Let the stopped workers go (SIGCONT) and wait until every site's last batch is acked:
     the ack is published after the commit. Returns (wall s from the SIGCONT, this process's
     CPU s meanwhile, acks seen)."""
@@ -558,6 +619,7 @@ async def _drain(h: HostRun, last_batch: dict[str, int], timeout: float) -> tupl
         cpu0, t0 = time.process_time(), time.perf_counter()
         for p in h.procs:
             os.kill(p.proc.pid, signal.SIGCONT)
+        sampler.start(t0)
         async with asyncio.timeout(timeout):
             async for m in client.messages:
                 ack = decode(bytes(m.payload), keys, topic=m.topic.value)  # type: ignore[arg-type]
@@ -602,12 +664,13 @@ def run_drain(tag: str, db: str, workers: int, journals: dict[str, Path], n_reco
         progress(f"{tag}: {batches} batches queued in {pub_s:.1f} s; draining with {workers} worker(s)")
         wcpu0 = [cpu_s(p.proc.pid) for p in h.procs]
         bcpu0 = cpu_s(h.broker.pid)
-        waits = _PgWaits(h.url, tag, workers).start() if db == "postgresql" else None
+        sampler = _Sampler(h)
+        busy0 = machine_busy_s()
         try:
-            elapsed, own_cpu, acks = asyncio.run(_drain(h, last_batch, args.timeout))
+            elapsed, own_cpu, acks = asyncio.run(_drain(h, last_batch, args.timeout, sampler))
         finally:
-            if waits is not None:
-                waits.stop()
+            sampler.stop()
+        busy = machine_busy_s() - busy0
         wcpu = [cpu_s(p.proc.pid) - c0 for p, c0 in zip(h.procs, wcpu0)]
         bcpu = cpu_s(h.broker.pid) - bcpu0
         pg_cpu = h.pg_backend_cpu()
@@ -643,9 +706,10 @@ def run_drain(tag: str, db: str, workers: int, journals: dict[str, Path], n_reco
                    + f", mosquitto {bcpu * per:.1f}: {host_us:.1f} in all"),
         "cpu_s": (f"workers {'+'.join(f'{c:.1f}' for c in wcpu)}"
                   + (f", postgres backends {pg_cpu:.1f}" if db == "postgresql" else "")
-                  + f", mosquitto {bcpu:.1f}, ack listener {own_cpu:.1f} (wall {elapsed:.1f} s, "
-                    f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at the end)"),
-        "split": split, "pg_waits": waits.summary() if waits is not None else None,
+                  + f", mosquitto {bcpu:.1f}, ack listener {own_cpu:.1f}; the machine busy {busy:.1f} s, the rest "
+                    f"{max(0.0, busy - sum(wcpu) - pg_cpu - bcpu - own_cpu):.1f} s (wall {elapsed:.1f} s, "
+                    f"{os.cpu_count()} cores: {(os.cpu_count() or 1) * elapsed:.1f} s)"),
+        "split": f"{split}; busy until {sampler.busy()} of {elapsed:.1f} s", "pg_waits": sampler.pg_summary(),
         "checked": rec.summary(),
     }
     progress(f"{tag}: {out}")
@@ -698,6 +762,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--drain-workers", default="1,2", help="comma-separated worker counts of the drain runs")
     p.add_argument("--drain-db", choices=("sqlite", "postgresql", "both"), default="both",
                    help="the ledger(s) of the drain runs (default %(default)s)")
+    p.add_argument("--site-cards", choices=("shared", "own"), default="shared",
+                   help="with several sites, the cards their pump sales use: shared (every site every card, "
+                        "the default) or own (each site the cards of its own contracts: no ledger row shared)")
     p.add_argument("--dir", type=Path, help="work folder (journals are kept and reused); default: temporary")
     args = p.parse_args(argv)
     model = sample.fuel_model(n_cards=args.cards, n_stations=50, seed=1)
@@ -716,13 +783,17 @@ def main(argv: list[str] | None = None) -> None:
         work = args.dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sync-e2e-bench-")))
         work.mkdir(parents=True, exist_ok=True)
         out: dict[str, object] = {"records": args.records, "sites": args.sites}
+        if args.site_cards != "shared":
+            out["site_cards"] = args.site_cards
 
         def journals_for(total: int, tag: str, sites: int = args.sites) -> dict[str, Path]:
             per = [total // sites + (1 if i < total % sites else 0) for i in range(sites)]
             js = {}
             for i, n in enumerate(per):
-                path = work / f"journal-{tag}-{i}.sqlite"
-                journal_backlog(path, site_id(i), n, model, seed=1 + i)
+                own = "" if args.site_cards == "shared" else "-own"
+                path = work / f"journal-{tag}{own}-{i}.sqlite"
+                journal_backlog(path, site_id(i), n, model, seed=1 + i,
+                                cards=site_cards(model, i, sites, args.site_cards))
                 js[site_id(i)] = path
             return js
 
@@ -777,7 +848,7 @@ def main(argv: list[str] | None = None) -> None:
         drain_dbs = ["sqlite", "postgresql"] if args.drain_db == "both" else [args.drain_db]
         for n_sites in drain_sites:
             jd = journals_for(args.records, f"{args.records}x{n_sites}", n_sites)
-            sfx = "1site" if n_sites == 1 else f"{n_sites}sites"
+            sfx = "1site" if n_sites == 1 else f"{n_sites}sites" + ("" if args.site_cards == "shared" else "_own_cards")
             for db in drain_dbs:
                 key = "sqlite" if db == "sqlite" else "postgres"
                 runs: dict[int, dict[str, object]] = {}
