@@ -464,6 +464,12 @@ def run_once(tag: str, db: str, workers: int, journals: dict[str, Path], n_recor
 
 # -- the drain mode: the host's side alone --------------------------------------------------------
 
+class DrainError(RuntimeError):
+    """A drain run lost or mis-applied something: the ledger does not hold exactly the
+    records published (a queue limit of the broker dropped some, a worker lost some), a
+    watermark is short, or the ledger's totals differ from the journals'."""
+
+
 #: the most batches a site's SyncClient may have unacked (terminal.sync.SyncSettings): in the
 #: drain mode every batch of a site is published before any is acked, so a site's share of
 #: the records must fit in this many batches
@@ -600,11 +606,12 @@ class _Sampler:
                 + (f"; waiting in: {statements}" if statements else "") + ")")
 
 
-async def _drain(h: HostRun, last_batch: dict[str, int], timeout: float, sampler: _Sampler
-                 ) -> tuple[float, float, int]:
-    """Let the stopped workers go (SIGCONT) and wait until every site's last batch is acked:
-    the ack is published after the commit. Returns (wall s from the SIGCONT, this process's
-    CPU s meanwhile, acks seen)."""
+async def _drain(h: HostRun, last_batch: dict[str, int], timeout: float, stall_s: float, sampler: _Sampler
+                 ) -> tuple[float, float, int, bool]:
+    """Let the stopped workers go (SIGCONT) and wait until every site's last batch is acked
+    (the ack is published after the commit), at most ``timeout`` seconds and at most
+    ``stall_s`` seconds without an ack. Returns (wall s from the SIGCONT, this process's CPU s
+    meanwhile, acks seen, whether every last batch was acked)."""
     import aiomqtt
 
     from wire import decode
@@ -613,6 +620,7 @@ async def _drain(h: HostRun, last_batch: dict[str, int], timeout: float, sampler
     keys = SiteKeys(h.keys)
     acked = dict.fromkeys(last_batch, 0)
     seen = 0
+    done = False
     async with aiomqtt.Client(h.broker.host, h.broker.port, identifier=f"bench-drain-acks-{os.getpid()}",
                               clean_session=True) as client:
         await client.subscribe(f"{PREFIX}/sites/+/acks", 1)
@@ -620,18 +628,23 @@ async def _drain(h: HostRun, last_batch: dict[str, int], timeout: float, sampler
         for p in h.procs:
             os.kill(p.proc.pid, signal.SIGCONT)
         sampler.start(t0)
-        async with asyncio.timeout(timeout):
-            async for m in client.messages:
-                ack = decode(bytes(m.payload), keys, topic=m.topic.value)  # type: ignore[arg-type]
-                if not isinstance(ack, Ack):
-                    raise RuntimeError(f"drain: a {type(ack).__name__} on {m.topic.value}")
-                seen += 1
-                acked[ack.site_id] = max(acked[ack.site_id], ack.up_to_seq)
-                if ack.rejected:
-                    raise RuntimeError(f"drain: site {ack.site_id}: batches refused {ack.rejected}")
-                if all(acked[s] >= n for s, n in last_batch.items()):
-                    break
-        return time.perf_counter() - t0, time.process_time() - cpu0, seen
+        messages = aiter(client.messages)
+        while not done:
+            left = min(stall_s, t0 + timeout - time.perf_counter())
+            try:
+                async with asyncio.timeout(max(0.0, left)):
+                    m = await anext(messages)
+            except TimeoutError:
+                break
+            ack = decode(bytes(m.payload), keys, topic=m.topic.value)  # type: ignore[arg-type]
+            if not isinstance(ack, Ack):
+                raise RuntimeError(f"drain: a {type(ack).__name__} on {m.topic.value}")
+            seen += 1
+            acked[ack.site_id] = max(acked[ack.site_id], ack.up_to_seq)
+            if ack.rejected:
+                raise RuntimeError(f"drain: site {ack.site_id}: batches refused {ack.rejected}")
+            done = all(acked[s] >= n for s, n in last_batch.items())
+        return time.perf_counter() - t0, time.process_time() - cpu0, seen, done
 
 
 def _worker_split(procs: list[WorkerProc]) -> str:
@@ -667,30 +680,35 @@ def run_drain(tag: str, db: str, workers: int, journals: dict[str, Path], n_reco
         sampler = _Sampler(h)
         busy0 = machine_busy_s()
         try:
-            elapsed, own_cpu, acks = asyncio.run(_drain(h, last_batch, args.timeout, sampler))
+            elapsed, own_cpu, acks, complete = asyncio.run(
+                _drain(h, last_batch, args.timeout, args.ack_timeout, sampler))
         finally:
             sampler.stop()
         busy = machine_busy_s() - busy0
         wcpu = [cpu_s(p.proc.pid) - c0 for p, c0 in zip(h.procs, wcpu0)]
         bcpu = cpu_s(h.broker.pid) - bcpu0
         pg_cpu = h.pg_backend_cpu()
+        dropped = [ln for ln in h.broker.log_tail(10_000).splitlines() if "dropped" in ln.lower()]
         with Ledger.open(h.url) as led:
+            with led.db.transaction(write=False):
+                rows = led.db.scalar("SELECT COUNT(*) FROM records", default=0)
+            if rows != n_records or not complete:
+                raise DrainError(f"drain: {n_records} records published in {batches} batches, the ledger holds "
+                                 f"{rows}" + ("" if complete else f" (no ack for {args.ack_timeout} s or "
+                                                                   f"{args.timeout} s in all)")
+                                 + (f"; mosquitto: {dropped[0]}" if dropped else ""))
             for s, n in last_batch.items():
                 info = led.site(s)
                 if info is None or not info.up_to_seq == info.max_seq == n:
-                    raise RuntimeError(f"drain: site {s}: the ledger's watermark {info} is not at its last batch {n}")
+                    raise DrainError(f"drain: site {s}: the ledger's watermark {info} is not at its last batch {n}")
             held = sum(led.site(s).records for s in journals)  # type: ignore[union-attr]
-            with led.db.transaction(write=False):
-                rows = led.db.scalar("SELECT COUNT(*) FROM records", default=0)
             rec = reconcile(led, list(journals.values()))
-        if not held == rows == n_records:
-            raise RuntimeError(f"drain: published {n_records} records, the ledger holds {rows} "
-                               f"(its sites count {held}): the broker dropped or the workers lost some")
+        if held != n_records:
+            raise DrainError(f"drain: the ledger's sites count {held} records, {n_records} were published")
         if not rec.ok:
-            raise RuntimeError(f"drain: the ledger does not match the journals:\n{rec.summary()}")
-        dropped = [ln for ln in h.broker.log_tail(10_000).splitlines() if "dropped" in ln.lower()]
+            raise DrainError(f"drain: the ledger does not match the journals:\n{rec.summary()}")
         if dropped:
-            raise RuntimeError(f"drain: mosquitto dropped messages: {dropped[:3]}")
+            raise DrainError(f"drain: mosquitto dropped messages: {dropped[:3]}")
         for p in h.procs:
             p.stop()
         split = _worker_split(h.procs)
@@ -767,7 +785,6 @@ def main(argv: list[str] | None = None) -> None:
                         "the default) or own (each site the cards of its own contracts: no ledger row shared)")
     p.add_argument("--dir", type=Path, help="work folder (journals are kept and reused); default: temporary")
     args = p.parse_args(argv)
-    model = sample.fuel_model(n_cards=args.cards, n_stations=50, seed=1)
     txn_list = [int(x) for x in args.txn_batches.split(",") if x.strip()]
     if not txn_list or min(txn_list) < 1:
         p.error(f"--txn-batches: one or more counts of at least 1, got {args.txn_batches!r}")
@@ -779,6 +796,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{args.drain_workers!r}")
     if drain_sites and (min(drain_sites) < 1 or not drain_workers or min(drain_workers) < 1):
         p.error("--drain-sites and --drain-workers: counts of at least 1")
+    model = sample.fuel_model(n_cards=args.cards, n_stations=50, seed=1)
     with contextlib.ExitStack() as stack:
         work = args.dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sync-e2e-bench-")))
         work.mkdir(parents=True, exist_ok=True)
