@@ -10,6 +10,8 @@ worker process(es) -> ledger, on SQLite and on PostgreSQL; ``key: value`` lines.
                                                        # up to 8 per transaction; prints the CPU ratio
     python -m benchmarks.sync --settle 30              # the workers' CPU read once the publisher has folded
                                                        # and published every change of the run
+    python -m benchmarks.sync --sqlite-workers '' --pg-workers '' --backlog 0 --drain-sites 1,8
+                                                       # the drain mode: the host's side alone (below)
 
 What is timed, per run: from the moment the site's :class:`terminal.sync.SyncClient` enters,
 with the whole backlog already journaled (an offline site coming back), until the last ack
@@ -32,6 +34,20 @@ process, each worker's PostgreSQL backend, mosquitto), which is what bounds the 
 machine with few cores, and the same per record in microseconds (``e2e_cpu_us_per_record_*``;
 ``cpu_us_per_record_edge``, ``cpu_us_per_record_workers`` and ``cpu_us_per_record_db`` of
 the fastest PostgreSQL run). ``python -m benchmarks.sync_stages`` splits the CPU by stage.
+
+The drain mode (``--drain-sites 1,8``, ``--drain-workers 1,2``, ``--drain-db``) measures the
+host's side alone, as after a broker outage: the workers start, subscribe and are stopped
+(SIGSTOP); each site's SyncClient publishes its whole journal (the same records, the same
+path, an in-flight window wide enough that no batch waits for an ack) and goes offline, so
+the broker holds every batch queued for the stopped workers of the shared subscription
+(mosquitto's no-drop configuration: no queue limit). The workers are let go (SIGCONT) and
+the clock runs until every site's last batch is acked. Then the ledger must hold exactly the
+records published (counted), each watermark at its site's last batch, and its totals must
+match the journals' (:func:`host.reconcile`); anything short fails the run (:class:`DrainError`).
+Printed per ledger, worker count and site count: ``drain_records_per_s_<ledger>_<n>w_<sites>``,
+the CPU of each part (workers, PostgreSQL backends, mosquitto, and what the rest of the
+machine used meanwhile), each worker's share and when it was last busy, what the
+PostgreSQL backends waited for (sampled), and ``drain_2w_over_1w_<ledger>_<sites>``.
 """
 
 from __future__ import annotations
