@@ -228,8 +228,10 @@ def cpu_s(pid: int | None) -> float:
 
 class WorkerProc:
     def __init__(self, name: str, url: str, broker: str, keys_dir: Path, log: Path, publish: bool,
-                 txn_batches: int = 8, gc_gen0: int | None = None, backlog_fold_s: float | None = None) -> None:
+                 txn_batches: int = 8, gc_gen0: int | None = None, backlog_fold_s: float | None = None,
+                 ingest: bool = True, fold_s: float | None = None) -> None:
         self.name, self.log = name, log
+        self.ready_text = b"consuming from" if ingest else b"publishing the replica"
         argv = [sys.executable, "-m", "host.worker", "--db", url, "--broker", broker, "--keys-dir", str(keys_dir),
                 "--max-batches-per-txn", str(txn_batches)]
         if gc_gen0 is not None:
@@ -238,6 +240,10 @@ class WorkerProc:
             argv += ["--backlog-fold-interval-s", str(backlog_fold_s)]
         if not publish:
             argv.append("--no-publish")
+        if not ingest:
+            argv.append("--no-ingest")
+        if fold_s is not None:
+            argv += ["--fold-interval-s", str(fold_s)]
         with open(log, "wb") as out:
             self.proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -245,7 +251,7 @@ class WorkerProc:
 
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
-        while b"consuming from" not in self.log.read_bytes():
+        while self.ready_text not in self.log.read_bytes():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"worker {self.name} did not start:\n{self.log.read_text()[-2000:]}")
             time.sleep(0.05)
@@ -353,9 +359,19 @@ class HostRun:
     and ready (subscribed). Made and torn down by :func:`host_run`."""
 
     def __init__(self, tag: str, db: str, url: str, run_dir: Path, keys: dict[str, bytes], replica_key,
-                 broker, procs: list[WorkerProc]) -> None:
+                 broker, procs: list[WorkerProc], publisher: WorkerProc | None) -> None:
         self.tag, self.db, self.url, self.run_dir = tag, db, url, run_dir
         self.keys, self.replica_key, self.broker, self.procs = keys, replica_key, broker, procs
+        #: the replica publisher's own process (``--publisher own``; None: worker 0 publishes)
+        self.publisher = publisher
+
+    def publisher_cpu(self) -> float:
+        """CPU seconds of the publisher's own process so far (0 without one)."""
+        return cpu_s(self.publisher.proc.pid) if self.publisher is not None else 0.0
+
+    def every_proc(self) -> list[WorkerProc]:
+        """The worker processes and the publisher's own, if any."""
+        return self.procs + ([self.publisher] if self.publisher is not None else [])
 
     def pg_backend_cpu(self) -> float:
         """CPU seconds of the workers' PostgreSQL backends over their whole life (0 on SQLite)."""
@@ -363,8 +379,8 @@ class HostRun:
             return 0.0
         total = 0.0
         with Ledger.open(self.url) as led:
-            for (pid,) in led.db.fetchall("SELECT pid FROM pg_stat_activity WHERE application_name LIKE ?",
-                                          (f"bench-{self.tag}-w%",)):
+            for (pid,) in led.db.fetchall("SELECT pid FROM pg_stat_activity WHERE application_name LIKE ? "
+                                          "OR application_name = ?", (f"bench-{self.tag}-w%", f"bench-{self.tag}-pub")):
                 total += cpu_s(pid)  # the backends' whole life: they did nothing before the run
         return total
 
@@ -373,7 +389,10 @@ class HostRun:
 def host_run(tag: str, db: str, workers: int, journals: dict[str, Path], model, work: Path,
              args: argparse.Namespace, txn_batches: int) -> Iterator[HostRun]:
     """The host of one run (:class:`HostRun`), the sites' journals reset to unsent; on the
-    way out the workers and the broker are stopped and a PostgreSQL schema is dropped."""
+    way out the workers and the broker are stopped and a PostgreSQL schema is dropped. With
+    ``--publisher own`` every worker runs ``--no-publish`` and one more process publishes the
+    replica only (``--no-ingest``, folding every ``--worker-backlog-fold-s``, 6 s by default:
+    as worker 0 does while a backlog flushes)."""
     run_dir = work / tag
     run_dir.mkdir(parents=True, exist_ok=True)
     for p in journals.values():
@@ -404,7 +423,9 @@ def host_run(tag: str, db: str, workers: int, journals: dict[str, Path], model, 
             c.execute(f"CREATE SCHEMA {schema}")
         url = f"{PG}?options=-csearch_path%3D{schema}"
     procs: list[WorkerProc] = []
+    publisher: WorkerProc | None = None
     broker = embedded_broker(run_dir)
+    own = args.publisher == "own"
     try:
         with Ledger.open(url) as led:
             master.import_fuel_model(led, model)
@@ -413,13 +434,19 @@ def host_run(tag: str, db: str, workers: int, journals: dict[str, Path], model, 
             app = f"bench-{tag}-w{i}"
             wurl = url if db == "sqlite" else f"{url}&application_name={app}"
             procs.append(WorkerProc(app, wurl, f"{broker.host}:{broker.port}", keys_dir, run_dir / f"{app}.log",
-                                    publish=(i == 0), txn_batches=txn_batches, gc_gen0=args.worker_gc_gen0,
-                                    backlog_fold_s=args.worker_backlog_fold_s))
-        for p in procs:
+                                    publish=(i == 0 and not own), txn_batches=txn_batches,
+                                    gc_gen0=args.worker_gc_gen0, backlog_fold_s=args.worker_backlog_fold_s))
+        if own:
+            app = f"bench-{tag}-pub"
+            publisher = WorkerProc(app, url if db == "sqlite" else f"{url}&application_name={app}",
+                                   f"{broker.host}:{broker.port}", keys_dir, run_dir / f"{app}.log", publish=True,
+                                   gc_gen0=args.worker_gc_gen0, ingest=False,
+                                   fold_s=args.worker_backlog_fold_s or 6.0)
+        for p in procs + ([publisher] if publisher else []):
             p.wait_ready()
-        yield HostRun(tag, db, url, run_dir, keys, replica_key, broker, procs)
+        yield HostRun(tag, db, url, run_dir, keys, replica_key, broker, procs, publisher)
     finally:
-        for p in procs:
+        for p in procs + ([publisher] if publisher else []):
             p.stop()
         broker.stop()
         if schema is not None:
@@ -440,6 +467,7 @@ def run_once(tag: str, db: str, workers: int, journals: dict[str, Path], n_recor
                 profilers.append(Profiler(os.getpid(), args.profile / f"{tag}-edge.txt"))
                 time.sleep(1.0)
             wcpu0 = [cpu_s(p.proc.pid) for p in procs]
+            pcpu0 = h.publisher_cpu()
             bcpu0 = cpu_s(broker.pid)
             progress(f"{tag}: {n_records} records, {len(journals)} site(s) -> {workers} worker(s) on {db}, "
                      f"up to {txn_batches} batch(es) per transaction")
@@ -448,6 +476,7 @@ def run_once(tag: str, db: str, workers: int, journals: dict[str, Path], n_recor
             if args.settle:
                 settle(url, args.settle)
             wcpu = [cpu_s(p.proc.pid) - c0 for p, c0 in zip(procs, wcpu0)]
+            pcpu = h.publisher_cpu() - pcpu0
             bcpu = cpu_s(broker.pid) - bcpu0
             pg_cpu = h.pg_backend_cpu()
             with Ledger.open(url) as led:
@@ -466,11 +495,12 @@ def run_once(tag: str, db: str, workers: int, journals: dict[str, Path], n_recor
         per = 1e6 / n_records
         out: dict[str, object] = {
             "flush_s": round(elapsed, 2), "records_per_s": round(n_records / elapsed),
-            "cpu_us_edge": round(edge_cpu * per, 1), "cpu_us_workers": round(sum(wcpu) * per, 1),
+            "cpu_us_edge": round(edge_cpu * per, 1), "cpu_us_workers": round((sum(wcpu) + pcpu) * per, 1),
             "cpu_us_db": round(pg_cpu * per, 1) if db == "postgresql" else None,
             "workers": workers, "batches": sum(s.last_batch for s in statuses),
             "resends": sum(s.resends for s in statuses),
             "cpu_s": (f"edge {edge_cpu:.1f}, workers {'+'.join(f'{c:.1f}' for c in wcpu)}"
+                      + (f", publisher {pcpu:.1f}" if h.publisher is not None else "")
                       + (f", postgres backends {pg_cpu:.1f}" if db == "postgresql" else "")
                       + f", mosquitto {bcpu:.1f} (wall {elapsed:.1f} s, 2 cores)"),
         }
@@ -641,7 +671,7 @@ async def _drain(h: HostRun, last_batch: dict[str, int], timeout: float, stall_s
                               clean_session=True) as client:
         await client.subscribe(f"{PREFIX}/sites/+/acks", 1)
         cpu0, t0 = time.process_time(), time.perf_counter()
-        for p in h.procs:
+        for p in h.every_proc():
             os.kill(p.proc.pid, signal.SIGCONT)
         sampler.start(t0)
         messages = aiter(client.messages)
@@ -683,7 +713,7 @@ def run_drain(tag: str, db: str, workers: int, journals: dict[str, Path], n_reco
     match the journals' (:func:`host.reconcile`); anything else fails the run."""
     from host import reconcile
     with host_run(tag, db, workers, journals, model, work, args, txn_batches) as h:
-        for p in h.procs:
+        for p in h.every_proc():
             os.kill(p.proc.pid, signal.SIGSTOP)
         progress(f"{tag}: {len(journals)} site(s) publish {n_records} records into the broker, "
                  f"{workers} worker(s) stopped, on {db}")
@@ -692,6 +722,7 @@ def run_drain(tag: str, db: str, workers: int, journals: dict[str, Path], n_reco
         batches = sum(last_batch.values())
         progress(f"{tag}: {batches} batches queued in {pub_s:.1f} s; draining with {workers} worker(s)")
         wcpu0 = [cpu_s(p.proc.pid) for p in h.procs]
+        pcpu0 = h.publisher_cpu()
         bcpu0 = cpu_s(h.broker.pid)
         sampler = _Sampler(h)
         busy0 = machine_busy_s()
@@ -702,6 +733,7 @@ def run_drain(tag: str, db: str, workers: int, journals: dict[str, Path], n_reco
             sampler.stop()
         busy = machine_busy_s() - busy0
         wcpu = [cpu_s(p.proc.pid) - c0 for p, c0 in zip(h.procs, wcpu0)]
+        pcpu = h.publisher_cpu() - pcpu0
         bcpu = cpu_s(h.broker.pid) - bcpu0
         pg_cpu = h.pg_backend_cpu()
         dropped = [ln for ln in h.broker.log_tail(10_000).splitlines() if "dropped" in ln.lower()]
@@ -725,23 +757,24 @@ def run_drain(tag: str, db: str, workers: int, journals: dict[str, Path], n_reco
             raise DrainError(f"drain: the ledger does not match the journals:\n{rec.summary()}")
         if dropped:
             raise DrainError(f"drain: mosquitto dropped messages: {dropped[:3]}")
-        for p in h.procs:
+        for p in h.every_proc():
             p.stop()
         split = _worker_split(h.procs)
+        publisher = h.publisher is not None
     per = 1e6 / n_records
-    host_us = (sum(wcpu) + pg_cpu + bcpu) * per
+    host_us = (sum(wcpu) + pcpu + pg_cpu + bcpu) * per
     out: dict[str, object] = {
         "drain_s": round(elapsed, 2), "records_per_s": round(n_records / elapsed),
         "publish_s": round(pub_s, 2), "publish_cpu_s": round(pub_cpu, 1),
         "batches": f"{batches} (resends {resends}, acks {acks})",
         "host_cpu_us": round(host_us, 1),
-        "cpu_us": (f"workers {sum(wcpu) * per:.1f}"
+        "cpu_us": (f"workers {(sum(wcpu) + pcpu) * per:.1f}" + (f" (publisher {pcpu * per:.1f})" if publisher else "")
                    + (f", postgres {pg_cpu * per:.1f}" if db == "postgresql" else " (SQLite inside)")
                    + f", mosquitto {bcpu * per:.1f}: {host_us:.1f} in all"),
-        "cpu_s": (f"workers {'+'.join(f'{c:.1f}' for c in wcpu)}"
+        "cpu_s": (f"workers {'+'.join(f'{c:.1f}' for c in wcpu)}" + (f", publisher {pcpu:.1f}" if publisher else "")
                   + (f", postgres backends {pg_cpu:.1f}" if db == "postgresql" else "")
                   + f", mosquitto {bcpu:.1f}, ack listener {own_cpu:.1f}; the machine busy {busy:.1f} s, the rest "
-                    f"{max(0.0, busy - sum(wcpu) - pg_cpu - bcpu - own_cpu):.1f} s (wall {elapsed:.1f} s, "
+                    f"{max(0.0, busy - sum(wcpu) - pcpu - pg_cpu - bcpu - own_cpu):.1f} s (wall {elapsed:.1f} s, "
                     f"{os.cpu_count()} cores: {(os.cpu_count() or 1) * elapsed:.1f} s)"),
         "split": f"{split}; busy until {sampler.busy()} of {elapsed:.1f} s", "pg_waits": sampler.pg_summary(),
         "checked": rec.summary(),
@@ -796,6 +829,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--drain-workers", default="1,2", help="comma-separated worker counts of the drain runs")
     p.add_argument("--drain-db", choices=("sqlite", "postgresql", "both"), default="both",
                    help="the ledger(s) of the drain runs (default %(default)s)")
+    p.add_argument("--publisher", choices=("w0", "own"), default="w0",
+                   help="who publishes the replica: worker 0 (the default) or a process of its own "
+                        "(python -m host.worker --no-ingest) beside workers that all run --no-publish")
     p.add_argument("--site-cards", choices=("shared", "own"), default="shared",
                    help="with several sites, the cards their pump sales use: shared (every site every card, "
                         "the default) or own (each site the cards of its own contracts: no ledger row shared)")
@@ -819,6 +855,8 @@ def main(argv: list[str] | None = None) -> None:
         out: dict[str, object] = {"records": args.records, "sites": args.sites}
         if args.site_cards != "shared":
             out["site_cards"] = args.site_cards
+        if args.publisher != "w0":
+            out["publisher"] = "a process of its own (workers --no-publish)"
 
         def journals_for(total: int, tag: str, sites: int = args.sites) -> dict[str, Path]:
             per = [total // sites + (1 if i < total % sites else 0) for i in range(sites)]
@@ -882,7 +920,9 @@ def main(argv: list[str] | None = None) -> None:
         drain_dbs = ["sqlite", "postgresql"] if args.drain_db == "both" else [args.drain_db]
         for n_sites in drain_sites:
             jd = journals_for(args.records, f"{args.records}x{n_sites}", n_sites)
-            sfx = "1site" if n_sites == 1 else f"{n_sites}sites" + ("" if args.site_cards == "shared" else "_own_cards")
+            sfx = (("1site" if n_sites == 1 else f"{n_sites}sites")
+                   + ("" if args.site_cards == "shared" or n_sites == 1 else "_own_cards")
+                   + ("" if args.publisher == "w0" else "_own_publisher"))
             for db in drain_dbs:
                 key = "sqlite" if db == "sqlite" else "postgres"
                 runs: dict[int, dict[str, object]] = {}

@@ -146,7 +146,9 @@ class Worker:
                  poll_interval_s: float = 0.2, fold_interval_s: float = 2.0, tls_context=None,
                  stop_grace_s: float = 3.0, allowances: AllowancePolicy = NO_DEFAULT_EXPOSURE,
                  max_batches_per_txn: int = 8, max_txn_bytes: int = 16 << 20,
-                 backlog_fold_interval_s: float = 6.0) -> None:
+                 backlog_fold_interval_s: float = 6.0, ingest: bool = True) -> None:
+        if not ingest and not publish_replica:
+            raise ValueError("a worker that neither ingests nor publishes the replica has nothing to do")
         if publish_replica and not keys.can_sign_replica:
             raise WireKeyError(f"publishing the replica needs the host's signing key ({REPLICA_SIGNING_KEY_FILE} in "
                                "the keys directory); "
@@ -158,6 +160,9 @@ class Worker:
         self.group = group
         self.identifier = identifier or f"edgepos-host-{os.getpid()}-{id(self) & 0xffff:x}"
         self.publish_replica = publish_replica
+        #: subscribe to the sites' topics and ingest (False: a replica publisher only, beside
+        #: ingest workers run without publishing, so that every ingest worker does the same work)
+        self.ingest = ingest
         self.limits = limits
         self.poll_interval_s = poll_interval_s
         self.fold_interval_s = fold_interval_s
@@ -305,23 +310,30 @@ class Worker:
         :meth:`Ledger.open` raises if the ledger cannot be opened at the start."""
         import aiomqtt
         stop = stop or asyncio.Event()
-        self._ingest = LedgerThread(self.ledger_url, name=f"ledger-ingest:{self.identifier}")
+        if self.ingest:
+            self._ingest = LedgerThread(self.ledger_url, name=f"ledger-ingest:{self.identifier}")
         if self.publish_replica:
             self._pub = LedgerThread(self.ledger_url, name=f"ledger-publisher:{self.identifier}")
         backoff = 0.5
         try:
-            await self._ingest.call(lambda: self._ingest.ledger())  # type: ignore[union-attr]
+            if self._ingest is not None:
+                await self._ingest.call(lambda: self._ingest.ledger())  # type: ignore[union-attr]
             if self._pub is not None:
                 await self._pub.call(lambda: self._pub.ledger())  # type: ignore[union-attr]
             while not stop.is_set():
                 try:
                     async with self._client() as client:
-                        for topic, qos in host_subscriptions(self.group):
-                            await client.subscribe(topic, qos)
-                        log.info("worker %s consuming from %s:%d", self.identifier, self.hostname, self.port)
+                        tasks = []
+                        if self.ingest:
+                            for topic, qos in host_subscriptions(self.group):
+                                await client.subscribe(topic, qos)
+                            log.info("worker %s consuming from %s:%d", self.identifier, self.hostname, self.port)
+                            tasks.append(asyncio.create_task(self._consume(client), name=f"{self.identifier}:consume"))
+                        else:
+                            log.info("worker %s publishing the replica through %s:%d (no ingest)", self.identifier,
+                                     self.hostname, self.port)
                         backoff = 0.5
                         self.ready.set()
-                        tasks = [asyncio.create_task(self._consume(client), name=f"{self.identifier}:consume")]
                         if self.publish_replica:
                             tasks.append(asyncio.create_task(self._publish_loop(client),
                                                              name=f"{self.identifier}:publish"))
@@ -513,6 +525,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--group", default="host", help="shared-subscription group (default %(default)s)")
     p.add_argument("--no-publish", action="store_true",
                    help="do not publish replica deltas from this worker (then no signing key is needed)")
+    p.add_argument("--no-ingest", action="store_true",
+                   help="publish the replica only: subscribe to none of the sites' topics (run the ingest workers "
+                        "with --no-publish); its folds come every --fold-interval-s")
+    p.add_argument("--fold-interval-s", type=float, default=2.0, metavar="S",
+                   help="seconds between the publisher's folds of ingest's changes (at least 0.1; default "
+                        "%(default)s; a worker that ingests folds every --backlog-fold-interval-s while a "
+                        "backlog flushes)")
     p.add_argument("--username", help="the broker user (default: none)")
     p.add_argument("--default-offline-exposure-rub", metavar="RUB",
                    default=os.environ.get(DEFAULT_EXPOSURE_ENV) or None,
@@ -541,6 +560,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--gc-gen0: 0 or more, got {args.gc_gen0}")
     if not 2.0 <= args.backlog_fold_interval_s <= 3600:
         p.error(f"--backlog-fold-interval-s: 2 to 3600 seconds, got {args.backlog_fold_interval_s}")
+    if not 0.1 <= args.fold_interval_s <= 3600:
+        p.error(f"--fold-interval-s: 0.1 to 3600 seconds, got {args.fold_interval_s}")
+    if args.no_ingest and args.no_publish:
+        p.error("--no-ingest and --no-publish: a worker must ingest, publish the replica, or both")
 
     def refuse(code: ExitCode, message: str) -> int:
         print(f"error: {message}", file=sys.stderr)
@@ -566,7 +589,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker = Worker(args.db, keys, hostname=host or "127.0.0.1", port=int(port_text), group=args.group,
                     publish_replica=not args.no_publish, username=args.username,
                     max_batches_per_txn=args.max_batches_per_txn,
-                    backlog_fold_interval_s=args.backlog_fold_interval_s,
+                    backlog_fold_interval_s=max(args.backlog_fold_interval_s, args.fold_interval_s),
+                    fold_interval_s=args.fold_interval_s, ingest=not args.no_ingest,
                     password=os.environ.get("EDGEPOS_HOST_MQTT_PASSWORD"), allowances=policy)
 
     async def go() -> None:
