@@ -128,3 +128,50 @@ def test_a_block_reaches_a_site_as_a_delta(mosquitto, ledger_url: str, ledger: L
                         return time.monotonic() - t0
     took = asyncio.run(_with_worker(ledger_url, host_keys, body))
     assert took < 3
+
+
+def test_a_publish_only_worker_takes_no_batch_and_publishes_deltas(mosquitto, ledger_url: str, ledger: Ledger,
+                                                                   keyring):
+    """``ingest=False`` (``--no-ingest``): the worker subscribes to no site topic, so a batch
+    sent to its group is neither ingested nor acked, and it still publishes the replica."""
+    host_keys, site_keys, site = keyring
+    master.put_products(ledger, sample.PRODUCTS)
+    master.create_contract(ledger, contract())
+    master.issue_fuel_card(ledger, fuel_card())
+    s = Site(site)
+    s.fuel_sale()
+    (batch,) = s.batches(10)
+
+    async def body(worker: Worker):
+        async with aiomqtt.Client(*mosquitto, identifier=f"site-{site}") as c:
+            await c.subscribe(acks_topic(site), 1)
+            await c.subscribe(deltas_topic(Table.STOP_LIST), 1)
+            await c.publish(batches_topic(site), encode(batch, site_keys), qos=1)
+            await asyncio.to_thread(master.block_card, ledger, CARD)
+            async with asyncio.timeout(10):
+                async for m in c.messages:
+                    if m.topic.value == acks_topic(site):
+                        raise AssertionError("a publish-only worker acked a batch")
+                    if m.retain:
+                        continue
+                    try:
+                        d = decode(m.payload, site_keys, topic=m.topic.value)
+                    except WireError:  # another run's host on the shared broker
+                        continue
+                    if any(e.card_no == CARD for e in d.upserts):
+                        break
+            return worker.stats
+    stats = asyncio.run(_with_worker(ledger_url, host_keys, body, ingest=False, fold_interval_s=0.2))
+    assert stats.batches == 0 and stats.acks == 0 and stats.deltas >= 1
+    assert ledger.record_count() == 0 and ledger.site(site) is None
+
+
+def test_a_worker_must_ingest_or_publish(ledger_url: str, keyring, tmp_path):
+    host_keys, _, _ = keyring
+    with pytest.raises(ValueError, match="neither ingests nor publishes"):
+        Worker(ledger_url, host_keys, ingest=False, publish_replica=False)
+    from host.worker import main
+    with pytest.raises(SystemExit):
+        main(["--keys-dir", str(tmp_path), "--no-ingest", "--no-publish"])
+    with pytest.raises(SystemExit):
+        main(["--keys-dir", str(tmp_path), "--fold-interval-s", "0"])
