@@ -15,6 +15,10 @@ at the sites, by version) a publisher task folds ingest's changes into deltas ev
 :meth:`Worker.fold_interval`) and publishes pending deltas every ``poll_interval_s`` (a block
 reaches the broker within that). ``allowances`` (``--default-offline-exposure-rub``) is the offline
 exposure of contracts that set none of their own (:class:`host.watermarks.AllowancePolicy`).
+With ``ingest=False`` (``--no-ingest``) the worker subscribes to no site topic and only
+publishes: the replica publisher in a process of its own, beside ingest workers that all run
+``--no-publish`` (the broker shares the batches round-robin, so an ingest worker that also
+publishes would fall behind the others in a backlog). It folds every ``fold_interval_s``.
 At every fold the publisher also does one bounded slice of housekeeping: the
 ``replica_spenders`` rows no watermark needs any more (:func:`host.watermarks.prune_spenders`).
 
