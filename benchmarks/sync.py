@@ -783,6 +783,12 @@ def run_drain(tag: str, db: str, workers: int, journals: dict[str, Path], n_reco
     return out
 
 
+def median_run(runs: list[dict[str, object]]) -> dict[str, object]:
+    """The run of median records/s (of an even count, the lower of the middle two)."""
+    ordered = sorted(runs, key=lambda r: float(r["records_per_s"]))  # type: ignore[arg-type]
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def cpu_total(r: dict[str, object]) -> float:
     """A run's CPU per record, every part (edge, workers, PostgreSQL backends), in microseconds."""
     return float(r["cpu_us_edge"]) + float(r["cpu_us_workers"]) + float(r["cpu_us_db"] or 0.0)  # type: ignore[arg-type]
@@ -827,6 +833,9 @@ def main(argv: list[str] | None = None) -> None:
                         "--records are published into the broker with the workers stopped, then the workers "
                         "drain them (the host's side alone); e.g. 1,8")
     p.add_argument("--drain-workers", default="1,2", help="comma-separated worker counts of the drain runs")
+    p.add_argument("--drain-rounds", type=int, default=1, metavar="N",
+                   help="each drain run N times, the worker counts alternating (1w, 2w, 1w, 2w, ...); the "
+                        "figures are the median run's, the ratio the medians', and each round's is listed too")
     p.add_argument("--drain-db", choices=("sqlite", "postgresql", "both"), default="both",
                    help="the ledger(s) of the drain runs (default %(default)s)")
     p.add_argument("--publisher", choices=("w0", "own"), default="w0",
@@ -848,6 +857,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"{args.drain_workers!r}")
     if drain_sites and (min(drain_sites) < 1 or not drain_workers or min(drain_workers) < 1):
         p.error("--drain-sites and --drain-workers: counts of at least 1")
+    if args.drain_rounds < 1:
+        p.error(f"--drain-rounds: at least 1, got {args.drain_rounds}")
     model = sample.fuel_model(n_cards=args.cards, n_stations=50, seed=1)
     with contextlib.ExitStack() as stack:
         work = args.dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sync-e2e-bench-")))
@@ -925,13 +936,18 @@ def main(argv: list[str] | None = None) -> None:
                    + ("" if args.publisher == "w0" else "_own_publisher"))
             for db in drain_dbs:
                 key = "sqlite" if db == "sqlite" else "postgres"
+                rounds: dict[int, list[dict[str, object]]] = {w: [] for w in drain_workers}
+                for rnd in range(args.drain_rounds):  # 1w, 2w, 1w, 2w, ...: the machine's load shared alike
+                    for w in drain_workers:
+                        tag = f"drain-{db}-{w}w-{sfx}" + (f"-r{rnd + 1}" if args.drain_rounds > 1 else "")
+                        rounds[w].append(run_drain(tag, db, w, jd, args.records, model, work, args, txn_list[-1]))
                 runs: dict[int, dict[str, object]] = {}
                 for w in drain_workers:
-                    r = run_drain(f"drain-{db}-{w}w-{sfx}", db, w, jd, args.records, model, work, args,
-                                  txn_list[-1])
-                    runs[w] = r
+                    r = runs[w] = median_run(rounds[w])
                     name = f"{key}_{w}w_{sfx}"
                     out[f"drain_records_per_s_{name}"] = r["records_per_s"]
+                    if args.drain_rounds > 1:
+                        out[f"drain_records_per_s_{name}_rounds"] = ", ".join(str(x["records_per_s"]) for x in rounds[w])
                     out[f"drain_s_{name}"] = r["drain_s"]
                     out[f"drain_cpu_s_{name}"] = r["cpu_s"]
                     out[f"drain_cpu_us_per_record_{name}"] = r["cpu_us"]
@@ -946,6 +962,10 @@ def main(argv: list[str] | None = None) -> None:
                     for w, r in runs.items():
                         if w > 1:
                             out[f"drain_{w}w_over_1w_{key}_{sfx}"] = round(float(r["records_per_s"]) / one, 2)  # type: ignore[arg-type]
+                            if args.drain_rounds > 1:
+                                out[f"drain_{w}w_over_1w_{key}_{sfx}_rounds"] = ", ".join(
+                                    f"{float(b['records_per_s']) / float(a['records_per_s']):.2f}"  # type: ignore[arg-type]
+                                    for a, b in zip(rounds[1], rounds[w]))
                             # what the cores allow: all of them busy at this run's host CPU per record
                             cap = (os.cpu_count() or 1) * 1e6 / float(r["host_cpu_us"])  # type: ignore[arg-type]
                             out[f"drain_cores_allow_{key}_{w}w_{sfx}"] = (

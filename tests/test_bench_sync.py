@@ -61,6 +61,22 @@ def test_the_drain_mode_prints_its_keys_and_holds_every_record(capsys, tmp_path)
             assert "records/s" in out[f"drain_cores_allow_{ledger}_2w_{sfx}"]
 
 
+def test_drain_rounds_alternate_and_report_the_median(capsys, tmp_path):
+    """``--drain-rounds 3``: each worker count three times; the figure is the median round's,
+    the ratio the medians', and every round is listed."""
+    sync.main(["--records", "600", "--sqlite-workers", "", "--pg-workers", "", "--drain-sites", "1",
+               "--drain-workers", "1,2", "--drain-db", "sqlite", "--drain-rounds", "3", "--dir", str(tmp_path), *TINY])
+    out = _keys(capsys.readouterr().out)
+    per_w = {}
+    for w in (1, 2):
+        rounds = [int(x) for x in out[f"drain_records_per_s_sqlite_{w}w_1site_rounds"].split(", ")]
+        assert len(rounds) == 3
+        assert int(out[f"drain_records_per_s_sqlite_{w}w_1site"]) == sorted(rounds)[1]
+        per_w[w] = rounds
+    assert len(out["drain_2w_over_1w_sqlite_1site_rounds"].split(", ")) == 3
+    assert float(out["drain_2w_over_1w_sqlite_1site"]) == round(sorted(per_w[2])[1] / sorted(per_w[1])[1], 2)
+
+
 def test_a_broker_that_drops_queued_messages_fails_the_drain(monkeypatch, tmp_path):
     """Mosquitto with a queue of 2 messages a client (its default of 1000 is the same
     trap at scale): with the worker stopped, most of the 30 batches are dropped, and the run
@@ -88,3 +104,6 @@ def test_bad_drain_counts_are_refused(capsys):
     with pytest.raises(SystemExit):
         sync.main(["--drain-sites", "1", "--drain-workers", "two"])
     assert "--drain-workers" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sync.main(["--drain-sites", "1", "--drain-rounds", "0"])
+    assert "--drain-rounds" in capsys.readouterr().err
