@@ -105,7 +105,10 @@ def ingest_site_batches(ledger: Ledger, batches: Sequence[Batch], *, limits: Lim
         raise ValueError(f"{len(stats)} IngestStats for {len(batches)} batches")
     now = ledger.now()
     try:
-        return ledger.db.run(_ingest, batches, now, ledger.clone_tolerance_s, limits, stats, False)
+        # the records read and their rows built before the transaction takes the site's lock:
+        # only what needs the ledger's state (stored ids, balances, counters) runs under it
+        prepared = _prepare(ledger.db, batches, now, ledger.clone_tolerance_s, False)
+        return ledger.db.run(_ingest, batches, now, ledger.clone_tolerance_s, limits, stats, False, prepared)
     except Exception:
         # a value the ledger's 64-bit columns cannot hold fails the whole transaction: with
         # such records set aside (stored, flagged) the batches go in; any other error is raised
@@ -140,7 +143,7 @@ def wide_int_path(body: object, path: str = "body") -> str | None:
 
 
 def _ingest(db: Database, batches: list[Batch], now: int, tolerance: int, limits: Limits,
-            stats: Sequence[IngestStats] | None, wide_checked: bool) -> Ack:
+            stats: Sequence[IngestStats] | None, wide_checked: bool, prepared: _Prepared | None = None) -> Ack:
     site = batches[0].site_id
     db.execute("INSERT INTO sites (site_id, created_at_utc_s) VALUES (?, ?) ON CONFLICT (site_id) DO NOTHING",
                (site, now))
@@ -150,7 +153,7 @@ def _ingest(db: Database, batches: list[Batch], now: int, tolerance: int, limits
         outcome, reason = "rejected", f"site {site} is {status} on the host: batch refused"
         new = [0] * len(batches)
     else:
-        new = _apply_records(db, batches, now, tolerance, wide_checked)
+        new = _apply_records(db, batches, now, tolerance, wide_checked, prepared)
         outcome, reason = "applied", None
     # An applied batch stays applied; a resend of a refused batch to a re-enabled site applies it.
     db.executemany("INSERT INTO batches (site_id, batch_seq, status, reason, records, new_records, created_utc_s, "
@@ -184,14 +187,33 @@ def _ingest(db: Database, batches: list[Batch], now: int, tolerance: int, limits
     return Ack(site, up_to, tuple(Rejection(s, r) for s, r in reversed(rejected)))
 
 
-def _apply_records(db: Database, batches: list[Batch], now: int, tolerance: int, wide_checked: bool) -> list[int]:
-    """Store and apply the records of ``batches`` (one site) not stored yet, each once (a
-    record in two of the batches counts for the first); returns each batch's new count.
-    ``wide_checked``: every body is first walked for integers beyond 64 bits, and a record
-    holding one is stored flagged ``bad_body`` with no columns and no effects."""
+class _Prepared:
+    """What an ingest transaction needs that the ledger's state does not decide, built before
+    the transaction takes the site's lock (:func:`_prepare`): the batches' records deduplicated
+    among themselves, each read once (its effects kept in a :class:`BatchEffects`, not yet
+    applied) and its ``records`` row made. Under the lock it is used as it is when none of
+    the records is stored yet (the common case); otherwise it is discarded and built again
+    without the stored ones. ``used``: applied once already (a retried transaction builds
+    afresh: applying changes the effects' state)."""
+
+    __slots__ = ("excluded", "ids", "fresh", "counts", "fx", "rows", "applied", "used")
+
+    def __init__(self, excluded: frozenset[str], ids: list[str], fresh: list[WireRecord], counts: list[int],
+                 fx: BatchEffects | None, rows: list[tuple], applied: list[WireRecord]) -> None:
+        self.excluded, self.ids, self.fresh, self.counts = excluded, ids, fresh, counts
+        self.fx, self.rows, self.applied, self.used = fx, rows, applied, False
+
+
+def _prepare(db: Database, batches: list[Batch], now: int, tolerance: int, wide_checked: bool,
+             stored: frozenset[str] = frozenset()) -> _Prepared:
+    """Deduplicate, read and build the rows of ``batches`` (one site), leaving out the record
+    ids in ``stored``: everything of an ingest that needs no ledger state, so that it can run
+    before the site's lock is taken. ``wide_checked``: every body is first walked for
+    integers beyond 64 bits, and a record holding one is kept as a row flagged ``bad_body``
+    with no columns and no effects."""
     site = batches[0].site_id
     ids = [r.record_id for b in batches for r in b.records]
-    seen = {r[0] for r in db.select_in("SELECT record_id FROM records WHERE record_id IN ({in})", ids)}
+    seen = set(stored)
     fresh: list[WireRecord] = []
     seqs: list[int] = []
     counts = []
@@ -205,11 +227,11 @@ def _apply_records(db: Database, batches: list[Batch], now: int, tolerance: int,
                 n += 1
         counts.append(n)
     if not fresh:
-        return counts
+        return _Prepared(stored, ids, fresh, counts, None, [], [])
     fx = BatchEffects(db, site, now, tolerance)
     read, body_json = fx.read, _body_json
-    # One pass: each record's effects kept and its row made (the flag is filled in below,
-    # once the effects are applied: applying is what flags an unknown contract or card).
+    # One pass: each record's effects kept and its row made (the flag is filled in under the
+    # lock, once the effects are applied: applying is what flags an unknown contract or card).
     if wide_checked:
         rows, applied = [], []
         for r, seq in zip(fresh, seqs):
@@ -229,13 +251,31 @@ def _apply_records(db: Database, batches: list[Batch], now: int, tolerance: int,
         rows = [(r.record_id, site, seq, r.lane, r.txn_id, r.kind, r.at_utc_s, body_json(r.body).decode(), None)
                 + read(r) + (now,) for r, seq in zip(fresh, seqs)]
         applied = fresh
+    return _Prepared(stored, ids, fresh, counts, fx, rows, applied)
+
+
+def _apply_records(db: Database, batches: list[Batch], now: int, tolerance: int, wide_checked: bool,
+                   prepared: _Prepared | None = None) -> list[int]:
+    """Store and apply the records of ``batches`` (one site) not stored yet, each once (a
+    record in two of the batches counts for the first); returns each batch's new count.
+    Runs under the site's lock. ``prepared``: the records read and their rows built before
+    the lock (:func:`_prepare`, with the same ``wide_checked``), used when none of them is
+    stored yet, else built again here without the stored ones."""
+    ids = prepared.ids if prepared is not None else [r.record_id for b in batches for r in b.records]
+    stored = frozenset(r[0] for r in db.select_in("SELECT record_id FROM records WHERE record_id IN ({in})", ids))
+    if prepared is None or prepared.used or prepared.excluded != stored:
+        prepared = _prepare(db, batches, now, tolerance, wide_checked, stored)  # stale: a duplicate, a retry
+    prepared.used = True
+    fx, rows = prepared.fx, prepared.rows
+    if fx is None:
+        return prepared.counts
     fx.apply()
-    alerts.apply(db, site, applied, now)  # fuel.totals_mismatch -> totals_alerts
+    alerts.apply(db, batches[0].site_id, prepared.applied, now)  # fuel.totals_mismatch -> totals_alerts
     flags = fx.flags
     if flags:
         rows = [row if row[0] not in flags else row[:8] + (flags[row[0]],) + row[9:] for row in rows]
     db.copy_rows("records", _RECORD_COLUMNS, rows, _RECORD_TYPES)
-    return counts
+    return prepared.counts
 
 
 def record_presence(ledger: Ledger, presence: Presence) -> bool:
