@@ -136,6 +136,10 @@ class BatchEffects:
         self.issues: list[tuple[str | None, str, str]] = []  # (record_id, kind, detail)
         self.dirty: set[tuple[Table, str | int]] = set()
         self.alerts: list[tuple] = []
+        #: the new records when ingest stored their rows before applying (PostgreSQL: the
+        #: ``records`` COPY runs before the site's lock, :mod:`host.ingest`); what the ledger
+        #: held before is then the rows read less these
+        self.stored_already: Sequence[WireRecord] = ()
 
     # -- reading records --
 
@@ -406,14 +410,17 @@ class BatchEffects:
         sales = sorted({rec.txn_id for kind, _, rec in self.club if kind in (K.TILL_SALE_COMMITTED, K.TILL_RETURN)})
         if not sales:
             return
-        total: dict[str, int] = {txn: amount for txn, amount in db.select_in(
-            "SELECT txn_id, amount_kop FROM records WHERE kind = 'till.sale_committed' AND site_id = ? "
-            "AND txn_id IN ({in})", sales, (site,)) if amount is not None}
+        own = {r.record_id for r in self.stored_already}  # this transaction's rows: not held before
+        total: dict[str, int] = {txn: amount for rid, txn, amount in db.select_in(
+            "SELECT record_id, txn_id, amount_kop FROM records WHERE kind = 'till.sale_committed' AND site_id = ? "
+            "AND txn_id IN ({in})", sales, (site,)) if amount is not None and rid not in own}
         returned: dict[str, int] = defaultdict(int)
         waiting: dict[str, list[WireRecord]] = defaultdict(list)
         for rid, lane, txn, at, body, flag in db.select_in(
                 "SELECT record_id, lane, txn_id, at_utc_s, body, flag FROM records WHERE kind = 'till.return' "
                 "AND site_id = ? AND txn_id IN ({in}) ORDER BY at_utc_s, record_id", sales, (site,)):
+            if rid in own:
+                continue
             b = json.loads(body)
             if flag is None:
                 c = _club(K.TILL_RETURN, b)
