@@ -388,10 +388,12 @@ class BatchEffects:
         db.update_many("card_tc_state", [("max_tc", "{}"), ("max_tc_at_utc_s", "{}"), ("max_tc_record_id", "{}"),
                                          ("max_tc_site_id", "{}")], "card_no", ("bigint", "bigint", "text", "text", "text"),
                        [(*state[c], c) for c in sorted(changed)])
-        db.insert_many("card_tc", ("card_no", "txn_counter", "write_id", "site_id", "txn_id", "record_id", "at_utc_s"),
-                       ("text", "bigint", "text", "text", "text", "text", "bigint"),
-                       sorted(new_tc),  # by (card, counter): each pair once, so the whole tuple sorts alike
-                       "ON CONFLICT (card_no, txn_counter) DO NOTHING")
+        # new pairs only: ``held`` was read under the cards' card_tc_state locks, which every
+        # writer of card_tc holds, so none of them is there (a COPY, not an upsert: no
+        # speculative insertion; a pair there after all fails the transaction, not silently)
+        db.copy_rows("card_tc", ("card_no", "txn_counter", "write_id", "site_id", "txn_id", "record_id", "at_utc_s"),
+                     sorted(new_tc),  # by (card, counter): each pair once, so the whole tuple sorts alike
+                     ("text", "int8", "text", "text", "text", "text", "int8"))
         db.executemany("INSERT INTO card_corrections (record_id, site_id, txn_id, card_no, contract_id, why, status, "
                        "reserved_txn_counter, unsent_write_id, excess, released_volume_ml, released_amount_kop, "
                        "at_utc_s, resolved_by_record_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
