@@ -136,6 +136,10 @@ class BatchEffects:
         self.issues: list[tuple[str | None, str, str]] = []  # (record_id, kind, detail)
         self.dirty: set[tuple[Table, str | int]] = set()
         self.alerts: list[tuple] = []
+        #: the new records when ingest stored their rows before applying (PostgreSQL: the
+        #: ``records`` COPY runs before the site's lock, :mod:`host.ingest`); what the ledger
+        #: held before is then the rows read less these
+        self.stored_already: Sequence[WireRecord] = ()
 
     # -- reading records --
 
@@ -384,10 +388,12 @@ class BatchEffects:
         db.update_many("card_tc_state", [("max_tc", "{}"), ("max_tc_at_utc_s", "{}"), ("max_tc_record_id", "{}"),
                                          ("max_tc_site_id", "{}")], "card_no", ("bigint", "bigint", "text", "text", "text"),
                        [(*state[c], c) for c in sorted(changed)])
-        db.insert_many("card_tc", ("card_no", "txn_counter", "write_id", "site_id", "txn_id", "record_id", "at_utc_s"),
-                       ("text", "bigint", "text", "text", "text", "text", "bigint"),
-                       sorted(new_tc),  # by (card, counter): each pair once, so the whole tuple sorts alike
-                       "ON CONFLICT (card_no, txn_counter) DO NOTHING")
+        # new pairs only: ``held`` was read under the cards' card_tc_state locks, which every
+        # writer of card_tc holds, so none of them is there (a COPY, not an upsert: no
+        # speculative insertion; a pair there after all fails the transaction, not silently)
+        db.copy_rows("card_tc", ("card_no", "txn_counter", "write_id", "site_id", "txn_id", "record_id", "at_utc_s"),
+                     sorted(new_tc),  # by (card, counter): each pair once, so the whole tuple sorts alike
+                     ("text", "int8", "text", "text", "text", "text", "int8"))
         db.executemany("INSERT INTO card_corrections (record_id, site_id, txn_id, card_no, contract_id, why, status, "
                        "reserved_txn_counter, unsent_write_id, excess, released_volume_ml, released_amount_kop, "
                        "at_utc_s, resolved_by_record_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -406,14 +412,17 @@ class BatchEffects:
         sales = sorted({rec.txn_id for kind, _, rec in self.club if kind in (K.TILL_SALE_COMMITTED, K.TILL_RETURN)})
         if not sales:
             return
-        total: dict[str, int] = {txn: amount for txn, amount in db.select_in(
-            "SELECT txn_id, amount_kop FROM records WHERE kind = 'till.sale_committed' AND site_id = ? "
-            "AND txn_id IN ({in})", sales, (site,)) if amount is not None}
+        own = {r.record_id for r in self.stored_already}  # this transaction's rows: not held before
+        total: dict[str, int] = {txn: amount for rid, txn, amount in db.select_in(
+            "SELECT record_id, txn_id, amount_kop FROM records WHERE kind = 'till.sale_committed' AND site_id = ? "
+            "AND txn_id IN ({in})", sales, (site,)) if amount is not None and rid not in own}
         returned: dict[str, int] = defaultdict(int)
         waiting: dict[str, list[WireRecord]] = defaultdict(list)
         for rid, lane, txn, at, body, flag in db.select_in(
                 "SELECT record_id, lane, txn_id, at_utc_s, body, flag FROM records WHERE kind = 'till.return' "
                 "AND site_id = ? AND txn_id IN ({in}) ORDER BY at_utc_s, record_id", sales, (site,)):
+            if rid in own:
+                continue
             b = json.loads(body)
             if flag is None:
                 c = _club(K.TILL_RETURN, b)

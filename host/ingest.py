@@ -105,7 +105,20 @@ def ingest_site_batches(ledger: Ledger, batches: Sequence[Batch], *, limits: Lim
         raise ValueError(f"{len(stats)} IngestStats for {len(batches)} batches")
     now = ledger.now()
     try:
-        return ledger.db.run(_ingest, batches, now, ledger.clone_tolerance_s, limits, stats, False)
+        # the records read and their rows built before the transaction takes the site's lock:
+        # only what needs the ledger's state (stored ids, balances, counters) runs under it
+        prepared: _Prepared | None = _prepare(ledger.db, batches, now, ledger.clone_tolerance_s, False)
+        for attempt in range(_STORE_RETRIES):
+            try:
+                return ledger.db.run(_ingest, batches, now, ledger.clone_tolerance_s, limits, stats, False, prepared)
+            except _SiteChanged:
+                prepared = None  # run again the way that takes the lock first
+            except Exception as exc:
+                # another transaction stored some of these records while this one stored its
+                # rows before the lock (PostgreSQL): rolled back; the next run finds them stored
+                if attempt + 1 == _STORE_RETRIES or not _records_race(exc):
+                    raise
+        raise AssertionError("unreachable")
     except Exception:
         # a value the ledger's 64-bit columns cannot hold fails the whole transaction: with
         # such records set aside (stored, flagged) the batches go in; any other error is raised
@@ -114,6 +127,21 @@ def ingest_site_batches(ledger: Ledger, batches: Sequence[Batch], *, limits: Lim
     log.warning("batch(es) %s of site %s hold integers beyond 64 bits: applying them again with those records "
                 "flagged", ", ".join(str(b.batch_seq) for b in batches), batches[0].site_id)
     return ledger.db.run(_ingest, batches, now, ledger.clone_tolerance_s, limits, stats, True)
+
+
+#: Runs of one ingest transaction when another stores some of its records meanwhile.
+_STORE_RETRIES = 8
+
+
+class _SiteChanged(Exception):
+    """The site was disabled while the transaction stored its rows before the lock."""
+
+
+def _records_race(exc: BaseException) -> bool:
+    """``exc`` is PostgreSQL refusing a second row of one record id (``records_pkey``): another
+    transaction stored the record between this one's check and its COPY."""
+    diag = getattr(exc, "diag", None)
+    return getattr(exc, "sqlstate", None) == "23505" and getattr(diag, "constraint_name", None) == "records_pkey"
 
 
 #: The ledger's integers: 64-bit signed (PostgreSQL ``bigint``, SQLite ``INTEGER``).
@@ -140,17 +168,25 @@ def wide_int_path(body: object, path: str = "body") -> str | None:
 
 
 def _ingest(db: Database, batches: list[Batch], now: int, tolerance: int, limits: Limits,
-            stats: Sequence[IngestStats] | None, wide_checked: bool) -> Ack:
+            stats: Sequence[IngestStats] | None, wide_checked: bool, prepared: _Prepared | None = None) -> Ack:
     site = batches[0].site_id
     db.execute("INSERT INTO sites (site_id, created_at_utc_s) VALUES (?, ?) ON CONFLICT (site_id) DO NOTHING",
                (site, now))
+    if db.is_pg and prepared is not None and not wide_checked \
+            and db.scalar("SELECT status FROM sites WHERE site_id = ?", (site,)) == "active":
+        # the records' rows stored before the site's lock: under it, only what needs the
+        # ledger's state (the effects, the watermark) and the commit
+        prepared = _store_early(db, batches, now, tolerance, prepared)
     status, up_to, max_seq = db.fetchone(
         f"SELECT status, up_to_seq, max_seq FROM sites WHERE site_id = ?{db.for_update}", (site,))
+    if status != "active" and prepared is not None and prepared.stored_flags is not None and prepared.fx is not None:
+        # disabled while this transaction stored its rows: none may stay; again, lock first
+        raise _SiteChanged(site)
     if status != "active":
         outcome, reason = "rejected", f"site {site} is {status} on the host: batch refused"
         new = [0] * len(batches)
     else:
-        new = _apply_records(db, batches, now, tolerance, wide_checked)
+        new = _apply_records(db, batches, now, tolerance, wide_checked, prepared)
         outcome, reason = "applied", None
     # An applied batch stays applied; a resend of a refused batch to a re-enabled site applies it.
     db.executemany("INSERT INTO batches (site_id, batch_seq, status, reason, records, new_records, created_utc_s, "
@@ -184,14 +220,35 @@ def _ingest(db: Database, batches: list[Batch], now: int, tolerance: int, limits
     return Ack(site, up_to, tuple(Rejection(s, r) for s, r in reversed(rejected)))
 
 
-def _apply_records(db: Database, batches: list[Batch], now: int, tolerance: int, wide_checked: bool) -> list[int]:
-    """Store and apply the records of ``batches`` (one site) not stored yet, each once (a
-    record in two of the batches counts for the first); returns each batch's new count.
-    ``wide_checked``: every body is first walked for integers beyond 64 bits, and a record
-    holding one is stored flagged ``bad_body`` with no columns and no effects."""
+class _Prepared:
+    """What an ingest transaction needs that the ledger's state does not decide, built before
+    the transaction takes the site's lock (:func:`_prepare`): the batches' records deduplicated
+    among themselves, each read once (its effects kept in a :class:`BatchEffects`, not yet
+    applied) and its ``records`` row made. Under the lock it is used as it is when none of
+    the records is stored yet (the common case); otherwise it is discarded and built again
+    without the stored ones. ``used``: applied once already (a retried transaction builds
+    afresh: applying changes the effects' state)."""
+
+    __slots__ = ("excluded", "ids", "fresh", "counts", "fx", "rows", "applied", "used", "stored_flags")
+
+    def __init__(self, excluded: frozenset[str], ids: list[str], fresh: list[WireRecord], counts: list[int],
+                 fx: BatchEffects | None, rows: list[tuple], applied: list[WireRecord]) -> None:
+        self.excluded, self.ids, self.fresh, self.counts = excluded, ids, fresh, counts
+        self.fx, self.rows, self.applied, self.used = fx, rows, applied, False
+        #: the flags the rows were stored with, once stored before the lock (:func:`_store_early`)
+        self.stored_flags: dict[str, str] | None = None
+
+
+def _prepare(db: Database, batches: list[Batch], now: int, tolerance: int, wide_checked: bool,
+             stored: frozenset[str] = frozenset()) -> _Prepared:
+    """Deduplicate, read and build the rows of ``batches`` (one site), leaving out the record
+    ids in ``stored``: everything of an ingest that needs no ledger state, so that it can run
+    before the site's lock is taken. ``wide_checked``: every body is first walked for
+    integers beyond 64 bits, and a record holding one is kept as a row flagged ``bad_body``
+    with no columns and no effects."""
     site = batches[0].site_id
     ids = [r.record_id for b in batches for r in b.records]
-    seen = {r[0] for r in db.select_in("SELECT record_id FROM records WHERE record_id IN ({in})", ids)}
+    seen = set(stored)
     fresh: list[WireRecord] = []
     seqs: list[int] = []
     counts = []
@@ -205,11 +262,11 @@ def _apply_records(db: Database, batches: list[Batch], now: int, tolerance: int,
                 n += 1
         counts.append(n)
     if not fresh:
-        return counts
+        return _Prepared(stored, ids, fresh, counts, None, [], [])
     fx = BatchEffects(db, site, now, tolerance)
     read, body_json = fx.read, _body_json
-    # One pass: each record's effects kept and its row made (the flag is filled in below,
-    # once the effects are applied: applying is what flags an unknown contract or card).
+    # One pass: each record's effects kept and its row made (the flag is filled in under the
+    # lock, once the effects are applied: applying is what flags an unknown contract or card).
     if wide_checked:
         rows, applied = [], []
         for r, seq in zip(fresh, seqs):
@@ -229,13 +286,69 @@ def _apply_records(db: Database, batches: list[Batch], now: int, tolerance: int,
         rows = [(r.record_id, site, seq, r.lane, r.txn_id, r.kind, r.at_utc_s, body_json(r.body).decode(), None)
                 + read(r) + (now,) for r, seq in zip(fresh, seqs)]
         applied = fresh
+    return _Prepared(stored, ids, fresh, counts, fx, rows, applied)
+
+
+def _store_early(db: Database, batches: list[Batch], now: int, tolerance: int,
+                 prepared: _Prepared) -> _Prepared:
+    """PostgreSQL, before the site's lock: store the rows of the records not stored yet
+    (``COPY``, with the flags their reading gave), so that the part under the lock is the
+    effects only. Exactly-once holds by the ``records`` primary key: a record another
+    transaction stores meanwhile makes this COPY fail (``records_pkey``, after that one
+    commits), the transaction is rolled back and run again (:func:`ingest_site_batches`),
+    and then finds it stored. Returns what was stored (``prepared``, or one built again
+    without records stored before)."""
+    stored = frozenset(r[0] for r in db.select_in("SELECT record_id FROM records WHERE record_id IN ({in})",
+                                                 prepared.ids))
+    if prepared.used or prepared.excluded != stored:
+        prepared = _prepare(db, batches, now, tolerance, False, stored)
+    prepared.used = True
+    fx = prepared.fx
+    prepared.stored_flags = {}
+    if fx is not None:
+        flags = dict(fx.flags)  # what reading the records flagged (unknown kinds, bad bodies)
+        rows = prepared.rows
+        if flags:
+            rows = [row if row[0] not in flags else row[:8] + (flags[row[0]],) + row[9:] for row in rows]
+        db.copy_rows("records", _RECORD_COLUMNS, rows, _RECORD_TYPES)
+        prepared.stored_flags = flags
+        fx.stored_already = prepared.fresh
+    return prepared
+
+
+def _apply_records(db: Database, batches: list[Batch], now: int, tolerance: int, wide_checked: bool,
+                   prepared: _Prepared | None = None) -> list[int]:
+    """Store and apply the records of ``batches`` (one site) not stored yet, each once (a
+    record in two of the batches counts for the first); returns each batch's new count.
+    Runs under the site's lock. ``prepared``: the records read and their rows built before
+    the lock (:func:`_prepare`, with the same ``wide_checked``), used when none of them is
+    stored yet, else built again here without the stored ones; if its rows were stored
+    already (:func:`_store_early`), only the effects are applied, and the flags that
+    applying gives are written to those rows."""
+    if prepared is not None and prepared.stored_flags is not None:
+        fx = prepared.fx
+        if fx is not None:
+            fx.apply()
+            alerts.apply(db, batches[0].site_id, prepared.applied, now)  # fuel.totals_mismatch -> totals_alerts
+            before = prepared.stored_flags
+            db.executemany("UPDATE records SET flag = ? WHERE record_id = ?",
+                           [(f, rid) for rid, f in fx.flags.items() if rid not in before])
+        return prepared.counts
+    ids = prepared.ids if prepared is not None else [r.record_id for b in batches for r in b.records]
+    stored = frozenset(r[0] for r in db.select_in("SELECT record_id FROM records WHERE record_id IN ({in})", ids))
+    if prepared is None or prepared.used or prepared.excluded != stored:
+        prepared = _prepare(db, batches, now, tolerance, wide_checked, stored)  # stale: a duplicate, a retry
+    prepared.used = True
+    fx, rows = prepared.fx, prepared.rows
+    if fx is None:
+        return prepared.counts
     fx.apply()
-    alerts.apply(db, site, applied, now)  # fuel.totals_mismatch -> totals_alerts
+    alerts.apply(db, batches[0].site_id, prepared.applied, now)  # fuel.totals_mismatch -> totals_alerts
     flags = fx.flags
     if flags:
         rows = [row if row[0] not in flags else row[:8] + (flags[row[0]],) + row[9:] for row in rows]
     db.copy_rows("records", _RECORD_COLUMNS, rows, _RECORD_TYPES)
-    return counts
+    return prepared.counts
 
 
 def record_presence(ledger: Ledger, presence: Presence) -> bool:

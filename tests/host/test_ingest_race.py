@@ -1,0 +1,237 @@
+"""Two workers racing one site's batches (duplicates, overlapping cuts, out of order, some in
+groups) leave the ledger a single serial ingest of the batches leaves, on SQLite and on
+PostgreSQL. Ingest builds each record's row and effects before it takes the site's lock and,
+on PostgreSQL, stores the rows before it (host.ingest); what was built and found stale under
+the lock (a batch the other worker stored meanwhile) must be discarded, never applied twice."""
+
+from __future__ import annotations
+
+import random
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from authz import sample
+from authz.club_model import ClubPayment, SaleLine
+from authz.reference import ReferenceClubEvaluator
+from host import ingest as ingest_mod
+from host import master
+from host.ingest import ingest_batch, ingest_site_batches
+from host.ledger import Ledger
+from wire import Batch, Rejection
+
+from .edge import CARD, CONTRACT, T0, Site, club_world, contract, fuel_card
+
+CLUB = club_world(5)
+
+#: What a ledger holds after ingest, each table as a sorted list of the columns that do not
+#: depend on the order of delivery (a record in two overlapping batches is stored with the
+#: seq of the one that came first, so ``records.batch_seq`` and ``batches.new_records`` do).
+_TABLES = {
+    "records": "record_id, site_id, lane, txn_id, kind, at_utc_s, body, flag, contract_id, card_no, product, "
+               "amount_kop, volume_ml",
+    "batches": "site_id, batch_seq, status, reason, records",
+    "sites": "site_id, status, up_to_seq, max_seq, records",  # its batches: deliveries
+    "contracts": "contract_id, balance_kop",
+    "contract_entries": "contract_id, at_utc_s, amount_kop, kind, record_id, note",
+    "fuel_counters": "card_no, limit_id, period_start, spent",
+    "card_tc": "card_no, txn_counter, write_id, site_id, txn_id, record_id, at_utc_s",
+    "card_tc_state": "card_no, max_tc, max_tc_at_utc_s, max_tc_record_id, max_tc_site_id",
+    "card_corrections": "record_id, site_id, card_no, why, status, reserved_txn_counter, excess, "
+                        "resolved_by_record_id",
+    "clone_alerts": "card_no, kind, txn_counter, record_id, site_id, detail",
+    "ledger_issues": "record_id, site_id, kind, detail",
+    "club_accounts": "account_id, balance_kop, turnover_month, turnover_kop, points_debt",
+    "club_lots": "account_id, lot_id, points, matures_at_s, expires_at_s",
+    "replica_dirty": "tbl, key",
+    "replica_spenders": "tbl, key, site_id",
+}
+
+
+def state(led: Ledger) -> dict[str, list[tuple]]:
+    out = {t: sorted(tuple(r) for r in led.db.fetchall(f"SELECT {cols} FROM {t}")) for t, cols in _TABLES.items()}
+    out["new_records"] = [(led.db.scalar("SELECT sum(new_records) FROM batches"),)]
+    return out
+
+
+def seed(led: Ledger) -> Ledger:
+    master.put_products(led, sample.PRODUCTS)
+    master.create_contract(led, contract(balance_kop=10_000_000))
+    master.issue_fuel_card(led, fuel_card())
+    master.import_club_model(led, CLUB)
+    return led
+
+
+def journal() -> tuple[Site, list[Batch]]:
+    """One site's journal cut into batches: fuel sales (with an unknown card, an unknown
+    contract, an unknown kind and a body the ledger cannot read among them) four records a
+    batch, each club card's top-up, sale and return (of all of it, or a third) in one batch, and a resend after
+    a restart that re-cut the records (a batch overlapping two others)."""
+    s = Site("S1")
+    for i in range(24):
+        s.fuel_sale(tc=10 + 3 * i, at=T0 + 600 * i, delivered_ml=10_000 + i)
+    s.fuel_sale(card_no="7005000000000999", tc=5, at=T0 + 30)  # unknown card: flagged when applied
+    s.fuel_sale(contract_id=999_999, card_no="7005000000000998", tc=5, at=T0 + 40)  # unknown contract
+    s.other("fuel.nozzle_polished", {"how": "gently"})  # unknown kind: flagged when read
+    s.other("fuel.completed", {"amount_kop": "lots", "card_no": CARD})  # a bad body
+    batches = s.batches(4)
+    ev = ReferenceClubEvaluator(CLUB)
+    t = T0 + 86_400
+    for k, c in enumerate(CLUB.cards[:3]):
+        first = len(s.records)
+        s.club_topup(ev, c.card_no, 200_000, t + 100 * k)
+        sale = s.club_commit(ev, c.card_no, (SaleLine("SKU1", "shoes", 150_000),), t + 100 * k + 10,
+                             ClubPayment(card_balance_kop=150_000), txn_no=7000 + k)
+        s.club_return(ev, sale, 150_000 if k == 0 else 50_000, t + 100 * k + 20, return_id=7100 + k)  # all, a third
+        batches.append(Batch("S1", len(batches) + 1, tuple(s.records[first:]), T0))
+    batches.append(Batch("S1", len(batches) + 1, batches[3].records[2:] + batches[4].records[:3], T0))
+    return s, batches
+
+
+@pytest.fixture
+def serial_url(ledger_url: str, tmp_path, request) -> Iterator[str]:
+    """A second, empty database of the same kind as ``ledger_url``: the serial ingest's."""
+    if ledger_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'serial.sqlite'}"
+        return
+    import psycopg
+    base = request.getfixturevalue("postgres")
+    schema = f"host_serial_{secrets.token_hex(6)}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{base}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.mark.parametrize("seed_", [1, 2, 3])
+def test_two_workers_racing_one_site_leave_the_serial_ledger(open_ledger: Callable[..., Ledger], serial_url: str,
+                                                            clock, monkeypatch, seed_: int):
+    site, batches = journal()
+    rnd = random.Random(seed_)
+    order = batches + rnd.sample(batches, 8)  # some delivered twice, to either worker
+    rnd.shuffle(order)
+    shares = [order[0::2], order[1::2]]
+    world = seed(open_ledger())
+    workers = [open_ledger(), open_ledger()]
+
+    stale = []
+    prepare = ingest_mod._prepare
+
+    def counted(db, batches, now, tolerance, wide_checked, stored=frozenset()):
+        if stored:
+            stale.append(len(stored))
+        return prepare(db, batches, now, tolerance, wide_checked, stored)
+    monkeypatch.setattr(ingest_mod, "_prepare", counted)
+
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def work(led: Ledger, mine: list[Batch], r: random.Random) -> None:
+        try:
+            start.wait()
+            i = 0
+            while i < len(mine):
+                n = r.choice((1, 1, 2, 3))
+                group = mine[i:i + n]
+                if len(group) > 1:
+                    ingest_site_batches(led, group)
+                else:
+                    ingest_batch(led, group[0])
+                i += n
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=work, args=(led, mine, random.Random(seed_ * 10 + k)))
+               for k, (led, mine) in enumerate(zip(workers, shares))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+    with Ledger.open(serial_url, clock=clock) as serial:
+        seed(serial)
+        for b in batches:
+            ingest_batch(serial, b)
+        want = state(serial)
+    got = state(world)
+    for table in want:
+        assert got[table] == want[table], table
+    # the journal's effects are there at all (not two empty ledgers alike)
+    assert world.site("S1").up_to_seq == len(batches)
+    assert world.record_count() == len(site.records)
+    assert {f for _, _, f in world.flagged()} == {"unknown_card", "unknown_contract", "unknown_kind", "bad_body"}
+    assert world.balance_kop(CONTRACT) < 10_000_000
+    assert len(want["club_lots"]) >= 3 and len(want["card_tc"]) >= 48
+    # a duplicate's later delivery found its records stored and built its rows again
+    assert stale
+
+
+def test_a_record_stored_between_the_check_and_the_copy_is_applied_once(pg_schema_url: str, clock, monkeypatch):
+    """PostgreSQL stores the rows before the site's lock: another worker storing the same
+    batch between this one's check for stored records and its COPY makes the COPY fail on
+    the primary key; the transaction is rolled back and run again, and applies nothing twice."""
+    from host.db import Database
+
+    s = Site("S1")
+    for i in range(3):
+        s.fuel_sale(tc=10 + 3 * i, at=T0 + 600 * i)
+    first, b = Batch("S1", 1, tuple(s.records[:5]), T0), Batch("S1", 2, tuple(s.records[5:]), T0)
+    with Ledger.open(pg_schema_url, clock=clock) as led, Ledger.open(pg_schema_url, clock=clock) as other:
+        seed(led)
+        ingest_batch(led, first)  # the site's row exists (a new one would hold the other worker back)
+        checks = []
+        select_in = Database.select_in
+
+        def check_then_race(self, sql, values, params=()):
+            if self is led.db and sql.startswith("SELECT record_id FROM records"):
+                checks.append(len(values))
+                if len(checks) == 1:  # the other worker stores the batch right after this check
+                    got = select_in(self, sql, values, params)
+                    ingest_batch(other, b)
+                    return got
+            return select_in(self, sql, values, params)
+        monkeypatch.setattr(Database, "select_in", check_then_race)
+        ack = ingest_batch(led, b)
+        monkeypatch.undo()
+        assert ack.up_to_seq == 2
+        assert len(checks) == 2  # the COPY failed once, the second run found the records stored
+        assert led.record_count() == len(s.records)
+        charged = sum(r.body["amount_kop"] for r in s.records if r.kind == "fuel.completed")
+        assert led.balance_kop(CONTRACT) == 10_000_000 - charged
+        assert led.db.fetchall("SELECT batch_seq, new_records FROM batches ORDER BY batch_seq") == [(1, 5), (2, 10)]
+        assert led.site("S1").records == len(s.records)
+
+
+def test_a_site_disabled_while_the_rows_are_stored_keeps_none_of_them(pg_schema_url: str, clock, monkeypatch):
+    """PostgreSQL stores the rows before the site's lock: if an operator disables the site
+    meanwhile, the rows stored are rolled back and the batch is refused as it was before."""
+    from host.db import Database
+
+    s = Site("S1")
+    for i in range(2):
+        s.fuel_sale(tc=10 + 3 * i, at=T0 + 600 * i)
+    first, b = Batch("S1", 1, tuple(s.records[:5]), T0), Batch("S1", 2, tuple(s.records[5:]), T0)
+    with Ledger.open(pg_schema_url, clock=clock) as led, Ledger.open(pg_schema_url, clock=clock) as operator:
+        seed(led)
+        ingest_batch(led, first)
+        copies = []
+        copy_rows = Database.copy_rows
+
+        def copy_then_disable(self, table, *args, **kwargs):
+            copy_rows(self, table, *args, **kwargs)
+            if self is led.db and table == "records" and not copies:
+                copies.append(table)
+                master.set_site_status(operator, "S1", "disabled")  # commits before this one locks the site
+        monkeypatch.setattr(Database, "copy_rows", copy_then_disable)
+        ack = ingest_batch(led, b)
+        monkeypatch.undo()
+        assert copies == ["records"]
+        assert ack.up_to_seq == 2 and ack.rejected == (Rejection(2, "site S1 is disabled on the host: batch refused"),)
+        assert led.record_count() == 5  # batch 1's only
+        charged = sum(r.body["amount_kop"] for r in s.records[:5] if r.kind == "fuel.completed")
+        assert led.balance_kop(CONTRACT) == 10_000_000 - charged
