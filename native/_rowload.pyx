@@ -21,7 +21,7 @@ from cpython.array cimport array
 cimport cpython.array as carray
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.object cimport Py_SIZE
-from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint64_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp
 
 from authz.errors import ModelError
@@ -456,3 +456,132 @@ def load_stop_keys(datas, slow, key_fn, array keys, set other):
         else:
             other.add(data[at:at + n].decode("ascii"))
     return n_slow
+
+
+# -- a snapshot part's rows as one SQL statement's parameter (terminal.replica_store) -------------
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy
+
+
+cdef inline Py_ssize_t _put_int(char* out, int64_t v) noexcept:
+    """``v`` in decimal at ``out``; how many characters."""
+    cdef char tmp[24]
+    cdef Py_ssize_t n = 0, k, j
+    cdef uint64_t u
+    cdef bint neg = v < 0
+    u = <uint64_t>(-(v + 1)) + 1 if neg else <uint64_t>v
+    while True:
+        tmp[n] = <char>(48 + u % 10)
+        n += 1
+        u //= 10
+        if u == 0:
+            break
+    k = 0
+    if neg:
+        out[0] = 45  # -
+        k = 1
+    for j in range(n):
+        out[k + j] = tmp[n - 1 - j]
+    return k + n
+
+
+def part_rows_json(int code, bytes data, bytes bounds):
+    """The rows of a snapshot part kept as received (:class:`wire.rows_bulk.PackedRows`: table
+    ``code`` of ``wire._partscan.TABLE_CODES``, frame ``data``, row offsets ``bounds``) as the
+    JSON text ``[[key, offset, length], ...]``: one parameter for the replica store's single
+    ``INSERT ... SELECT ... FROM json_each(?)``, which SQLite runs without the interpreter lock
+    (``terminal.replica_store``). A row's key is its first field, as ``wire._partscan`` reads it
+    (a card number, or a contract or account id). Returns None where a row is not as expected
+    (a key that is not of plain letters and digits, a field not where it should be): the
+    caller writes the rows one by one then."""
+    cdef const uint8_t* d = <const uint8_t*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t nd = PyBytes_GET_SIZE(data)
+    cdef const uint32_t* b = <const uint32_t*>PyBytes_AS_STRING(bounds)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(bounds) // 4 - 1
+    cdef Py_ssize_t cap, k, at, ln, m, o = 0, j
+    cdef Reader r
+    cdef int64_t v
+    cdef char* out
+    if n < 0 or code < 1 or code > 4:
+        return None
+    cap = 2 + n * (32 + 2 + 3 + 2 * 21 + 8)  # the widest row: a 32-character key, two 20-digit numbers
+    out = <char*>malloc(cap)
+    if out == NULL:
+        raise MemoryError()
+    try:
+        out[o] = 91  # [
+        o += 1
+        for k in range(n):
+            at, ln = b[k], <Py_ssize_t>b[k + 1] - <Py_ssize_t>b[k]
+            if ln <= 0 or at + ln > nd:
+                return None
+            r.d, r.n, r.i = d + at, ln, 0
+            if k:
+                out[o] = 44  # ,
+                o += 1
+            out[o] = 91
+            o += 1
+            if code == 3 or code == 4:  # fixmap, "contract_id" / "account_id", an integer
+                r.i = 13 if code == 3 else 12
+                if not _int(&r, &v):
+                    return None
+                o += _put_int(out + o, v)
+            else:  # fixmap, "card_no", a string
+                r.i = 9
+                m = _str(&r)
+                if m < 1 or m > 32:
+                    return None
+                out[o] = 34  # "
+                o += 1
+                for j in range(m):
+                    if not _alnum(r.d[r.i + j]):
+                        return None
+                    out[o + j] = <char>r.d[r.i + j]
+                o += m
+                out[o] = 34
+                o += 1
+            out[o] = 44
+            o += 1
+            o += _put_int(out + o, at)
+            out[o] = 44
+            o += 1
+            o += _put_int(out + o, ln)
+            out[o] = 93  # ]
+            o += 1
+        out[o] = 93
+        o += 1
+        return PyBytes_FromStringAndSize(out, o).decode("ascii")
+    finally:
+        free(out)
+
+
+def part_keys_after(bytes data, bytes bounds, bytes prev):
+    """The last card number (bytes) of a part of fuel cards or the stop list kept as received
+    (:class:`wire.rows_bulk.PackedRows`' ``data`` and ``bounds``) if its rows' card numbers
+    rise, each after ``prev`` (b"": no row before), in the replica store's order (SQLite's
+    BINARY: bytes, then length); else None. What tells that columns filled part after part
+    are in the order the store reads them back."""
+    cdef const uint8_t* d = <const uint8_t*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t nd = PyBytes_GET_SIZE(data)
+    cdef const uint32_t* b = <const uint32_t*>PyBytes_AS_STRING(bounds)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(bounds) // 4 - 1
+    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(prev)
+    cdef Py_ssize_t pn = PyBytes_GET_SIZE(prev), k, m, at, ln
+    cdef int c
+    cdef Reader r
+    for k in range(n):
+        at, ln = b[k], <Py_ssize_t>b[k + 1] - <Py_ssize_t>b[k]
+        if ln <= 9 or at + ln > nd:
+            return None
+        r.d, r.n, r.i = d + at, ln, 9  # fixmap, "card_no"
+        m = _str(&r)
+        if m < 1:
+            return None
+        if pn:
+            c = memcmp(p, r.d + r.i, pn if pn < m else m)
+            if c > 0 or (c == 0 and pn >= m):
+                return None
+        p, pn = r.d + r.i, m
+    return PyBytes_FromStringAndSize(<const char*>p, pn)
