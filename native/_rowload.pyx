@@ -207,9 +207,22 @@ cdef int64_t L_PSTART[MAX_LIMITS]
 cdef bint L_HAS[MAX_LIMITS]
 
 
+cdef inline Py_ssize_t _position(const int64_t* ids, Py_ssize_t n, int64_t cid) noexcept:
+    """The position of ``cid`` in the rising ``ids``, or -1."""
+    cdef Py_ssize_t lo = 0, hi = n, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if ids[mid] < cid:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo if lo < n and ids[lo] == cid else -1
+
+
 def load_fuel_cards(datas, dict contract_pos, dict product_pos, cols, slow, fill_slow, day_fn, dict day_of,
                     uint64_t kinds, uint64_t statuses, uint64_t units, uint64_t periods, uint64_t scopes,
-                    uint64_t groups, int64_t max_amount, int64_t no_period, Py_ssize_t max_groups):
+                    uint64_t groups, int64_t max_amount, int64_t no_period, Py_ssize_t max_groups,
+                    array contract_ids=None):
     """Append the cards of ``datas`` (stored fuel-card rows, bytes, in order) to ``cols``.
 
     ``slow(data)`` reads a row the loader does not take by the general path ((card,
@@ -218,7 +231,10 @@ def load_fuel_cards(datas, dict contract_pos, dict product_pos, cols, slow, fill
     would not take (so a date means here what it means there); ``day_of`` caches it. The masks are the valid values of
     each enum (bit v set: v is valid). Returns how many rows went the general path. Raises
     ModelError as ``_fill_card_columns`` does (a card of an unknown contract, a limit of an
-    unknown product, a GROUP limit without a group)."""
+    unknown product, a GROUP limit without a group). ``contract_ids`` (int64, rising: the
+    contracts' ids in position order), if given, is where a card's contract is looked up (a
+    binary search, no Python int per contract); ``contract_pos`` then serves the general path
+    only."""
     cdef array k_key = cols.card_key, k_ct = cols.card_contract, k_kind = cols.card_kind
     cdef array k_status = cols.card_status, k_exp = cols.card_expires, k_groups = cols.card_groups
     cdef array k_nlim = cols.card_nlimits
@@ -367,7 +383,11 @@ def load_fuel_cards(datas, dict contract_pos, dict product_pos, cols, slow, fill
             n_slow += 1
             continue
         # the row is well formed: the checks of _fill_card_columns, then the columns
-        ct = contract_pos.get(cid)
+        if contract_ids is not None:
+            at = _position(<const int64_t*>contract_ids.data.as_voidptr, Py_SIZE(contract_ids), cid)
+            ct = None if at < 0 else at
+        else:
+            ct = contract_pos.get(cid)
         no = None
         if ct is None:
             no = data[no_at:no_at + no_len].decode("ascii")

@@ -306,6 +306,7 @@ class FuelColumns(_Columns):
                 for name in cards.NAMES:
                     setattr(cols, name, getattr(cards.cols, name))
                 cols.card_other = cards.cols.card_other
+                cards.cols = FuelColumns()  # these columns own the arrays now: freed once packed
             elif isinstance(cards, StoredCards):
                 load_stored_cards(cards, contract_pos, product_pos, cols)
             else:
@@ -314,11 +315,14 @@ class FuelColumns(_Columns):
             raise
         except (TypeError, OverflowError, AttributeError, ValueError) as exc:
             raise ModelError(f"a fuel card row does not fit its columns: {exc}") from None
+        if isinstance(cards, FilledCards):
+            cc.drop_positions()  # the cards' contract positions are in their columns: not kept while they are packed
         from ._evaluator import _merge_keys
         stop = array("q")
         other: set[str] = set()
         if isinstance(stop_list, FilledStopList):  # filled while its snapshot was staged
             stop, other = stop_list.keys, stop_list.other
+            stop_list.keys, stop_list.other = array("q"), set()  # sorted into new keys below: not kept twice
         elif isinstance(stop_list, StoredCards):  # the store's stop-list rows: by the native loader
             from ._rowload import load_stop_keys
             load_stop_keys(stop_list.datas(), lambda d: stop_list.row_of(d).card_no, card_key, stop, other)
@@ -867,20 +871,31 @@ def load_stored_cards(cards: StoredCards, contract_pos: Mapping[int, int], produ
     return load_card_datas(cards.datas(), cards.card_of, dict(contract_pos), dict(product_pos), cols)
 
 
-def load_card_datas(datas: Iterable[bytes], card_of: Any, contract_pos: dict[int, int], product_pos: dict[str, int],
-                    cols: FuelColumns, day_of: dict | None = None) -> int:
+def load_card_datas(datas: Iterable[bytes], card_of: Any, contracts: dict[int, int] | ContractColumns,
+                    product_pos: dict[str, int], cols: FuelColumns, day_of: dict | None = None) -> int:
     """:func:`load_stored_cards` of rows' bytes ``datas``, ``card_of(data)`` their general path
-    ((card, counters), or its refusal); ``day_of`` a cache of expiry days kept from call to
-    call (a snapshot's parts loaded one by one)."""
+    ((card, counters), or its refusal); ``contracts`` the contracts' positions (a dict, or
+    rising :class:`ContractColumns`: looked up in their ids); ``day_of`` a cache of expiry
+    days kept from call to call (a snapshot's parts loaded one by one)."""
     from ._evaluator import _fill_card_columns
     from ._rowload import load_fuel_cards
 
+    ids = None
+    if isinstance(contracts, ContractColumns):
+        ids = contracts.arrays["ct_id"] if contracts.rising else None
+        contract_pos: dict[int, int] = {} if contracts.rising else contracts.pos
+    else:
+        contract_pos = contracts
+    made: list[dict[int, int]] = []
+
     def fill_slow(row: tuple[FuelCard, Iterable[tuple[int, LimitCounter]]]) -> None:
-        _fill_card_columns((row,), contract_pos, product_pos, cols)
+        if ids is not None and not made:  # the general path's positions, made once if ever needed
+            made.append(contracts.pos)  # type: ignore[union-attr]
+        _fill_card_columns((row,), made[0] if made else contract_pos, product_pos, cols)
 
     n_slow: int = load_fuel_cards(datas, contract_pos, product_pos, cols, card_of, fill_slow, _expiry_day,
                                   {} if day_of is None else day_of, max_amount=MAX_AMOUNT_KOP, no_period=NO_PERIOD,
-                                  max_groups=len(ProductGroup), **_ENUM_MASKS)
+                                  max_groups=len(ProductGroup), contract_ids=ids, **_ENUM_MASKS)
     return n_slow
 
 
@@ -919,26 +934,49 @@ class ContractColumns(_Filled):
     each contract's position, filled a batch of contracts at a time (the parts of a snapshot
     as they are staged) with the checks :meth:`FuelColumns.from_rows` makes."""
 
-    def __init__(self, table: Any = None) -> None:
+    def __init__(self, table: Any = None, *, rising: bool = False) -> None:
         self.table = table
         self.noted = []
         self.tz_pos: dict[str, int] = {}
-        self.pos: dict[int, int] = {}
+        #: ``rising``: the contracts come in rising id order (anything else is refused), their
+        #: positions are found in ``ct_id`` and no dict is kept (no Python int per contract
+        #: held while a snapshot is received); :attr:`pos` is then made when asked
+        self.rising = rising
+        self._pos: dict[int, int] | None = None if rising else {}
         self.arrays: dict[str, array] = {n: array(code) for n, code in FuelColumns.CONTRACT_FIELDS}
 
+    @property
+    def pos(self) -> dict[int, int]:
+        """Each contract's position, by id."""
+        if self._pos is None:
+            return {cid: i for i, cid in enumerate(self.arrays["ct_id"])}
+        return self._pos
+
+    def drop_positions(self) -> None:
+        """Forget :attr:`pos` (made again when asked): no longer needed once the cards have theirs."""
+        if self._pos is not None:
+            self._pos = None
+
     def add(self, contracts: Iterable[Contract]) -> None:
-        """Append ``contracts``. Raises ModelError (more than three chosen stations, a contract twice)."""
+        """Append ``contracts``. Raises ModelError (more than three chosen stations, a contract
+        twice) and, if ``rising``, ValueError for a contract whose id does not rise."""
         a = self.arrays
         ct_id, ct_tz, ct_region, ct_tariff = a["ct_id"], a["ct_tz"], a["ct_region"], a["ct_tariff"]
         ct_balance, ct_credit, ct_nchosen, ct_chosen = a["ct_balance"], a["ct_credit"], a["ct_nchosen"], a["ct_chosen"]
-        tz_pos, contract_pos = self.tz_pos, self.pos
+        tz_pos, contract_pos = self.tz_pos, self._pos
         for c in contracts:
             ids = tuple(c.chosen_station_ids)
             if len(ids) > 3:
                 raise ModelError(f"contract {c.contract_id} chose more than three stations")
-            if c.contract_id in contract_pos:
+            if contract_pos is None:
+                if ct_id and not c.contract_id > ct_id[-1]:
+                    if c.contract_id == ct_id[-1]:
+                        raise ModelError(f"duplicate contract {c.contract_id!r}")
+                    raise ValueError("the contracts do not come in rising id order")
+            elif c.contract_id in contract_pos:
                 raise ModelError(f"duplicate contract {c.contract_id!r}")
-            contract_pos[c.contract_id] = len(ct_id)
+            else:
+                contract_pos[c.contract_id] = len(ct_id)
             ct_id.append(c.contract_id)
             ct_tz.append(tz_pos.setdefault(c.tz, len(tz_pos)))
             ct_region.append(c.home_region)

@@ -611,7 +611,11 @@ class Daemon:
         assert self.store is not None
         async with self._replica_lock:
             eager = self._eager
-            fill = eager.plan(part, fresh, self.store) if eager is not None else None
+            try:
+                fill = eager.plan(part, fresh, self.store) if eager is not None else None
+            except Exception as exc:  # noqa: BLE001 - the columns are an optimisation: the build reads the store
+                log.warning("provisioning: the fuel columns will be read back from the store: %r", exc)
+                eager = self._eager = fill = None
             write = asyncio.ensure_future(asyncio.to_thread(self.store.stage_part, part, fresh=fresh))
             if fill is not None:  # while the store writes the part (SQLite without the interpreter lock)
                 assert eager is not None

@@ -162,7 +162,7 @@ class EagerColumns:
 
     def _start(self, f: _Fill, store: Any) -> None:
         if f.table is Table.CONTRACTS:
-            f.target = ContractColumns(Table.CONTRACTS)
+            f.target = ContractColumns(Table.CONTRACTS, rising=True)
         elif f.table is Table.STOP_LIST:
             f.target = FilledStopList(Table.STOP_LIST)
         else:  # on the contracts filled and stored, and the products stored: positions known
@@ -186,13 +186,8 @@ class EagerColumns:
         try:
             if f.table is Table.CONTRACTS:
                 cs = list(rows)  # checked as the store's rows are read back (wire.rows_bulk.unpack_rows)
-                for c in cs:
-                    if f.last is not None and not c.contract_id > f.last:
-                        raise ValueError("the contracts are not in the store's order")
-                    f.last = c.contract_id
-                    if c.watermarks or c.allowances:
-                        f.target.noted.append(c)
-                f.target.add(cs)
+                f.target.noted += [c for c in cs if c.watermarks or c.allowances]
+                f.target.add(cs)  # in rising id order (the store's), or refused
             else:
                 last = _rowload.part_keys_after(rows.data, rows.bounds, f.last or b"")
                 if last is None and f.table is Table.FUEL_CARDS:
@@ -200,9 +195,10 @@ class EagerColumns:
                 f.last = last or f.last
                 t = f.target
                 if f.table is Table.FUEL_CARDS:
-                    cf = f.deps[0].target
-                    load_card_datas(rows.datas(), lambda d: _slow_card(t, d), cf.pos,
+                    load_card_datas(rows.datas(), lambda d: _slow_card(t, d), f.deps[0].target,
                                     {c: i for i, c in enumerate(t.product_codes)}, t.cols, t.day_of)
+                    if f.next + 1 == f.parts:
+                        t.day_of = {}  # not held while the rest is received
                 else:
                     _rowload.load_stop_keys(rows.datas(), lambda d: next(unpack_rows(Table.STOP_LIST, (d,))).card_no,
                                             card_key, t.keys, t.other)
