@@ -185,3 +185,73 @@ def test_a_part_the_scanner_does_not_take_leaves_the_table_to_the_store(tmp_path
         got = _columns(eager_rows)
         want = _columns({t: store.iter_rows(t) for t in NEEDED})
     assert got == want and got[0].card_on_breach[3] == int(OnBreach.ALERT)
+
+
+def test_a_card_of_an_unknown_contract_is_refused_by_the_build_in_the_store_s_words(tmp_path):
+    """The filled cards meet a card whose contract is not held: the fill is off, and the build
+    (from the store) refuses the tables exactly as it would have."""
+    import pytest
+
+    from authz.errors import ModelError
+    sign, verify = _keys(tmp_path)
+    cards = list(_CARDS)
+    cards[7] = replace(cards[7], card=replace(cards[7].card, contract_id=10 ** 9))
+    with ReplicaStore.open(tmp_path / "replica.sqlite") as store:
+        site = Site(store)
+        for table, rows in SMALL.items():
+            site.part(_parts(table, list(rows), 2, 1, sign, verify)[0])
+        for table in BIG:
+            for p in _parts(table, cards if table is Table.FUEL_CARDS else V2[table], 2, 3, sign, verify):
+                site.part(p)
+        eager_rows = site.eager.rows(store, NEEDED)
+        assert not isinstance(eager_rows[Table.FUEL_CARDS], FilledCards)
+        with pytest.raises(ModelError) as got:
+            _columns(eager_rows)
+        with pytest.raises(ModelError) as want:
+            _columns({t: store.iter_rows(t) for t in NEEDED})
+    assert str(got.value) == str(want.value) and "unknown contract 1000000000" in str(got.value)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, len(_CARDS) - 1), min_size=1, max_size=4), st.integers(1, 4), st.booleans())
+def test_a_part_written_in_one_statement_is_the_part_written_row_by_row(picks, n, twice):
+    """ReplicaStore.stage_part's one INSERT ... SELECT FROM json_each against executemany:
+    the same keys (of the same SQLite type), the same bytes, and a key in two parts marks
+    the snapshot broken either way."""
+    import sqlite3
+
+    from terminal.replica_store import ReplicaStoreError
+    tables = {Table.FUEL_CARDS: sorted({_CARDS[i].card.card_no: _CARDS[i] for i in picks}.values(),
+                                       key=lambda r: r.card.card_no),
+              Table.CONTRACTS: _CONTRACTS[:n * 3], Table.STOP_LIST: _STOPS[:n * 5]}
+    with tempfile.TemporaryDirectory(prefix="eager-json-") as d:
+        tmp = Path(d)
+        sign, verify = _keys(tmp)
+        got = []
+        for one_statement in (True, False):
+            path = tmp / f"r{one_statement}.sqlite"
+            with ReplicaStore.open(path) as store:
+                store._json = one_statement
+                outcome = []
+                for table, rows in tables.items():
+                    parts = _parts(table, list(rows), 2, min(n, len(rows)), sign, verify)
+                    if twice and len(parts) > 1:  # the first part's rows again as the last part
+                        parts[-1] = _parts(table, list(rows[:1]) + list(rows[-1:]), 2, 1, sign, verify)[0]
+                        parts[-1] = decode(encode(ReplicaSnapshot(table, 2, len(parts) - 1, len(parts),
+                                                                  tuple(parts[-1].rows)), sign), verify,
+                                           topic=snapshot_topic(table, len(parts) - 1), raw_rows=True)
+                    for k, p in enumerate(parts):
+                        store.stage_part(p, fresh=k == 0)
+                    try:
+                        store.apply(StagedSnapshot(table, 2, len(parts)))
+                        outcome.append("stored")
+                    except ReplicaStoreError as exc:
+                        outcome.append(str(exc))
+                phys = {t: store.generation(t) for t in tables}
+            conn = sqlite3.connect(path)
+            rows_in = {t: conn.execute(f"SELECT key, typeof(key), data FROM {p} ORDER BY key").fetchall()
+                       for t, p in phys.items() if p}
+            conn.close()
+            got.append((outcome, rows_in))
+    assert got[0] == got[1]
+    assert got[0][1] or twice
