@@ -605,3 +605,90 @@ def part_keys_after(bytes data, bytes bounds, bytes prev):
                 return None
         p, pn = r.d + r.i, m
     return PyBytes_FromStringAndSize(<const char*>p, pn)
+
+
+cdef inline bint _contract_fields(Reader* r, int64_t* f, Py_ssize_t* tz_at, Py_ssize_t* tz_len,
+                                  Py_ssize_t* nchosen, int64_t* chosen) noexcept:
+    """A contract row as the store writes it (``wire._partscan`` took it): f = contract_id,
+    home_region, tariff, balance_kop, credit_line_kop; the time zone's bytes; the chosen stations."""
+    cdef Py_ssize_t n, k
+    if _header(r, 0x80, 0xde, 0xdf) != 7 or not _key(r, b"contract_id", 11) or not _int(r, &f[0]):
+        return False
+    if not _key(r, b"tz", 2):
+        return False
+    n = _str(r)
+    if n < 1:
+        return False
+    tz_at[0], tz_len[0] = r.i, n
+    r.i += n
+    if (not _key(r, b"home_region", 11) or not _int(r, &f[1]) or not _key(r, b"tariff", 6) or not _int(r, &f[2])
+            or not _key(r, b"balance_kop", 11) or not _int(r, &f[3])
+            or not _key(r, b"credit_line_kop", 15) or not _int(r, &f[4])):
+        return False
+    n = _list_field(r, b"chosen_station_ids", 18, 3)
+    if n < 0:
+        return False
+    for k in range(n):
+        if not _int(r, &chosen[k]) or chosen[k] < 0:
+            return False
+    nchosen[0] = n
+    return r.i == r.n
+
+
+def load_packed_contracts(bytes data, bytes bounds, dict arrays, dict tz_pos, int64_t last):
+    """Append the contracts of a part kept as received (``wire._partscan`` took it:
+    :class:`wire.rows_bulk.PackedRows`' ``data`` and ``bounds``) to the contract columns
+    ``arrays`` (``native.compact.ContractColumns``: ``ct_id`` ...) and their time zones to
+    ``tz_pos``, as ``ContractColumns.add`` of their objects would, without an object per
+    contract. Every id must rise from ``last`` (-1: none before). Returns the last id, or
+    None, with nothing appended, if any row is not as expected (another layout, an id that
+    does not rise, a value a column cannot hold): the caller takes the general path then,
+    which accepts the part or refuses it in its own words."""
+    cdef const uint8_t* d = <const uint8_t*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t nd = PyBytes_GET_SIZE(data)
+    cdef const uint32_t* b = <const uint32_t*>PyBytes_AS_STRING(bounds)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(bounds) // 4 - 1
+    cdef Py_ssize_t k, j, at, ln, tz_at = 0, tz_len = 0, nch = 0
+    cdef int64_t f[5]
+    cdef int64_t chosen[3]
+    cdef int64_t prev = last
+    cdef Reader r
+    cdef array ct_id = arrays["ct_id"], ct_tz = arrays["ct_tz"], ct_region = arrays["ct_region"]
+    cdef array ct_tariff = arrays["ct_tariff"], ct_balance = arrays["ct_balance"], ct_credit = arrays["ct_credit"]
+    cdef array ct_nchosen = arrays["ct_nchosen"], ct_chosen = arrays["ct_chosen"]
+    for k in range(n):  # first every row checked: all or nothing
+        at, ln = b[k], <Py_ssize_t>b[k + 1] - <Py_ssize_t>b[k]
+        if ln <= 0 or at + ln > nd:
+            return None
+        r.d, r.n, r.i = d + at, ln, 0
+        if not _contract_fields(&r, f, &tz_at, &tz_len, &nch, chosen) or f[0] <= prev or f[0] < 0:
+            return None
+        if f[1] < INT32_MIN or f[1] > INT32_MAX or f[2] < -128 or f[2] > 127:
+            return None  # home_region (i) and tariff (b) as their columns hold them
+        prev = f[0]
+    added = []
+    for k in range(n):
+        at, ln = b[k], <Py_ssize_t>b[k + 1] - <Py_ssize_t>b[k]
+        r.d, r.n, r.i = d + at, ln, 0
+        _contract_fields(&r, f, &tz_at, &tz_len, &nch, chosen)
+        tz = (<bytes>(d + at + tz_at)[:tz_len]).decode("ascii")
+        pos = tz_pos.get(tz)
+        if pos is None:
+            if len(tz_pos) >= 65536:  # ct_tz (H)
+                for z in added:
+                    del tz_pos[z]
+                for name in arrays:
+                    del arrays[name][len(arrays[name]) - (k * 3 if name == "ct_chosen" else k):]
+                return None
+            pos = tz_pos[tz] = len(tz_pos)
+            added.append(tz)
+        _put(ct_id, <int64_t>f[0])
+        _put(ct_tz, <uint16_t>pos)
+        _put(ct_region, <int32_t>f[1])
+        _put(ct_tariff, <int8_t>f[2])
+        _put(ct_balance, <int64_t>f[3])
+        _put(ct_credit, <int64_t>f[4])
+        _put(ct_nchosen, <int8_t>nch)
+        for j in range(3):
+            _put(ct_chosen, <int64_t>(chosen[j] if j < nch else 0))
+    return prev

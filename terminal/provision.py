@@ -185,9 +185,13 @@ class EagerColumns:
         assert type(rows) is PackedRows
         try:
             if f.table is Table.CONTRACTS:
-                cs = list(rows)  # checked as the store's rows are read back (wire.rows_bulk.unpack_rows)
-                f.target.noted += [c for c in cs if c.watermarks or c.allowances]
-                f.target.add(cs)  # in rising id order (the store's), or refused
+                cc = f.target
+                ids = cc.arrays["ct_id"]
+                if _rowload.load_packed_contracts(rows.data, rows.bounds, cc.arrays, cc.tz_pos,
+                                                  ids[-1] if ids else -1) is None:  # not as expected: as objects
+                    cs = list(rows)  # checked as the store's rows are read back (wire.rows_bulk.unpack_rows)
+                    cc.noted += [c for c in cs if c.watermarks or c.allowances]
+                    cc.add(cs)  # in rising id order (the store's), or refused
             else:
                 last = _rowload.part_keys_after(rows.data, rows.bounds, f.last or b"")
                 if last is None and f.table is Table.FUEL_CARDS:

@@ -255,3 +255,37 @@ def test_a_part_written_in_one_statement_is_the_part_written_row_by_row(picks, n
             got.append((outcome, rows_in))
     assert got[0] == got[1]
     assert got[0][1] or twice
+
+
+_CONTRACT = st.builds(
+    lambda tz, home, tariff, bal, credit, chosen: (tz, home, tariff, bal, credit, tuple(chosen)),
+    st.sampled_from(["Europe/Moscow", "Asia/Yekaterinburg", "UTC", "America/Argentina/Buenos_Aires", "Etc/GMT+3"]),
+    st.one_of(st.integers(0, 300), st.integers(0, 2 ** 63 - 1)), st.sampled_from(list(range(6))),
+    st.integers(-10 ** 12, 10 ** 12), st.integers(0, 10 ** 12), st.lists(st.integers(0, 2 ** 40), max_size=3))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 5), _CONTRACT), min_size=1, max_size=30), st.integers(-1, 3))
+def test_the_native_contract_loader_fills_what_the_objects_fill(rows, start):
+    """native._rowload.load_packed_contracts on a part kept as received against
+    ContractColumns.add of the part's objects: equal columns and time zones where it takes
+    the part; where it does not (a region its column cannot hold, ids not rising after
+    ``start``) it appends nothing and says so."""
+    from authz.fuel_model import Contract, Tariff
+    from native import _rowload
+    with tempfile.TemporaryDirectory(prefix="eager-ct-") as d:
+        sign, verify = _keys(Path(d))
+    cid, contracts = 0, []
+    for step, (tz, home, tariff, bal, credit, chosen) in rows:
+        cid += step
+        contracts.append(Contract(cid, tz, home, Tariff(tariff), bal, credit, chosen))
+    part = _parts(Table.CONTRACTS, contracts, 2, 1, sign, verify)[0]
+    want = ContractColumns(rising=True)
+    ok = all(c.home_region < 2 ** 31 for c in contracts) and contracts[0].contract_id > start
+    if ok:
+        want.add(list(part.rows))
+    got = ContractColumns(rising=True)
+    last = _rowload.load_packed_contracts(part.rows.data, part.rows.bounds, got.arrays, got.tz_pos, start)
+    assert (last is not None) == ok
+    assert got.arrays == want.arrays and got.tz_pos == want.tz_pos
+    assert last is None or last == contracts[-1].contract_id
