@@ -97,6 +97,7 @@ def stage_figures(fuel_cards: int, stop_list: int, club_accounts: int, seed: int
 
 def _filled_figures(cfg: Any, path: Path, frames: dict[Any, list[bytes]], verify: Any) -> dict[str, float]:
     """The ``filled_*`` figures: the daemon's staging (terminal.daemon ``_stage_part``), one part at a time."""
+    import threading
     import time
     from concurrent.futures import ThreadPoolExecutor
 
@@ -113,8 +114,10 @@ def _filled_figures(cfg: Any, path: Path, frames: dict[Any, list[bytes]], verify
             for k, frame in enumerate(parts):
                 part = decode(frame, verify, topic=snapshot_topic(table, k), raw_rows=True)
                 fill = eager.plan(part, k == 0, store)  # type: ignore[arg-type]
-                write = pool.submit(store.stage_part, part, fresh=k == 0)  # type: ignore[arg-type]
+                started = threading.Event()
+                write = pool.submit(store.stage_part, part, fresh=k == 0, started=started)  # type: ignore[arg-type]
                 if fill is not None:
+                    started.wait(1.0)  # as the daemon: the fill once the write is in its statement
                     eager.fill(fill, part)  # type: ignore[arg-type]
                 ok = write.result()
                 if fill is not None:

@@ -18,11 +18,13 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import functools
 import ipaddress
 import json
 import logging
 import os
 import socket
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -616,9 +618,13 @@ class Daemon:
             except Exception as exc:  # noqa: BLE001 - the columns are an optimisation: the build reads the store
                 log.warning("provisioning: the fuel columns will be read back from the store: %r", exc)
                 eager = self._eager = fill = None
-            write = asyncio.ensure_future(asyncio.to_thread(self.store.stage_part, part, fresh=fresh))
+            started = threading.Event()
+            # submitted now (not when the loop next runs a task): the fill below runs beside it
+            write = asyncio.get_running_loop().run_in_executor(None, functools.partial(
+                self.store.stage_part, part, fresh=fresh, started=started))
             if fill is not None:  # while the store writes the part (SQLite without the interpreter lock)
                 assert eager is not None
+                started.wait(1.0)  # the write is in its statement: it needs the interpreter lock no more
                 eager.fill(fill, part)
             try:
                 ok = await asyncio.shield(write)

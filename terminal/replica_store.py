@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -257,7 +258,7 @@ class ReplicaStore:
 
     # -- writing --
 
-    def stage_part(self, part: ReplicaSnapshot, *, fresh: bool = False) -> bool:
+    def stage_part(self, part: ReplicaSnapshot, *, fresh: bool = False, started: threading.Event | None = None) -> bool:
         """Write snapshot part ``part`` (verified by :func:`wire.decode`) into its table's
         staged generation (rows kept as received, :class:`wire.rows_bulk.PackedRows`, as their
         bytes: one ``executemany`` of (key, bytes)); ``fresh`` (or a part of another version or part count than the one
@@ -268,8 +269,17 @@ class ReplicaStore:
         (``json_each`` over ``[key, offset, length]`` of each row,
         :func:`native._rowload.part_rows_json`): SQLite runs it without the interpreter lock,
         so the event loop fills the evaluators' columns meanwhile (docs/sync.md, "Fifth pass").
+        ``started`` (if given) is set once the rows' statement runs (or once nothing is to be
+        written): from then on this thread does not need the interpreter lock for a while.
         Returns whether the part's rows were written (False: ignored, or the snapshot broken).
         Raises :class:`ReplicaStoreError` if the part cannot be written (nothing of it is)."""
+        try:
+            return self._stage_part(part, fresh, started)
+        finally:
+            if started is not None:
+                started.set()
+
+    def _stage_part(self, part: ReplicaSnapshot, fresh: bool, started: threading.Event | None) -> bool:
         table = Table(part.table)
         held = self._info.get(table)
         if held is not None and part.version <= held.version:
@@ -304,6 +314,8 @@ class ReplicaStore:
                     return False
                 try:
                     if whole is not None:  # one statement: SQLite splits the frame, without the interpreter lock
+                        if started is not None:
+                            started.set()
                         conn.execute(f"INSERT INTO {st.phys} (key, data) SELECT json_extract(value, '$[0]'), "
                                      "substr(?1, json_extract(value, '$[1]') + 1, json_extract(value, '$[2]')) "
                                      "FROM json_each(?2)", (rows.data, whole))  # type: ignore[attr-defined]
