@@ -13,6 +13,11 @@ objects, ``_general``) and as the daemon builds them (fuel cards by the native l
 
 - ``decode_verify_cpu_s``, ``store_stage_cpu_s``: the parts, every table;
 - ``build_general_cpu_s``, ``build_cpu_s`` and ``build_ratio``: the evaluators from the store;
+- ``filled_receive_cpu_s`` and ``filled_receive_wall_s``: the parts again, into a new store,
+  as the daemon of a new site stages them (:class:`terminal.provision.EagerColumns`: the
+  store writes each part in a worker thread while this thread fills the fuel columns), and
+  ``filled_build_cpu_s``: the evaluators built from those columns and the store's other
+  tables (``filled_build_ratio``: against ``build_cpu_s``);
 - ``store_mb``: ``replica.sqlite``. The RSS of a real site is ``--provision``'s (this process
   holds every frame too).
 """
@@ -25,6 +30,7 @@ import resource
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def _cpu() -> float:
@@ -67,7 +73,6 @@ def stage_figures(fuel_cards: int, stop_list: int, club_accounts: int, seed: int
                 a = _cpu()
                 store.apply(StagedSnapshot(table, 1, len(parts)))
                 staging += _cpu() - a
-            del frames
             out["decode_verify_cpu_s"], out["store_stage_cpu_s"] = round(decoding, 2), round(staging, 2)
             needed = tables_needed(cfg)
             versions = store.versions()
@@ -83,6 +88,49 @@ def stage_figures(fuel_cards: int, stop_list: int, club_accounts: int, seed: int
             assert replica.fuel_model is not None and len(replica.fuel_model.cards) == fuel_cards
             out["build_ratio"] = round(out["build_cpu_s"] / out["build_general_cpu_s"], 3)
         out["store_mb"] = round((tmp / "replica.sqlite").stat().st_size / 1e6)
+        del replica
+        gc.collect()
+        out.update(_filled_figures(cfg, tmp / "filled.sqlite", frames, verify))
+        out["filled_build_ratio"] = round(out["filled_build_cpu_s"] / out["build_cpu_s"], 3)
+    return out
+
+
+def _filled_figures(cfg: Any, path: Path, frames: dict[Any, list[bytes]], verify: Any) -> dict[str, float]:
+    """The ``filled_*`` figures: the daemon's staging (terminal.daemon ``_stage_part``), one part at a time."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from terminal.follower import StagedSnapshot
+    from terminal.provision import EagerColumns, build_replica, tables_needed
+    from terminal.replica_store import ReplicaStore
+    from wire import decode, snapshot_topic
+
+    out: dict[str, float] = {}
+    eager = EagerColumns()
+    with ReplicaStore.open(path) as store, ThreadPoolExecutor(1) as pool:
+        a, w = _cpu(), time.perf_counter()
+        for table, parts in frames.items():
+            for k, frame in enumerate(parts):
+                part = decode(frame, verify, topic=snapshot_topic(table, k), raw_rows=True)
+                fill = eager.plan(part, k == 0, store)  # type: ignore[arg-type]
+                started = threading.Event()
+                write = pool.submit(store.stage_part, part, fresh=k == 0, started=started)  # type: ignore[arg-type]
+                if fill is not None:
+                    started.wait(1.0)  # as the daemon: the fill once the write is in its statement
+                    eager.fill(fill, part)  # type: ignore[arg-type]
+                ok = write.result()
+                if fill is not None:
+                    eager.written(fill, ok, store.staging_generation(table))
+            store.apply(StagedSnapshot(table, 1, len(parts)))
+        out["filled_receive_cpu_s"], out["filled_receive_wall_s"] = round(_cpu() - a, 2), round(time.perf_counter() - w, 2)
+        frames.clear()
+        gc.collect()
+        needed = tables_needed(cfg)
+        a = _cpu()
+        replica = build_replica(cfg, eager.rows(store, needed), versions=store.versions())
+        out["filled_build_cpu_s"] = round(_cpu() - a, 2)
+        assert replica.fuel_model is not None and len(replica.fuel_model.cards) > 0
     return out
 
 

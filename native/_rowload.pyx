@@ -21,7 +21,7 @@ from cpython.array cimport array
 cimport cpython.array as carray
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.object cimport Py_SIZE
-from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint64_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp
 
 from authz.errors import ModelError
@@ -207,9 +207,22 @@ cdef int64_t L_PSTART[MAX_LIMITS]
 cdef bint L_HAS[MAX_LIMITS]
 
 
+cdef inline Py_ssize_t _position(const int64_t* ids, Py_ssize_t n, int64_t cid) noexcept:
+    """The position of ``cid`` in the rising ``ids``, or -1."""
+    cdef Py_ssize_t lo = 0, hi = n, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if ids[mid] < cid:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo if lo < n and ids[lo] == cid else -1
+
+
 def load_fuel_cards(datas, dict contract_pos, dict product_pos, cols, slow, fill_slow, day_fn, dict day_of,
                     uint64_t kinds, uint64_t statuses, uint64_t units, uint64_t periods, uint64_t scopes,
-                    uint64_t groups, int64_t max_amount, int64_t no_period, Py_ssize_t max_groups):
+                    uint64_t groups, int64_t max_amount, int64_t no_period, Py_ssize_t max_groups,
+                    array contract_ids=None):
     """Append the cards of ``datas`` (stored fuel-card rows, bytes, in order) to ``cols``.
 
     ``slow(data)`` reads a row the loader does not take by the general path ((card,
@@ -218,7 +231,10 @@ def load_fuel_cards(datas, dict contract_pos, dict product_pos, cols, slow, fill
     would not take (so a date means here what it means there); ``day_of`` caches it. The masks are the valid values of
     each enum (bit v set: v is valid). Returns how many rows went the general path. Raises
     ModelError as ``_fill_card_columns`` does (a card of an unknown contract, a limit of an
-    unknown product, a GROUP limit without a group)."""
+    unknown product, a GROUP limit without a group). ``contract_ids`` (int64, rising: the
+    contracts' ids in position order), if given, is where a card's contract is looked up (a
+    binary search, no Python int per contract); ``contract_pos`` then serves the general path
+    only."""
     cdef array k_key = cols.card_key, k_ct = cols.card_contract, k_kind = cols.card_kind
     cdef array k_status = cols.card_status, k_exp = cols.card_expires, k_groups = cols.card_groups
     cdef array k_nlim = cols.card_nlimits
@@ -367,7 +383,11 @@ def load_fuel_cards(datas, dict contract_pos, dict product_pos, cols, slow, fill
             n_slow += 1
             continue
         # the row is well formed: the checks of _fill_card_columns, then the columns
-        ct = contract_pos.get(cid)
+        if contract_ids is not None:
+            at = _position(<const int64_t*>contract_ids.data.as_voidptr, Py_SIZE(contract_ids), cid)
+            ct = None if at < 0 else at
+        else:
+            ct = contract_pos.get(cid)
         no = None
         if ct is None:
             no = data[no_at:no_at + no_len].decode("ascii")
@@ -456,3 +476,219 @@ def load_stop_keys(datas, slow, key_fn, array keys, set other):
         else:
             other.add(data[at:at + n].decode("ascii"))
     return n_slow
+
+
+# -- a snapshot part's rows as one SQL statement's parameter (terminal.replica_store) -------------
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy
+
+
+cdef inline Py_ssize_t _put_int(char* out, int64_t v) noexcept:
+    """``v`` in decimal at ``out``; how many characters."""
+    cdef char tmp[24]
+    cdef Py_ssize_t n = 0, k, j
+    cdef uint64_t u
+    cdef bint neg = v < 0
+    u = <uint64_t>(-(v + 1)) + 1 if neg else <uint64_t>v
+    while True:
+        tmp[n] = <char>(48 + u % 10)
+        n += 1
+        u //= 10
+        if u == 0:
+            break
+    k = 0
+    if neg:
+        out[0] = 45  # -
+        k = 1
+    for j in range(n):
+        out[k + j] = tmp[n - 1 - j]
+    return k + n
+
+
+def part_rows_json(int code, bytes data, bytes bounds):
+    """The rows of a snapshot part kept as received (:class:`wire.rows_bulk.PackedRows`: table
+    ``code`` of ``wire._partscan.TABLE_CODES``, frame ``data``, row offsets ``bounds``) as the
+    JSON text ``[[key, offset, length], ...]``: one parameter for the replica store's single
+    ``INSERT ... SELECT ... FROM json_each(?)``, which SQLite runs without the interpreter lock
+    (``terminal.replica_store``). A row's key is its first field, as ``wire._partscan`` reads it
+    (a card number, or a contract or account id). Returns None where a row is not as expected
+    (a key that is not of plain letters and digits, a field not where it should be): the
+    caller writes the rows one by one then."""
+    cdef const uint8_t* d = <const uint8_t*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t nd = PyBytes_GET_SIZE(data)
+    cdef const uint32_t* b = <const uint32_t*>PyBytes_AS_STRING(bounds)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(bounds) // 4 - 1
+    cdef Py_ssize_t cap, k, at, ln, m, o = 0, j
+    cdef Reader r
+    cdef int64_t v
+    cdef char* out
+    if n < 0 or code < 1 or code > 4:
+        return None
+    cap = 2 + n * (32 + 2 + 3 + 2 * 21 + 8)  # the widest row: a 32-character key, two 20-digit numbers
+    out = <char*>malloc(cap)
+    if out == NULL:
+        raise MemoryError()
+    try:
+        out[o] = 91  # [
+        o += 1
+        for k in range(n):
+            at, ln = b[k], <Py_ssize_t>b[k + 1] - <Py_ssize_t>b[k]
+            if ln <= 0 or at + ln > nd:
+                return None
+            r.d, r.n, r.i = d + at, ln, 0
+            if k:
+                out[o] = 44  # ,
+                o += 1
+            out[o] = 91
+            o += 1
+            if code == 3 or code == 4:  # fixmap, "contract_id" / "account_id", an integer
+                r.i = 13 if code == 3 else 12
+                if not _int(&r, &v):
+                    return None
+                o += _put_int(out + o, v)
+            else:  # fixmap, "card_no", a string
+                r.i = 9
+                m = _str(&r)
+                if m < 1 or m > 32:
+                    return None
+                out[o] = 34  # "
+                o += 1
+                for j in range(m):
+                    if not _alnum(r.d[r.i + j]):
+                        return None
+                    out[o + j] = <char>r.d[r.i + j]
+                o += m
+                out[o] = 34
+                o += 1
+            out[o] = 44
+            o += 1
+            o += _put_int(out + o, at)
+            out[o] = 44
+            o += 1
+            o += _put_int(out + o, ln)
+            out[o] = 93  # ]
+            o += 1
+        out[o] = 93
+        o += 1
+        return PyBytes_FromStringAndSize(out, o).decode("ascii")
+    finally:
+        free(out)
+
+
+def part_keys_after(bytes data, bytes bounds, bytes prev):
+    """The last card number (bytes) of a part of fuel cards or the stop list kept as received
+    (:class:`wire.rows_bulk.PackedRows`' ``data`` and ``bounds``) if its rows' card numbers
+    rise, each after ``prev`` (b"": no row before), in the replica store's order (SQLite's
+    BINARY: bytes, then length); else None. What tells that columns filled part after part
+    are in the order the store reads them back."""
+    cdef const uint8_t* d = <const uint8_t*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t nd = PyBytes_GET_SIZE(data)
+    cdef const uint32_t* b = <const uint32_t*>PyBytes_AS_STRING(bounds)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(bounds) // 4 - 1
+    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(prev)
+    cdef Py_ssize_t pn = PyBytes_GET_SIZE(prev), k, m, at, ln
+    cdef int c
+    cdef Reader r
+    for k in range(n):
+        at, ln = b[k], <Py_ssize_t>b[k + 1] - <Py_ssize_t>b[k]
+        if ln <= 9 or at + ln > nd:
+            return None
+        r.d, r.n, r.i = d + at, ln, 9  # fixmap, "card_no"
+        m = _str(&r)
+        if m < 1:
+            return None
+        if pn:
+            c = memcmp(p, r.d + r.i, pn if pn < m else m)
+            if c > 0 or (c == 0 and pn >= m):
+                return None
+        p, pn = r.d + r.i, m
+    return PyBytes_FromStringAndSize(<const char*>p, pn)
+
+
+cdef inline bint _contract_fields(Reader* r, int64_t* f, Py_ssize_t* tz_at, Py_ssize_t* tz_len,
+                                  Py_ssize_t* nchosen, int64_t* chosen) noexcept:
+    """A contract row as the store writes it (``wire._partscan`` took it): f = contract_id,
+    home_region, tariff, balance_kop, credit_line_kop; the time zone's bytes; the chosen stations."""
+    cdef Py_ssize_t n, k
+    if _header(r, 0x80, 0xde, 0xdf) != 7 or not _key(r, b"contract_id", 11) or not _int(r, &f[0]):
+        return False
+    if not _key(r, b"tz", 2):
+        return False
+    n = _str(r)
+    if n < 1:
+        return False
+    tz_at[0], tz_len[0] = r.i, n
+    r.i += n
+    if (not _key(r, b"home_region", 11) or not _int(r, &f[1]) or not _key(r, b"tariff", 6) or not _int(r, &f[2])
+            or not _key(r, b"balance_kop", 11) or not _int(r, &f[3])
+            or not _key(r, b"credit_line_kop", 15) or not _int(r, &f[4])):
+        return False
+    n = _list_field(r, b"chosen_station_ids", 18, 3)
+    if n < 0:
+        return False
+    for k in range(n):
+        if not _int(r, &chosen[k]) or chosen[k] < 0:
+            return False
+    nchosen[0] = n
+    return r.i == r.n
+
+
+def load_packed_contracts(bytes data, bytes bounds, dict arrays, dict tz_pos, int64_t last):
+    """Append the contracts of a part kept as received (``wire._partscan`` took it:
+    :class:`wire.rows_bulk.PackedRows`' ``data`` and ``bounds``) to the contract columns
+    ``arrays`` (``native.compact.ContractColumns``: ``ct_id`` ...) and their time zones to
+    ``tz_pos``, as ``ContractColumns.add`` of their objects would, without an object per
+    contract. Every id must rise from ``last`` (-1: none before). Returns the last id, or
+    None, with nothing appended, if any row is not as expected (another layout, an id that
+    does not rise, a value a column cannot hold): the caller takes the general path then,
+    which accepts the part or refuses it in its own words."""
+    cdef const uint8_t* d = <const uint8_t*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t nd = PyBytes_GET_SIZE(data)
+    cdef const uint32_t* b = <const uint32_t*>PyBytes_AS_STRING(bounds)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(bounds) // 4 - 1
+    cdef Py_ssize_t k, j, at, ln, tz_at = 0, tz_len = 0, nch = 0
+    cdef int64_t f[5]
+    cdef int64_t chosen[3]
+    cdef int64_t prev = last
+    cdef Reader r
+    cdef array ct_id = arrays["ct_id"], ct_tz = arrays["ct_tz"], ct_region = arrays["ct_region"]
+    cdef array ct_tariff = arrays["ct_tariff"], ct_balance = arrays["ct_balance"], ct_credit = arrays["ct_credit"]
+    cdef array ct_nchosen = arrays["ct_nchosen"], ct_chosen = arrays["ct_chosen"]
+    for k in range(n):  # first every row checked: all or nothing
+        at, ln = b[k], <Py_ssize_t>b[k + 1] - <Py_ssize_t>b[k]
+        if ln <= 0 or at + ln > nd:
+            return None
+        r.d, r.n, r.i = d + at, ln, 0
+        if not _contract_fields(&r, f, &tz_at, &tz_len, &nch, chosen) or f[0] <= prev or f[0] < 0:
+            return None
+        if f[1] < INT32_MIN or f[1] > INT32_MAX or f[2] < -128 or f[2] > 127:
+            return None  # home_region (i) and tariff (b) as their columns hold them
+        prev = f[0]
+    added = []
+    for k in range(n):
+        at, ln = b[k], <Py_ssize_t>b[k + 1] - <Py_ssize_t>b[k]
+        r.d, r.n, r.i = d + at, ln, 0
+        _contract_fields(&r, f, &tz_at, &tz_len, &nch, chosen)
+        tz = (<bytes>(d + at + tz_at)[:tz_len]).decode("ascii")
+        pos = tz_pos.get(tz)
+        if pos is None:
+            if len(tz_pos) >= 65536:  # ct_tz (H)
+                for z in added:
+                    del tz_pos[z]
+                for name in arrays:
+                    del arrays[name][len(arrays[name]) - (k * 3 if name == "ct_chosen" else k):]
+                return None
+            pos = tz_pos[tz] = len(tz_pos)
+            added.append(tz)
+        _put(ct_id, <int64_t>f[0])
+        _put(ct_tz, <uint16_t>pos)
+        _put(ct_region, <int32_t>f[1])
+        _put(ct_tariff, <int8_t>f[2])
+        _put(ct_balance, <int64_t>f[3])
+        _put(ct_credit, <int64_t>f[4])
+        _put(ct_nchosen, <int8_t>nch)
+        for j in range(3):
+            _put(ct_chosen, <int64_t>(chosen[j] if j < nch else 0))
+    return prev

@@ -289,32 +289,25 @@ class FuelColumns(_Columns):
         A card of an unknown contract or a limit of an unknown product is a ModelError here;
         the rest is checked when an evaluator packs the columns."""
         products, stations = tuple(products), tuple(stations)
-        tz_pos: dict[str, int] = {}
-        ct_id, ct_tz, ct_region, ct_tariff = array("q"), array("H"), array("i"), array("b")
-        ct_balance, ct_credit, ct_nchosen, ct_chosen = array("q"), array("q"), array("b"), array("q")
-        contract_pos: dict[int, int] = {}
-        for c in contracts:
-            ids = tuple(c.chosen_station_ids)
-            if len(ids) > 3:
-                raise ModelError(f"contract {c.contract_id} chose more than three stations")
-            if c.contract_id in contract_pos:
-                raise ModelError(f"duplicate contract {c.contract_id!r}")
-            contract_pos[c.contract_id] = len(ct_id)
-            ct_id.append(c.contract_id)
-            ct_tz.append(tz_pos.setdefault(c.tz, len(tz_pos)))
-            ct_region.append(c.home_region)
-            ct_tariff.append(int(c.tariff))
-            ct_balance.append(c.balance_kop)
-            ct_credit.append(c.credit_line_kop)
-            ct_nchosen.append(len(ids))
-            ct_chosen.extend(ids + (0,) * (3 - len(ids)))
-        cols = cls(products=products, stations=stations, discounts=tuple(discounts), tz_names=tuple(tz_pos),
-                   ct_id=ct_id, ct_tz=ct_tz, ct_region=ct_region, ct_tariff=ct_tariff, ct_balance=ct_balance,
-                   ct_credit=ct_credit, ct_nchosen=ct_nchosen, ct_chosen=ct_chosen)
+        if isinstance(contracts, ContractColumns):  # filled while their snapshot was staged
+            cc = contracts
+        else:
+            cc = ContractColumns()
+            cc.add(contracts)
+        contract_pos = cc.pos
+        cols = cls(products=products, stations=stations, discounts=tuple(discounts), tz_names=tuple(cc.tz_pos),
+                   **cc.arrays)
         from ._evaluator import _fill_card_columns
         product_pos = {p.code: i for i, p in enumerate(products)}
         try:
-            if isinstance(cards, StoredCards):
+            if isinstance(cards, FilledCards):  # filled while their snapshot was staged, on these contracts
+                if cards.contracts is not cc or cards.product_codes != tuple(product_pos):
+                    raise ModelError("the fuel cards were filled on other contracts or products")
+                for name in cards.NAMES:
+                    setattr(cols, name, getattr(cards.cols, name))
+                cols.card_other = cards.cols.card_other
+                cards.cols = FuelColumns()  # these columns own the arrays now: freed once packed
+            elif isinstance(cards, StoredCards):
                 load_stored_cards(cards, contract_pos, product_pos, cols)
             else:
                 _fill_card_columns(cards, contract_pos, product_pos, cols)
@@ -322,10 +315,15 @@ class FuelColumns(_Columns):
             raise
         except (TypeError, OverflowError, AttributeError, ValueError) as exc:
             raise ModelError(f"a fuel card row does not fit its columns: {exc}") from None
+        if isinstance(cards, FilledCards):
+            cc.drop_positions()  # the cards' contract positions are in their columns: not kept while they are packed
         from ._evaluator import _merge_keys
         stop = array("q")
         other: set[str] = set()
-        if isinstance(stop_list, StoredCards):  # the store's stop-list rows: by the native loader
+        if isinstance(stop_list, FilledStopList):  # filled while its snapshot was staged
+            stop, other = stop_list.keys, stop_list.other
+            stop_list.keys, stop_list.other = array("q"), set()  # sorted into new keys below: not kept twice
+        elif isinstance(stop_list, StoredCards):  # the store's stop-list rows: by the native loader
             from ._rowload import load_stop_keys
             load_stop_keys(stop_list.datas(), lambda d: stop_list.row_of(d).card_no, card_key, stop, other)
         else:
@@ -821,7 +819,7 @@ _trim = None
 
 __all__ = ["FuelColumns", "CompactFuelModel", "ClubColumns", "CompactClubModel", "card_key", "card_no_of",
            "sample_fuel_columns", "sample_club_columns", "foreign_stop_keys", "release_free_memory", "MAX_KEY_DIGITS",
-           "StoredCards", "load_stored_cards"]
+           "StoredCards", "load_stored_cards", "load_card_datas", "ContractColumns", "FilledCards", "FilledStopList"]
 
 
 # -- stored fuel-card rows straight into the columns ---------------------------------------------
@@ -870,13 +868,147 @@ def load_stored_cards(cards: StoredCards, contract_pos: Mapping[int, int], produ
     does not take (fleet controls, balance fields, anything unusual) by the general path.
     Returns how many went the general path. Raises ModelError as ``from_rows`` does, and
     whatever :meth:`StoredCards.card_of` raises for a row that is not a fuel-card row."""
+    return load_card_datas(cards.datas(), cards.card_of, dict(contract_pos), dict(product_pos), cols)
+
+
+def load_card_datas(datas: Iterable[bytes], card_of: Any, contracts: dict[int, int] | ContractColumns,
+                    product_pos: dict[str, int], cols: FuelColumns, day_of: dict | None = None) -> int:
+    """:func:`load_stored_cards` of rows' bytes ``datas``, ``card_of(data)`` their general path
+    ((card, counters), or its refusal); ``contracts`` the contracts' positions (a dict, or
+    rising :class:`ContractColumns`: looked up in their ids); ``day_of`` a cache of expiry
+    days kept from call to call (a snapshot's parts loaded one by one)."""
     from ._evaluator import _fill_card_columns
     from ._rowload import load_fuel_cards
 
-    def fill_slow(row: tuple[FuelCard, Iterable[tuple[int, LimitCounter]]]) -> None:
-        _fill_card_columns((row,), contract_pos, product_pos, cols)
+    ids = None
+    if isinstance(contracts, ContractColumns):
+        ids = contracts.arrays["ct_id"] if contracts.rising else None
+        contract_pos: dict[int, int] = {} if contracts.rising else contracts.pos
+    else:
+        contract_pos = contracts
+    made: list[dict[int, int]] = []
 
-    n_slow: int = load_fuel_cards(cards.datas(), dict(contract_pos), dict(product_pos), cols, cards.card_of,
-                                  fill_slow, _expiry_day, {}, max_amount=MAX_AMOUNT_KOP, no_period=NO_PERIOD,
-                                  max_groups=len(ProductGroup), **_ENUM_MASKS)
+    def fill_slow(row: tuple[FuelCard, Iterable[tuple[int, LimitCounter]]]) -> None:
+        if ids is not None and not made:  # the general path's positions, made once if ever needed
+            made.append(contracts.pos)  # type: ignore[union-attr]
+        _fill_card_columns((row,), made[0] if made else contract_pos, product_pos, cols)
+
+    n_slow: int = load_fuel_cards(datas, contract_pos, product_pos, cols, card_of, fill_slow, _expiry_day,
+                                  {} if day_of is None else day_of, max_amount=MAX_AMOUNT_KOP, no_period=NO_PERIOD,
+                                  max_groups=len(ProductGroup), contract_ids=ids, **_ENUM_MASKS)
     return n_slow
+
+
+# -- columns filled while a snapshot is staged (terminal.provision.EagerColumns) -------------------
+
+class _Filled:
+    """What a table filled into columns shares: it stands where :class:`StoredCards` goes
+    (``terminal.replica``'s build takes it as it takes the store's rows), with its rows
+    already read; ``noting(hook)`` calls ``hook`` on the rows kept as objects (those with the
+    balance rule's fields: the only rows the hook notes anything of)."""
+
+    table: Any = None
+    noted: list[Any]
+
+    def datas(self) -> Iterable[bytes]:
+        """Not read again: the rows are in the columns."""
+        raise ModelError(f"the {self.table} rows are already in columns")
+
+    def card_of(self, data: bytes) -> Any:
+        """Not read again (see :meth:`datas`)."""
+        raise ModelError(f"the {self.table} rows are already in columns")
+
+    def row_of(self, data: bytes) -> Any:
+        """Not read again (see :meth:`datas`)."""
+        raise ModelError(f"the {self.table} rows are already in columns")
+
+    def noting(self, hook: Any) -> "_Filled":
+        """These rows, ``hook(row)`` called on each row kept as an object."""
+        for row in self.noted:
+            hook(row)
+        return self
+
+
+class ContractColumns(_Filled):
+    """The contract columns of :class:`FuelColumns` (``CONTRACT_FIELDS``), their time zones and
+    each contract's position, filled a batch of contracts at a time (the parts of a snapshot
+    as they are staged) with the checks :meth:`FuelColumns.from_rows` makes."""
+
+    def __init__(self, table: Any = None, *, rising: bool = False) -> None:
+        self.table = table
+        self.noted = []
+        self.tz_pos: dict[str, int] = {}
+        #: ``rising``: the contracts come in rising id order (anything else is refused), their
+        #: positions are found in ``ct_id`` and no dict is kept (no Python int per contract
+        #: held while a snapshot is received); :attr:`pos` is then made when asked
+        self.rising = rising
+        self._pos: dict[int, int] | None = None if rising else {}
+        self.arrays: dict[str, array] = {n: array(code) for n, code in FuelColumns.CONTRACT_FIELDS}
+
+    @property
+    def pos(self) -> dict[int, int]:
+        """Each contract's position, by id."""
+        if self._pos is None:
+            return {cid: i for i, cid in enumerate(self.arrays["ct_id"])}
+        return self._pos
+
+    def drop_positions(self) -> None:
+        """Forget :attr:`pos` (made again when asked): no longer needed once the cards have theirs."""
+        if self._pos is not None:
+            self._pos = None
+
+    def add(self, contracts: Iterable[Contract]) -> None:
+        """Append ``contracts``. Raises ModelError (more than three chosen stations, a contract
+        twice) and, if ``rising``, ValueError for a contract whose id does not rise."""
+        a = self.arrays
+        ct_id, ct_tz, ct_region, ct_tariff = a["ct_id"], a["ct_tz"], a["ct_region"], a["ct_tariff"]
+        ct_balance, ct_credit, ct_nchosen, ct_chosen = a["ct_balance"], a["ct_credit"], a["ct_nchosen"], a["ct_chosen"]
+        tz_pos, contract_pos = self.tz_pos, self._pos
+        for c in contracts:
+            ids = tuple(c.chosen_station_ids)
+            if len(ids) > 3:
+                raise ModelError(f"contract {c.contract_id} chose more than three stations")
+            if contract_pos is None:
+                if ct_id and not c.contract_id > ct_id[-1]:
+                    if c.contract_id == ct_id[-1]:
+                        raise ModelError(f"duplicate contract {c.contract_id!r}")
+                    raise ValueError("the contracts do not come in rising id order")
+            elif c.contract_id in contract_pos:
+                raise ModelError(f"duplicate contract {c.contract_id!r}")
+            else:
+                contract_pos[c.contract_id] = len(ct_id)
+            ct_id.append(c.contract_id)
+            ct_tz.append(tz_pos.setdefault(c.tz, len(tz_pos)))
+            ct_region.append(c.home_region)
+            ct_tariff.append(int(c.tariff))
+            ct_balance.append(c.balance_kop)
+            ct_credit.append(c.credit_line_kop)
+            ct_nchosen.append(len(ids))
+            ct_chosen.extend(ids + (0,) * (3 - len(ids)))
+
+
+class FilledCards(_Filled):
+    """Fuel cards loaded into the card, limit and control columns of ``cols`` (an otherwise
+    empty :class:`FuelColumns`) on the positions of ``contracts`` and of the products
+    ``product_codes`` (in order): :meth:`FuelColumns.from_rows` takes these columns as they are."""
+
+    NAMES = tuple(n for n, _ in FuelColumns.ARRAYS if not n.startswith(("ct_", "stop_")))
+
+    def __init__(self, table: Any, contracts: ContractColumns, product_codes: tuple[str, ...]) -> None:
+        self.table = table
+        self.noted = []
+        self.contracts = contracts
+        self.product_codes = product_codes
+        self.cols = FuelColumns()
+        self.day_of: dict = {}
+
+
+class FilledStopList(_Filled):
+    """A stop list loaded into its keys (unsorted; ``from_rows`` sorts them) and its numbers
+    without one."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self.noted = []
+        self.keys = array("q")
+        self.other: set[str] = set()

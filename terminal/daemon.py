@@ -18,11 +18,13 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import functools
 import ipaddress
 import json
 import logging
 import os
 import socket
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,7 +56,7 @@ from .fuel import (
 )
 from .fuel import TERMINAL_KINDS as FUEL_TERMINAL_KINDS
 from .journal import Journal, JournalClosedError, JournalError
-from .provision import ProvisionStatus, build_replica, tables_needed
+from .provision import EagerColumns, ProvisionStatus, build_replica, tables_needed
 from .own_spend import JournalSpend
 from .replica import Replica, ReplicaUpdateError
 from .replica_store import STORE_FILE, ReplicaStore, ReplicaStoreError, versions_text
@@ -273,6 +275,7 @@ class Daemon:
         self.progress_interval_s = progress_interval_s
         self._replica_lock = asyncio.Lock()
         self._provision_started: float | None = None
+        self._eager: EagerColumns | None = None  # a new site's fuel columns, filled as its parts are staged
         self.provisioned_in_s: float | None = None
         #: seconds from the start of provisioning (a new site), and from the first snapshot part
         #: received, to the evaluators built
@@ -553,6 +556,8 @@ class Daemon:
                      "; checking the host for newer versions" if self.config.broker.url else "")
         else:
             self._provision_started = time.monotonic()
+            if self.config.pumps:  # the fuel columns filled as the parts are staged (docs/sync.md, "Fifth pass")
+                self._eager = EagerColumns()
             log.info("no complete replica stored: waiting for the host's snapshots of %s",
                      ", ".join(t.value for t in needed))
             await self._start_sync()
@@ -567,8 +572,10 @@ class Daemon:
         async with self._replica_lock:  # no update lands between reading the store and building on it
             versions = {t: v for t, v in store.versions().items() if t in needed}
             # every table streamed from the store (checked again, by wire.rows_bulk): no table's
-            # rows are held whole, the columns are built as they come
-            rows = {t: store.iter_rows(t) for t in needed}
+            # rows are held whole, the columns are built as they come; those filled while their
+            # parts were staged and stored exactly so are not read back (EagerColumns)
+            eager, self._eager = self._eager, None
+            rows = eager.rows(store, needed) if eager is not None else {t: store.iter_rows(t) for t in needed}
             try:
                 self._replica = await asyncio.to_thread(build_replica, self.config, rows, versions=versions,
                                                         impl=self.impl)
@@ -605,12 +612,33 @@ class Daemon:
         (off the event loop; nothing of it is kept in memory)."""
         assert self.store is not None
         async with self._replica_lock:
-            write = asyncio.ensure_future(asyncio.to_thread(self.store.stage_part, part, fresh=fresh))
+            eager = self._eager
             try:
-                await asyncio.shield(write)
+                fill = eager.plan(part, fresh, self.store) if eager is not None else None
+            except Exception as exc:  # noqa: BLE001 - the columns are an optimisation: the build reads the store
+                log.warning("provisioning: the fuel columns will be read back from the store: %r", exc)
+                eager = self._eager = fill = None
+            started = threading.Event()
+            # submitted now (not when the loop next runs a task): the fill below runs beside it
+            write = asyncio.get_running_loop().run_in_executor(None, functools.partial(
+                self.store.stage_part, part, fresh=fresh, started=started))
+            if fill is not None:  # while the store writes the part (SQLite without the interpreter lock)
+                assert eager is not None
+                started.wait(1.0)  # the write is in its statement: it needs the interpreter lock no more
+                eager.fill(fill, part)
+            try:
+                ok = await asyncio.shield(write)
             except asyncio.CancelledError:  # the session ended: the store stays locked until the write is done
-                await write
+                ok = await write
+                if fill is not None and eager is not None:
+                    eager.written(fill, ok, self.store.staging_generation(part.table))
                 raise
+            except BaseException:
+                if eager is not None:
+                    eager.failed(part.table)
+                raise
+            if fill is not None and eager is not None:
+                eager.written(fill, ok, self.store.staging_generation(part.table))
 
     async def _on_replica(self, update: FollowerUpdate) -> None:
         """A replica update from the host, in version order: into the store first (written in

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ from pathlib import Path
 from typing import Any, Self
 
 from wire import ReplicaDelta, ReplicaSnapshot, RowKey, Table, WireError
+from native._rowload import part_rows_json
+from wire._partscan import TABLE_CODES as _PACKED_CODES
 from wire.rows_bulk import PackedRows, pack_rows, unpack_rows
 
 from . import crashpoints
@@ -126,6 +129,10 @@ class ReplicaStore:
         self._info, self._phys = self._read_info()  # what is committed; readers never wait on a write
         self._staging: dict[Table, _Staging] = {}
         self._next_phys = 1 + max((int(n[1:]) for n in self._tables_in_file()), default=0)
+        try:  # SQLite's JSON functions (built in since 3.38): a part's rows in one statement
+            self._json = conn.execute("SELECT json_extract('[1]', '$[0]')").fetchone()[0] == 1
+        except sqlite3.Error:
+            self._json = False
 
     @classmethod
     def open(cls, path: str | Path) -> ReplicaStore:
@@ -251,22 +258,39 @@ class ReplicaStore:
 
     # -- writing --
 
-    def stage_part(self, part: ReplicaSnapshot, *, fresh: bool = False) -> None:
+    def stage_part(self, part: ReplicaSnapshot, *, fresh: bool = False, started: threading.Event | None = None) -> bool:
         """Write snapshot part ``part`` (verified by :func:`wire.decode`) into its table's
         staged generation (rows kept as received, :class:`wire.rows_bulk.PackedRows`, as their
         bytes: one ``executemany`` of (key, bytes)); ``fresh`` (or a part of another version or part count than the one
         staged) starts the generation anew. A part of a version not newer than the one held is
         ignored. Not durable on its own (see the module docstring). A part whose key is in a
         part staged before marks the snapshot broken: its :class:`StagedSnapshot` is refused.
+        Rows kept as received are inserted by one statement that splits the frame in SQLite
+        (``json_each`` over ``[key, offset, length]`` of each row,
+        :func:`native._rowload.part_rows_json`): SQLite runs it without the interpreter lock,
+        so the event loop fills the evaluators' columns meanwhile (docs/sync.md, "Fifth pass").
+        ``started`` (if given) is set once the rows' statement runs (or once nothing is to be
+        written): from then on this thread does not need the interpreter lock for a while.
+        Returns whether the part's rows were written (False: ignored, or the snapshot broken).
         Raises :class:`ReplicaStoreError` if the part cannot be written (nothing of it is)."""
+        try:
+            return self._stage_part(part, fresh, started)
+        finally:
+            if started is not None:
+                started.set()
+
+    def _stage_part(self, part: ReplicaSnapshot, fresh: bool, started: threading.Event | None) -> bool:
         table = Table(part.table)
         held = self._info.get(table)
         if held is not None and part.version <= held.version:
-            return
+            return False
         rows = part.rows
         packed: Iterable[tuple[RowKey, bytes]]
+        whole: str | None = None  # the rows as one statement's parameter (below)
         if type(rows) is PackedRows and rows.table is table:  # kept as received (wire.decode(..., raw_rows=True))
             packed, count = rows.items(), len(rows)  # written as they are, one row's objects at a time
+            if self._json:
+                whole = part_rows_json(_PACKED_CODES[table.value], rows.data, rows.bounds)
         else:
             try:
                 packed = list(pack_rows(table, rows))
@@ -287,14 +311,21 @@ class ReplicaStore:
                     self._staging[table] = st
                 if part.part in st.staged or st.broken:
                     conn.execute("COMMIT")
-                    return
+                    return False
                 try:
-                    conn.executemany(f"INSERT INTO {st.phys} (key, data) VALUES (?, ?)",
-                                     ((_key(k), d) for k, d in packed))
+                    if whole is not None:  # one statement: SQLite splits the frame, without the interpreter lock
+                        if started is not None:
+                            started.set()
+                        conn.execute(f"INSERT INTO {st.phys} (key, data) SELECT json_extract(value, '$[0]'), "
+                                     "substr(?1, json_extract(value, '$[1]') + 1, json_extract(value, '$[2]')) "
+                                     "FROM json_each(?2)", (rows.data, whole))  # type: ignore[attr-defined]
+                    else:
+                        conn.executemany(f"INSERT INTO {st.phys} (key, data) VALUES (?, ?)",
+                                         ((_key(k), d) for k, d in packed))
                 except sqlite3.IntegrityError:
                     conn.execute("ROLLBACK")
                     st.broken = f"a key of part {part.part} is in another part too"
-                    return
+                    return False
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -307,6 +338,17 @@ class ReplicaStore:
             conn.execute("PRAGMA synchronous = FULL")
         st.staged.add(part.part)
         st.rows += count
+        return True
+
+    def staging_generation(self, table: Table) -> str | None:
+        """The name of the generation ``table``'s snapshot is being staged into (None: none is):
+        what :class:`terminal.provision.EagerColumns` ties the columns it fills to."""
+        st = self._staging.get(table)
+        return None if st is None else st.phys
+
+    def generation(self, table: Table) -> str | None:
+        """The name of the generation that holds ``table`` as committed (None: not held)."""
+        return self._phys.get(table)
 
     def _new_phys(self) -> str:
         name = f"r{self._next_phys}"
