@@ -268,7 +268,7 @@ class ClubModel:
             if card.account_id not in self.account_index:
                 raise ModelError(f"club card {mask_card_no(card.card_no)} of unknown account {card.account_id}")
         for acc in self.accounts:
-            if not 0 <= acc.balance_kop <= MAX_AMOUNT_KOP:
+            if not -MAX_AMOUNT_KOP <= acc.balance_kop <= MAX_AMOUNT_KOP:
                 raise ModelError(f"account {acc.account_id} balance out of range")
             for lot in acc.lots:
                 if lot.points <= 0 or lot.matures_at_s > lot.expires_at_s:

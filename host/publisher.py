@@ -186,7 +186,6 @@ def _read_rows(db: Database, table: Table, keys: Sequence | None = None, *, now_
         out = []
         for row in sorted(accounts):
             row = list(row)
-            row[4] = max(row[4], 0)  # balance
             acc_lots = sorted(lots[row[0]], key=lambda lot: (lot.expires_at_s, lot.lot_id))
             out.append(ClubAccountRow(R.account_from_row(row, acc_lots),
                                       tuple(sorted(cards[row[0]], key=lambda c: c.card_no))))

@@ -2509,7 +2509,7 @@ cdef class NativeClubEvaluator:
         for i in range(n):
             if not (0 <= kind[i] <= 1 and 0 <= activated[i] <= 1 and 0 <= status[i] <= 1):
                 raise ModelError(f"account {aid[i]}: kind, activation or status out of range")
-            if not 0 <= balance[i] <= MAX_AMOUNT:
+            if not -MAX_AMOUNT <= balance[i] <= MAX_AMOUNT:
                 raise ModelError(f"account {aid[i]} balance out of range")
             self.accs[i].balance = balance[i]
             self.accs[i].turnover = turnover[i]
@@ -2804,7 +2804,7 @@ cdef class NativeClubEvaluator:
                 raise ModelError(f"account id {aid!r} is not a 64-bit integer")
             if not (0 <= account.kind <= 1 and 0 <= account.status <= 1):
                 raise ModelError(f"account {aid}: kind or status out of range")
-            if type(account.balance_kop) is not int or not 0 <= account.balance_kop <= MAX_AMOUNT:
+            if type(account.balance_kop) is not int or not -MAX_AMOUNT <= account.balance_kop <= MAX_AMOUNT:
                 raise ModelError(f"account {aid} balance out of range")
             if type(account.turnover_month) is not int or not -2**31 <= account.turnover_month < 2**31 \
                     or type(account.turnover_kop) is not int or not -2**63 <= account.turnover_kop < 2**63:

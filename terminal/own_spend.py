@@ -406,14 +406,13 @@ def translate_account(row: Any, seq: int, rules: Any, spend: OwnSpend) -> Any:
     lots after this site's approved operations on its cards after journal seq ``seq``
     (:func:`authz.balance.account_after`: each as it was decided, never decided again).
 
-    The evaluators hold no club balance below zero; a view below zero (the same money spent
-    offline at two sites: the host keeps such a balance) is held as 0, which declines every
-    payment from the card balance as the true figure would; a top-up made meanwhile then
-    shows its whole amount until the account's next host row (docs/sync.md)."""
+    A balance below zero (the same money spent offline at two sites: the host keeps the
+    debt) is carried as it is, so a top-up or a refund made meanwhile first pays the debt
+    back, as at the host (docs/sync.md)."""
     past = spend.club_past((c.card_no for c in row.cards), seq)
     account = account_after(rules, row.account, tuple(row.cards), past) if past else row.account
-    if not 0 <= account.balance_kop <= MAX_AMOUNT_KOP:
-        account = replace(account, balance_kop=min(max(account.balance_kop, 0), MAX_AMOUNT_KOP))
+    if not -MAX_AMOUNT_KOP <= account.balance_kop <= MAX_AMOUNT_KOP:
+        account = replace(account, balance_kop=min(max(account.balance_kop, -MAX_AMOUNT_KOP), MAX_AMOUNT_KOP))
     elif not past:
         return row
     return replace(row, account=account)

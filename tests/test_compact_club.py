@@ -247,7 +247,7 @@ def test_bad_columns_are_refused():
     _bad(lambda c: c.card_account.__setitem__(0, 2), "unknown account")
     _bad(lambda c: c.card_status.__setitem__(0, 2), "status out of range")
     _bad(lambda c: c.acc_kind.__setitem__(0, 2), "out of range")
-    _bad(lambda c: c.acc_balance.__setitem__(0, -1), "account 1 balance out of range")
+    _bad(lambda c: c.acc_balance.__setitem__(0, -10**12 - 1), "account 1 balance out of range")
     _bad(lambda c: c.lot_points.__setitem__(1, 0), "account 1 has a malformed lot")
     _bad(lambda c: c.lot_matures.__setitem__(0, T0 + 86_401), "malformed lot")
     _bad(lambda c: c.acc_nlots.__setitem__(1, 1), "lot rows")

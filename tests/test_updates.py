@@ -14,6 +14,7 @@ from authz.club_model import (
     ClubCardKind,
     ClubRules,
     ClubStatus,
+    ClubTopUp,
     PointLot,
 )
 from authz.errors import ModelError, RequestError
@@ -260,7 +261,7 @@ def test_new_club_account_rules_and_delete(impl):
 
 CLUB_REFUSED = [
     ClubUpdate(accounts=((_account(), (ClubCard(CLUB_CARD, 99),)),)),  # card of another account
-    ClubUpdate(accounts=((_account(balance_kop=-1), ()),)),
+    ClubUpdate(accounts=((_account(balance_kop=-10**12 - 1), ()),)),
     ClubUpdate(accounts=((_account(lots=(PointLot(1, 0, 0, 1),)), ()),)),
     ClubUpdate(accounts=((_account(), ()), (_account(), ()))),
     ClubUpdate(accounts=((_account(), (ClubCard(CLUB_CARD, ACCOUNT),)),
@@ -268,6 +269,15 @@ CLUB_REFUSED = [
     ClubUpdate(rules=replace(ClubRules(), tz="Mars/Olympus")),
     ClubUpdate(accounts=((_account(balance_kop=1), ()),), rules=replace(ClubRules(), redemption_cap_bp=-1)),
 ]
+
+
+def test_a_club_balance_below_zero_is_held_as_a_debt(impl):
+    """An account the host counts below zero (spent offline at two sites) is held as it is:
+    a payment from the card is refused, a top-up first pays the debt back."""
+    ev = club_evaluator(club_model(balance_kop=7_000), impl)
+    ev.apply(ClubUpdate(accounts=((_account(balance_kop=-500), (ClubCard(CLUB_CARD, ACCOUNT),)),)))
+    assert ev.account(ACCOUNT).balance_kop == -500
+    assert ev.top_up(ClubTopUp(CLUB_CARD, 1_000, NOW)).balance_after_kop == 500 == ev.account(ACCOUNT).balance_kop
 
 
 @pytest.mark.parametrize("update", CLUB_REFUSED, ids=range(len(CLUB_REFUSED)))

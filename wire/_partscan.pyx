@@ -386,7 +386,7 @@ cdef bint _account(Reader* r, uint64_t club_kinds, uint64_t club_statuses, int64
         return False
     r.i += 1
     if (not _key(r, b"status", 6) or not _sint(r, &v) or not _in(club_statuses, v)
-            or not _key(r, b"balance_kop", 11) or not _uint(r, &v, max_amount)
+            or not _key(r, b"balance_kop", 11) or not _sint(r, &v) or not -max_amount <= v <= max_amount
             or not _key(r, b"turnover_month", 14) or not _sint(r, &v)
             or not _key(r, b"turnover_kop", 12) or not _uint(r, &v, max_amount)
             or not _key(r, b"lots", 4)):

@@ -714,7 +714,8 @@ def _account_from(v: object) -> ClubAccountRow:
     cards = _each(_list(cards, "cards", 1_000), "cards", card)
     _unique([c.card_no for c in cards], "cards: card_no", cards=True)
     account = ClubAccount(aid, _enum(kind, "kind", ClubCardKind), _bool(activated, "activated"),
-                          _enum(status, "status", ClubStatus), _int(balance, "balance_kop", 0, MAX_AMOUNT_KOP),
+                          _enum(status, "status", ClubStatus),
+                          _int(balance, "balance_kop", -MAX_AMOUNT_KOP, MAX_AMOUNT_KOP),
                           _int(month, "turnover_month", INT64_MIN), _int(turnover, "turnover_kop", 0, MAX_AMOUNT_KOP),
                           lots)
     return ClubAccountRow(account, cards, watermarks)

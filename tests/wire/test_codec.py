@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from authz import sample
 from authz.club_model import ClubModel, ClubRules
 from authz.fuel_model import FuelModel, Tariff
+from wire.rows_bulk import PackedRows
 from wire import (CLUB_RULES_KEY, Ack, Batch, ClubAccountRow, FuelCardRow, Limits, Presence, Rejection,
                   ReplicaDelta, ReplicaSnapshot, SiteKeys, SnapshotRequest, StopListEntry, Table, TariffRow,
                   WireError, WireFormatError, WireRecord, WireSignatureError, WireTooLarge, WireTopicError,
@@ -540,7 +541,8 @@ def test_bad_replica_messages(keys, rows):
     (Table.CONTRACTS, lambda r: r.update(chosen_station_ids=[1, 2, 3, 4]), ["chosen_station_ids", "limit of 3"]),
     (Table.CONTRACTS, lambda r: r.update(tz="../etc/passwd"), ["tz", "malformed"]),
     (Table.TARIFFS, lambda r: r["discounts"][0].update(value=10_001, kind=1), ["discounts[0]", "value"]),
-    (Table.CLUB_ACCOUNTS, lambda r: r.update(balance_kop=-1), ["balance_kop"]),
+    (Table.CLUB_ACCOUNTS, lambda r: r.update(balance_kop=-10**12 - 1), ["balance_kop"]),
+    (Table.CLUB_ACCOUNTS, lambda r: r.update(balance_kop=10**12 + 1), ["balance_kop"]),
     (Table.CLUB_ACCOUNTS, lambda r: r.update(cards=[{"card_no": "1", "status": 0}] * 2), ["cards", "twice"]),
     (Table.CLUB_RULES, lambda r: r.update(caps=[]), []),  # empty caps are the model's concern: accepted
     (Table.CLUB_RULES, lambda r: r.update(redemption_cap_bp=10_001), ["redemption_cap_bp"]),
@@ -556,6 +558,20 @@ def test_bad_rows(keys, rows, table, mutate, words):
         decode(data, keys, topic=None)
         return
     refused(data, keys, WireFormatError, "snapshot: rows[0]", *words)
+
+
+@pytest.mark.parametrize("balance_kop", [-1, -10**12, 10**12])
+def test_a_club_balance_below_zero_crosses_the_wire_as_it_is(keys, rows, balance_kop):
+    """The host keeps a club balance spent below zero offline at two sites as a debt; the
+    wire carries it (as a contract's), whichever way the site decodes a part."""
+    row = rows[Table.CLUB_ACCOUNTS][0]
+    row = replace(row, account=replace(row.account, balance_kop=balance_kop))
+    data = encode(ReplicaSnapshot(Table.CLUB_ACCOUNTS, 1, 0, 1, (row,)), keys)
+    got, = decode(data, keys, topic=None).rows
+    assert got.account.balance_kop == balance_kop
+    packed = decode(data, keys, topic=None, raw_rows=True).rows
+    assert isinstance(packed, PackedRows)  # taken by the scanner in C, not the general path
+    assert packed[0].account.balance_kop == balance_kop
 
 
 def test_encode_refuses_rows_of_the_wrong_type(keys, rows):
