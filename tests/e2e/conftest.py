@@ -440,6 +440,15 @@ class _Proc:
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
 
+    def freeze(self) -> None:
+        """SIGSTOP: the process stands still (its journal too) until :meth:`thaw`."""
+        assert self.running, f"{self.name} is not running"
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after :meth:`freeze`."""
+        os.kill(self.proc.pid, signal.SIGCONT)
+
     async def terminate(self, timeout: float = 15) -> int:
         """SIGTERM (a clean stop) and wait; returns the exit code."""
         self.proc.send_signal(signal.SIGTERM)
