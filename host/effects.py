@@ -149,6 +149,9 @@ class BatchEffects:
         #: by :meth:`apply_own` and written by :meth:`apply_balances`
         self._balance: dict[int, int] = {}
         self._counts: dict[tuple[str, int, int], int] = {}
+        #: run by :meth:`apply` once the flags are final, before the balances are written
+        #: (ingest stores the records' rows there)
+        self.before_balances: Callable[[], None] | None = None
 
     # -- reading records --
 
@@ -274,16 +277,16 @@ class BatchEffects:
 
     # -- applying --
 
-    def apply(self, before_balances: Callable[[], None] | None = None) -> None:
+    def apply(self) -> None:
         """Write every effect (inside the caller's transaction): :meth:`apply_own`, then
-        :meth:`apply_cards`, then ``before_balances`` (ingest's records rows, whose flags are
-        final only then), then :meth:`apply_balances`. Ingest calls this as its transaction's
-        last step, after the site's bookkeeping, so that the rows other sites' transactions
-        write too are locked last (each held until the commit)."""
+        :meth:`apply_cards`, then :attr:`before_balances` (ingest's records rows, whose flags
+        are final only then), then :meth:`apply_balances`. Ingest calls this as its
+        transaction's last step, after the site's bookkeeping, so that the rows other sites'
+        transactions write too are locked last (each held until the commit)."""
         self.apply_own()
         self.apply_cards()
-        if before_balances is not None:
-            before_balances()
+        if self.before_balances is not None:
+            self.before_balances()
         self.apply_balances()
 
     def apply_own(self) -> None:

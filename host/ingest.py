@@ -334,7 +334,8 @@ class _Shared:
 
     def finish(self) -> None:
         """Apply the effects and store the records' rows (inside the transaction, once)."""
-        self.fx.apply(self._rows)
+        self.fx.before_balances = self._rows
+        self.fx.apply()
 
     def _rows(self) -> None:
         """The records' rows stored, or (stored before the lock) their new flags written: the
