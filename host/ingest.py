@@ -321,10 +321,10 @@ def _store_early(db: Database, batches: list[Batch], now: int, tolerance: int,
 
 class _Shared:
     """The part of an ingest transaction that locks rows other sites' transactions write too
-    (cards' transaction counters, club accounts, contracts, limit counters, dirty marks), run
+    (club accounts, contracts, limit counters, cards' transaction counters, dirty marks), run
     by :func:`_ingest` as its last statements, after the site's own rows and bookkeeping: the
     effects (:meth:`host.effects.BatchEffects.apply`), with the records' rows (stored, or
-    their new flags written) between the cards' part and the balances."""
+    their new flags written) once the flags are final, before the rows other sites share."""
 
     __slots__ = ("db", "fx", "rows", "stored_flags")
 
