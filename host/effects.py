@@ -3,9 +3,15 @@
 :class:`BatchEffects` reads each new record (:meth:`read`, which also gives the record's
 ``records`` columns in the same pass; :meth:`add` is the reference reader), keeps what it
 implies, then :meth:`apply` loads the master data the batch touches in a few queries and writes every
-change, locking rows in one fixed order (contracts, counters, card counters, club accounts,
-dirty marks, each sorted by key) so that workers ingesting batches of different sites at the
-same time never deadlock.
+change, locking rows in one fixed order (club accounts, contracts, limit counters, card
+counters, dirty marks, each sorted by key) so that workers ingesting batches of different
+sites at the same time never deadlock. The rows every site's sales share (the contracts'
+balances, the limit counters, the cards' transaction counters, their dirty marks) come
+last, as the transaction's last statements (:meth:`BatchEffects.apply_shared`), so that
+another site's transaction waits for them only from there to the commit. Ingest is the
+only writer of ``card_tc_state`` and of the dirty marks; the one other transaction that
+locks contracts and limit counters together (the master-data import) takes them in the
+same order, contracts first.
 
 - ``fuel.completed``: the contract is charged ``amount_kop`` (a ``contract_entries`` row, for
   statements) and every limit of the card (the host's master data) that covers the product
@@ -37,7 +43,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -140,6 +146,13 @@ class BatchEffects:
         #: ``records`` COPY runs before the site's lock, :mod:`host.ingest`); what the ledger
         #: held before is then the rows read less these
         self.stored_already: Sequence[WireRecord] = ()
+        #: the charges' balance change per contract and increment per limit counter, computed
+        #: by :meth:`apply_own` and written by :meth:`apply_shared`
+        self._balance: dict[int, int] = {}
+        self._counts: dict[tuple[str, int, int], int] = {}
+        #: run by :meth:`apply` once the flags are final, before the balances are written
+        #: (ingest stores the records' rows there)
+        self.before_balances: Callable[[], None] | None = None
 
     # -- reading records --
 
@@ -266,16 +279,48 @@ class BatchEffects:
     # -- applying --
 
     def apply(self) -> None:
-        """Write every effect (inside the caller's transaction)."""
+        """Write every effect (inside the caller's transaction): :meth:`apply_own`, the club
+        accounts, then :attr:`before_balances` (ingest's records rows, whose flags are final
+        only then), then :meth:`apply_shared`. Ingest calls this as its transaction's last
+        step, after the site's bookkeeping, so that the rows other sites' transactions write
+        too are locked last (each held until the commit)."""
+        self.apply_own()
+        if self.club:
+            self._apply_club()  # the last flags (unknown club card, a bad body)
+        if self.before_balances is not None:
+            self.before_balances()
+        self.apply_shared()
+
+    def apply_own(self) -> None:
+        """The part that locks no row another site's transaction writes: the master data the
+        charges name read (their flags: unknown contract, card, product), their balance changes
+        and counter increments computed (written by :meth:`apply_shared`), their
+        ``contract_entries`` rows stored, and the till returns checked against this site's own
+        sales."""
         if self.charges:
-            self._apply_charges()
-        if self.obs or self.refusals or self.corrections:
-            self._apply_counters()
+            self._read_charges()
         if self.club:
             self._check_returns()
-        if self.club:
-            self._apply_club()
+
+    def apply_shared(self) -> None:
+        """The rows every site's sales share, meant as the transaction's last statements, in
+        the one lock order: the contracts' balances (one set-based UPDATE in contract-id
+        order), the cards' limit counters (one upsert in key order), the cards' transaction
+        counters (``card_tc_state``, locked by card, with the alerts they give), then the
+        issues found and the dirty marks (:func:`host.versions.mark_dirty`, in key order). The
+        locks these take are held only from here to the commit."""
         db = self.db
+        if self._balance:
+            db.update_many("contracts", [("balance_kop", "balance_kop + {}")], "contract_id", ("bigint", "bigint"),
+                           [(d, cid) for cid, d in sorted(self._balance.items())])
+        if self._counts:
+            db.insert_many("fuel_counters", ("card_no", "limit_id", "period_start", "spent"),
+                           ("text", "bigint", "bigint", "bigint"), [(*k, v) for k, v in sorted(self._counts.items())],
+                           "ON CONFLICT (card_no, limit_id, period_start) DO UPDATE SET "
+                           "spent = fuel_counters.spent + excluded.spent")
+        self._balance, self._counts = {}, {}
+        if self.obs or self.refusals or self.corrections:
+            self._apply_counters()
         if self.alerts:
             db.executemany("INSERT INTO clone_alerts (card_no, kind, txn_counter, record_id, site_id, at_utc_s, "
                            "other_record_id, other_site_id, detail, created_at_utc_s) "
@@ -287,7 +332,7 @@ class BatchEffects:
         if self.dirty:
             mark_dirty(db, self.dirty, self.site_id)  # the site's spend is in these rows now
 
-    def _apply_charges(self) -> None:
+    def _read_charges(self) -> None:
         db = self.db
         contracts = {c.contract_id for c in self.charges}
         tz = dict(db.select_in("SELECT contract_id, tz FROM contracts WHERE contract_id IN ({in})", sorted(contracts)))
@@ -325,14 +370,14 @@ class BatchEffects:
                                                _from_nothing, ch.volume_ml, ch.amount_kop):
                 counts[(ch.card_no, lid, counter.period_start)] += counter.spent
             self.dirty.add((Table.FUEL_CARDS, ch.card_no))
-        db.update_many("contracts", [("balance_kop", "balance_kop + {}")], "contract_id", ("bigint", "bigint"),
-                       [(d, cid) for cid, d in sorted(balance.items())])
         self.dirty.update((Table.CONTRACTS, cid) for cid in balance)
+        # new rows only (no foreign keys): no lock on the contracts
         db.copy_rows("contract_entries", ("contract_id", "at_utc_s", "amount_kop", "kind", "record_id", "note"), entries,
                      ("int8", "int8", "int8", "text", "text", "text"))
-        db.insert_many("fuel_counters", ("card_no", "limit_id", "period_start", "spent"), ("text", "bigint", "bigint", "bigint"),
-                       [(*k, v) for k, v in sorted(counts.items())],
-                       "ON CONFLICT (card_no, limit_id, period_start) DO UPDATE SET spent = fuel_counters.spent + excluded.spent")
+        for cid, d in balance.items():  # written last (apply_shared): the rows other sites charge too
+            self._balance[cid] = self._balance.get(cid, 0) + d
+        for k, v in counts.items():
+            self._counts[k] = self._counts.get(k, 0) + v
 
     def _apply_counters(self) -> None:
         db = self.db

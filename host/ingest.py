@@ -182,11 +182,12 @@ def _ingest(db: Database, batches: list[Batch], now: int, tolerance: int, limits
     if status != "active" and prepared is not None and prepared.stored_flags is not None and prepared.fx is not None:
         # disabled while this transaction stored its rows: none may stay; again, lock first
         raise _SiteChanged(site)
+    shared: _Shared | None = None
     if status != "active":
         outcome, reason = "rejected", f"site {site} is {status} on the host: batch refused"
         new = [0] * len(batches)
     else:
-        new = _apply_records(db, batches, now, tolerance, wide_checked, prepared)
+        new, shared = _apply_records(db, batches, now, tolerance, wide_checked, prepared)
         outcome, reason = "applied", None
     # An applied batch stays applied; a resend of a refused batch to a re-enabled site applies it.
     db.executemany("INSERT INTO batches (site_id, batch_seq, status, reason, records, new_records, created_utc_s, "
@@ -212,6 +213,8 @@ def _ingest(db: Database, batches: list[Batch], now: int, tolerance: int, limits
                (up_to, max(max_seq, *(b.batch_seq for b in batches)), len(batches), sum(new), now, site))
     rejected = db.fetchall("SELECT batch_seq, reason FROM batches WHERE site_id = ? AND status = 'rejected' "
                            "AND batch_seq <= ? ORDER BY batch_seq DESC LIMIT ?", (site, up_to, limits.max_rejections))
+    if shared is not None:
+        shared.finish()  # the rows other sites' transactions write too: last, held only to the commit
     if stats is not None:
         for st, b, n in zip(stats, batches, new):
             st.records, st.new_records, st.status = len(b.records), n, outcome
@@ -316,10 +319,46 @@ def _store_early(db: Database, batches: list[Batch], now: int, tolerance: int,
     return prepared
 
 
+class _Shared:
+    """The part of an ingest transaction that locks rows other sites' transactions write too
+    (club accounts, contracts, limit counters, cards' transaction counters, dirty marks), run
+    by :func:`_ingest` as its last statements, after the site's own rows and bookkeeping: the
+    effects (:meth:`host.effects.BatchEffects.apply`), with the records' rows (stored, or
+    their new flags written) once the flags are final, before the rows other sites share."""
+
+    __slots__ = ("db", "fx", "rows", "stored_flags")
+
+    def __init__(self, db: Database, fx: BatchEffects, rows: list[tuple] | None,
+                 stored_flags: dict[str, str] | None) -> None:
+        self.db, self.fx, self.rows, self.stored_flags = db, fx, rows, stored_flags
+
+    def finish(self) -> None:
+        """Apply the effects and store the records' rows (inside the transaction, once)."""
+        self.fx.before_balances = self._rows
+        self.fx.apply()
+
+    def _rows(self) -> None:
+        """The records' rows stored, or (stored before the lock) their new flags written: the
+        flags are final once the effects but the balances are applied."""
+        db, fx = self.db, self.fx
+        flags = fx.flags
+        if self.stored_flags is not None:  # the rows stored before the lock: only new flags
+            before = self.stored_flags
+            db.executemany("UPDATE records SET flag = ? WHERE record_id = ?",
+                           [(f, rid) for rid, f in flags.items() if rid not in before])
+        elif self.rows is not None:
+            rows = self.rows
+            if flags:
+                rows = [row if row[0] not in flags else row[:8] + (flags[row[0]],) + row[9:] for row in rows]
+            db.copy_rows("records", _RECORD_COLUMNS, rows, _RECORD_TYPES)
+
+
 def _apply_records(db: Database, batches: list[Batch], now: int, tolerance: int, wide_checked: bool,
-                   prepared: _Prepared | None = None) -> list[int]:
+                   prepared: _Prepared | None = None) -> tuple[list[int], _Shared | None]:
     """Store and apply the records of ``batches`` (one site) not stored yet, each once (a
-    record in two of the batches counts for the first); returns each batch's new count.
+    record in two of the batches counts for the first); returns each batch's new count and
+    what is left to run last (:class:`_Shared`: the rows shared with other sites, and the
+    records' rows or flags, which the shared part's flags complete), or None.
     Runs under the site's lock. ``prepared``: the records read and their rows built before
     the lock (:func:`_prepare`, with the same ``wide_checked``), used when none of them is
     stored yet, else built again here without the stored ones; if its rows were stored
@@ -327,28 +366,20 @@ def _apply_records(db: Database, batches: list[Batch], now: int, tolerance: int,
     applying gives are written to those rows."""
     if prepared is not None and prepared.stored_flags is not None:
         fx = prepared.fx
-        if fx is not None:
-            fx.apply()
-            alerts.apply(db, batches[0].site_id, prepared.applied, now)  # fuel.totals_mismatch -> totals_alerts
-            before = prepared.stored_flags
-            db.executemany("UPDATE records SET flag = ? WHERE record_id = ?",
-                           [(f, rid) for rid, f in fx.flags.items() if rid not in before])
-        return prepared.counts
+        if fx is None:
+            return prepared.counts, None
+        alerts.apply(db, batches[0].site_id, prepared.applied, now)  # fuel.totals_mismatch -> totals_alerts
+        return prepared.counts, _Shared(db, fx, None, prepared.stored_flags)
     ids = prepared.ids if prepared is not None else [r.record_id for b in batches for r in b.records]
     stored = frozenset(r[0] for r in db.select_in("SELECT record_id FROM records WHERE record_id IN ({in})", ids))
     if prepared is None or prepared.used or prepared.excluded != stored:
         prepared = _prepare(db, batches, now, tolerance, wide_checked, stored)  # stale: a duplicate, a retry
     prepared.used = True
-    fx, rows = prepared.fx, prepared.rows
+    fx = prepared.fx
     if fx is None:
-        return prepared.counts
-    fx.apply()
+        return prepared.counts, None
     alerts.apply(db, batches[0].site_id, prepared.applied, now)  # fuel.totals_mismatch -> totals_alerts
-    flags = fx.flags
-    if flags:
-        rows = [row if row[0] not in flags else row[:8] + (flags[row[0]],) + row[9:] for row in rows]
-    db.copy_rows("records", _RECORD_COLUMNS, rows, _RECORD_TYPES)
-    return prepared.counts
+    return prepared.counts, _Shared(db, fx, prepared.rows, None)
 
 
 def record_presence(ledger: Ledger, presence: Presence) -> bool:

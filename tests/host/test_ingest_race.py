@@ -235,3 +235,149 @@ def test_a_site_disabled_while_the_rows_are_stored_keeps_none_of_them(pg_schema_
         assert led.record_count() == 5  # batch 1's only
         charged = sum(r.body["amount_kop"] for r in s.records[:5] if r.kind == "fuel.completed")
         assert led.balance_kop(CONTRACT) == 10_000_000 - charged
+
+
+#: Contracts and cards two sites share (issue 12, seventh pass): every sale of either site
+#: charges one of three contracts and counts on one of six cards.
+_SHARED_CONTRACTS = (CONTRACT, CONTRACT + 1, CONTRACT + 2)
+_SHARED_CARDS = tuple(f"70050000000001{i:02d}" for i in range(6))
+
+
+def seed_shared(led: Ledger) -> Ledger:
+    master.put_products(led, sample.PRODUCTS)
+    for cid in _SHARED_CONTRACTS:
+        master.create_contract(led, contract(cid, balance_kop=10_000_000))
+    for i, card in enumerate(_SHARED_CARDS):
+        master.issue_fuel_card(led, fuel_card(card, _SHARED_CONTRACTS[i % 3]))
+    return led
+
+
+def shared_journals() -> list[tuple[Site, list[Batch]]]:
+    """Two sites selling on the same contracts and cards, their journals cut into batches
+    of four records. A card's transaction counters rise with time across both sites (each
+    sale takes three values; the sites take turns), so the ledger's figures, the counters'
+    state included, do not depend on which site's batches are applied first."""
+    out = []
+    for k, name in enumerate(("S1", "S2")):
+        s = Site(name)
+        for i in range(30):
+            s.fuel_sale(card_no=_SHARED_CARDS[i % 6], contract_id=_SHARED_CONTRACTS[i % 3], tc=10 + 6 * i + 3 * k,
+                        at=T0 + 600 * i + 300 * k, delivered_ml=10_000 + 7 * i + k)
+        out.append((s, s.batches(4)))
+    return out
+
+
+@pytest.mark.parametrize("seed_", [1, 2, 3])
+def test_two_workers_racing_two_sites_on_shared_contracts_leave_the_serial_ledger(
+        open_ledger: Callable[..., Ledger], serial_url: str, clock, seed_: int):
+    """Each worker ingests one site's batches (alone or in groups, in a random order), both
+    at once; the two sites charge the same contracts and count on the same cards, whose rows
+    each transaction locks last (host.effects' lock order). The ledger is the one a serial
+    ingest of the two sites leaves, and no transaction failed (a deadlock would fail one)."""
+    journals = shared_journals()
+    world = seed_shared(open_ledger())
+    workers = [open_ledger(), open_ledger()]
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def work(led: Ledger, mine: list[Batch], r: random.Random) -> None:
+        try:
+            start.wait()
+            i = 0
+            while i < len(mine):
+                n = r.choice((1, 1, 2, 3))
+                group = mine[i:i + n]
+                if len(group) > 1:
+                    ingest_site_batches(led, group)
+                else:
+                    ingest_batch(led, group[0])
+                i += n
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+    shares = []
+    for k, (_, batches) in enumerate(journals):
+        mine = list(batches)
+        random.Random(seed_ * 10 + k).shuffle(mine)
+        shares.append(mine)
+    threads = [threading.Thread(target=work, args=(led, mine, random.Random(seed_ * 100 + k)))
+               for k, (led, mine) in enumerate(zip(workers, shares))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+    with Ledger.open(serial_url, clock=clock) as serial:
+        seed_shared(serial)
+        for _, batches in journals:
+            for b in batches:
+                ingest_batch(serial, b)
+        want = state(serial)
+    got = state(world)
+    for table in want:
+        assert got[table] == want[table], table
+    # both sites' charges are on every shared contract, counted once each
+    for cid in _SHARED_CONTRACTS:
+        charged = sum(r.body["amount_kop"] for s, _ in journals for r in s.records
+                      if r.kind == "fuel.completed" and r.body["contract_id"] == cid)
+        assert charged > 0 and world.balance_kop(cid) == 10_000_000 - charged
+    assert {s for (s,) in world.db.fetchall("SELECT DISTINCT site_id FROM replica_spenders")} == {"S1", "S2"}
+    assert want["clone_alerts"] == [] and len(want["card_tc"]) == 2 * 30 * 2
+    assert all(world.site(s.site_id).up_to_seq == len(b) for s, b in journals)
+
+
+def test_a_presence_arriving_mid_ingest_is_kept_and_the_ingest_is_exact(pg_schema_url: str, clock, monkeypatch):
+    """A presence of a site arrives (another worker) while an ingest transaction of that site
+    holds the site's row, between its bookkeeping and its shared rows: the presence is kept as
+    it came (the replica versions the pruning of replica_spenders reads), and the ingest's
+    watermark, counters and balances are those of the two applied one after the other."""
+    import time
+
+    import psycopg
+
+    from host.ingest import record_presence
+    from wire import Presence, Table
+
+    s = Site("S1")
+    for i in range(3):
+        s.fuel_sale(tc=10 + 3 * i, at=T0 + 600 * i)
+    first, b = Batch("S1", 1, tuple(s.records[:5]), T0), Batch("S1", 2, tuple(s.records[5:]), T0)
+    presence = Presence("S1", True, T0 + 900, "0.7.1", {Table.CONTRACTS: 12, Table.FUEL_CARDS: 3})
+    with Ledger.open(pg_schema_url, clock=clock) as led, Ledger.open(pg_schema_url, clock=clock) as other, \
+            psycopg.connect(pg_schema_url.split("?")[0], autocommit=True) as watch:
+        seed(led)
+        ingest_batch(led, first)
+        kept: list[bool] = []
+        states: list[str] = []
+        threads: list[threading.Thread] = []
+        finish = ingest_mod._Shared.finish
+
+        def finish_with_presence(self) -> None:
+            if not kept and not states:
+                t = threading.Thread(target=lambda: kept.append(record_presence(other, presence)))
+                t.start()
+                threads.append(t)
+                pid = other.db.conn.info.backend_pid
+                for _ in range(1000):  # until the presence waits for this transaction, or is done
+                    row = watch.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                                        (pid,)).fetchone()
+                    if kept or (row is not None and row[0] == "Lock"):
+                        break
+                    time.sleep(0.005)
+                states.append("kept" if kept else "waiting")
+            finish(self)
+        monkeypatch.setattr(ingest_mod._Shared, "finish", finish_with_presence)
+        ack = ingest_batch(led, b)
+        monkeypatch.undo()
+        for t in threads:
+            t.join()
+        assert len(states) == 1 and kept == [True]
+        assert ack.up_to_seq == 2
+        site = led.site("S1")
+        assert site is not None and (site.online, site.presence_at_utc_s, site.software_version) == \
+            (True, T0 + 900, "0.7.1")
+        assert site.replica_versions == {"contracts": 12, "fuel_cards": 3}
+        assert (site.up_to_seq, site.records) == (2, len(s.records))
+        charged = sum(r.body["amount_kop"] for r in s.records if r.kind == "fuel.completed")
+        assert led.balance_kop(CONTRACT) == 10_000_000 - charged
+        assert led.db.fetchall("SELECT batch_seq, new_records FROM batches ORDER BY batch_seq") == [(1, 5), (2, 10)]
