@@ -108,6 +108,35 @@ def serial_url(ledger_url: str, tmp_path, request) -> Iterator[str]:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+def race(workers: list[Ledger], shares: list[list[Batch]], draw_seed: int) -> list[BaseException]:
+    """Each worker ingests its share of batches in a thread of its own, all starting at once,
+    one batch or a run of 2-3 at a time (drawn from ``draw_seed``); the exceptions they raised."""
+    start = threading.Barrier(len(workers))
+    errors: list[BaseException] = []
+
+    def work(led: Ledger, mine: list[Batch], r: random.Random) -> None:
+        try:
+            start.wait()
+            i = 0
+            while i < len(mine):
+                n = r.choice((1, 1, 2, 3))
+                group = mine[i:i + n]
+                if len(group) > 1:
+                    ingest_site_batches(led, group)
+                else:
+                    ingest_batch(led, group[0])
+                i += n
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=work, args=(led, mine, random.Random(draw_seed + k)))
+               for k, (led, mine) in enumerate(zip(workers, shares))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 @pytest.mark.parametrize("seed_", [1, 2, 3])
 def test_two_workers_racing_one_site_leave_the_serial_ledger(open_ledger: Callable[..., Ledger], serial_url: str,
                                                             clock, monkeypatch, seed_: int):
@@ -128,30 +157,7 @@ def test_two_workers_racing_one_site_leave_the_serial_ledger(open_ledger: Callab
         return prepare(db, batches, now, tolerance, wide_checked, stored)
     monkeypatch.setattr(ingest_mod, "_prepare", counted)
 
-    start = threading.Barrier(2)
-    errors: list[BaseException] = []
-
-    def work(led: Ledger, mine: list[Batch], r: random.Random) -> None:
-        try:
-            start.wait()
-            i = 0
-            while i < len(mine):
-                n = r.choice((1, 1, 2, 3))
-                group = mine[i:i + n]
-                if len(group) > 1:
-                    ingest_site_batches(led, group)
-                else:
-                    ingest_batch(led, group[0])
-                i += n
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-    threads = [threading.Thread(target=work, args=(led, mine, random.Random(seed_ * 10 + k)))
-               for k, (led, mine) in enumerate(zip(workers, shares))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    assert not (errors := race(workers, shares, seed_ * 10)), errors
 
     with Ledger.open(serial_url, clock=clock) as serial:
         seed(serial)
@@ -277,35 +283,12 @@ def test_two_workers_racing_two_sites_on_shared_contracts_leave_the_serial_ledge
     journals = shared_journals()
     world = seed_shared(open_ledger())
     workers = [open_ledger(), open_ledger()]
-    start = threading.Barrier(2)
-    errors: list[BaseException] = []
-
-    def work(led: Ledger, mine: list[Batch], r: random.Random) -> None:
-        try:
-            start.wait()
-            i = 0
-            while i < len(mine):
-                n = r.choice((1, 1, 2, 3))
-                group = mine[i:i + n]
-                if len(group) > 1:
-                    ingest_site_batches(led, group)
-                else:
-                    ingest_batch(led, group[0])
-                i += n
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
     shares = []
     for k, (_, batches) in enumerate(journals):
         mine = list(batches)
         random.Random(seed_ * 10 + k).shuffle(mine)
         shares.append(mine)
-    threads = [threading.Thread(target=work, args=(led, mine, random.Random(seed_ * 100 + k)))
-               for k, (led, mine) in enumerate(zip(workers, shares))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    assert not (errors := race(workers, shares, seed_ * 100)), errors
 
     with Ledger.open(serial_url, clock=clock) as serial:
         seed_shared(serial)
