@@ -315,18 +315,25 @@ class Profiler:
 
 # -- one run -----------------------------------------------------------------------------------
 
+async def _open_clients(stack: contextlib.AsyncExitStack, journals: dict[str, Path], keys: dict[str, bytes],
+                        replica_verify: Ed25519PublicKey, url: str, settings: dict) -> list[SyncClient]:
+    """A running SyncClient on each site's journal, closed with ``stack``."""
+    clients = []
+    for site, path in journals.items():
+        j = stack.enter_context(Journal.open(path, site))
+        clients.append(await stack.enter_async_context(
+            SyncClient(j, SiteKeys({site: keys[site]}, replica_verify=replica_verify),
+                       SyncSettings.from_url(url, **settings))))
+    return clients
+
+
 async def _flush(journals: dict[str, Path], keys: dict[str, bytes], replica_verify: Ed25519PublicKey, url: str,
                  args: argparse.Namespace) -> tuple[float, float, list]:
     settings = {"max_in_flight": args.in_flight, "poll_interval_s": 0.05, "max_batch_records": args.batch_records,
                 "ack_timeout_s": args.ack_timeout}
     cpu0, t0 = time.process_time(), time.perf_counter()
     async with contextlib.AsyncExitStack() as stack:
-        clients = []
-        for site, path in journals.items():
-            j = stack.enter_context(Journal.open(path, site))
-            clients.append(await stack.enter_async_context(
-                SyncClient(j, SiteKeys({site: keys[site]}, replica_verify=replica_verify),
-                           SyncSettings.from_url(url, **settings))))
+        clients = await _open_clients(stack, journals, keys, replica_verify, url, settings)
         statuses = await asyncio.gather(*(c.wait_flushed(args.timeout) for c in clients))
         elapsed = time.perf_counter() - t0
         cpu = time.process_time() - cpu0
@@ -533,12 +540,7 @@ async def _publish_all(journals: dict[str, Path], keys: dict[str, bytes], replic
                 "max_batch_records": args.batch_records, "ack_timeout_s": 3600.0}
     cpu0, t0 = time.process_time(), time.perf_counter()
     async with contextlib.AsyncExitStack() as stack:
-        clients = []
-        for site, path in journals.items():
-            j = stack.enter_context(Journal.open(path, site))
-            clients.append(await stack.enter_async_context(
-                SyncClient(j, SiteKeys({site: keys[site]}, replica_verify=replica_verify),
-                           SyncSettings.from_url(url, **settings))))
+        clients = await _open_clients(stack, journals, keys, replica_verify, url, settings)
 
         def all_published(c: SyncClient, st: SyncStatus) -> bool:
             tail = c.journal.tail(1)

@@ -108,6 +108,21 @@ def serial_url(ledger_url: str, tmp_path, request) -> Iterator[str]:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+def assert_serial_ledger(world: Ledger, serial_url: str, clock, seeder: Callable[[Ledger], Ledger],
+                         batches: list[Batch]) -> dict[str, list[tuple]]:
+    """Assert that ``world`` holds, table by table, what one worker ingesting ``batches`` in
+    order leaves in a ledger seeded by ``seeder``; that serial ledger's state."""
+    with Ledger.open(serial_url, clock=clock) as serial:
+        seeder(serial)
+        for b in batches:
+            ingest_batch(serial, b)
+        want = state(serial)
+    got = state(world)
+    for table in want:
+        assert got[table] == want[table], table
+    return want
+
+
 def race(workers: list[Ledger], shares: list[list[Batch]], draw_seed: int) -> list[BaseException]:
     """Each worker ingests its share of batches in a thread of its own, all starting at once,
     one batch or a run of 2-3 at a time (drawn from ``draw_seed``); the exceptions they raised."""
@@ -159,14 +174,7 @@ def test_two_workers_racing_one_site_leave_the_serial_ledger(open_ledger: Callab
 
     assert not (errors := race(workers, shares, seed_ * 10)), errors
 
-    with Ledger.open(serial_url, clock=clock) as serial:
-        seed(serial)
-        for b in batches:
-            ingest_batch(serial, b)
-        want = state(serial)
-    got = state(world)
-    for table in want:
-        assert got[table] == want[table], table
+    want = assert_serial_ledger(world, serial_url, clock, seed, batches)
     # the journal's effects are there at all (not two empty ledgers alike)
     assert world.site("S1").up_to_seq == len(batches)
     assert world.record_count() == len(site.records)
@@ -290,15 +298,7 @@ def test_two_workers_racing_two_sites_on_shared_contracts_leave_the_serial_ledge
         shares.append(mine)
     assert not (errors := race(workers, shares, seed_ * 100)), errors
 
-    with Ledger.open(serial_url, clock=clock) as serial:
-        seed_shared(serial)
-        for _, batches in journals:
-            for b in batches:
-                ingest_batch(serial, b)
-        want = state(serial)
-    got = state(world)
-    for table in want:
-        assert got[table] == want[table], table
+    want = assert_serial_ledger(world, serial_url, clock, seed_shared, [b for _, bs in journals for b in bs])
     # both sites' charges are on every shared contract, counted once each
     for cid in _SHARED_CONTRACTS:
         charged = sum(r.body["amount_kop"] for s, _ in journals for r in s.records

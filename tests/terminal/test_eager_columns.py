@@ -103,6 +103,18 @@ def _columns(rows: dict[Table, Any]) -> tuple[Any, dict, dict]:
     return _fuel_source(_noting_balance_fields(rows, "S1", marks, allowances)), marks, allowances
 
 
+def _fed(store: ReplicaStore, cards: list, n: int, sign: Any, verify: Any) -> Site:
+    """A site on ``store`` given every table's version 2 in order: the small tables in one
+    part, the big ones (the fuel cards ``cards``) in ``n`` parts each."""
+    site = Site(store)
+    for table, rows in SMALL.items():
+        site.part(_parts(table, list(rows), 2, 1, sign, verify)[0])
+    for table in BIG:
+        for p in _parts(table, cards if table is Table.FUEL_CARDS else V2[table], 2, n, sign, verify):
+            site.part(p)
+    return site
+
+
 @st.composite
 def deliveries(draw: Any) -> tuple[list[tuple[Table, int, int, int]], bool, bool]:
     """Events (table, version, parts, part) in the order they come, whether a stop-list
@@ -173,13 +185,7 @@ def test_a_part_the_scanner_does_not_take_leaves_the_table_to_the_store(tmp_path
     cards = list(_CARDS)
     cards[3] = replace(cards[3], card=replace(cards[3].card, on_breach=OnBreach.ALERT))
     with ReplicaStore.open(tmp_path / "replica.sqlite") as store:
-        site = Site(store)
-        for table, rows in SMALL.items():
-            site.part(_parts(table, list(rows), 2, 1, sign, verify)[0])
-        for table in BIG:
-            for p in _parts(table, cards if table is Table.FUEL_CARDS else V2[table], 2, 2, sign, verify):
-                site.part(p)
-        eager_rows = site.eager.rows(store, NEEDED)
+        eager_rows = _fed(store, cards, 2, sign, verify).eager.rows(store, NEEDED)
         assert not isinstance(eager_rows[Table.FUEL_CARDS], FilledCards)
         assert isinstance(eager_rows[Table.STOP_LIST], FilledStopList)
         got = _columns(eager_rows)
@@ -197,13 +203,7 @@ def test_a_card_of_an_unknown_contract_is_refused_by_the_build_in_the_store_s_wo
     cards = list(_CARDS)
     cards[7] = replace(cards[7], card=replace(cards[7].card, contract_id=10 ** 9))
     with ReplicaStore.open(tmp_path / "replica.sqlite") as store:
-        site = Site(store)
-        for table, rows in SMALL.items():
-            site.part(_parts(table, list(rows), 2, 1, sign, verify)[0])
-        for table in BIG:
-            for p in _parts(table, cards if table is Table.FUEL_CARDS else V2[table], 2, 3, sign, verify):
-                site.part(p)
-        eager_rows = site.eager.rows(store, NEEDED)
+        eager_rows = _fed(store, cards, 3, sign, verify).eager.rows(store, NEEDED)
         assert not isinstance(eager_rows[Table.FUEL_CARDS], FilledCards)
         with pytest.raises(ModelError) as got:
             _columns(eager_rows)
