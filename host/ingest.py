@@ -301,19 +301,12 @@ def _store_early(db: Database, batches: list[Batch], now: int, tolerance: int,
     commits), the transaction is rolled back and run again (:func:`ingest_site_batches`),
     and then finds it stored. Returns what was stored (``prepared``, or one built again
     without records stored before)."""
-    stored = frozenset(r[0] for r in db.select_in("SELECT record_id FROM records WHERE record_id IN ({in})",
-                                                 prepared.ids))
-    if prepared.used or prepared.excluded != stored:
-        prepared = _prepare(db, batches, now, tolerance, False, stored)
-    prepared.used = True
+    prepared = _current(db, batches, now, tolerance, False, prepared)
     fx = prepared.fx
     prepared.stored_flags = {}
     if fx is not None:
         flags = dict(fx.flags)  # what reading the records flagged (unknown kinds, bad bodies)
-        rows = prepared.rows
-        if flags:
-            rows = [row if row[0] not in flags else row[:8] + (flags[row[0]],) + row[9:] for row in rows]
-        db.copy_rows("records", _RECORD_COLUMNS, rows, _RECORD_TYPES)
+        db.copy_rows("records", _RECORD_COLUMNS, _with_flags(prepared.rows, flags), _RECORD_TYPES)
         prepared.stored_flags = flags
         fx.stored_already = prepared.fresh
     return prepared
@@ -347,10 +340,7 @@ class _Shared:
             db.executemany("UPDATE records SET flag = ? WHERE record_id = ?",
                            [(f, rid) for rid, f in flags.items() if rid not in before])
         elif self.rows is not None:
-            rows = self.rows
-            if flags:
-                rows = [row if row[0] not in flags else row[:8] + (flags[row[0]],) + row[9:] for row in rows]
-            db.copy_rows("records", _RECORD_COLUMNS, rows, _RECORD_TYPES)
+            db.copy_rows("records", _RECORD_COLUMNS, _with_flags(self.rows, flags), _RECORD_TYPES)
 
 
 def _apply_records(db: Database, batches: list[Batch], now: int, tolerance: int, wide_checked: bool,
@@ -365,21 +355,34 @@ def _apply_records(db: Database, batches: list[Batch], now: int, tolerance: int,
     already (:func:`_store_early`), only the effects are applied, and the flags that
     applying gives are written to those rows."""
     if prepared is not None and prepared.stored_flags is not None:
-        fx = prepared.fx
-        if fx is None:
-            return prepared.counts, None
-        alerts.apply(db, batches[0].site_id, prepared.applied, now)  # fuel.totals_mismatch -> totals_alerts
-        return prepared.counts, _Shared(db, fx, None, prepared.stored_flags)
-    ids = prepared.ids if prepared is not None else [r.record_id for b in batches for r in b.records]
-    stored = frozenset(r[0] for r in db.select_in("SELECT record_id FROM records WHERE record_id IN ({in})", ids))
-    if prepared is None or prepared.used or prepared.excluded != stored:
-        prepared = _prepare(db, batches, now, tolerance, wide_checked, stored)  # stale: a duplicate, a retry
-    prepared.used = True
+        rows, stored_flags = None, prepared.stored_flags
+    else:
+        prepared = _current(db, batches, now, tolerance, wide_checked, prepared)
+        rows, stored_flags = prepared.rows, None
     fx = prepared.fx
     if fx is None:
         return prepared.counts, None
     alerts.apply(db, batches[0].site_id, prepared.applied, now)  # fuel.totals_mismatch -> totals_alerts
-    return prepared.counts, _Shared(db, fx, prepared.rows, None)
+    return prepared.counts, _Shared(db, fx, rows, stored_flags)
+
+
+def _current(db: Database, batches: list[Batch], now: int, tolerance: int, wide_checked: bool,
+             prepared: _Prepared | None) -> _Prepared:
+    """``prepared`` if it was built without exactly the records of ``batches`` stored now and
+    is not used yet, else one built again (stale: a duplicate, a retry); marked used."""
+    ids = [r.record_id for b in batches for r in b.records]
+    stored = frozenset(r[0] for r in db.select_in("SELECT record_id FROM records WHERE record_id IN ({in})", ids))
+    if prepared is None or prepared.used or prepared.excluded != stored:
+        prepared = _prepare(db, batches, now, tolerance, wide_checked, stored)
+    prepared.used = True
+    return prepared
+
+
+def _with_flags(rows: list[tuple], flags: dict[str, str]) -> list[tuple]:
+    """The ``records`` rows with each flagged record's flag column set."""
+    if not flags:
+        return rows
+    return [row if row[0] not in flags else row[:8] + (flags[row[0]],) + row[9:] for row in rows]
 
 
 def record_presence(ledger: Ledger, presence: Presence) -> bool:
