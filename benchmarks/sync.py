@@ -106,10 +106,11 @@ def site_id(i: int) -> str:
 
 def site_cards(model, site_index: int, sites: int, mode: str) -> list:
     """The cards a site's pump sales draw from. ``shared`` (the default): every card of the
-    network, at every site, each site counting each card's transactions from 0 (so with
-    several sites the host sees counters going back: clone alerts), and every site charging
-    the same contracts. ``own``: the cards of the contracts ``i``, ``i + sites``, ... only, so
-    no two sites touch one card or contract (no ledger row but their own sites' is shared)."""
+    network, at every site (a fleet's cards fill up wherever the truck is), every site
+    charging the same contracts; a card's transaction counter rises with time across the
+    sites (:func:`records`), so the host's clone checks see what real traffic gives them.
+    ``own``: the cards of the contracts ``i``, ``i + sites``, ... only, so no two sites touch
+    one card or contract (no ledger row but their own sites' is shared)."""
     if mode == "shared":
         return list(model.cards)
     contracts = sorted({c.contract_id for c in model.cards})
@@ -120,10 +121,23 @@ def site_cards(model, site_index: int, sites: int, mode: str) -> list:
     return cards
 
 
-def records(site: str, n: int, model, seed: int = 1, chunk: int = 5_000, cards: list | None = None
-            ) -> Iterator[list[Record]]:
+def card_counter(site_index: int, sites: int, at_utc_s: int) -> int:
+    """The transaction counter a card holds when a sale at site ``site_index`` of ``sites``
+    reads it at ``at_utc_s``, at the latest (a card used again at the same site reads at
+    least its own last commit): 3 counter values a second a site, the sites' slots
+    interleaved, so a card's counters rise with time whichever site it fills up at (a sale
+    reads ``c``, reserves ``c + 1``, commits ``c + 2``; the next site's slot starts at
+    ``c + 3``). A card moving between sites is what the host's clone checks take as normal;
+    counters that went back in time, or two writes at one value, would be alerts (two
+    plastics), which real traffic almost never holds."""
+    return 3 * (sites * (at_utc_s - sample.DAY_START_UTC) + site_index)
+
+
+def records(site: str, n: int, model, seed: int = 1, chunk: int = 5_000, cards: list | None = None,
+            site_index: int = 0, sites: int = 1) -> Iterator[list[Record]]:
     """``n`` journal records in chunks, the mix of ``benchmarks.host_ingest.make_records``
-    (pump sales drawing from ``cards``, default every card of ``model``)."""
+    (pump sales drawing from ``cards``, default every card of ``model``), for site
+    ``site_index`` of ``sites`` (the cards' counters: :func:`card_counter`)."""
     rnd = random.Random(seed)
     pool = list(model.cards) if cards is None else cards
     t = sample.DAY_START_UTC
@@ -140,7 +154,7 @@ def records(site: str, n: int, model, seed: int = 1, chunk: int = 5_000, cards: 
             card = pool[rnd.randrange(len(pool))]
             lane = f"pump-{rnd.randrange(1, 9)}"
             txn = new_txn_id(site, lane)
-            tc = tcs.get(card.card_no, 0)
+            tc = max(tcs.get(card.card_no, 0), card_counter(site_index, sites, t))
             tcs[card.card_no] = tc + 2
             price, auth = 6_150, 50_000
             delivered = rnd.randrange(5_000, auth)
@@ -180,8 +194,10 @@ def records(site: str, n: int, model, seed: int = 1, chunk: int = 5_000, cards: 
             out = out[take:]
 
 
-def journal_backlog(path: Path, site: str, n: int, model, seed: int, cards: list | None = None) -> None:
-    """A journal holding ``n`` unacked records (reused if ``path`` already holds them)."""
+def journal_backlog(path: Path, site: str, n: int, model, seed: int, cards: list | None = None,
+                    site_index: int = 0, sites: int = 1) -> None:
+    """A journal holding ``n`` unacked records of site ``site_index`` of ``sites`` (reused if
+    ``path`` already holds them)."""
     if path.exists():
         c = sqlite3.connect(path)
         try:
@@ -197,7 +213,7 @@ def journal_backlog(path: Path, site: str, n: int, model, seed: int, cards: list
 
     async def fill() -> None:
         with Journal.open(path, site) as j:
-            for chunk in records(site, n, model, seed, cards=cards):
+            for chunk in records(site, n, model, seed, cards=cards, site_index=site_index, sites=sites):
                 await j.append(chunk)
     asyncio.run(fill())
     progress(f"{site}: journaled {n} records in {time.perf_counter() - t0:.1f} s")
@@ -753,6 +769,8 @@ def run_drain(tag: str, db: str, workers: int, journals: dict[str, Path], n_reco
                     raise DrainError(f"drain: site {s}: the ledger's watermark {info} is not at its last batch {n}")
             held = sum(led.site(s).records for s in journals)  # type: ignore[union-attr]
             rec = reconcile(led, list(journals.values()))
+            with led.db.transaction(write=False):
+                clones = dict(led.db.fetchall("SELECT kind, COUNT(*) FROM clone_alerts GROUP BY kind ORDER BY kind"))
         if held != n_records:
             raise DrainError(f"drain: the ledger's sites count {held} records, {n_records} were published")
         if not rec.ok:
@@ -780,6 +798,7 @@ def run_drain(tag: str, db: str, workers: int, journals: dict[str, Path], n_reco
                     f"{os.cpu_count()} cores: {(os.cpu_count() or 1) * elapsed:.1f} s)"),
         "split": f"{split}; busy until {sampler.busy()} of {elapsed:.1f} s", "pg_waits": sampler.pg_summary(),
         "checked": rec.summary(),
+        "clone_alerts": ", ".join(f"{k} {n}" for k, n in clones.items()) or "none",
     }
     progress(f"{tag}: {out}")
     return out
@@ -876,9 +895,9 @@ def main(argv: list[str] | None = None) -> None:
             js = {}
             for i, n in enumerate(per):
                 own = "" if args.site_cards == "shared" else "-own"
-                path = work / f"journal-{tag}{own}-{i}.sqlite"
+                path = work / f"journal-{tag}{own}-{i}-g2.sqlite"  # g2: counters of card_counter
                 journal_backlog(path, site_id(i), n, model, seed=1 + i,
-                                cards=site_cards(model, i, sites, args.site_cards))
+                                cards=site_cards(model, i, sites, args.site_cards), site_index=i, sites=sites)
                 js[site_id(i)] = path
             return js
 
@@ -959,6 +978,7 @@ def main(argv: list[str] | None = None) -> None:
                     out[f"drain_published_{name}"] = (f"{r['batches']} in {r['publish_s']} s "
                                                       f"(edge CPU {r['publish_cpu_s']} s, not in the drain)")
                     out[f"drain_checked_{name}"] = r["checked"]
+                    out[f"drain_clone_alerts_{name}"] = r["clone_alerts"]
                 if 1 in runs:
                     one = float(runs[1]["records_per_s"])  # type: ignore[arg-type]
                     for w, r in runs.items():
