@@ -80,6 +80,7 @@ from terminal.journal import Journal, Record
 from terminal.sync import SyncClient, SyncSettings, SyncStatus, batch_last_seq
 from wire import (
     Ack,
+    Table,
     REPLICA_SIGNING_KEY_FILE,
     REPLICA_VERIFY_KEY_FILE,
     SiteKeys,
@@ -246,7 +247,7 @@ class WorkerProc:
     def __init__(self, name: str, url: str, broker: str, keys_dir: Path, log: Path, publish: bool,
                  txn_batches: int = 8, gc_gen0: int | None = None, backlog_fold_s: float | None = None,
                  ingest: bool = True, fold_s: float | None = None) -> None:
-        self.name, self.log = name, log
+        self.name, self.log, self.publish = name, log, publish
         self.ready_text = b"consuming from" if ingest else b"publishing the replica"
         argv = [sys.executable, "-m", "host.worker", "--db", url, "--broker", broker, "--keys-dir", str(keys_dir),
                 "--max-batches-per-txn", str(txn_batches)]
@@ -265,12 +266,21 @@ class WorkerProc:
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)
 
-    def wait_ready(self, timeout: float = 30) -> None:
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Until the worker consumes (or, ``--no-ingest``, publishes) and, if it publishes the
+        replica, has published the host's first state: the master import's deltas and a
+        snapshot of every table, a host's work at its first start, which no sync waits for
+        (a run timed with it would count it as the backlog's)."""
         deadline = time.monotonic() + timeout
-        while self.ready_text not in self.log.read_bytes():
+        while not self._ready(self.log.read_bytes()):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"worker {self.name} did not start:\n{self.log.read_text()[-2000:]}")
             time.sleep(0.05)
+
+    def _ready(self, log: bytes) -> bool:
+        if self.ready_text not in log:
+            return False
+        return not self.publish or log.count(b": snapshot version ") >= len(Table)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
