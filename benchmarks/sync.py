@@ -223,7 +223,7 @@ def journal_backlog(path: Path, site: str, n: int, model, seed: int, cards: list
 def reset_journal(path: Path) -> None:
     c = sqlite3.connect(path)
     try:
-        c.execute("UPDATE records SET acked = 0 WHERE acked = 1")
+        c.execute("DELETE FROM acked")  # every record unacked (terminal.journal, schema 2)
         c.execute("DELETE FROM meta WHERE key LIKE 'sync.%'")
         c.commit()
     finally:

@@ -5,6 +5,7 @@ host stand-in; ``key: value`` lines.
     python -m benchmarks.sync_edge --records 1000000 --in-flight 16
     python -m benchmarks.sync_edge --baseline /tmp/before --rounds 3   # A/B: the code in that folder, then
                                                                        # this code, alternating; CPU ratio
+    python -m benchmarks.sync_edge --profile /tmp/edge.txt             # py-spy of the flush (py-spy on PATH)
 
 What is timed: from the moment the :class:`terminal.sync.SyncClient` enters, with the
 whole backlog already journaled (an offline site coming back), until every record is
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -96,11 +98,19 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
             assert proc.stdout.readline().strip() == "ready", "the acking stand-in did not start"
             settings = SyncSettings.from_url(broker.url, max_in_flight=args.in_flight, poll_interval_s=0.05,
                                              max_batch_records=args.batch_records)
+            profiler = None
+            if args.profile:
+                from benchmarks.sync import Profiler  # py-spy on PATH
+                profiler = Profiler(os.getpid(), args.profile)
+                time.sleep(1.0)
             with Journal.open(journal_path, SITE) as journal:
                 cpu0, t0 = time.process_time(), time.perf_counter()
                 async with SyncClient(journal, SiteKeys({SITE: site_key}), settings) as sync:
                     st = await sync.wait_flushed(args.timeout)
                 elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+                if profiler is not None:
+                    profiler.stop()
+                    progress(profiler.summary(20))
                 assert journal.counts().unacked == 0, "records left unacked"
         finally:
             proc.terminate()
@@ -116,7 +126,7 @@ def ab(args: argparse.Namespace, argv: list[str]) -> None:
     """``--baseline DIR``: this benchmark run from DIR's code (a checkout of the code before,
     its native modules built) and from this code, alternating ``--rounds`` times, each in a
     fresh process with the same arguments; prints each run and the ratio of the best client
-    CPU figures (before / after)."""
+    CPU figures (before / after) and of their medians."""
     here = Path(__file__).resolve().parents[1]
     rest: list[str] = []
     skip = False
@@ -131,6 +141,7 @@ def ab(args: argparse.Namespace, argv: list[str]) -> None:
             continue
         rest.append(a)
     best: dict[str, dict[str, float]] = {"before": {}, "after": {}}
+    cpus: dict[str, list[float]] = {"before": [], "after": []}
     for r in range(args.rounds):
         for tag, root in (("before", args.baseline.resolve()), ("after", here)):
             done = subprocess.run([sys.executable, "-m", "benchmarks.sync_edge", *rest], cwd=root, text=True,
@@ -138,6 +149,7 @@ def ab(args: argparse.Namespace, argv: list[str]) -> None:
             got = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
             progress(f"round {r + 1} {tag}: client CPU {got['sync_edge_client_cpu_s']} s, "
                      f"{got['sync_edge_records_per_s']} records/s")
+            cpus[tag].append(float(got["sync_edge_client_cpu_s"]))
             for k in ("sync_edge_client_cpu_s", "sync_edge_flush_s"):
                 v = float(got[k])
                 best[tag][k] = min(v, best[tag].get(k, v))
@@ -147,6 +159,10 @@ def ab(args: argparse.Namespace, argv: list[str]) -> None:
     for tag in ("before", "after"):
         print(f"{tag}_client_cpu_us_per_record: {best[tag]['sync_edge_client_cpu_s'] * 1e6 / n:.1f}")
     print(f"client_cpu_ratio: {best['before']['sync_edge_client_cpu_s'] / best['after']['sync_edge_client_cpu_s']:.2f}")
+    med = {tag: statistics.median(v) for tag, v in cpus.items()}
+    for tag in ("before", "after"):
+        print(f"{tag}_median_client_cpu_us_per_record: {med[tag] * 1e6 / n:.1f}")
+    print(f"median_client_cpu_ratio: {med['before'] / med['after']:.2f}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -161,6 +177,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dir", type=Path, help="work folder (default: a temporary one)")
     p.add_argument("--baseline", type=Path, help="A/B against the code in this folder (see ab())")
     p.add_argument("--rounds", type=int, default=3, help="rounds of the A/B (default 3)")
+    p.add_argument("--profile", type=Path, help="py-spy the client's flush into this file (raw stacks; "
+                                                 "the top functions on stderr)")
     args = p.parse_args(argv)
     if args.baseline:
         ab(args, sys.argv[1:] if argv is None else argv)

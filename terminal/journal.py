@@ -22,6 +22,7 @@ transaction is a parameter of :meth:`Journal.open`.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
 import json
@@ -41,10 +42,10 @@ from terminal.ids import IdError, check_name
 __all__ = [
     "SCHEMA_VERSION", "JournalError", "JournalClosedError", "JournalDiskError", "BodyError",
     "DuplicateRecordError", "DuplicateRequestError", "Record", "IdemEntry", "OpenTransaction",
-    "JournalCounts", "Journal", "canonical_json",
+    "JournalCounts", "Journal", "canonical_json", "unacked_count",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAX_GROUP = 512  # appends committed in one transaction at most
 MAX_PENDING = 4096  # appends queued for the writer before append() waits (backpressure)
 BUSY_TIMEOUT_MS = 5_000
@@ -245,13 +246,57 @@ def _migrate_to_1(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
 
 
+def _migrate_to_2(conn: sqlite3.Connection) -> None:
+    """The acknowledgements as ranges of seqs (table ``acked``), not a flag in every row: an
+    ack then writes a row or two, not every record's row (body included) and an index entry
+    each. The flags of a version-1 file become its ranges (runs of consecutive acked seqs);
+    the column and its index go."""
+    conn.execute("""
+        CREATE TABLE acked (
+            first_seq INTEGER PRIMARY KEY,   -- records first_seq..last_seq are acknowledged
+            last_seq INTEGER NOT NULL,
+            CHECK (last_seq >= first_seq)
+        )""")
+    conn.execute("""
+        INSERT INTO acked (first_seq, last_seq)
+        SELECT MIN(seq), MAX(seq) FROM (
+            SELECT seq, seq - ROW_NUMBER() OVER (ORDER BY seq) AS run FROM records WHERE acked = 1)
+        GROUP BY run""")
+    # The table is made again without the column (SQLite's DROP COLUMN trips over the column
+    # comments of version 1). The writer runs migrations with foreign keys off, so dropping
+    # the old table leaves the requests' references to the new one under the same name (every
+    # row keeps its seq); the AUTOINCREMENT high-water mark is carried over, so no seq is
+    # ever used twice.
+    high = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'records'").fetchone()
+    conn.execute("""
+        CREATE TABLE records_v2 (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            record_id TEXT NOT NULL UNIQUE,
+            site_id TEXT NOT NULL,
+            lane TEXT NOT NULL,
+            txn_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            at_utc_s INTEGER NOT NULL,
+            body TEXT NOT NULL               -- canonical JSON: sorted keys, compact
+        )""")
+    conn.execute("INSERT INTO records_v2 (seq, record_id, site_id, lane, txn_id, kind, at_utc_s, body) "
+                 "SELECT seq, record_id, site_id, lane, txn_id, kind, at_utc_s, body FROM records ORDER BY seq")
+    conn.execute("DROP TABLE records")
+    conn.execute("ALTER TABLE records_v2 RENAME TO records")
+    conn.execute("CREATE INDEX records_txn ON records (txn_id)")
+    conn.execute("CREATE INDEX records_lane ON records (lane, seq)")
+    if high is not None:
+        conn.execute("DELETE FROM sqlite_sequence WHERE name = 'records'")
+        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('records', ?)", high)
+
+
 # MIGRATIONS[n] takes a file at version n - 1 to version n, inside one transaction.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_to_1}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_to_1, 2: _migrate_to_2}
 
 
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring the schema of ``conn`` (autocommit mode) up to :data:`SCHEMA_VERSION`, one
-    transaction per step, and return the version. An empty file becomes version 1.
+    transaction per step, and return the version. An empty file goes through every step.
 
     Raises :class:`JournalError` for a file made by a newer version of the software.
     """
@@ -274,7 +319,7 @@ def migrate(conn: sqlite3.Connection) -> int:
             raise
 
 
-_RECORD_COLS = "seq, record_id, site_id, lane, txn_id, kind, at_utc_s, body, acked"
+_RECORD_COLS = "seq, record_id, site_id, lane, txn_id, kind, at_utc_s, body"
 
 
 #: Reads a stored body (canonical JSON that :func:`canonical_json` wrote): the same values as
@@ -306,10 +351,104 @@ def _write_meta(conn: sqlite3.Connection, changes: list[tuple[str, str | None]])
                          "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
 
 
-def _record(row: tuple) -> Record:
-    seq, record_id, site_id, lane, txn_id, kind, at_utc_s, body, acked = row
-    return Record(record_id, site_id, lane, txn_id, kind, at_utc_s, _read_body(body), seq,
-                  bool(acked))
+# --- acknowledged ranges (table ``acked``, schema version 2) --------------------------------
+#
+# The acknowledged records are kept as disjoint ranges of seqs, sorted, two ranges never
+# adjacent (they are merged). A range only ever covers seqs up to the highest stored when it
+# was written: seqs are AUTOINCREMENT, so a record appended later has a seq above every range
+# and starts unacked.
+
+Ranges = list[tuple[int, int]]
+
+
+def _acked_ranges(conn: sqlite3.Connection) -> Ranges:
+    """The acknowledged ranges ``(first_seq, last_seq)``, in seq order."""
+    return conn.execute("SELECT first_seq, last_seq FROM acked ORDER BY first_seq").fetchall()
+
+
+def _uncovered(runs: Ranges, ranges: Ranges) -> Ranges:
+    """The parts of ``runs`` (sorted, disjoint) that no range of ``ranges`` covers."""
+    out: Ranges = []
+    i = 0
+    for first, last in runs:
+        while i < len(ranges) and ranges[i][1] < first:
+            i += 1
+        j = i
+        while first <= last:
+            if j < len(ranges) and ranges[j][0] <= last:
+                a, b = ranges[j]
+                if first < a:
+                    out.append((first, a - 1))
+                first = max(first, b + 1)
+                j += 1
+            else:
+                out.append((first, last))
+                break
+    return out
+
+
+def _merged(ranges: Ranges) -> Ranges:
+    """``ranges`` sorted, with overlapping and adjacent ones merged."""
+    out: Ranges = []
+    for first, last in sorted(ranges):
+        if out and first <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], last))
+        else:
+            out.append((first, last))
+    return out
+
+
+def _gaps(ranges: Ranges) -> Iterator[tuple[int, int | None]]:
+    """The seqs outside ``ranges`` as ``(first, last)`` runs; the last run is open (None)."""
+    first = 1
+    for a, b in ranges:
+        if first < a:
+            yield first, a - 1
+        first = b + 1
+    yield first, None
+
+
+def _count_between(conn: sqlite3.Connection, first: int, last: int) -> int:
+    n: int = conn.execute("SELECT COUNT(*) FROM records WHERE seq BETWEEN ? AND ?", (first, last)).fetchone()[0]
+    return n
+
+
+def unacked_count(conn: sqlite3.Connection) -> int:
+    """How many records of the journal open on ``conn`` (any connection, say a read-only one
+    from another process) the host has not acknowledged. Counts rows, as :meth:`Journal.counts`
+    does."""
+    total: int = conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    return total - sum(_count_between(conn, a, b) for a, b in _acked_ranges(conn))
+
+
+def _mark(conn: sqlite3.Connection, runs: Ranges) -> int:
+    """Acknowledge the records in ``runs`` (sorted, disjoint ``(first, last)`` seq runs); return
+    how many of them were not acknowledged before. Writes only the ranges that change."""
+    top = conn.execute("SELECT MAX(seq) FROM records").fetchone()[0] or 0
+    runs = [(a, min(b, top)) for a, b in runs if a <= min(b, top)]  # never past the last record
+    if not runs:
+        return 0
+    old = _acked_ranges(conn)
+    fresh = _uncovered(runs, old)
+    if not fresh:
+        return 0
+    new = _merged(old + fresh)
+    gone = set(old) - set(new)
+    conn.executemany("DELETE FROM acked WHERE first_seq = ?", [(a,) for a, _ in gone])
+    conn.executemany("INSERT INTO acked (first_seq, last_seq) VALUES (?, ?)", list(set(new) - set(old)))
+    return sum(_count_between(conn, a, b) for a, b in fresh)
+
+
+def _records(rows: list[tuple], ranges: Ranges) -> list[Record]:
+    """``Record``s of rows read with :data:`_RECORD_COLS` (in any order), ``acked`` from
+    ``ranges``."""
+    firsts = [a for a, _ in ranges]
+    out = []
+    for seq, record_id, site_id, lane, txn_id, kind, at_utc_s, body in rows:
+        i = bisect.bisect_right(firsts, seq) - 1
+        out.append(Record(record_id, site_id, lane, txn_id, kind, at_utc_s, _read_body(body), seq,
+                          i >= 0 and seq <= ranges[i][1]))
+    return out
 
 
 def _idem(row: tuple) -> IdemEntry:
@@ -540,10 +679,11 @@ class Journal:
         or exactly the records in ``seqs`` (give one of the two). Returns how many records
         changed from unacked to acked. Nothing is deleted.
 
-        ``seqs`` are marked with one statement per run of consecutive seqs, not one per
-        record. ``meta`` (key to value, None deletes) is set in the same transaction, so the
-        marks and, say, the sync client's acked batch number are stored together or not at
-        all.
+        The marks are kept as ranges of seqs (table ``acked``): a mark writes a row or two,
+        whatever the number of records it covers (``seqs`` as their runs of consecutive
+        seqs), and ``Record.acked``, :meth:`unacked` and :meth:`counts` read the ranges.
+        ``meta`` (key to value, None deletes) is set in the same transaction, so the marks
+        and, say, the sync client's acked batch number are stored together or not at all.
 
         The marks are the one write that is not fsync'd on its own: a group holding only
         marks commits with ``synchronous=NORMAL`` (atomic, durable with the next fsync'd
@@ -555,12 +695,7 @@ class Journal:
             raise JournalError("mark_acked: give either up_to_seq or seqs")
         changes = self._meta_changes(meta or {})
         if up_to_seq is not None:
-            limit = _integer("up_to_seq", up_to_seq, 0, _INT_MAX)
-
-            def mark(conn: sqlite3.Connection) -> int:
-                n: int = conn.execute("UPDATE records SET acked = 1 WHERE acked = 0 AND seq <= ?",
-                                      (limit,)).rowcount
-                return n
+            runs = [(1, _integer("up_to_seq", up_to_seq, 0, _INT_MAX))]
         else:
             chosen = sorted({_integer("seq", s, 1, _INT_MAX) for s in seqs})  # type: ignore[union-attr]
             if not chosen and not changes:
@@ -568,15 +703,8 @@ class Journal:
                 return 0
             runs = _runs(chosen)
 
-            def mark(conn: sqlite3.Connection) -> int:
-                if not runs:
-                    return 0
-                n: int = conn.executemany("UPDATE records SET acked = 1 WHERE acked = 0 AND seq BETWEEN ? AND ?",
-                                          runs).rowcount
-                return n
-
         def apply(conn: sqlite3.Connection) -> int:
-            n = mark(conn)
+            n = _mark(conn, runs)
             _write_meta(conn, changes)
             return n
 
@@ -620,7 +748,8 @@ class Journal:
         with self._reading() as conn:
             rows = conn.execute(f"SELECT {_RECORD_COLS} FROM records WHERE txn_id = ? ORDER BY seq",
                                 (txn_id,)).fetchall()
-        return [_record(r) for r in rows]
+            ranges = _acked_ranges(conn)
+        return _records(rows, ranges)
 
     def tail(self, n: int, lane: str | None = None) -> list[Record]:
         """The latest ``n`` records (of ``lane``, if given), in seq order."""
@@ -632,7 +761,8 @@ class Journal:
             else:
                 rows = conn.execute(f"SELECT {_RECORD_COLS} FROM records WHERE lane = ? "
                                     "ORDER BY seq DESC LIMIT ?", (lane, n)).fetchall()
-        return [_record(r) for r in reversed(rows)]
+            ranges = _acked_ranges(conn)
+        return _records(rows[::-1], ranges)
 
     def after(self, seq: int, limit: int) -> list[Record]:
         """At most ``limit`` records with a seq greater than ``seq``, in seq order (the sync
@@ -642,7 +772,8 @@ class Journal:
         with self._reading() as conn:
             rows = conn.execute(f"SELECT {_RECORD_COLS} FROM records WHERE seq > ? ORDER BY seq "
                                 "LIMIT ?", (seq, limit)).fetchall()
-        return [_record(r) for r in rows]
+            ranges = _acked_ranges(conn)
+        return _records(rows, ranges)
 
     def after_rows(self, seq: int, limit: int) -> list[tuple[int, str, str, str, str, str, int, dict[str, Any]]]:
         """What :meth:`after` returns, as plain tuples ``(seq, record_id, site_id, lane,
@@ -664,10 +795,18 @@ class Journal:
     def unacked(self, limit: int) -> list[Record]:
         """The oldest ``limit`` records the host has not acknowledged, in seq order."""
         _integer("limit", limit, 0, _INT_MAX)
+        rows: list[tuple] = []
         with self._reading() as conn:
-            rows = conn.execute(f"SELECT {_RECORD_COLS} FROM records WHERE acked = 0 ORDER BY seq "
-                                "LIMIT ?", (limit,)).fetchall()
-        return [_record(r) for r in rows]
+            for first, last in _gaps(_acked_ranges(conn)):  # one indexed read per gap between ranges
+                if len(rows) >= limit:
+                    break
+                if last is None:
+                    rows += conn.execute(f"SELECT {_RECORD_COLS} FROM records WHERE seq >= ? "
+                                         "ORDER BY seq LIMIT ?", (first, limit - len(rows))).fetchall()
+                else:
+                    rows += conn.execute(f"SELECT {_RECORD_COLS} FROM records WHERE seq BETWEEN ? AND ? "
+                                         "ORDER BY seq LIMIT ?", (first, last, limit - len(rows))).fetchall()
+        return _records(rows, [])
 
     def open_transactions(self) -> list[OpenTransaction]:
         """Every transaction whose last record's kind is not one of ``terminal_kinds``, with
@@ -683,9 +822,9 @@ class Journal:
                 SELECT {_RECORD_COLS} FROM records
                 WHERE txn_id IN (SELECT txn_id FROM open) ORDER BY seq""",
                                 (self._terminal_json,)).fetchall()
+            ranges = _acked_ranges(conn)
         by_txn: dict[str, list[Record]] = {}
-        for row in rows:
-            rec = _record(row)
+        for rec in _records(rows, ranges):
             by_txn.setdefault(rec.txn_id, []).append(rec)
         return [OpenTransaction(txn_id, recs[-1].lane, tuple(recs)) for txn_id, recs in by_txn.items()]
 
@@ -700,12 +839,14 @@ class Journal:
         million records)."""
         with self._reading() as conn:
             records, last_seq = conn.execute("SELECT COUNT(*), MAX(seq) FROM records").fetchone()
-            unacked, oldest = conn.execute(
-                "SELECT COUNT(*), MIN(seq) FROM records WHERE acked = 0").fetchone()
-            oldest_at = None
-            if oldest is not None:
-                oldest_at = conn.execute("SELECT at_utc_s FROM records WHERE seq = ?",
-                                         (oldest,)).fetchone()[0]
+            unacked = unacked_count(conn)
+            oldest = oldest_at = None
+            for first, last in _gaps(_acked_ranges(conn)):
+                row = conn.execute("SELECT seq, at_utc_s FROM records WHERE seq BETWEEN ? AND ? "
+                                   "ORDER BY seq LIMIT 1", (first, _INT_MAX if last is None else last)).fetchone()
+                if row is not None:
+                    oldest, oldest_at = row
+                    break
             requests = conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
         return JournalCounts(records, unacked, requests, last_seq or 0, oldest, oldest_at,
                              self._commits)
@@ -819,9 +960,9 @@ class Journal:
             conn.execute("PRAGMA synchronous = FULL")
             if conn.execute("PRAGMA synchronous").fetchone()[0] != 2:  # 2 is FULL
                 raise JournalDiskError(f"journal {self.path}: SQLite refused synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA journal_size_limit = 67108864")  # truncate the WAL to 64 MiB
-            migrate(conn)
+            migrate(conn)  # foreign keys off: a step may make a table again (_migrate_to_2)
+            conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('site_id', ?)",
                          (self.site_id,))

@@ -55,6 +55,7 @@ not overlapped with staging, which the queue hides while the store is the slower
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
 import inspect
@@ -62,7 +63,6 @@ import json
 import logging
 import random
 import ssl
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -115,6 +115,8 @@ def _software_version() -> str:
 RECEIVE_MAXIMUM = 1
 #: Replica messages (snapshot parts, deltas) received and not yet performed, at most.
 REPLICA_QUEUE = 16
+#: Journal rows a cut reads and packs at a time on the event loop (about a millisecond).
+CUT_STEP = 512
 
 
 class SyncError(Exception):
@@ -347,9 +349,9 @@ class SyncClient:
         self._rejected: list[dict[str, Any]] = []
         # this run
         self._frames: dict[int, bytes] = {}
-        # (seq, packed record) read past the cursor, not yet batched
-        self._ahead: list[tuple[int, bytes]] = []
-        self._cut_lock = threading.Lock()
+        # the records read past the cursor, not yet batched: their seqs and packed records
+        self._ahead_seqs: list[int] = []
+        self._ahead_packed: list[bytes] = []
         self._assigning: asyncio.Future | None = None
         self._next_send = 1
         self._progress_at = time.monotonic()
@@ -529,41 +531,57 @@ class SyncClient:
     def _encode_batch(self, n: int, packed: list[bytes], created: int) -> bytes:
         return encode_packed_batch(self.site_id, n, created, packed, self.keys, limits=self.settings.limits)
 
-    def _cut(self, n: int) -> tuple[_Range, bytes] | None:
-        """Cut batch ``n`` from the records after the cursor, and encode it (in a thread).
+    async def _cut(self, n: int) -> tuple[_Range, bytes] | None:
+        """Cut batch ``n`` from the records after the cursor, and encode it.
 
         Records read past what fits stay in a read-ahead buffer for the next cut, so each
-        record is read from the journal and converted once (a 1 MiB batch holds a few
-        thousand records, a read takes up to ``max_batch_records``). The cut records leave
-        the buffer only once the batch's range is durable (:meth:`_assign_batch`)."""
-        with self._cut_lock:  # a cut abandoned by a cancelled session may still be running
-            return self._cut_locked(n)
+        record is read from the journal and packed once. The cut records leave the buffer
+        only once the batch's range is durable (:meth:`_assign_batch`).
 
-    def _cut_locked(self, n: int) -> tuple[_Range, bytes] | None:
-        ahead = self._ahead
-        if ahead and ahead[0][0] <= self._cursor:  # defensive: the cursor moved past the buffer
-            ahead[:] = [x for x in ahead if x[0] > self._cursor]
-        want = self.settings.max_batch_records
-        if len(ahead) < want:
-            after = ahead[-1][0] if ahead else self._cursor
-            recs = self.journal.after_stored(after, want - len(ahead))
-            try:
-                ahead.extend(zip([r[0] for r in recs], self._pack(recs)))
-            except WireError as e:
-                raise SyncError(f"batch {n} cannot be encoded (records after seq {after}): {e}") from None
-        if not ahead:
+        On the event loop, not in a thread: the journal is read in steps of
+        :data:`CUT_STEP` rows with the loop's other work run between them (the encode of the
+        frame is one step of its own). A thread cost more CPU than the whole read: the sqlite3
+        module lets the GIL go around every row it steps, and a reader thread and a busy loop
+        then hand the GIL back and forth on every row (docs/sync.md, "Issue 12, eighth pass")."""
+        await self._read_ahead(n)
+        seqs, packed = self._ahead_seqs, self._ahead_packed
+        if not seqs:
             return None
-        packed = [p for _, p in ahead]
         created = int(time.time())
         k = packed_that_fit(self.site_id, n, created, packed, limits=self.settings.limits)
         try:
             frame = self._encode_batch(n, packed[:k], created)
         except WireTooLarge:
-            raise SyncError(f"the record at seq {ahead[0][0]} alone is over the "
+            raise SyncError(f"the record at seq {seqs[0]} alone is over the "
                             f"{self.settings.limits.max_message_bytes}-byte frame limit") from None
         except WireError as e:
-            raise SyncError(f"batch {n} cannot be encoded (records from seq {ahead[0][0]}): {e}") from None
-        return _Range(ahead[0][0], ahead[k - 1][0], k, created), frame
+            raise SyncError(f"batch {n} cannot be encoded (records from seq {seqs[0]}): {e}") from None
+        return _Range(seqs[0], seqs[k - 1], k, created), frame
+
+    async def _read_ahead(self, n: int) -> None:
+        """Read and pack records after the buffer until it holds ``max_batch_records`` or a
+        whole frame's bytes, or the journal has no more; ``CUT_STEP`` rows a step."""
+        seqs, packed = self._ahead_seqs, self._ahead_packed
+        if seqs and seqs[0] <= self._cursor:  # defensive: the cursor moved past the buffer
+            k = bisect.bisect_right(seqs, self._cursor)
+            del seqs[:k], packed[:k]
+        want = self.settings.max_batch_records
+        room = self.settings.limits.max_message_bytes
+        held = sum(map(len, packed))
+        while len(seqs) < want and held <= room:
+            after = seqs[-1] if seqs else self._cursor
+            step = min(CUT_STEP, want - len(seqs))
+            rows = self.journal.after_stored(after, step)
+            try:
+                got = self._pack(rows)
+            except WireError as e:
+                raise SyncError(f"batch {n} cannot be encoded (records after seq {after}): {e}") from None
+            seqs.extend([r[0] for r in rows])
+            packed.extend(got)
+            held += sum(map(len, got))
+            if len(rows) < step:
+                return
+            await asyncio.sleep(0)  # the loop's other work between two steps
 
     async def _frame(self, n: int) -> bytes | None:
         """Batch ``n``'s frame (the same bytes on every send); None if it was acked meanwhile."""
@@ -586,14 +604,14 @@ class SyncClient:
         """Number the next batch and store its range durably; False if nothing to send."""
         await self._settle_assigning()
         n = self._last_batch + 1
-        cut = await asyncio.to_thread(self._cut, n)
+        cut = await self._cut(n)
         if cut is None:
             return False
         rng, frame = cut
 
         async def persist() -> None:
             await self.journal.set_meta(_batch_key(n), rng.to_meta())  # durable before the first publish
-            del self._ahead[:rng.count]
+            del self._ahead_seqs[:rng.count], self._ahead_packed[:rng.count]
             self._ranges[n] = rng
             self._frames[n] = frame
             self._last_batch = n

@@ -37,7 +37,7 @@ from authz.reference import ReferenceClubEvaluator
 from host import master
 from host.ledger import Ledger
 from terminal.ids import new_id, new_txn_id
-from terminal.journal import Journal, Record
+from terminal.journal import Journal, Record, unacked_count
 from terminal.replica import fuel_decision_body, fuel_request_body
 from tests.host.edge import T0, Site, club_world, contract, fuel_card
 from wire import WireRecord
@@ -239,7 +239,8 @@ class JournalFigures:
 def journal_figures(path: Path) -> JournalFigures:
     c = _ro(path)
     try:
-        n, unacked = c.execute("SELECT count(*), coalesce(sum(acked = 0), 0) FROM records").fetchone()
+        c.execute("BEGIN")  # one snapshot for both counts
+        n, unacked = c.execute("SELECT count(*) FROM records").fetchone()[0], unacked_count(c)
         row = c.execute("SELECT value FROM meta WHERE key = 'sync.acked_batch'").fetchone()
     finally:
         c.close()

@@ -499,15 +499,16 @@ def test_migration_of_an_empty_file(tmp_path: Path):
     path.touch()
     Journal.open(path, SITE).close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert {"records", "requests", "meta"} <= tables
+        assert {"records", "requests", "meta", "acked"} <= tables
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        assert {"records_txn", "records_lane", "records_acked"} <= indexes
+        assert {"records_txn", "records_lane"} <= indexes and "records_acked" not in indexes
+        assert "acked" not in {r[1] for r in conn.execute("PRAGMA table_info(records)")}
     Journal.open(path, SITE).close()  # a second open migrates nothing
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
 
 
 def test_open_refuses_wrong_files(tmp_path: Path):
