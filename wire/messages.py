@@ -159,7 +159,7 @@ class WireRecord:
 
 
 # the body built on its first read when decode kept it as bytes (the slot keeps it after)
-WireRecord.body = LazyBody(WireRecord.__dict__["body"], WireRecord.__dict__["body_packed"])  # type: ignore[assignment,misc]
+WireRecord.body = LazyBody(WireRecord.__dict__["body"], WireRecord.__dict__["body_packed"])  # type: ignore[misc]
 
 
 @dataclass(frozen=True, slots=True)
