@@ -514,8 +514,8 @@ cdef int _json_int(_Buf* b, long long v) except -1:
     return _put(b, tmp + i, 24 - i)
 
 
-from cpython.ref cimport PyObject
-from cpython.list cimport PyList_SetItem
+from cpython.ref cimport PyObject, Py_XDECREF
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 
 
 cdef struct _Hot:
@@ -524,7 +524,7 @@ cdef struct _Hot:
     Py_ssize_t n1[8]
     const unsigned char* k2[8]  # NULL: a path of one key
     Py_ssize_t n2[8]
-    PyObject* out  # the list the values go in (borrowed)
+    PyObject* vals[8]  # the values found (new references), NULL where none
 
 
 cdef int _utf8_ok(const unsigned char* s, Py_ssize_t k) except -1:
@@ -698,9 +698,9 @@ cdef int _jpick(_Reader* r, _Buf* b, int depth, int max_depth, _Hot* hot, int le
     value = _scalar_at(r.p + start, r.pos - start)
     if value is not None:
         for h in range(hot.n):
-            if (ends >> h) & 1:
+            if (ends >> h) & 1 and hot.vals[h] == NULL:
                 Py_INCREF(value)
-                PyList_SetItem(<object>hot.out, h, value)
+                hot.vals[h] = <PyObject*>value
     return 0
 
 
@@ -724,6 +724,7 @@ cdef int _hot_of(_Hot* hot, object paths) except -1:
         raise ValueError(f"at most {_MAX_HOT} paths per kind")
     for i in range(hot.n):
         k1, k2 = paths[i]
+        hot.vals[i] = NULL
         hot.k1[i] = <const unsigned char*>PyBytes_AS_STRING(k1)
         hot.n1[i] = PyBytes_GET_SIZE(k1)
         if k2 is None:
@@ -795,14 +796,35 @@ cdef bint _ids_ok(object rid, object lane, object txn, object kind, object at,
     return not overflow and at_v >= 0
 
 
-cdef object _read_record(_Reader* r, _Buf* b, int max_depth, dict hot_paths, object site_id,
+cdef object _hot_values(_Hot* hot):
+    """The values ``hot`` found, as a tuple (None where none); its references handed over."""
+    cdef int h
+    out = PyTuple_New(hot.n)
+    for h in range(hot.n):
+        if hot.vals[h] == NULL:
+            Py_INCREF(None)
+            PyTuple_SET_ITEM(out, h, None)
+        else:
+            PyTuple_SET_ITEM(out, h, <object>hot.vals[h])  # steals the reference vals[h] held
+            hot.vals[h] = NULL
+    return out
+
+
+cdef void _hot_clear(_Hot* hot) noexcept:
+    cdef int h
+    for h in range(hot.n):
+        if hot.vals[h] != NULL:
+            Py_XDECREF(hot.vals[h])
+            hot.vals[h] = NULL
+
+
+cdef object _read_record(_Reader* r, _Buf* b, int max_depth, dict hot_index, _Hot* hots, object site_id,
                          const unsigned char* site, Py_ssize_t ns, object record_type):
     """One record map at ``r``: a ``record_type`` with its body kept as bytes and JSON, or
     None if anything is off."""
     cdef unsigned char c
     cdef Py_ssize_t k, kl, i, body_at = -1, body_end = 0
     cdef int f, seen = 0
-    cdef _Hot hot
     cdef _Hot* hp = NULL
     rid = lane = txn = kind = at = None
     fields = None
@@ -831,16 +853,19 @@ cdef object _read_record(_Reader* r, _Buf* b, int max_depth, dict hot_paths, obj
             c = r.p[r.pos]
             if not ((c & 0xf0) == 0x80 or c == 0xde or c == 0xdf):
                 return None  # not a map: the careful path says so
-            paths = hot_paths.get(kind) if kind is not None else None
-            if paths is not None:
-                _hot_of(&hot, paths)
-                fields = [None] * hot.n
-                hot.out = <PyObject*>fields
-                hp = &hot
+            at_hot = hot_index.get(kind) if kind is not None else None
+            if at_hot is not None:
+                hp = hots + <int>at_hot
             body_at = r.pos
             b.n = 0
-            if _jvalue(r, b, -1, max_depth, hp, 0, 0):
-                return None
+            try:
+                if _jvalue(r, b, -1, max_depth, hp, 0, 0):
+                    return None
+                if hp != NULL:
+                    fields = _hot_values(hp)
+            finally:
+                if hp != NULL:
+                    _hot_clear(hp)
             body_end = r.pos
             continue
         v = _value(r, 4)
@@ -866,7 +891,7 @@ cdef object _read_record(_Reader* r, _Buf* b, int max_depth, dict hot_paths, obj
     PyObject_GenericSetAttr(w, _R_BODY_PACKED,
                             PyBytes_FromStringAndSize(<const char*>(r.p + body_at), body_end - body_at))
     PyObject_GenericSetAttr(w, _R_BODY_JSON, PyUnicode_DecodeUTF8(b.p, b.n, NULL))
-    PyObject_GenericSetAttr(w, _R_BODY_FIELDS, None if fields is None else tuple(fields))
+    PyObject_GenericSetAttr(w, _R_BODY_FIELDS, fields)
     return w
 
 
@@ -882,8 +907,17 @@ def read_batch(bytes data not None, int max_depth, int max_records, dict hot_pat
     cdef unsigned char c
     cdef Py_ssize_t k, n, i, ns
     cdef int seen = 0
+    cdef _Hot hots[8]
+    cdef int nh = 0
     if max_depth > _MAX_BODY_DEPTH:
         return None
+    if len(hot_paths) > 8:
+        raise ValueError("at most 8 kinds of hot paths")
+    hot_index = {}
+    for kind, paths in hot_paths.items():
+        _hot_of(&hots[nh], paths)
+        hot_index[kind] = nh
+        nh += 1
     r.p = <const unsigned char*>PyBytes_AS_STRING(data)
     r.n = PyBytes_GET_SIZE(data)
     r.pos = 0
@@ -949,7 +983,7 @@ def read_batch(bytes data not None, int max_depth, int max_records, dict hot_pat
                 out = []
                 ids = set()
                 for _ in range(n):
-                    w = _read_record(&r, &b, max_depth, hot_paths, site_id, site, ns, record_type)
+                    w = _read_record(&r, &b, max_depth, hot_index, hots, site_id, site, ns, record_type)
                     if w is None:
                         return None
                     rid = (<object>w).record_id
