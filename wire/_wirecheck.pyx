@@ -575,8 +575,10 @@ cdef int _jvalue(_Reader* r, _Buf* b, int depth, int max_depth, _Hot* hot, int l
         return 1
     c = r.p[r.pos]
     r.pos += 1
-    if c <= 0x7f or c >= 0xe0:
-        return _json_int(b, c if c <= 0x7f else <signed char>c)
+    if c <= 0x7f:
+        return _json_int(b, c)
+    if c >= 0xe0:
+        return _json_int(b, <signed char>c)
     if c == 0xc0:
         return _put(b, "null", 4)
     if c == 0xc2:
@@ -1047,3 +1049,11 @@ cdef class LazyBody:
 
     def __delete__(self, obj):
         raise AttributeError("body cannot be deleted")
+
+    def built(self, obj):
+        """Whether ``obj``'s body is built (a dict in its slot) yet: for tests."""
+        try:
+            self._get(obj)
+        except AttributeError:
+            return False
+        return True
