@@ -27,7 +27,7 @@ from wire import Batch, Limits, WireError, WireRecord, batches_topic, decode, en
 from wire._wirecheck import read_batch
 from wire.bodies import HOT_FIELDS, hot_fields
 
-from .test_properties import KEYS, SITE_KEY, _signed, batches, i64, names, nat, ulids
+from .test_properties import KEYS, _signed, batches, i64
 
 SETTINGS = settings(max_examples=150, deadline=None)
 SITE = "SIM-077-001"
