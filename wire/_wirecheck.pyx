@@ -409,7 +409,34 @@ from cpython.unicode cimport PyUnicode_FromStringAndSize
 from libc.stdlib cimport malloc, realloc, free
 
 cdef extern from "Python.h":
-    object PyUnicode_FromKindAndData(int kind, const void* buffer, Py_ssize_t size)
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+
+cdef extern from *:
+    """
+    #include <structmember.h>
+    /* The offset of a __slots__ member (a member descriptor of an object field), else -1. */
+    static Py_ssize_t _wc_slot_offset(PyObject* d) {
+        if (Py_TYPE(d) != &PyMemberDescr_Type) return -1;
+        PyMemberDef* m = ((PyMemberDescrObject*)d)->d_member;
+        if (m->type != T_OBJECT_EX || (m->flags & READONLY)) return -1;
+        return m->offset;
+    }
+    /* What the member descriptor's set does: the slot at ``off`` of ``o`` holds ``v``. */
+    static void _wc_slot_set(PyObject* o, Py_ssize_t off, PyObject* v) {
+        PyObject** p = (PyObject**)((char*)o + off);
+        PyObject* old = *p;
+        Py_INCREF(v);
+        *p = v;
+        Py_XDECREF(old);
+    }
+    /* object.__new__(t) for a class without __init__ arguments to check: its tp_alloc. */
+    static PyObject* _wc_alloc(PyObject* t) {
+        return ((PyTypeObject*)t)->tp_alloc((PyTypeObject*)t, 0);
+    }
+    """
+    Py_ssize_t _wc_slot_offset(object d)
+    void _wc_slot_set(object o, Py_ssize_t off, object v)
+    object _wc_alloc(object t)
 
 cdef int _MAX_KEYS = 64  # a map with more keys goes the read_frame way (the duplicate check is quadratic)
 cdef int _MAX_HOT = 8  # paths picked per kind
@@ -421,6 +448,7 @@ cdef struct _Buf:
     char* p
     Py_ssize_t n
     Py_ssize_t cap
+    bint ascii  # no byte over 0x7f written since n was last 0
 
 
 cdef int _room(_Buf* b, Py_ssize_t more) except -1:
@@ -457,40 +485,69 @@ cdef inline int _putc(_Buf* b, char c) except -1:
 cdef char* _HEX = "0123456789abcdef"
 
 
+# what a byte of a str is to the JSON writer: 0 copied as it is, 1 escaped, 2 not ASCII
+cdef unsigned char _CLASS[256]
+cdef int _i
+for _i in range(256):
+    _CLASS[_i] = 1 if _i < 0x20 or _i == 34 or _i == 92 else (2 if _i >= 0x80 else 0)
+
+
 cdef int _json_str(_Buf* b, const unsigned char* s, Py_ssize_t k) except -1:
-    """``s[:k]`` (checked UTF-8) as a JSON string, escaped as msgspec escapes: ``"`` and
-    ``\\``, the control characters (\\b \\t \\n \\f \\r, else \\u00xx); nothing else."""
-    cdef Py_ssize_t i, start = 0
-    cdef unsigned char c
-    _room(b, k + 2)
-    b.p[b.n] = 34
-    b.n += 1
+    """``s[:k]`` as a JSON string, escaped as msgspec escapes: ``"`` and ``\\``, the control
+    characters (\\b \\t \\n \\f \\r, else \\u00xx); nothing else. 1 (nothing to use) when
+    ``s[:k]`` is not strict UTF-8, else 0; clears ``b.ascii`` at a byte over 0x7f."""
+    cdef Py_ssize_t i
+    cdef unsigned char c, cls
+    cdef char* o
+    cdef bint checked = False
+    _room(b, 6 * k + 2)  # every byte escaped as \u00xx at most
+    o = b.p + b.n
+    o[0] = 34
+    o += 1
     for i in range(k):
         c = s[i]
-        if c >= 0x20 and c != 34 and c != 92:
+        cls = _CLASS[c]
+        if cls == 0:
+            o[0] = <char>c
+            o += 1
             continue
-        _put(b, <const char*>(s + start), i - start)
-        start = i + 1
+        if cls == 2:
+            if not checked:
+                try:
+                    PyUnicode_DecodeUTF8(<const char*>s, k, NULL)
+                except UnicodeDecodeError:
+                    return 1
+                checked = True
+                b.ascii = False
+            o[0] = <char>c
+            o += 1
+            continue
+        o[0] = 92
         if c == 34:
-            _put(b, "\\\"", 2)
+            o[1] = 34
         elif c == 92:
-            _put(b, "\\\\", 2)
+            o[1] = 92
         elif c == 8:
-            _put(b, "\\b", 2)
+            o[1] = 98
         elif c == 9:
-            _put(b, "\\t", 2)
+            o[1] = 116
         elif c == 10:
-            _put(b, "\\n", 2)
+            o[1] = 110
         elif c == 12:
-            _put(b, "\\f", 2)
+            o[1] = 102
         elif c == 13:
-            _put(b, "\\r", 2)
+            o[1] = 114
         else:
-            _put(b, "\\u00", 4)
-            _putc(b, _HEX[c >> 4])
-            _putc(b, _HEX[c & 15])
-    _put(b, <const char*>(s + start), k - start)
-    _putc(b, 34)
+            o[1] = 117
+            o[2] = 48
+            o[3] = 48
+            o[4] = _HEX[c >> 4]
+            o[5] = _HEX[c & 15]
+            o += 4
+        o += 2
+    o[0] = 34
+    o += 1
+    b.n = o - b.p
     return 0
 
 
@@ -525,19 +582,6 @@ cdef struct _Hot:
     const unsigned char* k2[8]  # NULL: a path of one key
     Py_ssize_t n2[8]
     PyObject* vals[8]  # the values found (new references), NULL where none
-
-
-cdef int _utf8_ok(const unsigned char* s, Py_ssize_t k) except -1:
-    """1 when ``s[:k]`` is ASCII or strict UTF-8 (as Python's decoder takes it), else 0."""
-    cdef Py_ssize_t i
-    for i in range(k):
-        if s[i] >= 0x80:
-            try:
-                PyUnicode_DecodeUTF8(<const char*>s, k, NULL)
-            except UnicodeDecodeError:
-                return 0
-            return 1
-    return 1
 
 
 cdef inline Py_ssize_t _str_len(_Reader* r, unsigned char c) except -2:
@@ -606,9 +650,8 @@ cdef int _jvalue(_Reader* r, _Buf* b, int depth, int max_depth, _Hot* hot, int l
         return _json_int(b, iv)
     k = _str_len(r, c)
     if k >= 0:
-        if not _need(r, k) or not _utf8_ok(r.p + r.pos, k):
+        if not _need(r, k) or _json_str(b, r.p + r.pos, k):
             return 1
-        _json_str(b, r.p + r.pos, k)
         r.pos += k
         return 0
     # containers
@@ -644,11 +687,10 @@ cdef int _jvalue(_Reader* r, _Buf* b, int depth, int max_depth, _Hot* hot, int l
                     return 1  # a key twice
             koff[i] = r.pos
             klen[i] = kl
-            if not _utf8_ok(ks, kl):
-                return 1
             if i:
                 _putc(b, 44)
-            _json_str(b, ks, kl)
+            if _json_str(b, ks, kl):
+                return 1
             _putc(b, 58)
             r.pos += kl
             sub = 0
@@ -798,6 +840,42 @@ cdef bint _ids_ok(object rid, object lane, object txn, object kind, object at,
     return not overflow and at_v >= 0
 
 
+cdef object _text(_Buf* b):
+    """The JSON text in ``b`` as a str (copied as it is when it is all ASCII)."""
+    if not b.ascii:
+        return PyUnicode_DecodeUTF8(b.p, b.n, NULL)
+    out = PyUnicode_New(b.n, 127)
+    memcpy(PyUnicode_DATA(out), b.p, b.n)
+    return out
+
+
+cdef struct _Slots:
+    Py_ssize_t at[9]  # record_id, site_id, lane, txn_id, kind, at_utc_s, body_packed, body_json, body_fields
+
+
+cdef object _SLOT_NAMES = ("record_id", "site_id", "lane", "txn_id", "kind", "at_utc_s", "body_packed", "body_json",
+                           "body_fields")
+
+
+cdef int _slots_of(_Slots* sl, object record_type) except -1:
+    """The slot offsets of ``record_type``'s fields (``wire.messages.WireRecord``'s), or -1
+    for any that is not a plain slot (then it is set through setattr)."""
+    cdef int i
+    cdef dict d = record_type.__dict__ if type(record_type.__dict__) is dict else dict(record_type.__dict__)
+    for i in range(9):
+        desc = d.get(_SLOT_NAMES[i])
+        sl.at[i] = -1 if desc is None else _wc_slot_offset(desc)
+    return 0
+
+
+cdef inline int _set(object w, _Slots* sl, int i, object v) except -1:
+    if sl.at[i] >= 0:
+        _wc_slot_set(w, sl.at[i], v)
+    else:
+        PyObject_GenericSetAttr(w, _SLOT_NAMES[i], v)
+    return 0
+
+
 cdef object _hot_values(_Hot* hot):
     """The values ``hot`` found, as a tuple (None where none); its references handed over."""
     cdef int h
@@ -821,7 +899,7 @@ cdef void _hot_clear(_Hot* hot) noexcept:
 
 
 cdef object _read_record(_Reader* r, _Buf* b, int max_depth, dict hot_index, _Hot* hots, object site_id,
-                         const unsigned char* site, Py_ssize_t ns, object record_type):
+                         const unsigned char* site, Py_ssize_t ns, object record_type, _Slots* sl):
     """One record map at ``r``: a ``record_type`` with its body kept as bytes and JSON, or
     None if anything is off."""
     cdef unsigned char c
@@ -860,6 +938,7 @@ cdef object _read_record(_Reader* r, _Buf* b, int max_depth, dict hot_index, _Ho
                 hp = hots + <int>at_hot
             body_at = r.pos
             b.n = 0
+            b.ascii = True
             try:
                 if _jvalue(r, b, -1, max_depth, hp, 0, 0):
                     return None
@@ -883,17 +962,17 @@ cdef object _read_record(_Reader* r, _Buf* b, int max_depth, dict hot_index, _Ho
             at = v
     if not _ids_ok(rid, lane, txn, kind, at, site, ns):
         return None
-    w = object.__new__(record_type)
-    PyObject_GenericSetAttr(w, _RECORD_ID, rid)
-    PyObject_GenericSetAttr(w, _SITE_ID, site_id)
-    PyObject_GenericSetAttr(w, _LANE, lane)
-    PyObject_GenericSetAttr(w, _TXN_ID, txn)
-    PyObject_GenericSetAttr(w, _KIND, kind)
-    PyObject_GenericSetAttr(w, _AT, at)
-    PyObject_GenericSetAttr(w, _R_BODY_PACKED,
-                            PyBytes_FromStringAndSize(<const char*>(r.p + body_at), body_end - body_at))
-    PyObject_GenericSetAttr(w, _R_BODY_JSON, PyUnicode_DecodeUTF8(b.p, b.n, NULL))
-    PyObject_GenericSetAttr(w, _R_BODY_FIELDS, fields)
+    # what the frozen dataclass's __init__ does (each field set once, in order), slot by slot
+    w = _wc_alloc(record_type)
+    _set(w, sl, 0, rid)
+    _set(w, sl, 1, site_id)
+    _set(w, sl, 2, lane)
+    _set(w, sl, 3, txn)
+    _set(w, sl, 4, kind)
+    _set(w, sl, 5, at)
+    _set(w, sl, 6, PyBytes_FromStringAndSize(<const char*>(r.p + body_at), body_end - body_at))
+    _set(w, sl, 7, _text(b))
+    _set(w, sl, 8, fields)
     return w
 
 
@@ -911,10 +990,12 @@ def read_batch(bytes data not None, int max_depth, int max_records, dict hot_pat
     cdef int seen = 0
     cdef _Hot hots[8]
     cdef int nh = 0
+    cdef _Slots sl
     if max_depth > _MAX_BODY_DEPTH:
         return None
     if len(hot_paths) > 8:
         raise ValueError("at most 8 kinds of hot paths")
+    _slots_of(&sl, record_type)
     hot_index = {}
     for kind, paths in hot_paths.items():
         _hot_of(&hots[nh], paths)
@@ -985,7 +1066,7 @@ def read_batch(bytes data not None, int max_depth, int max_records, dict hot_pat
                 out = []
                 ids = set()
                 for _ in range(n):
-                    w = _read_record(&r, &b, max_depth, hot_index, hots, site_id, site, ns, record_type)
+                    w = _read_record(&r, &b, max_depth, hot_index, hots, site_id, site, ns, record_type, &sl)
                     if w is None:
                         return None
                     rid = (<object>w).record_id
