@@ -55,8 +55,8 @@ from authz.club_model import ClubCardKind, ClubRules, PointLot
 from authz.money import MAX_AMOUNT_KOP, MAX_VOLUME_ML
 from wire import Table, WireRecord
 from wire.bodies import BodyError as WireBodyError
-from wire.bodies import (CLUB_KINDS, TOUCH_KINDS, ClubTouch, Counters, FuelCardRefused, FuelCorrection, FuelVoided,
-                         body_of, card_touch, charge_of, club_touch)
+from wire.bodies import (CLUB_KINDS, HOT_FIELDS, TOUCH_KINDS, ClubTouch, Counters, FuelCardRefused, FuelCorrection,
+                         FuelVoided, body_of, card_touch, charge_of, club_touch, hot_fields)
 
 from . import club as C
 from . import records as K
@@ -165,46 +165,27 @@ class BatchEffects:
         ``records`` columns (as :func:`host.records.facts`; NULLs for a record flagged
         ``unknown_kind`` or ``bad_body``, which has no effect).
 
-        The hot kinds' well-formed bodies (every field of the exact type, in range) are read
-        here with plain dict lookups, each field once; any other body, and every other kind,
-        goes the reference way (:func:`host.records.facts`, then :meth:`add`), so a malformed
-        body is refused with the same flag and the same message as before."""
-        kind, body = rec.kind, rec.body
-        if type(body) is dict:
-            try:
-                if kind == K.FUEL_COMPLETED:
-                    req = body["request"]
-                    cid, card, amount, volume = (body["contract_id"], body["card_no"], body["amount_kop"],
-                                                 body["delivered_volume_ml"])
-                    product, at = req["product"], req["now_utc_s"]
-                    if (type(req) is dict and type(cid) is int and type(card) is str and type(product) is str
-                            and type(amount) is int and type(volume) is int and type(at) is int
-                            and 0 <= amount <= MAX_AMOUNT_KOP and 0 <= volume <= MAX_VOLUME_ML
-                            and 0 <= at <= MAX_UTC_S):
-                        self.charges.append(_Charge(rec, cid, card, product, amount, volume, at))
-                        return (cid, card, product, amount, volume)
-                elif kind == K.FUEL_RESERVED or kind == K.FUEL_CARD_COMMITTED:
-                    card, tc, w = body["card_no"], body["txn_counter"], body["write_id"]
-                    if (type(card) is str and type(tc) is int and type(w) is str and len(w) == 32
-                            and not w.strip(_LOWER_HEX)):
-                        self.obs.append(_Obs(card, tc, w, rec))
-                        return (None, card, None, None, None)
-                elif kind == K.FUEL_PREAUTH:
-                    c, req, dec = body["card"], body["request"], body["decision"]
-                    cid, card, tc, product, amount, volume = (c["contract_id"], c["card_no"], c["expected_txn"],
-                                                              req["product"], dec["amount_kop"], dec["volume_ml"])
-                    if (type(c) is dict and type(req) is dict and type(dec) is dict and type(cid) is int
-                            and type(card) is str and type(tc) is int and type(product) is str
-                            and type(amount) is int and type(volume) is int):
-                        self.obs.append(_Obs(card, tc, None, rec))
-                        return (cid, card, product, amount, volume)
-                elif kind in _STORED_ONLY:
-                    return K.NO_FACTS
-            except (KeyError, TypeError, IndexError):
-                pass  # not of the usual shape: the reference way says what is wrong with it
+        The stored-only kinds are not read at all. The hot kinds are read from the values at
+        :data:`wire.bodies.HOT_FIELDS` (``rec.body_fields``, which decode picked out of the
+        body's bytes, or :func:`wire.bodies.hot_fields` of a body built otherwise), each field
+        once, without the body itself when they are all of the exact type and in range; any
+        other body, and every other kind, goes the reference way (:func:`host.records.facts`,
+        then :meth:`add`), so a malformed body is refused with the same flag and the same
+        message as before."""
+        kind = rec.kind
+        if kind in _STORED_ONLY:
+            return K.NO_FACTS
+        if kind in HOT_FIELDS:
+            vals = rec.body_fields
+            if vals is None:
+                vals = hot_fields(kind, rec.body)
+            cols = self._hot(kind, rec, vals)  # type: ignore[arg-type]
+            if cols is not None:
+                return cols
         if kind not in K.KNOWN_KINDS:
             self.flag(rec, "unknown_kind", f"record kind {kind!r} is not known to this host: stored, not applied")
             return K.NO_FACTS
+        body = rec.body
         try:
             cols = K.facts(kind, body).columns()
             self.add(rec)
@@ -212,6 +193,30 @@ class BatchEffects:
             self.flag(rec, "bad_body", f"{kind}: {exc}")
             return K.NO_FACTS
         return cols
+
+    def _hot(self, kind: str, rec: WireRecord, vals: tuple[Any, ...]) -> Columns | None:
+        """:meth:`read` of a hot kind from its :data:`wire.bodies.HOT_FIELDS` values, when
+        every one is of the exact type and in range (what the reference way would accept and
+        read alike); else None."""
+        if kind == K.FUEL_COMPLETED:
+            cid, card, product, amount, volume, at = vals
+            if (type(cid) is int and type(card) is str and type(product) is str
+                    and type(amount) is int and type(volume) is int and type(at) is int
+                    and 0 <= amount <= MAX_AMOUNT_KOP and 0 <= volume <= MAX_VOLUME_ML and 0 <= at <= MAX_UTC_S):
+                self.charges.append(_Charge(rec, cid, card, product, amount, volume, at))
+                return (cid, card, product, amount, volume)
+        elif kind == K.FUEL_PREAUTH:
+            cid, card, tc, product, amount, volume = vals
+            if (type(cid) is int and type(card) is str and type(tc) is int and type(product) is str
+                    and type(amount) is int and type(volume) is int):
+                self.obs.append(_Obs(card, tc, None, rec))
+                return (cid, card, product, amount, volume)
+        else:  # fuel.reserved, fuel.card_committed
+            card, tc, w = vals
+            if type(card) is str and type(tc) is int and type(w) is str and len(w) == 32 and not w.strip(_LOWER_HEX):
+                self.obs.append(_Obs(card, tc, w, rec))
+                return (None, card, None, None, None)
+        return None
 
     def add(self, rec: WireRecord) -> None:
         """Read one new record. Raises :class:`BodyError` (and keeps nothing of it) when its

@@ -35,6 +35,7 @@ __all__ = [
     "TillLine", "KINDS", "body_of", "request_json", "request_from_json", "decision_json",
     "decision_from_json", "counters_json", "counters_from_json", "exceptions_json", "exceptions_from_json",
     "CardTouch", "TOUCH_KINDS", "card_touch", "Charge", "charge_of", "ClubTouch", "CLUB_KINDS", "club_touch",
+    "HOT_FIELDS", "hot_fields",
 ]
 
 #: A card's spent counters: ``((limit_id, LimitCounter), ...)`` in the card's record order.
@@ -971,6 +972,42 @@ def club_touch(kind: str, raw: Any) -> ClubTouch:
         return ClubTouch(_str(top, "card_no", w), _bool(result, "approved", f"{kind}.result"),
                          _int(top, "amount_kop", w))
     raise BodyError(f"no club account in a record of kind {kind!r}")
+
+
+#: The fields the host's ingest reads of the kinds most records are, as paths into the body
+#: (``"a.b"``: key ``b`` of the map at key ``a``; one or two keys): what :func:`charge_of`
+#: and :func:`card_touch` read, and a ``fuel.preauth``'s facts (its contract, card, counter,
+#: product, authorized amount and volume). :func:`wire.decode` picks them out of a batch's
+#: bodies as it checks them (``WireRecord.body_fields``); :func:`hot_fields` reads them of a
+#: dict. The one list both readers follow.
+HOT_FIELDS: dict[str, tuple[str, ...]] = {
+    "fuel.completed": ("contract_id", "card_no", "request.product", "amount_kop", "delivered_volume_ml",
+                       "request.now_utc_s"),
+    "fuel.reserved": ("card_no", "txn_counter", "write_id"),
+    "fuel.card_committed": ("card_no", "txn_counter", "write_id"),
+    "fuel.preauth": ("card.contract_id", "card.card_no", "card.expected_txn", "request.product",
+                     "decision.amount_kop", "decision.volume_ml"),
+}
+_HOT_SPLIT = {kind: tuple(tuple(p.split(".")) for p in paths) for kind, paths in HOT_FIELDS.items()}
+
+
+def _at(body: Any, path: tuple[str, ...]) -> Any:
+    v = body
+    for key in path:
+        if type(v) is not dict:
+            return None
+        v = v.get(key)
+    return v if type(v) is int or type(v) is str else None
+
+
+def hot_fields(kind: str, body: Any) -> tuple[Any, ...] | None:
+    """The values at ``HOT_FIELDS[kind]``'s paths in ``body`` (plain dicts): each an exact int
+    or str, else None (missing, another type, a path through something not a dict); what
+    :func:`wire.decode` gives as ``WireRecord.body_fields``. None for a kind not listed."""
+    paths = _HOT_SPLIT.get(kind)
+    if paths is None:
+        return None
+    return tuple(_at(body, p) for p in paths)
 
 
 #: Every kind this module types, by record kind.

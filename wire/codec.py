@@ -48,12 +48,14 @@ from authz.money import BP_WHOLE, MAX_AMOUNT_KOP, MAX_PRICE_KOP_PER_L, MAX_VOLUM
 
 try:
     from ._partscan import scan_part as _scan_part
+    from ._wirecheck import read_batch as _native_batch
     from ._wirecheck import read_frame as _native_frame
     from ._wirecheck import records_fast as _native_records
 except ImportError as exc:  # pragma: no cover - only on a broken install
     raise ImportError("edgepos: wire's record check (wire._wirecheck) is not built. Install edgepos with "
                       f"`pip install .` (or `bash scripts/bootstrap.sh`) on a machine with a C compiler. ({exc})"
                       ) from exc
+from .bodies import HOT_FIELDS
 from .errors import WireError, WireFormatError, WireSignatureError, WireTooLarge, WireTopicError, WireVersionError
 from .messages import (CLUB_RULES_KEY, Ack, Batch, ClubAccountRow, FuelCardRow, Message, Presence,
                        Rejection, ReplicaDelta, ReplicaSnapshot, SnapshotRequest, StopListEntry, Table,
@@ -1264,6 +1266,72 @@ def _snapshot_packed(data: bytes, keys: SiteKeys, topic: str | None, parsed_topi
     return ReplicaSnapshot(table, version, part, parts, rows_bulk.PackedRows(table, data, bounds))
 
 
+def _envelope(data: bytes, keys: SiteKeys, topic: str | None, parsed_topic: Any, mtype: MessageType,
+              site: Any, payload: Any, tag: Any) -> None:
+    """decode's checks of a frame's envelope, in their order: the site, the payload's type,
+    the signature, the topic; raises :class:`WireError`."""
+    if mtype in _SITE_TYPES:
+        if type(site) is not str or not SITE_ID_RE.fullmatch(site):
+            raise WireFormatError(f"{mtype.value}: the envelope's site must be a site id, got "
+                                  f"{_show(site, 80)}")
+    elif site is not None:
+        raise WireFormatError(f"{mtype.value}: a replica message names no site, got {_tn(site)}")
+    if type(payload) is not dict:
+        raise WireFormatError(f"{_what(mtype, site)}: the payload must be a map, got {_tn(payload)}")
+    if mtype in _SITE_TYPES:
+        if type(tag) is not bytes or len(tag) != MAC_BYTES or data[-MAC_BYTES - 2:-MAC_BYTES] != _MAC_HEADER:
+            raise WireFormatError(f"{_what(mtype, site)}: the mac must be the last element, "
+                                  f"{MAC_BYTES} bytes encoded as bin 8")
+        if not mac_ok(keys.site(site), data[:-MAC_BYTES - 2], tag):
+            raise WireSignatureError(f"{_what(mtype, site)}: the signature does not verify under the key of "
+                                     f"site {site!r}")
+    else:
+        if type(tag) is bytes and len(tag) == MAC_BYTES:
+            raise WireSignatureError(f"{_what(mtype, site)}: carries a {MAC_BYTES}-byte MAC; a replica message "
+                                     f"must carry the host's {SIGNATURE_BYTES}-byte Ed25519 signature")
+        if type(tag) is not bytes or len(tag) != SIGNATURE_BYTES or \
+                data[-SIGNATURE_BYTES - 2:-SIGNATURE_BYTES] != _SIG_HEADER:
+            raise WireFormatError(f"{_what(mtype, site)}: the signature must be the last element, "
+                                  f"{SIGNATURE_BYTES} bytes encoded as bin 8")
+        if not replica_signature_ok(keys.replica_verify, data[:-SIGNATURE_BYTES - 2], tag):
+            raise WireSignatureError(f"{_what(mtype, site)}: the signature does not verify under the host's "
+                                     "replica verify key")
+    if parsed_topic is not None:
+        if parsed_topic.kind is not _TOPIC_KIND[mtype]:
+            raise WireTopicError(f"{_what(mtype, site)} on topic {topic!r}, which carries "
+                                 f"{parsed_topic.kind.value}")
+        if parsed_topic.site_id is not None and parsed_topic.site_id != site:
+            raise WireTopicError(f"{_what(mtype, site)} on topic {topic!r} of site {parsed_topic.site_id!r}: "
+                                 "a site publishes on its own topics only")
+
+
+_HOT_PATHS = {kind: tuple((p.split(".")[0].encode(), p.split(".")[1].encode() if "." in p else None) for p in paths)
+              for kind, paths in HOT_FIELDS.items()}
+
+
+def _batch_fast(data: bytes, keys: SiteKeys, topic: str | None, parsed_topic: Any,
+                limits: Limits) -> Batch | None:
+    """decode's answer for a batch frame whose records are all well formed, read in one native
+    pass (``wire._wirecheck.read_batch``: every check of the frame reader and the record check,
+    each body checked where it lies and kept as its bytes, its JSON text and its
+    :data:`wire.bodies.HOT_FIELDS` values; no dict built). The envelope and the batch's own
+    fields are then checked here as decode checks them, in its order and words. None for any
+    other frame: decode's general path accepts it or says what is wrong."""
+    got = _native_batch(data, limits.max_body_depth, limits.max_records, _HOT_PATHS, WireRecord)
+    if got is None:
+        return None
+    version, site, seq, created, records, tag = got
+    if type(version) is not int or version not in SUPPORTED_VERSIONS:
+        return None
+    mtype = MessageType.BATCH
+    _envelope(data, keys, topic, parsed_topic, mtype, site, {}, tag)
+    try:
+        seq = _int(seq, "batch_seq", 1)
+        return Batch(site, seq, records, _int(created, "created_utc_s"))
+    except WireFormatError as e:
+        raise type(e)(f"{_what(mtype, site)}: {e}") from None
+
+
 def decode(data: bytes, keys: SiteKeys, *, topic: str | None, limits: Limits = DEFAULT_LIMITS,
            raw_rows: bool = False) -> Message:
     """The message in frame ``data``, received on ``topic``, after checking all of it.
@@ -1300,44 +1368,15 @@ def decode(data: bytes, keys: SiteKeys, *, topic: str | None, limits: Limits = D
         packed = _snapshot_packed(data, keys, topic, parsed_topic, limits)
         if packed is not None:
             return packed
+    batch = _batch_fast(data, keys, topic, parsed_topic, limits)
+    if batch is not None:
+        return batch
     mtype_raw, site, payload, tag = _unpack_fast(data) or _unpack_strict(data)
     if type(mtype_raw) is not str or mtype_raw not in _TYPES:
         raise WireFormatError(f"unknown message type ({_show(mtype_raw)}); "
                               f"the types are {', '.join(_TYPES)}")
     mtype = _TYPES[mtype_raw]
-    if mtype in _SITE_TYPES:
-        if type(site) is not str or not SITE_ID_RE.fullmatch(site):
-            raise WireFormatError(f"{mtype.value}: the envelope's site must be a site id, got "
-                                  f"{_show(site, 80)}")
-    elif site is not None:
-        raise WireFormatError(f"{mtype.value}: a replica message names no site, got {_tn(site)}")
-    if type(payload) is not dict:
-        raise WireFormatError(f"{_what(mtype, site)}: the payload must be a map, got {_tn(payload)}")
-    if mtype in _SITE_TYPES:
-        if type(tag) is not bytes or len(tag) != MAC_BYTES or data[-MAC_BYTES - 2:-MAC_BYTES] != _MAC_HEADER:
-            raise WireFormatError(f"{_what(mtype, site)}: the mac must be the last element, "
-                                  f"{MAC_BYTES} bytes encoded as bin 8")
-        if not mac_ok(keys.site(site), data[:-MAC_BYTES - 2], tag):
-            raise WireSignatureError(f"{_what(mtype, site)}: the signature does not verify under the key of "
-                                     f"site {site!r}")
-    else:
-        if type(tag) is bytes and len(tag) == MAC_BYTES:
-            raise WireSignatureError(f"{_what(mtype, site)}: carries a {MAC_BYTES}-byte MAC; a replica message "
-                                     f"must carry the host's {SIGNATURE_BYTES}-byte Ed25519 signature")
-        if type(tag) is not bytes or len(tag) != SIGNATURE_BYTES or \
-                data[-SIGNATURE_BYTES - 2:-SIGNATURE_BYTES] != _SIG_HEADER:
-            raise WireFormatError(f"{_what(mtype, site)}: the signature must be the last element, "
-                                  f"{SIGNATURE_BYTES} bytes encoded as bin 8")
-        if not replica_signature_ok(keys.replica_verify, data[:-SIGNATURE_BYTES - 2], tag):
-            raise WireSignatureError(f"{_what(mtype, site)}: the signature does not verify under the host's "
-                                     "replica verify key")
-    if parsed_topic is not None:
-        if parsed_topic.kind is not _TOPIC_KIND[mtype]:
-            raise WireTopicError(f"{_what(mtype, site)} on topic {topic!r}, which carries "
-                                 f"{parsed_topic.kind.value}")
-        if parsed_topic.site_id is not None and parsed_topic.site_id != site:
-            raise WireTopicError(f"{_what(mtype, site)} on topic {topic!r} of site {parsed_topic.site_id!r}: "
-                                 "a site publishes on its own topics only")
+    _envelope(data, keys, topic, parsed_topic, mtype, site, payload, tag)
     try:
         msg = _PAYLOADS[mtype][1](payload, site, limits)
     except WireFormatError as e:

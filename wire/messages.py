@@ -22,13 +22,15 @@ when the edge loads them.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Union
 
 from authz.balance import Watermark
 from authz.club_model import ClubAccount, ClubCard, ClubRules
 from authz.fuel_model import Contract, DiscountRule, FuelCard, LimitCounter, Product, Station, Tariff
+
+from ._wirecheck import LazyBody
 
 __all__ = [
     "Table", "WireRecord", "Batch", "Ack", "Rejection", "Presence", "SnapshotRequest",
@@ -128,7 +130,15 @@ class WireRecord:
     """A journal record as it travels: the fields of :class:`terminal.journal.Record` without
     the site-local ``seq`` and ``acked``. ``record_id`` is ``"{site_id}-{ULID}"``, ``txn_id``
     ``"{site_id}:{lane}-{ULID}"``; ``body`` holds JSON values (ints, strings, bools, None,
-    lists, dicts with string keys), never floats."""
+    lists, dicts with string keys), never floats.
+
+    A record that :func:`wire.decode` read from a batch frame also carries what the host's
+    ingest needs of its body without building it (the body is built from ``body_packed`` on
+    its first read, as the dict decode would have built): ``body_json``, the body as the
+    ledger stores it (compact JSON, keys in the order received, as ``msgspec.json.encode``
+    writes the dict), and ``body_fields``, for the kinds of :data:`wire.bodies.HOT_FIELDS`,
+    the values at those paths (an int or a str; None where the body holds something else or
+    nothing). None for a record built any other way. They take no part in ``==``."""
 
     record_id: str
     site_id: str
@@ -137,12 +147,19 @@ class WireRecord:
     kind: str
     at_utc_s: int
     body: Mapping[str, Any]
+    body_json: str | None = field(default=None, init=False, compare=False, repr=False)
+    body_fields: tuple[Any, ...] | None = field(default=None, init=False, compare=False, repr=False)
+    body_packed: bytes | None = field(default=None, init=False, compare=False, repr=False)
 
     @classmethod
     def from_record(cls, record: Any) -> "WireRecord":
         """The wire form of a journal record (any object with the journal ``Record``'s fields)."""
         return cls(record.record_id, record.site_id, record.lane, record.txn_id, record.kind,
                    record.at_utc_s, record.body)
+
+
+# the body built on its first read when decode kept it as bytes (the slot keeps it after)
+WireRecord.body = LazyBody(WireRecord.__dict__["body"], WireRecord.__dict__["body_packed"])  # type: ignore[misc]
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from host.db import PgInt8Array, PgTextArray, connect, pg_array
 from host.effects import BatchEffects
 from host.ledger import Ledger
 from host.schema import CLUB_HISTORY_KINDS_SQL, SCHEMA_VERSION
-from wire import WireRecord
+from wire import Batch, SiteKeys, WireError, WireRecord, batches_topic, decode, encode
 
 MODEL = sample.fuel_model(n_cards=50, n_stations=5, seed=3)
 RECORDS = make_records(400, MODEL, seed=5)
@@ -273,3 +273,51 @@ def test_a_v7_ledger_moves_to_the_latest_with_its_club_history_intact(tmp_path):
                                f"AND {CLUB_HISTORY_KINDS_SQL} ORDER BY at_utc_s")
         assert [r[0] for r in rows] == ["S-1-0", "S-1-1", "S-1-3"]
 
+
+
+def decoded(recs: list[WireRecord]) -> list[WireRecord] | None:
+    """``recs`` sent through a signed batch frame and decoded (their bodies kept as bytes, JSON
+    text and ``body_fields`` by the native batch reader); None when encode refuses them (a float,
+    an integer beyond 64 bits)."""
+    site = recs[0].site_id
+    keys = SiteKeys({site: bytes(32)})
+    unique = list({r.record_id: r for r in recs}.values())
+    try:
+        frame = encode(Batch(site, 1, tuple(unique), 0), keys)
+    except WireError:
+        return None
+    out = list(decode(frame, keys, topic=batches_topic(site)).records)  # type: ignore[union-attr]
+    assert all(r.body_packed is not None for r in out), "the native batch reader read the frame"
+    return out
+
+
+def test_decoded_records_read_from_their_picked_fields_as_the_reference_does():
+    recs = decoded(RECORDS)
+    assert recs is not None and all(r.body_fields is not None for r in recs if r.kind in HOT_PATHS)
+    got, fast, want, slow = both(recs)
+    assert got == want and fast == slow
+    fresh = decoded(RECORDS)
+    assert fresh is not None
+    fx = BatchEffects(None, "S-1", 0, 600)  # type: ignore[arg-type]
+    for r in fresh:
+        fx.read(r)
+    # the hot and the stored-only kinds were read without building their bodies
+    assert all(r.body_packed is not None for r in fresh)
+    assert not any(_built(r) for r in fresh if r.kind in HOT_PATHS or r.kind == K.FUEL_PRESET)
+
+
+def _built(rec: WireRecord) -> bool:
+    """Whether ``rec``'s body dict was built by anything read so far."""
+    return bool(vars(WireRecord)["body"].built(rec))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(damaged(), min_size=1, max_size=4))
+def test_a_damaged_body_decoded_is_read_and_refused_as_the_reference_does(recs: list[WireRecord]):
+    got_recs = decoded([r for r in recs if isinstance(r.body, dict)] or recs[:0]) if any(
+        isinstance(r.body, dict) for r in recs) else None
+    if got_recs is None:
+        return
+    got, fast, want, slow = both(got_recs)
+    assert got == want
+    assert fast == slow
