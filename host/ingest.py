@@ -179,10 +179,8 @@ def wide_int_path(body: object, path: str = "body") -> str | None:
 def _ingest(db: Database, batches: list[Batch], now: int, tolerance: int, limits: Limits,
             stats: Sequence[IngestStats] | None, wide_checked: bool, prepared: _Prepared | None = None) -> Ack:
     site = batches[0].site_id
-    db.execute("INSERT INTO sites (site_id, created_at_utc_s) VALUES (?, ?) ON CONFLICT (site_id) DO NOTHING",
-               (site, now))
-    if db.is_pg and prepared is not None and not wide_checked \
-            and db.scalar("SELECT status FROM sites WHERE site_id = ?", (site,)) == "active":
+    status = _site_status(db, site, now)
+    if db.is_pg and prepared is not None and not wide_checked and status == "active":
         new, up_to, rejected = _ingest_site_last(db, batches, now, tolerance, limits, prepared)
         outcome = "applied"
     else:
@@ -192,6 +190,20 @@ def _ingest(db: Database, batches: list[Batch], now: int, tolerance: int, limits
         for st, b, n in zip(stats, batches, new):
             st.records, st.new_records, st.status = len(b.records), n, outcome
     return Ack(site, up_to, tuple(Rejection(s, r) for s, r in reversed(rejected)))
+
+
+def _site_status(db: Database, site: str, now: int) -> str:
+    """The site's status, read without a lock; its row made first if there is none. The
+    row is read before it is inserted: an ``INSERT ... ON CONFLICT DO NOTHING`` waits for
+    any transaction that has updated the row and not yet committed (PostgreSQL checks the
+    key against the newest row version), which would hold this one up behind another
+    worker's commit of the same site."""
+    status = db.scalar("SELECT status FROM sites WHERE site_id = ?", (site,))
+    if status is None:
+        db.execute("INSERT INTO sites (site_id, created_at_utc_s) VALUES (?, ?) ON CONFLICT (site_id) DO NOTHING",
+                   (site, now))
+        status = db.scalar("SELECT status FROM sites WHERE site_id = ?", (site,))
+    return str(status)
 
 
 def _ingest_site_last(db: Database, batches: list[Batch], now: int, tolerance: int, limits: Limits,

@@ -475,3 +475,53 @@ def test_two_workers_checking_one_sales_returns_take_turns(open_ledger: Callable
     flags = {rid: f for rid, _, f in world.flagged()}
     assert flags.get(a_batch.records[0].record_id) == (None if case == "sale_and_return" else "return_over_sale")
     assert want["club_accounts"]
+
+
+def test_an_ingest_reaches_its_effects_while_another_holds_the_site_row(pg_schema_url: str, clock, monkeypatch):
+    """Another worker's transaction has updated the site's row and not yet committed (an
+    ingest in its last part: watermark, dirty marks): this worker's ingest of the site still
+    stores its rows and applies its effects meanwhile, and waits only for the site's row
+    (PostgreSQL; an ``INSERT ... ON CONFLICT DO NOTHING`` of the existing row would wait for
+    that commit, so the row is read first). Both are exact afterwards."""
+    import time
+
+    import psycopg
+
+    s = Site("S1")
+    for i in range(3):
+        s.fuel_sale(tc=10 + 3 * i, at=T0 + 600 * i)
+    first, b = Batch("S1", 1, tuple(s.records[:5]), T0), Batch("S1", 2, tuple(s.records[5:]), T0)
+    with Ledger.open(pg_schema_url, clock=clock) as led, \
+            psycopg.connect(pg_schema_url.split("?")[0], autocommit=True) as watch, \
+            psycopg.connect(pg_schema_url) as holder:
+        seed(led)
+        ingest_batch(led, first)
+        holder.execute("UPDATE sites SET last_batch_at_utc_s = last_batch_at_utc_s WHERE site_id = 'S1'")  # open
+        reached = threading.Event()
+        finish = ingest_mod._Shared.finish
+
+        def finish_noted(self, *args) -> None:
+            reached.set()
+            finish(self, *args)
+        monkeypatch.setattr(ingest_mod._Shared, "finish", finish_noted)
+        acks = []
+        t = threading.Thread(target=lambda: acks.append(ingest_batch(led, b)))
+        t.start()
+        pid = led.db.conn.info.backend_pid
+        waits = []
+        for _ in range(1000):  # until the ingest reached its effects, or waits for a lock
+            row = watch.execute("SELECT wait_event_type, left(query, 40) FROM pg_stat_activity WHERE pid = %s",
+                                (pid,)).fetchone()
+            if reached.is_set() or (row is not None and row[0] == "Lock"):
+                waits.append(row)
+                break
+            time.sleep(0.005)
+        at_effects = reached.is_set()
+        holder.commit()
+        t.join()
+        monkeypatch.undo()
+        assert at_effects, waits
+        assert acks and acks[0].up_to_seq == 2
+        charged = sum(r.body["amount_kop"] for r in s.records if r.kind == "fuel.completed")
+        assert led.balance_kop(CONTRACT) == 10_000_000 - charged
+        assert led.site("S1").records == len(s.records)
