@@ -153,6 +153,10 @@ class BatchEffects:
         #: run by :meth:`apply` once the flags are final, before the balances are written
         #: (ingest stores the records' rows there)
         self.before_balances: Callable[[], None] | None = None
+        #: run by :meth:`apply_shared` just before the dirty marks (PostgreSQL ingest locks the
+        #: site's row and settles its batches there: the site's row locked last and briefly,
+        #: its spender rows still written under that lock)
+        self.before_marks: Callable[[], None] | None = None
 
     # -- reading records --
 
@@ -312,8 +316,9 @@ class BatchEffects:
         the one lock order: the contracts' balances (one set-based UPDATE in contract-id
         order), the cards' limit counters (one upsert in key order), the cards' transaction
         counters (``card_tc_state``, locked by card, with the alerts they give), then the
-        issues found and the dirty marks (:func:`host.versions.mark_dirty`, in key order). The
-        locks these take are held only from here to the commit."""
+        issues found, :attr:`before_marks` (ingest's site row), and the dirty marks
+        (:func:`host.versions.mark_dirty`, in key order). The locks these take are held only
+        from here to the commit."""
         db = self.db
         if self._balance:
             db.update_many("contracts", [("balance_kop", "balance_kop + {}")], "contract_id", ("bigint", "bigint"),
@@ -334,6 +339,8 @@ class BatchEffects:
         if self.issues:
             db.executemany("INSERT INTO ledger_issues (record_id, site_id, kind, detail, created_at_utc_s) "
                            "VALUES (?, ?, ?, ?, ?)", [(r, self.site_id, k, d, self.now) for r, k, d in self.issues])
+        if self.before_marks is not None:
+            self.before_marks()
         if self.dirty:
             mark_dirty(db, self.dirty, self.site_id)  # the site's spend is in these rows now
 

@@ -3,18 +3,26 @@ the :class:`wire.Ack` to publish after the commit.
 
 Exactly-once effect from at-least-once delivery:
 
-- **Dedup by record id.** ``records.record_id`` is the primary key. Inside the transaction,
-  under the site's lock, the batch's ids already stored are read and skipped; only new
-  records are inserted and have effects (:mod:`host.effects`). A batch applied twice, or
-  two batches that overlap, apply each record once.
+- **Dedup by record id.** ``records.record_id`` is the primary key. Inside the transaction
+  the batch's ids already stored are read and skipped; only new records are inserted and
+  have effects (:mod:`host.effects`). A batch applied twice, or two batches that overlap,
+  apply each record once. On PostgreSQL the new records' rows are stored first, so the key
+  makes them this transaction's: another that stores one of them meanwhile fails and runs
+  again, and then finds it stored.
 - **Never skip by batch number.** A batch is applied whatever its ``batch_seq``; the
   number only drives the watermark.
 - **The watermark.** ``sites.up_to_seq`` is the highest n such that batches 1..n are all
   settled (applied, or refused for good). A batch beyond a gap is applied at once but the
-  watermark waits for the gap. The site's row is locked first in every ingest transaction
-  (``SELECT ... FOR UPDATE`` in PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` holds the one write
-  lock), so workers ingesting batches of one site at the same time, in any order, serialize
-  on it and the watermark is always right.
+  watermark waits for the gap. Every ingest transaction locks the site's row (``SELECT ...
+  FOR UPDATE`` in PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` holds the one write lock) before
+  it writes the batch rows and the watermark, so workers ingesting batches of one site at
+  the same time, in any order, serialize there and the watermark is always right. On
+  PostgreSQL that lock is taken last (issue 12, eighth pass): after the records are stored
+  and the effects applied under the rows' own locks, so two workers of one site overlap
+  all but the rows they share. What the site's lock used to serialize besides its own rows
+  has a lock of its own: a till sale and its returns an advisory lock per sale
+  (:func:`sale_lock_key`), the disabled-site refusal a check again under the site's lock
+  (disabled meanwhile: rolled back and run again, refused).
 - **Ack after commit.** :func:`ingest_batch` returns the Ack once the transaction has
   committed; the caller publishes it. A crash before the commit leaves nothing applied and
   nothing acked: the site sends the batch again.
@@ -32,8 +40,9 @@ Exactly-once effect from at-least-once delivery:
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
 
@@ -43,7 +52,7 @@ from . import alerts
 from .db import Database
 from .effects import BatchEffects
 from .ledger import Ledger
-from .records import NO_FACTS
+from .records import NO_FACTS, TILL_RETURN, TILL_SALE_COMMITTED
 from .rows import dumps
 
 __all__ = ["ingest_batch", "ingest_site_batches", "record_presence", "IngestStats", "wide_int_path",
@@ -177,18 +186,71 @@ def wide_int_path(body: object, path: str = "body") -> str | None:
 def _ingest(db: Database, batches: list[Batch], now: int, tolerance: int, limits: Limits,
             stats: Sequence[IngestStats] | None, wide_checked: bool, prepared: _Prepared | None = None) -> Ack:
     site = batches[0].site_id
-    db.execute("INSERT INTO sites (site_id, created_at_utc_s) VALUES (?, ?) ON CONFLICT (site_id) DO NOTHING",
-               (site, now))
-    if db.is_pg and prepared is not None and not wide_checked \
-            and db.scalar("SELECT status FROM sites WHERE site_id = ?", (site,)) == "active":
-        # the records' rows stored before the site's lock: under it, only what needs the
-        # ledger's state (the effects, the watermark) and the commit
-        prepared = _store_early(db, batches, now, tolerance, prepared)
+    status = _site_status(db, site, now)
+    if db.is_pg and prepared is not None and not wide_checked and status == "active":
+        new, up_to, rejected = _ingest_site_last(db, batches, now, tolerance, limits, prepared)
+        outcome = "applied"
+    else:
+        new, outcome, up_to, rejected = _ingest_site_first(db, batches, now, tolerance, limits, wide_checked,
+                                                           prepared)
+    if stats is not None:
+        for st, b, n in zip(stats, batches, new):
+            st.records, st.new_records, st.status = len(b.records), n, outcome
+    return Ack(site, up_to, tuple(Rejection(s, r) for s, r in reversed(rejected)))
+
+
+def _site_status(db: Database, site: str, now: int) -> str:
+    """The site's status, read without a lock; its row made first if there is none. The
+    row is read before it is inserted: an ``INSERT ... ON CONFLICT DO NOTHING`` waits for
+    any transaction that has updated the row and not yet committed (PostgreSQL checks the
+    key against the newest row version), which would hold this one up behind another
+    worker's commit of the same site."""
+    status = db.scalar("SELECT status FROM sites WHERE site_id = ?", (site,))
+    if status is None:
+        db.execute("INSERT INTO sites (site_id, created_at_utc_s) VALUES (?, ?) ON CONFLICT (site_id) DO NOTHING",
+                   (site, now))
+        status = db.scalar("SELECT status FROM sites WHERE site_id = ?", (site,))
+    return str(status)
+
+
+def _ingest_site_last(db: Database, batches: list[Batch], now: int, tolerance: int, limits: Limits,
+                      prepared: _Prepared) -> tuple[list[int], int, list[tuple]]:
+    """PostgreSQL, a site active when the transaction began: the site's row locked last and
+    briefly. The records' rows are stored first (their primary key makes each record this
+    transaction's, :func:`_store_early`), then the effects are applied under the rows' own
+    locks in their fixed order (the returns under their sales' locks, :func:`_lock_sales`),
+    and only then, before the dirty marks, the site's row is locked for the batch rows, the
+    watermark and the counters (:func:`_settle`). A site disabled meanwhile raises
+    :class:`_SiteChanged`: everything is rolled back and run again the way that locks first.
+    Returns each batch's new count, the watermark and the rejections to list."""
+    site = batches[0].site_id
+    prepared = _store_early(db, batches, now, tolerance, prepared)
+    new, shared = _apply_records(db, batches, now, tolerance, False, prepared)
+    settled: list[tuple[int, list[tuple]]] = []
+
+    def settle() -> None:
+        status, up_to, max_seq = db.fetchone(
+            f"SELECT status, up_to_seq, max_seq FROM sites WHERE site_id = ?{db.for_update}", (site,))
+        if status != "active":
+            raise _SiteChanged(site)  # disabled while this transaction applied its batches
+        settled.append(_settle(db, batches, now, limits, new, "applied", None, up_to, max_seq))
+    if shared is None:
+        settle()
+    else:
+        shared.finish(settle)
+    return new, *settled[0]
+
+
+def _ingest_site_first(db: Database, batches: list[Batch], now: int, tolerance: int, limits: Limits,
+                       wide_checked: bool, prepared: _Prepared | None) -> tuple[list[int], str, int, list[tuple]]:
+    """The site's row locked first, everything after it: SQLite (whose write transaction
+    holds the one write lock anyway), a site not active when the transaction began (its
+    batches refused, or applied if it was enabled meanwhile), the run again after
+    :class:`_SiteChanged`, and the wide-integer fallback. Returns each batch's new count, the
+    outcome, the watermark and the rejections to list."""
+    site = batches[0].site_id
     status, up_to, max_seq = db.fetchone(
         f"SELECT status, up_to_seq, max_seq FROM sites WHERE site_id = ?{db.for_update}", (site,))
-    if status != "active" and prepared is not None and prepared.stored_flags is not None and prepared.fx is not None:
-        # disabled while this transaction stored its rows: none may stay; again, lock first
-        raise _SiteChanged(site)
     shared: _Shared | None = None
     if status != "active":
         outcome, reason = "rejected", f"site {site} is {status} on the host: batch refused"
@@ -196,6 +258,20 @@ def _ingest(db: Database, batches: list[Batch], now: int, tolerance: int, limits
     else:
         new, shared = _apply_records(db, batches, now, tolerance, wide_checked, prepared)
         outcome, reason = "applied", None
+    up_to, rejected = _settle(db, batches, now, limits, new, outcome, reason, up_to, max_seq)
+    if shared is not None:
+        shared.finish()  # the rows other sites' transactions write too: last, held only to the commit
+    if outcome == "rejected":
+        log.warning("batch(es) %s of site %s refused: %s", ", ".join(str(b.batch_seq) for b in batches), site, reason)
+    return new, outcome, up_to, rejected
+
+
+def _settle(db: Database, batches: list[Batch], now: int, limits: Limits, new: list[int], outcome: str,
+            reason: str | None, up_to: int, max_seq: int) -> tuple[int, list[tuple]]:
+    """Under the site's lock: each batch's row written (``outcome``), the watermark moved over
+    every consecutive settled batch, the site's counters; returns the watermark and the
+    site's rejected batches up to it (the latest ``limits.max_rejections``)."""
+    site = batches[0].site_id
     # An applied batch stays applied; a resend of a refused batch to a re-enabled site applies it.
     db.executemany("INSERT INTO batches (site_id, batch_seq, status, reason, records, new_records, created_utc_s, "
                    "applied_at_utc_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site_id, batch_seq) DO UPDATE SET "
@@ -220,14 +296,7 @@ def _ingest(db: Database, batches: list[Batch], now: int, tolerance: int, limits
                (up_to, max(max_seq, *(b.batch_seq for b in batches)), len(batches), sum(new), now, site))
     rejected = db.fetchall("SELECT batch_seq, reason FROM batches WHERE site_id = ? AND status = 'rejected' "
                            "AND batch_seq <= ? ORDER BY batch_seq DESC LIMIT ?", (site, up_to, limits.max_rejections))
-    if shared is not None:
-        shared.finish()  # the rows other sites' transactions write too: last, held only to the commit
-    if stats is not None:
-        for st, b, n in zip(stats, batches, new):
-            st.records, st.new_records, st.status = len(b.records), n, outcome
-    if outcome == "rejected":
-        log.warning("batch(es) %s of site %s refused: %s", ", ".join(str(b.batch_seq) for b in batches), site, reason)
-    return Ack(site, up_to, tuple(Rejection(s, r) for s, r in reversed(rejected)))
+    return up_to, rejected
 
 
 class _Prepared:
@@ -319,6 +388,34 @@ def _store_early(db: Database, batches: list[Batch], now: int, tolerance: int,
     return prepared
 
 
+#: The first key of the PostgreSQL advisory locks ingest takes on till sales (the two-key
+#: form: a key space apart from the single-key lock of the migrations, ``host.schema``).
+SALE_LOCK_CLASS = 1_202_612
+_SALE_KINDS = frozenset({TILL_SALE_COMMITTED, TILL_RETURN})
+
+
+def sale_lock_key(site_id: str, txn_id: str) -> int:
+    """The second key of the advisory lock of one till sale of a site (32 bits of a hash of
+    both ids: two sales sharing a key only wait for each other)."""
+    return int.from_bytes(hashlib.blake2b(f"{site_id}\x00{txn_id}".encode(), digest_size=4).digest(), "big",
+                          signed=True)
+
+
+def _lock_sales(db: Database, site_id: str, club: Sequence[tuple[str, str, WireRecord]]) -> None:
+    """PostgreSQL: lock, to the commit, each till sale that ``club`` (the effects' club
+    records) commits or returns, in key order, before the returns are checked against their
+    sales (:meth:`BatchEffects._check_returns` reads the site's sale and its returns stored
+    before). Two transactions of one site then check and apply a sale's returns one after
+    the other, whatever else they hold: the second waits here and then reads what the first
+    committed. SQLite's one write lock already serializes every writer."""
+    if not db.is_pg:
+        return
+    keys = sorted({sale_lock_key(site_id, rec.txn_id) for kind, _, rec in club if kind in _SALE_KINDS})
+    if keys:
+        db.execute("SELECT count(pg_advisory_xact_lock(?, k::int4)) FROM unnest(?::int8[]) AS k",
+                   (SALE_LOCK_CLASS, keys))
+
+
 class _Shared:
     """The part of an ingest transaction that locks rows other sites' transactions write too
     (club accounts, contracts, limit counters, cards' transaction counters, dirty marks), run
@@ -332,10 +429,14 @@ class _Shared:
                  stored_flags: dict[str, str] | None) -> None:
         self.db, self.fx, self.rows, self.stored_flags = db, fx, rows, stored_flags
 
-    def finish(self) -> None:
-        """Apply the effects and store the records' rows (inside the transaction, once)."""
-        self.fx.before_balances = self._rows
-        self.fx.apply()
+    def finish(self, before_marks: Callable[[], None] | None = None) -> None:
+        """Apply the effects and store the records' rows (inside the transaction, once), the
+        till sales the records name locked first (:func:`_lock_sales`); ``before_marks`` runs
+        after the shared rows, just before the dirty marks (:attr:`BatchEffects.before_marks`)."""
+        fx = self.fx
+        _lock_sales(self.db, fx.site_id, fx.club)
+        fx.before_balances, fx.before_marks = self._rows, before_marks
+        fx.apply()
 
     def _rows(self) -> None:
         """The records' rows stored, or (stored before the lock) their new flags written: the
@@ -356,7 +457,8 @@ def _apply_records(db: Database, batches: list[Batch], now: int, tolerance: int,
     record in two of the batches counts for the first); returns each batch's new count and
     what is left to run last (:class:`_Shared`: the rows shared with other sites, and the
     records' rows or flags, which the shared part's flags complete), or None.
-    Runs under the site's lock. ``prepared``: the records read and their rows built before
+    Runs under the site's lock, or, once the rows are stored (PostgreSQL,
+    :func:`_ingest_site_last`), before it. ``prepared``: the records read and their rows built before
     the lock (:func:`_prepare`, with the same ``wide_checked``), used when none of them is
     stored yet, else built again here without the stored ones; if its rows were stored
     already (:func:`_store_early`), only the effects are applied, and the flags that

@@ -309,11 +309,13 @@ def test_two_workers_racing_two_sites_on_shared_contracts_leave_the_serial_ledge
     assert all(world.site(s.site_id).up_to_seq == len(b) for s, b in journals)
 
 
-def test_a_presence_arriving_mid_ingest_is_kept_and_the_ingest_is_exact(pg_schema_url: str, clock, monkeypatch):
-    """A presence of a site arrives (another worker) while an ingest transaction of that site
-    holds the site's row, between its bookkeeping and its shared rows: the presence is kept as
-    it came (the replica versions the pruning of replica_spenders reads), and the ingest's
-    watermark, counters and balances are those of the two applied one after the other."""
+def _presence_mid_ingest(pg_schema_url: str, clock, monkeypatch, where: str) -> str:
+    """Ingest a site's second batch while a presence of the site arrives from another worker,
+    ``where``: ``effects`` as the ingest transaction starts its effects, ``site_row`` once it
+    holds the site's row (just before the dirty marks); the presence is kept as it came (the
+    replica versions the pruning of replica_spenders reads), and the ingest's watermark,
+    counters and balances are those of the two applied one after the other. Returns whether
+    the presence was ``kept`` while the ingest still ran, or was ``waiting`` for it."""
     import time
 
     import psycopg
@@ -335,20 +337,30 @@ def test_a_presence_arriving_mid_ingest_is_kept_and_the_ingest_is_exact(pg_schem
         threads: list[threading.Thread] = []
         finish = ingest_mod._Shared.finish
 
-        def finish_with_presence(self) -> None:
-            if not kept and not states:
-                t = threading.Thread(target=lambda: kept.append(record_presence(other, presence)))
-                t.start()
-                threads.append(t)
-                pid = other.db.conn.info.backend_pid
-                for _ in range(1000):  # until the presence waits for this transaction, or is done
-                    row = watch.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
-                                        (pid,)).fetchone()
-                    if kept or (row is not None and row[0] == "Lock"):
-                        break
-                    time.sleep(0.005)
-                states.append("kept" if kept else "waiting")
-            finish(self)
+        def presence_arrives() -> None:
+            t = threading.Thread(target=lambda: kept.append(record_presence(other, presence)))
+            t.start()
+            threads.append(t)
+            pid = other.db.conn.info.backend_pid
+            for _ in range(1000):  # until the presence waits for this transaction, or is done
+                row = watch.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                                    (pid,)).fetchone()
+                if kept or (row is not None and row[0] == "Lock"):
+                    break
+                time.sleep(0.005)
+            states.append("kept" if kept else "waiting")
+
+        def finish_with_presence(self, before_marks=None) -> None:
+            if where == "effects":
+                presence_arrives()
+                finish(self, *([] if before_marks is None else [before_marks]))
+                return
+
+            def site_row_held() -> None:
+                assert before_marks is not None  # PostgreSQL: the site's row is locked there
+                before_marks()
+                presence_arrives()
+            finish(self, site_row_held)
         monkeypatch.setattr(ingest_mod._Shared, "finish", finish_with_presence)
         ack = ingest_batch(led, b)
         monkeypatch.undo()
@@ -364,3 +376,152 @@ def test_a_presence_arriving_mid_ingest_is_kept_and_the_ingest_is_exact(pg_schem
         charged = sum(r.body["amount_kop"] for r in s.records if r.kind == "fuel.completed")
         assert led.balance_kop(CONTRACT) == 10_000_000 - charged
         assert led.db.fetchall("SELECT batch_seq, new_records FROM batches ORDER BY batch_seq") == [(1, 5), (2, 10)]
+        return states[0]
+
+
+def test_a_presence_arriving_while_the_site_row_is_held_waits_and_is_kept(pg_schema_url: str, clock, monkeypatch):
+    """The site's row is locked only for the batch rows, the watermark and the dirty marks:
+    a presence arriving then waits for the commit, and both are exact."""
+    assert _presence_mid_ingest(pg_schema_url, clock, monkeypatch, "site_row") == "waiting"
+
+
+def test_a_presence_arriving_while_the_effects_apply_is_kept_at_once(pg_schema_url: str, clock, monkeypatch):
+    """PostgreSQL locks the site's row last (issue 12, eighth pass): a presence of the site
+    arriving while an ingest applies its effects is kept at once, without waiting for that
+    transaction (before, it waited for the whole ingest), and both are exact."""
+    assert _presence_mid_ingest(pg_schema_url, clock, monkeypatch, "effects") == "kept"
+
+
+def _sale_journal(case: str) -> list[Batch]:
+    """A club card's top-up in batch 1, its sale in batch 2, then a return of all of the sale
+    in batch 3; ``case`` ``two_returns``: a second return of all of it in batch 4 (beyond the
+    sale)."""
+    ev = ReferenceClubEvaluator(CLUB)
+    s = Site("S1")
+    card = CLUB.cards[0].card_no
+    t = T0 + 86_400
+    topup = s.club_topup(ev, card, 200_000, t)
+    sale = s.club_commit(ev, card, (SaleLine("SKU1", "shoes", 150_000),), t + 10,
+                         ClubPayment(card_balance_kop=150_000), txn_no=7000)
+    batches = [Batch("S1", 1, (topup,), T0), Batch("S1", 2, (sale,), T0)]
+    for k in range(1 if case == "sale_and_return" else 2):
+        ret = s.club_return(ev, sale, 150_000, t + 20 + k, return_id=7100 + k)
+        batches.append(Batch("S1", len(batches) + 1, (ret,), T0))
+    return batches
+
+
+@pytest.mark.parametrize("ledger_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("case", ["sale_and_return", "two_returns"])
+def test_two_workers_checking_one_sales_returns_take_turns(open_ledger: Callable[..., Ledger], serial_url: str,
+                                                          clock, monkeypatch, case: str):
+    """PostgreSQL checks a till return against its sale outside the site's lock (taken last,
+    issue 12's eighth pass), under an advisory lock of the sale (host.ingest._lock_sales).
+    Worker B ingests a batch that commits the sale (``sale_and_return``) or returns it
+    (``two_returns``, the sale already in) and, right after its check of the sale's returns,
+    holds on until worker A, ingesting a return of the same sale, has checked it too or
+    waits for a lock. Without the sale's lock A checks against what B has not committed: the
+    return waits for a sale that is there, or two full returns are both applied. With it, A
+    waits for B's commit, and the ledger is the serial one (B's batch, then A's)."""
+    import time
+
+    import psycopg
+
+    from host.effects import BatchEffects
+
+    batches = _sale_journal(case)
+    world = seed(open_ledger())
+    a, b = open_ledger(), open_ledger()
+    done = 1 if case == "sale_and_return" else 2  # the site's row is there (a new one holds A back)
+    for batch in batches[:done]:
+        ingest_batch(world, batch)
+    b_batch, a_batch = batches[done], batches[done + 1]
+    b_checked, a_checked = threading.Event(), threading.Event()
+    check = BatchEffects._check_returns
+    a_pid = a.db.conn.info.backend_pid
+
+    def checked(self) -> None:
+        check(self)
+        if threading.current_thread().name == "a":
+            a_checked.set()
+            return
+        b_checked.set()
+        with psycopg.connect(serial_url.split("?")[0], autocommit=True) as watch:
+            for _ in range(1000):  # until A has checked too, or waits for a lock (B's)
+                row = watch.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                                    (a_pid,)).fetchone()
+                if a_checked.is_set() or (row is not None and row[0] == "Lock"):
+                    break
+                time.sleep(0.005)
+    monkeypatch.setattr(BatchEffects, "_check_returns", checked)
+    errors: list[BaseException] = []
+
+    def work(led: Ledger, batch: Batch, wait: threading.Event | None) -> None:
+        try:
+            if wait is not None:
+                assert wait.wait(30)
+            ingest_batch(led, batch)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=work, args=(b, b_batch, None), name="b"),
+               threading.Thread(target=work, args=(a, a_batch, b_checked), name="a")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    monkeypatch.undo()
+    assert not errors, errors
+    assert a_checked.is_set()
+    want = assert_serial_ledger(world, serial_url, clock, seed, batches)
+    flags = {rid: f for rid, _, f in world.flagged()}
+    assert flags.get(a_batch.records[0].record_id) == (None if case == "sale_and_return" else "return_over_sale")
+    assert want["club_accounts"]
+
+
+def test_an_ingest_reaches_its_effects_while_another_holds_the_site_row(pg_schema_url: str, clock, monkeypatch):
+    """Another worker's transaction has updated the site's row and not yet committed (an
+    ingest in its last part: watermark, dirty marks): this worker's ingest of the site still
+    stores its rows and applies its effects meanwhile, and waits only for the site's row
+    (PostgreSQL; an ``INSERT ... ON CONFLICT DO NOTHING`` of the existing row would wait for
+    that commit, so the row is read first). Both are exact afterwards."""
+    import time
+
+    import psycopg
+
+    s = Site("S1")
+    for i in range(3):
+        s.fuel_sale(tc=10 + 3 * i, at=T0 + 600 * i)
+    first, b = Batch("S1", 1, tuple(s.records[:5]), T0), Batch("S1", 2, tuple(s.records[5:]), T0)
+    with Ledger.open(pg_schema_url, clock=clock) as led, \
+            psycopg.connect(pg_schema_url.split("?")[0], autocommit=True) as watch, \
+            psycopg.connect(pg_schema_url) as holder:
+        seed(led)
+        ingest_batch(led, first)
+        holder.execute("UPDATE sites SET last_batch_at_utc_s = last_batch_at_utc_s WHERE site_id = 'S1'")  # open
+        reached = threading.Event()
+        finish = ingest_mod._Shared.finish
+
+        def finish_noted(self, *args) -> None:
+            reached.set()
+            finish(self, *args)
+        monkeypatch.setattr(ingest_mod._Shared, "finish", finish_noted)
+        acks = []
+        t = threading.Thread(target=lambda: acks.append(ingest_batch(led, b)))
+        t.start()
+        pid = led.db.conn.info.backend_pid
+        waits = []
+        for _ in range(1000):  # until the ingest reached its effects, or waits for a lock
+            row = watch.execute("SELECT wait_event_type, left(query, 40) FROM pg_stat_activity WHERE pid = %s",
+                                (pid,)).fetchone()
+            if reached.is_set() or (row is not None and row[0] == "Lock"):
+                waits.append(row)
+                break
+            time.sleep(0.005)
+        at_effects = reached.is_set()
+        holder.commit()
+        t.join()
+        monkeypatch.undo()
+        assert at_effects, waits
+        assert acks and acks[0].up_to_seq == 2
+        charged = sum(r.body["amount_kop"] for r in s.records if r.kind == "fuel.completed")
+        assert led.balance_kop(CONTRACT) == 10_000_000 - charged
+        assert led.site("S1").records == len(s.records)
