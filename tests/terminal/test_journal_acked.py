@@ -163,7 +163,7 @@ def test_a_version_1_file_migrates_with_nothing_lost(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert "acked" not in {r[1] for r in conn.execute("PRAGMA table_info(records)")}
+        assert "acked" not in {r[1] for r in conn.execute("PRAGMA table_info(records)")}  # renamed acked_v1
         assert "records_acked" not in {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
 
 
