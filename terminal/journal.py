@@ -400,22 +400,21 @@ def unacked_count(conn: sqlite3.Connection) -> int:
     return total - sum(_count_between(conn, a, b) for a, b in _acked_ranges(conn))
 
 
-def _mark(conn: sqlite3.Connection, runs: Ranges) -> int:
+def _mark(conn: sqlite3.Connection, runs: Ranges, count: bool) -> int | None:
     """Acknowledge the records in ``runs`` (sorted, disjoint ``(first, last)`` seq runs); return
-    how many of them were not acknowledged before. Writes only the ranges that change."""
+    how many of them were not acknowledged before (``count``; else None: counting them reads
+    their rows, which the ranges are there to avoid). Writes only the ranges that change."""
     top = conn.execute("SELECT MAX(seq) FROM records").fetchone()[0] or 0
     runs = [(a, min(b, top)) for a, b in runs if a <= min(b, top)]  # never past the last record
-    if not runs:
-        return 0
-    old = _acked_ranges(conn)
+    old = _acked_ranges(conn) if runs else []
     fresh = _uncovered(runs, old)
     if not fresh:
-        return 0
+        return 0 if count else None
     new = _merged(old + fresh)
     gone = set(old) - set(new)
     conn.executemany("DELETE FROM acked WHERE first_seq = ?", [(a,) for a, _ in gone])
     conn.executemany("INSERT INTO acked (first_seq, last_seq) VALUES (?, ?)", list(set(new) - set(old)))
-    return sum(_count_between(conn, a, b) for a, b in fresh)
+    return sum(_count_between(conn, a, b) for a, b in fresh) if count else None
 
 
 def _records(rows: list[tuple], ranges: Ranges) -> list[Record]:
@@ -653,10 +652,12 @@ class Journal:
 
     async def mark_acked(self, up_to_seq: int | None = None, *,
                          seqs: Iterable[int] | None = None,
-                         meta: Mapping[str, str | None] | None = None) -> int:
+                         meta: Mapping[str, str | None] | None = None, count: bool = True) -> int | None:
         """Mark records as acknowledged by the host: every record with ``seq <= up_to_seq``,
         or exactly the records in ``seqs`` (give one of the two). Returns how many records
-        changed from unacked to acked. Nothing is deleted.
+        changed from unacked to acked; with ``count=False``, None (the sync client, which
+        does not need the figure: counting reads every record row the mark covers, and cost
+        about as much as the rest of the mark). Nothing is deleted.
 
         The marks are kept as ranges of seqs (table ``acked``): a mark writes a row or two,
         whatever the number of records it covers (``seqs`` as their runs of consecutive
@@ -679,11 +680,11 @@ class Journal:
             chosen = sorted({_integer("seq", s, 1, _INT_MAX) for s in seqs})  # type: ignore[union-attr]
             if not chosen and not changes:
                 self._check_open()
-                return 0
+                return 0 if count else None
             runs = _runs(chosen)
 
-        def apply(conn: sqlite3.Connection) -> int:
-            n = _mark(conn, runs)
+        def apply(conn: sqlite3.Connection) -> int | None:
+            n = _mark(conn, runs, count)
             _write_meta(conn, changes)
             return n
 
