@@ -658,9 +658,10 @@ class SyncClient:
             for b in range(old + 1, up + 1):
                 if b not in refused:
                     seqs.extend(range(self._ranges[b].first_seq, self._ranges[b].last_seq + 1))
-            await self.journal.mark_acked(seqs=seqs, meta={_ACKED_KEY: str(up)})
+            await self.journal.mark_acked(seqs=seqs, meta={_ACKED_KEY: str(up)}, count=False)
         else:  # the marks and the acked batch number in one transaction
-            await self.journal.mark_acked(up_to_seq=self._ranges[up].last_seq, meta={_ACKED_KEY: str(up)})
+            await self.journal.mark_acked(up_to_seq=self._ranges[up].last_seq, meta={_ACKED_KEY: str(up)},
+                                          count=False)
         self._acked = up
         for b in range(max(old, 1), up):
             self._ranges.pop(b, None)

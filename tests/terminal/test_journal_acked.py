@@ -163,7 +163,7 @@ def test_a_version_1_file_migrates_with_nothing_lost(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert "acked" not in {r[1] for r in conn.execute("PRAGMA table_info(records)")}
+        assert "acked" not in {r[1] for r in conn.execute("PRAGMA table_info(records)")}  # renamed acked_v1
         assert "records_acked" not in {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
 
 
@@ -190,3 +190,18 @@ def test_the_migration_keeps_the_seq_high_water_mark(tmp_path: Path) -> None:
     with Journal.open(path, SITE) as journal:
         assert asyncio.run(journal.append([rec(9)])) == [41]
         assert [r.seq for r in journal.unacked(10)] == [2, 3, 41]
+
+
+def test_marks_without_their_count(tmp_path: Path) -> None:
+    """``count=False`` (the sync client's) marks the same records and returns None."""
+    async def go() -> None:
+        with Journal.open(tmp_path / "j.sqlite", SITE) as journal:
+            await journal.append([rec(i) for i in range(8)])
+            assert await journal.mark_acked(3, meta={"sync.acked_batch": "1"}, count=False) is None
+            assert await journal.mark_acked(seqs=[5, 6], count=False) is None
+            assert await journal.mark_acked(seqs=[], count=False) is None
+            assert await journal.mark_acked(6, count=False) is None
+            assert [r.seq for r in journal.unacked(10)] == [7, 8]
+            assert journal.get_meta("sync.acked_batch") == "1"
+            assert await journal.mark_acked(8) == 2  # counted: 7 and 8
+    asyncio.run(asyncio.wait_for(go(), 30))
