@@ -30,7 +30,8 @@ connection) around each statement the ledger's :class:`host.db.Database` runs; f
 thread's CPU around each (SQLite runs inside it, with the Python that binds the rows). Lines
 ``stmt_{sqlite,postgresql}_NN: <us per record> us, <WAL bytes per record> B, <calls>: <statement>``,
 dearest first, then ``stmt_*_total_us`` (the ingest's whole CPU: PostgreSQL's backend,
-SQLite's process) and ``stmt_*_other_us`` (what no statement took: BEGIN and COMMIT, Python).
+SQLite's process) and ``stmt_*_other_us`` (what no statement took: on PostgreSQL BEGIN and
+COMMIT; on SQLite the Python of ingest, since its statements, COMMIT too, are counted).
 """
 
 from __future__ import annotations
@@ -226,30 +227,61 @@ def _backend_cpu_ns(pid: int) -> int:
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
 
 
+class _Timed:
+    """A SQLite connection whose ``execute`` and ``executemany`` are measured (SQLite runs
+    inside them); everything else is the connection's own."""
+
+    def __init__(self, conn: Any, meter: "_StatementMeter") -> None:
+        self._conn, self._meter = conn, meter
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        with self._meter.measure(sql):
+            return self._conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Any) -> Any:
+        with self._meter.measure(sql):
+            return self._conn.executemany(sql, rows)
+
+
 class _StatementMeter:
-    """The database's CPU (and PostgreSQL's WAL) around each statement ``db`` runs, by its text:
-    :meth:`Database.execute` (and so every select, ``insert_many``, ``update_many``),
-    ``executemany`` and ``copy_rows`` are wrapped on this one object."""
+    """The database's CPU (and PostgreSQL's WAL) around each statement a ledger runs, by its
+    text. PostgreSQL: :meth:`Database.execute` (and so every select, ``insert_many`` and
+    ``update_many``), ``executemany`` and ``copy_rows`` wrapped on the one ``db``; BEGIN and
+    COMMIT are left out (``other``). SQLite: every statement of its connection, COMMIT too."""
 
     def __init__(self, db: Database, wal: Callable[[], int] | None, cpu: Callable[[], int]) -> None:
         self.db, self.wal, self.cpu = db, wal, cpu
         self.by: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # calls, CPU ns, WAL bytes
+        self._conn = db.conn
+        if db.is_pg:
+            for name in ("execute", "executemany", "copy_rows"):
+                setattr(db, name, self._wrap(getattr(db, name), name))
+        else:
+            db.conn = _Timed(db.conn, self)
+
+    def stop(self) -> None:
+        """The ledger's own methods and connection back."""
         for name in ("execute", "executemany", "copy_rows"):
-            setattr(db, name, self._wrap(getattr(db, name), name))
+            self.db.__dict__.pop(name, None)
+        self.db.conn = self._conn
 
     def _wrap(self, fn: Callable[..., Any], name: str) -> Callable[..., Any]:
         def timed(sql: str, *args: Any, **kwargs: Any) -> Any:
-            with self._measure(f"COPY {sql}" if name == "copy_rows" else re.sub(r"\s+", " ", sql)[:80]):
+            with self.measure(f"COPY {sql}" if name == "copy_rows" else sql):
                 return fn(sql, *args, **kwargs)
         return timed
 
     @contextmanager
-    def _measure(self, key: str) -> Iterator[None]:
+    def measure(self, sql: str) -> Iterator[None]:
+        """Count one statement's CPU (and WAL) under its first 80 characters."""
         w0, c0 = self.wal() if self.wal else 0, self.cpu()
         try:
             yield
         finally:
-            entry = self.by[key]
+            entry = self.by[re.sub(r"\s+", " ", sql)[:80]]
             entry[0] += 1
             entry[1] += self.cpu() - c0
             entry[2] += (self.wal() - w0) if self.wal else 0
@@ -295,6 +327,7 @@ def statements(db_kind: str, records: int, cards: int, per_txn: int = 8) -> dict
                         ingest_site_batches(led, msgs[i:i + per_txn])
                     whole = total() - t0
                 finally:
+                    meter.stop()
                     if side is not None:
                         side.close()
                 assert led.record_count() == len(recs)
