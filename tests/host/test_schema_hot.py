@@ -28,9 +28,10 @@ def _fillfactors(db: Database) -> dict[str, int]:
 
 def _hot_share(db: Database, table: str) -> tuple[int, int]:
     """(updates, of which HOT) of ``table`` in the current transaction."""
-    upd, hot = db.fetchone("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables "
-                           "WHERE relid = ?::regclass", (table,))
-    return upd, hot
+    row = db.fetchone("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relid = ?::regclass",
+                      (table,))
+    assert row is not None, table
+    return row[0], row[1]
 
 
 def test_v10_sets_the_fillfactor_of_the_rewritten_tables(ledger_url: str):

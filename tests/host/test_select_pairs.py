@@ -11,6 +11,8 @@ more than one chunk), and on SQLite the plan searches the index and scans no tab
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
+from typing import Any
 
 from host.db import CHUNK
 from host.ledger import Ledger
@@ -18,9 +20,10 @@ from host.ledger import Ledger
 _COLS = ("card_no", "txn_counter", "write_id", "record_id", "site_id")
 
 
-def _fill(led: Ledger, cards: int, counters: int) -> list[tuple]:
-    rows = [(f"70058300{c:08d}", tc, f"{c:016x}{tc:016x}", "S-1", f"S-1:t-{c}-{tc}", f"S-1-{c}-{tc}", 1000 + tc)
-            for c in range(cards) for tc in range(counters)]
+def _fill(led: Ledger, cards: int, counters: int) -> list[Sequence[Any]]:
+    rows: list[Sequence[Any]] = [
+        (f"70058300{c:08d}", tc, f"{c:016x}{tc:016x}", "S-1", f"S-1:t-{c}-{tc}", f"S-1-{c}-{tc}", 1000 + tc)
+        for c in range(cards) for tc in range(counters)]
     with led.db.transaction():
         led.db.copy_rows("card_tc", ("card_no", "txn_counter", "write_id", "site_id", "txn_id", "record_id", "at_utc_s"),
                          rows, ("text", "int8", "text", "text", "text", "text", "int8"))
