@@ -22,6 +22,16 @@ CPU per record of the process (and of its PostgreSQL backend):
 - ``ab_{sqlite,postgresql}_cpu_us_per_record_{baseline,this}``: the worker's CPU (SQLite
   inside); ``ab_postgresql_server_cpu_us_per_record_{baseline,this}``: the backend's;
 - ``ab_{sqlite,postgresql}_ratio``: baseline over this, client and server together.
+
+``--statements`` instead runs one grouped ingest (8 batches a transaction) on each ledger and
+splits the database's CPU by statement: for PostgreSQL the backend's CPU (``/proc/PID/schedstat``,
+nanoseconds) and the WAL it wrote (``pg_current_wal_insert_lsn``, read from a second
+connection) around each statement the ledger's :class:`host.db.Database` runs; for SQLite the
+thread's CPU around each (SQLite runs inside it, with the Python that binds the rows). Lines
+``stmt_{sqlite,postgresql}_NN: <us per record> us, <WAL bytes per record> B, <calls>: <statement>``,
+dearest first, then ``stmt_*_total_us`` (the ingest's whole CPU: PostgreSQL's backend,
+SQLite's process) and ``stmt_*_other_us`` (what no statement took: on PostgreSQL BEGIN and
+COMMIT; on SQLite the Python of ingest, since its statements, COMMIT too, are counted).
 """
 
 from __future__ import annotations
@@ -29,17 +39,23 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import secrets
 import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from authz import sample
 from authz.money import amount_for_volume
 from host import master
-from host.ingest import ingest_batch
+from host.db import Database
+from host.ingest import ingest_batch, ingest_site_batches
 from host.ledger import Ledger
 from terminal.ids import new_id, new_txn_id
 from wire import Batch, SiteKeys, WireRecord, batches_topic, decode, encode, records_that_fit
@@ -206,6 +222,128 @@ def ab(baseline: Path, records: int, cards: int, rounds: int, dbs: list[str], pe
     return out
 
 
+def _backend_cpu_ns(pid: int) -> int:
+    """CPU time of the PostgreSQL backend ``pid`` so far, in nanoseconds (this machine's)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+
+
+class _Timed:
+    """A SQLite connection whose ``execute`` and ``executemany`` are measured (SQLite runs
+    inside them); everything else is the connection's own."""
+
+    def __init__(self, conn: Any, meter: "_StatementMeter") -> None:
+        self._conn, self._meter = conn, meter
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        with self._meter.measure(sql):
+            return self._conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Any) -> Any:
+        with self._meter.measure(sql):
+            return self._conn.executemany(sql, rows)
+
+
+class _StatementMeter:
+    """The database's CPU (and PostgreSQL's WAL) around each statement a ledger runs, by its
+    text. PostgreSQL: :meth:`Database.execute` (and so every select, ``insert_many`` and
+    ``update_many``), ``executemany`` and ``copy_rows`` wrapped on the one ``db``; BEGIN and
+    COMMIT are left out (``other``). SQLite: every statement of its connection, COMMIT too."""
+
+    def __init__(self, db: Database, wal: Callable[[], int] | None, cpu: Callable[[], int]) -> None:
+        self.db, self.wal, self.cpu = db, wal, cpu
+        self.by: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # calls, CPU ns, WAL bytes
+        self._conn = db.conn
+        if db.is_pg:
+            for name in ("execute", "executemany", "copy_rows"):
+                setattr(db, name, self._wrap(getattr(db, name), name))
+        else:
+            db.conn = _Timed(db.conn, self)
+
+    def stop(self) -> None:
+        """The ledger's own methods and connection back."""
+        for name in ("execute", "executemany", "copy_rows"):
+            self.db.__dict__.pop(name, None)
+        self.db.conn = self._conn
+
+    def _wrap(self, fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+        def timed(sql: str, *args: Any, **kwargs: Any) -> Any:
+            with self.measure(f"COPY {sql}" if name == "copy_rows" else sql):
+                return fn(sql, *args, **kwargs)
+        return timed
+
+    @contextmanager
+    def measure(self, sql: str) -> Iterator[None]:
+        """Count one statement's CPU (and WAL) under its first 80 characters."""
+        w0, c0 = self.wal() if self.wal else 0, self.cpu()
+        try:
+            yield
+        finally:
+            entry = self.by[re.sub(r"\s+", " ", sql)[:80]]
+            entry[0] += 1
+            entry[1] += self.cpu() - c0
+            entry[2] += (self.wal() - w0) if self.wal else 0
+
+
+def statements(db_kind: str, records: int, cards: int, per_txn: int = 8) -> dict[str, str | float]:
+    """One grouped ingest of ``records`` on ``db_kind`` with the database's CPU split by
+    statement: the ``stmt_*`` keys of the module's doc."""
+    model = sample.fuel_model(n_cards=cards, n_stations=50, seed=1)
+    recs = make_records(records, model)
+    topic = batches_topic(SITE)
+    msgs = [decode(encode(b, KEYS), KEYS, topic=topic) for b in cut(recs)]
+    out: dict[str, str | float] = {}
+    with tempfile.TemporaryDirectory() as d:
+        schema = None
+        url = f"sqlite:///{Path(d) / 'stmt.sqlite'}"
+        if db_kind == "postgresql":
+            import psycopg
+            schema = f"bench_stmt_{secrets.token_hex(4)}"
+            with psycopg.connect(PG, autocommit=True) as c:
+                c.execute(f"CREATE SCHEMA {schema}")
+            url = f"{PG}?options=-csearch_path%3D{schema}"
+        try:
+            with Ledger.open(url) as led:
+                master.import_fuel_model(led, model)
+                if schema is not None:
+                    import psycopg
+                    pid = led.db.scalar("SELECT pg_backend_pid()")
+                    side = psycopg.connect(PG, autocommit=True)
+                    def wal() -> int:
+                        row = side.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn").fetchone()
+                        assert row is not None
+                        return int(row[0])
+                    meter = _StatementMeter(led.db, wal, lambda: _backend_cpu_ns(pid))
+                    total = lambda: _backend_cpu_ns(pid)  # noqa: E731
+                else:
+                    side = None
+                    meter = _StatementMeter(led.db, None, time.thread_time_ns)
+                    total = time.process_time_ns
+                try:
+                    t0 = total()
+                    for i in range(0, len(msgs), per_txn):
+                        ingest_site_batches(led, msgs[i:i + per_txn])
+                    whole = total() - t0
+                finally:
+                    meter.stop()
+                    if side is not None:
+                        side.close()
+                assert led.record_count() == len(recs)
+        finally:
+            if schema is not None:
+                with psycopg.connect(PG, autocommit=True) as c:
+                    c.execute(f"DROP SCHEMA {schema} CASCADE")
+    n = len(recs)
+    ranked = sorted(meter.by.items(), key=lambda kv: -kv[1][1])
+    for i, (sql, (calls, ns, wal_b)) in enumerate(ranked):
+        out[f"stmt_{db_kind}_{i:02d}"] = f"{ns / 1e3 / n:.2f} us, {wal_b / n:.0f} B, {calls}: {sql}"
+    out[f"stmt_{db_kind}_total_us"] = round(whole / 1e3 / n, 2)
+    out[f"stmt_{db_kind}_other_us"] = round((whole - sum(v[1] for v in meter.by.values())) / 1e3 / n, 2)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--records", type=int, default=100_000)
@@ -213,7 +351,14 @@ def main() -> None:
     p.add_argument("--no-postgresql", action="store_true")
     p.add_argument("--baseline", type=Path, help="a tree of the code before: compare its grouped ingest with this one's")
     p.add_argument("--rounds", type=int, default=3, help="rounds of --baseline (best of)")
+    p.add_argument("--statements", action="store_true", help="split the database's CPU by statement instead")
     args = p.parse_args()
+    if args.statements:
+        print(f"records: {args.records}")
+        for db_kind in ["sqlite"] + ([] if args.no_postgresql else ["postgresql"]):
+            for k, v in statements(db_kind, args.records, args.cards).items():
+                print(f"{k}: {v}")
+        return
     if args.baseline is not None:
         if not (args.baseline / "host" / "ingest.py").is_file():
             raise SystemExit(f"--baseline {args.baseline}: not a tree of this project (no host/ingest.py)")

@@ -212,22 +212,28 @@ class Database:
             part = values[i:i + CHUNK]
             self.execute(sql.replace("{in}", ",".join("?" * len(part))), (*params, *part))
 
-    def select_pairs(self, sql: str, pairs: Sequence[tuple[Any, Any]],
-                     types: tuple[str, str] = ("text", "bigint")) -> list[tuple]:
-        """Rows of ``sql`` whose ``IN (VALUES {pairs})`` is the list of ``pairs``."""
+    def select_pairs(self, table: str, columns: Sequence[str], keys: tuple[str, str],
+                     pairs: Sequence[tuple[Any, Any]], types: tuple[str, str] = ("text", "bigint")) -> list[tuple]:
+        """The ``columns`` of the rows of ``table`` whose two ``keys`` columns hold one of the
+        (distinct) ``pairs``, each pair looked up by the index on ``keys``. PostgreSQL gets the
+        pairs as two arrays (``unnest``); SQLite a chunked ``VALUES`` list as the outer loop of
+        a join (``CROSS JOIN`` keeps that order): its row-value ``IN (VALUES ...)`` scanned the
+        whole table once a chunk (docs/sync.md, issue 12's eighth pass)."""
         pairs = list(pairs)
         if not pairs:
             return []
+        cols = ", ".join(f"t.{c}" for c in columns)
+        k1, k2 = keys
         if self.is_pg:
-            cols = [list(c) for c in zip(*pairs)]
-            return self.fetchall(sql.replace("VALUES {pairs}", f"SELECT * FROM unnest(?::{types[0]}[], ?::{types[1]}[])"),
-                                 cols)
+            return self.fetchall(f"SELECT {cols} FROM {table} AS t WHERE (t.{k1}, t.{k2}) IN "
+                                 f"(SELECT * FROM unnest(?::{types[0]}[], ?::{types[1]}[]))", [list(c) for c in zip(*pairs)])
         out: list[tuple] = []
         step = CHUNK // 2
         for i in range(0, len(pairs), step):
             part = pairs[i:i + step]
             values = ",".join("(?,?)" for _ in part)
-            out += self.fetchall(sql.replace("{pairs}", values), [v for p in part for v in p])
+            out += self.fetchall(f"SELECT {cols} FROM (VALUES {values}) AS v CROSS JOIN {table} AS t "
+                                 f"ON t.{k1} = v.column1 AND t.{k2} = v.column2", [v for p in part for v in p])
         return out
 
     def insert_many(self, table: str, columns: Sequence[str], types: Sequence[str], rows: Sequence[Sequence[Any]],

@@ -413,8 +413,8 @@ class BatchEffects:
         pairs |= {(p[1], p[2] + 1) for p in pending}
         held: dict[tuple[str, int], tuple[str, str, str]] = {
             (r[0], r[1]): (r[2], r[3], r[4]) for r in db.select_pairs(
-                "SELECT card_no, txn_counter, write_id, record_id, site_id FROM card_tc "
-                "WHERE (card_no, txn_counter) IN (VALUES {pairs})", list(pairs))}  # a read: any order
+                "card_tc", ("card_no", "txn_counter", "write_id", "record_id", "site_id"), ("card_no", "txn_counter"),
+                sorted(pairs))}  # a read: any order
         new_tc = []
         changed = set()
         tol = self.tolerance

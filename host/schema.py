@@ -17,7 +17,7 @@ from collections.abc import Callable
 from .db import Database
 from .errors import SchemaError
 
-__all__ = ["SCHEMA_VERSION", "MIGRATIONS", "migrate", "schema_version", "CLUB_HISTORY_KINDS_SQL"]
+__all__ = ["SCHEMA_VERSION", "MIGRATIONS", "migrate", "schema_version", "CLUB_HISTORY_KINDS_SQL", "HOT_TABLES"]
 
 _V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -420,8 +420,35 @@ def _v9(db: Database) -> list[str]:
             "CREATE INDEX records_contract ON records (contract_id, at_utc_s) WHERE kind = 'fuel.completed'"]
 
 
+#: The tables ingest updates in place, by how often a row is rewritten, and the share of each
+#: PostgreSQL heap page a new row may fill (``fillfactor``): the rest stays free, so that an
+#: update of an unindexed column (a balance, a counter, a dirty mark's generation) puts the
+#: new row version on the same page, a HOT update that adds no index entry. At the default
+#: (100) pages are full and most of these updates went to another page, each with a new
+#: entry in every index of the table (docs/sync.md, issue 12's eighth pass).
+HOT_TABLES: dict[str, int] = {
+    "contracts": 50,          # every balance changed by each ingest transaction that charges it
+    "replica_dirty": 50,      # each mark's generation, on every ingest transaction that touches the row
+    "card_tc_state": 70,      # each card's highest counter, once a transaction that sees the card
+    "fuel_counters": 70,      # a new row per (card, limit, period), then updated
+    "replica_spenders": 70,   # inserted once per (row, site); updated when a cover is cleared
+    "club_accounts": 70,      # the balance and turnover of each sale, return and top-up
+}
+
+
+def _v10(db: Database) -> list[str]:
+    """HOT updates for the rows ingest rewrites (issue 12's eighth pass): PostgreSQL leaves
+    room on each new heap page of the tables of :data:`HOT_TABLES`. Pages written before keep
+    what they hold (a ``VACUUM FULL`` of a table rewrites it with the room, outside this
+    migration, which runs in a transaction). SQLite has no such setting and no HOT updates:
+    nothing to do there."""
+    if not db.is_pg:
+        return []
+    return [f"ALTER TABLE {table} SET (fillfactor = {ff})" for table, ff in HOT_TABLES.items()]
+
+
 #: ``MIGRATIONS[n]`` (1-based) gives the statements that take a database to version n.
-MIGRATIONS: list[Callable[[Database], list[str]]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9]
+MIGRATIONS: list[Callable[[Database], list[str]]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
