@@ -74,8 +74,36 @@ def groups_to_json(groups: Iterable[ProductGroup]) -> str:
     return dumps(sorted(int(g) for g in groups))
 
 
+@lru_cache(maxsize=4_096)
 def groups_from_json(text: str) -> frozenset[ProductGroup]:
+    """The product groups stored as ``text`` (cached: cards and stations share a few sets;
+    the frozenset is immutable)."""
     return frozenset(ProductGroup(g) for g in json.loads(text))
+
+
+def _member(members: dict[Any, Any], cls: Any, value: Any) -> Any:
+    """``cls(value)`` by a dict look-up (an Enum call costs a few us, a fold makes thousands);
+    a value not in ``members`` goes to ``cls`` itself, so it raises as before."""
+    m = members.get(value)
+    return cls(value) if m is None else m
+
+
+_TARIFFS = {t.value: t for t in Tariff}
+_CARD_KINDS = {k.value: k for k in CardKind}
+_CARD_STATUSES = {s.value: s for s in CardStatus}
+
+
+@lru_cache(maxsize=4_096)
+def _day(text: str) -> date:
+    """``date.fromisoformat(text)``, cached: cards share a few expiry days."""
+    return date.fromisoformat(text)
+
+
+@lru_cache(maxsize=4_096)
+def _station_ids(text: str) -> tuple[int, ...]:
+    """A contract's chosen station ids as stored (cached: most contracts choose none or few
+    alike; the tuple is immutable)."""
+    return tuple(json.loads(text))
 
 
 def discounts_to_json(rules: Iterable[DiscountRule]) -> str:
@@ -112,7 +140,7 @@ CONTRACT_COLUMNS = "contract_id, tz, home_region, tariff, balance_kop, credit_li
 
 def contract_from_row(row: Sequence[Any]) -> Contract:
     cid, tz, region, tariff, balance, credit, chosen = row
-    return Contract(cid, tz, region, Tariff(tariff), balance, credit, tuple(json.loads(chosen)))
+    return Contract(cid, tz, region, _member(_TARIFFS, Tariff, tariff), balance, credit, _station_ids(chosen))
 
 
 CARD_COLUMNS = "card_no, contract_id, expires_on, groups, limits, kind, status, controls"
@@ -121,8 +149,12 @@ CARD_COLUMNS = "card_no, contract_id, expires_on, groups, limits, kind, status, 
 def card_from_row(row: Sequence[Any]) -> FuelCard:
     """The FuelCard of a ``fuel_cards`` row read as :data:`CARD_COLUMNS`."""
     no, cid, expires, groups, limits, kind, status, controls = row
-    return FuelCard(no, cid, date.fromisoformat(expires), groups_from_json(groups), limits_from_json(limits),
-                    CardKind(kind), CardStatus(status), **controls_from_json(controls))
+    if controls is None:  # the common case: no fleet controls, no keywords to unpack
+        return FuelCard(no, cid, _day(expires), groups_from_json(groups), limits_from_json(limits),
+                        _member(_CARD_KINDS, CardKind, kind), _member(_CARD_STATUSES, CardStatus, status))
+    return FuelCard(no, cid, _day(expires), groups_from_json(groups), limits_from_json(limits),
+                    _member(_CARD_KINDS, CardKind, kind), _member(_CARD_STATUSES, CardStatus, status),
+                    **controls_from_json(controls))
 
 
 STATION_COLUMNS = "station_id, region, groups, prices, max_fill_ml"

@@ -476,11 +476,18 @@ def _limit_to(lim: Limit) -> dict[str, Any]:
     return d
 
 
+@lru_cache(maxsize=4_096)
+def _groups_to(groups: frozenset[Any]) -> tuple[int, ...]:
+    """A card's groups as the row carries them, in order (cached: cards share a few sets;
+    the caller copies it into the list the map holds: the native row readers take lists)."""
+    return tuple(sorted(int(g) for g in groups))
+
+
 def _fuel_card_to(r: FuelCardRow) -> dict[str, Any]:
     c = r.card
     d = {"card_no": c.card_no, "contract_id": c.contract_id,
          "expires_on": c.expires_on.isoformat() if isinstance(c.expires_on, date) else c.expires_on,
-         "groups": sorted(int(g) for g in c.groups),
+         "groups": list(_groups_to(c.groups)) if type(c.groups) is frozenset else sorted(int(g) for g in c.groups),
          "limits": [_limit_to(lim) for lim in c.limits],
          "kind": int(c.kind), "status": int(c.status),
          "counters": [{"limit_id": lid, "spent": ctr.spent, "period_start": ctr.period_start}

@@ -10,7 +10,7 @@ from authz.fuel_model import FuelModel, Tariff
 from host import master
 from host.ingest import ingest_batch
 from host.ledger import Ledger
-from host.publisher import Publisher
+from host.publisher import NO_DEFAULT_EXPOSURE, Publisher
 from wire import Limits, SiteKeys, SnapshotRequest, Table, decode
 
 from .edge import CARD, CONTRACT, Site, club_world, contract, fuel_card
@@ -192,3 +192,124 @@ def test_what_the_publisher_encodes_unchecked_decodes_at_a_site(ledger: Ledger):
         parts = pub.snapshot(table)
         for part, publ in zip(parts, pub.snapshot_publications(parts, KEYS)):
             assert decode(publ.payload, site_keys, topic=publ.topic) == part
+
+
+# -- the fold's rows read the cheap way are the rows read the reference way, byte for byte --
+
+def _reference_card(row) -> object:
+    """A fuel_cards row as host.rows read it before the publisher's fold got cheaper
+    (Enum calls, date.fromisoformat, json per card, no caches)."""
+    import json
+    from datetime import date
+
+    from authz.fuel_model import CardKind, CardStatus, FuelCard, ProductGroup
+    from host import rows as R
+    no, cid, expires, groups, limits, kind, status, controls = row
+    return FuelCard(no, cid, date.fromisoformat(expires), frozenset(ProductGroup(g) for g in json.loads(groups)),
+                    R.limits_from_json.__wrapped__(limits), CardKind(kind), CardStatus(status),
+                    **({} if controls is None else R.card_controls_from_map(json.loads(controls))))
+
+
+def _reference_rows(ledger: Ledger, table: Table, keys: list) -> list:
+    """The rows of ``keys`` built the reference way: whole dataclasses.replace for contracts,
+    every counter looked up per card and limit."""
+    import json
+    from dataclasses import replace
+
+    from authz.fuel_model import Contract, LimitCounter
+    from host import rows as R
+    from host.watermarks import contract_allowances, row_watermarks, site_watermarks
+    from wire import FuelCardRow
+    db = ledger.db
+    marks = site_watermarks(db)
+    wm = row_watermarks(db, table, keys, marks)
+    if table is Table.CONTRACTS:
+        got = db.select_in(f"SELECT {R.CONTRACT_COLUMNS} FROM contracts WHERE contract_id IN ({{in}})", keys)
+        contracts = sorted((Contract(cid, tz, region, Tariff(t), bal, credit, tuple(json.loads(chosen)))
+                            for cid, tz, region, t, bal, credit, chosen in got), key=lambda c: c.contract_id)
+        exposures = db.select_in("SELECT contract_id, offline_exposure_kop FROM contracts WHERE contract_id IN ({in})",
+                                 keys)
+        active = [s for (s,) in db.fetchall("SELECT site_id FROM sites WHERE status = 'active' ORDER BY site_id")]
+        allowed = contract_allowances(db, exposures, NO_DEFAULT_EXPOSURE, active)
+        return [replace(c, watermarks=wm.get(str(c.contract_id), ()), allowances=allowed.get(c.contract_id, ()))
+                for c in contracts]
+    assert table is Table.FUEL_CARDS
+    cards = sorted((_reference_card(r) for r in db.select_in(
+        f"SELECT {R.CARD_COLUMNS} FROM fuel_cards WHERE card_no IN ({{in}})", keys)), key=lambda c: c.card_no)
+    counters = db.select_in("SELECT card_no, limit_id, period_start, spent FROM fuel_counters "
+                            "WHERE card_no IN ({in})", keys)
+    out = []
+    for c in cards:
+        pairs = []
+        for lid in sorted(lim.limit_id for lim in c.limits):
+            mine = [(start, spent) for no, i, start, spent in counters if no == c.card_no and i == lid]
+            if mine:
+                start, spent = max(mine)
+                pairs.append((lid, LimitCounter(spent, start)))
+        out.append(replace(FuelCardRow(c, tuple(pairs)), watermarks=wm.get(c.card_no, ())))
+    return out
+
+
+def _reference_card_map(r) -> dict:
+    """A fuel-card row's wire map as wire.codec built it before (groups sorted per card)."""
+    from wire import codec
+    c = r.card
+    d = {"card_no": c.card_no, "contract_id": c.contract_id, "expires_on": c.expires_on.isoformat(),
+         "groups": sorted(int(g) for g in c.groups), "limits": [codec._limit_to(lim) for lim in c.limits],
+         "kind": int(c.kind), "status": int(c.status),
+         "counters": [{"limit_id": lid, "spent": ctr.spent, "period_start": ctr.period_start}
+                      for lid, ctr in r.counters]}
+    if c.products is not None or c.windows or c.station_scope or c.station_ids or c.on_breach:
+        codec._with_card_controls(d, c)
+    if r.watermarks:
+        codec._with_balance_fields(d, r.watermarks)
+    return d
+
+
+def test_a_folds_signed_deltas_are_those_of_rows_read_the_reference_way(ledger: Ledger):
+    """The fold's cheaper row reads (cached groups, days and enum look-ups, the contract's
+    constructor for its balance fields, the groups' wire form cached) change no byte: every
+    contract and fuel-card delta of a fold is signed over the same payload as the delta of the
+    rows read the reference way, and the card rows' wire maps pack alike."""
+    import msgpack
+
+    from wire import ReplicaDelta, codec, encode
+    small_world(ledger)
+    pub = Publisher(ledger)
+    for d in pub.pending():
+        pub.mark_sent(d)
+    s = Site("S1")
+    s.fuel_sale(delivered_ml=10_000)
+    s.fuel_sale(delivered_ml=20_000, tc=12)
+    for b in s.batches(3):
+        ingest_batch(ledger, b)
+    master.block_card(ledger, CARD)  # a card of another status among the rows
+    assert set(pub.flush_dirty()) >= {Table.CONTRACTS, Table.FUEL_CARDS}
+    deltas = [d for d in pub.pending() if d.table in (Table.CONTRACTS, Table.FUEL_CARDS)]
+    assert {d.table for d in deltas} == {Table.CONTRACTS, Table.FUEL_CARDS}
+    for delta in deltas:
+        keys = [codec.row_key(delta.table, r) for r in delta.upserts]
+        with ledger.db.transaction(write=False, snapshot=True):
+            ref = _reference_rows(ledger, delta.table, keys)
+        assert ref and list(delta.upserts) == ref
+        ref_delta = ReplicaDelta(delta.table, delta.from_version, delta.to_version, tuple(ref), delta.deletes)
+        assert pub.delta_publication(delta, KEYS).payload == encode(ref_delta, KEYS)  # Ed25519: deterministic
+        if delta.table is Table.FUEL_CARDS:
+            for row in delta.upserts:
+                assert msgpack.packb(codec._fuel_card_to(row), use_bin_type=True) == \
+                    msgpack.packb(_reference_card_map(row), use_bin_type=True)
+
+
+def test_a_stored_card_of_an_unknown_kind_or_status_is_refused_as_before():
+    """The enum look-ups fall back to the Enum itself: a value it does not know raises its
+    ValueError, as the Enum call did."""
+    import pytest
+
+    from host import rows as R
+    row = [CARD, 1, "2030-01-31", "[1]", "[]", 0, 0, None]
+    assert R.card_from_row(row).kind.value == 0
+    for i in (5, 6):
+        bad = list(row)
+        bad[i] = 99
+        with pytest.raises(ValueError, match="99"):
+            R.card_from_row(bad)
