@@ -1262,12 +1262,7 @@ def _snapshot_packed(data: bytes, keys: SiteKeys, topic: str | None, parsed_topi
         raise WireSignatureError(f"{_what(mtype, None)}: the signature does not verify under the host's "
                                  "replica verify key")
     if parsed_topic is not None:
-        if parsed_topic.kind is not _TOPIC_KIND[mtype]:
-            raise WireTopicError(f"{_what(mtype, None)} on topic {topic!r}, which carries "
-                                 f"{parsed_topic.kind.value}")
-        if parsed_topic.site_id is not None:
-            raise WireTopicError(f"{_what(mtype, None)} on topic {topic!r} of site {parsed_topic.site_id!r}: "
-                                 "a site publishes on its own topics only")
+        _topic_check(mtype, None, topic, parsed_topic)
         if parsed_topic.table is not None and (parsed_topic.table != table or parsed_topic.part != part):
             raise WireTopicError(f"{mtype.value} of table {table.value!r} part {part} on topic {topic!r}")
     return ReplicaSnapshot(table, version, part, parts, rows_bulk.PackedRows(table, data, bounds))
@@ -1304,12 +1299,17 @@ def _envelope(data: bytes, keys: SiteKeys, topic: str | None, parsed_topic: Any,
             raise WireSignatureError(f"{_what(mtype, site)}: the signature does not verify under the host's "
                                      "replica verify key")
     if parsed_topic is not None:
-        if parsed_topic.kind is not _TOPIC_KIND[mtype]:
-            raise WireTopicError(f"{_what(mtype, site)} on topic {topic!r}, which carries "
-                                 f"{parsed_topic.kind.value}")
-        if parsed_topic.site_id is not None and parsed_topic.site_id != site:
-            raise WireTopicError(f"{_what(mtype, site)} on topic {topic!r} of site {parsed_topic.site_id!r}: "
-                                 "a site publishes on its own topics only")
+        _topic_check(mtype, site, topic, parsed_topic)
+
+
+def _topic_check(mtype: MessageType, site: Any, topic: str | None, parsed_topic: Any) -> None:
+    """The topic a message came on carries its type and, if it names a site, the message's
+    own site (None for a replica message: no site topic may carry one)."""
+    if parsed_topic.kind is not _TOPIC_KIND[mtype]:
+        raise WireTopicError(f"{_what(mtype, site)} on topic {topic!r}, which carries {parsed_topic.kind.value}")
+    if parsed_topic.site_id is not None and parsed_topic.site_id != site:
+        raise WireTopicError(f"{_what(mtype, site)} on topic {topic!r} of site {parsed_topic.site_id!r}: "
+                             "a site publishes on its own topics only")
 
 
 _HOT_PATHS = {kind: tuple((p.split(".")[0].encode(), p.split(".")[1].encode() if "." in p else None) for p in paths)
